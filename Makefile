@@ -1,0 +1,127 @@
+# cairn - one binary, every block of the stack.
+#
+#   make            build build/cairn
+#   make up         install missing packages, build, run the default stack
+#   make test       install missing packages, build, run every test
+#   make unit       C unit tests (plain, then ASan+UBSan)
+#   make integration  pytest suites against real processes
+#   make fuzz       each libFuzzer harness briefly over its corpus
+#
+# Options: V=1 (echo commands), SANITIZE=1 (build cairn with ASan+UBSan).
+
+CC       ?= cc
+CLANG    ?= clang
+PYTHON   ?= /usr/bin/python3
+FUZZ_SECONDS ?= 5
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-missing-field-initializers
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -Isrc/core
+LDLIBS   := -lyaml -lssl -lcrypto -lpthread -lm
+SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+ifeq ($(SANITIZE),1)
+CFLAGS   += $(SAN)
+LDFLAGS  += $(SAN)
+endif
+
+ifneq ($(V),1)
+Q := @
+endif
+
+CORE_SRC := $(sort $(wildcard src/core/*.c))
+ROLE_SRC := $(sort $(wildcard src/demo_app/*.c))
+MAIN_SRC := src/cairn.c src/default_stack.c
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+
+LIB_OBJ  := $(patsubst src/%.c,build/obj/%.o,$(CORE_SRC) $(ROLE_SRC))
+MAIN_OBJ := $(patsubst src/%.c,build/obj/%.o,$(MAIN_SRC))
+UNIT_OBJ := $(patsubst tests/%.c,build/obj/tests/%.o,$(UNIT_SRC))
+ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC))
+ASAN_UNIT:= $(patsubst tests/%.c,build/asan/tests/%.o,$(UNIT_SRC))
+
+.PHONY: all deps up test unit unit-plain unit-asan integration fuzz clean bench
+
+all: build/cairn
+
+deps:
+	$(Q)sh scripts/deps.sh
+
+build/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+build/obj/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -Itests/unit -MMD -MP -c -o $@ $<
+
+build/asan/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  CC[san] $<"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -MMD -MP -c -o $@ $<
+
+build/asan/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  CC[san] $<"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -Itests/unit -MMD -MP -c -o $@ $<
+
+build/libcairn.a: $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+build/cairn: $(MAIN_OBJ) build/libcairn.a
+	@[ "$(V)" = 1 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+build/unit: $(UNIT_OBJ) build/libcairn.a
+	@[ "$(V)" = 1 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+build/unit-asan: $(ASAN_UNIT) $(ASAN_LIB)
+	@[ "$(V)" = 1 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
+up: deps build/cairn
+	./build/cairn up
+
+unit-plain: build/unit
+	./build/unit
+unit-asan: build/unit-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/unit-asan
+unit: unit-plain unit-asan
+
+integration: build/cairn
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+# ---- fuzzing: clang + libFuzzer, each harness briefly over its seed corpus ----
+FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc -Isrc/core \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  := $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_NAMES))
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(wildcard src/core/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ-CC $@"
+	$(Q)$(CLANG) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	@for n in $(FUZZ_NAMES); do \
+	    mkdir -p build/fuzz/corpus-$$n && \
+	    echo "fuzz $$n: $(FUZZ_SECONDS)s" && \
+	    ./build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	        -print_final_stats=0 -close_fd_mask=3 \
+	        build/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; \
+	done
+
+test: deps all unit integration fuzz
+	@echo "all tests passed"
+
+bench:
+	@echo "no benchmarks yet: see bench/RESULTS.md"
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs the Debian packages cairn needs to build and test, if any are missing.
+# As root it runs apt-get; otherwise it prints the exact command and fails.
+set -eu
+PKGS="gcc make pkg-config clang libclang-rt-14-dev libyaml-dev libssl-dev \
+      curl python3 python3-pytest python3-requests python3-dnspython prometheus"
+missing=""
+for p in $PKGS; do
+    st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$st" in
+        *"install ok installed"*) ;;
+        *) missing="$missing $p" ;;
+    esac
+done
+[ -z "$missing" ] && exit 0
+echo "deps: missing Debian packages:$missing" >&2
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: run as root:  apt-get update && apt-get install -y$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing
+# Debian's server packages may start their own system service on install; cairn's
+# tests run their own instances on their own ports, so stop any that started.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl stop prometheus prometheus-node-exporter 2>/dev/null || true
+fi

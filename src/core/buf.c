@@ -1,0 +1,175 @@
+/* buf.c - growable byte buffers. */
+#include "buf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int buf_reserve(struct buf *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return 0;
+    /* Reuse the consumed front before growing. */
+    if (b->off && b->cap - buf_used(b) >= n) {
+        buf_compact(b);
+        return 0;
+    }
+    size_t need = buf_used(b) + n;
+    if (need < n)
+        return -ENOMEM;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2)
+            return -ENOMEM;
+        cap *= 2;
+    }
+    buf_compact(b);
+    char *d = realloc(b->data, cap + 1);
+    if (!d)
+        return -ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+void buf_commit(struct buf *b, size_t n)
+{
+    BUG_ON(b->len + n > b->cap);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+    int r = buf_reserve(b, n);
+    if (r)
+        return r;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    buf_commit(b, n);
+    return 0;
+}
+
+int buf_puts(struct buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+int buf_putc(struct buf *b, char c)
+{
+    return buf_append(b, &c, 1);
+}
+
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int r = buf_reserve(b, 64);
+    if (r) {
+        va_end(ap2);
+        return r;
+    }
+    int n = vsnprintf(b->data + b->len, b->cap - b->len + 1, fmt, ap);
+    if (n < 0) {
+        va_end(ap2);
+        return -EINVAL;
+    }
+    if ((size_t)n > b->cap - b->len) {
+        r = buf_reserve(b, (size_t)n);
+        if (r) {
+            va_end(ap2);
+            return r;
+        }
+        vsnprintf(b->data + b->len, b->cap - b->len + 1, fmt, ap2);
+    }
+    va_end(ap2);
+    buf_commit(b, (size_t)n);
+    return 0;
+}
+
+int buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+    BUG_ON(n > buf_used(b));
+    b->off += n;
+    if (b->off == b->len)
+        b->off = b->len = 0;
+    if (b->data)
+        b->data[b->len] = '\0';
+}
+
+void buf_reset(struct buf *b)
+{
+    b->off = b->len = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+void buf_compact(struct buf *b)
+{
+    if (!b->off)
+        return;
+    size_t n = buf_used(b);
+    memmove(b->data, b->data + b->off, n);
+    b->off = 0;
+    b->len = n;
+    b->data[n] = '\0';
+}
+
+void buf_free(struct buf *b)
+{
+    free(b->data);
+    *b = BUF_INIT;
+}
+
+char *buf_steal(struct buf *b)
+{
+    if (!b->data) {
+        char *s = malloc(1);
+        if (s)
+            s[0] = '\0';
+        return s;
+    }
+    buf_compact(b);
+    char *s = b->data;
+    *b = BUF_INIT;
+    return s;
+}
+
+int buf_json_escape(struct buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    int r = buf_reserve(b, n + 2);
+    if (r)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = { '\\', (char)c };
+            r = buf_append(b, e, 2);
+        } else if (c == '\n') {
+            r = buf_append(b, "\\n", 2);
+        } else if (c == '\r') {
+            r = buf_append(b, "\\r", 2);
+        } else if (c == '\t') {
+            r = buf_append(b, "\\t", 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+            r = buf_append(b, e, 6);
+        } else {
+            r = buf_putc(b, (char)c);
+        }
+        if (r)
+            return r;
+    }
+    return 0;
+}

@@ -1,0 +1,89 @@
+/* common.h - small definitions shared by every cairn module.
+ *
+ * Error convention (libuv style): functions return 0 or a non-negative count on
+ * success and a negated errno value on failure; cairn_strerror() turns one into a
+ * message. Errors travel in return values, never in a global.
+ */
+#ifndef CAIRN_COMMON_H
+#define CAIRN_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define CAIRN_VERSION "0.1.0"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define UNUSED(x) ((void)(x))
+#define container_of(ptr, type, member) \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Debug-build invariant check; compiled out with NDEBUG. */
+#ifndef NDEBUG
+#include <stdio.h>
+#include <stdlib.h>
+#define BUG_ON(cond)                                                        \
+    do {                                                                    \
+        if (unlikely(cond)) {                                               \
+            fprintf(stderr, "BUG at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                        \
+        }                                                                   \
+    } while (0)
+#else
+#define BUG_ON(cond) ((void)0)
+#endif
+
+/* Message for a negated errno code (or a positive one). */
+const char *cairn_strerror(int err);
+
+/* Monotonic and wall clocks. */
+uint64_t cairn_now_ms(void);      /* CLOCK_MONOTONIC, milliseconds */
+uint64_t cairn_now_ns(void);      /* CLOCK_MONOTONIC, nanoseconds */
+double cairn_wall_time(void);     /* CLOCK_REALTIME, seconds */
+
+/* A string view: pointer and length, not NUL-terminated. */
+struct strv {
+    const char *p;
+    size_t n;
+};
+#define STRV(s) ((struct strv){ (s), sizeof(s) - 1 })
+#define STRV_NULL ((struct strv){ NULL, 0 })
+
+static inline struct strv strv_make(const char *p, size_t n)
+{
+    return (struct strv){ p, n };
+}
+static inline struct strv strv_cstr(const char *s)
+{
+    return (struct strv){ s, s ? strlen(s) : 0 };
+}
+bool strv_eq(struct strv a, struct strv b);
+bool strv_eq_cstr(struct strv a, const char *s);
+bool strv_caseeq_cstr(struct strv a, const char *s);   /* ASCII case-insensitive */
+bool strv_has_prefix(struct strv a, const char *prefix);
+struct strv strv_trim(struct strv a);                  /* strips SP and HTAB */
+/* Copies into a NUL-terminated heap string; NULL on allocation failure. */
+char *strv_dup(struct strv a);
+
+/* Parses a decimal unsigned integer that must fill the whole view. */
+int strv_to_u64(struct strv a, uint64_t *out);
+
+/* Random bytes from the kernel, falling back to a seeded PRNG. */
+void cairn_random(void *buf, size_t len);
+/* Fast per-thread PRNG (xorshift) for non-cryptographic uses. */
+uint64_t cairn_rand64(void);
+
+/* Safe allocation helpers that never abort: they return NULL on failure. */
+void *cairn_calloc(size_t n, size_t size);
+char *cairn_strdup(const char *s);
+
+/* Number of online CPUs (at least 1). */
+int cairn_ncpus(void);
+
+#endif

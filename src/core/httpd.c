@@ -1,0 +1,792 @@
+/* httpd.c - HTTP/1.1 server connections on the event loop. */
+#include "httpd.h"
+#include "metrics.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum conn_state {
+    CS_HANDSHAKE,   /* TLS handshake in progress */
+    CS_HEAD,        /* reading a request head */
+    CS_BODY,        /* reading a request body */
+    CS_HANDLER,     /* request handed to the handler, no response finished yet */
+    CS_CLOSING,     /* flushing the last response, then linger */
+    CS_LINGER,      /* write side shut; draining input briefly so the peer sees our reply */
+    CS_CLOSED,
+};
+
+enum timer_kind { T_NONE, T_IDLE, T_HEADER, T_BODY, T_WRITE, T_LINGER };
+
+#define READ_CHUNK 16384
+#define WBUF_HIGH (1u << 20)
+#define LINGER_MS 2000
+#define MAX_FREE_CONNS 64
+
+struct httpd_conn {
+    struct loop_io io;
+    struct loop_timer timer;
+    struct loop_defer defer;
+    struct httpd_worker *w;
+    const struct httpd_conf *conf;
+    SSL *ssl;
+    struct buf rbuf, wbuf, hdrs, body;
+    struct http1_scan scan;
+    struct http1_chunked chunked;
+    size_t head_len;        /* bytes of the current head in rbuf */
+    size_t raw_pos;         /* chunked: bytes of rbuf decoded so far */
+    size_t req_end;         /* bytes of rbuf the current request occupies */
+    enum conn_state state;
+    enum timer_kind timer_kind;
+    bool in_handler, in_process;
+    bool close_after;       /* no keep-alive after this response */
+    bool resp_started, resp_chunked, resp_nobody;
+    struct httpd_req req;
+    struct sockaddr_storage peer;
+    struct httpd_conn *next, *prev;
+};
+
+static void conn_event(struct loop_io *io, uint32_t events);
+static void conn_timer(struct loop_timer *t);
+static void conn_resume(struct httpd_conn *c);
+static void conn_close(struct httpd_conn *c);
+
+void httpd_conf_defaults(struct httpd_conf *conf)
+{
+    memset(conf, 0, sizeof(*conf));
+    conf->limits = http1_default_limits;
+    conf->header_timeout_ms = 10000;
+    conf->body_timeout_ms = 30000;
+    conf->idle_timeout_ms = 60000;
+    conf->max_conns = 10000;
+    conf->server = "cairn";
+}
+
+void httpd_worker_init(struct httpd_worker *w, struct loop *loop)
+{
+    memset(w, 0, sizeof(*w));
+    w->loop = loop;
+}
+
+static void set_timer(struct httpd_conn *c, enum timer_kind kind, uint32_t ms)
+{
+    c->timer_kind = kind;
+    if (kind == T_NONE || ms == 0)
+        loop_timer_stop(&c->timer);
+    else
+        loop_timer_start(c->w->loop, &c->timer, ms);
+}
+
+/* ---- accepting ---- */
+
+static void conn_free_mem(struct httpd_conn *c)
+{
+    buf_free(&c->rbuf);
+    buf_free(&c->wbuf);
+    buf_free(&c->hdrs);
+    buf_free(&c->body);
+    free(c);
+}
+
+static struct httpd_conn *conn_alloc(struct httpd_worker *w)
+{
+    struct httpd_conn *c = w->free_conns;
+    if (c) {
+        w->free_conns = c->next;
+        w->nfree--;
+        struct buf rb = c->rbuf, wb = c->wbuf, hb = c->hdrs, bb = c->body;
+        memset(c, 0, sizeof(*c));
+        c->rbuf = rb;
+        c->wbuf = wb;
+        c->hdrs = hb;
+        c->body = bb;
+        buf_reset(&c->rbuf);
+        buf_reset(&c->wbuf);
+        buf_reset(&c->hdrs);
+        buf_reset(&c->body);
+        return c;
+    }
+    return calloc(1, sizeof(*c));
+}
+
+static void conn_start(struct httpd_worker *w, const struct httpd_conf *conf, int fd,
+                       const struct sockaddr_storage *peer)
+{
+    struct httpd_conn *c = conn_alloc(w);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->conf = conf;
+    c->peer = *peer;
+    loop_io_init(&c->io, fd, conn_event, c);
+    loop_timer_init(&c->timer, conn_timer, c);
+    c->state = CS_HEAD;
+    if (conf->tls) {
+        c->ssl = tls_conn_new(conf->tls, fd, true, NULL);
+        if (!c->ssl) {
+            close(fd);
+            conn_free_mem(c);
+            return;
+        }
+        c->state = CS_HANDSHAKE;
+    }
+    if (loop_io_add(w->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+        tls_conn_free(&c->ssl);
+        close(fd);
+        conn_free_mem(c);
+        return;
+    }
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    set_timer(c, T_HEADER, conf->header_timeout_ms);
+    /* Data may already be waiting (TCP_DEFER_ACCEPT-like); the edge-triggered
+     * registration reports it, so nothing more to do here. */
+}
+
+static void listener_cb(struct loop_io *io, uint32_t events)
+{
+    struct httpd_listener *l = io->data;
+    struct httpd_worker *w = l->w;
+    UNUSED(events);
+    for (int i = 0; i < 256; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break;  /* EAGAIN, or EMFILE and friends: level-triggered, we come back */
+        }
+        if (w->draining || w->nconns >= l->conf->max_conns) {
+            close(fd);
+            continue;
+        }
+        net_set_nodelay(fd);
+        conn_start(w, l->conf, fd, &ss);
+    }
+}
+
+int httpd_listen(struct httpd_worker *w, const struct net_addr *addr,
+                 const struct httpd_conf *conf)
+{
+    struct httpd_listener *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    int fd = net_listen_tcp(addr, 1024, true);
+    if (fd < 0) {
+        free(l);
+        return fd;
+    }
+    l->w = w;
+    l->conf = conf;
+    l->addr = *addr;
+    loop_io_init(&l->io, fd, listener_cb, l);
+    int r = loop_io_add(w->loop, &l->io, EPOLLIN);
+    if (r) {
+        close(fd);
+        free(l);
+        return r;
+    }
+    l->next = w->listeners;
+    w->listeners = l;
+    return 0;
+}
+
+static void close_listeners(struct httpd_worker *w)
+{
+    while (w->listeners) {
+        struct httpd_listener *l = w->listeners;
+        w->listeners = l->next;
+        loop_io_del(&l->io);
+        close(l->io.fd);
+        free(l);
+    }
+}
+
+static void check_drained(struct httpd_worker *w)
+{
+    if (w->draining && w->nconns == 0 && w->on_drained) {
+        void (*cb)(struct httpd_worker *, void *) = w->on_drained;
+        w->on_drained = NULL;
+        cb(w, w->drained_arg);
+    }
+}
+
+void httpd_drain(struct httpd_worker *w, void (*on_drained)(struct httpd_worker *, void *),
+                 void *arg)
+{
+    w->draining = true;
+    w->on_drained = on_drained;
+    w->drained_arg = arg;
+    close_listeners(w);
+    struct httpd_conn *c = w->conns;
+    while (c) {
+        struct httpd_conn *next = c->next;
+        if ((c->state == CS_HEAD && buf_used(&c->rbuf) == 0) || c->state == CS_HANDSHAKE)
+            conn_close(c);
+        else
+            c->close_after = true;
+        c = next;
+    }
+    check_drained(w);
+}
+
+void httpd_close_all(struct httpd_worker *w)
+{
+    while (w->conns)
+        conn_close(w->conns);
+}
+
+static void free_list(struct httpd_worker *w)
+{
+    while (w->free_conns) {
+        struct httpd_conn *c = w->free_conns;
+        w->free_conns = c->next;
+        conn_free_mem(c);
+    }
+    w->nfree = 0;
+}
+
+void httpd_worker_destroy(struct httpd_worker *w)
+{
+    close_listeners(w);
+    w->on_drained = NULL;
+    httpd_close_all(w);
+    /* conn_close defers recycling; run what is pending now. */
+    while (w->loop->defer_head) {
+        struct loop_defer *d = w->loop->defer_head;
+        w->loop->defer_head = d->next;
+        d->queued = false;
+        d->cb(d->arg);
+    }
+    free_list(w);
+}
+
+/* ---- closing ---- */
+
+static void conn_recycle(void *arg)
+{
+    struct httpd_conn *c = arg;
+    struct httpd_worker *w = c->w;
+    if (w->nfree >= MAX_FREE_CONNS || c->rbuf.cap > 65536 || c->wbuf.cap > 262144 ||
+        c->body.cap > 65536) {
+        conn_free_mem(c);
+        return;
+    }
+    c->next = w->free_conns;
+    w->free_conns = c;
+    w->nfree++;
+}
+
+static void conn_close(struct httpd_conn *c)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    enum conn_state was = c->state;
+    c->state = CS_CLOSED;
+    if (was == CS_HANDLER && c->req.on_abort) {
+        void (*cb)(struct httpd_req *, void *) = c->req.on_abort;
+        c->req.on_abort = NULL;
+        cb(&c->req, c->req.abort_arg);
+    }
+    loop_timer_stop(&c->timer);
+    loop_io_del(&c->io);
+    tls_conn_free(&c->ssl);
+    close(c->io.fd);
+    struct httpd_worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    w->nconns--;
+    loop_defer(w->loop, &c->defer, conn_recycle, c);
+    check_drained(w);
+}
+
+/* ---- I/O ---- */
+
+static ssize_t conn_read(struct httpd_conn *c, void *p, size_t n)
+{
+    if (c->ssl)
+        return tls_read(c->ssl, p, n);
+    for (;;) {
+        ssize_t r = read(c->io.fd, p, n);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+static ssize_t conn_write(struct httpd_conn *c, const void *p, size_t n)
+{
+    if (c->ssl)
+        return tls_write(c->ssl, p, n);
+    for (;;) {
+        ssize_t r = send(c->io.fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+static void start_linger(struct httpd_conn *c)
+{
+    if (c->ssl)
+        SSL_shutdown(c->ssl);
+    shutdown(c->io.fd, SHUT_WR);
+    c->state = CS_LINGER;
+    set_timer(c, T_LINGER, LINGER_MS);
+}
+
+/* Writes what is buffered. Returns 0 when all is written, 1 when the socket is
+ * full, -1 when the connection was closed. */
+static int conn_flush(struct httpd_conn *c)
+{
+    while (buf_used(&c->wbuf)) {
+        ssize_t n = conn_write(c, buf_head(&c->wbuf), buf_used(&c->wbuf));
+        if (n == -EAGAIN) {
+            if (c->timer_kind == T_NONE || c->timer_kind == T_WRITE)
+                set_timer(c, T_WRITE, c->conf->idle_timeout_ms);
+            return 1;
+        }
+        if (n <= 0) {
+            conn_close(c);
+            return -1;
+        }
+        buf_consume(&c->wbuf, (size_t)n);
+    }
+    if (c->timer_kind == T_WRITE)
+        set_timer(c, T_NONE, 0);
+    if (c->state == CS_CLOSING) {
+        start_linger(c);
+    }
+    return 0;
+}
+
+/* ---- requests ---- */
+
+/* Answers a request we refuse (parse error, timeout) and closes afterwards. */
+static void conn_error(struct httpd_conn *c, int status)
+{
+    char date[30];
+    http_date_format(time(NULL), date);
+    const char *reason = http_status_reason(status);
+    buf_printf(&c->wbuf,
+               "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               "Content-Length: %zu\r\nConnection: close\r\n\r\n%d %s\n",
+               status, reason, date, strlen(reason) + 5, status, reason);
+    c->state = CS_CLOSING;
+    set_timer(c, T_NONE, 0);
+    conn_flush(c);
+}
+
+static void dispatch(struct httpd_conn *c)
+{
+    struct httpd_req *r = &c->req;
+    r->conn = c;
+    r->worker = c->w;
+    r->peer = &c->peer;
+    r->tls = c->ssl != NULL;
+    r->start_ns = cairn_now_ns();
+    r->on_abort = NULL;
+    r->abort_arg = NULL;
+    c->resp_started = false;
+    c->state = CS_HANDLER;
+    set_timer(c, T_NONE, 0);
+    c->in_handler = true;
+    c->conf->handler(r, c->conf->handler_arg);
+    c->in_handler = false;
+}
+
+/* Re-parses the head after the read buffer may have moved under the views. */
+static void refresh_head(struct httpd_conn *c)
+{
+    struct http1_scan s = { 0 };
+    int r = http1_parse_request(buf_head(&c->rbuf), c->head_len, &s, &c->conf->limits, &c->req.h);
+    BUG_ON(r != (int)c->head_len);
+    (void)r;
+}
+
+/* Processes buffered input. Returns 0 when it needs more bytes, 1 when it must
+ * wait for something else (handler, flush), -1 when the connection closed. */
+static int conn_process(struct httpd_conn *c)
+{
+    const struct http1_limits *lim = &c->conf->limits;
+    for (;;) {
+        switch (c->state) {
+        case CS_HEAD: {
+            if (buf_used(&c->rbuf) == 0)
+                return 0;
+            if (buf_used(&c->wbuf) > WBUF_HIGH)
+                return 1;   /* let the client read what it asked for first */
+            if (c->timer_kind == T_IDLE || c->timer_kind == T_NONE)
+                set_timer(c, T_HEADER, c->conf->header_timeout_ms);
+            int r = http1_parse_request(buf_head(&c->rbuf), buf_used(&c->rbuf), &c->scan, lim,
+                                        &c->req.h);
+            if (r == 0)
+                return 0;
+            if (r < 0) {
+                conn_error(c, -r);
+                return c->state == CS_CLOSED ? -1 : 1;
+            }
+            c->head_len = (size_t)r;
+            if (c->req.h.chunked || c->req.h.content_length > 0) {
+                c->state = CS_BODY;
+                c->raw_pos = c->head_len;
+                memset(&c->chunked, 0, sizeof(c->chunked));
+                buf_reset(&c->body);
+                if (c->req.h.expect_continue && c->req.h.minor >= 1) {
+                    size_t have = buf_used(&c->rbuf) - c->head_len;
+                    if (have == 0)
+                        buf_puts(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                set_timer(c, T_BODY, c->conf->body_timeout_ms);
+                continue;
+            }
+            c->req.body = strv_make(buf_head(&c->rbuf) + c->head_len, 0);
+            c->req_end = c->head_len;
+            dispatch(c);
+            if (c->state == CS_CLOSED)
+                return -1;
+            continue;
+        }
+        case CS_BODY: {
+            size_t used = buf_used(&c->rbuf);
+            if (!c->req.h.chunked) {
+                size_t need = c->head_len + (size_t)c->req.h.content_length;
+                if (used < need)
+                    return 0;
+                refresh_head(c);
+                c->req.body = strv_make(buf_head(&c->rbuf) + c->head_len,
+                                        (size_t)c->req.h.content_length);
+                c->req_end = need;
+            } else {
+                size_t consumed = 0;
+                int r = http1_chunked_feed(&c->chunked, buf_head(&c->rbuf) + c->raw_pos,
+                                           used - c->raw_pos, &consumed, &c->body, lim->max_body);
+                c->raw_pos += consumed;
+                if (r < 0) {
+                    conn_error(c, r == -500 ? 500 : -r);
+                    return c->state == CS_CLOSED ? -1 : 1;
+                }
+                if (r == 0)
+                    return 0;
+                refresh_head(c);
+                c->req.body = buf_strv(&c->body);
+                c->req_end = c->raw_pos;
+            }
+            dispatch(c);
+            if (c->state == CS_CLOSED)
+                return -1;
+            continue;
+        }
+        case CS_HANDSHAKE:
+            return 0;
+        default:
+            return 1;
+        }
+    }
+}
+
+/* Called once a response is complete. */
+static void request_done(struct httpd_conn *c)
+{
+    buf_consume(&c->rbuf, c->req_end);
+    c->req_end = 0;
+    c->head_len = 0;
+    memset(&c->scan, 0, sizeof(c->scan));
+    c->req.on_abort = NULL;
+    if (c->close_after || c->w->draining) {
+        c->state = CS_CLOSING;
+        if (!c->in_handler && !c->in_process)
+            conn_flush(c);
+        return;
+    }
+    c->state = CS_HEAD;
+    set_timer(c, T_IDLE, c->conf->idle_timeout_ms);
+    if (!c->in_handler && !c->in_process)
+        conn_resume(c);
+}
+
+static void read_more(struct httpd_conn *c)
+{
+    for (;;) {
+        if (c->state == CS_LINGER) {
+            char sink[4096];
+            ssize_t n = conn_read(c, sink, sizeof(sink));
+            if (n > 0)
+                continue;
+            if (n != -EAGAIN)
+                conn_close(c);
+            return;
+        }
+        c->in_process = true;
+        int p = conn_process(c);
+        c->in_process = false;
+        if (p < 0)
+            return;
+        if (c->state == CS_CLOSING) {
+            conn_flush(c);
+            return;
+        }
+        if (p > 0) {
+            if (buf_used(&c->wbuf))
+                conn_flush(c);
+            return;
+        }
+        /* Bound what a request may make us buffer: the parser caps the head, the
+         * content length is checked against max_body, chunked framing gets slack. */
+        const struct http1_limits *lim = &c->conf->limits;
+        if (c->state == CS_BODY && c->req.h.chunked &&
+            buf_used(&c->rbuf) > c->head_len + 2 * lim->max_body + 65536) {
+            conn_error(c, 413);
+            return;
+        }
+        if (buf_reserve(&c->rbuf, READ_CHUNK)) {
+            conn_error(c, 500);
+            return;
+        }
+        ssize_t n = conn_read(c, buf_tail(&c->rbuf), buf_room(&c->rbuf));
+        if (n > 0) {
+            buf_commit(&c->rbuf, (size_t)n);
+            if (c->state == CS_BODY)
+                set_timer(c, T_BODY, c->conf->body_timeout_ms);
+            continue;
+        }
+        if (n == -EAGAIN) {
+            if (buf_used(&c->wbuf))
+                conn_flush(c);
+            return;
+        }
+        /* EOF or error: nothing more will come. */
+        if (buf_used(&c->wbuf) && n == 0 && c->state == CS_HEAD && buf_used(&c->rbuf) == 0) {
+            c->state = CS_CLOSING;   /* half-closed client still gets its responses */
+            conn_flush(c);
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+}
+
+static void conn_resume(struct httpd_conn *c)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+        return;
+    if (c->state == CS_CLOSING || c->state == CS_LINGER || c->state == CS_CLOSED)
+        return;
+    read_more(c);
+}
+
+static void conn_event(struct loop_io *io, uint32_t events)
+{
+    struct httpd_conn *c = io->data;
+    if (c->state == CS_CLOSED)
+        return;
+    if (events & EPOLLERR) {
+        conn_close(c);
+        return;
+    }
+    if (c->state == CS_HANDSHAKE) {
+        int r = tls_handshake(c->ssl);
+        if (r == -EAGAIN)
+            return;
+        if (r < 0) {
+            conn_close(c);
+            return;
+        }
+        c->state = CS_HEAD;
+    }
+    if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+        return;
+    if (c->state == CS_HANDLER || c->state == CS_CLOSING)
+        return;
+    read_more(c);
+}
+
+static void conn_timer(struct loop_timer *t)
+{
+    struct httpd_conn *c = t->data;
+    enum timer_kind k = c->timer_kind;
+    c->timer_kind = T_NONE;
+    switch (k) {
+    case T_HEADER:
+        if (buf_used(&c->rbuf) && c->state == CS_HEAD)
+            conn_error(c, 408);
+        else
+            conn_close(c);
+        break;
+    case T_BODY:
+        conn_error(c, 408);
+        break;
+    default:
+        conn_close(c);
+        break;
+    }
+}
+
+/* ---- responses ---- */
+
+int httpd_header(struct httpd_req *r, const char *name, const char *value)
+{
+    return http1_write_header(&r->conn->hdrs, name, value);
+}
+
+int httpd_headerf(struct httpd_req *r, const char *name, const char *fmt, ...)
+{
+    struct buf *b = &r->conn->hdrs;
+    va_list ap;
+    va_start(ap, fmt);
+    int e = buf_printf(b, "%s: ", name);
+    if (!e)
+        e = buf_vprintf(b, fmt, ap);
+    if (!e)
+        e = buf_append(b, "\r\n", 2);
+    va_end(ap);
+    return e;
+}
+
+void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
+                         int64_t content_length)
+{
+    struct httpd_conn *c = r->conn;
+    struct httpd_worker *w = c->w;
+    BUG_ON(c->resp_started);
+    c->resp_started = true;
+    bool keep = r->h.keep_alive && !c->close_after && !w->draining;
+    c->resp_nobody = r->h.is_head || status == 204 || status == 304 || status < 200;
+    c->resp_chunked = false;
+
+    time_t now = time(NULL);
+    if (now != w->date_sec) {
+        w->date_sec = now;
+        http_date_format(now, w->date);
+    }
+    struct buf *b = &c->wbuf;
+    http1_write_status(b, status);
+    buf_printf(b, "Date: %s\r\n", w->date);
+    if (c->conf->server)
+        buf_printf(b, "Server: %s\r\n", c->conf->server);
+    if (ctype)
+        buf_printf(b, "Content-Type: %s\r\n", ctype);
+    if (content_length >= 0) {
+        if (status != 204 && status != 304 && status >= 200)
+            buf_printf(b, "Content-Length: %lld\r\n", (long long)content_length);
+    } else if (!c->resp_nobody) {
+        if (r->h.minor >= 1) {
+            c->resp_chunked = true;
+            buf_puts(b, "Transfer-Encoding: chunked\r\n");
+        } else {
+            keep = false;   /* HTTP/1.0: the close delimits the body */
+        }
+    }
+    if (!keep) {
+        c->close_after = true;
+        buf_puts(b, "Connection: close\r\n");
+    } else if (r->h.minor == 0) {
+        buf_puts(b, "Connection: keep-alive\r\n");
+    }
+    buf_append(b, buf_head(&c->hdrs), buf_used(&c->hdrs));
+    buf_reset(&c->hdrs);
+    buf_append(b, "\r\n", 2);
+}
+
+void httpd_respond_write(struct httpd_req *r, const void *data, size_t len)
+{
+    struct httpd_conn *c = r->conn;
+    if (c->resp_nobody || !len)
+        return;
+    if (c->resp_chunked)
+        http1_write_chunk(&c->wbuf, data, len);
+    else
+        buf_append(&c->wbuf, data, len);
+    if (!c->in_handler && buf_used(&c->wbuf) > 65536)
+        conn_flush(c);
+}
+
+void httpd_respond_finish(struct httpd_req *r)
+{
+    struct httpd_conn *c = r->conn;
+    if (c->resp_chunked)
+        http1_write_last_chunk(&c->wbuf);
+    if (c->state == CS_CLOSED)
+        return;
+    request_done(c);
+}
+
+void httpd_respond(struct httpd_req *r, int status, const char *ctype, const void *body,
+                   size_t len)
+{
+    httpd_respond_start(r, status, ctype, (int64_t)len);
+    httpd_respond_write(r, body, len);
+    httpd_respond_finish(r);
+}
+
+void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void *), void *arg)
+{
+    r->on_abort = cb;
+    r->abort_arg = arg;
+}
+
+void httpd_req_peer(const struct httpd_req *r, char *out, size_t outlen)
+{
+    net_ip_format((const struct sockaddr *)r->peer, out, outlen);
+}
+
+const struct http_header *httpd_req_header(const struct httpd_req *r, const char *name)
+{
+    return http_find_header(r->h.headers, r->h.nheaders, name);
+}
+
+bool httpd_serve_builtin(struct httpd_req *r, struct metrics_registry *reg, bool ready)
+{
+    struct strv p = r->h.path;
+    bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
+    if (strv_eq_cstr(p, "/-/healthy")) {
+        if (!get)
+            goto not_allowed;
+        httpd_respond(r, 200, "text/plain; charset=utf-8", "Healthy.\n", 9);
+        return true;
+    }
+    if (strv_eq_cstr(p, "/-/ready")) {
+        if (!get)
+            goto not_allowed;
+        if (ready)
+            httpd_respond(r, 200, "text/plain; charset=utf-8", "Ready.\n", 7);
+        else
+            httpd_respond(r, 503, "text/plain; charset=utf-8", "Not ready.\n", 11);
+        return true;
+    }
+    if (strv_eq_cstr(p, "/metrics") && reg) {
+        if (!get)
+            goto not_allowed;
+        struct buf b = BUF_INIT;
+        metrics_render(reg, &b);
+        httpd_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf_head(&b),
+                      buf_used(&b));
+        buf_free(&b);
+        return true;
+    }
+    return false;
+not_allowed:
+    httpd_header(r, "Allow", "GET, HEAD");
+    httpd_respond(r, 405, "text/plain; charset=utf-8", "Method Not Allowed\n", 19);
+    return true;
+}

@@ -1,0 +1,119 @@
+/* httpd.h - an HTTP/1.1 server on the per-thread event loop.
+ *
+ * Each worker thread owns a struct httpd_worker with its own listeners (one
+ * SO_REUSEPORT socket per address per thread) and connections; nothing is shared
+ * between workers. A connection serves its requests one at a time in order
+ * (keep-alive and pipelining), reads the body before calling the handler (Content-
+ * Length bodies are views into the read buffer; chunked bodies are decoded into a
+ * per-connection buffer), and closes after answering 4xx to malformed input.
+ *
+ * The handler is called with a struct httpd_req that stays valid until it answers
+ * with httpd_respond() (or httpd_respond_start/_write/_finish), at once or later
+ * from a timer: that is how a handler waits without blocking the thread. If the
+ * connection must die first (server stop), the abort callback set with
+ * httpd_req_on_abort() runs so that the handler can drop its pending work.
+ *
+ * Timeouts: header_timeout from the first byte of a request until its head is
+ * complete (answered with 408), body_timeout between body reads, idle_timeout
+ * between requests on a kept-alive connection.
+ */
+#ifndef CAIRN_HTTPD_H
+#define CAIRN_HTTPD_H
+
+#include "buf.h"
+#include "http1.h"
+#include "loop.h"
+#include "net.h"
+#include "tls.h"
+
+struct httpd_req;
+struct httpd_conn;
+struct httpd_worker;
+struct metrics_registry;
+
+typedef void (*httpd_handler)(struct httpd_req *r, void *arg);
+
+struct httpd_conf {
+    struct http1_limits limits;
+    uint32_t header_timeout_ms;
+    uint32_t body_timeout_ms;
+    uint32_t idle_timeout_ms;
+    size_t max_conns;               /* per worker; beyond it new connections are closed */
+    struct tls_ctx *tls;            /* NULL for plain HTTP */
+    httpd_handler handler;
+    void *handler_arg;
+    const char *server;             /* Server header, NULL for none */
+};
+/* Fills conf with defaults (limits, 10s/30s/60s timeouts, 10000 conns). */
+void httpd_conf_defaults(struct httpd_conf *conf);
+
+struct httpd_req {
+    struct http_request h;
+    struct strv body;
+    const struct sockaddr_storage *peer;
+    struct httpd_conn *conn;
+    struct httpd_worker *worker;
+    uint64_t start_ns;
+    bool tls;
+    void (*on_abort)(struct httpd_req *r, void *arg);
+    void *abort_arg;
+};
+
+struct httpd_listener {
+    struct loop_io io;
+    struct httpd_worker *w;
+    const struct httpd_conf *conf;
+    struct net_addr addr;
+    struct httpd_listener *next;
+};
+
+struct httpd_worker {
+    struct loop *loop;
+    struct httpd_listener *listeners;
+    struct httpd_conn *conns;       /* live connections (doubly linked) */
+    struct httpd_conn *free_conns;  /* recycled, buffers kept */
+    size_t nconns, nfree;
+    bool draining;
+    void (*on_drained)(struct httpd_worker *w, void *arg);
+    void *drained_arg;
+    char date[30];                  /* cached Date header value */
+    time_t date_sec;
+    void *data;
+};
+
+void httpd_worker_init(struct httpd_worker *w, struct loop *loop);
+/* Closes every connection and listener and frees memory. */
+void httpd_worker_destroy(struct httpd_worker *w);
+/* Binds addr (SO_REUSEPORT) and starts accepting with conf, which must outlive
+ * the listener. Returns 0 or a negated errno. */
+int httpd_listen(struct httpd_worker *w, const struct net_addr *addr,
+                 const struct httpd_conf *conf);
+/* Graceful stop: closes listeners and idle connections; connections with a
+ * request in progress close after its response. on_drained runs once no
+ * connection is left (possibly immediately). */
+void httpd_drain(struct httpd_worker *w, void (*on_drained)(struct httpd_worker *, void *),
+                 void *arg);
+/* Forcibly closes every connection (after a drain deadline). */
+void httpd_close_all(struct httpd_worker *w);
+
+/* Response. Headers added before the response starts are sent with it. */
+int httpd_header(struct httpd_req *r, const char *name, const char *value);
+int httpd_headerf(struct httpd_req *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sends a whole response. ctype may be NULL. HEAD, 204 and 304 get no body. */
+void httpd_respond(struct httpd_req *r, int status, const char *ctype, const void *body,
+                   size_t len);
+/* Streaming: content_length < 0 means chunked. */
+void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
+                         int64_t content_length);
+void httpd_respond_write(struct httpd_req *r, const void *data, size_t len);
+void httpd_respond_finish(struct httpd_req *r);
+void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void *), void *arg);
+/* Formats the peer's IP into out. */
+void httpd_req_peer(const struct httpd_req *r, char *out, size_t outlen);
+const struct http_header *httpd_req_header(const struct httpd_req *r, const char *name);
+
+/* Serves /-/healthy, /-/ready and /metrics. Returns true when it answered. */
+bool httpd_serve_builtin(struct httpd_req *r, struct metrics_registry *reg, bool ready);
+
+#endif

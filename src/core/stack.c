@@ -1,0 +1,256 @@
+/* stack.c - loading the stack file. */
+#include "stack.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int ready_fd = -1;
+
+void service_set_ready_fd(int fd)
+{
+    ready_fd = fd;
+}
+
+void service_notify_ready(void)
+{
+    if (ready_fd < 0)
+        return;
+    char one = 'R';
+    ssize_t w;
+    do {
+        w = write(ready_fd, &one, 1);
+    } while (w == -1 && errno == EINTR);
+    close(ready_fd);
+    ready_fd = -1;
+}
+
+void service_add_endpoint(struct service *svc, const char *what, const char *fmt, ...)
+{
+    if (svc->nendpoints == SERVICE_MAX_ENDPOINTS)
+        return;
+    struct service_endpoint *e = &svc->endpoints[svc->nendpoints++];
+    snprintf(e->what, sizeof(e->what), "%s", what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->url, sizeof(e->url), fmt, ap);
+    va_end(ap);
+}
+
+void service_add_bind(struct service *svc, const struct net_addr *a, int type)
+{
+    if (svc->nbinds == SERVICE_MAX_BINDS)
+        return;
+    svc->bind_types[svc->nbinds] = type;
+    svc->binds[svc->nbinds++] = *a;
+}
+
+char *stack_path(const struct stack *st, const char *p)
+{
+    char *out = NULL;
+    if (p[0] == '/' || !st->dir || strcmp(st->dir, ".") == 0)
+        return strdup(p);
+    if (asprintf(&out, "%s/%s", st->dir, p) < 0)
+        return NULL;
+    return out;
+}
+
+const struct service *stack_find(const struct stack *st, const char *name)
+{
+    for (size_t i = 0; i < st->nservices; i++)
+        if (strcmp(st->services[i].name, name) == 0)
+            return &st->services[i];
+    return NULL;
+}
+
+/* Service names become process titles, log fields, DNS labels and Kubernetes
+ * object names: lower-case letters, digits and '-', starting with a letter. */
+static bool valid_service_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63 || !(s[0] >= 'a' && s[0] <= 'z') || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static void parse_log(struct cfg *c, const cfg_node *n, struct stack *st)
+{
+    static const char *const keys[] = { "level", "format", NULL };
+    cfg_node *v[2];
+    if (cfg_map_fields(c, n, "log", keys, v))
+        return;
+    if (v[0]) {
+        if (!cfg_is_scalar(v[0]) || log_level_parse(cfg_scalar(v[0]), &st->log_level))
+            cfg_error(c, v[0], "log.level", "expected one of debug, info, warn, error, got \"%s\"",
+                      cfg_scalar(v[0]) ? cfg_scalar(v[0]) : "?");
+    }
+    if (v[1]) {
+        if (!cfg_is_scalar(v[1]) || log_format_parse(cfg_scalar(v[1]), &st->log_format))
+            cfg_error(c, v[1], "log.format", "expected logfmt or json, got \"%s\"",
+                      cfg_scalar(v[1]) ? cfg_scalar(v[1]) : "?");
+    }
+}
+
+static const struct role_ops *find_role(const struct role_ops *const *roles, const char *name)
+{
+    for (size_t i = 0; roles[i]; i++)
+        if (strcmp(roles[i]->name, name) == 0)
+            return roles[i];
+    return NULL;
+}
+
+static void parse_services(struct cfg *c, const cfg_node *n, struct stack *st,
+                           const struct role_ops *const *roles)
+{
+    if (!cfg_is_map(n)) {
+        cfg_error(c, n, "services", "expected a mapping of service names to services");
+        return;
+    }
+    size_t count = cfg_len(n);
+    if (count == 0) {
+        cfg_error(c, n, "services", "at least one service is needed");
+        return;
+    }
+    st->services = calloc(count, sizeof(*st->services));
+    if (!st->services) {
+        cfg_error(c, n, "services", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        cfg_node *k = cfg_map_key(c, n, i), *v = cfg_map_value(c, n, i);
+        const char *name = cfg_scalar(k);
+        char path[128];
+        snprintf(path, sizeof(path), "services.%s", name);
+        if (!valid_service_name(name)) {
+            cfg_error(c, k, path, "service names are lower-case letters, digits and '-', "
+                                  "starting with a letter, at most 63 characters");
+            continue;
+        }
+        if (stack_find(st, name)) {
+            cfg_error(c, k, path, "duplicate service name");
+            continue;
+        }
+        if (!cfg_is_map(v)) {
+            cfg_error(c, v, path, "expected a mapping with at least a \"role\" key");
+            continue;
+        }
+        cfg_node *rn = NULL;
+        for (size_t j = 0; j < cfg_len(v); j++)
+            if (strcmp(cfg_scalar(cfg_map_key(c, v, j)), "role") == 0)
+                rn = cfg_map_value(c, v, j);
+        char rpath[160];
+        snprintf(rpath, sizeof(rpath), "%s.role", path);
+        if (!rn) {
+            cfg_error(c, v, path, "missing key \"role\"");
+            continue;
+        }
+        const struct role_ops *role = cfg_is_scalar(rn) ? find_role(roles, cfg_scalar(rn)) : NULL;
+        if (!role) {
+            char list[256] = "";
+            size_t o = 0;
+            for (size_t j = 0; roles[j] && o < sizeof(list) - 1; j++)
+                o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", j ? ", " : "",
+                                      roles[j]->name);
+            cfg_error(c, rn, rpath, "unknown role \"%s\" (this build has: %s)",
+                      cfg_scalar(rn) ? cfg_scalar(rn) : "?", list);
+            continue;
+        }
+        struct service *svc = &st->services[st->nservices];
+        svc->name = strdup(name);
+        svc->role = role;
+        svc->stack = st;
+        if (!svc->name) {
+            cfg_error(c, k, path, "out of memory");
+            continue;
+        }
+        st->nservices++;
+        if (role->parse(c, v, path, svc)) {
+            /* errors recorded; keep the service so names stay unique */
+        }
+    }
+}
+
+/* Two services (or one, twice) must not bind the same address and protocol. */
+static void check_binds(struct cfg *c, struct stack *st)
+{
+    for (size_t i = 0; i < st->nservices; i++) {
+        const struct service *a = &st->services[i];
+        for (size_t x = 0; x < a->nbinds; x++) {
+            for (size_t j = i; j < st->nservices; j++) {
+                const struct service *b = &st->services[j];
+                for (size_t y = (j == i ? x + 1 : 0); y < b->nbinds; y++) {
+                    if (a->bind_types[x] == b->bind_types[y] && net_addr_eq(&a->binds[x], &b->binds[y])) {
+                        char s[NET_ADDRSTRLEN];
+                        net_addr_format(&a->binds[x], s, sizeof(s));
+                        cfg_errors_add(c->errs, "%s: address %s is used twice: by service %s and by service %s",
+                                       c->file, s, a->name, b->name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+int stack_load(struct stack *st, const char *path, const char *text,
+               const struct role_ops *const *roles, struct cfg_errors *errs)
+{
+    struct cfg c;
+    memset(st, 0, sizeof(*st));
+    st->log_level = LOG_INFO;
+    st->log_format = LOG_LOGFMT;
+    size_t before = errs->n;
+    int r = text ? cfg_load_string(&c, path, text, strlen(text), errs)
+                 : cfg_load_file(&c, path, errs);
+    st->file = strdup(path);
+    if (text) {
+        st->dir = strdup(".");
+    } else {
+        char *tmp = strdup(path);
+        st->dir = tmp ? strdup(dirname(tmp)) : NULL;
+        free(tmp);
+    }
+    if (r) {
+        cfg_free(&c);
+        return -EINVAL;
+    }
+    static const char *const keys[] = { "data_dir", "log", "services", NULL };
+    cfg_node *v[3];
+    cfg_node *root = cfg_root(&c);
+    if (cfg_map_fields(&c, root, "", keys, v) == 0) {
+        char *dd = NULL;
+        if (v[0])
+            cfg_get_string(&c, v[0], "data_dir", &dd);
+        st->data_dir = stack_path(st, dd ? dd : "cairn-data");
+        free(dd);
+        if (v[1])
+            parse_log(&c, v[1], st);
+        if (v[2])
+            parse_services(&c, v[2], st, roles);
+        else
+            cfg_error(&c, root, "services", "missing key \"services\"");
+        check_binds(&c, st);
+    }
+    cfg_free(&c);
+    return errs->n > before ? -EINVAL : 0;
+}
+
+void stack_free(struct stack *st)
+{
+    for (size_t i = 0; i < st->nservices; i++) {
+        struct service *s = &st->services[i];
+        if (s->conf && s->role->free_conf)
+            s->role->free_conf(s->conf);
+        free(s->name);
+    }
+    free(st->services);
+    free(st->file);
+    free(st->dir);
+    free(st->data_dir);
+    memset(st, 0, sizeof(*st));
+}

@@ -1,0 +1,80 @@
+/* stack.h - the stack file: services, each with a role, loaded and validated.
+ *
+ * The core knows no role. The command line hands stack_load() a table of role
+ * operations; the loader reads the common top-level keys (data_dir, log,
+ * services), and each service's mapping is given to its role's parse function,
+ * which fills a role-specific structure with the core's typed getters. Every
+ * error is collected so that `cairn check` can list them all.
+ */
+#ifndef CAIRN_STACK_H
+#define CAIRN_STACK_H
+
+#include "config.h"
+#include "log.h"
+#include "net.h"
+
+struct service;
+
+struct role_ops {
+    const char *name;           /* "demo-app", "edge", ... */
+    const char *summary;        /* one line for `cairn help` */
+    /* Parses the service's mapping (all its keys, "role" included). Returns 0 or
+     * -EINVAL after recording errors; on success svc->conf is set. */
+    int (*parse)(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
+    /* Runs the service in this process until SIGTERM/SIGINT; returns an exit code. */
+    int (*main)(const struct service *svc);
+    void (*free_conf)(void *conf);
+};
+
+#define SERVICE_MAX_ENDPOINTS 8
+#define SERVICE_MAX_BINDS 16
+
+struct service_endpoint {
+    char what[24];              /* "http", "admin", "dns/udp", ... */
+    char url[96];
+};
+
+struct service {
+    char *name;
+    const struct role_ops *role;
+    void *conf;
+    const struct stack *stack;
+    struct service_endpoint endpoints[SERVICE_MAX_ENDPOINTS];
+    size_t nendpoints;
+    /* Addresses the service binds, to catch two services on one port. */
+    struct net_addr binds[SERVICE_MAX_BINDS];
+    int bind_types[SERVICE_MAX_BINDS];  /* SOCK_STREAM or SOCK_DGRAM */
+    size_t nbinds;
+};
+
+struct stack {
+    char *file;                 /* path, or "<default>" */
+    char *dir;                  /* base for relative paths */
+    char *data_dir;             /* resolved against dir */
+    enum log_level log_level;
+    enum log_format log_format;
+    struct service *services;
+    size_t nservices;
+};
+
+/* Loads a stack from path, or from text when text is non-NULL (name is then
+ * used in messages and the current directory is the base). Returns 0, or
+ * -EINVAL with errs filled. */
+int stack_load(struct stack *st, const char *path, const char *text,
+               const struct role_ops *const *roles, struct cfg_errors *errs);
+void stack_free(struct stack *st);
+const struct service *stack_find(const struct stack *st, const char *name);
+
+/* For role parsers: records an endpoint line and a bound address. */
+void service_add_endpoint(struct service *svc, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void service_add_bind(struct service *svc, const struct net_addr *a, int type);
+/* Resolves a path from the stack file against its directory (malloc'd). */
+char *stack_path(const struct stack *st, const char *p);
+
+/* Readiness: `cairn up` passes a pipe to each child; the service calls this once
+ * it is serving. A no-op when run standalone. */
+void service_notify_ready(void);
+void service_set_ready_fd(int fd);
+
+#endif

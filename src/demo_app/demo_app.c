@@ -1,0 +1,680 @@
+/* demo_app.c - role "demo-app": a small web application to serve and test with.
+ *
+ *   /                  HTML page naming the instance; loads the two assets below
+ *   /static/app.js     cacheable (Cache-Control: public, max-age=3600, ETag,
+ *   /static/style.css  Last-Modified; conditional GET answers 304)
+ *   /api/hello         dynamic JSON naming the instance (Cache-Control: no-store)
+ *   /healthz           200 "ok", or 503 while health is set to fail
+ *   /-/faults          GET shows, POST sets the fault injection settings
+ *   /metrics, /-/healthy, /-/ready
+ *
+ * Fault injection, for testing what sits in front: per request with the query
+ * parameters latency=DURATION and status=CODE, or for every request with
+ * POST /-/faults?latency=200ms&error_rate=0.5&healthy=false (reset=1 clears).
+ * The settings are process-wide atomics read by every worker thread.
+ */
+#include "demo_app.h"
+#include "assets.h"
+#include "httpd.h"
+#include "log.h"
+#include "metrics.h"
+#include "trace.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#define DEMO_MAX_LISTEN 8
+#define DEMO_ASSET_MTIME 1767225600   /* 2026-01-01T00:00:00Z: same on every instance */
+#define DEMO_DRAIN_MS 5000
+
+struct demo_conf {
+    struct net_addr listen[DEMO_MAX_LISTEN];
+    size_t nlisten;
+    int threads;
+    char *instance;
+    uint64_t latency_ms;
+    double error_rate;
+    bool healthy;
+};
+
+/* ---- configuration ---- */
+
+static void demo_free_conf(void *p)
+{
+    struct demo_conf *c = p;
+    if (!c)
+        return;
+    free(c->instance);
+    free(c);
+}
+
+static int demo_parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
+{
+    static const char *const keys[] = { "role", "listen", "threads", "instance", "latency",
+                                        "error_rate", "healthy", NULL };
+    cfg_node *v[7];
+    struct demo_conf *dc = calloc(1, sizeof(*dc));
+    if (!dc)
+        return cfg_error(c, map, path, "out of memory");
+    svc->conf = dc;
+    dc->threads = 1;
+    dc->healthy = true;
+    int bad = cfg_map_fields(c, map, path, keys, v);
+    char p[256];
+    if (!v[1]) {
+        bad = cfg_error(c, map, path, "missing key \"listen\" (a list of addresses)");
+    } else {
+        size_t n = cfg_is_seq(v[1]) ? cfg_len(v[1]) : 1;
+        snprintf(p, sizeof(p), "%s.listen", path);
+        if (!cfg_is_seq(v[1]) && !cfg_is_scalar(v[1]))
+            bad = cfg_error(c, v[1], p, "expected a list of addresses");
+        else if (n == 0 || n > DEMO_MAX_LISTEN)
+            bad = cfg_error(c, v[1], p, "expected 1 to %d addresses", DEMO_MAX_LISTEN);
+        else
+            for (size_t i = 0; i < n; i++) {
+                const cfg_node *it = cfg_is_seq(v[1]) ? cfg_seq_item(c, v[1], i) : v[1];
+                snprintf(p, sizeof(p), "%s.listen[%zu]", path, i);
+                if (cfg_get_addr(c, it, p, &dc->listen[dc->nlisten]) == 0) {
+                    char a[NET_ADDRSTRLEN];
+                    net_addr_format(&dc->listen[dc->nlisten], a, sizeof(a));
+                    service_add_endpoint(svc, "http", "http://%s/", a);
+                    service_add_bind(svc, &dc->listen[dc->nlisten], SOCK_STREAM);
+                    dc->nlisten++;
+                } else {
+                    bad = -EINVAL;
+                }
+            }
+    }
+    if (v[2]) {
+        long long t;
+        snprintf(p, sizeof(p), "%s.threads", path);
+        if (cfg_get_int(c, v[2], p, 1, 256, &t) == 0)
+            dc->threads = (int)t;
+        else
+            bad = -EINVAL;
+    }
+    snprintf(p, sizeof(p), "%s.instance", path);
+    if (v[3] && cfg_get_string(c, v[3], p, &dc->instance))
+        bad = -EINVAL;
+    if (!dc->instance)
+        dc->instance = strdup(svc->name);
+    snprintf(p, sizeof(p), "%s.latency", path);
+    if (v[4] && cfg_get_duration(c, v[4], p, &dc->latency_ms))
+        bad = -EINVAL;
+    snprintf(p, sizeof(p), "%s.error_rate", path);
+    if (v[5] && cfg_get_float(c, v[5], p, 0, 1, &dc->error_rate))
+        bad = -EINVAL;
+    snprintf(p, sizeof(p), "%s.healthy", path);
+    if (v[6] && cfg_get_bool(c, v[6], p, &dc->healthy))
+        bad = -EINVAL;
+    return bad ? -EINVAL : 0;
+}
+
+const struct role_ops demo_app_role = {
+    .name = "demo-app",
+    .summary = "sample web application with static assets, an API and fault injection",
+    .parse = demo_parse,
+    .main = demo_app_main,
+    .free_conf = demo_free_conf,
+};
+
+/* ---- runtime ---- */
+
+enum route { R_INDEX, R_JS, R_CSS, R_HELLO, R_HEALTHZ, R_FAULTS, R_BUILTIN, R_OTHER, R_COUNT };
+static const char *const route_names[R_COUNT] = { "/", "/static/app.js", "/static/style.css",
+                                                  "/api/hello", "/healthz", "/-/faults",
+                                                  "builtin", "other" };
+
+struct asset {
+    const char *body;
+    size_t len;
+    const char *ctype;
+    char etag[24];
+};
+
+struct demo {
+    const struct demo_conf *conf;
+    const char *instance;
+    struct metrics_registry *reg;
+    struct metric_family *requests;
+    struct metric *duration;
+    struct metric *inflight;
+    /* fault settings, shared by all threads */
+    uint64_t latency_ms;
+    uint64_t error_ppm;         /* error rate in parts per million */
+    bool healthy;
+    bool stopping;
+    struct asset js, css;
+    char last_modified[30];
+    struct httpd_conf hconf;
+    struct demo_worker *workers;
+    int nworkers;
+};
+
+struct demo_worker {
+    struct demo *d;
+    struct loop loop;
+    struct httpd_worker hw;
+    struct loop_timer deadline;
+    pthread_t thread;
+    struct metric *counts[R_COUNT][6];  /* by route and status class 1xx..5xx */
+};
+
+struct delayed {
+    struct loop_timer timer;
+    struct httpd_req *r;
+    enum route rt;
+    int status;
+    const char *ctype;
+    struct buf body;
+};
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void asset_init(struct asset *a, const char *body, size_t len, const char *ctype)
+{
+    a->body = body;
+    a->len = len;
+    a->ctype = ctype;
+    snprintf(a->etag, sizeof(a->etag), "\"%016llx\"", (unsigned long long)fnv1a(body, len));
+}
+
+static void count(struct demo_worker *w, enum route rt, int status)
+{
+    int cls = status / 100;
+    if (cls < 1 || cls > 5)
+        cls = 0;
+    struct metric **m = &w->counts[rt][cls];
+    if (!*m) {
+        static const char *const codes[] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
+        *m = metrics_get2(w->d->requests, route_names[rt], codes[cls]);
+    }
+    metric_inc(*m);
+}
+
+static void finish(struct demo_worker *w, struct httpd_req *r, enum route rt, int status)
+{
+    count(w, rt, status);
+    metric_observe(w->d->duration, (double)(cairn_now_ns() - r->start_ns) / 1e9);
+}
+
+/* Weak comparison of an If-None-Match list against our strong ETag
+ * (RFC 9110 section 13.1.2). */
+static bool etag_matches(struct strv inm, const char *etag)
+{
+    size_t el = strlen(etag);
+    const char *p = inm.p, *end = inm.p + inm.n;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        if (p == end)
+            break;
+        if (*p == '*')
+            return true;
+        if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
+            p += 2;
+        const char *s = p;
+        if (p < end && *p == '"') {
+            p++;
+            while (p < end && *p != '"')
+                p++;
+            if (p < end)
+                p++;
+        } else {
+            while (p < end && *p != ',')
+                p++;
+        }
+        if ((size_t)(p - s) == el && memcmp(s, etag, el) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void serve_asset(struct demo_worker *w, struct httpd_req *r, const struct asset *a,
+                        enum route rt)
+{
+    struct demo *d = w->d;
+    httpd_header(r, "Cache-Control", "public, max-age=3600");
+    httpd_header(r, "ETag", a->etag);
+    httpd_header(r, "Last-Modified", d->last_modified);
+    const struct http_header *inm = httpd_req_header(r, "If-None-Match");
+    const struct http_header *ims = httpd_req_header(r, "If-Modified-Since");
+    bool not_modified = false;
+    if (inm) {
+        not_modified = etag_matches(inm->value, a->etag);
+    } else if (ims) {
+        time_t t;
+        if (http_date_parse(ims->value, &t) == 0 && t >= DEMO_ASSET_MTIME)
+            not_modified = true;
+    }
+    if (not_modified) {
+        httpd_respond(r, 304, NULL, NULL, 0);
+        finish(w, r, rt, 304);
+        return;
+    }
+    httpd_respond(r, 200, a->ctype, a->body, a->len);
+    finish(w, r, rt, 200);
+}
+
+static void faults_json(struct demo *d, struct buf *b)
+{
+    uint64_t lat = __atomic_load_n(&d->latency_ms, __ATOMIC_RELAXED);
+    uint64_t ppm = __atomic_load_n(&d->error_ppm, __ATOMIC_RELAXED);
+    bool healthy = __atomic_load_n(&d->healthy, __ATOMIC_RELAXED);
+    buf_printf(b, "{\"instance\":\"");
+    buf_json_escape(b, d->instance, strlen(d->instance));
+    buf_printf(b, "\",\"latency_ms\":%llu,\"error_rate\":%g,\"healthy\":%s}\n",
+               (unsigned long long)lat, (double)ppm / 1e6, healthy ? "true" : "false");
+}
+
+/* POST /-/faults: settings come from the query string or a form body. */
+static int faults_update(struct demo *d, struct strv params, char *err, size_t errlen)
+{
+    char v[64];
+    uint64_t lat = __atomic_load_n(&d->latency_ms, __ATOMIC_RELAXED);
+    uint64_t ppm = __atomic_load_n(&d->error_ppm, __ATOMIC_RELAXED);
+    bool healthy = __atomic_load_n(&d->healthy, __ATOMIC_RELAXED);
+    if (http_query_param(params, "reset", v, sizeof(v))) {
+        lat = d->conf->latency_ms;
+        ppm = (uint64_t)(d->conf->error_rate * 1e6);
+        healthy = d->conf->healthy;
+    }
+    if (http_query_param(params, "latency", v, sizeof(v))) {
+        if (cfg_parse_duration(v, &lat) || lat > 600000) {
+            snprintf(err, errlen, "latency: expected a duration up to 10m like 250ms, got \"%s\"", v);
+            return -EINVAL;
+        }
+    }
+    if (http_query_param(params, "error_rate", v, sizeof(v))) {
+        char *end;
+        double rate = strtod(v, &end);
+        if (!*v || *end || !(rate >= 0 && rate <= 1)) {
+            snprintf(err, errlen, "error_rate: expected a number from 0 to 1, got \"%s\"", v);
+            return -EINVAL;
+        }
+        ppm = (uint64_t)(rate * 1e6 + 0.5);
+    }
+    if (http_query_param(params, "healthy", v, sizeof(v))) {
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+            healthy = true;
+        else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+            healthy = false;
+        else {
+            snprintf(err, errlen, "healthy: expected true or false, got \"%s\"", v);
+            return -EINVAL;
+        }
+    }
+    __atomic_store_n(&d->latency_ms, lat, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->error_ppm, ppm, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->healthy, healthy, __ATOMIC_RELAXED);
+    log_info("faults updated", "latency_ms", log_int((long long)lat), "error_rate",
+             log_dbl((double)ppm / 1e6), "healthy", healthy ? "true" : "false");
+    return 0;
+}
+
+static void delayed_free(struct delayed *dl)
+{
+    loop_timer_stop(&dl->timer);
+    buf_free(&dl->body);
+    free(dl);
+}
+
+static void delayed_fire(struct loop_timer *t)
+{
+    struct delayed *dl = t->data;
+    struct httpd_req *r = dl->r;
+    struct demo_worker *w = r->worker->data;
+    httpd_req_on_abort(r, NULL, NULL);
+    httpd_respond(r, dl->status, dl->ctype, buf_head(&dl->body), buf_used(&dl->body));
+    finish(w, r, dl->rt, dl->status);
+    delayed_free(dl);
+}
+
+static void delayed_abort(struct httpd_req *r, void *arg)
+{
+    UNUSED(r);
+    delayed_free(arg);
+}
+
+/* Sends a response now, or after the injected latency. */
+static void reply(struct demo_worker *w, struct httpd_req *r, enum route rt, uint64_t delay_ms,
+                  int status, const char *ctype, const char *body, size_t len)
+{
+    if (delay_ms == 0) {
+        httpd_respond(r, status, ctype, body, len);
+        finish(w, r, rt, status);
+        return;
+    }
+    struct delayed *dl = calloc(1, sizeof(*dl));
+    if (!dl || buf_append(&dl->body, body, len)) {
+        free(dl);
+        httpd_respond(r, 500, "text/plain", "out of memory\n", 14);
+        finish(w, r, rt, 500);
+        return;
+    }
+    dl->r = r;
+    dl->rt = rt;
+    dl->status = status;
+    dl->ctype = ctype;
+    loop_timer_init(&dl->timer, delayed_fire, dl);
+    loop_timer_start(&w->loop, &dl->timer, delay_ms);
+    httpd_req_on_abort(r, delayed_abort, dl);
+}
+
+static enum route route_of(struct strv path)
+{
+    if (strv_eq_cstr(path, "/") || strv_eq_cstr(path, "/index.html"))
+        return R_INDEX;
+    if (strv_eq_cstr(path, "/static/app.js"))
+        return R_JS;
+    if (strv_eq_cstr(path, "/static/style.css"))
+        return R_CSS;
+    if (strv_eq_cstr(path, "/api/hello"))
+        return R_HELLO;
+    if (strv_eq_cstr(path, "/healthz"))
+        return R_HEALTHZ;
+    if (strv_eq_cstr(path, "/-/faults"))
+        return R_FAULTS;
+    if (strv_eq_cstr(path, "/metrics") || strv_eq_cstr(path, "/-/healthy") ||
+        strv_eq_cstr(path, "/-/ready"))
+        return R_BUILTIN;
+    return R_OTHER;
+}
+
+static void handle(struct httpd_req *r, void *arg)
+{
+    struct demo *d = arg;
+    struct demo_worker *w = r->worker->data;
+    struct strv m = r->h.method;
+    bool get = strv_eq_cstr(m, "GET") || r->h.is_head;
+    enum route rt = route_of(r->h.path);
+    char tmp[64];
+
+    httpd_header(r, "X-Served-By", d->instance);
+    struct trace_ctx parent, span;
+    const struct http_header *tp = httpd_req_header(r, "traceparent");
+    if (tp && trace_parse(tp->value, &parent) == 0)
+        trace_child(&parent, &span);
+    else
+        trace_new(&span);
+    char tpbuf[TRACEPARENT_LEN + 1];
+    trace_format(&span, tpbuf);
+    httpd_header(r, "traceparent", tpbuf);
+
+    if (rt == R_BUILTIN) {
+        httpd_serve_builtin(r, d->reg, !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED));
+        finish(w, r, rt, 200);
+        return;
+    }
+    if (rt == R_FAULTS) {
+        struct buf b = BUF_INIT;
+        int status = 200;
+        if (strv_eq_cstr(m, "POST") || strv_eq_cstr(m, "PUT")) {
+            char err[160];
+            struct strv params = r->h.query.n ? r->h.query : r->body;
+            if (faults_update(d, params, err, sizeof(err))) {
+                buf_printf(&b, "{\"error\":\"");
+                buf_json_escape(&b, err, strlen(err));
+                buf_puts(&b, "\"}\n");
+                status = 400;
+            }
+        } else if (!get) {
+            httpd_header(r, "Allow", "GET, HEAD, POST, PUT");
+            status = 405;
+            buf_puts(&b, "{\"error\":\"method not allowed\"}\n");
+        }
+        if (status == 200)
+            faults_json(d, &b);
+        httpd_header(r, "Cache-Control", "no-store");
+        httpd_respond(r, status, "application/json", buf_head(&b), buf_used(&b));
+        finish(w, r, rt, status);
+        buf_free(&b);
+        return;
+    }
+    if (rt == R_HEALTHZ) {
+        httpd_header(r, "Cache-Control", "no-store");
+        if (__atomic_load_n(&d->healthy, __ATOMIC_RELAXED) && !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED))
+            reply(w, r, rt, 0, 200, "text/plain; charset=utf-8", "ok\n", 3);
+        else
+            reply(w, r, rt, 0, 503, "text/plain; charset=utf-8", "unhealthy\n", 10);
+        return;
+    }
+    if (rt == R_OTHER) {
+        reply(w, r, rt, 0, 404, "text/plain; charset=utf-8", "not found\n", 10);
+        return;
+    }
+    if (!get) {
+        httpd_header(r, "Allow", "GET, HEAD");
+        reply(w, r, rt, 0, 405, "text/plain; charset=utf-8", "method not allowed\n", 19);
+        return;
+    }
+
+    /* faults: per request (query) first, then the process-wide settings */
+    uint64_t delay = __atomic_load_n(&d->latency_ms, __ATOMIC_RELAXED);
+    int forced = 0;
+    if (http_query_param(r->h.query, "latency", tmp, sizeof(tmp))) {
+        uint64_t ms;
+        if (cfg_parse_duration(tmp, &ms) || ms > 600000) {
+            reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
+                  "latency: expected a duration up to 10m like 250ms\n", 50);
+            return;
+        }
+        delay = ms;
+    }
+    if (http_query_param(r->h.query, "status", tmp, sizeof(tmp))) {
+        char *end;
+        long s = strtol(tmp, &end, 10);
+        if (*end || s < 200 || s > 599) {
+            reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
+                  "status: expected an HTTP status from 200 to 599\n", 47);
+            return;
+        }
+        forced = (int)s;
+    }
+    uint64_t ppm = __atomic_load_n(&d->error_ppm, __ATOMIC_RELAXED);
+    if (!forced && ppm && cairn_rand64() % 1000000 < ppm)
+        forced = 500;
+    if (forced >= 300) {
+        char body[96];
+        int n = snprintf(body, sizeof(body), "{\"error\":\"injected fault\",\"status\":%d}\n", forced);
+        httpd_header(r, "Cache-Control", "no-store");
+        reply(w, r, rt, delay, forced, "application/json", body, (size_t)n);
+        return;
+    }
+    int status = forced ? forced : 200;
+
+    switch (rt) {
+    case R_INDEX: {
+        char page[sizeof(demo_index_fmt) + 256];
+        int n = snprintf(page, sizeof(page), demo_index_fmt, d->instance, d->instance);
+        httpd_header(r, "Cache-Control", "no-cache");
+        reply(w, r, rt, delay, status, "text/html; charset=utf-8", page, (size_t)n);
+        return;
+    }
+    case R_JS:
+    case R_CSS:
+        if (delay) {
+            /* assets with latency: no conditional handling, just the body */
+            const struct asset *a = rt == R_JS ? &d->js : &d->css;
+            httpd_header(r, "Cache-Control", "public, max-age=3600");
+            httpd_header(r, "ETag", a->etag);
+            httpd_header(r, "Last-Modified", d->last_modified);
+            reply(w, r, rt, delay, status, a->ctype, a->body, a->len);
+        } else {
+            serve_asset(w, r, rt == R_JS ? &d->js : &d->css, rt);
+        }
+        return;
+    case R_HELLO: {
+        struct buf b = BUF_INIT;
+        char tid[33], date[30];
+        trace_id_hex(&span, tid);
+        http_date_format(time(NULL), date);
+        buf_puts(&b, "{\"message\":\"Hello from ");
+        buf_json_escape(&b, d->instance, strlen(d->instance));
+        buf_puts(&b, "\",\"instance\":\"");
+        buf_json_escape(&b, d->instance, strlen(d->instance));
+        buf_printf(&b, "\",\"pid\":%d,\"time\":\"%s\",\"trace_id\":\"%s\"}\n", (int)getpid(), date, tid);
+        httpd_header(r, "Cache-Control", "no-store");
+        reply(w, r, rt, delay, status, "application/json", buf_head(&b), buf_used(&b));
+        buf_free(&b);
+        return;
+    }
+    default:
+        reply(w, r, rt, 0, 404, "text/plain; charset=utf-8", "not found\n", 10);
+        return;
+    }
+}
+
+/* ---- threads and shutdown ---- */
+
+static void worker_drained(struct httpd_worker *hw, void *arg)
+{
+    struct demo_worker *w = arg;
+    UNUSED(hw);
+    loop_stop(&w->loop);
+}
+
+static void worker_deadline(struct loop_timer *t)
+{
+    struct demo_worker *w = t->data;
+    httpd_close_all(&w->hw);
+    loop_stop(&w->loop);
+}
+
+static void worker_drain(void *arg)
+{
+    struct demo_worker *w = arg;
+    loop_timer_start(&w->loop, &w->deadline, DEMO_DRAIN_MS);
+    httpd_drain(&w->hw, worker_drained, w);
+}
+
+static void on_signal(struct loop *l, int signo, void *arg)
+{
+    struct demo *d = arg;
+    UNUSED(l);
+    if (signo == SIGHUP) {
+        log_info("SIGHUP: nothing to reload for demo-app");
+        return;
+    }
+    if (d->stopping)
+        return;
+    __atomic_store_n(&d->stopping, true, __ATOMIC_RELAXED);
+    log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
+    for (int i = 0; i < d->nworkers; i++)
+        loop_post(&d->workers[i].loop, worker_drain, &d->workers[i]);
+}
+
+static void *worker_thread(void *arg)
+{
+    struct demo_worker *w = arg;
+    loop_run(&w->loop);
+    return NULL;
+}
+
+int demo_app_main(const struct service *svc)
+{
+    const struct demo_conf *conf = svc->conf;
+    struct demo d;
+    int code = 1;
+    memset(&d, 0, sizeof(d));
+    d.conf = conf;
+    d.instance = conf->instance;
+    d.latency_ms = conf->latency_ms;
+    d.error_ppm = (uint64_t)(conf->error_rate * 1e6 + 0.5);
+    d.healthy = conf->healthy;
+    asset_init(&d.js, demo_app_js, sizeof(demo_app_js) - 1, "text/javascript; charset=utf-8");
+    asset_init(&d.css, demo_style_css, sizeof(demo_style_css) - 1, "text/css; charset=utf-8");
+    http_date_format(DEMO_ASSET_MTIME, d.last_modified);
+
+    d.reg = metrics_registry_new();
+    if (!d.reg)
+        return 1;
+    static const char *const labels[] = { "route", "code", NULL };
+    d.requests = metrics_family(d.reg, METRIC_COUNTER, "demo_http_requests_total",
+                                "HTTP requests answered, by route and status class.", labels, NULL, 0);
+    d.duration = metrics_histogram(d.reg, "demo_http_request_duration_seconds",
+                                   "Time from request to response, injected latency included.",
+                                   metrics_latency_buckets, metrics_latency_nbuckets);
+    metrics_add_process(d.reg);
+
+    httpd_conf_defaults(&d.hconf);
+    d.hconf.handler = handle;
+    d.hconf.handler_arg = &d;
+    d.hconf.server = "cairn-demo-app";
+
+    d.nworkers = conf->threads;
+    d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));
+    if (!d.workers)
+        goto out_reg;
+    int ninit = 0;
+    for (int i = 0; i < d.nworkers; i++, ninit++) {
+        struct demo_worker *w = &d.workers[i];
+        w->d = &d;
+        if (loop_init(&w->loop)) {
+            log_error("cannot create event loop");
+            goto out_workers;
+        }
+        httpd_worker_init(&w->hw, &w->loop);
+        w->hw.data = w;
+        loop_timer_init(&w->deadline, worker_deadline, w);
+        for (size_t a = 0; a < conf->nlisten; a++) {
+            int r = httpd_listen(&w->hw, &conf->listen[a], &d.hconf);
+            if (r) {
+                char s[NET_ADDRSTRLEN];
+                net_addr_format(&conf->listen[a], s, sizeof(s));
+                log_error("cannot listen", "addr", s, "err", cairn_strerror(r));
+                ninit++;
+                goto out_workers;
+            }
+        }
+    }
+    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+    if (loop_signals(&d.workers[0].loop, sigs, ARRAY_SIZE(sigs), on_signal, &d)) {
+        log_error("cannot set up signals");
+        goto out_workers;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int started = 1;
+    for (int i = 1; i < d.nworkers; i++, started++) {
+        if (pthread_create(&d.workers[i].thread, NULL, worker_thread, &d.workers[i])) {
+            log_error("cannot start thread");
+            d.stopping = true;
+            for (int k = 1; k < started; k++)
+                loop_post(&d.workers[k].loop, worker_drain, &d.workers[k]);
+            for (int k = 1; k < started; k++)
+                pthread_join(d.workers[k].thread, NULL);
+            goto out_workers;
+        }
+    }
+    char first[NET_ADDRSTRLEN];
+    net_addr_format(&conf->listen[0], first, sizeof(first));
+    log_info("demo-app serving", "addr", first, "instance", d.instance, "threads",
+             log_int(d.nworkers));
+    service_notify_ready();
+    loop_run(&d.workers[0].loop);
+    for (int i = 1; i < d.nworkers; i++)
+        pthread_join(d.workers[i].thread, NULL);
+    log_info("stopped");
+    code = 0;
+out_workers:
+    for (int i = 0; i < ninit && i < d.nworkers; i++) {
+        httpd_worker_destroy(&d.workers[i].hw);
+        loop_destroy(&d.workers[i].loop);
+    }
+    free(d.workers);
+out_reg:
+    metrics_registry_free(&d.reg);
+    return code;
+}
