@@ -1,0 +1,108 @@
+#include "metrics.h"
+#include "test.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+static struct metric *shared_counter;
+
+static void *bump(void *arg)
+{
+    UNUSED(arg);
+    for (int i = 0; i < 10000; i++)
+        metric_inc(shared_counter);
+    return NULL;
+}
+
+TEST(metrics_per_thread_counters_sum)
+{
+    struct metrics_registry *reg = metrics_registry_new();
+    shared_counter = metrics_counter(reg, "t_events_total", "Events.");
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, bump, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    metric_inc(shared_counter);
+    CHECK(metric_value(shared_counter) == 40001);
+    metrics_registry_free(&reg);
+    CHECK(reg == NULL);
+}
+
+TEST(metrics_render_text_format)
+{
+    struct metrics_registry *reg = metrics_registry_new();
+    static const char *const labels[] = { "code", "path", NULL };
+    struct metric_family *f = metrics_family(reg, METRIC_COUNTER, "t_requests_total",
+                                             "Requests.\nSecond line \\ here", labels, NULL, 0);
+    CHECK(f != NULL);
+    metric_add(metrics_get2(f, "200", "/a\"b\\c\nd"), 3);
+    metric_add(metrics_get2(f, "200", "/a\"b\\c\nd"), 2);
+    struct metric *g = metrics_gauge(reg, "t_temperature", "Temp.");
+    metric_set(g, 21.5);
+    metric_add(g, -1);
+    static const double b[] = { 0.1, 1 };
+    struct metric *h = metrics_histogram(reg, "t_latency_seconds", "Latency.", b, 2);
+    metric_observe(h, 0.05);
+    metric_observe(h, 0.5);
+    metric_observe(h, 5);
+    struct buf out = BUF_INIT;
+    metrics_render(reg, &out);
+    const char *s = buf_head(&out);
+    CHECK_CONTAINS(s, "# HELP t_requests_total Requests.\\nSecond line \\\\ here\n");
+    CHECK_CONTAINS(s, "# TYPE t_requests_total counter\n");
+    CHECK_CONTAINS(s, "t_requests_total{code=\"200\",path=\"/a\\\"b\\\\c\\nd\"} 5\n");
+    CHECK_CONTAINS(s, "t_temperature 20.5\n");
+    CHECK_CONTAINS(s, "t_latency_seconds_bucket{le=\"0.1\"} 1\n");
+    CHECK_CONTAINS(s, "t_latency_seconds_bucket{le=\"1\"} 2\n");
+    CHECK_CONTAINS(s, "t_latency_seconds_bucket{le=\"+Inf\"} 3\n");
+    CHECK_CONTAINS(s, "t_latency_seconds_sum 5.55\n");
+    CHECK_CONTAINS(s, "t_latency_seconds_count 3\n");
+    buf_free(&out);
+    metrics_registry_free(&reg);
+}
+
+TEST(metrics_rejects_bad_names_and_type_clash)
+{
+    struct metrics_registry *reg = metrics_registry_new();
+    CHECK(metrics_family(reg, METRIC_COUNTER, "1bad", "", NULL, NULL, 0) == NULL);
+    CHECK(metrics_family(reg, METRIC_COUNTER, "bad-name", "", NULL, NULL, 0) == NULL);
+    static const char *const l[] = { "__reserved", NULL };
+    CHECK(metrics_family(reg, METRIC_COUNTER, "ok_total", "", l, NULL, 0) == NULL);
+    CHECK(metrics_family(reg, METRIC_COUNTER, "x_total", "", NULL, NULL, 0) != NULL);
+    CHECK(metrics_family(reg, METRIC_GAUGE, "x_total", "", NULL, NULL, 0) == NULL);
+    static const double unsorted[] = { 1, 0.5 };
+    CHECK(metrics_family(reg, METRIC_HISTOGRAM, "h", "", NULL, unsorted, 2) == NULL);
+    metrics_registry_free(&reg);
+}
+
+TEST(metrics_format_values)
+{
+    char s[64];
+    metrics_format_value(s, sizeof(s), NAN);
+    CHECK_STR(s, "NaN");
+    metrics_format_value(s, sizeof(s), INFINITY);
+    CHECK_STR(s, "+Inf");
+    metrics_format_value(s, sizeof(s), -INFINITY);
+    CHECK_STR(s, "-Inf");
+    metrics_format_value(s, sizeof(s), 42);
+    CHECK_STR(s, "42");
+    metrics_format_value(s, sizeof(s), 0.1);
+    CHECK_STR(s, "0.1");
+    metrics_format_value(s, sizeof(s), 1e300);
+    CHECK(strtod(s, NULL) == 1e300);
+}
+
+TEST(metrics_process_collectors)
+{
+    struct metrics_registry *reg = metrics_registry_new();
+    CHECK_INT(metrics_add_process(reg), 0);
+    struct buf out = BUF_INIT;
+    metrics_render(reg, &out);
+    CHECK_CONTAINS(buf_head(&out), "process_resident_memory_bytes ");
+    CHECK_CONTAINS(buf_head(&out), "process_open_fds ");
+    CHECK_CONTAINS(buf_head(&out), "# TYPE process_cpu_seconds_total counter");
+    buf_free(&out);
+    metrics_registry_free(&reg);
+}
