@@ -101,18 +101,22 @@ FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc -Isrc/core \
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS  := $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_NAMES))
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(wildcard src/core/*.h)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(ROLE_SRC) $(wildcard src/core/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-CC $@"
-	$(Q)$(CLANG) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(LDLIBS)
+	$(Q)$(CLANG) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(ROLE_SRC) $(LDLIBS)
 
 fuzz: $(FUZZ_BINS)
 	@for n in $(FUZZ_NAMES); do \
 	    mkdir -p build/fuzz/corpus-$$n && \
-	    echo "fuzz $$n: $(FUZZ_SECONDS)s" && \
-	    ./build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-	        -print_final_stats=0 -close_fd_mask=3 \
-	        build/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; \
+	    printf 'fuzz %-8s %ss ... ' $$n $(FUZZ_SECONDS) && \
+	    if ./build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	        -print_final_stats=1 -close_fd_mask=3 \
+	        build/fuzz/corpus-$$n tests/fuzz/corpus/$$n >build/fuzz/$$n.log 2>&1; then \
+	        grep -h 'stat::number_of_executed_units' build/fuzz/$$n.log | awk '{print $$2 " runs, ok"}'; \
+	    else \
+	        echo FAILED; tail -60 build/fuzz/$$n.log; exit 1; \
+	    fi; \
 	done
 
 test: deps all unit integration fuzz

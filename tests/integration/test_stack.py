@@ -1,0 +1,132 @@
+"""`cairn up`: the default stack end to end, restarts, graceful stop, start failures."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import requests
+
+from conftest import free_port, pid_alive, wait_for, write_stack
+
+APPS = {"app-1": 9101, "app-2": 9102, "app-3": 9103}
+
+
+def table_pids(out):
+    """Service name -> pid, from the endpoint table `cairn up` prints when ready."""
+    pids = {}
+    for line in out.splitlines():
+        m = re.match(r"^(app-\d)\s+demo-app\s+(\d+)\s+http\s+(\S+)", line)
+        if m:
+            pids[m.group(1)] = int(m.group(2))
+    return pids
+
+
+def test_default_stack_serves_restarts_and_stops(start):
+    up = start(["up"])
+    pids = wait_for(lambda: len(table_pids(up.stdout())) == 3 and table_pids(up.stdout()),
+                    timeout=15, what="endpoint table")
+    assert "SERVICE" in up.stdout() and "http://127.0.0.1:9101/" in up.stdout()
+
+    # the demo page and its assets, through a real HTTP client
+    for name, port in APPS.items():
+        r = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert r.status_code == 200
+        assert name in r.text
+        assert '<script src="/static/app.js"></script>' in r.text
+        assert 'href="/static/style.css"' in r.text
+        h = requests.get(f"http://127.0.0.1:{port}/api/hello", timeout=5)
+        assert h.headers["Cache-Control"] == "no-store"
+        assert h.json()["instance"] == name
+        assert h.json()["pid"] == pids[name]
+    js = requests.get("http://127.0.0.1:9101/static/app.js", timeout=5)
+    assert js.status_code == 200
+    assert js.headers["Cache-Control"] == "public, max-age=3600"
+    assert js.headers["Content-Type"].startswith("text/javascript")
+    etag, lm = js.headers["ETag"], js.headers["Last-Modified"]
+    # the same asset has the same validators on every instance (they sit behind one cache)
+    other = requests.get("http://127.0.0.1:9103/static/app.js", timeout=5)
+    assert other.headers["ETag"] == etag and other.headers["Last-Modified"] == lm
+    r = requests.get("http://127.0.0.1:9102/static/app.js", headers={"If-None-Match": etag}, timeout=5)
+    assert r.status_code == 304 and r.content == b""
+    r = requests.get("http://127.0.0.1:9102/static/style.css", headers={"If-Modified-Since": lm},
+                     timeout=5)
+    assert r.status_code == 304
+    r = requests.get("http://127.0.0.1:9102/static/app.js", headers={"If-None-Match": '"other"'},
+                     timeout=5)
+    assert r.status_code == 200 and r.text.startswith("// cairn demo app")
+
+    # kill one service: the supervisor logs why and restarts it
+    victim = pids["app-2"]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "killed by SIGKILL" in up.stderr(), timeout=5, what="crash log line")
+
+    def new_pid():
+        r = requests.get("http://127.0.0.1:9102/api/hello", timeout=1)
+        return r.status_code == 200 and r.json()["pid"] != victim and r.json()["pid"]
+    restarted = wait_for(new_pid, timeout=10, what="app-2 restarted")
+    assert re.search(r'msg="service died, restarting" service=app-2 pid=%d' % victim, up.stderr())
+    assert not pid_alive(victim)
+
+    # SIGTERM: everything gone within the 10 s bound, exit code 0
+    t0 = time.monotonic()
+    up.signal(signal.SIGTERM)
+    assert up.wait(timeout=10) == 0
+    children = [pids["app-1"], pids["app-3"], restarted]
+    wait_for(lambda: not any(pid_alive(p) for p in children), timeout=10 - (time.monotonic() - t0),
+             what="children gone")
+    assert "stack stopped" in up.stderr()
+    for port in APPS.values():
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_up_selected_services_only(start, tmp_path):
+    p1, p2 = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  one: {{role: demo-app, listen: ["127.0.0.1:{p1}"]}}
+  two: {{role: demo-app, listen: ["127.0.0.1:{p2}"]}}
+""")
+    up = start(["up", "-c", path, "two"])
+    wait_for(lambda: "stack ready" in up.stderr(), timeout=10, what="ready")
+    assert requests.get(f"http://127.0.0.1:{p2}/healthz", timeout=2).status_code == 200
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", p1)) != 0
+    up.signal(signal.SIGINT)
+    assert up.wait(timeout=10) == 0
+    assert os.path.isdir(tmp_path / "cairn-data")   # data_dir relative to the stack file
+
+
+def test_up_fails_when_a_port_is_taken(start, tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    ok_port = free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  good: {{role: demo-app, listen: ["127.0.0.1:{ok_port}"]}}
+  bad: {{role: demo-app, listen: ["127.0.0.1:{port}"]}}
+""")
+    try:
+        up = start(["up", "-c", path])
+        code = up.wait(timeout=15)
+        assert code != 0
+        err = up.stderr()
+        assert "svc=bad" in err and "cannot listen" in err and "Address already in use" in err
+        assert 'msg="service failed to start" service=bad' in err
+        # the other service was stopped too
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", ok_port)) != 0, timeout=10,
+                 what="good service stopped")
+    finally:
+        busy.close()
+
+
+def test_up_refuses_bad_config_with_exit_2(tmp_path):
+    path = write_stack(tmp_path, "services:\n  a: {role: demo-app, listen: [nope]}\n")
+    r = subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "build", "cairn"),
+                        "up", "-c", path], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
+    assert f"{path}:2:32: services.a.listen[0]" in r.stderr
