@@ -187,9 +187,9 @@ static int start_child(struct sup *s, struct child *ch)
         prctl(PR_SET_NAME, ch->svc->name);
         log_set_service(ch->svc->name);
         service_set_ready_fd(p[1]);
-        int code = ch->svc->role->main(ch->svc);
-        fflush(stdout);
-        _exit(code);
+        /* exit(), not _exit(): stdio was flushed before the fork, and exit
+         * handlers (LeakSanitizer in sanitized builds) must run. */
+        exit(ch->svc->role->main(ch->svc));
     }
     close(p[1]);
     ch->pid = pid;

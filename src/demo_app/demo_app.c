@@ -18,6 +18,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "router.h"
 #include "trace.h"
 
 #include <errno.h>
@@ -151,6 +152,7 @@ struct demo {
     struct asset js, css;
     char last_modified[30];
     struct httpd_conf hconf;
+    struct http_router router;
     struct demo_worker *workers;
     int nworkers;
 };
@@ -162,6 +164,7 @@ struct demo_worker {
     struct loop_timer deadline;
     pthread_t thread;
     struct metric *counts[R_COUNT][6];  /* by route and status class 1xx..5xx */
+    char trace_id[33];                  /* of the request being handled */
 };
 
 struct delayed {
@@ -373,35 +376,169 @@ static void reply(struct demo_worker *w, struct httpd_req *r, enum route rt, uin
     httpd_req_on_abort(r, delayed_abort, dl);
 }
 
-static enum route route_of(struct strv path)
+/* Per-request fault settings: ?latency= and ?status= first, then the process-wide
+ * ones. Returns false after answering 400 for a bad parameter. */
+static bool request_faults(struct demo_worker *w, struct httpd_req *r, enum route rt,
+                           uint64_t *delay, int *forced)
 {
-    if (strv_eq_cstr(path, "/") || strv_eq_cstr(path, "/index.html"))
-        return R_INDEX;
-    if (strv_eq_cstr(path, "/static/app.js"))
-        return R_JS;
-    if (strv_eq_cstr(path, "/static/style.css"))
-        return R_CSS;
-    if (strv_eq_cstr(path, "/api/hello"))
-        return R_HELLO;
-    if (strv_eq_cstr(path, "/healthz"))
-        return R_HEALTHZ;
-    if (strv_eq_cstr(path, "/-/faults"))
-        return R_FAULTS;
-    if (strv_eq_cstr(path, "/metrics") || strv_eq_cstr(path, "/-/healthy") ||
-        strv_eq_cstr(path, "/-/ready"))
-        return R_BUILTIN;
-    return R_OTHER;
+    struct demo *d = w->d;
+    char tmp[64];
+    *delay = __atomic_load_n(&d->latency_ms, __ATOMIC_RELAXED);
+    *forced = 0;
+    if (http_query_param(r->h.query, "latency", tmp, sizeof(tmp))) {
+        uint64_t ms;
+        if (cfg_parse_duration(tmp, &ms) || ms > 600000) {
+            reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
+                  "latency: expected a duration up to 10m like 250ms\n", 50);
+            return false;
+        }
+        *delay = ms;
+    }
+    if (http_query_param(r->h.query, "status", tmp, sizeof(tmp))) {
+        char *end;
+        long st = strtol(tmp, &end, 10);
+        if (*end || st < 200 || st > 599) {
+            reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
+                  "status: expected an HTTP status from 200 to 599\n", 47);
+            return false;
+        }
+        *forced = (int)st;
+    }
+    uint64_t ppm = __atomic_load_n(&d->error_ppm, __ATOMIC_RELAXED);
+    if (!*forced && ppm && cairn_rand64() % 1000000 < ppm)
+        *forced = 500;
+    if (*forced >= 300) {
+        char body[96];
+        int n = snprintf(body, sizeof(body), "{\"error\":\"injected fault\",\"status\":%d}\n", *forced);
+        httpd_header(r, "Cache-Control", "no-store");
+        reply(w, r, rt, *delay, *forced, "application/json", body, (size_t)n);
+        return false;
+    }
+    if (!*forced)
+        *forced = 200;
+    return true;
 }
 
+static void h_index(struct httpd_req *r, void *arg)
+{
+    struct demo *d = arg;
+    struct demo_worker *w = r->worker->data;
+    uint64_t delay;
+    int status;
+    if (!request_faults(w, r, R_INDEX, &delay, &status))
+        return;
+    char page[sizeof(demo_index_fmt) + 256];
+    int n = snprintf(page, sizeof(page), demo_index_fmt, d->instance, d->instance);
+    httpd_header(r, "Cache-Control", "no-cache");
+    reply(w, r, R_INDEX, delay, status, "text/html; charset=utf-8", page, (size_t)n);
+}
+
+static void h_asset(struct httpd_req *r, void *arg)
+{
+    struct demo *d = arg;
+    struct demo_worker *w = r->worker->data;
+    bool js = strv_eq_cstr(r->h.path, "/static/app.js");
+    enum route rt = js ? R_JS : R_CSS;
+    const struct asset *a = js ? &d->js : &d->css;
+    uint64_t delay;
+    int status;
+    if (!request_faults(w, r, rt, &delay, &status))
+        return;
+    if (delay || status != 200) {
+        /* with injected latency: no conditional handling, just the body */
+        httpd_header(r, "Cache-Control", "public, max-age=3600");
+        httpd_header(r, "ETag", a->etag);
+        httpd_header(r, "Last-Modified", d->last_modified);
+        reply(w, r, rt, delay, status, a->ctype, a->body, a->len);
+        return;
+    }
+    serve_asset(w, r, a, rt);
+}
+
+static void h_hello(struct httpd_req *r, void *arg)
+{
+    struct demo *d = arg;
+    struct demo_worker *w = r->worker->data;
+    uint64_t delay;
+    int status;
+    if (!request_faults(w, r, R_HELLO, &delay, &status))
+        return;
+    struct buf b = BUF_INIT;
+    char date[30];
+    http_date_format(time(NULL), date);
+    buf_puts(&b, "{\"message\":\"Hello from ");
+    buf_json_escape(&b, d->instance, strlen(d->instance));
+    buf_puts(&b, "\",\"instance\":\"");
+    buf_json_escape(&b, d->instance, strlen(d->instance));
+    buf_printf(&b, "\",\"pid\":%d,\"time\":\"%s\",\"trace_id\":\"%s\"}\n", (int)getpid(), date,
+               w->trace_id);
+    httpd_header(r, "Cache-Control", "no-store");
+    reply(w, r, R_HELLO, delay, status, "application/json", buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+static void h_healthz(struct httpd_req *r, void *arg)
+{
+    struct demo *d = arg;
+    struct demo_worker *w = r->worker->data;
+    httpd_header(r, "Cache-Control", "no-store");
+    if (__atomic_load_n(&d->healthy, __ATOMIC_RELAXED) && !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED))
+        reply(w, r, R_HEALTHZ, 0, 200, "text/plain; charset=utf-8", "ok\n", 3);
+    else
+        reply(w, r, R_HEALTHZ, 0, 503, "text/plain; charset=utf-8", "unhealthy\n", 10);
+}
+
+static void h_faults(struct httpd_req *r, void *arg)
+{
+    struct demo *d = arg;
+    struct demo_worker *w = r->worker->data;
+    struct buf b = BUF_INIT;
+    int status = 200;
+    if (!strv_eq_cstr(r->h.method, "GET") && !r->h.is_head) {
+        char err[160];
+        struct strv params = r->h.query.n ? r->h.query : r->body;
+        if (faults_update(d, params, err, sizeof(err))) {
+            buf_printf(&b, "{\"error\":\"");
+            buf_json_escape(&b, err, strlen(err));
+            buf_puts(&b, "\"}\n");
+            status = 400;
+        }
+    }
+    if (status == 200)
+        faults_json(d, &b);
+    httpd_header(r, "Cache-Control", "no-store");
+    httpd_respond(r, status, "application/json", buf_head(&b), buf_used(&b));
+    finish(w, r, R_FAULTS, status);
+    buf_free(&b);
+}
+
+static void h_builtin(struct httpd_req *r, void *arg)
+{
+    struct demo *d = arg;
+    httpd_serve_builtin(r, d->reg, !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED));
+    finish(r->worker->data, r, R_BUILTIN, 200);
+}
+
+static const struct http_route demo_routes[] = {
+    { "GET", "/", false, h_index, NULL },
+    { "GET", "/index.html", false, h_index, NULL },
+    { "GET", "/static/app.js", false, h_asset, NULL },
+    { "GET", "/static/style.css", false, h_asset, NULL },
+    { "GET", "/api/hello", false, h_hello, NULL },
+    { "GET", "/healthz", false, h_healthz, NULL },
+    { "GET", "/-/faults", false, h_faults, NULL },
+    { "POST", "/-/faults", false, h_faults, NULL },
+    { "PUT", "/-/faults", false, h_faults, NULL },
+    { "GET", "/metrics", false, h_builtin, NULL },
+    { "GET", "/-/healthy", false, h_builtin, NULL },
+    { "GET", "/-/ready", false, h_builtin, NULL },
+};
+
+/* Common to every request: who served it and the trace context; then route. */
 static void handle(struct httpd_req *r, void *arg)
 {
     struct demo *d = arg;
     struct demo_worker *w = r->worker->data;
-    struct strv m = r->h.method;
-    bool get = strv_eq_cstr(m, "GET") || r->h.is_head;
-    enum route rt = route_of(r->h.path);
-    char tmp[64];
-
     httpd_header(r, "X-Served-By", d->instance);
     struct trace_ctx parent, span;
     const struct http_header *tp = httpd_req_header(r, "traceparent");
@@ -411,129 +548,19 @@ static void handle(struct httpd_req *r, void *arg)
         trace_new(&span);
     char tpbuf[TRACEPARENT_LEN + 1];
     trace_format(&span, tpbuf);
+    trace_id_hex(&span, w->trace_id);
     httpd_header(r, "traceparent", tpbuf);
 
-    if (rt == R_BUILTIN) {
-        httpd_serve_builtin(r, d->reg, !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED));
-        finish(w, r, rt, 200);
-        return;
-    }
-    if (rt == R_FAULTS) {
-        struct buf b = BUF_INIT;
-        int status = 200;
-        if (strv_eq_cstr(m, "POST") || strv_eq_cstr(m, "PUT")) {
-            char err[160];
-            struct strv params = r->h.query.n ? r->h.query : r->body;
-            if (faults_update(d, params, err, sizeof(err))) {
-                buf_printf(&b, "{\"error\":\"");
-                buf_json_escape(&b, err, strlen(err));
-                buf_puts(&b, "\"}\n");
-                status = 400;
-            }
-        } else if (!get) {
-            httpd_header(r, "Allow", "GET, HEAD, POST, PUT");
-            status = 405;
-            buf_puts(&b, "{\"error\":\"method not allowed\"}\n");
-        }
-        if (status == 200)
-            faults_json(d, &b);
-        httpd_header(r, "Cache-Control", "no-store");
-        httpd_respond(r, status, "application/json", buf_head(&b), buf_used(&b));
-        finish(w, r, rt, status);
-        buf_free(&b);
-        return;
-    }
-    if (rt == R_HEALTHZ) {
-        httpd_header(r, "Cache-Control", "no-store");
-        if (__atomic_load_n(&d->healthy, __ATOMIC_RELAXED) && !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED))
-            reply(w, r, rt, 0, 200, "text/plain; charset=utf-8", "ok\n", 3);
-        else
-            reply(w, r, rt, 0, 503, "text/plain; charset=utf-8", "unhealthy\n", 10);
-        return;
-    }
-    if (rt == R_OTHER) {
-        reply(w, r, rt, 0, 404, "text/plain; charset=utf-8", "not found\n", 10);
-        return;
-    }
-    if (!get) {
-        httpd_header(r, "Allow", "GET, HEAD");
-        reply(w, r, rt, 0, 405, "text/plain; charset=utf-8", "method not allowed\n", 19);
-        return;
-    }
-
-    /* faults: per request (query) first, then the process-wide settings */
-    uint64_t delay = __atomic_load_n(&d->latency_ms, __ATOMIC_RELAXED);
-    int forced = 0;
-    if (http_query_param(r->h.query, "latency", tmp, sizeof(tmp))) {
-        uint64_t ms;
-        if (cfg_parse_duration(tmp, &ms) || ms > 600000) {
-            reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
-                  "latency: expected a duration up to 10m like 250ms\n", 50);
-            return;
-        }
-        delay = ms;
-    }
-    if (http_query_param(r->h.query, "status", tmp, sizeof(tmp))) {
-        char *end;
-        long s = strtol(tmp, &end, 10);
-        if (*end || s < 200 || s > 599) {
-            reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
-                  "status: expected an HTTP status from 200 to 599\n", 47);
-            return;
-        }
-        forced = (int)s;
-    }
-    uint64_t ppm = __atomic_load_n(&d->error_ppm, __ATOMIC_RELAXED);
-    if (!forced && ppm && cairn_rand64() % 1000000 < ppm)
-        forced = 500;
-    if (forced >= 300) {
-        char body[96];
-        int n = snprintf(body, sizeof(body), "{\"error\":\"injected fault\",\"status\":%d}\n", forced);
-        httpd_header(r, "Cache-Control", "no-store");
-        reply(w, r, rt, delay, forced, "application/json", body, (size_t)n);
-        return;
-    }
-    int status = forced ? forced : 200;
-
-    switch (rt) {
-    case R_INDEX: {
-        char page[sizeof(demo_index_fmt) + 256];
-        int n = snprintf(page, sizeof(page), demo_index_fmt, d->instance, d->instance);
-        httpd_header(r, "Cache-Control", "no-cache");
-        reply(w, r, rt, delay, status, "text/html; charset=utf-8", page, (size_t)n);
-        return;
-    }
-    case R_JS:
-    case R_CSS:
-        if (delay) {
-            /* assets with latency: no conditional handling, just the body */
-            const struct asset *a = rt == R_JS ? &d->js : &d->css;
-            httpd_header(r, "Cache-Control", "public, max-age=3600");
-            httpd_header(r, "ETag", a->etag);
-            httpd_header(r, "Last-Modified", d->last_modified);
-            reply(w, r, rt, delay, status, a->ctype, a->body, a->len);
-        } else {
-            serve_asset(w, r, rt == R_JS ? &d->js : &d->css, rt);
-        }
-        return;
-    case R_HELLO: {
-        struct buf b = BUF_INIT;
-        char tid[33], date[30];
-        trace_id_hex(&span, tid);
-        http_date_format(time(NULL), date);
-        buf_puts(&b, "{\"message\":\"Hello from ");
-        buf_json_escape(&b, d->instance, strlen(d->instance));
-        buf_puts(&b, "\",\"instance\":\"");
-        buf_json_escape(&b, d->instance, strlen(d->instance));
-        buf_printf(&b, "\",\"pid\":%d,\"time\":\"%s\",\"trace_id\":\"%s\"}\n", (int)getpid(), date, tid);
-        httpd_header(r, "Cache-Control", "no-store");
-        reply(w, r, rt, delay, status, "application/json", buf_head(&b), buf_used(&b));
-        buf_free(&b);
-        return;
-    }
-    default:
-        reply(w, r, rt, 0, 404, "text/plain; charset=utf-8", "not found\n", 10);
-        return;
+    char allow[128];
+    const struct http_route *rt = router_match(&d->router, r->h.method, r->h.path, allow,
+                                               sizeof(allow));
+    if (rt) {
+        rt->handler(r, d);
+    } else if (allow[0]) {
+        httpd_header(r, "Allow", allow);
+        reply(w, r, R_OTHER, 0, 405, "text/plain; charset=utf-8", "method not allowed\n", 19);
+    } else {
+        reply(w, r, R_OTHER, 0, 404, "text/plain; charset=utf-8", "not found\n", 10);
     }
 }
 
@@ -609,6 +636,9 @@ int demo_app_main(const struct service *svc)
                                    metrics_latency_buckets, metrics_latency_nbuckets);
     metrics_add_process(d.reg);
 
+    d.router.routes = demo_routes;
+    d.router.nroutes = ARRAY_SIZE(demo_routes);
+    d.router.arg = &d;
     httpd_conf_defaults(&d.hconf);
     d.hconf.handler = handle;
     d.hconf.handler_arg = &d;

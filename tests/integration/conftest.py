@@ -9,7 +9,7 @@ import pytest
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CAIRN = os.path.join(ROOT, "build", "cairn")
+CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(ROOT, "build", "cairn")
 
 
 def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):

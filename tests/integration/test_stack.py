@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import free_port, pid_alive, wait_for, write_stack
+from conftest import CAIRN, free_port, pid_alive, wait_for, write_stack
 
 APPS = {"app-1": 9101, "app-2": 9102, "app-3": 9103}
 
@@ -77,6 +77,9 @@ def test_default_stack_serves_restarts_and_stops(start):
     wait_for(lambda: not any(pid_alive(p) for p in children), timeout=10 - (time.monotonic() - t0),
              what="children gone")
     assert "stack stopped" in up.stderr()
+    # every service ended cleanly (under ASan a leak would make this non-zero)
+    stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
+    assert len(stopped) == 3 and all(how == "exited with status 0" for _, how in stopped), stopped
     for port in APPS.values():
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
@@ -126,7 +129,6 @@ services:
 
 def test_up_refuses_bad_config_with_exit_2(tmp_path):
     path = write_stack(tmp_path, "services:\n  a: {role: demo-app, listen: [nope]}\n")
-    r = subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "build", "cairn"),
-                        "up", "-c", path], capture_output=True, text=True, timeout=10)
+    r = subprocess.run([CAIRN, "up", "-c", path], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2
     assert f"{path}:2:32: services.a.listen[0]" in r.stderr
