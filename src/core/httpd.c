@@ -372,6 +372,8 @@ static int conn_flush(struct httpd_conn *c)
     }
     if (c->timer_kind == T_WRITE)
         set_timer(c, T_NONE, 0);
+    if (c->state == CS_HANDLER && c->req.on_drain)
+        c->req.on_drain(&c->req, c->req.drain_arg);
     if (c->state == CS_CLOSING) {
         start_linger(c);
     }
@@ -405,6 +407,9 @@ static void dispatch(struct httpd_conn *c)
     r->start_ns = cairn_now_ns();
     r->on_abort = NULL;
     r->abort_arg = NULL;
+    r->on_drain = NULL;
+    r->drain_arg = NULL;
+    r->no_default_headers = false;
     c->resp_started = false;
     c->state = CS_HANDLER;
     set_timer(c, T_NONE, 0);
@@ -511,6 +516,7 @@ static void request_done(struct httpd_conn *c)
     c->head_len = 0;
     memset(&c->scan, 0, sizeof(c->scan));
     c->req.on_abort = NULL;
+    c->req.on_drain = NULL;
     if (c->close_after || c->w->draining) {
         c->state = CS_CLOSING;
         if (!c->in_handler && !c->in_process)
@@ -681,9 +687,11 @@ void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
     }
     struct buf *b = &c->wbuf;
     http1_write_status(b, status);
-    buf_printf(b, "Date: %s\r\n", w->date);
-    if (c->conf->server)
-        buf_printf(b, "Server: %s\r\n", c->conf->server);
+    if (!r->no_default_headers) {
+        buf_printf(b, "Date: %s\r\n", w->date);
+        if (c->conf->server)
+            buf_printf(b, "Server: %s\r\n", c->conf->server);
+    }
     if (ctype)
         buf_printf(b, "Content-Type: %s\r\n", ctype);
     if (content_length >= 0) {
@@ -717,7 +725,8 @@ void httpd_respond_write(struct httpd_req *r, const void *data, size_t len)
         http1_write_chunk(&c->wbuf, data, len);
     else
         buf_append(&c->wbuf, data, len);
-    if (!c->in_handler && buf_used(&c->wbuf) > 65536)
+    /* Outside the handler (streaming from another event), send at once. */
+    if (!c->in_handler && !c->in_process)
         conn_flush(c);
 }
 
@@ -743,6 +752,27 @@ void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void
 {
     r->on_abort = cb;
     r->abort_arg = arg;
+}
+
+size_t httpd_req_pending(const struct httpd_req *r)
+{
+    return buf_used(&r->conn->wbuf);
+}
+
+void httpd_req_on_drain(struct httpd_req *r, void (*cb)(struct httpd_req *, void *), void *arg)
+{
+    r->on_drain = cb;
+    r->drain_arg = arg;
+}
+
+int httpd_header_strv(struct httpd_req *r, struct strv name, struct strv value)
+{
+    struct buf *b = &r->conn->hdrs;
+    int e = buf_append(b, name.p, name.n);
+    e |= buf_append(b, ": ", 2);
+    e |= buf_append(b, value.p, value.n);
+    e |= buf_append(b, "\r\n", 2);
+    return e ? -ENOMEM : 0;
 }
 
 void httpd_req_peer(const struct httpd_req *r, char *out, size_t outlen)

@@ -55,8 +55,11 @@ struct httpd_req {
     struct httpd_worker *worker;
     uint64_t start_ns;
     bool tls;
+    bool no_default_headers;        /* don't add Date and Server (a proxy passes its own) */
     void (*on_abort)(struct httpd_req *r, void *arg);
     void *abort_arg;
+    void (*on_drain)(struct httpd_req *r, void *arg);
+    void *drain_arg;
 };
 
 struct httpd_listener {
@@ -109,6 +112,11 @@ void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
 void httpd_respond_write(struct httpd_req *r, const void *data, size_t len);
 void httpd_respond_finish(struct httpd_req *r);
 void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void *), void *arg);
+/* Flow control for streamed responses: bytes written but not yet sent, and a
+ * callback run when the output buffer has been flushed completely. */
+size_t httpd_req_pending(const struct httpd_req *r);
+void httpd_req_on_drain(struct httpd_req *r, void (*cb)(struct httpd_req *, void *), void *arg);
+int httpd_header_strv(struct httpd_req *r, struct strv name, struct strv value);
 /* Formats the peer's IP into out. */
 void httpd_req_peer(const struct httpd_req *r, char *out, size_t outlen);
 const struct http_header *httpd_req_header(const struct httpd_req *r, const char *name);
