@@ -4,6 +4,7 @@
  */
 #include "default_stack.h"
 #include "demo_app/demo_app.h"
+#include "edge/edge.h"
 #include "log.h"
 #include "stack.h"
 #include "supervisor.h"
@@ -16,6 +17,7 @@
 
 static const struct role_ops *const roles[] = {
     &demo_app_role,
+    &edge_role,
     NULL,
 };
 

@@ -754,6 +754,17 @@ void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void
     r->abort_arg = arg;
 }
 
+void httpd_req_abort(struct httpd_req *r)
+{
+    r->on_abort = NULL;
+    conn_close(r->conn);
+}
+
+const struct httpd_conf *httpd_req_conf(const struct httpd_req *r)
+{
+    return r->conn->conf;
+}
+
 size_t httpd_req_pending(const struct httpd_req *r)
 {
     return buf_used(&r->conn->wbuf);

@@ -117,6 +117,12 @@ void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void
 size_t httpd_req_pending(const struct httpd_req *r);
 void httpd_req_on_drain(struct httpd_req *r, void (*cb)(struct httpd_req *, void *), void *arg);
 int httpd_header_strv(struct httpd_req *r, struct strv name, struct strv value);
+/* Closes the connection under a request whose response cannot be completed (an
+ * upstream died mid-body): the client sees a truncated response, never a wrong one.
+ * The abort callback is not called. */
+void httpd_req_abort(struct httpd_req *r);
+/* The listener's configuration the request arrived on. */
+const struct httpd_conf *httpd_req_conf(const struct httpd_req *r);
 /* Formats the peer's IP into out. */
 void httpd_req_peer(const struct httpd_req *r, char *out, size_t outlen);
 const struct http_header *httpd_req_header(const struct httpd_req *r, const char *name);

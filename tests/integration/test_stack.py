@@ -23,6 +23,11 @@ def table_pids(out):
     return pids
 
 
+def lb_pid(out):
+    m = re.search(r"^lb\s+edge\s+(\d+)", out, re.M)
+    return int(m.group(1))
+
+
 def test_default_stack_serves_restarts_and_stops(start):
     up = start(["up"])
     pids = wait_for(lambda: len(table_pids(up.stdout())) == 3 and table_pids(up.stdout()),
@@ -57,6 +62,12 @@ def test_default_stack_serves_restarts_and_stops(start):
                      timeout=5)
     assert r.status_code == 200 and r.text.startswith("// cairn demo app")
 
+    # the load balancer spreads requests over the three instances
+    seen = {requests.get("http://127.0.0.1:8090/api/hello", timeout=5).json()["instance"]
+            for _ in range(30)}
+    assert seen == set(APPS)
+    assert "http://127.0.0.1:8090/" in up.stdout() and "http://127.0.0.1:9902/" in up.stdout()
+
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
     os.kill(victim, signal.SIGKILL)
@@ -73,14 +84,14 @@ def test_default_stack_serves_restarts_and_stops(start):
     t0 = time.monotonic()
     up.signal(signal.SIGTERM)
     assert up.wait(timeout=10) == 0
-    children = [pids["app-1"], pids["app-3"], restarted]
+    children = [pids["app-1"], pids["app-3"], restarted, lb_pid(up.stdout())]
     wait_for(lambda: not any(pid_alive(p) for p in children), timeout=10 - (time.monotonic() - t0),
              what="children gone")
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 3 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in APPS.values():
+    assert len(stopped) == 4 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 

@@ -1,0 +1,144 @@
+/* edge.h - role "edge": the HTTP load balancer (and, with cache:, the CDN tier).
+ *
+ * Internal header of the edge role. The configuration is parsed into immutable
+ * structures (struct edge_conf); the few fields that change at run time (server
+ * health, in-flight counts, ejection) are atomics in struct edge_server, shared by
+ * every worker thread and the health checker.
+ */
+#ifndef CAIRN_EDGE_H
+#define CAIRN_EDGE_H
+
+#include "config.h"
+#include "net.h"
+#include "stack.h"
+
+#define EDGE_MAX_LISTEN 16
+#define EDGE_MAX_SERVERS 256
+#define EDGE_RING_POINTS 160        /* virtual nodes per unit of weight on the hash ring */
+
+enum edge_balance { BAL_ROUND_ROBIN, BAL_LEAST_CONN, BAL_RANDOM2, BAL_HASH };
+enum edge_hash_key { HASH_CLIENT_IP, HASH_HEADER, HASH_COOKIE };
+
+struct edge_cidrs {
+    struct net_cidr *v;
+    size_t n;
+};
+
+struct edge_cert {
+    char *cert, *key;
+};
+
+struct edge_listener {
+    struct net_addr addr;
+    bool tls;
+    struct edge_cert *certs;
+    size_t ncerts;
+    struct edge_cidrs allow, deny;
+    char *url;                      /* for the endpoint table */
+};
+
+struct edge_kv {
+    char *name, *value;
+};
+
+struct edge_header_ops {
+    struct edge_kv *set;
+    size_t nset;
+    char **remove;
+    size_t nremove;
+};
+
+struct edge_backend;
+
+struct edge_route {
+    char *host;                     /* NULL: any; "*.example.com": wildcard */
+    char *path;                     /* prefix, or exact when path_exact */
+    bool path_exact;
+    struct edge_kv *headers;        /* all must match (value "*" = present) */
+    size_t nheaders;
+    char *backend_name;
+    struct edge_backend *backend;
+    struct edge_cidrs allow, deny;
+    bool rate_limit;
+    double rps, burst;
+    char *rl_header;                /* key: this header's value; NULL: client IP */
+    bool redirect_https;
+    struct edge_header_ops req_ops, resp_ops;
+    size_t index;                   /* position, for per-thread state */
+    char label[64];                 /* for metrics and logs */
+};
+
+/* Runtime state shared by threads: atomics only. */
+struct edge_server {
+    struct net_addr addr;
+    char name[NET_ADDRSTRLEN];
+    unsigned weight;
+    struct edge_backend *backend;
+    int up;                         /* health verdict (1 at start unless checks run) */
+    int admin_drain;                /* set by the admin API */
+    uint64_t ejected_until_ms;      /* passive outlier ejection */
+    int inflight;
+    int consecutive_fail;
+    uint64_t recovered_ms;          /* when it came back, for slow start */
+    uint64_t requests, failures;
+    /* health checker's own counters (checker thread only) */
+    int ok_streak, fail_streak;
+    char last_check[96];
+};
+
+struct edge_health {
+    bool enabled;
+    bool http;                      /* false: TCP connect */
+    char *path;
+    char *host;
+    int status_min, status_max;     /* accepted status range */
+    uint64_t interval_ms, timeout_ms;
+    int rise, fall;
+};
+
+struct edge_backend {
+    char *name;
+    struct edge_server *servers;
+    size_t nservers;
+    enum edge_balance balance;
+    enum edge_hash_key hash_key;
+    char *hash_name;                /* header or cookie name */
+    struct edge_health health;
+    int retries;
+    uint64_t connect_timeout_ms, response_timeout_ms, idle_timeout_ms;
+    int eject_after;                /* consecutive failures before ejection; 0 = off */
+    uint64_t eject_ms;
+    uint64_t slow_start_ms;
+    uint32_t *ring;                 /* sorted hash points (hash balance) */
+    uint16_t *ring_server;
+    size_t nring;
+    size_t index;
+};
+
+struct edge_conf {
+    struct edge_listener listen[EDGE_MAX_LISTEN];
+    size_t nlisten;
+    bool have_admin;
+    struct net_addr admin;
+    int threads;
+    bool access_log;
+    struct edge_route *routes;
+    size_t nroutes;
+    struct edge_backend *backends;
+    size_t nbackends;
+    uint64_t header_timeout_ms, idle_timeout_ms, body_timeout_ms;
+    uint64_t max_body;
+    size_t max_conns;
+    int max_conns_per_ip;
+};
+
+extern const struct role_ops edge_role;
+int edge_main(const struct service *svc);
+
+int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
+void edge__free_conf(void *conf);
+bool edge__cidrs_allow(const struct edge_cidrs *allow, const struct edge_cidrs *deny,
+                       const struct sockaddr *sa);
+uint32_t edge__hash(const void *p, size_t n);
+
+#endif

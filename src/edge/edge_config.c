@@ -1,0 +1,755 @@
+/* edge_config.c - parsing role "edge" from the stack file.
+ *
+ *   listen:   ["127.0.0.1:8090"] or [{address, tls: {certs: [{cert, key}]}, allow, deny}]
+ *   admin:    "127.0.0.1:9902"
+ *   threads, access_log,
+ *   timeouts: {header, idle, body}, limits: {max_body, max_conns, max_conns_per_ip}
+ *   routes:   [{host, path | path_exact, headers: {Name: value}, backend, allow, deny,
+ *               rate_limit: {rps, burst, key: ip | "header:X-Name"}, redirect_https,
+ *               request_headers: {set: {..}, remove: [..]}, response_headers: {...}}]
+ *   backends: {name: {servers: [addr | {address, weight}], balance, hash: {header|cookie},
+ *               health: {http: {path, status, host} | tcp: true, interval, timeout, rise, fall},
+ *               retries, connect_timeout, response_timeout, idle_timeout,
+ *               eject: {after, for}, slow_start}}
+ */
+#include "edge.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include <stdarg.h>
+
+/* Key paths for messages; a path cut short only shortens a message. */
+static void pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pathf(char *buf, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+}
+#define P(buf, fmt, ...) pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
+
+uint32_t edge__hash(const void *p, size_t n)
+{
+    /* FNV-1a then a final avalanche (murmur3 fmix32) */
+    const unsigned char *s = p;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 16777619u;
+    }
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+bool edge__cidrs_allow(const struct edge_cidrs *allow, const struct edge_cidrs *deny,
+                       const struct sockaddr *sa)
+{
+    for (size_t i = 0; i < deny->n; i++)
+        if (net_cidr_match(&deny->v[i], sa))
+            return false;
+    if (!allow->n)
+        return true;
+    for (size_t i = 0; i < allow->n; i++)
+        if (net_cidr_match(&allow->v[i], sa))
+            return true;
+    return false;
+}
+
+static int get_cidrs(struct cfg *c, const cfg_node *n, const char *path, struct edge_cidrs *out)
+{
+    size_t len = cfg_is_seq(n) ? cfg_len(n) : 1;
+    if (!cfg_is_seq(n) && !cfg_is_scalar(n))
+        return cfg_error(c, n, path, "expected a list of networks");
+    out->v = calloc(len ? len : 1, sizeof(*out->v));
+    if (!out->v)
+        return cfg_error(c, n, path, "out of memory");
+    int bad = 0;
+    for (size_t i = 0; i < len; i++) {
+        char p[256];
+        P(p, "%s[%zu]", path, i);
+        if (cfg_get_cidr(c, cfg_is_seq(n) ? cfg_seq_item(c, n, i) : n, p, &out->v[out->n]) == 0)
+            out->n++;
+        else
+            bad = -EINVAL;
+    }
+    return bad;
+}
+
+static int parse_certs(struct cfg *c, const cfg_node *n, const char *path,
+                       struct edge_listener *l, const struct service *svc)
+{
+    static const char *const tkeys[] = { "certs", NULL };
+    cfg_node *tv[1];
+    char p[256];
+    if (cfg_map_fields(c, n, path, tkeys, tv))
+        return -EINVAL;
+    P(p, "%s.certs", path);
+    if (!tv[0] || !cfg_is_seq(tv[0]) || cfg_len(tv[0]) == 0)
+        return cfg_error(c, tv[0] ? tv[0] : n, p, "expected a list of {cert, key}");
+    l->certs = calloc(cfg_len(tv[0]), sizeof(*l->certs));
+    if (!l->certs)
+        return -ENOMEM;
+    int bad = 0;
+    for (size_t i = 0; i < cfg_len(tv[0]); i++) {
+        static const char *const ck[] = { "cert", "key", NULL };
+        cfg_node *cv[2];
+        char q[280];
+        P(q, "%s[%zu]", p, i);
+        if (cfg_map_fields(c, cfg_seq_item(c, tv[0], i), q, ck, cv)) {
+            bad = -EINVAL;
+            continue;
+        }
+        if (!cv[0] || !cv[1]) {
+            bad = cfg_error(c, cfg_seq_item(c, tv[0], i), q, "needs both \"cert\" and \"key\"");
+            continue;
+        }
+        char *cert = NULL, *key = NULL;
+        if (cfg_get_string(c, cv[0], q, &cert) || cfg_get_string(c, cv[1], q, &key)) {
+            free(cert);
+            free(key);
+            bad = -EINVAL;
+            continue;
+        }
+        l->certs[l->ncerts].cert = stack_path(svc->stack, cert);
+        l->certs[l->ncerts].key = stack_path(svc->stack, key);
+        l->ncerts++;
+        free(cert);
+        free(key);
+    }
+    l->tls = true;
+    return bad;
+}
+
+static int parse_listener(struct cfg *c, const cfg_node *n, const char *path,
+                          struct edge_listener *l, struct service *svc)
+{
+    char p[256];
+    int bad = 0;
+    if (cfg_is_scalar(n)) {
+        bad = cfg_get_addr(c, n, path, &l->addr);
+    } else {
+        static const char *const keys[] = { "address", "tls", "allow", "deny", NULL };
+        cfg_node *v[4];
+        if (cfg_map_fields(c, n, path, keys, v))
+            return -EINVAL;
+        P(p, "%s.address", path);
+        if (!v[0])
+            return cfg_error(c, n, path, "missing key \"address\"");
+        bad |= cfg_get_addr(c, v[0], p, &l->addr);
+        P(p, "%s.tls", path);
+        if (v[1])
+            bad |= parse_certs(c, v[1], p, l, svc);
+        P(p, "%s.allow", path);
+        if (v[2])
+            bad |= get_cidrs(c, v[2], p, &l->allow);
+        P(p, "%s.deny", path);
+        if (v[3])
+            bad |= get_cidrs(c, v[3], p, &l->deny);
+    }
+    if (!bad) {
+        char a[NET_ADDRSTRLEN];
+        net_addr_format(&l->addr, a, sizeof(a));
+        service_add_endpoint(svc, l->tls ? "https" : "http", "%s://%s/", l->tls ? "https" : "http", a);
+        service_add_bind(svc, &l->addr, SOCK_STREAM);
+    }
+    return bad ? -EINVAL : 0;
+}
+
+static int parse_kv_map(struct cfg *c, const cfg_node *n, const char *path, struct edge_kv **out,
+                        size_t *nout)
+{
+    if (!cfg_is_map(n))
+        return cfg_error(c, n, path, "expected a mapping of header names to values");
+    size_t len = cfg_len(n);
+    *out = calloc(len ? len : 1, sizeof(**out));
+    if (!*out)
+        return -ENOMEM;
+    int bad = 0;
+    for (size_t i = 0; i < len; i++) {
+        char p[256];
+        const char *k = cfg_scalar(cfg_map_key(c, n, i));
+        P(p, "%s.%s", path, k);
+        char *v = NULL;
+        if (cfg_get_string(c, cfg_map_value(c, n, i), p, &v)) {
+            bad = -EINVAL;
+            continue;
+        }
+        (*out)[*nout].name = strdup(k);
+        (*out)[*nout].value = v;
+        (*nout)++;
+    }
+    return bad;
+}
+
+static int parse_header_ops(struct cfg *c, const cfg_node *n, const char *path,
+                            struct edge_header_ops *ops)
+{
+    static const char *const keys[] = { "set", "remove", NULL };
+    cfg_node *v[2];
+    char p[256];
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    P(p, "%s.set", path);
+    if (v[0])
+        bad |= parse_kv_map(c, v[0], p, &ops->set, &ops->nset);
+    P(p, "%s.remove", path);
+    if (v[1])
+        bad |= cfg_get_string_list(c, v[1], p, &ops->remove, &ops->nremove);
+    return bad ? -EINVAL : 0;
+}
+
+static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struct edge_route *r)
+{
+    static const char *const keys[] = { "host", "path", "path_exact", "headers", "backend",
+                                        "allow", "deny", "rate_limit", "redirect_https",
+                                        "request_headers", "response_headers", NULL };
+    cfg_node *v[11];
+    char p[256];
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    P(p, "%s.host", path);
+    if (v[0]) {
+        bad |= cfg_get_string(c, v[0], p, &r->host);
+        if (r->host && strcmp(r->host, "*") == 0) {
+            free(r->host);
+            r->host = NULL;
+        } else if (r->host && strchr(r->host, '*') && strncmp(r->host, "*.", 2) != 0) {
+            bad = cfg_error(c, v[0], p, "a wildcard host must start with \"*.\", got \"%s\"", r->host);
+        }
+    }
+    if (v[1] && v[2])
+        bad = cfg_error(c, v[2], path, "give either \"path\" (prefix) or \"path_exact\", not both");
+    cfg_node *pn = v[1] ? v[1] : v[2];
+    P(p, "%s.%s", path, v[1] ? "path" : "path_exact");
+    if (pn) {
+        if (cfg_get_string(c, pn, p, &r->path) == 0 && r->path[0] != '/')
+            bad = cfg_error(c, pn, p, "expected a path starting with \"/\", got \"%s\"", r->path);
+        r->path_exact = v[2] != NULL;
+    } else {
+        r->path = strdup("/");
+    }
+    P(p, "%s.headers", path);
+    if (v[3])
+        bad |= parse_kv_map(c, v[3], p, &r->headers, &r->nheaders);
+    P(p, "%s.backend", path);
+    if (!v[4] && !(v[8]))
+        bad = cfg_error(c, n, path, "missing key \"backend\"");
+    if (v[4])
+        bad |= cfg_get_string(c, v[4], p, &r->backend_name);
+    P(p, "%s.allow", path);
+    if (v[5])
+        bad |= get_cidrs(c, v[5], p, &r->allow);
+    P(p, "%s.deny", path);
+    if (v[6])
+        bad |= get_cidrs(c, v[6], p, &r->deny);
+    if (v[7]) {
+        static const char *const rk[] = { "rps", "burst", "key", NULL };
+        cfg_node *rv[3];
+        P(p, "%s.rate_limit", path);
+        if (cfg_map_fields(c, v[7], p, rk, rv) == 0) {
+            char q[280];
+            r->rate_limit = true;
+            P(q, "%s.rps", p);
+            if (!rv[0])
+                bad = cfg_error(c, v[7], p, "missing key \"rps\"");
+            else
+                bad |= cfg_get_float(c, rv[0], q, 0.001, 1e9, &r->rps);
+            r->burst = r->rps;
+            P(q, "%s.burst", p);
+            if (rv[1])
+                bad |= cfg_get_float(c, rv[1], q, 1, 1e9, &r->burst);
+            P(q, "%s.key", p);
+            if (rv[2]) {
+                const char *k = cfg_scalar(rv[2]);
+                if (k && strcmp(k, "ip") == 0)
+                    ;
+                else if (k && strncmp(k, "header:", 7) == 0 && k[7])
+                    r->rl_header = strdup(k + 7);
+                else
+                    bad = cfg_error(c, rv[2], q, "expected \"ip\" or \"header:NAME\"");
+            }
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.redirect_https", path);
+    if (v[8])
+        bad |= cfg_get_bool(c, v[8], p, &r->redirect_https);
+    P(p, "%s.request_headers", path);
+    if (v[9])
+        bad |= parse_header_ops(c, v[9], p, &r->req_ops);
+    P(p, "%s.response_headers", path);
+    if (v[10])
+        bad |= parse_header_ops(c, v[10], p, &r->resp_ops);
+    snprintf(r->label, sizeof(r->label), "%s%s", r->host ? r->host : "", r->path ? r->path : "/");
+    return bad ? -EINVAL : 0;
+}
+
+static int parse_status_range(const char *s, int *lo, int *hi)
+{
+    int a, b, n = 0;
+    if (sscanf(s, "%d-%d%n", &a, &b, &n) == 2 && (size_t)n == strlen(s)) {
+    } else if (sscanf(s, "%d%n", &a, &n) == 1 && (size_t)n == strlen(s)) {
+        b = a;
+    } else {
+        return -EINVAL;
+    }
+    if (a < 100 || b > 599 || a > b)
+        return -EINVAL;
+    *lo = a;
+    *hi = b;
+    return 0;
+}
+
+static int parse_health(struct cfg *c, const cfg_node *n, const char *path, struct edge_health *h)
+{
+    static const char *const keys[] = { "http", "tcp", "interval", "timeout", "rise", "fall", NULL };
+    cfg_node *v[6];
+    char p[256];
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    h->enabled = true;
+    h->interval_ms = 2000;
+    h->timeout_ms = 1000;
+    h->rise = 2;
+    h->fall = 2;
+    h->status_min = 200;
+    h->status_max = 399;
+    if (v[0] && v[1])
+        bad = cfg_error(c, v[1], path, "give either \"http\" or \"tcp\", not both");
+    if (v[0]) {
+        static const char *const hk[] = { "path", "status", "host", NULL };
+        cfg_node *hv[3];
+        P(p, "%s.http", path);
+        h->http = true;
+        if (cfg_map_fields(c, v[0], p, hk, hv) == 0) {
+            char q[280];
+            P(q, "%s.path", p);
+            if (hv[0])
+                bad |= cfg_get_string(c, hv[0], q, &h->path);
+            P(q, "%s.status", p);
+            if (hv[1] && (!cfg_is_scalar(hv[1]) ||
+                          parse_status_range(cfg_scalar(hv[1]), &h->status_min, &h->status_max)))
+                bad = cfg_error(c, hv[1], q, "expected a status like 200 or a range like 200-399");
+            P(q, "%s.host", p);
+            if (hv[2])
+                bad |= cfg_get_string(c, hv[2], q, &h->host);
+        } else {
+            bad = -EINVAL;
+        }
+        if (!h->path)
+            h->path = strdup("/");
+    } else if (v[1]) {
+        bool on = true;
+        P(p, "%s.tcp", path);
+        bad |= cfg_get_bool(c, v[1], p, &on);
+        h->enabled = on;
+    } else {
+        bad = cfg_error(c, n, path, "expected \"http\" or \"tcp\"");
+    }
+    long long x;
+    P(p, "%s.interval", path);
+    if (v[2] && cfg_get_duration(c, v[2], p, &h->interval_ms) == 0 && h->interval_ms < 100)
+        bad = cfg_error(c, v[2], p, "expected at least 100ms");
+    P(p, "%s.timeout", path);
+    if (v[3])
+        bad |= cfg_get_duration(c, v[3], p, &h->timeout_ms);
+    P(p, "%s.rise", path);
+    if (v[4]) {
+        if (cfg_get_int(c, v[4], p, 1, 100, &x) == 0)
+            h->rise = (int)x;
+        else
+            bad = -EINVAL;
+    }
+    P(p, "%s.fall", path);
+    if (v[5]) {
+        if (cfg_get_int(c, v[5], p, 1, 100, &x) == 0)
+            h->fall = (int)x;
+        else
+            bad = -EINVAL;
+    }
+    return bad ? -EINVAL : 0;
+}
+
+static int build_ring(struct edge_backend *b)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < b->nservers; i++)
+        total += b->servers[i].weight * EDGE_RING_POINTS;
+    b->ring = calloc(total ? total : 1, sizeof(*b->ring));
+    b->ring_server = calloc(total ? total : 1, sizeof(*b->ring_server));
+    if (!b->ring || !b->ring_server)
+        return -ENOMEM;
+    /* insertion into a sorted array: fine for a few thousand points at start-up */
+    size_t n = 0;
+    for (size_t i = 0; i < b->nservers; i++) {
+        for (unsigned k = 0; k < b->servers[i].weight * EDGE_RING_POINTS; k++) {
+            char key[NET_ADDRSTRLEN + 16];
+            int len = snprintf(key, sizeof(key), "%s#%u", b->servers[i].name, k);
+            uint32_t h = edge__hash(key, (size_t)len);
+            size_t pos = n;
+            while (pos > 0 && b->ring[pos - 1] > h) {
+                b->ring[pos] = b->ring[pos - 1];
+                b->ring_server[pos] = b->ring_server[pos - 1];
+                pos--;
+            }
+            b->ring[pos] = h;
+            b->ring_server[pos] = (uint16_t)i;
+            n++;
+        }
+    }
+    b->nring = n;
+    return 0;
+}
+
+static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, struct edge_backend *b)
+{
+    static const char *const keys[] = { "servers", "balance", "hash", "health", "retries",
+                                        "connect_timeout", "response_timeout", "idle_timeout",
+                                        "eject", "slow_start", NULL };
+    cfg_node *v[10];
+    char p[256];
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    b->balance = BAL_ROUND_ROBIN;
+    b->retries = 2;
+    b->connect_timeout_ms = 2000;
+    b->response_timeout_ms = 30000;
+    b->idle_timeout_ms = 30000;
+    b->eject_after = 5;
+    b->eject_ms = 10000;
+    P(p, "%s.servers", path);
+    if (!v[0] || !cfg_is_seq(v[0]) || cfg_len(v[0]) == 0 || cfg_len(v[0]) > EDGE_MAX_SERVERS) {
+        bad = cfg_error(c, v[0] ? v[0] : n, p, "expected a list of 1 to %d server addresses",
+                        EDGE_MAX_SERVERS);
+    } else {
+        b->servers = calloc(cfg_len(v[0]), sizeof(*b->servers));
+        for (size_t i = 0; b->servers && i < cfg_len(v[0]); i++) {
+            cfg_node *it = cfg_seq_item(c, v[0], i);
+            struct edge_server *s = &b->servers[b->nservers];
+            char q[280];
+            P(q, "%s[%zu]", p, i);
+            s->weight = 1;
+            if (cfg_is_map(it)) {
+                static const char *const sk[] = { "address", "weight", NULL };
+                cfg_node *sv[2];
+                if (cfg_map_fields(c, it, q, sk, sv) || !sv[0]) {
+                    bad = sv[0] ? -EINVAL : cfg_error(c, it, q, "missing key \"address\"");
+                    continue;
+                }
+                if (cfg_get_addr(c, sv[0], q, &s->addr)) {
+                    bad = -EINVAL;
+                    continue;
+                }
+                long long w;
+                if (sv[1]) {
+                    char r[300];
+                    P(r, "%s.weight", q);
+                    if (cfg_get_int(c, sv[1], r, 0, 256, &w) == 0)
+                        s->weight = (unsigned)w;
+                    else
+                        bad = -EINVAL;
+                }
+            } else if (cfg_get_addr(c, it, q, &s->addr)) {
+                bad = -EINVAL;
+                continue;
+            }
+            net_addr_format(&s->addr, s->name, sizeof(s->name));
+            s->backend = b;
+            s->up = 1;
+            b->nservers++;
+        }
+    }
+    P(p, "%s.balance", path);
+    if (v[1]) {
+        const char *s = cfg_scalar(v[1]);
+        if (s && strcmp(s, "round_robin") == 0)
+            b->balance = BAL_ROUND_ROBIN;
+        else if (s && strcmp(s, "least_conn") == 0)
+            b->balance = BAL_LEAST_CONN;
+        else if (s && strcmp(s, "random2") == 0)
+            b->balance = BAL_RANDOM2;
+        else if (s && strcmp(s, "hash") == 0)
+            b->balance = BAL_HASH;
+        else
+            bad = cfg_error(c, v[1], p, "expected round_robin, least_conn, random2 or hash");
+    }
+    P(p, "%s.hash", path);
+    if (v[2]) {
+        static const char *const hk[] = { "header", "cookie", NULL };
+        cfg_node *hv[2];
+        if (cfg_map_fields(c, v[2], p, hk, hv) == 0 && (hv[0] || hv[1])) {
+            b->hash_key = hv[0] ? HASH_HEADER : HASH_COOKIE;
+            bad |= cfg_get_string(c, hv[0] ? hv[0] : hv[1], p, &b->hash_name);
+        } else {
+            bad = cfg_error(c, v[2], p, "expected {header: NAME} or {cookie: NAME}");
+        }
+    }
+    P(p, "%s.health", path);
+    if (v[3])
+        bad |= parse_health(c, v[3], p, &b->health);
+    P(p, "%s.retries", path);
+    long long x;
+    if (v[4]) {
+        if (cfg_get_int(c, v[4], p, 0, 10, &x) == 0)
+            b->retries = (int)x;
+        else
+            bad = -EINVAL;
+    }
+    P(p, "%s.connect_timeout", path);
+    if (v[5])
+        bad |= cfg_get_duration(c, v[5], p, &b->connect_timeout_ms);
+    P(p, "%s.response_timeout", path);
+    if (v[6])
+        bad |= cfg_get_duration(c, v[6], p, &b->response_timeout_ms);
+    P(p, "%s.idle_timeout", path);
+    if (v[7])
+        bad |= cfg_get_duration(c, v[7], p, &b->idle_timeout_ms);
+    P(p, "%s.eject", path);
+    if (v[8]) {
+        static const char *const ek[] = { "after", "for", NULL };
+        cfg_node *ev[2];
+        if (cfg_map_fields(c, v[8], p, ek, ev) == 0) {
+            char q[280];
+            P(q, "%s.after", p);
+            if (ev[0]) {
+                if (cfg_get_int(c, ev[0], q, 0, 1000, &x) == 0)
+                    b->eject_after = (int)x;
+                else
+                    bad = -EINVAL;
+            }
+            P(q, "%s.for", p);
+            if (ev[1])
+                bad |= cfg_get_duration(c, ev[1], q, &b->eject_ms);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.slow_start", path);
+    if (v[9])
+        bad |= cfg_get_duration(c, v[9], p, &b->slow_start_ms);
+    if (!bad && b->balance == BAL_HASH && build_ring(b))
+        bad = cfg_error(c, n, path, "out of memory");
+    return bad ? -EINVAL : 0;
+}
+
+int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
+{
+    static const char *const keys[] = { "role", "listen", "admin", "threads", "access_log",
+                                        "routes", "backends", "timeouts", "limits", NULL };
+    cfg_node *v[9];
+    char p[256];
+    struct edge_conf *e = calloc(1, sizeof(*e));
+    if (!e)
+        return cfg_error(c, map, path, "out of memory");
+    svc->conf = e;
+    e->threads = 1;
+    e->access_log = true;
+    e->header_timeout_ms = 10000;
+    e->idle_timeout_ms = 60000;
+    e->body_timeout_ms = 30000;
+    e->max_body = 64u << 20;
+    e->max_conns = 20000;
+    int bad = cfg_map_fields(c, map, path, keys, v);
+
+    P(p, "%s.listen", path);
+    if (!v[1] || !cfg_is_seq(v[1]) || cfg_len(v[1]) == 0 || cfg_len(v[1]) > EDGE_MAX_LISTEN) {
+        bad = cfg_error(c, v[1] ? v[1] : map, p, "expected a list of 1 to %d listeners",
+                        EDGE_MAX_LISTEN);
+    } else {
+        for (size_t i = 0; i < cfg_len(v[1]); i++) {
+            char q[280];
+            P(q, "%s[%zu]", p, i);
+            if (parse_listener(c, cfg_seq_item(c, v[1], i), q, &e->listen[e->nlisten], svc) == 0)
+                e->nlisten++;
+            else
+                bad = -EINVAL;
+        }
+    }
+    P(p, "%s.admin", path);
+    if (v[2]) {
+        if (cfg_get_addr(c, v[2], p, &e->admin) == 0) {
+            char a[NET_ADDRSTRLEN];
+            e->have_admin = true;
+            net_addr_format(&e->admin, a, sizeof(a));
+            service_add_endpoint(svc, "admin", "http://%s/", a);
+            service_add_bind(svc, &e->admin, SOCK_STREAM);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    long long x;
+    P(p, "%s.threads", path);
+    if (v[3]) {
+        if (cfg_get_int(c, v[3], p, 1, 256, &x) == 0)
+            e->threads = (int)x;
+        else
+            bad = -EINVAL;
+    }
+    P(p, "%s.access_log", path);
+    if (v[4])
+        bad |= cfg_get_bool(c, v[4], p, &e->access_log);
+    P(p, "%s.backends", path);
+    if (!v[6] || !cfg_is_map(v[6]) || cfg_len(v[6]) == 0) {
+        bad = cfg_error(c, v[6] ? v[6] : map, p, "expected a mapping of backend names to backends");
+    } else {
+        e->backends = calloc(cfg_len(v[6]), sizeof(*e->backends));
+        for (size_t i = 0; e->backends && i < cfg_len(v[6]); i++) {
+            struct edge_backend *b = &e->backends[e->nbackends];
+            char q[280];
+            const char *name = cfg_scalar(cfg_map_key(c, v[6], i));
+            P(q, "%s.%s", p, name);
+            b->name = strdup(name);
+            b->index = e->nbackends++;
+            if (parse_backend(c, cfg_map_value(c, v[6], i), q, b))
+                bad = -EINVAL;
+        }
+    }
+    P(p, "%s.routes", path);
+    if (!v[5] || !cfg_is_seq(v[5]) || cfg_len(v[5]) == 0) {
+        bad = cfg_error(c, v[5] ? v[5] : map, p, "expected a list of routes");
+    } else {
+        e->routes = calloc(cfg_len(v[5]), sizeof(*e->routes));
+        for (size_t i = 0; e->routes && i < cfg_len(v[5]); i++) {
+            struct edge_route *r = &e->routes[e->nroutes];
+            cfg_node *rn = cfg_seq_item(c, v[5], i);
+            char q[280];
+            P(q, "%s[%zu]", p, i);
+            r->index = e->nroutes++;
+            if (parse_route(c, rn, q, r)) {
+                bad = -EINVAL;
+                continue;
+            }
+            if (r->backend_name) {
+                for (size_t k = 0; k < e->nbackends; k++)
+                    if (strcmp(e->backends[k].name, r->backend_name) == 0)
+                        r->backend = &e->backends[k];
+                if (!r->backend)
+                    bad = cfg_error(c, rn, q, "backend \"%s\" is not defined under backends",
+                                    r->backend_name);
+            }
+        }
+    }
+    P(p, "%s.timeouts", path);
+    if (v[7]) {
+        static const char *const tk[] = { "header", "idle", "body", NULL };
+        cfg_node *tv[3];
+        if (cfg_map_fields(c, v[7], p, tk, tv) == 0) {
+            char q[280];
+            P(q, "%s.header", p);
+            if (tv[0])
+                bad |= cfg_get_duration(c, tv[0], q, &e->header_timeout_ms);
+            P(q, "%s.idle", p);
+            if (tv[1])
+                bad |= cfg_get_duration(c, tv[1], q, &e->idle_timeout_ms);
+            P(q, "%s.body", p);
+            if (tv[2])
+                bad |= cfg_get_duration(c, tv[2], q, &e->body_timeout_ms);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.limits", path);
+    if (v[8]) {
+        static const char *const lk[] = { "max_body", "max_conns", "max_conns_per_ip", NULL };
+        cfg_node *lv[3];
+        if (cfg_map_fields(c, v[8], p, lk, lv) == 0) {
+            char q[280];
+            P(q, "%s.max_body", p);
+            if (lv[0])
+                bad |= cfg_get_size(c, lv[0], q, &e->max_body);
+            P(q, "%s.max_conns", p);
+            if (lv[1]) {
+                if (cfg_get_int(c, lv[1], q, 1, 10000000, &x) == 0)
+                    e->max_conns = (size_t)x;
+                else
+                    bad = -EINVAL;
+            }
+            P(q, "%s.max_conns_per_ip", p);
+            if (lv[2]) {
+                if (cfg_get_int(c, lv[2], q, 0, 1000000, &x) == 0)
+                    e->max_conns_per_ip = (int)x;
+                else
+                    bad = -EINVAL;
+            }
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    return bad ? -EINVAL : 0;
+}
+
+static void free_cidrs(struct edge_cidrs *c)
+{
+    free(c->v);
+}
+
+static void free_kv(struct edge_kv *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].name);
+        free(kv[i].value);
+    }
+    free(kv);
+}
+
+static void free_ops(struct edge_header_ops *o)
+{
+    free_kv(o->set, o->nset);
+    cfg_free_string_list(o->remove, o->nremove);
+}
+
+void edge__free_conf(void *p)
+{
+    struct edge_conf *e = p;
+    if (!e)
+        return;
+    for (size_t i = 0; i < EDGE_MAX_LISTEN; i++) {
+        struct edge_listener *l = &e->listen[i];
+        for (size_t k = 0; k < l->ncerts; k++) {
+            free(l->certs[k].cert);
+            free(l->certs[k].key);
+        }
+        free(l->certs);
+        free_cidrs(&l->allow);
+        free_cidrs(&l->deny);
+        free(l->url);
+    }
+    for (size_t i = 0; i < e->nroutes; i++) {
+        struct edge_route *r = &e->routes[i];
+        free(r->host);
+        free(r->path);
+        free_kv(r->headers, r->nheaders);
+        free(r->backend_name);
+        free_cidrs(&r->allow);
+        free_cidrs(&r->deny);
+        free(r->rl_header);
+        free_ops(&r->req_ops);
+        free_ops(&r->resp_ops);
+    }
+    free(e->routes);
+    for (size_t i = 0; i < e->nbackends; i++) {
+        struct edge_backend *b = &e->backends[i];
+        free(b->name);
+        free(b->servers);
+        free(b->hash_name);
+        free(b->health.path);
+        free(b->health.host);
+        free(b->ring);
+        free(b->ring_server);
+    }
+    free(e->backends);
+    free(e);
+}

@@ -1,0 +1,102 @@
+/* edge_internal.h - runtime structures shared by the edge's source files. */
+#ifndef CAIRN_EDGE_INTERNAL_H
+#define CAIRN_EDGE_INTERNAL_H
+
+#include "edge.h"
+#include "httpc.h"
+#include "httpd.h"
+#include "loop.h"
+#include "metrics.h"
+#include "tls.h"
+
+#include <pthread.h>
+
+struct edge;
+struct edge_worker;
+
+/* One listener's httpd configuration and context. */
+struct edge_lctx {
+    struct edge *e;
+    const struct edge_listener *l;
+    struct httpd_conf hconf;
+    struct tls_ctx *tls;
+};
+
+/* Rate limiting: per route, a set-associative table of token buckets shared by
+ * all threads, one spinlock per set. Bounded memory: the least recently used
+ * bucket of a set is replaced. */
+#define RL_SETS 4096
+#define RL_WAYS 4
+struct rl_entry {
+    uint64_t key;
+    double tokens;
+    uint64_t last_ms;
+};
+struct rl_set {
+    int lock;
+    struct rl_entry e[RL_WAYS];
+};
+
+struct edge_route_rt {
+    struct rl_set *rl;
+    struct metric *req[6];          /* by status class */
+};
+
+struct edge {
+    const struct service *svc;
+    const struct edge_conf *conf;
+    struct edge_lctx lctx[EDGE_MAX_LISTEN];
+    struct httpd_conf admin_conf;
+    struct edge_worker *workers;
+    int nworkers;
+    int stopping;
+    struct edge_route_rt *routes;
+    /* metrics */
+    struct metrics_registry *reg;
+    struct metric_family *m_requests;       /* route, backend, code */
+    struct metric_family *m_server_up;      /* backend, server */
+    struct metric_family *m_server_req;     /* backend, server */
+    struct metric *m_duration;
+    struct metric *m_retries, *m_upstream_connects, *m_bytes_out, *m_denied, *m_limited;
+    struct metric *m_upstream_errors;
+    /* health checks (run on worker 0) */
+    struct httpc *checker;
+    struct edge_check *checks;
+    size_t nchecks;
+};
+
+struct up_conn;
+
+struct edge_worker {
+    struct edge *e;
+    int index;
+    struct loop loop;
+    struct httpd_worker hw;
+    struct httpd_worker admin_hw;
+    pthread_t thread;
+    struct loop_timer deadline;
+    struct up_conn **idle;          /* idle upstream connections, per server (flattened) */
+    size_t *server_base;            /* backend index -> first slot in idle[] */
+    size_t nslots;
+    unsigned *rr;                   /* round robin position per backend */
+};
+
+struct edge_check {
+    struct edge *e;
+    struct edge_server *srv;
+    struct loop_timer timer;
+    struct httpc_call *call;
+    int tcp_fd;
+    struct loop_io tcp_io;
+    struct loop_timer tcp_timer;
+};
+
+int edge__proxy_handle_init(struct edge *e);
+void edge__proxy(struct httpd_req *r, void *arg);
+void edge__worker_free_pools(struct edge_worker *w);
+int edge__health_start(struct edge *e, struct loop *loop);
+void edge__health_stop(struct edge *e);
+void edge__admin(struct httpd_req *r, void *arg);
+void edge__server_set_up(struct edge *e, struct edge_server *s, bool up, const char *why);
+
+#endif

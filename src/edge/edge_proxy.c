@@ -1,0 +1,1103 @@
+/* edge_proxy.c - routing, access control, rate limits, balancing and proxying.
+ *
+ * A request is matched against the routes in file order (host, path, headers),
+ * checked against the listener's and the route's allow/deny lists and the
+ * route's rate limit, and forwarded to a server of the route's backend over a
+ * keep-alive connection from the worker's pool. The response is streamed back as
+ * it arrives, with flow control: reading from the server pauses while the client
+ * has more than PAUSE_BYTES unsent.
+ *
+ * Retries: a request is tried again on another server when the connection fails
+ * before any response byte arrives (connect error, reset, a pooled connection
+ * found dead) or, for idempotent methods, when the server answers 502/503/504 or
+ * does not answer within the response timeout, up to the backend's `retries`.
+ * Failures count towards passive ejection of the server.
+ */
+#include "edge_internal.h"
+#include "log.h"
+#include "trace.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PAUSE_BYTES (256u << 10)
+#define MAX_IDLE_PER_SERVER 64
+
+enum up_state { UP_CONNECTING, UP_ACTIVE, UP_IDLE, UP_CLOSED };
+enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
+
+struct proxy_req;
+
+struct up_conn {
+    struct loop_io io;
+    struct loop_timer timer;        /* idle timeout in the pool */
+    struct loop_defer defer;
+    struct edge_worker *w;
+    struct edge_server *srv;
+    size_t slot;
+    enum up_state state;
+    struct buf wbuf, rbuf, body;
+    struct http1_scan scan;
+    struct http_response resp;
+    struct http1_chunked ch;
+    bool head_done, reused, got_bytes;
+    size_t head_len;
+    enum body_mode mode;
+    uint64_t remaining;
+    struct proxy_req *pr;
+    struct up_conn *next;
+};
+
+struct proxy_req {
+    struct httpd_req *r;
+    struct edge_worker *w;
+    const struct edge_route *route;
+    struct edge_backend *b;
+    struct edge_server *srv;
+    struct up_conn *uc;
+    struct loop_timer timer;        /* response timeout */
+    struct buf req;                 /* the request as sent upstream */
+    int attempts;
+    bool idempotent, head_sent, paused;
+    uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
+    uint64_t t_start, t_connect, t_first;
+    uint64_t bytes;
+    int status;
+    char request_id[40];
+};
+
+static void up_event(struct loop_io *io, uint32_t events);
+static void try_send(struct proxy_req *pr);
+static void up_read(struct up_conn *uc);
+
+/* ---- small helpers ---- */
+
+static bool host_matches(const char *pattern, struct strv host)
+{
+    /* strip the port */
+    for (size_t i = host.n; i > 0; i--) {
+        if (host.p[i - 1] == ':') {
+            host.n = i - 1;
+            break;
+        }
+        if (host.p[i - 1] < '0' || host.p[i - 1] > '9')
+            break;
+    }
+    size_t pl = strlen(pattern);
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        /* "*.example.com" matches "a.example.com", not "example.com" */
+        size_t sl = pl - 1;     /* ".example.com" */
+        if (host.n <= sl)
+            return false;
+        return strncasecmp(host.p + host.n - sl, pattern + 1, sl) == 0;
+    }
+    return host.n == pl && strncasecmp(host.p, pattern, pl) == 0;
+}
+
+static const struct edge_route *match_route(const struct edge_conf *c, const struct httpd_req *r)
+{
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct edge_route *rt = &c->routes[i];
+        if (rt->host && !host_matches(rt->host, r->h.host))
+            continue;
+        size_t pl = strlen(rt->path);
+        if (rt->path_exact ? !strv_eq_cstr(r->h.path, rt->path)
+                           : !(r->h.path.n >= pl && memcmp(r->h.path.p, rt->path, pl) == 0))
+            continue;
+        bool ok = true;
+        for (size_t k = 0; k < rt->nheaders && ok; k++) {
+            const struct http_header *h = httpd_req_header(r, rt->headers[k].name);
+            ok = h && (strcmp(rt->headers[k].value, "*") == 0 ||
+                       strv_eq_cstr(h->value, rt->headers[k].value));
+        }
+        if (ok)
+            return rt;
+    }
+    return NULL;
+}
+
+static void simple_reply(struct httpd_req *r, int status, const char *msg)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, http_status_reason(status), msg);
+    httpd_header(r, "Cache-Control", "no-store");
+    httpd_respond(r, status, "text/plain; charset=utf-8", body, (size_t)n);
+}
+
+static void count_request(struct edge *e, const struct edge_route *rt, int status)
+{
+    int cls = status / 100;
+    if (cls < 1 || cls > 5)
+        cls = 0;
+    if (!rt) {
+        metric_inc(metrics_get2(e->m_requests, "none", "none"));
+        return;
+    }
+    struct edge_route_rt *rrt = &e->routes[rt->index];
+    if (!rrt->req[cls]) {
+        static const char *const codes[] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
+        const char *v[] = { rt->label, rt->backend ? rt->backend->name : "", codes[cls] };
+        rrt->req[cls] = metrics_get(e->m_requests, v);
+    }
+    metric_inc(rrt->req[cls]);
+}
+
+/* ---- rate limiting ---- */
+
+static bool rate_allow(struct edge *e, const struct edge_route *rt, struct httpd_req *r,
+                       double *retry_after)
+{
+    uint64_t key;
+    if (rt->rl_header) {
+        const struct http_header *h = httpd_req_header(r, rt->rl_header);
+        if (!h)
+            return true;        /* no key: not limited by this rule */
+        key = ((uint64_t)edge__hash(h->value.p, h->value.n) << 32) | edge__hash(h->value.p, h->value.n / 2);
+    } else {
+        const struct sockaddr *sa = (const struct sockaddr *)r->peer;
+        if (sa->sa_family == AF_INET)
+            key = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+        else
+            key = ((uint64_t)edge__hash(&((const struct sockaddr_in6 *)sa)->sin6_addr, 16) << 32) |
+                  edge__hash(&((const struct sockaddr_in6 *)sa)->sin6_addr, 8);
+    }
+    key |= 1;   /* 0 marks an empty way */
+    struct rl_set *set = &e->routes[rt->index].rl[edge__hash(&key, sizeof(key)) % RL_SETS];
+    uint64_t now = cairn_now_ms();
+    while (__atomic_exchange_n(&set->lock, 1, __ATOMIC_ACQUIRE))
+        ;
+    struct rl_entry *hit = NULL, *oldest = &set->e[0];
+    for (int i = 0; i < RL_WAYS; i++) {
+        if (set->e[i].key == key)
+            hit = &set->e[i];
+        if (set->e[i].last_ms < oldest->last_ms)
+            oldest = &set->e[i];
+    }
+    if (!hit) {
+        hit = oldest;
+        hit->key = key;
+        hit->tokens = rt->burst;
+        hit->last_ms = now;
+    }
+    double t = hit->tokens + (double)(now - hit->last_ms) / 1000.0 * rt->rps;
+    if (t > rt->burst)
+        t = rt->burst;
+    hit->last_ms = now;
+    bool ok = t >= 1.0;
+    if (ok)
+        t -= 1.0;
+    else
+        *retry_after = (1.0 - t) / rt->rps;
+    hit->tokens = t;
+    __atomic_store_n(&set->lock, 0, __ATOMIC_RELEASE);
+    return ok;
+}
+
+/* ---- server selection ---- */
+
+static bool tried(const struct proxy_req *pr, size_t i)
+{
+    return i < 256 && (pr->tried[i / 64] >> (i % 64)) & 1;
+}
+
+static bool available(const struct edge_server *s, uint64_t now)
+{
+    return s->weight > 0 && __atomic_load_n(&s->up, __ATOMIC_RELAXED) &&
+           !__atomic_load_n(&s->admin_drain, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&s->ejected_until_ms, __ATOMIC_RELAXED) <= now;
+}
+
+/* Slow start: a recovered server takes a growing share of new requests. */
+static bool slow_start_skip(const struct edge_backend *b, const struct edge_server *s, uint64_t now)
+{
+    if (!b->slow_start_ms)
+        return false;
+    uint64_t rec = __atomic_load_n(&s->recovered_ms, __ATOMIC_RELAXED);
+    if (!rec || now - rec >= b->slow_start_ms)
+        return false;
+    double share = (double)(now - rec) / (double)b->slow_start_ms;
+    return (double)(cairn_rand64() % 10000) / 10000.0 >= MAX(share, 0.05);
+}
+
+static double load_of(const struct edge_server *s)
+{
+    return (double)(__atomic_load_n(&s->inflight, __ATOMIC_RELAXED) + 1) / (double)s->weight;
+}
+
+static struct edge_server *pick(struct proxy_req *pr)
+{
+    struct edge_backend *b = pr->b;
+    struct edge_worker *w = pr->w;
+    uint64_t now = cairn_now_ms();
+    size_t n = b->nservers;
+    struct edge_server *best = NULL;
+
+    if (b->balance == BAL_HASH && b->nring) {
+        struct strv key = STRV_NULL;
+        char ip[64];
+        if (b->hash_key == HASH_HEADER) {
+            const struct http_header *h = httpd_req_header(pr->r, b->hash_name);
+            if (h)
+                key = h->value;
+        } else if (b->hash_key == HASH_COOKIE) {
+            const struct http_header *h = httpd_req_header(pr->r, "cookie");
+            size_t nl = strlen(b->hash_name);
+            for (const char *p = h ? h->value.p : NULL, *end = h ? h->value.p + h->value.n : NULL;
+                 p && p < end;) {
+                while (p < end && (*p == ' ' || *p == ';'))
+                    p++;
+                const char *semi = memchr(p, ';', (size_t)(end - p));
+                const char *ce = semi ? semi : end;
+                if ((size_t)(ce - p) > nl && memcmp(p, b->hash_name, nl) == 0 && p[nl] == '=') {
+                    key = strv_make(p + nl + 1, (size_t)(ce - p - (ptrdiff_t)nl - 1));
+                    break;
+                }
+                p = ce;
+            }
+        }
+        if (!key.p) {
+            httpd_req_peer(pr->r, ip, sizeof(ip));
+            key = strv_cstr(ip);
+        }
+        uint32_t h = edge__hash(key.p, key.n);
+        size_t lo = 0, hi = b->nring;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (b->ring[mid] < h)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t k = 0; k < b->nring; k++) {
+            size_t i = b->ring_server[(lo + k) % b->nring];
+            if (!tried(pr, i) && available(&b->servers[i], now))
+                return &b->servers[i];
+        }
+        return NULL;
+    }
+    if (b->balance == BAL_RANDOM2) {
+        struct edge_server *a = NULL, *c = NULL;
+        for (int k = 0; k < 8 && !(a && c); k++) {
+            struct edge_server *s = &b->servers[cairn_rand64() % n];
+            if (tried(pr, (size_t)(s - b->servers)) || !available(s, now) || slow_start_skip(b, s, now))
+                continue;
+            if (!a)
+                a = s;
+            else if (s != a)
+                c = s;
+        }
+        if (a && c)
+            return load_of(a) <= load_of(c) ? a : c;
+        if (a)
+            return a;
+        /* few candidates: fall through to a scan */
+    }
+    if (b->balance == BAL_LEAST_CONN || b->balance == BAL_RANDOM2) {
+        unsigned start = (unsigned)(cairn_rand64() % n);
+        for (size_t k = 0; k < n; k++) {
+            size_t i = (start + k) % n;
+            struct edge_server *s = &b->servers[i];
+            if (tried(pr, i) || !available(s, now))
+                continue;
+            if (best && slow_start_skip(b, s, now))
+                continue;
+            if (!best || load_of(s) < load_of(best))
+                best = s;
+        }
+        return best;
+    }
+    /* round robin, weighted by repetition of each server's turn */
+    unsigned *pos = &w->rr[b->index];
+    for (size_t k = 0; k < n * 2; k++) {
+        size_t i = (*pos)++ % n;
+        struct edge_server *s = &b->servers[i];
+        if (tried(pr, i) || !available(s, now))
+            continue;
+        if (slow_start_skip(b, s, now) && k < n)
+            continue;
+        if (s->weight > 1 && (cairn_rand64() % s->weight) != 0)
+            (*pos)--;   /* stay on a heavy server for about weight turns */
+        return s;
+    }
+    return NULL;
+}
+
+/* ---- upstream connections ---- */
+
+static void up_free(void *arg)
+{
+    struct up_conn *uc = arg;
+    buf_free(&uc->wbuf);
+    buf_free(&uc->rbuf);
+    buf_free(&uc->body);
+    free(uc);
+}
+
+static void pool_unlink(struct up_conn *uc)
+{
+    struct up_conn **pp = &uc->w->idle[uc->slot];
+    for (; *pp; pp = &(*pp)->next)
+        if (*pp == uc) {
+            *pp = uc->next;
+            break;
+        }
+    uc->next = NULL;
+}
+
+static void up_close(struct up_conn *uc)
+{
+    if (uc->state == UP_CLOSED)
+        return;
+    if (uc->state == UP_IDLE)
+        pool_unlink(uc);
+    uc->state = UP_CLOSED;
+    loop_timer_stop(&uc->timer);
+    loop_io_del(&uc->io);
+    close(uc->io.fd);
+    loop_defer(&uc->w->loop, &uc->defer, up_free, uc);
+}
+
+static void up_idle_timeout(struct loop_timer *t)
+{
+    up_close(t->data);
+}
+
+void edge__worker_free_pools(struct edge_worker *w)
+{
+    for (size_t i = 0; i < w->nslots; i++)
+        while (w->idle[i])
+            up_close(w->idle[i]);
+}
+
+static size_t slot_of(struct edge_worker *w, const struct edge_server *s)
+{
+    return w->server_base[s->backend->index] + (size_t)(s - s->backend->servers);
+}
+
+static struct up_conn *up_get(struct proxy_req *pr, int *err)
+{
+    struct edge_worker *w = pr->w;
+    size_t slot = slot_of(w, pr->srv);
+    struct up_conn *uc = w->idle[slot];
+    if (uc) {
+        w->idle[slot] = uc->next;
+        uc->next = NULL;
+        loop_timer_stop(&uc->timer);
+        uc->state = UP_ACTIVE;
+        uc->reused = true;
+        return uc;
+    }
+    int fd = net_connect_tcp(&pr->srv->addr);
+    if (fd < 0) {
+        *err = fd;
+        return NULL;
+    }
+    uc = calloc(1, sizeof(*uc));
+    if (!uc) {
+        close(fd);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    uc->w = w;
+    uc->srv = pr->srv;
+    uc->slot = slot;
+    loop_io_init(&uc->io, fd, up_event, uc);
+    loop_timer_init(&uc->timer, up_idle_timeout, uc);
+    if (loop_io_add(&w->loop, &uc->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+        close(fd);
+        free(uc);
+        *err = -EIO;
+        return NULL;
+    }
+    uc->state = UP_CONNECTING;
+    metric_inc(w->e->m_upstream_connects);
+    return uc;
+}
+
+static void up_release(struct up_conn *uc, bool reusable)
+{
+    uc->pr = NULL;
+    if (!reusable || uc->state != UP_ACTIVE) {
+        up_close(uc);
+        return;
+    }
+    size_t n = 0;
+    for (struct up_conn *p = uc->w->idle[uc->slot]; p; p = p->next)
+        n++;
+    if (n >= MAX_IDLE_PER_SERVER || __atomic_load_n(&uc->w->e->stopping, __ATOMIC_RELAXED)) {
+        up_close(uc);
+        return;
+    }
+    buf_reset(&uc->rbuf);
+    buf_reset(&uc->wbuf);
+    buf_reset(&uc->body);
+    uc->state = UP_IDLE;
+    uc->next = uc->w->idle[uc->slot];
+    uc->w->idle[uc->slot] = uc;
+    loop_timer_start(&uc->w->loop, &uc->timer, uc->srv->backend->idle_timeout_ms);
+}
+
+/* ---- request lifecycle ---- */
+
+static void pr_free(struct proxy_req *pr)
+{
+    loop_timer_stop(&pr->timer);
+    buf_free(&pr->req);
+    free(pr);
+}
+
+static void server_result(struct proxy_req *pr, bool ok)
+{
+    struct edge_server *s = pr->srv;
+    struct edge_backend *b = pr->b;
+    if (ok) {
+        __atomic_store_n(&s->consecutive_fail, 0, __ATOMIC_RELAXED);
+        return;
+    }
+    __atomic_add_fetch(&s->failures, 1, __ATOMIC_RELAXED);
+    int f = __atomic_add_fetch(&s->consecutive_fail, 1, __ATOMIC_RELAXED);
+    if (b->eject_after && f >= b->eject_after) {
+        uint64_t until = cairn_now_ms() + b->eject_ms;
+        uint64_t prev = __atomic_exchange_n(&s->ejected_until_ms, until, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->consecutive_fail, 0, __ATOMIC_RELAXED);
+        if (prev < cairn_now_ms())
+            log_warn("server ejected", "backend", b->name, "server", s->name, "failures",
+                     log_int(f), "for_ms", log_int((long long)b->eject_ms));
+    }
+}
+
+static void access_log(struct proxy_req *pr, int status)
+{
+    struct edge *e = pr->w->e;
+    uint64_t now = cairn_now_ns();
+    metric_observe(e->m_duration, (double)(now - pr->t_start) / 1e9);
+    metric_add(e->m_bytes_out, (double)pr->bytes);
+    if (!e->conf->access_log)
+        return;
+    char ip[64], path[512], host[256];
+    struct httpd_req *r = pr->r;
+    httpd_req_peer(r, ip, sizeof(ip));
+    snprintf(path, sizeof(path), "%.*s", (int)MIN(r->h.target.n, (size_t)500), r->h.target.p);
+    snprintf(host, sizeof(host), "%.*s", (int)MIN(r->h.host.n, (size_t)250), r->h.host.p);
+    char method[16];
+    snprintf(method, sizeof(method), "%.*s", (int)MIN(r->h.method.n, (size_t)15), r->h.method.p);
+    double conn_ms = pr->t_connect ? (double)(pr->t_connect - pr->t_start) / 1e6 : -1;
+    double first_ms = pr->t_first ? (double)(pr->t_first - pr->t_start) / 1e6 : -1;
+    log_info("access", "client", ip, "method", method, "host", host, "target", path, "route",
+             pr->route->label, "backend", pr->b->name, "server", pr->srv ? pr->srv->name : "-",
+             "status", log_int(status), "bytes", log_int((long long)pr->bytes), "attempts",
+             log_int(pr->attempts), "t_connect_ms", log_dbl(conn_ms), "t_first_byte_ms",
+             log_dbl(first_ms), "t_total_ms", log_dbl((double)(now - pr->t_start) / 1e6),
+             "request_id", pr->request_id);
+}
+
+static void finish_inflight(struct proxy_req *pr)
+{
+    if (pr->srv)
+        __atomic_sub_fetch(&pr->srv->inflight, 1, __ATOMIC_RELAXED);
+}
+
+/* The client went away (or the server stops): drop the upstream side. */
+static void pr_abort(struct httpd_req *r, void *arg)
+{
+    struct proxy_req *pr = arg;
+    UNUSED(r);
+    if (pr->uc) {
+        pr->uc->pr = NULL;
+        up_close(pr->uc);
+        pr->uc = NULL;
+    }
+    finish_inflight(pr);
+    count_request(pr->w->e, pr->route, 499);
+    pr_free(pr);
+}
+
+/* Answers with an error of our own (nothing was sent to the client yet). */
+static void fail(struct proxy_req *pr, int status, const char *msg)
+{
+    struct httpd_req *r = pr->r;
+    if (pr->uc) {
+        pr->uc->pr = NULL;
+        up_close(pr->uc);
+        pr->uc = NULL;
+    }
+    finish_inflight(pr);
+    httpd_req_on_abort(r, NULL, NULL);
+    httpd_req_on_drain(r, NULL, NULL);
+    if (pr->head_sent) {
+        /* mid-body: the client must not mistake a truncated body for a whole one */
+        access_log(pr, pr->status);
+        count_request(pr->w->e, pr->route, pr->status);
+        httpd_req_abort(r);
+        pr_free(pr);
+        return;
+    }
+    httpd_header(r, "X-Request-Id", pr->request_id);
+    simple_reply(r, status, msg);
+    access_log(pr, status);
+    count_request(pr->w->e, pr->route, status);
+    pr_free(pr);
+}
+
+/* An attempt failed before the response started: retry elsewhere or fail. */
+static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bool count_fail)
+{
+    if (count_fail && pr->srv)
+        server_result(pr, false);
+    if (pr->uc) {
+        pr->uc->pr = NULL;
+        up_close(pr->uc);
+        pr->uc = NULL;
+    }
+    metric_inc(pr->w->e->m_upstream_errors);
+    if (pr->attempts <= pr->b->retries && !pr->head_sent) {
+        finish_inflight(pr);
+        pr->srv = NULL;
+        metric_inc(pr->w->e->m_retries);
+        try_send(pr);
+        return;
+    }
+    fail(pr, status, msg);
+}
+
+static void response_timeout(struct loop_timer *t)
+{
+    struct proxy_req *pr = t->data;
+    if (pr->head_sent || !pr->idempotent) {
+        fail(pr, 504, "the server did not answer in time");
+        return;
+    }
+    attempt_failed(pr, 504, "the server did not answer in time", true);
+}
+
+static void complete(struct proxy_req *pr, bool reusable)
+{
+    struct up_conn *uc = pr->uc;
+    struct httpd_req *r = pr->r;
+    pr->uc = NULL;
+    server_result(pr, pr->status < 500);
+    finish_inflight(pr);
+    httpd_req_on_abort(r, NULL, NULL);
+    httpd_req_on_drain(r, NULL, NULL);
+    access_log(pr, pr->status);
+    count_request(pr->w->e, pr->route, pr->status);
+    up_release(uc, reusable);
+    pr_free(pr);
+    httpd_respond_finish(r);
+}
+
+static bool hop_by_hop(struct strv name, const struct http_header *hdrs, size_t n)
+{
+    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te",
+                                       "transfer-encoding", "upgrade", "trailer",
+                                       "proxy-authenticate", "proxy-authorization" };
+    for (size_t i = 0; i < ARRAY_SIZE(hop); i++)
+        if (strv_caseeq_cstr(name, hop[i]))
+            return true;
+    /* fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1) */
+    for (size_t i = 0; i < n; i++) {
+        if (!strv_caseeq_cstr(hdrs[i].name, "connection"))
+            continue;
+        char tok[64];
+        if (name.n < sizeof(tok)) {
+            memcpy(tok, name.p, name.n);
+            tok[name.n] = '\0';
+            for (char *p = tok; *p; p++)
+                *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+            if (http_list_has_token(hdrs[i].value, tok))
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool in_list(struct strv name, char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strv_caseeq_cstr(name, list[i]))
+            return true;
+    return false;
+}
+
+static void send_head(struct proxy_req *pr, struct up_conn *uc)
+{
+    struct httpd_req *r = pr->r;
+    const struct http_response *resp = &uc->resp;
+    const struct edge_header_ops *ops = &pr->route->resp_ops;
+    r->no_default_headers = true;
+    bool have_date = false;
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct http_header *h = &resp->headers[i];
+        if (hop_by_hop(h->name, resp->headers, resp->nheaders) ||
+            strv_caseeq_cstr(h->name, "content-length") || in_list(h->name, ops->remove, ops->nremove))
+            continue;
+        bool overridden = false;
+        for (size_t k = 0; k < ops->nset; k++)
+            overridden |= strv_caseeq_cstr(h->name, ops->set[k].name);
+        if (overridden)
+            continue;
+        have_date |= strv_caseeq_cstr(h->name, "date");
+        httpd_header_strv(r, h->name, h->value);
+    }
+    for (size_t k = 0; k < ops->nset; k++)
+        httpd_header(r, ops->set[k].name, ops->set[k].value);
+    if (!have_date) {
+        char d[30];
+        http_date_format(time(NULL), d);
+        httpd_header(r, "Date", d);
+    }
+    if (!http_find_header(resp->headers, resp->nheaders, "x-request-id"))
+        httpd_header(r, "X-Request-Id", pr->request_id);
+    int64_t len = -1;
+    if (uc->mode == BODY_NONE)
+        len = resp->content_length >= 0 ? resp->content_length : 0;
+    else if (uc->mode == BODY_LENGTH)
+        len = resp->content_length;
+    pr->status = resp->status;
+    pr->head_sent = true;
+    httpd_respond_start(r, resp->status, NULL, len);
+}
+
+static void on_drain(struct httpd_req *r, void *arg)
+{
+    struct proxy_req *pr = arg;
+    UNUSED(r);
+    if (pr->paused && pr->uc) {
+        pr->paused = false;
+        up_read(pr->uc);
+    }
+}
+
+/* Parses and forwards what is buffered. */
+static void up_process(struct up_conn *uc, bool eof)
+{
+    struct proxy_req *pr = uc->pr;
+    if (!uc->head_done) {
+        for (;;) {
+            int n = http1_parse_response(buf_head(&uc->rbuf), buf_used(&uc->rbuf), &uc->scan,
+                                         &http1_default_limits, &uc->resp);
+            if (n == 0) {
+                if (eof)
+                    attempt_failed(pr, 502, "the server closed the connection", true);
+                return;
+            }
+            if (n < 0) {
+                fail(pr, 502, "the server sent a malformed response");
+                server_result(pr, false);
+                return;
+            }
+            if (uc->resp.status < 200) {
+                buf_consume(&uc->rbuf, (size_t)n);
+                memset(&uc->scan, 0, sizeof(uc->scan));
+                continue;
+            }
+            uc->head_len = (size_t)n;
+            break;
+        }
+        uc->head_done = true;
+        pr->t_first = cairn_now_ns();
+        loop_timer_stop(&pr->timer);
+        int st = uc->resp.status;
+        if (pr->idempotent && (st == 502 || st == 503 || st == 504) &&
+            pr->attempts <= pr->b->retries) {
+            /* this server cannot serve it now: try another, drop this connection */
+            attempt_failed(pr, st, "bad gateway", true);
+            return;
+        }
+        if (pr->r->h.is_head || st == 204 || st == 304)
+            uc->mode = BODY_NONE;
+        else if (uc->resp.chunked)
+            uc->mode = BODY_CHUNKED;
+        else if (uc->resp.content_length >= 0)
+            uc->mode = BODY_LENGTH;
+        else
+            uc->mode = BODY_CLOSE;
+        uc->remaining = uc->mode == BODY_LENGTH ? (uint64_t)uc->resp.content_length : 0;
+        send_head(pr, uc);
+        buf_consume(&uc->rbuf, uc->head_len);   /* header views are no longer needed */
+        memset(&uc->ch, 0, sizeof(uc->ch));
+    }
+    struct httpd_req *r = pr->r;
+    switch (uc->mode) {
+    case BODY_NONE:
+        complete(pr, uc->resp.keep_alive && buf_used(&uc->rbuf) == 0);
+        return;
+    case BODY_LENGTH: {
+        size_t n = (size_t)MIN((uint64_t)buf_used(&uc->rbuf), uc->remaining);
+        if (n) {
+            httpd_respond_write(r, buf_head(&uc->rbuf), n);
+            pr->bytes += n;
+            uc->remaining -= n;
+            buf_consume(&uc->rbuf, n);
+        }
+        if (uc->remaining == 0) {
+            complete(pr, uc->resp.keep_alive && buf_used(&uc->rbuf) == 0);
+            return;
+        }
+        if (eof)
+            fail(pr, 502, "the server closed the connection mid-body");
+        return;
+    }
+    case BODY_CHUNKED: {
+        size_t used = 0;
+        buf_reset(&uc->body);
+        int rc = http1_chunked_feed(&uc->ch, buf_head(&uc->rbuf), buf_used(&uc->rbuf), &used,
+                                    &uc->body, UINT64_MAX / 2);
+        buf_consume(&uc->rbuf, used);
+        if (buf_used(&uc->body)) {
+            httpd_respond_write(r, buf_head(&uc->body), buf_used(&uc->body));
+            pr->bytes += buf_used(&uc->body);
+        }
+        if (rc < 0) {
+            fail(pr, 502, "the server sent a malformed chunked body");
+            return;
+        }
+        if (rc == 1) {
+            complete(pr, uc->resp.keep_alive && buf_used(&uc->rbuf) == 0);
+            return;
+        }
+        if (eof)
+            fail(pr, 502, "the server closed the connection mid-body");
+        return;
+    }
+    case BODY_CLOSE:
+        if (buf_used(&uc->rbuf)) {
+            httpd_respond_write(r, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
+            pr->bytes += buf_used(&uc->rbuf);
+            buf_reset(&uc->rbuf);
+        }
+        if (eof)
+            complete(pr, false);
+        return;
+    }
+}
+
+static void up_read(struct up_conn *uc)
+{
+    while (uc->state == UP_ACTIVE && uc->pr) {
+        struct proxy_req *pr = uc->pr;
+        if (pr->head_sent && httpd_req_pending(pr->r) > PAUSE_BYTES) {
+            pr->paused = true;      /* resume from on_drain */
+            return;
+        }
+        if (buf_reserve(&uc->rbuf, 32768)) {
+            fail(pr, 502, "out of memory");
+            return;
+        }
+        ssize_t n;
+        do {
+            n = read(uc->io.fd, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
+        } while (n == -1 && errno == EINTR);
+        if (n > 0) {
+            uc->got_bytes = true;
+            buf_commit(&uc->rbuf, (size_t)n);
+            up_process(uc, false);
+            continue;
+        }
+        if (n == -1 && errno == EAGAIN)
+            return;
+        if (n == 0 && uc->got_bytes) {
+            up_process(uc, true);
+            return;
+        }
+        /* reset or EOF before any byte */
+        if (uc->reused && !uc->got_bytes) {
+            /* a pooled connection the server had closed: not the server's fault */
+            pr->attempts--;
+            attempt_failed(pr, 502, "connection to the server failed", false);
+        } else {
+            attempt_failed(pr, 502, "connection to the server failed", true);
+        }
+        return;
+    }
+}
+
+static void up_flush(struct up_conn *uc)
+{
+    while (buf_used(&uc->wbuf)) {
+        ssize_t n = send(uc->io.fd, buf_head(&uc->wbuf), buf_used(&uc->wbuf), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&uc->wbuf, (size_t)n);
+            continue;
+        }
+        if (n == -1 && (errno == EAGAIN || errno == EINTR))
+            return;
+        struct proxy_req *pr = uc->pr;
+        if (uc->reused && !uc->got_bytes)
+            pr->attempts--;
+        attempt_failed(pr, 502, "connection to the server failed", !uc->reused);
+        return;
+    }
+}
+
+static void up_event(struct loop_io *io, uint32_t events)
+{
+    struct up_conn *uc = io->data;
+    if (uc->state == UP_CLOSED)
+        return;
+    if (uc->state == UP_IDLE) {
+        up_close(uc);       /* closed by the server, or unexpected bytes */
+        return;
+    }
+    struct proxy_req *pr = uc->pr;
+    if (!pr) {
+        up_close(uc);
+        return;
+    }
+    if (uc->state == UP_CONNECTING) {
+        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        int err = 0;
+        socklen_t l = sizeof(err);
+        getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) {
+            attempt_failed(pr, 502, "cannot connect to the server", true);
+            return;
+        }
+        uc->state = UP_ACTIVE;
+        pr->t_connect = cairn_now_ns();
+        loop_timer_start(&uc->w->loop, &pr->timer, pr->b->response_timeout_ms);
+    }
+    if (buf_used(&uc->wbuf)) {
+        up_flush(uc);
+        if (uc->state != UP_ACTIVE || uc->pr != pr)
+            return;
+    }
+    up_read(uc);
+}
+
+static void connect_timeout(struct loop_timer *t)
+{
+    struct proxy_req *pr = t->data;
+    attempt_failed(pr, 504, "connecting to the server timed out", true);
+}
+
+static void try_send(struct proxy_req *pr)
+{
+    for (;;) {
+        pr->srv = pick(pr);
+        if (!pr->srv) {
+            fail(pr, pr->attempts ? 502 : 503,
+                 pr->attempts ? "no server could answer" : "no server available");
+            return;
+        }
+        size_t idx = (size_t)(pr->srv - pr->b->servers);
+        if (idx < 256)
+            pr->tried[idx / 64] |= 1ull << (idx % 64);
+        pr->attempts++;
+        __atomic_add_fetch(&pr->srv->inflight, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&pr->srv->requests, 1, __ATOMIC_RELAXED);
+        int err = 0;
+        struct up_conn *uc = up_get(pr, &err);
+        if (!uc) {
+            finish_inflight(pr);
+            server_result(pr, false);
+            if (pr->attempts > pr->b->retries) {
+                fail(pr, 502, "cannot connect to the server");
+                return;
+            }
+            continue;
+        }
+        uc->pr = pr;
+        pr->uc = uc;
+        uc->head_done = false;
+        uc->got_bytes = false;
+        memset(&uc->scan, 0, sizeof(uc->scan));
+        buf_reset(&uc->rbuf);
+        buf_append(&uc->wbuf, buf_head(&pr->req), buf_used(&pr->req));
+        if (uc->state == UP_CONNECTING) {
+            pr->timer.cb = connect_timeout;
+            loop_timer_start(&pr->w->loop, &pr->timer, pr->b->connect_timeout_ms);
+            /* the response timer replaces it once connected */
+            return;
+        }
+        pr->timer.cb = response_timeout;
+        pr->t_connect = cairn_now_ns();
+        loop_timer_start(&pr->w->loop, &pr->timer, pr->b->response_timeout_ms);
+        up_flush(uc);
+        return;
+    }
+}
+
+/* Serializes the request for the server: hop-by-hop fields dropped, forwarding
+ * fields added (RFC 7239 Forwarded and the X-Forwarded-* de facto standard). */
+static void build_request(struct proxy_req *pr, const struct edge_listener *l)
+{
+    struct httpd_req *r = pr->r;
+    const struct edge_header_ops *ops = &pr->route->req_ops;
+    struct buf *b = &pr->req;
+    char ip[64];
+    httpd_req_peer(r, ip, sizeof(ip));
+    const char *proto = l->tls ? "https" : "http";
+    buf_append(b, r->h.method.p, r->h.method.n);
+    buf_putc(b, ' ');
+    buf_append(b, r->h.target.p, r->h.target.n);
+    buf_puts(b, " HTTP/1.1\r\n");
+    const struct http_header *xff = NULL, *fwd = NULL;
+    bool have_tp = false;
+    for (size_t i = 0; i < r->h.nheaders; i++) {
+        const struct http_header *h = &r->h.headers[i];
+        if (hop_by_hop(h->name, r->h.headers, r->h.nheaders) ||
+            strv_caseeq_cstr(h->name, "content-length") || in_list(h->name, ops->remove, ops->nremove))
+            continue;
+        if (strv_caseeq_cstr(h->name, "x-forwarded-for")) {
+            xff = h;
+            continue;
+        }
+        if (strv_caseeq_cstr(h->name, "forwarded")) {
+            fwd = h;
+            continue;
+        }
+        if (strv_caseeq_cstr(h->name, "x-forwarded-proto") || strv_caseeq_cstr(h->name, "x-forwarded-host"))
+            continue;
+        if (strv_caseeq_cstr(h->name, "x-request-id")) {
+            snprintf(pr->request_id, sizeof(pr->request_id), "%.*s", (int)MIN(h->value.n, (size_t)39), h->value.p);
+            continue;
+        }
+        bool overridden = false;
+        for (size_t k = 0; k < ops->nset; k++)
+            overridden |= strv_caseeq_cstr(h->name, ops->set[k].name);
+        if (overridden)
+            continue;
+        if (strv_caseeq_cstr(h->name, "traceparent")) {
+            struct trace_ctx t;
+            if (trace_parse(h->value, &t))
+                continue;   /* invalid: replaced below */
+            have_tp = true;
+        }
+        buf_append(b, h->name.p, h->name.n);
+        buf_puts(b, ": ");
+        buf_append(b, h->value.p, h->value.n);
+        buf_puts(b, "\r\n");
+    }
+    for (size_t k = 0; k < ops->nset; k++)
+        buf_printf(b, "%s: %s\r\n", ops->set[k].name, ops->set[k].value);
+    if (xff)
+        buf_printf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.n, xff->value.p, ip);
+    else
+        buf_printf(b, "X-Forwarded-For: %s\r\n", ip);
+    buf_printf(b, "X-Forwarded-Proto: %s\r\n", proto);
+    if (r->h.host.n)
+        buf_printf(b, "X-Forwarded-Host: %.*s\r\n", (int)r->h.host.n, r->h.host.p);
+    bool v6 = strchr(ip, ':') != NULL;
+    buf_puts(b, "Forwarded: ");
+    if (fwd)
+        buf_printf(b, "%.*s, ", (int)fwd->value.n, fwd->value.p);
+    buf_printf(b, "for=%s%s%s%s;proto=%s", v6 ? "\"[" : "", ip, v6 ? "]" : "", v6 ? "\"" : "", proto);
+    if (r->h.host.n)
+        buf_printf(b, ";host=\"%.*s\"", (int)r->h.host.n, r->h.host.p);
+    buf_puts(b, "\r\n");
+    if (!pr->request_id[0]) {
+        uint8_t id[16];
+        cairn_random(id, sizeof(id));
+        snprintf(pr->request_id, sizeof(pr->request_id),
+                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 id[0], id[1], id[2], id[3], id[4], id[5], (id[6] & 0x0f) | 0x40, id[7],
+                 (id[8] & 0x3f) | 0x80, id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+    }
+    buf_printf(b, "X-Request-Id: %s\r\n", pr->request_id);
+    if (!have_tp) {
+        struct trace_ctx t;
+        char tp[TRACEPARENT_LEN + 1];
+        trace_new(&t);
+        trace_format(&t, tp);
+        buf_printf(b, "traceparent: %s\r\n", tp);
+    }
+    if (r->body.n || r->h.chunked || r->h.content_length >= 0)
+        buf_printf(b, "Content-Length: %zu\r\n", r->body.n);
+    buf_puts(b, "\r\n");
+    buf_append(b, r->body.p, r->body.n);
+}
+
+static bool is_idempotent(struct strv m)
+{
+    return strv_eq_cstr(m, "GET") || strv_eq_cstr(m, "HEAD") || strv_eq_cstr(m, "OPTIONS") ||
+           strv_eq_cstr(m, "PUT") || strv_eq_cstr(m, "DELETE") || strv_eq_cstr(m, "TRACE");
+}
+
+void edge__proxy(struct httpd_req *r, void *arg)
+{
+    struct edge_lctx *lc = arg;
+    struct edge *e = lc->e;
+    const struct sockaddr *peer = (const struct sockaddr *)r->peer;
+    if (!edge__cidrs_allow(&lc->l->allow, &lc->l->deny, peer)) {
+        metric_inc(e->m_denied);
+        httpd_req_abort(r);     /* a denied listener client gets a closed connection */
+        return;
+    }
+    const struct edge_route *rt = match_route(e->conf, r);
+    if (!rt) {
+        count_request(e, NULL, 404);
+        simple_reply(r, 404, "no route matches this host and path");
+        return;
+    }
+    if (!edge__cidrs_allow(&rt->allow, &rt->deny, peer)) {
+        metric_inc(e->m_denied);
+        count_request(e, rt, 403);
+        simple_reply(r, 403, "access denied");
+        return;
+    }
+    if (rt->redirect_https && !r->tls) {
+        char loc[1024];
+        int hl = (int)r->h.host.n;
+        const char *colon = memchr(r->h.host.p, ':', r->h.host.n);
+        if (colon && r->h.host.p[0] != '[')
+            hl = (int)(colon - r->h.host.p);
+        snprintf(loc, sizeof(loc), "https://%.*s%.*s", hl, r->h.host.p, (int)MIN(r->h.target.n, (size_t)900),
+                 r->h.target.p);
+        httpd_header(r, "Location", loc);
+        count_request(e, rt, 308);
+        simple_reply(r, 308, "use https");
+        return;
+    }
+    if (rt->rate_limit) {
+        double ra = 0;
+        if (!rate_allow(e, rt, r, &ra)) {
+            metric_inc(e->m_limited);
+            httpd_headerf(r, "Retry-After", "%d", (int)ceil(ra));
+            count_request(e, rt, 429);
+            simple_reply(r, 429, "rate limit exceeded");
+            return;
+        }
+    }
+    if (!rt->backend) {
+        count_request(e, rt, 404);
+        simple_reply(r, 404, "this route has no backend");
+        return;
+    }
+    struct proxy_req *pr = calloc(1, sizeof(*pr));
+    if (!pr) {
+        simple_reply(r, 503, "out of memory");
+        return;
+    }
+    pr->r = r;
+    pr->w = r->worker->data;
+    pr->route = rt;
+    pr->b = rt->backend;
+    pr->idempotent = is_idempotent(r->h.method);
+    pr->t_start = r->start_ns;
+    loop_timer_init(&pr->timer, response_timeout, pr);
+    build_request(pr, lc->l);
+    httpd_req_on_abort(r, pr_abort, pr);
+    httpd_req_on_drain(r, on_drain, pr);
+    try_send(pr);
+}
+
+int edge__proxy_handle_init(struct edge *e)
+{
+    e->routes = calloc(e->conf->nroutes ? e->conf->nroutes : 1, sizeof(*e->routes));
+    if (!e->routes)
+        return -ENOMEM;
+    for (size_t i = 0; i < e->conf->nroutes; i++) {
+        if (e->conf->routes[i].rate_limit) {
+            e->routes[i].rl = calloc(RL_SETS, sizeof(struct rl_set));
+            if (!e->routes[i].rl)
+                return -ENOMEM;
+        }
+    }
+    return 0;
+}
