@@ -130,16 +130,17 @@ static void simple_reply(struct httpd_req *r, int status, const char *msg)
 
 static void count_request(struct edge *e, const struct edge_route *rt, int status)
 {
+    static const char *const codes[] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
     int cls = status / 100;
     if (cls < 1 || cls > 5)
         cls = 0;
     if (!rt) {
-        metric_inc(metrics_get2(e->m_requests, "none", "none"));
+        const char *v[] = { "none", "", codes[cls] };
+        metric_inc(metrics_get(e->m_requests, v));
         return;
     }
     struct edge_route_rt *rrt = &e->routes[rt->index];
     if (!rrt->req[cls]) {
-        static const char *const codes[] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
         const char *v[] = { rt->label, rt->backend ? rt->backend->name : "", codes[cls] };
         rrt->req[cls] = metrics_get(e->m_requests, v);
     }
@@ -686,8 +687,8 @@ static void up_process(struct up_conn *uc, bool eof)
                 return;
             }
             if (n < 0) {
-                fail(pr, 502, "the server sent a malformed response");
                 server_result(pr, false);
+                fail(pr, 502, "the server sent a malformed response");
                 return;
             }
             if (uc->resp.status < 200) {

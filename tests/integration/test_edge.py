@@ -1,0 +1,379 @@
+"""role edge: the load balancer with real backends (demo-apps and Python servers)."""
+import http.server
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+
+from conftest import free_port, wait_for, write_stack
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers with the request it saw, as JSON; /big streams 5 MiB; /bad is malformed."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        if self.path == "/big":
+            body = bytes(range(256)) * (5 * 4096)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"alpha-", b"beta-", b"gamma"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if self.path == "/bad":
+            self.wfile.write(b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok")
+            self.close_connection = True
+            return
+        body = json.dumps({"path": self.path, "method": self.command,
+                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Secret", "backend-internal")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+
+@pytest.fixture
+def echo():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def ready(url):
+    wait_for(lambda: requests.get(url, timeout=1).status_code == 200, timeout=10, what=url)
+
+
+@pytest.fixture
+def apps(start, tmp_path):
+    """Three demo-apps, each its own process (so that one can be killed for good)."""
+    ports = [free_port() for _ in range(3)]
+    text = "services:\n" + "".join(
+        f"  app-{i + 1}: {{role: demo-app, listen: [\"127.0.0.1:{p}\"]}}\n" for i, p in enumerate(ports))
+    path = write_stack(tmp_path, text, name="apps.yaml")
+    procs = [start(["run", f"app-{i + 1}", "-c", path], name=f"app{i + 1}") for i in range(3)]
+    for p in ports:
+        ready(f"http://127.0.0.1:{p}/-/ready")
+    return ports, procs
+
+
+def run_edge(start, tmp_path, body, name="edge"):
+    port, admin = free_port(), free_port()
+    text = f"""\
+services:
+  lb:
+    role: edge
+    listen: [{{address: "127.0.0.1:{port}"}}]
+    admin: "127.0.0.1:{admin}"
+{body}"""
+    path = write_stack(tmp_path, text, name=f"{name}.yaml")
+    p = start(["run", "lb", "-c", path], name=name)
+    ready(f"http://127.0.0.1:{admin}/-/ready")
+    return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", p
+
+
+def servers(ports):
+    return "[" + ", ".join(f'"127.0.0.1:{p}"' for p in ports) + "]"
+
+
+def test_round_robin_spreads_and_forwards_headers(start, tmp_path, apps, echo):
+    ports, _ = apps
+    base, admin, lb = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{path: /echo, backend: echo,
+         request_headers: {{set: {{X-Env: test}}, remove: [X-Drop]}},
+         response_headers: {{set: {{X-Edge: cairn}}, remove: [X-Secret]}}}}
+      - {{path: /, backend: app}}
+    backends:
+      app: {{servers: {servers(ports)}, balance: round_robin}}
+      echo: {{servers: ["127.0.0.1:{echo}"]}}
+""")
+    c = Counter(requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(90))
+    assert set(c) == {"app-1", "app-2", "app-3"}
+    assert all(n == 30 for n in c.values()), c
+
+    r = requests.get(base + "/echo/x?y=1", headers={"X-Drop": "1", "X-Forwarded-For": "10.9.9.9",
+                                                    "Connection": "close, X-Hop", "X-Hop": "h"},
+                     timeout=5)
+    seen = r.json()["headers"]
+    assert r.json()["path"] == "/echo/x?y=1"
+    assert seen["x-env"] == "test" and "x-drop" not in seen and "x-hop" not in seen
+    assert seen["x-forwarded-for"] == "10.9.9.9, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["x-forwarded-host"] == base.split("//")[1]
+    assert seen["forwarded"].startswith("for=127.0.0.1;proto=http;host=")
+    assert len(seen["x-request-id"]) == 36 and seen["x-request-id"] == r.headers["X-Request-Id"]
+    assert seen["traceparent"].startswith("00-") and len(seen["traceparent"]) == 55
+    assert r.headers["X-Edge"] == "cairn" and "X-Secret" not in r.headers
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    seen = requests.get(base + "/echo", headers={"traceparent": tp, "X-Request-Id": "abc"},
+                        timeout=5).json()["headers"]
+    assert seen["traceparent"] == tp and seen["x-request-id"] == "abc"
+
+    # a request body is passed on with its length
+    r = requests.post(base + "/echo", data=b"x" * 100000, timeout=5)
+    assert r.json()["headers"]["content-length"] == "100000"
+    r = requests.get(base + "/nope", timeout=5)     # routed to the apps: their 404 passes
+    assert r.status_code == 404 and r.headers["X-Served-By"].startswith("app-")
+
+    # the access log has one line per request with the timings
+    lb.signal(signal.SIGTERM)
+    assert lb.wait(timeout=10) == 0
+    assert "msg=access" in lb.stderr() and "t_first_byte_ms=" in lb.stderr()
+
+
+def test_streaming_chunked_and_big_bodies(start, tmp_path, echo):
+    base, _, _ = run_edge(start, tmp_path, f"""\
+    access_log: false
+    routes: [{{path: /, backend: echo}}]
+    backends:
+      echo: {{servers: ["127.0.0.1:{echo}"]}}
+""")
+    big = requests.get(base + "/big", timeout=10)
+    assert big.status_code == 200 and big.content == bytes(range(256)) * (5 * 4096)
+    r = requests.get(base + "/chunked", timeout=5)
+    assert r.text == "alpha-beta-gamma"
+    # a malformed response gets the client a 502, and the edge keeps serving
+    r = requests.get(base + "/bad", timeout=5)
+    assert r.status_code == 502
+    assert requests.get(base + "/ok", timeout=5).status_code == 200
+
+
+def test_hash_affinity(start, tmp_path, apps):
+    ports, _ = apps
+    base, _, _ = run_edge(start, tmp_path, f"""\
+    routes: [{{path: /, backend: app}}]
+    backends:
+      app: {{servers: {servers(ports)}, balance: hash, hash: {{header: X-User}}}}
+""")
+    owners = {}
+    for user in range(30):
+        got = {requests.get(base + "/api/hello", headers={"X-User": f"user{user}"}, timeout=5)
+               .json()["instance"] for _ in range(5)}
+        assert len(got) == 1       # the same user always lands on the same instance
+        owners[user] = got.pop()
+    assert len(set(owners.values())) == 3
+
+
+def test_health_checks_take_servers_out_and_back(start, tmp_path, apps):
+    ports, _ = apps
+    base, admin, lb = run_edge(start, tmp_path, f"""\
+    routes: [{{path: /, backend: app}}]
+    backends:
+      app:
+        servers: {servers(ports)}
+        balance: least_conn
+        health: {{http: {{path: /healthz}}, interval: 200ms, timeout: 500ms, rise: 2, fall: 2}}
+""")
+    requests.post(f"http://127.0.0.1:{ports[1]}/-/faults?healthy=false", timeout=5)
+    t0 = time.monotonic()
+
+    def app2_down():
+        st = requests.get(admin + "/api/backends", timeout=5).json()["backends"][0]["servers"]
+        return st[1]["state"] == "down"
+    wait_for(app2_down, timeout=3, what="app-2 marked down")
+    assert time.monotonic() - t0 < 2 * 0.2 + 1.0      # fall x interval, plus slack
+    got = Counter(requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(60))
+    assert "app-2" not in got
+    assert 'edge_server_up{backend="app",server="127.0.0.1:%d"} 0' % ports[1] in \
+        requests.get(admin + "/metrics", timeout=5).text
+    requests.post(f"http://127.0.0.1:{ports[1]}/-/faults?healthy=true", timeout=5)
+    wait_for(lambda: not app2_down(), timeout=3, what="app-2 back")
+    got = Counter(requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(60))
+    assert got["app-2"] > 0
+    assert 'msg="server down" backend=app server=127.0.0.1:%d' % ports[1] in lb.stderr()
+
+    # drain through the admin API
+    r = requests.post(admin + f"/api/backends/app/servers/127.0.0.1:{ports[0]}/drain", timeout=5)
+    assert r.status_code == 200
+    got = Counter(requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(30))
+    assert "app-1" not in got
+    requests.post(admin + f"/api/backends/app/servers/127.0.0.1:{ports[0]}/enable", timeout=5)
+
+
+def test_killing_a_backend_under_load_fails_no_request(start, tmp_path, apps):
+    ports, procs = apps
+    base, admin, _ = run_edge(start, tmp_path, f"""\
+    access_log: false
+    routes: [{{path: /, backend: app}}]
+    backends:
+      app:
+        servers: {servers(ports)}
+        balance: round_robin
+        retries: 2
+        health: {{http: {{path: /healthz}}, interval: 500ms, timeout: 300ms, rise: 2, fall: 2}}
+""")
+    failures = []
+    statuses = Counter()
+
+    def load():
+        with requests.Session() as s:
+            for i in range(2000):
+                try:
+                    r = s.get(base + "/api/hello", timeout=5)
+                    statuses[r.status_code] += 1
+                    if r.status_code != 200:
+                        failures.append(r.status_code)
+                except requests.RequestException as e:
+                    failures.append(repr(e))
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(0.3)
+    os.kill(procs[1].pid, signal.SIGKILL)
+    t.join()
+    assert failures == [], (failures[:5], statuses)
+    assert statuses[200] == 2000
+
+
+def test_rate_limit_and_deny(start, tmp_path, apps):
+    ports, _ = apps
+    base, admin, _ = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{path: /private, backend: app, deny: ["127.0.0.0/8"]}}
+      - {{path: /, backend: app, rate_limit: {{rps: 2, burst: 5}}}}
+    backends:
+      app: {{servers: {servers(ports)}}}
+""")
+    codes = [requests.get(base + "/healthz", timeout=5) for _ in range(12)]
+    assert [r.status_code for r in codes[:5]] == [200] * 5
+    limited = [r for r in codes if r.status_code == 429]
+    assert len(limited) >= 6
+    assert int(limited[0].headers["Retry-After"]) >= 1
+    time.sleep(1.1)
+    assert requests.get(base + "/healthz", timeout=5).status_code == 200   # tokens refill
+    assert requests.get(base + "/private/x", timeout=5).status_code == 403
+    assert "edge_rate_limited_total" in requests.get(admin + "/metrics", timeout=5).text
+
+
+def test_listener_deny_closes_connection(start, tmp_path, apps):
+    ports, _ = apps
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  lb:
+    role: edge
+    listen: [{{address: "127.0.0.1:{port}", deny: ["127.0.0.1/32"]}}]
+    admin: "127.0.0.1:{admin}"
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: {servers(ports)}}}}}
+""", name="deny.yaml")
+    start(["run", "lb", "-c", path], name="deny")
+    ready(f"http://127.0.0.1:{admin}/-/ready")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+
+
+def test_no_route_no_server_and_redirect(start, tmp_path):
+    dead = free_port()
+    base, _, _ = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{host: "*.example.test", path: /, backend: dead}}
+      - {{host: secure.test, path: /, backend: dead, redirect_https: true}}
+    backends:
+      dead: {{servers: ["127.0.0.1:{dead}"], retries: 1}}
+""")
+    assert requests.get(base + "/", timeout=5).status_code == 404
+    r = requests.get(base + "/x", headers={"Host": "a.example.test"}, timeout=5)
+    assert r.status_code == 502 and "X-Request-Id" in r.headers
+    r = requests.get(base + "/x", headers={"Host": "example.test"}, timeout=5)
+    assert r.status_code == 404     # the wildcard needs a label before the suffix
+    r = requests.get(base + "/a?b=1", headers={"Host": "secure.test:8080"}, allow_redirects=False,
+                     timeout=5)
+    assert r.status_code == 308 and r.headers["Location"] == "https://secure.test/a?b=1"
+
+
+def make_cert(tmp_path, cn):
+    cert, key = tmp_path / f"{cn}.pem", tmp_path / f"{cn}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={cn}",
+                    "-addext", f"subjectAltName=DNS:{cn}"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_termination_with_sni(start, tmp_path, apps):
+    ports, _ = apps
+    a_cert, a_key = make_cert(tmp_path, "a.test")
+    b_cert, b_key = make_cert(tmp_path, "b.test")
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  lb:
+    role: edge
+    listen:
+      - address: "127.0.0.1:{port}"
+        tls: {{certs: [{{cert: a.test.pem, key: a.test.key}}, {{cert: b.test.pem, key: b.test.key}}]}}
+    admin: "127.0.0.1:{admin}"
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: {servers(ports)}}}}}
+""", name="tls.yaml")
+    start(["run", "lb", "-c", path], name="tls")
+    ready(f"http://127.0.0.1:{admin}/-/ready")
+    for name, cert in (("a.test", a_cert), ("b.test", b_cert)):
+        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                              "-servername", name, "-alpn", "http/1.1"],
+                             input="", capture_output=True, text=True, timeout=10).stdout
+        assert f"subject=CN = {name}" in out
+        assert "ALPN protocol: http/1.1" in out
+        r = subprocess.run(["curl", "-sS", "--cacert", str(cert), "--resolve", f"{name}:{port}:127.0.0.1",
+                            f"https://{name}:{port}/api/hello"], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["instance"].startswith("app-")
+    # X-Forwarded-Proto says https
+    ctx = ssl.create_default_context(cafile=str(a_cert))
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_idle_slowloris_connections_do_not_block_service(start, tmp_path, apps):
+    ports, _ = apps
+    base, _, _ = run_edge(start, tmp_path, f"""\
+    access_log: false
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: {servers(ports)}}}}}
+""")
+    port = int(base.rsplit(":", 1)[1])
+    idle = []
+    try:
+        for i in range(1000):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")   # never finished
+            idle.append(s)
+        t0 = time.monotonic()
+        for _ in range(50):
+            assert requests.get(base + "/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - t0 < 10
+    finally:
+        for s in idle:
+            s.close()
