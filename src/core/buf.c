@@ -145,6 +145,17 @@ char *buf_steal(struct buf *b)
     return s;
 }
 
+int buf_put_u64(struct buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(b, tmp + sizeof(tmp) - n, n);
+}
+
 int buf_json_escape(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";

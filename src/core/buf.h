@@ -50,6 +50,10 @@ void buf_free(struct buf *b);
 /* Returns the live bytes as a malloc'd NUL-terminated string, resetting b. */
 char *buf_steal(struct buf *b);
 
+/* Appends an unsigned decimal number (no printf on hot paths). */
+int buf_put_u64(struct buf *b, uint64_t v);
+static inline int buf_put_strv(struct buf *b, struct strv s) { return buf_append(b, s.p, s.n); }
+
 /* Appends s with JSON string escaping (no surrounding quotes). */
 int buf_json_escape(struct buf *b, const char *s, size_t n);
 

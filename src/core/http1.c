@@ -591,12 +591,26 @@ const char *http_status_reason(int status)
 
 int http1_write_status(struct buf *b, int status)
 {
-    return buf_printf(b, "HTTP/1.1 %d %s\r\n", status, http_status_reason(status));
+    if (status < 100 || status > 999)
+        status = 500;
+    char line[16] = "HTTP/1.1 000 ";
+    line[9] = (char)('0' + status / 100);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    const char *reason = http_status_reason(status);
+    int e = buf_append(b, line, 13);
+    e |= buf_puts(b, reason);
+    e |= buf_append(b, "\r\n", 2);
+    return e;
 }
 
 int http1_write_header(struct buf *b, const char *name, const char *value)
 {
-    return buf_printf(b, "%s: %s\r\n", name, value);
+    int e = buf_puts(b, name);
+    e |= buf_append(b, ": ", 2);
+    e |= buf_puts(b, value);
+    e |= buf_append(b, "\r\n", 2);
+    return e;
 }
 
 int http1_write_chunk(struct buf *b, const void *data, size_t len)

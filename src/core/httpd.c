@@ -44,7 +44,7 @@ struct httpd_conn {
     bool in_handler, in_process;
     bool close_after;       /* no keep-alive after this response */
     bool resp_started, resp_chunked, resp_nobody;
-    struct httpd_req req;
+    struct httpd_req *req;          /* from the worker's pool while a request is active */
     struct sockaddr_storage peer;
     struct httpd_conn *next, *prev;
 };
@@ -69,6 +69,66 @@ void httpd_worker_init(struct httpd_worker *w, struct loop *loop)
 {
     memset(w, 0, sizeof(*w));
     w->loop = loop;
+}
+
+#define POOL_BUF_SIZE 16384
+
+/* Gives the connection a pooled read buffer if it has none. */
+static void buf_take(struct httpd_worker *w, struct buf *b)
+{
+    if (b->data)
+        return;
+    if (!w->nbuf_pool) {
+        buf_reserve(b, POOL_BUF_SIZE);     /* a fresh one of the pooled size */
+        return;
+    }
+    b->data = w->buf_pool[--w->nbuf_pool];
+    b->cap = POOL_BUF_SIZE;
+    b->off = b->len = 0;
+    b->data[0] = '\0';
+}
+
+/* Returns an empty buffer's memory to the pool (or frees it). */
+static void buf_give(struct httpd_worker *w, struct buf *b)
+{
+    if (!b->data || buf_used(b))
+        return;
+    if (b->cap == POOL_BUF_SIZE && w->nbuf_pool < ARRAY_SIZE(w->buf_pool)) {
+        w->buf_pool[w->nbuf_pool++] = b->data;
+        *b = BUF_INIT;
+        return;
+    }
+    buf_free(b);
+}
+
+static struct httpd_req *req_take(struct httpd_worker *w)
+{
+    if (w->nreq_pool)
+        return w->req_pool[--w->nreq_pool];
+    return malloc(sizeof(struct httpd_req));
+}
+
+static void req_give(struct httpd_worker *w, struct httpd_req **pr)
+{
+    if (!*pr)
+        return;
+    if (w->nreq_pool < ARRAY_SIZE(w->req_pool))
+        w->req_pool[w->nreq_pool++] = *pr;
+    else
+        free(*pr);
+    *pr = NULL;
+}
+
+/* An idle keep-alive connection keeps nothing but its socket. */
+static void conn_idle_release(struct httpd_conn *c)
+{
+    if (c->state != CS_HEAD || buf_used(&c->rbuf) || buf_used(&c->wbuf))
+        return;
+    req_give(c->w, &c->req);
+    buf_give(c->w, &c->rbuf);
+    buf_give(c->w, &c->wbuf);
+    buf_give(c->w, &c->body);
+    buf_give(c->w, &c->hdrs);
 }
 
 static void set_timer(struct httpd_conn *c, enum timer_kind kind, uint32_t ms)
@@ -135,7 +195,10 @@ static void conn_start(struct httpd_worker *w, const struct httpd_conf *conf, in
         }
         c->state = CS_HANDSHAKE;
     }
-    if (loop_io_add(w->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+    /* TLS may need to write while reading, so it watches both directions;
+     * plain connections add EPOLLOUT only while a write is blocked. */
+    uint32_t ev = EPOLLIN | EPOLLRDHUP | EPOLLET | (c->ssl ? EPOLLOUT : 0);
+    if (loop_io_add(w->loop, &c->io, ev)) {
         tls_conn_free(&c->ssl);
         close(fd);
         conn_free_mem(c);
@@ -268,6 +331,12 @@ void httpd_worker_destroy(struct httpd_worker *w)
         d->cb(d->arg);
     }
     free_list(w);
+    while (w->nreq_pool)
+        free(w->req_pool[--w->nreq_pool]);
+    while (w->nbuf_pool)
+        free(w->buf_pool[--w->nbuf_pool]);
+    free(w->scratch);
+    w->scratch = NULL;
 }
 
 /* ---- closing ---- */
@@ -292,16 +361,25 @@ static void conn_close(struct httpd_conn *c)
         return;
     enum conn_state was = c->state;
     c->state = CS_CLOSED;
-    if (was == CS_HANDLER && c->req.on_abort) {
-        void (*cb)(struct httpd_req *, void *) = c->req.on_abort;
-        c->req.on_abort = NULL;
-        cb(&c->req, c->req.abort_arg);
+    if (was == CS_HANDLER && c->req->on_abort) {
+        void (*cb)(struct httpd_req *, void *) = c->req->on_abort;
+        c->req->on_abort = NULL;
+        cb(c->req, c->req->abort_arg);
     }
     loop_timer_stop(&c->timer);
     loop_io_del(&c->io);
     tls_conn_free(&c->ssl);
     close(c->io.fd);
     struct httpd_worker *w = c->w;
+    req_give(w, &c->req);
+    buf_reset(&c->rbuf);
+    buf_reset(&c->wbuf);
+    buf_reset(&c->body);
+    buf_reset(&c->hdrs);
+    buf_give(w, &c->rbuf);
+    buf_give(w, &c->wbuf);
+    buf_give(w, &c->body);
+    buf_give(w, &c->hdrs);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -362,6 +440,8 @@ static int conn_flush(struct httpd_conn *c)
         if (n == -EAGAIN) {
             if (c->timer_kind == T_NONE || c->timer_kind == T_WRITE)
                 set_timer(c, T_WRITE, c->conf->idle_timeout_ms);
+            if (!(c->io.events & EPOLLOUT))
+                loop_io_mod(&c->io, c->io.events | EPOLLOUT);
             return 1;
         }
         if (n <= 0) {
@@ -372,8 +452,10 @@ static int conn_flush(struct httpd_conn *c)
     }
     if (c->timer_kind == T_WRITE)
         set_timer(c, T_NONE, 0);
-    if (c->state == CS_HANDLER && c->req.on_drain)
-        c->req.on_drain(&c->req, c->req.drain_arg);
+    if (!c->ssl && (c->io.events & EPOLLOUT))
+        loop_io_mod(&c->io, c->io.events & ~(uint32_t)EPOLLOUT);
+    if (c->state == CS_HANDLER && c->req->on_drain)
+        c->req->on_drain(c->req, c->req->drain_arg);
     if (c->state == CS_CLOSING) {
         start_linger(c);
     }
@@ -399,7 +481,7 @@ static void conn_error(struct httpd_conn *c, int status)
 
 static void dispatch(struct httpd_conn *c)
 {
-    struct httpd_req *r = &c->req;
+    struct httpd_req *r = c->req;
     r->conn = c;
     r->worker = c->w;
     r->peer = &c->peer;
@@ -422,7 +504,7 @@ static void dispatch(struct httpd_conn *c)
 static void refresh_head(struct httpd_conn *c)
 {
     struct http1_scan s = { 0 };
-    int r = http1_parse_request(buf_head(&c->rbuf), c->head_len, &s, &c->conf->limits, &c->req.h);
+    int r = http1_parse_request(buf_head(&c->rbuf), c->head_len, &s, &c->conf->limits, &c->req->h);
     BUG_ON(r != (int)c->head_len);
     (void)r;
 }
@@ -441,8 +523,12 @@ static int conn_process(struct httpd_conn *c)
                 return 1;   /* let the client read what it asked for first */
             if (c->timer_kind == T_IDLE || c->timer_kind == T_NONE)
                 set_timer(c, T_HEADER, c->conf->header_timeout_ms);
+            if (!c->req && !(c->req = req_take(c->w))) {
+                conn_error(c, 503);
+                return c->state == CS_CLOSED ? -1 : 1;
+            }
             int r = http1_parse_request(buf_head(&c->rbuf), buf_used(&c->rbuf), &c->scan, lim,
-                                        &c->req.h);
+                                        &c->req->h);
             if (r == 0)
                 return 0;
             if (r < 0) {
@@ -450,12 +536,12 @@ static int conn_process(struct httpd_conn *c)
                 return c->state == CS_CLOSED ? -1 : 1;
             }
             c->head_len = (size_t)r;
-            if (c->req.h.chunked || c->req.h.content_length > 0) {
+            if (c->req->h.chunked || c->req->h.content_length > 0) {
                 c->state = CS_BODY;
                 c->raw_pos = c->head_len;
                 memset(&c->chunked, 0, sizeof(c->chunked));
                 buf_reset(&c->body);
-                if (c->req.h.expect_continue && c->req.h.minor >= 1) {
+                if (c->req->h.expect_continue && c->req->h.minor >= 1) {
                     size_t have = buf_used(&c->rbuf) - c->head_len;
                     if (have == 0)
                         buf_puts(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
@@ -463,7 +549,7 @@ static int conn_process(struct httpd_conn *c)
                 set_timer(c, T_BODY, c->conf->body_timeout_ms);
                 continue;
             }
-            c->req.body = strv_make(buf_head(&c->rbuf) + c->head_len, 0);
+            c->req->body = strv_make(buf_head(&c->rbuf) + c->head_len, 0);
             c->req_end = c->head_len;
             dispatch(c);
             if (c->state == CS_CLOSED)
@@ -472,13 +558,13 @@ static int conn_process(struct httpd_conn *c)
         }
         case CS_BODY: {
             size_t used = buf_used(&c->rbuf);
-            if (!c->req.h.chunked) {
-                size_t need = c->head_len + (size_t)c->req.h.content_length;
+            if (!c->req->h.chunked) {
+                size_t need = c->head_len + (size_t)c->req->h.content_length;
                 if (used < need)
                     return 0;
                 refresh_head(c);
-                c->req.body = strv_make(buf_head(&c->rbuf) + c->head_len,
-                                        (size_t)c->req.h.content_length);
+                c->req->body = strv_make(buf_head(&c->rbuf) + c->head_len,
+                                        (size_t)c->req->h.content_length);
                 c->req_end = need;
             } else {
                 size_t consumed = 0;
@@ -492,7 +578,7 @@ static int conn_process(struct httpd_conn *c)
                 if (r == 0)
                     return 0;
                 refresh_head(c);
-                c->req.body = buf_strv(&c->body);
+                c->req->body = buf_strv(&c->body);
                 c->req_end = c->raw_pos;
             }
             dispatch(c);
@@ -515,8 +601,8 @@ static void request_done(struct httpd_conn *c)
     c->req_end = 0;
     c->head_len = 0;
     memset(&c->scan, 0, sizeof(c->scan));
-    c->req.on_abort = NULL;
-    c->req.on_drain = NULL;
+    c->req->on_abort = NULL;
+    c->req->on_drain = NULL;
     if (c->close_after || c->w->draining) {
         c->state = CS_CLOSING;
         if (!c->in_handler && !c->in_process)
@@ -531,6 +617,10 @@ static void request_done(struct httpd_conn *c)
 
 static void read_more(struct httpd_conn *c)
 {
+    /* With edge-triggered epoll a short read means the socket was drained: new
+     * data will raise a new edge, so there is no need for a read that would
+     * only say EAGAIN. (TLS may hold decrypted bytes, so it reads on.) */
+    bool maybe_more = true;
     for (;;) {
         if (c->state == CS_LINGER) {
             char sink[4096];
@@ -558,18 +648,49 @@ static void read_more(struct httpd_conn *c)
         /* Bound what a request may make us buffer: the parser caps the head, the
          * content length is checked against max_body, chunked framing gets slack. */
         const struct http1_limits *lim = &c->conf->limits;
-        if (c->state == CS_BODY && c->req.h.chunked &&
+        if (c->state == CS_BODY && c->req->h.chunked &&
             buf_used(&c->rbuf) > c->head_len + 2 * lim->max_body + 65536) {
             conn_error(c, 413);
             return;
         }
-        if (buf_reserve(&c->rbuf, READ_CHUNK)) {
-            conn_error(c, 500);
+        if (!maybe_more) {
+            if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+                return;
+            conn_idle_release(c);
             return;
         }
-        ssize_t n = conn_read(c, buf_tail(&c->rbuf), buf_room(&c->rbuf));
+        /* An idle connection has no read buffer: read into the worker's scratch
+         * space and keep only what arrived, so that a small request costs a
+         * small buffer while it waits for its answer. */
+        char *dst;
+        size_t room;
+        bool scratch = !c->rbuf.data;
+        if (scratch) {
+            if (!c->w->scratch && !(c->w->scratch = malloc(POOL_BUF_SIZE))) {
+                conn_error(c, 500);
+                return;
+            }
+            dst = c->w->scratch;
+            room = POOL_BUF_SIZE;
+        } else {
+            if (buf_reserve(&c->rbuf, buf_used(&c->rbuf) ? READ_CHUNK : 1)) {
+                conn_error(c, 500);
+                return;
+            }
+            dst = buf_tail(&c->rbuf);
+            room = buf_room(&c->rbuf);
+        }
+        ssize_t n = conn_read(c, dst, room);
         if (n > 0) {
-            buf_commit(&c->rbuf, (size_t)n);
+            if (scratch) {
+                if (buf_append(&c->rbuf, dst, (size_t)n)) {
+                    conn_error(c, 500);
+                    return;
+                }
+            } else {
+                buf_commit(&c->rbuf, (size_t)n);
+            }
+            maybe_more = (size_t)n == room || c->ssl;
             if (c->state == CS_BODY)
                 set_timer(c, T_BODY, c->conf->body_timeout_ms);
             continue;
@@ -577,6 +698,7 @@ static void read_more(struct httpd_conn *c)
         if (n == -EAGAIN) {
             if (buf_used(&c->wbuf))
                 conn_flush(c);
+            conn_idle_release(c);
             return;
         }
         /* EOF or error: nothing more will come. */
@@ -686,17 +808,23 @@ void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
         http_date_format(now, w->date);
     }
     struct buf *b = &c->wbuf;
+    buf_take(w, b);
     http1_write_status(b, status);
     if (!r->no_default_headers) {
-        buf_printf(b, "Date: %s\r\n", w->date);
+        buf_append(b, "Date: ", 6);
+        buf_append(b, w->date, 29);
+        buf_append(b, "\r\n", 2);
         if (c->conf->server)
-            buf_printf(b, "Server: %s\r\n", c->conf->server);
+            http1_write_header(b, "Server", c->conf->server);
     }
     if (ctype)
-        buf_printf(b, "Content-Type: %s\r\n", ctype);
+        http1_write_header(b, "Content-Type", ctype);
     if (content_length >= 0) {
-        if (status != 204 && status != 304 && status >= 200)
-            buf_printf(b, "Content-Length: %lld\r\n", (long long)content_length);
+        if (status != 204 && status != 304 && status >= 200) {
+            buf_append(b, "Content-Length: ", 16);
+            buf_put_u64(b, (uint64_t)content_length);
+            buf_append(b, "\r\n", 2);
+        }
     } else if (!c->resp_nobody) {
         if (r->h.minor >= 1) {
             c->resp_chunked = true;

@@ -79,6 +79,13 @@ struct httpd_worker {
     bool draining;
     void (*on_drained)(struct httpd_worker *w, void *arg);
     void *drained_arg;
+    /* Idle keep-alive connections hold no request state and no buffers: both go
+     * back to these per-worker pools and are taken again by the next request. */
+    struct httpd_req *req_pool[64];
+    size_t nreq_pool;
+    char *buf_pool[32];
+    size_t nbuf_pool;
+    char *scratch;                  /* first read of an idle connection lands here */
     char date[30];                  /* cached Date header value */
     time_t date_sec;
     void *data;
@@ -103,7 +110,9 @@ void httpd_close_all(struct httpd_worker *w);
 int httpd_header(struct httpd_req *r, const char *name, const char *value);
 int httpd_headerf(struct httpd_req *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Sends a whole response. ctype may be NULL. HEAD, 204 and 304 get no body. */
+/* Sends a whole response. ctype may be NULL. HEAD, 204 and 304 get no body.
+ * After httpd_respond() or httpd_respond_finish(), r belongs to the server again
+ * and must not be used. */
 void httpd_respond(struct httpd_req *r, int status, const char *ctype, const void *body,
                    size_t len);
 /* Streaming: content_length < 0 means chunked. */

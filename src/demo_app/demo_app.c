@@ -263,12 +263,12 @@ static void serve_asset(struct demo_worker *w, struct httpd_req *r, const struct
             not_modified = true;
     }
     if (not_modified) {
-        httpd_respond(r, 304, NULL, NULL, 0);
         finish(w, r, rt, 304);
+        httpd_respond(r, 304, NULL, NULL, 0);
         return;
     }
-    httpd_respond(r, 200, a->ctype, a->body, a->len);
     finish(w, r, rt, 200);
+    httpd_respond(r, 200, a->ctype, a->body, a->len);
 }
 
 static void faults_json(struct demo *d, struct buf *b)
@@ -340,8 +340,8 @@ static void delayed_fire(struct loop_timer *t)
     struct httpd_req *r = dl->r;
     struct demo_worker *w = r->worker->data;
     httpd_req_on_abort(r, NULL, NULL);
-    httpd_respond(r, dl->status, dl->ctype, buf_head(&dl->body), buf_used(&dl->body));
     finish(w, r, dl->rt, dl->status);
+    httpd_respond(r, dl->status, dl->ctype, buf_head(&dl->body), buf_used(&dl->body));
     delayed_free(dl);
 }
 
@@ -356,15 +356,15 @@ static void reply(struct demo_worker *w, struct httpd_req *r, enum route rt, uin
                   int status, const char *ctype, const char *body, size_t len)
 {
     if (delay_ms == 0) {
-        httpd_respond(r, status, ctype, body, len);
         finish(w, r, rt, status);
+        httpd_respond(r, status, ctype, body, len);
         return;
     }
     struct delayed *dl = calloc(1, sizeof(*dl));
     if (!dl || buf_append(&dl->body, body, len)) {
         free(dl);
-        httpd_respond(r, 500, "text/plain", "out of memory\n", 14);
         finish(w, r, rt, 500);
+        httpd_respond(r, 500, "text/plain", "out of memory\n", 14);
         return;
     }
     dl->r = r;
@@ -507,16 +507,16 @@ static void h_faults(struct httpd_req *r, void *arg)
     if (status == 200)
         faults_json(d, &b);
     httpd_header(r, "Cache-Control", "no-store");
-    httpd_respond(r, status, "application/json", buf_head(&b), buf_used(&b));
     finish(w, r, R_FAULTS, status);
+    httpd_respond(r, status, "application/json", buf_head(&b), buf_used(&b));
     buf_free(&b);
 }
 
 static void h_builtin(struct httpd_req *r, void *arg)
 {
     struct demo *d = arg;
-    httpd_serve_builtin(r, d->reg, !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED));
     finish(r->worker->data, r, R_BUILTIN, 200);
+    httpd_serve_builtin(r, d->reg, !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED));
 }
 
 static const struct http_route demo_routes[] = {

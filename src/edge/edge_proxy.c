@@ -537,11 +537,11 @@ static void fail(struct proxy_req *pr, int status, const char *msg)
         pr_free(pr);
         return;
     }
-    httpd_header(r, "X-Request-Id", pr->request_id);
-    simple_reply(r, status, msg);
     access_log(pr, status);
     count_request(pr->w->e, pr->route, status);
+    httpd_header(r, "X-Request-Id", pr->request_id);
     pr_free(pr);
+    simple_reply(r, status, msg);
 }
 
 /* An attempt failed before the response started: retry elsewhere or fail. */
@@ -591,29 +591,56 @@ static void complete(struct proxy_req *pr, bool reusable)
     httpd_respond_finish(r);
 }
 
-static bool hop_by_hop(struct strv name, const struct http_header *hdrs, size_t n)
+/* Hop-by-hop fields (RFC 9110 section 7.6.1) are not forwarded. Compared by
+ * length first: this runs for every header of every request and response. */
+static bool hop_by_hop_name(struct strv n)
 {
-    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te",
-                                       "transfer-encoding", "upgrade", "trailer",
-                                       "proxy-authenticate", "proxy-authorization" };
-    for (size_t i = 0; i < ARRAY_SIZE(hop); i++)
-        if (strv_caseeq_cstr(name, hop[i]))
-            return true;
-    /* fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1) */
-    for (size_t i = 0; i < n; i++) {
-        if (!strv_caseeq_cstr(hdrs[i].name, "connection"))
-            continue;
-        char tok[64];
-        if (name.n < sizeof(tok)) {
-            memcpy(tok, name.p, name.n);
-            tok[name.n] = '\0';
-            for (char *p = tok; *p; p++)
-                *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
-            if (http_list_has_token(hdrs[i].value, tok))
-                return true;
-        }
+    switch (n.n) {
+    case 2:
+        return strv_caseeq_cstr(n, "te");
+    case 7:
+        return strv_caseeq_cstr(n, "upgrade") || strv_caseeq_cstr(n, "trailer");
+    case 10:
+        return strv_caseeq_cstr(n, "connection") || strv_caseeq_cstr(n, "keep-alive");
+    case 16:
+        return strv_caseeq_cstr(n, "proxy-connection");
+    case 17:
+        return strv_caseeq_cstr(n, "transfer-encoding");
+    case 18:
+        return strv_caseeq_cstr(n, "proxy-authenticate");
+    case 19:
+        return strv_caseeq_cstr(n, "proxy-authorization");
+    default:
+        return false;
     }
-    return false;
+}
+
+/* The Connection field's value when it names more than close/keep-alive, else
+ * an empty view: fields it names are hop-by-hop too. */
+static struct strv connection_extra(const struct http_header *hdrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (hdrs[i].name.n != 10 || !strv_caseeq_cstr(hdrs[i].name, "connection"))
+            continue;
+        struct strv v = hdrs[i].value;
+        if (strv_caseeq_cstr(v, "close") || strv_caseeq_cstr(v, "keep-alive"))
+            return STRV_NULL;
+        return v;
+    }
+    return STRV_NULL;
+}
+
+static bool hop_by_hop(struct strv name, struct strv conn_extra)
+{
+    if (hop_by_hop_name(name))
+        return true;
+    if (!conn_extra.n || name.n >= 64)
+        return false;
+    char tok[64];
+    for (size_t i = 0; i < name.n; i++)
+        tok[i] = (char)((name.p[i] >= 'A' && name.p[i] <= 'Z') ? name.p[i] + 32 : name.p[i]);
+    tok[name.n] = '\0';
+    return http_list_has_token(conn_extra, tok);
 }
 
 static bool in_list(struct strv name, char **list, size_t n)
@@ -631,9 +658,10 @@ static void send_head(struct proxy_req *pr, struct up_conn *uc)
     const struct edge_header_ops *ops = &pr->route->resp_ops;
     r->no_default_headers = true;
     bool have_date = false;
+    struct strv cx = connection_extra(resp->headers, resp->nheaders);
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
-        if (hop_by_hop(h->name, resp->headers, resp->nheaders) ||
+        if (hop_by_hop(h->name, cx) ||
             strv_caseeq_cstr(h->name, "content-length") || in_list(h->name, ops->remove, ops->nremove))
             continue;
         bool overridden = false;
@@ -779,7 +807,8 @@ static void up_process(struct up_conn *uc, bool eof)
 
 static void up_read(struct up_conn *uc)
 {
-    while (uc->state == UP_ACTIVE && uc->pr) {
+    bool maybe_more = true;     /* see read_more() in httpd.c: a short read drained the socket */
+    while (uc->state == UP_ACTIVE && uc->pr && maybe_more) {
         struct proxy_req *pr = uc->pr;
         if (pr->head_sent && httpd_req_pending(pr->r) > PAUSE_BYTES) {
             pr->paused = true;      /* resume from on_drain */
@@ -795,6 +824,7 @@ static void up_read(struct up_conn *uc)
         } while (n == -1 && errno == EINTR);
         if (n > 0) {
             uc->got_bytes = true;
+            maybe_more = (size_t)n == buf_room(&uc->rbuf);
             buf_commit(&uc->rbuf, (size_t)n);
             up_process(uc, false);
             continue;
@@ -825,14 +855,19 @@ static void up_flush(struct up_conn *uc)
             buf_consume(&uc->wbuf, (size_t)n);
             continue;
         }
-        if (n == -1 && (errno == EAGAIN || errno == EINTR))
+        if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+            if (!(uc->io.events & EPOLLOUT))
+                loop_io_mod(&uc->io, uc->io.events | EPOLLOUT);
             return;
+        }
         struct proxy_req *pr = uc->pr;
         if (uc->reused && !uc->got_bytes)
             pr->attempts--;
         attempt_failed(pr, 502, "connection to the server failed", !uc->reused);
         return;
     }
+    if (uc->io.events & EPOLLOUT)
+        loop_io_mod(&uc->io, uc->io.events & ~(uint32_t)EPOLLOUT);
 }
 
 static void up_event(struct loop_io *io, uint32_t events)
@@ -940,9 +975,10 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
     buf_puts(b, " HTTP/1.1\r\n");
     const struct http_header *xff = NULL, *fwd = NULL;
     bool have_tp = false;
+    struct strv cx = connection_extra(r->h.headers, r->h.nheaders);
     for (size_t i = 0; i < r->h.nheaders; i++) {
         const struct http_header *h = &r->h.headers[i];
-        if (hop_by_hop(h->name, r->h.headers, r->h.nheaders) ||
+        if (hop_by_hop(h->name, cx) ||
             strv_caseeq_cstr(h->name, "content-length") || in_list(h->name, ops->remove, ops->nremove))
             continue;
         if (strv_caseeq_cstr(h->name, "x-forwarded-for")) {
@@ -976,40 +1012,69 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         buf_puts(b, "\r\n");
     }
     for (size_t k = 0; k < ops->nset; k++)
-        buf_printf(b, "%s: %s\r\n", ops->set[k].name, ops->set[k].value);
-    if (xff)
-        buf_printf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.n, xff->value.p, ip);
-    else
-        buf_printf(b, "X-Forwarded-For: %s\r\n", ip);
-    buf_printf(b, "X-Forwarded-Proto: %s\r\n", proto);
-    if (r->h.host.n)
-        buf_printf(b, "X-Forwarded-Host: %.*s\r\n", (int)r->h.host.n, r->h.host.p);
+        http1_write_header(b, ops->set[k].name, ops->set[k].value);
+    buf_puts(b, "X-Forwarded-For: ");
+    if (xff) {
+        buf_put_strv(b, xff->value);
+        buf_append(b, ", ", 2);
+    }
+    buf_puts(b, ip);
+    buf_puts(b, "\r\nX-Forwarded-Proto: ");
+    buf_puts(b, proto);
+    if (r->h.host.n) {
+        buf_puts(b, "\r\nX-Forwarded-Host: ");
+        buf_put_strv(b, r->h.host);
+    }
     bool v6 = strchr(ip, ':') != NULL;
-    buf_puts(b, "Forwarded: ");
-    if (fwd)
-        buf_printf(b, "%.*s, ", (int)fwd->value.n, fwd->value.p);
-    buf_printf(b, "for=%s%s%s%s;proto=%s", v6 ? "\"[" : "", ip, v6 ? "]" : "", v6 ? "\"" : "", proto);
-    if (r->h.host.n)
-        buf_printf(b, ";host=\"%.*s\"", (int)r->h.host.n, r->h.host.p);
+    buf_puts(b, "\r\nForwarded: ");
+    if (fwd) {
+        buf_put_strv(b, fwd->value);
+        buf_append(b, ", ", 2);
+    }
+    buf_puts(b, v6 ? "for=\"[" : "for=");
+    buf_puts(b, ip);
+    buf_puts(b, v6 ? "]\";proto=" : ";proto=");
+    buf_puts(b, proto);
+    if (r->h.host.n) {
+        buf_puts(b, ";host=\"");
+        buf_put_strv(b, r->h.host);
+        buf_putc(b, '"');
+    }
     buf_puts(b, "\r\n");
     if (!pr->request_id[0]) {
+        static const char hx[] = "0123456789abcdef";
+        uint64_t r1 = cairn_rand64(), r2 = cairn_rand64();
         uint8_t id[16];
-        cairn_random(id, sizeof(id));
-        snprintf(pr->request_id, sizeof(pr->request_id),
-                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                 id[0], id[1], id[2], id[3], id[4], id[5], (id[6] & 0x0f) | 0x40, id[7],
-                 (id[8] & 0x3f) | 0x80, id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+        memcpy(id, &r1, 8);
+        memcpy(id + 8, &r2, 8);
+        id[6] = (uint8_t)((id[6] & 0x0f) | 0x40);     /* a version 4 UUID */
+        id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
+        char *o = pr->request_id;
+        for (int i = 0; i < 16; i++) {
+            if (i == 4 || i == 6 || i == 8 || i == 10)
+                *o++ = '-';
+            *o++ = hx[id[i] >> 4];
+            *o++ = hx[id[i] & 15];
+        }
+        *o = '\0';
     }
-    buf_printf(b, "X-Request-Id: %s\r\n", pr->request_id);
+    buf_puts(b, "X-Request-Id: ");
+    buf_puts(b, pr->request_id);
+    buf_puts(b, "\r\n");
     if (!have_tp) {
         struct trace_ctx t;
         char tp[TRACEPARENT_LEN + 1];
         trace_new(&t);
         trace_format(&t, tp);
-        buf_printf(b, "traceparent: %s\r\n", tp);
+        buf_puts(b, "traceparent: ");
+        buf_append(b, tp, TRACEPARENT_LEN);
+        buf_puts(b, "\r\n");
     }
-    if (r->body.n || r->h.chunked || r->h.content_length >= 0)
-        buf_printf(b, "Content-Length: %zu\r\n", r->body.n);
+    if (r->body.n || r->h.chunked || r->h.content_length >= 0) {
+        buf_puts(b, "Content-Length: ");
+        buf_put_u64(b, r->body.n);
+        buf_puts(b, "\r\n");
+    }
     buf_puts(b, "\r\n");
     buf_append(b, r->body.p, r->body.n);
 }

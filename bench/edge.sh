@@ -1,0 +1,144 @@
+#!/bin/bash
+# make bench-edge: cairn edge vs HAProxy vs nginx as reverse proxies, side by side.
+#
+# One backend (nginx, one worker, `return 200`), three proxies with one worker
+# thread each, keep-alive to the backend, access logs off. wrk measures plain HTTP
+# and HTTPS keep-alive (requests/s and p99); then 10,000 idle keep-alive client
+# connections are opened against each proxy and the growth of its RSS is read.
+# Rounds alternate between the proxies; the medians are reported with ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+CONNS=${CONNS:-50}
+IDLE=${IDLE:-9000}   # HAProxy needs 2 fds per connection under the 20,000 fd limit
+W=$(mktemp -d /tmp/cairn-bench-edge.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
+            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+ulimit -n 20000 2>/dev/null || true
+
+for t in wrk haproxy nginx openssl; do
+    command -v $t >/dev/null || { echo "bench-edge: $t is missing (apt-get install wrk haproxy nginx-light)"; exit 1; }
+done
+make -s build/cairn
+
+BACKEND=19180; P_CAIRN=19181; P_HAP=19182; P_NGX=19183
+S_CAIRN=19191; S_HAP=19192; S_NGX=19193; ADMIN=19199
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $W/key.pem \
+    -out $W/cert.pem -days 2 -subj /CN=bench.test -addext subjectAltName=DNS:bench.test 2>/dev/null
+cat $W/cert.pem $W/key.pem > $W/both.pem
+
+mkdir -p $W/ngx-backend $W/ngx-proxy
+cat > $W/ngx-backend/nginx.conf <<CONF
+worker_processes 1; daemon off; pid $W/ngx-backend/pid; error_log $W/ngx-backend/error.log;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from the backend\n"; } } }
+CONF
+cat > $W/ngx-proxy/nginx.conf <<CONF
+worker_processes 1; daemon off; pid $W/ngx-proxy/pid; error_log $W/ngx-proxy/error.log;
+worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream b { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server { listen 127.0.0.1:$P_NGX; listen 127.0.0.1:$S_NGX ssl;
+    ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat > $W/haproxy.cfg <<CONF
+global
+  nbthread 1
+  maxconn 9900
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$P_HAP
+  bind 127.0.0.1:$S_HAP ssl crt $W/both.pem
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$BACKEND
+CONF
+cat > $W/cairn.yaml <<CONF
+log: {level: warn}
+services:
+  edge:
+    role: edge
+    threads: 1
+    listen:
+      - {address: "127.0.0.1:$P_CAIRN"}
+      - {address: "127.0.0.1:$S_CAIRN", tls: {certs: [{cert: cert.pem, key: key.pem}]}}
+    admin: "127.0.0.1:$ADMIN"
+    access_log: false
+    timeouts: {idle: 300s}
+    routes: [{path: /, backend: b}]
+    backends:
+      b: {servers: ["127.0.0.1:$BACKEND"]}
+CONF
+
+nginx -c $W/ngx-backend/nginx.conf & PIDS+=($!)
+nginx -c $W/ngx-proxy/nginx.conf & PIDS+=($!)
+haproxy -f $W/haproxy.cfg -db & PIDS+=($!)
+HAP_PID=$!
+./build/cairn run edge -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!)
+CAIRN_PID=$!
+for port in $BACKEND $P_CAIRN $P_HAP $P_NGX; do
+    for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$port/ && break; sleep 0.05; done
+done
+NGX_PID=$(pgrep -P "$(cat $W/ngx-proxy/pid)" | head -1)   # the worker process
+[ -n "$NGX_PID" ] || NGX_PID=$(cat $W/ngx-proxy/pid)
+
+rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+run_wrk() {  # url -> "rps p99_ms"
+    wrk -t1 -c$CONNS -d$DURATION --latency "$1" 2>&1 | awk '
+        /Requests\/sec/ {rps=$2}
+        /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
+        END {printf "%s %s\n", rps, p99}'
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+declare -A RPS P99 SRPS SP99
+for r in $(seq 1 $ROUNDS); do
+    for name in cairn haproxy nginx; do
+        case $name in cairn) p=$P_CAIRN; s=$S_CAIRN;; haproxy) p=$P_HAP; s=$S_HAP;; nginx) p=$P_NGX; s=$S_NGX;; esac
+        read rps p99 < <(run_wrk http://127.0.0.1:$p/)
+        RPS[$name]+="$rps "; P99[$name]+="$p99 "
+        read rps p99 < <(run_wrk https://127.0.0.1:$s/)
+        SRPS[$name]+="$rps "; SP99[$name]+="$p99 "
+        echo "round $r $name: http $(echo ${RPS[$name]} | awk "{print \$NF}") rps" >&2
+    done
+done
+
+declare -A IDLEKB
+for name in cairn haproxy nginx; do
+    case $name in cairn) p=$P_CAIRN; pid=$CAIRN_PID;; haproxy) p=$P_HAP; pid=$HAP_PID;; nginx) p=$P_NGX; pid=$NGX_PID;; esac
+    before=$(rss_kb $pid)
+    exec {fd}> >(/usr/bin/python3 bench/idle_conns.py 127.0.0.1 $p $IDLE > $W/idle.$name)
+    for i in $(seq 1 600); do grep -q ready $W/idle.$name 2>/dev/null && break; sleep 0.1; done
+    grep -q ready $W/idle.$name || { echo "idle connections to $name did not open"; exit 1; }
+    after=$(rss_kb $pid)
+    exec {fd}>&-
+    IDLEKB[$name]=$((after - before))
+    sleep 1
+done
+
+m() { echo $1 | tr ' ' '\n' | grep -v '^$' | median; }
+printf "\n%-8s %12s %10s %12s %10s %14s\n" proxy "http rps" "p99 ms" "https rps" "p99 ms" "idle KiB/conn"
+for name in cairn haproxy nginx; do
+    printf "%-8s %12.0f %10.2f %12.0f %10.2f %14.2f\n" $name $(m "${RPS[$name]}") $(m "${P99[$name]}") \
+        $(m "${SRPS[$name]}") $(m "${SP99[$name]}") $(echo "${IDLEKB[$name]} $IDLE" | awk '{print $1/$2}')
+done
+echo
+for peer in haproxy nginx; do
+    awk -v a="$(m "${RPS[cairn]}")" -v b="$(m "${RPS[$peer]}")" -v c="$(m "${SRPS[cairn]}")" -v d="$(m "${SRPS[$peer]}")" \
+        -v e="$(m "${P99[cairn]}")" -v f="$(m "${P99[$peer]}")" -v g="${IDLEKB[cairn]}" -v h="${IDLEKB[$peer]}" -v peer=$peer \
+        'BEGIN {printf "cairn/%s: http rps %.2fx, https rps %.2fx, http p99 %.2fx, idle RSS %.2fx\n", peer, a/b, c/d, e/f, (h>0? g/h : 0)}'
+done
+echo "(machine: $(nproc) cores, $(uname -r); wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, medians)"
