@@ -83,11 +83,14 @@ services:
       b: {servers: ["127.0.0.1:$BACKEND"]}
 CONF
 
-nginx -c $W/ngx-backend/nginx.conf & PIDS+=($!)
-nginx -c $W/ngx-proxy/nginx.conf & PIDS+=($!)
-haproxy -f $W/haproxy.cfg -db & PIDS+=($!)
+# CPU placement: every proxy gets core 1 to itself, the load generator and the
+# backend share core 0, so that the proxies are compared on one core each.
+LOADCPU=${LOADCPU:-0}; PROXYCPU=${PROXYCPU:-1}
+taskset -c $LOADCPU nginx -c $W/ngx-backend/nginx.conf & PIDS+=($!)
+taskset -c $PROXYCPU nginx -c $W/ngx-proxy/nginx.conf & PIDS+=($!)
+taskset -c $PROXYCPU haproxy -f $W/haproxy.cfg -db & PIDS+=($!)
 HAP_PID=$!
-./build/cairn run edge -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!)
+taskset -c $PROXYCPU ./build/cairn run edge -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!)
 CAIRN_PID=$!
 for port in $BACKEND $P_CAIRN $P_HAP $P_NGX; do
     for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$port/ && break; sleep 0.05; done
@@ -96,22 +99,29 @@ NGX_PID=$(pgrep -P "$(cat $W/ngx-proxy/pid)" | head -1)   # the worker process
 [ -n "$NGX_PID" ] || NGX_PID=$(cat $W/ngx-proxy/pid)
 
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
-run_wrk() {  # url -> "rps p99_ms"
-    wrk -t1 -c$CONNS -d$DURATION --latency "$1" 2>&1 | awk '
+cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
+run_wrk() {  # url pid -> "rps p99_ms requests_per_cpu_second"
+    local t0 t1
+    t0=$(cpu_ticks $2)
+    taskset -c $LOADCPU wrk -t1 -c$CONNS -d$DURATION --latency "$1" > $W/wrk.out 2>&1
+    t1=$(cpu_ticks $2)
+    awk -v ticks=$((t1 - t0)) -v hz=$(getconf CLK_TCK) '
+        /requests in/ {n=$1}
         /Requests\/sec/ {rps=$2}
         /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
-        END {printf "%s %s\n", rps, p99}'
+        END {printf "%s %s %.0f\n", rps, p99, (ticks > 0 ? n / (ticks / hz) : 0)}' $W/wrk.out
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A RPS P99 SRPS SP99
+declare -A RPS P99 SRPS SP99 CORE SCORE
 for r in $(seq 1 $ROUNDS); do
     for name in cairn haproxy nginx; do
-        case $name in cairn) p=$P_CAIRN; s=$S_CAIRN;; haproxy) p=$P_HAP; s=$S_HAP;; nginx) p=$P_NGX; s=$S_NGX;; esac
-        read rps p99 < <(run_wrk http://127.0.0.1:$p/)
-        RPS[$name]+="$rps "; P99[$name]+="$p99 "
-        read rps p99 < <(run_wrk https://127.0.0.1:$s/)
-        SRPS[$name]+="$rps "; SP99[$name]+="$p99 "
+        case $name in cairn) p=$P_CAIRN; s=$S_CAIRN; pid=$CAIRN_PID;; haproxy) p=$P_HAP; s=$S_HAP; pid=$HAP_PID;;
+                      nginx) p=$P_NGX; s=$S_NGX; pid=$NGX_PID;; esac
+        read rps p99 core < <(run_wrk http://127.0.0.1:$p/ $pid)
+        RPS[$name]+="$rps "; P99[$name]+="$p99 "; CORE[$name]+="$core "
+        read rps p99 core < <(run_wrk https://127.0.0.1:$s/ $pid)
+        SRPS[$name]+="$rps "; SP99[$name]+="$p99 "; SCORE[$name]+="$core "
         echo "round $r $name: http $(echo ${RPS[$name]} | awk "{print \$NF}") rps" >&2
     done
 done
@@ -123,6 +133,7 @@ for name in cairn haproxy nginx; do
     exec {fd}> >(/usr/bin/python3 bench/idle_conns.py 127.0.0.1 $p $IDLE > $W/idle.$name)
     for i in $(seq 1 600); do grep -q ready $W/idle.$name 2>/dev/null && break; sleep 0.1; done
     grep -q ready $W/idle.$name || { echo "idle connections to $name did not open"; exit 1; }
+    sleep 3     # let every proxy settle (timers, trims) before reading its RSS
     after=$(rss_kb $pid)
     exec {fd}>&-
     IDLEKB[$name]=$((after - before))
@@ -130,15 +141,18 @@ for name in cairn haproxy nginx; do
 done
 
 m() { echo $1 | tr ' ' '\n' | grep -v '^$' | median; }
-printf "\n%-8s %12s %10s %12s %10s %14s\n" proxy "http rps" "p99 ms" "https rps" "p99 ms" "idle KiB/conn"
+printf "\n%-8s %10s %8s %12s %10s %8s %12s %10s\n" proxy "http rps" "p99 ms" "req/cpu-s" "https rps" "p99 ms" "req/cpu-s" "idle KiB/c"
 for name in cairn haproxy nginx; do
-    printf "%-8s %12.0f %10.2f %12.0f %10.2f %14.2f\n" $name $(m "${RPS[$name]}") $(m "${P99[$name]}") \
-        $(m "${SRPS[$name]}") $(m "${SP99[$name]}") $(echo "${IDLEKB[$name]} $IDLE" | awk '{print $1/$2}')
+    printf "%-8s %10.0f %8.2f %12.0f %10.0f %8.2f %12.0f %10.2f\n" $name $(m "${RPS[$name]}") $(m "${P99[$name]}") \
+        $(m "${CORE[$name]}") $(m "${SRPS[$name]}") $(m "${SP99[$name]}") $(m "${SCORE[$name]}") \
+        $(echo "${IDLEKB[$name]} $IDLE" | awk '{print $1/$2}')
 done
 echo
 for peer in haproxy nginx; do
     awk -v a="$(m "${RPS[cairn]}")" -v b="$(m "${RPS[$peer]}")" -v c="$(m "${SRPS[cairn]}")" -v d="$(m "${SRPS[$peer]}")" \
         -v e="$(m "${P99[cairn]}")" -v f="$(m "${P99[$peer]}")" -v g="${IDLEKB[cairn]}" -v h="${IDLEKB[$peer]}" -v peer=$peer \
-        'BEGIN {printf "cairn/%s: http rps %.2fx, https rps %.2fx, http p99 %.2fx, idle RSS %.2fx\n", peer, a/b, c/d, e/f, (h>0? g/h : 0)}'
+        -v i="$(m "${CORE[cairn]}")" -v j="$(m "${CORE[$peer]}")" -v k="$(m "${SCORE[cairn]}")" -v l="$(m "${SCORE[$peer]}")" \
+        'BEGIN {printf "cairn/%s: http rps %.2fx, https rps %.2fx, http p99 %.2fx, http req/cpu-s %.2fx, https req/cpu-s %.2fx, idle RSS %.2fx\n", peer, a/b, c/d, e/f, i/j, k/l, (h>0? g/h : 0)}'
 done
-echo "(machine: $(nproc) cores, $(uname -r); wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, medians)"
+echo "(machine: $(nproc) cores, $(uname -r); proxies on cpu $PROXYCPU, wrk and backend on cpu $LOADCPU;"
+echo " wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, medians; idle: $IDLE connections)"

@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +202,14 @@ static void on_signal(struct loop *l, int signo, void *arg)
         loop_post(&e->workers[i].loop, worker_drain, &e->workers[i]);
 }
 
+/* Bursts of connections leave freed memory scattered through the heap; give it
+ * back to the kernel every few seconds so that RSS follows what is in use. */
+static void trim_cb(struct loop_timer *t)
+{
+    malloc_trim(0);
+    loop_timer_start(t->loop, t, 2000);
+}
+
 static void *worker_thread(void *arg)
 {
     struct edge_worker *w = arg;
@@ -342,8 +351,12 @@ int edge_main(const struct service *svc)
     log_info("edge serving", "addr", first, "listeners", log_int((long long)c->nlisten), "routes",
              log_int((long long)c->nroutes), "backends", log_int((long long)c->nbackends), "threads",
              log_int(e.nworkers));
+    struct loop_timer trim;
+    loop_timer_init(&trim, trim_cb, NULL);
+    loop_timer_start(&e.workers[0].loop, &trim, 2000);
     service_notify_ready();
     loop_run(&e.workers[0].loop);
+    loop_timer_stop(&trim);
     for (int i = 1; i < e.nworkers; i++)
         pthread_join(e.workers[i].thread, NULL);
     edge__health_stop(&e);

@@ -433,9 +433,10 @@ static void up_release(struct up_conn *uc, bool reusable)
         up_close(uc);
         return;
     }
-    buf_reset(&uc->rbuf);
-    buf_reset(&uc->wbuf);
-    buf_reset(&uc->body);
+    /* an idle pooled connection keeps no buffers */
+    buf_free(&uc->rbuf);
+    buf_free(&uc->wbuf);
+    buf_free(&uc->body);
     uc->state = UP_IDLE;
     uc->next = uc->w->idle[uc->slot];
     uc->w->idle[uc->slot] = uc;
@@ -814,7 +815,7 @@ static void up_read(struct up_conn *uc)
             pr->paused = true;      /* resume from on_drain */
             return;
         }
-        if (buf_reserve(&uc->rbuf, 32768)) {
+        if (buf_reserve(&uc->rbuf, 16384)) {
             fail(pr, 502, "out of memory");
             return;
         }
