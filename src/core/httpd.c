@@ -209,6 +209,8 @@ static void conn_start(struct httpd_worker *w, const struct httpd_conf *conf, in
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    if (conf->on_open)
+        conf->on_open(conf->handler_arg);
     set_timer(c, T_HEADER, conf->header_timeout_ms);
     /* Data may already be waiting (TCP_DEFER_ACCEPT-like); the edge-triggered
      * registration reports it, so nothing more to do here. */
@@ -261,6 +263,43 @@ int httpd_listen(struct httpd_worker *w, const struct net_addr *addr,
     l->next = w->listeners;
     w->listeners = l;
     return 0;
+}
+
+struct httpd_listener *httpd_listener_find(struct httpd_worker *w, const struct net_addr *addr)
+{
+    for (struct httpd_listener *l = w->listeners; l; l = l->next)
+        if (net_addr_eq(&l->addr, addr))
+            return l;
+    return NULL;
+}
+
+void httpd_listener_set_conf(struct httpd_listener *l, const struct httpd_conf *conf)
+{
+    l->conf = conf;
+}
+
+void httpd_listener_close(struct httpd_worker *w, struct httpd_listener *l)
+{
+    for (struct httpd_listener **p = &w->listeners; *p; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            loop_io_del(&l->io);
+            close(l->io.fd);
+            free(l);
+            return;
+        }
+    }
+}
+
+void httpd_retire(struct httpd_worker *w, const struct httpd_conf *conf, uint32_t grace_ms)
+{
+    for (struct httpd_conn *c = w->conns; c; c = c->next) {
+        if (c->conf != conf)
+            continue;
+        c->close_after = true;
+        if (c->state == CS_HEAD && buf_used(&c->rbuf) == 0 && c->timer_kind != T_HEADER)
+            set_timer(c, T_IDLE, grace_ms);
+    }
 }
 
 static void close_listeners(struct httpd_worker *w)
@@ -389,6 +428,8 @@ static void conn_close(struct httpd_conn *c)
     c->next = c->prev = NULL;
     w->nconns--;
     loop_defer(w->loop, &c->defer, conn_recycle, c);
+    if (c->conf->on_close)
+        c->conf->on_close(c->conf->handler_arg);
     check_drained(w);
 }
 

@@ -43,6 +43,10 @@ struct httpd_conf {
     httpd_handler handler;
     void *handler_arg;
     const char *server;             /* Server header, NULL for none */
+    /* Called with handler_arg when a connection on this configuration opens and
+     * closes (a role pins its configuration generation with these). */
+    void (*on_open)(void *arg);
+    void (*on_close)(void *arg);
 };
 /* Fills conf with defaults (limits, 10s/30s/60s timeouts, 10000 conns). */
 void httpd_conf_defaults(struct httpd_conf *conf);
@@ -98,6 +102,15 @@ void httpd_worker_destroy(struct httpd_worker *w);
  * the listener. Returns 0 or a negated errno. */
 int httpd_listen(struct httpd_worker *w, const struct net_addr *addr,
                  const struct httpd_conf *conf);
+/* Finds this worker's listener on addr (NULL when none). */
+struct httpd_listener *httpd_listener_find(struct httpd_worker *w, const struct net_addr *addr);
+/* New connections accepted on l use conf from now on. */
+void httpd_listener_set_conf(struct httpd_listener *l, const struct httpd_conf *conf);
+void httpd_listener_close(struct httpd_worker *w, struct httpd_listener *l);
+/* Retires the connections whose configuration is conf: each closes after its
+ * current response (with Connection: close), an idle one after grace_ms. */
+void httpd_retire(struct httpd_worker *w, const struct httpd_conf *conf, uint32_t grace_ms);
+
 /* Graceful stop: closes listeners and idle connections; connections with a
  * request in progress close after its response. on_drained runs once no
  * connection is left (possibly immediately). */

@@ -106,7 +106,7 @@ static const struct role_ops *find_role(const struct role_ops *const *roles, con
 }
 
 static void parse_services(struct cfg *c, const cfg_node *n, struct stack *st,
-                           const struct role_ops *const *roles)
+                           const struct role_ops *const *roles, const char *only)
 {
     if (!cfg_is_map(n)) {
         cfg_error(c, n, "services", "expected a mapping of service names to services");
@@ -150,6 +150,8 @@ static void parse_services(struct cfg *c, const cfg_node *n, struct stack *st,
             cfg_error(c, v, path, "missing key \"role\"");
             continue;
         }
+        if (only && strcmp(name, only) != 0)
+            continue;
         const struct role_ops *role = cfg_is_scalar(rn) ? find_role(roles, cfg_scalar(rn)) : NULL;
         if (!role) {
             char list[256] = "";
@@ -197,8 +199,8 @@ static void check_binds(struct cfg *c, struct stack *st)
     }
 }
 
-int stack_load(struct stack *st, const char *path, const char *text,
-               const struct role_ops *const *roles, struct cfg_errors *errs)
+static int load(struct stack *st, const char *path, const char *text,
+                const struct role_ops *const *roles, const char *only, struct cfg_errors *errs)
 {
     struct cfg c;
     memset(st, 0, sizeof(*st));
@@ -208,6 +210,7 @@ int stack_load(struct stack *st, const char *path, const char *text,
     int r = text ? cfg_load_string(&c, path, text, strlen(text), errs)
                  : cfg_load_file(&c, path, errs);
     st->file = strdup(path);
+    st->text = text;
     if (text) {
         st->dir = strdup(".");
     } else {
@@ -231,13 +234,28 @@ int stack_load(struct stack *st, const char *path, const char *text,
         if (v[1])
             parse_log(&c, v[1], st);
         if (v[2])
-            parse_services(&c, v[2], st, roles);
+            parse_services(&c, v[2], st, roles, only);
         else
             cfg_error(&c, root, "services", "missing key \"services\"");
         check_binds(&c, st);
+        if (only && !stack_find(st, only) && errs->n == before)
+            cfg_errors_add(errs, "%s: no service named %s any more", path, only);
     }
     cfg_free(&c);
     return errs->n > before ? -EINVAL : 0;
+}
+
+int stack_load(struct stack *st, const char *path, const char *text,
+               const struct role_ops *const *roles, struct cfg_errors *errs)
+{
+    return load(st, path, text, roles, NULL, errs);
+}
+
+int stack_load_one(struct stack *st, const char *path, const char *text, const char *name,
+                   const struct role_ops *role, struct cfg_errors *errs)
+{
+    const struct role_ops *roles[] = { role, NULL };
+    return load(st, path, text, roles, name, errs);
 }
 
 void stack_free(struct stack *st)

@@ -49,6 +49,7 @@ struct service {
 
 struct stack {
     char *file;                 /* path, or "<default>" */
+    const char *text;           /* the text it was loaded from, when not a file */
     char *dir;                  /* base for relative paths */
     char *data_dir;             /* resolved against dir */
     enum log_level log_level;
@@ -62,6 +63,10 @@ struct stack {
  * -EINVAL with errs filled. */
 int stack_load(struct stack *st, const char *path, const char *text,
                const struct role_ops *const *roles, struct cfg_errors *errs);
+/* Loads only the service called name (the others are checked for a role but
+ * not parsed): how a running service re-reads its part of the file on reload. */
+int stack_load_one(struct stack *st, const char *path, const char *text, const char *name,
+                   const struct role_ops *role, struct cfg_errors *errs);
 void stack_free(struct stack *st);
 const struct service *stack_find(const struct stack *st, const char *name);
 

@@ -106,7 +106,7 @@ static void run_check(struct loop_timer *t)
         };
         static const char *const hdrs[] = { "User-Agent: cairn-edge-health", "Connection: close", NULL };
         req.headers = hdrs;
-        ck->call = httpc_send(ck->e->checker, &req, http_done, ck);
+        ck->call = httpc_send(ck->gen->checker, &req, http_done, ck);
         if (!ck->call)
             verdict(ck, false, "http: out of memory");
         return;
@@ -124,36 +124,43 @@ static void run_check(struct loop_timer *t)
     loop_timer_start(t->loop, &ck->tcp_timer, h->timeout_ms);
 }
 
-int edge__health_start(struct edge *e, struct loop *loop)
+int edge__health_start(struct edge_gen *g, struct loop *loop)
 {
+    struct edge *e = g->e;
+    const struct edge_conf *c = g->conf;
     size_t n = 0;
-    for (size_t b = 0; b < e->conf->nbackends; b++)
-        if (e->conf->backends[b].health.enabled)
-            n += e->conf->backends[b].nservers;
-    for (size_t b = 0; b < e->conf->nbackends; b++)
-        for (size_t i = 0; i < e->conf->backends[b].nservers; i++)
-            edge__server_set_up(e, &e->conf->backends[b].servers[i], true, "start");
+    for (size_t b = 0; b < c->nbackends; b++)
+        if (c->backends[b].health.enabled)
+            n += c->backends[b].nservers;
+    for (size_t b = 0; b < c->nbackends; b++)
+        for (size_t i = 0; i < c->backends[b].nservers; i++) {
+            struct edge_server *s = &c->backends[b].servers[i];
+            metric_set(metrics_get2(e->m_server_up, s->backend->name, s->name), s->up ? 1 : 0);
+        }
     if (!n)
         return 0;
     struct httpc_opts o;
     httpc_opts_defaults(&o);
     o.max_idle = 0;
-    e->checker = httpc_new(loop, &o);
-    e->checks = calloc(n, sizeof(*e->checks));
-    if (!e->checker || !e->checks)
+    g->checker = httpc_new(loop, &o);
+    g->checks = calloc(n, sizeof(*g->checks));
+    if (!g->checker || !g->checks)
         return -ENOMEM;
-    for (size_t b = 0; b < e->conf->nbackends; b++) {
-        struct edge_backend *be = &e->conf->backends[b];
+    for (size_t b = 0; b < c->nbackends; b++) {
+        struct edge_backend *be = &c->backends[b];
         if (!be->health.enabled)
             continue;
         for (size_t i = 0; i < be->nservers; i++) {
-            struct edge_check *ck = &e->checks[e->nchecks++];
+            struct edge_check *ck = &g->checks[g->nchecks++];
             ck->e = e;
+            ck->gen = g;
             ck->srv = &be->servers[i];
             ck->tcp_fd = -1;
-            /* Until a verdict, a server counts as up: a stack starting together
-             * would otherwise refuse traffic for rise x interval. */
-            ck->srv->ok_streak = be->health.rise;
+            /* Until a verdict, a new server counts as up (a stack starting together
+             * would otherwise refuse traffic for rise x interval); a server carried
+             * over from the previous configuration keeps its state. */
+            if (ck->srv->up && !ck->srv->fail_streak)
+                ck->srv->ok_streak = MAX(ck->srv->ok_streak, be->health.rise);
             loop_timer_init(&ck->timer, run_check, ck);
             loop_timer_init(&ck->tcp_timer, tcp_timeout, ck);
             /* spread the first checks over the interval */
@@ -163,10 +170,10 @@ int edge__health_start(struct edge *e, struct loop *loop)
     return 0;
 }
 
-void edge__health_stop(struct edge *e)
+void edge__health_stop(struct edge_gen *g)
 {
-    for (size_t i = 0; i < e->nchecks; i++) {
-        struct edge_check *ck = &e->checks[i];
+    for (size_t i = 0; i < g->nchecks; i++) {
+        struct edge_check *ck = &g->checks[i];
         loop_timer_stop(&ck->timer);
         tcp_close(ck);
         if (ck->call) {
@@ -174,8 +181,8 @@ void edge__health_stop(struct edge *e)
             ck->call = NULL;
         }
     }
-    httpc_free(&e->checker);
-    free(e->checks);
-    e->checks = NULL;
-    e->nchecks = 0;
+    httpc_free(&g->checker);
+    free(g->checks);
+    g->checks = NULL;
+    g->nchecks = 0;
 }

@@ -13,10 +13,12 @@
 
 struct edge;
 struct edge_worker;
+struct edge_gen;
 
 /* One listener's httpd configuration and context. */
 struct edge_lctx {
     struct edge *e;
+    struct edge_gen *gen;
     const struct edge_listener *l;
     struct httpd_conf hconf;
     struct tls_ctx *tls;
@@ -42,15 +44,33 @@ struct edge_route_rt {
     struct metric *req[6];          /* by status class */
 };
 
-struct edge {
-    const struct service *svc;
+/* A configuration generation: an immutable edge_conf and everything built from
+ * it. Reload makes a new one; the old one lives on, reference-counted, while any
+ * connection accepted under it is open (each holds a reference, as does each
+ * worker's current pointer and the edge's). */
+struct edge_gen {
+    struct edge *e;
+    int refs;
+    unsigned id;
+    struct stack stack;             /* owner of conf for reloaded generations */
+    bool owns_stack;
     const struct edge_conf *conf;
     struct edge_lctx lctx[EDGE_MAX_LISTEN];
+    struct edge_route_rt *routes;
+    /* health checks (worker 0's loop) */
+    struct httpc *checker;
+    struct edge_check *checks;
+    size_t nchecks;
+};
+
+struct edge {
+    const struct service *svc;
+    struct edge_gen *gen;           /* current; changed on worker 0 only */
+    unsigned next_gen;
     struct httpd_conf admin_conf;
     struct edge_worker *workers;
     int nworkers;
     int stopping;
-    struct edge_route_rt *routes;
     /* metrics */
     struct metrics_registry *reg;
     struct metric_family *m_requests;       /* route, backend, code */
@@ -59,16 +79,13 @@ struct edge {
     struct metric *m_duration;
     struct metric *m_retries, *m_upstream_connects, *m_bytes_out, *m_denied, *m_limited;
     struct metric *m_upstream_errors;
-    /* health checks (run on worker 0) */
-    struct httpc *checker;
-    struct edge_check *checks;
-    size_t nchecks;
 };
 
 struct up_conn;
 
 struct edge_worker {
     struct edge *e;
+    struct edge_gen *gen;           /* the generation new requests use (a reference) */
     int index;
     struct loop loop;
     struct httpd_worker hw;
@@ -83,6 +100,7 @@ struct edge_worker {
 
 struct edge_check {
     struct edge *e;
+    struct edge_gen *gen;
     struct edge_server *srv;
     struct loop_timer timer;
     struct httpc_call *call;
@@ -91,11 +109,12 @@ struct edge_check {
     struct loop_timer tcp_timer;
 };
 
-int edge__proxy_handle_init(struct edge *e);
+int edge__gen_routes_init(struct edge_gen *g);
 void edge__proxy(struct httpd_req *r, void *arg);
 void edge__worker_free_pools(struct edge_worker *w);
-int edge__health_start(struct edge *e, struct loop *loop);
-void edge__health_stop(struct edge *e);
+int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c);
+int edge__health_start(struct edge_gen *g, struct loop *loop);
+void edge__health_stop(struct edge_gen *g);
 void edge__admin(struct httpd_req *r, void *arg);
 void edge__server_set_up(struct edge *e, struct edge_server *s, bool up, const char *why);
 

@@ -31,8 +31,8 @@ static void backends_json(struct edge *e, struct buf *b)
 {
     uint64_t now = cairn_now_ms();
     buf_puts(b, "{\"backends\":[");
-    for (size_t i = 0; i < e->conf->nbackends; i++) {
-        const struct edge_backend *be = &e->conf->backends[i];
+    for (size_t i = 0; i < e->gen->conf->nbackends; i++) {
+        const struct edge_backend *be = &e->gen->conf->backends[i];
         static const char *const bal[] = { "round_robin", "least_conn", "random2", "hash" };
         buf_printf(b, "%s{\"name\":", i ? "," : "");
         json_str(b, be->name);
@@ -80,8 +80,8 @@ static bool admin_server_action(struct edge *e, struct httpd_req *r)
         drain = false;
     else
         return false;
-    for (size_t i = 0; i < e->conf->nbackends; i++) {
-        struct edge_backend *be = &e->conf->backends[i];
+    for (size_t i = 0; i < e->gen->conf->nbackends; i++) {
+        struct edge_backend *be = &e->gen->conf->backends[i];
         if (strcmp(be->name, name) != 0)
             continue;
         for (size_t k = 0; k < be->nservers; k++) {
@@ -101,10 +101,14 @@ static bool admin_server_action(struct edge *e, struct httpd_req *r)
     return true;
 }
 
+static bool admin_reload(struct edge *e, struct httpd_req *r);
+
 void edge__admin(struct httpd_req *r, void *arg)
 {
     struct edge *e = arg;
     if (httpd_serve_builtin(r, e->reg, !__atomic_load_n(&e->stopping, __ATOMIC_RELAXED)))
+        return;
+    if (admin_reload(e, r))
         return;
     if (strv_eq_cstr(r->h.path, "/api/backends")) {
         struct buf b = BUF_INIT;
@@ -157,7 +161,239 @@ static int setup_metrics(struct edge *e)
     return e->m_requests && e->m_server_up && e->m_duration ? 0 : -ENOMEM;
 }
 
+
+/* ---- configuration generations ---- */
+
+static void gen_ref(struct edge_gen *g)
+{
+    __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
+}
+
+static void gen_free(struct edge_gen *g)
+{
+    for (size_t i = 0; i < EDGE_MAX_LISTEN; i++)
+        tls_ctx_free(&g->lctx[i].tls);
+    if (g->routes) {
+        for (size_t i = 0; i < g->conf->nroutes; i++)
+            free(g->routes[i].rl);
+        free(g->routes);
+    }
+    if (g->owns_stack)
+        stack_free(&g->stack);
+    free(g);
+}
+
+static void gen_unref(struct edge_gen *g)
+{
+    if (__atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        gen_free(g);
+}
+
+/* Connections pin the generation they were accepted under. */
+static void conn_opened(void *arg)
+{
+    gen_ref(((struct edge_lctx *)arg)->gen);
+}
+
+static void conn_closed(void *arg)
+{
+    gen_unref(((struct edge_lctx *)arg)->gen);
+}
+
+/* Builds a generation: listener configurations with their TLS contexts and the
+ * per-route runtime state. Returns NULL after logging why. */
+static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
+{
+    struct edge_gen *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    g->e = e;
+    g->refs = 1;
+    g->conf = c;
+    g->id = e->next_gen++;
+    if (edge__gen_routes_init(g)) {
+        log_error("out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < c->nlisten; i++) {
+        struct edge_lctx *lc = &g->lctx[i];
+        lc->e = e;
+        lc->gen = g;
+        lc->l = &c->listen[i];
+        httpd_conf_defaults(&lc->hconf);
+        lc->hconf.handler = edge__proxy;
+        lc->hconf.handler_arg = lc;
+        lc->hconf.on_open = conn_opened;
+        lc->hconf.on_close = conn_closed;
+        lc->hconf.server = NULL;
+        lc->hconf.header_timeout_ms = (uint32_t)c->header_timeout_ms;
+        lc->hconf.idle_timeout_ms = (uint32_t)c->idle_timeout_ms;
+        lc->hconf.body_timeout_ms = (uint32_t)c->body_timeout_ms;
+        lc->hconf.limits.max_body = c->max_body;
+        lc->hconf.max_conns = c->max_conns;
+        if (lc->l->tls) {
+            struct tls_cert_conf certs[16];
+            size_t n = MIN(lc->l->ncerts, ARRAY_SIZE(certs));
+            for (size_t k = 0; k < n; k++) {
+                certs[k].cert = lc->l->certs[k].cert;
+                certs[k].key = lc->l->certs[k].key;
+            }
+            static const char *const alpn[] = { "http/1.1" };
+            char err[512];
+            if (tls_server_new(&lc->tls, certs, n, alpn, 1, err, sizeof(err))) {
+                log_error("TLS setup failed", "err", err);
+                goto fail;
+            }
+            lc->hconf.tls = lc->tls;
+        }
+    }
+    return g;
+fail:
+    gen_free(g);
+    return NULL;
+}
+
+/* A reloaded server keeps the health verdict of its namesake in the old
+ * configuration, so that a reload neither sends traffic to a server known to be
+ * down nor waits rise x interval for the others. */
+static void carry_state(const struct edge_conf *old, const struct edge_conf *nc)
+{
+    for (size_t b = 0; b < nc->nbackends; b++) {
+        const struct edge_backend *ob = NULL;
+        for (size_t k = 0; k < old->nbackends; k++)
+            if (strcmp(old->backends[k].name, nc->backends[b].name) == 0)
+                ob = &old->backends[k];
+        if (!ob)
+            continue;
+        for (size_t i = 0; i < nc->backends[b].nservers; i++) {
+            struct edge_server *s = &nc->backends[b].servers[i];
+            for (size_t k = 0; k < ob->nservers; k++) {
+                const struct edge_server *o = &ob->servers[k];
+                if (!net_addr_eq(&o->addr, &s->addr))
+                    continue;
+                s->up = __atomic_load_n(&o->up, __ATOMIC_RELAXED);
+                s->admin_drain = __atomic_load_n(&o->admin_drain, __ATOMIC_RELAXED);
+                s->ejected_until_ms = __atomic_load_n(&o->ejected_until_ms, __ATOMIC_RELAXED);
+                s->ok_streak = o->ok_streak;
+                s->fail_streak = o->fail_streak;
+                s->recovered_ms = o->recovered_ms;
+                memcpy(s->last_check, o->last_check, sizeof(s->last_check));
+            }
+        }
+    }
+}
+
 /* ---- workers ---- */
+
+#define RETIRE_GRACE_MS 2000
+
+/* Points the worker's listeners at generation g (binding new addresses, closing
+ * dropped ones) and retires the connections of the previous generation. */
+static int worker_use_gen(struct edge_worker *w, struct edge_gen *g)
+{
+    struct edge_gen *old = w->gen;
+    const struct edge_conf *c = g->conf;
+    int r = edge__worker_pools_init(w, c);
+    if (r)
+        return r;
+    for (size_t i = 0; i < c->nlisten; i++) {
+        struct httpd_listener *l = httpd_listener_find(&w->hw, &c->listen[i].addr);
+        if (l) {
+            httpd_listener_set_conf(l, &g->lctx[i].hconf);
+            continue;
+        }
+        r = httpd_listen(&w->hw, &c->listen[i].addr, &g->lctx[i].hconf);
+        if (r) {
+            char a[NET_ADDRSTRLEN];
+            net_addr_format(&c->listen[i].addr, a, sizeof(a));
+            log_error("cannot listen", "addr", a, "err", cairn_strerror(r));
+            return r;
+        }
+    }
+    if (old) {
+        for (size_t i = 0; i < old->conf->nlisten; i++) {
+            bool kept = false;
+            for (size_t k = 0; k < c->nlisten; k++)
+                kept |= net_addr_eq(&old->conf->listen[i].addr, &c->listen[k].addr);
+            struct httpd_listener *l = kept ? NULL : httpd_listener_find(&w->hw, &old->conf->listen[i].addr);
+            if (l)
+                httpd_listener_close(&w->hw, l);
+            httpd_retire(&w->hw, &old->lctx[i].hconf, RETIRE_GRACE_MS);
+        }
+    }
+    gen_ref(g);
+    w->gen = g;
+    if (old)
+        gen_unref(old);
+    return 0;
+}
+
+struct swap_job {
+    struct edge_worker *w;
+    struct edge_gen *g;
+};
+
+static void worker_swap_job(void *arg)
+{
+    struct swap_job *j = arg;
+    if (worker_use_gen(j->w, j->g))
+        log_error("worker could not switch to the new configuration", "worker", log_int(j->w->index));
+    gen_unref(j->g);    /* the reference the job carried */
+    free(j);
+}
+
+/* Re-reads this service from the stack file; on success every worker switches
+ * to the new generation. Runs on worker 0. Returns 0, or -EINVAL with the
+ * errors in errs (the old configuration keeps serving). */
+static int edge_reload(struct edge *e, struct cfg_errors *errs)
+{
+    const struct service *svc = e->svc;
+    struct edge_gen *cur = e->gen;
+    struct stack st;
+    int r = stack_load_one(&st, svc->stack->file, svc->stack->text, svc->name, &edge_role, errs);
+    if (r) {
+        stack_free(&st);
+        for (size_t i = 0; i < errs->n; i++)
+            log_error("reload refused", "error", errs->msgs[i]);
+        log_error("reload refused: keeping the current configuration");
+        return -EINVAL;
+    }
+    const struct service *ns = stack_find(&st, svc->name);
+    const struct edge_conf *nc = ns->conf;
+    if (nc->threads != e->nworkers)
+        log_warn("threads changed: takes effect at the next restart");
+    if (cur->conf->have_admin != nc->have_admin ||
+        (nc->have_admin && !net_addr_eq(&cur->conf->admin, &nc->admin)))
+        log_warn("admin address changed: takes effect at the next restart");
+    carry_state(cur->conf, nc);
+    struct edge_gen *g = gen_new(e, nc);
+    if (!g) {
+        stack_free(&st);
+        cfg_errors_add(errs, "the new configuration could not be set up (see the log)");
+        log_error("reload refused: keeping the current configuration");
+        return -EINVAL;
+    }
+    g->stack = st;
+    g->owns_stack = true;
+    /* health checks move to the new servers */
+    edge__health_stop(cur);
+    if (edge__health_start(g, &e->workers[0].loop))
+        log_error("cannot start health checks for the new configuration");
+    e->gen = g;
+    for (int i = 0; i < e->nworkers; i++) {
+        struct swap_job *j = malloc(sizeof(*j));
+        if (!j)
+            continue;
+        j->w = &e->workers[i];
+        j->g = g;
+        gen_ref(g);
+        loop_post(&e->workers[i].loop, worker_swap_job, j);
+    }
+    gen_unref(cur);     /* the edge's own reference moves to g (taken by gen_new) */
+    log_info("configuration reloaded", "generation", log_int(g->id), "routes",
+             log_int((long long)nc->nroutes), "backends", log_int((long long)nc->nbackends));
+    return 0;
+}
 
 static void worker_drained(struct httpd_worker *hw, void *arg)
 {
@@ -180,7 +416,7 @@ static void worker_drain(void *arg)
     struct edge_worker *w = arg;
     loop_timer_start(&w->loop, &w->deadline, EDGE_DRAIN_MS);
     if (w->index == 0) {
-        edge__health_stop(w->e);
+        edge__health_stop(w->e->gen);
         httpd_drain(&w->admin_hw, NULL, NULL);
     }
     edge__worker_free_pools(w);
@@ -192,7 +428,10 @@ static void on_signal(struct loop *l, int signo, void *arg)
     struct edge *e = arg;
     UNUSED(l);
     if (signo == SIGHUP) {
-        log_warn("SIGHUP: configuration reload is not implemented yet for edge; restart to apply changes");
+        struct cfg_errors errs = { 0 };
+        if (!__atomic_load_n(&e->stopping, __ATOMIC_RELAXED))
+            edge_reload(e, &errs);
+        cfg_errors_free(&errs);
         return;
     }
     if (__atomic_exchange_n(&e->stopping, 1, __ATOMIC_RELAXED))
@@ -200,6 +439,31 @@ static void on_signal(struct loop *l, int signo, void *arg)
     log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
     for (int i = 0; i < e->nworkers; i++)
         loop_post(&e->workers[i].loop, worker_drain, &e->workers[i]);
+}
+
+/* POST /-/reload on the admin listener (worker 0). */
+static bool admin_reload(struct edge *e, struct httpd_req *r)
+{
+    if (!strv_eq_cstr(r->h.path, "/-/reload"))
+        return false;
+    if (!strv_eq_cstr(r->h.method, "POST") && !strv_eq_cstr(r->h.method, "PUT")) {
+        httpd_header(r, "Allow", "POST, PUT");
+        httpd_respond(r, 405, "text/plain; charset=utf-8", "use POST\n", 9);
+        return true;
+    }
+    struct cfg_errors errs = { 0 };
+    if (edge_reload(e, &errs) == 0) {
+        httpd_respond(r, 200, "text/plain; charset=utf-8", "reloaded\n", 9);
+    } else {
+        struct buf b = BUF_INIT;
+        buf_puts(&b, "reload refused, the current configuration keeps serving:\n");
+        for (size_t i = 0; i < errs.n; i++)
+            buf_printf(&b, "%s\n", errs.msgs[i]);
+        httpd_respond(r, 400, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
+        buf_free(&b);
+    }
+    cfg_errors_free(&errs);
+    return true;
 }
 
 /* Bursts of connections leave freed memory scattered through the heap; give it
@@ -229,28 +493,10 @@ static int worker_init(struct edge *e, struct edge_worker *w, int index)
     w->hw.data = w;
     w->admin_hw.data = w;
     loop_timer_init(&w->deadline, worker_deadline, w);
-    const struct edge_conf *c = e->conf;
-    w->server_base = calloc(c->nbackends ? c->nbackends : 1, sizeof(size_t));
-    w->rr = calloc(c->nbackends ? c->nbackends : 1, sizeof(unsigned));
-    if (!w->server_base || !w->rr)
-        return -ENOMEM;
-    for (size_t b = 0; b < c->nbackends; b++) {
-        w->server_base[b] = w->nslots;
-        w->nslots += c->backends[b].nservers;
-        w->rr[b] = (unsigned)index * 7919u;     /* threads start at different servers */
-    }
-    w->idle = calloc(w->nslots ? w->nslots : 1, sizeof(*w->idle));
-    if (!w->idle)
-        return -ENOMEM;
-    for (size_t i = 0; i < c->nlisten; i++) {
-        r = httpd_listen(&w->hw, &c->listen[i].addr, &e->lctx[i].hconf);
-        if (r) {
-            char a[NET_ADDRSTRLEN];
-            net_addr_format(&c->listen[i].addr, a, sizeof(a));
-            log_error("cannot listen", "addr", a, "err", cairn_strerror(r));
-            return r;
-        }
-    }
+    r = worker_use_gen(w, e->gen);
+    if (r)
+        return r;
+    const struct edge_conf *c = e->gen->conf;
     if (index == 0 && c->have_admin) {
         r = httpd_listen(&w->admin_hw, &c->admin, &e->admin_conf);
         if (r) {
@@ -274,6 +520,9 @@ static void worker_destroy(struct edge_worker *w)
     free(w->idle);
     free(w->server_base);
     free(w->rr);
+    if (w->gen)
+        gen_unref(w->gen);
+    w->gen = NULL;
 }
 
 int edge_main(const struct service *svc)
@@ -282,41 +531,14 @@ int edge_main(const struct service *svc)
     int code = 1;
     memset(&e, 0, sizeof(e));
     e.svc = svc;
-    e.conf = svc->conf;
-    const struct edge_conf *c = e.conf;
-    if (setup_metrics(&e) || edge__proxy_handle_init(&e)) {
+    if (setup_metrics(&e)) {
         log_error("out of memory");
         goto out;
     }
-    for (size_t i = 0; i < c->nlisten; i++) {
-        struct edge_lctx *lc = &e.lctx[i];
-        lc->e = &e;
-        lc->l = &c->listen[i];
-        httpd_conf_defaults(&lc->hconf);
-        lc->hconf.handler = edge__proxy;
-        lc->hconf.handler_arg = lc;
-        lc->hconf.server = NULL;
-        lc->hconf.header_timeout_ms = (uint32_t)c->header_timeout_ms;
-        lc->hconf.idle_timeout_ms = (uint32_t)c->idle_timeout_ms;
-        lc->hconf.body_timeout_ms = (uint32_t)c->body_timeout_ms;
-        lc->hconf.limits.max_body = c->max_body;
-        lc->hconf.max_conns = c->max_conns;
-        if (lc->l->tls) {
-            struct tls_cert_conf certs[16];
-            size_t n = MIN(lc->l->ncerts, ARRAY_SIZE(certs));
-            for (size_t k = 0; k < n; k++) {
-                certs[k].cert = lc->l->certs[k].cert;
-                certs[k].key = lc->l->certs[k].key;
-            }
-            static const char *const alpn[] = { "http/1.1" };
-            char err[512];
-            if (tls_server_new(&lc->tls, certs, n, alpn, 1, err, sizeof(err))) {
-                log_error("TLS setup failed", "err", err);
-                goto out;
-            }
-            lc->hconf.tls = lc->tls;
-        }
-    }
+    e.gen = gen_new(&e, svc->conf);
+    if (!e.gen)
+        goto out;
+    const struct edge_conf *c = e.gen->conf;
     httpd_conf_defaults(&e.admin_conf);
     e.admin_conf.handler = edge__admin;
     e.admin_conf.handler_arg = &e;
@@ -331,7 +553,7 @@ int edge_main(const struct service *svc)
     if (loop_signals(&e.workers[0].loop, sigs, ARRAY_SIZE(sigs), on_signal, &e))
         goto out_workers;
     signal(SIGPIPE, SIG_IGN);
-    if (edge__health_start(&e, &e.workers[0].loop)) {
+    if (edge__health_start(e.gen, &e.workers[0].loop)) {
         log_error("cannot start health checks");
         goto out_workers;
     }
@@ -343,23 +565,23 @@ int edge_main(const struct service *svc)
                 loop_post(&e.workers[k].loop, worker_drain, &e.workers[k]);
             for (int k = 1; k < started; k++)
                 pthread_join(e.workers[k].thread, NULL);
-            edge__health_stop(&e);
+            edge__health_stop(e.gen);
             goto out_workers;
         }
+    struct loop_timer trim;
+    loop_timer_init(&trim, trim_cb, NULL);
+    loop_timer_start(&e.workers[0].loop, &trim, 2000);
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0].addr, first, sizeof(first));
     log_info("edge serving", "addr", first, "listeners", log_int((long long)c->nlisten), "routes",
              log_int((long long)c->nroutes), "backends", log_int((long long)c->nbackends), "threads",
              log_int(e.nworkers));
-    struct loop_timer trim;
-    loop_timer_init(&trim, trim_cb, NULL);
-    loop_timer_start(&e.workers[0].loop, &trim, 2000);
     service_notify_ready();
     loop_run(&e.workers[0].loop);
     loop_timer_stop(&trim);
     for (int i = 1; i < e.nworkers; i++)
         pthread_join(e.workers[i].thread, NULL);
-    edge__health_stop(&e);
+    edge__health_stop(e.gen);
     log_info("stopped");
     code = 0;
 out_workers:
@@ -367,13 +589,8 @@ out_workers:
         worker_destroy(&e.workers[i]);
     free(e.workers);
 out:
-    for (size_t i = 0; i < c->nlisten; i++)
-        tls_ctx_free(&e.lctx[i].tls);
-    if (e.routes) {
-        for (size_t i = 0; i < c->nroutes; i++)
-            free(e.routes[i].rl);
-        free(e.routes);
-    }
+    if (e.gen)
+        gen_unref(e.gen);
     metrics_registry_free(&e.reg);
     return code;
 }

@@ -33,6 +33,7 @@ enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
 struct proxy_req;
 
 struct up_conn {
+    struct edge_gen *gen;           /* slot numbering belongs to this generation */
     struct loop_io io;
     struct loop_timer timer;        /* idle timeout in the pool */
     struct loop_defer defer;
@@ -55,6 +56,7 @@ struct up_conn {
 struct proxy_req {
     struct httpd_req *r;
     struct edge_worker *w;
+    struct edge_gen *gen;
     const struct edge_route *route;
     struct edge_backend *b;
     struct edge_server *srv;
@@ -128,8 +130,9 @@ static void simple_reply(struct httpd_req *r, int status, const char *msg)
     httpd_respond(r, status, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
-static void count_request(struct edge *e, const struct edge_route *rt, int status)
+static void count_request(struct edge_gen *g, const struct edge_route *rt, int status)
 {
+    struct edge *e = g->e;
     static const char *const codes[] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
     int cls = status / 100;
     if (cls < 1 || cls > 5)
@@ -139,7 +142,7 @@ static void count_request(struct edge *e, const struct edge_route *rt, int statu
         metric_inc(metrics_get(e->m_requests, v));
         return;
     }
-    struct edge_route_rt *rrt = &e->routes[rt->index];
+    struct edge_route_rt *rrt = &g->routes[rt->index];
     if (!rrt->req[cls]) {
         const char *v[] = { rt->label, rt->backend ? rt->backend->name : "", codes[cls] };
         rrt->req[cls] = metrics_get(e->m_requests, v);
@@ -149,7 +152,7 @@ static void count_request(struct edge *e, const struct edge_route *rt, int statu
 
 /* ---- rate limiting ---- */
 
-static bool rate_allow(struct edge *e, const struct edge_route *rt, struct httpd_req *r,
+static bool rate_allow(struct edge_gen *g, const struct edge_route *rt, struct httpd_req *r,
                        double *retry_after)
 {
     uint64_t key;
@@ -167,7 +170,7 @@ static bool rate_allow(struct edge *e, const struct edge_route *rt, struct httpd
                   edge__hash(&((const struct sockaddr_in6 *)sa)->sin6_addr, 8);
     }
     key |= 1;   /* 0 marks an empty way */
-    struct rl_set *set = &e->routes[rt->index].rl[edge__hash(&key, sizeof(key)) % RL_SETS];
+    struct rl_set *set = &g->routes[rt->index].rl[edge__hash(&key, sizeof(key)) % RL_SETS];
     uint64_t now = cairn_now_ms();
     while (__atomic_exchange_n(&set->lock, 1, __ATOMIC_ACQUIRE))
         ;
@@ -374,6 +377,27 @@ void edge__worker_free_pools(struct edge_worker *w)
             up_close(w->idle[i]);
 }
 
+/* (Re)builds the worker's per-server pools and round-robin positions for c. */
+int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c)
+{
+    edge__worker_free_pools(w);
+    free(w->idle);
+    free(w->server_base);
+    free(w->rr);
+    w->nslots = 0;
+    w->server_base = calloc(c->nbackends ? c->nbackends : 1, sizeof(size_t));
+    w->rr = calloc(c->nbackends ? c->nbackends : 1, sizeof(unsigned));
+    if (!w->server_base || !w->rr)
+        return -ENOMEM;
+    for (size_t b = 0; b < c->nbackends; b++) {
+        w->server_base[b] = w->nslots;
+        w->nslots += c->backends[b].nservers;
+        w->rr[b] = (unsigned)w->index * 7919u;     /* threads start at different servers */
+    }
+    w->idle = calloc(w->nslots ? w->nslots : 1, sizeof(*w->idle));
+    return w->idle ? 0 : -ENOMEM;
+}
+
 static size_t slot_of(struct edge_worker *w, const struct edge_server *s)
 {
     return w->server_base[s->backend->index] + (size_t)(s - s->backend->servers);
@@ -382,8 +406,9 @@ static size_t slot_of(struct edge_worker *w, const struct edge_server *s)
 static struct up_conn *up_get(struct proxy_req *pr, int *err)
 {
     struct edge_worker *w = pr->w;
-    size_t slot = slot_of(w, pr->srv);
-    struct up_conn *uc = w->idle[slot];
+    bool current = pr->gen == w->gen;
+    size_t slot = current ? slot_of(w, pr->srv) : 0;
+    struct up_conn *uc = current ? w->idle[slot] : NULL;
     if (uc) {
         w->idle[slot] = uc->next;
         uc->next = NULL;
@@ -404,6 +429,7 @@ static struct up_conn *up_get(struct proxy_req *pr, int *err)
         return NULL;
     }
     uc->w = w;
+    uc->gen = pr->gen;
     uc->srv = pr->srv;
     uc->slot = slot;
     loop_io_init(&uc->io, fd, up_event, uc);
@@ -422,7 +448,7 @@ static struct up_conn *up_get(struct proxy_req *pr, int *err)
 static void up_release(struct up_conn *uc, bool reusable)
 {
     uc->pr = NULL;
-    if (!reusable || uc->state != UP_ACTIVE) {
+    if (!reusable || uc->state != UP_ACTIVE || uc->gen != uc->w->gen) {
         up_close(uc);
         return;
     }
@@ -478,7 +504,7 @@ static void access_log(struct proxy_req *pr, int status)
     uint64_t now = cairn_now_ns();
     metric_observe(e->m_duration, (double)(now - pr->t_start) / 1e9);
     metric_add(e->m_bytes_out, (double)pr->bytes);
-    if (!e->conf->access_log)
+    if (!pr->gen->conf->access_log)
         return;
     char ip[64], path[512], host[256];
     struct httpd_req *r = pr->r;
@@ -514,7 +540,7 @@ static void pr_abort(struct httpd_req *r, void *arg)
         pr->uc = NULL;
     }
     finish_inflight(pr);
-    count_request(pr->w->e, pr->route, 499);
+    count_request(pr->gen, pr->route, 499);
     pr_free(pr);
 }
 
@@ -533,13 +559,13 @@ static void fail(struct proxy_req *pr, int status, const char *msg)
     if (pr->head_sent) {
         /* mid-body: the client must not mistake a truncated body for a whole one */
         access_log(pr, pr->status);
-        count_request(pr->w->e, pr->route, pr->status);
+        count_request(pr->gen, pr->route, pr->status);
         httpd_req_abort(r);
         pr_free(pr);
         return;
     }
     access_log(pr, status);
-    count_request(pr->w->e, pr->route, status);
+    count_request(pr->gen, pr->route, status);
     httpd_header(r, "X-Request-Id", pr->request_id);
     pr_free(pr);
     simple_reply(r, status, msg);
@@ -586,7 +612,7 @@ static void complete(struct proxy_req *pr, bool reusable)
     httpd_req_on_abort(r, NULL, NULL);
     httpd_req_on_drain(r, NULL, NULL);
     access_log(pr, pr->status);
-    count_request(pr->w->e, pr->route, pr->status);
+    count_request(pr->gen, pr->route, pr->status);
     up_release(uc, reusable);
     pr_free(pr);
     httpd_respond_finish(r);
@@ -1090,21 +1116,22 @@ void edge__proxy(struct httpd_req *r, void *arg)
 {
     struct edge_lctx *lc = arg;
     struct edge *e = lc->e;
+    struct edge_gen *g = lc->gen;
     const struct sockaddr *peer = (const struct sockaddr *)r->peer;
     if (!edge__cidrs_allow(&lc->l->allow, &lc->l->deny, peer)) {
         metric_inc(e->m_denied);
         httpd_req_abort(r);     /* a denied listener client gets a closed connection */
         return;
     }
-    const struct edge_route *rt = match_route(e->conf, r);
+    const struct edge_route *rt = match_route(g->conf, r);
     if (!rt) {
-        count_request(e, NULL, 404);
+        count_request(g, NULL, 404);
         simple_reply(r, 404, "no route matches this host and path");
         return;
     }
     if (!edge__cidrs_allow(&rt->allow, &rt->deny, peer)) {
         metric_inc(e->m_denied);
-        count_request(e, rt, 403);
+        count_request(g, rt, 403);
         simple_reply(r, 403, "access denied");
         return;
     }
@@ -1117,22 +1144,22 @@ void edge__proxy(struct httpd_req *r, void *arg)
         snprintf(loc, sizeof(loc), "https://%.*s%.*s", hl, r->h.host.p, (int)MIN(r->h.target.n, (size_t)900),
                  r->h.target.p);
         httpd_header(r, "Location", loc);
-        count_request(e, rt, 308);
+        count_request(g, rt, 308);
         simple_reply(r, 308, "use https");
         return;
     }
     if (rt->rate_limit) {
         double ra = 0;
-        if (!rate_allow(e, rt, r, &ra)) {
+        if (!rate_allow(g, rt, r, &ra)) {
             metric_inc(e->m_limited);
             httpd_headerf(r, "Retry-After", "%d", (int)ceil(ra));
-            count_request(e, rt, 429);
+            count_request(g, rt, 429);
             simple_reply(r, 429, "rate limit exceeded");
             return;
         }
     }
     if (!rt->backend) {
-        count_request(e, rt, 404);
+        count_request(g, rt, 404);
         simple_reply(r, 404, "this route has no backend");
         return;
     }
@@ -1143,6 +1170,7 @@ void edge__proxy(struct httpd_req *r, void *arg)
     }
     pr->r = r;
     pr->w = r->worker->data;
+    pr->gen = g;
     pr->route = rt;
     pr->b = rt->backend;
     pr->idempotent = is_idempotent(r->h.method);
@@ -1154,15 +1182,16 @@ void edge__proxy(struct httpd_req *r, void *arg)
     try_send(pr);
 }
 
-int edge__proxy_handle_init(struct edge *e)
+int edge__gen_routes_init(struct edge_gen *g)
 {
-    e->routes = calloc(e->conf->nroutes ? e->conf->nroutes : 1, sizeof(*e->routes));
-    if (!e->routes)
+    const struct edge_conf *c = g->conf;
+    g->routes = calloc(c->nroutes ? c->nroutes : 1, sizeof(*g->routes));
+    if (!g->routes)
         return -ENOMEM;
-    for (size_t i = 0; i < e->conf->nroutes; i++) {
-        if (e->conf->routes[i].rate_limit) {
-            e->routes[i].rl = calloc(RL_SETS, sizeof(struct rl_set));
-            if (!e->routes[i].rl)
+    for (size_t i = 0; i < c->nroutes; i++) {
+        if (c->routes[i].rate_limit) {
+            g->routes[i].rl = calloc(RL_SETS, sizeof(struct rl_set));
+            if (!g->routes[i].rl)
                 return -ENOMEM;
         }
     }

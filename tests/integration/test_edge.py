@@ -377,3 +377,82 @@ def test_idle_slowloris_connections_do_not_block_service(start, tmp_path, apps):
     finally:
         for s in idle:
             s.close()
+
+
+def test_reload_under_load_loses_nothing(start, tmp_path, apps):
+    ports, _ = apps
+    port, admin = free_port(), free_port()
+
+    def stack(backends, extra_route=""):
+        return f"""\
+services:
+  lb:
+    role: edge
+    listen: [{{address: "127.0.0.1:{port}"}}]
+    admin: "127.0.0.1:{admin}"
+    access_log: false
+    routes:
+{extra_route}      - {{path: /, backend: app}}
+    backends:
+      app: {{servers: {servers(backends)}}}
+"""
+    path = write_stack(tmp_path, stack(ports[:1]), name="reload.yaml")
+    lb = start(["run", "lb", "-c", path], name="reload")
+    ready(f"http://127.0.0.1:{admin}/-/ready")
+    base = f"http://127.0.0.1:{port}"
+    assert requests.get(base + "/api/hello", timeout=5).json()["instance"] == "app-1"
+
+    failures, seen = [], Counter()
+    stop = threading.Event()
+
+    def load():
+        with requests.Session() as s:      # keep-alive across the reloads
+            while not stop.is_set():
+                try:
+                    r = s.get(base + "/api/hello", timeout=5)
+                    if r.status_code != 200:
+                        failures.append(r.status_code)
+                    else:
+                        seen[r.json()["instance"]] += 1
+                except requests.RequestException as e:
+                    failures.append(repr(e))
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        # a slow request in flight across the reload finishes on the old configuration
+        slow = {}
+        st = threading.Thread(target=lambda: slow.update(
+            r=requests.get(base + "/api/hello?latency=800ms", timeout=5)))
+        st.start()
+        time.sleep(0.3)
+        # reload 1 (SIGHUP): move traffic to app-2 and app-3, add a route
+        with open(path, "w") as f:
+            f.write(stack(ports[1:], '      - {path: /new, backend: app, response_headers: {set: {X-Gen: two}}}\n'))
+        lb.signal(signal.SIGHUP)
+        wait_for(lambda: requests.get(base + "/new", timeout=5).headers.get("X-Gen") == "two", timeout=5,
+                 what="new route live")
+        time.sleep(0.5)
+        # reload 2 (admin API) with a broken file: refused, the current one keeps serving
+        with open(path, "w") as f:
+            f.write(stack(ports[1:]).replace("backend: app", "backend: nowhere"))
+        r = requests.post(f"http://127.0.0.1:{admin}/-/reload", timeout=5)
+        assert r.status_code == 400 and 'backend "nowhere" is not defined' in r.text
+        time.sleep(0.5)
+        # reload 3 (admin API) back to all three
+        with open(path, "w") as f:
+            f.write(stack(ports))
+        assert requests.post(f"http://127.0.0.1:{admin}/-/reload", timeout=5).status_code == 200
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    st.join()
+    assert slow["r"].status_code == 200 and slow["r"].json()["instance"] == "app-1"
+    assert failures == [], failures[:5]
+    assert seen["app-2"] > 0 and seen["app-3"] > 0
+    assert "configuration reloaded" in lb.stderr() and "reload refused" in lb.stderr()
+    lb.signal(signal.SIGTERM)
+    assert lb.wait(timeout=10) == 0
