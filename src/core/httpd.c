@@ -394,7 +394,14 @@ static void conn_recycle(void *arg)
     w->nfree++;
 }
 
+static void conn_close_ex(struct httpd_conn *c, bool keep_fd);
+
 static void conn_close(struct httpd_conn *c)
+{
+    conn_close_ex(c, false);
+}
+
+static void conn_close_ex(struct httpd_conn *c, bool keep_fd)
 {
     if (c->state == CS_CLOSED)
         return;
@@ -407,8 +414,11 @@ static void conn_close(struct httpd_conn *c)
     }
     loop_timer_stop(&c->timer);
     loop_io_del(&c->io);
-    tls_conn_free(&c->ssl);
-    close(c->io.fd);
+    if (!keep_fd) {
+        tls_conn_free(&c->ssl);
+        close(c->io.fd);
+    }
+    c->ssl = NULL;
     struct httpd_worker *w = c->w;
     req_give(w, &c->req);
     buf_reset(&c->rbuf);
@@ -921,6 +931,18 @@ void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void
 {
     r->on_abort = cb;
     r->abort_arg = arg;
+}
+
+void httpd_req_hijack(struct httpd_req *r, int *fd, SSL **ssl, struct buf *early)
+{
+    struct httpd_conn *c = r->conn;
+    *fd = c->io.fd;
+    *ssl = c->ssl;
+    size_t used = buf_used(&c->rbuf);
+    if (used > c->req_end)
+        buf_append(early, buf_head(&c->rbuf) + c->req_end, used - c->req_end);
+    r->on_abort = NULL;
+    conn_close_ex(c, true);
 }
 
 void httpd_req_abort(struct httpd_req *r)

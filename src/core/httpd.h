@@ -143,6 +143,11 @@ int httpd_header_strv(struct httpd_req *r, struct strv name, struct strv value);
  * upstream died mid-body): the client sees a truncated response, never a wrong one.
  * The abort callback is not called. */
 void httpd_req_abort(struct httpd_req *r);
+/* Takes the connection away from the server for a protocol switch (Upgrade):
+ * the caller gets the socket and its TLS state, plus, appended to early, the
+ * bytes the client already sent past this request, and owns all of them from
+ * now on. The request's abort callback is not called; r is gone. */
+void httpd_req_hijack(struct httpd_req *r, int *fd, SSL **ssl, struct buf *early);
 /* The listener's configuration the request arrived on. */
 const struct httpd_conf *httpd_req_conf(const struct httpd_req *r);
 /* Formats the peer's IP into out. */

@@ -28,8 +28,13 @@ struct edge_cert {
     char *cert, *key;
 };
 
+struct edge_backend;
+
 struct edge_listener {
     struct net_addr addr;
+    bool tcp;                       /* L4 mode: bytes to backend, no HTTP */
+    char *backend_name;             /* tcp mode */
+    struct edge_backend *backend;
     bool tls;
     struct edge_cert *certs;
     size_t ncerts;
@@ -47,8 +52,6 @@ struct edge_header_ops {
     char **remove;
     size_t nremove;
 };
-
-struct edge_backend;
 
 struct edge_route {
     char *host;                     /* NULL: any; "*.example.com": wildcard */

@@ -136,8 +136,8 @@ static int parse_listener(struct cfg *c, const cfg_node *n, const char *path,
     if (cfg_is_scalar(n)) {
         bad = cfg_get_addr(c, n, path, &l->addr);
     } else {
-        static const char *const keys[] = { "address", "tls", "allow", "deny", NULL };
-        cfg_node *v[4];
+        static const char *const keys[] = { "address", "tls", "allow", "deny", "mode", "backend", NULL };
+        cfg_node *v[6];
         if (cfg_map_fields(c, n, path, keys, v))
             return -EINVAL;
         P(p, "%s.address", path);
@@ -153,11 +153,29 @@ static int parse_listener(struct cfg *c, const cfg_node *n, const char *path,
         P(p, "%s.deny", path);
         if (v[3])
             bad |= get_cidrs(c, v[3], p, &l->deny);
+        P(p, "%s.mode", path);
+        if (v[4]) {
+            const char *m = cfg_scalar(v[4]);
+            if (m && strcmp(m, "tcp") == 0)
+                l->tcp = true;
+            else if (!m || strcmp(m, "http") != 0)
+                bad = cfg_error(c, v[4], p, "expected http or tcp");
+        }
+        P(p, "%s.backend", path);
+        if (v[5] && !l->tcp)
+            bad = cfg_error(c, v[5], p, "\"backend\" on a listener needs mode: tcp (HTTP uses routes)");
+        else if (v[5])
+            bad |= cfg_get_string(c, v[5], p, &l->backend_name);
+        else if (l->tcp)
+            bad = cfg_error(c, n, path, "a listener with mode: tcp needs a \"backend\"");
     }
     if (!bad) {
         char a[NET_ADDRSTRLEN];
         net_addr_format(&l->addr, a, sizeof(a));
-        service_add_endpoint(svc, l->tls ? "https" : "http", "%s://%s/", l->tls ? "https" : "http", a);
+        if (l->tcp)
+            service_add_endpoint(svc, l->tls ? "tls" : "tcp", "%s://%s", l->tls ? "tls" : "tcp", a);
+        else
+            service_add_endpoint(svc, l->tls ? "https" : "http", "%s://%s/", l->tls ? "https" : "http", a);
         service_add_bind(svc, &l->addr, SOCK_STREAM);
     }
     return bad ? -EINVAL : 0;
@@ -618,7 +636,23 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
         }
     }
     P(p, "%s.routes", path);
-    if (!v[5] || !cfg_is_seq(v[5]) || cfg_len(v[5]) == 0) {
+    bool any_http = false;
+    for (size_t i = 0; i < e->nlisten; i++)
+        any_http |= !e->listen[i].tcp;
+    for (size_t i = 0; i < e->nlisten; i++) {
+        struct edge_listener *l = &e->listen[i];
+        if (!l->backend_name)
+            continue;
+        for (size_t k = 0; k < e->nbackends; k++)
+            if (strcmp(e->backends[k].name, l->backend_name) == 0)
+                l->backend = &e->backends[k];
+        if (!l->backend)
+            bad = cfg_error(c, v[1], path, "listener backend \"%s\" is not defined under backends",
+                            l->backend_name);
+    }
+    if (!v[5] && !any_http) {
+        /* an L4-only edge needs no routes */
+    } else if (!v[5] || !cfg_is_seq(v[5]) || cfg_len(v[5]) == 0) {
         bad = cfg_error(c, v[5] ? v[5] : map, p, "expected a list of routes");
     } else {
         e->routes = calloc(cfg_len(v[5]), sizeof(*e->routes));
@@ -726,6 +760,7 @@ void edge__free_conf(void *p)
         free_cidrs(&l->allow);
         free_cidrs(&l->deny);
         free(l->url);
+        free(l->backend_name);
     }
     for (size_t i = 0; i < e->nroutes; i++) {
         struct edge_route *r = &e->routes[i];

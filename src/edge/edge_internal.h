@@ -83,8 +83,15 @@ struct edge {
 
 struct up_conn;
 
+struct l4_listener;
+struct tunnel;
+struct l4_conn;
+
 struct edge_worker {
     struct edge *e;
+    struct l4_listener *l4;         /* this worker's TCP-mode listeners */
+    struct tunnel *tunnels;         /* open tunnels (closed at shutdown) */
+    struct l4_conn *l4_pending;     /* L4 connections still connecting */
     struct edge_gen *gen;           /* the generation new requests use (a reference) */
     int index;
     struct loop loop;
@@ -116,6 +123,11 @@ int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c);
 int edge__health_start(struct edge_gen *g, struct loop *loop);
 void edge__health_stop(struct edge_gen *g);
 void edge__admin(struct httpd_req *r, void *arg);
+int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b,
+                       SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms);
+int edge__l4_use_gen(struct edge_worker *w, struct edge_gen *g);
+void edge__l4_close_all(struct edge_worker *w);
+void edge__tunnels_close_all(struct edge_worker *w);
 void edge__server_set_up(struct edge *e, struct edge_server *s, bool up, const char *why);
 
 #endif

@@ -296,7 +296,12 @@ static int worker_use_gen(struct edge_worker *w, struct edge_gen *g)
     int r = edge__worker_pools_init(w, c);
     if (r)
         return r;
+    r = edge__l4_use_gen(w, g);
+    if (r)
+        return r;
     for (size_t i = 0; i < c->nlisten; i++) {
+        if (c->listen[i].tcp)
+            continue;
         struct httpd_listener *l = httpd_listener_find(&w->hw, &c->listen[i].addr);
         if (l) {
             httpd_listener_set_conf(l, &g->lctx[i].hconf);
@@ -312,9 +317,11 @@ static int worker_use_gen(struct edge_worker *w, struct edge_gen *g)
     }
     if (old) {
         for (size_t i = 0; i < old->conf->nlisten; i++) {
+            if (old->conf->listen[i].tcp)
+                continue;
             bool kept = false;
             for (size_t k = 0; k < c->nlisten; k++)
-                kept |= net_addr_eq(&old->conf->listen[i].addr, &c->listen[k].addr);
+                kept |= !c->listen[k].tcp && net_addr_eq(&old->conf->listen[i].addr, &c->listen[k].addr);
             struct httpd_listener *l = kept ? NULL : httpd_listener_find(&w->hw, &old->conf->listen[i].addr);
             if (l)
                 httpd_listener_close(&w->hw, l);
@@ -420,6 +427,7 @@ static void worker_drain(void *arg)
         httpd_drain(&w->admin_hw, NULL, NULL);
     }
     edge__worker_free_pools(w);
+    edge__l4_close_all(w);
     httpd_drain(&w->hw, worker_drained, w);
 }
 
@@ -514,6 +522,8 @@ static void worker_destroy(struct edge_worker *w)
     if (!w->e)
         return;
     edge__worker_free_pools(w);
+    edge__l4_close_all(w);
+    edge__tunnels_close_all(w);
     httpd_worker_destroy(&w->hw);
     httpd_worker_destroy(&w->admin_hw);
     loop_destroy(&w->loop);

@@ -65,6 +65,7 @@ struct proxy_req {
     struct buf req;                 /* the request as sent upstream */
     int attempts;
     bool idempotent, head_sent, paused;
+    bool upgrade;                   /* Connection: upgrade + Upgrade were forwarded */
     uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
     uint64_t t_start, t_connect, t_first;
     uint64_t bytes;
@@ -361,7 +362,8 @@ static void up_close(struct up_conn *uc)
     uc->state = UP_CLOSED;
     loop_timer_stop(&uc->timer);
     loop_io_del(&uc->io);
-    close(uc->io.fd);
+    if (uc->io.fd >= 0)
+        close(uc->io.fd);
     loop_defer(&uc->w->loop, &uc->defer, up_free, uc);
 }
 
@@ -728,6 +730,37 @@ static void on_drain(struct httpd_req *r, void *arg)
     }
 }
 
+/* The server agreed to switch protocols: from here on both connections are a
+ * tunnel. The 101 response goes to the client as the server sent it. */
+static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
+{
+    struct httpd_req *r = pr->r;
+    struct edge_worker *w = pr->w;
+    pr->status = 101;
+    access_log(pr, 101);
+    count_request(pr->gen, pr->route, 101);
+    finish_inflight(pr);
+    server_result(pr, true);
+    struct buf to_client = BUF_INIT, to_server = BUF_INIT;
+    buf_append(&to_client, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
+    /* take the server socket out of the upstream connection */
+    int sfd = uc->io.fd;
+    loop_io_del(&uc->io);
+    uc->io.fd = -1;         /* the tunnel owns the socket now */
+    uc->pr = NULL;
+    pr->uc = NULL;
+    up_close(uc);
+    uint64_t timeout = pr->b->idle_timeout_ms > 3600000 ? pr->b->idle_timeout_ms : 3600000;
+    pr_free(pr);
+    int cfd;
+    SSL *cssl;
+    httpd_req_hijack(r, &cfd, &cssl, &to_server);
+    if (edge__tunnel_start(w, cfd, cssl, &to_client, sfd, NULL, &to_server, timeout))
+        log_warn("cannot start a tunnel");
+    buf_free(&to_client);
+    buf_free(&to_server);
+}
+
 /* Parses and forwards what is buffered. */
 static void up_process(struct up_conn *uc, bool eof)
 {
@@ -746,7 +779,7 @@ static void up_process(struct up_conn *uc, bool eof)
                 fail(pr, 502, "the server sent a malformed response");
                 return;
             }
-            if (uc->resp.status < 200) {
+            if (uc->resp.status < 200 && !(uc->resp.status == 101 && pr->upgrade)) {
                 buf_consume(&uc->rbuf, (size_t)n);
                 memset(&uc->scan, 0, sizeof(uc->scan));
                 continue;
@@ -762,6 +795,10 @@ static void up_process(struct up_conn *uc, bool eof)
             pr->attempts <= pr->b->retries) {
             /* this server cannot serve it now: try another, drop this connection */
             attempt_failed(pr, st, "bad gateway", true);
+            return;
+        }
+        if (st == 101 && pr->upgrade) {
+            start_tunnel(pr, uc);
             return;
         }
         if (pr->r->h.is_head || st == 204 || st == 304)
@@ -1040,6 +1077,15 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
     }
     for (size_t k = 0; k < ops->nset; k++)
         http1_write_header(b, ops->set[k].name, ops->set[k].value);
+    /* Upgrade (WebSocket and friends): the two hop-by-hop fields go on */
+    const struct http_header *up = httpd_req_header(r, "upgrade");
+    const struct http_header *conn = httpd_req_header(r, "connection");
+    if (up && conn && http_list_has_token(conn->value, "upgrade") && r->h.minor >= 1) {
+        pr->upgrade = true;
+        buf_puts(b, "Connection: Upgrade\r\nUpgrade: ");
+        buf_put_strv(b, up->value);
+        buf_puts(b, "\r\n");
+    }
     buf_puts(b, "X-Forwarded-For: ");
     if (xff) {
         buf_put_strv(b, xff->value);

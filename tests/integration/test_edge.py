@@ -456,3 +456,107 @@ services:
     assert "configuration reloaded" in lb.stderr() and "reload refused" in lb.stderr()
     lb.signal(signal.SIGTERM)
     assert lb.wait(timeout=10) == 0
+
+
+def upgrade_echo_server():
+    """A backend that accepts an Upgrade, answers 101, then echoes bytes (uppercased)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def serve(c):
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += c.recv(4096)
+            head, rest = data.split(b"\r\n\r\n", 1)
+            if b"upgrade: websocket" not in head.lower() or b"connection: upgrade" not in head.lower():
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                return
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\n\r\n" + rest.upper())
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    c.shutdown(socket.SHUT_WR)
+                    return
+                c.sendall(b.upper())
+
+    def accept_loop():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    return srv
+
+
+def test_websocket_upgrade_is_tunnelled(start, tmp_path):
+    srv = upgrade_echo_server()
+    try:
+        base, _, _ = run_edge(start, tmp_path, f"""\
+    routes: [{{path: /, backend: ws}}]
+    backends: {{ws: {{servers: ["127.0.0.1:{srv.getsockname()[1]}"]}}}}
+""")
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                      b"early")
+            data = b""
+            while b"EARLY" not in data:
+                data += s.recv(4096)
+            assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+            payload = bytes(range(97, 123)) * 20000          # 520 KB through the tunnel
+            got = b""
+            sender = threading.Thread(target=s.sendall, args=(payload,))
+            sender.start()
+            while len(got) < len(payload):
+                got += s.recv(65536)
+            sender.join()
+            assert got == payload.upper()
+            s.shutdown(socket.SHUT_WR)          # half-close is passed on, then the server closes
+            assert s.recv(10) == b""
+        # a normal request on the same edge still works (400 from this backend)
+        assert requests.get(base + "/", timeout=5).status_code == 400
+    finally:
+        srv.close()
+
+
+def test_l4_tcp_mode_balances_and_fails_over(start, tmp_path, apps):
+    ports, procs = apps
+    tcp_port, tls_port, admin = free_port(), free_port(), free_port()
+    cert, key = make_cert(tmp_path, "l4.test")
+    path = write_stack(tmp_path, f"""\
+services:
+  lb:
+    role: edge
+    listen:
+      - {{address: "127.0.0.1:{tcp_port}", mode: tcp, backend: app}}
+      - {{address: "127.0.0.1:{tls_port}", mode: tcp, backend: app,
+         tls: {{certs: [{{cert: l4.test.pem, key: l4.test.key}}]}}}}
+    admin: "127.0.0.1:{admin}"
+    backends:
+      app: {{servers: {servers(ports)}, balance: round_robin, retries: 2}}
+""", name="l4.yaml")
+    start(["run", "lb", "-c", path], name="l4")
+    ready(f"http://127.0.0.1:{admin}/-/ready")
+    # HTTP spoken through the TCP tunnel: one connection each, spread over the servers
+    got = Counter()
+    for _ in range(30):
+        with requests.Session() as s:
+            got[s.get(f"http://127.0.0.1:{tcp_port}/api/hello", timeout=5).json()["instance"]] += 1
+    assert set(got) == {"app-1", "app-2", "app-3"}
+    # TLS terminated at the edge, plain TCP behind it
+    r = subprocess.run(["curl", "-sS", "--cacert", str(cert), "--resolve", f"l4.test:{tls_port}:127.0.0.1",
+                        f"https://l4.test:{tls_port}/healthz"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    # a dead server: connects fail over to the others
+    os.kill(procs[0].pid, signal.SIGKILL)
+    procs[0].p.wait(timeout=5)
+    for _ in range(20):
+        with requests.Session() as s:
+            assert s.get(f"http://127.0.0.1:{tcp_port}/healthz", timeout=5).status_code == 200

@@ -1,0 +1,321 @@
+/* edge_l4.c - L4 (TCP) listeners: each accepted connection is joined to a server
+ * of the listener's backend by a tunnel, with the same balancing, health state
+ * and ejection as HTTP, and TLS termination when the listener has certificates.
+ * A failed connect is retried on another server (the backend's `retries`). */
+#include "edge_internal.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct l4_listener {
+    struct loop_io io;
+    struct edge_worker *w;
+    struct edge_lctx *lc;           /* current generation's listener */
+    struct net_addr addr;
+    struct l4_listener *next;
+};
+
+struct l4_conn {
+    struct edge_worker *w;
+    struct edge_backend *b;
+    struct edge_gen *gen;
+    int cfd;
+    SSL *cssl;
+    int sfd;
+    struct loop_io io;
+    struct loop_timer timer;
+    struct loop_defer defer;
+    struct edge_server *srv;
+    uint64_t tried[4];
+    int attempts;
+    struct l4_conn *prev, *next;    /* the worker's pending list */
+};
+
+static void pending_unlink(struct l4_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->w->l4_pending = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void l4_try(struct l4_conn *lc);
+
+static struct edge_server *l4_pick(struct l4_conn *c)
+{
+    struct edge_backend *b = c->b;
+    uint64_t now = cairn_now_ms();
+    size_t n = b->nservers;
+    size_t start;
+    if (b->balance == BAL_HASH && b->nring) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char ip[64] = "";
+        if (getpeername(c->cfd, (struct sockaddr *)&ss, &sl) == 0)
+            net_ip_format((struct sockaddr *)&ss, ip, sizeof(ip));
+        uint32_t h = edge__hash(ip, strlen(ip));
+        size_t lo = 0, hi = b->nring;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (b->ring[mid] < h)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t k = 0; k < b->nring; k++) {
+            size_t i = b->ring_server[(lo + k) % b->nring];
+            struct edge_server *s = &b->servers[i];
+            if (!((c->tried[i / 64] >> (i % 64)) & 1) && s->weight && s->up && !s->admin_drain &&
+                s->ejected_until_ms <= now)
+                return s;
+        }
+        return NULL;
+    }
+    if (b->balance == BAL_ROUND_ROBIN)
+        start = c->w->rr[b->index]++;
+    else
+        start = (size_t)(cairn_rand64() % n);
+    struct edge_server *best = NULL;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = (start + k) % n;
+        struct edge_server *s = &b->servers[i];
+        if ((c->tried[i / 64] >> (i % 64)) & 1)
+            continue;
+        if (!s->weight || !__atomic_load_n(&s->up, __ATOMIC_RELAXED) ||
+            __atomic_load_n(&s->admin_drain, __ATOMIC_RELAXED) ||
+            __atomic_load_n(&s->ejected_until_ms, __ATOMIC_RELAXED) > now)
+            continue;
+        if (b->balance != BAL_LEAST_CONN)
+            return s;
+        if (!best || __atomic_load_n(&s->inflight, __ATOMIC_RELAXED) <
+                         __atomic_load_n(&best->inflight, __ATOMIC_RELAXED))
+            best = s;
+    }
+    return best;
+}
+
+static void l4_free(void *arg)
+{
+    free(arg);
+}
+
+static void l4_give_up(struct l4_conn *c)
+{
+    pending_unlink(c);
+    loop_timer_stop(&c->timer);
+    if (c->sfd >= 0) {
+        loop_io_del(&c->io);
+        close(c->sfd);
+        c->sfd = -1;
+    }
+    tls_conn_free(&c->cssl);
+    close(c->cfd);
+    loop_defer(&c->w->loop, &c->defer, l4_free, c);
+}
+
+static void l4_fail_attempt(struct l4_conn *c)
+{
+    loop_timer_stop(&c->timer);
+    if (c->sfd >= 0) {
+        loop_io_del(&c->io);
+        close(c->sfd);
+        c->sfd = -1;
+    }
+    if (c->srv) {
+        __atomic_add_fetch(&c->srv->failures, 1, __ATOMIC_RELAXED);
+        metric_inc(c->w->e->m_upstream_errors);
+    }
+    if (c->attempts > c->b->retries) {
+        l4_give_up(c);
+        return;
+    }
+    l4_try(c);
+}
+
+static void l4_connected(struct loop_io *io, uint32_t events)
+{
+    struct l4_conn *c = io->data;
+    int err = 0;
+    socklen_t l = sizeof(err);
+    UNUSED(events);
+    getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    if (err) {
+        l4_fail_attempt(c);
+        return;
+    }
+    loop_timer_stop(&c->timer);
+    loop_io_del(&c->io);
+    int sfd = c->sfd;
+    c->sfd = -1;
+    uint64_t timeout = c->b->idle_timeout_ms > 3600000 ? c->b->idle_timeout_ms : 3600000;
+    if (edge__tunnel_start(c->w, c->cfd, c->cssl, NULL, sfd, NULL, NULL, timeout))
+        log_warn("cannot start a tunnel");
+    __atomic_add_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
+    c->cssl = NULL;
+    pending_unlink(c);
+    loop_defer(&c->w->loop, &c->defer, l4_free, c);
+}
+
+static void l4_timeout(struct loop_timer *t)
+{
+    l4_fail_attempt(t->data);
+}
+
+static void l4_try(struct l4_conn *c)
+{
+    for (;;) {
+        c->srv = l4_pick(c);
+        if (!c->srv) {
+            l4_give_up(c);
+            return;
+        }
+        size_t i = (size_t)(c->srv - c->b->servers);
+        if (i < 256)
+            c->tried[i / 64] |= 1ull << (i % 64);
+        c->attempts++;
+        int fd = net_connect_tcp(&c->srv->addr);
+        if (fd < 0) {
+            if (c->attempts > c->b->retries) {
+                l4_give_up(c);
+                return;
+            }
+            continue;
+        }
+        c->sfd = fd;
+        loop_io_init(&c->io, fd, l4_connected, c);
+        if (loop_io_add(&c->w->loop, &c->io, EPOLLOUT)) {
+            close(fd);
+            c->sfd = -1;
+            l4_give_up(c);
+            return;
+        }
+        loop_timer_start(&c->w->loop, &c->timer, c->b->connect_timeout_ms);
+        return;
+    }
+}
+
+static void l4_accept(struct loop_io *io, uint32_t events)
+{
+    struct l4_listener *l = io->data;
+    struct edge_worker *w = l->w;
+    UNUSED(events);
+    for (int k = 0; k < 256; k++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return;
+        }
+        struct edge_lctx *lc = l->lc;
+        if (__atomic_load_n(&w->e->stopping, __ATOMIC_RELAXED) ||
+            !edge__cidrs_allow(&lc->l->allow, &lc->l->deny, (struct sockaddr *)&ss)) {
+            if (!w->e->stopping)
+                metric_inc(w->e->m_denied);
+            close(fd);
+            continue;
+        }
+        net_set_nodelay(fd);
+        struct l4_conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->w = w;
+        c->gen = lc->gen;
+        c->b = lc->l->backend;
+        c->cfd = fd;
+        c->sfd = -1;
+        if (lc->tls && !(c->cssl = tls_conn_new(lc->tls, fd, true, NULL))) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        loop_timer_init(&c->timer, l4_timeout, c);
+        c->next = w->l4_pending;
+        if (w->l4_pending)
+            w->l4_pending->prev = c;
+        w->l4_pending = c;
+        l4_try(c);
+    }
+}
+
+static struct l4_listener *l4_find(struct edge_worker *w, const struct net_addr *a)
+{
+    for (struct l4_listener *l = w->l4; l; l = l->next)
+        if (net_addr_eq(&l->addr, a))
+            return l;
+    return NULL;
+}
+
+static void l4_close(struct edge_worker *w, struct l4_listener *l)
+{
+    for (struct l4_listener **p = &w->l4; *p; p = &(*p)->next)
+        if (*p == l) {
+            *p = l->next;
+            loop_io_del(&l->io);
+            close(l->io.fd);
+            free(l);
+            return;
+        }
+}
+
+/* Binds or re-points this worker's L4 listeners for generation g and closes
+ * those g no longer has. Tunnels already open are left alone. */
+int edge__l4_use_gen(struct edge_worker *w, struct edge_gen *g)
+{
+    const struct edge_conf *c = g->conf;
+    for (size_t i = 0; i < c->nlisten; i++) {
+        if (!c->listen[i].tcp)
+            continue;
+        struct l4_listener *l = l4_find(w, &c->listen[i].addr);
+        if (!l) {
+            l = calloc(1, sizeof(*l));
+            if (!l)
+                return -ENOMEM;
+            int fd = net_listen_tcp(&c->listen[i].addr, 1024, true);
+            if (fd < 0) {
+                char a[NET_ADDRSTRLEN];
+                net_addr_format(&c->listen[i].addr, a, sizeof(a));
+                log_error("cannot listen", "addr", a, "err", cairn_strerror(fd));
+                free(l);
+                return fd;
+            }
+            l->w = w;
+            l->addr = c->listen[i].addr;
+            loop_io_init(&l->io, fd, l4_accept, l);
+            if (loop_io_add(&w->loop, &l->io, EPOLLIN)) {
+                close(fd);
+                free(l);
+                return -EIO;
+            }
+            l->next = w->l4;
+            w->l4 = l;
+        }
+        l->lc = &g->lctx[i];
+    }
+    for (struct l4_listener *l = w->l4, *next; l; l = next) {
+        next = l->next;
+        bool kept = false;
+        for (size_t i = 0; i < c->nlisten; i++)
+            kept |= c->listen[i].tcp && net_addr_eq(&c->listen[i].addr, &l->addr);
+        if (!kept)
+            l4_close(w, l);
+    }
+    return 0;
+}
+
+void edge__l4_close_all(struct edge_worker *w)
+{
+    while (w->l4)
+        l4_close(w, w->l4);
+    while (w->l4_pending)
+        l4_give_up(w->l4_pending);
+}
