@@ -42,6 +42,7 @@ struct httpd_conn {
     enum conn_state state;
     enum timer_kind timer_kind;
     bool in_handler, in_process;
+    bool opened;            /* on_open was called */
     bool close_after;       /* no keep-alive after this response */
     bool resp_started, resp_chunked, resp_nobody;
     struct httpd_req *req;          /* from the worker's pool while a request is active */
@@ -209,8 +210,9 @@ static void conn_start(struct httpd_worker *w, const struct httpd_conf *conf, in
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    if (conf->on_open)
-        conf->on_open(conf->handler_arg);
+    c->opened = true;
+    if (conf->on_open && !conf->on_open(conf->handler_arg, (const struct sockaddr *)&c->peer))
+        conn_close(c);
     set_timer(c, T_HEADER, conf->header_timeout_ms);
     /* Data may already be waiting (TCP_DEFER_ACCEPT-like); the edge-triggered
      * registration reports it, so nothing more to do here. */
@@ -438,8 +440,8 @@ static void conn_close_ex(struct httpd_conn *c, bool keep_fd)
     c->next = c->prev = NULL;
     w->nconns--;
     loop_defer(w->loop, &c->defer, conn_recycle, c);
-    if (c->conf->on_close)
-        c->conf->on_close(c->conf->handler_arg);
+    if (c->opened && c->conf->on_close)
+        c->conf->on_close(c->conf->handler_arg, (const struct sockaddr *)&c->peer);
     check_drained(w);
 }
 

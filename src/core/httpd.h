@@ -44,9 +44,11 @@ struct httpd_conf {
     void *handler_arg;
     const char *server;             /* Server header, NULL for none */
     /* Called with handler_arg when a connection on this configuration opens and
-     * closes (a role pins its configuration generation with these). */
-    void (*on_open)(void *arg);
-    void (*on_close)(void *arg);
+     * closes (a role pins its configuration generation, or counts connections per
+     * client, with these). on_open returning false closes the connection at once;
+     * on_close is called for every connection on_open saw. */
+    bool (*on_open)(void *arg, const struct sockaddr *peer);
+    void (*on_close)(void *arg, const struct sockaddr *peer);
 };
 /* Fills conf with defaults (limits, 10s/30s/60s timeouts, 10000 conns). */
 void httpd_conf_defaults(struct httpd_conf *conf);

@@ -108,6 +108,8 @@ struct edge_backend {
     char *hash_name;                /* header or cookie name */
     struct edge_health health;
     int retries;
+    int retry_percent, retry_min;   /* budget: retries in progress <= max(min, percent% of requests in progress) */
+    int retries_active;             /* runtime (atomic) */
     uint64_t connect_timeout_ms, response_timeout_ms, idle_timeout_ms;
     int eject_after;                /* consecutive failures before ejection; 0 = off */
     uint64_t eject_ms;

@@ -435,14 +435,16 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
 {
     static const char *const keys[] = { "servers", "balance", "hash", "health", "retries",
                                         "connect_timeout", "response_timeout", "idle_timeout",
-                                        "eject", "slow_start", NULL };
-    cfg_node *v[10];
+                                        "eject", "slow_start", "retry_budget", NULL };
+    cfg_node *v[11];
     char p[256];
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
     int bad = 0;
     b->balance = BAL_ROUND_ROBIN;
     b->retries = 2;
+    b->retry_percent = 20;
+    b->retry_min = 3;
     b->connect_timeout_ms = 2000;
     b->response_timeout_ms = 30000;
     b->idle_timeout_ms = 30000;
@@ -558,6 +560,30 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     P(p, "%s.slow_start", path);
     if (v[9])
         bad |= cfg_get_duration(c, v[9], p, &b->slow_start_ms);
+    P(p, "%s.retry_budget", path);
+    if (v[10]) {
+        static const char *const rk[] = { "percent", "min", NULL };
+        cfg_node *rv[2];
+        if (cfg_map_fields(c, v[10], p, rk, rv) == 0) {
+            char q[280];
+            P(q, "%s.percent", p);
+            if (rv[0]) {
+                if (cfg_get_int(c, rv[0], q, 0, 100, &x) == 0)
+                    b->retry_percent = (int)x;
+                else
+                    bad = -EINVAL;
+            }
+            P(q, "%s.min", p);
+            if (rv[1]) {
+                if (cfg_get_int(c, rv[1], q, 0, 100000, &x) == 0)
+                    b->retry_min = (int)x;
+                else
+                    bad = -EINVAL;
+            }
+        } else {
+            bad = -EINVAL;
+        }
+    }
     if (!bad && b->balance == BAL_HASH && build_ring(b))
         bad = cfg_error(c, n, path, "out of memory");
     return bad ? -EINVAL : 0;

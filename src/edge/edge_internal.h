@@ -63,8 +63,20 @@ struct edge_gen {
     size_t nchecks;
 };
 
+/* Open connections per client IP, shared by all threads (and all generations:
+ * connections outlive reloads). Set-associative like the rate limiter; a full
+ * set admits the connection uncounted rather than refuse it. */
+#define CL_SETS 4096
+#define CL_WAYS 4
+struct cl_set {
+    int lock;
+    uint64_t key[CL_WAYS];
+    int count[CL_WAYS];
+};
+
 struct edge {
     const struct service *svc;
+    struct cl_set *conn_limits;
     struct edge_gen *gen;           /* current; changed on worker 0 only */
     unsigned next_gen;
     struct httpd_conf admin_conf;
@@ -128,6 +140,7 @@ int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *
 int edge__l4_use_gen(struct edge_worker *w, struct edge_gen *g);
 void edge__l4_close_all(struct edge_worker *w);
 void edge__tunnels_close_all(struct edge_worker *w);
+int edge__conn_count(struct edge *e, const struct sockaddr *sa, int delta);
 void edge__server_set_up(struct edge *e, struct edge_server *s, bool up, const char *why);
 
 #endif

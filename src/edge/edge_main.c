@@ -189,15 +189,64 @@ static void gen_unref(struct edge_gen *g)
         gen_free(g);
 }
 
-/* Connections pin the generation they were accepted under. */
-static void conn_opened(void *arg)
+static uint64_t ip_key(const struct sockaddr *sa)
 {
-    gen_ref(((struct edge_lctx *)arg)->gen);
+    if (sa->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)sa)->sin_addr.s_addr | (1ull << 40);
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return ((uint64_t)edge__hash(a, 16) << 32 | edge__hash(a, 8)) | 1;
 }
 
-static void conn_closed(void *arg)
+/* Adds delta to the client's count; returns the new count (0 when uncounted). */
+int edge__conn_count(struct edge *e, const struct sockaddr *sa, int delta)
 {
-    gen_unref(((struct edge_lctx *)arg)->gen);
+    uint64_t key = ip_key(sa);
+    struct cl_set *set = &e->conn_limits[edge__hash(&key, sizeof(key)) % CL_SETS];
+    int n = 0;
+    while (__atomic_exchange_n(&set->lock, 1, __ATOMIC_ACQUIRE))
+        ;
+    int free_way = -1;
+    for (int i = 0; i < CL_WAYS; i++) {
+        if (set->count[i] > 0 && set->key[i] == key) {
+            set->count[i] += delta;
+            n = set->count[i];
+            free_way = -2;
+            break;
+        }
+        if (set->count[i] <= 0 && free_way == -1)
+            free_way = i;
+    }
+    if (free_way >= 0 && delta > 0) {
+        set->key[free_way] = key;
+        set->count[free_way] = delta;
+        n = delta;
+    }
+    __atomic_store_n(&set->lock, 0, __ATOMIC_RELEASE);
+    return n;
+}
+
+/* Connections pin the generation they were accepted under, and count towards
+ * their client's max_conns_per_ip. */
+static bool conn_opened(void *arg, const struct sockaddr *peer)
+{
+    struct edge_lctx *lc = arg;
+    gen_ref(lc->gen);
+    int limit = lc->gen->conf->max_conns_per_ip;
+    if (!limit)
+        return true;
+    if (edge__conn_count(lc->e, peer, 1) > limit) {
+        metric_inc(lc->e->m_denied);
+        return false;
+    }
+    return true;
+}
+
+static void conn_closed(void *arg, const struct sockaddr *peer)
+{
+    struct edge_lctx *lc = arg;
+    if (lc->gen->conf->max_conns_per_ip)
+        edge__conn_count(lc->e, peer, -1);
+    gen_unref(lc->gen);
 }
 
 /* Builds a generation: listener configurations with their TLS contexts and the
@@ -541,7 +590,8 @@ int edge_main(const struct service *svc)
     int code = 1;
     memset(&e, 0, sizeof(e));
     e.svc = svc;
-    if (setup_metrics(&e)) {
+    e.conn_limits = calloc(CL_SETS, sizeof(*e.conn_limits));
+    if (!e.conn_limits || setup_metrics(&e)) {
         log_error("out of memory");
         goto out;
     }
@@ -602,5 +652,6 @@ out:
     if (e.gen)
         gen_unref(e.gen);
     metrics_registry_free(&e.reg);
+    free(e.conn_limits);
     return code;
 }

@@ -66,6 +66,7 @@ struct proxy_req {
     int attempts;
     bool idempotent, head_sent, paused;
     bool upgrade;                   /* Connection: upgrade + Upgrade were forwarded */
+    bool retrying;                  /* counted in the backend's retries_active */
     uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
     uint64_t t_start, t_connect, t_first;
     uint64_t bytes;
@@ -475,6 +476,8 @@ static void up_release(struct up_conn *uc, bool reusable)
 
 static void pr_free(struct proxy_req *pr)
 {
+    if (pr->retrying)
+        __atomic_sub_fetch(&pr->b->retries_active, 1, __ATOMIC_RELAXED);
     loop_timer_stop(&pr->timer);
     buf_free(&pr->req);
     free(pr);
@@ -573,6 +576,26 @@ static void fail(struct proxy_req *pr, int status, const char *msg)
     simple_reply(r, status, msg);
 }
 
+/* Retry budget: retries in progress may not exceed max(min, percent% of the
+ * requests in progress on the backend), so that retries cannot multiply the load
+ * on a backend that is already failing. */
+static bool retry_allowed(struct proxy_req *pr)
+{
+    struct edge_backend *b = pr->b;
+    if (pr->retrying)
+        return true;
+    int inflight = 0;
+    for (size_t i = 0; i < b->nservers; i++)
+        inflight += __atomic_load_n(&b->servers[i].inflight, __ATOMIC_RELAXED);
+    int cap = MAX(b->retry_min, inflight * b->retry_percent / 100);
+    if (__atomic_add_fetch(&b->retries_active, 1, __ATOMIC_RELAXED) > cap) {
+        __atomic_sub_fetch(&b->retries_active, 1, __ATOMIC_RELAXED);
+        return false;
+    }
+    pr->retrying = true;
+    return true;
+}
+
 /* An attempt failed before the response started: retry elsewhere or fail. */
 static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bool count_fail)
 {
@@ -584,7 +607,7 @@ static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bo
         pr->uc = NULL;
     }
     metric_inc(pr->w->e->m_upstream_errors);
-    if (pr->attempts <= pr->b->retries && !pr->head_sent) {
+    if (pr->attempts <= pr->b->retries && !pr->head_sent && retry_allowed(pr)) {
         finish_inflight(pr);
         pr->srv = NULL;
         metric_inc(pr->w->e->m_retries);
@@ -792,7 +815,7 @@ static void up_process(struct up_conn *uc, bool eof)
         loop_timer_stop(&pr->timer);
         int st = uc->resp.status;
         if (pr->idempotent && (st == 502 || st == 503 || st == 504) &&
-            pr->attempts <= pr->b->retries) {
+            pr->attempts <= pr->b->retries && retry_allowed(pr)) {
             /* this server cannot serve it now: try another, drop this connection */
             attempt_failed(pr, st, "bad gateway", true);
             return;

@@ -560,3 +560,32 @@ services:
     for _ in range(20):
         with requests.Session() as s:
             assert s.get(f"http://127.0.0.1:{tcp_port}/healthz", timeout=5).status_code == 200
+
+
+def test_max_conns_per_ip(start, tmp_path, apps):
+    ports, _ = apps
+    base, admin, _ = run_edge(start, tmp_path, f"""\
+    limits: {{max_conns_per_ip: 5}}
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: {servers(ports)}}}}}
+""")
+    port = int(base.rsplit(":", 1)[1])
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        for s in held:     # the five are served
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(5)
+        try:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert extra.recv(4096) == b""      # the sixth is closed
+        except ConnectionResetError:
+            pass
+        extra.close()
+    finally:
+        for s in held:
+            s.close()
+    # once they are gone, new connections are admitted again
+    wait_for(lambda: requests.get(base + "/healthz", timeout=2).status_code == 200, timeout=5,
+             what="admitted again")
