@@ -188,6 +188,27 @@ fail:
     return -EINVAL;
 }
 
+int tls_client_use_cert(struct tls_ctx *t, const char *cert, const char *key, char *err,
+                        size_t errlen)
+{
+    SSL_CTX *c = t->ctxs[0];
+    if (SSL_CTX_use_certificate_chain_file(c, cert) != 1) {
+        ssl_err(err, errlen, "cannot load certificate", cert);
+        return -EINVAL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(c, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(c) != 1) {
+        ssl_err(err, errlen, "cannot load key", key);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int tls_conn_verify_ip(SSL *ssl, const char *ip)
+{
+    X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+    return X509_VERIFY_PARAM_set1_ip_asc(p, ip) == 1 ? 0 : -EINVAL;
+}
+
 void tls_ctx_free(struct tls_ctx **pt)
 {
     struct tls_ctx *t = *pt;

@@ -33,6 +33,11 @@ int tls_server_new(struct tls_ctx **out, const struct tls_cert_conf *certs, size
 int tls_client_new(struct tls_ctx **out, bool verify, const char *ca_file,
                    const char *const *alpn, size_t nalpn, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx **ctx);
+/* Gives a client context a certificate to present (mutual TLS). */
+int tls_client_use_cert(struct tls_ctx *ctx, const char *cert, const char *key, char *err,
+                        size_t errlen);
+/* Client side: verify the peer's certificate against an IP address (no SNI). */
+int tls_conn_verify_ip(SSL *ssl, const char *ip);
 
 /* Wraps a connected socket. sni is the name to send (client) or NULL. */
 SSL *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const char *sni);

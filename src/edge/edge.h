@@ -107,6 +107,9 @@ struct edge_backend {
     enum edge_hash_key hash_key;
     char *hash_name;                /* header or cookie name */
     struct edge_health health;
+    bool tls;                       /* speak TLS to the servers */
+    bool tls_verify;
+    char *tls_ca, *tls_sni, *tls_cert, *tls_key;
     int retries;
     int retry_percent, retry_min;   /* budget: retries in progress <= max(min, percent% of requests in progress) */
     int retries_active;             /* runtime (atomic) */

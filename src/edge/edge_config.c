@@ -431,12 +431,21 @@ static int build_ring(struct edge_backend *b)
     return 0;
 }
 
+/* The stack being parsed (for relative paths in backend TLS settings). */
+static const struct stack *parsing_stack;
+
+static const struct stack *svc_of(struct cfg *c)
+{
+    UNUSED(c);
+    return parsing_stack;
+}
+
 static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, struct edge_backend *b)
 {
     static const char *const keys[] = { "servers", "balance", "hash", "health", "retries",
                                         "connect_timeout", "response_timeout", "idle_timeout",
-                                        "eject", "slow_start", "retry_budget", NULL };
-    cfg_node *v[11];
+                                        "eject", "slow_start", "retry_budget", "tls", NULL };
+    cfg_node *v[12];
     char p[256];
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
@@ -560,6 +569,44 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     P(p, "%s.slow_start", path);
     if (v[9])
         bad |= cfg_get_duration(c, v[9], p, &b->slow_start_ms);
+    P(p, "%s.tls", path);
+    if (v[11]) {
+        static const char *const tk[] = { "verify", "ca", "sni", "cert", "key", NULL };
+        cfg_node *tv[5];
+        b->tls = true;
+        b->tls_verify = true;
+        if (cfg_map_fields(c, v[11], p, tk, tv) == 0) {
+            char q[280];
+            P(q, "%s.verify", p);
+            if (tv[0])
+                bad |= cfg_get_bool(c, tv[0], q, &b->tls_verify);
+            char *tmp = NULL;
+            P(q, "%s.ca", p);
+            if (tv[1] && cfg_get_string(c, tv[1], q, &tmp) == 0) {
+                b->tls_ca = stack_path(svc_of(c), tmp);
+                free(tmp);
+                tmp = NULL;
+            }
+            P(q, "%s.sni", p);
+            if (tv[2])
+                bad |= cfg_get_string(c, tv[2], q, &b->tls_sni);
+            P(q, "%s.cert", p);
+            if (tv[3] && cfg_get_string(c, tv[3], q, &tmp) == 0) {
+                b->tls_cert = stack_path(svc_of(c), tmp);
+                free(tmp);
+                tmp = NULL;
+            }
+            P(q, "%s.key", p);
+            if (tv[4] && cfg_get_string(c, tv[4], q, &tmp) == 0) {
+                b->tls_key = stack_path(svc_of(c), tmp);
+                free(tmp);
+            }
+            if (!b->tls_cert != !b->tls_key)
+                bad = cfg_error(c, v[11], p, "a client certificate needs both \"cert\" and \"key\"");
+        } else {
+            bad = -EINVAL;
+        }
+    }
     P(p, "%s.retry_budget", path);
     if (v[10]) {
         static const char *const rk[] = { "percent", "min", NULL };
@@ -599,6 +646,7 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     if (!e)
         return cfg_error(c, map, path, "out of memory");
     svc->conf = e;
+    parsing_stack = svc->stack;
     e->threads = 1;
     e->access_log = true;
     e->header_timeout_ms = 10000;
@@ -808,6 +856,10 @@ void edge__free_conf(void *p)
         free(b->hash_name);
         free(b->health.path);
         free(b->health.host);
+        free(b->tls_ca);
+        free(b->tls_sni);
+        free(b->tls_cert);
+        free(b->tls_key);
         free(b->ring);
         free(b->ring_server);
     }

@@ -103,6 +103,7 @@ static void run_check(struct loop_timer *t)
             .host = h->host ? h->host : s->name,
             .target = h->path,
             .timeout_ms = (uint32_t)h->timeout_ms,
+            .tls = s->backend->tls,
         };
         static const char *const hdrs[] = { "User-Agent: cairn-edge-health", "Connection: close", NULL };
         req.headers = hdrs;
@@ -142,6 +143,7 @@ int edge__health_start(struct edge_gen *g, struct loop *loop)
     struct httpc_opts o;
     httpc_opts_defaults(&o);
     o.max_idle = 0;
+    o.tls = g->check_tls;
     g->checker = httpc_new(loop, &o);
     g->checks = calloc(n, sizeof(*g->checks));
     if (!g->checker || !g->checks)

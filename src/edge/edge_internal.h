@@ -57,6 +57,8 @@ struct edge_gen {
     const struct edge_conf *conf;
     struct edge_lctx lctx[EDGE_MAX_LISTEN];
     struct edge_route_rt *routes;
+    struct tls_ctx **backend_tls;   /* client contexts, by backend index (NULL: plain) */
+    struct tls_ctx *check_tls;      /* health checks over TLS: liveness, not identity */
     /* health checks (worker 0's loop) */
     struct httpc *checker;
     struct edge_check *checks;

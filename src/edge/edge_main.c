@@ -173,6 +173,12 @@ static void gen_free(struct edge_gen *g)
 {
     for (size_t i = 0; i < EDGE_MAX_LISTEN; i++)
         tls_ctx_free(&g->lctx[i].tls);
+    if (g->backend_tls) {
+        for (size_t i = 0; i < g->conf->nbackends; i++)
+            tls_ctx_free(&g->backend_tls[i]);
+        free(g->backend_tls);
+    }
+    tls_ctx_free(&g->check_tls);
     if (g->routes) {
         for (size_t i = 0; i < g->conf->nroutes; i++)
             free(g->routes[i].rl);
@@ -263,6 +269,29 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
     if (edge__gen_routes_init(g)) {
         log_error("out of memory");
         goto fail;
+    }
+    g->backend_tls = calloc(c->nbackends ? c->nbackends : 1, sizeof(*g->backend_tls));
+    if (!g->backend_tls)
+        goto fail;
+    for (size_t i = 0; i < c->nbackends; i++) {
+        const struct edge_backend *b = &c->backends[i];
+        if (!b->tls)
+            continue;
+        char err[512];
+        static const char *const alpn[] = { "http/1.1" };
+        if (tls_client_new(&g->backend_tls[i], b->tls_verify, b->tls_ca, alpn, 1, err, sizeof(err)) ||
+            (b->tls_cert && tls_client_use_cert(g->backend_tls[i], b->tls_cert, b->tls_key, err, sizeof(err)))) {
+            log_error("backend TLS setup failed", "backend", b->name, "err", err);
+            goto fail;
+        }
+        if (!g->check_tls) {
+            if (tls_client_new(&g->check_tls, false, NULL, NULL, 0, err, sizeof(err))) {
+                log_error("TLS setup failed", "err", err);
+                goto fail;
+            }
+            if (b->tls_cert)
+                tls_client_use_cert(g->check_tls, b->tls_cert, b->tls_key, err, sizeof(err));
+        }
     }
     for (size_t i = 0; i < c->nlisten; i++) {
         struct edge_lctx *lc = &g->lctx[i];

@@ -27,7 +27,7 @@
 #define PAUSE_BYTES (256u << 10)
 #define MAX_IDLE_PER_SERVER 64
 
-enum up_state { UP_CONNECTING, UP_ACTIVE, UP_IDLE, UP_CLOSED };
+enum up_state { UP_CONNECTING, UP_HANDSHAKE, UP_ACTIVE, UP_IDLE, UP_CLOSED };
 enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
 
 struct proxy_req;
@@ -40,6 +40,7 @@ struct up_conn {
     struct edge_worker *w;
     struct edge_server *srv;
     size_t slot;
+    SSL *ssl;                       /* TLS towards the server */
     enum up_state state;
     struct buf wbuf, rbuf, body;
     struct http1_scan scan;
@@ -363,6 +364,7 @@ static void up_close(struct up_conn *uc)
     uc->state = UP_CLOSED;
     loop_timer_stop(&uc->timer);
     loop_io_del(&uc->io);
+    tls_conn_free(&uc->ssl);
     if (uc->io.fd >= 0)
         close(uc->io.fd);
     loop_defer(&uc->w->loop, &uc->defer, up_free, uc);
@@ -435,9 +437,25 @@ static struct up_conn *up_get(struct proxy_req *pr, int *err)
     uc->gen = pr->gen;
     uc->srv = pr->srv;
     uc->slot = slot;
+    struct tls_ctx *tctx = pr->gen->backend_tls[pr->b->index];
+    if (tctx) {
+        uc->ssl = tls_conn_new(tctx, fd, false, pr->b->tls_sni);
+        if (!uc->ssl) {
+            close(fd);
+            free(uc);
+            *err = -EPROTO;
+            return NULL;
+        }
+        if (!pr->b->tls_sni && pr->b->tls_verify) {
+            char ip[64];
+            net_ip_format((const struct sockaddr *)&pr->srv->addr.ss, ip, sizeof(ip));
+            tls_conn_verify_ip(uc->ssl, ip);
+        }
+    }
     loop_io_init(&uc->io, fd, up_event, uc);
     loop_timer_init(&uc->timer, up_idle_timeout, uc);
     if (loop_io_add(&w->loop, &uc->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+        tls_conn_free(&uc->ssl);
         close(fd);
         free(uc);
         *err = -EIO;
@@ -906,12 +924,20 @@ static void up_read(struct up_conn *uc)
             return;
         }
         ssize_t n;
-        do {
-            n = read(uc->io.fd, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
-        } while (n == -1 && errno == EINTR);
+        if (uc->ssl) {
+            n = tls_read(uc->ssl, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
+            if (n < 0) {
+                errno = n == -EAGAIN ? EAGAIN : -(int)n;
+                n = -1;
+            }
+        } else {
+            do {
+                n = read(uc->io.fd, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
+            } while (n == -1 && errno == EINTR);
+        }
         if (n > 0) {
             uc->got_bytes = true;
-            maybe_more = (size_t)n == buf_room(&uc->rbuf);
+            maybe_more = (size_t)n == buf_room(&uc->rbuf) || uc->ssl;
             buf_commit(&uc->rbuf, (size_t)n);
             up_process(uc, false);
             continue;
@@ -937,7 +963,16 @@ static void up_read(struct up_conn *uc)
 static void up_flush(struct up_conn *uc)
 {
     while (buf_used(&uc->wbuf)) {
-        ssize_t n = send(uc->io.fd, buf_head(&uc->wbuf), buf_used(&uc->wbuf), MSG_NOSIGNAL);
+        ssize_t n;
+        if (uc->ssl) {
+            n = tls_write(uc->ssl, buf_head(&uc->wbuf), buf_used(&uc->wbuf));
+            if (n < 0) {
+                errno = n == -EAGAIN ? EAGAIN : -(int)n;
+                n = -1;
+            }
+        } else {
+            n = send(uc->io.fd, buf_head(&uc->wbuf), buf_used(&uc->wbuf), MSG_NOSIGNAL);
+        }
         if (n > 0) {
             buf_consume(&uc->wbuf, (size_t)n);
             continue;
@@ -953,7 +988,7 @@ static void up_flush(struct up_conn *uc)
         attempt_failed(pr, 502, "connection to the server failed", !uc->reused);
         return;
     }
-    if (uc->io.events & EPOLLOUT)
+    if ((uc->io.events & EPOLLOUT) && !uc->ssl)
         loop_io_mod(&uc->io, uc->io.events & ~(uint32_t)EPOLLOUT);
 }
 
@@ -974,6 +1009,7 @@ static void up_event(struct loop_io *io, uint32_t events)
     if (uc->state == UP_CONNECTING) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             return;
+        pr->t_connect = 0;
         int err = 0;
         socklen_t l = sizeof(err);
         getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
@@ -981,8 +1017,22 @@ static void up_event(struct loop_io *io, uint32_t events)
             attempt_failed(pr, 502, "cannot connect to the server", true);
             return;
         }
+        uc->state = uc->ssl ? UP_HANDSHAKE : UP_ACTIVE;
+    }
+    if (uc->state == UP_HANDSHAKE) {
+        int r = tls_handshake(uc->ssl);
+        if (r == -EAGAIN)
+            return;
+        if (r < 0) {
+            attempt_failed(pr, 502, "TLS handshake with the server failed", true);
+            return;
+        }
         uc->state = UP_ACTIVE;
+    }
+    if (!pr->t_connect) {
         pr->t_connect = cairn_now_ns();
+        loop_timer_stop(&pr->timer);
+        pr->timer.cb = response_timeout;
         loop_timer_start(&uc->w->loop, &pr->timer, pr->b->response_timeout_ms);
     }
     if (buf_used(&uc->wbuf)) {

@@ -589,3 +589,54 @@ def test_max_conns_per_ip(start, tmp_path, apps):
     # once they are gone, new connections are admitted again
     wait_for(lambda: requests.get(base + "/healthz", timeout=2).status_code == 200, timeout=5,
              what="admitted again")
+
+
+def tls_echo_backend(tmp_path, name, require_client_cert=None):
+    cert, key = make_cert(tmp_path, name)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    if require_client_cert:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(str(require_client_cert))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, cert
+
+
+def test_tls_towards_backends(start, tmp_path):
+    client_cert, client_key = make_cert(tmp_path, "edge-client")
+    srv, cert = tls_echo_backend(tmp_path, "backend.test")
+    msrv, mcert = tls_echo_backend(tmp_path, "mtls.test", require_client_cert=client_cert)
+    try:
+        p, mp = srv.server_address[1], msrv.server_address[1]
+        base, admin, _ = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{path: /ok, backend: good}}
+      - {{path: /badname, backend: badname}}
+      - {{path: /insecure, backend: insecure}}
+      - {{path: /mtls, backend: mtls}}
+      - {{path: /nocert, backend: nocert}}
+    backends:
+      good: {{servers: ["127.0.0.1:{p}"], tls: {{ca: backend.test.pem, sni: backend.test}},
+             health: {{http: {{path: /health}}, interval: 200ms}}}}
+      badname: {{servers: ["127.0.0.1:{p}"], tls: {{ca: backend.test.pem, sni: other.test}}, retries: 0}}
+      insecure: {{servers: ["127.0.0.1:{p}"], tls: {{verify: false}}}}
+      mtls: {{servers: ["127.0.0.1:{mp}"],
+             tls: {{verify: false, cert: edge-client.pem, key: edge-client.key}}}}
+      nocert: {{servers: ["127.0.0.1:{mp}"], tls: {{verify: false}}, retries: 0}}
+""")
+        for _ in range(3):      # keep-alive over TLS to the backend
+            r = requests.get(base + "/ok/1", timeout=5)
+            assert r.status_code == 200 and r.json()["path"] == "/ok/1"
+        assert requests.get(base + "/badname", timeout=5).status_code == 502
+        assert requests.get(base + "/insecure", timeout=5).status_code == 200
+        assert requests.get(base + "/mtls", timeout=5).status_code == 200
+        assert requests.get(base + "/nocert", timeout=5).status_code == 502
+        st = requests.get(admin + "/api/backends", timeout=5).json()["backends"][0]["servers"][0]
+        wait_for(lambda: requests.get(admin + "/api/backends", timeout=5).json()["backends"][0]
+                 ["servers"][0]["last_check"] == "http status 200", timeout=5, what="TLS health check")
+        assert st["state"] == "up"
+    finally:
+        srv.shutdown()
+        msrv.shutdown()
