@@ -345,6 +345,18 @@ services:
                            timeout=10)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["instance"].startswith("app-")
+    # session resumption (TLS 1.3 tickets, TLS 1.2 too), also for the SNI-chosen certificate
+    for ver in ("-tls1_3", "-tls1_2"):
+        sess = tmp_path / f"sess{ver}.pem"
+        req = "GET /healthz HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n"
+        first = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "b.test",
+                                ver, "-ign_eof", "-sess_out", str(sess)], input=req, capture_output=True, text=True,
+                               timeout=10).stdout
+        assert "New, TLSv1." in first
+        again = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "b.test",
+                                ver, "-ign_eof", "-sess_in", str(sess)], input=req, capture_output=True, text=True,
+                               timeout=10).stdout
+        assert "Reused, TLSv1." in again, ver
     # X-Forwarded-Proto says https
     ctx = ssl.create_default_context(cafile=str(a_cert))
     with socket.create_connection(("127.0.0.1", port)) as raw:
