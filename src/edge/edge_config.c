@@ -68,6 +68,8 @@ static int get_cidrs(struct cfg *c, const cfg_node *n, const char *path, struct 
     size_t len = cfg_is_seq(n) ? cfg_len(n) : 1;
     if (!cfg_is_seq(n) && !cfg_is_scalar(n))
         return cfg_error(c, n, path, "expected a list of networks");
+    free(out->v);
+    out->n = 0;
     out->v = calloc(len ? len : 1, sizeof(*out->v));
     if (!out->v)
         return cfg_error(c, n, path, "out of memory");
@@ -664,9 +666,9 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
         for (size_t i = 0; i < cfg_len(v[1]); i++) {
             char q[280];
             P(q, "%s[%zu]", p, i);
-            if (parse_listener(c, cfg_seq_item(c, v[1], i), q, &e->listen[e->nlisten], svc) == 0)
-                e->nlisten++;
-            else
+            /* a listener that fails keeps its slot: its partial state is freed with
+             * the configuration, which is refused anyway */
+            if (parse_listener(c, cfg_seq_item(c, v[1], i), q, &e->listen[e->nlisten++], svc))
                 bad = -EINVAL;
         }
     }

@@ -1,13 +1,14 @@
 /* libFuzzer harness: the stack-file loader (YAML, typed getters, the demo-app
- * role's parser, error collection). */
+ * and edge roles' parsers, error collection). */
 #include "demo_app/demo_app.h"
+#include "edge/edge.h"
 #include "stack.h"
 
 #include <stdlib.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const struct role_ops *const roles[] = { &demo_app_role, NULL };
+static const struct role_ops *const roles[] = { &demo_app_role, &edge_role, NULL };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
