@@ -107,6 +107,9 @@ struct edge_backend {
     enum edge_hash_key hash_key;
     char *hash_name;                /* header or cookie name */
     struct edge_health health;
+    int max_conns;                  /* requests in flight per server; 0 = unlimited */
+    int queue_size;                 /* requests waiting for a free server, per thread */
+    uint64_t queue_timeout_ms;
     bool tls;                       /* speak TLS to the servers */
     bool tls_verify;
     char *tls_ca, *tls_sni, *tls_cert, *tls_key;

@@ -446,8 +446,9 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
 {
     static const char *const keys[] = { "servers", "balance", "hash", "health", "retries",
                                         "connect_timeout", "response_timeout", "idle_timeout",
-                                        "eject", "slow_start", "retry_budget", "tls", NULL };
-    cfg_node *v[12];
+                                        "eject", "slow_start", "retry_budget", "tls", "max_conns",
+                                        "queue", NULL };
+    cfg_node *v[14];
     char p[256];
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
@@ -456,6 +457,8 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     b->retries = 2;
     b->retry_percent = 20;
     b->retry_min = 3;
+    b->queue_size = 0;
+    b->queue_timeout_ms = 5000;
     b->connect_timeout_ms = 2000;
     b->response_timeout_ms = 30000;
     b->idle_timeout_ms = 30000;
@@ -608,6 +611,35 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
         } else {
             bad = -EINVAL;
         }
+    }
+    P(p, "%s.max_conns", path);
+    if (v[12]) {
+        if (cfg_get_int(c, v[12], p, 0, 1000000, &x) == 0)
+            b->max_conns = (int)x;
+        else
+            bad = -EINVAL;
+    }
+    P(p, "%s.queue", path);
+    if (v[13]) {
+        static const char *const qk[] = { "size", "timeout", NULL };
+        cfg_node *qv[2];
+        if (cfg_map_fields(c, v[13], p, qk, qv) == 0) {
+            char q[280];
+            P(q, "%s.size", p);
+            if (qv[0]) {
+                if (cfg_get_int(c, qv[0], q, 0, 1000000, &x) == 0)
+                    b->queue_size = (int)x;
+                else
+                    bad = -EINVAL;
+            }
+            P(q, "%s.timeout", p);
+            if (qv[1])
+                bad |= cfg_get_duration(c, qv[1], q, &b->queue_timeout_ms);
+        } else {
+            bad = -EINVAL;
+        }
+        if (!b->max_conns)
+            bad = cfg_error(c, v[13], p, "a queue needs max_conns (requests queue when every server is full)");
     }
     P(p, "%s.retry_budget", path);
     if (v[10]) {

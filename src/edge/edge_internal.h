@@ -96,6 +96,7 @@ struct edge {
 };
 
 struct up_conn;
+struct proxy_req;
 
 struct l4_listener;
 struct tunnel;
@@ -117,6 +118,9 @@ struct edge_worker {
     size_t *server_base;            /* backend index -> first slot in idle[] */
     size_t nslots;
     unsigned *rr;                   /* round robin position per backend */
+    struct proxy_req *queue_head, *queue_tail;  /* waiting for a server below max_conns */
+    struct loop_timer queue_poll;   /* retries the queue while it is not empty */
+    struct loop_defer queue_defer;
 };
 
 struct edge_check {
@@ -133,6 +137,7 @@ struct edge_check {
 int edge__gen_routes_init(struct edge_gen *g);
 void edge__proxy(struct httpd_req *r, void *arg);
 void edge__worker_free_pools(struct edge_worker *w);
+void edge__queue_flush(struct edge_worker *w);
 int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c);
 int edge__health_start(struct edge_gen *g, struct loop *loop);
 void edge__health_stop(struct edge_gen *g);

@@ -579,6 +579,7 @@ static int worker_init(struct edge *e, struct edge_worker *w, int index)
     w->hw.data = w;
     w->admin_hw.data = w;
     loop_timer_init(&w->deadline, worker_deadline, w);
+    loop_timer_init(&w->queue_poll, NULL, w);   /* its callback is set when used */
     r = worker_use_gen(w, e->gen);
     if (r)
         return r;
@@ -599,6 +600,7 @@ static void worker_destroy(struct edge_worker *w)
 {
     if (!w->e)
         return;
+    edge__queue_flush(w);
     edge__worker_free_pools(w);
     edge__l4_close_all(w);
     edge__tunnels_close_all(w);

@@ -68,6 +68,8 @@ struct proxy_req {
     bool idempotent, head_sent, paused;
     bool upgrade;                   /* Connection: upgrade + Upgrade were forwarded */
     bool retrying;                  /* counted in the backend's retries_active */
+    bool queued;
+    struct proxy_req *qnext, *qprev;
     uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
     uint64_t t_start, t_connect, t_first;
     uint64_t bytes;
@@ -211,11 +213,18 @@ static bool tried(const struct proxy_req *pr, size_t i)
     return i < 256 && (pr->tried[i / 64] >> (i % 64)) & 1;
 }
 
-static bool available(const struct edge_server *s, uint64_t now)
+static bool serviceable(const struct edge_server *s, uint64_t now)
 {
     return s->weight > 0 && __atomic_load_n(&s->up, __ATOMIC_RELAXED) &&
            !__atomic_load_n(&s->admin_drain, __ATOMIC_RELAXED) &&
            __atomic_load_n(&s->ejected_until_ms, __ATOMIC_RELAXED) <= now;
+}
+
+/* Serviceable and below the backend's per-server limit. */
+static bool available(const struct edge_server *s, uint64_t now)
+{
+    int max = s->backend->max_conns;
+    return serviceable(s, now) && (!max || __atomic_load_n(&s->inflight, __ATOMIC_RELAXED) < max);
 }
 
 /* Slow start: a recovered server takes a growing share of new requests. */
@@ -390,6 +399,7 @@ int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c)
     free(w->server_base);
     free(w->rr);
     w->nslots = 0;
+
     w->server_base = calloc(c->nbackends ? c->nbackends : 1, sizeof(size_t));
     w->rr = calloc(c->nbackends ? c->nbackends : 1, sizeof(unsigned));
     if (!w->server_base || !w->rr)
@@ -546,17 +556,25 @@ static void access_log(struct proxy_req *pr, int status)
              "request_id", pr->request_id);
 }
 
+static void queue_kick(struct edge_worker *w);
+
 static void finish_inflight(struct proxy_req *pr)
 {
-    if (pr->srv)
+    if (pr->srv) {
         __atomic_sub_fetch(&pr->srv->inflight, 1, __ATOMIC_RELAXED);
+        if (pr->b->max_conns)
+            queue_kick(pr->w);
+    }
 }
 
 /* The client went away (or the server stops): drop the upstream side. */
+static void queue_unlink(struct proxy_req *pr);
+
 static void pr_abort(struct httpd_req *r, void *arg)
 {
     struct proxy_req *pr = arg;
     UNUSED(r);
+    queue_unlink(pr);
     if (pr->uc) {
         pr->uc->pr = NULL;
         up_close(pr->uc);
@@ -1049,11 +1067,117 @@ static void connect_timeout(struct loop_timer *t)
     attempt_failed(pr, 504, "connecting to the server timed out", true);
 }
 
+/* ---- the queue: requests waiting for a server below max_conns ---- */
+
+static void queue_unlink(struct proxy_req *pr)
+{
+    struct edge_worker *w = pr->w;
+    if (!pr->queued)
+        return;
+    if (pr->qprev)
+        pr->qprev->qnext = pr->qnext;
+    else
+        w->queue_head = pr->qnext;
+    if (pr->qnext)
+        pr->qnext->qprev = pr->qprev;
+    else
+        w->queue_tail = pr->qprev;
+    pr->qnext = pr->qprev = NULL;
+    pr->queued = false;
+    loop_timer_stop(&pr->timer);
+}
+
+static void queue_timeout(struct loop_timer *t)
+{
+    struct proxy_req *pr = t->data;
+    queue_unlink(pr);
+    fail(pr, 503, "every server is busy (queue timeout)");
+}
+
+/* Serves queued requests in order while servers have room. */
+static void queue_run(void *arg)
+{
+    struct edge_worker *w = arg;
+    uint64_t now = cairn_now_ms();
+    struct proxy_req *pr = w->queue_head;
+    while (pr) {
+        struct proxy_req *next = pr->qnext;
+        bool room = false;
+        for (size_t i = 0; i < pr->b->nservers && !room; i++)
+            room = available(&pr->b->servers[i], now);
+        if (room) {
+            queue_unlink(pr);
+            try_send(pr);
+        }
+        pr = next;
+    }
+    if (w->queue_head)
+        loop_timer_start(&w->loop, &w->queue_poll, 10);
+}
+
+static void queue_poll_cb(struct loop_timer *t)
+{
+    queue_run(t->data);
+}
+
+static void queue_kick(struct edge_worker *w)
+{
+    if (w->queue_head)
+        loop_defer(&w->loop, &w->queue_defer, queue_run, w);
+}
+
+/* No server had room: wait in the queue if one is merely full. */
+static bool try_queue(struct proxy_req *pr)
+{
+    struct edge_backend *b = pr->b;
+    struct edge_worker *w = pr->w;
+    if (!b->max_conns || !b->queue_size || pr->attempts)
+        return false;
+    int waiting = 0;
+    for (struct proxy_req *q = w->queue_head; q; q = q->qnext)
+        waiting += q->b == b;
+    if (waiting >= b->queue_size)
+        return false;
+    uint64_t now = cairn_now_ms();
+    bool some = false;
+    for (size_t i = 0; i < b->nservers && !some; i++)
+        some = serviceable(&b->servers[i], now);
+    if (!some)
+        return false;
+    pr->queued = true;
+    pr->qprev = w->queue_tail;
+    pr->qnext = NULL;
+    if (w->queue_tail)
+        w->queue_tail->qnext = pr;
+    else
+        w->queue_head = pr;
+    w->queue_tail = pr;
+    pr->timer.cb = queue_timeout;
+    loop_timer_start(&w->loop, &pr->timer, b->queue_timeout_ms);
+    if (!loop_timer_armed(&w->queue_poll)) {
+        w->queue_poll.cb = queue_poll_cb;
+        loop_timer_start(&w->loop, &w->queue_poll, 10);
+    }
+    return true;
+}
+
+void edge__queue_flush(struct edge_worker *w)
+{
+    loop_timer_stop(&w->queue_poll);
+    while (w->queue_head) {
+        struct proxy_req *pr = w->queue_head;
+        queue_unlink(pr);
+        fail(pr, 503, "the service is stopping");
+    }
+}
+
 static void try_send(struct proxy_req *pr)
 {
     for (;;) {
         pr->srv = pick(pr);
         if (!pr->srv) {
+            if (try_queue(pr))
+                return;
             fail(pr, pr->attempts ? 502 : 503,
                  pr->attempts ? "no server could answer" : "no server available");
             return;

@@ -652,3 +652,41 @@ def test_tls_towards_backends(start, tmp_path):
     finally:
         srv.shutdown()
         msrv.shutdown()
+
+
+def test_max_conns_and_queue(start, tmp_path, apps):
+    ports, _ = apps
+    base, _, _ = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{host: queued.test, path: /, backend: queued}}
+      - {{host: small.test, path: /, backend: small}}
+    backends:
+      queued: {{servers: ["127.0.0.1:{ports[0]}"], max_conns: 1, queue: {{size: 10, timeout: 5s}}}}
+      small: {{servers: ["127.0.0.1:{ports[1]}"], max_conns: 1, queue: {{size: 1, timeout: 5s}}}}
+""")
+    results = []
+
+    def get(host):
+        t0 = time.monotonic()
+        r = requests.get(base + "/api/hello?latency=300ms", headers={"Host": host}, timeout=10)
+        results.append((host, r.status_code, time.monotonic() - t0))
+
+    # five requests of 300 ms each through one slot: served one after the other
+    ts = [threading.Thread(target=get, args=("queued.test",)) for _ in range(5)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert [c for _, c, _ in results] == [200] * 5
+    assert time.monotonic() - t0 >= 1.4
+    # one slot and one queue place: the third concurrent request is refused at once
+    results.clear()
+    ts = [threading.Thread(target=get, args=("small.test",)) for _ in range(3)]
+    for t in ts:
+        t.start()
+        time.sleep(0.05)
+    for t in ts:
+        t.join()
+    codes = sorted(c for _, c, _ in results)
+    assert codes == [200, 200, 503], results
