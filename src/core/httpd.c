@@ -3,6 +3,7 @@
 #include "metrics.h"
 
 #include <errno.h>
+#include <nghttp2/nghttp2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 enum conn_state {
     CS_HANDSHAKE,   /* TLS handshake in progress */
+    CS_H2,          /* an HTTP/2 connection: streams carry the requests */
     CS_HEAD,        /* reading a request head */
     CS_BODY,        /* reading a request body */
     CS_HANDLER,     /* request handed to the handler, no response finished yet */
@@ -46,6 +48,7 @@ struct httpd_conn {
     bool close_after;       /* no keep-alive after this response */
     bool resp_started, resp_chunked, resp_nobody;
     struct httpd_req *req;          /* from the worker's pool while a request is active */
+    struct h2_conn *h2;             /* HTTP/2 state when ALPN chose h2 */
     struct sockaddr_storage peer;
     struct httpd_conn *next, *prev;
 };
@@ -54,6 +57,17 @@ static void conn_event(struct loop_io *io, uint32_t events);
 static void conn_timer(struct loop_timer *t);
 static void conn_resume(struct httpd_conn *c);
 static void conn_close(struct httpd_conn *c);
+static int conn_flush(struct httpd_conn *c);
+static int h2_start(struct httpd_conn *c);
+static void h2_io(struct httpd_conn *c);
+static void h2_free(struct httpd_conn *c);
+static void h2_goaway(struct httpd_conn *c);
+static void h2_respond_start(struct httpd_req *r, int status, const char *ctype, int64_t len);
+static void h2_respond_write(struct httpd_req *r, const void *data, size_t len);
+static void h2_respond_finish(struct httpd_req *r);
+static void h2_abort(struct httpd_req *r);
+static size_t h2_pending(const struct httpd_req *r);
+static struct buf *h2_hdrs(struct httpd_req *r);
 
 void httpd_conf_defaults(struct httpd_conf *conf)
 {
@@ -299,7 +313,9 @@ void httpd_retire(struct httpd_worker *w, const struct httpd_conf *conf, uint32_
         if (c->conf != conf)
             continue;
         c->close_after = true;
-        if (c->state == CS_HEAD && buf_used(&c->rbuf) == 0 && c->timer_kind != T_HEADER)
+        if (c->state == CS_H2)
+            h2_goaway(c);
+        else if (c->state == CS_HEAD && buf_used(&c->rbuf) == 0 && c->timer_kind != T_HEADER)
             set_timer(c, T_IDLE, grace_ms);
     }
 }
@@ -336,6 +352,8 @@ void httpd_drain(struct httpd_worker *w, void (*on_drained)(struct httpd_worker 
         struct httpd_conn *next = c->next;
         if ((c->state == CS_HEAD && buf_used(&c->rbuf) == 0) || c->state == CS_HANDSHAKE)
             conn_close(c);
+        else if (c->state == CS_H2)
+            h2_goaway(c);
         else
             c->close_after = true;
         c = next;
@@ -414,6 +432,8 @@ static void conn_close_ex(struct httpd_conn *c, bool keep_fd)
         c->req->on_abort = NULL;
         cb(c->req, c->req->abort_arg);
     }
+    if (c->h2)
+        h2_free(c);
     loop_timer_stop(&c->timer);
     loop_io_del(&c->io);
     if (!keep_fd) {
@@ -535,6 +555,7 @@ static void conn_error(struct httpd_conn *c, int status)
 static void dispatch(struct httpd_conn *c)
 {
     struct httpd_req *r = c->req;
+    r->h2 = NULL;
     r->conn = c;
     r->worker = c->w;
     r->peer = &c->peer;
@@ -794,6 +815,16 @@ static void conn_event(struct loop_io *io, uint32_t events)
             return;
         }
         c->state = CS_HEAD;
+        char alpn[16];
+        tls_alpn(c->ssl, alpn, sizeof(alpn));
+        if (strcmp(alpn, "h2") == 0 && h2_start(c)) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (c->state == CS_H2) {
+        h2_io(c);
+        return;
     }
     if (buf_used(&c->wbuf) && conn_flush(c) < 0)
         return;
@@ -825,14 +856,19 @@ static void conn_timer(struct loop_timer *t)
 
 /* ---- responses ---- */
 
+static struct buf *req_hdrs(struct httpd_req *r)
+{
+    return r->h2 ? h2_hdrs(r) : &r->conn->hdrs;
+}
+
 int httpd_header(struct httpd_req *r, const char *name, const char *value)
 {
-    return http1_write_header(&r->conn->hdrs, name, value);
+    return http1_write_header(req_hdrs(r), name, value);
 }
 
 int httpd_headerf(struct httpd_req *r, const char *name, const char *fmt, ...)
 {
-    struct buf *b = &r->conn->hdrs;
+    struct buf *b = req_hdrs(r);
     va_list ap;
     va_start(ap, fmt);
     int e = buf_printf(b, "%s: ", name);
@@ -847,6 +883,10 @@ int httpd_headerf(struct httpd_req *r, const char *name, const char *fmt, ...)
 void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
                          int64_t content_length)
 {
+    if (r->h2) {
+        h2_respond_start(r, status, ctype, content_length);
+        return;
+    }
     struct httpd_conn *c = r->conn;
     struct httpd_worker *w = c->w;
     BUG_ON(c->resp_started);
@@ -899,6 +939,10 @@ void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
 
 void httpd_respond_write(struct httpd_req *r, const void *data, size_t len)
 {
+    if (r->h2) {
+        h2_respond_write(r, data, len);
+        return;
+    }
     struct httpd_conn *c = r->conn;
     if (c->resp_nobody || !len)
         return;
@@ -913,6 +957,10 @@ void httpd_respond_write(struct httpd_req *r, const void *data, size_t len)
 
 void httpd_respond_finish(struct httpd_req *r)
 {
+    if (r->h2) {
+        h2_respond_finish(r);
+        return;
+    }
     struct httpd_conn *c = r->conn;
     if (c->resp_chunked)
         http1_write_last_chunk(&c->wbuf);
@@ -937,6 +985,7 @@ void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void
 
 void httpd_req_hijack(struct httpd_req *r, int *fd, SSL **ssl, struct buf *early)
 {
+    BUG_ON(r->h2);      /* no Upgrade in HTTP/2 */
     struct httpd_conn *c = r->conn;
     *fd = c->io.fd;
     *ssl = c->ssl;
@@ -949,6 +998,10 @@ void httpd_req_hijack(struct httpd_req *r, int *fd, SSL **ssl, struct buf *early
 
 void httpd_req_abort(struct httpd_req *r)
 {
+    if (r->h2) {
+        h2_abort(r);
+        return;
+    }
     r->on_abort = NULL;
     conn_close(r->conn);
 }
@@ -960,6 +1013,8 @@ const struct httpd_conf *httpd_req_conf(const struct httpd_req *r)
 
 size_t httpd_req_pending(const struct httpd_req *r)
 {
+    if (r->h2)
+        return h2_pending(r);
     return buf_used(&r->conn->wbuf);
 }
 
@@ -971,7 +1026,7 @@ void httpd_req_on_drain(struct httpd_req *r, void (*cb)(struct httpd_req *, void
 
 int httpd_header_strv(struct httpd_req *r, struct strv name, struct strv value)
 {
-    struct buf *b = &r->conn->hdrs;
+    struct buf *b = req_hdrs(r);
     int e = buf_append(b, name.p, name.n);
     e |= buf_append(b, ": ", 2);
     e |= buf_append(b, value.p, value.n);
@@ -1023,4 +1078,515 @@ not_allowed:
     httpd_header(r, "Allow", "GET, HEAD");
     httpd_respond(r, 405, "text/plain; charset=utf-8", "Method Not Allowed\n", 19);
     return true;
+}
+
+/* ---- HTTP/2 (RFC 9113) with libnghttp2 ----
+ *
+ * nghttp2 parses and validates frames and header blocks and keeps the flow
+ * control windows; this code maps its streams onto struct httpd_req. Sending is
+ * never done from inside nghttp2's receive callbacks (responses written by a
+ * handler called from there are flushed once the receive call returns).
+ */
+
+#define H2_MAX_STREAMS 128
+
+struct h2_conn {
+    nghttp2_session *s;
+    struct httpd_conn *c;
+    struct h2_stream *streams;
+    size_t nstreams;
+    bool in_recv;           /* inside nghttp2_session_mem_recv */
+    bool goaway;
+};
+
+struct h2_stream {
+    struct httpd_req req;   /* req.h2 points back here */
+    int32_t id;
+    struct h2_conn *hc;
+    struct buf hstore;      /* request header bytes (offsets below point in) */
+    struct {
+        uint32_t no, nl, vo, vl;
+    } hoff[HTTP_MAX_HEADERS];
+    size_t nh;
+    uint32_t mo, ml, po, pl, ao, al;    /* :method, :path, :authority */
+    size_t header_bytes;
+    struct buf body;
+    struct buf rhdrs;       /* response fields, "Name: value\r\n" */
+    struct buf out;         /* response body not yet taken by nghttp2 */
+    bool dispatched, started, finished, eof, nobody, refused;
+    struct h2_stream *next, *prev;
+};
+
+static void h2_send(struct h2_conn *hc);
+
+static void stream_unlink_free(struct h2_stream *st)
+{
+    struct h2_conn *hc = st->hc;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        hc->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    hc->nstreams--;
+    buf_free(&st->hstore);
+    buf_free(&st->body);
+    buf_free(&st->rhdrs);
+    buf_free(&st->out);
+    free(st);
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct h2_conn *hc = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct h2_stream *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    st->id = f->hd.stream_id;
+    st->hc = hc;
+    st->req.h2 = st;
+    st->next = hc->streams;
+    if (hc->streams)
+        hc->streams->prev = st;
+    hc->streams = st;
+    hc->nstreams++;
+    nghttp2_session_set_stream_user_data(s, st->id, st);
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    struct h2_conn *hc = ud;
+    UNUSED(flags);
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (!st || st->refused)
+        return 0;
+    const struct http1_limits *lim = &hc->c->conf->limits;
+    st->header_bytes += nl + vl + 4;
+    if (st->header_bytes > lim->max_header_bytes || st->nh == MIN(lim->max_headers, (size_t)HTTP_MAX_HEADERS)) {
+        st->refused = true;     /* answered 431 once the head is complete */
+        return 0;
+    }
+    uint32_t off = (uint32_t)buf_used(&st->hstore);
+    if (buf_append(&st->hstore, name, nl) || buf_append(&st->hstore, value, vl))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (nl && name[0] == ':') {
+        if (nl == 7 && memcmp(name, ":method", 7) == 0) {
+            st->mo = off + 7;
+            st->ml = (uint32_t)vl;
+        } else if (nl == 5 && memcmp(name, ":path", 5) == 0) {
+            st->po = off + 5;
+            st->pl = (uint32_t)vl;
+        } else if (nl == 10 && memcmp(name, ":authority", 10) == 0) {
+            st->ao = off + 10;
+            st->al = (uint32_t)vl;
+        }
+        return 0;
+    }
+    st->hoff[st->nh].no = off;
+    st->hoff[st->nh].nl = (uint32_t)nl;
+    st->hoff[st->nh].vo = off + (uint32_t)nl;
+    st->hoff[st->nh].vl = (uint32_t)vl;
+    st->nh++;
+    return 0;
+}
+
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *ud)
+{
+    struct h2_conn *hc = ud;
+    UNUSED(flags);
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st || st->dispatched)
+        return 0;
+    if (buf_used(&st->body) + len > hc->c->conf->limits.max_body) {
+        st->refused = true;
+        return 0;
+    }
+    if (buf_append(&st->body, data, len))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
+static void h2_dispatch(struct h2_conn *hc, struct h2_stream *st)
+{
+    struct httpd_conn *c = hc->c;
+    struct httpd_req *r = &st->req;
+    struct http_request *h = &r->h;
+    const char *base = buf_head(&st->hstore);
+    st->dispatched = true;
+    memset(h, 0, sizeof(*h));
+    h->method = strv_make(base + st->mo, st->ml);
+    h->target = strv_make(base + st->po, st->pl);
+    const char *q = st->pl ? memchr(h->target.p, '?', h->target.n) : NULL;
+    h->path = q ? strv_make(h->target.p, (size_t)(q - h->target.p)) : h->target;
+    h->query = q ? strv_make(q + 1, (size_t)(h->target.p + h->target.n - q - 1)) : strv_make(h->target.p + h->target.n, 0);
+    h->minor = 1;
+    h->keep_alive = true;
+    h->content_length = -1;
+    h->is_head = strv_eq_cstr(h->method, "HEAD");
+    bool have_host = false;
+    for (size_t i = 0; i < st->nh; i++)
+        have_host |= st->hoff[i].nl == 4 && memcmp(base + st->hoff[i].no, "host", 4) == 0;
+    if (!have_host && st->al) {
+        h->headers[h->nheaders].name = STRV("host");
+        h->headers[h->nheaders].value = strv_make(base + st->ao, st->al);
+        h->nheaders++;
+    }
+    for (size_t i = 0; i < st->nh && h->nheaders < HTTP_MAX_HEADERS; i++) {
+        struct http_header *hd = &h->headers[h->nheaders++];
+        hd->name = strv_make(base + st->hoff[i].no, st->hoff[i].nl);
+        hd->value = strv_make(base + st->hoff[i].vo, st->hoff[i].vl);
+        if (strv_eq_cstr(hd->name, "host"))
+            h->host = hd->value;
+        else if (strv_eq_cstr(hd->name, "content-length")) {
+            uint64_t v;
+            if (strv_to_u64(hd->value, &v) == 0)
+                h->content_length = (int64_t)v;
+        }
+    }
+    if (!h->host.n && st->al)
+        h->host = strv_make(base + st->ao, st->al);
+    r->body = buf_strv(&st->body);
+    if (h->content_length < 0 && st->body.len)
+        h->content_length = (int64_t)buf_used(&st->body);
+    r->conn = c;
+    r->worker = c->w;
+    r->peer = &c->peer;
+    r->tls = true;
+    r->start_ns = cairn_now_ns();
+    r->on_abort = NULL;
+    r->on_drain = NULL;
+    r->no_default_headers = false;
+    if (st->refused) {
+        int status = buf_used(&st->body) > c->conf->limits.max_body / 2 ? 413 : 431;
+        const char *reason = http_status_reason(status);
+        httpd_respond(r, status, "text/plain; charset=utf-8", reason, strlen(reason));
+        return;
+    }
+    if (!st->ml || !st->pl) {
+        httpd_respond(r, 400, "text/plain; charset=utf-8", "Bad Request\n", 12);
+        return;
+    }
+    c->conf->handler(r, c->conf->handler_arg);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct h2_conn *hc = ud;
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+        if (st && !st->dispatched)
+            h2_dispatch(hc, st);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t err, void *ud)
+{
+    UNUSED(ud);
+    UNUSED(err);
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+    if (!st)
+        return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    if (st->dispatched && !st->finished && st->req.on_abort) {
+        void (*cb)(struct httpd_req *, void *) = st->req.on_abort;
+        st->req.on_abort = NULL;
+        cb(&st->req, st->req.abort_arg);
+    }
+    stream_unlink_free(st);
+    return 0;
+}
+
+static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
+{
+    UNUSED(s);
+    UNUSED(id);
+    UNUSED(ud);
+    struct h2_stream *st = src->ptr;
+    size_t n = MIN(len, buf_used(&st->out));
+    if (n) {
+        memcpy(buf, buf_head(&st->out), n);
+        buf_consume(&st->out, n);
+    }
+    if (!buf_used(&st->out) && st->eof)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    else if (!n)
+        return NGHTTP2_ERR_DEFERRED;
+    return (ssize_t)n;
+}
+
+static int h2_start(struct httpd_conn *c)
+{
+    struct h2_conn *hc = calloc(1, sizeof(*hc));
+    if (!hc)
+        return -ENOMEM;
+    hc->c = c;
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs)) {
+        free(hc);
+        return -ENOMEM;
+    }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    int r = nghttp2_session_server_new(&hc->s, cbs, hc);
+    nghttp2_session_callbacks_del(cbs);
+    if (r) {
+        free(hc);
+        return -ENOMEM;
+    }
+    nghttp2_settings_entry iv[] = {
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1u << 20 },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)c->conf->limits.max_header_bytes },
+    };
+    nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
+    /* a larger connection window than the 64 KiB default, for uploads */
+    nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, 16u << 20);
+    c->h2 = hc;
+    c->state = CS_H2;
+    return 0;
+}
+
+static void h2_free(struct httpd_conn *c)
+{
+    struct h2_conn *hc = c->h2;
+    c->h2 = NULL;
+    while (hc->streams) {
+        struct h2_stream *st = hc->streams;
+        if (st->dispatched && !st->finished && st->req.on_abort) {
+            void (*cb)(struct httpd_req *, void *) = st->req.on_abort;
+            st->req.on_abort = NULL;
+            cb(&st->req, st->req.abort_arg);
+        }
+        stream_unlink_free(st);
+    }
+    nghttp2_session_del(hc->s);
+    free(hc);
+}
+
+/* Serializes what nghttp2 has to send and writes it. */
+static void h2_send(struct h2_conn *hc)
+{
+    struct httpd_conn *c = hc->c;
+    if (hc->in_recv)
+        return;
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(hc->s, &data);
+        if (n < 0) {
+            conn_close(c);
+            return;
+        }
+        if (n == 0)
+            break;
+        buf_take(c->w, &c->wbuf);
+        if (buf_append(&c->wbuf, data, (size_t)n)) {
+            conn_close(c);
+            return;
+        }
+        if (buf_used(&c->wbuf) >= 65536 && conn_flush(c) < 0)
+            return;
+    }
+    if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+        return;
+    /* streams whose output drained may want to produce more */
+    for (struct h2_stream *st = hc->streams; st; st = st->next)
+        if (st->started && !st->finished && !buf_used(&st->out) && st->req.on_drain)
+            st->req.on_drain(&st->req, st->req.drain_arg);
+    if (c->state == CS_CLOSED || !c->h2)
+        return;
+    if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
+        !buf_used(&c->wbuf)) {
+        conn_close(c);
+        return;
+    }
+    if (hc->nstreams == 0 && c->timer_kind != T_IDLE)
+        set_timer(c, T_IDLE, c->conf->idle_timeout_ms);
+    else if (hc->nstreams && c->timer_kind == T_IDLE)
+        set_timer(c, T_NONE, 0);
+}
+
+static void h2_io(struct httpd_conn *c)
+{
+    struct h2_conn *hc = c->h2;
+    if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+        return;
+    for (;;) {
+        char *scratch = c->w->scratch;
+        if (!scratch && !(scratch = c->w->scratch = malloc(POOL_BUF_SIZE))) {
+            conn_close(c);
+            return;
+        }
+        ssize_t n = conn_read(c, scratch, POOL_BUF_SIZE);
+        if (n == -EAGAIN)
+            break;
+        if (n <= 0) {
+            conn_close(c);
+            return;
+        }
+        hc->in_recv = true;
+        ssize_t r = nghttp2_session_mem_recv(hc->s, (const uint8_t *)scratch, (size_t)n);
+        hc->in_recv = false;
+        if (c->state == CS_CLOSED)
+            return;
+        if (r < 0) {
+            conn_close(c);
+            return;
+        }
+        h2_send(hc);
+        if (c->state == CS_CLOSED || !c->h2)
+            return;
+    }
+    h2_send(hc);
+}
+
+static void h2_goaway(struct httpd_conn *c)
+{
+    struct h2_conn *hc = c->h2;
+    if (!hc || hc->goaway)
+        return;
+    hc->goaway = true;
+    nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(hc->s),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+    h2_send(hc);
+}
+
+static struct buf *h2_hdrs(struct httpd_req *r)
+{
+    return &r->h2->rhdrs;
+}
+
+static size_t h2_pending(const struct httpd_req *r)
+{
+    return buf_used(&r->h2->out);
+}
+
+/* Connection-specific fields have no place in HTTP/2 (RFC 9113 section 8.2.2). */
+static bool h2_forbidden(const char *name, size_t n)
+{
+    static const char *const bad[] = { "connection", "keep-alive", "proxy-connection",
+                                       "transfer-encoding", "upgrade", "te" };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        if (strlen(bad[i]) == n && strncasecmp(name, bad[i], n) == 0)
+            return true;
+    return false;
+}
+
+static void h2_respond_start(struct httpd_req *r, int status, const char *ctype, int64_t len)
+{
+    struct h2_stream *st = r->h2;
+    struct h2_conn *hc = st->hc;
+    struct httpd_worker *w = hc->c->w;
+    st->started = true;
+    st->nobody = r->h.is_head || status == 204 || status == 304 || status < 200;
+    /* lower-cased copies of the fields: nghttp2 wants lower case names */
+    struct buf tmp = BUF_INIT;
+    char sbuf[4];
+    if (status < 100 || status > 999)
+        status = 500;
+    sbuf[0] = (char)('0' + status / 100);
+    sbuf[1] = (char)('0' + status / 10 % 10);
+    sbuf[2] = (char)('0' + status % 10);
+    sbuf[3] = '\0';
+    time_t now = time(NULL);
+    if (now != w->date_sec) {
+        w->date_sec = now;
+        http_date_format(now, w->date);
+    }
+    if (!r->no_default_headers) {
+        http1_write_header(&tmp, "date", w->date);
+        if (hc->c->conf->server)
+            http1_write_header(&tmp, "server", hc->c->conf->server);
+    }
+    if (ctype)
+        http1_write_header(&tmp, "content-type", ctype);
+    if (len >= 0 && status != 204 && status != 304 && status >= 200) {
+        char n[24];
+        snprintf(n, sizeof(n), "%lld", (long long)len);
+        http1_write_header(&tmp, "content-length", n);
+    }
+    buf_append(&tmp, buf_head(&st->rhdrs), buf_used(&st->rhdrs));
+    size_t cap = 2;
+    for (size_t i = 0; i < buf_used(&tmp); i++)
+        cap += buf_head(&tmp)[i] == '\n';
+    nghttp2_nv *nv = calloc(cap, sizeof(*nv));
+    if (!nv) {
+        buf_free(&tmp);
+        h2_abort(r);
+        return;
+    }
+    size_t n = 0;
+    nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)sbuf, 7, 3, NGHTTP2_NV_FLAG_NONE };
+    char *p = buf_head(&tmp), *end = p + buf_used(&tmp);
+    while (p < end && n < cap) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon) {
+            size_t nl = (size_t)(colon - p);
+            char *v = colon + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t vl = (size_t)(eol - v);
+            if (vl && v[vl - 1] == '\r')
+                vl--;
+            for (size_t i = 0; i < nl; i++)
+                p[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+            if (!h2_forbidden(p, nl))
+                nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE };
+        }
+        p = eol + 1;
+    }
+    nghttp2_data_provider prd = { .source.ptr = st, .read_callback = read_body };
+    nghttp2_submit_response(hc->s, st->id, nv, n, st->nobody ? NULL : &prd);
+    free(nv);
+    buf_free(&tmp);
+    buf_reset(&st->rhdrs);
+}
+
+static void h2_respond_write(struct httpd_req *r, const void *data, size_t len)
+{
+    struct h2_stream *st = r->h2;
+    if (st->nobody || !len)
+        return;
+    buf_append(&st->out, data, len);
+    nghttp2_session_resume_data(st->hc->s, st->id);
+    h2_send(st->hc);
+}
+
+static void h2_respond_finish(struct httpd_req *r)
+{
+    struct h2_stream *st = r->h2;
+    struct h2_conn *hc = st->hc;
+    st->finished = true;
+    st->eof = true;
+    r->on_abort = NULL;
+    r->on_drain = NULL;
+    if (!st->nobody)
+        nghttp2_session_resume_data(hc->s, st->id);
+    h2_send(hc);    /* may close the stream and free r */
+}
+
+static void h2_abort(struct httpd_req *r)
+{
+    struct h2_stream *st = r->h2;
+    struct h2_conn *hc = st->hc;
+    st->finished = true;
+    r->on_abort = NULL;
+    nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    h2_send(hc);
 }

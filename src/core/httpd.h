@@ -13,6 +13,11 @@
  * connection must die first (server stop), the abort callback set with
  * httpd_req_on_abort() runs so that the handler can drop its pending work.
  *
+ * HTTP/2 (RFC 9113, libnghttp2) is spoken on TLS connections whose ALPN chose
+ * "h2": each stream becomes a struct httpd_req like an HTTP/1.1 request, with
+ * the same response calls, so handlers do not see the difference (the pseudo-
+ * header :authority is presented as a Host field, and h.minor is 1).
+ *
  * Timeouts: header_timeout from the first byte of a request until its head is
  * complete (answered with 408), body_timeout between body reads, idle_timeout
  * between requests on a kept-alive connection.
@@ -53,8 +58,11 @@ struct httpd_conf {
 /* Fills conf with defaults (limits, 10s/30s/60s timeouts, 10000 conns). */
 void httpd_conf_defaults(struct httpd_conf *conf);
 
+struct h2_stream;
+
 struct httpd_req {
     struct http_request h;
+    struct h2_stream *h2;           /* the HTTP/2 stream, or NULL for HTTP/1.x */
     struct strv body;
     const struct sockaddr_storage *peer;
     struct httpd_conn *conn;

@@ -316,9 +316,11 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
                 certs[k].cert = lc->l->certs[k].cert;
                 certs[k].key = lc->l->certs[k].key;
             }
-            static const char *const alpn[] = { "http/1.1" };
+            /* HTTP listeners offer h2 first (browsers, h2load); L4 ones offer nothing */
+            static const char *const alpn[] = { "h2", "http/1.1" };
             char err[512];
-            if (tls_server_new(&lc->tls, certs, n, alpn, 1, err, sizeof(err))) {
+            if (tls_server_new(&lc->tls, certs, n, lc->l->tcp ? NULL : alpn, lc->l->tcp ? 0 : 2, err,
+                               sizeof(err))) {
                 log_error("TLS setup failed", "err", err);
                 goto fail;
             }

@@ -690,3 +690,56 @@ def test_max_conns_and_queue(start, tmp_path, apps):
         t.join()
     codes = sorted(c for _, c, _ in results)
     assert codes == [200, 200, 503], results
+
+
+def test_http2_over_tls(start, tmp_path, echo, apps):
+    ports, _ = apps
+    cert, key = make_cert(tmp_path, "h2.test")
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  lb:
+    role: edge
+    listen: [{{address: "127.0.0.1:{port}", tls: {{certs: [{{cert: h2.test.pem, key: h2.test.key}}]}}}}]
+    admin: "127.0.0.1:{admin}"
+    access_log: false
+    routes:
+      - {{path: /api/, backend: app}}
+      - {{path: /, backend: echo, response_headers: {{set: {{X-Edge: h2}}}}}}
+    backends:
+      echo: {{servers: ["127.0.0.1:{echo}"]}}
+      app: {{servers: {servers(ports)}}}
+""", name="h2.yaml")
+    start(["run", "lb", "-c", path], name="h2")
+    ready(f"http://127.0.0.1:{admin}/-/ready")
+    url = f"https://h2.test:{port}"
+    curl = ["curl", "-sS", "--http2", "--cacert", str(cert), "--resolve", f"h2.test:{port}:127.0.0.1"]
+    r = subprocess.run(curl + ["-D", "-", url + "/hello?x=1"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("HTTP/2 200"), r.stdout[:200]
+    assert "x-edge: h2" in r.stdout.lower()
+    body = json.loads(r.stdout.split("\n\n", 1)[1])
+    assert body["path"] == "/hello?x=1"
+    assert body["headers"]["host"] == f"h2.test:{port}"
+    assert body["headers"]["x-forwarded-proto"] == "https"
+    # a request body and a large streamed response over h2
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(b"u" * 1_000_000)
+    r = subprocess.run(curl + ["--data-binary", f"@{upload}", url + "/post"], capture_output=True,
+                       text=True, timeout=10)
+    assert json.loads(r.stdout)["headers"]["content-length"] == "1000000"
+    r = subprocess.run(curl + ["-o", str(tmp_path / "big"), "-w", "%{http_version} %{size_download}",
+                               url + "/big"], capture_output=True, text=True, timeout=20)
+    assert r.stdout == f"2 {256 * 5 * 4096}", r.stdout + r.stderr
+    assert (tmp_path / "big").read_bytes() == bytes(range(256)) * (5 * 4096)
+    # many concurrent streams on few connections
+    r = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "20", f"https://127.0.0.1:{port}/api/hello"],
+                       capture_output=True, text=True, timeout=60)
+    assert "2000 succeeded, 0 failed" in r.stdout, r.stdout[-800:]
+    assert "2000 2xx" in r.stdout
+    # a client that gives up mid-request: the stream is dropped, the edge goes on
+    r = subprocess.run(curl + ["--max-time", "0.3", url + "/api/hello?latency=2s"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 28   # curl's timeout
+    r = subprocess.run(curl + [url + "/api/hello"], capture_output=True, text=True, timeout=10)
+    assert json.loads(r.stdout)["instance"].startswith("app-")
