@@ -116,36 +116,68 @@ int cfg_load_string(struct cfg *c, const char *name, const char *text, size_t le
     return check_depth(c, root, 0);
 }
 
-int cfg_load_file(struct cfg *c, const char *path, struct cfg_errors *errs)
+int cfg_read_file(const char *path, char **text, size_t *len, struct cfg_errors *errs)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        memset(c, 0, sizeof(*c));
+        int e = -errno;
         cfg_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
-        return -errno;
+        return e;
     }
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && st.st_size > (off_t)CFG_MAX_FILE_SIZE) {
         fclose(f);
-        memset(c, 0, sizeof(*c));
         cfg_errors_add(errs, "%s: file larger than %u bytes", path, CFG_MAX_FILE_SIZE);
         return -EINVAL;
     }
-    char *text = malloc(CFG_MAX_FILE_SIZE + 1);
-    if (!text) {
+    size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096, n = 0;
+    char *t = malloc(cap + 1);
+    if (!t) {
         fclose(f);
         return -ENOMEM;
     }
-    size_t n = fread(text, 1, CFG_MAX_FILE_SIZE + 1, f);
+    for (;;) {
+        size_t r = fread(t + n, 1, cap - n, f);
+        n += r;
+        if (n > CFG_MAX_FILE_SIZE) {
+            free(t);
+            fclose(f);
+            cfg_errors_add(errs, "%s: file larger than %u bytes", path, CFG_MAX_FILE_SIZE);
+            return -EINVAL;
+        }
+        if (n < cap)
+            break;
+        char *bigger = realloc(t, cap * 2 + 1);
+        if (!bigger) {
+            free(t);
+            fclose(f);
+            return -ENOMEM;
+        }
+        t = bigger;
+        cap *= 2;
+    }
     bool err = ferror(f);
     fclose(f);
     if (err) {
-        free(text);
-        memset(c, 0, sizeof(*c));
+        free(t);
         cfg_errors_add(errs, "%s: read error", path);
         return -EIO;
     }
-    int r = cfg_load_string(c, path, text, n, errs);
+    t[n] = '\0';
+    *text = t;
+    *len = n;
+    return 0;
+}
+
+int cfg_load_file(struct cfg *c, const char *path, struct cfg_errors *errs)
+{
+    char *text;
+    size_t n;
+    memset(c, 0, sizeof(*c));
+    int r = cfg_read_file(path, &text, &n, errs);
+    if (r)
+        return r;
+    r = cfg_load_string(c, path, text, n, errs);
     free(text);
     return r;
 }

@@ -38,6 +38,9 @@ struct cfg {
  * as -EINVAL; the errors list must outlive the cfg. */
 int cfg_load_string(struct cfg *c, const char *name, const char *text, size_t len,
                     struct cfg_errors *errs);
+/* Reads a whole file (at most CFG_MAX_FILE_SIZE bytes) into a malloc'd,
+ * NUL-terminated string; errors are recorded. */
+int cfg_read_file(const char *path, char **text, size_t *len, struct cfg_errors *errs);
 /* Reads and parses a file (at most CFG_MAX_FILE_SIZE bytes). */
 int cfg_load_file(struct cfg *c, const char *path, struct cfg_errors *errs);
 void cfg_free(struct cfg *c);

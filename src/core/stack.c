@@ -207,11 +207,22 @@ static int load(struct stack *st, const char *path, const char *text,
     st->log_level = LOG_INFO;
     st->log_format = LOG_LOGFMT;
     size_t before = errs->n;
-    int r = text ? cfg_load_string(&c, path, text, strlen(text), errs)
-                 : cfg_load_file(&c, path, errs);
+    int r;
+    if (!text) {
+        size_t n;
+        char *owned = NULL;
+        r = cfg_read_file(path, &owned, &n, errs);
+        if (r) {
+            memset(&c, 0, sizeof(c));
+        } else {
+            st->source = owned;
+            text = owned;
+        }
+    }
+    r = text ? cfg_load_string(&c, path, text, strlen(text), errs) : -EINVAL;
     st->file = strdup(path);
     st->text = text;
-    if (text) {
+    if (path[0] == '<') {
         st->dir = strdup(".");
     } else {
         char *tmp = strdup(path);
@@ -270,5 +281,6 @@ void stack_free(struct stack *st)
     free(st->file);
     free(st->dir);
     free(st->data_dir);
+    free(st->source);
     memset(st, 0, sizeof(*st));
 }

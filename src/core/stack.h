@@ -49,7 +49,9 @@ struct service {
 
 struct stack {
     char *file;                 /* path, or "<default>" */
-    const char *text;           /* the text it was loaded from, when not a file */
+    const char *text;           /* the text it was parsed from (a reload re-reads the file;
+                                   a role that must re-parse the same snapshot uses this) */
+    char *source;               /* owned copy of a file's text */
     char *dir;                  /* base for relative paths */
     char *data_dir;             /* resolved against dir */
     enum log_level log_level;

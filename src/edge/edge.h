@@ -107,6 +107,14 @@ struct edge_backend {
     enum edge_hash_key hash_key;
     char *hash_name;                /* header or cookie name */
     struct edge_health health;
+    /* servers found in DNS instead of listed: A/AAAA of name on port, or SRV */
+    bool dns;
+    bool dns_srv;
+    char *dns_name;
+    uint16_t dns_port;
+    uint64_t dns_interval_ms;
+    bool dns_have_resolver;
+    struct net_addr dns_resolver;
     int max_conns;                  /* requests in flight per server; 0 = unlimited */
     int queue_size;                 /* requests waiting for a free server, per thread */
     uint64_t queue_timeout_ms;
@@ -147,6 +155,7 @@ extern const struct role_ops edge_role;
 int edge_main(const struct service *svc);
 
 int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
+int edge__build_ring(struct edge_backend *b);
 void edge__free_conf(void *conf);
 bool edge__cidrs_allow(const struct edge_cidrs *allow, const struct edge_cidrs *deny,
                        const struct sockaddr *sa);

@@ -402,8 +402,13 @@ static int parse_health(struct cfg *c, const cfg_node *n, const char *path, stru
     return bad ? -EINVAL : 0;
 }
 
-static int build_ring(struct edge_backend *b)
+int edge__build_ring(struct edge_backend *b)
 {
+    free(b->ring);
+    free(b->ring_server);
+    b->ring = NULL;
+    b->ring_server = NULL;
+    b->nring = 0;
     size_t total = 0;
     for (size_t i = 0; i < b->nservers; i++)
         total += b->servers[i].weight * EDGE_RING_POINTS;
@@ -447,12 +452,13 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     static const char *const keys[] = { "servers", "balance", "hash", "health", "retries",
                                         "connect_timeout", "response_timeout", "idle_timeout",
                                         "eject", "slow_start", "retry_budget", "tls", "max_conns",
-                                        "queue", NULL };
-    cfg_node *v[14];
+                                        "queue", "dns", NULL };
+    cfg_node *v[15];
     char p[256];
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
     int bad = 0;
+    long long x;
     b->balance = BAL_ROUND_ROBIN;
     b->retries = 2;
     b->retry_percent = 20;
@@ -464,8 +470,62 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     b->idle_timeout_ms = 30000;
     b->eject_after = 5;
     b->eject_ms = 10000;
+    P(p, "%s.dns", path);
+    if (v[14]) {
+        static const char *const dk[] = { "name", "type", "port", "interval", "resolver", NULL };
+        cfg_node *dv[5];
+        b->dns = true;
+        b->dns_interval_ms = 10000;
+        if (v[0])
+            bad = cfg_error(c, v[14], path, "give either \"servers\" or \"dns\", not both");
+        if (cfg_map_fields(c, v[14], p, dk, dv) == 0) {
+            char q[280];
+            P(q, "%s.name", p);
+            if (!dv[0])
+                bad = cfg_error(c, v[14], p, "missing key \"name\"");
+            else
+                bad |= cfg_get_string(c, dv[0], q, &b->dns_name);
+            P(q, "%s.type", p);
+            if (dv[1]) {
+                const char *t = cfg_scalar(dv[1]);
+                if (t && strcmp(t, "srv") == 0)
+                    b->dns_srv = true;
+                else if (!t || strcmp(t, "a") != 0)
+                    bad = cfg_error(c, dv[1], q, "expected a (A and AAAA records) or srv");
+            }
+            P(q, "%s.port", p);
+            if (dv[2]) {
+                if (cfg_get_int(c, dv[2], q, 1, 65535, &x) == 0)
+                    b->dns_port = (uint16_t)x;
+                else
+                    bad = -EINVAL;
+            } else if (!b->dns_srv) {
+                bad = cfg_error(c, v[14], p, "type a needs a \"port\" (SRV records carry their own)");
+            }
+            P(q, "%s.interval", p);
+            if (dv[3] && cfg_get_duration(c, dv[3], q, &b->dns_interval_ms) == 0 && b->dns_interval_ms < 100)
+                bad = cfg_error(c, dv[3], q, "expected at least 100ms");
+            P(q, "%s.resolver", p);
+            if (dv[4]) {
+                if (cfg_get_addr(c, dv[4], q, &b->dns_resolver) == 0 &&
+                    b->dns_resolver.ss.ss_family == AF_INET)
+                    b->dns_have_resolver = true;
+                else if (b->dns_resolver.ss.ss_family != AF_INET)
+                    bad = cfg_error(c, dv[4], q, "expected an IPv4 address and port like 127.0.0.1:53");
+                else
+                    bad = -EINVAL;
+            }
+        } else {
+            bad = -EINVAL;
+        }
+        b->servers = calloc(EDGE_MAX_SERVERS, sizeof(*b->servers));
+        if (!b->servers)
+            bad = cfg_error(c, v[14], p, "out of memory");
+    }
     P(p, "%s.servers", path);
-    if (!v[0] || !cfg_is_seq(v[0]) || cfg_len(v[0]) == 0 || cfg_len(v[0]) > EDGE_MAX_SERVERS) {
+    if (b->dns) {
+        /* filled from DNS answers at run time */
+    } else if (!v[0] || !cfg_is_seq(v[0]) || cfg_len(v[0]) == 0 || cfg_len(v[0]) > EDGE_MAX_SERVERS) {
         bad = cfg_error(c, v[0] ? v[0] : n, p, "expected a list of 1 to %d server addresses",
                         EDGE_MAX_SERVERS);
     } else {
@@ -535,7 +595,6 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     if (v[3])
         bad |= parse_health(c, v[3], p, &b->health);
     P(p, "%s.retries", path);
-    long long x;
     if (v[4]) {
         if (cfg_get_int(c, v[4], p, 0, 10, &x) == 0)
             b->retries = (int)x;
@@ -665,7 +724,7 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
             bad = -EINVAL;
         }
     }
-    if (!bad && b->balance == BAL_HASH && build_ring(b))
+    if (!bad && b->balance == BAL_HASH && edge__build_ring(b))
         bad = cfg_error(c, n, path, "out of memory");
     return bad ? -EINVAL : 0;
 }
@@ -890,6 +949,7 @@ void edge__free_conf(void *p)
         free(b->hash_name);
         free(b->health.path);
         free(b->health.host);
+        free(b->dns_name);
         free(b->tls_ca);
         free(b->tls_sni);
         free(b->tls_cert);

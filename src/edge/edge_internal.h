@@ -76,9 +76,12 @@ struct cl_set {
     int count[CL_WAYS];
 };
 
+struct edge_dns;
+
 struct edge {
     const struct service *svc;
     struct cl_set *conn_limits;
+    struct edge_dns *dns;           /* resolver for DNS backends, or NULL */
     struct edge_gen *gen;           /* current; changed on worker 0 only */
     unsigned next_gen;
     struct httpd_conf admin_conf;
@@ -147,6 +150,12 @@ int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *
 int edge__l4_use_gen(struct edge_worker *w, struct edge_gen *g);
 void edge__l4_close_all(struct edge_worker *w);
 void edge__tunnels_close_all(struct edge_worker *w);
+int edge__dns_init(struct edge *e, struct edge_conf *conf);
+int edge__dns_start(struct edge *e);
+void edge__dns_update(struct edge *e, const struct edge_conf *conf);
+void edge__dns_stop(struct edge *e);
+void edge__dns_apply(struct edge *e, struct edge_conf *conf);
+int edge__regenerate(struct edge *e, const char *why);
 int edge__conn_count(struct edge *e, const struct sockaddr *sa, int delta);
 void edge__server_set_up(struct edge *e, struct edge_server *s, bool up, const char *why);
 

@@ -53,6 +53,8 @@ static struct edge_server *l4_pick(struct l4_conn *c)
     uint64_t now = cairn_now_ms();
     size_t n = b->nservers;
     size_t start;
+    if (!n)
+        return NULL;
     if (b->balance == BAL_HASH && b->nring) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);

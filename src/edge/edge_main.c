@@ -429,43 +429,36 @@ static void worker_swap_job(void *arg)
     free(j);
 }
 
-/* Re-reads this service from the stack file; on success every worker switches
- * to the new generation. Runs on worker 0. Returns 0, or -EINVAL with the
- * errors in errs (the old configuration keeps serving). */
-static int edge_reload(struct edge *e, struct cfg_errors *errs)
+/* Makes the service in st (loaded by the caller, handed over on success) the
+ * current generation: DNS answers applied, health state carried over, then
+ * every worker switches. Runs on worker 0. */
+static int edge_switch(struct edge *e, struct stack *st, struct cfg_errors *errs, const char *why)
 {
     const struct service *svc = e->svc;
     struct edge_gen *cur = e->gen;
-    struct stack st;
-    int r = stack_load_one(&st, svc->stack->file, svc->stack->text, svc->name, &edge_role, errs);
-    if (r) {
-        stack_free(&st);
-        for (size_t i = 0; i < errs->n; i++)
-            log_error("reload refused", "error", errs->msgs[i]);
-        log_error("reload refused: keeping the current configuration");
-        return -EINVAL;
-    }
-    const struct service *ns = stack_find(&st, svc->name);
-    const struct edge_conf *nc = ns->conf;
+    const struct service *ns = stack_find(st, svc->name);
+    struct edge_conf *nc = ns->conf;
     if (nc->threads != e->nworkers)
         log_warn("threads changed: takes effect at the next restart");
     if (cur->conf->have_admin != nc->have_admin ||
         (nc->have_admin && !net_addr_eq(&cur->conf->admin, &nc->admin)))
         log_warn("admin address changed: takes effect at the next restart");
+    edge__dns_apply(e, nc);
     carry_state(cur->conf, nc);
     struct edge_gen *g = gen_new(e, nc);
     if (!g) {
-        stack_free(&st);
+        stack_free(st);
         cfg_errors_add(errs, "the new configuration could not be set up (see the log)");
         log_error("reload refused: keeping the current configuration");
         return -EINVAL;
     }
-    g->stack = st;
+    g->stack = *st;
     g->owns_stack = true;
     /* health checks move to the new servers */
     edge__health_stop(cur);
     if (edge__health_start(g, &e->workers[0].loop))
         log_error("cannot start health checks for the new configuration");
+    edge__dns_update(e, nc);
     e->gen = g;
     for (int i = 0; i < e->nworkers; i++) {
         struct swap_job *j = malloc(sizeof(*j));
@@ -477,9 +470,47 @@ static int edge_reload(struct edge *e, struct cfg_errors *errs)
         loop_post(&e->workers[i].loop, worker_swap_job, j);
     }
     gen_unref(cur);     /* the edge's own reference moves to g (taken by gen_new) */
-    log_info("configuration reloaded", "generation", log_int(g->id), "routes",
+    log_info("configuration reloaded", "generation", log_int(g->id), "why", why, "routes",
              log_int((long long)nc->nroutes), "backends", log_int((long long)nc->nbackends));
     return 0;
+}
+
+/* Re-reads this service from the stack file; on success every worker switches
+ * to the new generation. Runs on worker 0. Returns 0, or -EINVAL with the
+ * errors in errs (the old configuration keeps serving). */
+static int edge_reload(struct edge *e, struct cfg_errors *errs)
+{
+    const struct service *svc = e->svc;
+    struct stack st;
+    /* a file is read again; the embedded default stack is its own text */
+    const char *text = svc->stack->source ? NULL : svc->stack->text;
+    int r = stack_load_one(&st, svc->stack->file, text, svc->name, &edge_role, errs);
+    if (r) {
+        stack_free(&st);
+        for (size_t i = 0; i < errs->n; i++)
+            log_error("reload refused", "error", errs->msgs[i]);
+        log_error("reload refused: keeping the current configuration");
+        return -EINVAL;
+    }
+    return edge_switch(e, &st, errs, "reload");
+}
+
+/* A new generation from the same stack text (DNS answers changed). */
+int edge__regenerate(struct edge *e, const char *why)
+{
+    struct edge_gen *cur = e->gen;
+    const struct stack *src = cur->owns_stack ? &cur->stack : e->svc->stack;
+    struct stack st;
+    struct cfg_errors errs = { 0 };
+    int r = stack_load_one(&st, src->file, src->text, e->svc->name, &edge_role, &errs);
+    if (r) {
+        stack_free(&st);
+        log_error("cannot rebuild the configuration", "why", why);
+    } else {
+        r = edge_switch(e, &st, &errs, why);
+    }
+    cfg_errors_free(&errs);
+    return r;
 }
 
 static void worker_drained(struct httpd_worker *hw, void *arg)
@@ -628,6 +659,12 @@ int edge_main(const struct service *svc)
         log_error("out of memory");
         goto out;
     }
+    /* DNS backends get their first servers before the first generation (the
+     * configuration is this process's own; filling its server lists is fine) */
+    if (edge__dns_init(&e, (struct edge_conf *)svc->conf)) {
+        log_error("out of memory");
+        goto out;
+    }
     e.gen = gen_new(&e, svc->conf);
     if (!e.gen)
         goto out;
@@ -648,6 +685,10 @@ int edge_main(const struct service *svc)
     signal(SIGPIPE, SIG_IGN);
     if (edge__health_start(e.gen, &e.workers[0].loop)) {
         log_error("cannot start health checks");
+        goto out_workers;
+    }
+    if (edge__dns_start(&e)) {
+        log_error("cannot start the DNS resolver thread");
         goto out_workers;
     }
     int started = 1;
@@ -678,10 +719,12 @@ int edge_main(const struct service *svc)
     log_info("stopped");
     code = 0;
 out_workers:
+    edge__dns_stop(&e);
     for (int i = 0; i < e.nworkers; i++)
         worker_destroy(&e.workers[i]);
     free(e.workers);
 out:
+    edge__dns_stop(&e);
     if (e.gen)
         gen_unref(e.gen);
     metrics_registry_free(&e.reg);

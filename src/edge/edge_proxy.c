@@ -251,6 +251,8 @@ static struct edge_server *pick(struct proxy_req *pr)
     uint64_t now = cairn_now_ms();
     size_t n = b->nservers;
     struct edge_server *best = NULL;
+    if (!n)
+        return NULL;
 
     if (b->balance == BAL_HASH && b->nring) {
         struct strv key = STRV_NULL;

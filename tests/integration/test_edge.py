@@ -743,3 +743,81 @@ services:
     assert r.returncode == 28   # curl's timeout
     r = subprocess.run(curl + [url + "/api/hello"], capture_output=True, text=True, timeout=10)
     assert json.loads(r.stdout)["instance"].startswith("app-")
+
+
+class TinyDNS:
+    """A real DNS server over UDP (dnspython) whose records the test can change."""
+
+    def __init__(self):
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        import dns.rrset
+        self.m, self.rcode, self.rdt, self.rrset = dns.message, dns.rcode, dns.rdatatype, dns.rrset
+        self.records = {}       # (name, type) -> list of rdata texts
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            q = self.m.from_wire(data)
+            r = self.m.make_response(q)
+            qname, qtype = q.question[0].name, q.question[0].rdtype
+            key = (str(qname).lower(), self.rdt.to_text(qtype))
+            names = {k[0] for k in self.records}
+            if key in self.records:
+                r.answer.append(self.rrset.from_text_list(qname, 1, "IN", key[1], self.records[key]))
+            elif key[0] not in names:
+                r.set_rcode(self.rcode.NXDOMAIN)
+            self.sock.sendto(r.to_wire(), peer)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_backends_from_dns(start, tmp_path, apps):
+    ports, _ = apps
+    dns = TinyDNS()
+    try:
+        for i, p in enumerate(ports):
+            dns.records[(f"app{i + 1}.test.", "A")] = ["127.0.0.1"]
+        dns.records[("_http._tcp.apps.test.", "SRV")] = [f"10 1 {p} app{i + 1}.test." for i, p in enumerate(ports)]
+        dns.records[("_http._tcp.apps.test.", "SRV")].append(f"20 1 {ports[0]} backup.test.")
+        dns.records[("one.test.", "A")] = ["127.0.0.1"]
+        base, admin, lb = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{path: /one/, backend: one}}
+      - {{path: /, backend: app}}
+    backends:
+      app:
+        dns: {{name: _http._tcp.apps.test, type: srv, interval: 300ms, resolver: "127.0.0.1:{dns.port}"}}
+        balance: round_robin
+      one:
+        dns: {{name: one.test, type: a, port: {ports[2]}, interval: 300ms, resolver: "127.0.0.1:{dns.port}"}}
+""")
+        got = Counter(requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(30))
+        assert got == Counter({"app-1": 10, "app-2": 10, "app-3": 10}), got
+        r = requests.get(base + "/one/x", timeout=5)
+        assert r.status_code == 404 and r.headers["X-Served-By"] == "app-3"
+        # the SRV set shrinks: the edge follows within a few intervals
+        dns.records[("_http._tcp.apps.test.", "SRV")] = [f"10 1 {ports[1]} app2.test."]
+
+        def only_app2():
+            got = {requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(6)}
+            return got == {"app-2"}
+        wait_for(only_app2, timeout=5, what="edge following DNS")
+        st = requests.get(admin + "/api/backends", timeout=5).json()["backends"]
+        assert [s["address"] for s in st[0]["servers"]] == [f"127.0.0.1:{ports[1]}"]
+        assert 'msg="backend servers changed in DNS" backend=app servers=1' in lb.stderr()
+        # a name that stops existing leaves the backend without servers: 503
+        del dns.records[("one.test.", "A")]
+        wait_for(lambda: requests.get(base + "/one/x", timeout=5).status_code == 503, timeout=5,
+                 what="backend emptied")
+    finally:
+        dns.close()
