@@ -147,6 +147,7 @@ struct edge_conf {
     size_t nbackends;
     uint64_t header_timeout_ms, idle_timeout_ms, body_timeout_ms;
     uint64_t max_body;
+    size_t max_header_bytes, max_headers;
     size_t max_conns;
     int max_conns_per_ip;
 };

@@ -13,6 +13,7 @@
  *               eject: {after, for}, slow_start}}
  */
 #include "edge.h"
+#include "http1.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -746,6 +747,8 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     e->idle_timeout_ms = 60000;
     e->body_timeout_ms = 30000;
     e->max_body = 64u << 20;
+    e->max_header_bytes = 65536;
+    e->max_headers = HTTP_MAX_HEADERS;
     e->max_conns = 20000;
     int bad = cfg_map_fields(c, map, path, keys, v);
 
@@ -864,8 +867,9 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     }
     P(p, "%s.limits", path);
     if (v[8]) {
-        static const char *const lk[] = { "max_body", "max_conns", "max_conns_per_ip", NULL };
-        cfg_node *lv[3];
+        static const char *const lk[] = { "max_body", "max_conns", "max_conns_per_ip",
+                                           "max_header_bytes", "max_headers", NULL };
+        cfg_node *lv[5];
         if (cfg_map_fields(c, v[8], p, lk, lv) == 0) {
             char q[280];
             P(q, "%s.max_body", p);
@@ -875,6 +879,23 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
             if (lv[1]) {
                 if (cfg_get_int(c, lv[1], q, 1, 10000000, &x) == 0)
                     e->max_conns = (size_t)x;
+                else
+                    bad = -EINVAL;
+            }
+            P(q, "%s.max_header_bytes", p);
+            uint64_t hb;
+            if (lv[3] && cfg_get_size(c, lv[3], q, &hb) == 0) {
+                if (hb < 1024 || hb > (1u << 20))
+                    bad = cfg_error(c, lv[3], q, "expected 1KiB to 1MiB");
+                else
+                    e->max_header_bytes = (size_t)hb;
+            } else if (lv[3]) {
+                bad = -EINVAL;
+            }
+            P(q, "%s.max_headers", p);
+            if (lv[4]) {
+                if (cfg_get_int(c, lv[4], q, 8, HTTP_MAX_HEADERS, &x) == 0)
+                    e->max_headers = (size_t)x;
                 else
                     bad = -EINVAL;
             }

@@ -146,7 +146,8 @@ int edge__health_start(struct edge_gen *g, struct loop *loop);
 void edge__health_stop(struct edge_gen *g);
 void edge__admin(struct httpd_req *r, void *arg);
 int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b,
-                       SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms);
+                       SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms,
+                       const struct sockaddr_storage *counted);
 int edge__l4_use_gen(struct edge_worker *w, struct edge_gen *g);
 void edge__l4_close_all(struct edge_worker *w);
 void edge__tunnels_close_all(struct edge_worker *w);

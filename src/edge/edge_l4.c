@@ -31,6 +31,8 @@ struct l4_conn {
     struct edge_server *srv;
     uint64_t tried[4];
     int attempts;
+    bool counted;                   /* towards max_conns_per_ip */
+    struct sockaddr_storage peer;
     struct l4_conn *prev, *next;    /* the worker's pending list */
 };
 
@@ -110,6 +112,8 @@ static void l4_free(void *arg)
 static void l4_give_up(struct l4_conn *c)
 {
     pending_unlink(c);
+    if (c->counted)
+        edge__conn_count(c->w->e, (const struct sockaddr *)&c->peer, -1);
     loop_timer_stop(&c->timer);
     if (c->sfd >= 0) {
         loop_io_del(&c->io);
@@ -156,7 +160,8 @@ static void l4_connected(struct loop_io *io, uint32_t events)
     int sfd = c->sfd;
     c->sfd = -1;
     uint64_t timeout = c->b->idle_timeout_ms > 3600000 ? c->b->idle_timeout_ms : 3600000;
-    if (edge__tunnel_start(c->w, c->cfd, c->cssl, NULL, sfd, NULL, NULL, timeout))
+    if (edge__tunnel_start(c->w, c->cfd, c->cssl, NULL, sfd, NULL, NULL, timeout,
+                           c->counted ? &c->peer : NULL))
         log_warn("cannot start a tunnel");
     __atomic_add_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
     c->cssl = NULL;
@@ -224,18 +229,31 @@ static void l4_accept(struct loop_io *io, uint32_t events)
             close(fd);
             continue;
         }
-        net_set_nodelay(fd);
-        struct l4_conn *c = calloc(1, sizeof(*c));
-        if (!c) {
+        int limit = lc->gen->conf->max_conns_per_ip;
+        if (limit && edge__conn_count(w->e, (struct sockaddr *)&ss, 1) > limit) {
+            edge__conn_count(w->e, (struct sockaddr *)&ss, -1);
+            metric_inc(w->e->m_denied);
             close(fd);
             continue;
         }
+        net_set_nodelay(fd);
+        struct l4_conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            if (limit)
+                edge__conn_count(w->e, (struct sockaddr *)&ss, -1);
+            close(fd);
+            continue;
+        }
+        c->counted = limit != 0;
+        c->peer = ss;
         c->w = w;
         c->gen = lc->gen;
         c->b = lc->l->backend;
         c->cfd = fd;
         c->sfd = -1;
         if (lc->tls && !(c->cssl = tls_conn_new(lc->tls, fd, true, NULL))) {
+            if (c->counted)
+                edge__conn_count(w->e, (struct sockaddr *)&ss, -1);
             close(fd);
             free(c);
             continue;

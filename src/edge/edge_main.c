@@ -308,6 +308,9 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
         lc->hconf.idle_timeout_ms = (uint32_t)c->idle_timeout_ms;
         lc->hconf.body_timeout_ms = (uint32_t)c->body_timeout_ms;
         lc->hconf.limits.max_body = c->max_body;
+        lc->hconf.limits.max_header_bytes = c->max_header_bytes;
+        lc->hconf.limits.max_headers = c->max_headers;
+        lc->hconf.limits.max_request_line = MIN(c->max_header_bytes, (size_t)8192);
         lc->hconf.max_conns = c->max_conns;
         if (lc->l->tls) {
             struct tls_cert_conf certs[16];

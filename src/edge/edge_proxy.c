@@ -72,6 +72,7 @@ struct proxy_req {
     struct proxy_req *qnext, *qprev;
     uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
     uint64_t t_start, t_connect, t_first;
+    uint64_t t_queued, queue_ns;    /* time spent waiting in the queue */
     uint64_t bytes;
     int status;
     char request_id[40];
@@ -549,11 +550,13 @@ static void access_log(struct proxy_req *pr, int status)
     char method[16];
     snprintf(method, sizeof(method), "%.*s", (int)MIN(r->h.method.n, (size_t)15), r->h.method.p);
     double conn_ms = pr->t_connect ? (double)(pr->t_connect - pr->t_start) / 1e6 : -1;
+    double queue_ms = (double)pr->queue_ns / 1e6;
     double first_ms = pr->t_first ? (double)(pr->t_first - pr->t_start) / 1e6 : -1;
     log_info("access", "client", ip, "method", method, "host", host, "target", path, "route",
              pr->route->label, "backend", pr->b->name, "server", pr->srv ? pr->srv->name : "-",
              "status", log_int(status), "bytes", log_int((long long)pr->bytes), "attempts",
-             log_int(pr->attempts), "t_connect_ms", log_dbl(conn_ms), "t_first_byte_ms",
+             log_int(pr->attempts), "t_queue_ms", log_dbl(queue_ms), "t_connect_ms", log_dbl(conn_ms),
+             "t_first_byte_ms",
              log_dbl(first_ms), "t_total_ms", log_dbl((double)(now - pr->t_start) / 1e6),
              "request_id", pr->request_id);
 }
@@ -816,7 +819,7 @@ static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
     int cfd;
     SSL *cssl;
     httpd_req_hijack(r, &cfd, &cssl, &to_server);
-    if (edge__tunnel_start(w, cfd, cssl, &to_client, sfd, NULL, &to_server, timeout))
+    if (edge__tunnel_start(w, cfd, cssl, &to_client, sfd, NULL, &to_server, timeout, NULL))
         log_warn("cannot start a tunnel");
     buf_free(&to_client);
     buf_free(&to_server);
@@ -1086,6 +1089,7 @@ static void queue_unlink(struct proxy_req *pr)
         w->queue_tail = pr->qprev;
     pr->qnext = pr->qprev = NULL;
     pr->queued = false;
+    pr->queue_ns += cairn_now_ns() - pr->t_queued;
     loop_timer_stop(&pr->timer);
 }
 
@@ -1147,6 +1151,7 @@ static bool try_queue(struct proxy_req *pr)
     if (!some)
         return false;
     pr->queued = true;
+    pr->t_queued = cairn_now_ns();
     pr->qprev = w->queue_tail;
     pr->qnext = NULL;
     if (w->queue_tail)

@@ -39,6 +39,8 @@ struct tunnel {
     uint64_t timeout_ms;
     uint64_t bytes[2];      /* bytes read from each side */
     bool closed;
+    bool counted;               /* counts towards its client's max_conns_per_ip */
+    struct sockaddr_storage peer;
     struct tunnel *prev, *next; /* the worker's list */
 };
 
@@ -55,6 +57,8 @@ static void tun_close(struct tunnel *t)
     if (t->closed)
         return;
     t->closed = true;
+    if (t->counted)
+        edge__conn_count(t->w->e, (const struct sockaddr *)&t->peer, -1);
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -179,10 +183,13 @@ static void tun_timeout(struct loop_timer *tm)
  * already due to each side; they are moved into the tunnel. On failure both
  * sockets are closed. */
 int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b,
-                       SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms)
+                       SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms,
+                       const struct sockaddr_storage *counted)
 {
     struct tunnel *t = calloc(1, sizeof(*t));
     if (!t) {
+        if (counted)
+            edge__conn_count(w->e, (const struct sockaddr *)counted, -1);
         tls_conn_free(&ssl_a);
         tls_conn_free(&ssl_b);
         close(fd_a);
@@ -215,11 +222,17 @@ int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *
                 close(t->s[k].fd);
                 buf_free(&t->s[k].out);
             }
+            if (counted)
+                edge__conn_count(w->e, (const struct sockaddr *)counted, -1);
             free(t);
             return -EIO;
         }
     }
     loop_timer_start(&w->loop, &t->idle, timeout_ms);
+    if (counted) {
+        t->counted = true;
+        t->peer = *counted;
+    }
     t->next = w->tunnels;
     if (w->tunnels)
         w->tunnels->prev = t;

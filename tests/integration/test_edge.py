@@ -566,6 +566,7 @@ services:
     r = subprocess.run(["curl", "-sS", "--cacert", str(cert), "--resolve", f"l4.test:{tls_port}:127.0.0.1",
                         f"https://l4.test:{tls_port}/healthz"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    # max_conns_per_ip applies to L4 connections too (see test_max_conns_per_ip for HTTP)
     # a dead server: connects fail over to the others
     os.kill(procs[0].pid, signal.SIGKILL)
     procs[0].p.wait(timeout=5)
@@ -821,3 +822,44 @@ def test_backends_from_dns(start, tmp_path, apps):
                  what="backend emptied")
     finally:
         dns.close()
+
+
+def test_l4_max_conns_per_ip_and_header_limits(start, tmp_path, apps):
+    ports, _ = apps
+    tcp_port, http_port, admin = free_port(), free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  lb:
+    role: edge
+    listen:
+      - {{address: "127.0.0.1:{tcp_port}", mode: tcp, backend: app}}
+      - {{address: "127.0.0.1:{http_port}"}}
+    admin: "127.0.0.1:{admin}"
+    limits: {{max_conns_per_ip: 2, max_header_bytes: 2KiB, max_headers: 10}}
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: {servers(ports)}}}}}
+""", name="l4lim.yaml")
+    start(["run", "lb", "-c", path], name="l4lim")
+    ready(f"http://127.0.0.1:{admin}/-/ready")
+    held = [socket.create_connection(("127.0.0.1", tcp_port)) for _ in range(2)]
+    try:
+        for s in held:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            try:
+                assert s.recv(4096) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{tcp_port}/healthz", timeout=2).ok, timeout=5,
+             what="admitted again")
+    r = requests.get(f"http://127.0.0.1:{http_port}/healthz", headers={"X-Big": "x" * 3000}, timeout=5)
+    assert r.status_code == 431
+    r = requests.get(f"http://127.0.0.1:{http_port}/healthz",
+                     headers={f"X-H{i}": "1" for i in range(12)}, timeout=5)
+    assert r.status_code == 431
+    assert requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).status_code == 200
