@@ -15,6 +15,8 @@
 #define CAIRN_VERSION "0.1.0"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* A string literal and its length, for (pointer, length) parameters. */
+#define LIT(s) ("" s ""), (sizeof(s) - 1)
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define UNUSED(x) ((void)(x))

@@ -364,7 +364,7 @@ static void reply(struct demo_worker *w, struct httpd_req *r, enum route rt, uin
     if (!dl || buf_append(&dl->body, body, len)) {
         free(dl);
         finish(w, r, rt, 500);
-        httpd_respond(r, 500, "text/plain", "out of memory\n", 14);
+        httpd_respond(r, 500, "text/plain", LIT("out of memory\n"));
         return;
     }
     dl->r = r;
@@ -389,7 +389,7 @@ static bool request_faults(struct demo_worker *w, struct httpd_req *r, enum rout
         uint64_t ms;
         if (cfg_parse_duration(tmp, &ms) || ms > 600000) {
             reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
-                  "latency: expected a duration up to 10m like 250ms\n", 50);
+                  LIT("latency: expected a duration up to 10m like 250ms\n"));
             return false;
         }
         *delay = ms;
@@ -399,7 +399,7 @@ static bool request_faults(struct demo_worker *w, struct httpd_req *r, enum rout
         long st = strtol(tmp, &end, 10);
         if (*end || st < 200 || st > 599) {
             reply(w, r, rt, 0, 400, "text/plain; charset=utf-8",
-                  "status: expected an HTTP status from 200 to 599\n", 47);
+                  LIT("status: expected an HTTP status from 200 to 599\n"));
             return false;
         }
         *forced = (int)st;

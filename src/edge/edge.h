@@ -67,6 +67,11 @@ struct edge_route {
     char *rl_header;                /* key: this header's value; NULL: client IP */
     bool redirect_https;
     struct edge_header_ops req_ops, resp_ops;
+    /* cache: (the CDN tier) */
+    bool cache;
+    uint64_t cache_memory;          /* byte budget of the route's store */
+    uint64_t cache_max_object;      /* larger responses are passed, not stored */
+    double cache_heuristic;         /* fraction of (Date - Last-Modified), RFC 9111 4.2.2 */
     size_t index;                   /* position, for per-thread state */
     char label[64];                 /* for metrics and logs */
 };

@@ -232,8 +232,8 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
 {
     static const char *const keys[] = { "host", "path", "path_exact", "headers", "backend",
                                         "allow", "deny", "rate_limit", "redirect_https",
-                                        "request_headers", "response_headers", NULL };
-    cfg_node *v[11];
+                                        "request_headers", "response_headers", "cache", NULL };
+    cfg_node *v[12];
     char p[256];
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
@@ -312,6 +312,29 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
     P(p, "%s.response_headers", path);
     if (v[10])
         bad |= parse_header_ops(c, v[10], p, &r->resp_ops);
+    P(p, "%s.cache", path);
+    if (v[11]) {
+        static const char *const ck[] = { "memory", "max_object", "heuristic", NULL };
+        cfg_node *cv[3];
+        r->cache = true;
+        r->cache_memory = 256u << 20;
+        r->cache_max_object = 8u << 20;
+        r->cache_heuristic = 0.1;
+        if (cfg_map_fields(c, v[11], p, ck, cv) == 0) {
+            char q[280];
+            P(q, "%s.memory", p);
+            if (cv[0] && cfg_get_size(c, cv[0], q, &r->cache_memory) == 0 && r->cache_memory < 65536)
+                bad = cfg_error(c, cv[0], q, "expected at least 64KiB");
+            P(q, "%s.max_object", p);
+            if (cv[1])
+                bad |= cfg_get_size(c, cv[1], q, &r->cache_max_object);
+            P(q, "%s.heuristic", p);
+            if (cv[2])
+                bad |= cfg_get_float(c, cv[2], q, 0, 1, &r->cache_heuristic);
+        } else {
+            bad = -EINVAL;
+        }
+    }
     snprintf(r->label, sizeof(r->label), "%s%s", r->host ? r->host : "", r->path ? r->path : "/");
     return bad ? -EINVAL : 0;
 }

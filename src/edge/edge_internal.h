@@ -39,8 +39,11 @@ struct rl_set {
     struct rl_entry e[RL_WAYS];
 };
 
+struct cache_store;
+
 struct edge_route_rt {
     struct rl_set *rl;
+    struct cache_store *cache;      /* owned by struct edge: caches outlive reloads */
     struct metric *req[6];          /* by status class */
 };
 
@@ -78,9 +81,14 @@ struct cl_set {
 
 struct edge_dns;
 
+#define EDGE_MAX_CACHES 64
+
 struct edge {
     const struct service *svc;
     struct cl_set *conn_limits;
+    struct cache_store *caches[EDGE_MAX_CACHES];
+    size_t ncaches;
+    struct metric_family *m_cache;  /* edge_cache_requests_total{cache,result} */
     struct edge_dns *dns;           /* resolver for DNS backends, or NULL */
     struct edge_gen *gen;           /* current; changed on worker 0 only */
     unsigned next_gen;

@@ -1,5 +1,6 @@
 /* edge_main.c - role "edge": worker threads, listeners, admin API, shutdown. */
 #include "edge_internal.h"
+#include "edge_cache.h"
 #include "log.h"
 
 #include <errno.h>
@@ -70,7 +71,7 @@ static bool admin_server_action(struct edge *e, struct httpd_req *r)
         return false;
     if (!strv_eq_cstr(r->h.method, "POST")) {
         httpd_header(r, "Allow", "POST");
-        httpd_respond(r, 405, "application/json", "{\"error\":\"use POST\"}\n", 20);
+        httpd_respond(r, 405, "application/json", LIT("{\"error\":\"use POST\"}\n"));
         return true;
     }
     bool drain;
@@ -97,7 +98,7 @@ static bool admin_server_action(struct edge *e, struct httpd_req *r)
             }
         }
     }
-    httpd_respond(r, 404, "application/json", "{\"error\":\"no such backend or server\"}\n", 38);
+    httpd_respond(r, 404, "application/json", LIT("{\"error\":\"no such backend or server\"}\n"));
     return true;
 }
 
@@ -110,6 +111,48 @@ void edge__admin(struct httpd_req *r, void *arg)
         return;
     if (admin_reload(e, r))
         return;
+    if (strv_eq_cstr(r->h.path, "/api/cache/purge")) {
+        if (!strv_eq_cstr(r->h.method, "POST")) {
+            httpd_header(r, "Allow", "POST");
+            httpd_respond(r, 405, "application/json", LIT("{\"error\":\"use POST\"}\n"));
+            return;
+        }
+        char host[256] = "", prefix[1024] = "", tag[256] = "", url[1300] = "", all[8] = "";
+        struct strv q = r->h.query.n ? r->h.query : r->body;
+        bool h = http_query_param(q, "host", host, sizeof(host));
+        bool p = http_query_param(q, "prefix", prefix, sizeof(prefix));
+        bool t = http_query_param(q, "tag", tag, sizeof(tag));
+        bool u = http_query_param(q, "url", url, sizeof(url));
+        bool a = http_query_param(q, "all", all, sizeof(all)) && strcmp(all, "1") == 0;
+        if (!p && !t && !u && !a) {
+            static const char msg[] =
+                "{\"error\":\"give url=HOST/PATH, prefix=/PATH (and host=), tag=TAG or all=1\"}\n";
+            httpd_respond(r, 400, "application/json", msg, sizeof(msg) - 1);
+            return;
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < e->ncaches; i++) {
+            struct cache_store *cs = e->caches[i];
+            if (u) {
+                /* url: host/target (a scheme is ignored) */
+                const char *s2 = strstr(url, "://") ? strstr(url, "://") + 3 : url;
+                const char *slash = strchr(s2, '/');
+                char key[1300];
+                int kl = slash ? snprintf(key, sizeof(key), "%.*s\n%s", (int)(slash - s2), s2, slash)
+                               : snprintf(key, sizeof(key), "%s\n/", s2);
+                for (int k = 0; k < kl && key[k] != '\n'; k++)
+                    key[k] = (char)((key[k] >= 'A' && key[k] <= 'Z') ? key[k] + 32 : key[k]);
+                n += cache_purge_key(cs, key, (size_t)kl);
+            }
+            if (p || t || a)
+                n += cache_purge(cs, h ? host : NULL, p ? prefix : NULL, t ? tag : NULL, a);
+        }
+        log_info("cache purge", "objects", log_int((long long)n));
+        char body[64];
+        int bl = snprintf(body, sizeof(body), "{\"purged\":%zu}\n", n);
+        httpd_respond(r, 200, "application/json", body, (size_t)bl);
+        return;
+    }
     if (strv_eq_cstr(r->h.path, "/api/backends")) {
         struct buf b = BUF_INIT;
         backends_json(e, &b);
@@ -130,6 +173,24 @@ static double active_conns(void *arg)
     double n = 0;
     for (int i = 0; i < e->nworkers; i++)
         n += (double)__atomic_load_n(&e->workers[i].hw.nconns, __ATOMIC_RELAXED);
+    return n;
+}
+
+static double cache_objects(void *arg)
+{
+    struct edge *e = arg;
+    double n = 0;
+    for (size_t i = 0; i < e->ncaches; i++)
+        n += (double)cache_store_count(e->caches[i]);
+    return n;
+}
+
+static double cache_bytes(void *arg)
+{
+    struct edge *e = arg;
+    double n = 0;
+    for (size_t i = 0; i < e->ncaches; i++)
+        n += (double)cache_store_bytes(e->caches[i]);
     return n;
 }
 
@@ -157,6 +218,13 @@ static int setup_metrics(struct edge *e)
     e->m_limited = metrics_counter(e->reg, "edge_rate_limited_total", "Requests refused with 429.");
     metrics_callback(e->reg, METRIC_GAUGE, "edge_connections_active", "Open client connections.",
                      active_conns, e);
+    static const char *const cl[] = { "cache", "result", NULL };
+    e->m_cache = metrics_family(e->reg, METRIC_COUNTER, "edge_cache_requests_total",
+                                "Requests on cached routes by result: hit, miss, expired, pass.", cl, NULL, 0);
+    metrics_callback(e->reg, METRIC_GAUGE, "edge_cache_objects", "Objects stored in the caches.",
+                     cache_objects, e);
+    metrics_callback(e->reg, METRIC_GAUGE, "edge_cache_bytes", "Bytes stored in the caches.",
+                     cache_bytes, e);
     metrics_add_process(e->reg);
     return e->m_requests && e->m_server_up && e->m_duration ? 0 : -ENOMEM;
 }
@@ -269,6 +337,28 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
     if (edge__gen_routes_init(g)) {
         log_error("out of memory");
         goto fail;
+    }
+    /* a cached route keeps its store across reloads (found by its label) */
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct edge_route *rt = &c->routes[i];
+        if (!rt->cache)
+            continue;
+        struct cache_store *cs = NULL;
+        for (size_t k = 0; k < e->ncaches && !cs; k++)
+            if (strcmp(cache_store_label(e->caches[k]), rt->label) == 0)
+                cs = e->caches[k];
+        if (cs) {
+            cache_store_resize(cs, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic);
+        } else if (e->ncaches < EDGE_MAX_CACHES) {
+            cs = cache_store_new(rt->label, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic,
+                                 e->reg);
+            if (!cs) {
+                log_error("out of memory");
+                goto fail;
+            }
+            e->caches[e->ncaches++] = cs;
+        }
+        g->routes[i].cache = cs;
     }
     g->backend_tls = calloc(c->nbackends ? c->nbackends : 1, sizeof(*g->backend_tls));
     if (!g->backend_tls)
@@ -730,6 +820,8 @@ out:
     edge__dns_stop(&e);
     if (e.gen)
         gen_unref(e.gen);
+    for (size_t i = 0; i < e.ncaches; i++)
+        cache_store_free(e.caches[i]);
     metrics_registry_free(&e.reg);
     free(e.conn_limits);
     return code;

@@ -14,6 +14,7 @@
  * Failures count towards passive ejection of the server.
  */
 #include "edge_internal.h"
+#include "edge_cache.h"
 #include "log.h"
 #include "trace.h"
 
@@ -70,6 +71,15 @@ struct proxy_req {
     bool retrying;                  /* counted in the backend's retries_active */
     bool queued;
     struct proxy_req *qnext, *qprev;
+    /* cache */
+    struct cache_store *cache;      /* the route's store when this GET/HEAD may be stored */
+    const char *xcache;             /* X-Cache value to send, or NULL */
+    struct cobj *reval;             /* stale object being revalidated */
+    struct cache_fill *fill;
+    bool invalidate;                /* unsafe method: purge the key after success */
+    time_t req_wall;
+    char key[1100];
+    size_t keylen;
     uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
     uint64_t t_start, t_connect, t_first;
     uint64_t t_queued, queue_ns;    /* time spent waiting in the queue */
@@ -507,6 +517,9 @@ static void up_release(struct up_conn *uc, bool reusable)
 
 static void pr_free(struct proxy_req *pr)
 {
+    cache_fill_abort(&pr->fill);
+    if (pr->reval)
+        cobj_put(pr->reval);
     if (pr->retrying)
         __atomic_sub_fetch(&pr->b->retries_active, 1, __ATOMIC_RELAXED);
     loop_timer_stop(&pr->timer);
@@ -558,7 +571,7 @@ static void access_log(struct proxy_req *pr, int status)
              log_int(pr->attempts), "t_queue_ms", log_dbl(queue_ms), "t_connect_ms", log_dbl(conn_ms),
              "t_first_byte_ms",
              log_dbl(first_ms), "t_total_ms", log_dbl((double)(now - pr->t_start) / 1e6),
-             "request_id", pr->request_id);
+             "cache", pr->xcache ? pr->xcache : "-", "request_id", pr->request_id);
 }
 
 static void queue_kick(struct edge_worker *w);
@@ -668,11 +681,25 @@ static void response_timeout(struct loop_timer *t)
     attempt_failed(pr, 504, "the server did not answer in time", true);
 }
 
+static void cache_count(struct proxy_req *pr, const char *result)
+{
+    struct edge *e = pr->w->e;
+    if (pr->route->cache && e->m_cache)
+        metric_inc(metrics_get2(e->m_cache, pr->route->label, result));
+}
+
 static void complete(struct proxy_req *pr, bool reusable)
 {
     struct up_conn *uc = pr->uc;
     struct httpd_req *r = pr->r;
     pr->uc = NULL;
+    if (pr->fill)
+        cache_fill_commit(&pr->fill);
+    if (pr->invalidate && pr->status < 400) {
+        struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
+        if (cs)
+            cache_purge_key(cs, pr->key, pr->keylen);   /* RFC 9111 4.4 */
+    }
     server_result(pr, pr->status < 500);
     finish_inflight(pr);
     httpd_req_on_abort(r, NULL, NULL);
@@ -774,6 +801,8 @@ static void send_head(struct proxy_req *pr, struct up_conn *uc)
     }
     if (!http_find_header(resp->headers, resp->nheaders, "x-request-id"))
         httpd_header(r, "X-Request-Id", pr->request_id);
+    if (pr->xcache)
+        httpd_header(r, "X-Cache", pr->xcache);
     int64_t len = -1;
     if (uc->mode == BODY_NONE)
         len = resp->content_length >= 0 ? resp->content_length : 0;
@@ -825,6 +854,33 @@ static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
     buf_free(&to_server);
 }
 
+/* The origin confirmed the stale object (304): refresh it and answer from it. */
+static void serve_revalidated(struct proxy_req *pr, struct up_conn *uc)
+{
+    struct httpd_req *r = pr->r;
+    struct cobj *fresh = cache_refresh(pr->cache ? pr->cache : pr->gen->routes[pr->route->index].cache,
+                                       pr->reval, &uc->resp, pr->req_wall);
+    struct cobj *use = fresh ? fresh : pr->reval;
+    bool reusable = uc->resp.keep_alive && buf_used(&uc->rbuf) == (size_t)uc->head_len;
+    pr->uc = NULL;
+    server_result(pr, true);
+    finish_inflight(pr);
+    httpd_req_on_abort(r, NULL, NULL);
+    httpd_req_on_drain(r, NULL, NULL);
+    pr->status = 200;
+    access_log(pr, 200);
+    count_request(pr->gen, pr->route, 200);
+    up_release(uc, reusable);
+    char rid[40];
+    memcpy(rid, pr->request_id, sizeof(rid));
+    cobj_get(use);          /* pr_free drops the revalidation reference */
+    pr_free(pr);
+    cache_serve(r, use, "EXPIRED", rid);
+    cobj_put(use);
+    if (fresh)
+        cobj_put(fresh);    /* cache_refresh's reference for its caller */
+}
+
 /* Parses and forwards what is buffered. */
 static void up_process(struct up_conn *uc, bool eof)
 {
@@ -865,6 +921,12 @@ static void up_process(struct up_conn *uc, bool eof)
             start_tunnel(pr, uc);
             return;
         }
+        if (st == 304 && pr->reval) {
+            serve_revalidated(pr, uc);
+            return;
+        }
+        if (pr->cache && st != 304)
+            pr->fill = cache_fill_begin(pr->cache, pr->key, pr->keylen, pr->r, &uc->resp, pr->req_wall);
         if (pr->r->h.is_head || st == 204 || st == 304)
             uc->mode = BODY_NONE;
         else if (uc->resp.chunked)
@@ -886,6 +948,7 @@ static void up_process(struct up_conn *uc, bool eof)
     case BODY_LENGTH: {
         size_t n = (size_t)MIN((uint64_t)buf_used(&uc->rbuf), uc->remaining);
         if (n) {
+            cache_fill_data(pr->fill, buf_head(&uc->rbuf), n);
             httpd_respond_write(r, buf_head(&uc->rbuf), n);
             pr->bytes += n;
             uc->remaining -= n;
@@ -906,6 +969,7 @@ static void up_process(struct up_conn *uc, bool eof)
                                     &uc->body, UINT64_MAX / 2);
         buf_consume(&uc->rbuf, used);
         if (buf_used(&uc->body)) {
+            cache_fill_data(pr->fill, buf_head(&uc->body), buf_used(&uc->body));
             httpd_respond_write(r, buf_head(&uc->body), buf_used(&uc->body));
             pr->bytes += buf_used(&uc->body);
         }
@@ -923,6 +987,7 @@ static void up_process(struct up_conn *uc, bool eof)
     }
     case BODY_CLOSE:
         if (buf_used(&uc->rbuf)) {
+            cache_fill_data(pr->fill, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
             httpd_respond_write(r, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
             pr->bytes += buf_used(&uc->rbuf);
             buf_reset(&uc->rbuf);
@@ -1193,6 +1258,7 @@ static void try_send(struct proxy_req *pr)
         if (idx < 256)
             pr->tried[idx / 64] |= 1ull << (idx % 64);
         pr->attempts++;
+        pr->req_wall = time(NULL);
         __atomic_add_fetch(&pr->srv->inflight, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&pr->srv->requests, 1, __ATOMIC_RELAXED);
         int err = 0;
@@ -1259,6 +1325,9 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         }
         if (strv_caseeq_cstr(h->name, "x-forwarded-proto") || strv_caseeq_cstr(h->name, "x-forwarded-host"))
             continue;
+        if (pr->cache && (strv_caseeq_cstr(h->name, "if-none-match") ||
+                          strv_caseeq_cstr(h->name, "if-modified-since")))
+            continue;   /* a storing cache asks for the whole object (or its own revalidation) */
         if (strv_caseeq_cstr(h->name, "x-request-id")) {
             snprintf(pr->request_id, sizeof(pr->request_id), "%.*s", (int)MIN(h->value.n, (size_t)39), h->value.p);
             continue;
@@ -1281,6 +1350,8 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
     }
     for (size_t k = 0; k < ops->nset; k++)
         http1_write_header(b, ops->set[k].name, ops->set[k].value);
+    if (pr->reval)
+        cobj_conditional_headers(pr->reval, b);
     /* Upgrade (WebSocket and friends): the two hop-by-hop fields go on */
     const struct http_header *up = httpd_req_header(r, "upgrade");
     const struct http_header *conn = httpd_req_header(r, "connection");
@@ -1356,6 +1427,69 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
     buf_append(b, r->body.p, r->body.n);
 }
 
+/* The cache's part of a request on a cached route. Returns true when the
+ * request was answered from the cache (pr is gone then). */
+static bool cache_lookup_or_pass(struct proxy_req *pr)
+{
+    struct httpd_req *r = pr->r;
+    struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
+    bool get = strv_eq_cstr(r->h.method, "GET"), head = r->h.is_head;
+    pr->keylen = cache_key(r, pr->key, sizeof(pr->key));
+    if (!pr->keylen) {
+        pr->xcache = "PASS";
+        cache_count(pr, "pass");
+        return false;
+    }
+    if (!get && !head) {
+        pr->xcache = "PASS";
+        pr->invalidate = !pr->idempotent || strv_eq_cstr(r->h.method, "DELETE") ||
+                         strv_eq_cstr(r->h.method, "PUT");
+        cache_count(pr, "pass");
+        return false;
+    }
+    struct cache_cc rcc;
+    cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
+    if (rcc.no_store || httpd_req_header(r, "range")) {
+        pr->xcache = "PASS";
+        cache_count(pr, "pass");
+        return false;
+    }
+    struct cobj *o = cache_lookup(cs, pr->key, pr->keylen, r);
+    if (o && cobj_fresh(o, &rcc, time(NULL))) {
+        pr->xcache = "HIT";
+        pr->status = 200;
+        access_log(pr, 200);
+        count_request(pr->gen, pr->route, 200);
+        cache_count(pr, "hit");
+        char rid[40];
+        uint64_t r1 = cairn_rand64();
+        snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)r1);
+        pr_free(pr);
+        cache_serve(r, o, "HIT", rid);
+        cobj_put(o);
+        return true;
+    }
+    if (rcc.only_if_cached) {
+        if (o)
+            cobj_put(o);
+        pr_free(pr);
+        simple_reply(r, 504, "not in the cache (only-if-cached)");
+        return true;
+    }
+    pr->cache = get ? cs : NULL;
+    if (o && cobj_has_validators(o) && get) {
+        pr->reval = o;
+        pr->xcache = "EXPIRED";
+        cache_count(pr, "expired");
+    } else {
+        if (o)
+            cobj_put(o);
+        pr->xcache = o ? "EXPIRED" : "MISS";
+        cache_count(pr, o ? "expired" : "miss");
+    }
+    return false;
+}
+
 static bool is_idempotent(struct strv m)
 {
     return strv_eq_cstr(m, "GET") || strv_eq_cstr(m, "HEAD") || strv_eq_cstr(m, "OPTIONS") ||
@@ -1426,6 +1560,8 @@ void edge__proxy(struct httpd_req *r, void *arg)
     pr->idempotent = is_idempotent(r->h.method);
     pr->t_start = r->start_ns;
     loop_timer_init(&pr->timer, response_timeout, pr);
+    if (rt->cache && g->routes[rt->index].cache && cache_lookup_or_pass(pr))
+        return;     /* answered from the cache */
     build_request(pr, lc->l);
     httpd_req_on_abort(r, pr_abort, pr);
     httpd_req_on_drain(r, on_drain, pr);

@@ -1,0 +1,911 @@
+/* edge_cache.c - an RFC 9111 shared cache in memory with S3-FIFO eviction.
+ *
+ * Each cached route has a store: a hash table of objects under one mutex (lookups
+ * and inserts are short; bodies are immutable once stored and reference-counted,
+ * so serving one never holds the lock). Objects are keyed by host and request
+ * target; Vary'ing responses are kept as separate objects carrying the request
+ * field values they were selected by.
+ *
+ * Eviction is S3-FIFO (Yang et al., SOSP 2023): new objects enter a small FIFO
+ * (10% of the budget); an object accessed again before it leaves it moves to the
+ * main FIFO, others leave and are remembered in a ghost table, so that a quick
+ * return goes straight to main. The main FIFO gives objects with recent hits
+ * another round. One-hit wonders (scans) thus never push out the working set,
+ * which plain LRU lets them do.
+ */
+#include "edge_cache.h"
+#include "log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#define BUCKETS 16384
+#define GHOSTS 16384
+
+enum { Q_SMALL, Q_MAIN };
+
+struct cobj {
+    int refs;
+    uint64_t h;
+    char *key;
+    size_t keylen;
+    char *vary;             /* lower-cased field names, comma-separated; NULL when none */
+    char *vary_vals;        /* the request's values for them, '\n'-joined */
+    int status;
+    char *hdrs;             /* stored fields, "Name: value\r\n" lines */
+    size_t hdrs_len;
+    char *body;
+    size_t body_len;
+    time_t response_time;
+    int64_t initial_age;    /* corrected_initial_age, RFC 9111 4.2.3 */
+    int64_t lifetime;       /* freshness lifetime, seconds */
+    bool no_cache;          /* store, but revalidate before every use */
+    bool must_revalidate;
+    char *etag, *last_modified;
+    char *tags;             /* Surrogate-Key / Cache-Tag values, space-separated */
+    size_t size;
+    int freq;
+    int q;
+    bool linked;
+    struct cobj *qnext, *qprev;     /* in its FIFO: head = newest */
+    struct cobj *hnext;             /* hash chain */
+    struct cache_store *cs;
+};
+
+struct fifo {
+    struct cobj *head, *tail;
+    size_t bytes;
+};
+
+struct cache_store {
+    char label[64];
+    pthread_mutex_t lock;
+    uint64_t budget, max_object;
+    double heuristic;
+    size_t used, count;
+    struct cobj *buckets[BUCKETS];
+    struct fifo q[2];
+    uint64_t ghost[GHOSTS];
+    struct metric *m_evictions;
+};
+
+struct cache_fill {
+    struct cache_store *cs;
+    struct cobj *o;
+    struct buf body;
+    bool failed;
+};
+
+/* ---- Cache-Control ---- */
+
+static int64_t delta_seconds(struct strv v)
+{
+    if (v.n && v.p[0] == '"' && v.n >= 2) {
+        v.p++;
+        v.n -= 2;
+    }
+    uint64_t x;
+    if (v.n > 10) {
+        /* RFC 9111 1.2.2: a too large value means "infinity", capped at 2^31 */
+        for (size_t i = 0; i < v.n; i++)
+            if (v.p[i] < '0' || v.p[i] > '9')
+                return -2;
+        return 2147483648LL;
+    }
+    if (strv_to_u64(v, &x))
+        return -2;      /* invalid */
+    return (int64_t)x;
+}
+
+void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
+{
+    memset(cc, 0, sizeof(*cc));
+    cc->max_age = cc->s_maxage = cc->min_fresh = cc->max_stale = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!strv_caseeq_cstr(h[i].name, "cache-control"))
+            continue;
+        const char *p = h[i].value.p, *end = p + h[i].value.n;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *ns = p;
+            while (p < end && *p != '=' && *p != ',' && *p != ' ')
+                p++;
+            struct strv name = strv_make(ns, (size_t)(p - ns)), val = STRV_NULL;
+            while (p < end && *p == ' ')
+                p++;
+            if (p < end && *p == '=') {
+                p++;
+                const char *vs = p;
+                if (p < end && *p == '"') {
+                    p++;
+                    while (p < end && *p != '"')
+                        p++;
+                    if (p < end)
+                        p++;
+                } else {
+                    while (p < end && *p != ',' && *p != ' ')
+                        p++;
+                }
+                val = strv_make(vs, (size_t)(p - vs));
+            }
+            while (p < end && *p != ',')
+                p++;
+            int64_t d;
+            if (strv_caseeq_cstr(name, "no-store"))
+                cc->no_store = true;
+            else if (strv_caseeq_cstr(name, "no-cache"))
+                cc->no_cache = true;    /* the field-name form is treated as unqualified */
+            else if (strv_caseeq_cstr(name, "private"))
+                cc->private_ = true;
+            else if (strv_caseeq_cstr(name, "public"))
+                cc->public_ = true;
+            else if (strv_caseeq_cstr(name, "must-revalidate"))
+                cc->must_revalidate = true;
+            else if (strv_caseeq_cstr(name, "proxy-revalidate"))
+                cc->proxy_revalidate = true;
+            else if (strv_caseeq_cstr(name, "only-if-cached"))
+                cc->only_if_cached = true;
+            else if (strv_caseeq_cstr(name, "max-age")) {
+                d = delta_seconds(val);
+                /* RFC 9111 4.2.1: an invalid max-age makes the response stale */
+                if (cc->max_age == -1)
+                    cc->max_age = d == -2 ? 0 : d;
+            } else if (strv_caseeq_cstr(name, "s-maxage")) {
+                d = delta_seconds(val);
+                if (cc->s_maxage == -1)
+                    cc->s_maxage = d == -2 ? 0 : d;
+            } else if (strv_caseeq_cstr(name, "min-fresh")) {
+                d = delta_seconds(val);
+                if (d >= 0)
+                    cc->min_fresh = d;
+            } else if (strv_caseeq_cstr(name, "max-stale")) {
+                d = val.n ? delta_seconds(val) : 2147483648LL;
+                if (d >= 0)
+                    cc->max_stale = d;
+            }
+        }
+    }
+}
+
+/* ---- store ---- */
+
+struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t max_object,
+                                    double heuristic, struct metrics_registry *reg)
+{
+    struct cache_store *cs = calloc(1, sizeof(*cs));
+    if (!cs)
+        return NULL;
+    snprintf(cs->label, sizeof(cs->label), "%s", label);
+    pthread_mutex_init(&cs->lock, NULL);
+    cs->budget = budget;
+    cs->max_object = max_object;
+    cs->heuristic = heuristic;
+    static const char *const l[] = { "cache", NULL };
+    struct metric_family *f = metrics_family(reg, METRIC_COUNTER, "edge_cache_evictions_total",
+                                             "Objects evicted to stay within the memory budget.", l,
+                                             NULL, 0);
+    cs->m_evictions = f ? metrics_get1(f, label) : NULL;
+    return cs;
+}
+
+const char *cache_store_label(const struct cache_store *cs)
+{
+    return cs->label;
+}
+
+void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic)
+{
+    pthread_mutex_lock(&cs->lock);
+    cs->budget = budget;
+    cs->max_object = max_object;
+    cs->heuristic = heuristic;
+    pthread_mutex_unlock(&cs->lock);
+}
+
+static void obj_free(struct cobj *o)
+{
+    free(o->key);
+    free(o->vary);
+    free(o->vary_vals);
+    free(o->hdrs);
+    free(o->body);
+    free(o->etag);
+    free(o->last_modified);
+    free(o->tags);
+    free(o);
+}
+
+void cobj_get(struct cobj *o)
+{
+    __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED);
+}
+
+void cobj_put(struct cobj *o)
+{
+    if (o && __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        obj_free(o);
+}
+
+static void fifo_unlink(struct cache_store *cs, struct cobj *o)
+{
+    struct fifo *f = &cs->q[o->q];
+    if (o->qprev)
+        o->qprev->qnext = o->qnext;
+    else
+        f->head = o->qnext;
+    if (o->qnext)
+        o->qnext->qprev = o->qprev;
+    else
+        f->tail = o->qprev;
+    o->qnext = o->qprev = NULL;
+    f->bytes -= o->size;
+}
+
+static void fifo_push(struct cache_store *cs, struct cobj *o, int q)
+{
+    struct fifo *f = &cs->q[q];
+    o->q = q;
+    o->qprev = NULL;
+    o->qnext = f->head;
+    if (f->head)
+        f->head->qprev = o;
+    else
+        f->tail = o;
+    f->head = o;
+    f->bytes += o->size;
+}
+
+/* Removes o from the table and its FIFO and drops the store's reference. */
+static void unlink_obj(struct cache_store *cs, struct cobj *o)
+{
+    if (!o->linked)
+        return;
+    struct cobj **pp = &cs->buckets[o->h % BUCKETS];
+    while (*pp && *pp != o)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = o->hnext;
+    fifo_unlink(cs, o);
+    o->linked = false;
+    cs->used -= o->size;
+    cs->count--;
+    cobj_put(o);
+}
+
+static void evict(struct cache_store *cs)
+{
+    while (cs->used > cs->budget && (cs->q[Q_SMALL].tail || cs->q[Q_MAIN].tail)) {
+        bool from_small = cs->q[Q_SMALL].tail &&
+                          (cs->q[Q_SMALL].bytes > cs->budget / 10 || !cs->q[Q_MAIN].tail);
+        struct cobj *o = from_small ? cs->q[Q_SMALL].tail : cs->q[Q_MAIN].tail;
+        if (from_small) {
+            fifo_unlink(cs, o);
+            if (o->freq > 0) {
+                o->freq = 0;
+                fifo_push(cs, o, Q_MAIN);
+                continue;
+            }
+            fifo_push(cs, o, Q_SMALL);  /* unlink_obj expects it queued */
+            cs->ghost[o->h % GHOSTS] = o->h;
+        } else if (o->freq > 0) {
+            o->freq--;
+            fifo_unlink(cs, o);
+            fifo_push(cs, o, Q_MAIN);
+            continue;
+        }
+        unlink_obj(cs, o);
+        metric_inc(cs->m_evictions);
+    }
+}
+
+void cache_store_free(struct cache_store *cs)
+{
+    if (!cs)
+        return;
+    for (size_t b = 0; b < BUCKETS; b++)
+        while (cs->buckets[b])
+            unlink_obj(cs, cs->buckets[b]);
+    pthread_mutex_destroy(&cs->lock);
+    free(cs);
+}
+
+static uint64_t key_hash(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)k[i];
+        h *= 1099511628211ull;
+    }
+    return h ? h : 1;
+}
+
+size_t cache_key(const struct httpd_req *r, char *out, size_t outlen)
+{
+    struct strv host = r->h.host, t = r->h.target;
+    if (host.n + t.n + 2 > outlen)
+        return 0;
+    size_t o = 0;
+    for (size_t i = 0; i < host.n; i++) {
+        char c = host.p[i];
+        out[o++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    }
+    if (o && out[o - 1] == '.')
+        o--;    /* "example.com." and "example.com" are one host */
+    out[o++] = '\n';
+    memcpy(out + o, t.p, t.n);
+    o += t.n;
+    out[o] = '\0';
+    return o;
+}
+
+/* The request's values for a Vary list, '\n'-joined (absent = "\x01"). */
+static char *vary_values(const struct httpd_req *r, const char *vary)
+{
+    struct buf b = BUF_INIT;
+    const char *p = vary;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *s = p;
+        while (*p && *p != ',' && *p != ' ')
+            p++;
+        if (p == s)
+            continue;
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)MIN((size_t)(p - s), sizeof(name) - 1), s);
+        /* all fields of that name, combined (RFC 9110 5.3) */
+        bool any = false;
+        for (size_t i = 0; i < r->h.nheaders; i++) {
+            if (!strv_caseeq_cstr(r->h.headers[i].name, name))
+                continue;
+            if (any)
+                buf_putc(&b, ',');
+            struct strv v = strv_trim(r->h.headers[i].value);
+            buf_append(&b, v.p, v.n);
+            any = true;
+        }
+        if (!any)
+            buf_putc(&b, '\x01');
+        buf_putc(&b, '\n');
+    }
+    return buf_steal(&b);
+}
+
+struct cobj *cache_lookup(struct cache_store *cs, const char *key, size_t keylen,
+                          const struct httpd_req *r)
+{
+    uint64_t h = key_hash(key, keylen);
+    struct cobj *found = NULL;
+    pthread_mutex_lock(&cs->lock);
+    for (struct cobj *o = cs->buckets[h % BUCKETS]; o; o = o->hnext) {
+        if (o->h != h || o->keylen != keylen || memcmp(o->key, key, keylen) != 0)
+            continue;
+        if (o->vary) {
+            char *vals = vary_values(r, o->vary);
+            bool match = vals && strcmp(vals, o->vary_vals) == 0;
+            free(vals);
+            if (!match)
+                continue;
+        }
+        found = o;
+        break;
+    }
+    if (found) {
+        if (found->freq < 3)
+            found->freq++;
+        __atomic_add_fetch(&found->refs, 1, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return found;
+}
+
+static int64_t current_age(const struct cobj *o, time_t now)
+{
+    int64_t resident = now > o->response_time ? (int64_t)(now - o->response_time) : 0;
+    return o->initial_age + resident;
+}
+
+bool cobj_fresh(const struct cobj *o, const struct cache_cc *rc, time_t now)
+{
+    if (o->no_cache || (rc && rc->no_cache))
+        return false;
+    int64_t age = current_age(o, now);
+    int64_t lifetime = o->lifetime;
+    if (rc && rc->max_age >= 0 && age > rc->max_age)
+        return false;
+    if (rc && rc->min_fresh >= 0 && lifetime - age < rc->min_fresh)
+        return false;
+    if (age < lifetime)
+        return true;
+    /* max-stale lets a client accept stale content, unless the origin forbade it */
+    if (rc && rc->max_stale >= 0 && !o->must_revalidate && age - lifetime <= rc->max_stale)
+        return true;
+    return false;
+}
+
+bool cobj_has_validators(const struct cobj *o)
+{
+    return o->etag || o->last_modified;
+}
+
+void cobj_conditional_headers(const struct cobj *o, struct buf *b)
+{
+    if (o->etag) {
+        buf_puts(b, "If-None-Match: ");
+        buf_puts(b, o->etag);
+        buf_puts(b, "\r\n");
+    }
+    if (o->last_modified) {
+        buf_puts(b, "If-Modified-Since: ");
+        buf_puts(b, o->last_modified);
+        buf_puts(b, "\r\n");
+    }
+}
+
+/* Weak comparison of an If-None-Match list with an entity tag. */
+static bool inm_matches(struct strv inm, const char *etag)
+{
+    const char *e = etag;
+    if (e[0] == 'W' && e[1] == '/')
+        e += 2;
+    size_t el = strlen(e);
+    const char *p = inm.p, *end = inm.p + inm.n;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            p++;
+        if (p < end && *p == '*')
+            return true;
+        if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
+            p += 2;
+        const char *s = p;
+        if (p < end && *p == '"') {
+            p++;
+            while (p < end && *p != '"')
+                p++;
+            if (p < end)
+                p++;
+        } else {
+            while (p < end && *p != ',')
+                p++;
+        }
+        if ((size_t)(p - s) == el && memcmp(s, e, el) == 0)
+            return true;
+    }
+    return false;
+}
+
+void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const char *request_id)
+{
+    time_t now = time(NULL);
+    r->no_default_headers = true;
+    /* the client's own conditional request (RFC 9111 4.3.2) */
+    const struct http_header *inm = httpd_req_header(r, "if-none-match");
+    const struct http_header *ims = httpd_req_header(r, "if-modified-since");
+    bool not_modified = false;
+    if (o->status == 200) {
+        if (inm)
+            not_modified = o->etag && inm_matches(inm->value, o->etag);
+        else if (ims && o->last_modified) {
+            time_t t1, t2;
+            not_modified = http_date_parse(ims->value, &t1) == 0 &&
+                           http_date_parse(strv_cstr(o->last_modified), &t2) == 0 && t2 <= t1;
+        }
+    }
+    /* stored fields, then Age and X-Cache */
+    const char *p = o->hdrs, *end = o->hdrs + o->hdrs_len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon) {
+            const char *v = colon + 1;
+            while (v < eol && *v == ' ')
+                v++;
+            const char *ve = eol;
+            if (ve > v && ve[-1] == '\r')
+                ve--;
+            struct strv name = strv_make(p, (size_t)(colon - p));
+            /* a 304 carries only the fields that describe the representation */
+            if (!not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
+                strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
+                strv_caseeq_cstr(name, "date") || strv_caseeq_cstr(name, "last-modified"))
+                httpd_header_strv(r, name, strv_make(v, (size_t)(ve - v)));
+        }
+        p = eol + 1;
+    }
+    httpd_headerf(r, "Age", "%lld", (long long)current_age(o, now));
+    httpd_header(r, "X-Cache", xcache);
+    if (request_id)
+        httpd_header(r, "X-Request-Id", request_id);
+    if (not_modified) {
+        httpd_respond(r, 304, NULL, NULL, 0);
+        return;
+    }
+    httpd_respond(r, o->status, NULL, o->body, o->body_len);
+}
+
+/* ---- storing ---- */
+
+static bool heuristic_status(int s)
+{
+    /* RFC 9110 15.1: heuristically cacheable by default */
+    return s == 200 || s == 203 || s == 204 || s == 300 || s == 301 || s == 308 || s == 404 ||
+           s == 405 || s == 410 || s == 414 || s == 501;
+}
+
+static bool stored_field(struct strv name)
+{
+    static const char *const skip[] = { "connection", "keep-alive", "proxy-connection", "te",
+                                        "transfer-encoding", "upgrade", "trailer", "content-length",
+                                        "age", "x-cache", "set-cookie", "x-request-id",
+                                        "proxy-authenticate" };
+    for (size_t i = 0; i < ARRAY_SIZE(skip); i++)
+        if (strv_caseeq_cstr(name, skip[i]))
+            return false;
+    return true;
+}
+
+static char *dup_field(const struct http_header *h, size_t n, const char *name)
+{
+    const struct http_header *f = http_find_header(h, n, name);
+    return f ? strv_dup(f->value) : NULL;
+}
+
+/* Freshness and age of a response received at response_time for a request sent
+ * at request_time (RFC 9111 4.2.1 and 4.2.3). */
+static void compute_times(struct cobj *o, const struct http_response *resp, const struct cache_cc *cc,
+                          double heuristic, time_t request_time, time_t response_time)
+{
+    time_t date = response_time, t;
+    const struct http_header *dh = http_find_header(resp->headers, resp->nheaders, "date");
+    if (dh && http_date_parse(dh->value, &t) == 0)
+        date = t;
+    int64_t age_value = 0;
+    const struct http_header *ah = http_find_header(resp->headers, resp->nheaders, "age");
+    uint64_t av;
+    if (ah && strv_to_u64(strv_trim(ah->value), &av) == 0)
+        age_value = (int64_t)MIN(av, (uint64_t)2147483648ull);
+    int64_t apparent = response_time > date ? (int64_t)(response_time - date) : 0;
+    int64_t delay = response_time > request_time ? (int64_t)(response_time - request_time) : 0;
+    int64_t corrected = age_value + delay;
+    o->initial_age = MAX(apparent, corrected);
+    o->response_time = response_time;
+    if (cc->s_maxage >= 0) {
+        o->lifetime = cc->s_maxage;
+    } else if (cc->max_age >= 0) {
+        o->lifetime = cc->max_age;
+    } else {
+        const struct http_header *eh = http_find_header(resp->headers, resp->nheaders, "expires");
+        if (eh) {
+            time_t exp;
+            /* an invalid Expires (such as "0") means already expired */
+            o->lifetime = http_date_parse(eh->value, &exp) == 0 && exp > date ? (int64_t)(exp - date) : 0;
+        } else {
+            const struct http_header *lm = http_find_header(resp->headers, resp->nheaders, "last-modified");
+            time_t lmt;
+            if (lm && heuristic_status(resp->status) && http_date_parse(lm->value, &lmt) == 0 && lmt < date)
+                o->lifetime = (int64_t)((double)(date - lmt) * heuristic);
+            else
+                o->lifetime = 0;
+        }
+    }
+}
+
+struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, size_t keylen,
+                                    const struct httpd_req *r, const struct http_response *resp,
+                                    time_t request_time)
+{
+    if (!cs || !strv_eq_cstr(r->h.method, "GET"))
+        return NULL;
+    struct cache_cc rcc, cc;
+    cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
+    cache_cc_parse(resp->headers, resp->nheaders, &cc);
+    if (rcc.no_store || cc.no_store || cc.private_)
+        return NULL;
+    if (resp->status == 206 || http_find_header(resp->headers, resp->nheaders, "content-range"))
+        return NULL;
+    if (http_find_header(resp->headers, resp->nheaders, "set-cookie") && !cc.public_)
+        return NULL;
+    /* RFC 9111 3.5: a request with Authorization only with these */
+    if (httpd_req_header((struct httpd_req *)r, "authorization") &&
+        !(cc.public_ || cc.must_revalidate || cc.s_maxage >= 0))
+        return NULL;
+    const struct http_header *vary = http_find_header(resp->headers, resp->nheaders, "vary");
+    if (vary && memchr(vary->value.p, '*', vary->value.n))
+        return NULL;
+    bool explicit = cc.max_age >= 0 || cc.s_maxage >= 0 ||
+                    http_find_header(resp->headers, resp->nheaders, "expires");
+    if (!explicit && !cc.public_ && !cc.no_cache && !heuristic_status(resp->status))
+        return NULL;
+    if (resp->content_length > 0 && (uint64_t)resp->content_length > cs->max_object)
+        return NULL;
+    struct cache_fill *f = calloc(1, sizeof(*f));
+    struct cobj *o = calloc(1, sizeof(*o));
+    if (!f || !o) {
+        free(f);
+        free(o);
+        return NULL;
+    }
+    f->cs = cs;
+    f->o = o;
+    o->refs = 1;
+    o->cs = cs;
+    o->key = malloc(keylen + 1);
+    if (o->key) {
+        memcpy(o->key, key, keylen);
+        o->key[keylen] = '\0';
+    }
+    o->keylen = keylen;
+    o->h = key_hash(key, keylen);
+    o->status = resp->status;
+    o->no_cache = cc.no_cache;
+    o->must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage >= 0;
+    pthread_mutex_lock(&cs->lock);
+    double heuristic = cs->heuristic;
+    pthread_mutex_unlock(&cs->lock);
+    compute_times(o, resp, &cc, heuristic, request_time, time(NULL));
+    if (vary) {
+        char *v = strv_dup(vary->value);
+        for (char *p = v; p && *p; p++)
+            *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+        o->vary = v;
+        o->vary_vals = v ? vary_values(r, v) : NULL;
+    }
+    struct buf hb = BUF_INIT, tags = BUF_INIT;
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct http_header *h = &resp->headers[i];
+        if (strv_caseeq_cstr(h->name, "surrogate-key") || strv_caseeq_cstr(h->name, "cache-tag")) {
+            for (size_t k = 0; k < h->value.n; k++)
+                buf_putc(&tags, h->value.p[k] == ',' ? ' ' : h->value.p[k]);
+            buf_putc(&tags, ' ');
+        }
+        if (!stored_field(h->name))
+            continue;
+        buf_append(&hb, h->name.p, h->name.n);
+        buf_puts(&hb, ": ");
+        buf_append(&hb, h->value.p, h->value.n);
+        buf_puts(&hb, "\r\n");
+    }
+    o->hdrs_len = buf_used(&hb);
+    o->hdrs = buf_steal(&hb);
+    o->tags = buf_used(&tags) ? buf_steal(&tags) : (buf_free(&tags), NULL);
+    o->etag = dup_field(resp->headers, resp->nheaders, "etag");
+    o->last_modified = dup_field(resp->headers, resp->nheaders, "last-modified");
+    if (!o->key || !o->hdrs || (vary && (!o->vary || !o->vary_vals))) {
+        cache_fill_abort(&f);
+        return NULL;
+    }
+    return f;
+}
+
+void cache_fill_data(struct cache_fill *f, const void *p, size_t n)
+{
+    if (!f || f->failed)
+        return;
+    if (buf_used(&f->body) + n > f->cs->max_object || buf_append(&f->body, p, n)) {
+        f->failed = true;
+        buf_free(&f->body);
+    }
+}
+
+void cache_fill_abort(struct cache_fill **pf)
+{
+    struct cache_fill *f = *pf;
+    if (!f)
+        return;
+    buf_free(&f->body);
+    if (f->o)
+        obj_free(f->o);
+    free(f);
+    *pf = NULL;
+}
+
+/* Inserts o, replacing what it supersedes (same key and Vary values). */
+static void insert(struct cache_store *cs, struct cobj *o)
+{
+    o->size = sizeof(*o) + o->keylen + o->hdrs_len + o->body_len + (o->vary ? strlen(o->vary) * 2 : 0);
+    pthread_mutex_lock(&cs->lock);
+    for (struct cobj *x = cs->buckets[o->h % BUCKETS], *next; x; x = next) {
+        next = x->hnext;
+        if (x->h == o->h && x->keylen == o->keylen && memcmp(x->key, o->key, o->keylen) == 0 &&
+            ((!x->vary && !o->vary) || (x->vary && o->vary && strcmp(x->vary, o->vary) == 0 &&
+                                        strcmp(x->vary_vals, o->vary_vals) == 0)))
+            unlink_obj(cs, x);
+        else if (x->h == o->h && x->keylen == o->keylen && memcmp(x->key, o->key, o->keylen) == 0 &&
+                 (!x->vary != !o->vary || (x->vary && o->vary && strcmp(x->vary, o->vary) != 0)))
+            unlink_obj(cs, x);     /* the origin changed its Vary: old variants go */
+    }
+    o->hnext = cs->buckets[o->h % BUCKETS];
+    cs->buckets[o->h % BUCKETS] = o;
+    o->linked = true;
+    bool ghost = cs->ghost[o->h % GHOSTS] == o->h;
+    fifo_push(cs, o, ghost ? Q_MAIN : Q_SMALL);
+    cs->used += o->size;
+    cs->count++;
+    evict(cs);
+    pthread_mutex_unlock(&cs->lock);
+}
+
+void cache_fill_commit(struct cache_fill **pf)
+{
+    struct cache_fill *f = *pf;
+    if (!f)
+        return;
+    if (f->failed) {
+        cache_fill_abort(pf);
+        return;
+    }
+    struct cobj *o = f->o;
+    o->body_len = buf_used(&f->body);
+    o->body = buf_steal(&f->body);
+    f->o = NULL;
+    if (!o->body || o->body_len > f->cs->max_object) {
+        obj_free(o);
+    } else {
+        insert(f->cs, o);
+    }
+    free(f);
+    *pf = NULL;
+}
+
+struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struct http_response *resp,
+                           time_t request_time)
+{
+    /* the new object: stored fields updated by the 304's (RFC 9111 4.3.4) */
+    struct cobj *o = calloc(1, sizeof(*o));
+    if (!o)
+        return NULL;
+    struct buf hb = BUF_INIT;
+    const char *p = old->hdrs, *end = old->hdrs + old->hdrs_len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        bool replaced = false;
+        if (colon) {
+            char name[64];
+            snprintf(name, sizeof(name), "%.*s", (int)MIN((size_t)(colon - p), (size_t)63), p);
+            replaced = http_find_header(resp->headers, resp->nheaders, name) != NULL;
+        }
+        if (!replaced)
+            buf_append(&hb, p, (size_t)(eol - p + 1));
+        p = eol + 1;
+    }
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct http_header *h = &resp->headers[i];
+        if (!stored_field(h->name))
+            continue;
+        buf_append(&hb, h->name.p, h->name.n);
+        buf_puts(&hb, ": ");
+        buf_append(&hb, h->value.p, h->value.n);
+        buf_puts(&hb, "\r\n");
+    }
+    /* freshness from the merged fields */
+    struct http_response merged;
+    memset(&merged, 0, sizeof(merged));
+    merged.status = old->status;
+    char *mh = buf_steal(&hb);
+    size_t mhl = mh ? strlen(mh) : 0;
+    for (char *q = mh, *qe = mh + mhl; q && q < qe && merged.nheaders < HTTP_MAX_HEADERS;) {
+        char *eol = memchr(q, '\n', (size_t)(qe - q));
+        if (!eol)
+            break;
+        char *colon = memchr(q, ':', (size_t)(eol - q));
+        if (colon) {
+            char *v = colon + 1;
+            while (v < eol && *v == ' ')
+                v++;
+            char *ve = eol > v && eol[-1] == '\r' ? eol - 1 : eol;
+            merged.headers[merged.nheaders].name = strv_make(q, (size_t)(colon - q));
+            merged.headers[merged.nheaders].value = strv_make(v, (size_t)(ve - v));
+            merged.nheaders++;
+        }
+        q = eol + 1;
+    }
+    struct cache_cc cc;
+    cache_cc_parse(merged.headers, merged.nheaders, &cc);
+    o->refs = 2;            /* the store's and the caller's */
+    o->cs = cs;
+    o->key = strdup(old->key);
+    o->keylen = old->keylen;
+    o->h = old->h;
+    o->status = old->status;
+    o->vary = old->vary ? strdup(old->vary) : NULL;
+    o->vary_vals = old->vary_vals ? strdup(old->vary_vals) : NULL;
+    o->hdrs = mh;
+    o->hdrs_len = mhl;
+    o->body = malloc(old->body_len + 1);
+    if (o->body)
+        memcpy(o->body, old->body, old->body_len);
+    o->body_len = old->body_len;
+    o->no_cache = cc.no_cache;
+    o->must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage >= 0;
+    pthread_mutex_lock(&cs->lock);
+    double heuristic = cs->heuristic;
+    pthread_mutex_unlock(&cs->lock);
+    compute_times(o, &merged, &cc, heuristic, request_time, time(NULL));
+    o->etag = dup_field(merged.headers, merged.nheaders, "etag");
+    o->last_modified = dup_field(merged.headers, merged.nheaders, "last-modified");
+    o->tags = old->tags ? strdup(old->tags) : NULL;
+    if (!o->key || !o->hdrs || !o->body) {
+        obj_free(o);
+        return NULL;
+    }
+    insert(cs, o);
+    return o;
+}
+
+/* ---- purging ---- */
+
+size_t cache_purge_key(struct cache_store *cs, const char *key, size_t keylen)
+{
+    uint64_t h = key_hash(key, keylen);
+    size_t n = 0;
+    pthread_mutex_lock(&cs->lock);
+    for (struct cobj *o = cs->buckets[h % BUCKETS], *next; o; o = next) {
+        next = o->hnext;
+        if (o->h == h && o->keylen == keylen && memcmp(o->key, key, keylen) == 0) {
+            unlink_obj(cs, o);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return n;
+}
+
+static bool has_tag(const char *tags, const char *tag)
+{
+    size_t tl = strlen(tag);
+    for (const char *p = tags; p && *p;) {
+        while (*p == ' ')
+            p++;
+        const char *s = p;
+        while (*p && *p != ' ')
+            p++;
+        if ((size_t)(p - s) == tl && memcmp(s, tag, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+size_t cache_purge(struct cache_store *cs, const char *host, const char *prefix, const char *tag, bool all)
+{
+    size_t n = 0, hl = host ? strlen(host) : 0, pl = prefix ? strlen(prefix) : 0;
+    pthread_mutex_lock(&cs->lock);
+    for (size_t b = 0; b < BUCKETS; b++) {
+        for (struct cobj *o = cs->buckets[b], *next; o; o = next) {
+            next = o->hnext;
+            const char *nl = memchr(o->key, '\n', o->keylen);
+            const char *target = nl ? nl + 1 : o->key;
+            bool hit = all;
+            if (!hit && tag)
+                hit = has_tag(o->tags, tag);
+            if (!hit && prefix)
+                hit = strncmp(target, prefix, pl) == 0 &&
+                      (!host || (nl && (size_t)(nl - o->key) == hl && strncasecmp(o->key, host, hl) == 0));
+            if (hit) {
+                unlink_obj(cs, o);
+                n++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return n;
+}
+
+
+size_t cache_store_count(struct cache_store *cs)
+{
+    return __atomic_load_n(&cs->count, __ATOMIC_RELAXED);
+}
+
+size_t cache_store_bytes(struct cache_store *cs)
+{
+    return __atomic_load_n(&cs->used, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,65 @@
+/* edge_cache.h - the CDN tier's HTTP cache (RFC 9111), shared by worker threads. */
+#ifndef CAIRN_EDGE_CACHE_H
+#define CAIRN_EDGE_CACHE_H
+
+#include "edge.h"
+#include "httpd.h"
+#include "metrics.h"
+#include <time.h>
+
+struct cache_store;
+struct cobj;
+struct cache_fill;
+
+/* Cache-Control, as much of it as a shared cache needs (RFC 9111 section 5.2). */
+struct cache_cc {
+    bool no_store, no_cache, private_, public_, must_revalidate, proxy_revalidate, only_if_cached;
+    int64_t max_age, s_maxage, min_fresh, max_stale;    /* -1 when absent */
+};
+void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc);
+
+struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t max_object,
+                                    double heuristic, struct metrics_registry *reg);
+void cache_store_free(struct cache_store *cs);
+const char *cache_store_label(const struct cache_store *cs);
+void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic);
+
+/* Builds the key of a request: lower-cased host (port kept), a newline, the
+ * request target exactly as received. Returns its length (0: no key). */
+size_t cache_key(const struct httpd_req *r, char *out, size_t outlen);
+
+/* A referenced object for key whose Vary fields match the request, or NULL. */
+struct cobj *cache_lookup(struct cache_store *cs, const char *key, size_t keylen,
+                          const struct httpd_req *r);
+void cobj_get(struct cobj *o);
+void cobj_put(struct cobj *o);
+/* Whether the object may be served without asking the origin (RFC 9111 4.2,
+ * with the request's own no-cache / max-age / min-fresh / max-stale). */
+bool cobj_fresh(const struct cobj *o, const struct cache_cc *req_cc, time_t now);
+bool cobj_has_validators(const struct cobj *o);
+/* Adds If-None-Match / If-Modified-Since for revalidating o. */
+void cobj_conditional_headers(const struct cobj *o, struct buf *b);
+/* Answers r from o (a 304 when r's own conditionals match). */
+void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const char *request_id);
+
+/* Storing a response as it streams by. begin returns NULL when the response may
+ * not be stored (or the cache is off). */
+struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, size_t keylen,
+                                    const struct httpd_req *r, const struct http_response *resp,
+                                    time_t request_time);
+void cache_fill_data(struct cache_fill *f, const void *p, size_t n);
+void cache_fill_commit(struct cache_fill **f);
+void cache_fill_abort(struct cache_fill **f);
+/* A 304 for a revalidation: a new object with the stored body and updated fields. */
+struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struct http_response *resp,
+                           time_t request_time);
+
+/* Purges by exact key, by target prefix (any host when host is NULL), by
+ * surrogate key / cache tag, or everything. Returns how many objects went. */
+size_t cache_purge_key(struct cache_store *cs, const char *key, size_t keylen);
+size_t cache_purge(struct cache_store *cs, const char *host, const char *prefix, const char *tag, bool all);
+
+size_t cache_store_count(struct cache_store *cs);
+size_t cache_store_bytes(struct cache_store *cs);
+
+#endif

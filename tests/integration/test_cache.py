@@ -1,0 +1,207 @@
+"""The CDN tier: the edge's HTTP cache (RFC 9111) against a controllable origin."""
+import http.server
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import free_port, wait_for, write_stack
+
+
+class Origin(http.server.BaseHTTPRequestHandler):
+    """Answers with what the test asked for in the query string, and counts hits."""
+    protocol_version = "HTTP/1.1"
+    hits = {}
+    lock = threading.Lock()
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        from urllib.parse import urlparse, parse_qs
+        u = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        with Origin.lock:
+            Origin.hits[u.path] = Origin.hits.get(u.path, 0) + 1
+            n = Origin.hits[u.path]
+        if q.get("delay"):
+            time.sleep(float(q["delay"]))
+        etag = q.get("etag")
+        inm = self.headers.get("If-None-Match")
+        if etag and inm == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            if q.get("cc"):
+                self.send_header("Cache-Control", q["cc"])
+            self.end_headers()
+            return
+        body = f"{u.path} #{n} {self.headers.get('Accept-Language', '')}".encode()
+        if q.get("size"):
+            body = body.ljust(int(q["size"]), b".")
+        self.send_response(int(q.get("status", 200)))
+        if q.get("cc"):
+            self.send_header("Cache-Control", q["cc"])
+        if etag:
+            self.send_header("ETag", etag)
+        if q.get("vary"):
+            self.send_header("Vary", q["vary"])
+        if q.get("cookie"):
+            self.send_header("Set-Cookie", "a=b")
+        if q.get("tag"):
+            self.send_header("Surrogate-Key", q["tag"])
+        if q.get("lm"):
+            self.send_header("Last-Modified", q["lm"])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(n)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+@pytest.fixture
+def cdn(start, tmp_path):
+    Origin.hits = {}
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    srv.request_queue_size = 128
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  cdn:
+    role: edge
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    routes:
+      - {{path: /, backend: origin, cache: {{memory: 1MiB, max_object: 64KiB}}}}
+    backends:
+      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"]}}
+""", name="cdn.yaml")
+    start(["run", "cdn", "-c", path], name="cdn")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
+             what="cdn ready")
+    yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def get(url, **kw):
+    return requests.get(url, timeout=10, **kw)
+
+
+def test_fresh_hit_age_and_head(cdn):
+    base, _ = cdn
+    r1 = get(base + "/a?cc=max-age=60")
+    assert r1.headers["X-Cache"] == "MISS" and r1.text == "/a #1 "
+    time.sleep(1.1)
+    r2 = get(base + "/a?cc=max-age=60")
+    assert r2.headers["X-Cache"] == "HIT" and r2.text == "/a #1 "
+    assert int(r2.headers["Age"]) >= 1
+    h = requests.head(base + "/a?cc=max-age=60", timeout=5)
+    assert h.headers["X-Cache"] == "HIT" and h.content == b""
+    assert h.headers["Content-Length"] == str(len(r1.content))
+    assert Origin.hits["/a"] == 1
+
+
+def test_expiry_and_revalidation(cdn):
+    base, _ = cdn
+    u = base + "/r?cc=max-age=1&etag=%22v1%22"
+    assert get(u).headers["X-Cache"] == "MISS"
+    assert get(u).headers["X-Cache"] == "HIT"
+    time.sleep(2.1)
+    r = get(u)                              # stale: revalidated with If-None-Match, 304
+    assert r.status_code == 200 and r.headers["X-Cache"] == "EXPIRED" and r.text == "/r #1 "
+    assert Origin.hits["/r"] == 2
+    assert get(u).headers["X-Cache"] == "HIT"    # refreshed by the 304
+    # a client conditional request is answered 304 from the cache
+    r = get(u, headers={"If-None-Match": '"v1"'})
+    assert r.status_code == 304 and r.headers["X-Cache"] == "HIT"
+
+
+def test_not_stored(cdn):
+    base, _ = cdn
+    for q in ("cc=no-store", "cc=private,max-age=60", "cc=max-age=60&cookie=1", "status=500"):
+        path = "/n" + str(abs(hash(q)) % 1000)
+        for _ in range(2):
+            r = get(base + path + "?" + q)
+            assert r.headers["X-Cache"] == "MISS", q
+        assert Origin.hits[path] == 2, q
+    # no-cache: stored but revalidated every time
+    u = base + "/nc?cc=no-cache&etag=%22x%22"
+    get(u)
+    r = get(u)
+    assert r.headers["X-Cache"] == "EXPIRED" and Origin.hits["/nc"] == 2
+    # a request with no-store passes; POST passes and invalidates
+    assert get(base + "/a2?cc=max-age=60").headers["X-Cache"] == "MISS"
+    assert get(base + "/a2?cc=max-age=60", headers={"Cache-Control": "no-store"}).headers["X-Cache"] == "PASS"
+    requests.post(base + "/a2?cc=max-age=60", data="x", timeout=5)
+    assert get(base + "/a2?cc=max-age=60").headers["X-Cache"] == "MISS"
+
+
+def test_vary_and_heuristic(cdn):
+    base, _ = cdn
+    u = base + "/v?cc=max-age=60&vary=Accept-Language"
+    assert get(u, headers={"Accept-Language": "fr"}).text == "/v #1 fr"
+    assert get(u, headers={"Accept-Language": "de"}).text == "/v #2 de"
+    r = get(u, headers={"Accept-Language": "fr"})
+    assert r.headers["X-Cache"] == "HIT" and r.text == "/v #1 fr"
+    assert get(base + "/star?cc=max-age=60&vary=*").headers["X-Cache"] == "MISS"
+    assert get(base + "/star?cc=max-age=60&vary=*").headers["X-Cache"] == "MISS"
+    # heuristic freshness from Last-Modified (10% of its age)
+    lm = "Mon, 01 Jan 2024 00:00:00 GMT"
+    get(base + "/h?lm=" + lm)
+    assert get(base + "/h?lm=" + lm).headers["X-Cache"] == "HIT"
+
+
+def test_purge(cdn):
+    base, admin = cdn
+    for p in ("/p/1", "/p/2", "/q/1"):
+        get(base + p + "?cc=max-age=60&tag=grp" + p[1])
+    assert all(get(base + p + "?cc=max-age=60&tag=grp" + p[1]).headers["X-Cache"] == "HIT"
+               for p in ("/p/1", "/p/2", "/q/1"))
+    host = base.split("//")[1]
+    r = requests.post(admin + f"/api/cache/purge?url={host}/p/1%3Fcc%3Dmax-age%3D60%26tag%3Dgrpp", timeout=5)
+    assert r.json()["purged"] == 1
+    assert get(base + "/p/1?cc=max-age=60&tag=grpp").headers["X-Cache"] == "MISS"
+    assert requests.post(admin + "/api/cache/purge?tag=grpq", timeout=5).json()["purged"] == 1
+    assert get(base + "/q/1?cc=max-age=60&tag=grpq").headers["X-Cache"] == "MISS"
+    assert requests.post(admin + "/api/cache/purge?prefix=/p/", timeout=5).json()["purged"] == 2
+    assert requests.post(admin + "/api/cache/purge?all=1", timeout=5).json()["purged"] >= 1
+    assert requests.post(admin + "/api/cache/purge", timeout=5).status_code == 400
+    assert requests.get(admin + "/api/cache/purge", timeout=5).status_code == 405
+    m = requests.get(admin + "/metrics", timeout=5).text
+    assert 'edge_cache_requests_total{cache="/",result="hit"}' in m
+
+
+def metric(admin, name):
+    m = requests.get(admin + "/metrics", timeout=5).text
+    return sum(float(l.split()[-1]) for l in m.splitlines() if l.startswith(name))
+
+
+def test_eviction_is_scan_resistant(cdn):
+    base, admin = cdn
+    hot = [base + f"/hot{i}?cc=max-age=600&size=40000" for i in range(5)]
+    for _ in range(3):           # a working set, used repeatedly
+        for u in hot:
+            get(u)
+    for i in range(60):          # then a scan of 60 one-hit objects of 40 KB through 1 MiB
+        get(base + f"/scan{i}?cc=max-age=600&size=40000")
+        if i % 10 == 0:
+            for u in hot:        # the working set keeps being used
+                get(u)
+    assert metric(admin, "edge_cache_bytes ") <= 1024 * 1024
+    assert metric(admin, "edge_cache_evictions_total") > 0
+    assert all(get(u).headers["X-Cache"] == "HIT" for u in hot)
+    # objects over max_object are passed through, never stored
+    get(base + "/huge?cc=max-age=600&size=100000")
+    r = get(base + "/huge?cc=max-age=600&size=100000")
+    assert r.headers["X-Cache"] == "MISS" and len(r.content) == 100000
