@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <sys/random.h>
 #include <time.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char *cairn_strerror(int err)
@@ -149,4 +151,22 @@ int cairn_ncpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+int cairn_mkdir_p(const char *path, unsigned mode)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, (mode_t)mode) == -1 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, (mode_t)mode) == -1 && errno != EEXIST)
+        return -errno;
+    return 0;
 }

@@ -85,6 +85,9 @@ uint64_t cairn_rand64(void);
 void *cairn_calloc(size_t n, size_t size);
 char *cairn_strdup(const char *s);
 
+/* mkdir -p; 0 or a negated errno. */
+int cairn_mkdir_p(const char *path, unsigned mode);
+
 /* Number of online CPUs (at least 1). */
 int cairn_ncpus(void);
 

@@ -66,24 +66,6 @@ static void close_fds_except(int keep)
         close(fds[i]);
 }
 
-static int mkdir_p(const char *path)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-        return -ENAMETOOLONG;
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
-                return -errno;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 static const char *signame(int sig)
 {
     const char *s = sigabbrev_np(sig);
@@ -338,7 +320,7 @@ int supervisor_run(const struct stack *st, const struct service *const *svcs, si
     struct sup s;
     memset(&s, 0, sizeof(s));
     s.table_out = table_out;
-    int r = mkdir_p(st->data_dir);
+    int r = cairn_mkdir_p(st->data_dir, 0755);
     if (r) {
         log_error("cannot create data directory", "path", st->data_dir, "err", cairn_strerror(r));
         return 1;

@@ -36,6 +36,7 @@ struct edge_listener {
     char *backend_name;             /* tcp mode */
     struct edge_backend *backend;
     bool tls;
+    bool self_signed;               /* make the certificate files at start when missing */
     struct edge_cert *certs;
     size_t ncerts;
     struct edge_cidrs allow, deny;

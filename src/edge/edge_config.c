@@ -89,10 +89,13 @@ static int get_cidrs(struct cfg *c, const cfg_node *n, const char *path, struct 
 static int parse_certs(struct cfg *c, const cfg_node *n, const char *path,
                        struct edge_listener *l, const struct service *svc)
 {
-    static const char *const tkeys[] = { "certs", NULL };
-    cfg_node *tv[1];
+    static const char *const tkeys[] = { "certs", "self_signed", NULL };
+    cfg_node *tv[2];
     char p[256];
     if (cfg_map_fields(c, n, path, tkeys, tv))
+        return -EINVAL;
+    P(p, "%s.self_signed", path);
+    if (tv[1] && cfg_get_bool(c, tv[1], p, &l->self_signed))
         return -EINVAL;
     P(p, "%s.certs", path);
     if (!tv[0] || !cfg_is_seq(tv[0]) || cfg_len(tv[0]) == 0)

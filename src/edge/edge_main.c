@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +324,28 @@ static void conn_closed(void *arg, const struct sockaddr *peer)
     gen_unref(lc->gen);
 }
 
+/* self_signed: listeners get a certificate made at first start (the default
+ * stack's HTTPS port), kept for later starts. */
+static void make_self_signed(const struct edge_listener *l)
+{
+    for (size_t k = 0; k < l->ncerts; k++) {
+        if (access(l->certs[k].cert, R_OK) == 0 && access(l->certs[k].key, R_OK) == 0)
+            continue;
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", l->certs[k].cert);
+        char *slash = strrchr(dir, '/');
+        if (slash) {
+            *slash = '\0';
+            cairn_mkdir_p(dir, 0755);
+        }
+        char err[256];
+        if (tls_make_self_signed(l->certs[k].cert, l->certs[k].key, "localhost", err, sizeof(err)))
+            log_error("cannot make a self-signed certificate", "err", err);
+        else
+            log_info("made a self-signed certificate", "cert", l->certs[k].cert);
+    }
+}
+
 /* Builds a generation: listener configurations with their TLS contexts and the
  * per-route runtime state. Returns NULL after logging why. */
 static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
@@ -402,6 +425,8 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
         lc->hconf.limits.max_headers = c->max_headers;
         lc->hconf.limits.max_request_line = MIN(c->max_header_bytes, (size_t)8192);
         lc->hconf.max_conns = c->max_conns;
+        if (lc->l->tls && lc->l->self_signed)
+            make_self_signed(lc->l);
         if (lc->l->tls) {
             struct tls_cert_conf certs[16];
             size_t n = MIN(lc->l->ncerts, ARRAY_SIZE(certs));

@@ -50,6 +50,7 @@ class Proc:
     """A cairn process with stdout/stderr captured to files."""
 
     def __init__(self, args, cwd, name="cairn"):
+        self.cwd = cwd
         self.out_path = os.path.join(cwd, f"{name}.out")
         self.err_path = os.path.join(cwd, f"{name}.err")
         self.out = open(self.out_path, "wb")

@@ -7,6 +7,9 @@ import subprocess
 import time
 
 import requests
+import urllib3
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 from conftest import CAIRN, free_port, pid_alive, wait_for, write_stack
 
@@ -23,8 +26,8 @@ def table_pids(out):
     return pids
 
 
-def lb_pid(out):
-    m = re.search(r"^lb\s+edge\s+(\d+)", out, re.M)
+def lb_pid(out, name="lb"):
+    m = re.search(r"^%s\s+edge\s+(\d+)" % name, out, re.M)
     return int(m.group(1))
 
 
@@ -68,6 +71,15 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert seen == set(APPS)
     assert "http://127.0.0.1:8090/" in up.stdout() and "http://127.0.0.1:9902/" in up.stdout()
 
+    # the CDN in front: /static/ is cached, the rest passes; HTTPS with its own certificate
+    r1 = requests.get("http://127.0.0.1:8080/static/style.css", timeout=5)
+    r2 = requests.get("http://127.0.0.1:8080/static/style.css", timeout=5)
+    assert r1.status_code == 200 and r2.headers["X-Cache"] == "HIT" and r2.content == r1.content
+    assert requests.get("http://127.0.0.1:8080/api/hello", timeout=5).json()["instance"] in APPS
+    r = requests.get("https://127.0.0.1:8443/api/hello", timeout=5, verify=False)
+    assert r.status_code == 200
+    assert os.path.exists(os.path.join(up.cwd, "cairn-data", "certs", "site.pem"))
+
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
     os.kill(victim, signal.SIGKILL)
@@ -84,14 +96,14 @@ def test_default_stack_serves_restarts_and_stops(start):
     t0 = time.monotonic()
     up.signal(signal.SIGTERM)
     assert up.wait(timeout=10) == 0
-    children = [pids["app-1"], pids["app-3"], restarted, lb_pid(up.stdout())]
+    children = [pids["app-1"], pids["app-3"], restarted, lb_pid(up.stdout()), lb_pid(up.stdout(), "cdn")]
     wait_for(lambda: not any(pid_alive(p) for p in children), timeout=10 - (time.monotonic() - t0),
              what="children gone")
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 4 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902]:
+    assert len(stopped) == 5 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
