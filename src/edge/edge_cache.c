@@ -60,8 +60,17 @@ struct fifo {
     size_t bytes;
 };
 
+struct inflight {
+    uint64_t h;
+    char *key;
+    size_t keylen;
+    struct cache_waiter *waiters;
+    struct inflight *next;
+};
+
 struct cache_store {
     char label[64];
+    struct inflight *fills;     /* fetches in progress, for coalescing */
     pthread_mutex_t lock;
     uint64_t budget, max_object;
     double heuristic;
@@ -306,6 +315,12 @@ void cache_store_free(struct cache_store *cs)
 {
     if (!cs)
         return;
+    while (cs->fills) {
+        struct inflight *f = cs->fills;
+        cs->fills = f->next;
+        free(f->key);
+        free(f);
+    }
     for (size_t b = 0; b < BUCKETS; b++)
         while (cs->buckets[b])
             unlink_obj(cs, cs->buckets[b]);
@@ -908,4 +923,83 @@ size_t cache_store_count(struct cache_store *cs)
 size_t cache_store_bytes(struct cache_store *cs)
 {
     return __atomic_load_n(&cs->used, __ATOMIC_RELAXED);
+}
+
+/* ---- coalescing ---- */
+
+bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, struct cache_waiter *w)
+{
+    uint64_t h = key_hash(key, keylen);
+    pthread_mutex_lock(&cs->lock);
+    for (struct inflight *f = cs->fills; f; f = f->next) {
+        if (f->h == h && f->keylen == keylen && memcmp(f->key, key, keylen) == 0) {
+            w->posted = w->canceled = false;
+            w->next = f->waiters;
+            f->waiters = w;
+            pthread_mutex_unlock(&cs->lock);
+            return false;
+        }
+    }
+    struct inflight *f = calloc(1, sizeof(*f));
+    if (f && (f->key = malloc(keylen + 1))) {
+        memcpy(f->key, key, keylen);
+        f->key[keylen] = '\0';
+        f->keylen = keylen;
+        f->h = h;
+        f->next = cs->fills;
+        cs->fills = f;
+    } else {
+        free(f);    /* no memory: fetch without coalescing */
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return true;
+}
+
+void cache_coalesce_done(struct cache_store *cs, const char *key, size_t keylen)
+{
+    uint64_t h = key_hash(key, keylen);
+    struct cache_waiter *ws = NULL;
+    pthread_mutex_lock(&cs->lock);
+    for (struct inflight **pp = &cs->fills; *pp; pp = &(*pp)->next) {
+        struct inflight *f = *pp;
+        if (f->h == h && f->keylen == keylen && memcmp(f->key, key, keylen) == 0) {
+            *pp = f->next;
+            ws = f->waiters;
+            free(f->key);
+            free(f);
+            break;
+        }
+    }
+    for (struct cache_waiter *w = ws; w; w = w->next)
+        w->posted = true;
+    pthread_mutex_unlock(&cs->lock);
+    while (ws) {
+        struct cache_waiter *next = ws->next;
+        if (loop_post(ws->loop, ws->cb, ws->arg)) {
+            /* out of memory: the waiter's own timeout will let it go on */
+            pthread_mutex_lock(&cs->lock);
+            ws->posted = false;
+            pthread_mutex_unlock(&cs->lock);
+        }
+        ws = next;
+    }
+}
+
+bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w)
+{
+    bool removed = false;
+    pthread_mutex_lock(&cs->lock);
+    if (!w->posted) {
+        removed = true;     /* listed or not, no callback will come */
+        for (struct inflight *f = cs->fills; f; f = f->next)
+            for (struct cache_waiter **pp = &f->waiters; *pp; pp = &(*pp)->next)
+                if (*pp == w) {
+                    *pp = w->next;
+                    break;
+                }
+    } else {
+        w->canceled = true;
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return removed;
 }

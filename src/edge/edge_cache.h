@@ -4,6 +4,7 @@
 
 #include "edge.h"
 #include "httpd.h"
+#include "loop.h"
 #include "metrics.h"
 #include <time.h>
 
@@ -58,6 +59,25 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
  * surrogate key / cache tag, or everything. Returns how many objects went. */
 size_t cache_purge_key(struct cache_store *cs, const char *key, size_t keylen);
 size_t cache_purge(struct cache_store *cs, const char *host, const char *prefix, const char *tag, bool all);
+
+/* Request coalescing: concurrent misses for one key make one origin fetch.
+ * cache_coalesce returns true when the caller is to fetch (it must call
+ * cache_coalesce_done when its fetch is over, stored or not), or false when w was
+ * queued: w->cb(w->arg) then runs on w->loop once the fetch is over, and the
+ * caller looks the key up again. A queued waiter that gives up first calls
+ * cache_waiter_cancel; if that returns false the callback is already on its way
+ * (and must then only free w). */
+struct cache_waiter {
+    struct loop *loop;
+    void (*cb)(void *arg);
+    void *arg;
+    void *data;             /* the caller's, e.g. its request (NULL once it gave up) */
+    bool posted, canceled;
+    struct cache_waiter *next;
+};
+bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, struct cache_waiter *w);
+void cache_coalesce_done(struct cache_store *cs, const char *key, size_t keylen);
+bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w);
 
 size_t cache_store_count(struct cache_store *cs);
 size_t cache_store_bytes(struct cache_store *cs);

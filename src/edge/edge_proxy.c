@@ -57,6 +57,7 @@ struct up_conn {
 
 struct proxy_req {
     struct httpd_req *r;
+    const struct edge_listener *listener;
     struct edge_worker *w;
     struct edge_gen *gen;
     const struct edge_route *route;
@@ -77,6 +78,9 @@ struct proxy_req {
     struct cobj *reval;             /* stale object being revalidated */
     struct cache_fill *fill;
     bool invalidate;                /* unsafe method: purge the key after success */
+    bool filling;                   /* this request fetches for coalesced waiters */
+    bool coalesced;                 /* it waited once already: no second wait */
+    struct cache_waiter *waiter;    /* while waiting for another request's fetch */
     time_t req_wall;
     char key[1100];
     size_t keylen;
@@ -518,6 +522,10 @@ static void up_release(struct up_conn *uc, bool reusable)
 static void pr_free(struct proxy_req *pr)
 {
     cache_fill_abort(&pr->fill);
+    if (pr->filling) {
+        pr->filling = false;
+        cache_coalesce_done(pr->gen->routes[pr->route->index].cache, pr->key, pr->keylen);
+    }
     if (pr->reval)
         cobj_put(pr->reval);
     if (pr->retrying)
@@ -593,6 +601,18 @@ static void pr_abort(struct httpd_req *r, void *arg)
     struct proxy_req *pr = arg;
     UNUSED(r);
     queue_unlink(pr);
+    if (pr->waiter) {
+        struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
+        if (cache_waiter_cancel(cs, pr->waiter))
+            free(pr->waiter);
+        else
+            pr->waiter->data = NULL;    /* the wake-up on its way frees it */
+        pr->waiter = NULL;
+        loop_timer_stop(&pr->timer);
+        count_request(pr->gen, pr->route, 499);
+        pr_free(pr);
+        return;
+    }
     if (pr->uc) {
         pr->uc->pr = NULL;
         up_close(pr->uc);
@@ -1427,8 +1447,44 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
     buf_append(b, r->body.p, r->body.n);
 }
 
+#define COALESCE_WAIT_MS 10000
+
+static void proxy_go(struct proxy_req *pr);
+static bool cache_lookup_or_pass(struct proxy_req *pr);
+
+/* The fetch this request waited for is over: look again (a hit now, usually).
+ * Runs on the waiting request's own thread; arg is the waiter. */
+static void coalesce_wake(void *arg)
+{
+    struct cache_waiter *wt = arg;
+    struct proxy_req *pr = wt->data;
+    free(wt);
+    if (!pr)
+        return;     /* it gave up meanwhile */
+    pr->waiter = NULL;
+    loop_timer_stop(&pr->timer);
+    if (!cache_lookup_or_pass(pr))
+        proxy_go(pr);
+}
+
+static void coalesce_timeout(struct loop_timer *t)
+{
+    struct proxy_req *pr = t->data;
+    struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
+    if (!cache_waiter_cancel(cs, pr->waiter)) {
+        pr->waiter->data = NULL;    /* the wake-up is on its way: it frees the waiter */
+        pr->waiter = NULL;
+    } else {
+        free(pr->waiter);
+        pr->waiter = NULL;
+    }
+    if (!cache_lookup_or_pass(pr))
+        proxy_go(pr);
+}
+
 /* The cache's part of a request on a cached route. Returns true when the
- * request was answered from the cache (pr is gone then). */
+ * request was answered from the cache or waits for another request's fetch
+ * (pr is not the caller's to use then). */
 static bool cache_lookup_or_pass(struct proxy_req *pr)
 {
     struct httpd_req *r = pr->r;
@@ -1477,6 +1533,28 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         return true;
     }
     pr->cache = get ? cs : NULL;
+    if (!o && get && !pr->coalesced) {
+        struct cache_waiter *wt = calloc(1, sizeof(*wt));
+        if (wt) {
+            wt->loop = &pr->w->loop;
+            wt->cb = coalesce_wake;
+            wt->arg = wt;
+            wt->data = pr;
+            if (cache_coalesce(cs, pr->key, pr->keylen, wt)) {
+                free(wt);
+                pr->filling = true;
+            } else {
+                /* another request is fetching this: wait for it (bounded) */
+                pr->waiter = wt;
+                pr->coalesced = true;
+                metric_inc(pr->w->e->m_coalesced);
+                pr->timer.cb = coalesce_timeout;
+                loop_timer_start(&pr->w->loop, &pr->timer, COALESCE_WAIT_MS);
+                httpd_req_on_abort(r, pr_abort, pr);
+                return true;
+            }
+        }
+    }
     if (o && cobj_has_validators(o) && get) {
         pr->reval = o;
         pr->xcache = "EXPIRED";
@@ -1560,9 +1638,17 @@ void edge__proxy(struct httpd_req *r, void *arg)
     pr->idempotent = is_idempotent(r->h.method);
     pr->t_start = r->start_ns;
     loop_timer_init(&pr->timer, response_timeout, pr);
+    pr->listener = lc->l;
     if (rt->cache && g->routes[rt->index].cache && cache_lookup_or_pass(pr))
-        return;     /* answered from the cache */
-    build_request(pr, lc->l);
+        return;     /* answered from the cache, or waiting for a coalesced fetch */
+    proxy_go(pr);
+}
+
+/* Sends the request on to a server. */
+static void proxy_go(struct proxy_req *pr)
+{
+    struct httpd_req *r = pr->r;
+    build_request(pr, pr->listener);
     httpd_req_on_abort(r, pr_abort, pr);
     httpd_req_on_drain(r, on_drain, pr);
     try_send(pr);

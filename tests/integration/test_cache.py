@@ -205,3 +205,60 @@ def test_eviction_is_scan_resistant(cdn):
     get(base + "/huge?cc=max-age=600&size=100000")
     r = get(base + "/huge?cc=max-age=600&size=100000")
     assert r.headers["X-Cache"] == "MISS" and len(r.content) == 100000
+
+
+def test_coalescing_100_concurrent_misses_one_fetch(cdn):
+    base, admin = cdn
+    u = base + "/co?cc=max-age=60&delay=0.5"
+    results = []
+
+    def one():
+        r = requests.get(u, timeout=20)
+        results.append((r.status_code, r.text, r.headers.get("X-Cache")))
+
+    threads = [threading.Thread(target=one) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Origin.hits["/co"] == 1
+    assert len(results) == 100 and all(s == 200 and t == "/co #1 " for s, t, _ in results)
+    assert sum(1 for *_, x in results if x == "MISS") == 1
+    assert sum(1 for *_, x in results if x == "HIT") == 99
+    assert metric(admin, "edge_cache_coalesced_total") == 99
+    # an uncacheable answer: the waiters go on to the origin themselves
+    u2 = base + "/nocoal?cc=no-store&delay=0.3"
+    results.clear()
+    threads = [threading.Thread(target=lambda: results.append(requests.get(u2, timeout=20).status_code))
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 5 and Origin.hits["/nocoal"] == 5
+
+
+def test_coalesced_waiters_that_give_up(cdn):
+    base, _ = cdn
+    u = base + "/giveup?cc=max-age=60&delay=1"
+    out = []
+
+    def patient():
+        out.append(requests.get(u, timeout=20).status_code)
+
+    def impatient():
+        try:
+            requests.get(u, timeout=0.3)
+        except requests.RequestException:
+            out.append("gave up")
+
+    threads = [threading.Thread(target=patient)] + [threading.Thread(target=impatient) for _ in range(5)] + \
+              [threading.Thread(target=patient) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    assert out.count(200) == 4 and out.count("gave up") == 5
+    assert Origin.hits["/giveup"] == 1
+    assert get(u).headers["X-Cache"] == "HIT"
