@@ -44,6 +44,7 @@ struct cobj {
     int64_t lifetime;       /* freshness lifetime, seconds */
     bool no_cache;          /* store, but revalidate before every use */
     bool must_revalidate;
+    int64_t swr, sie;       /* stale-while-revalidate, stale-if-error; -1 when absent */
     char *etag, *last_modified;
     char *tags;             /* Surrogate-Key / Cache-Tag values, space-separated */
     size_t size;
@@ -113,6 +114,7 @@ void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
 {
     memset(cc, 0, sizeof(*cc));
     cc->max_age = cc->s_maxage = cc->min_fresh = cc->max_stale = -1;
+    cc->stale_while_revalidate = cc->stale_if_error = -1;
     for (size_t i = 0; i < n; i++) {
         if (!strv_caseeq_cstr(h[i].name, "cache-control"))
             continue;
@@ -167,6 +169,14 @@ void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
                 d = delta_seconds(val);
                 if (cc->s_maxage == -1)
                     cc->s_maxage = d == -2 ? 0 : d;
+            } else if (strv_caseeq_cstr(name, "stale-while-revalidate")) {
+                d = delta_seconds(val);
+                if (d >= 0)
+                    cc->stale_while_revalidate = d;
+            } else if (strv_caseeq_cstr(name, "stale-if-error")) {
+                d = delta_seconds(val);
+                if (d >= 0)
+                    cc->stale_if_error = d;
             } else if (strv_caseeq_cstr(name, "min-fresh")) {
                 d = delta_seconds(val);
                 if (d >= 0)
@@ -442,6 +452,14 @@ bool cobj_fresh(const struct cobj *o, const struct cache_cc *rc, time_t now)
     return false;
 }
 
+bool cobj_usable_on_error(const struct cobj *o, int64_t grace_s, time_t now)
+{
+    if (o->must_revalidate)
+        return false;
+    int64_t stale_for = current_age(o, now) - o->lifetime;
+    return stale_for <= MAX(o->sie, grace_s);
+}
+
 bool cobj_has_validators(const struct cobj *o)
 {
     return o->etag || o->last_modified;
@@ -493,6 +511,57 @@ static bool inm_matches(struct strv inm, const char *etag)
     return false;
 }
 
+/* A single byte range of the request that applies to o (RFC 9110 14.1-14.2).
+ * Returns 1 with [from, to], 0 for "send it all" (no Range, several ranges, a
+ * Range we do not understand, or an If-Range that does not match), or -1 when
+ * the range is unsatisfiable. */
+static int range_of(const struct httpd_req *r, const struct cobj *o, uint64_t *from, uint64_t *to)
+{
+    const struct http_header *rh = httpd_req_header((struct httpd_req *)r, "range");
+    if (!rh)
+        return 0;
+    const struct http_header *ir = httpd_req_header((struct httpd_req *)r, "if-range");
+    if (ir) {
+        bool match = false;
+        if (ir->value.n && ir->value.p[0] == '"')
+            match = o->etag && strv_eq_cstr(ir->value, o->etag);    /* strong comparison */
+        else if (o->last_modified)
+            match = strv_eq_cstr(ir->value, o->last_modified);
+        if (!match)
+            return 0;
+    }
+    struct strv v = strv_trim(rh->value);
+    if (!strv_has_prefix(v, "bytes=") || memchr(v.p, ',', v.n))
+        return 0;
+    v.p += 6;
+    v.n -= 6;
+    const char *dash = memchr(v.p, '-', v.n);
+    if (!dash)
+        return 0;
+    struct strv a = strv_trim(strv_make(v.p, (size_t)(dash - v.p)));
+    struct strv b = strv_trim(strv_make(dash + 1, (size_t)(v.p + v.n - dash - 1)));
+    uint64_t len = o->body_len, x, y;
+    if (!a.n) {
+        /* suffix: the last y bytes */
+        if (strv_to_u64(b, &y) || y == 0)
+            return y == 0 && !strv_to_u64(b, &y) ? -1 : 0;
+        if (!len)
+            return -1;
+        *from = y >= len ? 0 : len - y;
+        *to = len - 1;
+        return 1;
+    }
+    if (strv_to_u64(a, &x))
+        return 0;
+    if (b.n && (strv_to_u64(b, &y) || y < x))
+        return 0;
+    if (x >= len)
+        return -1;
+    *from = x;
+    *to = b.n ? MIN(y, len - 1) : len - 1;
+    return 1;
+}
+
 void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const char *request_id)
 {
     time_t now = time(NULL);
@@ -539,6 +608,19 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
         httpd_header(r, "X-Request-Id", request_id);
     if (not_modified) {
         httpd_respond(r, 304, NULL, NULL, 0);
+        return;
+    }
+    uint64_t from, to;
+    int rr = o->status == 200 ? range_of(r, o, &from, &to) : 0;
+    if (rr > 0) {
+        httpd_headerf(r, "Content-Range", "bytes %llu-%llu/%zu", (unsigned long long)from,
+                      (unsigned long long)to, o->body_len);
+        httpd_respond(r, 206, NULL, o->body + from, (size_t)(to - from + 1));
+        return;
+    }
+    if (rr < 0) {
+        httpd_headerf(r, "Content-Range", "bytes */%zu", o->body_len);
+        httpd_respond(r, 416, NULL, NULL, 0);
         return;
     }
     httpd_respond(r, o->status, NULL, o->body, o->body_len);
@@ -660,6 +742,8 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
     o->status = resp->status;
     o->no_cache = cc.no_cache;
     o->must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage >= 0;
+    o->swr = cc.stale_while_revalidate;
+    o->sie = cc.stale_if_error;
     pthread_mutex_lock(&cs->lock);
     double heuristic = cs->heuristic;
     pthread_mutex_unlock(&cs->lock);
@@ -841,6 +925,8 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
     o->body_len = old->body_len;
     o->no_cache = cc.no_cache;
     o->must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage >= 0;
+    o->swr = cc.stale_while_revalidate;
+    o->sie = cc.stale_if_error;
     pthread_mutex_lock(&cs->lock);
     double heuristic = cs->heuristic;
     pthread_mutex_unlock(&cs->lock);

@@ -16,6 +16,7 @@ struct cache_fill;
 struct cache_cc {
     bool no_store, no_cache, private_, public_, must_revalidate, proxy_revalidate, only_if_cached;
     int64_t max_age, s_maxage, min_fresh, max_stale;    /* -1 when absent */
+    int64_t stale_while_revalidate, stale_if_error;     /* RFC 5861; -1 when absent */
 };
 void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc);
 
@@ -38,9 +39,13 @@ void cobj_put(struct cobj *o);
  * with the request's own no-cache / max-age / min-fresh / max-stale). */
 bool cobj_fresh(const struct cobj *o, const struct cache_cc *req_cc, time_t now);
 bool cobj_has_validators(const struct cobj *o);
+/* Whether a stale o may stand in when the origin fails: within its
+ * stale-if-error, or the route's grace, and not must-revalidate. */
+bool cobj_usable_on_error(const struct cobj *o, int64_t grace_s, time_t now);
 /* Adds If-None-Match / If-Modified-Since for revalidating o. */
 void cobj_conditional_headers(const struct cobj *o, struct buf *b);
-/* Answers r from o (a 304 when r's own conditionals match). */
+/* Answers r from o: a 304 when r's own conditionals match, a 206 for a single
+ * byte range (If-Range honoured), 416 for an unsatisfiable one. */
 void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const char *request_id);
 
 /* Storing a response as it streams by. begin returns NULL when the response may

@@ -317,8 +317,8 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
         bad |= parse_header_ops(c, v[10], p, &r->resp_ops);
     P(p, "%s.cache", path);
     if (v[11]) {
-        static const char *const ck[] = { "memory", "max_object", "heuristic", NULL };
-        cfg_node *cv[3];
+        static const char *const ck[] = { "memory", "max_object", "heuristic", "grace", NULL };
+        cfg_node *cv[4];
         r->cache = true;
         r->cache_memory = 256u << 20;
         r->cache_max_object = 8u << 20;
@@ -334,6 +334,9 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
             P(q, "%s.heuristic", p);
             if (cv[2])
                 bad |= cfg_get_float(c, cv[2], q, 0, 1, &r->cache_heuristic);
+            P(q, "%s.grace", p);
+            if (cv[3])
+                bad |= cfg_get_duration(c, cv[3], q, &r->cache_grace_ms);
         } else {
             bad = -EINVAL;
         }

@@ -76,6 +76,7 @@ struct proxy_req {
     struct cache_store *cache;      /* the route's store when this GET/HEAD may be stored */
     const char *xcache;             /* X-Cache value to send, or NULL */
     struct cobj *reval;             /* stale object being revalidated */
+    struct cobj *stale;             /* stale object allowed to stand in if the origin fails */
     struct cache_fill *fill;
     bool invalidate;                /* unsafe method: purge the key after success */
     bool filling;                   /* this request fetches for coalesced waiters */
@@ -522,6 +523,8 @@ static void up_release(struct up_conn *uc, bool reusable)
 static void pr_free(struct proxy_req *pr)
 {
     cache_fill_abort(&pr->fill);
+    if (pr->stale)
+        cobj_put(pr->stale);
     if (pr->filling) {
         pr->filling = false;
         cache_coalesce_done(pr->gen->routes[pr->route->index].cache, pr->key, pr->keylen);
@@ -623,10 +626,41 @@ static void pr_abort(struct httpd_req *r, void *arg)
     pr_free(pr);
 }
 
+static void cache_count(struct proxy_req *pr, const char *result);
+
+/* The origin failed and a stale object may stand in (stale-if-error, grace). */
+static void serve_stale(struct proxy_req *pr)
+{
+    struct httpd_req *r = pr->r;
+    struct cobj *o = pr->stale;
+    if (pr->uc) {
+        pr->uc->pr = NULL;
+        up_close(pr->uc);
+        pr->uc = NULL;
+    }
+    finish_inflight(pr);
+    httpd_req_on_abort(r, NULL, NULL);
+    httpd_req_on_drain(r, NULL, NULL);
+    pr->xcache = "STALE";
+    access_log(pr, 200);
+    count_request(pr->gen, pr->route, 200);
+    cache_count(pr, "stale");
+    char rid[40];
+    memcpy(rid, pr->request_id, sizeof(rid));
+    cobj_get(o);
+    pr_free(pr);
+    cache_serve(r, o, "STALE", rid);
+    cobj_put(o);
+}
+
 /* Answers with an error of our own (nothing was sent to the client yet). */
 static void fail(struct proxy_req *pr, int status, const char *msg)
 {
     struct httpd_req *r = pr->r;
+    if (pr->stale && !pr->head_sent) {
+        serve_stale(pr);
+        return;
+    }
     if (pr->uc) {
         pr->uc->pr = NULL;
         up_close(pr->uc);
@@ -943,6 +977,11 @@ static void up_process(struct up_conn *uc, bool eof)
         }
         if (st == 304 && pr->reval) {
             serve_revalidated(pr, uc);
+            return;
+        }
+        if (st >= 500 && pr->stale) {
+            server_result(pr, false);
+            serve_stale(pr);
             return;
         }
         if (pr->cache && st != 304)
@@ -1505,11 +1544,12 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
     }
     struct cache_cc rcc;
     cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
-    if (rcc.no_store || httpd_req_header(r, "range")) {
+    if (rcc.no_store) {
         pr->xcache = "PASS";
         cache_count(pr, "pass");
         return false;
     }
+    bool range = httpd_req_header(r, "range") != NULL;
     struct cobj *o = cache_lookup(cs, pr->key, pr->keylen, r);
     if (o && cobj_fresh(o, &rcc, time(NULL))) {
         pr->xcache = "HIT";
@@ -1531,6 +1571,18 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         pr_free(pr);
         simple_reply(r, 504, "not in the cache (only-if-cached)");
         return true;
+    }
+    if (range) {
+        /* ranges are served from stored objects only; otherwise passed on whole */
+        if (o)
+            cobj_put(o);
+        pr->xcache = "PASS";
+        cache_count(pr, "pass");
+        return false;
+    }
+    if (o && cobj_usable_on_error(o, (int64_t)(pr->route->cache_grace_ms / 1000), time(NULL))) {
+        cobj_get(o);
+        pr->stale = o;
     }
     pr->cache = get ? cs : NULL;
     if (!o && get && !pr->coalesced) {

@@ -13,6 +13,7 @@ class Origin(http.server.BaseHTTPRequestHandler):
     """Answers with what the test asked for in the query string, and counts hits."""
     protocol_version = "HTTP/1.1"
     hits = {}
+    down = False
     lock = threading.Lock()
 
     def log_message(self, *a):
@@ -27,6 +28,11 @@ class Origin(http.server.BaseHTTPRequestHandler):
             n = Origin.hits[u.path]
         if q.get("delay"):
             time.sleep(float(q["delay"]))
+        if Origin.down:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         etag = q.get("etag")
         inm = self.headers.get("If-None-Match")
         if etag and inm == etag:
@@ -262,3 +268,71 @@ def test_coalesced_waiters_that_give_up(cdn):
     assert out.count(200) == 4 and out.count("gave up") == 5
     assert Origin.hits["/giveup"] == 1
     assert get(u).headers["X-Cache"] == "HIT"
+
+
+def test_ranges_from_the_cache(cdn):
+    base, _ = cdn
+    u = base + "/rg?cc=max-age=60&size=1000&etag=%22r1%22"
+    full = get(u).content
+    assert len(full) == 1000
+    r = get(u, headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.headers["X-Cache"] == "HIT"
+    assert r.headers["Content-Range"] == "bytes 10-19/1000" and r.content == full[10:20]
+    r = get(u, headers={"Range": "bytes=-5"})
+    assert r.status_code == 206 and r.content == full[-5:]
+    r = get(u, headers={"Range": "bytes=990-"})
+    assert r.content == full[990:]
+    r = get(u, headers={"Range": "bytes=5000-"})
+    assert r.status_code == 416 and r.headers["Content-Range"] == "bytes */1000"
+    r = get(u, headers={"Range": "bytes=0-1", "If-Range": '"other"'})
+    assert r.status_code == 200 and len(r.content) == 1000
+    r = get(u, headers={"Range": "bytes=0-1", "If-Range": '"r1"'})
+    assert r.status_code == 206 and r.content == full[:2]
+    r = requests.head(u, headers={"Range": "bytes=0-9"}, timeout=5)
+    assert r.status_code == 206 and r.content == b""
+
+
+@pytest.fixture
+def cdn_grace(start, tmp_path):
+    Origin.hits = {}
+    Origin.down = False
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  cdn:
+    role: edge
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    routes:
+      - {{path: /grace/, backend: origin, cache: {{memory: 1MiB, grace: 30s}}}}
+      - {{path: /, backend: origin, cache: {{memory: 1MiB}}}}
+    backends:
+      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"], retries: 0}}
+""", name="grace.yaml")
+    start(["run", "cdn", "-c", path], name="grace")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
+             what="cdn ready")
+    yield f"http://127.0.0.1:{port}", srv
+    Origin.down = False
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_stale_if_error_and_grace(cdn_grace):
+    base, srv = cdn_grace
+    sie = base + "/sie?cc=max-age=1,stale-if-error=60"
+    plain = base + "/plain?cc=max-age=1"
+    mr = base + "/mr?cc=max-age=1,must-revalidate,stale-if-error=60"
+    grace = base + "/grace/g?cc=max-age=1"
+    for u in (sie, plain, mr, grace):
+        assert get(u).status_code == 200
+    time.sleep(2.1)
+    Origin.down = True      # the origin fails (503)
+    r = get(sie)
+    assert r.status_code == 200 and r.headers["X-Cache"] == "STALE" and r.text == "/sie #1 "
+    r = get(grace)
+    assert r.status_code == 200 and r.headers["X-Cache"] == "STALE"
+    assert get(plain).status_code == 503            # no allowance: the error shows
+    assert get(mr).status_code == 503               # must-revalidate forbids stale
