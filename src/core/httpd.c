@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 enum conn_state {
@@ -49,6 +50,11 @@ struct httpd_conn {
     bool resp_started, resp_chunked, resp_nobody;
     struct httpd_req *req;          /* from the worker's pool while a request is active */
     struct h2_conn *h2;             /* HTTP/2 state when ALPN chose h2 */
+    /* a body sent from the caller's memory after wbuf (httpd_respond_ext) */
+    const char *ext;
+    size_t ext_len, ext_off;
+    void (*ext_release)(void *arg);
+    void *ext_arg;
     struct sockaddr_storage peer;
     struct httpd_conn *next, *prev;
 };
@@ -58,6 +64,24 @@ static void conn_timer(struct loop_timer *t);
 static void conn_resume(struct httpd_conn *c);
 static void conn_close(struct httpd_conn *c);
 static int conn_flush(struct httpd_conn *c);
+
+static inline bool conn_pending(const struct httpd_conn *c)
+{
+    return buf_used(&c->wbuf) || c->ext;
+}
+
+static void ext_done(struct httpd_conn *c)
+{
+    if (!c->ext)
+        return;
+    void (*rel)(void *) = c->ext_release;
+    void *arg = c->ext_arg;
+    c->ext = NULL;
+    c->ext_len = c->ext_off = 0;
+    c->ext_release = NULL;
+    if (rel)
+        rel(arg);
+}
 static int h2_start(struct httpd_conn *c);
 static void h2_io(struct httpd_conn *c);
 static void h2_free(struct httpd_conn *c);
@@ -137,7 +161,7 @@ static void req_give(struct httpd_worker *w, struct httpd_req **pr)
 /* An idle keep-alive connection keeps nothing but its socket. */
 static void conn_idle_release(struct httpd_conn *c)
 {
-    if (c->state != CS_HEAD || buf_used(&c->rbuf) || buf_used(&c->wbuf))
+    if (c->state != CS_HEAD || buf_used(&c->rbuf) || conn_pending(c))
         return;
     req_give(c->w, &c->req);
     buf_give(c->w, &c->rbuf);
@@ -434,6 +458,7 @@ static void conn_close_ex(struct httpd_conn *c, bool keep_fd)
     }
     if (c->h2)
         h2_free(c);
+    ext_done(c);
     loop_timer_stop(&c->timer);
     loop_io_del(&c->io);
     if (!keep_fd) {
@@ -508,8 +533,33 @@ static void start_linger(struct httpd_conn *c)
  * full, -1 when the connection was closed. */
 static int conn_flush(struct httpd_conn *c)
 {
-    while (buf_used(&c->wbuf)) {
-        ssize_t n = conn_write(c, buf_head(&c->wbuf), buf_used(&c->wbuf));
+    while (conn_pending(c)) {
+        ssize_t n;
+        if (c->ext) {
+            /* headers from wbuf and the body from the caller's memory, in one call */
+            struct iovec iov[2];
+            int niov = 0;
+            if (buf_used(&c->wbuf))
+                iov[niov++] = (struct iovec){ buf_head(&c->wbuf), buf_used(&c->wbuf) };
+            iov[niov++] = (struct iovec){ (void *)(c->ext + c->ext_off), c->ext_len - c->ext_off };
+            struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)niov };
+            do {
+                n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
+            } while (n == -1 && errno == EINTR);
+            if (n == -1)
+                n = errno == EAGAIN ? -EAGAIN : -errno;
+            if (n > 0) {
+                size_t left = (size_t)n, w = MIN(left, buf_used(&c->wbuf));
+                buf_consume(&c->wbuf, w);
+                left -= w;
+                c->ext_off += left;
+                if (c->ext_off == c->ext_len)
+                    ext_done(c);
+                continue;
+            }
+        } else {
+            n = conn_write(c, buf_head(&c->wbuf), buf_used(&c->wbuf));
+        }
         if (n == -EAGAIN) {
             if (c->timer_kind == T_NONE || c->timer_kind == T_WRITE)
                 set_timer(c, T_WRITE, c->conf->idle_timeout_ms);
@@ -593,7 +643,7 @@ static int conn_process(struct httpd_conn *c)
         case CS_HEAD: {
             if (buf_used(&c->rbuf) == 0)
                 return 0;
-            if (buf_used(&c->wbuf) > WBUF_HIGH)
+            if (buf_used(&c->wbuf) > WBUF_HIGH || c->ext)
                 return 1;   /* let the client read what it asked for first */
             if (c->timer_kind == T_IDLE || c->timer_kind == T_NONE)
                 set_timer(c, T_HEADER, c->conf->header_timeout_ms);
@@ -715,7 +765,7 @@ static void read_more(struct httpd_conn *c)
             return;
         }
         if (p > 0) {
-            if (buf_used(&c->wbuf))
+            if (conn_pending(c))
                 conn_flush(c);
             return;
         }
@@ -728,7 +778,7 @@ static void read_more(struct httpd_conn *c)
             return;
         }
         if (!maybe_more) {
-            if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+            if (conn_pending(c) && conn_flush(c) < 0)
                 return;
             conn_idle_release(c);
             return;
@@ -770,13 +820,13 @@ static void read_more(struct httpd_conn *c)
             continue;
         }
         if (n == -EAGAIN) {
-            if (buf_used(&c->wbuf))
+            if (conn_pending(c))
                 conn_flush(c);
             conn_idle_release(c);
             return;
         }
         /* EOF or error: nothing more will come. */
-        if (buf_used(&c->wbuf) && n == 0 && c->state == CS_HEAD && buf_used(&c->rbuf) == 0) {
+        if (conn_pending(c) && n == 0 && c->state == CS_HEAD && buf_used(&c->rbuf) == 0) {
             c->state = CS_CLOSING;   /* half-closed client still gets its responses */
             conn_flush(c);
             return;
@@ -790,7 +840,7 @@ static void conn_resume(struct httpd_conn *c)
 {
     if (c->state == CS_CLOSED)
         return;
-    if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+    if (conn_pending(c) && conn_flush(c) < 0)
         return;
     if (c->state == CS_CLOSING || c->state == CS_LINGER || c->state == CS_CLOSED)
         return;
@@ -826,7 +876,7 @@ static void conn_event(struct loop_io *io, uint32_t events)
         h2_io(c);
         return;
     }
-    if (buf_used(&c->wbuf) && conn_flush(c) < 0)
+    if (conn_pending(c) && conn_flush(c) < 0)
         return;
     if (c->state == CS_HANDLER || c->state == CS_CLOSING)
         return;
@@ -974,6 +1024,32 @@ void httpd_respond(struct httpd_req *r, int status, const char *ctype, const voi
 {
     httpd_respond_start(r, status, ctype, (int64_t)len);
     httpd_respond_write(r, body, len);
+    httpd_respond_finish(r);
+}
+
+void httpd_respond_ext(struct httpd_req *r, int status, const char *ctype, const void *body,
+                       size_t len, void (*release)(void *), void *arg)
+{
+    struct httpd_conn *c = r->conn;
+    if (r->h2 || c->ssl || len < 4096) {
+        /* TLS and HTTP/2 copy anyway; small bodies are cheaper copied */
+        httpd_respond(r, status, ctype, body, len);
+        if (release)
+            release(arg);
+        return;
+    }
+    httpd_respond_start(r, status, ctype, (int64_t)len);
+    if (c->resp_nobody) {
+        httpd_respond_finish(r);
+        if (release)
+            release(arg);
+        return;
+    }
+    c->ext = body;
+    c->ext_len = len;
+    c->ext_off = 0;
+    c->ext_release = release;
+    c->ext_arg = arg;
     httpd_respond_finish(r);
 }
 

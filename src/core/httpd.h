@@ -138,6 +138,11 @@ int httpd_headerf(struct httpd_req *r, const char *name, const char *fmt, ...)
  * and must not be used. */
 void httpd_respond(struct httpd_req *r, int status, const char *ctype, const void *body,
                    size_t len);
+/* A whole response whose body stays in the caller's memory (no copy) until it is
+ * sent; release(arg) runs once the server is done with it (sent, or the
+ * connection closed). Used to serve cached objects. */
+void httpd_respond_ext(struct httpd_req *r, int status, const char *ctype, const void *body,
+                       size_t len, void (*release)(void *), void *arg);
 /* Streaming: content_length < 0 means chunked. */
 void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
                          int64_t content_length);

@@ -511,6 +511,11 @@ static bool inm_matches(struct strv inm, const char *etag)
     return false;
 }
 
+static void release_obj(void *arg)
+{
+    cobj_put(arg);
+}
+
 /* A single byte range of the request that applies to o (RFC 9110 14.1-14.2).
  * Returns 1 with [from, to], 0 for "send it all" (no Range, several ranges, a
  * Range we do not understand, or an If-Range that does not match), or -1 when
@@ -623,7 +628,9 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
         httpd_respond(r, 416, NULL, NULL, 0);
         return;
     }
-    httpd_respond(r, o->status, NULL, o->body, o->body_len);
+    /* the body is sent from the object itself; the reference keeps it alive */
+    cobj_get(o);
+    httpd_respond_ext(r, o->status, NULL, o->body, o->body_len, release_obj, o);
 }
 
 /* ---- storing ---- */

@@ -1,0 +1,117 @@
+#!/bin/bash
+# make bench-cdn: cairn's edge cache vs Varnish and nginx proxy_cache, all hits.
+#
+# An nginx origin serves two objects (1 KiB and 100 KiB, Cache-Control max-age=3600).
+# Three caches with one worker thread or process each: cairn (`cache:` route),
+# Varnish (malloc storage, one thread pool) and nginx (proxy_cache, one worker). Each
+# cache is pinned to CPU 1, wrk and the origin to CPU 0; the caches are warmed, then
+# wrk measures all-hit traffic. Rounds alternate; medians and ratios are printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-4s}
+CONNS=${CONNS:-50}
+W=$(mktemp -d /tmp/cairn-bench-cdn.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
+            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+for t in wrk varnishd nginx; do
+    command -v $t >/dev/null || { echo "bench-cdn: $t is missing (apt-get install wrk varnish nginx-light)"; exit 1; }
+done
+make -s build/cairn
+ORIGIN=19380; P_CAIRN=19381; P_VARNISH=19382; P_NGX=19383; ADMIN=19389
+LOADCPU=${LOADCPU:-0}; PROXYCPU=${PROXYCPU:-1}
+mkdir -p $W/www $W/ngx-origin $W/ngx-cache $W/ngx-cache/cache $W/varnish
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > $W/www/1k.txt
+head -c 102400 /dev/urandom | base64 -w0 | head -c 102400 > $W/www/100k.txt
+chmod -R a+rX $W      # nginx workers run as www-data
+cat > $W/ngx-origin/nginx.conf <<CONF
+worker_processes 1; daemon off; pid $W/ngx-origin/pid; error_log $W/ngx-origin/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$ORIGIN; root $W/www; location / { add_header Cache-Control "max-age=3600"; } } }
+CONF
+cat > $W/ngx-cache/nginx.conf <<CONF
+worker_processes 1; daemon off; pid $W/ngx-cache/pid; error_log $W/ngx-cache/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  proxy_cache_path $W/ngx-cache/cache levels=1:2 keys_zone=z:10m max_size=256m inactive=1h use_temp_path=off;
+  upstream o { server 127.0.0.1:$ORIGIN; keepalive 16; }
+  server { listen 127.0.0.1:$P_NGX;
+    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_cache z; proxy_cache_valid 200 1h; add_header X-Cache \$upstream_cache_status; } } }
+CONF
+cat > $W/cairn.yaml <<CONF
+log: {level: warn}
+services:
+  cdn:
+    role: edge
+    threads: 1
+    listen: ["127.0.0.1:$P_CAIRN"]
+    admin: "127.0.0.1:$ADMIN"
+    access_log: false
+    routes: [{path: /, backend: o, cache: {memory: 256MiB}}]
+    backends: {o: {servers: ["127.0.0.1:$ORIGIN"]}}
+CONF
+taskset -c $LOADCPU nginx -c $W/ngx-origin/nginx.conf & PIDS+=($!)
+taskset -c $PROXYCPU nginx -c $W/ngx-cache/nginx.conf & PIDS+=($!)
+taskset -c $PROXYCPU varnishd -F -n $W/varnish -a 127.0.0.1:$P_VARNISH -b 127.0.0.1:$ORIGIN \
+    -s malloc,256m -p thread_pools=1 -p thread_pool_min=50 >$W/varnish.log 2>&1 & PIDS+=($!)
+taskset -c $PROXYCPU ./build/cairn run cdn -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!)
+CAIRN_PID=$!
+for port in $ORIGIN $P_CAIRN $P_VARNISH $P_NGX; do
+    for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$port/1k.txt && break; sleep 0.1; done
+done
+for port in $P_CAIRN $P_VARNISH $P_NGX; do       # warm: every object stored
+    for f in 1k.txt 100k.txt; do curl -s -o /dev/null http://127.0.0.1:$port/$f; curl -s -o /dev/null http://127.0.0.1:$port/$f; done
+done
+echo "cache status on the second request: cairn $(curl -s -D- -o /dev/null http://127.0.0.1:$P_CAIRN/1k.txt | grep -i x-cache | tr -d '\r'), nginx $(curl -s -D- -o /dev/null http://127.0.0.1:$P_NGX/1k.txt | grep -i x-cache | tr -d '\r'), varnish $(curl -s -D- -o /dev/null http://127.0.0.1:$P_VARNISH/1k.txt | grep -i '^age' | tr -d '\r')" >&2
+
+cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
+run_wrk() {  # url pids... -> "rps p99 non2xx req/cpu-s"
+    local url=$1; shift
+    local t0 t1
+    t0=$(cpu_ticks "$@")
+    taskset -c $LOADCPU wrk -t1 -c$CONNS -d$DURATION --latency "$url" > $W/wrk.out 2>&1
+    t1=$(cpu_ticks "$@")
+    awk -v ticks=$((t1 - t0)) -v hz=$(getconf CLK_TCK) '
+        /requests in/ {n=$1}
+        /Requests\/sec/ {rps=$2}
+        /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
+        /Non-2xx/ {bad=$NF}
+        END {printf "%s %s %s %.0f\n", rps, p99, bad+0, (ticks > 0 ? n / (ticks / hz) : 0)}' $W/wrk.out
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+VARNISH_PIDS=$(pgrep -f "varnishd -F -n $W/varnish" | tr '\n' ' ')
+NGX_PIDS="$(cat $W/ngx-cache/pid) $(pgrep -P "$(cat $W/ngx-cache/pid)" | tr '\n' ' ')"
+declare -A RPS P99 CORE
+for r in $(seq 1 $ROUNDS); do
+    for f in 1k 100k; do
+        for name in cairn varnish nginx; do
+            case $name in cairn) p=$P_CAIRN; pids=$CAIRN_PID;; varnish) p=$P_VARNISH; pids=$VARNISH_PIDS;;
+                          nginx) p=$P_NGX; pids=$NGX_PIDS;; esac
+            read rps p99 bad core < <(run_wrk http://127.0.0.1:$p/$f.txt $pids)
+            [ "$bad" = 0 ] || echo "warning: $name answered $bad non-2xx" >&2
+            RPS[$name.$f]+="$rps "; P99[$name.$f]+="$p99 "; CORE[$name.$f]+="$core "
+        done
+    done
+    echo "round $r done" >&2
+done
+printf "\n%-8s %10s %8s %11s %11s %8s %11s\n" cache "1KiB rps" "p99 ms" "req/cpu-s" "100KiB rps" "p99 ms" "req/cpu-s"
+for name in cairn varnish nginx; do
+    printf "%-8s %10.0f %8.2f %11.0f %11.0f %8.2f %11.0f\n" $name $(echo ${RPS[$name.1k]} | median) $(echo ${P99[$name.1k]} | median) \
+        $(echo ${CORE[$name.1k]} | median) $(echo ${RPS[$name.100k]} | median) $(echo ${P99[$name.100k]} | median) \
+        $(echo ${CORE[$name.100k]} | median)
+done
+echo
+for peer in varnish nginx; do
+    for f in 1k 100k; do
+        awk -v a="$(echo ${RPS[cairn.$f]} | median)" -v b="$(echo ${RPS[$peer.$f]} | median)" \
+            -v c="$(echo ${P99[cairn.$f]} | median)" -v d="$(echo ${P99[$peer.$f]} | median)" -v peer=$peer -v f=$f \
+            -v e="$(echo ${CORE[cairn.$f]} | median)" -v g="$(echo ${CORE[$peer.$f]} | median)" \
+            'BEGIN {printf "cairn/%s %s: rps %.2fx, p99 %.2fx, req/cpu-s %.2fx\n", peer, f, a/b, c/d, e/g}'
+    done
+done
+echo "(machine: $(nproc) cores, $(uname -r); caches on cpu $PROXYCPU, wrk and origin on cpu $LOADCPU;"
+echo " wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, medians)"
