@@ -21,8 +21,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define BUCKETS 16384
+#define MEMFD_MIN (32u << 10)       /* bodies this large live in a memfd (sendfile) */
+#define MEMFD_MAX 4096              /* at most this many such fds per process */
+
+
 #define GHOSTS 16384
 
 enum { Q_SMALL, Q_MAIN };
@@ -37,8 +43,9 @@ struct cobj {
     int status;
     char *hdrs;             /* stored fields, "Name: value\r\n" lines */
     size_t hdrs_len;
-    char *body;
+    char *body;             /* malloc'd, or a mapping of fd */
     size_t body_len;
+    int fd;                 /* memfd holding the body (large objects), or -1 */
     time_t response_time;
     int64_t initial_age;    /* corrected_initial_age, RFC 9111 4.2.3 */
     int64_t lifetime;       /* freshness lifetime, seconds */
@@ -225,8 +232,46 @@ void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_ob
     pthread_mutex_unlock(&cs->lock);
 }
 
+static int memfd_count;
+
+/* Moves a large body into a memfd mapped in its place, so that hits can be sent
+ * with sendfile (the kernel takes the pages; no copy through user space). */
+static void body_to_memfd(struct cobj *o)
+{
+    if (o->body_len < MEMFD_MIN ||
+        __atomic_add_fetch(&memfd_count, 1, __ATOMIC_RELAXED) > MEMFD_MAX) {
+        if (o->body_len >= MEMFD_MIN)
+            __atomic_sub_fetch(&memfd_count, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    int fd = memfd_create("cairn-cache", MFD_CLOEXEC);
+    if (fd < 0)
+        goto undo;
+    if (ftruncate(fd, (off_t)o->body_len) == -1)
+        goto undo_fd;
+    void *m = mmap(NULL, o->body_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+        goto undo_fd;
+    memcpy(m, o->body, o->body_len);
+    free(o->body);
+    o->body = m;
+    o->fd = fd;
+    return;
+undo_fd:
+    close(fd);
+undo:
+    __atomic_sub_fetch(&memfd_count, 1, __ATOMIC_RELAXED);
+}
+
 static void obj_free(struct cobj *o)
 {
+    if (o->fd >= 0) {
+        if (o->body)
+            munmap(o->body, o->body_len);
+        o->body = NULL;
+        close(o->fd);
+        __atomic_sub_fetch(&memfd_count, 1, __ATOMIC_RELAXED);
+    }
     free(o->key);
     free(o->vary);
     free(o->vary_vals);
@@ -630,7 +675,7 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
     }
     /* the body is sent from the object itself; the reference keeps it alive */
     cobj_get(o);
-    httpd_respond_ext(r, o->status, NULL, o->body, o->body_len, release_obj, o);
+    httpd_respond_fd(r, o->status, NULL, o->fd, 0, o->body, o->body_len, release_obj, o);
 }
 
 /* ---- storing ---- */
@@ -737,6 +782,7 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
     }
     f->cs = cs;
     f->o = o;
+    o->fd = -1;
     o->refs = 1;
     o->cs = cs;
     o->key = malloc(keylen + 1);
@@ -853,6 +899,7 @@ void cache_fill_commit(struct cache_fill **pf)
     if (!o->body || o->body_len > f->cs->max_object) {
         obj_free(o);
     } else {
+        body_to_memfd(o);
         insert(f->cs, o);
     }
     free(f);
@@ -917,6 +964,7 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
     struct cache_cc cc;
     cache_cc_parse(merged.headers, merged.nheaders, &cc);
     o->refs = 2;            /* the store's and the caller's */
+    o->fd = -1;
     o->cs = cs;
     o->key = strdup(old->key);
     o->keylen = old->keylen;
@@ -945,6 +993,7 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
         obj_free(o);
         return NULL;
     }
+    body_to_memfd(o);
     insert(cs, o);
     return o;
 }
