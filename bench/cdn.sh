@@ -68,7 +68,14 @@ for port in $P_CAIRN $P_VARNISH $P_NGX; do       # warm: every object stored
 done
 echo "cache status on the second request: cairn $(curl -s -D- -o /dev/null http://127.0.0.1:$P_CAIRN/1k.txt | grep -i x-cache | tr -d '\r'), nginx $(curl -s -D- -o /dev/null http://127.0.0.1:$P_NGX/1k.txt | grep -i x-cache | tr -d '\r'), varnish $(curl -s -D- -o /dev/null http://127.0.0.1:$P_VARNISH/1k.txt | grep -i '^age' | tr -d '\r')" >&2
 
-cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
+cpu_ticks() {   # summed over the given processes (those still running)
+    local t=0 v
+    for p in "$@"; do
+        v=$(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null) || continue
+        t=$((t + ${v:-0}))
+    done
+    echo $t
+}
 run_wrk() {  # url pids... -> "rps p99 non2xx req/cpu-s"
     local url=$1; shift
     local t0 t1
@@ -87,6 +94,7 @@ VARNISH_PIDS=$(pgrep -f "varnishd -F -n $W/varnish" | tr '\n' ' ')
 NGX_PIDS="$(cat $W/ngx-cache/pid) $(pgrep -P "$(cat $W/ngx-cache/pid)" | tr '\n' ' ')"
 declare -A RPS P99 CORE
 for r in $(seq 1 $ROUNDS); do
+    VARNISH_PIDS=$(pgrep -f "varnishd -F -n $W/varnish" | tr '\n' ' ')
     for f in 1k 100k; do
         for name in cairn varnish nginx; do
             case $name in cairn) p=$P_CAIRN; pids=$CAIRN_PID;; varnish) p=$P_VARNISH; pids=$VARNISH_PIDS;;
