@@ -2,7 +2,7 @@
 # Installs the Debian packages cairn needs to build and test, if any are missing.
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -eu
-PKGS="gcc make pkg-config clang libclang-rt-14-dev libyaml-dev libssl-dev libnghttp2-dev \
+PKGS="gcc make pkg-config clang libclang-rt-14-dev libyaml-dev libssl-dev libnghttp2-dev zlib1g-dev libbrotli-dev \
       curl openssl nghttp2-client python3 python3-pytest python3-requests python3-dnspython prometheus"
 missing=""
 for p in $PKGS; do

@@ -74,6 +74,7 @@ struct edge_route {
     uint64_t cache_max_object;      /* larger responses are passed, not stored */
     double cache_heuristic;         /* fraction of (Date - Last-Modified), RFC 9111 4.2.2 */
     uint64_t cache_grace_ms;        /* serve stale this long when the origin fails */
+    bool cache_compress;            /* gzip/br variants of compressible objects */
     size_t index;                   /* position, for per-thread state */
     char label[64];                 /* for metrics and logs */
 };

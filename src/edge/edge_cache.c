@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <brotli/encode.h>
+#include <zlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -46,6 +48,8 @@ struct cobj {
     char *body;             /* malloc'd, or a mapping of fd */
     size_t body_len;
     int fd;                 /* memfd holding the body (large objects), or -1 */
+    bool compressible;      /* identity body of a compressible type: gzip/br variants */
+    struct zvar *gz, *br;   /* compressed variants, made on first demand (atomic) */
     time_t response_time;
     int64_t initial_age;    /* corrected_initial_age, RFC 9111 4.2.3 */
     int64_t lifetime;       /* freshness lifetime, seconds */
@@ -82,6 +86,7 @@ struct cache_store {
     pthread_mutex_t lock;
     uint64_t budget, max_object;
     double heuristic;
+    bool compress;
     size_t used, count;
     struct cobj *buckets[BUCKETS];
     struct fifo q[2];
@@ -200,7 +205,7 @@ void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
 /* ---- store ---- */
 
 struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t max_object,
-                                    double heuristic, struct metrics_registry *reg)
+                                    double heuristic, bool compress, struct metrics_registry *reg)
 {
     struct cache_store *cs = calloc(1, sizeof(*cs));
     if (!cs)
@@ -210,6 +215,7 @@ struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t
     cs->budget = budget;
     cs->max_object = max_object;
     cs->heuristic = heuristic;
+    cs->compress = compress;
     static const char *const l[] = { "cache", NULL };
     struct metric_family *f = metrics_family(reg, METRIC_COUNTER, "edge_cache_evictions_total",
                                              "Objects evicted to stay within the memory budget.", l,
@@ -223,9 +229,11 @@ const char *cache_store_label(const struct cache_store *cs)
     return cs->label;
 }
 
-void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic)
+void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic,
+                        bool compress)
 {
     pthread_mutex_lock(&cs->lock);
+    cs->compress = compress;
     cs->budget = budget;
     cs->max_object = max_object;
     cs->heuristic = heuristic;
@@ -263,8 +271,16 @@ undo:
     __atomic_sub_fetch(&memfd_count, 1, __ATOMIC_RELAXED);
 }
 
+/* A compressed variant of an object's body, made once and kept with it. */
+struct zvar {
+    size_t len;
+    char data[];
+};
+
 static void obj_free(struct cobj *o)
 {
+    free(o->gz);
+    free(o->br);
     if (o->fd >= 0) {
         if (o->body)
             munmap(o->body, o->body_len);
@@ -550,10 +566,136 @@ static bool inm_matches(struct strv inm, const char *etag)
             while (p < end && *p != ',')
                 p++;
         }
-        if ((size_t)(p - s) == el && memcmp(s, e, el) == 0)
+        size_t tl = (size_t)(p - s);
+        if (tl == el && memcmp(s, e, el) == 0)
+            return true;
+        /* our compressed variants' tags: "tag-gzip", "tag-br" */
+        if (el >= 2 && tl > el && memcmp(s, e, el - 1) == 0 && s[tl - 1] == '"' &&
+            ((tl == el + 5 && memcmp(s + el - 1, "-gzip", 5) == 0) ||
+             (tl == el + 3 && memcmp(s + el - 1, "-br", 3) == 0)))
             return true;
     }
     return false;
+}
+
+/* Compressible media types: text, and the usual structured text formats. */
+static bool compressible_type(struct strv ct)
+{
+    static const char *const types[] = { "application/json", "application/javascript",
+                                         "application/xml", "application/xhtml+xml",
+                                         "application/rss+xml", "application/atom+xml",
+                                         "application/manifest+json", "image/svg+xml",
+                                         "application/wasm" };
+    if (strv_has_prefix(ct, "text/"))
+        return true;
+    for (size_t i = 0; i < ARRAY_SIZE(types); i++)
+        if (ct.n >= strlen(types[i]) && strncasecmp(ct.p, types[i], strlen(types[i])) == 0)
+            return true;
+    return false;
+}
+
+static struct zvar *make_gzip(const char *in, size_t n)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    size_t cap = deflateBound(&z, n);
+    struct zvar *v = malloc(sizeof(*v) + cap);
+    if (!v) {
+        deflateEnd(&z);
+        return NULL;
+    }
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)n;
+    z.next_out = (Bytef *)v->data;
+    z.avail_out = (uInt)cap;
+    int r = deflate(&z, Z_FINISH);
+    v->len = z.total_out;
+    deflateEnd(&z);
+    if (r != Z_STREAM_END) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static struct zvar *make_brotli(const char *in, size_t n)
+{
+    size_t cap = BrotliEncoderMaxCompressedSize(n);
+    struct zvar *v = cap ? malloc(sizeof(*v) + cap) : NULL;
+    if (!v)
+        return NULL;
+    v->len = cap;
+    if (!BrotliEncoderCompress(5, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT, n, (const uint8_t *)in,
+                               &v->len, (uint8_t *)v->data)) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* q-value of a coding in Accept-Encoding (0 when absent or refused). */
+static double accept_q(struct strv ae, const char *coding)
+{
+    size_t cl = strlen(coding);
+    const char *p = ae.p, *end = ae.p + ae.n;
+    double star = 0;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < end && *p != ',' && *p != ';' && *p != ' ')
+            p++;
+        size_t l = (size_t)(p - s);
+        double q = 1;
+        while (p < end && *p != ',') {
+            if (*p == 'q' && p + 1 < end && p[1] == '=')
+                q = strtod(p + 2, NULL);
+            p++;
+        }
+        if (l == cl && strncasecmp(s, coding, cl) == 0)
+            return q;
+        if (l == 1 && *s == '*')
+            star = q;
+    }
+    return star;
+}
+
+/* The variant to send for r's Accept-Encoding, made on first use; NULL for the
+ * identity body. Sets *coding. Made outside any lock: two threads may both
+ * compress once, and the loser frees its copy. */
+static const struct zvar *variant_for(struct cobj *o, const struct httpd_req *r, const char **coding)
+{
+    const struct http_header *ae = httpd_req_header((struct httpd_req *)r, "accept-encoding");
+    if (!o->compressible || !ae)
+        return NULL;
+    double qb = accept_q(ae->value, "br"), qg = accept_q(ae->value, "gzip");
+    struct zvar **slot;
+    bool br = qb > 0 && qb >= qg;
+    if (br)
+        slot = &o->br;
+    else if (qg > 0)
+        slot = &o->gz;
+    else
+        return NULL;
+    struct zvar *v = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (!v) {
+        struct zvar *made = br ? make_brotli(o->body, o->body_len) : make_gzip(o->body, o->body_len);
+        if (!made)
+            return NULL;
+        struct zvar *expected = NULL;
+        if (__atomic_compare_exchange_n(slot, &expected, made, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            v = made;
+        } else {
+            free(made);
+            v = expected;
+        }
+    }
+    if (v->len >= o->body_len)
+        return NULL;    /* it did not get smaller */
+    *coding = br ? "br" : "gzip";
+    return v;
 }
 
 static void release_obj(void *arg)
@@ -629,7 +771,15 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
                            http_date_parse(strv_cstr(o->last_modified), &t2) == 0 && t2 <= t1;
         }
     }
+    /* the representation to send: a compressed variant when the client takes one */
+    const char *coding = NULL;
+    const struct zvar *zv = NULL;
+    uint64_t from = 0, to = 0;
+    int rr = o->status == 200 && !not_modified ? range_of(r, o, &from, &to) : 0;
+    if (!not_modified && rr == 0 && o->status == 200)
+        zv = variant_for(o, r, &coding);
     /* stored fields, then Age and X-Cache */
+    bool have_vary = false;
     const char *p = o->hdrs, *end = o->hdrs + o->hdrs_len;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
@@ -643,15 +793,27 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
             const char *ve = eol;
             if (ve > v && ve[-1] == '\r')
                 ve--;
-            struct strv name = strv_make(p, (size_t)(colon - p));
+            struct strv name = strv_make(p, (size_t)(colon - p)), val = strv_make(v, (size_t)(ve - v));
             /* a 304 carries only the fields that describe the representation */
-            if (!not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
-                strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
-                strv_caseeq_cstr(name, "date") || strv_caseeq_cstr(name, "last-modified"))
-                httpd_header_strv(r, name, strv_make(v, (size_t)(ve - v)));
+            bool keep = !not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
+                        strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
+                        strv_caseeq_cstr(name, "date") || strv_caseeq_cstr(name, "last-modified");
+            if (keep && o->compressible && strv_caseeq_cstr(name, "vary")) {
+                have_vary = true;
+                httpd_headerf(r, "Vary", "%.*s, Accept-Encoding", (int)val.n, val.p);
+            } else if (keep && zv && strv_caseeq_cstr(name, "etag") && val.n >= 2 && val.p[val.n - 1] == '"') {
+                /* another representation, another entity tag */
+                httpd_headerf(r, "ETag", "%.*s-%s\"", (int)val.n - 1, val.p, coding);
+            } else if (keep) {
+                httpd_header_strv(r, name, val);
+            }
         }
         p = eol + 1;
     }
+    if (o->compressible && !have_vary)
+        httpd_header(r, "Vary", "Accept-Encoding");
+    if (zv)
+        httpd_header(r, "Content-Encoding", coding);
     httpd_headerf(r, "Age", "%lld", (long long)current_age(o, now));
     httpd_header(r, "X-Cache", xcache);
     if (request_id)
@@ -660,8 +822,11 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
         httpd_respond(r, 304, NULL, NULL, 0);
         return;
     }
-    uint64_t from, to;
-    int rr = o->status == 200 ? range_of(r, o, &from, &to) : 0;
+    if (zv) {
+        cobj_get(o);
+        httpd_respond_ext(r, o->status, NULL, zv->data, zv->len, release_obj, o);
+        return;
+    }
     if (rr > 0) {
         httpd_headerf(r, "Content-Range", "bytes %llu-%llu/%zu", (unsigned long long)from,
                       (unsigned long long)to, o->body_len);
@@ -697,6 +862,19 @@ static bool stored_field(struct strv name)
         if (strv_caseeq_cstr(name, skip[i]))
             return false;
     return true;
+}
+
+/* Cache-Control: no-transform forbids changing the content coding (RFC 9111 5.2.2.6). */
+static bool cc_has_no_transform(const struct http_response *resp)
+{
+    for (size_t i = 0; i < resp->nheaders; i++)
+        if (strv_caseeq_cstr(resp->headers[i].name, "cache-control")) {
+            struct strv v = resp->headers[i].value;
+            for (size_t k = 0; k + 12 <= v.n; k++)
+                if (strncasecmp(v.p + k, "no-transform", 12) == 0)
+                    return true;
+        }
+    return false;
 }
 
 static char *dup_field(const struct http_header *h, size_t n, const char *name)
@@ -828,6 +1006,10 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
     o->tags = buf_used(&tags) ? buf_steal(&tags) : (buf_free(&tags), NULL);
     o->etag = dup_field(resp->headers, resp->nheaders, "etag");
     o->last_modified = dup_field(resp->headers, resp->nheaders, "last-modified");
+    const struct http_header *ct = http_find_header(resp->headers, resp->nheaders, "content-type");
+    o->compressible = cs->compress && ct && compressible_type(ct->value) &&
+                      !http_find_header(resp->headers, resp->nheaders, "content-encoding") &&
+                      !(cc_has_no_transform(resp));
     if (!o->key || !o->hdrs || (vary && (!o->vary || !o->vary_vals))) {
         cache_fill_abort(&f);
         return NULL;
@@ -989,6 +1171,7 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
     o->etag = dup_field(merged.headers, merged.nheaders, "etag");
     o->last_modified = dup_field(merged.headers, merged.nheaders, "last-modified");
     o->tags = old->tags ? strdup(old->tags) : NULL;
+    o->compressible = old->compressible;
     if (!o->key || !o->hdrs || !o->body) {
         obj_free(o);
         return NULL;

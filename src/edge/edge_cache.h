@@ -21,10 +21,11 @@ struct cache_cc {
 void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc);
 
 struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t max_object,
-                                    double heuristic, struct metrics_registry *reg);
+                                    double heuristic, bool compress, struct metrics_registry *reg);
 void cache_store_free(struct cache_store *cs);
 const char *cache_store_label(const struct cache_store *cs);
-void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic);
+void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic,
+                        bool compress);
 
 /* Builds the key of a request: lower-cased host (port kept), a newline, the
  * request target exactly as received. Returns its length (0: no key). */

@@ -317,9 +317,10 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
         bad |= parse_header_ops(c, v[10], p, &r->resp_ops);
     P(p, "%s.cache", path);
     if (v[11]) {
-        static const char *const ck[] = { "memory", "max_object", "heuristic", "grace", NULL };
-        cfg_node *cv[4];
+        static const char *const ck[] = { "memory", "max_object", "heuristic", "grace", "compress", NULL };
+        cfg_node *cv[5];
         r->cache = true;
+        r->cache_compress = true;
         r->cache_memory = 256u << 20;
         r->cache_max_object = 8u << 20;
         r->cache_heuristic = 0.1;
@@ -337,6 +338,9 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
             P(q, "%s.grace", p);
             if (cv[3])
                 bad |= cfg_get_duration(c, cv[3], q, &r->cache_grace_ms);
+            P(q, "%s.compress", p);
+            if (cv[4])
+                bad |= cfg_get_bool(c, cv[4], q, &r->cache_compress);
         } else {
             bad = -EINVAL;
         }

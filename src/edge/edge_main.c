@@ -373,10 +373,11 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
             if (strcmp(cache_store_label(e->caches[k]), rt->label) == 0)
                 cs = e->caches[k];
         if (cs) {
-            cache_store_resize(cs, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic);
+            cache_store_resize(cs, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic,
+                               rt->cache_compress);
         } else if (e->ncaches < EDGE_MAX_CACHES) {
             cs = cache_store_new(rt->label, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic,
-                                 e->reg);
+                                 rt->cache_compress, e->reg);
             if (!cs) {
                 log_error("out of memory");
                 goto fail;

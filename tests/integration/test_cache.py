@@ -3,6 +3,8 @@ import http.server
 import threading
 import time
 
+import subprocess
+
 import pytest
 import requests
 
@@ -336,3 +338,71 @@ def test_stale_if_error_and_grace(cdn_grace):
     assert r.status_code == 200 and r.headers["X-Cache"] == "STALE"
     assert get(plain).status_code == 503            # no allowance: the error shows
     assert get(mr).status_code == 503               # must-revalidate forbids stale
+
+
+@pytest.fixture
+def cdn_text(start, tmp_path):
+    """An origin that serves text with a Content-Type, through a cached route."""
+    class Text(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        hits = 0
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            Text.hits += 1
+            body = (b"cairn compresses text once and keeps the variants. " * 400)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8" if "notext" not in self.path
+                             else "image/png")
+            self.send_header("Cache-Control", "max-age=60" + (", no-transform" if "nt" in self.path else ""))
+            self.send_header("ETag", '"t1"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Text)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  cdn:
+    role: edge
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    routes: [{{path: /, backend: o, cache: {{memory: 4MiB}}}}]
+    backends: {{o: {{servers: ["127.0.0.1:{srv.server_address[1]}"]}}}}
+""", name="text.yaml")
+    start(["run", "cdn", "-c", path], name="text")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
+             what="ready")
+    yield f"http://127.0.0.1:{port}", Text
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_gzip_and_brotli_from_the_cache(cdn_text):
+    import gzip
+    base, Text = cdn_text
+    full = get(base + "/a.txt").content                       # stored (identity)
+    raw = requests.get(base + "/a.txt", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True)
+    data = raw.raw.read()
+    assert raw.headers["Content-Encoding"] == "gzip" and raw.headers["X-Cache"] == "HIT"
+    assert "Accept-Encoding" in raw.headers["Vary"] and raw.headers["ETag"] == '"t1-gzip"'
+    assert gzip.decompress(data) == full and len(data) < len(full) // 5
+    br = subprocess.run(["curl", "-s", "-H", "Accept-Encoding: br", "-D", "-", "-o", "/dev/null",
+                         base + "/a.txt"], capture_output=True, text=True, timeout=10).stdout
+    assert "content-encoding: br" in br.lower()
+    dec = subprocess.run(["curl", "-s", "--compressed", base + "/a.txt"], capture_output=True, timeout=10).stdout
+    assert dec == full
+    r = get(base + "/a.txt", headers={"Accept-Encoding": "gzip", "If-None-Match": '"t1-gzip"'})
+    assert r.status_code == 304
+    r = get(base + "/a.txt", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in r.headers and r.content == full
+    assert Text.hits == 1                                      # compressed once, from the cache
+    # not for non-text types, nor with no-transform
+    get(base + "/notext.png")
+    assert "Content-Encoding" not in get(base + "/notext.png", headers={"Accept-Encoding": "gzip"}).headers
+    get(base + "/nt.txt")
+    assert "Content-Encoding" not in get(base + "/nt.txt", headers={"Accept-Encoding": "gzip"}).headers
