@@ -56,6 +56,7 @@ struct cobj {
     bool no_cache;          /* store, but revalidate before every use */
     bool must_revalidate;
     int64_t swr, sie;       /* stale-while-revalidate, stale-if-error; -1 when absent */
+    int refreshing;         /* a background revalidation is running */
     char *etag, *last_modified;
     char *tags;             /* Surrogate-Key / Cache-Tag values, space-separated */
     size_t size;
@@ -519,6 +520,30 @@ bool cobj_usable_on_error(const struct cobj *o, int64_t grace_s, time_t now)
         return false;
     int64_t stale_for = current_age(o, now) - o->lifetime;
     return stale_for <= MAX(o->sie, grace_s);
+}
+
+bool cobj_stale_while_revalidate(const struct cobj *o, time_t now)
+{
+    if (o->swr < 0 || o->must_revalidate || o->no_cache)
+        return false;
+    int64_t stale_for = current_age(o, now) - o->lifetime;
+    return stale_for >= 0 && stale_for <= o->swr;
+}
+
+bool cobj_claim_refresh(struct cobj *o)
+{
+    return __atomic_exchange_n(&o->refreshing, 1, __ATOMIC_ACQ_REL) == 0;
+}
+
+void cobj_release_refresh(struct cobj *o)
+{
+    __atomic_store_n(&o->refreshing, 0, __ATOMIC_RELEASE);
+}
+
+const char *cobj_key(const struct cobj *o, size_t *len)
+{
+    *len = o->keylen;
+    return o->key;
 }
 
 bool cobj_has_validators(const struct cobj *o)
@@ -1327,4 +1352,37 @@ bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w)
     }
     pthread_mutex_unlock(&cs->lock);
     return removed;
+}
+
+void cache_background_result(struct cache_store *cs, struct cobj *o, int status,
+                             const struct http_header *headers, size_t nheaders, struct strv body,
+                             const struct http_header *req_headers, size_t nreq, time_t request_time)
+{
+    struct http_response resp;
+    memset(&resp, 0, sizeof(resp));
+    resp.status = status;
+    resp.content_length = -1;
+    for (size_t i = 0; i < nheaders && i < HTTP_MAX_HEADERS; i++)
+        resp.headers[resp.nheaders++] = headers[i];
+    if (status == 304) {
+        struct cobj *fresh = cache_refresh(cs, o, &resp, request_time);
+        if (fresh)
+            cobj_put(fresh);
+        return;
+    }
+    /* a stand-in request with the fields the object varies on */
+    struct httpd_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return;
+    r->h.method = STRV("GET");
+    for (size_t i = 0; i < nreq && i < HTTP_MAX_HEADERS; i++)
+        r->h.headers[r->h.nheaders++] = req_headers[i];
+    struct cache_fill *f = cache_fill_begin(cs, o->key, o->keylen, r, &resp, request_time);
+    if (f) {
+        cache_fill_data(f, body.p, body.n);
+        cache_fill_commit(&f);
+    } else {
+        cache_purge_key(cs, o->key, o->keylen);     /* no longer storable: drop the old one */
+    }
+    free(r);
 }

@@ -43,6 +43,19 @@ bool cobj_has_validators(const struct cobj *o);
 /* Whether a stale o may stand in when the origin fails: within its
  * stale-if-error, or the route's grace, and not must-revalidate. */
 bool cobj_usable_on_error(const struct cobj *o, int64_t grace_s, time_t now);
+/* Within stale-while-revalidate (RFC 5861): may be served while a background
+ * revalidation runs. The first caller to claim the refresh gets true from
+ * cobj_claim_refresh; the flag clears when the object is replaced. */
+bool cobj_stale_while_revalidate(const struct cobj *o, time_t now);
+bool cobj_claim_refresh(struct cobj *o);
+void cobj_release_refresh(struct cobj *o);
+const char *cobj_key(const struct cobj *o, size_t *len);
+/* Stores a response fetched in the background for o's key (a 200), or
+ * refreshes o with a 304. headers/nheaders/body are the origin's answer;
+ * req_headers are the request's fields that o's Vary names. */
+void cache_background_result(struct cache_store *cs, struct cobj *o, int status,
+                             const struct http_header *headers, size_t nheaders, struct strv body,
+                             const struct http_header *req_headers, size_t nreq, time_t request_time);
 /* Adds If-None-Match / If-Modified-Since for revalidating o. */
 void cobj_conditional_headers(const struct cobj *o, struct buf *b);
 /* Answers r from o: a 304 when r's own conditionals match, a 206 for a single

@@ -113,11 +113,14 @@ struct proxy_req;
 struct l4_listener;
 struct tunnel;
 struct l4_conn;
+struct bg_refresh;
 
 struct edge_worker {
     struct edge *e;
     struct l4_listener *l4;         /* this worker's TCP-mode listeners */
     struct tunnel *tunnels;         /* open tunnels (closed at shutdown) */
+    struct httpc *bg_client;        /* background cache revalidations */
+    struct bg_refresh *bg_jobs;
     struct l4_conn *l4_pending;     /* L4 connections still connecting */
     struct edge_gen *gen;           /* the generation new requests use (a reference) */
     int index;
@@ -160,6 +163,7 @@ int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *
 int edge__l4_use_gen(struct edge_worker *w, struct edge_gen *g);
 void edge__l4_close_all(struct edge_worker *w);
 void edge__tunnels_close_all(struct edge_worker *w);
+void edge__bg_stop(struct edge_worker *w);
 int edge__dns_init(struct edge *e, struct edge_conf *conf);
 int edge__dns_start(struct edge *e);
 void edge__dns_update(struct edge *e, const struct edge_conf *conf);

@@ -755,6 +755,7 @@ static void worker_destroy(struct edge_worker *w)
     if (!w->e)
         return;
     edge__queue_flush(w);
+    edge__bg_stop(w);
     edge__worker_free_pools(w);
     edge__l4_close_all(w);
     edge__tunnels_close_all(w);

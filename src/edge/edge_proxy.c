@@ -19,6 +19,7 @@
 #include "trace.h"
 
 #include <errno.h>
+#include "httpc.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1488,6 +1489,148 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
 
 #define COALESCE_WAIT_MS 10000
 
+/* ---- background revalidation (stale-while-revalidate) ---- */
+
+struct bg_refresh {
+    struct edge_worker *w;
+    struct cache_store *cs;
+    struct cobj *o;
+    struct httpc_call *call;
+    char **lines;                   /* request fields, "Name: value", NULL-terminated */
+    size_t nlines;
+    time_t req_time;
+    struct bg_refresh *prev, *next;
+};
+
+static void bg_free(struct bg_refresh *j)
+{
+    struct edge_worker *w = j->w;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        w->bg_jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    for (size_t i = 0; i < j->nlines; i++)
+        free(j->lines[i]);
+    free(j->lines);
+    cobj_put(j->o);
+    free(j);
+}
+
+static void bg_done(const struct httpc_response *resp, void *arg)
+{
+    struct bg_refresh *j = arg;
+    j->call = NULL;
+    if (!resp->error && (resp->status == 304 || (resp->status >= 200 && resp->status < 500))) {
+        /* the request's fields, as views, for Vary */
+        struct http_header hs[HTTP_MAX_HEADERS];
+        size_t n = 0;
+        for (size_t i = 0; i < j->nlines && n < HTTP_MAX_HEADERS; i++) {
+            const char *colon = strchr(j->lines[i], ':');
+            if (!colon)
+                continue;
+            const char *v = colon + 1;
+            while (*v == ' ')
+                v++;
+            hs[n].name = strv_make(j->lines[i], (size_t)(colon - j->lines[i]));
+            hs[n].value = strv_cstr(v);
+            n++;
+        }
+        cache_background_result(j->cs, j->o, resp->status, resp->headers, resp->nheaders, resp->body,
+                                hs, n, j->req_time);
+    } else {
+        cobj_release_refresh(j->o);     /* a later request may try again */
+    }
+    bg_free(j);
+}
+
+/* Starts a revalidation of o in the background; the client is answered from o. */
+static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
+{
+    struct edge_worker *w = pr->w;
+    struct edge_backend *b = pr->b;
+    struct httpd_req *r = pr->r;
+    struct edge_server *srv = NULL;
+    uint64_t now = cairn_now_ms();
+    size_t n = b->nservers, start = n ? (size_t)(cairn_rand64() % n) : 0;
+    for (size_t k = 0; k < n && !srv; k++)
+        if (serviceable(&b->servers[(start + k) % n], now))
+            srv = &b->servers[(start + k) % n];
+    if (!srv || b->tls || (!w->bg_client && !(w->bg_client = httpc_new(&w->loop, NULL)))) {
+        cobj_release_refresh(o);
+        return;
+    }
+    struct bg_refresh *j = calloc(1, sizeof(*j));
+    if (!j) {
+        cobj_release_refresh(o);
+        return;
+    }
+    j->w = w;
+    j->cs = pr->gen->routes[pr->route->index].cache;
+    j->o = o;
+    cobj_get(o);
+    j->req_time = time(NULL);
+    j->lines = calloc(r->h.nheaders + 4, sizeof(char *));
+    j->next = w->bg_jobs;
+    if (w->bg_jobs)
+        w->bg_jobs->prev = j;
+    w->bg_jobs = j;
+    if (!j->lines) {
+        cobj_release_refresh(o);
+        bg_free(j);
+        return;
+    }
+    struct strv cx = connection_extra(r->h.headers, r->h.nheaders);
+    for (size_t i = 0; i < r->h.nheaders; i++) {
+        const struct http_header *h = &r->h.headers[i];
+        if (hop_by_hop(h->name, cx) || strv_caseeq_cstr(h->name, "host") ||
+            strv_caseeq_cstr(h->name, "if-none-match") || strv_caseeq_cstr(h->name, "if-modified-since") ||
+            strv_caseeq_cstr(h->name, "content-length") || strv_caseeq_cstr(h->name, "range"))
+            continue;
+        char *line = NULL;
+        if (asprintf(&line, "%.*s: %.*s", (int)h->name.n, h->name.p, (int)h->value.n, h->value.p) >= 0)
+            j->lines[j->nlines++] = line;
+    }
+    struct buf cond = BUF_INIT;
+    cobj_conditional_headers(o, &cond);
+    for (char *p = buf_head(&cond), *e; cond.data && (e = strstr(p, "\r\n")); p = e + 2) {
+        *e = '\0';
+        if (*p)
+            j->lines[j->nlines++] = strdup(p);
+        if (j->nlines >= r->h.nheaders + 3)
+            break;
+    }
+    buf_free(&cond);
+    char host[512], target[2048];
+    snprintf(host, sizeof(host), "%.*s", (int)MIN(r->h.host.n, sizeof(host) - 1), r->h.host.p);
+    snprintf(target, sizeof(target), "%.*s", (int)MIN(r->h.target.n, sizeof(target) - 1), r->h.target.p);
+    struct httpc_request req = {
+        .method = "GET",
+        .addr = srv->addr,
+        .host = host,
+        .target = target,
+        .headers = (const char *const *)j->lines,
+        .timeout_ms = (uint32_t)MIN(b->response_timeout_ms, (uint64_t)UINT32_MAX),
+    };
+    j->call = httpc_send(w->bg_client, &req, bg_done, j);
+    if (!j->call) {
+        cobj_release_refresh(o);
+        bg_free(j);
+    }
+}
+
+void edge__bg_stop(struct edge_worker *w)
+{
+    while (w->bg_jobs) {
+        struct bg_refresh *j = w->bg_jobs;
+        if (j->call)
+            httpc_cancel(j->call);
+        bg_free(j);
+    }
+    httpc_free(&w->bg_client);
+}
+
 static void proxy_go(struct proxy_req *pr);
 static bool cache_lookup_or_pass(struct proxy_req *pr);
 
@@ -1562,6 +1705,22 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)r1);
         pr_free(pr);
         cache_serve(r, o, "HIT", rid);
+        cobj_put(o);
+        return true;
+    }
+    if (o && get && !range && !rcc.no_cache && cobj_stale_while_revalidate(o, time(NULL))) {
+        /* stale-while-revalidate: answer now, refresh behind */
+        if (cobj_claim_refresh(o))
+            bg_refresh_start(pr, o);
+        pr->xcache = "STALE";
+        pr->status = 200;
+        access_log(pr, 200);
+        count_request(pr->gen, pr->route, 200);
+        cache_count(pr, "stale");
+        char rid[40];
+        snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)cairn_rand64());
+        pr_free(pr);
+        cache_serve(r, o, "STALE", rid);
         cobj_put(o);
         return true;
     }

@@ -406,3 +406,25 @@ def test_gzip_and_brotli_from_the_cache(cdn_text):
     assert "Content-Encoding" not in get(base + "/notext.png", headers={"Accept-Encoding": "gzip"}).headers
     get(base + "/nt.txt")
     assert "Content-Encoding" not in get(base + "/nt.txt", headers={"Accept-Encoding": "gzip"}).headers
+
+
+def test_stale_while_revalidate(cdn):
+    base, _ = cdn
+    u = base + "/swr?cc=max-age=1,stale-while-revalidate=30"
+    assert get(u).text == "/swr #1 "
+    time.sleep(2.1)
+    t0 = time.monotonic()
+    r = get(u)                  # stale: answered at once, refreshed behind
+    assert r.headers["X-Cache"] == "STALE" and r.text == "/swr #1 "
+    assert time.monotonic() - t0 < 0.5
+    wait_for(lambda: get(u).text == "/swr #2 ", timeout=5, what="background refresh stored")
+    r = get(u)
+    assert r.headers["X-Cache"] == "HIT" and r.text == "/swr #2 "
+    assert Origin.hits["/swr"] == 2
+    # with a validator the background request is conditional and a 304 refreshes it
+    v = base + "/swr2?cc=max-age=1,stale-while-revalidate=30&etag=%22e%22"
+    get(v)
+    time.sleep(2.1)
+    assert get(v).headers["X-Cache"] == "STALE"
+    wait_for(lambda: get(v).headers["X-Cache"] == "HIT", timeout=5, what="refreshed by 304")
+    assert get(v).text == "/swr2 #1 " and Origin.hits["/swr2"] == 2
