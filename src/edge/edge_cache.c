@@ -546,6 +546,11 @@ const char *cobj_key(const struct cobj *o, size_t *len)
     return o->key;
 }
 
+size_t cobj_body_len(const struct cobj *o)
+{
+    return o->body_len;
+}
+
 bool cobj_has_validators(const struct cobj *o)
 {
     return o->etag || o->last_modified;

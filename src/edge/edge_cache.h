@@ -50,6 +50,7 @@ bool cobj_stale_while_revalidate(const struct cobj *o, time_t now);
 bool cobj_claim_refresh(struct cobj *o);
 void cobj_release_refresh(struct cobj *o);
 const char *cobj_key(const struct cobj *o, size_t *len);
+size_t cobj_body_len(const struct cobj *o);
 /* Stores a response fetched in the background for o's key (a 200), or
  * refreshes o with a 304. headers/nheaders/body are the origin's answer;
  * req_headers are the request's fields that o's Vary names. */

@@ -105,6 +105,7 @@ struct edge {
     struct metric *m_retries, *m_upstream_connects, *m_bytes_out, *m_denied, *m_limited;
     struct metric *m_upstream_errors;
     struct metric *m_coalesced;
+    struct metric *m_cache_bytes;
 };
 
 struct up_conn;

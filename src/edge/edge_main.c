@@ -217,6 +217,8 @@ static int setup_metrics(struct edge *e)
     e->m_bytes_out = metrics_counter(e->reg, "edge_response_bytes_total", "Response body bytes sent.");
     e->m_denied = metrics_counter(e->reg, "edge_denied_total", "Requests refused by allow/deny rules.");
     e->m_limited = metrics_counter(e->reg, "edge_rate_limited_total", "Requests refused with 429.");
+    e->m_cache_bytes = metrics_counter(e->reg, "edge_cache_hit_bytes_total",
+                                       "Body bytes of objects served from the caches (identity size).");
     e->m_coalesced = metrics_counter(e->reg, "edge_cache_coalesced_total",
                                      "Cache misses that waited for another request's fetch.");
     metrics_callback(e->reg, METRIC_GAUGE, "edge_connections_active", "Open client connections.",

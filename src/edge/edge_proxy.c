@@ -1703,6 +1703,7 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         char rid[40];
         uint64_t r1 = cairn_rand64();
         snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)r1);
+        metric_add(pr->w->e->m_cache_bytes, (double)cobj_body_len(o));
         pr_free(pr);
         cache_serve(r, o, "HIT", rid);
         cobj_put(o);
@@ -1719,6 +1720,7 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         cache_count(pr, "stale");
         char rid[40];
         snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)cairn_rand64());
+        metric_add(pr->w->e->m_cache_bytes, (double)cobj_body_len(o));
         pr_free(pr);
         cache_serve(r, o, "STALE", rid);
         cobj_put(o);
