@@ -75,6 +75,8 @@ struct edge_route {
     double cache_heuristic;         /* fraction of (Date - Last-Modified), RFC 9111 4.2.2 */
     uint64_t cache_grace_ms;        /* serve stale this long when the origin fails */
     bool cache_compress;            /* gzip/br variants of compressible objects */
+    char *cache_disk;               /* directory of the disk tier, or NULL */
+    uint64_t cache_disk_size;
     size_t index;                   /* position, for per-thread state */
     char label[64];                 /* for metrics and logs */
 };

@@ -24,6 +24,9 @@ struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t
                                     double heuristic, bool compress, struct metrics_registry *reg);
 void cache_store_free(struct cache_store *cs);
 const char *cache_store_label(const struct cache_store *cs);
+/* Adds the disk tier: objects are also kept as files in dir (at most budget
+ * bytes), which a later start finds again. */
+int cache_store_open_disk(struct cache_store *cs, const char *dir, uint64_t budget);
 void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic,
                         bool compress);
 

@@ -22,6 +22,9 @@
 
 #include <stdarg.h>
 
+/* The stack being parsed (for relative paths: backend TLS files, cache disk). */
+static const struct stack *parsing_stack;
+
 /* Key paths for messages; a path cut short only shortens a message. */
 static void pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void pathf(char *buf, size_t n, const char *fmt, ...)
@@ -317,8 +320,9 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
         bad |= parse_header_ops(c, v[10], p, &r->resp_ops);
     P(p, "%s.cache", path);
     if (v[11]) {
-        static const char *const ck[] = { "memory", "max_object", "heuristic", "grace", "compress", NULL };
-        cfg_node *cv[5];
+        static const char *const ck[] = { "memory", "max_object", "heuristic", "grace", "compress",
+                                          "disk", "disk_size", NULL };
+        cfg_node *cv[7];
         r->cache = true;
         r->cache_compress = true;
         r->cache_memory = 256u << 20;
@@ -341,6 +345,20 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
             P(q, "%s.compress", p);
             if (cv[4])
                 bad |= cfg_get_bool(c, cv[4], q, &r->cache_compress);
+            P(q, "%s.disk", p);
+            r->cache_disk_size = 1ull << 30;
+            if (cv[5]) {
+                char *d = NULL;
+                if (cfg_get_string(c, cv[5], q, &d) == 0) {
+                    r->cache_disk = stack_path(parsing_stack, d);
+                    free(d);
+                } else {
+                    bad = -EINVAL;
+                }
+            }
+            P(q, "%s.disk_size", p);
+            if (cv[6])
+                bad |= cfg_get_size(c, cv[6], q, &r->cache_disk_size);
         } else {
             bad = -EINVAL;
         }
@@ -472,8 +490,6 @@ int edge__build_ring(struct edge_backend *b)
     return 0;
 }
 
-/* The stack being parsed (for relative paths in backend TLS settings). */
-static const struct stack *parsing_stack;
 
 static const struct stack *svc_of(struct cfg *c)
 {
@@ -992,6 +1008,7 @@ void edge__free_conf(void *p)
         free_cidrs(&r->allow);
         free_cidrs(&r->deny);
         free(r->rl_header);
+        free(r->cache_disk);
         free_ops(&r->req_ops);
         free_ops(&r->resp_ops);
     }

@@ -385,6 +385,12 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
                 goto fail;
             }
             e->caches[e->ncaches++] = cs;
+            if (rt->cache_disk) {
+                int dr = cache_store_open_disk(cs, rt->cache_disk, rt->cache_disk_size);
+                if (dr)
+                    log_error("cannot use the cache disk tier", "dir", rt->cache_disk, "err",
+                              cairn_strerror(dr));
+            }
         }
         g->routes[i].cache = cs;
     }

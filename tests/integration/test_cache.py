@@ -1,5 +1,6 @@
 """The CDN tier: the edge's HTTP cache (RFC 9111) against a controllable origin."""
 import http.server
+import signal
 import threading
 import time
 
@@ -428,3 +429,50 @@ def test_stale_while_revalidate(cdn):
     assert get(v).headers["X-Cache"] == "STALE"
     wait_for(lambda: get(v).headers["X-Cache"] == "HIT", timeout=5, what="refreshed by 304")
     assert get(v).text == "/swr2 #1 " and Origin.hits["/swr2"] == 2
+
+
+def test_disk_tier_survives_restart(start, tmp_path):
+    Origin.hits = {}
+    Origin.down = False
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  cdn:
+    role: edge
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    routes:
+      - {{path: /, backend: origin, cache: {{memory: 1MiB, disk: disk-cache, disk_size: 10MiB}}}}
+    backends:
+      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"]}}
+""", name="disk.yaml")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for n in range(2):
+            p = start(["run", "cdn", "-c", path], name=f"disk{n}")
+            wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
+                     what="ready")
+            if n == 0:
+                assert get(base + "/d1?cc=max-age=600&size=50000&tag=t").headers["X-Cache"] == "MISS"
+                assert get(base + "/d2?cc=max-age=600&vary=Accept-Language",
+                           headers={"Accept-Language": "fr"}).headers["X-Cache"] == "MISS"
+                assert get(base + "/d3?cc=max-age=600&tag=t").headers["X-Cache"] == "MISS"
+                assert requests.post(f"http://127.0.0.1:{admin}/api/cache/purge?url=127.0.0.1:{port}/d3%3Fcc%3Dmax-age%3D600%26tag%3Dt",
+                                     timeout=5).json()["purged"] >= 1
+            else:
+                # a new process: the objects come back from disk
+                r = get(base + "/d1?cc=max-age=600&size=50000&tag=t")
+                assert r.headers["X-Cache"] == "HIT" and len(r.content) == 50000
+                r = get(base + "/d2?cc=max-age=600&vary=Accept-Language", headers={"Accept-Language": "fr"})
+                assert r.headers["X-Cache"] == "HIT" and r.text == "/d2 #1 fr"
+                r = get(base + "/d2?cc=max-age=600&vary=Accept-Language", headers={"Accept-Language": "de"})
+                assert r.headers["X-Cache"] == "MISS"
+                assert get(base + "/d3?cc=max-age=600&tag=t").headers["X-Cache"] == "MISS"   # purged
+                assert Origin.hits["/d1"] == 1
+            p.signal(signal.SIGTERM)
+            assert p.wait(timeout=10) == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
