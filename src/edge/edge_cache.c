@@ -149,8 +149,13 @@ void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
             while (p < end && *p != '=' && *p != ',' && *p != ' ')
                 p++;
             struct strv name = strv_make(ns, (size_t)(p - ns)), val = STRV_NULL;
-            while (p < end && *p == ' ')
+            bool spaced = false;
+            while (p < end && *p == ' ') {
                 p++;
+                spaced = true;
+            }
+            if (spaced && p < end && *p == '=')
+                name = STRV("-invalid-");   /* "max-age =5" is not max-age (RFC 9111 5.2) */
             if (p < end && *p == '=') {
                 p++;
                 const char *vs = p;
@@ -183,6 +188,8 @@ void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
                 cc->proxy_revalidate = true;
             else if (strv_caseeq_cstr(name, "only-if-cached"))
                 cc->only_if_cached = true;
+            else if (strv_caseeq_cstr(name, "must-understand"))
+                cc->must_understand = true;
             else if (strv_caseeq_cstr(name, "max-age")) {
                 d = delta_seconds(val);
                 /* RFC 9111 4.2.1: an invalid max-age makes the response stale */
@@ -464,7 +471,7 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
             if (!strv_caseeq_cstr(r->h.headers[i].name, name))
                 continue;
             if (any)
-                buf_putc(&b, ',');
+                buf_puts(&b, ", ");
             struct strv v = strv_trim(r->h.headers[i].value);
             buf_append(&b, v.p, v.n);
             any = true;
@@ -905,7 +912,7 @@ static bool stored_field(struct strv name)
 {
     static const char *const skip[] = { "connection", "keep-alive", "proxy-connection", "te",
                                         "transfer-encoding", "upgrade", "trailer", "content-length",
-                                        "age", "x-cache", "set-cookie", "x-request-id",
+                                        "age", "x-cache", "x-request-id",
                                         "proxy-authenticate" };
     for (size_t i = 0; i < ARRAY_SIZE(skip); i++)
         if (strv_caseeq_cstr(name, skip[i]))
@@ -981,30 +988,55 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
     struct cache_cc rcc, cc;
     cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
     cache_cc_parse(resp->headers, resp->nheaders, &cc);
-    if (rcc.no_store || cc.no_store || cc.private_)
+    /* must-understand: store only statuses whose caching rules we know, and then
+     * no-store does not apply (RFC 9111 5.2.2.3) */
+    static const int understood[] = { 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410,
+                                      414, 501 };
+    bool known = false;
+    for (size_t i = 0; i < ARRAY_SIZE(understood); i++)
+        known |= resp->status == understood[i];
+    if (cc.must_understand && !known)
         return NULL;
-    if (resp->status == 206 || http_find_header(resp->headers, resp->nheaders, "content-range"))
+    if (rcc.no_store || (cc.no_store && !(cc.must_understand && known)) || cc.private_)
         return NULL;
-    if (http_find_header(resp->headers, resp->nheaders, "set-cookie") && !cc.public_)
+    if (resp->status == 206)
         return NULL;
     /* RFC 9111 3.5: a request with Authorization only with these */
     if (httpd_req_header((struct httpd_req *)r, "authorization") &&
         !(cc.public_ || cc.must_revalidate || cc.s_maxage >= 0))
         return NULL;
-    const struct http_header *vary = http_find_header(resp->headers, resp->nheaders, "vary");
-    if (vary && memchr(vary->value.p, '*', vary->value.n))
-        return NULL;
+    /* all Vary fields, combined (a "*" in any of them: never reusable) */
+    struct buf vb = BUF_INIT;
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct http_header *h = &resp->headers[i];
+        if (!strv_caseeq_cstr(h->name, "vary"))
+            continue;
+        if (memchr(h->value.p, '*', h->value.n)) {
+            buf_free(&vb);
+            return NULL;
+        }
+        struct strv v = strv_trim(h->value);
+        if (!v.n)
+            continue;
+        if (buf_used(&vb))
+            buf_puts(&vb, ", ");
+        buf_append(&vb, v.p, v.n);
+    }
+    struct http_header vary_comb = { STRV("vary"), buf_strv(&vb) };
+    const struct http_header *vary = buf_used(&vb) ? &vary_comb : NULL;
     bool explicit = cc.max_age >= 0 || cc.s_maxage >= 0 ||
                     http_find_header(resp->headers, resp->nheaders, "expires");
-    if (!explicit && !cc.public_ && !cc.no_cache && !heuristic_status(resp->status))
+    if ((!explicit && !cc.public_ && !cc.no_cache && !heuristic_status(resp->status)) ||
+        (resp->content_length > 0 && (uint64_t)resp->content_length > cs->max_object)) {
+        buf_free(&vb);
         return NULL;
-    if (resp->content_length > 0 && (uint64_t)resp->content_length > cs->max_object)
-        return NULL;
+    }
     struct cache_fill *f = calloc(1, sizeof(*f));
     struct cobj *o = calloc(1, sizeof(*o));
     if (!f || !o) {
         free(f);
         free(o);
+        buf_free(&vb);
         return NULL;
     }
     f->cs = cs;
@@ -1035,9 +1067,20 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
         o->vary = v;
         o->vary_vals = v ? vary_values(r, v) : NULL;
     }
+    buf_free(&vb);
     struct buf hb = BUF_INIT, tags = BUF_INIT;
+    const struct http_header *conn = http_find_header(resp->headers, resp->nheaders, "connection");
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
+        if (conn && h->name.n < 64) {
+            /* fields named by Connection are hop-by-hop (RFC 9110 7.6.1) */
+            char tok[64];
+            for (size_t k = 0; k < h->name.n; k++)
+                tok[k] = (char)((h->name.p[k] >= 'A' && h->name.p[k] <= 'Z') ? h->name.p[k] + 32 : h->name.p[k]);
+            tok[h->name.n] = '\0';
+            if (http_list_has_token(conn->value, tok))
+                continue;
+        }
         if (strv_caseeq_cstr(h->name, "surrogate-key") || strv_caseeq_cstr(h->name, "cache-tag")) {
             for (size_t k = 0; k < h->value.n; k++)
                 buf_putc(&tags, h->value.p[k] == ',' ? ' ' : h->value.p[k]);

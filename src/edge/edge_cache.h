@@ -15,6 +15,7 @@ struct cache_fill;
 /* Cache-Control, as much of it as a shared cache needs (RFC 9111 section 5.2). */
 struct cache_cc {
     bool no_store, no_cache, private_, public_, must_revalidate, proxy_revalidate, only_if_cached;
+    bool must_understand;
     int64_t max_age, s_maxage, min_fresh, max_stale;    /* -1 when absent */
     int64_t stale_while_revalidate, stale_if_error;     /* RFC 5861; -1 when absent */
 };

@@ -80,6 +80,7 @@ struct proxy_req {
     struct cobj *stale;             /* stale object allowed to stand in if the origin fails */
     struct cache_fill *fill;
     bool invalidate;                /* unsafe method: purge the key after success */
+    char *inv_loc[2];               /* its Location and Content-Location, copied */
     bool filling;                   /* this request fetches for coalesced waiters */
     bool coalesced;                 /* it waited once already: no second wait */
     struct cache_waiter *waiter;    /* while waiting for another request's fetch */
@@ -523,6 +524,8 @@ static void up_release(struct up_conn *uc, bool reusable)
 
 static void pr_free(struct proxy_req *pr)
 {
+    free(pr->inv_loc[0]);
+    free(pr->inv_loc[1]);
     cache_fill_abort(&pr->fill);
     if (pr->stale)
         cobj_put(pr->stale);
@@ -752,8 +755,30 @@ static void complete(struct proxy_req *pr, bool reusable)
         cache_fill_commit(&pr->fill);
     if (pr->invalidate && pr->status < 400) {
         struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
-        if (cs)
+        if (cs) {
             cache_purge_key(cs, pr->key, pr->keylen);   /* RFC 9111 4.4 */
+            /* and the same-origin URIs in Location and Content-Location */
+            for (size_t i = 0; i < 2; i++) {
+                if (!pr->inv_loc[i] || !pr->inv_loc[i][0])
+                    continue;
+                struct strv v = strv_cstr(pr->inv_loc[i]);
+                const char *hostend = memchr(pr->key, '\n', pr->keylen);
+                size_t hl = hostend ? (size_t)(hostend - pr->key) : 0;
+                if (strv_has_prefix(v, "http://") || strv_has_prefix(v, "https://")) {
+                    const char *hs = memchr(v.p, '/', v.n) + 2;
+                    const char *slash = memchr(hs, '/', (size_t)(v.p + v.n - hs));
+                    if (!slash || (size_t)(slash - hs) != hl || strncasecmp(hs, pr->key, hl) != 0)
+                        continue;   /* another origin: left alone */
+                    v = strv_make(slash, (size_t)(v.p + v.n - slash));
+                }
+                if (v.p[0] != '/' || hl + 1 + v.n >= sizeof(pr->key))
+                    continue;
+                char k[sizeof(pr->key)];
+                memcpy(k, pr->key, hl + 1);
+                memcpy(k + hl + 1, v.p, v.n);
+                cache_purge_key(cs, k, hl + 1 + v.n);
+            }
+        }
     }
     server_result(pr, pr->status < 500);
     finish_inflight(pr);
@@ -987,6 +1012,12 @@ static void up_process(struct up_conn *uc, bool eof)
         }
         if (pr->cache && st != 304)
             pr->fill = cache_fill_begin(pr->cache, pr->key, pr->keylen, pr->r, &uc->resp, pr->req_wall);
+        if (pr->invalidate) {
+            const struct http_header *lh = http_find_header(uc->resp.headers, uc->resp.nheaders, "location");
+            const struct http_header *ch = http_find_header(uc->resp.headers, uc->resp.nheaders, "content-location");
+            pr->inv_loc[0] = lh ? strv_dup(lh->value) : NULL;
+            pr->inv_loc[1] = ch ? strv_dup(ch->value) : NULL;
+        }
         if (pr->r->h.is_head || st == 204 || st == 304)
             uc->mode = BODY_NONE;
         else if (uc->resp.chunked)
@@ -1385,9 +1416,9 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         }
         if (strv_caseeq_cstr(h->name, "x-forwarded-proto") || strv_caseeq_cstr(h->name, "x-forwarded-host"))
             continue;
-        if (pr->cache && (strv_caseeq_cstr(h->name, "if-none-match") ||
+        if (pr->reval && (strv_caseeq_cstr(h->name, "if-none-match") ||
                           strv_caseeq_cstr(h->name, "if-modified-since")))
-            continue;   /* a storing cache asks for the whole object (or its own revalidation) */
+            continue;   /* replaced by the cache's own revalidation */
         if (strv_caseeq_cstr(h->name, "x-request-id")) {
             snprintf(pr->request_id, sizeof(pr->request_id), "%.*s", (int)MIN(h->value.n, (size_t)39), h->value.p);
             continue;
