@@ -42,7 +42,7 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC))
 ASAN_UNIT:= $(patsubst tests/%.c,build/asan/tests/%.o,$(UNIT_SRC))
 ASAN_MAIN:= $(patsubst src/%.c,build/asan/%.o,$(MAIN_SRC))
 
-.PHONY: bench-edge bench-cdn all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
+.PHONY: conformance-cache bench-edge bench-cdn all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
 
 all: build/cairn
 
@@ -133,6 +133,9 @@ fuzz: $(FUZZ_BINS)
 
 test: deps all unit integration integration-asan fuzz
 	@echo "all tests passed"
+
+conformance-cache: build/cairn
+	bash tests/conformance/cache-tests.sh
 
 bench: bench-edge bench-cdn
 
