@@ -471,9 +471,16 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
             if (!strv_caseeq_cstr(r->h.headers[i].name, name))
                 continue;
             if (any)
-                buf_puts(&b, ", ");
+                buf_putc(&b, ',');
             struct strv v = strv_trim(r->h.headers[i].value);
-            buf_append(&b, v.p, v.n);
+            /* "a, b" and "a,b" (and two fields "a" and "b") select the same variant */
+            for (size_t k = 0; k < v.n; k++) {
+                if ((v.p[k] == ' ' || v.p[k] == '\t') &&
+                    ((k + 1 < v.n && (v.p[k + 1] == ',' || v.p[k + 1] == ' ' || v.p[k + 1] == '\t')) ||
+                     (k > 0 && v.p[k - 1] == ',')))
+                    continue;
+                buf_putc(&b, v.p[k]);
+            }
             any = true;
         }
         if (!any)
@@ -1192,6 +1199,18 @@ void cache_fill_commit(struct cache_fill **pf)
     *pf = NULL;
 }
 
+/* Fields a 304 does not change in the stored response: those the stored body
+ * depends on (RFC 9111 3.2), and its validator. */
+static bool updatable_field(struct strv name)
+{
+    static const char *const fixed[] = { "content-encoding", "content-md5", "content-range",
+                                         "content-length", "etag" };
+    for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
+        if (strv_caseeq_cstr(name, fixed[i]))
+            return false;
+    return true;
+}
+
 struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struct http_response *resp,
                            time_t request_time)
 {
@@ -1210,7 +1229,8 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
         if (colon) {
             char name[64];
             snprintf(name, sizeof(name), "%.*s", (int)MIN((size_t)(colon - p), (size_t)63), p);
-            replaced = http_find_header(resp->headers, resp->nheaders, name) != NULL;
+            replaced = http_find_header(resp->headers, resp->nheaders, name) != NULL &&
+                       updatable_field(strv_cstr(name));
         }
         if (!replaced)
             buf_append(&hb, p, (size_t)(eol - p + 1));
@@ -1218,7 +1238,7 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
     }
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
-        if (!stored_field(h->name))
+        if (!stored_field(h->name) || !updatable_field(h->name))
             continue;
         buf_append(&hb, h->name.p, h->name.n);
         buf_puts(&hb, ": ");
