@@ -176,8 +176,12 @@ void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
             int64_t d;
             if (strv_caseeq_cstr(name, "no-store"))
                 cc->no_store = true;
+            else if (strv_caseeq_cstr(name, "no-cache") && val.n > 2 && val.p[0] == '"')
+                cc->no_cache_fields = strv_make(val.p + 1, val.n - 2);   /* qualified form */
             else if (strv_caseeq_cstr(name, "no-cache"))
-                cc->no_cache = true;    /* the field-name form is treated as unqualified */
+                cc->no_cache = true;
+            else if (strv_caseeq_cstr(name, "private") && val.n > 2 && val.p[0] == '"')
+                cc->private_fields = strv_make(val.p + 1, val.n - 2);
             else if (strv_caseeq_cstr(name, "private"))
                 cc->private_ = true;
             else if (strv_caseeq_cstr(name, "public"))
@@ -1086,6 +1090,16 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
                 tok[k] = (char)((h->name.p[k] >= 'A' && h->name.p[k] <= 'Z') ? h->name.p[k] + 32 : h->name.p[k]);
             tok[h->name.n] = '\0';
             if (http_list_has_token(conn->value, tok))
+                continue;
+        }
+        /* no-cache="f" / private="f": the response is reused without those fields
+         * (RFC 9111 5.2.2.4 and 5.2.2.7) */
+        if (h->name.n < 64 && (cc.no_cache_fields.n || cc.private_fields.n)) {
+            char tok[64];
+            for (size_t k = 0; k < h->name.n; k++)
+                tok[k] = (char)((h->name.p[k] >= 'A' && h->name.p[k] <= 'Z') ? h->name.p[k] + 32 : h->name.p[k]);
+            tok[h->name.n] = '\0';
+            if (http_list_has_token(cc.no_cache_fields, tok) || http_list_has_token(cc.private_fields, tok))
                 continue;
         }
         if (strv_caseeq_cstr(h->name, "surrogate-key") || strv_caseeq_cstr(h->name, "cache-tag")) {

@@ -16,6 +16,8 @@ struct cache_fill;
 struct cache_cc {
     bool no_store, no_cache, private_, public_, must_revalidate, proxy_revalidate, only_if_cached;
     bool must_understand;
+    struct strv no_cache_fields;    /* no-cache="a, b": reusable without these fields */
+    struct strv private_fields;     /* private="a": likewise, for a shared cache */
     int64_t max_age, s_maxage, min_fresh, max_stale;    /* -1 when absent */
     int64_t stale_while_revalidate, stale_if_error;     /* RFC 5861; -1 when absent */
 };
