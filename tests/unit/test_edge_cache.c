@@ -44,7 +44,8 @@ TEST(cache_cc_directives)
     CHECK(cc.public_);
     CHECK_INT(cc.max_age, 60);
     CHECK_INT(cc.s_maxage, 30);
-    CHECK(cc.no_cache);
+    CHECK(!cc.no_cache);                    /* qualified: only the named field */
+    CHECK(strv_eq_cstr(cc.no_cache_fields, "Set-Cookie"));
     CHECK_INT(cc.stale_if_error, 5);
     CHECK_INT(cc.stale_while_revalidate, -1);
     static const char *const bad[] = { "Cache-Control: max-age=abc, max-stale", NULL };
