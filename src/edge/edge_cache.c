@@ -477,13 +477,21 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
             if (any)
                 buf_putc(&b, ',');
             struct strv v = strv_trim(r->h.headers[i].value);
-            /* "a, b" and "a,b" (and two fields "a" and "b") select the same variant */
-            for (size_t k = 0; k < v.n; k++) {
-                if ((v.p[k] == ' ' || v.p[k] == '\t') &&
-                    ((k + 1 < v.n && (v.p[k + 1] == ',' || v.p[k + 1] == ' ' || v.p[k + 1] == '\t')) ||
-                     (k > 0 && v.p[k - 1] == ',')))
-                    continue;
-                buf_putc(&b, v.p[k]);
+            /* "a, b", " a ,b" and two fields "a" and "b" select the same variant:
+             * list elements are trimmed and joined with "," */
+            bool first = true;
+            const char *q = v.p, *qe = v.p + v.n;
+            while (q <= qe) {
+                const char *c = memchr(q, ',', (size_t)(qe - q));
+                const char *ee = c ? c : qe;
+                struct strv el = strv_trim(strv_make(q, (size_t)(ee - q)));
+                if (!first)
+                    buf_putc(&b, ',');
+                buf_append(&b, el.p, el.n);
+                first = false;
+                if (!c)
+                    break;
+                q = c + 1;
             }
             any = true;
         }
