@@ -223,7 +223,7 @@ def test_eviction_is_scan_resistant(cdn):
 
 def test_coalescing_100_concurrent_misses_one_fetch(cdn):
     base, admin = cdn
-    u = base + "/co?cc=max-age=60&delay=0.5"
+    u = base + "/co?cc=max-age=60&delay=1.5"   # long enough for all 100 to arrive meanwhile
     results = []
 
     def one():
