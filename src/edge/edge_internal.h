@@ -44,6 +44,7 @@ struct cache_store;
 struct edge_route_rt {
     struct rl_set *rl;
     struct cache_store *cache;      /* owned by struct edge: caches outlive reloads */
+    struct metric *cache_m[5];      /* edge_cache_requests_total by result, looked up once */
     struct metric *req[6];          /* by status class */
 };
 
@@ -171,6 +172,8 @@ void edge__dns_update(struct edge *e, const struct edge_conf *conf);
 void edge__dns_stop(struct edge *e);
 void edge__dns_apply(struct edge *e, struct edge_conf *conf);
 int edge__regenerate(struct edge *e, const char *why);
+struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, const uint64_t *tried,
+                               struct strv key);
 int edge__conn_count(struct edge *e, const struct sockaddr *sa, int delta);
 void edge__server_set_up(struct edge *e, struct edge_server *s, bool up, const char *why);
 

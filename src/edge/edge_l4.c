@@ -51,57 +51,10 @@ static void l4_try(struct l4_conn *lc);
 
 static struct edge_server *l4_pick(struct l4_conn *c)
 {
-    struct edge_backend *b = c->b;
-    uint64_t now = cairn_now_ms();
-    size_t n = b->nservers;
-    size_t start;
-    if (!n)
-        return NULL;
-    if (b->balance == BAL_HASH && b->nring) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        char ip[64] = "";
-        if (getpeername(c->cfd, (struct sockaddr *)&ss, &sl) == 0)
-            net_ip_format((struct sockaddr *)&ss, ip, sizeof(ip));
-        uint32_t h = edge__hash(ip, strlen(ip));
-        size_t lo = 0, hi = b->nring;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (b->ring[mid] < h)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        for (size_t k = 0; k < b->nring; k++) {
-            size_t i = b->ring_server[(lo + k) % b->nring];
-            struct edge_server *s = &b->servers[i];
-            if (!((c->tried[i / 64] >> (i % 64)) & 1) && s->weight && s->up && !s->admin_drain &&
-                s->ejected_until_ms <= now)
-                return s;
-        }
-        return NULL;
-    }
-    if (b->balance == BAL_ROUND_ROBIN)
-        start = c->w->rr[b->index]++;
-    else
-        start = (size_t)(cairn_rand64() % n);
-    struct edge_server *best = NULL;
-    for (size_t k = 0; k < n; k++) {
-        size_t i = (start + k) % n;
-        struct edge_server *s = &b->servers[i];
-        if ((c->tried[i / 64] >> (i % 64)) & 1)
-            continue;
-        if (!s->weight || !__atomic_load_n(&s->up, __ATOMIC_RELAXED) ||
-            __atomic_load_n(&s->admin_drain, __ATOMIC_RELAXED) ||
-            __atomic_load_n(&s->ejected_until_ms, __ATOMIC_RELAXED) > now)
-            continue;
-        if (b->balance != BAL_LEAST_CONN)
-            return s;
-        if (!best || __atomic_load_n(&s->inflight, __ATOMIC_RELAXED) <
-                         __atomic_load_n(&best->inflight, __ATOMIC_RELAXED))
-            best = s;
-    }
-    return best;
+    char ip[64] = "";
+    if (c->b->balance == BAL_HASH)
+        net_ip_format((const struct sockaddr *)&c->peer, ip, sizeof(ip));
+    return edge__pick(c->b, c->w, c->tried, strv_cstr(ip));
 }
 
 static void l4_free(void *arg)

@@ -165,12 +165,15 @@ static void count_request(struct edge_gen *g, const struct edge_route *rt, int s
         metric_inc(metrics_get(e->m_requests, v));
         return;
     }
-    struct edge_route_rt *rrt = &g->routes[rt->index];
-    if (!rrt->req[cls]) {
+    /* looked up once per route and class; worker threads share the pointer */
+    struct metric **slot = &g->routes[rt->index].req[cls];
+    struct metric *m = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (!m) {
         const char *v[] = { rt->label, rt->backend ? rt->backend->name : "", codes[cls] };
-        rrt->req[cls] = metrics_get(e->m_requests, v);
+        m = metrics_get(e->m_requests, v);
+        __atomic_store_n(slot, m, __ATOMIC_RELEASE);
     }
-    metric_inc(rrt->req[cls]);
+    metric_inc(m);
 }
 
 /* ---- rate limiting ---- */
@@ -226,9 +229,9 @@ static bool rate_allow(struct edge_gen *g, const struct edge_route *rt, struct h
 
 /* ---- server selection ---- */
 
-static bool tried(const struct proxy_req *pr, size_t i)
+static bool tried(const uint64_t *bits, size_t i)
 {
-    return i < 256 && (pr->tried[i / 64] >> (i % 64)) & 1;
+    return i < 256 && (bits[i / 64] >> (i % 64)) & 1;
 }
 
 static bool serviceable(const struct edge_server *s, uint64_t now)
@@ -262,10 +265,44 @@ static double load_of(const struct edge_server *s)
     return (double)(__atomic_load_n(&s->inflight, __ATOMIC_RELAXED) + 1) / (double)s->weight;
 }
 
-static struct edge_server *pick(struct proxy_req *pr)
+/* The hash key of a request: the configured header or cookie, else the client IP
+ * (written into ip). */
+static struct strv hash_key_of(const struct edge_backend *b, struct httpd_req *r, char *ip, size_t iplen)
 {
-    struct edge_backend *b = pr->b;
-    struct edge_worker *w = pr->w;
+    struct strv key = STRV_NULL;
+    if (b->hash_key == HASH_HEADER) {
+        const struct http_header *h = httpd_req_header(r, b->hash_name);
+        if (h)
+            key = h->value;
+    } else if (b->hash_key == HASH_COOKIE) {
+        const struct http_header *h = httpd_req_header(r, "cookie");
+        size_t nl = strlen(b->hash_name);
+        for (const char *p = h ? h->value.p : NULL, *end = h ? h->value.p + h->value.n : NULL;
+             p && p < end;) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *ce = semi ? semi : end;
+            if ((size_t)(ce - p) > nl && memcmp(p, b->hash_name, nl) == 0 && p[nl] == '=')
+                return strv_make(p + nl + 1, (size_t)(ce - p - (ptrdiff_t)nl - 1));
+            p = ce;
+        }
+    }
+    if (!key.p) {
+        httpd_req_peer(r, ip, iplen);
+        key = strv_cstr(ip);
+    }
+    return key;
+}
+
+/* Chooses a server of b by its balance policy among those available and not in
+ * tried (a bitmap, or NULL); key is the hash key for balance: hash. Shared by
+ * HTTP requests, L4 connections and background revalidations. */
+struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, const uint64_t *tried_bits,
+                               struct strv key)
+{
+    static const uint64_t none[4];
+    const uint64_t *tb = tried_bits ? tried_bits : none;
     uint64_t now = cairn_now_ms();
     size_t n = b->nservers;
     struct edge_server *best = NULL;
@@ -273,32 +310,6 @@ static struct edge_server *pick(struct proxy_req *pr)
         return NULL;
 
     if (b->balance == BAL_HASH && b->nring) {
-        struct strv key = STRV_NULL;
-        char ip[64];
-        if (b->hash_key == HASH_HEADER) {
-            const struct http_header *h = httpd_req_header(pr->r, b->hash_name);
-            if (h)
-                key = h->value;
-        } else if (b->hash_key == HASH_COOKIE) {
-            const struct http_header *h = httpd_req_header(pr->r, "cookie");
-            size_t nl = strlen(b->hash_name);
-            for (const char *p = h ? h->value.p : NULL, *end = h ? h->value.p + h->value.n : NULL;
-                 p && p < end;) {
-                while (p < end && (*p == ' ' || *p == ';'))
-                    p++;
-                const char *semi = memchr(p, ';', (size_t)(end - p));
-                const char *ce = semi ? semi : end;
-                if ((size_t)(ce - p) > nl && memcmp(p, b->hash_name, nl) == 0 && p[nl] == '=') {
-                    key = strv_make(p + nl + 1, (size_t)(ce - p - (ptrdiff_t)nl - 1));
-                    break;
-                }
-                p = ce;
-            }
-        }
-        if (!key.p) {
-            httpd_req_peer(pr->r, ip, sizeof(ip));
-            key = strv_cstr(ip);
-        }
         uint32_t h = edge__hash(key.p, key.n);
         size_t lo = 0, hi = b->nring;
         while (lo < hi) {
@@ -310,7 +321,7 @@ static struct edge_server *pick(struct proxy_req *pr)
         }
         for (size_t k = 0; k < b->nring; k++) {
             size_t i = b->ring_server[(lo + k) % b->nring];
-            if (!tried(pr, i) && available(&b->servers[i], now))
+            if (!tried(tb, i) && available(&b->servers[i], now))
                 return &b->servers[i];
         }
         return NULL;
@@ -319,7 +330,7 @@ static struct edge_server *pick(struct proxy_req *pr)
         struct edge_server *a = NULL, *c = NULL;
         for (int k = 0; k < 8 && !(a && c); k++) {
             struct edge_server *s = &b->servers[cairn_rand64() % n];
-            if (tried(pr, (size_t)(s - b->servers)) || !available(s, now) || slow_start_skip(b, s, now))
+            if (tried(tb, (size_t)(s - b->servers)) || !available(s, now) || slow_start_skip(b, s, now))
                 continue;
             if (!a)
                 a = s;
@@ -337,7 +348,7 @@ static struct edge_server *pick(struct proxy_req *pr)
         for (size_t k = 0; k < n; k++) {
             size_t i = (start + k) % n;
             struct edge_server *s = &b->servers[i];
-            if (tried(pr, i) || !available(s, now))
+            if (tried(tb, i) || !available(s, now))
                 continue;
             if (best && slow_start_skip(b, s, now))
                 continue;
@@ -346,12 +357,16 @@ static struct edge_server *pick(struct proxy_req *pr)
         }
         return best;
     }
-    /* round robin, weighted by repetition of each server's turn */
-    unsigned *pos = &w->rr[b->index];
+    /* round robin, weighted by repetition of each server's turn; a backend of an
+     * older configuration generation (request in flight across a reload) has no
+     * position in the worker's array and starts anywhere */
+    unsigned local = (unsigned)cairn_rand64();
+    const struct edge_conf *wc = w->gen ? w->gen->conf : NULL;
+    unsigned *pos = wc && b->index < wc->nbackends && &wc->backends[b->index] == b ? &w->rr[b->index] : &local;
     for (size_t k = 0; k < n * 2; k++) {
         size_t i = (*pos)++ % n;
         struct edge_server *s = &b->servers[i];
-        if (tried(pr, i) || !available(s, now))
+        if (tried(tb, i) || !available(s, now))
             continue;
         if (slow_start_skip(b, s, now) && k < n)
             continue;
@@ -360,6 +375,13 @@ static struct edge_server *pick(struct proxy_req *pr)
         return s;
     }
     return NULL;
+}
+
+static struct edge_server *pick(struct proxy_req *pr)
+{
+    char ip[64];
+    struct strv key = pr->b->balance == BAL_HASH ? hash_key_of(pr->b, pr->r, ip, sizeof(ip)) : STRV_NULL;
+    return edge__pick(pr->b, pr->w, pr->tried, key);
 }
 
 /* ---- upstream connections ---- */
@@ -600,9 +622,19 @@ static void finish_inflight(struct proxy_req *pr)
     }
 }
 
-/* The client went away (or the server stops): drop the upstream side. */
+/* Closes the request's server connection, if any (it cannot be reused midway). */
+static void drop_upstream(struct proxy_req *pr)
+{
+    if (pr->uc) {
+        pr->uc->pr = NULL;
+        up_close(pr->uc);
+        pr->uc = NULL;
+    }
+}
+
 static void queue_unlink(struct proxy_req *pr);
 
+/* The client went away (or the server stops): drop the upstream side. */
 static void pr_abort(struct httpd_req *r, void *arg)
 {
     struct proxy_req *pr = arg;
@@ -620,35 +652,28 @@ static void pr_abort(struct httpd_req *r, void *arg)
         pr_free(pr);
         return;
     }
-    if (pr->uc) {
-        pr->uc->pr = NULL;
-        up_close(pr->uc);
-        pr->uc = NULL;
-    }
+    drop_upstream(pr);
     finish_inflight(pr);
     count_request(pr->gen, pr->route, 499);
     pr_free(pr);
 }
 
-static void cache_count(struct proxy_req *pr, const char *result);
+enum cache_result { CR_HIT, CR_MISS, CR_EXPIRED, CR_PASS, CR_STALE };
+static void cache_count(struct proxy_req *pr, enum cache_result result);
 
 /* The origin failed and a stale object may stand in (stale-if-error, grace). */
 static void serve_stale(struct proxy_req *pr)
 {
     struct httpd_req *r = pr->r;
     struct cobj *o = pr->stale;
-    if (pr->uc) {
-        pr->uc->pr = NULL;
-        up_close(pr->uc);
-        pr->uc = NULL;
-    }
+    drop_upstream(pr);
     finish_inflight(pr);
     httpd_req_on_abort(r, NULL, NULL);
     httpd_req_on_drain(r, NULL, NULL);
     pr->xcache = "STALE";
     access_log(pr, 200);
     count_request(pr->gen, pr->route, 200);
-    cache_count(pr, "stale");
+    cache_count(pr, CR_STALE);
     char rid[40];
     memcpy(rid, pr->request_id, sizeof(rid));
     cobj_get(o);
@@ -665,11 +690,7 @@ static void fail(struct proxy_req *pr, int status, const char *msg)
         serve_stale(pr);
         return;
     }
-    if (pr->uc) {
-        pr->uc->pr = NULL;
-        up_close(pr->uc);
-        pr->uc = NULL;
-    }
+    drop_upstream(pr);
     finish_inflight(pr);
     httpd_req_on_abort(r, NULL, NULL);
     httpd_req_on_drain(r, NULL, NULL);
@@ -713,11 +734,7 @@ static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bo
 {
     if (count_fail && pr->srv)
         server_result(pr, false);
-    if (pr->uc) {
-        pr->uc->pr = NULL;
-        up_close(pr->uc);
-        pr->uc = NULL;
-    }
+    drop_upstream(pr);
     metric_inc(pr->w->e->m_upstream_errors);
     if (pr->attempts <= pr->b->retries && !pr->head_sent && retry_allowed(pr)) {
         finish_inflight(pr);
@@ -739,11 +756,19 @@ static void response_timeout(struct loop_timer *t)
     attempt_failed(pr, 504, "the server did not answer in time", true);
 }
 
-static void cache_count(struct proxy_req *pr, const char *result)
+static void cache_count(struct proxy_req *pr, enum cache_result result)
 {
+    static const char *const names[] = { "hit", "miss", "expired", "pass", "stale" };
     struct edge *e = pr->w->e;
-    if (pr->route->cache && e->m_cache)
-        metric_inc(metrics_get2(e->m_cache, pr->route->label, result));
+    if (!pr->route->cache || !e->m_cache)
+        return;
+    struct metric **m = &pr->gen->routes[pr->route->index].cache_m[result];
+    struct metric *got = __atomic_load_n(m, __ATOMIC_ACQUIRE);
+    if (!got) {
+        got = metrics_get2(e->m_cache, pr->route->label, names[result]);
+        __atomic_store_n(m, got, __ATOMIC_RELEASE);
+    }
+    metric_inc(got);
 }
 
 static void complete(struct proxy_req *pr, bool reusable)
@@ -1582,12 +1607,9 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
     struct edge_worker *w = pr->w;
     struct edge_backend *b = pr->b;
     struct httpd_req *r = pr->r;
-    struct edge_server *srv = NULL;
-    uint64_t now = cairn_now_ms();
-    size_t n = b->nservers, start = n ? (size_t)(cairn_rand64() % n) : 0;
-    for (size_t k = 0; k < n && !srv; k++)
-        if (serviceable(&b->servers[(start + k) % n], now))
-            srv = &b->servers[(start + k) % n];
+    char ip[64];
+    struct strv key = b->balance == BAL_HASH ? hash_key_of(b, r, ip, sizeof(ip)) : STRV_NULL;
+    struct edge_server *srv = edge__pick(b, w, NULL, key);
     if (!srv || b->tls || (!w->bg_client && !(w->bg_client = httpc_new(&w->loop, NULL)))) {
         cobj_release_refresh(o);
         return;
@@ -1706,21 +1728,21 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
     pr->keylen = cache_key(r, pr->key, sizeof(pr->key));
     if (!pr->keylen) {
         pr->xcache = "PASS";
-        cache_count(pr, "pass");
+        cache_count(pr, CR_PASS);
         return false;
     }
     if (!get && !head) {
         pr->xcache = "PASS";
         pr->invalidate = !pr->idempotent || strv_eq_cstr(r->h.method, "DELETE") ||
                          strv_eq_cstr(r->h.method, "PUT");
-        cache_count(pr, "pass");
+        cache_count(pr, CR_PASS);
         return false;
     }
     struct cache_cc rcc;
     cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
     if (rcc.no_store) {
         pr->xcache = "PASS";
-        cache_count(pr, "pass");
+        cache_count(pr, CR_PASS);
         return false;
     }
     bool range = httpd_req_header(r, "range") != NULL;
@@ -1730,7 +1752,7 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         pr->status = 200;
         access_log(pr, 200);
         count_request(pr->gen, pr->route, 200);
-        cache_count(pr, "hit");
+        cache_count(pr, CR_HIT);
         char rid[40];
         uint64_t r1 = cairn_rand64();
         snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)r1);
@@ -1748,7 +1770,7 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         pr->status = 200;
         access_log(pr, 200);
         count_request(pr->gen, pr->route, 200);
-        cache_count(pr, "stale");
+        cache_count(pr, CR_STALE);
         char rid[40];
         snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)cairn_rand64());
         metric_add(pr->w->e->m_cache_bytes, (double)cobj_body_len(o));
@@ -1769,7 +1791,7 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         if (o)
             cobj_put(o);
         pr->xcache = "PASS";
-        cache_count(pr, "pass");
+        cache_count(pr, CR_PASS);
         return false;
     }
     if (o && cobj_usable_on_error(o, (int64_t)(pr->route->cache_grace_ms / 1000), time(NULL))) {
@@ -1802,12 +1824,12 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
     if (o && cobj_has_validators(o) && get) {
         pr->reval = o;
         pr->xcache = "EXPIRED";
-        cache_count(pr, "expired");
+        cache_count(pr, CR_EXPIRED);
     } else {
         if (o)
             cobj_put(o);
         pr->xcache = o ? "EXPIRED" : "MISS";
-        cache_count(pr, o ? "expired" : "miss");
+        cache_count(pr, o ? CR_EXPIRED : CR_MISS);
     }
     return false;
 }
