@@ -143,6 +143,45 @@ static bool list_next(struct strv *rest, struct strv *elem)
     return false;
 }
 
+bool http_etag_next(struct strv *list, struct strv *tag)
+{
+    const char *p = list->p, *end = list->p + list->n;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+        p++;
+    if (p == end)
+        return false;
+    if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
+        p += 2;
+    const char *s = p;
+    if (p < end && *p == '"') {
+        p++;
+        while (p < end && *p != '"')
+            p++;
+        if (p < end)
+            p++;
+    } else {
+        while (p < end && *p != ',')
+            p++;
+    }
+    *tag = strv_trim(strv_make(s, (size_t)(p - s)));
+    list->p = p;
+    list->n = (size_t)(end - p);
+    return true;
+}
+
+bool http_etag_list_matches(struct strv list, const char *etag)
+{
+    struct strv e = strv_cstr(etag), t;
+    if (e.n >= 2 && e.p[0] == 'W' && e.p[1] == '/') {
+        e.p += 2;
+        e.n -= 2;
+    }
+    while (http_etag_next(&list, &t))
+        if (strv_eq_cstr(t, "*") || strv_eq(t, e))
+            return true;
+    return false;
+}
+
 bool http_list_has_token(struct strv value, const char *token)
 {
     struct strv e;

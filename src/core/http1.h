@@ -86,6 +86,12 @@ int http1_parse_response(const char *buf, size_t len, struct http1_scan *scan,
 /* Finds a header by case-insensitive name; NULL when absent. */
 const struct http_header *http_find_header(const struct http_header *h, size_t n,
                                            const char *name);
+/* Iterates over the entity tags of an If-None-Match / If-Match list: *tag gets
+ * the next opaque tag with its quotes and without a "W/" prefix, or "*". */
+bool http_etag_next(struct strv *list, struct strv *tag);
+/* Weak comparison (RFC 9110 8.8.3.2) of an If-None-Match list with etag ("*"
+ * matches anything). */
+bool http_etag_list_matches(struct strv list, const char *etag);
 /* True when a comma-separated header value lists token (case-insensitive). */
 bool http_list_has_token(struct strv value, const char *token);
 

@@ -213,38 +213,6 @@ static void finish(struct demo_worker *w, struct httpd_req *r, enum route rt, in
     metric_observe(w->d->duration, (double)(cairn_now_ns() - r->start_ns) / 1e9);
 }
 
-/* Weak comparison of an If-None-Match list against our strong ETag
- * (RFC 9110 section 13.1.2). */
-static bool etag_matches(struct strv inm, const char *etag)
-{
-    size_t el = strlen(etag);
-    const char *p = inm.p, *end = inm.p + inm.n;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        if (p == end)
-            break;
-        if (*p == '*')
-            return true;
-        if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
-            p += 2;
-        const char *s = p;
-        if (p < end && *p == '"') {
-            p++;
-            while (p < end && *p != '"')
-                p++;
-            if (p < end)
-                p++;
-        } else {
-            while (p < end && *p != ',')
-                p++;
-        }
-        if ((size_t)(p - s) == el && memcmp(s, etag, el) == 0)
-            return true;
-    }
-    return false;
-}
-
 static void serve_asset(struct demo_worker *w, struct httpd_req *r, const struct asset *a,
                         enum route rt)
 {
@@ -256,7 +224,7 @@ static void serve_asset(struct demo_worker *w, struct httpd_req *r, const struct
     const struct http_header *ims = httpd_req_header(r, "If-Modified-Since");
     bool not_modified = false;
     if (inm) {
-        not_modified = etag_matches(inm->value, a->etag);
+        not_modified = http_etag_list_matches(inm->value, a->etag);
     } else if (ims) {
         time_t t;
         if (http_date_parse(ims->value, &t) == 0 && t >= DEMO_ASSET_MTIME)

@@ -618,36 +618,19 @@ void cobj_conditional_headers(const struct cobj *o, struct buf *b)
 /* Weak comparison of an If-None-Match list with an entity tag. */
 static bool inm_matches(struct strv inm, const char *etag)
 {
-    const char *e = etag;
-    if (e[0] == 'W' && e[1] == '/')
-        e += 2;
-    size_t el = strlen(e);
-    const char *p = inm.p, *end = inm.p + inm.n;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == ','))
-            p++;
-        if (p < end && *p == '*')
-            return true;
-        if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
-            p += 2;
-        const char *s = p;
-        if (p < end && *p == '"') {
-            p++;
-            while (p < end && *p != '"')
-                p++;
-            if (p < end)
-                p++;
-        } else {
-            while (p < end && *p != ',')
-                p++;
-        }
-        size_t tl = (size_t)(p - s);
-        if (tl == el && memcmp(s, e, el) == 0)
-            return true;
-        /* our compressed variants' tags: "tag-gzip", "tag-br" */
-        if (el >= 2 && tl > el && memcmp(s, e, el - 1) == 0 && s[tl - 1] == '"' &&
-            ((tl == el + 5 && memcmp(s + el - 1, "-gzip", 5) == 0) ||
-             (tl == el + 3 && memcmp(s + el - 1, "-br", 3) == 0)))
+    if (http_etag_list_matches(inm, etag))
+        return true;
+    /* our compressed variants' tags: "tag-gzip", "tag-br" */
+    struct strv e = strv_cstr(etag), t;
+    if (e.n >= 2 && e.p[0] == 'W' && e.p[1] == '/') {
+        e.p += 2;
+        e.n -= 2;
+    }
+    while (e.n >= 2 && http_etag_next(&inm, &t)) {
+        if (t.n <= e.n || memcmp(t.p, e.p, e.n - 1) != 0 || t.p[t.n - 1] != '"')
+            continue;
+        struct strv suffix = strv_make(t.p + e.n - 1, t.n - e.n);
+        if (strv_eq_cstr(suffix, "-gzip") || strv_eq_cstr(suffix, "-br"))
             return true;
     }
     return false;

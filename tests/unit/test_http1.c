@@ -267,3 +267,16 @@ TEST(http1_write_chunks)
                             "1a\r\nhello world, this is 26 b.\r\n0\r\n\r\n");
     buf_free(&b);
 }
+
+TEST(http1_etag_lists)
+{
+    CHECK(http_etag_list_matches(strv_cstr("\"a\", W/\"b\""), "\"b\""));
+    CHECK(http_etag_list_matches(strv_cstr("W/\"b\""), "W/\"b\""));
+    CHECK(http_etag_list_matches(strv_cstr("*"), "\"z\""));
+    CHECK(!http_etag_list_matches(strv_cstr("\"a\",\"bb\""), "\"b\""));
+    CHECK(!http_etag_list_matches(strv_cstr(""), "\"b\""));
+    struct strv l = strv_cstr(" \"x\" ,W/\"y\""), t;
+    CHECK(http_etag_next(&l, &t) && strv_eq_cstr(t, "\"x\""));
+    CHECK(http_etag_next(&l, &t) && strv_eq_cstr(t, "\"y\""));
+    CHECK(!http_etag_next(&l, &t));
+}
