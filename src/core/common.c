@@ -50,15 +50,19 @@ static inline unsigned char ascii_lower(unsigned char c)
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
-bool strv_caseeq_cstr(struct strv a, const char *s)
+bool strv_caseeq(struct strv a, struct strv b)
 {
-    size_t n = strlen(s);
-    if (n != a.n)
+    if (a.n != b.n)
         return false;
-    for (size_t i = 0; i < n; i++)
-        if (ascii_lower((unsigned char)a.p[i]) != ascii_lower((unsigned char)s[i]))
+    for (size_t i = 0; i < a.n; i++)
+        if (ascii_lower((unsigned char)a.p[i]) != ascii_lower((unsigned char)b.p[i]))
             return false;
     return true;
+}
+
+bool strv_caseeq_cstr(struct strv a, const char *s)
+{
+    return strv_caseeq(a, strv_cstr(s));
 }
 
 bool strv_has_prefix(struct strv a, const char *prefix)

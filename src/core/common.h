@@ -68,6 +68,7 @@ static inline struct strv strv_cstr(const char *s)
 bool strv_eq(struct strv a, struct strv b);
 bool strv_eq_cstr(struct strv a, const char *s);
 bool strv_caseeq_cstr(struct strv a, const char *s);   /* ASCII case-insensitive */
+bool strv_caseeq(struct strv a, struct strv b);
 bool strv_has_prefix(struct strv a, const char *prefix);
 struct strv strv_trim(struct strv a);                  /* strips SP and HTAB */
 /* Copies into a NUL-terminated heap string; NULL on allocation failure. */

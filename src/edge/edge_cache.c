@@ -224,6 +224,36 @@ void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
     }
 }
 
+/* Iterates over a stored field block ("Name: value\r\n" lines): name, value and
+ * the whole line (CRLF included) of the next field; false at the end. */
+static bool field_next(const char **pp, const char *end, struct strv *name, struct strv *value,
+                       struct strv *line)
+{
+    const char *p = *pp;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            return false;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        *pp = eol + 1;
+        if (!colon) {
+            p = eol + 1;
+            continue;
+        }
+        const char *v = colon + 1, *ve = eol;
+        while (v < eol && *v == ' ')
+            v++;
+        if (ve > v && ve[-1] == '\r')
+            ve--;
+        *name = strv_make(p, (size_t)(colon - p));
+        *value = strv_make(v, (size_t)(ve - v));
+        if (line)
+            *line = strv_make(p, (size_t)(eol + 1 - p));
+        return true;
+    }
+    return false;
+}
+
 /* ---- store ---- */
 
 struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t max_object,
@@ -839,34 +869,21 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
     /* stored fields, then Age and X-Cache */
     bool have_vary = false;
     const char *p = o->hdrs, *end = o->hdrs + o->hdrs_len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            break;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon) {
-            const char *v = colon + 1;
-            while (v < eol && *v == ' ')
-                v++;
-            const char *ve = eol;
-            if (ve > v && ve[-1] == '\r')
-                ve--;
-            struct strv name = strv_make(p, (size_t)(colon - p)), val = strv_make(v, (size_t)(ve - v));
-            /* a 304 carries only the fields that describe the representation */
-            bool keep = !not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
-                        strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
-                        strv_caseeq_cstr(name, "date") || strv_caseeq_cstr(name, "last-modified");
-            if (keep && o->compressible && strv_caseeq_cstr(name, "vary")) {
-                have_vary = true;
-                httpd_headerf(r, "Vary", "%.*s, Accept-Encoding", (int)val.n, val.p);
-            } else if (keep && zv && strv_caseeq_cstr(name, "etag") && val.n >= 2 && val.p[val.n - 1] == '"') {
-                /* another representation, another entity tag */
-                httpd_headerf(r, "ETag", "%.*s-%s\"", (int)val.n - 1, val.p, coding);
-            } else if (keep) {
-                httpd_header_strv(r, name, val);
-            }
+    struct strv name, val;
+    while (field_next(&p, end, &name, &val, NULL)) {
+        /* a 304 carries only the fields that describe the representation */
+        bool keep = !not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
+                    strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
+                    strv_caseeq_cstr(name, "date") || strv_caseeq_cstr(name, "last-modified");
+        if (keep && o->compressible && strv_caseeq_cstr(name, "vary")) {
+            have_vary = true;
+            httpd_headerf(r, "Vary", "%.*s, Accept-Encoding", (int)val.n, val.p);
+        } else if (keep && zv && strv_caseeq_cstr(name, "etag") && val.n >= 2 && val.p[val.n - 1] == '"') {
+            /* another representation, another entity tag */
+            httpd_headerf(r, "ETag", "%.*s-%s\"", (int)val.n - 1, val.p, coding);
+        } else if (keep) {
+            httpd_header_strv(r, name, val);
         }
-        p = eol + 1;
     }
     if (o->compressible && !have_vary)
         httpd_header(r, "Vary", "Accept-Encoding");
@@ -1225,21 +1242,13 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
         return NULL;
     struct buf hb = BUF_INIT;
     const char *p = old->hdrs, *end = old->hdrs + old->hdrs_len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            break;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
+    struct strv name, val, line;
+    while (field_next(&p, end, &name, &val, &line)) {
         bool replaced = false;
-        if (colon) {
-            char name[64];
-            snprintf(name, sizeof(name), "%.*s", (int)MIN((size_t)(colon - p), (size_t)63), p);
-            replaced = http_find_header(resp->headers, resp->nheaders, name) != NULL &&
-                       updatable_field(strv_cstr(name));
-        }
+        for (size_t i = 0; i < resp->nheaders && !replaced; i++)
+            replaced = strv_caseeq(resp->headers[i].name, name) && updatable_field(name);
         if (!replaced)
-            buf_append(&hb, p, (size_t)(eol - p + 1));
-        p = eol + 1;
+            buf_append(&hb, line.p, line.n);
     }
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
@@ -1256,22 +1265,11 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
     merged.status = old->status;
     char *mh = buf_steal(&hb);
     size_t mhl = mh ? strlen(mh) : 0;
-    for (char *q = mh, *qe = mh + mhl; q && q < qe && merged.nheaders < HTTP_MAX_HEADERS;) {
-        char *eol = memchr(q, '\n', (size_t)(qe - q));
-        if (!eol)
-            break;
-        char *colon = memchr(q, ':', (size_t)(eol - q));
-        if (colon) {
-            char *v = colon + 1;
-            while (v < eol && *v == ' ')
-                v++;
-            char *ve = eol > v && eol[-1] == '\r' ? eol - 1 : eol;
-            merged.headers[merged.nheaders].name = strv_make(q, (size_t)(colon - q));
-            merged.headers[merged.nheaders].value = strv_make(v, (size_t)(ve - v));
-            merged.nheaders++;
-        }
-        q = eol + 1;
-    }
+    const char *q = mh, *qe = mh ? mh + mhl : NULL;
+    while (q && merged.nheaders < HTTP_MAX_HEADERS &&
+           field_next(&q, qe, &merged.headers[merged.nheaders].name,
+                      &merged.headers[merged.nheaders].value, NULL))
+        merged.nheaders++;
     struct cache_cc cc;
     cache_cc_parse(merged.headers, merged.nheaders, &cc);
     o->refs = 2;            /* the store's and the caller's */
