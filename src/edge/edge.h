@@ -40,7 +40,6 @@ struct edge_listener {
     struct edge_cert *certs;
     size_t ncerts;
     struct edge_cidrs allow, deny;
-    char *url;                      /* for the endpoint table */
 };
 
 struct edge_kv {

@@ -996,7 +996,6 @@ void edge__free_conf(void *p)
         free(l->certs);
         free_cidrs(&l->allow);
         free_cidrs(&l->deny);
-        free(l->url);
         free(l->backend_name);
     }
     for (size_t i = 0; i < e->nroutes; i++) {
