@@ -4,6 +4,7 @@
  */
 #include "default_stack.h"
 #include "demo_app/demo_app.h"
+#include "dns/dns.h"
 #include "edge/edge.h"
 #include "log.h"
 #include "stack.h"
@@ -17,6 +18,7 @@
 
 static const struct role_ops *const roles[] = {
     &demo_app_role,
+    &dns_role,
     &edge_role,
     NULL,
 };

@@ -1,0 +1,539 @@
+/* dns_config.c - the dns service's keys in the stack file.
+ *
+ *   listen: ["127.0.0.1:5353"]          UDP and TCP on each
+ *   admin: "127.0.0.1:9953"             HTTP: /metrics, /-/healthy, /-/ready, /api/gslb,
+ *                                       /api/zones, POST /-/reload
+ *   threads: 1
+ *   edns_udp_size: 1232
+ *   tcp_idle_timeout: 10s
+ *   zones: [{origin, file, secondaries: [addr], allow_transfer: [cidr]}]
+ *   gslb: [{name, ttl, policy, max_answers, when_all_down, health, pools}]
+ *   rrl: {rate, slip, ipv4_prefix, ipv6_prefix, table_size, exempt}
+ */
+#include "dns_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pathf(char *out, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+}
+#define P(buf, fmt, ...) pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
+
+static int get_uint(struct cfg *c, const cfg_node *n, const char *path, long long lo, long long hi,
+                    int *out)
+{
+    long long v;
+    if (cfg_get_int(c, n, path, lo, hi, &v))
+        return -EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_cidrs(struct cfg *c, const cfg_node *n, const char *path, struct net_cidr **out,
+                       size_t *count)
+{
+    char **list;
+    size_t k;
+    if (cfg_get_string_list(c, n, path, &list, &k))
+        return -EINVAL;
+    int bad = 0;
+    *out = calloc(k ? k : 1, sizeof(**out));
+    *count = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (*out && net_cidr_parse(list[i], &(*out)[*count]) == 0)
+            (*count)++;
+        else
+            bad = cfg_error(c, n, path, "expected CIDR prefixes like 10.0.0.0/8, got \"%s\"",
+                            list[i]);
+    }
+    cfg_free_string_list(list, k);
+    return bad;
+}
+
+static int parse_health(struct cfg *c, const cfg_node *n, const char *path,
+                        struct dns_health_conf *h)
+{
+    static const char *const keys[] = { "http", "tcp", "interval", "timeout", "rise", "fall", NULL };
+    cfg_node *v[6];
+    char p[256], q[300];
+    h->interval_ms = 2000;
+    h->timeout_ms = 1000;
+    h->rise = 2;
+    h->fall = 2;
+    h->status_min = 200;
+    h->status_max = 399;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    if ((v[0] != NULL) == (v[1] != NULL))
+        return cfg_error(c, n, path, "give one of \"http\" or \"tcp\"");
+    if (v[0]) {
+        static const char *const hk[] = { "port", "path", "status", "host", "tls", NULL };
+        cfg_node *hv[5];
+        P(p, "%s.http", path);
+        h->kind = DNS_CHECK_HTTP;
+        h->port = 80;
+        if (cfg_map_fields(c, v[0], p, hk, hv) == 0) {
+            int port;
+            P(q, "%s.port", p);
+            if (hv[0] && get_uint(c, hv[0], q, 1, 65535, &port) == 0)
+                h->port = (uint16_t)port;
+            else if (hv[0])
+                bad = -EINVAL;
+            P(q, "%s.path", p);
+            if (hv[1] && cfg_get_string(c, hv[1], q, &h->path) == 0 && h->path[0] != '/')
+                bad = cfg_error(c, hv[1], q, "expected a path starting with /");
+            P(q, "%s.status", p);
+            if (hv[2]) {
+                const char *s = cfg_scalar(hv[2]);
+                int a = 0, b = 0, used = 0;
+                if (!s || !((sscanf(s, "%d-%d%n", &a, &b, &used) == 2 && !s[used]) ||
+                            (sscanf(s, "%d%n", &a, &used) == 1 && !s[used] && (b = a))) ||
+                    a < 100 || b > 599 || a > b)
+                    bad = cfg_error(c, hv[2], q, "expected a status like 200 or a range like 200-399");
+                else
+                    h->status_min = a, h->status_max = b;
+            }
+            P(q, "%s.host", p);
+            if (hv[3])
+                bad |= cfg_get_string(c, hv[3], q, &h->host);
+            P(q, "%s.tls", p);
+            if (hv[4])
+                bad |= cfg_get_bool(c, hv[4], q, &h->tls);
+            if (hv[4] && h->tls && !hv[0])
+                h->port = 443;
+        } else {
+            bad = -EINVAL;
+        }
+        if (!h->path)
+            h->path = strdup("/");
+    } else {
+        static const char *const tk[] = { "port", NULL };
+        cfg_node *tv[1];
+        P(p, "%s.tcp", path);
+        h->kind = DNS_CHECK_TCP;
+        if (cfg_map_fields(c, v[1], p, tk, tv) == 0) {
+            int port;
+            P(q, "%s.port", p);
+            if (!tv[0])
+                bad = cfg_error(c, v[1], p, "missing key \"port\"");
+            else if (get_uint(c, tv[0], q, 1, 65535, &port) == 0)
+                h->port = (uint16_t)port;
+            else
+                bad = -EINVAL;
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.interval", path);
+    if (v[2] && cfg_get_duration(c, v[2], p, &h->interval_ms) == 0 && h->interval_ms < 100)
+        bad = cfg_error(c, v[2], p, "expected at least 100ms");
+    P(p, "%s.timeout", path);
+    if (v[3] && cfg_get_duration(c, v[3], p, &h->timeout_ms) == 0 &&
+        (h->timeout_ms < 10 || h->timeout_ms > h->interval_ms))
+        bad = cfg_error(c, v[3], p, "expected at least 10ms and at most the interval");
+    P(p, "%s.rise", path);
+    if (v[4])
+        bad |= get_uint(c, v[4], p, 1, 100, &h->rise);
+    P(p, "%s.fall", path);
+    if (v[5])
+        bad |= get_uint(c, v[5], p, 1, 100, &h->fall);
+    return bad ? -EINVAL : 0;
+}
+
+static int parse_member(struct cfg *c, const cfg_node *n, const char *path,
+                        struct dns_member_conf *m)
+{
+    const cfg_node *an = n;
+    int bad = 0;
+    m->weight = 1;
+    if (cfg_is_map(n)) {
+        static const char *const keys[] = { "address", "weight", NULL };
+        cfg_node *v[2];
+        char p[256];
+        if (cfg_map_fields(c, n, path, keys, v))
+            return -EINVAL;
+        if (!v[0])
+            return cfg_error(c, n, path, "missing key \"address\"");
+        an = v[0];
+        if (v[1]) {
+            int w;
+            P(p, "%s.weight", path);
+            if (get_uint(c, v[1], p, 0, 1000000, &w) == 0)
+                m->weight = (unsigned)w;
+            else
+                bad = -EINVAL;
+        }
+    }
+    if (cfg_get_string(c, an, path, &m->address))
+        return -EINVAL;
+    if (inet_pton(AF_INET, m->address, m->ip) == 1)
+        m->family = AF_INET;
+    else if (inet_pton(AF_INET6, m->address, m->ip) == 1)
+        m->family = AF_INET6;
+    else
+        bad = cfg_error(c, an, path, "expected an IPv4 or IPv6 address, got \"%s\"", m->address);
+    return bad;
+}
+
+static int parse_gslb(struct cfg *c, const cfg_node *n, const char *path, struct dns_gslb_conf *g)
+{
+    static const char *const keys[] = { "name", "ttl", "policy", "max_answers", "when_all_down",
+                                        "health", "pools", NULL };
+    cfg_node *v[7];
+    char p[256], q[300];
+    g->ttl = 5;
+    g->max_answers = 8;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    P(p, "%s.name", path);
+    if (!v[0]) {
+        bad = cfg_error(c, n, path, "missing key \"name\"");
+    } else if (cfg_get_string(c, v[0], p, &g->name) == 0) {
+        const char *msg;
+        int l = dns_name_from_text(g->name, strlen(g->name), (const uint8_t *)"", 1, g->lname, &msg);
+        if (l < 0) {
+            bad = cfg_error(c, v[0], p, "%s", msg);
+        } else {
+            dns_name_lower(g->lname, g->lname, (size_t)l);
+            g->lnamelen = (uint8_t)l;
+        }
+    } else {
+        bad = -EINVAL;
+    }
+    P(p, "%s.ttl", path);
+    uint64_t ms;
+    if (v[1] && cfg_get_duration(c, v[1], p, &ms) == 0)
+        g->ttl = (uint32_t)(ms / 1000);
+    else if (v[1])
+        bad = -EINVAL;
+    P(p, "%s.policy", path);
+    if (v[2]) {
+        const char *s = cfg_scalar(v[2]);
+        if (s && strcmp(s, "failover") == 0)
+            g->policy = DNS_POLICY_FAILOVER;
+        else if (s && strcmp(s, "weighted") == 0)
+            g->policy = DNS_POLICY_WEIGHTED;
+        else if (s && strcmp(s, "nearest") == 0)
+            g->policy = DNS_POLICY_NEAREST;
+        else
+            bad = cfg_error(c, v[2], p, "expected failover, weighted or nearest");
+    }
+    P(p, "%s.max_answers", path);
+    if (v[3])
+        bad |= get_uint(c, v[3], p, 1, DNS_GSLB_MAX_ANSWERS, &g->max_answers);
+    P(p, "%s.when_all_down", path);
+    if (v[4]) {
+        const char *s = cfg_scalar(v[4]);
+        if (s && strcmp(s, "answer") == 0)
+            g->all_down = DNS_DOWN_ANSWER;
+        else if (s && strcmp(s, "nodata") == 0)
+            g->all_down = DNS_DOWN_NODATA;
+        else if (s && strcmp(s, "servfail") == 0)
+            g->all_down = DNS_DOWN_SERVFAIL;
+        else
+            bad = cfg_error(c, v[4], p, "expected answer (fail open), nodata or servfail");
+    }
+    P(p, "%s.health", path);
+    if (v[5]) {
+        g->have_health = true;
+        bad |= parse_health(c, v[5], p, &g->health);
+    }
+    P(p, "%s.pools", path);
+    if (!v[6] || !cfg_is_seq(v[6]) || cfg_len(v[6]) == 0) {
+        bad = cfg_error(c, v[6] ? v[6] : n, p, "expected a list of pools with members");
+        return bad;
+    }
+    g->npools = cfg_len(v[6]);
+    g->pools = calloc(g->npools, sizeof(*g->pools));
+    if (!g->pools)
+        return cfg_error(c, n, path, "out of memory");
+    for (size_t i = 0; i < g->npools; i++) {
+        static const char *const pk[] = { "region", "networks", "members", NULL };
+        cfg_node *pv[3];
+        struct dns_pool_conf *pool = &g->pools[i];
+        P(p, "%s.pools[%zu]", path, i);
+        if (cfg_map_fields(c, cfg_seq_item(c, v[6], i), p, pk, pv)) {
+            bad = -EINVAL;
+            continue;
+        }
+        P(q, "%s.region", p);
+        if (pv[0])
+            bad |= cfg_get_string(c, pv[0], q, &pool->region);
+        else {
+            char r[32];
+            snprintf(r, sizeof(r), "pool%zu", i + 1);
+            pool->region = strdup(r);
+        }
+        P(q, "%s.networks", p);
+        if (pv[1])
+            bad |= parse_cidrs(c, pv[1], q, &pool->networks, &pool->nnetworks);
+        P(q, "%s.members", p);
+        if (!pv[2] || !cfg_is_seq(pv[2]) || cfg_len(pv[2]) == 0) {
+            bad = cfg_error(c, pv[2] ? pv[2] : cfg_seq_item(c, v[6], i), q,
+                            "expected a list of members");
+            continue;
+        }
+        pool->nmembers = cfg_len(pv[2]);
+        pool->members = calloc(pool->nmembers, sizeof(*pool->members));
+        if (!pool->members) {
+            pool->nmembers = 0;
+            bad = -ENOMEM;
+            continue;
+        }
+        for (size_t k = 0; k < pool->nmembers; k++) {
+            char mp[320];
+            P(mp, "%s[%zu]", q, k);
+            bad |= parse_member(c, cfg_seq_item(c, pv[2], k), mp, &pool->members[k]);
+        }
+    }
+    return bad ? -EINVAL : 0;
+}
+
+static int parse_zone(struct cfg *c, const cfg_node *n, const char *path, struct service *svc,
+                      struct dns_zone_conf *z)
+{
+    static const char *const keys[] = { "origin", "file", "secondaries", "allow_transfer", NULL };
+    cfg_node *v[4];
+    char p[256];
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    P(p, "%s.origin", path);
+    if (!v[0]) {
+        bad = cfg_error(c, n, path, "missing key \"origin\"");
+    } else if (cfg_get_string(c, v[0], p, &z->origin) == 0) {
+        uint8_t tmp[DNS_NAME_MAX];
+        const char *msg;
+        if (dns_name_from_text(z->origin, strlen(z->origin), (const uint8_t *)"", 1, tmp, &msg) < 0)
+            bad = cfg_error(c, v[0], p, "%s", msg);
+    } else {
+        bad = -EINVAL;
+    }
+    P(p, "%s.file", path);
+    if (v[1]) {
+        char *f = NULL;
+        if (cfg_get_string(c, v[1], p, &f) == 0) {
+            z->file = stack_path(svc->stack, f);
+            free(f);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.secondaries", path);
+    if (v[2]) {
+        char **list;
+        size_t k;
+        if (cfg_get_string_list(c, v[2], p, &list, &k) == 0) {
+            z->secondaries = calloc(k ? k : 1, sizeof(*z->secondaries));
+            for (size_t i = 0; i < k && z->secondaries; i++) {
+                if (net_addr_parse(list[i], &z->secondaries[z->nsecondaries]) == 0)
+                    z->nsecondaries++;
+                else
+                    bad = cfg_error(c, v[2], p, "expected addresses like 127.0.0.1:53, got \"%s\"",
+                                    list[i]);
+            }
+            cfg_free_string_list(list, k);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.allow_transfer", path);
+    if (v[3])
+        bad |= parse_cidrs(c, v[3], p, &z->allow_transfer, &z->nallow);
+    return bad ? -EINVAL : 0;
+}
+
+static int parse_rrl(struct cfg *c, const cfg_node *n, const char *path, struct dns_rrl_conf *r)
+{
+    static const char *const keys[] = { "rate", "slip", "ipv4_prefix", "ipv6_prefix",
+                                        "table_size", "exempt", NULL };
+    cfg_node *v[6];
+    char p[256];
+    r->enabled = true;
+    r->rate = 20;
+    r->slip = 2;
+    r->v4_prefix = 24;
+    r->v6_prefix = 56;
+    r->table_size = 65536;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0, x;
+    P(p, "%s.rate", path);
+    if (v[0] && (bad |= get_uint(c, v[0], p, 1, 10000000, &x)) == 0)
+        r->rate = (uint32_t)x;
+    P(p, "%s.slip", path);
+    if (v[1] && get_uint(c, v[1], p, 0, 100, &x) == 0)
+        r->slip = (uint32_t)x;
+    else if (v[1])
+        bad = -EINVAL;
+    P(p, "%s.ipv4_prefix", path);
+    if (v[2])
+        bad |= get_uint(c, v[2], p, 1, 32, &r->v4_prefix);
+    P(p, "%s.ipv6_prefix", path);
+    if (v[3])
+        bad |= get_uint(c, v[3], p, 1, 128, &r->v6_prefix);
+    P(p, "%s.table_size", path);
+    if (v[4] && get_uint(c, v[4], p, 64, 1 << 24, &x) == 0)
+        r->table_size = (uint32_t)x;
+    else if (v[4])
+        bad = -EINVAL;
+    P(p, "%s.exempt", path);
+    if (v[5])
+        bad |= parse_cidrs(c, v[5], p, &r->exempt, &r->nexempt);
+    return bad ? -EINVAL : 0;
+}
+
+int dns__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
+{
+    static const char *const keys[] = { "role", "listen", "admin", "threads", "zones", "gslb",
+                                        "rrl", "edns_udp_size", "tcp_idle_timeout", NULL };
+    cfg_node *v[9];
+    char p[256];
+    struct dns_conf *dc = calloc(1, sizeof(*dc));
+    if (!dc)
+        return cfg_error(c, map, path, "out of memory");
+    svc->conf = dc;
+    dc->threads = 1;
+    dc->edns_size = DNS_EDNS_SIZE_DEFAULT;
+    dc->tcp_idle_ms = 10000;
+    dc->tcp_max_conns = 1000;
+    int bad = cfg_map_fields(c, map, path, keys, v);
+    P(p, "%s.listen", path);
+    if (!v[1]) {
+        bad = cfg_error(c, map, path, "missing key \"listen\" (a list of addresses)");
+    } else {
+        char **list;
+        size_t k;
+        if (cfg_get_string_list(c, v[1], p, &list, &k) == 0) {
+            if (k == 0 || k > DNS_MAX_LISTEN)
+                bad = cfg_error(c, v[1], p, "expected 1 to %d addresses", DNS_MAX_LISTEN);
+            for (size_t i = 0; i < k && i < DNS_MAX_LISTEN; i++) {
+                struct net_addr *a = &dc->listen[dc->nlisten];
+                if (net_addr_parse(list[i], a)) {
+                    bad = cfg_error(c, v[1], p, "expected addresses like 127.0.0.1:53, got \"%s\"",
+                                    list[i]);
+                    continue;
+                }
+                char s[NET_ADDRSTRLEN];
+                net_addr_format(a, s, sizeof(s));
+                service_add_endpoint(svc, "dns", "dns://%s", s);
+                service_add_bind(svc, a, SOCK_DGRAM);
+                service_add_bind(svc, a, SOCK_STREAM);
+                dc->nlisten++;
+            }
+            cfg_free_string_list(list, k);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.admin", path);
+    if (v[2]) {
+        if (cfg_get_addr(c, v[2], p, &dc->admin) == 0) {
+            char s[NET_ADDRSTRLEN];
+            net_addr_format(&dc->admin, s, sizeof(s));
+            service_add_endpoint(svc, "admin", "http://%s/", s);
+            service_add_bind(svc, &dc->admin, SOCK_STREAM);
+            dc->have_admin = true;
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.threads", path);
+    if (v[3])
+        bad |= get_uint(c, v[3], p, 1, 64, &dc->threads);
+    P(p, "%s.zones", path);
+    if (!v[4] || !cfg_is_seq(v[4]) || cfg_len(v[4]) == 0) {
+        bad = cfg_error(c, v[4] ? v[4] : map, p, "expected a list of zones ({origin, file})");
+    } else {
+        dc->nzones = cfg_len(v[4]);
+        dc->zones = calloc(dc->nzones, sizeof(*dc->zones));
+        if (!dc->zones) {
+            dc->nzones = 0;
+            return cfg_error(c, map, path, "out of memory");
+        }
+        for (size_t i = 0; i < dc->nzones; i++) {
+            char q[280];
+            P(q, "%s[%zu]", p, i);
+            bad |= parse_zone(c, cfg_seq_item(c, v[4], i), q, svc, &dc->zones[i]);
+        }
+    }
+    P(p, "%s.gslb", path);
+    if (v[5]) {
+        if (!cfg_is_seq(v[5])) {
+            bad = cfg_error(c, v[5], p, "expected a list of GSLB names");
+        } else {
+            dc->ngslb = cfg_len(v[5]);
+            dc->gslb = calloc(dc->ngslb ? dc->ngslb : 1, sizeof(*dc->gslb));
+            if (!dc->gslb) {
+                dc->ngslb = 0;
+                return cfg_error(c, map, path, "out of memory");
+            }
+            for (size_t i = 0; i < dc->ngslb; i++) {
+                char q[280];
+                P(q, "%s[%zu]", p, i);
+                bad |= parse_gslb(c, cfg_seq_item(c, v[5], i), q, &dc->gslb[i]);
+                for (size_t k = 0; k < i; k++)
+                    if (dc->gslb[k].lnamelen && dc->gslb[k].lnamelen == dc->gslb[i].lnamelen &&
+                        memcmp(dc->gslb[k].lname, dc->gslb[i].lname, dc->gslb[i].lnamelen) == 0)
+                        bad = cfg_error(c, cfg_seq_item(c, v[5], i), q, "the name %s is given twice",
+                                        dc->gslb[i].name);
+            }
+        }
+    }
+    P(p, "%s.rrl", path);
+    if (v[6])
+        bad |= parse_rrl(c, v[6], p, &dc->rrl);
+    P(p, "%s.edns_udp_size", path);
+    int es;
+    if (v[7] && get_uint(c, v[7], p, 512, 4096, &es) == 0)
+        dc->edns_size = (uint16_t)es;
+    else if (v[7])
+        bad = -EINVAL;
+    P(p, "%s.tcp_idle_timeout", path);
+    if (v[8])
+        bad |= cfg_get_duration(c, v[8], p, &dc->tcp_idle_ms);
+    return bad ? -EINVAL : 0;
+}
+
+void dns__free_conf(void *conf)
+{
+    struct dns_conf *dc = conf;
+    if (!dc)
+        return;
+    for (size_t i = 0; i < dc->nzones; i++) {
+        free(dc->zones[i].origin);
+        free(dc->zones[i].file);
+        free(dc->zones[i].secondaries);
+        free(dc->zones[i].allow_transfer);
+    }
+    free(dc->zones);
+    for (size_t i = 0; i < dc->ngslb; i++) {
+        struct dns_gslb_conf *g = &dc->gslb[i];
+        free(g->name);
+        free(g->health.path);
+        free(g->health.host);
+        for (size_t k = 0; k < g->npools; k++) {
+            free(g->pools[k].region);
+            free(g->pools[k].networks);
+            for (size_t m = 0; m < g->pools[k].nmembers; m++)
+                free(g->pools[k].members[m].address);
+            free(g->pools[k].members);
+        }
+        free(g->pools);
+    }
+    free(dc->gslb);
+    free(dc->rrl.exempt);
+    free(dc);
+}

@@ -1,0 +1,237 @@
+/* dns_internal.h - role "dns": configuration, generations, workers. */
+#ifndef CAIRN_DNS_INTERNAL_H
+#define CAIRN_DNS_INTERNAL_H
+
+#include "buf.h"
+#include "dns.h"
+#include "dns_wire.h"
+#include "httpc.h"
+#include "httpd.h"
+#include "loop.h"
+#include "metrics.h"
+#include "net.h"
+#include "stack.h"
+
+#include <pthread.h>
+
+#define DNS_MAX_LISTEN 8
+
+/* ---- configuration ---- */
+
+struct dns_health_conf {
+    enum { DNS_CHECK_HTTP, DNS_CHECK_TCP } kind;
+    bool tls;
+    uint16_t port;
+    char *path, *host;
+    int status_min, status_max;
+    uint64_t interval_ms, timeout_ms;
+    int rise, fall;
+};
+
+struct dns_member_conf {
+    char *address;              /* as written */
+    int family;                 /* AF_INET or AF_INET6 */
+    uint8_t ip[16];
+    unsigned weight;
+};
+
+struct dns_pool_conf {
+    char *region;
+    struct net_cidr *networks;
+    size_t nnetworks;
+    struct dns_member_conf *members;
+    size_t nmembers;
+};
+
+enum dns_policy { DNS_POLICY_FAILOVER, DNS_POLICY_WEIGHTED, DNS_POLICY_NEAREST };
+enum dns_all_down { DNS_DOWN_ANSWER, DNS_DOWN_NODATA, DNS_DOWN_SERVFAIL };
+
+struct dns_gslb_conf {
+    char *name;                 /* text */
+    uint8_t lname[DNS_NAME_MAX];
+    uint8_t lnamelen;
+    uint32_t ttl;
+    enum dns_policy policy;
+    enum dns_all_down all_down;
+    int max_answers;
+    bool have_health;
+    struct dns_health_conf health;
+    struct dns_pool_conf *pools;
+    size_t npools;
+};
+
+struct dns_zone_conf {
+    char *origin;
+    char *file;                 /* resolved path, or NULL for a generated zone */
+    struct net_addr *secondaries;   /* NOTIFY targets, also allowed to transfer */
+    size_t nsecondaries;
+    struct net_cidr *allow_transfer;
+    size_t nallow;
+};
+
+struct dns_rrl_conf {
+    bool enabled;
+    uint32_t rate;              /* responses per second per bucket */
+    uint32_t slip;              /* every slip-th limited response goes out truncated; 0 = none */
+    int v4_prefix, v6_prefix;
+    uint32_t table_size;
+    struct net_cidr *exempt;
+    size_t nexempt;
+};
+
+struct dns_conf {
+    struct net_addr listen[DNS_MAX_LISTEN];
+    size_t nlisten;
+    struct net_addr admin;
+    bool have_admin;
+    int threads;
+    struct dns_zone_conf *zones;
+    size_t nzones;
+    struct dns_gslb_conf *gslb;
+    size_t ngslb;
+    struct dns_rrl_conf rrl;
+    uint16_t edns_size;
+    uint64_t tcp_idle_ms;
+    uint32_t tcp_max_conns;
+};
+
+int dns__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
+void dns__free_conf(void *conf);
+
+/* ---- health-checked members (shared by every GSLB name and generation) ---- */
+
+struct dns_svc;
+
+struct dns_member {
+    char key[512];              /* address and check: equal keys share one check */
+    char address[64];
+    int family;
+    uint8_t ip[16];
+    struct net_addr check_addr;
+    struct dns_health_conf h;   /* path/host point into hbuf */
+    char hbuf[512];
+    bool checked;               /* has a health check at all */
+    int up;                     /* -1 unknown, 0 down, 1 up (atomic) */
+    int ok_streak, fail_streak;
+    char last[96];
+    uint64_t changed_ms;        /* wall clock of the last transition */
+    int refs;                   /* generations using it (main thread) */
+    struct dns_svc *s;
+    struct loop_timer timer, tcp_timer;
+    struct loop_io tcp_io;
+    int tcp_fd;
+    struct httpc_call *call;
+    struct dns_member *next;
+};
+
+struct dns_pool_rt {
+    const struct dns_pool_conf *conf;
+    struct dns_member **members;
+    struct metric **m_up;
+};
+
+struct dns_gslb_rt {
+    const struct dns_gslb_conf *conf;
+    struct dns_pool_rt *pools;
+};
+
+/* ---- generations: what a reload swaps atomically ---- */
+
+struct dns_gen {
+    int refs;
+    unsigned id;
+    struct dns_svc *s;
+    struct dns_conf *conf;
+    struct stack stack;         /* owns conf after a reload */
+    bool owns_stack;
+    struct dns_zone **zones;    /* in the order of conf->zones */
+    size_t nzones;
+    struct dns_gslb_rt *gslb;
+    size_t ngslb;
+    struct dns_view view;
+};
+
+/* ---- workers ---- */
+
+struct dns_rrl_entry {
+    uint64_t key;
+    int64_t tokens;             /* milli-responses */
+    uint64_t last_ms;
+    uint32_t limited;
+};
+
+struct dns_tcp_conn;
+
+struct dns_worker {
+    struct dns_svc *s;
+    int index;
+    struct loop loop;
+    pthread_t thread;
+    struct dns_gen *gen;
+    struct dns_view view;       /* gen's view with this worker as the GSLB argument */
+    struct loop_io udp_io[DNS_MAX_LISTEN];
+    struct loop_io tcp_io[DNS_MAX_LISTEN];
+    int nsock;
+    struct dns_tcp_conn *conns;
+    uint32_t nconns;
+    struct dns_rrl_entry *rrl;
+    uint32_t rrl_size;
+    uint64_t rng;
+    uint32_t rr;                /* rotation of GSLB answers */
+    uint8_t *tcp_out;           /* 65535-byte scratch */
+    bool stopping;
+    /* batch I/O */
+    struct udp_batch *batch;
+    /* metrics, looked up once */
+    struct metric *m_q[2][16];
+    struct metric *m_rcode[24];
+    struct metric *m_rrl[2];
+    struct metric *m_dur;
+};
+
+struct dns_svc {
+    const struct service *svc;
+    struct dns_gen *gen;        /* current (main thread) */
+    unsigned next_gen;
+    struct dns_worker *workers;
+    int nworkers;
+    int stopping;
+    struct metrics_registry *reg;
+    struct httpd_worker admin_hw;
+    struct httpd_conf admin_conf;
+    struct httpc *checker;
+    struct tls_ctx *check_tls;
+    struct dns_member *members;
+    int pending_switch;         /* workers that have not taken the new generation yet */
+    /* NOTIFY */
+    int notify_fd4, notify_fd6;
+    struct loop_io notify_io4, notify_io6;
+    struct dns_notify *notifies;
+    /* metrics */
+    struct metric_family *m_member_up;
+    struct metric_family *m_serial, *m_records, *m_reloads, *m_notify, *m_axfr, *m_queries,
+        *m_rcodes, *m_rrl;
+    struct metric *m_tcp_conns;
+    struct metric *m_dur;
+};
+
+/* dns_gslb.c */
+int dns__gslb_build(struct dns_svc *s, struct dns_gen *g, char *err, size_t errlen);
+void dns__gslb_release(struct dns_svc *s, struct dns_gen *g);
+void dns__gslb_select(void *arg, int idx, uint16_t qtype, const struct dns_query *q,
+                      const struct sockaddr *peer, struct dns_gslb_answer *out);
+/* True once every checked member has its first verdict. */
+bool dns__health_settled(struct dns_svc *s);
+void dns__health_stop_all(struct dns_svc *s);
+void dns__gslb_json(struct dns_svc *s, struct buf *b);
+
+/* dns_server.c */
+int dns__worker_open(struct dns_worker *w);
+int dns__worker_start(struct dns_worker *w);
+void dns__worker_close(struct dns_worker *w);
+void dns__notify_start(struct dns_svc *s, struct dns_gen *g, struct dns_gen *old);
+void dns__notify_stop(struct dns_svc *s);
+
+void dns__gen_unref(struct dns_gen *g);
+
+#endif
