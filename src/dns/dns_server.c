@@ -699,16 +699,18 @@ static void notify_read(struct loop_io *io, uint32_t events)
             continue;
         uint16_t id = get16(b);
         struct net_addr from = { .ss = ss, .len = sl };
-        for (struct dns_notify *n = s->notifies; n; n = n->next)
-            if (n->id == id && net_addr_eq(&n->to, &from)) {
-                char to[NET_ADDRSTRLEN];
-                net_addr_format(&n->to, to, sizeof(to));
+        char fs[NET_ADDRSTRLEN], to[NET_ADDRSTRLEN];
+        net_addr_format(&from, fs, sizeof(fs));
+        for (struct dns_notify *n = s->notifies; n; n = n->next) {
+            net_addr_format(&n->to, to, sizeof(to));
+            if (n->id == id && strcmp(fs, to) == 0) {
                 log_info("notify acknowledged", "zone", n->zone, "secondary", to, "rcode",
                          log_int(b[3] & 0xf));
                 metric_inc(metrics_get1(s->m_notify, "acked"));
                 notify_free(s, n);
                 break;
             }
+        }
     }
 }
 

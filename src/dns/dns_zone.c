@@ -1111,7 +1111,7 @@ static int zone_new(struct dns_zone **out, const char *origin, char *err, size_t
     }
     const char *msg;
     size_t ol = strlen(origin);
-    char *txt = malloc(ol + 2);
+    char *txt = malloc(DNS_NAME_MAX * 4 + 2);
     int l = txt ? dns_name_from_text(origin, ol, (const uint8_t *)"", 1, z->origin, &msg) : -1;
     if (!txt || l < 0) {
         snprintf(err, errlen, "origin \"%s\": %s", origin, txt ? msg : "out of memory");
@@ -1122,7 +1122,7 @@ static int zone_new(struct dns_zone **out, const char *origin, char *err, size_t
     dns_name_lower(z->origin, z->origin, (size_t)l);
     z->originlen = (uint8_t)l;
     z->origin_labels = (uint8_t)dns_name_labels(z->origin);
-    dns_name_to_text(z->origin, txt, ol + 2);
+    dns_name_to_text(z->origin, txt, DNS_NAME_MAX * 4 + 2);
     z->origin_text = txt;
     if (table_grow(z)) {
         dns_zone_free(z);

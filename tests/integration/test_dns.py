@@ -1,0 +1,480 @@
+"""The dns role with real clients: dnspython, dig, raw sockets; GSLB members are
+real demo-app processes on loopback addresses."""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+import requests
+
+from conftest import free_port, wait_for, write_stack
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def q(port, name, rdtype="A", tcp=False, **kw):
+    m = dns.message.make_query(name, rdtype, **kw)
+    m.flags &= ~dns.flags.RD
+    if tcp:
+        return dns.query.tcp(m, "127.0.0.1", port=port, timeout=3)
+    return dns.query.udp(m, "127.0.0.1", port=port, timeout=3)
+
+
+def addrs(r):
+    return sorted(x.to_text() for rr in r.answer for x in rr)
+
+
+def raw_udp(port, payload, timeout=1.0):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(payload, ("127.0.0.1", port))
+        try:
+            return s.recv(65535)
+        except socket.timeout:
+            return None
+
+
+def copy_zone(tmp_path):
+    for f in ("example.test.zone", "example.test.inc"):
+        shutil.copy(os.path.join(DATA, f), tmp_path / f)
+
+
+def dns_stack(tmp_path, port, admin, extra=""):
+    copy_zone(tmp_path)
+    return write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    zones:
+      - {{origin: example.test, file: example.test.zone, allow_transfer: ["127.0.0.1/32"]}}
+{extra}
+""")
+
+
+def start_dns(start, stack, port, name="dns"):
+    p = start(["run", "dns", "-c", stack], name=name)
+
+    def up():
+        # a query sent before the socket is bound is lost (no ICMP error reaches an
+        # unconnected socket), so each try waits briefly
+        m = dns.message.make_query("example.test.", "SOA")
+        try:
+            return dns.query.udp(m, "127.0.0.1", port=port, timeout=0.2).rcode() == dns.rcode.NOERROR
+        except dns.exception.Timeout:
+            return False
+    wait_for(lambda: p.p.poll() is not None or up(), what="dns ready")
+    assert p.p.poll() is None, p.stderr()
+    return p
+
+
+@pytest.fixture
+def server(start, tmp_path):
+    port, admin = free_port(), free_port()
+    stack = dns_stack(tmp_path, port, admin)
+    p = start_dns(start, stack, port)
+    return p, port, admin, tmp_path
+
+
+# ---- EDNS, truncation, malformed packets ----
+
+def test_edns_badvers_and_do_bit(server):
+    _, port, _, _ = server
+    m = dns.message.make_query("www.example.test.", "A")
+    m.use_edns(edns=1)
+    r = dns.query.udp(m, "127.0.0.1", port=port, timeout=3)
+    assert r.rcode() == dns.rcode.BADVERS
+    assert r.edns == 0 and not r.answer
+    r = q(port, "www.example.test.", use_edns=0, want_dnssec=True)
+    assert r.ednsflags & dns.flags.DO
+    assert r.payload == 1232
+
+
+def test_truncation_and_tcp_fallback(server):
+    _, port, _, _ = server
+    r = q(port, "big.example.test.", "TXT", use_edns=False)
+    assert r.flags & dns.flags.TC
+    full = q(port, "big.example.test.", "TXT", tcp=True, use_edns=False)
+    assert not full.flags & dns.flags.TC
+    assert len(list(full.answer[0])) == 6
+    m = dns.message.make_query("big.example.test.", "TXT", use_edns=False)
+    r, used_tcp = dns.query.udp_with_fallback(m, "127.0.0.1", port=port, timeout=3)
+    assert used_tcp and len(list(r.answer[0])) == 6
+    # a big enough EDNS buffer gets it over UDP
+    r = q(port, "big.example.test.", "TXT", use_edns=0, payload=1232)
+    assert not r.flags & dns.flags.TC and len(list(r.answer[0])) == 6
+
+
+def test_tcp_pipelining(server):
+    _, port, _, _ = server
+    msgs = [dns.message.make_query(n, "A") for n in ("web.example.test.", "mail.example.test.",
+                                                    "nope.example.test.")]
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(b"".join(struct.pack("!H", len(w)) + w for w in (m.to_wire() for m in msgs)))
+        got = []
+        buf = b""
+        while len(got) < 3:
+            chunk = s.recv(65535)
+            assert chunk, "connection closed early"
+            buf += chunk
+            while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+                n = struct.unpack("!H", buf[:2])[0]
+                got.append(dns.message.from_wire(buf[2:2 + n]))
+                buf = buf[2 + n:]
+    assert [m.id for m in got] == [m.id for m in msgs]
+    assert got[2].rcode() == dns.rcode.NXDOMAIN
+
+
+def header(id_=0x1234, flags=0, qd=1, an=0, ns=0, ar=0):
+    return struct.pack("!HHHHHH", id_, flags, qd, an, ns, ar)
+
+
+def test_malformed_packets(server):
+    p, port, _, _ = server
+    good_q = b"\x03www\x07example\x04test\x00" + struct.pack("!HH", 1, 1)
+    # too short to answer: dropped
+    assert raw_udp(port, b"\x12\x34\x00", 0.3) is None
+    # a response is never answered
+    assert raw_udp(port, header(flags=0x8000) + good_q, 0.3) is None
+    cases = {
+        "two questions": header(qd=2) + good_q + good_q,
+        "no question": header(qd=0),
+        "label past the end": header() + b"\x3fabc",
+        "compression loop": header() + b"\xc0\x0c" + struct.pack("!HH", 1, 1),
+        "forward pointer": header() + b"\xc0\x20" + struct.pack("!HH", 1, 1) + b"\x00" * 20,
+        "bad label type": header() + b"\x80abc\x00" + struct.pack("!HH", 1, 1),
+        "truncated question": header() + b"\x03www\x00\x00",
+        "wrong answer count": header(an=5) + good_q,
+        "two OPT records": header(ar=2) + good_q + (b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00") * 2,
+        "ECS with bad family": header(ar=1) + good_q + b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x08"
+                               + b"\x00\x08\x00\x04\x00\x07\x18\x00",
+    }
+    for what, pkt in cases.items():
+        r = raw_udp(port, pkt)
+        assert r is not None, what
+        assert r[:2] == b"\x12\x34", what
+        assert r[2] & 0x80, what
+        assert r[3] & 0x0f == dns.rcode.FORMERR, what
+    # an opcode we do not implement
+    r = raw_udp(port, header(flags=2 << 11) + good_q)
+    assert r is not None and r[3] & 0x0f == dns.rcode.NOTIMP
+    # still serving
+    assert addrs(q(port, "web.example.test.")) == ["192.0.2.80", "192.0.2.81"]
+    assert p.p.poll() is None
+
+
+def test_ecs_echoed_with_scope_zero_for_static_names(server):
+    _, port, _, _ = server
+    ecs = dns.edns.ECSOption("198.51.100.0", 24)
+    r = q(port, "web.example.test.", use_edns=0, options=[ecs])
+    opts = [o for o in r.options if o.otype == dns.edns.ECS]
+    assert len(opts) == 1
+    assert opts[0].address == "198.51.100.0" and opts[0].srclen == 24 and opts[0].scopelen == 0
+
+
+def test_axfr_and_refusal(server, tmp_path):
+    _, port, _, _ = server
+    out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "example.test.", "AXFR"],
+                         capture_output=True, text=True, timeout=20).stdout
+    recs = [ln for ln in out.splitlines() if ln and not ln.startswith(";")]
+    assert recs[0].split()[3] == "SOA" and recs[-1].split()[3] == "SOA"
+    assert len(recs) == 91 + 1      # every record plus the closing SOA
+    assert any("192.0.2.150" in ln for ln in recs)      # glue is part of the zone
+    # a name that is not a zone apex
+    r = dns.query.tcp(dns.message.make_query("www.example.test.", "AXFR"), "127.0.0.1",
+                      port=port, timeout=3)
+    assert r.rcode() == dns.rcode.NOTAUTH
+
+
+def test_axfr_refused_without_permission(start, tmp_path):
+    port, admin = free_port(), free_port()
+    copy_zone(tmp_path)
+    stack = write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    zones: [{{origin: example.test, file: example.test.zone}}]
+""")
+    start_dns(start, stack, port)
+    r = dns.query.tcp(dns.message.make_query("example.test.", "AXFR"), "127.0.0.1", port=port,
+                      timeout=3)
+    assert r.rcode() == dns.rcode.REFUSED
+    m = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=3).text
+    assert 'dns_zone_transfers_total{result="refused"} 1' in m
+
+
+# ---- reload, NOTIFY ----
+
+def bump_serial(path, serial, extra=""):
+    text = open(path).read().replace("2026112601", str(serial))
+    open(path, "w").write(text + extra)
+
+
+def test_reload_and_notify(start, tmp_path):
+    port, admin = free_port(), free_port()
+    sec = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sec.bind(("127.0.0.1", 0))
+    sec.settimeout(5)
+    sec_port = sec.getsockname()[1]
+    copy_zone(tmp_path)
+    stack = write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    zones:
+      - {{origin: example.test, file: example.test.zone, secondaries: ["127.0.0.1:{sec_port}"]}}
+""")
+    p = start_dns(start, stack, port)
+    try:
+        # NOTIFY at start; answer it like a secondary would
+        data, src = sec.recvfrom(512)
+        n = dns.message.from_wire(data)
+        assert n.opcode() == dns.opcode.NOTIFY and n.flags & dns.flags.AA
+        assert n.question[0].rdtype == dns.rdatatype.SOA
+        sec.sendto(dns.message.make_response(n).to_wire(), src)
+        # the secondary may transfer the zone
+        out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "example.test.", "AXFR"],
+                             capture_output=True, text=True, timeout=20).stdout
+        assert "192.0.2.150" in out
+        # a new serial and a new name: SIGHUP swaps the zone and notifies again
+        bump_serial(tmp_path / "example.test.zone", 2026112602, "fresh IN A 192.0.2.222\n")
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: addrs(q(port, "fresh.example.test.")) == ["192.0.2.222"],
+                 what="reloaded zone")
+        data, src = sec.recvfrom(512)
+        n = dns.message.from_wire(data)
+        assert n.answer[0][0].serial == 2026112602
+        sec.sendto(dns.message.make_response(n).to_wire(), src)
+        wait_for(lambda: 'dns_notify_total{result="acked"} 2' in
+                 requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=3).text,
+                 what="notify acked")
+        # a broken zone is refused with file:line; the old one keeps serving
+        with open(tmp_path / "example.test.zone", "a") as f:
+            f.write("broken IN A 300.1.2.3\n")
+        r = requests.post(f"http://127.0.0.1:{admin}/-/reload", timeout=5)
+        assert r.status_code == 400
+        nlines = len(open(tmp_path / "example.test.zone").read().splitlines())
+        assert f"example.test.zone:{nlines}: A: bad IPv4 address" in r.text
+        assert addrs(q(port, "fresh.example.test.")) == ["192.0.2.222"]
+        z = requests.get(f"http://127.0.0.1:{admin}/api/zones", timeout=3).json()
+        assert z["zones"][0]["serial"] == 2026112602
+        assert p.p.poll() is None
+    finally:
+        sec.close()
+
+
+def test_bad_zone_fails_start_with_location(start, tmp_path):
+    port = free_port()
+    (tmp_path / "bad.zone").write_text("$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 1.2.3\n")
+    stack = write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}"]
+    zones: [{{origin: bad.test, file: bad.zone}}]
+""")
+    p = start(["run", "dns", "-c", stack])
+    assert p.wait(10) == 1
+    assert "bad.zone:4: A: bad IPv4 address" in p.stderr()
+
+
+def test_check_reports_config_errors(tmp_path):
+    stack = write_stack(tmp_path, """
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:5399"]
+    zones: [{origin: a.test, fil: x}]
+    gslb:
+      - name: app.a.test
+        policy: closest
+        pools: [{members: ["not-an-ip"]}]
+""")
+    from conftest import run_cairn
+    r = run_cairn(["check", "-c", stack])
+    assert r.returncode == 2
+    assert "services.dns.zones[0]: unknown key \"fil\"" in r.stderr
+    assert "services.dns.gslb[0].policy: expected failover, weighted or nearest" in r.stderr
+    assert "services.dns.gslb[0].pools[0].members[0]: expected an IPv4 or IPv6 address" in r.stderr
+
+
+# ---- RRL ----
+
+def test_rrl_drops_and_slips(start, tmp_path):
+    port, admin = free_port(), free_port()
+    stack = dns_stack(tmp_path, port, admin, """    rrl: {rate: 5, slip: 2}
+""")
+    start_dns(start, stack, port)
+    pkt = dns.message.make_query("web.example.test.", "A", use_edns=False)
+    answered = truncated = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        for i in range(60):
+            pkt.id = i
+            s.sendto(pkt.to_wire(), ("127.0.0.1", port))
+        while True:
+            try:
+                r = dns.message.from_wire(s.recv(4096))
+            except socket.timeout:
+                break
+            if r.flags & dns.flags.TC:
+                truncated += 1
+                assert not r.answer
+            else:
+                answered += 1
+    assert 5 <= answered <= 10        # the burst, plus what refills during the test
+    assert truncated >= 20            # every second limited response slips
+    assert answered + truncated < 60  # the rest are dropped
+    m = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=3).text
+    assert 'dns_rrl_limited_total{action="dropped"}' in m
+    # TCP is never limited
+    assert addrs(q(port, "web.example.test.", tcp=True)) == ["192.0.2.80", "192.0.2.81"]
+
+
+# ---- GSLB with real members ----
+
+def start_app(start, tmp_path, ip, port):
+    stack = write_stack(tmp_path, f"""
+services:
+  app:
+    role: demo-app
+    listen: ["{ip}:{port}"]
+""", name=f"app-{ip}.yaml")
+    p = start(["run", "app", "-c", stack], name=f"app-{ip}")
+    wait_for(lambda: requests.get(f"http://{ip}:{port}/healthz", timeout=1).ok,
+             what=f"demo-app on {ip}")
+    return p
+
+
+def gslb_stack(tmp_path, port, admin, app_port):
+    copy_zone(tmp_path)
+    health = f"health: {{http: {{port: {app_port}, path: /healthz}}, interval: 200ms, timeout: 150ms, rise: 2, fall: 2}}"
+    return write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    zones: [{{origin: example.test, file: example.test.zone}}]
+    gslb:
+      - name: app.example.test
+        ttl: 5s
+        policy: failover
+        {health}
+        pools:
+          - region: eu
+            networks: ["10.1.0.0/16"]
+            members: [{{address: 127.0.0.2}}, {{address: 127.0.0.3}}]
+          - region: us
+            networks: ["10.2.0.0/16"]
+            members: [127.0.0.4]
+      - name: near.example.test
+        policy: nearest
+        {health}
+        pools:
+          - region: eu
+            networks: ["10.1.0.0/16"]
+            members: [127.0.0.2, 127.0.0.3]
+          - region: us
+            networks: ["10.2.0.0/16", "2001:db8:2::/48"]
+            members: [127.0.0.4]
+      - name: down.example.test
+        policy: failover
+        {health}
+        pools: [{{members: [127.0.0.5, 127.0.0.6]}}]
+      - name: closed.example.test
+        when_all_down: servfail
+        {health}
+        pools: [{{members: [127.0.0.5]}}]
+      - name: weighted.example.test
+        policy: weighted
+        max_answers: 1
+        {health}
+        pools: [{{members: [{{address: 127.0.0.2, weight: 9}}, {{address: 127.0.0.4, weight: 1}}]}}]
+""")
+
+
+def test_gslb_health_failover_and_nearest(start, tmp_path):
+    app_port, port, admin = free_port(), free_port(), free_port()
+    apps = {ip: start_app(start, tmp_path, ip, app_port)
+            for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4")}
+    stack = gslb_stack(tmp_path, port, admin, app_port)
+    t0 = time.monotonic()
+    start_dns(start, stack, port)
+    # the first answer already honours the first round of checks: .5 and .6
+    # never answered a check, yet the name answers (fail open) with them only
+    # because every member is down
+    assert addrs(q(port, "app.example.test.")) == ["127.0.0.2", "127.0.0.3"]
+    assert addrs(q(port, "down.example.test.")) == ["127.0.0.5", "127.0.0.6"]
+    assert q(port, "closed.example.test.").rcode() == dns.rcode.SERVFAIL
+    # AAAA: no IPv6 members, so NODATA with the SOA
+    r = q(port, "app.example.test.", "AAAA")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer and r.authority
+    r = q(port, "app.example.test.")
+    assert r.answer[0].ttl == 5 and r.flags & dns.flags.AA
+    # nearest: by EDNS Client Subnet, with the source prefix as scope
+    ecs = dns.edns.ECSOption("10.2.3.0", 24)
+    r = q(port, "near.example.test.", use_edns=0, options=[ecs])
+    assert addrs(r) == ["127.0.0.4"]
+    opt = [o for o in r.options if o.otype == dns.edns.ECS][0]
+    assert opt.scopelen == 24
+    r = q(port, "near.example.test.", use_edns=0, options=[dns.edns.ECSOption("10.1.7.0", 24)])
+    assert addrs(r) == ["127.0.0.2", "127.0.0.3"]
+    # no ECS: the source 127.0.0.1 is in no region's networks, so the first region
+    assert addrs(q(port, "near.example.test.")) == ["127.0.0.2", "127.0.0.3"]
+    # weighted, one answer: mostly the weight-9 member
+    seen = [addrs(q(port, "weighted.example.test."))[0] for _ in range(200)]
+    assert 140 <= seen.count("127.0.0.2") <= 199 and seen.count("127.0.0.4") >= 1
+
+    # stop one eu member: it leaves the answers within fall x interval (+ slack)
+    apps["127.0.0.2"].signal(signal.SIGTERM)
+    apps["127.0.0.2"].wait(10)
+    t_stop = time.monotonic()
+    wait_for(lambda: addrs(q(port, "app.example.test.")) == ["127.0.0.3"], timeout=3,
+             what="member .2 leaves the answers")
+    assert time.monotonic() - t_stop < 2 * 0.2 + 0.15 + 1.0
+    # stop the whole eu region: answers fail over to us
+    apps["127.0.0.3"].signal(signal.SIGTERM)
+    apps["127.0.0.3"].wait(10)
+    wait_for(lambda: addrs(q(port, "app.example.test.")) == ["127.0.0.4"], timeout=3,
+             what="failover to us")
+    # nearest for an eu client whose region is down: the next region
+    r = q(port, "near.example.test.", use_edns=0, options=[dns.edns.ECSOption("10.1.7.0", 24)])
+    assert addrs(r) == ["127.0.0.4"]
+
+    # state in the admin API and in metrics
+    st = requests.get(f"http://127.0.0.1:{admin}/api/gslb", timeout=3).json()
+    app = [n for n in st["names"] if n["name"] == "app.example.test"][0]
+    states = {m["address"]: m["state"] for p in app["pools"] for m in p["members"]}
+    assert states == {"127.0.0.2": "down", "127.0.0.3": "down", "127.0.0.4": "up"}
+    m = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=3).text
+    assert 'dns_gslb_member_up{name="app.example.test",region="us",member="127.0.0.4"} 1' in m
+    assert 'dns_gslb_member_up{name="app.example.test",region="eu",member="127.0.0.2"} 0' in m
+
+    # one check per member however many names share it: .4 is named by three
+    # names but its demo-app saw about one /healthz per interval
+    elapsed = time.monotonic() - t0
+    mt = requests.get(f"http://127.0.0.4:{app_port}/metrics", timeout=3).text
+    checks = sum(float(ln.split()[-1]) for ln in mt.splitlines()
+                 if ln.startswith("demo_http_requests_total") and 'route="/healthz"' in ln)
+    assert 0 < checks <= elapsed / 0.2 + 3, (checks, elapsed)
+
+    # bring .2 back: it returns after `rise` good checks
+    apps["127.0.0.2"] = start_app(start, tmp_path, "127.0.0.2", app_port)
+    wait_for(lambda: addrs(q(port, "app.example.test.")) == ["127.0.0.2"], timeout=5,
+             what="member .2 back")
