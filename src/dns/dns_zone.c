@@ -1002,11 +1002,13 @@ static int load_text(struct loader *ld, const char *file, const char *text, size
                     ret = zerr(ld, file, line, "$ORIGIN: expected one name");
                     goto out;
                 }
-                int l = dns_name_from_text(t[1].p, t[1].n, origin, originlen, origin, &msg);
+                uint8_t no[DNS_NAME_MAX];
+                int l = dns_name_from_text(t[1].p, t[1].n, origin, originlen, no, &msg);
                 if (l < 0) {
                     ret = zerr(ld, file, line, "$ORIGIN: %s", msg);
                     goto out;
                 }
+                memcpy(origin, no, (size_t)l);
                 originlen = (size_t)l;
             } else if (word_eq(t[0].p, t[0].n, "$TTL")) {
                 if (nt != 2 || parse_ttl(t[1].p, t[1].n, &ld->default_ttl)) {

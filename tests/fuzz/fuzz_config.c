@@ -1,6 +1,7 @@
 /* libFuzzer harness: the stack-file loader (YAML, typed getters, the demo-app
  * and edge roles' parsers, error collection). */
 #include "demo_app/demo_app.h"
+#include "dns/dns.h"
 #include "edge/edge.h"
 #include "stack.h"
 
@@ -8,7 +9,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const struct role_ops *const roles[] = { &demo_app_role, &edge_role, NULL };
+static const struct role_ops *const roles[] = { &demo_app_role, &dns_role, &edge_role, NULL };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
