@@ -84,7 +84,11 @@ def server(start, tmp_path):
     port, admin = free_port(), free_port()
     stack = dns_stack(tmp_path, port, admin)
     p = start_dns(start, stack, port)
-    return p, port, admin, tmp_path
+    yield p, port, admin, tmp_path
+    # a clean stop: exit code 0 (under ASan a leak or an error would change it)
+    p.signal(signal.SIGTERM)
+    assert p.wait(10) == 0, p.stderr()
+    assert "ERROR" not in p.stderr()
 
 
 # ---- EDNS, truncation, malformed packets ----
@@ -274,6 +278,8 @@ services:
         z = requests.get(f"http://127.0.0.1:{admin}/api/zones", timeout=3).json()
         assert z["zones"][0]["serial"] == 2026112602
         assert p.p.poll() is None
+        p.signal(signal.SIGTERM)
+        assert p.wait(10) == 0, p.stderr()
     finally:
         sec.close()
 
@@ -415,7 +421,7 @@ def test_gslb_health_failover_and_nearest(start, tmp_path):
             for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4")}
     stack = gslb_stack(tmp_path, port, admin, app_port)
     t0 = time.monotonic()
-    start_dns(start, stack, port)
+    d = start_dns(start, stack, port)
     # the first answer already honours the first round of checks: .5 and .6
     # never answered a check, yet the name answers (fail open) with them only
     # because every member is down
@@ -478,3 +484,5 @@ def test_gslb_health_failover_and_nearest(start, tmp_path):
     apps["127.0.0.2"] = start_app(start, tmp_path, "127.0.0.2", app_port)
     wait_for(lambda: addrs(q(port, "app.example.test.")) == ["127.0.0.2"], timeout=5,
              what="member .2 back")
+    d.signal(signal.SIGTERM)
+    assert d.wait(10) == 0, d.stderr()

@@ -6,6 +6,9 @@ import socket
 import subprocess
 import time
 
+import dns.exception
+import dns.message
+import dns.query
 import requests
 import urllib3
 
@@ -80,6 +83,19 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert r.status_code == 200
     assert os.path.exists(os.path.join(up.cwd, "cairn-data", "certs", "site.pem"))
 
+    # the DNS entry point answers the GSLB name with the healthy region (eu)
+    def gslb_answer():
+        m = dns.message.make_query("app.cairn.test.", "A")
+        try:
+            r = dns.query.udp(m, "127.0.0.1", port=5353, timeout=0.5)
+        except dns.exception.Timeout:
+            return None
+        return sorted(x.to_text() for rr in r.answer for x in rr)
+    assert wait_for(gslb_answer, timeout=10, what="dns answer") == ["127.0.0.1"]
+    st = requests.get("http://127.0.0.1:9953/api/gslb", timeout=5).json()
+    assert st["names"][0]["name"] == "app.cairn.test"
+    assert "dns://127.0.0.1:5353" in up.stdout()
+
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
     os.kill(victim, signal.SIGKILL)
@@ -102,8 +118,8 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 5 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901]:
+    assert len(stopped) == 6 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
