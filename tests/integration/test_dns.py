@@ -486,3 +486,22 @@ def test_gslb_health_failover_and_nearest(start, tmp_path):
              what="member .2 back")
     d.signal(signal.SIGTERM)
     assert d.wait(10) == 0, d.stderr()
+
+
+def test_threads_and_reload_swap(start, tmp_path):
+    """Two worker threads each with their own sockets; a reload reaches both."""
+    port, admin = free_port(), free_port()
+    stack = dns_stack(tmp_path, port, admin, "    threads: 2\n")
+    p = start_dns(start, stack, port)
+
+    def all_answers(name):
+        # new sockets (new source ports) spread over both threads' sockets
+        return {tuple(addrs(q(port, name))) for _ in range(40)}
+    assert all_answers("web.example.test.") == {("192.0.2.80", "192.0.2.81")}
+    bump_serial(tmp_path / "example.test.zone", 2026112605, "fresh IN A 192.0.2.9\n")
+    r = requests.post(f"http://127.0.0.1:{admin}/-/reload", timeout=5)
+    assert r.status_code == 200
+    wait_for(lambda: all_answers("fresh.example.test.") == {("192.0.2.9",)}, what="both threads")
+    assert requests.get(f"http://127.0.0.1:{admin}/api/zones", timeout=3).json()["generation"] == 2
+    p.signal(signal.SIGTERM)
+    assert p.wait(10) == 0, p.stderr()
