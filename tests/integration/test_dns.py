@@ -403,6 +403,9 @@ services:
         policy: failover
         {health}
         pools: [{{members: [127.0.0.5, 127.0.0.6]}}]
+      - name: mixed.example.test
+        {health}
+        pools: [{{members: [127.0.0.2, 127.0.0.5]}}]
       - name: closed.example.test
         when_all_down: servfail
         {health}
@@ -427,6 +430,8 @@ def test_gslb_health_failover_and_nearest(start, tmp_path):
     # because every member is down
     assert addrs(q(port, "app.example.test.")) == ["127.0.0.2", "127.0.0.3"]
     assert addrs(q(port, "down.example.test.")) == ["127.0.0.5", "127.0.0.6"]
+    # .5 failed its first check before the socket was read, so it is never answered
+    assert all(addrs(q(port, "mixed.example.test.")) == ["127.0.0.2"] for _ in range(5))
     assert q(port, "closed.example.test.").rcode() == dns.rcode.SERVFAIL
     # AAAA: no IPv6 members, so NODATA with the SOA
     r = q(port, "app.example.test.", "AAAA")
@@ -503,5 +508,26 @@ def test_threads_and_reload_swap(start, tmp_path):
     assert r.status_code == 200
     wait_for(lambda: all_answers("fresh.example.test.") == {("192.0.2.9",)}, what="both threads")
     assert requests.get(f"http://127.0.0.1:{admin}/api/zones", timeout=3).json()["generation"] == 2
+    p.signal(signal.SIGTERM)
+    assert p.wait(10) == 0, p.stderr()
+
+
+def test_ipv6_listener(start, tmp_path):
+    port, admin = free_port(), free_port()
+    copy_zone(tmp_path)
+    stack = write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}", "[::1]:{port}"]
+    admin: "127.0.0.1:{admin}"
+    zones: [{{origin: example.test, file: example.test.zone}}]
+""")
+    p = start_dns(start, stack, port)
+    m = dns.message.make_query("web.example.test.", "AAAA")
+    r = dns.query.udp(m, "::1", port=port, timeout=3)
+    assert [x.to_text() for x in r.answer[0]] == ["2001:db8::80"]
+    r = dns.query.tcp(m, "::1", port=port, timeout=3)
+    assert [x.to_text() for x in r.answer[0]] == ["2001:db8::80"]
     p.signal(signal.SIGTERM)
     assert p.wait(10) == 0, p.stderr()
