@@ -6,6 +6,7 @@
 #include "demo_app/demo_app.h"
 #include "dns/dns.h"
 #include "edge/edge.h"
+#include "metrics/prom.h"
 #include "log.h"
 #include "stack.h"
 #include "supervisor.h"
@@ -20,6 +21,7 @@ static const struct role_ops *const roles[] = {
     &demo_app_role,
     &dns_role,
     &edge_role,
+    &prom_role,
     NULL,
 };
 

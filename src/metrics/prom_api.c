@@ -1,0 +1,1059 @@
+/* prom_api.c - the HTTP API of role "metrics": Prometheus's metadata endpoints,
+ * /federate, status pages, and the remote_write receiver. */
+#include "prom_internal.h"
+#include "log.h"
+#include "prom_text.h"
+
+#include <errno.h>
+#include <math.h>
+#include <snappy-c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CAIRN_PROM_VERSION "2.42.0"     /* the Prometheus API version spoken */
+#define RW_MAX_BODY (32u << 20)
+#define RW_MAX_DECODED (256u << 20)
+
+/* ---- forms: query string and urlencoded bodies, repeated keys ---- */
+
+struct form {
+    char *key[256];
+    char *val[256];
+    size_t n;
+};
+
+static int hexv(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static char *urldecode(const char *p, size_t n)
+{
+    char *o = malloc(n + 1);
+    size_t k = 0;
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%' && i + 2 < n && hexv(p[i + 1]) >= 0 &&
+            hexv(p[i + 2]) >= 0) {
+            o[k++] = (char)(hexv(p[i + 1]) * 16 + hexv(p[i + 2]));
+            i += 2;
+        } else {
+            o[k++] = p[i] == '+' ? ' ' : p[i];
+        }
+    }
+    o[k] = 0;
+    return o;
+}
+
+static void form_parse(struct form *f, struct strv s)
+{
+    const char *p = s.p, *end = s.p + s.n;
+    while (p && p < end && f->n < ARRAY_SIZE(f->key)) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        if (pe > p) {
+            f->key[f->n] = urldecode(p, (size_t)((eq ? eq : pe) - p));
+            f->val[f->n] = eq ? urldecode(eq + 1, (size_t)(pe - eq - 1)) : strdup("");
+            f->n++;
+        }
+        p = pe + 1;
+    }
+}
+
+static void form_free(struct form *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        free(f->key[i]);
+        free(f->val[i]);
+    }
+    f->n = 0;
+}
+
+static const char *form_get(const struct form *f, const char *key)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (f->key[i] && strcmp(f->key[i], key) == 0)
+            return f->val[i];
+    return NULL;
+}
+
+static void request_form(struct httpd_req *r, struct form *f)
+{
+    memset(f, 0, sizeof(*f));
+    form_parse(f, r->h.query);
+    if (strv_eq_cstr(r->h.method, "POST")) {
+        const struct http_header *ct = httpd_req_header(r, "Content-Type");
+        if (ct && strv_has_prefix(ct->value, "application/x-www-form-urlencoded"))
+            form_parse(f, r->body);
+    }
+}
+
+/* ---- JSON ---- */
+
+static void jstr(struct buf *b, const char *s)
+{
+    buf_putc(b, '"');
+    buf_json_escape(b, s, strlen(s));
+    buf_putc(b, '"');
+}
+
+static void reply_json(struct httpd_req *r, int status, struct buf *b)
+{
+    httpd_respond(r, status, "application/json", buf_head(b), buf_used(b));
+}
+
+static void api_error(struct httpd_req *r, int status, const char *type, const char *msg)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"status\":\"error\",\"errorType\":");
+    jstr(&b, type);
+    buf_puts(&b, ",\"error\":");
+    jstr(&b, msg);
+    buf_puts(&b, "}");
+    reply_json(r, status, &b);
+    buf_free(&b);
+}
+
+static void labels_json(struct buf *b, const struct tsdb_labels *l)
+{
+    buf_putc(b, '{');
+    for (uint16_t i = 0; i < l->n; i++) {
+        if (i)
+            buf_putc(b, ',');
+        jstr(b, l->l[i].name);
+        buf_putc(b, ':');
+        jstr(b, l->l[i].value);
+    }
+    buf_putc(b, '}');
+}
+
+/* ---- times ---- */
+
+/* Unix seconds (float) or RFC 3339. */
+static int parse_time(const char *s, int64_t *ms)
+{
+    double f;
+    if (prom_parse_float(s, strlen(s), &f) == 0) {
+        if (!isfinite(f))
+            return -EINVAL;
+        *ms = (int64_t)llround(f * 1000.0);
+        return 0;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -EINVAL;
+    double frac = 0;
+    if (*p == '.') {
+        char *e;
+        frac = strtod(p, &e);
+        p = e;
+    }
+    long off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int hh, mm;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+            return -EINVAL;
+        off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -EINVAL;
+    }
+    if (*p)
+        return -EINVAL;
+    time_t t = timegm(&tm) - off;
+    *ms = (int64_t)t * 1000 + (int64_t)llround(frac * 1000);
+    return 0;
+}
+
+/* ---- series selectors (the match[] parameter) ---- */
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+static bool ident_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+}
+
+/* A quoted string ("...", '...' or `...`) with Go escapes; malloc'd. */
+static char *parse_string(const char **pp, char *err, size_t errlen)
+{
+    const char *p = *pp;
+    char q = *p;
+    if (q != '"' && q != '\'' && q != '`') {
+        snprintf(err, errlen, "expected a quoted string");
+        return NULL;
+    }
+    p++;
+    struct buf b = BUF_INIT;
+    while (*p && *p != q) {
+        if (*p == '\\' && q != '`') {
+            p++;
+            char c = *p;
+            switch (c) {
+            case 'n': buf_putc(&b, '\n'); break;
+            case 't': buf_putc(&b, '\t'); break;
+            case 'r': buf_putc(&b, '\r'); break;
+            case '\\': case '"': case '\'': buf_putc(&b, c); break;
+            case 'x':
+                if (hexv(p[1]) >= 0 && hexv(p[2]) >= 0) {
+                    buf_putc(&b, (char)(hexv(p[1]) * 16 + hexv(p[2])));
+                    p += 2;
+                    break;
+                }
+                /* fallthrough */
+            default:
+                snprintf(err, errlen, "unknown escape sequence \\%c", c ? c : ' ');
+                buf_free(&b);
+                return NULL;
+            }
+            p++;
+            continue;
+        }
+        buf_putc(&b, *p++);
+    }
+    if (*p != q) {
+        snprintf(err, errlen, "unterminated quoted string");
+        buf_free(&b);
+        return NULL;
+    }
+    *pp = p + 1;
+    if (!b.data)
+        return strdup("");
+    return buf_steal(&b);
+}
+
+/* Parses `name{l="v", ...}` into matchers; returns the count or -1 with err. */
+static int parse_selector(const char *s, struct tsdb_matcher *m, int max, char *err, size_t errlen)
+{
+    const char *p = skip_ws(s);
+    int n = 0;
+    if (ident_start(*p)) {
+        const char *st = p;
+        while (ident_start(*p) || (*p >= '0' && *p <= '9'))
+            p++;
+        char *name = strndup(st, (size_t)(p - st));
+        if (tsdb_matcher_init(&m[n++], "__name__", TSDB_EQ, name, err, errlen)) {
+            free(name);
+            goto fail;
+        }
+        free(name);
+        p = skip_ws(p);
+    }
+    if (*p == '{') {
+        p = skip_ws(p + 1);
+        while (*p != '}') {
+            if (!ident_start(*p) || *p == ':') {
+                snprintf(err, errlen, "unexpected character in label matcher: '%c'", *p ? *p : ' ');
+                goto fail;
+            }
+            const char *st = p;
+            while (ident_start(*p) || (*p >= '0' && *p <= '9'))
+                p++;
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)(p - st), st);
+            p = skip_ws(p);
+            enum tsdb_match_op op;
+            if (p[0] == '=' && p[1] == '~') {
+                op = TSDB_RE;
+                p += 2;
+            } else if (p[0] == '!' && p[1] == '~') {
+                op = TSDB_NRE;
+                p += 2;
+            } else if (p[0] == '!' && p[1] == '=') {
+                op = TSDB_NEQ;
+                p += 2;
+            } else if (p[0] == '=') {
+                op = TSDB_EQ;
+                p++;
+            } else {
+                snprintf(err, errlen, "expected a matcher operator after %.64s", name);
+                goto fail;
+            }
+            p = skip_ws(p);
+            char *val = parse_string(&p, err, errlen);
+            if (!val)
+                goto fail;
+            if (n == max) {
+                free(val);
+                snprintf(err, errlen, "too many matchers");
+                goto fail;
+            }
+            int r = tsdb_matcher_init(&m[n++], name, op, val, err, errlen);
+            free(val);
+            if (r)
+                goto fail;
+            p = skip_ws(p);
+            if (*p == ',') {
+                p = skip_ws(p + 1);
+                continue;
+            }
+            if (*p != '}') {
+                snprintf(err, errlen, "expected , or } in label matchers");
+                goto fail;
+            }
+        }
+        p = skip_ws(p + 1);
+    }
+    if (*p) {
+        snprintf(err, errlen, "unexpected \"%s\" in selector", p);
+        goto fail;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "vector selector must contain at least one non-empty matcher");
+        goto fail;
+    }
+    /* at least one matcher must not match the empty string */
+    bool nonempty = false;
+    for (int i = 0; i < n; i++)
+        if (!tsdb_matcher_matches(&m[i], ""))
+            nonempty = true;
+    if (!nonempty) {
+        snprintf(err, errlen, "vector selector must contain at least one non-empty matcher");
+        goto fail;
+    }
+    return n;
+fail:
+    for (int i = 0; i < n; i++)
+        tsdb_matcher_free(&m[i]);
+    return -1;
+}
+
+/* The series of every match[] (deduplicated, in ref order). */
+static int select_all(struct prom_svc *ps, const struct form *f, int64_t mint, int64_t maxt,
+                      bool need, struct tsdb_series ***out, size_t *nout, char *err, size_t errlen)
+{
+    struct tsdb_series **all = NULL;
+    size_t n = 0, nm = 0;
+    *out = NULL;
+    *nout = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        if (strcmp(f->key[i], "match[]") != 0)
+            continue;
+        nm++;
+        struct tsdb_matcher m[32];
+        int k = parse_selector(f->val[i], m, 32, err, errlen);
+        if (k < 0) {
+            free(all);
+            return -EINVAL;
+        }
+        struct tsdb_series **got;
+        size_t g = tsdb_select(&ps->db, m, (size_t)k, mint, maxt, &got);
+        for (int j = 0; j < k; j++)
+            tsdb_matcher_free(&m[j]);
+        if (g) {
+            struct tsdb_series **na = realloc(all, (n + g) * sizeof(*na));
+            if (!na) {
+                free(got);
+                free(all);
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+            }
+            all = na;
+            memcpy(all + n, got, g * sizeof(*got));
+            n += g;
+            free(got);
+        }
+    }
+    if (need && nm == 0) {
+        snprintf(err, errlen, "no match[] parameter provided");
+        return -EINVAL;
+    }
+    /* sort by ref and drop duplicates */
+    for (size_t i = 1; i < n; i++) {
+        struct tsdb_series *x = all[i];
+        size_t j = i;
+        while (j > 0 && all[j - 1]->ref > x->ref) {
+            all[j] = all[j - 1];
+            j--;
+        }
+        all[j] = x;
+    }
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!u || all[u - 1] != all[i])
+            all[u++] = all[i];
+    *out = all;
+    *nout = u;
+    return (int)nm;
+}
+
+static bool time_range(struct httpd_req *r, const struct form *f, int64_t *mint, int64_t *maxt)
+{
+    const char *s = form_get(f, "start"), *e = form_get(f, "end");
+    *mint = INT64_MIN / 2;
+    *maxt = INT64_MAX / 2;
+    if (s && *s && parse_time(s, mint)) {
+        api_error(r, 400, "bad_data", "invalid parameter \"start\": cannot parse to a valid timestamp");
+        return false;
+    }
+    if (e && *e && parse_time(e, maxt)) {
+        api_error(r, 400, "bad_data", "invalid parameter \"end\": cannot parse to a valid timestamp");
+        return false;
+    }
+    return true;
+}
+
+static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct form *f)
+{
+    int64_t mint, maxt;
+    char err[256];
+    if (!time_range(r, f, &mint, &maxt))
+        return;
+    struct tsdb_series **s;
+    size_t n;
+    if (select_all(ps, f, mint, maxt, true, &s, &n, err, sizeof(err)) < 0) {
+        api_error(r, 400, "bad_data", err);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"status\":\"success\",\"data\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            buf_putc(&b, ',');
+        labels_json(&b, &s[i]->labels);
+    }
+    buf_puts(&b, "]}");
+    free(s);
+    reply_json(r, 200, &b);
+    buf_free(&b);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* /api/v1/labels and /api/v1/label/NAME/values, with or without match[]. */
+static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct form *f,
+                     const char *name)
+{
+    int64_t mint, maxt;
+    char err[256];
+    if (!time_range(r, f, &mint, &maxt))
+        return;
+    struct tsdb_series **s;
+    size_t n;
+    int nm = select_all(ps, f, mint, maxt, false, &s, &n, err, sizeof(err));
+    if (nm < 0) {
+        api_error(r, 400, "bad_data", err);
+        return;
+    }
+    const char **vals = NULL;
+    size_t nv = 0;
+    bool owned = false;
+    if (nm == 0 && (mint == INT64_MIN / 2 && maxt == INT64_MAX / 2)) {
+        if (name)
+            nv = tsdb_label_values(&ps->db, name, &vals);
+        else {
+            nv = tsdb_label_names(&ps->db, &vals);
+            owned = true;
+        }
+    } else {
+        if (nm == 0) {
+            free(s);
+            struct tsdb_matcher all;
+            tsdb_matcher_init(&all, "__name__", TSDB_RE, ".+", err, sizeof(err));
+            n = tsdb_select(&ps->db, &all, 1, mint, maxt, &s);
+            tsdb_matcher_free(&all);
+        }
+        size_t cap = 0;
+        for (size_t i = 0; i < n; i++)
+            cap += name ? 1 : s[i]->labels.n;
+        vals = malloc((cap ? cap : 1) * sizeof(*vals));
+        for (size_t i = 0; vals && i < n; i++) {
+            if (name) {
+                const char *v = tsdb_labels_get(&s[i]->labels, name);
+                if (v)
+                    vals[nv++] = v;
+            } else {
+                for (uint16_t k = 0; k < s[i]->labels.n; k++)
+                    vals[nv++] = s[i]->labels.l[k].name;
+            }
+        }
+        qsort(vals, nv, sizeof(*vals), cmp_str);
+        size_t u = 0;
+        for (size_t i = 0; i < nv; i++)
+            if (!u || strcmp(vals[u - 1], vals[i]))
+                vals[u++] = vals[i];
+        nv = u;
+    }
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"status\":\"success\",\"data\":[");
+    for (size_t i = 0; i < nv; i++) {
+        if (i)
+            buf_putc(&b, ',');
+        jstr(&b, vals[i]);
+    }
+    buf_puts(&b, "]}");
+    if (owned)
+        tsdb_free_strings(vals, nv);
+    else
+        free(vals);
+    free(s);
+    reply_json(r, 200, &b);
+    buf_free(&b);
+}
+
+static int cmp_series_labels(const void *a, const void *b)
+{
+    const struct tsdb_labels *x = &(*(struct tsdb_series *const *)a)->labels;
+    const struct tsdb_labels *y = &(*(struct tsdb_series *const *)b)->labels;
+    const char *nx = tsdb_labels_get(x, "__name__"), *ny = tsdb_labels_get(y, "__name__");
+    int c = strcmp(nx ? nx : "", ny ? ny : "");
+    for (uint16_t i = 0; !c && i < x->n && i < y->n; i++) {
+        c = strcmp(x->l[i].name, y->l[i].name);
+        if (!c)
+            c = strcmp(x->l[i].value, y->l[i].value);
+    }
+    return c ? c : (int)x->n - (int)y->n;
+}
+
+static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct form *f)
+{
+    char err[256];
+    struct tsdb_series **s;
+    size_t n;
+    int64_t now = prom__now_ms();
+    /* the latest sample within the 5-minute lookback, as Prometheus does */
+    if (select_all(ps, f, now - 300000, now, false, &s, &n, err, sizeof(err)) < 0) {
+        httpd_respond(r, 400, "text/plain; charset=utf-8", err, strlen(err));
+        return;
+    }
+    if (n)
+        qsort(s, n, sizeof(*s), cmp_series_labels);
+    struct buf b = BUF_INIT;
+    const char *last_name = "";
+    for (size_t i = 0; i < n; i++) {
+        const struct tsdb_series *se = s[i];
+        if (!se->has_last || tsdb_is_stale(se->last_v) || se->last_t < now - 300000)
+            continue;
+        const char *name = tsdb_labels_get(&se->labels, "__name__");
+        if (!name)
+            continue;
+        if (strcmp(name, last_name) != 0) {
+            buf_printf(&b, "# TYPE %s untyped\n", name);
+            last_name = name;
+        }
+        buf_puts(&b, name);
+        buf_putc(&b, '{');
+        bool first = true;
+        for (uint16_t k = 0; k < se->labels.n; k++) {
+            if (strcmp(se->labels.l[k].name, "__name__") == 0)
+                continue;
+            buf_printf(&b, "%s%s=\"", first ? "" : ",", se->labels.l[k].name);
+            for (const char *c = se->labels.l[k].value; *c; c++) {
+                if (*c == '\\' || *c == '"')
+                    buf_putc(&b, '\\');
+                if (*c == '\n')
+                    buf_puts(&b, "\\n");
+                else
+                    buf_putc(&b, *c);
+            }
+            buf_putc(&b, '"');
+            first = false;
+        }
+        for (size_t k = 0; k < ps->conf->nexternal; k++)
+            if (!tsdb_labels_get(&se->labels, ps->conf->external_labels[k].name))
+                buf_printf(&b, "%s%s=\"%s\"", (first || k) ? (first && !k ? "" : ",") : ",",
+                           ps->conf->external_labels[k].name, ps->conf->external_labels[k].value);
+        char v[40];
+        prom_format_float(v, sizeof(v), se->last_v);
+        buf_printf(&b, "} %s %lld\n", v, (long long)se->last_t);
+    }
+    free(s);
+    httpd_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+static void h_targets(struct prom_svc *ps, struct httpd_req *r)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"status\":\"success\",\"data\":{\"activeTargets\":[");
+    for (size_t i = 0; i < ps->ntargets; i++) {
+        const struct prom_target *t = &ps->targets[i];
+        if (i)
+            buf_putc(&b, ',');
+        buf_puts(&b, "{\"discoveredLabels\":{\"__address__\":");
+        jstr(&b, t->instance);
+        buf_puts(&b, ",\"__metrics_path__\":");
+        jstr(&b, t->job->metrics_path);
+        buf_puts(&b, ",\"__scheme__\":");
+        jstr(&b, t->job->scheme);
+        buf_puts(&b, ",\"job\":");
+        jstr(&b, t->job->name);
+        buf_puts(&b, "},\"labels\":{");
+        for (size_t k = 0; k < t->nlabels; k++) {
+            if (k)
+                buf_putc(&b, ',');
+            jstr(&b, t->labels[k].name);
+            buf_putc(&b, ':');
+            jstr(&b, t->labels[k].value);
+        }
+        buf_puts(&b, "},\"scrapePool\":");
+        jstr(&b, t->job->name);
+        buf_puts(&b, ",\"scrapeUrl\":");
+        jstr(&b, t->url);
+        buf_puts(&b, ",\"globalUrl\":");
+        jstr(&b, t->url);
+        buf_puts(&b, ",\"lastError\":");
+        jstr(&b, t->last_error);
+        char ts[64] = "0001-01-01T00:00:00Z";
+        if (t->last_scrape_ms) {
+            time_t sec = (time_t)(t->last_scrape_ms / 1000);
+            struct tm tm;
+            gmtime_r(&sec, &tm);
+            size_t o = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(ts + o, sizeof(ts) - o, ".%03dZ", (int)(t->last_scrape_ms % 1000));
+        }
+        buf_puts(&b, ",\"lastScrape\":");
+        jstr(&b, ts);
+        buf_printf(&b, ",\"lastScrapeDuration\":%.6f,\"health\":\"%s\","
+                       "\"scrapeInterval\":\"%llums\",\"scrapeTimeout\":\"%llums\","
+                       "\"lastSamplesScraped\":%llu}",
+                   t->last_duration, t->health, (unsigned long long)t->job->interval_ms,
+                   (unsigned long long)t->job->timeout_ms, (unsigned long long)t->last_samples);
+    }
+    buf_puts(&b, "],\"droppedTargets\":[]}}");
+    reply_json(r, 200, &b);
+    buf_free(&b);
+}
+
+static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"status\":\"success\",\"data\":");
+    if (strcmp(what, "buildinfo") == 0) {
+        buf_puts(&b, "{\"version\":\"" CAIRN_PROM_VERSION "\",\"revision\":\"cairn\",\"branch\":"
+                     "\"main\",\"buildUser\":\"cairn\",\"buildDate\":\"\",\"goVersion\":\"none (C)\"}");
+    } else if (strcmp(what, "config") == 0) {
+        buf_puts(&b, "{\"yaml\":");
+        jstr(&b, ps->conf->config_text ? ps->conf->config_text : "");
+        buf_putc(&b, '}');
+    } else if (strcmp(what, "flags") == 0) {
+        buf_printf(&b, "{\"storage.tsdb.retention.time\":\"%llus\"}",
+                   (unsigned long long)(ps->conf->retention_ms / 1000));
+    } else if (strcmp(what, "runtimeinfo") == 0) {
+        char ts[64];
+        time_t sec = (time_t)(ps->start_ms / 1000);
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        buf_printf(&b, "{\"startTime\":\"%s\",\"CWD\":\"\",\"reloadConfigSuccess\":true,"
+                       "\"lastConfigTime\":\"%s\",\"corruptionCount\":0,\"goroutineCount\":1,"
+                       "\"GOMAXPROCS\":1,\"GOGC\":\"\",\"GODEBUG\":\"\",\"storageRetention\":\"%llus\"}",
+                   ts, ts, (unsigned long long)(ps->conf->retention_ms / 1000));
+    } else {
+        /* tsdb: head stats and the top 10 by series count */
+        const struct tsdb *db = &ps->db;
+        size_t chunks = 0;
+        for (size_t i = 0; i < db->nseries; i++)
+            chunks += db->series[i]->nchunks + (db->series[i]->head.n ? 1 : 0);
+        const char **names;
+        size_t nn = tsdb_label_names(db, &names), pairs = 0;
+        for (size_t i = 0; i < nn; i++) {
+            const char **vals;
+            pairs += tsdb_label_values(db, names[i], &vals);
+            free(vals);
+        }
+        buf_printf(&b, "{\"headStats\":{\"numSeries\":%zu,\"numLabelPairs\":%zu,\"chunkCount\":%zu,"
+                       "\"minTime\":%lld,\"maxTime\":%lld},",
+                   db->nseries, pairs, chunks, (long long)db->mint, (long long)db->maxt);
+        static const char *const sections[] = { "seriesCountByMetricName", "labelValueCountByLabelName",
+                                                "memoryInBytesByLabelName", "seriesCountByLabelValuePair" };
+        for (int sct = 0; sct < 4; sct++) {
+            struct item {
+                char *name;
+                size_t v;
+            } top[10];
+            size_t ntop = 0;
+            for (size_t i = 0; i < nn; i++) {
+                const char **vals;
+                size_t nv = tsdb_label_values(db, names[i], &vals);
+                for (size_t k = 0; k < (sct == 1 || sct == 2 ? 1 : nv); k++) {
+                    if (sct == 0 && strcmp(names[i], "__name__"))
+                        break;
+                    size_t v;
+                    char key[512];
+                    if (sct == 0) {
+                        v = tsdb_postings_count(db, names[i], vals[k]);
+                        snprintf(key, sizeof(key), "%s", vals[k]);
+                    } else if (sct == 1) {
+                        v = nv;
+                        snprintf(key, sizeof(key), "%s", names[i]);
+                    } else if (sct == 2) {
+                        v = 0;
+                        for (size_t x = 0; x < nv; x++)
+                            v += strlen(vals[x]);
+                        snprintf(key, sizeof(key), "%s", names[i]);
+                    } else {
+                        v = tsdb_postings_count(db, names[i], vals[k]);
+                        snprintf(key, sizeof(key), "%s=%s", names[i], vals[k]);
+                    }
+                    /* keep the 10 largest */
+                    size_t at = ntop;
+                    while (at > 0 && top[at - 1].v < v)
+                        at--;
+                    if (at >= 10)
+                        continue;
+                    if (ntop == 10)
+                        free(top[--ntop].name);
+                    memmove(top + at + 1, top + at, (ntop - at) * sizeof(top[0]));
+                    top[at].name = strdup(key);
+                    top[at].v = v;
+                    ntop++;
+                }
+                free(vals);
+            }
+            buf_printf(&b, "%s\"%s\":[", sct ? "," : "", sections[sct]);
+            for (size_t i = 0; i < ntop; i++) {
+                buf_printf(&b, "%s{\"name\":", i ? "," : "");
+                jstr(&b, top[i].name ? top[i].name : "");
+                buf_printf(&b, ",\"value\":%zu}", top[i].v);
+                free(top[i].name);
+            }
+            buf_putc(&b, ']');
+        }
+        tsdb_free_strings(names, nn);
+        buf_putc(&b, '}');
+    }
+    buf_putc(&b, '}');
+    reply_json(r, 200, &b);
+    buf_free(&b);
+}
+
+/* ---- remote_write: snappy-compressed protobuf WriteRequest (v1) ---- */
+
+struct pb {
+    const uint8_t *p, *end;
+};
+
+static int pb_varint(struct pb *b, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (b->p >= b->end)
+            return -1;
+        uint8_t c = *b->p++;
+        x |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Reads a field key; for length-delimited fields sets *sub to its bytes. */
+static int pb_field(struct pb *b, uint32_t *field, int *wt, struct pb *sub, uint64_t *val)
+{
+    uint64_t key;
+    if (pb_varint(b, &key))
+        return -1;
+    *field = (uint32_t)(key >> 3);
+    *wt = (int)(key & 7);
+    switch (*wt) {
+    case 0:
+        return pb_varint(b, val);
+    case 1:
+        if (b->end - b->p < 8)
+            return -1;
+        memcpy(val, b->p, 8);
+        b->p += 8;
+        return 0;
+    case 2: {
+        uint64_t len;
+        if (pb_varint(b, &len) || len > (uint64_t)(b->end - b->p))
+            return -1;
+        sub->p = b->p;
+        sub->end = b->p + len;
+        b->p += len;
+        return 0;
+    }
+    case 5:
+        if (b->end - b->p < 4)
+            return -1;
+        *val = 0;
+        memcpy(val, b->p, 4);
+        b->p += 4;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+struct rw_result {
+    uint64_t samples, series_refused, out_of_order;
+    char err[256];
+};
+
+static int rw_timeseries(struct prom_svc *ps, struct pb ts, struct rw_result *res)
+{
+    struct tsdb_label pairs[TSDB_MAX_LABELS];
+    char *strs[TSDB_MAX_LABELS * 2];
+    size_t nl = 0, ns = 0;
+    struct pb samples[4096];
+    size_t nsamp = 0;
+    int ret = 0;
+    while (ts.p < ts.end) {
+        uint32_t f;
+        int wt;
+        struct pb sub;
+        uint64_t v;
+        if (pb_field(&ts, &f, &wt, &sub, &v)) {
+            snprintf(res->err, sizeof(res->err), "malformed protobuf in a TimeSeries");
+            ret = -1;
+            goto out;
+        }
+        if (f == 1 && wt == 2) {
+            if (nl == TSDB_MAX_LABELS) {
+                snprintf(res->err, sizeof(res->err), "more than %d labels in a series", TSDB_MAX_LABELS);
+                ret = -1;
+                goto out;
+            }
+            char *name = NULL, *value = NULL;
+            while (sub.p < sub.end) {
+                uint32_t lf;
+                int lwt;
+                struct pb s2;
+                uint64_t lv;
+                if (pb_field(&sub, &lf, &lwt, &s2, &lv)) {
+                    snprintf(res->err, sizeof(res->err), "malformed protobuf in a Label");
+                    free(name);
+                    free(value);
+                    ret = -1;
+                    goto out;
+                }
+                if (lwt == 2 && (lf == 1 || lf == 2)) {
+                    char **dst = lf == 1 ? &name : &value;
+                    free(*dst);
+                    *dst = strndup((const char *)s2.p, (size_t)(s2.end - s2.p));
+                }
+            }
+            if (!name || !value || !name[0]) {
+                snprintf(res->err, sizeof(res->err), "a label without a name or value");
+                free(name);
+                free(value);
+                ret = -1;
+                goto out;
+            }
+            strs[ns++] = name;
+            strs[ns++] = value;
+            pairs[nl++] = (struct tsdb_label){ name, value };
+        } else if (f == 2 && wt == 2) {
+            if (nsamp == ARRAY_SIZE(samples)) {
+                snprintf(res->err, sizeof(res->err), "more than %zu samples in one series",
+                         ARRAY_SIZE(samples));
+                ret = -1;
+                goto out;
+            }
+            samples[nsamp++] = sub;
+        }
+        /* exemplars (3) and native histograms (4) are skipped */
+    }
+    if (!nl || !tsdb_labels_get(&(struct tsdb_labels){ (uint16_t)nl, pairs }, "__name__")) {
+        snprintf(res->err, sizeof(res->err), "a series without a __name__ label");
+        ret = -1;
+        goto out;
+    }
+    struct tsdb_labels l;
+    int r = tsdb_labels_make(&l, pairs, nl);
+    if (r) {
+        snprintf(res->err, sizeof(res->err), r == -EEXIST ? "duplicate label name in a series"
+                                                          : "invalid labels");
+        ret = -1;
+        goto out;
+    }
+    bool created;
+    struct tsdb_series *s = tsdb_series_get(&ps->db, &l, &created);
+    if (!created)
+        tsdb_labels_free(&l);
+    if (!s) {
+        res->series_refused++;
+        goto out;
+    }
+    for (size_t i = 0; i < nsamp; i++) {
+        double v = 0;
+        int64_t t = 0;
+        struct pb sp = samples[i];
+        while (sp.p < sp.end) {
+            uint32_t sf;
+            int swt;
+            struct pb s2;
+            uint64_t sv;
+            if (pb_field(&sp, &sf, &swt, &s2, &sv)) {
+                snprintf(res->err, sizeof(res->err), "malformed protobuf in a Sample");
+                ret = -1;
+                goto out;
+            }
+            if (sf == 1 && swt == 1)
+                memcpy(&v, &sv, 8);
+            else if (sf == 2 && swt == 0)
+                t = (int64_t)sv;
+        }
+        int ar = tsdb_append(&ps->db, s, t, v);
+        if (ar == TSDB_OUT_OF_ORDER || ar == TSDB_DUPLICATE)
+            res->out_of_order++;
+        else if (ar == TSDB_OK)
+            res->samples++;
+    }
+out:
+    for (size_t i = 0; i < ns; i++)
+        free(strs[i]);
+    return ret;
+}
+
+/* Decodes and appends a WriteRequest; exposed for the fuzzer. */
+int prom_remote_write(struct prom_svc *ps, const void *body, size_t len, struct rw_result *res);
+int prom_remote_write(struct prom_svc *ps, const void *body, size_t len, struct rw_result *res)
+{
+    size_t ulen;
+    memset(res, 0, sizeof(*res));
+    if (snappy_uncompressed_length(body, len, &ulen) != SNAPPY_OK) {
+        snprintf(res->err, sizeof(res->err), "snappy: corrupt input");
+        return -1;
+    }
+    if (ulen > RW_MAX_DECODED) {
+        snprintf(res->err, sizeof(res->err), "decoded body larger than %u MiB", RW_MAX_DECODED >> 20);
+        return -1;
+    }
+    char *raw = malloc(ulen ? ulen : 1);
+    if (!raw) {
+        snprintf(res->err, sizeof(res->err), "out of memory");
+        return -1;
+    }
+    if (snappy_uncompress(body, len, raw, &ulen) != SNAPPY_OK) {
+        free(raw);
+        snprintf(res->err, sizeof(res->err), "snappy: corrupt input");
+        return -1;
+    }
+    struct pb b = { (const uint8_t *)raw, (const uint8_t *)raw + ulen };
+    int ret = 0;
+    while (b.p < b.end) {
+        uint32_t f;
+        int wt;
+        struct pb sub;
+        uint64_t v;
+        if (pb_field(&b, &f, &wt, &sub, &v)) {
+            snprintf(res->err, sizeof(res->err), "malformed protobuf in the WriteRequest");
+            ret = -1;
+            break;
+        }
+        if (f == 1 && wt == 2 && rw_timeseries(ps, sub, res)) {
+            ret = -1;
+            break;
+        }
+    }
+    free(raw);
+    return ret;
+}
+
+static void h_write(struct prom_svc *ps, struct httpd_req *r)
+{
+    if (!strv_eq_cstr(r->h.method, "POST")) {
+        httpd_header(r, "Allow", "POST");
+        httpd_respond(r, 405, "text/plain; charset=utf-8", "use POST\n", 9);
+        return;
+    }
+    metric_inc(ps->m_rw_requests);
+    struct rw_result res;
+    if (prom_remote_write(ps, r->body.p, r->body.n, &res)) {
+        metric_inc(ps->m_rw_errors);
+        /* what was appended before the error stays; make it durable too */
+        tsdb_commit(&ps->db, true);
+        char msg[300];
+        int n = snprintf(msg, sizeof(msg), "%s\n", res.err);
+        httpd_respond(r, 400, "text/plain; charset=utf-8", msg, (size_t)n);
+        return;
+    }
+    metric_add(ps->m_rw_samples, (double)res.samples);
+    /* acknowledged only once on disk */
+    if (tsdb_commit(&ps->db, true)) {
+        metric_inc(ps->m_rw_errors);
+        httpd_respond(r, 500, "text/plain; charset=utf-8", "cannot write the WAL\n", 21);
+        return;
+    }
+    if (res.out_of_order) {
+        char msg[128];
+        int n = snprintf(msg, sizeof(msg), "out of order sample (%llu samples refused)\n",
+                         (unsigned long long)res.out_of_order);
+        httpd_respond(r, 400, "text/plain; charset=utf-8", msg, (size_t)n);
+        return;
+    }
+    httpd_respond(r, 204, NULL, NULL, 0);
+}
+
+/* ---- routing ---- */
+
+void prom__handle(struct httpd_req *r, void *arg)
+{
+    struct prom_svc *ps = arg;
+    struct strv p = r->h.path;
+    if (httpd_serve_builtin(r, ps->reg, !ps->stopping))
+        return;
+    if (strv_eq_cstr(p, "/api/v1/write")) {
+        h_write(ps, r);
+        return;
+    }
+    bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
+    bool post = strv_eq_cstr(r->h.method, "POST");
+    if (!get && !post) {
+        httpd_header(r, "Allow", "GET, POST");
+        api_error(r, 405, "bad_data", "method not allowed");
+        return;
+    }
+    struct form f;
+    request_form(r, &f);
+    if (strv_eq_cstr(p, "/api/v1/series")) {
+        h_series(ps, r, &f);
+    } else if (strv_eq_cstr(p, "/api/v1/labels")) {
+        h_labels(ps, r, &f, NULL);
+    } else if (strv_has_prefix(p, "/api/v1/label/") && p.n > 21 &&
+               memcmp(p.p + p.n - 7, "/values", 7) == 0) {
+        char *name = urldecode(p.p + 14, p.n - 21);
+        if (!name || !ident_start(name[0]) || strchr(name, ':')) {
+            char msg[300];
+            snprintf(msg, sizeof(msg), "invalid label name: \"%s\"", name ? name : "");
+            api_error(r, 400, "bad_data", msg);
+        } else {
+            h_labels(ps, r, &f, name);
+        }
+        free(name);
+    } else if (strv_eq_cstr(p, "/federate")) {
+        h_federate(ps, r, &f);
+    } else if (strv_eq_cstr(p, "/api/v1/targets")) {
+        h_targets(ps, r);
+    } else if (strv_eq_cstr(p, "/api/v1/metadata")) {
+        static const char md[] = "{\"status\":\"success\",\"data\":{}}";
+        httpd_respond(r, 200, "application/json", md, sizeof(md) - 1);
+    } else if (strv_has_prefix(p, "/api/v1/status/")) {
+        char what[32];
+        snprintf(what, sizeof(what), "%.*s", (int)MIN(p.n - 15, 31), p.p + 15);
+        if (strcmp(what, "buildinfo") && strcmp(what, "config") && strcmp(what, "flags") &&
+            strcmp(what, "runtimeinfo") && strcmp(what, "tsdb"))
+            api_error(r, 404, "not_found", "unknown status page");
+        else
+            h_status(ps, r, what);
+    } else {
+        httpd_respond(r, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
+    }
+    form_free(&f);
+}

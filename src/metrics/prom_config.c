@@ -1,0 +1,403 @@
+/* prom_config.c - the metrics service's keys and Prometheus's prometheus.yml.
+ *
+ *   listen: ["127.0.0.1:9090"]
+ *   prometheus: prometheus.yml      # a file, or the mapping inline; absent: scrape
+ *                                   # every service of the stack
+ *   retention: 15d
+ *   max_series: 1000000             # active series limit (0 = none)
+ */
+#include "prom_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pathf(char *out, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+}
+#define P(buf, fmt, ...) pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
+
+static bool label_name_ok(const char *s)
+{
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
+        return false;
+    for (s++; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_' ||
+              (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
+}
+
+static int parse_labels(struct cfg *c, const cfg_node *n, const char *path,
+                        struct tsdb_label **out, size_t *count)
+{
+    if (!cfg_is_map(n))
+        return cfg_error(c, n, path, "expected a mapping of label names to values");
+    size_t k = cfg_len(n);
+    *out = calloc(k ? k : 1, sizeof(**out));
+    *count = 0;
+    if (!*out)
+        return -ENOMEM;
+    int bad = 0;
+    for (size_t i = 0; i < k; i++) {
+        const char *name = cfg_scalar(cfg_map_key(c, n, i));
+        const cfg_node *v = cfg_map_value(c, n, i);
+        char p[300];
+        P(p, "%s.%s", path, name ? name : "?");
+        if (!name || !label_name_ok(name)) {
+            bad = cfg_error(c, cfg_map_key(c, n, i), path, "invalid label name \"%s\"",
+                            name ? name : "");
+            continue;
+        }
+        char *val = NULL;
+        if (cfg_get_string(c, v, p, &val)) {
+            bad = -EINVAL;
+            continue;
+        }
+        (*out)[*count].name = strdup(name);
+        (*out)[*count].value = val;
+        (*count)++;
+    }
+    return bad;
+}
+
+static const char *const not_yet[] = { "relabel_configs", "metric_relabel_configs",
+                                       "file_sd_configs", "dns_sd_configs", NULL };
+
+static int parse_job(struct cfg *c, const cfg_node *n, const char *path, struct prom_conf *pc,
+                     struct prom_job *j)
+{
+    static const char *const keys[] = { "job_name", "scrape_interval", "scrape_timeout",
+                                        "metrics_path", "scheme", "params", "honor_labels",
+                                        "honor_timestamps", "sample_limit", "label_limit",
+                                        "body_size_limit", "static_configs", "relabel_configs",
+                                        "metric_relabel_configs", "file_sd_configs",
+                                        "dns_sd_configs", NULL };
+    cfg_node *v[16];
+    char p[300];
+    j->interval_ms = pc->scrape_interval_ms;
+    j->timeout_ms = pc->scrape_timeout_ms;
+    j->honor_timestamps = true;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    P(p, "%s.job_name", path);
+    if (!v[0])
+        bad = cfg_error(c, n, path, "missing key \"job_name\"");
+    else
+        bad |= cfg_get_string(c, v[0], p, &j->name);
+    P(p, "%s.scrape_interval", path);
+    if (v[1])
+        bad |= cfg_get_duration(c, v[1], p, &j->interval_ms);
+    P(p, "%s.scrape_timeout", path);
+    if (v[2])
+        bad |= cfg_get_duration(c, v[2], p, &j->timeout_ms);
+    else if (j->timeout_ms > j->interval_ms)
+        j->timeout_ms = j->interval_ms;
+    if (j->interval_ms < 100)
+        bad = cfg_error(c, v[1] ? v[1] : n, path, "scrape_interval must be at least 100ms");
+    if (j->timeout_ms > j->interval_ms)
+        bad = cfg_error(c, v[2] ? v[2] : n, path,
+                        "scrape timeout greater than scrape interval for scrape config with job "
+                        "name \"%s\"", j->name ? j->name : "");
+    P(p, "%s.metrics_path", path);
+    if (v[3])
+        bad |= cfg_get_string(c, v[3], p, &j->metrics_path);
+    if (!j->metrics_path)
+        j->metrics_path = strdup("/metrics");
+    P(p, "%s.scheme", path);
+    if (v[4]) {
+        if (cfg_get_string(c, v[4], p, &j->scheme) == 0 && strcmp(j->scheme, "http") &&
+            strcmp(j->scheme, "https"))
+            bad = cfg_error(c, v[4], p, "expected http or https");
+    }
+    if (!j->scheme)
+        j->scheme = strdup("http");
+    P(p, "%s.params", path);
+    if (v[5]) {
+        if (!cfg_is_map(v[5])) {
+            bad = cfg_error(c, v[5], p, "expected a mapping of names to lists of values");
+        } else {
+            struct buf q = BUF_INIT;
+            for (size_t i = 0; i < cfg_len(v[5]); i++) {
+                const char *name = cfg_scalar(cfg_map_key(c, v[5], i));
+                char **vals;
+                size_t nv;
+                char pp[340];
+                P(pp, "%s.%s", p, name ? name : "?");
+                if (!name || cfg_get_string_list(c, cfg_map_value(c, v[5], i), pp, &vals, &nv)) {
+                    bad = -EINVAL;
+                    continue;
+                }
+                for (size_t k = 0; k < nv; k++) {
+                    if (buf_used(&q))
+                        buf_putc(&q, '&');
+                    for (const char *s = name; *s; s++)
+                        buf_printf(&q, (*s == ' ' || *s == '&' || *s == '=' || *s == '%' ||
+                                        *s == '#' || *s == '+') ? "%%%02X" : "%c", (unsigned char)*s);
+                    buf_putc(&q, '=');
+                    for (const char *s = vals[k]; *s; s++)
+                        buf_printf(&q, (*s == ' ' || *s == '&' || *s == '=' || *s == '%' ||
+                                        *s == '#' || *s == '+') ? "%%%02X" : "%c", (unsigned char)*s);
+                }
+                cfg_free_string_list(vals, nv);
+            }
+            j->query = buf_used(&q) ? buf_steal(&q) : NULL;
+            buf_free(&q);
+        }
+    }
+    P(p, "%s.honor_labels", path);
+    if (v[6])
+        bad |= cfg_get_bool(c, v[6], p, &j->honor_labels);
+    P(p, "%s.honor_timestamps", path);
+    if (v[7])
+        bad |= cfg_get_bool(c, v[7], p, &j->honor_timestamps);
+    long long x;
+    P(p, "%s.sample_limit", path);
+    if (v[8] && cfg_get_int(c, v[8], p, 0, 1LL << 40, &x) == 0)
+        j->sample_limit = (uint64_t)x;
+    else if (v[8])
+        bad = -EINVAL;
+    P(p, "%s.label_limit", path);
+    if (v[9] && cfg_get_int(c, v[9], p, 0, TSDB_MAX_LABELS, &x) == 0)
+        j->label_limit = (uint64_t)x;
+    else if (v[9])
+        bad = -EINVAL;
+    P(p, "%s.body_size_limit", path);
+    if (v[10])
+        bad |= cfg_get_size(c, v[10], p, &j->body_size_limit);
+    P(p, "%s.static_configs", path);
+    if (v[11]) {
+        if (!cfg_is_seq(v[11])) {
+            bad = cfg_error(c, v[11], p, "expected a list of {targets, labels}");
+        } else {
+            j->nstatics = cfg_len(v[11]);
+            j->statics = calloc(j->nstatics ? j->nstatics : 1, sizeof(*j->statics));
+            for (size_t i = 0; j->statics && i < j->nstatics; i++) {
+                static const char *const sk[] = { "targets", "labels", NULL };
+                cfg_node *sv[2];
+                char sp[340], q[360];
+                P(sp, "%s[%zu]", p, i);
+                if (cfg_map_fields(c, cfg_seq_item(c, v[11], i), sp, sk, sv)) {
+                    bad = -EINVAL;
+                    continue;
+                }
+                P(q, "%s.targets", sp);
+                if (sv[0] && cfg_get_string_list(c, sv[0], q, &j->statics[i].targets,
+                                                 &j->statics[i].ntargets) == 0) {
+                    for (size_t k = 0; k < j->statics[i].ntargets; k++) {
+                        const char *t = j->statics[i].targets[k];
+                        const char *colon = strrchr(t, ':');
+                        if (!colon || colon == t || !colon[1] || strchr(t, '/'))
+                            bad = cfg_error(c, sv[0], q, "expected host:port, got \"%s\"", t);
+                    }
+                } else if (sv[0]) {
+                    bad = -EINVAL;
+                }
+                P(q, "%s.labels", sp);
+                if (sv[1])
+                    bad |= parse_labels(c, sv[1], q, &j->statics[i].labels,
+                                        &j->statics[i].nlabels);
+            }
+        }
+    }
+    for (int i = 0; not_yet[i]; i++)
+        if (v[12 + i])
+            bad = cfg_error(c, v[12 + i], path, "%s is not supported by cairn yet", not_yet[i]);
+    return bad ? -EINVAL : 0;
+}
+
+static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
+                            struct prom_conf *pc)
+{
+    static const char *const keys[] = { "global", "scrape_configs", "rule_files", "alerting",
+                                        "remote_write", "remote_read", NULL };
+    cfg_node *v[6];
+    char p[300];
+    pc->scrape_interval_ms = 60000;
+    pc->scrape_timeout_ms = 10000;
+    pc->evaluation_interval_ms = 60000;
+    if (cfg_is_null(n))
+        return 0;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    if (v[0]) {
+        static const char *const gk[] = { "scrape_interval", "scrape_timeout",
+                                          "evaluation_interval", "external_labels", NULL };
+        cfg_node *gv[4];
+        P(p, "%s.global", path);
+        if (cfg_map_fields(c, v[0], p, gk, gv) == 0) {
+            char q[320];
+            P(q, "%s.scrape_interval", p);
+            if (gv[0])
+                bad |= cfg_get_duration(c, gv[0], q, &pc->scrape_interval_ms);
+            P(q, "%s.scrape_timeout", p);
+            if (gv[1])
+                bad |= cfg_get_duration(c, gv[1], q, &pc->scrape_timeout_ms);
+            else if (pc->scrape_timeout_ms > pc->scrape_interval_ms)
+                pc->scrape_timeout_ms = pc->scrape_interval_ms;
+            P(q, "%s.evaluation_interval", p);
+            if (gv[2])
+                bad |= cfg_get_duration(c, gv[2], q, &pc->evaluation_interval_ms);
+            P(q, "%s.external_labels", p);
+            if (gv[3])
+                bad |= parse_labels(c, gv[3], q, &pc->external_labels, &pc->nexternal);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.scrape_configs", path);
+    if (v[1]) {
+        if (!cfg_is_seq(v[1])) {
+            bad = cfg_error(c, v[1], p, "expected a list of scrape configs");
+        } else {
+            pc->njobs = cfg_len(v[1]);
+            pc->jobs = calloc(pc->njobs ? pc->njobs : 1, sizeof(*pc->jobs));
+            if (!pc->jobs)
+                return -ENOMEM;
+            for (size_t i = 0; i < pc->njobs; i++) {
+                char q[320];
+                P(q, "%s[%zu]", p, i);
+                bad |= parse_job(c, cfg_seq_item(c, v[1], i), q, pc, &pc->jobs[i]);
+                for (size_t k = 0; k < i; k++)
+                    if (pc->jobs[i].name && pc->jobs[k].name &&
+                        strcmp(pc->jobs[i].name, pc->jobs[k].name) == 0)
+                        bad = cfg_error(c, cfg_seq_item(c, v[1], i), q,
+                                        "found multiple scrape configs with job name \"%s\"",
+                                        pc->jobs[i].name);
+            }
+        }
+    }
+    static const char *const later[] = { NULL, NULL, "rule_files", "alerting", "remote_write",
+                                         "remote_read" };
+    for (int i = 2; i < 6; i++)
+        if (v[i] && !cfg_is_null(v[i]))
+            bad = cfg_error(c, v[i], path, "%s is not supported by cairn yet", later[i]);
+    return bad ? -EINVAL : 0;
+}
+
+int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
+{
+    static const char *const keys[] = { "role", "listen", "prometheus", "retention",
+                                        "max_series", NULL };
+    cfg_node *v[5];
+    char p[256];
+    struct prom_conf *pc = calloc(1, sizeof(*pc));
+    if (!pc)
+        return cfg_error(c, map, path, "out of memory");
+    svc->conf = pc;
+    pc->retention_ms = 15ull * 86400 * 1000;
+    pc->max_series = 0;
+    int bad = cfg_map_fields(c, map, path, keys, v);
+    P(p, "%s.listen", path);
+    if (!v[1]) {
+        bad = cfg_error(c, map, path, "missing key \"listen\" (a list of addresses)");
+    } else {
+        char **list;
+        size_t k;
+        if (cfg_get_string_list(c, v[1], p, &list, &k) == 0) {
+            if (k == 0 || k > PROM_MAX_LISTEN)
+                bad = cfg_error(c, v[1], p, "expected 1 to %d addresses", PROM_MAX_LISTEN);
+            for (size_t i = 0; i < k && i < PROM_MAX_LISTEN; i++) {
+                struct net_addr *a = &pc->listen[pc->nlisten];
+                if (net_addr_parse(list[i], a)) {
+                    bad = cfg_error(c, v[1], p, "expected addresses like 127.0.0.1:9090, got \"%s\"",
+                                    list[i]);
+                    continue;
+                }
+                char s[NET_ADDRSTRLEN];
+                net_addr_format(a, s, sizeof(s));
+                service_add_endpoint(svc, "http", "http://%s/", s);
+                service_add_bind(svc, a, SOCK_STREAM);
+                pc->nlisten++;
+            }
+            cfg_free_string_list(list, k);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    P(p, "%s.prometheus", path);
+    if (v[2] && cfg_is_scalar(v[2]) && !cfg_is_null(v[2])) {
+        char *rel = NULL;
+        cfg_get_string(c, v[2], p, &rel);
+        char *file = rel ? stack_path(svc->stack, rel) : NULL;
+        free(rel);
+        struct cfg pcfg;
+        memset(&pcfg, 0, sizeof(pcfg));
+        size_t before = c->errs->n;
+        if (file && cfg_load_file(&pcfg, file, c->errs) == 0) {
+            bad |= parse_prometheus(&pcfg, cfg_root(&pcfg), "prometheus", pc);
+            char *text;
+            size_t len;
+            struct cfg_errors tmp = { 0 };
+            if (cfg_read_file(file, &text, &len, &tmp) == 0)
+                pc->config_text = text;
+            cfg_errors_free(&tmp);
+        } else {
+            bad = -EINVAL;
+        }
+        if (file)
+            cfg_free(&pcfg);
+        if (c->errs->n > before)
+            bad = -EINVAL;
+        free(file);
+    } else if (v[2]) {
+        bad |= parse_prometheus(c, v[2], p, pc);
+        pc->config_text = strdup("# the prometheus: mapping inline in the stack file\n");
+    } else {
+        pc->generated = true;
+        pc->scrape_interval_ms = 15000;
+        pc->scrape_timeout_ms = 10000;
+        pc->evaluation_interval_ms = 15000;
+    }
+    P(p, "%s.retention", path);
+    if (v[3])
+        bad |= cfg_get_duration(c, v[3], p, &pc->retention_ms);
+    P(p, "%s.max_series", path);
+    long long x;
+    if (v[4] && cfg_get_int(c, v[4], p, 0, 1LL << 40, &x) == 0)
+        pc->max_series = (uint64_t)x;
+    else if (v[4])
+        bad = -EINVAL;
+    return bad ? -EINVAL : 0;
+}
+
+static void free_labels(struct tsdb_label *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((void *)l[i].name);
+        free((void *)l[i].value);
+    }
+    free(l);
+}
+
+void prom__free_conf(void *conf)
+{
+    struct prom_conf *pc = conf;
+    if (!pc)
+        return;
+    for (size_t i = 0; i < pc->njobs; i++) {
+        struct prom_job *j = &pc->jobs[i];
+        free(j->name);
+        free(j->metrics_path);
+        free(j->scheme);
+        free(j->query);
+        for (size_t k = 0; k < j->nstatics; k++) {
+            cfg_free_string_list(j->statics[k].targets, j->statics[k].ntargets);
+            free_labels(j->statics[k].labels, j->statics[k].nlabels);
+        }
+        free(j->statics);
+    }
+    free(pc->jobs);
+    free_labels(pc->external_labels, pc->nexternal);
+    free(pc->config_text);
+    free(pc);
+}

@@ -1,0 +1,519 @@
+/* prom_scrape.c - scraping targets into the TSDB, as Prometheus does.
+ *
+ * Each target is scraped every interval (the first at an offset spread over the
+ * interval by a hash of its URL) with a GET bounded by the timeout. The body is
+ * parsed (gzip undone) and every sample is appended at the scrape's start time
+ * (or its own timestamp with honor_timestamps) under the target's labels: job,
+ * instance and the static labels; a sample's own label of the same name is kept
+ * as exported_<name> unless honor_labels. A scrape that fails to parse or
+ * exceeds sample_limit stores none of its samples. Series that were in the
+ * previous scrape and are not in this one (or all of them, when the scrape
+ * fails) get Prometheus's staleness marker. Every scrape also records up,
+ * scrape_duration_seconds, scrape_samples_scraped,
+ * scrape_samples_post_metric_relabeling and scrape_series_added.
+ */
+#include "prom_internal.h"
+#include "log.h"
+#include "prom_text.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+
+int64_t prom__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* ---- the per-target series cache ---- */
+
+static struct prom_cache_entry *cache_find(struct prom_target *t, const char *key, size_t len,
+                                           uint64_t h, bool insert)
+{
+    if (insert && (t->cacheused + 1) * 2 > t->cachesize) {
+        size_t ns = t->cachesize ? t->cachesize * 2 : 256;
+        struct prom_cache_entry *nc = calloc(ns, sizeof(*nc));
+        if (!nc)
+            return NULL;
+        for (size_t i = 0; i < t->cachesize; i++) {
+            struct prom_cache_entry *e = &t->cache[i];
+            if (!e->key)
+                continue;
+            size_t j = e->hash & (ns - 1);
+            while (nc[j].key)
+                j = (j + 1) & (ns - 1);
+            nc[j] = *e;
+        }
+        free(t->cache);
+        t->cache = nc;
+        t->cachesize = ns;
+    }
+    if (!t->cachesize)
+        return NULL;
+    size_t j = h & (t->cachesize - 1);
+    while (t->cache[j].key) {
+        struct prom_cache_entry *e = &t->cache[j];
+        if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
+            return e;
+        j = (j + 1) & (t->cachesize - 1);
+    }
+    if (!insert)
+        return NULL;
+    struct prom_cache_entry *e = &t->cache[j];
+    e->key = malloc(len ? len : 1);
+    if (!e->key)
+        return NULL;
+    memcpy(e->key, key, len);
+    e->keylen = (uint32_t)len;
+    e->hash = h;
+    e->s = NULL;
+    e->seen = 0;
+    t->cacheused++;
+    return e;
+}
+
+/* Removes entries not seen in the current epoch, marking their series stale. */
+static void cache_sweep(struct prom_target *t, int64_t ts, bool all)
+{
+    struct prom_svc *ps = t->ps;
+    size_t n = t->cachesize;
+    if (!n)
+        return;
+    struct prom_cache_entry *old = t->cache;
+    struct prom_cache_entry *keep = calloc(n, sizeof(*keep));
+    if (!keep)
+        return;
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct prom_cache_entry *e = &old[i];
+        if (!e->key)
+            continue;
+        if (!all && e->seen == t->epoch) {
+            size_t j = e->hash & (n - 1);
+            while (keep[j].key)
+                j = (j + 1) & (n - 1);
+            keep[j] = *e;
+            used++;
+            continue;
+        }
+        if (e->s && e->s->has_last && !tsdb_is_stale(e->s->last_v) && e->s->last_t < ts)
+            tsdb_append(&ps->db, e->s, ts, tsdb_stale_nan());
+        free(e->key);
+    }
+    free(old);
+    t->cache = keep;
+    t->cacheused = used;
+}
+
+/* ---- one scrape ---- */
+
+struct pending {
+    struct tsdb_series *s;
+    int64_t t;
+    double v;
+};
+
+struct scrape_ctx {
+    struct prom_target *t;
+    struct pending *p;
+    size_t np, capp;
+    uint64_t scraped;
+    uint64_t added;
+    bool over_limit;
+    bool nomem;
+};
+
+static struct tsdb_series *series_for(struct prom_target *t, const struct prom_sample *s,
+                                      bool *added)
+{
+    struct tsdb_label pairs[TSDB_MAX_LABELS + 48];
+    char exported[TSDB_MAX_LABELS][160];
+    size_t n = 0;
+    const struct prom_job *job = t->job;
+    pairs[n++] = (struct tsdb_label){ "__name__", s->name };
+    for (size_t i = 0; i < s->nlabels; i++) {
+        bool clash = false;
+        for (size_t k = 0; k < t->nlabels; k++)
+            if (strcmp(t->labels[k].name, s->labels[i].name) == 0)
+                clash = true;
+        if (clash && !job->honor_labels) {
+            snprintf(exported[i], sizeof(exported[i]), "exported_%s", s->labels[i].name);
+            pairs[n++] = (struct tsdb_label){ exported[i], s->labels[i].value };
+        } else if (!(clash && job->honor_labels && !s->labels[i].value[0])) {
+            pairs[n++] = s->labels[i];
+        }
+    }
+    for (size_t k = 0; k < t->nlabels; k++) {
+        bool present = false;
+        if (job->honor_labels)
+            for (size_t i = 0; i < s->nlabels; i++)
+                if (strcmp(t->labels[k].name, s->labels[i].name) == 0)
+                    present = true;
+        if (!present)
+            pairs[n++] = t->labels[k];
+    }
+    struct tsdb_labels l;
+    if (tsdb_labels_make(&l, pairs, n))
+        return NULL;
+    bool created;
+    struct tsdb_series *se = tsdb_series_get(&t->ps->db, &l, &created);
+    if (!created)
+        tsdb_labels_free(&l);
+    *added = created;
+    return se;
+}
+
+static int on_sample(void *arg, const struct prom_sample *s)
+{
+    struct scrape_ctx *cx = arg;
+    struct prom_target *t = cx->t;
+    cx->scraped++;
+    if (t->job->sample_limit && cx->scraped > t->job->sample_limit) {
+        cx->over_limit = true;
+        return 1;
+    }
+    uint64_t h = hash_bytes(s->series, s->series_len);
+    struct prom_cache_entry *e = cache_find(t, s->series, s->series_len, h, true);
+    if (!e) {
+        cx->nomem = true;
+        return 1;
+    }
+    if (!e->s) {
+        bool added = false;
+        e->s = series_for(t, s, &added);
+        if (added)
+            cx->added++;
+    }
+    e->seen = t->epoch;
+    if (!e->s)
+        return 0;       /* refused by the series limit: counted by the TSDB */
+    if (cx->np == cx->capp) {
+        size_t nc = cx->capp ? cx->capp * 2 : 1024;
+        struct pending *np = realloc(cx->p, nc * sizeof(*np));
+        if (!np) {
+            cx->nomem = true;
+            return 1;
+        }
+        cx->p = np;
+        cx->capp = nc;
+    }
+    int64_t ts = (s->has_ts && t->job->honor_timestamps) ? s->ts_ms : t->scrape_ts;
+    cx->p[cx->np++] = (struct pending){ e->s, ts, s->value };
+    return 0;
+}
+
+static void report(struct prom_target *t, int idx, const char *name, double v)
+{
+    struct prom_svc *ps = t->ps;
+    if (!t->report[idx]) {
+        struct tsdb_label pairs[42];
+        size_t n = 0;
+        pairs[n++] = (struct tsdb_label){ "__name__", name };
+        for (size_t k = 0; k < t->nlabels; k++)
+            pairs[n++] = t->labels[k];
+        struct tsdb_labels l;
+        if (tsdb_labels_make(&l, pairs, n))
+            return;
+        bool created;
+        t->report[idx] = tsdb_series_get(&ps->db, &l, &created);
+        if (!created)
+            tsdb_labels_free(&l);
+        if (!t->report[idx])
+            return;
+    }
+    tsdb_append(&ps->db, t->report[idx], t->scrape_ts, v);
+}
+
+static int gunzip(const char *in, size_t n, uint64_t limit, struct buf *out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+        return -ENOMEM;
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)n;
+    int r;
+    do {
+        if (buf_reserve(out, 65536)) {
+            inflateEnd(&z);
+            return -ENOMEM;
+        }
+        z.next_out = (Bytef *)buf_tail(out);
+        z.avail_out = (uInt)buf_room(out);
+        size_t before = buf_room(out);
+        r = inflate(&z, Z_NO_FLUSH);
+        buf_commit(out, before - z.avail_out);
+        if (limit && buf_used(out) > limit) {
+            inflateEnd(&z);
+            return -EFBIG;
+        }
+    } while (r == Z_OK);
+    inflateEnd(&z);
+    return r == Z_STREAM_END ? 0 : -EINVAL;
+}
+
+static void schedule(struct prom_target *t)
+{
+    if (!t->ps->stopping)
+        loop_timer_start(&t->ps->loop, &t->timer, t->job->interval_ms);
+}
+
+static void scrape_done(const struct httpc_response *resp, void *arg)
+{
+    struct prom_target *t = arg;
+    struct prom_svc *ps = t->ps;
+    struct scrape_ctx cx = { .t = t };
+    char err[256] = "";
+    struct buf unz = BUF_INIT;
+    t->call = NULL;
+    t->epoch++;
+    metric_inc(ps->m_scrapes);
+    if (resp->error) {
+        snprintf(err, sizeof(err), "Get \"%.160s\": %s", t->url,
+                 resp->error == -ETIMEDOUT ? "context deadline exceeded" : cairn_strerror(resp->error));
+    } else if (resp->status != 200) {
+        snprintf(err, sizeof(err), "server returned HTTP status %d", resp->status);
+    } else {
+        struct strv body = resp->body;
+        bool om = false;
+        for (size_t i = 0; i < resp->nheaders; i++) {
+            const struct http_header *h = &resp->headers[i];
+            if (strv_caseeq(h->name, strv_cstr("Content-Encoding")) &&
+                strv_caseeq(h->value, strv_cstr("gzip"))) {
+                int r = gunzip(body.p, body.n, t->job->body_size_limit, &unz);
+                if (r) {
+                    snprintf(err, sizeof(err), r == -EFBIG ? "body size limit exceeded"
+                                                           : "gzip: invalid compressed body");
+                    break;
+                }
+                body = buf_strv(&unz);
+            }
+            if (strv_caseeq(h->name, strv_cstr("Content-Type")) &&
+                h->value.n >= 26 && strncasecmp(h->value.p, "application/openmetrics-text", 28) == 0)
+                om = true;
+        }
+        if (!err[0]) {
+            char perr[200];
+            int r = prom_text_parse(body.p, body.n, om, t->job->label_limit, on_sample, NULL, &cx,
+                                    perr, sizeof(perr));
+            if (cx.over_limit)
+                snprintf(err, sizeof(err), "sample limit exceeded");
+            else if (cx.nomem)
+                snprintf(err, sizeof(err), "out of memory");
+            else if (r)
+                snprintf(err, sizeof(err), "%s", perr);
+        }
+    }
+    buf_free(&unz);
+    double dur = (double)(cairn_now_ns() - t->started_ns) / 1e9;
+    bool ok = !err[0];
+    if (ok) {
+        for (size_t i = 0; i < cx.np; i++)
+            tsdb_append(&ps->db, cx.p[i].s, cx.p[i].t, cx.p[i].v);
+        cache_sweep(t, t->scrape_ts, false);
+    } else {
+        /* a failed scrape: everything it had goes stale */
+        cache_sweep(t, t->scrape_ts, true);
+        metric_inc(ps->m_scrape_failures);
+    }
+    free(cx.p);
+    report(t, 0, "up", ok ? 1 : 0);
+    report(t, 1, "scrape_duration_seconds", dur);
+    report(t, 2, "scrape_samples_scraped", ok ? (double)cx.scraped : 0);
+    report(t, 3, "scrape_samples_post_metric_relabeling", ok ? (double)cx.scraped : 0);
+    report(t, 4, "scrape_series_added", ok ? (double)cx.added : 0);
+    if (ok != (strcmp(t->health, "up") == 0)) {
+        if (ok)
+            log_info("target up", "job", t->job->name, "instance", t->instance);
+        else
+            log_warn("target down", "job", t->job->name, "instance", t->instance, "err", err);
+    }
+    t->health = ok ? "up" : "down";
+    snprintf(t->last_error, sizeof(t->last_error), "%s", err);
+    t->last_duration = dur;
+    t->last_samples = cx.scraped;
+    schedule(t);
+}
+
+static void scrape_start(struct loop_timer *tm)
+{
+    struct prom_target *t = tm->data;
+    if (t->call)
+        return;
+    t->started_ns = cairn_now_ns();
+    t->scrape_ts = prom__now_ms();
+    t->last_scrape_ms = t->scrape_ts;
+    static const char *const hdrs[] = {
+        "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "Accept-Encoding: gzip",
+        "User-Agent: cairn-metrics",
+        NULL,
+    };
+    char timeout_hdr[64];
+    snprintf(timeout_hdr, sizeof(timeout_hdr), "X-Prometheus-Scrape-Timeout-Seconds: %g",
+             (double)t->job->timeout_ms / 1000.0);
+    const char *h[5] = { hdrs[0], hdrs[1], hdrs[2], timeout_hdr, NULL };
+    struct httpc_request req = {
+        .method = "GET",
+        .addr = t->addr,
+        .host = t->host,
+        .target = t->target,
+        .headers = h,
+        .tls = t->tls,
+        .timeout_ms = (uint32_t)t->job->timeout_ms,
+    };
+    t->call = httpc_send(t->hc, &req, scrape_done, t);
+    if (!t->call)
+        schedule(t);
+}
+
+/* Resolves "host:port" (a name is looked up once, at start). */
+static int resolve(const char *hostport, struct net_addr *out, char *host, size_t hostlen)
+{
+    if (net_addr_parse(hostport, out) == 0) {
+        snprintf(host, hostlen, "%s", hostport);
+        return 0;
+    }
+    const char *colon = strrchr(hostport, ':');
+    if (!colon)
+        return -EINVAL;
+    char name[256];
+    snprintf(name, sizeof(name), "%.*s", (int)(colon - hostport), hostport);
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+    if (getaddrinfo(name, colon + 1, &hints, &res))
+        return -ENOENT;
+    memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+    out->len = res->ai_addrlen;
+    freeaddrinfo(res);
+    snprintf(host, hostlen, "%s", hostport);
+    return 0;
+}
+
+static int cmp_label(const void *a, const void *b)
+{
+    return strcmp(((const struct tsdb_label *)a)->name, ((const struct tsdb_label *)b)->name);
+}
+
+int prom__targets_start(struct prom_svc *ps)
+{
+    const struct prom_conf *pc = ps->conf;
+    size_t n = 0;
+    for (size_t j = 0; j < pc->njobs; j++)
+        for (size_t s = 0; s < pc->jobs[j].nstatics; s++)
+            n += pc->jobs[j].statics[s].ntargets;
+    ps->targets = calloc(n ? n : 1, sizeof(*ps->targets));
+    if (!ps->targets)
+        return -ENOMEM;
+    for (size_t j = 0; j < pc->njobs; j++) {
+        const struct prom_job *job = &pc->jobs[j];
+        struct httpc_opts o;
+        httpc_opts_defaults(&o);
+        o.limits.max_body = job->body_size_limit ? job->body_size_limit : (512u << 20);
+        o.max_idle = 64;
+        struct httpc *hc = httpc_new(&ps->loop, &o);
+        if (!hc)
+            return -ENOMEM;
+        bool hc_used = false;
+        for (size_t s = 0; s < job->nstatics; s++) {
+            const struct prom_static *st = &job->statics[s];
+            for (size_t k = 0; k < st->ntargets; k++) {
+                struct prom_target *t = &ps->targets[ps->ntargets];
+                t->ps = ps;
+                t->job = job;
+                t->hc = hc_used ? NULL : hc;   /* the first target of a job owns it */
+                hc_used = true;
+                snprintf(t->instance, sizeof(t->instance), "%s", st->targets[k]);
+                if (resolve(st->targets[k], &t->addr, t->host, sizeof(t->host))) {
+                    log_warn("cannot resolve target, skipping it", "job", job->name, "target",
+                             st->targets[k]);
+                    if (t->hc) {
+                        hc_used = false;
+                        t->hc = NULL;
+                    }
+                    continue;
+                }
+                t->tls = strcmp(job->scheme, "https") == 0;
+                snprintf(t->target, sizeof(t->target), "%s%s%s", job->metrics_path,
+                         job->query ? "?" : "", job->query ? job->query : "");
+                snprintf(t->url, sizeof(t->url), "%.8s://%.127s%.360s", job->scheme, t->instance, t->target);
+                /* labels: job, instance, the static ones (a static label may override) */
+                size_t nl = 0;
+                t->labels[nl++] = (struct tsdb_label){ "job", job->name };
+                t->labels[nl++] = (struct tsdb_label){ "instance", t->instance };
+                for (size_t l = 0; l < st->nlabels && nl < ARRAY_SIZE(t->labels); l++) {
+                    size_t at = nl;
+                    for (size_t x = 0; x < nl; x++)
+                        if (strcmp(t->labels[x].name, st->labels[l].name) == 0)
+                            at = x;
+                    t->labels[at] = st->labels[l];
+                    if (at == nl)
+                        nl++;
+                }
+                for (size_t l = 0; l < pc->nexternal; l++)
+                    (void)l;    /* external labels apply to federation and remote writes only */
+                qsort(t->labels, nl, sizeof(t->labels[0]), cmp_label);
+                t->nlabels = nl;
+                t->health = "unknown";
+                loop_timer_init(&t->timer, scrape_start, t);
+                ps->ntargets++;
+                /* spread first scrapes over the interval, like Prometheus's offsets */
+                uint64_t off = hash_bytes(t->url, strlen(t->url)) % (job->interval_ms ? job->interval_ms : 1);
+                loop_timer_start(&ps->loop, &t->timer, off % 1000);
+            }
+        }
+        if (!hc_used)
+            httpc_free(&hc);
+    }
+    /* targets of a job share its client: point the others at it */
+    for (size_t i = 0; i < ps->ntargets; i++)
+        if (!ps->targets[i].hc)
+            for (size_t k = 0; k < i; k++)
+                if (ps->targets[k].job == ps->targets[i].job && ps->targets[k].hc) {
+                    ps->targets[i].hc = ps->targets[k].hc;
+                    break;
+                }
+    return 0;
+}
+
+void prom__targets_stop(struct prom_svc *ps)
+{
+    for (size_t i = 0; i < ps->ntargets; i++) {
+        struct prom_target *t = &ps->targets[i];
+        loop_timer_stop(&t->timer);
+        if (t->call) {
+            httpc_cancel(t->call);
+            t->call = NULL;
+        }
+    }
+    for (size_t i = 0; i < ps->ntargets; i++) {
+        struct prom_target *t = &ps->targets[i];
+        bool owner = true;
+        for (size_t k = 0; k < i; k++)
+            if (ps->targets[k].hc == t->hc)
+                owner = false;
+        if (owner && t->hc)
+            httpc_free(&t->hc);
+        for (size_t c = 0; c < t->cachesize; c++)
+            free(t->cache[c].key);
+        free(t->cache);
+    }
+    free(ps->targets);
+    ps->targets = NULL;
+    ps->ntargets = 0;
+}

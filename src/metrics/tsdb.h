@@ -1,0 +1,156 @@
+/* tsdb.h - the time-series store of role "metrics": an in-memory head of
+ * compressed chunks, an inverted index, and a write-ahead log.
+ *
+ * A series is a sorted label set (the metric name is the label __name__) with a
+ * reference number. Samples are appended in time order into the series' open
+ * chunk; at TSDB_CHUNK_MAX_SAMPLES it is sealed and a new one opens. Every new
+ * series and every sample is also written to the WAL; tsdb_commit() writes what is
+ * buffered and, when asked, fdatasync()s it, which is when a push may be
+ * acknowledged. On open the WAL is replayed; a torn or corrupted tail is cut at
+ * the last good record (CRC32 per record) with a warning.
+ *
+ * Everything here runs on one thread (the service's loop).
+ */
+#ifndef CAIRN_TSDB_H
+#define CAIRN_TSDB_H
+
+#include "buf.h"
+#include "common.h"
+#include "tsdb_chunk.h"
+
+#define TSDB_STALE_NAN_BITS 0x7ff0000000000002ull   /* Prometheus's staleness marker */
+#define TSDB_MAX_LABELS 128
+#define TSDB_MAX_LABEL_BYTES 4096
+
+struct tsdb_label {
+    const char *name, *value;
+};
+
+/* A label set in one allocation: n pairs sorted by name. */
+struct tsdb_labels {
+    uint16_t n;
+    struct tsdb_label *l;       /* points into the same allocation */
+};
+
+struct tsdb_sealed {
+    uint8_t *b;
+    uint32_t nbits;
+    uint16_t n;
+    int64_t mint, maxt;
+};
+
+struct tsdb_series {
+    uint64_t ref;
+    uint64_t hash;
+    struct tsdb_labels labels;
+    struct tsdb_chunk head;
+    struct tsdb_sealed *chunks;
+    uint32_t nchunks, capchunks;
+    bool has_last;
+    int64_t last_t;
+    double last_v;
+    struct tsdb_series *hnext;
+};
+
+struct tsdb_postings;
+
+struct tsdb_stats {
+    uint64_t series_created, series_refused, samples_appended, out_of_order, duplicates,
+        wal_bytes, wal_fsyncs, replayed_records;
+};
+
+struct tsdb {
+    char *dir;                  /* NULL: memory only */
+    struct tsdb_series **series;    /* by ref - 1 */
+    size_t nseries, capseries;
+    struct tsdb_series **table;
+    size_t tablesize;
+    struct tsdb_postings *postings;
+    size_t max_series;          /* 0 = unlimited */
+    int64_t retention_ms;
+    /* WAL */
+    int wal_fd;
+    uint32_t wal_segment;
+    uint64_t wal_segment_bytes;
+    struct buf walbuf;
+    struct buf samplebuf;       /* pending samples record */
+    uint32_t pending_samples;
+    struct tsdb_stats st;
+    int64_t mint, maxt;         /* over all samples, for status */
+};
+
+/* Opens the store; with dir set, replays and then appends to dir/wal/. Returns 0
+ * or a negated errno with a message in err. */
+int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen);
+void tsdb_close(struct tsdb *db);
+
+/* Labels: builds a sorted, owned label set from pairs (names unique; empty
+ * values dropped, as Prometheus does). */
+int tsdb_labels_make(struct tsdb_labels *out, const struct tsdb_label *pairs, size_t n);
+void tsdb_labels_free(struct tsdb_labels *l);
+const char *tsdb_labels_get(const struct tsdb_labels *l, const char *name);
+uint64_t tsdb_labels_hash(const struct tsdb_labels *l);
+
+/* Finds or creates the series of a label set (sorted, from tsdb_labels_make; a
+ * created series takes ownership of *l and clears it). *created tells which.
+ * Returns the series, or NULL when the series limit refuses it or memory ran out. */
+struct tsdb_series *tsdb_series_get(struct tsdb *db, struct tsdb_labels *l, bool *created);
+struct tsdb_series *tsdb_series_by_ref(const struct tsdb *db, uint64_t ref);
+
+enum { TSDB_OK = 0, TSDB_OUT_OF_ORDER = 1, TSDB_DUPLICATE = 2, TSDB_NOMEM = 3 };
+/* Appends a sample; an older timestamp is out of order, the same timestamp with
+ * another value a duplicate (both refused and counted), with the same value a
+ * no-op. */
+int tsdb_append(struct tsdb *db, struct tsdb_series *s, int64_t t, double v);
+/* Writes the buffered WAL records; with sync, waits until they are on disk. */
+int tsdb_commit(struct tsdb *db, bool sync);
+/* Drops chunks that ended before now - retention. */
+void tsdb_apply_retention(struct tsdb *db, int64_t now_ms);
+
+/* ---- reading ---- */
+
+enum tsdb_match_op { TSDB_EQ, TSDB_NEQ, TSDB_RE, TSDB_NRE };
+struct tsdb_matcher {
+    char *name, *value;
+    enum tsdb_match_op op;
+    void *re;                   /* pcre2_code for the regex ops */
+};
+/* Compiles a matcher's regex (fully anchored). Returns 0 or -EINVAL with err. */
+int tsdb_matcher_init(struct tsdb_matcher *m, const char *name, enum tsdb_match_op op,
+                      const char *value, char *err, size_t errlen);
+void tsdb_matcher_free(struct tsdb_matcher *m);
+bool tsdb_matcher_matches(const struct tsdb_matcher *m, const char *value);
+
+/* The series matching every matcher that have a sample in [mint, maxt], in ref
+ * order, as a malloc'd array. Returns the count (0 with *out NULL when none). */
+size_t tsdb_select(const struct tsdb *db, const struct tsdb_matcher *m, size_t nm, int64_t mint,
+                   int64_t maxt, struct tsdb_series ***out);
+
+struct tsdb_iter {
+    const struct tsdb_series *s;
+    int64_t mint, maxt;
+    uint32_t chunk;             /* index; nchunks means the head chunk */
+    struct tsdb_chunk_iter ci;
+    bool started, done;
+};
+void tsdb_iter_init(struct tsdb_iter *it, const struct tsdb_series *s, int64_t mint, int64_t maxt);
+bool tsdb_iter_next(struct tsdb_iter *it, int64_t *t, double *v);
+
+/* Label names (sorted, unique) over all series: a malloc'd array of malloc'd
+ * strings, freed with tsdb_free_strings(). */
+size_t tsdb_label_names(const struct tsdb *db, const char ***out);
+void tsdb_free_strings(const char **a, size_t n);
+/* Values of one label (sorted): a malloc'd array of pointers into the store. */
+size_t tsdb_label_values(const struct tsdb *db, const char *name, const char ***out);
+/* Series count per value of a label (for /api/v1/status/tsdb). */
+size_t tsdb_postings_count(const struct tsdb *db, const char *name, const char *value);
+
+static inline bool tsdb_is_stale(double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    return u == TSDB_STALE_NAN_BITS;
+}
+double tsdb_stale_nan(void);
+
+#endif
