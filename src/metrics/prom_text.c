@@ -79,7 +79,7 @@ int prom_text_parse(const char *text, size_t len, bool openmetrics, size_t label
 {
     struct parser ps = { .p = text, .end = text + len, .line = 0, .err = err, .errlen = errlen };
     struct prom_sample s;
-    char *scratch = malloc(PROM_MAX_LINE + 1024);
+    char *scratch = malloc((len < PROM_MAX_LINE ? len : PROM_MAX_LINE) + 1024);
     int ret = 0;
     bool eof_seen = false;
     if (!scratch)
@@ -132,7 +132,7 @@ int prom_text_parse(const char *text, size_t len, bool openmetrics, size_t label
                         ne++;
                     const char *tx = ne < le ? ne + 1 : ne;
                     size_t nl = (size_t)(ne - nm), tl = (size_t)(le - tx);
-                    if (mcb && nl + tl + 2 < PROM_MAX_LINE) {
+                    if (mcb) {
                         memcpy(scratch, nm, nl);
                         scratch[nl] = 0;
                         memcpy(scratch + nl + 1, tx, tl);

@@ -454,7 +454,7 @@ int tsdb_commit(struct tsdb *db, bool sync)
         return 0;
     wal_flush_samples(db);
     size_t n = buf_used(&db->walbuf);
-    const char *p = buf_head(&db->walbuf);
+    const char *p = n ? buf_head(&db->walbuf) : NULL;
     while (n) {
         ssize_t w = write(db->wal_fd, p, n);
         if (w < 0) {

@@ -1,0 +1,206 @@
+/* Unit tests: XOR chunks, the TSDB head and WAL, the exposition parser. */
+#include "metrics/prom_text.h"
+#include "metrics/tsdb.h"
+#include "metrics/tsdb_chunk.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+TEST(tsdb_chunk_roundtrip)
+{
+    struct tsdb_chunk c;
+    tsdb_chunk_init(&c);
+    int64_t ts[TSDB_CHUNK_MAX_SAMPLES];
+    double vs[TSDB_CHUNK_MAX_SAMPLES];
+    int64_t t = 1700000000000;
+    for (int i = 0; i < TSDB_CHUNK_MAX_SAMPLES; i++) {
+        /* regular steps, jitter, big jumps, and values of every kind */
+        t += i % 17 == 0 ? 1000000 : i % 5 == 0 ? 15003 : 15000 - (i % 3);
+        ts[i] = t;
+        vs[i] = i % 11 == 0 ? NAN : i % 7 == 0 ? -INFINITY : i < 40 ? (double)(i / 4) : i * 0.1 + 1e9;
+        CHECK_INT(tsdb_chunk_append(&c, ts[i], vs[i]), 0);
+    }
+    tsdb_chunk_seal(&c);
+    /* a regular series compresses to a few bytes per sample */
+    CHECK(tsdb_chunk_bytes(&c) < 16 * TSDB_CHUNK_MAX_SAMPLES);
+    struct tsdb_chunk_iter it;
+    tsdb_chunk_iter_init(&it, c.b, c.nbits, c.n);
+    int64_t gt;
+    double gv;
+    int n = 0;
+    while (tsdb_chunk_next(&it, &gt, &gv)) {
+        CHECK_INT(gt, ts[n]);
+        CHECK(isnan(vs[n]) ? isnan(gv) : gv == vs[n]);
+        n++;
+    }
+    CHECK(!it.err);
+    CHECK_INT(n, TSDB_CHUNK_MAX_SAMPLES);
+    /* a truncated chunk ends with an error, not a read past the end */
+    tsdb_chunk_iter_init(&it, c.b, c.nbits / 2, c.n);
+    n = 0;
+    while (tsdb_chunk_next(&it, &gt, &gv))
+        n++;
+    CHECK(it.err);
+    CHECK(n < TSDB_CHUNK_MAX_SAMPLES);
+    tsdb_chunk_free(&c);
+}
+
+TEST(tsdb_chunk_constant_is_tiny)
+{
+    struct tsdb_chunk c;
+    tsdb_chunk_init(&c);
+    for (int i = 0; i < 120; i++)
+        tsdb_chunk_append(&c, 1000 + 15000 * (int64_t)i, 42.0);
+    /* 16 bytes for the first sample, then 2 bits a sample */
+    CHECK(tsdb_chunk_bytes(&c) <= 16 + 8 + 2 + 30);
+    tsdb_chunk_free(&c);
+}
+
+static struct tsdb_series *series(struct tsdb *db, const char *name, const char *job)
+{
+    struct tsdb_label p[] = { { "job", job }, { "__name__", name }, { "empty", "" } };
+    struct tsdb_labels l;
+    if (tsdb_labels_make(&l, p, 3))
+        return NULL;
+    bool created;
+    struct tsdb_series *s = tsdb_series_get(db, &l, &created);
+    if (!created)
+        tsdb_labels_free(&l);
+    return s;
+}
+
+TEST(tsdb_head_select_and_wal_replay)
+{
+    char dir[] = "/tmp/cairn-tsdb-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct tsdb db;
+    char err[256];
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    struct tsdb_series *a = series(&db, "up", "a"), *b = series(&db, "up", "b"),
+                       *c = series(&db, "other", "a");
+    CHECK(a && b && c && a != b);
+    CHECK(series(&db, "up", "a") == a);
+    CHECK_INT(a->labels.n, 2);          /* the empty label is dropped */
+    for (int i = 0; i < 300; i++) {
+        CHECK_INT(tsdb_append(&db, a, 1000 * i, i), TSDB_OK);
+        CHECK_INT(tsdb_append(&db, b, 1000 * i, -i), TSDB_OK);
+    }
+    tsdb_append(&db, c, 5000, 1);
+    CHECK_INT(tsdb_append(&db, a, 1000, 7), TSDB_OUT_OF_ORDER);
+    CHECK_INT(tsdb_append(&db, a, 299000, 299), TSDB_OK);      /* same sample again */
+    CHECK_INT(tsdb_append(&db, a, 299000, 1), TSDB_DUPLICATE);
+    CHECK_INT(a->nchunks, 2);
+    struct tsdb_matcher m[2];
+    CHECK_INT(tsdb_matcher_init(&m[0], "__name__", TSDB_EQ, "up", err, sizeof(err)), 0);
+    CHECK_INT(tsdb_matcher_init(&m[1], "job", TSDB_RE, "a|c", err, sizeof(err)), 0);
+    struct tsdb_series **out;
+    CHECK_INT(tsdb_select(&db, m, 2, 0, 1000000, &out), 1);
+    CHECK(out[0] == a);
+    free(out);
+    CHECK_INT(tsdb_select(&db, m, 1, 0, 1000000, &out), 2);
+    free(out);
+    /* the time range excludes series without samples in it */
+    CHECK_INT(tsdb_select(&db, m, 1, 400000, 500000, &out), 0);
+    tsdb_matcher_free(&m[1]);
+    CHECK_INT(tsdb_matcher_init(&m[1], "job", TSDB_RE, "(", err, sizeof(err)), -22);
+    tsdb_matcher_free(&m[1]);
+    /* iterate a range across chunks */
+    struct tsdb_iter it;
+    tsdb_iter_init(&it, a, 100000, 150000);
+    int64_t t;
+    double v;
+    int n = 0;
+    while (tsdb_iter_next(&it, &t, &v)) {
+        CHECK_INT(t, 100000 + 1000 * n);
+        n++;
+    }
+    CHECK_INT(n, 51);
+    CHECK_INT(tsdb_commit(&db, true), 0);
+    tsdb_close(&db);
+
+    /* replay, then a torn tail is cut at the last good record */
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    CHECK_INT(db.nseries, 3);
+    struct tsdb_series *ra = tsdb_series_by_ref(&db, 1);
+    CHECK(ra && ra->has_last && ra->last_t == 299000 && ra->last_v == 299);
+    tsdb_append(&db, ra, 300000, 300);
+    tsdb_commit(&db, true);
+    tsdb_close(&db);
+    char seg[300];
+    snprintf(seg, sizeof(seg), "%s/wal/00000001", dir);
+    struct stat st;
+    CHECK_INT(stat(seg, &st), 0);
+    CHECK_INT(truncate(seg, st.st_size - 5), 0);
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    ra = tsdb_series_by_ref(&db, 1);
+    CHECK(ra && ra->last_t == 299000);      /* the torn record is gone, the rest is there */
+    tsdb_close(&db);
+    unlink(seg);
+    snprintf(seg, sizeof(seg), "%s/wal", dir);
+    rmdir(seg);
+    rmdir(dir);
+}
+
+struct collected {
+    int n;
+    char names[8][64];
+    double v[8];
+    int64_t ts[8];
+    int nlabels[8];
+};
+
+static int collect(void *arg, const struct prom_sample *s)
+{
+    struct collected *c = arg;
+    if (c->n < 8) {
+        snprintf(c->names[c->n], 64, "%s", s->name);
+        c->v[c->n] = s->value;
+        c->ts[c->n] = s->has_ts ? s->ts_ms : -1;
+        c->nlabels[c->n] = (int)s->nlabels;
+    }
+    c->n++;
+    return 0;
+}
+
+TEST(prom_text_parse_formats)
+{
+    static const char text[] =
+        "# HELP x_total help text\n"
+        "# TYPE x_total counter\n"
+        "x_total{a=\"1\",b=\"q\\\"\\\\\\n\"} 3.5 1700000000000\n"
+        "\n"
+        "y NaN\n"
+        "z{} +Inf\n"
+        "w{a=\"x\",} -1e3\n";
+    struct collected c = { 0 };
+    char err[128];
+    CHECK_INT(prom_text_parse(text, sizeof(text) - 1, false, 0, collect, NULL, &c, err, sizeof(err)), 0);
+    CHECK_INT(c.n, 4);
+    CHECK_STR(c.names[0], "x_total");
+    CHECK(c.v[0] == 3.5 && c.ts[0] == 1700000000000);
+    CHECK_INT(c.nlabels[0], 2);
+    CHECK(isnan(c.v[1]));
+    CHECK(isinf(c.v[2]) && c.v[2] > 0);
+    CHECK(c.v[3] == -1000 && c.nlabels[3] == 1);
+    static const char om[] = "# TYPE a counter\na_total 1 1700000000.5 # {id=\"x\"} 1\n# EOF\n";
+    memset(&c, 0, sizeof(c));
+    CHECK_INT(prom_text_parse(om, sizeof(om) - 1, true, 0, collect, NULL, &c, err, sizeof(err)), 0);
+    CHECK(c.n == 1 && c.ts[0] == 1700000000500);
+    static const char *const bad[] = { "x{a=\"1\" 2\n", "x 1 2 3\n", "x{a=1} 2\n", "1x 2\n",
+                                       "x{a=\"\\q\"} 1\n", "x{a=\"1\",a=\"2\"} 1\n", "x abc\n" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&c, 0, sizeof(c));
+        int r = prom_text_parse(bad[i], strlen(bad[i]), false, 0, collect, NULL, &c, err, sizeof(err));
+        if (r == 0)
+            test_fail(__FILE__, __LINE__, "accepted bad input %s", bad[i]);
+        CHECK(strncmp(err, "line 1: ", 8) == 0);
+    }
+    /* OpenMetrics needs its # EOF */
+    CHECK(prom_text_parse("a 1\n", 4, true, 0, collect, NULL, &c, err, sizeof(err)) != 0);
+    /* the label limit */
+    CHECK(prom_text_parse("a{x=\"1\",y=\"2\"} 1\n", 17, false, 1, collect, NULL, &c, err,
+                          sizeof(err)) != 0);
+}
