@@ -96,6 +96,13 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert st["names"][0]["name"] == "app.cairn.test"
     assert "dns://127.0.0.1:5353" in up.stdout()
 
+    # the metrics service scrapes every service of the stack with no configuration
+    def scraped():
+        r = requests.get("http://127.0.0.1:9090/api/v1/series", params={"match[]": "up"}, timeout=5)
+        return {s["job"] for s in r.json()["data"]} >= {"dns", "cdn", "lb", "app-1", "app-2",
+                                                         "app-3", "metrics"}
+    wait_for(scraped, timeout=20, what="every service scraped")
+
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
     os.kill(victim, signal.SIGKILL)
@@ -118,8 +125,8 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 6 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353]:
+    assert len(stopped) == 7 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
