@@ -584,6 +584,19 @@ static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct fo
     buf_free(&b);
 }
 
+static void lset_json(struct buf *b, const struct prom_lset *l)
+{
+    buf_putc(b, '{');
+    for (size_t i = 0; i < l->n; i++) {
+        if (i)
+            buf_putc(b, ',');
+        jstr(b, l->l[i].name);
+        buf_putc(b, ':');
+        jstr(b, l->l[i].value);
+    }
+    buf_putc(b, '}');
+}
+
 static void h_targets(struct prom_svc *ps, struct httpd_req *r)
 {
     struct buf b = BUF_INIT;
@@ -592,15 +605,9 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
         const struct prom_target *t = &ps->targets[i];
         if (i)
             buf_putc(&b, ',');
-        buf_puts(&b, "{\"discoveredLabels\":{\"__address__\":");
-        jstr(&b, t->instance);
-        buf_puts(&b, ",\"__metrics_path__\":");
-        jstr(&b, t->job->metrics_path);
-        buf_puts(&b, ",\"__scheme__\":");
-        jstr(&b, t->job->scheme);
-        buf_puts(&b, ",\"job\":");
-        jstr(&b, t->job->name);
-        buf_puts(&b, "},\"labels\":{");
+        buf_puts(&b, "{\"discoveredLabels\":");
+        lset_json(&b, &t->discovered);
+        buf_puts(&b, ",\"labels\":{");
         for (size_t k = 0; k < t->nlabels; k++) {
             if (k)
                 buf_putc(&b, ',');
@@ -632,7 +639,13 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
                    t->last_duration, t->health, (unsigned long long)t->job->interval_ms,
                    (unsigned long long)t->job->timeout_ms, (unsigned long long)t->last_samples);
     }
-    buf_puts(&b, "],\"droppedTargets\":[]}}");
+    buf_puts(&b, "],\"droppedTargets\":[");
+    for (size_t i = 0; i < ps->ndropped; i++) {
+        buf_puts(&b, i ? ",{\"discoveredLabels\":" : "{\"discoveredLabels\":");
+        lset_json(&b, &ps->dropped[i]);
+        buf_putc(&b, '}');
+    }
+    buf_puts(&b, "]}}");
     reply_json(r, 200, &b);
     buf_free(&b);
 }

@@ -68,8 +68,7 @@ static int parse_labels(struct cfg *c, const cfg_node *n, const char *path,
     return bad;
 }
 
-static const char *const not_yet[] = { "relabel_configs", "metric_relabel_configs",
-                                       "file_sd_configs", "dns_sd_configs", NULL };
+static const char *const not_yet[] = { "file_sd_configs", "dns_sd_configs", NULL };
 
 static int parse_job(struct cfg *c, const cfg_node *n, const char *path, struct prom_conf *pc,
                      struct prom_job *j)
@@ -208,9 +207,15 @@ static int parse_job(struct cfg *c, const cfg_node *n, const char *path, struct 
             }
         }
     }
+    P(p, "%s.relabel_configs", path);
+    if (v[12])
+        bad |= prom_relabel_parse(c, v[12], p, &j->relabel, &j->nrelabel);
+    P(p, "%s.metric_relabel_configs", path);
+    if (v[13])
+        bad |= prom_relabel_parse(c, v[13], p, &j->metric_relabel, &j->nmetric_relabel);
     for (int i = 0; not_yet[i]; i++)
-        if (v[12 + i])
-            bad = cfg_error(c, v[12 + i], path, "%s is not supported by cairn yet", not_yet[i]);
+        if (v[14 + i])
+            bad = cfg_error(c, v[14 + i], path, "%s is not supported by cairn yet", not_yet[i]);
     return bad ? -EINVAL : 0;
 }
 
@@ -395,6 +400,8 @@ void prom__free_conf(void *conf)
             free_labels(j->statics[k].labels, j->statics[k].nlabels);
         }
         free(j->statics);
+        prom_relabel_free(j->relabel, j->nrelabel);
+        prom_relabel_free(j->metric_relabel, j->nmetric_relabel);
     }
     free(pc->jobs);
     free_labels(pc->external_labels, pc->nexternal);

@@ -7,6 +7,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "prom.h"
+#include "prom_relabel.h"
 #include "stack.h"
 #include "tsdb.h"
 
@@ -29,6 +30,8 @@ struct prom_job {
     uint64_t sample_limit, label_limit, body_size_limit;
     struct prom_static *statics;
     size_t nstatics;
+    struct prom_relabel *relabel, *metric_relabel;
+    size_t nrelabel, nmetric_relabel;
 };
 
 struct prom_conf {
@@ -56,6 +59,7 @@ struct prom_cache_entry {
     uint32_t keylen;
     struct tsdb_series *s;
     uint64_t seen;              /* scrape epoch it was last seen in */
+    bool dropped;               /* metric relabeling dropped it */
 };
 
 struct prom_svc;
@@ -70,9 +74,10 @@ struct prom_target {
     char target[400];           /* path?query */
     struct net_addr addr;
     bool tls;
-    struct tsdb_label labels[40];   /* job, instance, static labels (sorted later) */
+    struct tsdb_label labels[40];   /* the target's labels after relabeling, sorted */
     size_t nlabels;
-    char *label_strs;
+    struct prom_lset lset;      /* owns the strings labels[] points to */
+    struct prom_lset discovered;
     struct loop_timer timer;
     struct httpc_call *call;
     uint64_t started_ns;
@@ -100,6 +105,8 @@ struct prom_svc {
     struct metrics_registry *reg;
     struct prom_target *targets;
     size_t ntargets;
+    struct prom_lset *dropped;  /* discovered labels of targets relabeling dropped */
+    size_t ndropped;
     struct loop_timer commit_timer, retention_timer;
     int stopping;
     int64_t start_ms;           /* wall clock */

@@ -134,18 +134,21 @@ struct scrape_ctx {
     struct pending *p;
     size_t np, capp;
     uint64_t scraped;
+    uint64_t kept;
     uint64_t added;
     bool over_limit;
     bool nomem;
 };
 
 static struct tsdb_series *series_for(struct prom_target *t, const struct prom_sample *s,
-                                      bool *added)
+                                      bool *added, bool *dropped)
 {
     struct tsdb_label pairs[TSDB_MAX_LABELS + 48];
     char exported[TSDB_MAX_LABELS][160];
     size_t n = 0;
     const struct prom_job *job = t->job;
+    *dropped = false;
+    *added = false;
     pairs[n++] = (struct tsdb_label){ "__name__", s->name };
     for (size_t i = 0; i < s->nlabels; i++) {
         bool clash = false;
@@ -169,7 +172,27 @@ static struct tsdb_series *series_for(struct prom_target *t, const struct prom_s
             pairs[n++] = t->labels[k];
     }
     struct tsdb_labels l;
-    if (tsdb_labels_make(&l, pairs, n))
+    int r;
+    if (job->nmetric_relabel) {
+        struct prom_lset *ls = calloc(1, sizeof(*ls));
+        if (!ls)
+            return NULL;
+        for (size_t i = 0; i < n; i++)
+            prom_lset_set(ls, pairs[i].name, pairs[i].value);
+        if (!prom_relabel_apply(job->metric_relabel, job->nmetric_relabel, ls) ||
+            !prom_lset_get(ls, "__name__")) {
+            *dropped = true;
+            prom_lset_clear(ls);
+            free(ls);
+            return NULL;
+        }
+        r = tsdb_labels_make(&l, ls->l, ls->n);
+        prom_lset_clear(ls);
+        free(ls);
+    } else {
+        r = tsdb_labels_make(&l, pairs, n);
+    }
+    if (r)
         return NULL;
     bool created;
     struct tsdb_series *se = tsdb_series_get(&t->ps->db, &l, &created);
@@ -194,13 +217,17 @@ static int on_sample(void *arg, const struct prom_sample *s)
         cx->nomem = true;
         return 1;
     }
-    if (!e->s) {
-        bool added = false;
-        e->s = series_for(t, s, &added);
+    if (!e->s && !e->dropped) {
+        bool added = false, dropped = false;
+        e->s = series_for(t, s, &added, &dropped);
+        e->dropped = dropped;
         if (added)
             cx->added++;
     }
     e->seen = t->epoch;
+    if (e->dropped)
+        return 0;
+    cx->kept++;
     if (!e->s)
         return 0;       /* refused by the series limit: counted by the TSDB */
     if (cx->np == cx->capp) {
@@ -336,7 +363,7 @@ static void scrape_done(const struct httpc_response *resp, void *arg)
     report(t, 0, "up", ok ? 1 : 0);
     report(t, 1, "scrape_duration_seconds", dur);
     report(t, 2, "scrape_samples_scraped", ok ? (double)cx.scraped : 0);
-    report(t, 3, "scrape_samples_post_metric_relabeling", ok ? (double)cx.scraped : 0);
+    report(t, 3, "scrape_samples_post_metric_relabeling", ok ? (double)cx.kept : 0);
     report(t, 4, "scrape_series_added", ok ? (double)cx.added : 0);
     if (ok != (strcmp(t->health, "up") == 0)) {
         if (ok)
@@ -438,35 +465,70 @@ int prom__targets_start(struct prom_svc *ps)
                 t->job = job;
                 t->hc = hc_used ? NULL : hc;   /* the first target of a job owns it */
                 hc_used = true;
-                snprintf(t->instance, sizeof(t->instance), "%s", st->targets[k]);
-                if (resolve(st->targets[k], &t->addr, t->host, sizeof(t->host))) {
-                    log_warn("cannot resolve target, skipping it", "job", job->name, "target",
-                             st->targets[k]);
+                /* the discovered labels, then relabel_configs, as Prometheus does */
+                char ival[32], tval[32];
+                snprintf(ival, sizeof(ival), "%llus", (unsigned long long)(job->interval_ms / 1000));
+                snprintf(tval, sizeof(tval), "%llus", (unsigned long long)(job->timeout_ms / 1000));
+                prom_lset_set(&t->discovered, "__address__", st->targets[k]);
+                prom_lset_set(&t->discovered, "__scheme__", job->scheme);
+                prom_lset_set(&t->discovered, "__metrics_path__", job->metrics_path);
+                prom_lset_set(&t->discovered, "__scrape_interval__", ival);
+                prom_lset_set(&t->discovered, "__scrape_timeout__", tval);
+                prom_lset_set(&t->discovered, "job", job->name);
+                for (size_t l = 0; l < st->nlabels; l++)
+                    prom_lset_set(&t->discovered, st->labels[l].name, st->labels[l].value);
+                for (size_t l = 0; l < t->discovered.n; l++)
+                    prom_lset_set(&t->lset, t->discovered.l[l].name, t->discovered.l[l].value);
+                if (!prom_relabel_apply(job->relabel, job->nrelabel, &t->lset) ||
+                    !prom_lset_get(&t->lset, "__address__")) {
+                    struct prom_lset *nd = realloc(ps->dropped, (ps->ndropped + 1) * sizeof(*nd));
+                    if (nd) {
+                        ps->dropped = nd;
+                        ps->dropped[ps->ndropped++] = t->discovered;
+                    } else {
+                        prom_lset_clear(&t->discovered);
+                    }
+                    memset(&t->discovered, 0, sizeof(t->discovered));
+                    prom_lset_clear(&t->lset);
                     if (t->hc) {
                         hc_used = false;
                         t->hc = NULL;
                     }
                     continue;
                 }
-                t->tls = strcmp(job->scheme, "https") == 0;
-                snprintf(t->target, sizeof(t->target), "%s%s%s", job->metrics_path,
-                         job->query ? "?" : "", job->query ? job->query : "");
-                snprintf(t->url, sizeof(t->url), "%.8s://%.127s%.360s", job->scheme, t->instance, t->target);
-                /* labels: job, instance, the static ones (a static label may override) */
-                size_t nl = 0;
-                t->labels[nl++] = (struct tsdb_label){ "job", job->name };
-                t->labels[nl++] = (struct tsdb_label){ "instance", t->instance };
-                for (size_t l = 0; l < st->nlabels && nl < ARRAY_SIZE(t->labels); l++) {
-                    size_t at = nl;
-                    for (size_t x = 0; x < nl; x++)
-                        if (strcmp(t->labels[x].name, st->labels[l].name) == 0)
-                            at = x;
-                    t->labels[at] = st->labels[l];
-                    if (at == nl)
-                        nl++;
+                const char *addr = prom_lset_get(&t->lset, "__address__");
+                if (!prom_lset_get(&t->lset, "instance"))
+                    prom_lset_set(&t->lset, "instance", addr);
+                snprintf(t->instance, sizeof(t->instance), "%s", addr);
+                if (resolve(t->instance, &t->addr, t->host, sizeof(t->host))) {
+                    log_warn("cannot resolve target, skipping it", "job", job->name, "target",
+                             t->instance);
+                    prom_lset_clear(&t->lset);
+                    prom_lset_clear(&t->discovered);
+                    if (t->hc) {
+                        hc_used = false;
+                        t->hc = NULL;
+                    }
+                    continue;
                 }
-                for (size_t l = 0; l < pc->nexternal; l++)
-                    (void)l;    /* external labels apply to federation and remote writes only */
+                const char *scheme = prom_lset_get(&t->lset, "__scheme__");
+                const char *mpath = prom_lset_get(&t->lset, "__metrics_path__");
+                t->tls = scheme && strcmp(scheme, "https") == 0;
+                snprintf(t->target, sizeof(t->target), "%.200s%s%.190s", mpath ? mpath : "/metrics",
+                         job->query ? "?" : "", job->query ? job->query : "");
+                snprintf(t->url, sizeof(t->url), "%.8s://%.127s%.360s", t->tls ? "https" : "http",
+                         t->instance, t->target);
+                /* labels starting with __ go away after relabeling */
+                for (size_t l = 0; l < t->lset.n;) {
+                    if (strncmp(t->lset.l[l].name, "__", 2) == 0) {
+                        prom_lset_set(&t->lset, t->lset.l[l].name, NULL);
+                        continue;
+                    }
+                    l++;
+                }
+                size_t nl = 0;
+                for (size_t l = 0; l < t->lset.n && nl < ARRAY_SIZE(t->labels); l++)
+                    t->labels[nl++] = t->lset.l[l];
                 qsort(t->labels, nl, sizeof(t->labels[0]), cmp_label);
                 t->nlabels = nl;
                 t->health = "unknown";
@@ -512,7 +574,14 @@ void prom__targets_stop(struct prom_svc *ps)
         for (size_t c = 0; c < t->cachesize; c++)
             free(t->cache[c].key);
         free(t->cache);
+        prom_lset_clear(&t->lset);
+        prom_lset_clear(&t->discovered);
     }
+    for (size_t i = 0; i < ps->ndropped; i++)
+        prom_lset_clear(&ps->dropped[i]);
+    free(ps->dropped);
+    ps->dropped = NULL;
+    ps->ndropped = 0;
     free(ps->targets);
     ps->targets = NULL;
     ps->ntargets = 0;

@@ -182,7 +182,20 @@ def test_same_series_as_prometheus(start, tmp_path, node_exporter):
     cfg = f"""global: {{scrape_interval: 500ms, scrape_timeout: 400ms}}
 scrape_configs:
   - job_name: node
-    static_configs: [{{targets: ["127.0.0.1:{node_exporter}"], labels: {{team: core}}}}]
+    static_configs:
+      - targets: ["127.0.0.1:{node_exporter}"]
+        labels: {{team: core, __meta_zone: eu-1}}
+      - targets: ["127.0.0.1:1"]
+        labels: {{team: gone}}
+    relabel_configs:
+      - {{source_labels: [team], regex: gone, action: drop}}
+      - {{source_labels: [__address__], regex: "(.*):(.*)", target_label: port, replacement: "p$2"}}
+      - {{regex: "__meta_(.*)", action: labelmap, replacement: "m_$1"}}
+      - {{source_labels: [__address__], target_label: shard, modulus: 8, action: hashmod}}
+    metric_relabel_configs:
+      - {{source_labels: [__name__], regex: "node_time_.*|node_load5", action: drop}}
+      - {{source_labels: [__name__, mode], separator: "@", regex: "node_uname_info@.*", target_label: kind, replacement: uname}}
+      - {{regex: machine, action: labeldrop}}
 """
     (tmp_path / "prometheus.yml").write_text(cfg)
     stack = metrics_stack(tmp_path, port, "    prometheus: prometheus.yml\n")
@@ -205,6 +218,15 @@ scrape_configs:
         a = {key(x) for x in series(port, '{job="node"}') if x["__name__"] not in volatile}
         b = {key(x) for x in series(pport, '{job="node"}') if x["__name__"] not in volatile}
         assert a == b, (sorted(a - b)[:5], sorted(b - a)[:5])
+        # the rules did what they say, in both
+        up = series(port, 'up{job="node"}')
+        assert len(up) == 1 and up[0]["port"] == f"p{node_exporter}" and up[0]["m_zone"] == "eu-1"
+        assert "shard" in up[0] and not series(port, "node_load5")
+        assert series(port, "node_uname_info")[0]["kind"] == "uname"
+        assert "machine" not in series(port, "node_uname_info")[0]
+        t = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()["data"]
+        assert len(t["droppedTargets"]) == 1
+        assert t["activeTargets"][0]["discoveredLabels"]["__meta_zone"] == "eu-1"
         # and the latest values of stable series agree
         fa = federate(port, 'node_memory_MemTotal_bytes')
         fb = federate(pport, 'node_memory_MemTotal_bytes')
