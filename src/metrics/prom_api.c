@@ -1026,6 +1026,26 @@ void prom__handle(struct httpd_req *r, void *arg)
         h_write(ps, r);
         return;
     }
+    if (strv_eq_cstr(p, "/-/reload")) {
+        if (!strv_eq_cstr(r->h.method, "POST") && !strv_eq_cstr(r->h.method, "PUT")) {
+            httpd_header(r, "Allow", "POST, PUT");
+            httpd_respond(r, 405, "text/plain; charset=utf-8", "Only POST or PUT requests allowed\n", 34);
+            return;
+        }
+        struct cfg_errors errs = { 0 };
+        if (prom__reload(ps, &errs) == 0) {
+            httpd_respond(r, 200, "text/plain; charset=utf-8", "", 0);
+        } else {
+            struct buf b = BUF_INIT;
+            buf_puts(&b, "failed to reload config:\n");
+            for (size_t i = 0; i < errs.n; i++)
+                buf_printf(&b, "%s\n", errs.msgs[i]);
+            httpd_respond(r, 500, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
+            buf_free(&b);
+        }
+        cfg_errors_free(&errs);
+        return;
+    }
     bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
     bool post = strv_eq_cstr(r->h.method, "POST");
     if (!get && !post) {

@@ -98,6 +98,7 @@ struct prom_target {
 struct prom_svc {
     const struct service *svc;
     struct prom_conf *conf;
+    struct stack *stack;        /* owns conf after a reload */
     struct loop loop;
     struct tsdb db;
     struct httpd_worker hw;
@@ -116,6 +117,10 @@ struct prom_svc {
 /* prom_scrape.c */
 int prom__targets_start(struct prom_svc *ps);
 void prom__targets_stop(struct prom_svc *ps);
+void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t nold,
+                         struct prom_lset *odropped, size_t nodropped);
+/* prom_main.c: re-reads the configuration; 0, or -EINVAL with errs filled. */
+int prom__reload(struct prom_svc *ps, struct cfg_errors *errs);
 
 /* prom_api.c */
 void prom__handle(struct httpd_req *r, void *arg);

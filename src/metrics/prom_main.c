@@ -96,11 +96,63 @@ static void retention_cb(struct loop_timer *t)
     loop_timer_start(&ps->loop, t, 60000);
 }
 
+int prom__reload(struct prom_svc *ps, struct cfg_errors *errs)
+{
+    const struct service *svc = ps->svc;
+    struct stack *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    const char *text = svc->stack->source ? NULL : svc->stack->text;
+    int r = stack_load_one(st, svc->stack->file, text, svc->name, &prom_role, errs);
+    struct prom_conf *nc = NULL;
+    if (r == 0) {
+        nc = stack_find(st, svc->name)->conf;
+        if (nc->generated && generate_jobs(nc, svc->stack)) {
+            cfg_errors_add(errs, "out of memory");
+            r = -ENOMEM;
+        }
+    }
+    if (r) {
+        stack_free(st);
+        free(st);
+        for (size_t i = 0; i < errs->n; i++)
+            log_error("reload refused", "error", errs->msgs[i]);
+        log_error("reload refused: the current configuration stays");
+        return -EINVAL;
+    }
+    /* the listen addresses stay as started */
+    nc->nlisten = ps->conf->nlisten;
+    memcpy(nc->listen, ps->conf->listen, sizeof(nc->listen));
+    struct prom_target *old = ps->targets;
+    size_t nold = ps->ntargets, nodropped = ps->ndropped;
+    struct prom_lset *odropped = ps->dropped;
+    struct stack *ost = ps->stack;
+    ps->targets = NULL;
+    ps->ntargets = 0;
+    ps->dropped = NULL;
+    ps->ndropped = 0;
+    ps->conf = nc;
+    ps->stack = st;
+    if (prom__targets_start(ps))
+        log_error("out of memory while starting the new targets");
+    prom__targets_adopt(ps, old, nold, odropped, nodropped);
+    if (ost) {
+        stack_free(ost);
+        free(ost);
+    }
+    log_info("configuration reloaded", "jobs", log_int((long long)nc->njobs), "targets",
+             log_int((long long)ps->ntargets));
+    return 0;
+}
+
 static void on_signal(struct loop *l, int signo, void *arg)
 {
     struct prom_svc *ps = arg;
     if (signo == SIGHUP) {
-        log_warn("reloading the configuration is not supported by the metrics role yet; restart it");
+        struct cfg_errors errs = { 0 };
+        if (!ps->stopping)
+            prom__reload(ps, &errs);
+        cfg_errors_free(&errs);
         return;
     }
     if (ps->stopping)
@@ -228,6 +280,10 @@ int prom_main(const struct service *svc)
     code = 0;
 out_targets:
     prom__targets_stop(&ps);
+    if (ps.stack) {
+        stack_free(ps.stack);
+        free(ps.stack);
+    }
 out_http:
     httpd_worker_destroy(&ps.hw);
     tsdb_close(&ps.db);

@@ -553,21 +553,21 @@ int prom__targets_start(struct prom_svc *ps)
     return 0;
 }
 
-void prom__targets_stop(struct prom_svc *ps)
+static void free_targets(struct prom_target *ts, size_t n, struct prom_lset *dropped, size_t nd)
 {
-    for (size_t i = 0; i < ps->ntargets; i++) {
-        struct prom_target *t = &ps->targets[i];
+    for (size_t i = 0; i < n; i++) {
+        struct prom_target *t = &ts[i];
         loop_timer_stop(&t->timer);
         if (t->call) {
             httpc_cancel(t->call);
             t->call = NULL;
         }
     }
-    for (size_t i = 0; i < ps->ntargets; i++) {
-        struct prom_target *t = &ps->targets[i];
+    for (size_t i = 0; i < n; i++) {
+        struct prom_target *t = &ts[i];
         bool owner = true;
         for (size_t k = 0; k < i; k++)
-            if (ps->targets[k].hc == t->hc)
+            if (ts[k].hc == t->hc)
                 owner = false;
         if (owner && t->hc)
             httpc_free(&t->hc);
@@ -577,12 +577,64 @@ void prom__targets_stop(struct prom_svc *ps)
         prom_lset_clear(&t->lset);
         prom_lset_clear(&t->discovered);
     }
-    for (size_t i = 0; i < ps->ndropped; i++)
-        prom_lset_clear(&ps->dropped[i]);
-    free(ps->dropped);
-    ps->dropped = NULL;
-    ps->ndropped = 0;
-    free(ps->targets);
+    for (size_t i = 0; i < nd; i++)
+        prom_lset_clear(&dropped[i]);
+    free(dropped);
+    free(ts);
+}
+
+void prom__targets_stop(struct prom_svc *ps)
+{
+    free_targets(ps->targets, ps->ntargets, ps->dropped, ps->ndropped);
     ps->targets = NULL;
     ps->ntargets = 0;
+    ps->dropped = NULL;
+    ps->ndropped = 0;
+}
+
+static bool same_target(const struct prom_target *a, const struct prom_target *b)
+{
+    if (strcmp(a->job->name, b->job->name) || strcmp(a->url, b->url) || a->nlabels != b->nlabels)
+        return false;
+    for (size_t i = 0; i < a->nlabels; i++)
+        if (strcmp(a->labels[i].name, b->labels[i].name) ||
+            strcmp(a->labels[i].value, b->labels[i].value))
+            return false;
+    return true;
+}
+
+/* After a reload: targets that stayed keep their series cache (no false
+ * staleness), the others' series get staleness markers now. */
+void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t nold,
+                         struct prom_lset *odropped, size_t nodropped)
+{
+    int64_t now = prom__now_ms();
+    for (size_t i = 0; i < nold; i++) {
+        struct prom_target *o = &old[i];
+        struct prom_target *n = NULL;
+        for (size_t k = 0; k < ps->ntargets && !n; k++)
+            if (!ps->targets[k].cache && same_target(o, &ps->targets[k]))
+                n = &ps->targets[k];
+        if (n) {
+            n->cache = o->cache;
+            n->cachesize = o->cachesize;
+            n->cacheused = o->cacheused;
+            n->epoch = o->epoch;
+            memcpy(n->report, o->report, sizeof(n->report));
+            n->health = o->health;
+            memcpy(n->last_error, o->last_error, sizeof(n->last_error));
+            n->last_scrape_ms = o->last_scrape_ms;
+            n->last_duration = o->last_duration;
+            n->last_samples = o->last_samples;
+            o->cache = NULL;
+            o->cachesize = o->cacheused = 0;
+            continue;
+        }
+        cache_sweep(o, now, true);
+        for (int r = 0; r < 5; r++)
+            if (o->report[r] && o->report[r]->has_last && o->report[r]->last_t < now)
+                tsdb_append(&ps->db, o->report[r], now, tsdb_stale_nan());
+        log_info("target removed", "job", o->job->name, "instance", o->instance);
+    }
+    free_targets(old, nold, odropped, nodropped);
 }

@@ -348,3 +348,39 @@ def test_restart_with_100k_series_is_fast(start, tmp_path):
     assert took < 10, took
     m2.signal(signal.SIGTERM)
     assert m2.wait(20) == 0
+
+
+def test_reload_swaps_targets(start, tmp_path, node_exporter):
+    port, app = free_port(), free_port()
+    app_stack = write_stack(tmp_path, f"""
+services:
+  app: {{role: demo-app, listen: ["127.0.0.1:{app}"]}}
+""", name="app.yaml")
+    start(["run", "app", "-c", app_stack], name="app")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{app}/healthz", timeout=1).ok, what="app")
+
+    def cfg(jobs):
+        text = "global: {scrape_interval: 500ms, scrape_timeout: 400ms}\nscrape_configs:\n"
+        for name, target in jobs:
+            text += f"  - job_name: {name}\n    static_configs: [{{targets: [\"{target}\"]}}]\n"
+        (tmp_path / "prometheus.yml").write_text(text)
+    cfg([("node", f"127.0.0.1:{node_exporter}"), ("app", f"127.0.0.1:{app}")])
+    stack = metrics_stack(tmp_path, port, "    prometheus: prometheus.yml\n")
+    m = start_metrics(start, stack, port)
+    wait_for(lambda: len(federate(port, "up")) == 2, what="two targets")
+    # drop the app job: its series go stale at once; node keeps its series (no gap)
+    cfg([("node", f"127.0.0.1:{node_exporter}")])
+    m.signal(signal.SIGHUP)
+    wait_for(lambda: set(federate(port, "up")) == {
+        f'up{{instance="127.0.0.1:{node_exporter}",job="node"}}'}, what="app job gone")
+    assert not federate(port, '{job="app"}')
+    assert federate(port, '{job="node",__name__="node_load1"}')
+    # a broken file is refused with its location; the running configuration stays
+    (tmp_path / "prometheus.yml").write_text("scrape_configs:\n  - job_name: x\n    scrape_interval: soon\n")
+    r = requests.post(f"http://127.0.0.1:{port}/-/reload", timeout=5)
+    assert r.status_code == 500
+    assert "prometheus.yml:3:22: prometheus.scrape_configs[0].scrape_interval" in r.text
+    time.sleep(1)
+    assert len(federate(port, '{job="node",__name__="node_load1"}')) == 1
+    m.signal(signal.SIGTERM)
+    assert m.wait(10) == 0, m.stderr()
