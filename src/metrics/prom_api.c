@@ -1014,6 +1014,194 @@ static void h_write(struct prom_svc *ps, struct httpd_req *r)
     httpd_respond(r, 204, NULL, NULL, 0);
 }
 
+/* ---- remote_read: snappy-compressed protobuf ReadRequest, samples response ---- */
+
+#define RR_MAX_SAMPLES 50000000ull
+
+static void pb_put_varint(struct buf *b, uint64_t v)
+{
+    do {
+        uint8_t c = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        buf_putc(b, (char)(c | (v ? 0x80 : 0)));
+    } while (v);
+}
+
+static void pb_put_bytes(struct buf *b, uint32_t field, const void *p, size_t n)
+{
+    pb_put_varint(b, (uint64_t)field << 3 | 2);
+    pb_put_varint(b, n);
+    buf_append(b, p, n);
+}
+
+static void h_read(struct prom_svc *ps, struct httpd_req *r)
+{
+    if (!strv_eq_cstr(r->h.method, "POST")) {
+        httpd_header(r, "Allow", "POST");
+        httpd_respond(r, 405, "text/plain; charset=utf-8", "use POST\n", 9);
+        return;
+    }
+    size_t ulen;
+    const char *err = NULL;
+    char *raw = NULL;
+    if (snappy_uncompressed_length(r->body.p, r->body.n, &ulen) != SNAPPY_OK ||
+        ulen > RW_MAX_DECODED || !(raw = malloc(ulen ? ulen : 1)) ||
+        snappy_uncompress(r->body.p, r->body.n, raw, &ulen) != SNAPPY_OK) {
+        free(raw);
+        httpd_respond(r, 400, "text/plain; charset=utf-8", "snappy: corrupt input\n", 22);
+        return;
+    }
+    struct pb req = { (const uint8_t *)raw, (const uint8_t *)raw + ulen };
+    struct buf out = BUF_INIT, result = BUF_INIT, ts = BUF_INIT, sm = BUF_INIT;
+    uint64_t total = 0;
+    bool samples_ok = true, any_type = false;
+    /* first pass: the accepted response types */
+    for (struct pb scan = req; scan.p < scan.end;) {
+        uint32_t f;
+        int wt;
+        struct pb sub;
+        uint64_t v;
+        if (pb_field(&scan, &f, &wt, &sub, &v)) {
+            err = "malformed protobuf in the ReadRequest";
+            break;
+        }
+        if (f == 2) {
+            any_type = true;
+            samples_ok = false;
+            if (wt == 0) {
+                samples_ok |= v == 0;
+            } else if (wt == 2) {
+                while (sub.p < sub.end && pb_varint(&sub, &v) == 0)
+                    samples_ok |= v == 0;
+            }
+        }
+    }
+    if (!err && any_type && !samples_ok)
+        err = "server does not support any of the requested response types (only SAMPLES)";
+    while (!err && req.p < req.end) {
+        uint32_t f;
+        int wt;
+        struct pb q;
+        uint64_t v;
+        if (pb_field(&req, &f, &wt, &q, &v)) {
+            err = "malformed protobuf in the ReadRequest";
+            break;
+        }
+        if (f != 1 || wt != 2)
+            continue;
+        int64_t mint = 0, maxt = 0;
+        struct tsdb_matcher m[64];
+        size_t nm = 0;
+        while (!err && q.p < q.end) {
+            uint32_t qf;
+            int qwt;
+            struct pb lm;
+            uint64_t qv;
+            if (pb_field(&q, &qf, &qwt, &lm, &qv)) {
+                err = "malformed protobuf in a Query";
+                break;
+            }
+            if (qf == 1 && qwt == 0)
+                mint = (int64_t)qv;
+            else if (qf == 2 && qwt == 0)
+                maxt = (int64_t)qv;
+            else if (qf == 3 && qwt == 2) {
+                uint64_t type = 0;
+                char *name = NULL, *value = NULL;
+                while (lm.p < lm.end) {
+                    uint32_t lf;
+                    int lwt;
+                    struct pb s2;
+                    uint64_t lv;
+                    if (pb_field(&lm, &lf, &lwt, &s2, &lv)) {
+                        err = "malformed protobuf in a LabelMatcher";
+                        break;
+                    }
+                    if (lf == 1 && lwt == 0)
+                        type = lv;
+                    else if (lwt == 2 && (lf == 2 || lf == 3)) {
+                        char **dst = lf == 2 ? &name : &value;
+                        free(*dst);
+                        *dst = strndup((const char *)s2.p, (size_t)(s2.end - s2.p));
+                    }
+                }
+                char merr[200];
+                if (!err && (type > 3 || nm == ARRAY_SIZE(m)))
+                    err = "bad label matcher";
+                else if (!err && tsdb_matcher_init(&m[nm], name ? name : "", (enum tsdb_match_op)type,
+                                                   value ? value : "", merr, sizeof(merr)))
+                    err = "invalid regular expression in a matcher";
+                else if (!err)
+                    nm++;
+                free(name);
+                free(value);
+            }
+        }
+        if (!err) {
+            struct tsdb_series **sel;
+            size_t n = tsdb_select(&ps->db, m, nm, mint, maxt, &sel);
+            buf_reset(&result);
+            for (size_t i = 0; i < n && !err; i++) {
+                buf_reset(&ts);
+                for (uint16_t k = 0; k < sel[i]->labels.n; k++) {
+                    buf_reset(&sm);
+                    pb_put_bytes(&sm, 1, sel[i]->labels.l[k].name, strlen(sel[i]->labels.l[k].name));
+                    pb_put_bytes(&sm, 2, sel[i]->labels.l[k].value, strlen(sel[i]->labels.l[k].value));
+                    pb_put_bytes(&ts, 1, buf_head(&sm), buf_used(&sm));
+                }
+                struct tsdb_iter it;
+                int64_t t;
+                double val;
+                tsdb_iter_init(&it, sel[i], mint, maxt);
+                while (tsdb_iter_next(&it, &t, &val)) {
+                    if (++total > RR_MAX_SAMPLES) {
+                        err = "exceeded sample limit (50000000)";
+                        break;
+                    }
+                    uint8_t sb[20];
+                    size_t o = 0;
+                    sb[o++] = 1 << 3 | 1;
+                    memcpy(sb + o, &val, 8);
+                    o += 8;
+                    sb[o++] = 2 << 3 | 0;
+                    uint64_t tv = (uint64_t)t;
+                    do {
+                        uint8_t c = (uint8_t)(tv & 0x7f);
+                        tv >>= 7;
+                        sb[o++] = (uint8_t)(c | (tv ? 0x80 : 0));
+                    } while (tv);
+                    pb_put_bytes(&ts, 2, sb, o);
+                }
+                pb_put_bytes(&result, 1, buf_head(&ts), buf_used(&ts));
+            }
+            free(sel);
+            if (!err)
+                pb_put_bytes(&out, 1, buf_used(&result) ? buf_head(&result) : "", buf_used(&result));
+        }
+        for (size_t i = 0; i < nm; i++)
+            tsdb_matcher_free(&m[i]);
+    }
+    free(raw);
+    if (err) {
+        httpd_respond(r, 400, "text/plain; charset=utf-8", err, strlen(err));
+    } else {
+        size_t clen = snappy_max_compressed_length(buf_used(&out));
+        char *comp = malloc(clen ? clen : 1);
+        if (comp && snappy_compress(buf_used(&out) ? buf_head(&out) : "", buf_used(&out), comp,
+                                    &clen) == SNAPPY_OK) {
+            httpd_header(r, "Content-Encoding", "snappy");
+            httpd_respond(r, 200, "application/x-protobuf", comp, clen);
+        } else {
+            httpd_respond(r, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
+        }
+        free(comp);
+    }
+    buf_free(&out);
+    buf_free(&result);
+    buf_free(&ts);
+    buf_free(&sm);
+}
+
 /* ---- routing ---- */
 
 void prom__handle(struct httpd_req *r, void *arg)
@@ -1024,6 +1212,10 @@ void prom__handle(struct httpd_req *r, void *arg)
         return;
     if (strv_eq_cstr(p, "/api/v1/write")) {
         h_write(ps, r);
+        return;
+    }
+    if (strv_eq_cstr(p, "/api/v1/read")) {
+        h_read(ps, r);
         return;
     }
     if (strv_eq_cstr(p, "/-/reload")) {

@@ -384,3 +384,42 @@ services:
     assert len(federate(port, '{job="node",__name__="node_load1"}')) == 1
     m.signal(signal.SIGTERM)
     assert m.wait(10) == 0, m.stderr()
+
+
+def test_remote_read_by_prometheus(start, tmp_path):
+    """Prometheus answers PromQL over cairn's samples through remote_read."""
+    port, pport = free_port(), free_port()
+    stack = metrics_stack(tmp_path, port, "    prometheus: {}\n")
+    m = start_metrics(start, stack, port)
+    now = int(time.time() * 1000)
+    batch = [({"__name__": "rr_test", "i": str(i), "job": "rr"},
+              [(now - 60000 + 15000 * k, float(i * 10 + k)) for k in range(5)]) for i in range(4)]
+    assert push(port, batch).status_code == 204
+    (tmp_path / "prometheus.yml").write_text(f"""remote_read:
+  - url: http://127.0.0.1:{port}/api/v1/read
+    read_recent: true
+""")
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path}/prometheus.yml",
+                             f"--storage.tsdb.path={tmp_path}/prom-data",
+                             f"--web.listen-address=127.0.0.1:{pport}"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "wb"))
+    try:
+        def q(expr, **kw):
+            r = requests.get(f"http://127.0.0.1:{pport}/api/v1/query",
+                             params={"query": expr, "time": now / 1000, **kw}, timeout=5)
+            return r.json()["data"]["result"] if r.ok else None
+        # at `now` the last samples are 4, 14, 24, 34
+        res = wait_for(lambda: q("sum(rr_test)"), timeout=20, what="prometheus answers")
+        assert float(res[0]["value"][1]) == 4 + 14 + 24 + 34
+        res = q('count_over_time(rr_test{i="2"}[2m])')
+        assert float(res[0]["value"][1]) == 5
+        res = q('rr_test{i=~"1|3"}')
+        assert sorted(float(x["value"][1]) for x in res) == [14, 34]
+    finally:
+        prom.send_signal(signal.SIGTERM)
+        prom.wait(20)
+    # malformed read requests get a 400
+    r = requests.post(f"http://127.0.0.1:{port}/api/v1/read", data=b"garbage", timeout=5)
+    assert r.status_code == 400
+    m.signal(signal.SIGTERM)
+    assert m.wait(10) == 0, m.stderr()
