@@ -718,14 +718,17 @@ int tsdb_matcher_init(struct tsdb_matcher *m, const char *name, enum tsdb_match_
     m->op = op;
     if (!m->name || !m->value) {
         snprintf(err, errlen, "out of memory");
+        tsdb_matcher_free(m);
         return -ENOMEM;
     }
     if (op == TSDB_RE || op == TSDB_NRE) {
         /* RE2 semantics as Prometheus uses them: fully anchored */
         size_t n = strlen(value);
         char *pat = malloc(n + 8);
-        if (!pat)
+        if (!pat) {
+            tsdb_matcher_free(m);
             return -ENOMEM;
+        }
         snprintf(pat, n + 8, "^(?:%s)$", value);
         int ec;
         PCRE2_SIZE eo;
@@ -736,6 +739,7 @@ int tsdb_matcher_init(struct tsdb_matcher *m, const char *name, enum tsdb_match_
             PCRE2_UCHAR msg[128];
             pcre2_get_error_message(ec, msg, sizeof(msg));
             snprintf(err, errlen, "invalid regular expression \"%s\": %s", value, (char *)msg);
+            tsdb_matcher_free(m);
             return -EINVAL;
         }
     }

@@ -115,7 +115,8 @@ struct tsdb_matcher {
     enum tsdb_match_op op;
     void *re;                   /* pcre2_code for the regex ops */
 };
-/* Compiles a matcher's regex (fully anchored). Returns 0 or -EINVAL with err. */
+/* Compiles a matcher's regex (fully anchored). Returns 0, or -EINVAL with err (and
+ * nothing left to free). */
 int tsdb_matcher_init(struct tsdb_matcher *m, const char *name, enum tsdb_match_op op,
                       const char *value, char *err, size_t errlen);
 void tsdb_matcher_free(struct tsdb_matcher *m);

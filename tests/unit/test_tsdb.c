@@ -107,6 +107,7 @@ TEST(tsdb_head_select_and_wal_replay)
     tsdb_matcher_free(&m[1]);
     CHECK_INT(tsdb_matcher_init(&m[1], "job", TSDB_RE, "(", err, sizeof(err)), -22);
     tsdb_matcher_free(&m[1]);
+    tsdb_matcher_free(&m[0]);
     /* iterate a range across chunks */
     struct tsdb_iter it;
     tsdb_iter_init(&it, a, 100000, 150000);
