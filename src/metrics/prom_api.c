@@ -650,6 +650,45 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
     buf_free(&b);
 }
 
+static void h_metadata(struct prom_svc *ps, struct httpd_req *r, const struct form *f)
+{
+    const char *metric = form_get(f, "metric"), *lim = form_get(f, "limit");
+    long limit = -1;
+    if (lim && *lim) {
+        char *e;
+        limit = strtol(lim, &e, 10);
+        if (*e) {
+            api_error(r, 400, "bad_data", "limit must be a number");
+            return;
+        }
+    }
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"status\":\"success\",\"data\":{");
+    long n = 0;
+    for (size_t i = 0; i < ps->metasize && (limit < 0 || n < limit); i++) {
+        const struct prom_meta_entry *e = &ps->meta[i];
+        if (!e->name || (metric && *metric && strcmp(metric, e->name)))
+            continue;
+        if (n++)
+            buf_putc(&b, ',');
+        jstr(&b, e->name);
+        buf_puts(&b, ":[");
+        for (int k = 0; k < e->nv; k++) {
+            buf_puts(&b, k ? ",{\"type\":" : "{\"type\":");
+            jstr(&b, e->v[k].type);
+            buf_puts(&b, ",\"help\":");
+            jstr(&b, e->v[k].help);
+            buf_puts(&b, ",\"unit\":");
+            jstr(&b, e->v[k].unit);
+            buf_putc(&b, '}');
+        }
+        buf_putc(&b, ']');
+    }
+    buf_puts(&b, "}}");
+    reply_json(r, 200, &b);
+    buf_free(&b);
+}
+
 static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
 {
     struct buf b = BUF_INIT;
@@ -1267,8 +1306,7 @@ void prom__handle(struct httpd_req *r, void *arg)
     } else if (strv_eq_cstr(p, "/api/v1/targets")) {
         h_targets(ps, r);
     } else if (strv_eq_cstr(p, "/api/v1/metadata")) {
-        static const char md[] = "{\"status\":\"success\",\"data\":{}}";
-        httpd_respond(r, 200, "application/json", md, sizeof(md) - 1);
+        h_metadata(ps, r, &f);
     } else if (strv_has_prefix(p, "/api/v1/status/")) {
         char what[32];
         snprintf(what, sizeof(what), "%.*s", (int)MIN(p.n - 15, 31), p.p + 15);

@@ -64,6 +64,17 @@ struct prom_cache_entry {
 
 struct prom_svc;
 
+/* Metric metadata from scrapes (# TYPE, # HELP, # UNIT), distinct per name. */
+#define PROM_META_PER_NAME 4
+#define PROM_META_MAX_NAMES 200000
+struct prom_meta_entry {
+    char *name;
+    struct {
+        char *type, *help, *unit;
+    } v[PROM_META_PER_NAME];
+    int nv;
+};
+
 struct prom_target {
     struct prom_svc *ps;
     const struct prom_job *job;
@@ -108,6 +119,8 @@ struct prom_svc {
     size_t ntargets;
     struct prom_lset *dropped;  /* discovered labels of targets relabeling dropped */
     size_t ndropped;
+    struct prom_meta_entry *meta;   /* open addressing by name */
+    size_t metasize, metaused;
     struct loop_timer commit_timer, retention_timer;
     int stopping;
     int64_t start_ms;           /* wall clock */
@@ -116,6 +129,7 @@ struct prom_svc {
 
 /* prom_scrape.c */
 int prom__targets_start(struct prom_svc *ps);
+void prom__meta_free(struct prom_svc *ps);
 void prom__targets_stop(struct prom_svc *ps);
 void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t nold,
                          struct prom_lset *odropped, size_t nodropped);

@@ -280,6 +280,7 @@ int prom_main(const struct service *svc)
     code = 0;
 out_targets:
     prom__targets_stop(&ps);
+    prom__meta_free(&ps);
     if (ps.stack) {
         stack_free(ps.stack);
         free(ps.stack);

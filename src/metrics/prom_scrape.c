@@ -131,6 +131,7 @@ struct pending {
 
 struct scrape_ctx {
     struct prom_target *t;
+    char *mname, *mtype, *mhelp, *munit;   /* the family whose comments are being read */
     struct pending *p;
     size_t np, capp;
     uint64_t scraped;
@@ -139,6 +140,105 @@ struct scrape_ctx {
     bool over_limit;
     bool nomem;
 };
+
+
+/* ---- metadata ---- */
+
+static uint64_t hash_str(const char *s)
+{
+    return hash_bytes(s, strlen(s));
+}
+
+static void meta_put(struct prom_svc *ps, const char *name, const char *type, const char *help,
+                     const char *unit)
+{
+    if ((ps->metaused + 1) * 2 > ps->metasize) {
+        if (ps->metaused >= PROM_META_MAX_NAMES)
+            return;
+        size_t ns = ps->metasize ? ps->metasize * 2 : 1024;
+        struct prom_meta_entry *nm = calloc(ns, sizeof(*nm));
+        if (!nm)
+            return;
+        for (size_t i = 0; i < ps->metasize; i++) {
+            if (!ps->meta[i].name)
+                continue;
+            size_t j = hash_str(ps->meta[i].name) & (ns - 1);
+            while (nm[j].name)
+                j = (j + 1) & (ns - 1);
+            nm[j] = ps->meta[i];
+        }
+        free(ps->meta);
+        ps->meta = nm;
+        ps->metasize = ns;
+    }
+    size_t j = hash_str(name) & (ps->metasize - 1);
+    while (ps->meta[j].name && strcmp(ps->meta[j].name, name) != 0)
+        j = (j + 1) & (ps->metasize - 1);
+    struct prom_meta_entry *e = &ps->meta[j];
+    if (!e->name) {
+        if (!(e->name = strdup(name)))
+            return;
+        ps->metaused++;
+    }
+    for (int i = 0; i < e->nv; i++)
+        if (strcmp(e->v[i].type, type) == 0 && strcmp(e->v[i].help, help) == 0 &&
+            strcmp(e->v[i].unit, unit) == 0)
+            return;
+    if (e->nv == PROM_META_PER_NAME)
+        return;
+    e->v[e->nv].type = strdup(type);
+    e->v[e->nv].help = strdup(help);
+    e->v[e->nv].unit = strdup(unit);
+    if (!e->v[e->nv].type || !e->v[e->nv].help || !e->v[e->nv].unit) {
+        free(e->v[e->nv].type);
+        free(e->v[e->nv].help);
+        free(e->v[e->nv].unit);
+        return;
+    }
+    e->nv++;
+}
+
+void prom__meta_free(struct prom_svc *ps)
+{
+    for (size_t i = 0; i < ps->metasize; i++) {
+        free(ps->meta[i].name);
+        for (int k = 0; k < ps->meta[i].nv; k++) {
+            free(ps->meta[i].v[k].type);
+            free(ps->meta[i].v[k].help);
+            free(ps->meta[i].v[k].unit);
+        }
+    }
+    free(ps->meta);
+    ps->meta = NULL;
+    ps->metasize = ps->metaused = 0;
+}
+
+static void meta_flush(struct scrape_ctx *cx, bool store)
+{
+    if (cx->mname && store) {
+        const char *type = cx->mtype ? cx->mtype : "unknown";
+        if (strcmp(type, "untyped") == 0)
+            type = "unknown";
+        meta_put(cx->t->ps, cx->mname, type, cx->mhelp ? cx->mhelp : "", cx->munit ? cx->munit : "");
+    }
+    free(cx->mname);
+    free(cx->mtype);
+    free(cx->mhelp);
+    free(cx->munit);
+    cx->mname = cx->mtype = cx->mhelp = cx->munit = NULL;
+}
+
+static void on_meta(void *arg, const struct prom_meta *m)
+{
+    struct scrape_ctx *cx = arg;
+    if (!cx->mname || strcmp(cx->mname, m->name) != 0) {
+        meta_flush(cx, true);
+        cx->mname = strdup(m->name);
+    }
+    char **dst = m->kind[0] == 'H' ? &cx->mhelp : m->kind[0] == 'T' ? &cx->mtype : &cx->munit;
+    free(*dst);
+    *dst = strdup(m->text);
+}
 
 static struct tsdb_series *series_for(struct prom_target *t, const struct prom_sample *s,
                                       bool *added, bool *dropped)
@@ -337,8 +437,8 @@ static void scrape_done(const struct httpc_response *resp, void *arg)
         }
         if (!err[0]) {
             char perr[200];
-            int r = prom_text_parse(body.p, body.n, om, t->job->label_limit, on_sample, NULL, &cx,
-                                    perr, sizeof(perr));
+            int r = prom_text_parse(body.p, body.n, om, t->job->label_limit, on_sample, on_meta,
+                                    &cx, perr, sizeof(perr));
             if (cx.over_limit)
                 snprintf(err, sizeof(err), "sample limit exceeded");
             else if (cx.nomem)
@@ -350,6 +450,7 @@ static void scrape_done(const struct httpc_response *resp, void *arg)
     buf_free(&unz);
     double dur = (double)(cairn_now_ns() - t->started_ns) / 1e9;
     bool ok = !err[0];
+    meta_flush(&cx, ok);
     if (ok) {
         for (size_t i = 0; i < cx.np; i++)
             tsdb_append(&ps->db, cx.p[i].s, cx.p[i].t, cx.p[i].v);

@@ -231,6 +231,13 @@ scrape_configs:
         fa = federate(port, 'node_memory_MemTotal_bytes')
         fb = federate(pport, 'node_memory_MemTotal_bytes')
         assert fa and fa == fb
+        # and so does the metadata from the # TYPE and # HELP lines
+        for metric in ("node_load1", "node_memory_MemTotal_bytes", "up"):
+            ma = requests.get(f"http://127.0.0.1:{port}/api/v1/metadata", params={"metric": metric},
+                              timeout=5).json()
+            mb = requests.get(f"http://127.0.0.1:{pport}/api/v1/metadata", params={"metric": metric},
+                              timeout=5).json()
+            assert ma == mb, (metric, ma, mb)
     finally:
         prom.send_signal(signal.SIGTERM)
         prom.wait(20)
