@@ -184,3 +184,10 @@ int buf_json_escape(struct buf *b, const char *s, size_t n)
     }
     return 0;
 }
+
+int buf_json_str(struct buf *b, const char *s)
+{
+    if (buf_putc(b, '"') || buf_json_escape(b, s, strlen(s)))
+        return -ENOMEM;
+    return buf_putc(b, '"');
+}

@@ -56,5 +56,7 @@ static inline int buf_put_strv(struct buf *b, struct strv s) { return buf_append
 
 /* Appends s with JSON string escaping (no surrounding quotes). */
 int buf_json_escape(struct buf *b, const char *s, size_t n);
+/* Appends s as a quoted JSON string. */
+int buf_json_str(struct buf *b, const char *s);
 
 #endif

@@ -490,3 +490,11 @@ void cfg_free_string_list(char **list, size_t count)
         free(list[i]);
     free(list);
 }
+
+void cfg_pathf(char *out, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+}

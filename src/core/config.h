@@ -87,6 +87,11 @@ int cfg_get_string_list(struct cfg *c, const cfg_node *n, const char *path, char
                         size_t *count);
 void cfg_free_string_list(char **list, size_t count);
 
+/* Key paths for messages ("services.x.routes[2]"); a path cut short only shortens
+ * a message. CFG_PATH(buf, fmt, ...) formats into a char array. */
+void cfg_pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define CFG_PATH(buf, fmt, ...) cfg_pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
+
 /* Pure parsers, also used by the getters.
  * Durations are Prometheus-style: one or more <integer><unit> with units
  * y w d h m s ms in decreasing order ("1h30m", "500ms", "15d"), or "0". */

@@ -19,15 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void pathf(char *out, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(out, n, fmt, ap);
-    va_end(ap);
-}
-#define P(buf, fmt, ...) pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
+#define P CFG_PATH
 
 static int get_uint(struct cfg *c, const cfg_node *n, const char *path, long long lo, long long hi,
                     int *out)

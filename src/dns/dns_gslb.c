@@ -471,13 +471,6 @@ void dns__gslb_select(void *arg, int idx, uint16_t qtype, const struct dns_query
 
 /* ---- the admin view ---- */
 
-static void json_str(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    buf_json_escape(b, s, strlen(s));
-    buf_putc(b, '"');
-}
-
 void dns__gslb_json(struct dns_svc *s, struct buf *b)
 {
     static const char *const pol[] = { "failover", "weighted", "nearest" };
@@ -488,25 +481,25 @@ void dns__gslb_json(struct dns_svc *s, struct buf *b)
         const struct dns_gslb_rt *rt = &g->gslb[i];
         const struct dns_gslb_conf *gc = rt->conf;
         buf_printf(b, "%s{\"name\":", i ? "," : "");
-        json_str(b, gc->name);
+        buf_json_str(b, gc->name);
         buf_printf(b, ",\"policy\":\"%s\",\"ttl\":%u,\"max_answers\":%d,\"when_all_down\":\"%s\","
                       "\"pools\":[",
                    pol[gc->policy], gc->ttl, gc->max_answers, down[gc->all_down]);
         for (size_t p = 0; p < gc->npools; p++) {
             buf_printf(b, "%s{\"region\":", p ? "," : "");
-            json_str(b, gc->pools[p].region);
+            buf_json_str(b, gc->pools[p].region);
             buf_puts(b, ",\"members\":[");
             for (size_t k = 0; k < gc->pools[p].nmembers; k++) {
                 const struct dns_member *m = rt->pools[p].members[k];
                 int up = __atomic_load_n(&m->up, __ATOMIC_RELAXED);
                 buf_printf(b, "%s{\"address\":", k ? "," : "");
-                json_str(b, m->address);
+                buf_json_str(b, m->address);
                 buf_printf(b, ",\"weight\":%u,\"state\":\"%s\",\"healthy\":%s,\"checked\":%s,"
                               "\"last_check\":",
                            gc->pools[p].members[k].weight,
                            up < 0 ? "unknown" : up ? "up" : "down", up == 1 ? "true" : "false",
                            m->checked ? "true" : "false");
-                json_str(b, m->last);
+                buf_json_str(b, m->last);
                 buf_printf(b, ",\"last_change_unix_ms\":%llu}", (unsigned long long)m->changed_ms);
             }
             buf_puts(b, "]}");

@@ -25,16 +25,7 @@
 /* The stack being parsed (for relative paths: backend TLS files, cache disk). */
 static const struct stack *parsing_stack;
 
-/* Key paths for messages; a path cut short only shortens a message. */
-static void pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void pathf(char *buf, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, n, fmt, ap);
-    va_end(ap);
-}
-#define P(buf, fmt, ...) pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
+#define P CFG_PATH
 
 uint32_t edge__hash(const void *p, size_t n)
 {

@@ -22,13 +22,6 @@ const struct role_ops edge_role = {
 
 /* ---- admin API ---- */
 
-static void json_str(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    buf_json_escape(b, s, strlen(s));
-    buf_putc(b, '"');
-}
-
 static void backends_json(struct edge *e, struct buf *b)
 {
     uint64_t now = cairn_now_ms();
@@ -37,7 +30,7 @@ static void backends_json(struct edge *e, struct buf *b)
         const struct edge_backend *be = &e->gen->conf->backends[i];
         static const char *const bal[] = { "round_robin", "least_conn", "random2", "hash" };
         buf_printf(b, "%s{\"name\":", i ? "," : "");
-        json_str(b, be->name);
+        buf_json_str(b, be->name);
         buf_printf(b, ",\"balance\":\"%s\",\"health_checks\":%s,\"servers\":[", bal[be->balance],
                    be->health.enabled ? "true" : "false");
         for (size_t k = 0; k < be->nservers; k++) {
@@ -47,14 +40,14 @@ static void backends_json(struct edge *e, struct buf *b)
             bool drain = __atomic_load_n(&s->admin_drain, __ATOMIC_RELAXED);
             const char *state = drain ? "drain" : !up ? "down" : ej > now ? "ejected" : "up";
             buf_printf(b, "%s{\"address\":", k ? "," : "");
-            json_str(b, s->name);
+            buf_json_str(b, s->name);
             buf_printf(b, ",\"state\":\"%s\",\"healthy\":%s,\"weight\":%u,\"inflight\":%d,"
                           "\"requests\":%llu,\"failures\":%llu,\"last_check\":",
                        state, up ? "true" : "false", s->weight,
                        __atomic_load_n(&s->inflight, __ATOMIC_RELAXED),
                        (unsigned long long)__atomic_load_n(&s->requests, __ATOMIC_RELAXED),
                        (unsigned long long)__atomic_load_n(&s->failures, __ATOMIC_RELAXED));
-            json_str(b, s->last_check);
+            buf_json_str(b, s->last_check);
             buf_putc(b, '}');
         }
         buf_puts(b, "]}");

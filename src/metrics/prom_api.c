@@ -100,13 +100,6 @@ static void request_form(struct httpd_req *r, struct form *f)
 
 /* ---- JSON ---- */
 
-static void jstr(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    buf_json_escape(b, s, strlen(s));
-    buf_putc(b, '"');
-}
-
 static void reply_json(struct httpd_req *r, int status, struct buf *b)
 {
     httpd_respond(r, status, "application/json", buf_head(b), buf_used(b));
@@ -116,23 +109,24 @@ static void api_error(struct httpd_req *r, int status, const char *type, const c
 {
     struct buf b = BUF_INIT;
     buf_puts(&b, "{\"status\":\"error\",\"errorType\":");
-    jstr(&b, type);
+    buf_json_str(&b, type);
     buf_puts(&b, ",\"error\":");
-    jstr(&b, msg);
+    buf_json_str(&b, msg);
     buf_puts(&b, "}");
     reply_json(r, status, &b);
     buf_free(&b);
 }
 
-static void labels_json(struct buf *b, const struct tsdb_labels *l)
+/* {"name":"value",...} */
+static void pairs_json(struct buf *b, const struct tsdb_label *l, size_t n)
 {
     buf_putc(b, '{');
-    for (uint16_t i = 0; i < l->n; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (i)
             buf_putc(b, ',');
-        jstr(b, l->l[i].name);
+        buf_json_str(b, l[i].name);
         buf_putc(b, ':');
-        jstr(b, l->l[i].value);
+        buf_json_str(b, l[i].value);
     }
     buf_putc(b, '}');
 }
@@ -429,7 +423,7 @@ static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct form
     for (size_t i = 0; i < n; i++) {
         if (i)
             buf_putc(&b, ',');
-        labels_json(&b, &s[i]->labels);
+        pairs_json(&b, s[i]->labels.l, s[i]->labels.n);
     }
     buf_puts(&b, "]}");
     free(s);
@@ -501,7 +495,7 @@ static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct form
     for (size_t i = 0; i < nv; i++) {
         if (i)
             buf_putc(&b, ',');
-        jstr(&b, vals[i]);
+        buf_json_str(&b, vals[i]);
     }
     buf_puts(&b, "]}");
     if (owned)
@@ -584,19 +578,6 @@ static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct fo
     buf_free(&b);
 }
 
-static void lset_json(struct buf *b, const struct prom_lset *l)
-{
-    buf_putc(b, '{');
-    for (size_t i = 0; i < l->n; i++) {
-        if (i)
-            buf_putc(b, ',');
-        jstr(b, l->l[i].name);
-        buf_putc(b, ':');
-        jstr(b, l->l[i].value);
-    }
-    buf_putc(b, '}');
-}
-
 static void h_targets(struct prom_svc *ps, struct httpd_req *r)
 {
     struct buf b = BUF_INIT;
@@ -606,23 +587,17 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
         if (i)
             buf_putc(&b, ',');
         buf_puts(&b, "{\"discoveredLabels\":");
-        lset_json(&b, &t->discovered);
-        buf_puts(&b, ",\"labels\":{");
-        for (size_t k = 0; k < t->nlabels; k++) {
-            if (k)
-                buf_putc(&b, ',');
-            jstr(&b, t->labels[k].name);
-            buf_putc(&b, ':');
-            jstr(&b, t->labels[k].value);
-        }
-        buf_puts(&b, "},\"scrapePool\":");
-        jstr(&b, t->job->name);
+        pairs_json(&b, t->discovered.l, t->discovered.n);
+        buf_puts(&b, ",\"labels\":");
+        pairs_json(&b, t->labels, t->nlabels);
+        buf_puts(&b, ",\"scrapePool\":");
+        buf_json_str(&b, t->job->name);
         buf_puts(&b, ",\"scrapeUrl\":");
-        jstr(&b, t->url);
+        buf_json_str(&b, t->url);
         buf_puts(&b, ",\"globalUrl\":");
-        jstr(&b, t->url);
+        buf_json_str(&b, t->url);
         buf_puts(&b, ",\"lastError\":");
-        jstr(&b, t->last_error);
+        buf_json_str(&b, t->last_error);
         char ts[64] = "0001-01-01T00:00:00Z";
         if (t->last_scrape_ms) {
             time_t sec = (time_t)(t->last_scrape_ms / 1000);
@@ -632,7 +607,7 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
             snprintf(ts + o, sizeof(ts) - o, ".%03dZ", (int)(t->last_scrape_ms % 1000));
         }
         buf_puts(&b, ",\"lastScrape\":");
-        jstr(&b, ts);
+        buf_json_str(&b, ts);
         buf_printf(&b, ",\"lastScrapeDuration\":%.6f,\"health\":\"%s\","
                        "\"scrapeInterval\":\"%llums\",\"scrapeTimeout\":\"%llums\","
                        "\"lastSamplesScraped\":%llu}",
@@ -642,7 +617,7 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
     buf_puts(&b, "],\"droppedTargets\":[");
     for (size_t i = 0; i < ps->ndropped; i++) {
         buf_puts(&b, i ? ",{\"discoveredLabels\":" : "{\"discoveredLabels\":");
-        lset_json(&b, &ps->dropped[i]);
+        pairs_json(&b, ps->dropped[i].l, ps->dropped[i].n);
         buf_putc(&b, '}');
     }
     buf_puts(&b, "]}}");
@@ -671,15 +646,15 @@ static void h_metadata(struct prom_svc *ps, struct httpd_req *r, const struct fo
             continue;
         if (n++)
             buf_putc(&b, ',');
-        jstr(&b, e->name);
+        buf_json_str(&b, e->name);
         buf_puts(&b, ":[");
         for (int k = 0; k < e->nv; k++) {
             buf_puts(&b, k ? ",{\"type\":" : "{\"type\":");
-            jstr(&b, e->v[k].type);
+            buf_json_str(&b, e->v[k].type);
             buf_puts(&b, ",\"help\":");
-            jstr(&b, e->v[k].help);
+            buf_json_str(&b, e->v[k].help);
             buf_puts(&b, ",\"unit\":");
-            jstr(&b, e->v[k].unit);
+            buf_json_str(&b, e->v[k].unit);
             buf_putc(&b, '}');
         }
         buf_putc(&b, ']');
@@ -698,7 +673,7 @@ static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
                      "\"main\",\"buildUser\":\"cairn\",\"buildDate\":\"\",\"goVersion\":\"none (C)\"}");
     } else if (strcmp(what, "config") == 0) {
         buf_puts(&b, "{\"yaml\":");
-        jstr(&b, ps->conf->config_text ? ps->conf->config_text : "");
+        buf_json_str(&b, ps->conf->config_text ? ps->conf->config_text : "");
         buf_putc(&b, '}');
     } else if (strcmp(what, "flags") == 0) {
         buf_printf(&b, "{\"storage.tsdb.retention.time\":\"%llus\"}",
@@ -778,7 +753,7 @@ static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
             buf_printf(&b, "%s\"%s\":[", sct ? "," : "", sections[sct]);
             for (size_t i = 0; i < ntop; i++) {
                 buf_printf(&b, "%s{\"name\":", i ? "," : "");
-                jstr(&b, top[i].name ? top[i].name : "");
+                buf_json_str(&b, top[i].name ? top[i].name : "");
                 buf_printf(&b, ",\"value\":%zu}", top[i].v);
                 free(top[i].name);
             }

@@ -14,26 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void pathf(char *out, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(out, n, fmt, ap);
-    va_end(ap);
-}
-#define P(buf, fmt, ...) pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
-
-static bool label_name_ok(const char *s)
-{
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
-        return false;
-    for (s++; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_' ||
-              (*s >= '0' && *s <= '9')))
-            return false;
-    return true;
-}
+#define P CFG_PATH
 
 static int parse_labels(struct cfg *c, const cfg_node *n, const char *path,
                         struct tsdb_label **out, size_t *count)
@@ -51,7 +32,7 @@ static int parse_labels(struct cfg *c, const cfg_node *n, const char *path,
         const cfg_node *v = cfg_map_value(c, n, i);
         char p[300];
         P(p, "%s.%s", path, name ? name : "?");
-        if (!name || !label_name_ok(name)) {
+        if (!name || !prom_label_name_ok(name)) {
             bad = cfg_error(c, cfg_map_key(c, n, i), path, "invalid label name \"%s\"",
                             name ? name : "");
             continue;

@@ -12,17 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void pathf(char *out, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(out, n, fmt, ap);
-    va_end(ap);
-}
-#define P(buf, fmt, ...) pathf(buf, sizeof(buf), fmt, __VA_ARGS__)
+#define P CFG_PATH
 
-static bool label_name_ok(const char *s)
+bool prom_label_name_ok(const char *s)
 {
     if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
         return false;
@@ -135,7 +127,7 @@ int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
             (r->nsource || r->target))
             bad = cfg_error(c, cfg_seq_item(c, n, i), p,
                             "%s action requires only 'regex', and no other fields", a);
-        if (r->target && r->action != RELABEL_REPLACE && !label_name_ok(r->target))
+        if (r->target && r->action != RELABEL_REPLACE && !prom_label_name_ok(r->target))
             bad = cfg_error(c, v[2], p, "\"%s\" is invalid 'target_label' for %s action",
                             r->target, a);
     }
@@ -296,7 +288,7 @@ bool prom_relabel_apply(const struct prom_relabel *rs, size_t n, struct prom_lse
                 expand(r->target, val, md, r->re, &tgt);
                 buf_putc(&tmp, 0);
                 buf_putc(&tgt, 0);
-                if (label_name_ok(buf_head(&tgt)))
+                if (prom_label_name_ok(buf_head(&tgt)))
                     prom_lset_set(s, buf_head(&tgt), buf_head(&tmp));
             }
             break;

@@ -30,6 +30,9 @@ struct prom_relabel {
     enum prom_relabel_action action;
 };
 
+/* [a-zA-Z_][a-zA-Z0-9_]*, Prometheus's label names. */
+bool prom_label_name_ok(const char *s);
+
 /* Parses a list of rules from the config node. */
 int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
                        struct prom_relabel **out, size_t *count);

@@ -742,6 +742,12 @@ int tsdb_matcher_init(struct tsdb_matcher *m, const char *name, enum tsdb_match_
             tsdb_matcher_free(m);
             return -EINVAL;
         }
+        m->md = pcre2_match_data_create_from_pattern(m->re, NULL);
+        if (!m->md) {
+            snprintf(err, errlen, "out of memory");
+            tsdb_matcher_free(m);
+            return -ENOMEM;
+        }
     }
     return 0;
 }
@@ -750,6 +756,8 @@ void tsdb_matcher_free(struct tsdb_matcher *m)
 {
     free(m->name);
     free(m->value);
+    if (m->md)
+        pcre2_match_data_free(m->md);
     if (m->re)
         pcre2_code_free(m->re);
     memset(m, 0, sizeof(*m));
@@ -764,9 +772,7 @@ bool tsdb_matcher_matches(const struct tsdb_matcher *m, const char *value)
         return strcmp(value, m->value) != 0;
     case TSDB_RE:
     case TSDB_NRE: {
-        pcre2_match_data *md = pcre2_match_data_create_from_pattern(m->re, NULL);
-        int r = md ? pcre2_match(m->re, (PCRE2_SPTR)value, strlen(value), 0, 0, md, NULL) : -1;
-        pcre2_match_data_free(md);
+        int r = pcre2_match(m->re, (PCRE2_SPTR)value, strlen(value), 0, 0, m->md, NULL);
         return (r >= 0) == (m->op == TSDB_RE);
     }
     }

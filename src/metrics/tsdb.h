@@ -114,6 +114,7 @@ struct tsdb_matcher {
     char *name, *value;
     enum tsdb_match_op op;
     void *re;                   /* pcre2_code for the regex ops */
+    void *md;                   /* its match data, reused by every match (one thread) */
 };
 /* Compiles a matcher's regex (fully anchored). Returns 0, or -EINVAL with err (and
  * nothing left to free). */
