@@ -18,12 +18,6 @@
 
 /* ---- forms: query string and urlencoded bodies, repeated keys ---- */
 
-struct form {
-    char *key[256];
-    char *val[256];
-    size_t n;
-};
-
 static int hexv(char c)
 {
     if (c >= '0' && c <= '9')
@@ -54,7 +48,7 @@ static char *urldecode(const char *p, size_t n)
     return o;
 }
 
-static void form_parse(struct form *f, struct strv s)
+static void form_parse(struct prom_form *f, struct strv s)
 {
     const char *p = s.p, *end = s.p + s.n;
     while (p && p < end && f->n < ARRAY_SIZE(f->key)) {
@@ -70,7 +64,7 @@ static void form_parse(struct form *f, struct strv s)
     }
 }
 
-static void form_free(struct form *f)
+static void form_free(struct prom_form *f)
 {
     for (size_t i = 0; i < f->n; i++) {
         free(f->key[i]);
@@ -79,7 +73,7 @@ static void form_free(struct form *f)
     f->n = 0;
 }
 
-static const char *form_get(const struct form *f, const char *key)
+const char *prom__form_get(const struct prom_form *f, const char *key)
 {
     for (size_t i = 0; i < f->n; i++)
         if (f->key[i] && strcmp(f->key[i], key) == 0)
@@ -87,7 +81,7 @@ static const char *form_get(const struct form *f, const char *key)
     return NULL;
 }
 
-static void request_form(struct httpd_req *r, struct form *f)
+static void request_form(struct httpd_req *r, struct prom_form *f)
 {
     memset(f, 0, sizeof(*f));
     form_parse(f, r->h.query);
@@ -100,12 +94,12 @@ static void request_form(struct httpd_req *r, struct form *f)
 
 /* ---- JSON ---- */
 
-static void reply_json(struct httpd_req *r, int status, struct buf *b)
+void prom__reply_json(struct httpd_req *r, int status, struct buf *b)
 {
     httpd_respond(r, status, "application/json", buf_head(b), buf_used(b));
 }
 
-static void api_error(struct httpd_req *r, int status, const char *type, const char *msg)
+void prom__api_error(struct httpd_req *r, int status, const char *type, const char *msg)
 {
     struct buf b = BUF_INIT;
     buf_puts(&b, "{\"status\":\"error\",\"errorType\":");
@@ -113,7 +107,7 @@ static void api_error(struct httpd_req *r, int status, const char *type, const c
     buf_puts(&b, ",\"error\":");
     buf_json_str(&b, msg);
     buf_puts(&b, "}");
-    reply_json(r, status, &b);
+    prom__reply_json(r, status, &b);
     buf_free(&b);
 }
 
@@ -134,7 +128,7 @@ static void pairs_json(struct buf *b, const struct tsdb_label *l, size_t n)
 /* ---- times ---- */
 
 /* Unix seconds (float) or RFC 3339. */
-static int parse_time(const char *s, int64_t *ms)
+int prom__parse_time(const char *s, int64_t *ms)
 {
     double f;
     if (prom_parse_float(s, strlen(s), &f) == 0) {
@@ -332,7 +326,7 @@ fail:
 }
 
 /* The series of every match[] (deduplicated, in ref order). */
-static int select_all(struct prom_svc *ps, const struct form *f, int64_t mint, int64_t maxt,
+static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mint, int64_t maxt,
                       bool need, struct tsdb_series ***out, size_t *nout, char *err, size_t errlen)
 {
     struct tsdb_series **all = NULL;
@@ -390,23 +384,23 @@ static int select_all(struct prom_svc *ps, const struct form *f, int64_t mint, i
     return (int)nm;
 }
 
-static bool time_range(struct httpd_req *r, const struct form *f, int64_t *mint, int64_t *maxt)
+static bool time_range(struct httpd_req *r, const struct prom_form *f, int64_t *mint, int64_t *maxt)
 {
-    const char *s = form_get(f, "start"), *e = form_get(f, "end");
+    const char *s = prom__form_get(f, "start"), *e = prom__form_get(f, "end");
     *mint = INT64_MIN / 2;
     *maxt = INT64_MAX / 2;
-    if (s && *s && parse_time(s, mint)) {
-        api_error(r, 400, "bad_data", "invalid parameter \"start\": cannot parse to a valid timestamp");
+    if (s && *s && prom__parse_time(s, mint)) {
+        prom__api_error(r, 400, "bad_data", "invalid parameter \"start\": cannot parse to a valid timestamp");
         return false;
     }
-    if (e && *e && parse_time(e, maxt)) {
-        api_error(r, 400, "bad_data", "invalid parameter \"end\": cannot parse to a valid timestamp");
+    if (e && *e && prom__parse_time(e, maxt)) {
+        prom__api_error(r, 400, "bad_data", "invalid parameter \"end\": cannot parse to a valid timestamp");
         return false;
     }
     return true;
 }
 
-static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct form *f)
+static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
 {
     int64_t mint, maxt;
     char err[256];
@@ -415,7 +409,7 @@ static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct form
     struct tsdb_series **s;
     size_t n;
     if (select_all(ps, f, mint, maxt, true, &s, &n, err, sizeof(err)) < 0) {
-        api_error(r, 400, "bad_data", err);
+        prom__api_error(r, 400, "bad_data", err);
         return;
     }
     struct buf b = BUF_INIT;
@@ -427,7 +421,7 @@ static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct form
     }
     buf_puts(&b, "]}");
     free(s);
-    reply_json(r, 200, &b);
+    prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
 
@@ -437,7 +431,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* /api/v1/labels and /api/v1/label/NAME/values, with or without match[]. */
-static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct form *f,
+static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f,
                      const char *name)
 {
     int64_t mint, maxt;
@@ -448,7 +442,7 @@ static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct form
     size_t n;
     int nm = select_all(ps, f, mint, maxt, false, &s, &n, err, sizeof(err));
     if (nm < 0) {
-        api_error(r, 400, "bad_data", err);
+        prom__api_error(r, 400, "bad_data", err);
         return;
     }
     const char **vals = NULL;
@@ -503,7 +497,7 @@ static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct form
     else
         free(vals);
     free(s);
-    reply_json(r, 200, &b);
+    prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
 
@@ -521,7 +515,7 @@ static int cmp_series_labels(const void *a, const void *b)
     return c ? c : (int)x->n - (int)y->n;
 }
 
-static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct form *f)
+static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
 {
     char err[256];
     struct tsdb_series **s;
@@ -621,19 +615,19 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
         buf_putc(&b, '}');
     }
     buf_puts(&b, "]}}");
-    reply_json(r, 200, &b);
+    prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
 
-static void h_metadata(struct prom_svc *ps, struct httpd_req *r, const struct form *f)
+static void h_metadata(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
 {
-    const char *metric = form_get(f, "metric"), *lim = form_get(f, "limit");
+    const char *metric = prom__form_get(f, "metric"), *lim = prom__form_get(f, "limit");
     long limit = -1;
     if (lim && *lim) {
         char *e;
         limit = strtol(lim, &e, 10);
         if (*e) {
-            api_error(r, 400, "bad_data", "limit must be a number");
+            prom__api_error(r, 400, "bad_data", "limit must be a number");
             return;
         }
     }
@@ -660,7 +654,7 @@ static void h_metadata(struct prom_svc *ps, struct httpd_req *r, const struct fo
         buf_putc(&b, ']');
     }
     buf_puts(&b, "}}");
-    reply_json(r, 200, &b);
+    prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
 
@@ -763,7 +757,7 @@ static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
         buf_putc(&b, '}');
     }
     buf_putc(&b, '}');
-    reply_json(r, 200, &b);
+    prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
 
@@ -1256,10 +1250,10 @@ void prom__handle(struct httpd_req *r, void *arg)
     bool post = strv_eq_cstr(r->h.method, "POST");
     if (!get && !post) {
         httpd_header(r, "Allow", "GET, POST");
-        api_error(r, 405, "bad_data", "method not allowed");
+        prom__api_error(r, 405, "bad_data", "method not allowed");
         return;
     }
-    struct form f;
+    struct prom_form f;
     request_form(r, &f);
     if (strv_eq_cstr(p, "/api/v1/series")) {
         h_series(ps, r, &f);
@@ -1271,7 +1265,7 @@ void prom__handle(struct httpd_req *r, void *arg)
         if (!name || !ident_start(name[0]) || strchr(name, ':')) {
             char msg[300];
             snprintf(msg, sizeof(msg), "invalid label name: \"%s\"", name ? name : "");
-            api_error(r, 400, "bad_data", msg);
+            prom__api_error(r, 400, "bad_data", msg);
         } else {
             h_labels(ps, r, &f, name);
         }
@@ -1287,10 +1281,10 @@ void prom__handle(struct httpd_req *r, void *arg)
         snprintf(what, sizeof(what), "%.*s", (int)MIN(p.n - 15, 31), p.p + 15);
         if (strcmp(what, "buildinfo") && strcmp(what, "config") && strcmp(what, "flags") &&
             strcmp(what, "runtimeinfo") && strcmp(what, "tsdb"))
-            api_error(r, 404, "not_found", "unknown status page");
+            prom__api_error(r, 404, "not_found", "unknown status page");
         else
             h_status(ps, r, what);
-    } else {
+    } else if (!prom__query_handle(ps, r, &f)) {
         httpd_respond(r, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
     }
     form_free(&f);

@@ -5,6 +5,9 @@
  *                                   # every service of the stack
  *   retention: 15d
  *   max_series: 1000000             # active series limit (0 = none)
+ *   query_timeout: 2m               # a query running longer fails (503, "timeout")
+ *   query_max_samples: 50000000     # samples a query may hold at once
+ *   query_lookback_delta: 5m        # how far back an instant selector looks
  */
 #include "prom_internal.h"
 
@@ -273,8 +276,9 @@ static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
 int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
     static const char *const keys[] = { "role", "listen", "prometheus", "retention",
-                                        "max_series", NULL };
-    cfg_node *v[5];
+                                        "max_series", "query_timeout", "query_max_samples",
+                                        "query_lookback_delta", NULL };
+    cfg_node *v[8];
     char p[256];
     struct prom_conf *pc = calloc(1, sizeof(*pc));
     if (!pc)
@@ -282,6 +286,9 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     svc->conf = pc;
     pc->retention_ms = 15ull * 86400 * 1000;
     pc->max_series = 0;
+    pc->query_timeout_ms = 120000;
+    pc->query_max_samples = 50000000;
+    pc->lookback_ms = 300000;
     int bad = cfg_map_fields(c, map, path, keys, v);
     P(p, "%s.listen", path);
     if (!v[1]) {
@@ -352,6 +359,19 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     if (v[4] && cfg_get_int(c, v[4], p, 0, 1LL << 40, &x) == 0)
         pc->max_series = (uint64_t)x;
     else if (v[4])
+        bad = -EINVAL;
+    P(p, "%s.query_timeout", path);
+    if (v[5])
+        bad |= cfg_get_duration(c, v[5], p, &pc->query_timeout_ms);
+    P(p, "%s.query_max_samples", path);
+    if (v[6] && cfg_get_int(c, v[6], p, 1, 1LL << 40, &x) == 0)
+        pc->query_max_samples = (uint64_t)x;
+    else if (v[6])
+        bad = -EINVAL;
+    P(p, "%s.query_lookback_delta", path);
+    if (v[7] && cfg_get_duration(c, v[7], p, &pc->lookback_ms) == 0 && pc->lookback_ms == 0)
+        bad = cfg_error(c, v[7], p, "must be more than 0s");
+    else if (v[7] && pc->lookback_ms == 0)
         bad = -EINVAL;
     return bad ? -EINVAL : 0;
 }

@@ -101,7 +101,7 @@ uint64_t tsdb_labels_hash(const struct tsdb_labels *l)
     return h;
 }
 
-static bool labels_eq(const struct tsdb_labels *a, const struct tsdb_labels *b)
+bool tsdb_labels_eq(const struct tsdb_labels *a, const struct tsdb_labels *b)
 {
     if (a->n != b->n)
         return false;
@@ -237,7 +237,7 @@ static struct tsdb_series *series_lookup(const struct tsdb *db, const struct tsd
     if (!db->tablesize)
         return NULL;
     for (struct tsdb_series *s = db->table[h & (db->tablesize - 1)]; s; s = s->hnext)
-        if (s->hash == h && labels_eq(&s->labels, l))
+        if (s->hash == h && tsdb_labels_eq(&s->labels, l))
             return s;
     return NULL;
 }
@@ -732,7 +732,7 @@ int tsdb_matcher_init(struct tsdb_matcher *m, const char *name, enum tsdb_match_
         snprintf(pat, n + 8, "^(?:%s)$", value);
         int ec;
         PCRE2_SIZE eo;
-        m->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_DOTALL | PCRE2_UTF,
+        m->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_DOTALL | PCRE2_UTF | PCRE2_DOLLAR_ENDONLY,
                               &ec, &eo, NULL);
         free(pat);
         if (!m->re) {

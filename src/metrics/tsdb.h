@@ -90,6 +90,7 @@ int tsdb_labels_make(struct tsdb_labels *out, const struct tsdb_label *pairs, si
 void tsdb_labels_free(struct tsdb_labels *l);
 const char *tsdb_labels_get(const struct tsdb_labels *l, const char *name);
 uint64_t tsdb_labels_hash(const struct tsdb_labels *l);
+bool tsdb_labels_eq(const struct tsdb_labels *a, const struct tsdb_labels *b);
 
 /* Finds or creates the series of a label set (sorted, from tsdb_labels_make; a
  * created series takes ownership of *l and clears it). *created tells which.
