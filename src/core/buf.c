@@ -7,7 +7,7 @@
 
 int buf_reserve(struct buf *b, size_t n)
 {
-    if (b->cap - b->len >= n)
+    if (b->data && b->cap - b->len >= n)
         return 0;
     /* Reuse the consumed front before growing. */
     if (b->off && b->cap - buf_used(b) >= n) {

@@ -178,7 +178,9 @@ static void run(struct prom_svc *ps, struct httpd_req *r, const char *q, int64_t
     char err[1024];
     struct promql_node *n = promql_parse(q ? q : "", err, sizeof(err));
     if (!n) {
-        prom__api_error(r, 400, "bad_data", err);
+        char msg[1100];
+        snprintf(msg, sizeof(msg), "invalid parameter \"query\": %s", err);
+        prom__api_error(r, 400, "bad_data", msg);
         return;
     }
     struct promql_result res;

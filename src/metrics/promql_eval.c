@@ -301,6 +301,7 @@ static long smap_get(struct smap *m, const char *k, size_t kl, bool insert)
 static void key_labels(struct buf *b, const struct tsdb_labels *l)
 {
     buf_reset(b);
+    buf_reserve(b, 1);
     for (uint16_t i = 0; i < l->n; i++) {
         buf_puts(b, l->l[i].name);
         buf_putc(b, '\xff');
@@ -2068,6 +2069,7 @@ static struct pq_val *binop_vs(struct promql_ev *ev, const struct promql_node *n
 static void signature(struct buf *b, const struct promql_node *n, const struct tsdb_labels *l)
 {
     buf_reset(b);
+    buf_reserve(b, 1);
     for (uint16_t i = 0; i < l->n; i++) {
         const char *name = l->l[i].name;
         bool listed = in_list(n->labels, n->nlabels, name);

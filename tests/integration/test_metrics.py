@@ -14,61 +14,10 @@ import pytest
 import requests
 
 from conftest import free_port, wait_for, write_stack
+from promwrite import push, snappy, write_request  # noqa: F401
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-
-
-# ---- a remote_write client: protobuf by hand, snappy literal blocks ----
-
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def ld(field, payload):
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
-
-
-def write_request(series):
-    """series: [(labels dict, [(ts_ms, value), ...]), ...]"""
-    out = b""
-    for labels, samples in series:
-        ts = b""
-        for k in sorted(labels):
-            ts += ld(1, ld(1, k.encode()) + ld(2, labels[k].encode()))
-        for t, v in samples:
-            ts += ld(2, varint(1 << 3 | 1) + struct.pack("<d", v) + varint(2 << 3) + varint(t))
-        out += ld(1, ts)
-    return out
-
-
-def snappy(data):
-    """The snappy block format with literal elements only (valid, uncompressed)."""
-    out = varint(len(data))
-    for i in range(0, len(data), 65536):
-        chunk = data[i:i + 65536]
-        n = len(chunk) - 1
-        if n < 60:
-            out += bytes([n << 2])
-        elif n < 256:
-            out += bytes([60 << 2, n])
-        else:
-            out += bytes([61 << 2]) + struct.pack("<H", n)
-        out += chunk
-    return out
-
-
-def push(port, series, timeout=10):
-    return requests.post(f"http://127.0.0.1:{port}/api/v1/write", data=snappy(write_request(series)),
-                         headers={"Content-Type": "application/x-protobuf",
-                                  "Content-Encoding": "snappy",
-                                  "X-Prometheus-Remote-Write-Version": "0.1.0"}, timeout=timeout)
 
 
 def series(port, match):
