@@ -36,7 +36,7 @@ static void put_time(struct buf *b, int64_t t)
 static void put_point(struct buf *b, int64_t t, double v)
 {
     char s[400];
-    promql_format_float(s, sizeof(s), v);
+    promql_format_value(s, sizeof(s), v);
     buf_putc(b, '[');
     put_time(b, t);
     buf_puts(b, ",\"");

@@ -129,9 +129,12 @@ int promql_eval(const struct tsdb *db, const struct promql_node *n, int64_t star
                 size_t errlen);
 void promql_result_free(struct promql_result *res);
 
-/* Formats a float as Prometheus's JSON does (out: 330 bytes or more): shortest form without
- * exponent ('f', -1 in Go), "NaN", "+Inf", "-Inf". */
+/* Formats a float as Go's strconv.FormatFloat(v, 'f', -1, 64) (count_values
+ * labels): shortest round-trip digits, no exponent; out holds 330 bytes. */
 void promql_format_float(char *out, size_t outlen, double v);
+/* Formats a sample value as Prometheus's JSON does: the same, but with an
+ * exponent below 1e-6 and from 1e21 on; "NaN", "+Inf", "-Inf". */
+void promql_format_value(char *out, size_t outlen, double v);
 
 /* ---- internal to the engine (promql_*.c) ---- */
 

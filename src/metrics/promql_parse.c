@@ -1410,6 +1410,12 @@ static void fmt_labels(struct buf *b, char **l, size_t n)
     buf_putc(b, ')');
 }
 
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* name{matchers} with the matchers' texts sorted, as Prometheus prints them. */
 static void fmt_selector(const struct promql_node *n, struct buf *b)
 {
     static const char *const ops[] = { "=", "!=", "=~", "!~" };
@@ -1418,17 +1424,29 @@ static void fmt_selector(const struct promql_node *n, struct buf *b)
         buf_puts(b, n->name);
         first = 1;
     }
-    if (n->nm > first) {
-        buf_putc(b, '{');
-        for (size_t i = first; i < n->nm; i++) {
-            if (i > first)
-                buf_putc(b, ',');
-            buf_puts(b, n->m[i].name);
-            buf_puts(b, ops[n->m[i].op]);
-            fmt_quoted(b, n->m[i].value);
-        }
-        buf_putc(b, '}');
+    if (n->nm <= first)
+        return;
+    char **txt = calloc(n->nm, sizeof(*txt));
+    if (!txt)
+        return;
+    size_t k = 0;
+    for (size_t i = first; i < n->nm; i++) {
+        struct buf m = BUF_INIT;
+        buf_puts(&m, n->m[i].name);
+        buf_puts(&m, ops[n->m[i].op]);
+        fmt_quoted(&m, n->m[i].value);
+        txt[k++] = buf_steal(&m);
     }
+    qsort(txt, k, sizeof(*txt), cmp_cstr);
+    buf_putc(b, '{');
+    for (size_t i = 0; i < k; i++) {
+        if (i)
+            buf_putc(b, ',');
+        buf_puts(b, txt[i] ? txt[i] : "");
+        free(txt[i]);
+    }
+    buf_putc(b, '}');
+    free(txt);
 }
 
 void promql_format(const struct promql_node *n, struct buf *b)
@@ -1492,10 +1510,10 @@ void promql_format(const struct promql_node *n, struct buf *b)
         if (n->bool_mod)
             buf_puts(b, " bool");
         if (n->matching) {
-            buf_puts(b, n->on ? " on" : " ignoring");
+            buf_puts(b, n->on ? " on " : " ignoring ");
             fmt_labels(b, n->labels, n->nlabels);
             if (n->card) {
-                buf_puts(b, n->card == 1 ? " group_left" : " group_right");
+                buf_puts(b, n->card == 1 ? " group_left " : " group_right ");
                 fmt_labels(b, n->include, n->ninclude);
             }
         }
@@ -1514,8 +1532,9 @@ void promql_format(const struct promql_node *n, struct buf *b)
     }
 }
 
-/* Go's strconv.FormatFloat(v, 'f', -1, 64): shortest digits, no exponent. */
-void promql_format_float(char *out, size_t outlen, double v)
+/* Go's strconv.FormatFloat(v, 'f', -1, 64): shortest digits, no exponent; with
+ * json, the 'e' form below 1e-6 and from 1e21 on. */
+static void format_float(char *out, size_t outlen, double v, bool json)
 {
     if (isnan(v)) {
         snprintf(out, outlen, "NaN");
@@ -1552,7 +1571,15 @@ void promql_format_float(char *out, size_t outlen, double v)
     struct buf b = BUF_INIT;
     if (neg)
         buf_putc(&b, '-');
-    if (exp < 0) {
+    if (json && (fabs(v) < 1e-6 || fabs(v) >= 1e21)) {
+        /* Go's 'e' form, as Prometheus's JSON switches to it */
+        buf_putc(&b, digits[0]);
+        if (nd > 1) {
+            buf_putc(&b, '.');
+            buf_append(&b, digits + 1, nd - 1);
+        }
+        buf_printf(&b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+    } else if (exp < 0) {
         buf_puts(&b, "0.");
         for (int i = 0; i < -exp - 1; i++)
             buf_putc(&b, '0');
@@ -1573,4 +1600,14 @@ int promql_parse_duration(const char *s, int64_t *ms)
 {
     size_t n = lex_duration(s, ms);
     return n && !s[n] ? 0 : -EINVAL;
+}
+
+void promql_format_float(char *out, size_t outlen, double v)
+{
+    format_float(out, outlen, v, false);
+}
+
+void promql_format_value(char *out, size_t outlen, double v)
+{
+    format_float(out, outlen, v, true);
 }

@@ -86,3 +86,215 @@ def test_promql_file(server, path):
     passed, failures = run_file(server.url, path, reset=server.reset)
     assert not failures, f"{server.kind}: {len(failures)} failed, {passed} passed\n" + "\n".join(failures)
     assert passed > 0
+
+
+COMPLIANCE = os.path.join(os.path.dirname(ROOT), "shared", "conformance", "promql", "compliance.py")
+
+
+def test_compliance_suite(tmp_path, start):
+    """The PromQL compliance suite (prometheus/compliance queries, 539 with their
+    variants) as range queries against Prometheus and cairn on the same data."""
+    if not os.path.exists(COMPLIANCE):
+        pytest.skip("the shared conformance material is not next to this checkout")
+    ref, cand = Server("prometheus", tmp_path, start), Server("cairn", tmp_path, start)
+    try:
+        ref.reset()
+        cand.reset()
+        r = subprocess.run(["/usr/bin/python3", COMPLIANCE, ref.url, cand.url], capture_output=True,
+                           text=True, timeout=600)
+        last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-2000:]
+        assert r.returncode == 0 and last.endswith(" 0 failed"), r.stdout[-4000:] + r.stderr[-2000:]
+    finally:
+        ref.stop()
+        cand.stop()
+
+
+@pytest.fixture
+def both(tmp_path, start):
+    """A Prometheus and a cairn with the same data: a counter, a gauge with tiny and
+    huge values, and 300 series for the limits."""
+    ref, cand = Server("prometheus", tmp_path, start), Server("cairn", tmp_path, start)
+    ref.reset()
+    cand.reset()
+    t0 = 1_700_000_000_000
+    data = []
+    for i in range(3):
+        data.append(({"__name__": "req_total", "job": "api", "instance": f"i{i}"},
+                     [(t0 + k * 15000, float(k * (i + 1))) for k in range(241)]))
+    data.append(({"__name__": "tiny", "job": "api"}, [(t0 + k * 15000, 1e-7 * (k + 1)) for k in range(241)]))
+    data.append(({"__name__": "huge", "job": "api"}, [(t0 + k * 15000, 1.5e21) for k in range(241)]))
+    for i in range(300):
+        data.append(({"__name__": "many", "n": str(i)}, [(t0 + k * 15000, float(k)) for k in range(241)]))
+    for s in (ref, cand):
+        for lo in range(0, len(data), 50):
+            r = push_url(s.url, data[lo:lo + 50])
+            assert r.status_code // 100 == 2, r.text
+    yield ref, cand, t0 / 1000
+    ref.stop()
+    cand.stop()
+
+
+def norm(body):
+    """A response body with the evaluation time of time-less instant queries removed."""
+    if body.get("status") == "success" and isinstance(body.get("data"), dict):
+        d = body["data"]
+        if d.get("resultType") == "vector":
+            d["result"] = sorted(d["result"], key=lambda s: sorted(s["metric"].items()))
+        if d.get("resultType") == "matrix":
+            d["result"] = sorted(d["result"], key=lambda s: sorted(s["metric"].items()))
+    return body
+
+
+def test_query_api_same_as_prometheus(both):
+    ref, cand, t0 = both
+    end = t0 + 3600
+    iso = "2023-11-14T23:13:20Z"   # t0 + 0, RFC 3339
+    reqs = [
+        ("query", {"query": "req_total", "time": end}),
+        ("query", {"query": "sum by (job) (rate(req_total[5m]))", "time": end}),
+        ("query", {"query": "tiny", "time": end}),
+        ("query", {"query": "huge * 10", "time": end}),
+        ("query", {"query": "tiny / 1e12", "time": end}),
+        ("query", {"query": "1 + 1", "time": end}),
+        ("query", {"query": "NaN", "time": end}),
+        ("query", {"query": "-Inf", "time": end}),
+        ("query", {"query": '"hello"', "time": end}),
+        ("query", {"query": "req_total[1m]", "time": end}),
+        ("query", {"query": "req_total[2m:30s]", "time": end}),
+        ("query", {"query": "req_total", "time": iso}),
+        ("query", {"query": "req_total", "time": end + 0.123}),
+        ("query_range", {"query": "rate(req_total[1m])", "start": t0, "end": end, "step": 60}),
+        ("query_range", {"query": "req_total", "start": iso, "end": end, "step": "5m"}),
+        ("query_range", {"query": "time()", "start": t0, "end": t0 + 120, "step": "30s"}),
+        ("query_range", {"query": "req_total * 0.1", "start": t0, "end": t0 + 60, "step": 0.5}),
+        ("query_range", {"query": "absent(nothing)", "start": t0, "end": t0 + 60, "step": 30}),
+        # errors: status code and errorType must match
+        ("query", {"query": "sum(", "time": end}),
+        ("query", {"query": "", "time": end}),
+        ("query", {"query": "req_total", "time": "yesterday"}),
+        ("query", {"query": "req_total + on(job) req_total", "time": end}),
+        ("query_range", {"query": "req_total", "start": end, "end": t0, "step": 60}),
+        ("query_range", {"query": "req_total", "start": t0, "end": end, "step": 0}),
+        ("query_range", {"query": "req_total", "start": t0, "end": end, "step": "x"}),
+        ("query_range", {"query": "req_total", "start": t0, "end": t0 + 100000, "step": 1}),
+        ("query_range", {"query": "req_total[5m]", "start": t0, "end": end, "step": 60}),
+        ("query_range", {"query": "req_total", "end": end, "step": 60}),
+    ]
+    for path, params in reqs:
+        for method in ("GET", "POST"):
+            got = []
+            for s in (ref, cand):
+                if method == "GET":
+                    r = requests.get(f"{s.url}/api/v1/{path}", params=params, timeout=30)
+                else:
+                    r = requests.post(f"{s.url}/api/v1/{path}", data=params, timeout=30)
+                got.append((r.status_code, r.headers.get("Content-Type", ""), r.json()))
+            (sa, ca, ba), (sb, cb, bb) = got
+            assert sa == sb, f"{method} {path} {params}: status {sa} vs cairn {sb}: {bb}"
+            assert "application/json" in cb
+            if ba["status"] == "error":
+                assert bb["status"] == "error" and ba["errorType"] == bb["errorType"], (params, ba, bb)
+                continue
+            assert norm(ba) == norm(bb), f"{method} {path} {params}\n  prometheus: {ba}\n  cairn:      {bb}"
+
+
+def test_parse_errors_name_the_position(both):
+    _, cand, t0 = both
+    r = requests.get(f"{cand.url}/api/v1/query", params={"query": "sum(rate(x[5m])", "time": t0})
+    assert r.status_code == 400 and r.json()["errorType"] == "bad_data"
+    assert "1:16: parse error" in r.json()["error"], r.json()
+    r = requests.get(f"{cand.url}/api/v1/query", params={"query": "foo{a=\"b\"} +\n  bar{", "time": t0})
+    assert "2:7: parse error" in r.json()["error"], r.json()
+    # deep nesting is refused, not a stack overflow
+    q = "(" * 5000 + "1" + ")" * 5000
+    r = requests.post(f"{cand.url}/api/v1/query", data={"query": q, "time": t0})
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+    q = "-" * 100000 + "1"
+    r = requests.post(f"{cand.url}/api/v1/query", data={"query": q, "time": t0})
+    assert r.status_code == 400
+    assert requests.get(f"{cand.url}/-/healthy", timeout=5).ok
+
+
+def test_format_query_same_as_prometheus(both):
+    ref, cand, _ = both
+    for q in ['sum  by(job)(rate(req_total{job="api",instance=~"i.*"}[5m] offset 1m))',
+              "a + on(x) group_left(y) b", "-1 ^ 2", "x[5m:] @ start()", "topk(3, x) > bool 0.5",
+              'label_replace(x, "a", "$1", "b", "(.*)")', "1e6 + 0x10 + .5", "x unless ignoring(a) y"]:
+        a = requests.get(f"{ref.url}/api/v1/format_query", params={"query": q}).json()
+        b = requests.get(f"{cand.url}/api/v1/format_query", params={"query": q}).json()
+        assert a == b, (q, a, b)
+    b = requests.get(f"{cand.url}/api/v1/format_query", params={"query": "sum("})
+    assert b.status_code == 400 and b.json()["errorType"] == "bad_data"
+
+
+def test_query_limits(tmp_path, start):
+    port = free_port()
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  metrics:
+    role: metrics
+    listen: ["127.0.0.1:{port}"]
+    retention: 100000d
+    query_max_samples: 1000
+    prometheus:
+      scrape_configs: []
+""")
+    p = start(["run", "metrics", "-c", stack])
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).ok, what="metrics ready")
+    t0 = 1_700_000_000_000
+    data = [({"__name__": "many", "n": str(i)}, [(t0 + k * 15000, float(k)) for k in range(100)])
+            for i in range(200)]
+    assert push_url(url, data).status_code == 204
+    r = requests.get(url + "/api/v1/query_range", params={"query": "many", "start": t0 / 1000,
+                                                          "end": t0 / 1000 + 1500, "step": 15})
+    assert r.status_code == 422, r.text
+    assert r.json()["errorType"] == "execution" and "too many samples" in r.json()["error"]
+    r = requests.get(url + "/api/v1/query", params={"query": "sum(many)", "time": t0 / 1000 + 1500})
+    assert r.status_code == 200 and r.json()["data"]["result"][0]["value"][1] == str(99 * 200)
+    assert p.p.poll() is None
+
+
+def test_query_timeout(tmp_path, start):
+    port = free_port()
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  metrics:
+    role: metrics
+    listen: ["127.0.0.1:{port}"]
+    retention: 100000d
+    query_timeout: 1ms
+    prometheus:
+      scrape_configs: []
+""")
+    start(["run", "metrics", "-c", stack])
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).ok, what="metrics ready")
+    t0 = 1_700_000_000_000
+    for lo in range(0, 2000, 200):
+        data = [({"__name__": "many", "n": str(i)}, [(t0 + k * 15000, float(k)) for k in range(240)])
+                for i in range(lo, lo + 200)]
+        assert push_url(url, data).status_code == 204
+    r = requests.get(url + "/api/v1/query_range",
+                     params={"query": "sum by (n) (rate(many[5m])) * 2 > 0", "start": t0 / 1000,
+                             "end": t0 / 1000 + 3600, "step": 1})
+    assert r.status_code == 503, r.text[:300]
+    assert r.json()["errorType"] == "timeout"
+    r = requests.get(url + "/api/v1/query", params={"query": "1 + 1"})
+    assert r.status_code == 200 and r.json()["data"]["result"][1] == "2"
+
+
+def test_graph_page_and_grafana_health_check(both):
+    _, cand, _ = both
+    r = requests.get(cand.url + "/graph", timeout=5)
+    assert r.status_code == 200 and "text/html" in r.headers["Content-Type"]
+    assert "api/v1/query_range" in r.text and "<textarea" in r.text
+    # Grafana's data source test: 1+1, then buildinfo
+    r = requests.post(cand.url + "/api/v1/query", data={"query": "1+1", "time": "1700000000"})
+    assert r.json() == {"status": "success", "data": {"resultType": "scalar", "result": [1700000000, "2"]}}
+    r = requests.get(cand.url + "/api/v1/status/buildinfo", timeout=5)
+    assert r.json()["data"]["version"].startswith("2.")
+    r = requests.get(cand.url + "/api/v1/query_exemplars", params={"query": "req_total"})
+    assert r.json() == {"status": "success", "data": []}
