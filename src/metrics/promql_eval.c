@@ -319,7 +319,8 @@ struct lb {
 static void lb_from(struct lb *b, const struct tsdb_labels *l)
 {
     b->n = l->n;
-    memcpy(b->p, l->l, l->n * sizeof(b->p[0]));
+    if (l->n)
+        memcpy(b->p, l->l, l->n * sizeof(b->p[0]));
 }
 
 static void lb_del(struct lb *b, const char *name)
@@ -600,8 +601,8 @@ static struct pq_val *eval_subquery_inner(struct promql_ev *ev, const struct pro
     size_t ns = last >= s ? (size_t)((last - s) / step) + 1 : 0;
     if (ns == 0)
         return val_new(ev, PROMQL_VECTOR);
-    if (ns > 10 * 1000 * 1000)
-        return fail(ev, PROMQL_EEXEC, "subquery would evaluate too many steps (%zu)", ns);
+    if (ns > 10 * 1000 * 1000 || ns > ev->max_samples)
+        return fail(ev, PROMQL_EEXEC, "query processing would load too many samples into memory in query execution");
     struct promql_ev sub = *ev;
     sub.start = s;
     sub.end = s + (int64_t)(ns - 1) * step;
@@ -982,6 +983,8 @@ static bool mfn_series(struct promql_ev *ev, const struct raw *r, const struct w
     struct mctx *c = arg;
     struct pq_ser *s = NULL;
     size_t lo = 0, hi = 0;
+    if (!r->n)
+        return true;
     for (size_t i = 0; i < ev->nsteps; i++) {
         int64_t ws, we;
         window(ev, r, w, i, &lo, &hi, &ws, &we);
@@ -1135,9 +1138,12 @@ enum dfn { DF_DOM, DF_DOW, DF_DOY, DF_DIM, DF_HOUR, DF_MINUTE, DF_MONTH, DF_YEAR
 
 static double date_part(enum dfn f, double secs)
 {
+    if (!(secs > -6e16 && secs < 6e16))
+        return NAN;     /* beyond what a calendar date can express */
     time_t t = (time_t)(int64_t)secs;
     struct tm tm;
-    gmtime_r(&t, &tm);
+    if (!gmtime_r(&t, &tm))
+        return NAN;
     switch (f) {
     case DF_DOM: return tm.tm_mday;
     case DF_DOW: return tm.tm_wday;

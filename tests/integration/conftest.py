@@ -85,6 +85,12 @@ class Proc:
                 self.p.wait(timeout=5)
         self.out.close()
         self.err.close()
+        # a sanitizer build reports leaks and errors on stderr at exit: they fail the test
+        report = self.stderr()
+        for marker in ("ERROR: LeakSanitizer", "ERROR: AddressSanitizer", "runtime error:"):
+            if marker in report:
+                i = report.index(marker)
+                raise AssertionError(f"{marker} in {self.err_path}:\n{report[i:i + 3000]}")
 
 
 @pytest.fixture
