@@ -1300,7 +1300,7 @@ static void go_fmt_g(struct buf *b, double v)
         return;
     }
     char e[40];
-    for (int p = 1; p <= 17; p++) {
+    for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
         snprintf(e, sizeof(e), "%.*e", p - 1, v);
         if (strtod(e, NULL) == v)
             break;
@@ -1553,7 +1553,7 @@ static void format_float(char *out, size_t outlen, double v, bool json)
         return;
     }
     char e[40];
-    for (int p = 1; p <= 17; p++) {
+    for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
         snprintf(e, sizeof(e), "%.*e", p - 1, v);
         if (strtod(e, NULL) == v)
             break;

@@ -1,0 +1,87 @@
+#!/bin/bash
+# make bench-promql: PromQL latency and query memory, cairn vs Prometheus on the
+# same data.
+#
+# bench/rwpush.c pushes 10,000 series (5,000 counters, 5,000 histogram buckets),
+# one sample a minute over the last HOURS (default 24), by remote_write into a
+# Prometheus and a cairn, both pinned to CPU SRVCPU. Then each dashboard query
+# runs RUNS times on each server, alternating, as a range query over 1h and over
+# 24h (step 15s and 60s, as Grafana would ask); the median latency of each is
+# printed with the ratio cairn/Prometheus. Query memory: the peak resident set
+# (VmHWM, reset through /proc/PID/clear_refs before the queries) minus the
+# resident set before them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOURS=${HOURS:-24}
+RUNS=${RUNS:-5}
+SRVCPU=${SRVCPU:-1}
+W=$(mktemp -d /tmp/cairn-bench-promql.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
+            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+command -v prometheus >/dev/null || { echo "bench-promql: prometheus is missing (apt-get install prometheus)"; exit 1; }
+make -s build/cairn
+cc -O2 -o $W/rwpush bench/rwpush.c -lsnappy
+P_CAIRN=19691; P_PROM=19692
+echo 'global: {}' > $W/prometheus.yml
+taskset -c $SRVCPU prometheus --config.file=$W/prometheus.yml --storage.tsdb.path=$W/prom \
+    --web.listen-address=127.0.0.1:$P_PROM --web.enable-remote-write-receiver >$W/prom.log 2>&1 &
+PIDS+=($!); PROM_PID=$!
+cat > $W/stack.yaml <<CONF
+data_dir: $W/cairn
+services:
+  metrics:
+    role: metrics
+    listen: ["127.0.0.1:$P_CAIRN"]
+    prometheus: {scrape_configs: []}
+CONF
+taskset -c $SRVCPU build/cairn run metrics -c $W/stack.yaml >$W/cairn.log 2>&1 &
+PIDS+=($!); CAIRN_PID=$!
+for p in $P_PROM $P_CAIRN; do
+    for i in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:$p/-/ready && break; sleep 0.1; done
+done
+END=$(( $(date +%s) / 60 * 60 ))
+echo "pushing 10,000 series x ${HOURS}h at 60s to both ..."
+$W/rwpush $END $HOURS 60 $P_PROM $P_CAIRN
+sleep 2
+QUERIES=(
+  'sum by (code) (rate(http_requests_total[5m]))'
+  'histogram_quantile(0.99, sum by (le) (rate(request_duration_seconds_bucket[5m])))'
+  'histogram_quantile(0.9, sum by (le, handler) (rate(request_duration_seconds_bucket[5m])))'
+  'topk(5, sum by (instance) (rate(http_requests_total{code=~"5.."}[5m])))'
+  'rate(http_requests_total{instance="i7", handler="h3"}[5m])'
+  'sum(rate(http_requests_total[5m])) / sum(rate(http_requests_total[5m] offset 1d))'
+)
+rss() { awk '/^VmRSS/ {print $2}' /proc/$1/status; }
+hwm() { awk '/^VmHWM/ {print $2}' /proc/$1/status; }
+one() { # port query start end step -> seconds
+    curl -s -o $W/out.json -w '%{time_total}' --data-urlencode "query=$2" -d start=$3 -d end=$4 -d step=$5 \
+        http://127.0.0.1:$1/api/v1/query_range
+    grep -q '"status":"success"' $W/out.json || { echo "query failed on $1: $(head -c 300 $W/out.json)" >&2; exit 1; }
+}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A BASE
+for who in prom cairn; do pid=PROM_PID; [ $who = cairn ] && pid=CAIRN_PID
+    BASE[$who]=$(rss ${!pid}); echo 5 > /proc/${!pid}/clear_refs; done
+printf '%-92s %6s %10s %10s %7s\n' query range prometheus cairn ratio
+RATIOS=()
+for q in "${QUERIES[@]}"; do
+    for span in 1h 24h; do
+        if [ $span = 1h ]; then S=$((END - 3600)); STEP=15; else S=$((END - 86400)); STEP=60; fi
+        [ $HOURS -lt 24 ] && [ $span = 24h ] && S=$((END - HOURS * 3600))
+        tp=(); tc=()
+        for r in $(seq $RUNS); do
+            tp+=($(one $P_PROM "$q" $S $END $STEP)); tc+=($(one $P_CAIRN "$q" $S $END $STEP))
+        done
+        mp=$(printf '%s\n' "${tp[@]}" | median); mc=$(printf '%s\n' "${tc[@]}" | median)
+        ratio=$(awk -v a=$mc -v b=$mp 'BEGIN {printf "%.2f", a / b}')
+        RATIOS+=($ratio)
+        printf '%-92s %6s %9.1fms %9.1fms %6sx\n' "$q" $span "$(awk -v x=$mp 'BEGIN{print x*1000}')" \
+            "$(awk -v x=$mc 'BEGIN{print x*1000}')" $ratio
+    done
+done
+echo "median latency ratio cairn/prometheus: $(printf '%s\n' "${RATIOS[@]}" | median)x"
+for who in prom cairn; do pid=PROM_PID; [ $who = cairn ] && pid=CAIRN_PID
+    peak=$(hwm ${!pid}); echo "$who: resident before queries $((BASE[$who] / 1024)) MiB, peak during queries $((peak / 1024)) MiB, query memory $(( (peak - BASE[$who]) / 1024 )) MiB"
+done
