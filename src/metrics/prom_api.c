@@ -1284,7 +1284,7 @@ void prom__handle(struct httpd_req *r, void *arg)
             prom__api_error(r, 404, "not_found", "unknown status page");
         else
             h_status(ps, r, what);
-    } else if (!prom__query_handle(ps, r, &f)) {
+    } else if (!prom__query_handle(ps, r, &f) && !prom__rules_handle(ps, r)) {
         httpd_respond(r, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
     }
     form_free(&f);

@@ -204,7 +204,7 @@ static int parse_job(struct cfg *c, const cfg_node *n, const char *path, struct 
 }
 
 static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
-                            struct prom_conf *pc)
+                            const char *base_dir, struct prom_conf *pc)
 {
     static const char *const keys[] = { "global", "scrape_configs", "rule_files", "alerting",
                                         "remote_write", "remote_read", NULL };
@@ -265,9 +265,10 @@ static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
             }
         }
     }
-    static const char *const later[] = { NULL, NULL, "rule_files", "alerting", "remote_write",
-                                         "remote_read" };
-    for (int i = 2; i < 6; i++)
+    if (v[2] || v[3])
+        bad |= prom__rules_parse(c, v[2], v[3], path, base_dir, pc);
+    static const char *const later[] = { NULL, NULL, NULL, NULL, "remote_write", "remote_read" };
+    for (int i = 4; i < 6; i++)
         if (v[i] && !cfg_is_null(v[i]))
             bad = cfg_error(c, v[i], path, "%s is not supported by cairn yet", later[i]);
     return bad ? -EINVAL : 0;
@@ -327,7 +328,14 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
         memset(&pcfg, 0, sizeof(pcfg));
         size_t before = c->errs->n;
         if (file && cfg_load_file(&pcfg, file, c->errs) == 0) {
-            bad |= parse_prometheus(&pcfg, cfg_root(&pcfg), "prometheus", pc);
+            char dir[4096];
+            snprintf(dir, sizeof(dir), "%s", file);
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = 0;
+            else
+                snprintf(dir, sizeof(dir), ".");
+            bad |= parse_prometheus(&pcfg, cfg_root(&pcfg), "prometheus", dir, pc);
             char *text;
             size_t len;
             struct cfg_errors tmp = { 0 };
@@ -343,7 +351,9 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
             bad = -EINVAL;
         free(file);
     } else if (v[2]) {
-        bad |= parse_prometheus(c, v[2], p, pc);
+        char *dir = stack_path(svc->stack, ".");
+        bad |= parse_prometheus(c, v[2], p, dir ? dir : ".", pc);
+        free(dir);
         pc->config_text = strdup("# the prometheus: mapping inline in the stack file\n");
     } else {
         pc->generated = true;
@@ -407,5 +417,6 @@ void prom__free_conf(void *conf)
     free(pc->jobs);
     free_labels(pc->external_labels, pc->nexternal);
     free(pc->config_text);
+    prom__rules_free_conf(pc);
     free(pc);
 }

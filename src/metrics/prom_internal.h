@@ -7,6 +7,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "prom.h"
+#include "promql.h"
 #include "prom_relabel.h"
 #include "stack.h"
 #include "tsdb.h"
@@ -34,6 +35,34 @@ struct prom_job {
     size_t nrelabel, nmetric_relabel;
 };
 
+/* Recording and alerting rules (Prometheus rule files). */
+struct prom_tmpl;
+struct prom_rule {
+    char *name;                 /* record: or alert: */
+    bool alert;
+    char *expr_text;
+    struct promql_node *expr;
+    uint64_t for_ms, keep_firing_ms;
+    struct tsdb_label *labels, *annotations;    /* owned strings; values are templates */
+    size_t nlabels, nannotations;
+    struct prom_tmpl **label_tmpl, **ann_tmpl;
+};
+
+struct prom_group {
+    char *name, *file;
+    uint64_t interval_ms, limit;
+    struct prom_rule *rules;
+    size_t nrules;
+};
+
+struct prom_am {                /* an Alertmanager to send alerts to */
+    struct net_addr addr;
+    char host[128];
+    char path[256];             /* path_prefix + /api/v2/alerts */
+    bool tls;
+    uint64_t timeout_ms;
+};
+
 struct prom_conf {
     struct net_addr listen[PROM_MAX_LISTEN];
     size_t nlisten;
@@ -46,11 +75,19 @@ struct prom_conf {
     struct prom_job *jobs;
     size_t njobs;
     char *config_text;          /* the Prometheus YAML, for /api/v1/status/config */
+    struct prom_group *groups;
+    size_t ngroups;
+    struct prom_am *ams;
+    size_t nams;
     bool generated;             /* scrape configs made from the stack's services */
 };
 
 int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
 void prom__free_conf(void *conf);
+/* prom_rules.c: rule_files (globs relative to base_dir) and alerting. */
+int prom__rules_parse(struct cfg *c, const cfg_node *files, const cfg_node *alerting, const char *path,
+                      const char *base_dir, struct prom_conf *pc);
+void prom__rules_free_conf(struct prom_conf *pc);
 
 /* ---- a scrape target ---- */
 
@@ -126,7 +163,20 @@ struct prom_svc {
     int stopping;
     int64_t start_ms;           /* wall clock */
     struct metric *m_scrapes, *m_scrape_failures, *m_rw_requests, *m_rw_samples, *m_rw_errors;
+    struct prom_group_rt *groups;   /* rule groups being evaluated */
+    size_t ngroups;
+    struct httpc *am_client;
+    struct metric *m_rule_evals, *m_rule_failures, *m_notifications, *m_notify_errors;
 };
+
+/* prom_rules.c: evaluation of the configuration's rule groups. */
+struct prom_group_rt;
+int prom__rules_start(struct prom_svc *ps);
+void prom__rules_stop(struct prom_svc *ps);
+/* After a reload: starts the new configuration's groups, keeping the alerts of
+ * rules that stay, and frees the old groups. */
+void prom__rules_reload(struct prom_svc *ps, struct prom_group_rt *old, size_t nold);
+bool prom__rules_handle(struct prom_svc *ps, struct httpd_req *r);
 
 /* prom_scrape.c */
 int prom__targets_start(struct prom_svc *ps);

@@ -136,12 +136,13 @@ int prom__reload(struct prom_svc *ps, struct cfg_errors *errs)
     if (prom__targets_start(ps))
         log_error("out of memory while starting the new targets");
     prom__targets_adopt(ps, old, nold, odropped, nodropped);
+    prom__rules_reload(ps, ps->groups, ps->ngroups);
     if (ost) {
         stack_free(ost);
         free(ost);
     }
     log_info("configuration reloaded", "jobs", log_int((long long)nc->njobs), "targets",
-             log_int((long long)ps->ntargets));
+             log_int((long long)ps->ntargets), "rule_groups", log_int((long long)ps->ngroups));
     return 0;
 }
 
@@ -201,8 +202,17 @@ static int setup_metrics(struct prom_svc *ps)
                                        "Samples stored from remote_write requests.");
     ps->m_rw_errors = metrics_counter(reg, "cairn_metrics_remote_write_errors_total",
                                       "remote_write requests answered with an error.");
+    ps->m_rule_evals = metrics_counter(reg, "cairn_metrics_rule_evaluations_total",
+                                       "Rule evaluations.");
+    ps->m_rule_failures = metrics_counter(reg, "cairn_metrics_rule_evaluation_failures_total",
+                                          "Rule evaluations that failed.");
+    ps->m_notifications = metrics_counter(reg, "cairn_metrics_notifications_sent_total",
+                                          "Alerts sent to Alertmanagers.");
+    ps->m_notify_errors = metrics_counter(reg, "cairn_metrics_notifications_errors_total",
+                                          "Alert notifications that failed.");
     if (!ps->m_scrapes || !ps->m_scrape_failures || !ps->m_rw_requests || !ps->m_rw_samples ||
-        !ps->m_rw_errors)
+        !ps->m_rw_errors || !ps->m_rule_evals || !ps->m_rule_failures || !ps->m_notifications ||
+        !ps->m_notify_errors)
         return -ENOMEM;
     metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_head_series", "Series in the head.", db_series, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_samples_appended_total",
@@ -260,7 +270,7 @@ int prom_main(const struct service *svc)
             goto out_http;
         }
     }
-    if (prom__targets_start(&ps)) {
+    if (prom__targets_start(&ps) || prom__rules_start(&ps)) {
         log_error("out of memory");
         goto out_targets;
     }
@@ -279,6 +289,7 @@ int prom_main(const struct service *svc)
     loop_timer_stop(&ps.retention_timer);
     code = 0;
 out_targets:
+    prom__rules_stop(&ps);
     prom__targets_stop(&ps);
     prom__meta_free(&ps);
     if (ps.stack) {
