@@ -18,6 +18,7 @@ from conftest import free_port, run_cairn, wait_for, write_stack
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 
 RULES = """groups:
   - name: availability
@@ -238,3 +239,53 @@ services:
     assert (c.returncode == 0) == ok, (name, c.stdout, c.stderr)
     if not ok:
         assert "rules.yml:" in c.stderr, c.stderr
+
+
+def test_alerts_reach_a_webhook_through_alertmanager(tmp_path, start):
+    """cairn -> Debian's Alertmanager 0.25 -> a webhook receiver."""
+    hook = Sink()
+    am_port, am_cluster, app_port, port = free_port(), free_port(), free_port(), free_port()
+    (tmp_path / "am.yml").write_text(f"""route:
+  receiver: hook
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs: [{{url: "http://127.0.0.1:{hook.port}/hook", send_resolved: true}}]
+""")
+    am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/am.yml", f"--storage.path={tmp_path}/am",
+                           f"--web.listen-address=127.0.0.1:{am_port}",
+                           f"--cluster.listen-address=127.0.0.1:{am_cluster}"],
+                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
+    try:
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{am_port}/-/ready", timeout=1).ok, timeout=20,
+                 what="alertmanager")
+        app_stack = write_stack(tmp_path, f"""
+services:
+  app: {{role: demo-app, listen: ["127.0.0.1:{app_port}"]}}
+""", name="app.yaml")
+        start(["run", "app", "-c", app_stack], name="app")
+        (tmp_path / "rules.yml").write_text(RULES)
+        (tmp_path / "prometheus.yml").write_text(prom_yml(app_port, am_port))
+        stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  metrics:
+    role: metrics
+    listen: ["127.0.0.1:{port}"]
+    prometheus: prometheus.yml
+""")
+        start(["run", "metrics", "-c", stack], name="metrics")
+        wait_for(lambda: hook.got, timeout=30, what="the webhook to be called")
+        path, body, _ = hook.got[0]
+        assert path == "/hook"
+        assert body["version"] == "4" and body["status"] == "firing" and body["receiver"] == "hook", body
+        a = body["alerts"][0]
+        assert a["labels"]["alertname"] == "AppUp" and a["labels"]["severity"] == "page", a
+        assert a["annotations"]["summary"] == f"127.0.0.1:{app_port} of app is up, value 1", a
+        assert a["generatorURL"].startswith(f"http://127.0.0.1:{port}/graph?g0.expr="), a
+    finally:
+        am.terminate()
+        am.wait(20)
+        hook.close()
