@@ -169,160 +169,17 @@ int prom__parse_time(const char *s, int64_t *ms)
 
 /* ---- series selectors (the match[] parameter) ---- */
 
-static const char *skip_ws(const char *p)
+/* A match[] value: PromQL's vector selector, nothing else. */
+static struct promql_node *parse_selector(const char *s, char *err, size_t errlen)
 {
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        p++;
-    return p;
-}
-
-static bool ident_start(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
-}
-
-/* A quoted string ("...", '...' or `...`) with Go escapes; malloc'd. */
-static char *parse_string(const char **pp, char *err, size_t errlen)
-{
-    const char *p = *pp;
-    char q = *p;
-    if (q != '"' && q != '\'' && q != '`') {
-        snprintf(err, errlen, "expected a quoted string");
+    struct promql_node *n = promql_parse(s, err, errlen);
+    if (n && n->kind != PQ_VSEL) {
+        snprintf(err, errlen, "1:1: parse error: expected a vector selector, got %s",
+                 promql_type_name(n->type));
+        promql_free(n);
         return NULL;
-    }
-    p++;
-    struct buf b = BUF_INIT;
-    while (*p && *p != q) {
-        if (*p == '\\' && q != '`') {
-            p++;
-            char c = *p;
-            switch (c) {
-            case 'n': buf_putc(&b, '\n'); break;
-            case 't': buf_putc(&b, '\t'); break;
-            case 'r': buf_putc(&b, '\r'); break;
-            case '\\': case '"': case '\'': buf_putc(&b, c); break;
-            case 'x':
-                if (hexv(p[1]) >= 0 && hexv(p[2]) >= 0) {
-                    buf_putc(&b, (char)(hexv(p[1]) * 16 + hexv(p[2])));
-                    p += 2;
-                    break;
-                }
-                /* fallthrough */
-            default:
-                snprintf(err, errlen, "unknown escape sequence \\%c", c ? c : ' ');
-                buf_free(&b);
-                return NULL;
-            }
-            p++;
-            continue;
-        }
-        buf_putc(&b, *p++);
-    }
-    if (*p != q) {
-        snprintf(err, errlen, "unterminated quoted string");
-        buf_free(&b);
-        return NULL;
-    }
-    *pp = p + 1;
-    if (!b.data)
-        return strdup("");
-    return buf_steal(&b);
-}
-
-/* Parses `name{l="v", ...}` into matchers; returns the count or -1 with err. */
-static int parse_selector(const char *s, struct tsdb_matcher *m, int max, char *err, size_t errlen)
-{
-    const char *p = skip_ws(s);
-    int n = 0;
-    if (ident_start(*p)) {
-        const char *st = p;
-        while (ident_start(*p) || (*p >= '0' && *p <= '9'))
-            p++;
-        char *name = strndup(st, (size_t)(p - st));
-        if (tsdb_matcher_init(&m[n++], "__name__", TSDB_EQ, name, err, errlen)) {
-            free(name);
-            goto fail;
-        }
-        free(name);
-        p = skip_ws(p);
-    }
-    if (*p == '{') {
-        p = skip_ws(p + 1);
-        while (*p != '}') {
-            if (!ident_start(*p) || *p == ':') {
-                snprintf(err, errlen, "unexpected character in label matcher: '%c'", *p ? *p : ' ');
-                goto fail;
-            }
-            const char *st = p;
-            while (ident_start(*p) || (*p >= '0' && *p <= '9'))
-                p++;
-            char name[256];
-            snprintf(name, sizeof(name), "%.*s", (int)(p - st), st);
-            p = skip_ws(p);
-            enum tsdb_match_op op;
-            if (p[0] == '=' && p[1] == '~') {
-                op = TSDB_RE;
-                p += 2;
-            } else if (p[0] == '!' && p[1] == '~') {
-                op = TSDB_NRE;
-                p += 2;
-            } else if (p[0] == '!' && p[1] == '=') {
-                op = TSDB_NEQ;
-                p += 2;
-            } else if (p[0] == '=') {
-                op = TSDB_EQ;
-                p++;
-            } else {
-                snprintf(err, errlen, "expected a matcher operator after %.64s", name);
-                goto fail;
-            }
-            p = skip_ws(p);
-            char *val = parse_string(&p, err, errlen);
-            if (!val)
-                goto fail;
-            if (n == max) {
-                free(val);
-                snprintf(err, errlen, "too many matchers");
-                goto fail;
-            }
-            int r = tsdb_matcher_init(&m[n++], name, op, val, err, errlen);
-            free(val);
-            if (r)
-                goto fail;
-            p = skip_ws(p);
-            if (*p == ',') {
-                p = skip_ws(p + 1);
-                continue;
-            }
-            if (*p != '}') {
-                snprintf(err, errlen, "expected , or } in label matchers");
-                goto fail;
-            }
-        }
-        p = skip_ws(p + 1);
-    }
-    if (*p) {
-        snprintf(err, errlen, "unexpected \"%s\" in selector", p);
-        goto fail;
-    }
-    if (n == 0) {
-        snprintf(err, errlen, "vector selector must contain at least one non-empty matcher");
-        goto fail;
-    }
-    /* at least one matcher must not match the empty string */
-    bool nonempty = false;
-    for (int i = 0; i < n; i++)
-        if (!tsdb_matcher_matches(&m[i], ""))
-            nonempty = true;
-    if (!nonempty) {
-        snprintf(err, errlen, "vector selector must contain at least one non-empty matcher");
-        goto fail;
     }
     return n;
-fail:
-    for (int i = 0; i < n; i++)
-        tsdb_matcher_free(&m[i]);
-    return -1;
 }
 
 /* The series of every match[] (deduplicated, in ref order). */
@@ -337,16 +194,14 @@ static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mi
         if (strcmp(f->key[i], "match[]") != 0)
             continue;
         nm++;
-        struct tsdb_matcher m[32];
-        int k = parse_selector(f->val[i], m, 32, err, errlen);
-        if (k < 0) {
+        struct promql_node *sel = parse_selector(f->val[i], err, errlen);
+        if (!sel) {
             free(all);
             return -EINVAL;
         }
         struct tsdb_series **got;
-        size_t g = tsdb_select(&ps->db, m, (size_t)k, mint, maxt, &got);
-        for (int j = 0; j < k; j++)
-            tsdb_matcher_free(&m[j]);
+        size_t g = tsdb_select(&ps->db, sel->m, sel->nm, mint, maxt, &got);
+        promql_free(sel);
         if (g) {
             struct tsdb_series **na = realloc(all, (n + g) * sizeof(*na));
             if (!na) {
@@ -1262,7 +1117,7 @@ void prom__handle(struct httpd_req *r, void *arg)
     } else if (strv_has_prefix(p, "/api/v1/label/") && p.n > 21 &&
                memcmp(p.p + p.n - 7, "/values", 7) == 0) {
         char *name = urldecode(p.p + 14, p.n - 21);
-        if (!name || !ident_start(name[0]) || strchr(name, ':')) {
+        if (!name || !prom_label_name_ok(name)) {
             char msg[300];
             snprintf(msg, sizeof(msg), "invalid label name: \"%s\"", name ? name : "");
             prom__api_error(r, 400, "bad_data", msg);

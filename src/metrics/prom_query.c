@@ -12,6 +12,7 @@
 #include "prom_internal.h"
 #include "prom_text.h"
 #include "promql.h"
+#include "config.h"
 
 #include <errno.h>
 #include <math.h>
@@ -118,7 +119,11 @@ static int parse_duration_param(const char *s, int64_t *ms)
         *ms = (int64_t)llround(f * 1000);
         return 0;
     }
-    return promql_parse_duration(s, ms);
+    uint64_t u;
+    if (cfg_parse_duration(s, &u) || u > INT64_MAX)
+        return -EINVAL;
+    *ms = (int64_t)u;
+    return 0;
 }
 
 static bool bad_param(struct httpd_req *r, const char *name, const char *value, const char *what)

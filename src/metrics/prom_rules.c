@@ -551,16 +551,6 @@ static bool metric_name_ok(const char *s)
     return true;
 }
 
-static bool label_name_ok(const char *s)
-{
-    if (!*s || !(isalpha((unsigned char)*s) || *s == '_'))
-        return false;
-    for (; *s; s++)
-        if (!(isalnum((unsigned char)*s) || *s == '_'))
-            return false;
-    return true;
-}
-
 /* A mapping of label names to template strings. */
 static int parse_tmpl_map(struct cfg *c, const cfg_node *n, const char *path, struct tsdb_label **out,
                           size_t *nout, struct prom_tmpl ***tmpl, bool check_names)
@@ -578,7 +568,7 @@ static int parse_tmpl_map(struct cfg *c, const cfg_node *n, const char *path, st
         const char *name = cfg_scalar(kn);
         char p[400];
         CFG_PATH(p, "%s.%s", path, name ? name : "?");
-        if (!name || (check_names && !label_name_ok(name))) {
+        if (!name || (check_names && !prom_label_name_ok(name))) {
             bad = cfg_error(c, kn, path, "invalid label name \"%s\"", name ? name : "");
             continue;
         }
@@ -944,13 +934,21 @@ static void write_sample(struct prom_svc *ps, struct rule_rt *rr, struct tsdb_la
 }
 
 /* Staleness markers for the series the last evaluation wrote and this one did not. */
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void mark_stale(struct prom_svc *ps, struct rule_rt *rr, int64_t t)
 {
-    for (size_t i = 0; i < rr->nprev; i++) {
-        bool still = false;
-        for (size_t k = 0; k < rr->nwritten && !still; k++)
-            still = rr->written[k] == rr->prev[i];
-        if (!still)
+    /* both lists sorted by address, then one merge pass */
+    if (rr->nwritten > 1)
+        qsort(rr->written, rr->nwritten, sizeof(*rr->written), cmp_ptr);
+    for (size_t i = 0, k = 0; i < rr->nprev; i++) {
+        while (k < rr->nwritten && (uintptr_t)rr->written[k] < (uintptr_t)rr->prev[i])
+            k++;
+        if (k == rr->nwritten || rr->written[k] != rr->prev[i])
             tsdb_append(&ps->db, rr->prev[i], t, tsdb_stale_nan());
     }
     struct tsdb_series **tmp = rr->prev;
@@ -1009,12 +1007,44 @@ static void eval_recording(struct prom_group_rt *gr, struct rule_rt *rr, const s
     }
 }
 
-static struct prom_alert *find_alert(struct rule_rt *rr, const struct tsdb_labels *l)
+/* An index of a rule's alerts by label hash (open addressing, rebuilt for each
+ * evaluation: alerts move when one is removed). slot = alert index + 1. */
+struct alert_index {
+    uint32_t *slot;
+    size_t cap;
+};
+
+static void index_add(struct alert_index *ix, const struct rule_rt *rr, size_t i)
 {
+    size_t h = (size_t)tsdb_labels_hash(&rr->alerts[i].labels);
+    while (ix->slot[h & (ix->cap - 1)])
+        h++;
+    ix->slot[h & (ix->cap - 1)] = (uint32_t)i + 1;
+}
+
+static bool index_build(struct alert_index *ix, const struct rule_rt *rr, size_t extra)
+{
+    ix->cap = 16;
+    while (ix->cap < 2 * (rr->nalerts + extra) + 2)
+        ix->cap *= 2;
+    ix->slot = calloc(ix->cap, sizeof(*ix->slot));
+    if (!ix->slot)
+        return false;
     for (size_t i = 0; i < rr->nalerts; i++)
-        if (tsdb_labels_eq(&rr->alerts[i].labels, l))
-            return &rr->alerts[i];
-    return NULL;
+        index_add(ix, rr, i);
+    return true;
+}
+
+static struct prom_alert *find_alert(const struct alert_index *ix, struct rule_rt *rr,
+                                     const struct tsdb_labels *l)
+{
+    for (size_t h = (size_t)tsdb_labels_hash(l);; h++) {
+        uint32_t s = ix->slot[h & (ix->cap - 1)];
+        if (!s)
+            return NULL;
+        if (s <= rr->nalerts && tsdb_labels_eq(&rr->alerts[s - 1].labels, l))
+            return &rr->alerts[s - 1];
+    }
 }
 
 /* The newest ALERTS_FOR_STATE value of an alert within the outage tolerance. */
@@ -1062,6 +1092,11 @@ static void eval_alerting(struct prom_group_rt *gr, struct rule_rt *rr, const st
     for (size_t i = 0; i < rr->nalerts; i++)
         rr->alerts[i].seen = false;
     size_t nres = res->type == PROMQL_SCALAR ? 0 : res->ns;
+    struct alert_index ix;
+    if (!index_build(&ix, rr, nres)) {
+        set_error(rr, "out of memory");
+        return;
+    }
     for (size_t i = 0; i < nres; i++) {
         const struct tsdb_labels *sl = &res->s[i].labels;
         double value = res->s[i].v[0];
@@ -1096,18 +1131,24 @@ static void eval_alerting(struct prom_group_rt *gr, struct rule_rt *rr, const st
             buf_free(&vals[k]);
         if (mk)
             continue;
-        struct prom_alert *a = find_alert(rr, &l);
+        struct prom_alert *a = find_alert(&ix, rr, &l);
         if (a && a->seen) {
             tsdb_labels_free(&l);
+            free(ix.slot);
             set_error(rr, "vector contains metrics with the same labelset after applying alert labels");
             return;
         }
         if (a && a->state == A_INACTIVE) {
+            /* a resolved alert that comes back is a new alert, in the same place */
+            tsdb_labels_free(&l);
+            l = a->labels;
+            a->labels = (struct tsdb_labels){ 0, NULL };
             alert_free(a);
-            *a = rr->alerts[--rr->nalerts];
-            a = NULL;
-        }
-        if (!a) {
+            memset(a, 0, sizeof(*a));
+            a->labels = l;
+            a->state = A_PENDING;
+            a->active_at = ts;
+        } else if (!a) {
             struct prom_alert *na = realloc(rr->alerts, (rr->nalerts + 1) * sizeof(*na));
             if (!na) {
                 tsdb_labels_free(&l);
@@ -1117,6 +1158,7 @@ static void eval_alerting(struct prom_group_rt *gr, struct rule_rt *rr, const st
             a = &rr->alerts[rr->nalerts++];
             memset(a, 0, sizeof(*a));
             a->labels = l;
+            index_add(&ix, rr, rr->nalerts - 1);
             a->state = A_PENDING;
             a->active_at = ts;
             double since;
@@ -1139,6 +1181,7 @@ static void eval_alerting(struct prom_group_rt *gr, struct rule_rt *rr, const st
             a->ann[a->nann++].value = b.data ? buf_steal(&b) : strdup("");
         }
     }
+    free(ix.slot);
     rr->restored = true;
     size_t active = 0;
     for (size_t i = 0; i < rr->nalerts;) {
@@ -1487,19 +1530,7 @@ static void alert_json(struct buf *b, const struct prom_alert *a)
     buf_printf(b, ",\"state\":\"%s\",\"activeAt\":\"", a->state == A_FIRING ? "firing" : "pending");
     rfc3339(b, a->active_at);
     char v[64];
-    snprintf(v, sizeof(v), "%.17g", a->value);
-    /* Go's FormatFloat(v, 'e', -1, 64) */
-    if (isnan(a->value))
-        snprintf(v, sizeof(v), "NaN");
-    else if (isinf(a->value))
-        snprintf(v, sizeof(v), a->value > 0 ? "+Inf" : "-Inf");
-    else {
-        for (int p = 0; p < 17; p++) {
-            snprintf(v, sizeof(v), "%.*e", p, a->value);
-            if (strtod(v, NULL) == a->value)
-                break;
-        }
-    }
+    promql_format_float_e(v, sizeof(v), a->value);
     buf_printf(b, "\",\"value\":\"%s\"}", v);
 }
 

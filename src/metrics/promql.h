@@ -86,8 +86,6 @@ void promql_free(struct promql_node *n);
 /* Appends the canonical text of a tree (Prometheus's String()). */
 void promql_format(const struct promql_node *n, struct buf *b);
 const char *promql_type_name(enum promql_type t);
-/* A Prometheus duration ("1h30m", "100ms") in ms; 0 or -EINVAL. */
-int promql_parse_duration(const char *s, int64_t *ms);
 
 /* ---- evaluation ---- */
 
@@ -135,6 +133,8 @@ void promql_format_float(char *out, size_t outlen, double v);
 /* Formats a sample value as Prometheus's JSON does: the same, but with an
  * exponent below 1e-6 and from 1e21 on; "NaN", "+Inf", "-Inf". */
 void promql_format_value(char *out, size_t outlen, double v);
+/* Go's FormatFloat(v, 'e', -1, 64) ("1e+00"), as alert values are shown. */
+void promql_format_float_e(char *out, size_t outlen, double v);
 
 /* ---- internal to the engine (promql_*.c) ---- */
 

@@ -13,6 +13,7 @@
  * it per series, as Prometheus 2.42 does.
  */
 #include "promql.h"
+#include "prom_relabel.h"
 
 #include <errno.h>
 #include <math.h>
@@ -372,6 +373,14 @@ static int lb_make(struct promql_ev *ev, struct lb *b, struct tsdb_labels *out)
     return 0;
 }
 
+/* An owned copy of a label set. */
+static int labels_copy(struct promql_ev *ev, const struct tsdb_labels *l, struct tsdb_labels *out)
+{
+    struct lb b;
+    lb_from(&b, l);
+    return lb_make(ev, &b, out);
+}
+
 /* Prometheus's labels.String(): {a="b", c="d"}. */
 static void labels_str(struct buf *b, const struct tsdb_labels *l)
 {
@@ -413,6 +422,16 @@ static struct pq_ser *out_series(struct promql_ev *ev, struct outset *o, struct 
         return &o->val->s[id];
     }
     return val_add(ev, o->val, lab, own);
+}
+
+/* The output series (index + 1) for a copy of labels l; 0 after an error. */
+static size_t out_copy(struct promql_ev *ev, struct outset *o, const struct tsdb_labels *l)
+{
+    struct tsdb_labels lab;
+    if (labels_copy(ev, l, &lab))
+        return 0;
+    struct pq_ser *d = out_series(ev, o, &lab, true, false);
+    return d ? (size_t)(d - o->val->s) + 1 : 0;
 }
 
 static bool out_put(struct promql_ev *ev, struct pq_ser *s, size_t i, double x)
@@ -1002,10 +1021,7 @@ static bool mfn_series(struct promql_ev *ev, const struct raw *r, const struct w
         if (!s) {
             struct tsdb_labels l;
             if (c->f == MF_LAST) {
-                l = *r->lab;
-                struct lb b;
-                lb_from(&b, &l);
-                if (lb_make(ev, &b, &l))
+                if (labels_copy(ev, r->lab, &l))
                     return false;
             } else if (drop_name(ev, r->lab, &l)) {
                 return false;
@@ -1162,6 +1178,17 @@ static double date_part(enum dfn f, double secs)
     return NAN;
 }
 
+static double deg(double x) { return x * 180 / M_PI; }
+static double rad(double x) { return x * M_PI / 180; }
+
+static const struct { const char *name; double (*fn)(double); } math_fns[] = {
+    { "abs", fabs }, { "ceil", ceil }, { "floor", floor }, { "exp", exp }, { "sqrt", sqrt },
+    { "ln", log }, { "log2", log2 }, { "log10", log10 }, { "sin", sin }, { "cos", cos },
+    { "tan", tan }, { "asin", asin }, { "acos", acos }, { "atan", atan }, { "sinh", sinh },
+    { "cosh", cosh }, { "tanh", tanh }, { "asinh", asinh }, { "acosh", acosh },
+    { "atanh", atanh }, { "deg", deg }, { "rad", rad }, { "sgn", sgn },
+};
+
 static const char *const date_names[] = {
     "day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"
 };
@@ -1204,62 +1231,52 @@ static struct pq_val *eval_simple(struct promql_ev *ev, const struct promql_node
     struct outset o;
     if (!outset_init(ev, &o))
         goto out_in;
-    bool keep_name = strcmp(f, "sort") == 0 || strcmp(f, "sort_desc") == 0;
+    enum { K_MATH, K_DATE, K_ROUND, K_CLAMP_MIN, K_CLAMP_MAX, K_CLAMP, K_TIMESTAMP, K_SORT } kind;
+    double (*math)(double) = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(math_fns); i++)
+        if (strcmp(f, math_fns[i].name) == 0)
+            math = math_fns[i].fn;
+    if (math)
+        kind = K_MATH;
+    else if (date >= 0)
+        kind = K_DATE;
+    else if (!strcmp(f, "round"))
+        kind = K_ROUND;
+    else if (!strcmp(f, "clamp_min"))
+        kind = K_CLAMP_MIN;
+    else if (!strcmp(f, "clamp_max"))
+        kind = K_CLAMP_MAX;
+    else if (!strcmp(f, "clamp"))
+        kind = K_CLAMP;
+    else if (!strcmp(f, "timestamp"))
+        kind = K_TIMESTAMP;
+    else
+        kind = K_SORT;      /* sort, sort_desc: the values as they are, names kept */
     for (size_t si = 0; si < in->ns && !stopped(ev); si++) {
         struct pq_ser *src = &in->s[si], *dst = NULL;
         for (size_t i = 0; i < ev->nsteps; i++) {
             if (!src->ok[i])
                 continue;
             double x = src->v[i], y;
-            if (date >= 0)
-                y = date_part((enum dfn)date, x);
-            else if (!strcmp(f, "abs")) y = fabs(x);
-            else if (!strcmp(f, "ceil")) y = ceil(x);
-            else if (!strcmp(f, "floor")) y = floor(x);
-            else if (!strcmp(f, "exp")) y = exp(x);
-            else if (!strcmp(f, "sqrt")) y = sqrt(x);
-            else if (!strcmp(f, "ln")) y = log(x);
-            else if (!strcmp(f, "log2")) y = log2(x);
-            else if (!strcmp(f, "log10")) y = log10(x);
-            else if (!strcmp(f, "sin")) y = sin(x);
-            else if (!strcmp(f, "cos")) y = cos(x);
-            else if (!strcmp(f, "tan")) y = tan(x);
-            else if (!strcmp(f, "asin")) y = asin(x);
-            else if (!strcmp(f, "acos")) y = acos(x);
-            else if (!strcmp(f, "atan")) y = atan(x);
-            else if (!strcmp(f, "sinh")) y = sinh(x);
-            else if (!strcmp(f, "cosh")) y = cosh(x);
-            else if (!strcmp(f, "tanh")) y = tanh(x);
-            else if (!strcmp(f, "asinh")) y = asinh(x);
-            else if (!strcmp(f, "acosh")) y = acosh(x);
-            else if (!strcmp(f, "atanh")) y = atanh(x);
-            else if (!strcmp(f, "deg")) y = x * 180 / M_PI;
-            else if (!strcmp(f, "rad")) y = x * M_PI / 180;
-            else if (!strcmp(f, "sgn")) y = sgn(x);
-            else if (!strcmp(f, "round")) y = go_round(x, a1 ? a1->sc[i] : 1);
-            else if (!strcmp(f, "clamp_min")) y = go_max(x, a1->sc[i]);
-            else if (!strcmp(f, "clamp_max")) y = go_min(x, a1->sc[i]);
-            else if (!strcmp(f, "clamp")) {
+            switch (kind) {
+            case K_MATH: y = math(x); break;
+            case K_DATE: y = date_part((enum dfn)date, x); break;
+            case K_ROUND: y = go_round(x, a1 ? a1->sc[i] : 1); break;
+            case K_CLAMP_MIN: y = go_max(x, a1->sc[i]); break;
+            case K_CLAMP_MAX: y = go_min(x, a1->sc[i]); break;
+            case K_CLAMP:
                 if (a2->sc[i] < a1->sc[i])
                     continue;
                 y = go_max(a1->sc[i], go_min(a2->sc[i], x));
-            }
-            else if (!strcmp(f, "timestamp")) y = want_ts ? x : (double)step_time(ev, i) / 1000;
-            else if (keep_name) y = x;
-            else {
-                fail(ev, PROMQL_EEXEC, "function %s not implemented", f);
                 break;
+            case K_TIMESTAMP: y = want_ts ? x : (double)step_time(ev, i) / 1000; break;
+            default: y = x; break;
             }
             if (!dst) {
                 struct tsdb_labels l;
-                if (keep_name) {
-                    l = src->lab;
-                    if (!(dst = out_series(ev, &o, &l, false, false)))
-                        break;
-                } else {
-                    if (drop_name(ev, &src->lab, &l) || !(dst = out_series(ev, &o, &l, true, false)))
-                        break;
-                }
+                int r = kind == K_SORT ? labels_copy(ev, &src->lab, &l) : drop_name(ev, &src->lab, &l);
+                if (r || !(dst = out_series(ev, &o, &l, true, false)))
+                    break;
             }
             if (!out_put(ev, dst, i, y))
                 break;
@@ -1267,25 +1284,9 @@ static struct pq_val *eval_simple(struct promql_ev *ev, const struct promql_node
         if (ev->err)
             break;
     }
-    /* borrowed labels must outlive the input: give the output its own copies */
     struct pq_val *res = outset_done(ev, &o);
-    if (res && keep_name) {
-        for (size_t i = 0; i < res->ns; i++) {
-            struct lb b;
-            lb_from(&b, &res->s[i].lab);
-            if (lb_make(ev, &b, &res->s[i].lab)) {
-                res->ns = i;
-                break;
-            }
-            res->s[i].own = true;
-        }
-        if (!ev->err)
-            res->sort = !strcmp(f, "sort") ? 1 : -1;
-        else {
-            val_free(ev, res);
-            res = NULL;
-        }
-    }
+    if (res && kind == K_SORT)
+        res->sort = !strcmp(f, "sort") ? 1 : -1;
     val_free(ev, in);
     val_free(ev, a1);
     val_free(ev, a2);
@@ -1338,16 +1339,6 @@ static void expand(struct buf *b, const char *tmpl, pcre2_code *re, const char *
     }
 }
 
-static bool valid_label_name(const char *s)
-{
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
-        return false;
-    for (s++; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
-            return false;
-    return true;
-}
-
 static struct pq_val *eval_label_fn(struct promql_ev *ev, const struct promql_node *n)
 {
     bool replace = strcmp(n->func->name, "label_replace") == 0;
@@ -1358,15 +1349,15 @@ static struct pq_val *eval_label_fn(struct promql_ev *ev, const struct promql_no
         char e[300];
         if (tsdb_matcher_init(&re, "x", TSDB_RE, n->kids[4]->str, e, sizeof(e)))
             return fail(ev, PROMQL_EEXEC, "invalid regular expression in label_replace(): %s", n->kids[4]->str);
-        if (!valid_label_name(dst)) {
+        if (!prom_label_name_ok(dst)) {
             tsdb_matcher_free(&re);
             return fail(ev, PROMQL_EEXEC, "invalid destination label name in label_replace(): %s", dst);
         }
     } else {
-        if (!valid_label_name(dst))
+        if (!prom_label_name_ok(dst))
             return fail(ev, PROMQL_EEXEC, "invalid destination label name in label_join(): %s", dst);
         for (size_t i = 3; i < n->nkids; i++)
-            if (!valid_label_name(n->kids[i]->str))
+            if (!prom_label_name_ok(n->kids[i]->str))
                 return fail(ev, PROMQL_EEXEC, "invalid source label name in label_join(): %s", n->kids[i]->str);
     }
     struct pq_val *in = eval(ev, n->kids[0]), *res = NULL;
@@ -1423,6 +1414,29 @@ out:
     val_free(ev, in);
     tsdb_matcher_free(&re);
     return res;
+}
+
+/* The input series of each group, so a per-step pass over a group does not scan
+ * every series: order[first[g] .. first[g + 1]) are group g's series (gid < 0:
+ * in no group), in input order. */
+static bool group_members(struct promql_ev *ev, const long *gid, size_t ns, size_t ng, size_t **order,
+                          size_t **first)
+{
+    *order = malloc((ns + 1) * sizeof(**order));
+    *first = calloc(ng + 2, sizeof(**first));
+    if (!*order || !*first) {
+        oom(ev);
+        return false;
+    }
+    for (size_t si = 0; si < ns; si++)
+        if (gid[si] >= 0)
+            (*first)[gid[si] + 2]++;
+    for (size_t g = 2; g < ng + 2; g++)
+        (*first)[g] += (*first)[g - 1];
+    for (size_t si = 0; si < ns; si++)
+        if (gid[si] >= 0)
+            (*order)[(*first)[gid[si] + 1]++] = si;
+    return true;
 }
 
 /* histogram_quantile over classic buckets (series with an "le" label). */
@@ -1496,6 +1510,7 @@ static struct pq_val *eval_histogram_quantile(struct promql_ev *ev, const struct
         return NULL;
     }
     struct smap groups = { 0 };
+    size_t *order = NULL, *first = NULL;
     long *gid = calloc(in->ns + 1, sizeof(*gid));
     double *ub = calloc(in->ns + 1, sizeof(*ub));
     struct bucket *bk = calloc(in->ns + 1, sizeof(*bk));
@@ -1511,17 +1526,10 @@ static struct pq_val *eval_histogram_quantile(struct promql_ev *ev, const struct
         const char *le = tsdb_labels_get(&in->s[si].lab, "le");
         if (!le)
             continue;
-        double x;
         char *end;
-        if (!strcasecmp(le, "+inf") || !strcasecmp(le, "inf"))
-            x = INFINITY;
-        else if (!strcasecmp(le, "-inf"))
-            x = -INFINITY;
-        else {
-            x = strtod(le, &end);
-            if (end == le || *end)
-                continue;
-        }
+        double x = strtod(le, &end);    /* takes "+Inf" as Go's ParseFloat does */
+        if (end == le || *end)
+            continue;
         ub[si] = x;
         struct lb b;
         lb_from(&b, &in->s[si].lab);
@@ -1544,41 +1552,35 @@ static struct pq_val *eval_histogram_quantile(struct promql_ev *ev, const struct
         }
         gid[si] = id;
     }
+    if (!group_members(ev, gid, in->ns, ng, &order, &first))
+        goto outo;
     for (size_t g = 0; g < ng && !stopped(ev); g++) {
         struct pq_ser *d = NULL;
         for (size_t i = 0; i < ev->nsteps; i++) {
             size_t nb = 0;
-            for (size_t si = 0; si < in->ns; si++)
-                if (gid[si] == (long)g && in->s[si].ok[i]) {
+            for (size_t k = first[g]; k < first[g + 1]; k++) {
+                size_t si = order[k];
+                if (in->s[si].ok[i]) {
                     bk[nb].ub = ub[si];
                     bk[nb++].count = in->s[si].v[i];
                 }
+            }
             if (!nb)
                 continue;
             double x = bucket_quantile(q->sc[i], bk, nb);
-            if (!d) {
-                struct tsdb_labels l = glab[g];
-                if (!(d = out_series(ev, &o, &l, false, false)))
-                    break;
-            }
+            if (!d && !(d = out_series(ev, &o, &glab[g], true, false)))   /* takes glab[g] */
+                break;
             if (!out_put(ev, d, i, x))
                 break;
         }
     }
 outo:
     res = outset_done(ev, &o);
-    /* the output borrowed glab: hand the label sets over */
-    if (res)
-        for (size_t i = 0; i < res->ns; i++)
-            for (size_t g = 0; g < ng; g++)
-                if (glab[g].l == res->s[i].lab.l) {
-                    res->s[i].own = true;
-                    glab[g].l = NULL;
-                }
     for (size_t g = 0; g < ng; g++)
-        if (glab[g].l)
-            tsdb_labels_free(&glab[g]);
+        tsdb_labels_free(&glab[g]);
 out:
+    free(order);
+    free(first);
     smap_free(&groups);
     free(gid);
     free(ub);
@@ -1769,20 +1771,19 @@ static struct pq_val *eval_agg(struct promql_ev *ev, const struct promql_node *n
     if (a == PQ_TOPK || a == PQ_BOTTOMK || a == PQ_QUANTILE || a == PQ_COUNT_VALUES) {
         size_t *idx = malloc((ns + 1) * sizeof(*idx));
         double *vals = malloc((ns + 1) * sizeof(*vals));
-        size_t *outs = calloc(ns + 1, sizeof(*outs));   /* output index + 1 per input series */
+        /* output index + 1 per input series (topk) or group (quantile) */
+        size_t *outs = calloc(ns + 1, sizeof(*outs));
+        double *sv = malloc((ns + 1) * sizeof(*sv));
         struct smap cv = { 0 };
         size_t *cvs = NULL;                               /* output index per counted value */
-        size_t ncvs = 0;
+        size_t ncvs = 0, *order = NULL, *first = NULL;
         char label_val[400];
-        if (!idx || !vals || !outs) {
+        if (!idx || !vals || !outs || !sv) {
             oom(ev);
             goto topk_out;
         }
-        double *sv = malloc((ns + 1) * sizeof(*sv));
-        if (!sv) {
-            oom(ev);
+        if (!group_members(ev, gid, ns, ng, &order, &first))
             goto topk_out;
-        }
         for (size_t i = 0; i < nst && !stopped(ev); i++) {
             double p = param ? param->sc[i] : 0;
             int64_t k = 0;
@@ -1797,18 +1798,20 @@ static struct pq_val *eval_agg(struct promql_ev *ev, const struct promql_node *n
             }
             for (size_t g = 0; g < ng; g++) {
                 size_t m = 0;
-                for (size_t si = 0; si < ns; si++)
-                    if (gid[si] == (long)g && in->s[si].ok[i]) {
+                for (size_t j = first[g]; j < first[g + 1]; j++) {
+                    size_t si = order[j];
+                    if (in->s[si].ok[i]) {
                         idx[m] = si;
                         vals[m++] = in->s[si].v[i];
                     }
+                }
                 if (!m)
                     continue;
                 if (a == PQ_QUANTILE) {
                     double x = quantile(p, vals, m);
-                    struct tsdb_labels l = glab[g];
-                    struct pq_ser *d = out_series(ev, &o, &l, false, false);
-                    if (!d || !out_put(ev, d, i, x))
+                    if (!outs[g] && !(outs[g] = out_copy(ev, &o, &glab[g])))
+                        break;
+                    if (!out_put(ev, &o.val->s[outs[g] - 1], i, x))
                         break;
                     continue;
                 }
@@ -1857,13 +1860,8 @@ static struct pq_val *eval_agg(struct promql_ev *ev, const struct promql_node *n
                 qsort_r(idx, m, sizeof(*idx), cmp_size_by_value_desc, sv);
                 for (size_t j = 0; j < m && (int64_t)j < k; j++) {
                     size_t si = idx[j];
-                    if (!outs[si]) {
-                        struct tsdb_labels l = in->s[si].lab;
-                        struct pq_ser *d = out_series(ev, &o, &l, false, false);
-                        if (!d)
-                            break;
-                        outs[si] = (size_t)(d - o.val->s) + 1;
-                    }
+                    if (!outs[si] && !(outs[si] = out_copy(ev, &o, &in->s[si].lab)))
+                        break;
                     struct pq_ser *d = &o.val->s[outs[si] - 1];
                     if (!out_put(ev, d, i, in->s[si].v[i]))
                         break;
@@ -1872,25 +1870,16 @@ static struct pq_val *eval_agg(struct promql_ev *ev, const struct promql_node *n
                     break;
             }
         }
-        free(sv);
-        /* topk kept the input's labels: own them */
-        if (!ev->err && (a == PQ_TOPK || a == PQ_BOTTOMK || a == PQ_QUANTILE))
-            for (size_t i = 0; i < o.val->ns; i++) {
-                struct lb b;
-                lb_from(&b, &o.val->s[i].lab);
-                struct tsdb_labels l;
-                if (lb_make(ev, &b, &l))
-                    break;
-                o.val->s[i].lab = l;
-                o.val->s[i].own = true;
-            }
 topk_out:
+        free(sv);
+        free(order);
+        free(first);
         free(idx);
         free(vals);
         free(outs);
         free(cvs);
         smap_free(&cv);
-        goto done;
+        goto out;
     }
     /* the running aggregations: state per group and step */
     size_t cells = ng * nst;
@@ -1964,8 +1953,6 @@ topk_out:
                 break;
         }
     }
-    goto done;
-done:
 out:
     res = outset_done(ev, &o);
     for (size_t g = 0; g < ng; g++)
@@ -2056,11 +2043,8 @@ static struct pq_val *binop_vs(struct promql_ev *ev, const struct promql_node *n
                 if (drop) {
                     if (drop_name(ev, &s->lab, &lab) || !(d = out_series(ev, &o, &lab, true, false)))
                         break;
-                } else {
-                    struct lb b;
-                    lb_from(&b, &s->lab);
-                    if (lb_make(ev, &b, &lab) || !(d = out_series(ev, &o, &lab, true, false)))
-                        break;
+                } else if (labels_copy(ev, &s->lab, &lab) || !(d = out_series(ev, &o, &lab, true, false))) {
+                    break;
                 }
             }
             if (!out_put(ev, d, i, x))
@@ -2141,15 +2125,8 @@ static struct pq_val *binop_set(struct promql_ev *ev, const struct promql_node *
             bool in_r = rstamp[ls[k]] == st;
             if ((n->op == PQ_AND && !in_r) || (n->op == PQ_UNLESS && in_r))
                 continue;
-            if (!ld[k]) {
-                struct tsdb_labels lab = l->s[k].lab;
-                struct lb b;
-                lb_from(&b, &lab);
-                struct pq_ser *d;
-                if (lb_make(ev, &b, &lab) || !(d = out_series(ev, &o, &lab, true, false)))
-                    break;
-                ld[k] = (size_t)(d - o.val->s) + 1;
-            }
+            if (!ld[k] && !(ld[k] = out_copy(ev, &o, &l->s[k].lab)))
+                break;
             if (!out_put(ev, &o.val->s[ld[k] - 1], i, l->s[k].v[i]))
                 break;
         }
@@ -2158,15 +2135,8 @@ static struct pq_val *binop_set(struct promql_ev *ev, const struct promql_node *
         for (size_t k = 0; k < r->ns; k++) {
             if (!r->s[k].ok[i] || lstamp[rs[k]] == st)
                 continue;
-            if (!rd[k]) {
-                struct tsdb_labels lab = r->s[k].lab;
-                struct lb b;
-                lb_from(&b, &lab);
-                struct pq_ser *d;
-                if (lb_make(ev, &b, &lab) || !(d = out_series(ev, &o, &lab, true, false)))
-                    break;
-                rd[k] = (size_t)(d - o.val->s) + 1;
-            }
+            if (!rd[k] && !(rd[k] = out_copy(ev, &o, &r->s[k].lab)))
+                break;
             if (!out_put(ev, &o.val->s[rd[k] - 1], i, r->s[k].v[i]))
                 break;
         }
@@ -2440,9 +2410,7 @@ static bool collect_matrix(struct promql_ev *ev, const struct raw *r, const stru
     res->s = a;
     struct promql_series *s = &a[res->ns];
     memset(s, 0, sizeof(*s));
-    struct lb b;
-    lb_from(&b, r->lab);
-    if (lb_make(ev, &b, &s->labels))
+    if (labels_copy(ev, r->lab, &s->labels))
         return false;
     res->ns++;
     s->n = hi - lo;
@@ -2567,11 +2535,8 @@ int promql_eval(const struct tsdb *db, const struct promql_node *n, int64_t star
                     if (s->own) {
                         d->labels = s->lab;
                         s->own = false;
-                    } else {
-                        struct lb b;
-                        lb_from(&b, &s->lab);
-                        if (lb_make(&ev, &b, &d->labels))
-                            break;
+                    } else if (labels_copy(&ev, &s->lab, &d->labels)) {
+                        break;
                     }
                     res->ns++;
                     d->t = malloc(s->npresent * sizeof(int64_t));

@@ -1288,8 +1288,10 @@ struct promql_node *promql_parse(const char *q, char *err, size_t errlen)
 
 /* ---- printing ---- */
 
-/* Go's strconv.FormatFloat(v, 'g', -1, 64) (what fmt.Sprint prints). */
-static void go_fmt_g(struct buf *b, double v)
+/* Go's strconv.FormatFloat(v, mode, -1, 64) for mode 'g' (what fmt.Sprint
+ * prints), 'f' and 'e', and 'j' for Prometheus's JSON ('f', but 'e' below 1e-6 and
+ * from 1e21 on): the shortest digits that read back as v. */
+static void go_format(struct buf *b, double v, char mode)
 {
     if (isnan(v)) {
         buf_puts(b, "NaN");
@@ -1299,13 +1301,16 @@ static void go_fmt_g(struct buf *b, double v)
         buf_puts(b, v > 0 ? "+Inf" : "-Inf");
         return;
     }
+    if ((mode == 'f' || mode == 'j') && v == (double)(int64_t)v && fabs(v) < 1e15 && v != 0) {
+        buf_printf(b, "%lld", (long long)v);
+        return;
+    }
     char e[40];
     for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
         snprintf(e, sizeof(e), "%.*e", p - 1, v);
         if (strtod(e, NULL) == v)
             break;
     }
-    /* e is d.ddde[+-]XX: shortest digits */
     char *ep = strchr(e, 'e');
     int exp = atoi(ep + 1);
     char digits[24];
@@ -1318,8 +1323,9 @@ static void go_fmt_g(struct buf *b, double v)
         nd--;
     if (neg)
         buf_putc(b, '-');
-    int eprec = 6;   /* Go: shortest precision decides %e at exponent 6 */
-    if (exp < -4 || exp >= eprec) {
+    bool eform = mode == 'e' || (mode == 'g' && (exp < -4 || exp >= 6)) ||
+                 (mode == 'j' && v != 0 && (fabs(v) < 1e-6 || fabs(v) >= 1e21));
+    if (eform) {
         buf_putc(b, digits[0]);
         if (nd > 1) {
             buf_putc(b, '.');
@@ -1453,7 +1459,7 @@ void promql_format(const struct promql_node *n, struct buf *b)
 {
     switch (n->kind) {
     case PQ_NUM:
-        go_fmt_g(b, n->num);
+        go_format(b, n->num, 'g');
         break;
     case PQ_STR:
         fmt_quoted(b, n->str);
@@ -1532,82 +1538,25 @@ void promql_format(const struct promql_node *n, struct buf *b)
     }
 }
 
-/* Go's strconv.FormatFloat(v, 'f', -1, 64): shortest digits, no exponent; with
- * json, the 'e' form below 1e-6 and from 1e21 on. */
-static void format_float(char *out, size_t outlen, double v, bool json)
+static void format_float(char *out, size_t outlen, double v, char mode)
 {
-    if (isnan(v)) {
-        snprintf(out, outlen, "NaN");
-        return;
-    }
-    if (isinf(v)) {
-        snprintf(out, outlen, v > 0 ? "+Inf" : "-Inf");
-        return;
-    }
-    if (v == 0) {
-        snprintf(out, outlen, signbit(v) ? "-0" : "0");
-        return;
-    }
-    if (v == (double)(int64_t)v && fabs(v) < 1e15) {
-        snprintf(out, outlen, "%lld", (long long)v);
-        return;
-    }
-    char e[40];
-    for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
-        snprintf(e, sizeof(e), "%.*e", p - 1, v);
-        if (strtod(e, NULL) == v)
-            break;
-    }
-    char *ep = strchr(e, 'e');
-    int exp = atoi(ep + 1);
-    char digits[24];
-    size_t nd = 0;
-    bool neg = e[0] == '-';
-    for (char *c = e + neg; c < ep; c++)
-        if (isdigit((unsigned char)*c))
-            digits[nd++] = *c;
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
     struct buf b = BUF_INIT;
-    if (neg)
-        buf_putc(&b, '-');
-    if (json && (fabs(v) < 1e-6 || fabs(v) >= 1e21)) {
-        /* Go's 'e' form, as Prometheus's JSON switches to it */
-        buf_putc(&b, digits[0]);
-        if (nd > 1) {
-            buf_putc(&b, '.');
-            buf_append(&b, digits + 1, nd - 1);
-        }
-        buf_printf(&b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
-    } else if (exp < 0) {
-        buf_puts(&b, "0.");
-        for (int i = 0; i < -exp - 1; i++)
-            buf_putc(&b, '0');
-        buf_append(&b, digits, nd);
-    } else {
-        for (int i = 0; i <= exp; i++)
-            buf_putc(&b, (size_t)i < nd ? digits[i] : '0');
-        if ((int)nd > exp + 1) {
-            buf_putc(&b, '.');
-            buf_append(&b, digits + exp + 1, nd - (size_t)exp - 1);
-        }
-    }
-    snprintf(out, outlen, "%s", b.data ? b.data : "0");
+    go_format(&b, v, mode);
+    snprintf(out, outlen, "%s", b.data ? b.data : "");
     buf_free(&b);
-}
-
-int promql_parse_duration(const char *s, int64_t *ms)
-{
-    size_t n = lex_duration(s, ms);
-    return n && !s[n] ? 0 : -EINVAL;
 }
 
 void promql_format_float(char *out, size_t outlen, double v)
 {
-    format_float(out, outlen, v, false);
+    format_float(out, outlen, v, 'f');
 }
 
 void promql_format_value(char *out, size_t outlen, double v)
 {
-    format_float(out, outlen, v, true);
+    format_float(out, outlen, v, 'j');
+}
+
+void promql_format_float_e(char *out, size_t outlen, double v)
+{
+    format_float(out, outlen, v, 'e');
 }
