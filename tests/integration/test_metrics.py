@@ -20,6 +20,12 @@ NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
+def wait_prometheus_ready(port):
+    """Prometheus answers 503 until its TSDB is open: wait for /-/ready."""
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).ok,
+             timeout=30, what="prometheus ready")
+
+
 def series(port, match):
     r = requests.get(f"http://127.0.0.1:{port}/api/v1/series", params={"match[]": match}, timeout=10)
     assert r.status_code == 200, r.text
@@ -154,6 +160,8 @@ scrape_configs:
                              f"--web.listen-address=127.0.0.1:{pport}"],
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "wb"))
     try:
+        wait_prometheus_ready(pport)
+
         def both():
             a = series(port, '{job="node"}')
             b = series(pport, '{job="node"}')
