@@ -7,6 +7,7 @@
 #include "dns/dns.h"
 #include "edge/edge.h"
 #include "metrics/prom.h"
+#include "alerts/alerts.h"
 #include "log.h"
 #include "stack.h"
 #include "supervisor.h"
@@ -22,6 +23,7 @@ static const struct role_ops *const roles[] = {
     &dns_role,
     &edge_role,
     &prom_role,
+    &alerts_role,
     NULL,
 };
 

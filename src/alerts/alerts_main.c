@@ -1,0 +1,209 @@
+/* alerts_main.c - role "alerts": start, the loop, reload, stop.
+ *
+ * One thread serves the API and runs the dispatcher; email is sent from short-
+ * lived threads (alerts_notify.c). State lives in <data_dir>/<service name>/:
+ * silences.json and nflog.json. A reload (SIGHUP or POST /-/reload) parses the
+ * stack file again; a bad file leaves everything as it was, a good one replaces
+ * the configuration and routes every alert again, as Alertmanager does; the
+ * notification log keeps the new groups from re-sending what was sent.
+ */
+#include "alerts_internal.h"
+#include "log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct role_ops alerts_role = {
+    .name = "alerts",
+    .summary = "Alertmanager-compatible alert routing: grouping, inhibition, silences, notifications",
+    .parse = am__parse,
+    .main = alerts_main,
+    .free_conf = am__free_conf,
+};
+
+static void gc_cb(struct loop_timer *t)
+{
+    struct am_svc *s = t->data;
+    am__store_gc(s, am__now_ns());
+    loop_timer_start(&s->loop, t, 60000);
+}
+
+int am__reload(struct am_svc *s, struct cfg_errors *errs)
+{
+    const struct service *svc = s->svc;
+    struct stack *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    const char *text = svc->stack->source ? NULL : svc->stack->text;
+    int r = stack_load_one(st, svc->stack->file, text, svc->name, &alerts_role, errs);
+    if (r) {
+        stack_free(st);
+        free(st);
+        for (size_t i = 0; i < errs->n; i++)
+            log_error("reload refused", "error", errs->msgs[i]);
+        log_error("reload refused: the current configuration stays");
+        metric_set(s->m_reload_ok, 0);
+        return -EINVAL;
+    }
+    struct am_conf *nc = stack_find(st, svc->name)->conf;
+    nc->nlisten = s->conf->nlisten;
+    memcpy(nc->listen, s->conf->listen, sizeof(nc->listen));
+    /* groups point into the old route tree: drop them before the swap */
+    am__groups_free(s);
+    s->conf = nc;
+    if (s->stack) {
+        stack_free(s->stack);
+        free(s->stack);
+    }
+    s->stack = st;
+    s->alerts_gen++;            /* inhibition caches follow the new rules */
+    am__groups_rebuild(s);
+    metric_set(s->m_reload_ok, 1);
+    metric_set(s->m_reload_ts, cairn_wall_time());
+    log_info("configuration reloaded", "receivers", log_int((long long)nc->nreceivers), "groups",
+             log_int((long long)s->ngroups));
+    return 0;
+}
+
+static void on_signal(struct loop *l, int signo, void *arg)
+{
+    struct am_svc *s = arg;
+    if (signo == SIGHUP) {
+        struct cfg_errors errs = { 0 };
+        if (!s->stopping)
+            am__reload(s, &errs);
+        cfg_errors_free(&errs);
+        return;
+    }
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
+    loop_stop(l);
+}
+
+static int setup_metrics(struct am_svc *s)
+{
+    struct metrics_registry *reg = s->reg = metrics_registry_new();
+    if (!reg || metrics_add_process(reg))
+        return -ENOMEM;
+    static const char *const status[] = { "status", NULL };
+    static const char *const integ[] = { "integration", NULL };
+    struct metric_family *rx = metrics_family(reg, METRIC_COUNTER, "alertmanager_alerts_received_total",
+                                              "The total number of received alerts.", status, NULL, 0);
+    s->m_received_firing = rx ? metrics_get1(rx, "firing") : NULL;
+    s->m_received_resolved = rx ? metrics_get1(rx, "resolved") : NULL;
+    s->m_invalid = metrics_counter(reg, "alertmanager_alerts_invalid_total",
+                                   "The total number of received alerts that were invalid.");
+    s->f_notifications = metrics_family(reg, METRIC_COUNTER, "alertmanager_notifications_total",
+                                        "The total number of attempted notifications.", integ, NULL, 0);
+    s->f_notif_failed = metrics_family(reg, METRIC_COUNTER, "alertmanager_notifications_failed_total",
+                                       "The total number of failed notifications.", integ, NULL, 0);
+    s->f_requests = metrics_family(reg, METRIC_COUNTER, "alertmanager_notification_requests_total",
+                                   "The total number of attempted notification requests.", integ,
+                                   NULL, 0);
+    s->f_requests_failed = metrics_family(reg, METRIC_COUNTER,
+                                          "alertmanager_notification_requests_failed_total",
+                                          "The total number of failed notification requests.",
+                                          integ, NULL, 0);
+    static const double lat[] = { 1, 5, 10, 15, 20 };
+    s->f_latency = metrics_family(reg, METRIC_HISTOGRAM, "alertmanager_notification_latency_seconds",
+                                  "The latency of notifications in seconds.", integ, lat, 5);
+    s->m_reload_ok = metrics_gauge(reg, "alertmanager_config_last_reload_successful",
+                                   "Whether the last configuration reload attempt was successful.");
+    s->m_reload_ts = metrics_gauge(reg, "alertmanager_config_last_reload_success_timestamp_seconds",
+                                   "Timestamp of the last successful configuration reload.");
+    if (!s->m_received_firing || !s->m_received_resolved || !s->m_invalid || !s->f_notifications ||
+        !s->f_notif_failed || !s->f_requests || !s->f_requests_failed || !s->f_latency ||
+        !s->m_reload_ok || !s->m_reload_ts)
+        return -ENOMEM;
+    /* every integration shows up at 0 before its first notification */
+    static const char *const names[] = { "webhook", "email", "slack" };
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        metrics_get1(s->f_notifications, names[i]);
+        metrics_get1(s->f_notif_failed, names[i]);
+    }
+    metric_set(s->m_reload_ok, 1);
+    metric_set(s->m_reload_ts, cairn_wall_time());
+    return 0;
+}
+
+int alerts_main(const struct service *svc)
+{
+    struct am_svc *s = calloc(1, sizeof(*s));
+    int code = 1;
+    if (!s)
+        return 1;
+    s->svc = svc;
+    s->conf = svc->conf;
+    s->start_ns = am__now_ns();
+    signal(SIGPIPE, SIG_IGN);
+    if (setup_metrics(s) || loop_init(&s->loop)) {
+        log_error("out of memory");
+        metrics_registry_free(&s->reg);
+        free(s);
+        return 1;
+    }
+    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+    loop_signals(&s->loop, sigs, ARRAY_SIZE(sigs), on_signal, s);
+    snprintf(s->dir, sizeof(s->dir), "%s/%s", svc->stack->data_dir, svc->name);
+    int r = cairn_mkdir_p(s->dir, 0755);
+    if (r) {
+        log_error("cannot create the data directory", "dir", s->dir, "error", cairn_strerror(r));
+        goto out_loop;
+    }
+    am__state_load(s);
+    struct httpc_opts ho;
+    httpc_opts_defaults(&ho);
+    s->hc = httpc_new(&s->loop, &ho);
+    if (!s->hc) {
+        log_error("out of memory");
+        goto out_loop;
+    }
+    httpd_worker_init(&s->hw, &s->loop);
+    httpd_conf_defaults(&s->hconf);
+    s->hconf.limits.max_body = AM_MAX_BODY;
+    s->hconf.handler = am__handle;
+    s->hconf.handler_arg = s;
+    for (size_t i = 0; i < s->conf->nlisten; i++) {
+        r = httpd_listen(&s->hw, &s->conf->listen[i], &s->hconf);
+        if (r) {
+            char a[NET_ADDRSTRLEN];
+            net_addr_format(&s->conf->listen[i], a, sizeof(a));
+            log_error("cannot listen", "addr", a, "err", cairn_strerror(r));
+            goto out_http;
+        }
+    }
+    loop_timer_init(&s->gc_timer, gc_cb, s);
+    loop_timer_start(&s->loop, &s->gc_timer, 60000);
+    char first[NET_ADDRSTRLEN];
+    net_addr_format(&s->conf->listen[0], first, sizeof(first));
+    log_info("alerts serving", "addr", first, "receivers", log_int((long long)s->conf->nreceivers),
+             "silences", log_int((long long)s->nsilences), "dir", s->dir);
+    service_notify_ready();
+    loop_run(&s->loop);
+    loop_timer_stop(&s->gc_timer);
+    code = 0;
+out_http:
+    am__groups_free(s);
+    /* email threads post their result to this loop: let them finish first */
+    for (int i = 0; s->smtp_threads > 0 && i < 150; i++)
+        loop_run_once(&s->loop, 100);
+    httpd_worker_destroy(&s->hw);
+    httpc_free(&s->hc);
+out_loop:
+    am__store_free(s);
+    if (s->stack) {
+        stack_free(s->stack);
+        free(s->stack);
+    }
+    loop_destroy(&s->loop);
+    metrics_registry_free(&s->reg);
+    free(s);
+    if (code == 0)
+        log_info("stopped");
+    return code;
+}
