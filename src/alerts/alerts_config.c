@@ -857,8 +857,15 @@ static int parse_match_map(struct cfg *c, const cfg_node *n, const char *path, b
             return -ENOMEM;
         ms->m = nm;
         char err[300];
-        if (am__matcher_init(&ms->m[ms->n], re ? AM_RE : AM_EQ, name, val ? val : "", err,
-                             sizeof(err)))
+        /* Alertmanager keeps a match_re value as its anchored form ^(?:re)$, which is
+         * what shows in route keys (group keys) */
+        struct buf anchored = BUF_INIT;
+        if (re)
+            buf_printf(&anchored, "^(?:%s)$", val ? val : "");
+        int rc = am__matcher_init(&ms->m[ms->n], re ? AM_RE : AM_EQ, name,
+                                  re ? buf_head(&anchored) : val ? val : "", err, sizeof(err));
+        buf_free(&anchored);
+        if (rc)
             bad = cfg_error(c, cfg_map_value(c, n, i), path, "%s", err);
         else
             ms->n++;

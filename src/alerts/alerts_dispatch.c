@@ -274,6 +274,7 @@ static void run_flush(struct am_group *g)
     const struct am_conf *ac = s->conf;
     struct am_route *r = g->route;
     int64_t now = am__now_ns();
+    metric_inc(s->m_flushes);
     struct am_flush *f = calloc(1, sizeof(*f));
     if (!f)
         return;

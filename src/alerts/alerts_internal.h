@@ -344,7 +344,7 @@ struct am_svc {
     struct metric *m_received_firing, *m_received_resolved, *m_invalid;
     struct metric_family *f_notifications, *f_notif_failed, *f_requests, *f_requests_failed,
                          *f_latency;
-    struct metric *m_reload_ok, *m_reload_ts;
+    struct metric *m_reload_ok, *m_reload_ts, *m_flushes;
 };
 
 /* alerts_store.c */

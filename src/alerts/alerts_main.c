@@ -116,7 +116,9 @@ static int setup_metrics(struct am_svc *s)
                                    "Whether the last configuration reload attempt was successful.");
     s->m_reload_ts = metrics_gauge(reg, "alertmanager_config_last_reload_success_timestamp_seconds",
                                    "Timestamp of the last successful configuration reload.");
-    if (!s->m_received_firing || !s->m_received_resolved || !s->m_invalid || !s->f_notifications ||
+    s->m_flushes = metrics_counter(reg, "cairn_alerts_group_flushes_total",
+                                   "Aggregation group flushes (runs of the notification pipeline).");
+    if (!s->m_flushes || !s->m_received_firing || !s->m_received_resolved || !s->m_invalid || !s->f_notifications ||
         !s->f_notif_failed || !s->f_requests || !s->f_requests_failed || !s->f_latency ||
         !s->m_reload_ok || !s->m_reload_ts)
         return -ENOMEM;

@@ -1,0 +1,626 @@
+"""role: alerts - an Alertmanager-compatible router, checked against real clients:
+Debian's Prometheus (sends alerts), amtool (silences), Debian's Alertmanager 0.25 (the
+same config and the same alerts must give the same notifications), a webhook sink, a
+Slack-style sink and an SMTP sink in this process."""
+import base64
+import datetime
+import http.server
+import json
+import os
+import shutil
+import signal
+import socketserver
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import free_port, wait_for, write_stack
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
+
+
+class Sink:
+    """An HTTP endpoint that keeps every JSON body POSTed to it, with its arrival time."""
+
+    def __init__(self, status=200):
+        self.got = []
+        self.status = status
+        sink = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sink.got.append((time.time(), json.loads(body)))
+                self.send_response(sink.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def bodies(self):
+        return [b for _, b in self.got]
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class SmtpSink:
+    """A minimal SMTP server (RFC 5321) that keeps each message with its envelope."""
+
+    def __init__(self, auth=False):
+        self.msgs = []
+        self.auths = []
+        sink = self
+
+        class H(socketserver.StreamRequestHandler):
+            def handle(self):
+                w = self.wfile
+                w.write(b"220 sink ESMTP\r\n")
+                env = {"from": None, "to": [], "data": None}
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    cmd = line.decode().strip()
+                    up = cmd.upper()
+                    if up.startswith("EHLO"):
+                        w.write(b"250-sink\r\n" + (b"250-AUTH PLAIN LOGIN\r\n" if auth else b"") +
+                                b"250 8BITMIME\r\n")
+                    elif up.startswith("AUTH PLAIN"):
+                        sink.auths.append(base64.b64decode(cmd.split()[2]).split(b"\0"))
+                        w.write(b"235 ok\r\n")
+                    elif up.startswith("MAIL FROM:"):
+                        env["from"] = cmd[10:].strip()
+                        w.write(b"250 ok\r\n")
+                    elif up.startswith("RCPT TO:"):
+                        env["to"].append(cmd[8:].strip())
+                        w.write(b"250 ok\r\n")
+                    elif up == "DATA":
+                        w.write(b"354 go\r\n")
+                        data = []
+                        while True:
+                            ln = self.rfile.readline()
+                            if ln in (b".\r\n", b""):
+                                break
+                            data.append(ln[1:] if ln.startswith(b"..") else ln)
+                        env["data"] = b"".join(data).decode()
+                        sink.msgs.append(dict(env))
+                        env = {"from": None, "to": [], "data": None}
+                        w.write(b"250 queued\r\n")
+                    elif up == "QUIT":
+                        w.write(b"221 bye\r\n")
+                        return
+                    else:
+                        w.write(b"502 unknown\r\n")
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def start_alerts(start, tmp_path, am_yml, port=None, name="alerts", extra=""):
+    port = port or free_port()
+    (tmp_path / "alertmanager.yml").write_text(am_yml)
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  alerts:
+    role: alerts
+    listen: ["127.0.0.1:{port}"]
+    alertmanager: alertmanager.yml
+{extra}""")
+    p = start(["run", "alerts", "-c", stack], name=name)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: p.p.poll() is not None or requests.get(url + "/-/ready", timeout=1).ok,
+             timeout=10, what="alerts ready")
+    assert p.p.poll() is None, p.stderr()
+    return p, url, stack
+
+
+def post(url, alerts):
+    r = requests.post(url + "/api/v2/alerts", json=alerts, timeout=10)
+    return r
+
+
+def metric(url, name):
+    text = requests.get(url + "/metrics", timeout=5).text
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+def iso(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+HOOK_YML = """route:
+  receiver: hook
+  group_by: [alertname]
+  group_wait: {gw}
+  group_interval: {gi}
+  repeat_interval: {ri}
+receivers:
+  - name: hook
+    webhook_configs: [{{url: "{url}", send_resolved: true}}]
+"""
+
+
+def test_api_shapes_and_bad_input(start, tmp_path):
+    hook = Sink()
+    try:
+        _, url, _ = start_alerts(start, tmp_path, HOOK_YML.format(gw="1h", gi="1h", ri="1h", url=hook.url))
+        assert post(url, [{"labels": {"alertname": "A", "job": "j", "instance": "i1"},
+                           "annotations": {"summary": "s"}, "generatorURL": "http://x/graph"},
+                          {"labels": {"alertname": "A", "job": "j", "instance": "i2"}}]).status_code == 200
+        alerts = requests.get(url + "/api/v2/alerts", timeout=5).json()
+        assert len(alerts) == 2
+        a = alerts[0]
+        for k in ("annotations", "endsAt", "fingerprint", "receivers", "startsAt", "status", "updatedAt",
+                  "labels"):
+            assert k in a, a
+        assert a["status"] == {"inhibitedBy": [], "silencedBy": [], "state": "active"}
+        assert a["receivers"] == [{"name": "hook"}]
+        assert sorted(x["fingerprint"] for x in alerts) == [x["fingerprint"] for x in alerts]
+        groups = requests.get(url + "/api/v2/alerts/groups", timeout=5).json()
+        assert len(groups) == 1 and groups[0]["labels"] == {"alertname": "A"}
+        assert groups[0]["receiver"] == {"name": "hook"} and len(groups[0]["alerts"]) == 2
+        only = requests.get(url + "/api/v2/alerts", params={"filter": 'instance="i2"'}, timeout=5).json()
+        assert [x["labels"]["instance"] for x in only] == ["i2"]
+        assert requests.get(url + "/api/v2/alerts", params={"receiver": "nope"}, timeout=5).json() == []
+        st = requests.get(url + "/api/v2/status", timeout=5).json()
+        assert st["cluster"]["status"] == "disabled" and "receiver: hook" in st["config"]["original"]
+        assert requests.get(url + "/api/v2/receivers", timeout=5).json() == [{"name": "hook"}]
+        # malformed alerts: a 400 that names the field; the valid ones of a batch are kept
+        r = post(url, [{"annotations": {"x": "y"}}])
+        assert r.status_code == 400 and "labels" in r.json(), r.text
+        r = post(url, [{"labels": {"alertname": "B"}, "startsAt": "yesterday"}])
+        assert r.status_code == 400 and "startsAt" in r.json(), r.text
+        r = post(url, [{"labels": {"0bad": "x"}}, {"labels": {"alertname": "Kept"}}])
+        assert r.status_code == 400 and "0bad" in r.json(), r.text
+        assert any(x["labels"].get("alertname") == "Kept"
+                   for x in requests.get(url + "/api/v2/alerts", timeout=5).json())
+        r = post(url, [{"labels": {"alertname": "C"}, "startsAt": iso(time.time()),
+                        "endsAt": iso(time.time() - 60)}])
+        assert r.status_code == 400 and "start time must be before end time" in r.json()
+        r = requests.post(url + "/api/v2/alerts", data=b"{not json", timeout=5)
+        assert r.status_code == 400 and "line 1" in r.json()
+        r = requests.post(url + "/api/v2/silences", json={"matchers": [], "startsAt": iso(time.time()),
+                                                         "endsAt": iso(time.time() + 60),
+                                                         "createdBy": "t", "comment": "c"}, timeout=5)
+        assert r.status_code == 400 and "matchers" in r.json()
+        r = requests.post(url + "/api/v2/silences", json={"matchers": [{"name": "a", "value": "b",
+                                                                        "isRegex": False}],
+                                                         "startsAt": iso(time.time()), "endsAt": iso(time.time() + 60),
+                                                         "createdBy": "t"}, timeout=5)
+        assert r.status_code == 400 and "comment in body is required" in r.json()
+        assert requests.get(url + "/api/v2/silence/nope", timeout=5).status_code == 404
+        assert metric(url, "alertmanager_alerts_invalid_total") >= 4
+        assert metric(url, 'alertmanager_alerts_received_total') >= 3
+        assert hook.got == []       # group_wait is an hour
+    finally:
+        hook.close()
+
+
+def test_grouping_timers_with_prometheus(start, tmp_path):
+    """Debian's Prometheus fires a rule at cairn: first notification after group_wait, a change
+    after group_interval, a repeat after repeat_interval, then the resolved message."""
+    hook = Sink()
+    flag = {"v": 1}
+
+    class Exp(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"flag {flag['v']}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    exp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exp)
+    threading.Thread(target=exp.serve_forever, daemon=True).start()
+    prom = None
+    try:
+        am_port = free_port()
+        _, url, _ = start_alerts(start, tmp_path, HOOK_YML.format(gw="2s", gi="3s", ri="7s", url=hook.url),
+                                 port=am_port)
+        (tmp_path / "rules.yml").write_text("""groups:
+  - name: g
+    rules:
+      - alert: FlagUp
+        expr: flag == 1
+        labels: {severity: page}
+        annotations: {summary: "flag is {{ $value }}"}
+""")
+        pport = free_port()
+        (tmp_path / "prometheus.yml").write_text(f"""global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: [rules.yml]
+alerting:
+  alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{am_port}"]}}]}}]
+scrape_configs:
+  - job_name: exp
+    static_configs: [{{targets: ["127.0.0.1:{exp.server_address[1]}"]}}]
+""")
+        prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path}/prometheus.yml",
+                                 f"--storage.tsdb.path={tmp_path}/prom", f"--web.listen-address=127.0.0.1:{pport}"],
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "wb"))
+        seen = wait_for(lambda: requests.get(url + "/api/v2/alerts", timeout=2).json() and time.time(),
+                        timeout=40, interval=0.05, what="the alert from Prometheus")
+        wait_for(lambda: hook.got, timeout=10, what="first notification")
+        t1, b1 = hook.got[0]
+        assert 1.5 <= t1 - seen <= 4.0, t1 - seen          # group_wait 2s
+        assert b1["status"] == "firing" and b1["groupLabels"] == {"alertname": "FlagUp"}
+        assert b1["alerts"][0]["annotations"]["summary"] == "flag is 1"
+        assert b1["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
+        assert b1["alerts"][0]["generatorURL"].startswith(f"http://")
+        # a new alert in the group is notified at the next group_interval tick, not after repeat
+        post(url, [{"labels": {"alertname": "FlagUp", "severity": "page", "extra": "1"}}])
+        wait_for(lambda: len(hook.got) >= 2, timeout=10, what="second notification")
+        t2, b2 = hook.got[1]
+        assert len(b2["alerts"]) == 2 and t2 - t1 <= 4.5, (t2 - t1, b2)
+        # nothing changes: the next one is a repeat, 7s after the last
+        wait_for(lambda: len(hook.got) >= 3, timeout=15, what="repeat")
+        t3, b3 = hook.got[2]
+        assert 6.5 <= t3 - t2 <= 10.5, t3 - t2
+        assert len(b3["alerts"]) == 2
+        # resolve the rule's alert (the extra one resolves too)
+        post(url, [{"labels": {"alertname": "FlagUp", "severity": "page", "extra": "1"},
+                    "endsAt": iso(time.time())}])
+        flag["v"] = 0
+        wait_for(lambda: any(b["status"] == "resolved" for _, b in hook.got), timeout=30,
+                 what="resolved notification")
+        res = [b for _, b in hook.got if b["status"] == "resolved"][0]
+        assert all(a["status"] == "resolved" and a["endsAt"] != "0001-01-01T00:00:00Z" for a in res["alerts"])
+    finally:
+        if prom:
+            prom.terminate()
+            prom.wait(20)
+        exp.shutdown()
+        exp.server_close()
+        hook.close()
+
+
+def amtool(url, *args):
+    r = subprocess.run([AMTOOL, f"--alertmanager.url={url}", *args], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_amtool_silences(start, tmp_path):
+    hook = Sink()
+    try:
+        p, url, stack = start_alerts(start, tmp_path, HOOK_YML.format(gw="500ms", gi="1s", ri="1h", url=hook.url))
+        sid = amtool(url, "silence", "add", "alertname=Quiet", "-c", "maintenance", "-d", "1h").strip()
+        assert len(sid) == 36
+        assert sid in amtool(url, "silence", "query", "-q")
+        sil = requests.get(f"{url}/api/v2/silence/{sid}", timeout=5).json()
+        assert sil["status"]["state"] == "active" and sil["comment"] == "maintenance"
+        post(url, [{"labels": {"alertname": "Quiet"}}, {"labels": {"alertname": "Loud"}}])
+        wait_for(lambda: hook.got, timeout=10, what="the unsilenced alert")
+        base = metric(url, "cairn_alerts_group_flushes_total")
+        wait_for(lambda: metric(url, "cairn_alerts_group_flushes_total") >= base + 4, timeout=10,
+                 what="more flushes")
+        assert [b["groupLabels"]["alertname"] for b in hook.bodies()] == ["Loud"]
+        q = amtool(url, "alert", "query")
+        assert "Loud" in q and "Quiet" not in q
+        assert "Quiet" in amtool(url, "alert", "query", "--silenced")
+        st = requests.get(url + "/api/v2/alerts", params={"filter": 'alertname="Quiet"'}, timeout=5).json()
+        assert st[0]["status"]["state"] == "suppressed" and st[0]["status"]["silencedBy"] == [sid]
+        # the silence survives a restart (persisted), then amtool expires it
+        p.signal(signal.SIGTERM)
+        p.wait(10)
+        p2 = start(["run", "alerts", "-c", stack], name="alerts2")
+        wait_for(lambda: requests.get(url + "/-/ready", timeout=1).ok, what="restarted")
+        assert sid in amtool(url, "silence", "query", "-q")
+        amtool(url, "silence", "expire", sid)
+        assert sid not in amtool(url, "silence", "query", "-q")
+        assert sid in amtool(url, "silence", "query", "--expired", "-q")
+        post(url, [{"labels": {"alertname": "Quiet"}}])
+        wait_for(lambda: any(b["groupLabels"]["alertname"] == "Quiet" for b in hook.bodies()), timeout=10,
+                 what="the alert once unsilenced")
+        assert p2.p.poll() is None
+    finally:
+        hook.close()
+
+
+DIFF_YML = """route:
+  receiver: hook
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 1h
+  routes:
+    - matchers: ['team="db"']
+      receiver: db
+      group_by: [alertname, instance]
+      continue: true
+    - match_re: {{severity: "crit.*"}}
+      receiver: hook
+inhibit_rules:
+  - source_matchers: [severity="critical"]
+    target_matchers: [severity="warning"]
+    equal: [alertname]
+receivers:
+  - name: hook
+    webhook_configs: [{{url: "{hook}", send_resolved: true}}]
+  - name: db
+    webhook_configs: [{{url: "{db}", send_resolved: true, max_alerts: 1}}]
+"""
+
+
+def summary(sinks, t0):
+    out = []
+    for s in sinks:
+        for t, b in s.got:
+            out.append((round(t - t0), b["receiver"], b["groupKey"], b["status"], b["truncatedAlerts"],
+                        json.dumps(b["groupLabels"], sort_keys=True), json.dumps(b["commonLabels"], sort_keys=True),
+                        tuple((a["fingerprint"], a["status"]) for a in b["alerts"])))
+    return sorted(out, key=lambda x: x[1:] + (x[0],))
+
+
+def test_same_notifications_as_alertmanager(start, tmp_path):
+    sinks = {k: Sink() for k in ("c_hook", "c_db", "a_hook", "a_db")}
+    am = None
+    try:
+        _, curl, _ = start_alerts(start, tmp_path, DIFF_YML.format(hook=sinks["c_hook"].url, db=sinks["c_db"].url))
+        aport = free_port()
+        (tmp_path / "real.yml").write_text(DIFF_YML.format(hook=sinks["a_hook"].url, db=sinks["a_db"].url))
+        am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
+                               f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address="],
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
+        aurl = f"http://127.0.0.1:{aport}"
+        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        now = time.time()
+        batch = [
+            {"labels": {"alertname": "Disk", "instance": "a", "severity": "warning", "job": "node"}},
+            {"labels": {"alertname": "Disk", "instance": "b", "severity": "critical", "job": "node"}},
+            {"labels": {"alertname": "Lag", "instance": "db1", "team": "db", "severity": "warning"},
+             "annotations": {"runbook": "r"}},
+            {"labels": {"alertname": "Lag", "instance": "db2", "team": "db"}},
+            {"labels": {"alertname": "Old", "job": "x"}, "startsAt": iso(now - 3600)},
+        ]
+        t0 = time.time()
+        for u in (curl, aurl):
+            assert post(u, batch).status_code == 200
+        wait_for(lambda: len(summary([sinks["a_hook"], sinks["a_db"]], t0)) >= 4, timeout=15, what="AM notified")
+        wait_for(lambda: len(summary([sinks["c_hook"], sinks["c_db"]], t0)) >= 4, timeout=15, what="cairn notified")
+        # resolve one; both must send the same resolved notification
+        t1 = time.time()
+        res = [{"labels": {"alertname": "Old", "job": "x"}, "startsAt": iso(now - 3600), "endsAt": iso(t1)}]
+        for u in (curl, aurl):
+            assert post(u, res).status_code == 200
+        wait_for(lambda: len(summary([sinks["a_hook"], sinks["a_db"]], t0)) >= 5, timeout=15, what="AM resolved")
+        wait_for(lambda: len(summary([sinks["c_hook"], sinks["c_db"]], t0)) >= 5, timeout=15, what="cairn resolved")
+        a = summary([sinks["a_hook"], sinks["a_db"]], t0)
+        c = summary([sinks["c_hook"], sinks["c_db"]], t0)
+        assert [x[1:] for x in c] == [x[1:] for x in a], (c, a)
+        for x, y in zip(c, a):
+            assert abs(x[0] - y[0]) <= 1, (x, y)          # same moments, within a second
+        # the same fingerprints, groups and states through the API
+        ca = {x["fingerprint"]: x["status"]["state"] for x in requests.get(curl + "/api/v2/alerts", timeout=5).json()}
+        aa = {x["fingerprint"]: x["status"]["state"] for x in requests.get(aurl + "/api/v2/alerts", timeout=5).json()}
+        assert ca == aa
+        cg = [(g["labels"], g["receiver"]["name"], len(g["alerts"]))
+              for g in requests.get(curl + "/api/v2/alerts/groups", timeout=5).json()]
+        ag = [(g["labels"], g["receiver"]["name"], len(g["alerts"]))
+              for g in requests.get(aurl + "/api/v2/alerts/groups", timeout=5).json()]
+        assert sorted(map(json.dumps, cg)) == sorted(map(json.dumps, ag))
+    finally:
+        if am:
+            am.terminate()
+            am.wait(20)
+        for s in sinks.values():
+            s.close()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_restart_sends_no_duplicate(start, tmp_path, how):
+    hook = Sink()
+    try:
+        p, url, stack = start_alerts(start, tmp_path, HOOK_YML.format(gw="500ms", gi="1s", ri="1h", url=hook.url))
+        alert = [{"labels": {"alertname": "Persist", "job": "j"}, "startsAt": iso(time.time()),
+                  "endsAt": iso(time.time() + 3600)}]
+        post(url, alert)
+        wait_for(lambda: hook.got, timeout=10, what="first notification")
+        # the notification is logged (and on disk) once the receiver has answered
+        wait_for(lambda: metric(url, "alertmanager_nflog_entries") == 1, what="the log entry")
+        p.signal(getattr(signal, how))
+        p.wait(10)
+        p2 = start(["run", "alerts", "-c", stack], name="alerts2")
+        wait_for(lambda: requests.get(url + "/-/ready", timeout=1).ok, what="restarted")
+        post(url, alert)       # as Prometheus re-sends its firing alerts
+        wait_for(lambda: (metric(url, "cairn_alerts_group_flushes_total") or 0) >= 3, timeout=10,
+                 what="flushes after the restart")
+        assert len(hook.got) == 1, hook.bodies()
+        # a change is still notified
+        post(url, [{"labels": {"alertname": "Persist", "job": "j2"}}])
+        wait_for(lambda: len(hook.got) == 2, timeout=10, what="the change")
+        assert p2.p.poll() is None
+    finally:
+        hook.close()
+
+
+def test_email_slack_and_unreachable_receivers(start, tmp_path):
+    smtp = SmtpSink(auth=True)
+    slack = Sink()
+    hook = Sink()
+    dead = free_port()
+    try:
+        yml = f"""global:
+  smtp_smarthost: 127.0.0.1:{smtp.port}
+  smtp_from: "cairn <alerts@cairn.test>"
+  smtp_require_tls: false
+  smtp_auth_username: bob
+  smtp_auth_password: secret
+  slack_api_url: http://127.0.0.1:{slack.port}/services/T/B/X
+route:
+  receiver: mail
+  group_by: [alertname]
+  group_wait: 500ms
+  group_interval: 1s
+  routes:
+    - matchers: [channel="slack"]
+      receiver: chat
+    - matchers: [channel="dead"]
+      receiver: dead
+    - matchers: [channel="hook"]
+      receiver: hook
+receivers:
+  - name: mail
+    email_configs: [{{to: "ops@cairn.test, Dev <dev@cairn.test>", headers: {{X-Team: core}}}}]
+  - name: chat
+    slack_configs: [{{channel: "#alerts"}}]
+  - name: dead
+    webhook_configs: [{{url: "http://127.0.0.1:{dead}/x"}}]
+  - name: hook
+    webhook_configs: [{{url: "{hook.url}"}}]
+"""
+        _, url, _ = start_alerts(start, tmp_path, yml)
+        post(url, [{"labels": {"alertname": "DiskFull", "instance": "a", "channel": "mail"},
+                    "annotations": {"summary": "disk <full>"}},
+                   {"labels": {"alertname": "CpuHot", "channel": "slack", "instance": "h"}},
+                   {"labels": {"alertname": "Gone", "channel": "dead"}},
+                   {"labels": {"alertname": "Fine", "channel": "hook"}}])
+        wait_for(lambda: smtp.msgs, timeout=15, what="an email")
+        m = smtp.msgs[0]
+        assert m["from"] == "<alerts@cairn.test>" and m["to"] == ["<ops@cairn.test>", "<dev@cairn.test>"]
+        assert smtp.auths and smtp.auths[0][1:] == [b"bob", b"secret"]
+        d = m["data"]
+        assert "Subject: [FIRING:1] DiskFull (mail a)" in d, d
+        assert "X-Team: core" in d and "To: ops@cairn.test, Dev <dev@cairn.test>" in d
+        assert "text/html" in d and "disk &lt;full&gt;" in d.replace("=\r\n", "")
+        wait_for(lambda: slack.got, timeout=10, what="a slack message")
+        s = slack.got[0][1]
+        att = s["attachments"][0]
+        assert s["channel"] == "#alerts" and s["username"] == "Alertmanager"
+        assert att["title"] == "[FIRING:1] CpuHot (slack h)" and att["color"] == "danger"
+        assert att["title_link"] == f"{url}/#/alerts?receiver=chat"
+        # the unreachable receiver retries without holding up the others
+        wait_for(lambda: hook.got, timeout=10, what="the healthy webhook")
+        wait_for(lambda: (metric(url, 'alertmanager_notification_requests_failed_total') or 0) >= 2, timeout=10,
+                 what="retries against the dead receiver")
+        assert metric(url, 'alertmanager_notifications_total') >= 4
+    finally:
+        smtp.close()
+        slack.close()
+        hook.close()
+
+
+def test_alert_storm_is_grouped(start, tmp_path):
+    hook = Sink()
+    try:
+        _, url, _ = start_alerts(start, tmp_path, HOOK_YML.format(gw="1s", gi="1h", ri="1h", url=hook.url))
+        n = 20000
+        for k in range(0, n, 5000):
+            r = post(url, [{"labels": {"alertname": f"Storm{i % 3}", "instance": f"host-{i}", "job": "node"}}
+                           for i in range(k, k + 5000)])
+            assert r.status_code == 200
+        wait_for(lambda: len(hook.got) >= 3, timeout=20, what="three group notifications")
+        base = metric(url, "cairn_alerts_group_flushes_total")
+        assert base >= 3
+        assert len(hook.got) == 3
+        assert sum(len(b["alerts"]) for b in hook.bodies()) == n
+        assert sorted(b["groupLabels"]["alertname"] for b in hook.bodies()) == ["Storm0", "Storm1", "Storm2"]
+    finally:
+        hook.close()
+
+
+GOOD_CONFIGS = [
+    HOOK_YML.format(gw="30s", gi="5m", ri="4h", url="http://127.0.0.1:5001/"),
+    DIFF_YML.format(hook="http://127.0.0.1:5001/", db="http://127.0.0.1:5002/"),
+    """route:
+  receiver: r
+  group_by: ['...']
+  routes:
+    - receiver: r
+      matchers: ['env=~"prod|stage"', 'team!="x"']
+      mute_time_intervals: [offhours]
+      active_time_intervals: [always]
+time_intervals:
+  - name: offhours
+    time_intervals:
+      - times: [{start_time: "00:00", end_time: "08:00"}]
+        weekdays: ["monday:friday"]
+        days_of_month: ["1:5", "-1"]
+        months: ["january:march"]
+        years: ["2020:2030"]
+        location: Europe/Berlin
+  - name: always
+    time_intervals: [{}]
+receivers:
+  - name: r
+""",
+]
+
+BAD_CONFIGS = [
+    ("route:\n  receiver: nope\nreceivers:\n  - name: r\n", "undefined receiver"),
+    ("route:\n  receiver: r\n  matchers: [a=b]\nreceivers:\n  - name: r\n", "root route must not have any matchers"),
+    ("route:\n  receiver: r\n  group_interval: 0s\nreceivers:\n  - name: r\n", "group_interval cannot be zero"),
+    ("route:\n  receiver: r\nreceivers:\n  - name: r\n  - name: r\n", "is not unique"),
+    ("route:\n  receiver: r\n  routes: [{matchers: ['a=~\"(\"']}]\nreceivers:\n  - name: r\n", "regexp"),
+    ("route:\n  receiver: r\nreceivers:\n  - name: r\n    email_configs: [{to: a@b}]\n", "no global SMTP from set"),
+]
+
+
+def test_config_agrees_with_amtool_and_reloads(start, tmp_path):
+    for i, cfg in enumerate(GOOD_CONFIGS):
+        f = tmp_path / f"good{i}.yml"
+        f.write_text(cfg)
+        r = subprocess.run([AMTOOL, "check-config", str(f)], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stdout + r.stderr
+        stack = write_stack(tmp_path, f"services:\n  a: {{role: alerts, listen: ['127.0.0.1:1'], "
+                                      f"alertmanager: good{i}.yml}}\n", name=f"s{i}.yaml")
+        c = subprocess.run([os.environ.get("CAIRN_BIN") or os.path.join(os.path.dirname(__file__), "..", "..",
+                                                                         "build", "cairn"), "check", "-c", stack],
+                           capture_output=True, text=True, timeout=20)
+        assert c.returncode == 0, c.stderr
+    for i, (cfg, msg) in enumerate(BAD_CONFIGS):
+        f = tmp_path / f"bad{i}.yml"
+        f.write_text(cfg)
+        r = subprocess.run([AMTOOL, "check-config", str(f)], capture_output=True, text=True, timeout=20)
+        assert r.returncode != 0, cfg
+        stack = write_stack(tmp_path, f"services:\n  a: {{role: alerts, listen: ['127.0.0.1:1'], "
+                                      f"alertmanager: bad{i}.yml}}\n", name=f"b{i}.yaml")
+        c = subprocess.run([os.environ.get("CAIRN_BIN") or os.path.join(os.path.dirname(__file__), "..", "..",
+                                                                         "build", "cairn"), "check", "-c", stack],
+                           capture_output=True, text=True, timeout=20)
+        assert c.returncode == 2 and msg in c.stderr and f"bad{i}.yml:" in c.stderr, (cfg, c.stderr)
+    # reload: a bad file is refused and the old configuration stays; a good one is taken
+    hook = Sink()
+    try:
+        p, url, _ = start_alerts(start, tmp_path, HOOK_YML.format(gw="1s", gi="1s", ri="1h", url=hook.url))
+        (tmp_path / "alertmanager.yml").write_text(BAD_CONFIGS[0][0])
+        r = requests.post(url + "/-/reload", timeout=5)
+        assert r.status_code == 500 and "undefined receiver" in r.text
+        assert metric(url, "alertmanager_config_last_reload_successful") == 0
+        assert requests.get(url + "/api/v2/receivers", timeout=5).json() == [{"name": "hook"}]
+        (tmp_path / "alertmanager.yml").write_text(HOOK_YML.format(gw="1s", gi="1s", ri="1h", url=hook.url)
+                                                   .replace("receiver: hook", "receiver: team").replace("name: hook", "name: team"))
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: requests.get(url + "/api/v2/receivers", timeout=5).json() == [{"name": "team"}],
+                 timeout=10, what="reloaded by SIGHUP")
+        assert metric(url, "alertmanager_config_last_reload_successful") == 1
+    finally:
+        hook.close()
