@@ -100,8 +100,17 @@ def test_default_stack_serves_restarts_and_stops(start):
     def scraped():
         r = requests.get("http://127.0.0.1:9090/api/v1/series", params={"match[]": "up"}, timeout=5)
         return {s["job"] for s in r.json()["data"]} >= {"dns", "cdn", "lb", "app-1", "app-2",
-                                                         "app-3", "metrics"}
+                                                         "app-3", "metrics", "alerts"}
     wait_for(scraped, timeout=20, what="every service scraped")
+
+    # the alerts service takes alerts; the generated metrics config points at it
+    r = requests.post("http://127.0.0.1:9093/api/v2/alerts", json=[{"labels": {"alertname": "Smoke"}}],
+                      timeout=5)
+    assert r.status_code == 200
+    assert requests.get("http://127.0.0.1:9093/api/v2/alerts", timeout=5).json()[0]["labels"] == {
+        "alertname": "Smoke"}
+    cfg = requests.get("http://127.0.0.1:9090/api/v1/status/config", timeout=5).json()["data"]["yaml"]
+    assert "127.0.0.1:9093" in cfg
 
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
@@ -125,8 +134,8 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 7 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090]:
+    assert len(stopped) == 8 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
