@@ -42,7 +42,7 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC))
 ASAN_UNIT:= $(patsubst tests/%.c,build/asan/tests/%.o,$(UNIT_SRC))
 ASAN_MAIN:= $(patsubst src/%.c,build/asan/%.o,$(MAIN_SRC))
 
-.PHONY: conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
+.PHONY: conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
 
 all: build/cairn
 
@@ -137,7 +137,7 @@ test: deps all unit integration integration-asan fuzz
 conformance-cache: build/cairn
 	bash tests/conformance/cache-tests.sh
 
-bench: bench-edge bench-cdn bench-dns bench-metrics bench-promql
+bench: bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts
 
 bench-cdn: build/cairn
 	bash bench/cdn.sh
@@ -158,3 +158,6 @@ bench-metrics: build/cairn
 
 bench-promql: build/cairn
 	bash bench/promql.sh
+
+bench-alerts: build/cairn
+	bash bench/alerts.sh
