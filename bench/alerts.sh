@@ -5,6 +5,7 @@
 # answers 200 at once, an inhibit rule) and, one server at a time, the same
 # ALERTS alerts (default 200,000; 500 distinct alertnames x 20 clusters = 10,000
 # groups) POSTed in batches of 1,000 by curl, as Prometheus would send them.
+# The receiver is nginx answering 200 (its access log counts the notifications).
 # Both servers are pinned to CPU SRVCPU. Printed per server: wall time for the
 # whole ingestion (alerts/s), the server's CPU seconds for it (utime+stime from
 # /proc), its resident memory afterwards, the notifications its webhook got within
@@ -19,30 +20,26 @@ AM=$(command -v prometheus-alertmanager || true)
 W=$(mktemp -d /tmp/cairn-bench-alerts.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3;
-            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+            [ -n "${KEEP:-}" ] && echo "kept $W" || rm -rf "$W"; }
 trap cleanup EXIT
 make -s build/cairn
 P_CAIRN=19793; P_AM=19794; P_HOOK=19795
-/usr/bin/python3 - "$P_HOOK" "$W/hook.count" <<'PY' &
-import http.server, sys, threading
-port, out = int(sys.argv[1]), sys.argv[2]
-n = [0]; lock = threading.Lock()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        with lock:
-            n[0] += 1
-            open(out, "w").write(str(n[0]))
-        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
-    def do_DELETE(self):
-        with lock:
-            n[0] = 0
-            open(out, "w").write("0")
-        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-PY
+command -v nginx >/dev/null || { echo "bench-alerts: nginx is missing (apt-get install nginx-light)"; exit 1; }
+# the webhook receiver: nginx answering 200 to every POST, one access-log line each
+mkdir -p $W/nginx
+cat > $W/nginx.conf <<CONF
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log $W/nginx/access.log;
+    client_body_temp_path $W/nginx;
+    server { listen 127.0.0.1:$P_HOOK; location / { return 200; } }
+}
+CONF
+nginx -c $W/nginx.conf -p $W/nginx -g 'daemon off;' &
 PIDS+=($!)
 cat > $W/am.yml <<CONF
 route:
@@ -85,7 +82,7 @@ cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
 rss() { awk '/^VmRSS/ {print $2}' /proc/$1/status; }
 run_one() { # name -> "wall_s cpu_s rss_kib notifications"
     local name=$1 pid port
-    curl -s -X DELETE http://127.0.0.1:$P_HOOK/ >/dev/null
+: > $W/nginx/access.log
     rm -rf $W/cairn $W/amdata
     if [ "$name" = cairn ]; then
         taskset -c $SRVCPU build/cairn run alerts -c $W/stack.yaml >$W/cairn.log 2>&1 &
@@ -106,7 +103,7 @@ run_one() { # name -> "wall_s cpu_s rss_kib notifications"
     t1=$(date +%s.%N); c1=$(cpu $pid)
     sleep 10    # group_wait 5s: every group notifies once
     local r n
-    r=$(rss $pid); n=$(cat $W/hook.count 2>/dev/null || echo 0)
+    r=$(rss $pid); n=$(grep -c '"POST /hook' $W/nginx/access.log || true)
     kill $pid; wait $pid 2>/dev/null || true
     echo "$(echo "$t1 - $t0" | bc) $(echo "($c1 - $c0) / $(getconf CLK_TCK)" | bc -l) $r $n"
 }

@@ -158,6 +158,10 @@ struct am_integration {
     /* slack */
     char *channel, *username, *color, *title, *title_link, *pretext, *stext, *footer,
          *fallback, *icon_emoji, *icon_url;
+    /* runtime: sends in flight to this integration and those waiting for a slot, so a
+     * storm of groups does not open thousands of connections to one receiver */
+    int inflight;
+    struct am_send *wait_head, *wait_tail;
 };
 
 struct am_receiver {
@@ -286,6 +290,8 @@ struct am_send {                    /* one integration's part of a flush */
     bool done;
     struct httpc_call *call;
     struct smtp_job *job;           /* an email being sent by a thread */
+    struct am_send *wnext, *wprev;  /* in the integration's wait queue */
+    bool waiting, holds_slot, counted;
     uint64_t started_ns;
 };
 
@@ -338,6 +344,11 @@ struct am_svc {
     size_t ninh;
     uint64_t inh_gen;
 
+    int journal_fd;                 /* nflog.journal: one JSON line per new log entry */
+    size_t journal_lines;
+    bool journal_dirty;
+    struct loop_timer sync_timer;
+
     struct loop_timer gc_timer;
     int smtp_threads;               /* running email sends */
 
@@ -367,7 +378,7 @@ void am__nflog_set(struct am_svc *s, const char *key, const uint64_t *firing, si
                    const uint64_t *resolved, size_t nresolved, int64_t now, int64_t expires);
 int am__state_load(struct am_svc *s);
 int am__silences_save(struct am_svc *s);
-int am__nflog_save(struct am_svc *s);
+int am__nflog_save(struct am_svc *s);     /* snapshot, then an empty journal */
 
 /* alerts_dispatch.c */
 void am__dispatch(struct am_svc *s, struct am_alert *a);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const struct role_ops alerts_role = {
     .name = "alerts",
@@ -141,6 +142,8 @@ int alerts_main(const struct service *svc)
         return 1;
     s->svc = svc;
     s->conf = svc->conf;
+    s->journal_fd = -1;
+    loop_timer_init(&s->sync_timer, NULL, s);
     s->start_ns = am__now_ns();
     signal(SIGPIPE, SIG_IGN);
     if (setup_metrics(s) || loop_init(&s->loop)) {
@@ -197,6 +200,11 @@ out_http:
     httpd_worker_destroy(&s->hw);
     httpc_free(&s->hc);
 out_loop:
+    loop_timer_stop(&s->sync_timer);
+    if (s->journal_fd >= 0) {
+        fdatasync(s->journal_fd);
+        close(s->journal_fd);
+    }
     am__store_free(s);
     if (s->stack) {
         stack_free(s->stack);

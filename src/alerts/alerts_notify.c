@@ -770,9 +770,12 @@ static void observe(struct am_send *sd, bool ok)
                    (double)(cairn_now_ns() - sd->started_ns) / 1e9);
 }
 
+static void release_slot(struct am_send *sd);
+
 static void finish(struct am_send *sd, bool ok, bool retry, const char *err)
 {
     struct am_svc *s = sd->f->g->s;
+    release_slot(sd);
     const char *name = am__integration_name(sd->in->kind);
     if (!ok && !(retry && loop_now(&s->loop) + sd->backoff_ms < sd->f->deadline_ms))
         metric_inc(metrics_get1(s->f_notif_failed, name));
@@ -818,16 +821,68 @@ static void *smtp_main(void *arg)
     return NULL;
 }
 
+#define HTTP_SLOTS 32    /* concurrent requests to one webhook or Slack integration */
+#define SMTP_SLOTS 4     /* concurrent SMTP sessions to one email integration */
+
+static void transmit(struct am_send *sd);
+
+static void release_slot(struct am_send *sd)
+{
+    struct am_integration *in = (struct am_integration *)sd->in;
+    if (!sd->holds_slot)
+        return;
+    sd->holds_slot = false;
+    in->inflight--;
+    struct am_send *next = in->wait_head;
+    if (!next)
+        return;
+    in->wait_head = next->wnext;
+    if (in->wait_head)
+        in->wait_head->wprev = NULL;
+    else
+        in->wait_tail = NULL;
+    next->waiting = false;
+    next->wnext = next->wprev = NULL;
+    /* from a timer, not from here: the caller may be about to free its flush */
+    loop_timer_start(&next->f->g->s->loop, &next->retry, 0);
+}
+
 void am__send_start(struct am_send *sd)
 {
     struct am_svc *s = sd->f->g->s;
-    const struct am_integration *in = sd->in;
-    if (sd->attempts++ == 0)
+    struct am_integration *in = (struct am_integration *)sd->in;
+    if (!sd->counted) {
+        sd->counted = true;
         metric_inc(metrics_get1(s->f_notifications, am__integration_name(in->kind)));
+    }
     if (sd->nfiring == 0 && !in->send_resolved) {
+        sd->attempts++;
         am__send_finished(sd, true, false, NULL);
         return;
     }
+    if (!sd->holds_slot) {
+        if (in->inflight >= (in->kind == AM_EMAIL ? SMTP_SLOTS : HTTP_SLOTS)) {
+            sd->waiting = true;
+            sd->wprev = in->wait_tail;
+            sd->wnext = NULL;
+            if (in->wait_tail)
+                in->wait_tail->wnext = sd;
+            else
+                in->wait_head = sd;
+            in->wait_tail = sd;
+            return;
+        }
+        in->inflight++;
+        sd->holds_slot = true;
+    }
+    sd->attempts++;
+    transmit(sd);
+}
+
+static void transmit(struct am_send *sd)
+{
+    struct am_svc *s = sd->f->g->s;
+    const struct am_integration *in = sd->in;
     sd->started_ns = cairn_now_ns();
     if (in->kind == AM_WEBHOOK || in->kind == AM_SLACK) {
         struct buf body = BUF_INIT;
@@ -894,11 +949,24 @@ void am__send_start(struct am_send *sd)
 
 void am__send_cancel(struct am_send *sd)
 {
+    struct am_integration *in = (struct am_integration *)sd->in;
     loop_timer_stop(&sd->retry);
+    if (sd->waiting) {
+        if (sd->wprev)
+            sd->wprev->wnext = sd->wnext;
+        else
+            in->wait_head = sd->wnext;
+        if (sd->wnext)
+            sd->wnext->wprev = sd->wprev;
+        else
+            in->wait_tail = sd->wprev;
+        sd->waiting = false;
+    }
     if (sd->job)
         sd->job->sd = NULL;     /* the thread finishes; its result is dropped */
     sd->job = NULL;
     if (sd->call)
         httpc_cancel(sd->call);
     sd->call = NULL;
+    release_slot(sd);
 }

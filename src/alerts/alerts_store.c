@@ -454,6 +454,8 @@ static uint64_t *dup_u64(const uint64_t *v, size_t n)
     return d;
 }
 
+static void journal_append(struct am_svc *s, const struct am_nflog_entry *e);
+
 void am__nflog_set(struct am_svc *s, const char *key, const uint64_t *firing, size_t nfiring,
                    const uint64_t *resolved, size_t nresolved, int64_t now, int64_t expires)
 {
@@ -482,7 +484,7 @@ void am__nflog_set(struct am_svc *s, const char *key, const uint64_t *firing, si
     e->nresolved = e->resolved ? nresolved : 0;
     e->ts = now;
     e->expires = expires;
-    am__nflog_save(s);
+    journal_append(s, e);
 }
 
 /* ---- persistence ---- */
@@ -561,6 +563,59 @@ int am__silences_save(struct am_svc *s)
     return r;
 }
 
+static void entry_json(struct buf *b, const struct am_nflog_entry *e)
+{
+    buf_puts(b, "{\"key\":");
+    buf_json_str(b, e->key);
+    buf_puts(b, ",\"firing\":[");
+    for (size_t k = 0; k < e->nfiring; k++)
+        buf_printf(b, "%s\"%016llx\"", k ? "," : "", (unsigned long long)e->firing[k]);
+    buf_puts(b, "],\"resolved\":[");
+    for (size_t k = 0; k < e->nresolved; k++)
+        buf_printf(b, "%s\"%016llx\"", k ? "," : "", (unsigned long long)e->resolved[k]);
+    buf_putc(b, ']');
+    json_time(b, "ts", e->ts);
+    json_time(b, "expires", e->expires);
+    buf_putc(b, '}');
+}
+
+static void sync_cb(struct loop_timer *t)
+{
+    struct am_svc *s = t->data;
+    if (s->journal_fd >= 0 && s->journal_dirty)
+        fdatasync(s->journal_fd);
+    s->journal_dirty = false;
+}
+
+/* Appends the entry to the journal. A write() reaches the page cache at once, so a
+ * killed process loses nothing; fdatasync follows within a second for power loss.
+ * The journal is folded into a new snapshot once it is much longer than the log. */
+static void journal_append(struct am_svc *s, const struct am_nflog_entry *e)
+{
+    if (!s->dir[0])
+        return;
+    if (s->journal_fd < 0 || (s->journal_lines > 4096 && s->journal_lines > 2 * s->nnflog)) {
+        am__nflog_save(s);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    entry_json(&b, e);
+    buf_putc(&b, '\n');
+    ssize_t w = write(s->journal_fd, buf_head(&b), buf_used(&b));
+    if (w != (ssize_t)buf_used(&b)) {
+        log_error("cannot append to the notification log journal", "dir", s->dir);
+        am__nflog_save(s);
+    } else {
+        s->journal_lines++;
+        if (!s->journal_dirty) {
+            s->journal_dirty = true;
+            loop_timer_init(&s->sync_timer, sync_cb, s);
+            loop_timer_start(&s->loop, &s->sync_timer, 1000);
+        }
+    }
+    buf_free(&b);
+}
+
 int am__nflog_save(struct am_svc *s)
 {
     if (!s->dir[0])
@@ -569,25 +624,24 @@ int am__nflog_save(struct am_svc *s)
     buf_puts(&b, "{\"version\":1,\"entries\":[");
     for (size_t i = 0; i < s->nnflog; i++) {
         const struct am_nflog_entry *e = &s->nflog[i];
-        buf_printf(&b, "%s\n{\"key\":", i ? "," : "");
-        buf_json_str(&b, e->key);
-        buf_puts(&b, ",\"firing\":[");
-        for (size_t k = 0; k < e->nfiring; k++)
-            buf_printf(&b, "%s\"%016llx\"", k ? "," : "", (unsigned long long)e->firing[k]);
-        buf_puts(&b, "],\"resolved\":[");
-        for (size_t k = 0; k < e->nresolved; k++)
-            buf_printf(&b, "%s\"%016llx\"", k ? "," : "", (unsigned long long)e->resolved[k]);
-        buf_putc(&b, ']');
-        json_time(&b, "ts", e->ts);
-        json_time(&b, "expires", e->expires);
-        buf_putc(&b, '}');
+        buf_printf(&b, "%s\n", i ? "," : "");
+        entry_json(&b, e);
     }
     buf_puts(&b, "]}\n");
     int r = write_atomic(s->dir, "nflog.json", buf_head(&b), buf_used(&b));
     buf_free(&b);
-    if (r)
+    if (r) {
         log_error("cannot write the notification log", "dir", s->dir, "error", cairn_strerror(r));
-    return r;
+        return r;
+    }
+    /* the snapshot holds everything: start an empty journal */
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/nflog.journal", s->dir);
+    if (s->journal_fd >= 0)
+        close(s->journal_fd);
+    s->journal_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    s->journal_lines = 0;
+    return 0;
 }
 
 static json_t *load_json(const char *dir, const char *name)
@@ -628,6 +682,53 @@ static size_t load_hashes(json_t *arr, uint64_t **out)
     }
     qsort(*out, k, sizeof(**out), u64_cmp);
     return k;
+}
+
+/* Inserts or replaces the entry described by o (a later line wins). */
+static void nflog_load_entry(struct am_svc *s, json_t *o)
+{
+    const char *key = json_string_value(json_object_get(o, "key"));
+    if (!key)
+        return;
+    uint64_t *f, *r;
+    size_t nf = load_hashes(json_object_get(o, "firing"), &f);
+    size_t nr = load_hashes(json_object_get(o, "resolved"), &r);
+    if (!f || !r) {
+        free(f);
+        free(r);
+        return;
+    }
+    bool found;
+    size_t pos = nflog_pos(s, key, &found);
+    if (found) {
+        struct am_nflog_entry *e = &s->nflog[pos];
+        free(e->firing);
+        free(e->resolved);
+        e->firing = f;
+        e->resolved = r;
+        e->nfiring = nf;
+        e->nresolved = nr;
+        e->ts = json_integer_value(json_object_get(o, "ts"));
+        e->expires = json_integer_value(json_object_get(o, "expires"));
+        return;
+    }
+    if (s->nnflog == s->nflog_cap) {
+        size_t ncap = s->nflog_cap ? s->nflog_cap * 2 : 16;
+        struct am_nflog_entry *nv = realloc(s->nflog, ncap * sizeof(*nv));
+        if (!nv) {
+            free(f);
+            free(r);
+            return;
+        }
+        s->nflog = nv;
+        s->nflog_cap = ncap;
+    }
+    memmove(&s->nflog[pos + 1], &s->nflog[pos], (s->nnflog - pos) * sizeof(*s->nflog));
+    s->nflog[pos] = (struct am_nflog_entry){
+        .key = strdup(key), .firing = f, .resolved = r, .nfiring = nf, .nresolved = nr,
+        .ts = json_integer_value(json_object_get(o, "ts")),
+        .expires = json_integer_value(json_object_get(o, "expires")) };
+    s->nnflog++;
 }
 
 int am__state_load(struct am_svc *s)
@@ -685,41 +786,36 @@ int am__state_load(struct am_svc *s)
     json_decref(j);
     j = load_json(s->dir, "nflog.json");
     arr = j ? json_object_get(j, "entries") : NULL;
-    for (size_t i = 0; json_is_array(arr) && i < json_array_size(arr); i++) {
-        json_t *o = json_array_get(arr, i);
-        const char *key = json_string_value(json_object_get(o, "key"));
-        if (!key)
-            continue;
-        uint64_t *f, *r;
-        size_t nf = load_hashes(json_object_get(o, "firing"), &f);
-        size_t nr = load_hashes(json_object_get(o, "resolved"), &r);
-        /* am__nflog_set rewrites the file; entries are few at start, so this is
-         * cheaper to reason about than a second insertion path */
-        bool found;
-        size_t pos = nflog_pos(s, key, &found);
-        if (!found && f && r) {
-            if (s->nnflog == s->nflog_cap) {
-                size_t ncap = s->nflog_cap ? s->nflog_cap * 2 : 16;
-                struct am_nflog_entry *nv = realloc(s->nflog, ncap * sizeof(*nv));
-                if (!nv) {
-                    free(f);
-                    free(r);
-                    continue;
-                }
-                s->nflog = nv;
-                s->nflog_cap = ncap;
+    for (size_t i = 0; json_is_array(arr) && i < json_array_size(arr); i++)
+        nflog_load_entry(s, json_array_get(arr, i));
+    json_decref(j);
+    j = NULL;
+    /* then the journal, line by line; a torn last line is skipped */
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/nflog.journal", s->dir);
+    FILE *f = fopen(path, "re");
+    if (f) {
+        char *line = NULL;
+        size_t cap = 0;
+        size_t n = 0, bad = 0;
+        while (getline(&line, &cap, f) > 0) {
+            json_error_t je;
+            json_t *o = json_loads(line, 0, &je);
+            if (o) {
+                nflog_load_entry(s, o);
+                n++;
+            } else {
+                bad++;
             }
-            memmove(&s->nflog[pos + 1], &s->nflog[pos], (s->nnflog - pos) * sizeof(*s->nflog));
-            s->nflog[pos] = (struct am_nflog_entry){
-                .key = strdup(key), .firing = f, .resolved = r, .nfiring = nf, .nresolved = nr,
-                .ts = json_integer_value(json_object_get(o, "ts")),
-                .expires = json_integer_value(json_object_get(o, "expires")) };
-            s->nnflog++;
-        } else {
-            free(f);
-            free(r);
+            json_decref(o);
         }
+        free(line);
+        fclose(f);
+        if (bad)
+            log_warn("notification log journal: unreadable lines skipped", "lines", log_int((long long)bad));
+        (void)n;
     }
+    am__nflog_save(s);      /* fold the journal into a new snapshot */
     json_decref(j);
     log_info("state loaded", "silences", log_int((long long)s->nsilences), "nflog_entries",
              log_int((long long)s->nnflog));
