@@ -65,17 +65,54 @@ static int decode_lset(json_t *o, const char *what, size_t idx, bool names_stric
             snprintf(err, errlen, "[%zu].%s.%.100s: contains a NUL byte", idx, what, k);
             goto bad;
         }
-        out->l[out->n].name = strdup(k);
-        out->l[out->n].value = strdup(json_string_value(v));
+        /* borrowed from the JSON document until the alert is packed */
+        out->l[out->n].name = (char *)k;
+        out->l[out->n].value = (char *)json_string_value(v);
         out->n++;
-        if (!out->l[out->n - 1].name || !out->l[out->n - 1].value)
-            goto bad;
     }
     am__lset_sort(out);     /* object keys are unique in jansson */
     return 0;
 bad:
-    am__lset_free(out);
+    free(out->l);
+    out->l = NULL;
+    out->n = 0;
     return -EINVAL;
+}
+
+/* One allocation per alert: the struct, both label arrays and every string, so a
+ * storm of alerts costs one malloc each (and frees as one). */
+static struct am_alert *alert_pack(const struct am_lset *l, const struct am_lset *an,
+                                   const char *gen)
+{
+    size_t sz = sizeof(struct am_alert) + (l->n + an->n) * sizeof(struct am_label) +
+                (gen ? strlen(gen) + 1 : 0);
+    for (size_t i = 0; i < l->n; i++)
+        sz += strlen(l->l[i].name) + strlen(l->l[i].value) + 2;
+    for (size_t i = 0; i < an->n; i++)
+        sz += strlen(an->l[i].name) + strlen(an->l[i].value) + 2;
+    struct am_alert *a = calloc(1, sz);
+    if (!a)
+        return NULL;
+    a->refs = 1;
+    a->packed = true;
+    struct am_label *lab = (struct am_label *)(a + 1);
+    char *p = (char *)(lab + l->n + an->n);
+    const struct am_lset *src[2] = { l, an };
+    struct am_lset *dst[2] = { &a->labels, &a->annotations };
+    for (int k = 0; k < 2; k++) {
+        dst[k]->l = lab;
+        dst[k]->n = src[k]->n;
+        for (size_t i = 0; i < src[k]->n; i++, lab++) {
+            size_t nl = strlen(src[k]->l[i].name) + 1, vl = strlen(src[k]->l[i].value) + 1;
+            lab->name = memcpy(p, src[k]->l[i].name, nl);
+            p += nl;
+            lab->value = memcpy(p, src[k]->l[i].value, vl);
+            p += vl;
+        }
+    }
+    if (gen)
+        a->generator_url = memcpy(p, gen, strlen(gen) + 1);
+    return a;
 }
 
 static int decode_time(json_t *o, const char *what, size_t idx, int64_t *ns, char *err,
@@ -120,10 +157,9 @@ int am__alerts_decode(const char *body, size_t len, int64_t now, uint64_t resolv
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(root, i);
         char e[400] = "";
-        struct am_alert *a = calloc(1, sizeof(*a));
-        if (!a)
-            break;
-        a->refs = 1;
+        struct am_lset labels_b = { NULL, 0 }, ann_b = { NULL, 0 };
+        struct am_alert *a = NULL;
+        int64_t starts = 0, ends = 0;
         if (!json_is_object(o)) {
             snprintf(e, sizeof(e), "[%zu]: expected an object", i);
             goto bad;
@@ -133,23 +169,31 @@ int am__alerts_decode(const char *body, size_t len, int64_t now, uint64_t resolv
             snprintf(e, sizeof(e), "labels in body is required (alert %zu)", i);
             goto bad;
         }
-        if (decode_lset(labels, "labels", i, true, &a->labels, e, sizeof(e)) ||
-            decode_lset(json_object_get(o, "annotations"), "annotations", i, false, &a->annotations,
+        if (decode_lset(labels, "labels", i, true, &labels_b, e, sizeof(e)) ||
+            decode_lset(json_object_get(o, "annotations"), "annotations", i, false, &ann_b,
                         e, sizeof(e)) ||
-            decode_time(json_object_get(o, "startsAt"), "startsAt", i, &a->starts_at, e, sizeof(e)) ||
-            decode_time(json_object_get(o, "endsAt"), "endsAt", i, &a->ends_at, e, sizeof(e)))
+            decode_time(json_object_get(o, "startsAt"), "startsAt", i, &starts, e, sizeof(e)) ||
+            decode_time(json_object_get(o, "endsAt"), "endsAt", i, &ends, e, sizeof(e)))
             goto bad;
         json_t *gu = json_object_get(o, "generatorURL");
         if (gu && !json_is_null(gu) && !json_is_string(gu)) {
             snprintf(e, sizeof(e), "generatorURL in body must be of type string (alert %zu)", i);
             goto bad;
         }
-        if (json_is_string(gu))
-            a->generator_url = strdup(json_string_value(gu));
-        if (a->labels.n == 0) {
+        if (labels_b.n == 0) {
             snprintf(e, sizeof(e), "at least one label pair required");
             goto bad;
         }
+        a = alert_pack(&labels_b, &ann_b, json_is_string(gu) ? json_string_value(gu) : NULL);
+        if (!a) {
+            snprintf(e, sizeof(e), "out of memory");
+            goto bad;
+        }
+        free(labels_b.l);
+        free(ann_b.l);
+        labels_b.l = ann_b.l = NULL;
+        a->starts_at = starts;
+        a->ends_at = ends;
         if (a->starts_at == 0)
             a->starts_at = a->ends_at ? a->ends_at : now;
         if (a->ends_at == 0) {
@@ -158,6 +202,8 @@ int am__alerts_decode(const char *body, size_t len, int64_t now, uint64_t resolv
         }
         if (a->ends_at < a->starts_at) {
             snprintf(e, sizeof(e), "start time must be before end time");
+            am__alert_unref(a);
+            a = NULL;
             goto bad;
         }
         a->updated_at = now;
@@ -168,7 +214,8 @@ bad:
         if (buf_used(&errs))
             buf_puts(&errs, "; ");
         buf_puts(&errs, e);
-        am__alert_unref(a);
+        free(labels_b.l);
+        free(ann_b.l);
     }
     json_decref(root);
     *out = v;

@@ -231,6 +231,7 @@ struct am_alert {                   /* immutable once stored; shared by referenc
     struct am_lset annotations;
     int64_t starts_at, ends_at, updated_at;
     bool timeout;                   /* ends_at was set from resolve_timeout */
+    bool packed;                    /* one allocation holds the labels and strings */
     char *generator_url;
 };
 

@@ -25,6 +25,10 @@ void am__alert_unref(struct am_alert *a)
 {
     if (!a || --a->refs)
         return;
+    if (a->packed) {
+        free(a);
+        return;
+    }
     am__lset_free(&a->labels);
     am__lset_free(&a->annotations);
     free(a->generator_url);
