@@ -388,6 +388,9 @@ static int parse_email(struct cfg *c, const cfg_node *n, const char *path, const
             P(tp, "%s.ca_file", p);
             if (tv[1])
                 bad |= cfg_get_string(c, tv[1], tp, &in->ca_file);
+            P(tp, "%s.server_name", p);
+            if (tv[2])
+                bad |= cfg_get_string(c, tv[2], tp, &in->server_name);
         } else {
             bad = -EINVAL;
         }
@@ -472,7 +475,7 @@ static void integration_free(struct am_integration *in)
     cfg_free_string_list(in->to, in->nto);
     free(in->to_text);
     char *fields[] = { in->from, in->hello, in->smarthost, in->auth_username, in->auth_password,
-                       in->auth_identity, in->auth_secret, in->ca_file, in->subject, in->html,
+                       in->auth_identity, in->auth_secret, in->ca_file, in->server_name, in->subject, in->html,
                        in->text, in->channel, in->username, in->color, in->title, in->title_link,
                        in->pretext, in->stext, in->footer, in->fallback, in->icon_emoji,
                        in->icon_url };

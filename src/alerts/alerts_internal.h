@@ -149,7 +149,7 @@ struct am_integration {
     char *to_text;
     char *from, *hello, *smarthost, *auth_username, *auth_password, *auth_identity, *auth_secret;
     bool require_tls, insecure_skip_verify;
-    char *ca_file;
+    char *ca_file, *server_name;
     struct am_label *headers;       /* extra headers (plain text) */
     size_t nheaders;
     char *subject;                  /* NULL: the default subject */

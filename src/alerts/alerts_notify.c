@@ -19,6 +19,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -378,7 +380,7 @@ struct smtp_job {
     struct am_send *sd;             /* NULL once the send was cancelled */
     struct loop *loop;
     struct am_svc *s;
-    char *smarthost, *hello, *from_addr, *user, *pass, *identity, *secret, *ca_file;
+    char *smarthost, *hello, *from_addr, *user, *pass, *identity, *secret, *ca_file, *server_name;
     char **rcpt;
     size_t nrcpt;
     bool require_tls, insecure;
@@ -392,7 +394,7 @@ struct smtp_job {
 static void job_free(struct smtp_job *j)
 {
     char *f[] = { j->smarthost, j->hello, j->from_addr, j->user, j->pass, j->identity, j->secret,
-                  j->ca_file, j->message };
+                  j->ca_file, j->server_name, j->message };
     for (size_t i = 0; i < ARRAY_SIZE(f); i++)
         free(f[i]);
     for (size_t i = 0; i < j->nrcpt; i++)
@@ -526,9 +528,17 @@ static int smtp_start_tls(struct smtp_conn *c, struct smtp_job *j, const char *h
     if (!c->ssl)
         return -ENOMEM;
     SSL_set_fd(c->ssl, c->fd);
-    SSL_set_tlsext_host_name(c->ssl, host);
-    if (!j->insecure)
-        SSL_set1_host(c->ssl, host);
+    const char *name = j->server_name ? j->server_name : host;
+    unsigned char ip[16];
+    bool literal = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    if (!literal)
+        SSL_set_tlsext_host_name(c->ssl, name);     /* RFC 6066: no IP literals in SNI */
+    if (!j->insecure) {
+        if (literal)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name);
+        else
+            SSL_set1_host(c->ssl, name);
+    }
     if (SSL_connect(c->ssl) != 1)
         return -EPROTO;
     return 0;
@@ -921,6 +931,7 @@ static void transmit(struct am_send *sd)
     j->identity = in->auth_identity ? strdup(in->auth_identity) : NULL;
     j->secret = in->auth_secret ? strdup(in->auth_secret) : NULL;
     j->ca_file = in->ca_file ? strdup(in->ca_file) : NULL;
+    j->server_name = in->server_name ? strdup(in->server_name) : NULL;
     j->require_tls = in->require_tls;
     j->insecure = in->insecure_skip_verify;
     j->timeout_s = 10;

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socketserver
+import ssl
 import subprocess
 import threading
 import time
@@ -59,25 +60,36 @@ class Sink:
 class SmtpSink:
     """A minimal SMTP server (RFC 5321) that keeps each message with its envelope."""
 
-    def __init__(self, auth=False):
+    def __init__(self, auth=False, tls=None):
         self.msgs = []
         self.auths = []
+        self.tls_used = False
         sink = self
 
         class H(socketserver.StreamRequestHandler):
             def handle(self):
                 w = self.wfile
+                rd = self.rfile
                 w.write(b"220 sink ESMTP\r\n")
                 env = {"from": None, "to": [], "data": None}
                 while True:
-                    line = self.rfile.readline()
+                    line = rd.readline()
                     if not line:
                         return
                     cmd = line.decode().strip()
                     up = cmd.upper()
                     if up.startswith("EHLO"):
                         w.write(b"250-sink\r\n" + (b"250-AUTH PLAIN LOGIN\r\n" if auth else b"") +
+                                (b"250-STARTTLS\r\n" if tls and not sink.tls_used else b"") +
                                 b"250 8BITMIME\r\n")
+                    elif up == "STARTTLS" and tls:
+                        w.write(b"220 go ahead\r\n")
+                        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                        ctx.load_cert_chain(tls[0], tls[1])
+                        conn = ctx.wrap_socket(self.connection, server_side=True)
+                        rd = conn.makefile("rb")
+                        w = conn.makefile("wb", buffering=0)
+                        sink.tls_used = True
                     elif up.startswith("AUTH PLAIN"):
                         sink.auths.append(base64.b64decode(cmd.split()[2]).split(b"\0"))
                         w.write(b"235 ok\r\n")
@@ -91,7 +103,7 @@ class SmtpSink:
                         w.write(b"354 go\r\n")
                         data = []
                         while True:
-                            ln = self.rfile.readline()
+                            ln = rd.readline()
                             if ln in (b".\r\n", b""):
                                 break
                             data.append(ln[1:] if ln.startswith(b"..") else ln)
@@ -526,6 +538,43 @@ receivers:
         smtp.close()
         slack.close()
         hook.close()
+
+
+def test_email_over_starttls_with_verification(start, tmp_path):
+    """require_tls (the default): STARTTLS, the server certificate checked against ca_file
+    (an IP subjectAltName); a server without STARTTLS gets nothing and the failure counts."""
+    cert, key = tmp_path / "smtp.pem", tmp_path / "smtp.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=smtp.test", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    good = SmtpSink(auth=True, tls=(str(cert), str(key)))
+    plain = SmtpSink()
+    try:
+        yml = f"""route:
+  receiver: tls
+  group_wait: 500ms
+  group_interval: 1s
+  routes: [{{matchers: [to="plain"], receiver: plain}}]
+receivers:
+  - name: tls
+    email_configs: [{{to: ops@cairn.test, from: am@cairn.test, smarthost: "127.0.0.1:{good.port}",
+                      auth_username: u, auth_password: p, tls_config: {{ca_file: {cert}}}}}]
+  - name: plain
+    email_configs: [{{to: ops@cairn.test, from: am@cairn.test, smarthost: "127.0.0.1:{plain.port}"}}]
+"""
+        _, url, _ = start_alerts(start, tmp_path, yml)
+        post(url, [{"labels": {"alertname": "Secure", "to": "tls"}}, {"labels": {"alertname": "Clear", "to": "plain"}}])
+        wait_for(lambda: good.msgs, timeout=15, what="an email over TLS")
+        assert good.tls_used and good.auths[0][1:] == [b"u", b"p"]
+        assert "Subject: [FIRING:1]  (Secure tls)" in good.msgs[0]["data"]   # no group_by: empty group labels
+        wait_for(lambda: (metric(url, "alertmanager_notification_requests_failed_total") or 0) >= 1, timeout=15,
+                 what="the refused plain-text server")
+        assert plain.msgs == []
+        err = open(tmp_path / "alerts.err").read()
+        assert "does not advertise the STARTTLS extension" in err
+    finally:
+        good.close()
+        plain.close()
 
 
 def test_alert_storm_is_grouped(start, tmp_path):
