@@ -52,10 +52,78 @@ static int parse_labels(struct cfg *c, const cfg_node *n, const char *path,
     return bad;
 }
 
-static const char *const not_yet[] = { "file_sd_configs", "dns_sd_configs", NULL };
+static const char *const not_yet[] = { "dns_sd_configs", NULL };
 
-static int parse_job(struct cfg *c, const cfg_node *n, const char *path, struct prom_conf *pc,
-                     struct prom_job *j)
+/* Prometheus's patFileSDName: ^[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)$ */
+static bool file_sd_name_ok(const char *s)
+{
+    const char *star = strchr(s, '*');
+    if (star && (strchr(star + 1, '*') || strchr(star, '/')))
+        return false;
+    const char *dot = strrchr(s, '.');
+    if (!dot || (star && dot < star))
+        return false;
+    static const char *const ext[] = { ".json", ".yml", ".yaml", ".JSON", ".YML", ".YAML" };
+    for (size_t i = 0; i < ARRAY_SIZE(ext); i++)
+        if (!strcmp(dot, ext[i]))
+            return true;
+    return false;
+}
+
+static int parse_file_sd(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
+                         struct prom_job *j)
+{
+    if (!cfg_is_seq(n))
+        return cfg_error(c, n, path, "expected a list of {files, refresh_interval}");
+    j->file_sd = calloc(cfg_len(n) + 1, sizeof(*j->file_sd));
+    if (!j->file_sd)
+        return -ENOMEM;
+    int bad = 0;
+    for (size_t i = 0; i < cfg_len(n); i++) {
+        static const char *const keys[] = { "files", "refresh_interval", NULL };
+        cfg_node *v[2];
+        char p[340], q[360];
+        P(p, "%s[%zu]", path, i);
+        const cfg_node *it = cfg_seq_item(c, n, i);
+        if (cfg_map_fields(c, it, p, keys, v)) {
+            bad = -EINVAL;
+            continue;
+        }
+        struct prom_file_sd *f = &j->file_sd[j->nfile_sd++];
+        f->refresh_ms = 300000;
+        P(q, "%s.refresh_interval", p);
+        if (v[1])
+            bad |= cfg_get_duration(c, v[1], q, &f->refresh_ms);
+        P(q, "%s.files", p);
+        char **list = NULL;
+        size_t k = 0;
+        if (!v[0] || cfg_get_string_list(c, v[0], q, &list, &k)) {
+            bad = v[0] ? -EINVAL : cfg_error(c, it, p, "file service discovery config must contain "
+                                                       "at least one path name");
+            continue;
+        }
+        if (k == 0)
+            bad = cfg_error(c, v[0], q, "file service discovery config must contain at least one "
+                                        "path name");
+        f->files = calloc(k + 1, sizeof(char *));
+        for (size_t m = 0; f->files && m < k; m++) {
+            if (!file_sd_name_ok(list[m]))
+                bad = cfg_error(c, v[0], q, "path name \"%s\" is not valid for file discovery",
+                                list[m]);
+            size_t len = strlen(base_dir) + strlen(list[m]) + 2;
+            f->files[f->nfiles] = malloc(len);
+            if (!f->files[f->nfiles])
+                break;
+            snprintf(f->files[f->nfiles++], len, "%s%s%s", list[m][0] == '/' ? "" : base_dir,
+                     list[m][0] == '/' ? "" : "/", list[m]);
+        }
+        cfg_free_string_list(list, k);
+    }
+    return bad;
+}
+
+static int parse_job(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
+                     struct prom_conf *pc, struct prom_job *j)
 {
     static const char *const keys[] = { "job_name", "scrape_interval", "scrape_timeout",
                                         "metrics_path", "scheme", "params", "honor_labels",
@@ -197,9 +265,12 @@ static int parse_job(struct cfg *c, const cfg_node *n, const char *path, struct 
     P(p, "%s.metric_relabel_configs", path);
     if (v[13])
         bad |= prom_relabel_parse(c, v[13], p, &j->metric_relabel, &j->nmetric_relabel);
+    P(p, "%s.file_sd_configs", path);
+    if (v[14] && !cfg_is_null(v[14]))
+        bad |= parse_file_sd(c, v[14], p, base_dir, j);
     for (int i = 0; not_yet[i]; i++)
-        if (v[14 + i])
-            bad = cfg_error(c, v[14 + i], path, "%s is not supported by cairn yet", not_yet[i]);
+        if (v[15 + i])
+            bad = cfg_error(c, v[15 + i], path, "%s is not supported by cairn yet", not_yet[i]);
     return bad ? -EINVAL : 0;
 }
 
@@ -255,7 +326,7 @@ static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
             for (size_t i = 0; i < pc->njobs; i++) {
                 char q[320];
                 P(q, "%s[%zu]", p, i);
-                bad |= parse_job(c, cfg_seq_item(c, v[1], i), q, pc, &pc->jobs[i]);
+                bad |= parse_job(c, cfg_seq_item(c, v[1], i), q, base_dir, pc, &pc->jobs[i]);
                 for (size_t k = 0; k < i; k++)
                     if (pc->jobs[i].name && pc->jobs[k].name &&
                         strcmp(pc->jobs[i].name, pc->jobs[k].name) == 0)
@@ -413,6 +484,9 @@ void prom__free_conf(void *conf)
         free(j->statics);
         prom_relabel_free(j->relabel, j->nrelabel);
         prom_relabel_free(j->metric_relabel, j->nmetric_relabel);
+        for (size_t k = 0; k < j->nfile_sd; k++)
+            cfg_free_string_list(j->file_sd[k].files, j->file_sd[k].nfiles);
+        free(j->file_sd);
     }
     free(pc->jobs);
     free_labels(pc->external_labels, pc->nexternal);

@@ -21,6 +21,12 @@ struct prom_static {
     size_t nlabels;
 };
 
+struct prom_file_sd {           /* one file_sd_configs entry */
+    char **files;               /* patterns, absolute (resolved against the config's dir) */
+    size_t nfiles;
+    uint64_t refresh_ms;
+};
+
 struct prom_job {
     char *name;
     uint64_t interval_ms, timeout_ms;
@@ -33,6 +39,8 @@ struct prom_job {
     size_t nstatics;
     struct prom_relabel *relabel, *metric_relabel;
     size_t nrelabel, nmetric_relabel;
+    struct prom_file_sd *file_sd;
+    size_t nfile_sd;
 };
 
 /* Recording and alerting rules (Prometheus rule files). */
@@ -167,7 +175,35 @@ struct prom_svc {
     size_t ngroups;
     struct httpc *am_client;
     struct metric *m_rule_evals, *m_rule_failures, *m_notifications, *m_notify_errors;
+    struct prom_sd_job *sd;     /* per job of conf: target groups found by file_sd */
+    size_t nsd;
+    struct loop_timer sd_timer;
+    struct metric *m_sd_reads, *m_sd_failures;
 };
+
+/* prom_sd.c: file_sd_configs. The files are checked every second (and re-read at
+ * each refresh_interval); a change rebuilds the targets as a reload does. */
+struct prom_sd_file {
+    char *path;
+    int64_t mtime_ns;
+    int64_t size;
+    struct prom_static *groups; /* labels include __meta_filepath */
+    size_t ngroups;
+    bool seen;
+};
+struct prom_sd_job {
+    struct prom_sd_file *files;
+    size_t nfiles;
+    uint64_t next_refresh_ms;
+};
+/* Reads every job's files now (at start and after a reload); returns whether any
+ * target group changed. */
+bool prom__sd_scan(struct prom_svc *ps, bool force);
+void prom__sd_start(struct prom_svc *ps);
+void prom__sd_free(struct prom_svc *ps);
+/* The groups of job j found by discovery (static_configs are in the job). */
+void prom__sd_groups(const struct prom_svc *ps, size_t j, const struct prom_static ***out, size_t *n);
+void prom__static_free(struct prom_static *st);
 
 /* prom_rules.c: evaluation of the configuration's rule groups. */
 struct prom_group_rt;
@@ -184,6 +220,9 @@ void prom__meta_free(struct prom_svc *ps);
 void prom__targets_stop(struct prom_svc *ps);
 void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t nold,
                          struct prom_lset *odropped, size_t nodropped);
+/* Builds the targets again from the configuration and discovery, keeping the state
+ * of those that stay (a reload, or a file_sd change). */
+void prom__targets_rebuild(struct prom_svc *ps);
 /* prom_main.c: re-reads the configuration; 0, or -EINVAL with errs filled. */
 int prom__reload(struct prom_svc *ps, struct cfg_errors *errs);
 

@@ -151,19 +151,14 @@ int prom__reload(struct prom_svc *ps, struct cfg_errors *errs)
     /* the listen addresses stay as started */
     nc->nlisten = ps->conf->nlisten;
     memcpy(nc->listen, ps->conf->listen, sizeof(nc->listen));
-    struct prom_target *old = ps->targets;
-    size_t nold = ps->ntargets, nodropped = ps->ndropped;
-    struct prom_lset *odropped = ps->dropped;
     struct stack *ost = ps->stack;
-    ps->targets = NULL;
-    ps->ntargets = 0;
-    ps->dropped = NULL;
-    ps->ndropped = 0;
+    /* the old targets point into the old jobs: they go in the rebuild below, before
+     * the old configuration is freed */
+    prom__sd_free(ps);
     ps->conf = nc;
     ps->stack = st;
-    if (prom__targets_start(ps))
-        log_error("out of memory while starting the new targets");
-    prom__targets_adopt(ps, old, nold, odropped, nodropped);
+    prom__sd_start(ps);
+    prom__targets_rebuild(ps);
     prom__rules_reload(ps, ps->groups, ps->ngroups);
     if (ost) {
         stack_free(ost);
@@ -238,9 +233,13 @@ static int setup_metrics(struct prom_svc *ps)
                                           "Alerts sent to Alertmanagers.");
     ps->m_notify_errors = metrics_counter(reg, "cairn_metrics_notifications_errors_total",
                                           "Alert notifications that failed.");
+    ps->m_sd_reads = metrics_counter(reg, "cairn_metrics_sd_file_reads_total",
+                                     "file_sd_configs files read.");
+    ps->m_sd_failures = metrics_counter(reg, "prometheus_sd_file_read_errors_total",
+                                        "file_sd_configs files that could not be read or parsed.");
     if (!ps->m_scrapes || !ps->m_scrape_failures || !ps->m_rw_requests || !ps->m_rw_samples ||
         !ps->m_rw_errors || !ps->m_rule_evals || !ps->m_rule_failures || !ps->m_notifications ||
-        !ps->m_notify_errors)
+        !ps->m_notify_errors || !ps->m_sd_reads || !ps->m_sd_failures)
         return -ENOMEM;
     metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_head_series", "Series in the head.", db_series, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_samples_appended_total",
@@ -298,6 +297,7 @@ int prom_main(const struct service *svc)
             goto out_http;
         }
     }
+    prom__sd_start(&ps);
     if (prom__targets_start(&ps) || prom__rules_start(&ps)) {
         log_error("out of memory");
         goto out_targets;
@@ -319,6 +319,7 @@ int prom_main(const struct service *svc)
 out_targets:
     prom__rules_stop(&ps);
     prom__targets_stop(&ps);
+    prom__sd_free(&ps);
     prom__meta_free(&ps);
     if (ps.stack) {
         stack_free(ps.stack);

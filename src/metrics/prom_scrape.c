@@ -542,24 +542,39 @@ int prom__targets_start(struct prom_svc *ps)
 {
     const struct prom_conf *pc = ps->conf;
     size_t n = 0;
-    for (size_t j = 0; j < pc->njobs; j++)
+    for (size_t j = 0; j < pc->njobs; j++) {
         for (size_t s = 0; s < pc->jobs[j].nstatics; s++)
             n += pc->jobs[j].statics[s].ntargets;
+        const struct prom_static **found;
+        size_t nfound;
+        prom__sd_groups(ps, j, &found, &nfound);
+        for (size_t s = 0; s < nfound; s++)
+            n += found[s]->ntargets;
+        free(found);
+    }
     ps->targets = calloc(n ? n : 1, sizeof(*ps->targets));
     if (!ps->targets)
         return -ENOMEM;
     for (size_t j = 0; j < pc->njobs; j++) {
         const struct prom_job *job = &pc->jobs[j];
+        /* static_configs first, then the groups file_sd found */
+        const struct prom_static **found;
+        size_t nfound;
+        prom__sd_groups(ps, j, &found, &nfound);
+        size_t ngroups = job->nstatics + nfound;
         struct httpc_opts o;
         httpc_opts_defaults(&o);
         o.limits.max_body = job->body_size_limit ? job->body_size_limit : (512u << 20);
         o.max_idle = 64;
         struct httpc *hc = httpc_new(&ps->loop, &o);
-        if (!hc)
+        if (!hc) {
+            free(found);
             return -ENOMEM;
+        }
         bool hc_used = false;
-        for (size_t s = 0; s < job->nstatics; s++) {
-            const struct prom_static *st = &job->statics[s];
+        for (size_t s = 0; s < ngroups; s++) {
+            const struct prom_static *st = s < job->nstatics ? &job->statics[s]
+                                                             : found[s - job->nstatics];
             for (size_t k = 0; k < st->ntargets; k++) {
                 struct prom_target *t = &ps->targets[ps->ntargets];
                 t->ps = ps;
@@ -642,6 +657,7 @@ int prom__targets_start(struct prom_svc *ps)
         }
         if (!hc_used)
             httpc_free(&hc);
+        free(found);
     }
     /* targets of a job share its client: point the others at it */
     for (size_t i = 0; i < ps->ntargets; i++)
@@ -664,14 +680,19 @@ static void free_targets(struct prom_target *ts, size_t n, struct prom_lset *dro
             t->call = NULL;
         }
     }
+    /* targets of a job share one client: free each client once, after clearing
+     * every pointer to it */
+    for (size_t i = 0; i < n; i++) {
+        struct httpc *hc = ts[i].hc;
+        if (!hc)
+            continue;
+        for (size_t k = i; k < n; k++)
+            if (ts[k].hc == hc)
+                ts[k].hc = NULL;
+        httpc_free(&hc);
+    }
     for (size_t i = 0; i < n; i++) {
         struct prom_target *t = &ts[i];
-        bool owner = true;
-        for (size_t k = 0; k < i; k++)
-            if (ts[k].hc == t->hc)
-                owner = false;
-        if (owner && t->hc)
-            httpc_free(&t->hc);
         for (size_t c = 0; c < t->cachesize; c++)
             free(t->cache[c].key);
         free(t->cache);
@@ -738,4 +759,18 @@ void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t no
         log_info("target removed", "job", o->job->name, "instance", o->instance);
     }
     free_targets(old, nold, odropped, nodropped);
+}
+
+void prom__targets_rebuild(struct prom_svc *ps)
+{
+    struct prom_target *old = ps->targets;
+    size_t nold = ps->ntargets, nodropped = ps->ndropped;
+    struct prom_lset *odropped = ps->dropped;
+    ps->targets = NULL;
+    ps->ntargets = 0;
+    ps->dropped = NULL;
+    ps->ndropped = 0;
+    if (prom__targets_start(ps))
+        log_error("out of memory while starting the new targets");
+    prom__targets_adopt(ps, old, nold, odropped, nodropped);
 }

@@ -2,6 +2,7 @@
 demo app and Debian's node exporter, a differential check against Prometheus
 scraping the same targets, remote_write from Prometheus, durability of
 acknowledged pushes across kill -9, a torn WAL, and restart time."""
+import json
 import os
 import random
 import shutil
@@ -13,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import free_port, wait_for, write_stack
+from conftest import free_port, run_cairn, wait_for, write_stack
 from promwrite import push, snappy, write_request  # noqa: F401
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
@@ -387,3 +388,70 @@ def test_remote_read_by_prometheus(start, tmp_path):
     assert r.status_code == 400
     m.signal(signal.SIGTERM)
     assert m.wait(10) == 0, m.stderr()
+
+
+def targets(port):
+    r = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5)
+    assert r.status_code == 200, r.text
+    return sorted(json.dumps(t["labels"], sort_keys=True) for t in r.json()["data"]["activeTargets"])
+
+
+def test_file_sd_like_prometheus(start, tmp_path, node_exporter):
+    """file_sd_configs: JSON and YAML files by glob, __meta_filepath, edits picked up,
+    a broken file keeps its previous targets; the same targets as Debian's Prometheus."""
+    port, pport = free_port(), free_port()
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "a.json").write_text(json.dumps([
+        {"targets": [f"127.0.0.1:{node_exporter}"], "labels": {"env": "prod", "team": "core"}},
+        {"targets": ["127.0.0.1:1", "127.0.0.1:2"], "labels": {"env": "dev"}}]))
+    (sd / "b.yml").write_text("- targets: ['127.0.0.1:3']\n  labels: {rack: r1}\n")
+    cfg = """global: {scrape_interval: 1s, scrape_timeout: 500ms}
+scrape_configs:
+  - job_name: sd
+    file_sd_configs:
+      - files: ["sd/*.json", "sd/*.yml"]
+        refresh_interval: 1m
+    relabel_configs:
+      - {source_labels: [__meta_filepath], regex: ".*/(.*)", target_label: file}
+"""
+    (tmp_path / "prometheus.yml").write_text(cfg)
+    stack = metrics_stack(tmp_path, port, "    prometheus: prometheus.yml\n")
+    start_metrics(start, stack, port)
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path}/prometheus.yml",
+                             f"--storage.tsdb.path={tmp_path}/prom-data", f"--web.listen-address=127.0.0.1:{pport}"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "wb"))
+    try:
+        wait_prometheus_ready(pport)
+        wait_for(lambda: len(targets(pport)) == 4 and len(targets(port)) == 4, timeout=20, what="4 targets")
+        assert targets(port) == targets(pport)
+        assert any('"file": "a.json"' in t and '"team": "core"' in t for t in targets(port))
+        # an edit: a target leaves, another arrives
+        (sd / "b.yml").write_text("- targets: ['127.0.0.1:4']\n  labels: {rack: r2}\n")
+        wait_for(lambda: any('"rack": "r2"' in t for t in targets(port)), timeout=10, what="the edit")
+        wait_for(lambda: targets(pport) == targets(port), timeout=20, what="Prometheus to agree")
+        assert not any('"rack": "r1"' in t for t in targets(port))
+        # the scraped target is up, with the file's labels
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/api/v1/query",
+                                      params={"query": 'up{env="prod",team="core",file="a.json"} == 1'},
+                                      timeout=5).json()["data"]["result"], timeout=15, what="up from file_sd")
+        # a broken file keeps the targets it had; a removed file takes them away
+        (sd / "a.json").write_text("[{\"targets\": [")
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.count(
+            "prometheus_sd_file_read_errors_total 1") == 1, timeout=10, what="the read error counted")
+        assert len(targets(port)) == 4
+        (sd / "b.yml").unlink()
+        wait_for(lambda: len(targets(port)) == 3, timeout=10, what="the removed file")
+    finally:
+        prom.send_signal(signal.SIGTERM)
+        prom.wait(20)
+
+
+def test_file_sd_config_errors(tmp_path):
+    for bad, msg in [("files: ['x.txt']", "is not valid for file discovery"),
+                     ("files: []", "at least one path name"),
+                     ("files: ['sd/*/x.json']", "is not valid for file discovery")]:
+        (tmp_path / "prometheus.yml").write_text(f"scrape_configs:\n  - job_name: j\n    file_sd_configs:\n      - {{{bad}}}\n")
+        stack = metrics_stack(tmp_path, free_port(), "    prometheus: prometheus.yml\n")
+        c = run_cairn(["check", "-c", stack])
+        assert c.returncode == 2 and msg in c.stderr and "prometheus.yml:4:" in c.stderr, c.stderr
