@@ -8,6 +8,8 @@
  *   query_timeout: 2m               # a query running longer fails (503, "timeout")
  *   query_max_samples: 50000000     # samples a query may hold at once
  *   query_lookback_delta: 5m        # how far back an instant selector looks
+ *   resolver: 127.0.0.1:53          # the DNS server for dns_sd_configs (default:
+ *                                   # /etc/resolv.conf)
  */
 #include "prom_internal.h"
 
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/nameser.h>
 
 #define P CFG_PATH
 
@@ -52,7 +55,6 @@ static int parse_labels(struct cfg *c, const cfg_node *n, const char *path,
     return bad;
 }
 
-static const char *const not_yet[] = { "dns_sd_configs", NULL };
 
 /* Prometheus's patFileSDName: ^[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)$ */
 static bool file_sd_name_ok(const char *s)
@@ -118,6 +120,59 @@ static int parse_file_sd(struct cfg *c, const cfg_node *n, const char *path, con
                      list[m][0] == '/' ? "" : "/", list[m]);
         }
         cfg_free_string_list(list, k);
+    }
+    return bad;
+}
+
+static int parse_dns_sd(struct cfg *c, const cfg_node *n, const char *path, struct prom_job *j)
+{
+    if (!cfg_is_seq(n))
+        return cfg_error(c, n, path, "expected a list of {names, type, port, refresh_interval}");
+    j->dns_sd = calloc(cfg_len(n) + 1, sizeof(*j->dns_sd));
+    if (!j->dns_sd)
+        return -ENOMEM;
+    int bad = 0;
+    for (size_t i = 0; i < cfg_len(n); i++) {
+        static const char *const keys[] = { "names", "type", "port", "refresh_interval", NULL };
+        cfg_node *v[4];
+        char p[340], q[360];
+        P(p, "%s[%zu]", path, i);
+        const cfg_node *it = cfg_seq_item(c, n, i);
+        if (cfg_map_fields(c, it, p, keys, v)) {
+            bad = -EINVAL;
+            continue;
+        }
+        struct prom_dns_sd *d = &j->dns_sd[j->ndns_sd++];
+        d->type = ns_t_srv;
+        d->refresh_ms = 30000;
+        P(q, "%s.names", p);
+        if (!v[0] || cfg_get_string_list(c, v[0], q, &d->names, &d->nnames) || !d->nnames) {
+            bad = v[0] ? (d->names ? cfg_error(c, v[0], q, "DNS-SD config must contain at least "
+                                                         "one SRV record name")
+                                   : -EINVAL)
+                       : cfg_error(c, it, p, "DNS-SD config must contain at least one SRV record name");
+            continue;
+        }
+        P(q, "%s.type", p);
+        const char *t = v[1] ? cfg_scalar(v[1]) : "SRV";
+        if (!t || (strcasecmp(t, "SRV") && strcasecmp(t, "A") && strcasecmp(t, "AAAA") &&
+                   strcasecmp(t, "MX"))) {
+            bad = cfg_error(c, v[1], q, "invalid DNS-SD records type %s", t ? t : "");
+            continue;
+        }
+        d->type = !strcasecmp(t, "A") ? ns_t_a : !strcasecmp(t, "AAAA") ? ns_t_aaaa
+                : !strcasecmp(t, "MX") ? ns_t_mx : ns_t_srv;
+        P(q, "%s.port", p);
+        long long port = 0;
+        if (v[2] && cfg_get_int(c, v[2], q, 0, 65535, &port))
+            bad = -EINVAL;
+        d->port = (uint16_t)port;
+        if (d->type != ns_t_srv && !d->port)
+            bad = cfg_error(c, it, p, "a port is required in DNS-SD configs for all record types "
+                                      "except SRV");
+        P(q, "%s.refresh_interval", p);
+        if (v[3])
+            bad |= cfg_get_duration(c, v[3], q, &d->refresh_ms);
     }
     return bad;
 }
@@ -268,9 +323,9 @@ static int parse_job(struct cfg *c, const cfg_node *n, const char *path, const c
     P(p, "%s.file_sd_configs", path);
     if (v[14] && !cfg_is_null(v[14]))
         bad |= parse_file_sd(c, v[14], p, base_dir, j);
-    for (int i = 0; not_yet[i]; i++)
-        if (v[15 + i])
-            bad = cfg_error(c, v[15 + i], path, "%s is not supported by cairn yet", not_yet[i]);
+    P(p, "%s.dns_sd_configs", path);
+    if (v[15] && !cfg_is_null(v[15]))
+        bad |= parse_dns_sd(c, v[15], p, j);
     return bad ? -EINVAL : 0;
 }
 
@@ -349,8 +404,8 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
 {
     static const char *const keys[] = { "role", "listen", "prometheus", "retention",
                                         "max_series", "query_timeout", "query_max_samples",
-                                        "query_lookback_delta", NULL };
-    cfg_node *v[8];
+                                        "query_lookback_delta", "resolver", NULL };
+    cfg_node *v[9];
     char p[256];
     struct prom_conf *pc = calloc(1, sizeof(*pc));
     if (!pc)
@@ -454,6 +509,15 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
         bad = cfg_error(c, v[7], p, "must be more than 0s");
     else if (v[7] && pc->lookback_ms == 0)
         bad = -EINVAL;
+    P(p, "%s.resolver", path);
+    if (v[8]) {
+        if (cfg_get_addr(c, v[8], p, &pc->resolver))
+            bad = -EINVAL;
+        else if (pc->resolver.ss.ss_family != AF_INET)
+            bad = cfg_error(c, v[8], p, "the resolver must be an IPv4 address");
+        else
+            pc->have_resolver = true;
+    }
     return bad ? -EINVAL : 0;
 }
 
@@ -487,6 +551,9 @@ void prom__free_conf(void *conf)
         for (size_t k = 0; k < j->nfile_sd; k++)
             cfg_free_string_list(j->file_sd[k].files, j->file_sd[k].nfiles);
         free(j->file_sd);
+        for (size_t k = 0; k < j->ndns_sd; k++)
+            cfg_free_string_list(j->dns_sd[k].names, j->dns_sd[k].nnames);
+        free(j->dns_sd);
     }
     free(pc->jobs);
     free_labels(pc->external_labels, pc->nexternal);

@@ -27,6 +27,14 @@ struct prom_file_sd {           /* one file_sd_configs entry */
     uint64_t refresh_ms;
 };
 
+struct prom_dns_sd {            /* one dns_sd_configs entry */
+    char **names;
+    size_t nnames;
+    int type;                   /* ns_t_srv, ns_t_a, ns_t_aaaa or ns_t_mx */
+    uint16_t port;
+    uint64_t refresh_ms;
+};
+
 struct prom_job {
     char *name;
     uint64_t interval_ms, timeout_ms;
@@ -41,6 +49,8 @@ struct prom_job {
     size_t nrelabel, nmetric_relabel;
     struct prom_file_sd *file_sd;
     size_t nfile_sd;
+    struct prom_dns_sd *dns_sd;
+    size_t ndns_sd;
 };
 
 /* Recording and alerting rules (Prometheus rule files). */
@@ -88,6 +98,8 @@ struct prom_conf {
     struct prom_am *ams;
     size_t nams;
     bool generated;             /* scrape configs made from the stack's services */
+    bool have_resolver;         /* resolver: the DNS server dns_sd_configs asks */
+    struct net_addr resolver;
 };
 
 int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
@@ -131,6 +143,7 @@ struct prom_target {
     char target[400];           /* path?query */
     struct net_addr addr;
     bool tls;
+    bool unresolved;            /* the host name did not resolve yet: retried each scrape */
     struct tsdb_label labels[40];   /* the target's labels after relabeling, sorted */
     size_t nlabels;
     struct prom_lset lset;      /* owns the strings labels[] points to */
@@ -175,10 +188,12 @@ struct prom_svc {
     size_t ngroups;
     struct httpc *am_client;
     struct metric *m_rule_evals, *m_rule_failures, *m_notifications, *m_notify_errors;
-    struct prom_sd_job *sd;     /* per job of conf: target groups found by file_sd */
+    struct prom_sd_job *sd;     /* per job of conf: target groups found by discovery */
     size_t nsd;
+    uint64_t sd_gen;            /* bumped when sd is rebuilt: late DNS answers are dropped */
+    int sd_threads;             /* DNS lookups running */
     struct loop_timer sd_timer;
-    struct metric *m_sd_reads, *m_sd_failures;
+    struct metric *m_sd_reads, *m_sd_failures, *m_dns_lookups, *m_dns_failures;
 };
 
 /* prom_sd.c: file_sd_configs. The files are checked every second (and re-read at
@@ -195,6 +210,10 @@ struct prom_sd_job {
     struct prom_sd_file *files;
     size_t nfiles;
     uint64_t next_refresh_ms;
+    struct prom_static *dns;    /* what dns_sd_configs found (one group per target) */
+    size_t ndns;
+    bool dns_running;
+    uint64_t dns_next_ms;
 };
 /* Reads every job's files now (at start and after a reload); returns whether any
  * target group changed. */

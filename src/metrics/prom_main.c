@@ -237,9 +237,14 @@ static int setup_metrics(struct prom_svc *ps)
                                      "file_sd_configs files read.");
     ps->m_sd_failures = metrics_counter(reg, "prometheus_sd_file_read_errors_total",
                                         "file_sd_configs files that could not be read or parsed.");
+    ps->m_dns_lookups = metrics_counter(reg, "prometheus_sd_dns_lookups_total",
+                                        "dns_sd_configs lookup rounds.");
+    ps->m_dns_failures = metrics_counter(reg, "prometheus_sd_dns_lookup_failures_total",
+                                         "dns_sd_configs lookup rounds that failed.");
     if (!ps->m_scrapes || !ps->m_scrape_failures || !ps->m_rw_requests || !ps->m_rw_samples ||
         !ps->m_rw_errors || !ps->m_rule_evals || !ps->m_rule_failures || !ps->m_notifications ||
-        !ps->m_notify_errors || !ps->m_sd_reads || !ps->m_sd_failures)
+        !ps->m_notify_errors || !ps->m_sd_reads || !ps->m_sd_failures ||
+        !ps->m_dns_lookups || !ps->m_dns_failures)
         return -ENOMEM;
     metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_head_series", "Series in the head.", db_series, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_samples_appended_total",
@@ -320,6 +325,10 @@ out_targets:
     prom__rules_stop(&ps);
     prom__targets_stop(&ps);
     prom__sd_free(&ps);
+    ps.sd_gen++;
+    /* DNS lookups post their answers to this loop: let them land first */
+    for (int i = 0; ps.sd_threads > 0 && i < 100; i++)
+        loop_run_once(&ps.loop, 100);
     prom__meta_free(&ps);
     if (ps.stack) {
         stack_free(ps.stack);

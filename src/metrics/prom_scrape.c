@@ -411,7 +411,10 @@ static void scrape_done(const struct httpc_response *resp, void *arg)
     t->call = NULL;
     t->epoch++;
     metric_inc(ps->m_scrapes);
-    if (resp->error) {
+    if (resp->error == -EADDRNOTAVAIL && t->unresolved) {
+        snprintf(err, sizeof(err), "Get \"%.120s\": dial tcp: lookup %.64s: no such host", t->url,
+                 t->instance);
+    } else if (resp->error) {
         snprintf(err, sizeof(err), "Get \"%.160s\": %s", t->url,
                  resp->error == -ETIMEDOUT ? "context deadline exceeded" : cairn_strerror(resp->error));
     } else if (resp->status != 200) {
@@ -479,6 +482,8 @@ static void scrape_done(const struct httpc_response *resp, void *arg)
     schedule(t);
 }
 
+static int resolve(const char *hostport, struct net_addr *out, char *host, size_t hostlen);
+
 static void scrape_start(struct loop_timer *tm)
 {
     struct prom_target *t = tm->data;
@@ -487,6 +492,17 @@ static void scrape_start(struct loop_timer *tm)
     t->started_ns = cairn_now_ns();
     t->scrape_ts = prom__now_ms();
     t->last_scrape_ms = t->scrape_ts;
+    if (t->unresolved) {
+        /* a name that did not resolve: try again, and fail this scrape as Prometheus
+         * does (up 0, "no such host") while it still does not */
+        if (resolve(t->instance, &t->addr, t->host, sizeof(t->host)) == 0) {
+            t->unresolved = false;
+        } else {
+            struct httpc_response fail = { .error = -EADDRNOTAVAIL };
+            scrape_done(&fail, t);
+            return;
+        }
+    }
     static const char *const hdrs[] = {
         "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
         "Accept-Encoding: gzip",
@@ -617,15 +633,10 @@ int prom__targets_start(struct prom_svc *ps)
                     prom_lset_set(&t->lset, "instance", addr);
                 snprintf(t->instance, sizeof(t->instance), "%s", addr);
                 if (resolve(t->instance, &t->addr, t->host, sizeof(t->host))) {
-                    log_warn("cannot resolve target, skipping it", "job", job->name, "target",
-                             t->instance);
-                    prom_lset_clear(&t->lset);
-                    prom_lset_clear(&t->discovered);
-                    if (t->hc) {
-                        hc_used = false;
-                        t->hc = NULL;
-                    }
-                    continue;
+                    log_warn("cannot resolve target yet, will retry at each scrape", "job", job->name,
+                             "target", t->instance);
+                    t->unresolved = true;
+                    snprintf(t->host, sizeof(t->host), "%s", t->instance);
                 }
                 const char *scheme = prom_lset_get(&t->lset, "__scheme__");
                 const char *mpath = prom_lset_get(&t->lset, "__metrics_path__");

@@ -455,3 +455,84 @@ def test_file_sd_config_errors(tmp_path):
         stack = metrics_stack(tmp_path, free_port(), "    prometheus: prometheus.yml\n")
         c = run_cairn(["check", "-c", stack])
         assert c.returncode == 2 and msg in c.stderr and "prometheus.yml:4:" in c.stderr, c.stderr
+
+
+SD_ZONE = """$ORIGIN sd.test.
+$TTL 5
+@     SOA ns hostmaster {serial} 3600 600 86400 5
+@     NS  ns
+ns    A   127.0.0.1
+web   A   127.0.0.1
+{extra}
+_metrics._tcp SRV 0 1 {port} localhost.
+mail  MX  10 web.sd.test.
+"""
+
+
+def test_dns_sd(start, tmp_path, node_exporter):
+    """dns_sd_configs against cairn's own DNS role: SRV, A and MX records become targets
+    with Prometheus's __meta_dns_* labels; a zone change shows within the refresh."""
+    dport, dadmin, port = free_port(), free_port(), free_port()
+    (tmp_path / "sd.zone").write_text(SD_ZONE.format(serial=1, extra="", port=node_exporter))
+    dstack = write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{dport}"]
+    admin: "127.0.0.1:{dadmin}"
+    zones: [{{origin: sd.test, file: sd.zone}}]
+""", name="dns.yaml")
+    d = start(["run", "dns", "-c", dstack], name="dns")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{dadmin}/-/ready", timeout=1).ok, what="dns ready")
+    (tmp_path / "prometheus.yml").write_text("""global: {scrape_interval: 1s, scrape_timeout: 500ms}
+scrape_configs:
+  - job_name: srv
+    dns_sd_configs: [{names: ["_metrics._tcp.sd.test"], refresh_interval: 1s}]
+  - job_name: web
+    dns_sd_configs:
+      - {names: ["web.sd.test", "nothing.sd.test"], type: A, port: 9, refresh_interval: 1s}
+      - {names: ["mail.sd.test"], type: MX, port: 25}
+""")
+    stack = metrics_stack(tmp_path, port, "    prometheus: prometheus.yml\n", f"    resolver: 127.0.0.1:{dport}\n")
+    start_metrics(start, stack, port)
+
+    def active():
+        r = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()
+        return {(t["labels"]["job"], t["labels"]["instance"]): t["discoveredLabels"]
+                for t in r["data"]["activeTargets"]}
+    wait_for(lambda: len(active()) == 3, timeout=10, what="3 targets")
+    a = active()
+    srv = a[("srv", f"localhost:{node_exporter}")]
+    assert srv["__meta_dns_name"] == "_metrics._tcp.sd.test"
+    assert srv["__meta_dns_srv_record_target"] == "localhost."
+    assert srv["__meta_dns_srv_record_port"] == str(node_exporter)
+    assert a[("web", "127.0.0.1:9")]["__meta_dns_name"] == "web.sd.test"
+    assert a[("web", "web.sd.test:25")]["__meta_dns_mx_record_target"] == "web.sd.test."
+    # a target whose name the system cannot resolve is listed and down, as in Prometheus
+    wait_for(lambda: any(t["labels"]["instance"] == "web.sd.test:25" and t["health"] == "down" and
+                         "no such host" in t["lastError"] for t in requests.get(
+                             f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]),
+             timeout=10, what="the unresolvable target down")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": 'up{job="srv"} == 1'},
+                                  timeout=5).json()["data"]["result"], timeout=15, what="the SRV target scraped")
+    # a second A record: a new target within the refresh interval
+    (tmp_path / "sd.zone").write_text(SD_ZONE.format(serial=2, extra="web   A   127.0.0.2", port=node_exporter))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: ("web", "127.0.0.2:9") in active(), timeout=15, what="the new A record")
+    # the DNS server goes away: lookups fail, the targets stay
+    d.signal(signal.SIGTERM)
+    d.wait(10)
+    wait_for(lambda: "prometheus_sd_dns_lookup_failures_total 0" not in requests.get(
+        f"http://127.0.0.1:{port}/metrics", timeout=5).text and "dns_sd: lookup failed" in open(
+        tmp_path / "metrics.err").read(), timeout=20, what="a failed lookup")
+    assert ("web", "127.0.0.2:9") in active()
+
+
+def test_dns_sd_config_errors(tmp_path):
+    for bad, msg in [("names: [a.test], type: A", "a port is required"),
+                     ("names: [a.test], type: TXT", "invalid DNS-SD records type"),
+                     ("names: []", "at least one SRV record name")]:
+        (tmp_path / "prometheus.yml").write_text(f"scrape_configs:\n  - job_name: j\n    dns_sd_configs:\n      - {{{bad}}}\n")
+        stack = metrics_stack(tmp_path, free_port(), "    prometheus: prometheus.yml\n")
+        c = run_cairn(["check", "-c", stack])
+        assert c.returncode == 2 and msg in c.stderr and "prometheus.yml:4:" in c.stderr, c.stderr
