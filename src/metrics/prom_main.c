@@ -110,10 +110,15 @@ static int generate_jobs(struct prom_conf *pc, const struct stack *st)
     return 0;
 }
 
+/* WAL bytes after which the head is snapshotted and the WAL behind it deleted */
+#define SNAPSHOT_WAL_BYTES (512ull << 20)
+
 static void commit_cb(struct loop_timer *t)
 {
     struct prom_svc *ps = t->data;
     tsdb_commit(&ps->db, true);
+    if (ps->db.st.wal_bytes - ps->db.wal_bytes_at_snapshot > SNAPSHOT_WAL_BYTES)
+        tsdb_snapshot(&ps->db);
     loop_timer_start(&ps->loop, t, 1000);
 }
 
@@ -206,6 +211,11 @@ static double db_ooo(void *arg)
     return (double)((struct prom_svc *)arg)->db.st.out_of_order;
 }
 
+static double db_snapshots(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.st.snapshots;
+}
+
 static double db_wal_bytes(void *arg)
 {
     return (double)((struct prom_svc *)arg)->db.st.wal_bytes;
@@ -255,6 +265,9 @@ static int setup_metrics(struct prom_svc *ps)
                      "Samples refused for being older than their series' last sample.", db_ooo, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_wal_bytes_written_total",
                      "Bytes written to the write-ahead log.", db_wal_bytes, ps);
+    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_snapshots_total",
+                     "Head snapshots written (each deletes the WAL segments it covers).",
+                     db_snapshots, ps);
     return 0;
 }
 
@@ -320,6 +333,12 @@ int prom_main(const struct service *svc)
     loop_run(&ps.loop);
     loop_timer_stop(&ps.commit_timer);
     loop_timer_stop(&ps.retention_timer);
+    /* a graceful stop leaves a snapshot: the next start loads it instead of
+     * replaying the WAL */
+    int sr = tsdb_snapshot(&ps.db);
+    if (sr)
+        log_error("head snapshot failed; the WAL stays and is replayed at the next start", "err",
+                  cairn_strerror(sr));
     code = 0;
 out_targets:
     prom__rules_stop(&ps);

@@ -616,6 +616,313 @@ static off_t replay_segment(struct tsdb *db, const char *path, bool *torn)
     return good;
 }
 
+/* ---- head snapshot ----
+ *
+ * dir/snapshot holds every series with its chunks (the open one with its encoder
+ * state) and the number of the first WAL segment that is not in it. Taking one:
+ * flush the WAL, start a new segment, write the snapshot (temporary file, fsync,
+ * rename), then delete the older segments. A crash at any point leaves either the
+ * old snapshot with all the segments it needs, or the new one (older segments
+ * left over are ignored and deleted on open). Records are CRC-checked; a damaged
+ * snapshot is ignored with an error (the WAL segments it covered are gone then).
+ */
+
+#define SNAP_MAGIC "CAIRNSN1"
+
+static void put(struct buf *b, const void *p, size_t n)
+{
+    buf_append(b, p, n);
+}
+
+static void snap_series(struct buf *b, const struct tsdb_series *s)
+{
+    put(b, &s->ref, 8);
+    put(b, &s->labels.n, 2);
+    for (uint16_t i = 0; i < s->labels.n; i++) {
+        const char *ss[2] = { s->labels.l[i].name, s->labels.l[i].value };
+        for (int k = 0; k < 2; k++) {
+            uint16_t len = (uint16_t)strlen(ss[k]);
+            put(b, &len, 2);
+            put(b, ss[k], len);
+        }
+    }
+    uint8_t hl = s->has_last;
+    put(b, &hl, 1);
+    put(b, &s->last_t, 8);
+    put(b, &s->last_v, 8);
+    put(b, &s->nchunks, 4);
+    for (uint32_t i = 0; i < s->nchunks; i++) {
+        const struct tsdb_sealed *c = &s->chunks[i];
+        put(b, &c->mint, 8);
+        put(b, &c->maxt, 8);
+        put(b, &c->n, 2);
+        put(b, &c->nbits, 4);
+        put(b, c->b, (c->nbits + 7) / 8);
+    }
+    const struct tsdb_chunk *h = &s->head;
+    put(b, &h->n, 2);
+    put(b, &h->nbits, 4);
+    put(b, &h->mint, 8);
+    put(b, &h->maxt, 8);
+    put(b, &h->t, 8);
+    put(b, &h->tdelta, 8);
+    put(b, &h->vbits, 8);
+    put(b, &h->leading, 1);
+    put(b, &h->trailing, 1);
+    if (h->n)
+        put(b, h->b, (h->nbits + 7) / 8);
+}
+
+int tsdb_snapshot(struct tsdb *db)
+{
+    if (!db->dir)
+        return 0;
+    uint64_t t0 = cairn_now_ms();
+    int r = tsdb_commit(db, true);
+    if (r)
+        return r;
+    uint32_t next = db->wal_segment + 1;
+    r = wal_open_segment(db, next, true);
+    if (r)
+        return r;
+    char path[4200], tmp[4220];
+    snprintf(path, sizeof(path), "%s/snapshot", db->dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "wbe");
+    if (!f)
+        return -errno;
+    uint64_t n = db->nseries;
+    bool ok = fwrite(SNAP_MAGIC, 1, 8, f) == 8 && fwrite(&next, 4, 1, f) == 1 &&
+              fwrite(&n, 8, 1, f) == 1;
+    struct buf b = BUF_INIT;
+    uint64_t bytes = 20;
+    for (size_t i = 0; ok && i < db->nseries; i++) {
+        buf_reset(&b);
+        snap_series(&b, db->series[i]);
+        uint32_t len = (uint32_t)buf_used(&b), crc = (uint32_t)crc32(0L, (const Bytef *)buf_head(&b), len);
+        ok = fwrite(&len, 4, 1, f) == 1 && fwrite(&crc, 4, 1, f) == 1 &&
+             fwrite(buf_head(&b), 1, len, f) == len;
+        bytes += 8 + len;
+    }
+    buf_free(&b);
+    if (!ok || fflush(f) || fdatasync(fileno(f))) {
+        int e = errno ? -errno : -EIO;
+        fclose(f);
+        unlink(tmp);
+        log_error("snapshot write failed", "file", tmp, "err", strerror(-e));
+        return e;
+    }
+    fclose(f);
+    if (rename(tmp, path)) {
+        int e = -errno;
+        unlink(tmp);
+        return e;
+    }
+    char wdir[4200];
+    snprintf(wdir, sizeof(wdir), "%s/wal", db->dir);
+    int dfd = open(db->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    /* the segments before `next` are in the snapshot now */
+    DIR *d = opendir(wdir);
+    size_t removed = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char *end;
+        unsigned long v = strtoul(de->d_name, &end, 10);
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9' && !*end && v < next) {
+            char sp[4500];
+            snprintf(sp, sizeof(sp), "%s/%s", wdir, de->d_name);
+            removed += unlink(sp) == 0;
+        }
+    }
+    if (d)
+        closedir(d);
+    db->wal_bytes_at_snapshot = db->st.wal_bytes;
+    db->st.snapshots++;
+    log_info("head snapshot written", "series", log_int((long long)db->nseries), "bytes",
+             log_int((long long)bytes), "wal_segments_removed", log_int((long long)removed), "ms",
+             log_int((long long)(cairn_now_ms() - t0)));
+    return 0;
+}
+
+struct rd {
+    const uint8_t *p;
+    size_t n, o;
+    bool bad;
+};
+
+static void get(struct rd *r, void *out, size_t n)
+{
+    if (r->bad || r->o + n > r->n) {
+        r->bad = true;
+        memset(out, 0, n);
+        return;
+    }
+    memcpy(out, r->p + r->o, n);
+    r->o += n;
+}
+
+static uint8_t *get_bytes(struct rd *r, size_t n, size_t cap)
+{
+    if (r->bad || r->o + n > r->n) {
+        r->bad = true;
+        return NULL;
+    }
+    uint8_t *b = calloc(cap > n ? cap : (n ? n : 1), 1);
+    if (!b) {
+        r->bad = true;
+        return NULL;
+    }
+    memcpy(b, r->p + r->o, n);
+    r->o += n;
+    return b;
+}
+
+static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len)
+{
+    struct rd r = { p, len, 0, false };
+    uint64_t ref;
+    uint16_t n;
+    get(&r, &ref, 8);
+    get(&r, &n, 2);
+    if (r.bad || n > TSDB_MAX_LABELS || ref != db->nseries + 1)
+        return -EINVAL;
+    struct tsdb_label pairs[TSDB_MAX_LABELS];
+    char *strs[TSDB_MAX_LABELS * 2];
+    int ns = 0;
+    for (uint16_t i = 0; i < n && !r.bad; i++)
+        for (int k = 0; k < 2 && !r.bad; k++) {
+            uint16_t sl;
+            get(&r, &sl, 2);
+            uint8_t *sb = get_bytes(&r, sl, (size_t)sl + 1);
+            if (sb)
+                strs[ns++] = (char *)sb;
+        }
+    struct tsdb_series *s = NULL;
+    if (!r.bad) {
+        for (uint16_t i = 0; i < n; i++)
+            pairs[i] = (struct tsdb_label){ strs[2 * i], strs[2 * i + 1] };
+        struct tsdb_labels l;
+        if (tsdb_labels_make(&l, pairs, n) == 0) {
+            s = series_insert(db, &l, tsdb_labels_hash(&l), false);
+            if (!s)
+                tsdb_labels_free(&l);
+        }
+    }
+    for (int i = 0; i < ns; i++)
+        free(strs[i]);
+    if (!s)
+        return -EINVAL;
+    uint8_t hl;
+    get(&r, &hl, 1);
+    s->has_last = hl;
+    get(&r, &s->last_t, 8);
+    get(&r, &s->last_v, 8);
+    uint32_t nc;
+    get(&r, &nc, 4);
+    if (r.bad || nc > len / 22)
+        return -EINVAL;
+    s->chunks = calloc(nc ? nc : 1, sizeof(*s->chunks));
+    s->capchunks = nc ? nc : 1;
+    if (!s->chunks)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < nc && !r.bad; i++) {
+        struct tsdb_sealed *c = &s->chunks[i];
+        get(&r, &c->mint, 8);
+        get(&r, &c->maxt, 8);
+        get(&r, &c->n, 2);
+        get(&r, &c->nbits, 4);
+        c->b = get_bytes(&r, (c->nbits + 7) / 8, 0);
+        if (c->b)
+            s->nchunks++;
+    }
+    struct tsdb_chunk *h = &s->head;
+    get(&r, &h->n, 2);
+    get(&r, &h->nbits, 4);
+    get(&r, &h->mint, 8);
+    get(&r, &h->maxt, 8);
+    get(&r, &h->t, 8);
+    get(&r, &h->tdelta, 8);
+    get(&r, &h->vbits, 8);
+    get(&r, &h->leading, 1);
+    get(&r, &h->trailing, 1);
+    if (!r.bad && h->n) {
+        size_t nb = (h->nbits + 7) / 8;
+        uint32_t cap = 32;
+        while (cap < nb + 16)
+            cap *= 2;
+        free(h->b);
+        h->b = get_bytes(&r, nb, cap);
+        h->capbytes = h->b ? cap : 0;
+    }
+    if (r.bad || r.o != r.n || h->n > TSDB_CHUNK_MAX_SAMPLES)
+        return -EINVAL;
+    for (uint32_t i = 0; i <= s->nchunks; i++) {
+        int64_t mn = i < s->nchunks ? s->chunks[i].mint : h->mint;
+        int64_t mx = i < s->nchunks ? s->chunks[i].maxt : h->maxt;
+        if (i == s->nchunks && !h->n)
+            break;
+        if (db->st.samples_appended == 0 || mn < db->mint)
+            db->mint = mn;
+        if (db->st.samples_appended == 0 || mx > db->maxt)
+            db->maxt = mx;
+        db->st.samples_appended += i < s->nchunks ? s->chunks[i].n : h->n;
+    }
+    return 0;
+}
+
+/* Loads dir/snapshot if there is one; *first_seg gets the first WAL segment to
+ * replay (0 without a snapshot). A damaged snapshot is an error: the WAL after it
+ * names series by the references it holds, so nothing can be loaded without it,
+ * and the files are left as they are for the operator. */
+static int snap_load(struct tsdb *db, uint32_t *first_seg, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/snapshot", db->dir);
+    *first_seg = 0;
+    FILE *f = fopen(path, "rbe");
+    if (!f)
+        return 0;
+    uint64_t t0 = cairn_now_ms();
+    char magic[8];
+    uint32_t seg = 0;
+    uint64_t n = 0;
+    bool ok = fread(magic, 1, 8, f) == 8 && !memcmp(magic, SNAP_MAGIC, 8) &&
+              fread(&seg, 4, 1, f) == 1 && fread(&n, 8, 1, f) == 1;
+    uint8_t *p = NULL;
+    size_t cap = 0;
+    for (uint64_t i = 0; ok && i < n; i++) {
+        uint32_t len, crc;
+        ok = fread(&len, 4, 1, f) == 1 && fread(&crc, 4, 1, f) == 1 && len <= WAL_RECORD_MAX;
+        if (ok && len > cap) {
+            uint8_t *np = realloc(p, len);
+            ok = np != NULL;
+            if (np) {
+                p = np;
+                cap = len;
+            }
+        }
+        ok = ok && fread(p, 1, len, f) == len && (uint32_t)crc32(0L, p, len) == crc &&
+             snap_load_series(db, p, len) == 0;
+    }
+    free(p);
+    fclose(f);
+    if (!ok) {
+        snprintf(err, errlen, "%s: head snapshot damaged after %llu series; move it away to start "
+                              "without it (the samples it holds are then lost)", path,
+                 (unsigned long long)db->nseries);
+        return -EINVAL;
+    }
+    *first_seg = seg;
+    log_info("head snapshot loaded", "series", log_int((long long)db->nseries), "samples",
+             log_int((long long)db->st.samples_appended), "ms",
+             log_int((long long)(cairn_now_ms() - t0)));
+    return 0;
+}
+
 int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
 {
     memset(db, 0, sizeof(*db));
@@ -650,6 +957,20 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
     }
     closedir(d);
     qsort(segs, nseg, sizeof(segs[0]), cmp_u32);
+    uint32_t first = 0;
+    int sr = snap_load(db, &first, err, errlen);
+    if (sr)
+        return sr;
+    /* segments older than the snapshot's are in it: a crash left them behind */
+    size_t skip = 0;
+    while (skip < nseg && segs[skip] < first) {
+        char sp[4200];
+        snprintf(sp, sizeof(sp), "%s/%08u", path, segs[skip]);
+        unlink(sp);
+        skip++;
+    }
+    memmove(segs, segs + skip, (nseg - skip) * sizeof(segs[0]));
+    nseg -= skip;
     uint64_t t0 = cairn_now_ms();
     for (size_t i = 0; i < nseg; i++) {
         char sp[4200];
@@ -681,7 +1002,7 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
                  log_int((long long)db->nseries), "samples",
                  log_int((long long)db->st.samples_appended), "ms",
                  log_int((long long)(cairn_now_ms() - t0)));
-    int r = wal_open_segment(db, nseg ? segs[nseg - 1] : 1, true);
+    int r = wal_open_segment(db, nseg ? segs[nseg - 1] : first ? first : 1, true);
     if (r) {
         snprintf(err, errlen, "%s: %s", path, strerror(-r));
         return r;

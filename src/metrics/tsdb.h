@@ -6,8 +6,9 @@
  * chunk; at TSDB_CHUNK_MAX_SAMPLES it is sealed and a new one opens. Every new
  * series and every sample is also written to the WAL; tsdb_commit() writes what is
  * buffered and, when asked, fdatasync()s it, which is when a push may be
- * acknowledged. On open the WAL is replayed; a torn or corrupted tail is cut at
- * the last good record (CRC32 per record) with a warning.
+ * acknowledged. On open the head snapshot (if any) is loaded and the WAL written
+ * after it is replayed; a torn or corrupted tail is cut at the last good record
+ * (CRC32 per record) with a warning.
  *
  * Everything here runs on one thread (the service's loop).
  */
@@ -56,7 +57,7 @@ struct tsdb_postings;
 
 struct tsdb_stats {
     uint64_t series_created, series_refused, samples_appended, out_of_order, duplicates,
-        wal_bytes, wal_fsyncs, replayed_records;
+        wal_bytes, wal_fsyncs, replayed_records, snapshots;
 };
 
 struct tsdb {
@@ -77,6 +78,7 @@ struct tsdb {
     uint32_t pending_samples;
     struct tsdb_stats st;
     int64_t mint, maxt;         /* over all samples, for status */
+    uint64_t wal_bytes_at_snapshot;
 };
 
 /* Opens the store; with dir set, replays and then appends to dir/wal/. Returns 0
@@ -105,6 +107,10 @@ enum { TSDB_OK = 0, TSDB_OUT_OF_ORDER = 1, TSDB_DUPLICATE = 2, TSDB_NOMEM = 3 };
 int tsdb_append(struct tsdb *db, struct tsdb_series *s, int64_t t, double v);
 /* Writes the buffered WAL records; with sync, waits until they are on disk. */
 int tsdb_commit(struct tsdb *db, bool sync);
+/* Writes the head to dir/snapshot and deletes the WAL segments it covers: the
+ * next open loads it instead of replaying them (a graceful stop takes one; so
+ * does the service when the WAL has grown past a bound). */
+int tsdb_snapshot(struct tsdb *db);
 /* Drops chunks that ended before now - retention. */
 void tsdb_apply_retention(struct tsdb *db, int64_t now_ms);
 

@@ -95,13 +95,15 @@ int tsdb_chunk_append(struct tsdb_chunk *c, int64_t t, double v)
         c->vbits = f2u(v);
         c->mint = t;
     } else if (c->n == 1) {
-        int64_t d = t - c->t;
+        int64_t d = (int64_t)((uint64_t)t - (uint64_t)c->t);
         r = put_signed(c, d, 64);
         c->tdelta = d;
         if (!r)
             r = put_xor(c, v);
     } else {
-        int64_t d = t - c->t, dod = d - c->tdelta;
+        /* wrapping arithmetic: a restored or corrupted state must not be UB */
+        int64_t d = (int64_t)((uint64_t)t - (uint64_t)c->t);
+        int64_t dod = (int64_t)((uint64_t)d - (uint64_t)c->tdelta);
         if (dod == 0)
             r = put_bits(c, 0, 1);
         else if (dod >= -8192 && dod <= 8191)
@@ -219,7 +221,7 @@ bool tsdb_chunk_next(struct tsdb_chunk_iter *it, int64_t *t, double *v)
         if (!get_bits(it, 64, &u))
             return false;
         it->tdelta = (int64_t)u;
-        it->t += it->tdelta;
+        it->t = (int64_t)((uint64_t)it->t + (uint64_t)it->tdelta);
         if (!get_xor(it))
             return false;
     } else {
@@ -238,8 +240,8 @@ bool tsdb_chunk_next(struct tsdb_chunk_iter *it, int64_t *t, double *v)
                 return false;
             dod = sign_extend(u, widths[nb]);
         }
-        it->tdelta += dod;
-        it->t += it->tdelta;
+        it->tdelta = (int64_t)((uint64_t)it->tdelta + (uint64_t)dod);
+        it->t = (int64_t)((uint64_t)it->t + (uint64_t)it->tdelta);
         if (!get_xor(it))
             return false;
     }
