@@ -510,6 +510,9 @@ receivers:
     webhook_configs: [{{url: "{hook.url}"}}]
 """
         _, url, _ = start_alerts(start, tmp_path, yml)
+        original = requests.get(url + "/api/v2/status", timeout=5).json()["config"]["original"]
+        assert "secret" not in original.replace("<secret>", "") and "services/T/B/X" not in original
+        assert "smtp_auth_password: <secret>" in original and "smtp_auth_username: bob" in original
         post(url, [{"labels": {"alertname": "DiskFull", "instance": "a", "channel": "mail"},
                     "annotations": {"summary": "disk <full>"}},
                    {"labels": {"alertname": "CpuHot", "channel": "slack", "instance": "h"}},
