@@ -108,15 +108,26 @@ integration-asan: build/asan/cairn
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # ---- fuzzing: clang + libFuzzer, each harness briefly over its seed corpus ----
-FUZZ_FLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc -Isrc/core \
-              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+# The library is compiled once with coverage instrumentation (fuzzer-no-link) and
+# linked into every harness.
+FUZZ_BASE  := -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc -Isrc/core -fno-sanitize-recover=undefined
+FUZZ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS  := $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_NAMES))
+FUZZ_OBJ   := $(patsubst src/%.c,build/fuzz/obj/%.o,$(CORE_SRC) $(ROLE_SRC))
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(ROLE_SRC) $(wildcard src/core/*.h)
+build/fuzz/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	@echo "  FUZZ-CC $@"
-	$(Q)$(CLANG) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(ROLE_SRC) $(LDLIBS)
+	@[ "$(V)" = 1 ] || echo "  CC[fuzz] $<"
+	$(Q)$(CLANG) $(FUZZ_BASE) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ $<
+
+build/fuzz/libcairn.a: $(FUZZ_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libcairn.a
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ-LD $@"
+	$(Q)$(CLANG) $(FUZZ_FLAGS) -o $@ $< build/fuzz/libcairn.a $(LDLIBS)
 
 fuzz: $(FUZZ_BINS)
 	@for n in $(FUZZ_NAMES); do \
