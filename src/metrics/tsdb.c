@@ -1012,7 +1012,7 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
 
 void tsdb_close(struct tsdb *db)
 {
-    if (db->dir)
+    if (db->dir && db->wal_fd >= 0)
         tsdb_commit(db, true);
     if (db->wal_fd >= 0)
         close(db->wal_fd);
