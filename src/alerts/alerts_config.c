@@ -18,6 +18,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <glob.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #define P CFG_PATH
 
 struct globals {
+    struct am_conf *ac;             /* for templated fields */
     uint64_t resolve_timeout_ms;
     char *smtp_from, *smtp_hello, *smtp_smarthost, *smtp_user, *smtp_pass, *smtp_identity,
          *smtp_secret, *slack_api_url;
@@ -47,10 +49,10 @@ static void globals_free(struct globals *g)
 }
 
 /* A string that may hold a Go template: Alertmanager's default for the field is
- * accepted (NULL: render the default), plain text is kept, other templates are
- * refused. */
-static int get_text(struct cfg *c, const cfg_node *n, const char *path, const char *deflt,
-                    char **out)
+ * accepted (NULL: render the default), plain text is kept, another template is
+ * parsed into the configuration's template set (refused where ac is NULL). */
+static int get_text(struct cfg *c, struct am_conf *ac, const cfg_node *n, const char *path,
+                    const char *deflt, char **out)
 {
     char *s = NULL;
     if (cfg_get_string(c, n, path, &s))
@@ -61,9 +63,16 @@ static int get_text(struct cfg *c, const cfg_node *n, const char *path, const ch
         return 0;
     }
     if (strstr(s, "{{")) {
+        char err[400], *name = NULL;
+        int r = ac ? am__tmpl_field(ac, path, s, &name, err, sizeof(err)) : -ENOTSUP;
         free(s);
-        return cfg_error(c, n, path, "Go templates other than Alertmanager's default for this "
-                                     "field are not supported by cairn yet");
+        if (r == -ENOTSUP)
+            return cfg_error(c, n, path, "a Go template is not supported in this field by cairn yet");
+        if (r)
+            return cfg_error(c, n, path, "%s", err);
+        free(*out);
+        *out = name;
+        return 0;
     }
     free(*out);
     *out = s;
@@ -297,7 +306,7 @@ static int parse_email(struct cfg *c, const cfg_node *n, const char *path, const
     P(p, "%s.to", path);
     if (!v[0])
         bad = cfg_error(c, n, path, "missing to address in email config");
-    else if (get_text(c, v[0], p, "{{ template \"email.to\" . }}", &in->to_text) == 0 && in->to_text)
+    else if (get_text(c, NULL, v[0], p, "{{ template \"email.to\" . }}", &in->to_text) == 0 && in->to_text)
         bad |= split_to(in);
     else
         bad = -EINVAL;
@@ -351,7 +360,7 @@ static int parse_email(struct cfg *c, const cfg_node *n, const char *path, const
                 else if (name && !strcasecmp(name, "from"))
                     deflt = "{{ .From }}";
                 char *val = NULL;
-                if (!name || get_text(c, cfg_map_value(c, v[9], i), hp, deflt, &val)) {
+                if (!name || get_text(c, g->ac, cfg_map_value(c, v[9], i), hp, deflt, &val)) {
                     bad = -EINVAL;
                     continue;
                 }
@@ -369,10 +378,10 @@ static int parse_email(struct cfg *c, const cfg_node *n, const char *path, const
     }
     P(p, "%s.html", path);
     if (v[10])
-        bad |= get_text(c, v[10], p, "{{ template \"email.default.html\" . }}", &in->html);
+        bad |= get_text(c, g->ac, v[10], p, "{{ template \"email.default.html\" . }}", &in->html);
     P(p, "%s.text", path);
     if (v[11])
-        bad |= get_text(c, v[11], p, NULL, &in->text);
+        bad |= get_text(c, g->ac, v[11], p, NULL, &in->text);
     P(p, "%s.require_tls", path);
     if (v[12])
         bad |= cfg_get_bool(c, v[12], p, &in->require_tls);
@@ -456,8 +465,8 @@ static int parse_slack(struct cfg *c, const cfg_node *n, const char *path, const
     for (int i = 4; i < 16; i++) {
         P(p, "%s.%s", path, keys[i]);
         if (v[i] && dst[i])
-            bad |= get_text(c, v[i], p, defaults[i], dst[i]);
-        else if (v[i] && get_text(c, v[i], p, defaults[i], &(char *){ NULL }))
+            bad |= get_text(c, g->ac, v[i], p, defaults[i], dst[i]);
+        else if (v[i] && get_text(c, NULL, v[i], p, defaults[i], &(char *){ NULL }))
             bad = -EINVAL;
     }
     for (int i = 16; i < 23; i++) {
@@ -1073,20 +1082,41 @@ int am__parse_alertmanager(struct cfg *c, const cfg_node *root, const char *path
                                         "templates", "mute_time_intervals", "time_intervals", NULL };
     cfg_node *v[7];
     char p[300];
-    struct globals g = { .resolve_timeout_ms = 300000, .smtp_require_tls = true };
+    struct globals g = { .ac = ac, .resolve_timeout_ms = 300000, .smtp_require_tls = true };
     if (!root || cfg_is_null(root))
         return cfg_error(c, root, path, "the Alertmanager configuration is empty");
     if (cfg_map_fields(c, root, path, keys, v))
         return -EINVAL;
     int bad = 0;
+    char terr[400];
+    if (am__tmpl_setup(ac, terr, sizeof(terr)))
+        return cfg_error(c, root, path, "templates: %s", terr);
     P(p, "%s.global", path);
     if (v[0] && !cfg_is_null(v[0]))
         bad |= parse_global(c, v[0], p, base_dir, &g);
     ac->resolve_timeout_ms = g.resolve_timeout_ms;
     P(p, "%s.templates", path);
-    if (v[4] && !cfg_is_null(v[4]) && !(cfg_is_seq(v[4]) && cfg_len(v[4]) == 0))
-        bad = cfg_error(c, v[4], p, "template files are not supported by cairn yet (the default "
-                                    "templates are built in)");
+    if (v[4] && !cfg_is_null(v[4])) {
+        char **pats = NULL;
+        size_t np = 0;
+        if (cfg_get_string_list(c, v[4], p, &pats, &np) == 0) {
+            for (size_t i = 0; i < np; i++) {
+                char full[4096];
+                snprintf(full, sizeof(full), "%s%s%s", pats[i][0] == '/' ? "" : base_dir,
+                         pats[i][0] == '/' ? "" : "/", pats[i]);
+                glob_t gl;
+                int gr = glob(full, 0, NULL, &gl);
+                for (size_t k = 0; gr == 0 && k < gl.gl_pathc; k++)
+                    if (am__tmpl_file(ac, gl.gl_pathv[k], terr, sizeof(terr)))
+                        bad = cfg_error(c, v[4], p, "%s", terr);
+                if (gr == 0)
+                    globfree(&gl);
+            }
+            cfg_free_string_list(pats, np);
+        } else {
+            bad = -EINVAL;
+        }
+    }
     for (int k = 5; k <= 6; k++) {
         P(p, "%s.%s", path, keys[k]);
         if (v[k] && !cfg_is_null(v[k]))
@@ -1376,5 +1406,6 @@ void am__free_conf(void *conf)
     free(ac->intervals);
     free(ac->external_url);
     free(ac->config_text);
+    am__tmpl_free(ac);
     free(ac);
 }

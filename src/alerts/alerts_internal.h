@@ -209,6 +209,7 @@ struct am_conf {
     size_t nintervals;
     char *config_text;              /* shown by /api/v2/status */
     int nroutes;
+    struct gt_set *tmpl_text, *tmpl_html;   /* Go templates (alerts_tmpl.c) */
 };
 
 int am__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
@@ -293,6 +294,7 @@ struct am_send {                    /* one integration's part of a flush */
     struct smtp_job *job;           /* an email being sent by a thread */
     struct am_send *wnext, *wprev;  /* in the integration's wait queue */
     bool waiting, holds_slot, counted;
+    bool tmpl_failed;               /* a template of this send failed to execute */
     uint64_t started_ns;
 };
 
@@ -395,6 +397,18 @@ const char *am__integration_name(enum am_integration_kind k);
 /* The Alertmanager template data as JSON (the webhook body). */
 void am__webhook_body(struct buf *b, struct am_send *sd, size_t max_alerts);
 void am__subject(struct buf *b, struct am_send *sd);
+
+/* alerts_tmpl.c: Go templates in receiver fields ("\x01name" marks a templated
+ * field) and template files. */
+struct gt_set;
+int am__tmpl_setup(struct am_conf *ac, char *err, size_t errlen);
+int am__tmpl_file(struct am_conf *ac, const char *path, char *err, size_t errlen);
+int am__tmpl_field(struct am_conf *ac, const char *name, const char *text, char **out, char *err,
+                   size_t errlen);
+void am__tmpl_free(struct am_conf *ac);
+/* The field's text for this send: plain text as it is, a template executed (into
+ * out); on a template error "" and sd->tmpl_failed. */
+const char *am__render(struct am_send *sd, const char *v, bool html, struct buf *out);
 
 /* alerts_api.c */
 void am__handle(struct httpd_req *r, void *arg);

@@ -179,61 +179,78 @@ static void slack_body(struct buf *b, struct am_send *sd)
     const struct am_integration *in = sd->in;
     struct tdata d;
     tdata_init(&d, sd->alerts, sd->nalerts, sd->f->now);
+    /* each field rendered once: plain text, a template, or NULL for the default */
+    enum { CH, US, IE, IU, TI, TL, PR, TX, FB, FT, CO, NF };
+    const char *src[NF] = { in->channel, in->username, in->icon_emoji, in->icon_url, in->title,
+                            in->title_link, in->pretext, in->stext, in->fallback, in->footer,
+                            in->color };
+    struct buf r[NF];
+    const char *f[NF];
+    for (int i = 0; i < NF; i++) {
+        r[i] = BUF_INIT;
+        f[i] = am__render(sd, src[i], false, &r[i]);
+    }
     struct buf title = BUF_INIT, link = BUF_INIT;
-    if (in->title)
-        buf_puts(&title, in->title);
+    if (f[TI])
+        buf_puts(&title, f[TI]);
     else
         subject(&title, &d, &sd->f->g->labels);
-    if (in->title_link)
-        buf_puts(&link, in->title_link);
+    if (f[TL])
+        buf_puts(&link, f[TL]);
     else
         alerts_url(&link, sd);
     buf_putc(&title, 0);
     buf_putc(&link, 0);
     buf_puts(b, "{");
-    if (in->channel && *in->channel) {
+    if (f[CH] && *f[CH]) {
         buf_puts(b, "\"channel\":");
-        buf_json_str(b, in->channel);
+        buf_json_str(b, f[CH]);
         buf_putc(b, ',');
     }
     buf_puts(b, "\"username\":");
-    buf_json_str(b, in->username ? in->username : "Alertmanager");
-    if (in->icon_emoji && *in->icon_emoji) {
+    buf_json_str(b, f[US] ? f[US] : "Alertmanager");
+    if (f[IE] && *f[IE]) {
         buf_puts(b, ",\"icon_emoji\":");
-        buf_json_str(b, in->icon_emoji);
+        buf_json_str(b, f[IE]);
     }
-    if (in->icon_url && *in->icon_url) {
+    if (f[IU] && *f[IU]) {
         buf_puts(b, ",\"icon_url\":");
-        buf_json_str(b, in->icon_url);
+        buf_json_str(b, f[IU]);
     }
     buf_puts(b, ",\"attachments\":[{\"title\":");
     buf_json_str(b, buf_head(&title));
     buf_puts(b, ",\"title_link\":");
     buf_json_str(b, buf_head(&link));
-    if (in->pretext && *in->pretext) {
+    if (f[PR] && *f[PR]) {
         buf_puts(b, ",\"pretext\":");
-        buf_json_str(b, in->pretext);
+        buf_json_str(b, f[PR]);
     }
     buf_puts(b, ",\"text\":");
-    buf_json_str(b, in->stext ? in->stext : "");
+    buf_json_str(b, f[TX] ? f[TX] : "");
     buf_puts(b, ",\"fallback\":");
-    if (in->fallback)
-        buf_json_str(b, in->fallback);
+    if (f[FB])
+        buf_json_str(b, f[FB]);
     else {
+        /* slack.default.fallback: the default title and link, whatever the fields say */
         struct buf fb = BUF_INIT;
-        buf_printf(&fb, "%s | %s", buf_head(&title), buf_head(&link));
+        subject(&fb, &d, &sd->f->g->labels);
+        buf_puts(&fb, " | ");
+        alerts_url(&fb, sd);
+        buf_putc(&fb, 0);
         buf_json_str(b, buf_head(&fb));
         buf_free(&fb);
     }
-    if (in->footer && *in->footer) {
+    if (f[FT] && *f[FT]) {
         buf_puts(b, ",\"footer\":");
-        buf_json_str(b, in->footer);
+        buf_json_str(b, f[FT]);
     }
     buf_puts(b, ",\"color\":");
-    buf_json_str(b, in->color ? in->color : d.firing ? "danger" : "good");
+    buf_json_str(b, f[CO] ? f[CO] : d.firing ? "danger" : "good");
     buf_puts(b, ",\"mrkdwn_in\":[\"fallback\",\"pretext\",\"text\"]}]}\n");
     buf_free(&title);
     buf_free(&link);
+    for (int i = 0; i < NF; i++)
+        buf_free(&r[i]);
     tdata_free(&d);
 }
 
@@ -707,9 +724,10 @@ static void build_message(struct buf *b, struct am_send *sd)
     const struct am_integration *in = sd->in;
     struct tdata d;
     tdata_init(&d, sd->alerts, sd->nalerts, sd->f->now);
-    struct buf subj = BUF_INIT;
-    if (in->subject)
-        buf_puts(&subj, in->subject);
+    struct buf subj = BUF_INIT, rb = BUF_INIT;
+    const char *rs = am__render(sd, in->subject, false, &rb);
+    if (rs)
+        buf_puts(&subj, rs);
     else
         subject(&subj, &d, &sd->f->g->labels);
     buf_putc(&subj, 0);
@@ -726,7 +744,7 @@ static void build_message(struct buf *b, struct am_send *sd)
         have_to |= !strcasecmp(in->headers[i].name, "To");
         have_from |= !strcasecmp(in->headers[i].name, "From");
         buf_printf(b, "%s: ", in->headers[i].name);
-        header_value(b, in->headers[i].value);
+        header_value(b, am__render(sd, in->headers[i].value, false, &rb));
         buf_puts(b, "\r\n");
     }
     if (!have_from) {
@@ -750,13 +768,13 @@ static void build_message(struct buf *b, struct am_send *sd)
     if (in->text) {
         buf_printf(b, "--%s\r\nContent-Transfer-Encoding: quoted-printable\r\n"
                       "Content-Type: text/plain; charset=UTF-8\r\n\r\n", boundary);
-        qp(b, in->text);
+        qp(b, am__render(sd, in->text, false, &rb));
     }
     buf_printf(b, "--%s\r\nContent-Transfer-Encoding: quoted-printable\r\n"
                   "Content-Type: text/html; charset=UTF-8\r\n\r\n", boundary);
     struct buf html = BUF_INIT;
     if (in->html)
-        buf_puts(&html, in->html);
+        buf_puts(&html, am__render(sd, in->html, true, &rb));
     else
         email_html(&html, sd, &d, buf_head(&subj));
     buf_putc(&html, 0);
@@ -764,6 +782,7 @@ static void build_message(struct buf *b, struct am_send *sd)
     buf_printf(b, "--%s--\r\n", boundary);
     buf_free(&html);
     buf_free(&subj);
+    buf_free(&rb);
     tdata_free(&d);
 }
 
@@ -900,6 +919,11 @@ static void transmit(struct am_send *sd)
             am__webhook_body(&body, sd, (size_t)in->max_alerts);
         else
             slack_body(&body, sd);
+        if (sd->tmpl_failed) {
+            buf_free(&body);
+            finish(sd, false, false, "template failed (see the error above)");
+            return;
+        }
         static const char *const hdrs[] = { "Content-Type: application/json",
                                             "User-Agent: Alertmanager/0.25.0 (cairn)", NULL };
         uint64_t left = sd->f->deadline_ms > loop_now(&s->loop) ? sd->f->deadline_ms - loop_now(&s->loop)
@@ -942,6 +966,11 @@ static void transmit(struct am_send *sd)
     build_message(&m, sd);
     j->message = buf_steal(&m);
     buf_free(&m);
+    if (sd->tmpl_failed) {
+        job_free(j);
+        finish(sd, false, false, "template failed (see the error above)");
+        return;
+    }
     pthread_t th;
     pthread_attr_t at;
     pthread_attr_init(&at);

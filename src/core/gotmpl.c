@@ -1127,14 +1127,24 @@ static void go_printf(struct buf *b, const char *f, struct gt_value **args, size
         const char *start = f++;
         while (*f && strchr("+- #0", *f))
             f++;
-        while (isdigit((unsigned char)*f))
-            f++;
+        long width = 0, prec = 0;
+        while (isdigit((unsigned char)*f) && width < 100000)
+            width = width * 10 + (*f++ - '0');
         if (*f == '.') {
             f++;
-            while (isdigit((unsigned char)*f))
-                f++;
+            while (isdigit((unsigned char)*f) && prec < 100000)
+                prec = prec * 10 + (*f++ - '0');
         }
         char verb = *f;
+        if (width > 1024 || prec > 1024 || isdigit((unsigned char)verb)) {
+            /* bounded output: cairn refuses widths Go would honour */
+            buf_puts(b, "%!(BADWIDTH)");
+            while (isdigit((unsigned char)*f))
+                f++;
+            if (!*f)
+                break;
+            continue;
+        }
         if (!verb)
             break;
         if (verb == '%') {
