@@ -173,8 +173,8 @@ bool gt_truth(const struct gt_value *v)
 
 static void print_num(struct buf *b, double n)
 {
-    if (n == floor(n) && fabs(n) < 1e15)
-        buf_printf(b, "%lld", (long long)n);
+    if (n == floor(n) && fabs(n) < 1e21)
+        buf_printf(b, "%.0f", n);      /* Go's %v: no exponent below 1e21 */
     else if (isnan(n))
         buf_puts(b, "NaN");
     else if (isinf(n))
@@ -505,6 +505,20 @@ static bool parse_string(struct parser *ps, struct arg *ar)
     return ar->s != NULL;
 }
 
+static bool known_func(const struct gt_set *set, const char *name)
+{
+    static const char *const builtins[] = { "and", "or", "not", "len", "index", "slice", "print",
+                                            "printf", "println", "eq", "ne", "lt", "le", "gt",
+                                            "ge", "html", "js", "urlquery", NULL };
+    for (int i = 0; builtins[i]; i++)
+        if (!strcmp(builtins[i], name))
+            return true;
+    for (size_t i = 0; i < set->nfuncs; i++)
+        if (!strcmp(set->funcs[i].name, name))
+            return true;
+    return false;
+}
+
 /* One operand; false at the end of the command. */
 static bool parse_arg(struct parser *ps, struct arg *ar)
 {
@@ -580,6 +594,10 @@ static bool parse_arg(struct parser *ps, struct arg *ar)
         else {
             ar->k = A_FUNC;
             ar->name = pstrndup(ps->set, s, l);
+            if (ar->name && !known_func(ps->set, ar->name)) {
+                perr(ps, s, "function \"%s\" not defined", ar->name);
+                return false;
+            }
         }
     } else {
         perr(ps, ps->a, "unexpected \"%c\" in command", c);

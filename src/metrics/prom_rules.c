@@ -13,14 +13,12 @@
  * after each evaluation that changes them and at least every minute, with endsAt
  * four intervals ahead; resolved ones once, with endsAt the resolution time.
  *
- * Labels and annotations are Go templates; the subset understood here is
- * {{ $labels.x }}, {{ $value }}, {{ $externalLabels.x }} (and .Labels, .Value,
- * .ExternalLabels), literals, pipelines, and the functions humanize,
- * humanize1024, humanizePercentage, humanizeDuration, humanizeTimestamp, printf,
- * toUpper, toLower and title. Other actions (if, range, ...) are refused when the
- * file is loaded.
+ * Labels and annotations are Go templates (see "templates" below).
  */
 #include "prom_internal.h"
+#include "gotmpl.h"
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include "log.h"
 
 #include <ctype.h>
@@ -36,253 +34,28 @@
 #define RESOLVED_RETENTION_MS (15 * 60000)
 #define OUTAGE_TOLERANCE_MS (3600000)
 
-/* ---- templates ---- */
-
-enum tk { TK_TEXT, TK_ACTION };
-enum op_kind { O_VALUE, O_LABEL, O_EXTLABEL, O_STR, O_NUM };
-
-struct t_operand {
-    enum op_kind kind;
-    char *s;            /* label name or literal */
-    double num;
-};
-
-struct t_cmd {
-    char *fn;           /* NULL: a bare operand */
-    struct t_operand args[4];
-    int nargs;
-};
-
-struct t_node {
-    enum tk kind;
-    char *text;
-    struct t_cmd cmds[4];
-    int ncmds;
-};
+/* ---- templates ----
+ *
+ * Labels and annotations are Go templates run by src/core/gotmpl.c, with
+ * Prometheus's data (.Labels, .ExternalLabels, .Value, and $labels,
+ * $externalLabels, $value defined before the text as Prometheus defines them) and
+ * its functions humanize, humanize1024, humanizePercentage, humanizeDuration,
+ * humanizeTimestamp, toUpper, toLower, title, match, reReplaceAll, safeHtml,
+ * stripPort, plus Go's builtins. `query` (PromQL from a template) is not provided:
+ * a template that calls it is refused when the file is loaded. A template that
+ * fails when it runs gives "<error expanding template: ...>", as in Prometheus.
+ */
 
 struct prom_tmpl {
-    struct t_node *n;
-    size_t nn;
+    struct gt_set *set;
 };
 
 static void tmpl_free(struct prom_tmpl *t)
 {
     if (!t)
         return;
-    for (size_t i = 0; i < t->nn; i++) {
-        free(t->n[i].text);
-        for (int c = 0; c < t->n[i].ncmds; c++) {
-            free(t->n[i].cmds[c].fn);
-            for (int a = 0; a < t->n[i].cmds[c].nargs; a++)
-                free(t->n[i].cmds[c].args[a].s);
-        }
-    }
-    free(t->n);
+    gt_set_free(&t->set);
     free(t);
-}
-
-static const char *const tmpl_funcs[] = {
-    "humanize", "humanize1024", "humanizePercentage", "humanizeDuration", "humanizeTimestamp",
-    "printf", "toUpper", "toLower", "title", NULL
-};
-
-static int parse_operand(const char **pp, struct t_operand *o, char *err, size_t errlen)
-{
-    const char *p = *pp;
-    memset(o, 0, sizeof(*o));
-    if (*p == '"' || *p == '`') {
-        char q = *p++;
-        struct buf b = BUF_INIT;
-        while (*p && *p != q) {
-            if (*p == '\\' && q == '"' && p[1]) {
-                p++;
-                buf_putc(&b, *p == 'n' ? '\n' : *p == 't' ? '\t' : *p);
-                p++;
-                continue;
-            }
-            buf_putc(&b, *p++);
-        }
-        if (*p != q) {
-            buf_free(&b);
-            snprintf(err, errlen, "unterminated string in template");
-            return -1;
-        }
-        *pp = p + 1;
-        o->kind = O_STR;
-        o->s = b.data ? buf_steal(&b) : strdup("");
-        return 0;
-    }
-    if (isdigit((unsigned char)*p) || *p == '-' || *p == '.') {
-        char *e;
-        o->num = strtod(p, &e);
-        if (e == p) {
-            snprintf(err, errlen, "bad number in template");
-            return -1;
-        }
-        o->kind = O_NUM;
-        *pp = e;
-        return 0;
-    }
-    static const struct { const char *pfx; enum op_kind k; } vars[] = {
-        { "$labels.", O_LABEL }, { ".Labels.", O_LABEL }, { "$externalLabels.", O_EXTLABEL },
-        { ".ExternalLabels.", O_EXTLABEL },
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(vars); i++) {
-        size_t l = strlen(vars[i].pfx);
-        if (strncmp(p, vars[i].pfx, l) == 0) {
-            const char *s = p + l, *e = s;
-            while (isalnum((unsigned char)*e) || *e == '_')
-                e++;
-            if (e == s)
-                break;
-            o->kind = vars[i].k;
-            o->s = strndup(s, (size_t)(e - s));
-            *pp = e;
-            return 0;
-        }
-    }
-    if (strncmp(p, "$value", 6) == 0 && !isalnum((unsigned char)p[6])) {
-        o->kind = O_VALUE;
-        *pp = p + 6;
-        return 0;
-    }
-    if (strncmp(p, ".Value", 6) == 0 && !isalnum((unsigned char)p[6])) {
-        o->kind = O_VALUE;
-        *pp = p + 6;
-        return 0;
-    }
-    const char *e = p;
-    while (*e && !isspace((unsigned char)*e) && *e != '}')
-        e++;
-    snprintf(err, errlen, "unsupported template operand \"%.*s\"", (int)MIN(e - p, 60), p);
-    return -1;
-}
-
-/* Compiles a template; NULL with err for what cairn does not understand. */
-static struct prom_tmpl *tmpl_compile(const char *src, char *err, size_t errlen)
-{
-    struct prom_tmpl *t = calloc(1, sizeof(*t));
-    if (!t)
-        return NULL;
-    const char *p = src;
-    while (*p) {
-        const char *o = strstr(p, "{{");
-        size_t tl = o ? (size_t)(o - p) : strlen(p);
-        bool trim_next = false;
-        if (o && o[2] == '-' && o[3] == ' ')
-            while (tl && isspace((unsigned char)p[tl - 1]))
-                tl--;
-        struct t_node *a = realloc(t->n, (t->nn + 2) * sizeof(*a));
-        if (!a)
-            goto fail_oom;
-        t->n = a;
-        if (tl) {
-            memset(&t->n[t->nn], 0, sizeof(t->n[0]));
-            t->n[t->nn].kind = TK_TEXT;
-            t->n[t->nn++].text = strndup(p, tl);
-        }
-        if (!o)
-            break;
-        const char *q = o + 2;
-        if (*q == '-')
-            q++;
-        const char *end = strstr(q, "}}");
-        if (!end) {
-            snprintf(err, errlen, "template: unclosed action");
-            goto fail;
-        }
-        const char *ae = end;
-        if (ae > q && ae[-1] == '-' && ae - 1 > q && isspace((unsigned char)ae[-2])) {
-            ae--;
-            trim_next = true;
-        }
-        char *act = strndup(q, (size_t)(ae - q));
-        struct t_node *n = &t->n[t->nn];
-        memset(n, 0, sizeof(*n));
-        n->kind = TK_ACTION;
-        const char *s = act;
-        int bad = 0;
-        while (!bad) {
-            while (isspace((unsigned char)*s))
-                s++;
-            if (!*s)
-                break;
-            if (n->ncmds == 4) {
-                snprintf(err, errlen, "template: pipeline too long");
-                bad = 1;
-                break;
-            }
-            struct t_cmd *c = &n->cmds[n->ncmds++];
-            if (isalpha((unsigned char)*s)) {
-                const char *w = s;
-                while (isalnum((unsigned char)*s) || *s == '_')
-                    s++;
-                c->fn = strndup(w, (size_t)(s - w));
-                bool known = false;
-                for (int i = 0; tmpl_funcs[i]; i++)
-                    if (strcmp(c->fn, tmpl_funcs[i]) == 0)
-                        known = true;
-                if (!known) {
-                    snprintf(err, errlen, "template: unsupported action or function \"%s\"", c->fn);
-                    bad = 1;
-                    break;
-                }
-            }
-            for (;;) {
-                while (isspace((unsigned char)*s))
-                    s++;
-                if (!*s || *s == '|')
-                    break;
-                if (c->nargs == 4 || parse_operand(&s, &c->args[c->nargs], err, errlen)) {
-                    if (c->nargs == 4)
-                        snprintf(err, errlen, "template: too many arguments");
-                    bad = 1;
-                    break;
-                }
-                c->nargs++;
-            }
-            if (!c->fn && c->nargs != 1 && !bad) {
-                snprintf(err, errlen, "template: expected one operand");
-                bad = 1;
-            }
-            if (*s == '|')
-                s++;
-            else
-                break;
-        }
-        if (!bad && n->ncmds == 0) {
-            snprintf(err, errlen, "template: missing value for command");
-            bad = 1;
-        }
-        free(act);
-        t->nn++;
-        if (bad)
-            goto fail;
-        p = end + 2;
-        if (trim_next)
-            while (isspace((unsigned char)*p))
-                p++;
-    }
-    return t;
-fail_oom:
-    snprintf(err, errlen, "out of memory");
-fail:
-    tmpl_free(t);
-    return NULL;
-}
-
-struct tmpl_data {
-    const struct tsdb_labels *labels;
-    const struct tsdb_label *ext;
-    size_t next;
-    double value;
-};
-
-/* Go's %v for a float64. */
-static void go_float(struct buf *b, double v)
-{
-    struct promql_node n = { .kind = PQ_NUM, .num = v };
-    promql_format(&n, b);
 }
 
 static void humanize(struct buf *b, const char *fn, double v)
@@ -349,157 +122,242 @@ static void humanize(struct buf *b, const char *fn, double v)
     buf_printf(b, dur ? "%.4g%ss" : "%.4g%s", v, pfx);
 }
 
-/* An operand's value: a number (isnum) or a string. */
-static void operand(const struct t_operand *o, const struct tmpl_data *d, struct buf *s, double *num,
-                    bool *isnum)
+
+static double num_arg(const struct gt_value *v)
 {
-    *isnum = false;
-    switch (o->kind) {
-    case O_VALUE: *num = d->value; *isnum = true; return;
-    case O_NUM: *num = o->num; *isnum = true; return;
-    case O_STR: buf_puts(s, o->s); return;
-    case O_LABEL: {
-        const char *v = tsdb_labels_get(d->labels, o->s);
-        buf_puts(s, v ? v : "");
-        return;
-    }
-    case O_EXTLABEL:
-        for (size_t i = 0; i < d->next; i++)
-            if (!strcmp(d->ext[i].name, o->s))
-                buf_puts(s, d->ext[i].value);
-        return;
-    }
+    return v->k == GT_NUM ? v->num : v->k == GT_STR ? strtod(v->s, NULL) : 0;
 }
 
-/* printf with Go verbs mapped onto C's for numbers and strings. */
-static void go_printf(struct buf *out, const char *fmt, const struct t_operand *args, int nargs,
-                      const struct tmpl_data *d, const char *piped, double pnum, bool pisnum, bool haspipe)
-{
-    int ai = 0;
-    for (const char *p = fmt; *p; p++) {
-        if (*p != '%') {
-            buf_putc(out, *p);
-            continue;
-        }
-        if (p[1] == '%') {
-            buf_putc(out, '%');
-            p++;
-            continue;
-        }
-        const char *st = p++;
-        while (*p && strchr("+-# 0123456789.", *p))
-            p++;
-        if (!*p)
-            break;
-        char spec[32];
-        snprintf(spec, sizeof(spec), "%.*s", (int)MIN(p - st, 20), st);
-        struct buf s = BUF_INIT;
-        double num = 0;
-        bool isnum = false;
-        if (ai < nargs) {
-            operand(&args[ai++], d, &s, &num, &isnum);
-        } else if (haspipe && ai == nargs) {
-            ai++;
-            if (pisnum) {
-                num = pnum;
-                isnum = true;
-            } else {
-                buf_puts(&s, piped);
-            }
-        }
-        if (!isnum && s.data && strchr("dfeEgG", *p)) {
-            num = strtod(s.data, NULL);
-            isnum = true;
-        }
-        char f[48];
-        switch (*p) {
-        case 'd':
-            snprintf(f, sizeof(f), "%slld", spec);
-            buf_printf(out, f, (long long)num);
-            break;
-        case 'f': case 'e': case 'E': case 'g': case 'G':
-            snprintf(f, sizeof(f), "%s%c", spec, *p);
-            buf_printf(out, f, num);
-            break;
-        default:    /* s, v, q */
-            if (isnum)
-                go_float(out, num);
-            else
-                buf_puts(out, s.data ? s.data : "");
-        }
-        buf_free(&s);
+#define HUMANIZE_FN(fname, key)                                                              \
+    static struct gt_value *fname(struct gt_arena *a, struct gt_value **v, size_t n, char *err, \
+                                  size_t errlen)                                             \
+    {                                                                                        \
+        if (n != 1) {                                                                        \
+            snprintf(err, errlen, "wrong number of args: want 1 got %zu", n);                \
+            return NULL;                                                                     \
+        }                                                                                    \
+        struct buf b = BUF_INIT;                                                             \
+        humanize(&b, key, num_arg(v[0]));                                                    \
+        buf_putc(&b, 0);                                                                     \
+        struct gt_value *r = gt_str(a, buf_head(&b));                                        \
+        buf_free(&b);                                                                        \
+        return r;                                                                            \
     }
+HUMANIZE_FN(f_humanize, "humanize")
+HUMANIZE_FN(f_humanize1024, "humanize1024")
+HUMANIZE_FN(f_humanize_pct, "humanizePercentage")
+HUMANIZE_FN(f_humanize_dur, "humanizeDuration")
+HUMANIZE_FN(f_humanize_ts, "humanizeTimestamp")
+
+static struct gt_value *str_fn(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                               size_t errlen, int mode)
+{
+    if (n != 1 || v[0]->k != GT_STR) {
+        snprintf(err, errlen, "wants one string");
+        return NULL;
+    }
+    char *s = strdup(v[0]->s);
+    if (!s)
+        return NULL;
+    bool start = true;
+    for (char *q = s; *q; q++) {
+        if (mode == 0)
+            *q = (char)toupper((unsigned char)*q);
+        else if (mode == 1)
+            *q = (char)tolower((unsigned char)*q);
+        else if (mode == 2) {
+            if (start && isalpha((unsigned char)*q))
+                *q = (char)toupper((unsigned char)*q);
+            start = !isalnum((unsigned char)*q) && *q != '\'';
+        }
+    }
+    if (mode == 3) {        /* stripPort: host of host:port, [v6]:port */
+        char *c = strrchr(s, ':');
+        if (s[0] == '[' && strchr(s, ']')) {
+            *strchr(s, ']') = 0;
+            memmove(s, s + 1, strlen(s));
+        } else if (c && strchr(s, ':') == c) {
+            *c = 0;
+        }
+    }
+    struct gt_value *r = gt_str(a, s);
+    free(s);
+    return r;
+}
+
+static struct gt_value *f_upper(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
+{
+    return str_fn(a, v, n, e, l, 0);
+}
+
+static struct gt_value *f_lower(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
+{
+    return str_fn(a, v, n, e, l, 1);
+}
+
+static struct gt_value *f_title(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
+{
+    return str_fn(a, v, n, e, l, 2);
+}
+
+static struct gt_value *f_strip_port(struct gt_arena *a, struct gt_value **v, size_t n, char *e,
+                                     size_t l)
+{
+    return str_fn(a, v, n, e, l, 3);
+}
+
+static pcre2_code *re_compile(const char *re, char *err, size_t errlen)
+{
+    int ec;
+    PCRE2_SIZE off;
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &off, NULL);
+    if (!c) {
+        PCRE2_UCHAR m[160];
+        pcre2_get_error_message(ec, m, sizeof(m));
+        snprintf(err, errlen, "error parsing regexp: %s", (char *)m);
+    }
+    return c;
+}
+
+static struct gt_value *f_match(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen)
+{
+    if (n != 2 || v[0]->k != GT_STR || v[1]->k != GT_STR) {
+        snprintf(err, errlen, "match wants a pattern and a string");
+        return NULL;
+    }
+    pcre2_code *c = re_compile(v[0]->s, err, errlen);
+    if (!c)
+        return NULL;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int r = md ? pcre2_match(c, (PCRE2_SPTR)v[1]->s, strlen(v[1]->s), 0, 0, md, NULL) : -1;
+    pcre2_match_data_free(md);
+    pcre2_code_free(c);
+    return gt_bool(a, r >= 0);
+}
+
+static struct gt_value *f_replace(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                  size_t errlen)
+{
+    if (n != 3 || v[0]->k != GT_STR || v[1]->k != GT_STR || v[2]->k != GT_STR) {
+        snprintf(err, errlen, "reReplaceAll wants a pattern, a replacement and a string");
+        return NULL;
+    }
+    pcre2_code *c = re_compile(v[0]->s, err, errlen);
+    if (!c)
+        return NULL;
+    PCRE2_SIZE outlen = strlen(v[2]->s) * 4 + strlen(v[1]->s) * 8 + 256;
+    char *out = malloc(outlen);
+    int r = out ? pcre2_substitute(c, (PCRE2_SPTR)v[2]->s, PCRE2_ZERO_TERMINATED, 0,
+                                   PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_UNSET_EMPTY |
+                                       PCRE2_SUBSTITUTE_UNKNOWN_UNSET,
+                                   NULL, NULL, (PCRE2_SPTR)v[1]->s, PCRE2_ZERO_TERMINATED,
+                                   (PCRE2_UCHAR *)out, &outlen)
+                : -1;
+    pcre2_code_free(c);
+    struct gt_value *res = r >= 0 ? gt_str(a, out) : NULL;
+    if (r < 0)
+        snprintf(err, errlen, "reReplaceAll failed");
+    free(out);
+    return res;
+}
+
+static struct gt_value *f_safe(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                               size_t errlen)
+{
+    if (n != 1 || v[0]->k != GT_STR) {
+        snprintf(err, errlen, "safeHtml wants one string");
+        return NULL;
+    }
+    struct gt_value *r = gt_str(a, v[0]->s);
+    if (r)
+        r->safe = true;
+    return r;
+}
+
+static struct prom_tmpl *tmpl_compile(const char *src, char *err, size_t errlen)
+{
+    struct prom_tmpl *t = calloc(1, sizeof(*t));
+    if (!t || !(t->set = gt_set_new(false))) {
+        free(t);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    static const struct { const char *name; gt_func fn; } fns[] = {
+        { "humanize", f_humanize }, { "humanize1024", f_humanize1024 },
+        { "humanizePercentage", f_humanize_pct }, { "humanizeDuration", f_humanize_dur },
+        { "humanizeTimestamp", f_humanize_ts }, { "toUpper", f_upper }, { "toLower", f_lower },
+        { "title", f_title }, { "stripPort", f_strip_port }, { "match", f_match },
+        { "reReplaceAll", f_replace }, { "safeHtml", f_safe },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(fns); i++)
+        if (gt_set_func(t->set, fns[i].name, fns[i].fn)) {
+            tmpl_free(t);
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+    /* Prometheus defines these variables in front of every template */
+    struct buf text = BUF_INIT;
+    buf_puts(&text, "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$value := .Value}}");
+    buf_puts(&text, src);
+    buf_putc(&text, 0);
+    int r = gt_parse(t->set, "__alert", buf_head(&text), err, errlen);
+    buf_free(&text);
+    if (r) {
+        tmpl_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+struct tmpl_data {
+    const struct tsdb_labels *labels;
+    const struct tsdb_label *ext;
+    size_t next;
+    double value;
+};
+
+static struct gt_value *labels_map(struct gt_arena *a, const struct tsdb_label *l, size_t n,
+                                   bool skip_name)
+{
+    struct gt_value *m = gt_map(a, n, 0);
+    if (!m)
+        return NULL;
+    m->missing_empty = true;
+    m->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (skip_name && !strcmp(l[i].name, "__name__"))
+            continue;
+        m->keys[m->n] = l[i].name;
+        m->items[m->n++] = gt_str(a, l[i].value);
+    }
+    gt_map_sort(m);
+    return m;
 }
 
 static void tmpl_exec(const struct prom_tmpl *t, const struct tmpl_data *d, struct buf *out)
 {
-    for (size_t i = 0; i < t->nn; i++) {
-        const struct t_node *n = &t->n[i];
-        if (n->kind == TK_TEXT) {
-            buf_puts(out, n->text);
-            continue;
+    struct gt_arena *a = gt_arena_new();
+    struct gt_value *data = a ? gt_map(a, 3, 0) : NULL;
+    char err[400];
+    int r = -ENOMEM;
+    if (data) {
+        data->keys[0] = "Labels";
+        data->items[0] = labels_map(a, d->labels->l, d->labels->n, false);
+        data->keys[1] = "ExternalLabels";
+        data->items[1] = labels_map(a, d->ext, d->next, false);
+        data->keys[2] = "Value";
+        data->items[2] = gt_num(a, d->value);
+        gt_map_sort(data);
+        size_t mark = buf_used(out);
+        r = data->items[0] && data->items[1] && data->items[2]
+                ? gt_exec(t->set, "__alert", data, a, out, err, sizeof(err)) : -ENOMEM;
+        if (r) {
+            out->len = out->off + mark;
+            buf_printf(out, "<error expanding template: %s>", r == -ENOMEM ? "out of memory" : err);
         }
-        struct buf cur = BUF_INIT;
-        double num = 0;
-        bool isnum = false, have = false;
-        for (int c = 0; c < n->ncmds; c++) {
-            const struct t_cmd *cmd = &n->cmds[c];
-            struct buf nx = BUF_INIT;
-            double nnum = 0;
-            bool nisnum = false;
-            if (!cmd->fn) {
-                operand(&cmd->args[0], d, &nx, &nnum, &nisnum);
-            } else if (!strcmp(cmd->fn, "printf")) {
-                const char *fmt = cmd->nargs && cmd->args[0].kind == O_STR ? cmd->args[0].s : "";
-                go_printf(&nx, fmt, cmd->args + 1, cmd->nargs - 1, d, cur.data ? cur.data : "", num,
-                          isnum, have);
-            } else {
-                /* the argument: the given operand, else what was piped in */
-                double v = num;
-                bool vnum = isnum;
-                struct buf sv = BUF_INIT;
-                if (cmd->nargs)
-                    operand(&cmd->args[0], d, &sv, &v, &vnum);
-                else if (cur.data)
-                    buf_puts(&sv, cur.data);
-                if (!strncmp(cmd->fn, "humanize", 8)) {
-                    if (!vnum)
-                        v = sv.data ? strtod(sv.data, NULL) : 0;
-                    humanize(&nx, cmd->fn, v);
-                } else {
-                    struct buf str = BUF_INIT;
-                    if (vnum)
-                        go_float(&str, v);
-                    else if (sv.data)
-                        buf_puts(&str, sv.data);
-                    bool start = true;
-                    for (size_t k = 0; str.data && k < buf_used(&str); k++) {
-                        char ch = str.data[k];
-                        if (!strcmp(cmd->fn, "toUpper"))
-                            ch = (char)toupper((unsigned char)ch);
-                        else if (!strcmp(cmd->fn, "toLower"))
-                            ch = (char)tolower((unsigned char)ch);
-                        else if (start && isalpha((unsigned char)ch))
-                            ch = (char)toupper((unsigned char)ch);
-                        start = !isalnum((unsigned char)ch);
-                        buf_putc(&nx, ch);
-                    }
-                    buf_free(&str);
-                }
-                buf_free(&sv);
-            }
-            buf_free(&cur);
-            cur = nx;
-            num = nnum;
-            isnum = nisnum;
-            have = true;
-        }
-        if (isnum)
-            go_float(out, num);
-        else if (cur.data)
-            buf_puts(out, cur.data);
-        buf_free(&cur);
     }
+    gt_arena_free(&a);
 }
 
 /* ---- configuration ---- */

@@ -34,6 +34,13 @@ RULES = """groups:
         annotations:
           summary: "{{ $labels.instance }} of {{ $labels.job }} is up, value {{ $value }}"
           detail: "{{ 0.25 | humanizePercentage }} {{ humanize 1234567 }} {{ 90 | humanizeDuration }}"
+          logic: >-
+            {{ if gt $value 0.5 }}high{{ else }}low{{ end }}
+            {{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}
+            {{ printf "%.2f|%5s|%d" $value "x" 3 }} {{ $labels.instance | stripPort }}
+            {{ reReplaceAll "(.*):(.*)" "$2" $labels.instance }} {{ title "ab cd" }}
+            {{ with $labels.nothing }}{{ . }}{{ else }}none{{ end }} {{ len $labels }}
+            {{ if match "^app" $labels.job }}matched{{ end }} {{ toUpper $labels.job }}
 """
 
 
@@ -211,12 +218,16 @@ BAD_RULES = {
     "unknown key": "groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    bogus: 1\n",
     "missing expr": "groups:\n- name: a\n  rules:\n  - alert: x\n",
     "bad label name": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    labels: {'bad-label': v}\n",
+    "unclosed if": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    annotations: {s: '{{ if $value }}x'}\n",
+    "unknown function": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    annotations: {s: '{{ nofunc 1 }}'}\n",
 }
 GOOD_RULES = {
     "empty": "groups: []\n",
     "full": RULES,
     "limit and interval": "groups:\n- name: a\n  interval: 30s\n  limit: 10\n  rules:\n  - alert: x\n    expr: up == 0\n    for: 1m\n",
     "keep_firing_for": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up == 0\n    keep_firing_for: 5m\n",
+    "templates": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up == 0\n    annotations:\n"
+                 "      s: '{{ range $k, $v := $labels }}{{ $k }}{{ end }}{{ with $value }}{{ . | humanize }}{{ end }}'\n",
 }
 
 
