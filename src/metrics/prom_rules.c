@@ -275,6 +275,253 @@ static struct gt_value *f_safe(struct gt_arena *a, struct gt_value **v, size_t n
     return r;
 }
 
+/* What `query` runs against: set around each evaluation's template runs (the role
+ * has one thread). */
+static struct {
+    const struct prom_svc *ps;
+    int64_t ts;
+} tctx;
+
+enum { TAG_SAMPLES = 1 };
+
+static struct gt_value *sample_value(struct gt_arena *a, const struct tsdb_labels *l, double v)
+{
+    struct gt_value *m = gt_map(a, 2, 0);
+    if (!m)
+        return NULL;
+    m->keys[0] = "Labels";
+    struct gt_value *lm = gt_map(a, l->n, 0);
+    if (!lm)
+        return NULL;
+    lm->missing_empty = true;
+    for (uint16_t i = 0; i < l->n; i++) {
+        lm->keys[i] = gt_strdup(a, l->l[i].name, strlen(l->l[i].name));
+        lm->items[i] = gt_str(a, l->l[i].value);
+    }
+    m->items[0] = lm;
+    m->keys[1] = "Value";
+    m->items[1] = gt_num(a, v);
+    return m;
+}
+
+/* query "expr": an instant query at the rule's evaluation time; the result is a
+ * list of samples (.Labels, .Value), a scalar as one sample without labels. */
+static struct gt_value *f_query(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen)
+{
+    if (n != 1 || v[0]->k != GT_STR) {
+        snprintf(err, errlen, "query wants one string");
+        return NULL;
+    }
+    if (!tctx.ps) {
+        snprintf(err, errlen, "query is not available here");
+        return NULL;
+    }
+    struct promql_node *q = promql_parse(v[0]->s, err, errlen);
+    if (!q)
+        return NULL;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const struct prom_conf *pc = tctx.ps->conf;
+    struct promql_opts o = {
+        .lookback_ms = (int64_t)pc->lookback_ms,
+        .max_samples = pc->query_max_samples,
+        .deadline_ns = (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec + (int64_t)pc->query_timeout_ms * 1000000,
+    };
+    struct promql_result res;
+    int r = promql_eval(&tctx.ps->db, q, tctx.ts, tctx.ts, 0, &o, &res, err, errlen);
+    promql_free(q);
+    if (r)
+        return NULL;
+    struct gt_value *out = NULL;
+    if (res.type == PROMQL_SCALAR) {
+        out = gt_list(a, 1, TAG_SAMPLES);
+        struct tsdb_labels none = { 0, NULL };
+        if (out)
+            out->items[0] = sample_value(a, &none, res.scalar);
+    } else if (res.type == PROMQL_VECTOR) {
+        out = gt_list(a, res.ns, TAG_SAMPLES);
+        for (size_t i = 0; out && i < res.ns; i++)
+            out->items[i] = sample_value(a, &res.s[i].labels, res.s[i].v[0]);
+    } else {
+        snprintf(err, errlen, "query must return a vector or a scalar");
+    }
+    promql_result_free(&res);
+    return out;
+}
+
+static struct gt_value *f_first(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen)
+{
+    (void)a;
+    if (n != 1 || v[0]->k != GT_LIST) {
+        snprintf(err, errlen, "first wants a query result");
+        return NULL;
+    }
+    if (!v[0]->n) {
+        snprintf(err, errlen, "first() called on vector with no elements");
+        return NULL;
+    }
+    return v[0]->items[0];
+}
+
+static struct gt_value *f_label(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen)
+{
+    if (n != 2 || v[0]->k != GT_STR || v[1]->k != GT_MAP) {
+        snprintf(err, errlen, "label wants a name and a sample");
+        return NULL;
+    }
+    struct gt_value *l = gt_map_get(gt_map_get(v[1], "Labels"), v[0]->s);
+    return l ? l : gt_str(a, "");
+}
+
+static struct gt_value *f_value(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen)
+{
+    (void)a;
+    struct gt_value *x = n == 1 && v[0]->k == GT_MAP ? gt_map_get(v[0], "Value") : NULL;
+    if (!x)
+        snprintf(err, errlen, "value wants a sample");
+    return x;
+}
+
+static struct gt_value *f_strvalue(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                   size_t errlen)
+{
+    if (n != 1 || v[0]->k != GT_MAP) {
+        snprintf(err, errlen, "strvalue wants a sample");
+        return NULL;
+    }
+    struct gt_value *l = gt_map_get(gt_map_get(v[0], "Labels"), "__value__");
+    return l ? l : gt_str(a, "");
+}
+
+static const char *sort_label;
+
+static int cmp_by_label(const void *pa, const void *pb)
+{
+    const struct gt_value *a = gt_map_get(gt_map_get(*(struct gt_value *const *)pa, "Labels"), sort_label);
+    const struct gt_value *b = gt_map_get(gt_map_get(*(struct gt_value *const *)pb, "Labels"), sort_label);
+    return strcmp(a ? a->s : "", b ? b->s : "");
+}
+
+static struct gt_value *f_sort_by_label(struct gt_arena *a, struct gt_value **v, size_t n,
+                                        char *err, size_t errlen)
+{
+    if (n != 2 || v[0]->k != GT_STR || v[1]->k != GT_LIST) {
+        snprintf(err, errlen, "sortByLabel wants a label name and a query result");
+        return NULL;
+    }
+    struct gt_value *out = gt_list(a, v[1]->n, v[1]->tag);
+    if (!out)
+        return NULL;
+    memcpy(out->items, v[1]->items, v[1]->n * sizeof(*out->items));
+    sort_label = v[0]->s;
+    qsort(out->items, out->n, sizeof(*out->items), cmp_by_label);
+    return out;
+}
+
+static struct gt_value *f_args(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                               size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    struct gt_value *m = gt_map(a, n, 0);
+    for (size_t i = 0; m && i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "arg%zu", i);
+        m->keys[i] = gt_strdup(a, k, strlen(k));
+        m->items[i] = v[i];
+    }
+    if (m)
+        gt_map_sort(m);
+    return m;
+}
+
+static void self_url(struct buf *b)
+{
+    char self[NET_ADDRSTRLEN];
+    if (tctx.ps)
+        net_addr_format(&tctx.ps->conf->listen[0], self, sizeof(self));
+    else
+        snprintf(self, sizeof(self), "localhost:9090");
+    buf_printf(b, "http://%s", self);
+}
+
+static struct gt_value *link_fn(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen, int tab)
+{
+    if (n != 1 || v[0]->k != GT_STR) {
+        snprintf(err, errlen, "wants one expression");
+        return NULL;
+    }
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "/graph?g0.expr=");
+    for (const char *c = v[0]->s; *c; c++) {
+        if (isalnum((unsigned char)*c) || strchr("-_.~", *c))
+            buf_putc(&b, *c);
+        else if (*c == ' ')
+            buf_putc(&b, '+');
+        else
+            buf_printf(&b, "%%%02X", (unsigned char)*c);
+    }
+    buf_printf(&b, "&g0.tab=%d", tab);
+    buf_putc(&b, 0);
+    struct gt_value *r = gt_str(a, buf_head(&b));
+    buf_free(&b);
+    return r;
+}
+
+static struct gt_value *f_graph_link(struct gt_arena *a, struct gt_value **v, size_t n, char *e,
+                                     size_t l)
+{
+    return link_fn(a, v, n, e, l, 0);
+}
+
+static struct gt_value *f_table_link(struct gt_arena *a, struct gt_value **v, size_t n, char *e,
+                                     size_t l)
+{
+    return link_fn(a, v, n, e, l, 1);
+}
+
+static struct gt_value *f_external_url(struct gt_arena *a, struct gt_value **v, size_t n, char *e,
+                                       size_t l)
+{
+    (void)v;
+    (void)n;
+    (void)e;
+    (void)l;
+    struct buf b = BUF_INIT;
+    self_url(&b);
+    buf_putc(&b, 0);
+    struct gt_value *r = gt_str(a, buf_head(&b));
+    buf_free(&b);
+    return r;
+}
+
+static struct gt_value *f_path_prefix(struct gt_arena *a, struct gt_value **v, size_t n, char *e,
+                                      size_t l)
+{
+    (void)v;
+    (void)n;
+    (void)e;
+    (void)l;
+    return gt_str(a, "");
+}
+
+static struct gt_value *f_parse_duration(struct gt_arena *a, struct gt_value **v, size_t n,
+                                         char *err, size_t errlen)
+{
+    uint64_t ms;
+    if (n != 1 || v[0]->k != GT_STR || cfg_parse_duration(v[0]->s, &ms)) {
+        snprintf(err, errlen, "not a valid duration string: \"%s\"",
+                 n == 1 && v[0]->k == GT_STR ? v[0]->s : "");
+        return NULL;
+    }
+    return gt_num(a, (double)ms / 1000);
+}
+
 static struct prom_tmpl *tmpl_compile(const char *src, char *err, size_t errlen)
 {
     struct prom_tmpl *t = calloc(1, sizeof(*t));
@@ -288,7 +535,12 @@ static struct prom_tmpl *tmpl_compile(const char *src, char *err, size_t errlen)
         { "humanizePercentage", f_humanize_pct }, { "humanizeDuration", f_humanize_dur },
         { "humanizeTimestamp", f_humanize_ts }, { "toUpper", f_upper }, { "toLower", f_lower },
         { "title", f_title }, { "stripPort", f_strip_port }, { "match", f_match },
-        { "reReplaceAll", f_replace }, { "safeHtml", f_safe },
+        { "reReplaceAll", f_replace }, { "safeHtml", f_safe }, { "query", f_query },
+        { "first", f_first }, { "label", f_label }, { "value", f_value },
+        { "strvalue", f_strvalue }, { "sortByLabel", f_sort_by_label }, { "args", f_args },
+        { "graphLink", f_graph_link }, { "tableLink", f_table_link },
+        { "externalURL", f_external_url }, { "pathPrefix", f_path_prefix },
+        { "parseDuration", f_parse_duration },
     };
     for (size_t i = 0; i < ARRAY_SIZE(fns); i++)
         if (gt_set_func(t->set, fns[i].name, fns[i].fn)) {
@@ -945,6 +1197,8 @@ static bool restore_for_state(struct prom_svc *ps, const struct tsdb_labels *l, 
 static void eval_alerting(struct prom_group_rt *gr, struct rule_rt *rr, const struct promql_result *res,
                           int64_t ts)
 {
+    tctx.ps = gr->ps;
+    tctx.ts = ts;
     const struct prom_rule *r = rr->r;
     struct prom_svc *ps = gr->ps;
     for (size_t i = 0; i < rr->nalerts; i++)

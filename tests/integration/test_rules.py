@@ -41,6 +41,11 @@ RULES = """groups:
             {{ reReplaceAll "(.*):(.*)" "$2" $labels.instance }} {{ title "ab cd" }}
             {{ with $labels.nothing }}{{ . }}{{ else }}none{{ end }} {{ len $labels }}
             {{ if match "^app" $labels.job }}matched{{ end }} {{ toUpper $labels.job }}
+          queried: >-
+            {{ with query "sum(up{job='app'})" }}{{ . | first | value }}{{ end }}
+            {{ range query "up{job='app'}" }}{{ .Labels.job }}={{ .Value }}{{ end }}
+            {{ graphLink "rate(x[5m])" }} {{ tableLink "up" }} {{ parseDuration "1m30s" }}
+            {{ with query "up{job='app'}" }}{{ . | first | label "job" }}{{ end }}
 """
 
 
@@ -226,6 +231,8 @@ GOOD_RULES = {
     "full": RULES,
     "limit and interval": "groups:\n- name: a\n  interval: 30s\n  limit: 10\n  rules:\n  - alert: x\n    expr: up == 0\n    for: 1m\n",
     "keep_firing_for": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up == 0\n    keep_firing_for: 5m\n",
+    "query in a template": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up == 0\n    annotations:\n"
+                           "      s: '{{ with query \"up\" }}{{ . | first | value | humanize }}{{ end }}'\n",
     "templates": "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up == 0\n    annotations:\n"
                  "      s: '{{ range $k, $v := $labels }}{{ $k }}{{ end }}{{ with $value }}{{ . | humanize }}{{ end }}'\n",
 }
