@@ -97,6 +97,8 @@ struct prom_conf {
     size_t ngroups;
     struct prom_am *ams;
     size_t nams;
+    struct prom_relabel *alert_relabel;    /* alerting.alert_relabel_configs */
+    size_t nalert_relabel;
     bool generated;             /* scrape configs made from the stack's services */
     bool have_resolver;         /* resolver: the DNS server dns_sd_configs asks */
     struct net_addr resolver;

@@ -649,6 +649,7 @@ void prom__rules_free_conf(struct prom_conf *pc)
     }
     free(pc->groups);
     free(pc->ams);
+    prom_relabel_free(pc->alert_relabel, pc->nalert_relabel);
 }
 
 static bool metric_name_ok(const char *s)
@@ -849,8 +850,11 @@ static int parse_alerting(struct cfg *c, const cfg_node *n, const char *path, st
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
     int bad = 0;
-    if (v[1])
-        bad = cfg_error(c, v[1], path, "alert_relabel_configs is not supported by cairn yet");
+    if (v[1]) {
+        char rp[300];
+        CFG_PATH(rp, "%s.alert_relabel_configs", path);
+        bad |= prom_relabel_parse(c, v[1], rp, &pc->alert_relabel, &pc->nalert_relabel);
+    }
     size_t na = v[0] ? cfg_len(v[0]) : 0;
     for (size_t i = 0; i < na; i++) {
         char p[300];
@@ -1381,9 +1385,6 @@ static void send_alerts(struct prom_group_rt *gr, int64_t ts)
             if (!due)
                 continue;
             a->last_sent = ts;
-            if (n++)
-                buf_putc(&b, ',');
-            buf_puts(&b, "{\"labels\":{");
             struct tsdb_label p[TSDB_MAX_LABELS + 64];
             size_t np = 0;
             for (uint16_t k = 0; k < a->labels.n; k++)
@@ -1395,12 +1396,36 @@ static void send_alerts(struct prom_group_rt *gr, int64_t ts)
                 if (!has)
                     p[np++] = pc->external_labels[k];
             }
+            /* alert_relabel_configs see the labels with the external ones, as in Prometheus */
+            struct prom_lset *rl = NULL;
+            if (pc->nalert_relabel) {
+                rl = calloc(1, sizeof(*rl));
+                if (!rl)
+                    continue;
+                for (size_t k = 0; k < np; k++)
+                    prom_lset_set(rl, p[k].name, p[k].value);
+                if (!prom_relabel_apply(pc->alert_relabel, pc->nalert_relabel, rl) || rl->n == 0) {
+                    prom_lset_clear(rl);
+                    free(rl);
+                    continue;       /* dropped: not sent */
+                }
+                np = 0;
+                for (size_t k = 0; k < rl->n && np < ARRAY_SIZE(p); k++)
+                    p[np++] = rl->l[k];
+            }
+            if (n++)
+                buf_putc(&b, ',');
+            buf_puts(&b, "{\"labels\":{");
             for (size_t k = 0; k < np; k++) {
                 if (k)
                     buf_putc(&b, ',');
                 buf_json_str(&b, p[k].name);
                 buf_putc(&b, ':');
                 buf_json_str(&b, p[k].value);
+            }
+            if (rl) {
+                prom_lset_clear(rl);
+                free(rl);
             }
             buf_puts(&b, "},\"annotations\":{");
             for (size_t k = 0; k < a->nann; k++) {

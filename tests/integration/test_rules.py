@@ -83,6 +83,10 @@ def prom_yml(app_port, sink_port):
 rule_files: [rules.yml]
 alerting:
   alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{sink_port}"]}}]}}]
+  alert_relabel_configs:
+    - {{source_labels: [alertname, severity], separator: "/", regex: "AppUp/(.*)", target_label: relabeled,
+        replacement: "sev-$1"}}
+    - {{source_labels: [alertname], regex: "Never.*", action: drop}}
 scrape_configs:
   - job_name: app
     static_configs: [{{targets: ["127.0.0.1:{app_port}"]}}]
@@ -172,6 +176,7 @@ def test_rules_like_prometheus(setup):
         assert set(a) >= {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}, a
         got[w] = (a["labels"], a["annotations"])
     assert got["cairn"] == got["prometheus"], got
+    assert got["cairn"][0]["relabeled"] == "sev-page"     # alert_relabel_configs
 
     # /api/v1/rules has Prometheus's shape
     shapes = {}
