@@ -256,7 +256,7 @@ static void h_format_query(struct httpd_req *r, const struct prom_form *f)
         return;
     }
     struct buf t = BUF_INIT, b = BUF_INIT;
-    promql_format(n, &t);
+    promql_pretty(n, 0, &t);
     buf_putc(&t, 0);
     promql_free(n);
     buf_puts(&b, "{\"status\":\"success\",\"data\":");

@@ -85,6 +85,9 @@ struct promql_node *promql_parse(const char *q, char *err, size_t errlen);
 void promql_free(struct promql_node *n);
 /* Appends the canonical text of a tree (Prometheus's String()). */
 void promql_format(const struct promql_node *n, struct buf *b);
+/* Appends it as Prometheus's format_query does (parser.Prettify): nodes longer
+ * than 100 characters split over indented lines. */
+void promql_pretty(const struct promql_node *n, int level, struct buf *b);
 const char *promql_type_name(enum promql_type t);
 
 /* ---- evaluation ---- */

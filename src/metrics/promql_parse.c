@@ -1538,6 +1538,131 @@ void promql_format(const struct promql_node *n, struct buf *b)
     }
 }
 
+/* ---- Prometheus's prettifier (format_query): a node whose one-line text is longer
+ * than 100 characters is split over lines, two spaces of indent per level ---- */
+
+#define PRETTY_MAX 100
+
+static bool needs_split(const struct promql_node *n)
+{
+    struct buf t = BUF_INIT;
+    promql_format(n, &t);
+    bool r = buf_used(&t) > PRETTY_MAX;
+    buf_free(&t);
+    return r;
+}
+
+static void indent(struct buf *b, int level)
+{
+    for (int i = 0; i < level; i++)
+        buf_puts(b, "  ");
+}
+
+void promql_pretty(const struct promql_node *n, int level, struct buf *b)
+{
+    bool split = needs_split(n);
+    switch (n->kind) {
+    case PQ_AGG:
+        indent(b, level);
+        if (!split)
+            break;
+        buf_puts(b, agg_names[n->agg]);
+        if (n->without || n->nlabels) {
+            buf_puts(b, n->without ? " without " : " by ");
+            fmt_labels(b, n->labels, n->nlabels);
+            buf_putc(b, ' ');
+        }
+        buf_puts(b, "(\n");
+        if (n->nkids > 1) {
+            promql_pretty(n->kids[1], level + 1, b);
+            buf_puts(b, ",\n");
+        }
+        promql_pretty(n->kids[0], level + 1, b);
+        buf_putc(b, '\n');
+        indent(b, level);
+        buf_putc(b, ')');
+        return;
+    case PQ_BIN:
+        if (!split) {
+            indent(b, level);
+            break;
+        }
+        promql_pretty(n->kids[0], level + 1, b);
+        buf_putc(b, '\n');
+        indent(b, level);
+        buf_puts(b, op_names[n->op]);
+        if (n->bool_mod)
+            buf_puts(b, " bool");
+        if (n->matching) {
+            buf_puts(b, n->on ? " on " : " ignoring ");
+            fmt_labels(b, n->labels, n->nlabels);
+            if (n->card) {
+                buf_puts(b, n->card == 1 ? " group_left " : " group_right ");
+                fmt_labels(b, n->include, n->ninclude);
+            }
+        }
+        buf_putc(b, '\n');
+        promql_pretty(n->kids[1], level + 1, b);
+        return;
+    case PQ_CALL:
+        indent(b, level);
+        if (!split || !n->nkids)
+            break;
+        buf_printf(b, "%s(\n", n->func->name);
+        for (size_t i = 0; i < n->nkids; i++) {
+            if (i)
+                buf_puts(b, ",\n");
+            promql_pretty(n->kids[i], level + 1, b);
+        }
+        buf_putc(b, '\n');
+        indent(b, level);
+        buf_putc(b, ')');
+        return;
+    case PQ_PAREN:
+        indent(b, level);
+        if (!split)
+            break;
+        buf_puts(b, "(\n");
+        promql_pretty(n->kids[0], level + 1, b);
+        buf_putc(b, '\n');
+        indent(b, level);
+        buf_putc(b, ')');
+        return;
+    case PQ_SUBQ:
+        if (!split)
+            break;              /* Prometheus prints an unsplit subquery without indent */
+        promql_pretty(n->kids[0], level, b);
+        buf_putc(b, '[');
+        fmt_duration(b, n->range);
+        buf_putc(b, ':');
+        if (n->step)
+            fmt_duration(b, n->step);
+        buf_putc(b, ']');
+        fmt_at_offset(n, b);
+        return;
+    case PQ_NEG: {
+        struct buf c = BUF_INIT;
+        promql_pretty(n->kids[0], level, &c);
+        buf_putc(&c, 0);
+        const char *p = buf_head(&c);
+        while (*p == ' ' || *p == '\n' || *p == '\t')
+            p++;
+        size_t l = strlen(p);
+        while (l && (p[l - 1] == ' ' || p[l - 1] == '\n' || p[l - 1] == '\t'))
+            l--;
+        indent(b, level);
+        buf_putc(b, '-');
+        buf_append(b, p, l);
+        buf_free(&c);
+        return;
+    }
+    default:
+        indent(b, level);
+        break;
+    }
+    promql_format(n, b);
+}
+
 static void format_float(char *out, size_t outlen, double v, char mode)
 {
     struct buf b = BUF_INIT;

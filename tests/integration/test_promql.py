@@ -219,7 +219,13 @@ def test_format_query_same_as_prometheus(both):
     ref, cand, _ = both
     for q in ['sum  by(job)(rate(req_total{job="api",instance=~"i.*"}[5m] offset 1m))',
               "a + on(x) group_left(y) b", "-1 ^ 2", "x[5m:] @ start()", "topk(3, x) > bool 0.5",
-              'label_replace(x, "a", "$1", "b", "(.*)")', "1e6 + 0x10 + .5", "x unless ignoring(a) y"]:
+              'label_replace(x, "a", "$1", "b", "(.*)")', "1e6 + 0x10 + .5", "x unless ignoring(a) y",
+              # long ones are split over lines (Prometheus's prettifier)
+              'sum by (job, instance) (rate(http_requests_total{job="api-server",handler=~"/api/v1/.*",code=~"5.."}[5m])) '
+              '/ on (job, instance) group_left (owner) sum by (job, instance) (rate(http_requests_total{job="api-server"}[5m]))',
+              'histogram_quantile(0.99, sum without (pod, container, namespace) (rate(request_duration_seconds_bucket{service="checkout"}[5m])))',
+              'topk(5, -(avg_over_time(some_really_long_metric_name_for_testing{label_one="value_one",label_two="value_two"}[1h:5m] offset 1d)))',
+              '(max by (cluster) (node_memory_MemTotal_bytes{cluster=~"prod-.*"}) - max by (cluster) (node_memory_MemAvailable_bytes{cluster=~"prod-.*"})) > bool 1e9']:
         a = requests.get(f"{ref.url}/api/v1/format_query", params={"query": q}).json()
         b = requests.get(f"{cand.url}/api/v1/format_query", params={"query": q}).json()
         assert a == b, (q, a, b)
