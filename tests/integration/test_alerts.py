@@ -764,3 +764,43 @@ receivers:
         r = subprocess.run([AMTOOL, "check-config", str(tmp_path / "am.yml")], capture_output=True, text=True, timeout=20)
         assert r.returncode == 0
         assert c.returncode == 2 and msg in c.stderr and "am.yml:" in c.stderr, c.stderr
+
+
+def test_cairn_metrics_rules_to_cairn_alerts(start, tmp_path):
+    """The whole cairn path: a rule in the metrics role fires, the alerts role groups it
+    and a webhook gets Alertmanager's payload with the rendered annotation."""
+    hook = Sink()
+    try:
+        am_port, mport = free_port(), free_port()
+        (tmp_path / "alertmanager.yml").write_text(HOOK_YML.format(gw="500ms", gi="1s", ri="1h", url=hook.url))
+        (tmp_path / "rules.yml").write_text("""groups:
+  - name: g
+    interval: 1s
+    rules:
+      - alert: AlwaysOn
+        expr: vector(42)
+        labels: {severity: info}
+        annotations: {summary: "{{ if gt $value 40.0 }}high {{ $value }}{{ end }}"}
+""")
+        (tmp_path / "prometheus.yml").write_text(f"""global: {{evaluation_interval: 1s}}
+rule_files: [rules.yml]
+alerting:
+  alertmanagers: [{{static_configs: [{{targets: ["127.0.0.1:{am_port}"]}}]}}]
+scrape_configs: []
+""")
+        stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  alerts: {{role: alerts, listen: ["127.0.0.1:{am_port}"], alertmanager: alertmanager.yml}}
+  metrics: {{role: metrics, listen: ["127.0.0.1:{mport}"], prometheus: prometheus.yml}}
+""")
+        up = start(["up", "-c", stack], name="up")
+        wait_for(lambda: hook.got, timeout=20, what="the webhook")
+        b = hook.got[0][1]
+        assert b["receiver"] == "hook" and b["groupLabels"] == {"alertname": "AlwaysOn"}
+        a = b["alerts"][0]
+        assert a["labels"]["severity"] == "info" and a["annotations"]["summary"] == "high 42"
+        assert a["generatorURL"].startswith(f"http://127.0.0.1:{mport}/graph")
+        assert up.p.poll() is None
+    finally:
+        hook.close()
