@@ -4,6 +4,7 @@
  *   prometheus: prometheus.yml      # a file, or the mapping inline; absent: scrape
  *                                   # every service of the stack
  *   retention: 15d
+ *   retention_size: 10GiB           # oldest chunks dropped past this (0 = no limit)
  *   max_series: 1000000             # active series limit (0 = none)
  *   query_timeout: 2m               # a query running longer fails (503, "timeout")
  *   query_max_samples: 50000000     # samples a query may hold at once
@@ -404,8 +405,8 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
 {
     static const char *const keys[] = { "role", "listen", "prometheus", "retention",
                                         "max_series", "query_timeout", "query_max_samples",
-                                        "query_lookback_delta", "resolver", NULL };
-    cfg_node *v[9];
+                                        "query_lookback_delta", "resolver", "retention_size", NULL };
+    cfg_node *v[10];
     char p[256];
     struct prom_conf *pc = calloc(1, sizeof(*pc));
     if (!pc)
@@ -509,6 +510,9 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
         bad = cfg_error(c, v[7], p, "must be more than 0s");
     else if (v[7] && pc->lookback_ms == 0)
         bad = -EINVAL;
+    P(p, "%s.retention_size", path);
+    if (v[9])
+        bad |= cfg_get_size(c, v[9], p, &pc->retention_bytes);
     P(p, "%s.resolver", path);
     if (v[8]) {
         if (cfg_get_addr(c, v[8], p, &pc->resolver))

@@ -85,6 +85,7 @@ struct prom_conf {
     struct net_addr listen[PROM_MAX_LISTEN];
     size_t nlisten;
     uint64_t retention_ms;
+    uint64_t retention_bytes;       /* retention_size; 0 = none */
     uint64_t max_series;
     uint64_t query_timeout_ms, query_max_samples, lookback_ms;
     uint64_t scrape_interval_ms, scrape_timeout_ms, evaluation_interval_ms;

@@ -126,6 +126,10 @@ static void retention_cb(struct loop_timer *t)
 {
     struct prom_svc *ps = t->data;
     tsdb_apply_retention(&ps->db, prom__now_ms());
+    size_t d = tsdb_apply_retention_size(&ps->db, ps->conf->retention_bytes);
+    if (d)
+        log_info("retention by size dropped chunks", "chunks", log_int((long long)d), "limit_bytes",
+                 log_int((long long)ps->conf->retention_bytes));
     loop_timer_start(&ps->loop, t, 60000);
 }
 
@@ -211,6 +215,16 @@ static double db_ooo(void *arg)
     return (double)((struct prom_svc *)arg)->db.st.out_of_order;
 }
 
+static double db_chunk_bytes(void *arg)
+{
+    return (double)tsdb_chunk_bytes_total(&((struct prom_svc *)arg)->db);
+}
+
+static double db_size_drops(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.st.chunks_dropped_for_size;
+}
+
 static double db_snapshots(void *arg)
 {
     return (double)((struct prom_svc *)arg)->db.st.snapshots;
@@ -265,6 +279,11 @@ static int setup_metrics(struct prom_svc *ps)
                      "Samples refused for being older than their series' last sample.", db_ooo, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_wal_bytes_written_total",
                      "Bytes written to the write-ahead log.", db_wal_bytes, ps);
+    metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_head_chunks_bytes",
+                     "Bytes of compressed chunks in the head (what retention_size bounds).",
+                     db_chunk_bytes, ps);
+    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_size_retention_chunks_dropped_total",
+                     "Chunks dropped because the head was over retention_size.", db_size_drops, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_snapshots_total",
                      "Head snapshots written (each deletes the WAL segments it covers).",
                      db_snapshots, ps);

@@ -406,6 +406,76 @@ void tsdb_apply_retention(struct tsdb *db, int64_t now_ms)
     }
 }
 
+struct chunk_ref {
+    int64_t maxt;
+    uint32_t series;
+    uint32_t bytes;
+};
+
+static int cmp_chunk_ref(const void *a, const void *b)
+{
+    const struct chunk_ref *x = a, *y = b;
+    return x->maxt < y->maxt ? -1 : x->maxt > y->maxt;
+}
+
+uint64_t tsdb_chunk_bytes_total(const struct tsdb *db)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < db->nseries; i++) {
+        const struct tsdb_series *s = db->series[i];
+        for (uint32_t k = 0; k < s->nchunks; k++)
+            total += (s->chunks[k].nbits + 7) / 8;
+        total += tsdb_chunk_bytes(&s->head);
+    }
+    return total;
+}
+
+size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes)
+{
+    if (!max_bytes)
+        return 0;
+    uint64_t total = tsdb_chunk_bytes_total(db);
+    if (total <= max_bytes)
+        return 0;
+    /* the oldest sealed chunks go first, whichever series they belong to; a
+     * series' chunks are in time order, so dropping a prefix of each is enough */
+    size_t n = 0;
+    for (size_t i = 0; i < db->nseries; i++)
+        n += db->series[i]->nchunks;
+    struct chunk_ref *refs = malloc((n ? n : 1) * sizeof(*refs));
+    if (!refs)
+        return 0;
+    size_t k = 0;
+    for (size_t i = 0; i < db->nseries; i++) {
+        const struct tsdb_series *s = db->series[i];
+        for (uint32_t c = 0; c < s->nchunks; c++)
+            refs[k++] = (struct chunk_ref){ s->chunks[c].maxt, (uint32_t)i,
+                                            (s->chunks[c].nbits + 7) / 8 };
+    }
+    qsort(refs, n, sizeof(*refs), cmp_chunk_ref);
+    uint32_t *drop = calloc(db->nseries ? db->nseries : 1, sizeof(*drop));
+    size_t dropped = 0;
+    for (size_t i = 0; drop && i < n && total > max_bytes; i++) {
+        drop[refs[i].series]++;
+        total -= refs[i].bytes;
+        dropped++;
+    }
+    for (size_t i = 0; drop && i < db->nseries; i++) {
+        struct tsdb_series *s = db->series[i];
+        uint32_t d = drop[i] < s->nchunks ? drop[i] : s->nchunks;
+        for (uint32_t c = 0; c < d; c++)
+            free(s->chunks[c].b);
+        if (d) {
+            memmove(s->chunks, s->chunks + d, (s->nchunks - d) * sizeof(*s->chunks));
+            s->nchunks -= d;
+        }
+    }
+    db->st.chunks_dropped_for_size += dropped;
+    free(drop);
+    free(refs);
+    return dropped;
+}
+
 /* ---- WAL ---- */
 
 static void wal_record(struct tsdb *db, int type, const void *p, size_t n)

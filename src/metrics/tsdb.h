@@ -57,7 +57,7 @@ struct tsdb_postings;
 
 struct tsdb_stats {
     uint64_t series_created, series_refused, samples_appended, out_of_order, duplicates,
-        wal_bytes, wal_fsyncs, replayed_records, snapshots;
+        wal_bytes, wal_fsyncs, replayed_records, snapshots, chunks_dropped_for_size;
 };
 
 struct tsdb {
@@ -111,6 +111,11 @@ int tsdb_commit(struct tsdb *db, bool sync);
  * next open loads it instead of replaying them (a graceful stop takes one; so
  * does the service when the WAL has grown past a bound). */
 int tsdb_snapshot(struct tsdb *db);
+/* Bytes of compressed chunks in the head. */
+uint64_t tsdb_chunk_bytes_total(const struct tsdb *db);
+/* Retention by size: drops the oldest sealed chunks (across series, by end time)
+ * until the chunks take at most max_bytes (0: no limit); returns how many. */
+size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes);
 /* Drops chunks that ended before now - retention. */
 void tsdb_apply_retention(struct tsdb *db, int64_t now_ms);
 

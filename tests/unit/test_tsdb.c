@@ -208,6 +208,34 @@ TEST(tsdb_snapshot_roundtrip)
     CHECK_INT(system(cmd), 0);
 }
 
+TEST(tsdb_retention_by_size)
+{
+    struct tsdb db;
+    char err[256];
+    CHECK_INT(tsdb_open(&db, NULL, err, sizeof(err)), 0);
+    struct tsdb_series *a = series(&db, "m", "a"), *b = series(&db, "m", "b");
+    /* b starts later: its chunks are the newest */
+    for (int i = 0; i < 1200; i++) {
+        tsdb_append(&db, a, 1000 * i, i * 1.5);
+        tsdb_append(&db, b, 1000 * (i + 600), i * 2.5);
+    }
+    uint64_t total = tsdb_chunk_bytes_total(&db);
+    CHECK(total > 0);
+    CHECK_INT(tsdb_apply_retention_size(&db, total), 0);      /* under the limit: nothing */
+    size_t dropped = tsdb_apply_retention_size(&db, total / 2);
+    CHECK(dropped > 0);
+    CHECK(tsdb_chunk_bytes_total(&db) <= total / 2);
+    /* the oldest went first: a lost more than b, and what is left starts later */
+    CHECK(a->nchunks < b->nchunks);
+    struct tsdb_iter it;
+    tsdb_iter_init(&it, a, 0, INT64_MAX);
+    int64_t t;
+    double v;
+    CHECK(tsdb_iter_next(&it, &t, &v) && t > 0);
+    CHECK(b->has_last && b->last_t == 1000 * (1199 + 600));  /* the open chunk stays */
+    tsdb_close(&db);
+}
+
 struct collected {
     int n;
     char names[8][64];
