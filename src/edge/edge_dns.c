@@ -314,8 +314,9 @@ static void *dns_thread(void *arg)
     return NULL;
 }
 
-/* Sets the jobs from conf (keeping the schedule of unchanged ones). */
-static void set_jobs(struct edge_dns *d, const struct edge_conf *conf)
+/* Sets the jobs from conf (keeping the schedule of unchanged ones; new ones are
+ * resolved at once when due_now, after one interval otherwise). */
+static void set_jobs(struct edge_dns *d, const struct edge_conf *conf, bool due_now)
 {
     struct dns_job jobs[DNS_MAX_JOBS];
     size_t n = 0;
@@ -332,7 +333,7 @@ static void set_jobs(struct edge_dns *d, const struct edge_conf *conf)
         j->interval_ms = be->dns_interval_ms;
         j->have_resolver = be->dns_have_resolver;
         j->resolver = be->dns_resolver;
-        j->next_ms = cairn_now_ms() + j->interval_ms;
+        j->next_ms = cairn_now_ms() + (due_now ? 0 : j->interval_ms);
     }
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < n; i++)
@@ -389,7 +390,7 @@ int edge__dns_init(struct edge *e, struct edge_conf *conf)
                  log_int((long long)a->n));
     }
     edge__dns_apply(e, conf);
-    set_jobs(d, conf);
+    set_jobs(d, conf, false);
     return 0;
 }
 
@@ -404,13 +405,28 @@ int edge__dns_start(struct edge *e)
     return 0;
 }
 
-/* After a reload: the jobs follow the new configuration. */
+/* After a reload: the jobs follow the new configuration. A DNS backend that is new
+ * is resolved at once by the thread (started now if this is the first); until its
+ * answer arrives it has no servers (503), then a new generation takes them. */
 void edge__dns_update(struct edge *e, const struct edge_conf *conf)
 {
+    if (!e->dns && has_dns(conf)) {
+        struct edge_dns *d = calloc(1, sizeof(*d));
+        if (!d) {
+            log_error("out of memory: DNS backends added by the reload are not resolved");
+            return;
+        }
+        d->e = e;
+        pthread_mutex_init(&d->lock, NULL);
+        pthread_cond_init(&d->cond, NULL);
+        e->dns = d;
+        set_jobs(d, conf, true);
+        if (edge__dns_start(e))
+            log_error("cannot start the DNS resolver thread");
+        return;
+    }
     if (e->dns)
-        set_jobs(e->dns, conf);
-    else if (has_dns(conf))
-        log_warn("DNS backends added by a reload start resolving at the next restart");
+        set_jobs(e->dns, conf, true);
 }
 
 void edge__dns_stop(struct edge *e)

@@ -824,6 +824,36 @@ def test_backends_from_dns(start, tmp_path, apps):
         dns.close()
 
 
+def test_dns_backend_added_by_reload(start, tmp_path, apps):
+    """A reload that brings the first DNS backend starts resolving it at once."""
+    ports, _ = apps
+    dns = TinyDNS()
+    try:
+        dns.records[("late.test.", "A")] = ["127.0.0.1"]
+        base, admin, lb = run_edge(start, tmp_path, f"""\
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: ["127.0.0.1:{ports[0]}"]}}}}
+""")
+        assert requests.get(base + "/api/hello", timeout=5).json()["instance"] == "app-1"
+        path = tmp_path / "edge.yaml"
+        text = path.read_text().replace("    routes: [{path: /, backend: app}]", f"""\
+    routes:
+      - {{path: /late/, backend: late}}
+      - {{path: /, backend: app}}""").replace(
+            f'    backends: {{app: {{servers: ["127.0.0.1:{ports[0]}"]}}}}', f"""\
+    backends:
+      app: {{servers: ["127.0.0.1:{ports[0]}"]}}
+      late:
+        dns: {{name: late.test, type: a, port: {ports[1]}, interval: 300ms, resolver: "127.0.0.1:{dns.port}"}}""")
+        path.write_text(text)
+        lb.signal(signal.SIGHUP)
+        wait_for(lambda: requests.get(base + "/late/x", timeout=5).headers.get("X-Served-By") == "app-2",
+                 timeout=10, what="the DNS backend added by the reload")
+        assert "at the next restart" not in lb.stderr()
+    finally:
+        dns.close()
+
+
 def test_l4_max_conns_per_ip_and_header_limits(start, tmp_path, apps):
     ports, _ = apps
     tcp_port, http_port, admin = free_port(), free_port(), free_port()
