@@ -55,8 +55,9 @@ struct edge_header_ops {
 
 struct edge_route {
     char *host;                     /* NULL: any; "*.example.com": wildcard */
-    char *path;                     /* prefix, or exact when path_exact */
+    char *path;                     /* prefix, or exact when path_exact, or a regex */
     bool path_exact;
+    void *path_re;                  /* pcre2_code of path_regex (fully anchored), or NULL */
     struct edge_kv *headers;        /* all must match (value "*" = present) */
     size_t nheaders;
     char *backend_name;

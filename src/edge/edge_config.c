@@ -4,7 +4,7 @@
  *   admin:    "127.0.0.1:9902"
  *   threads, access_log,
  *   timeouts: {header, idle, body}, limits: {max_body, max_conns, max_conns_per_ip}
- *   routes:   [{host, path | path_exact, headers: {Name: value}, backend, allow, deny,
+ *   routes:   [{host, path | path_exact | path_regex, headers: {Name: value}, backend, allow, deny,
  *               rate_limit: {rps, burst, key: ip | "header:X-Name"}, redirect_https,
  *               request_headers: {set: {..}, remove: [..]}, response_headers: {...}}]
  *   backends: {name: {servers: [addr | {address, weight}], balance, hash: {header|cookie},
@@ -13,6 +13,8 @@
  *               eject: {after, for}, slow_start}}
  */
 #include "edge.h"
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include "http1.h"
 
 #include <errno.h>
@@ -229,8 +231,9 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
 {
     static const char *const keys[] = { "host", "path", "path_exact", "headers", "backend",
                                         "allow", "deny", "rate_limit", "redirect_https",
-                                        "request_headers", "response_headers", "cache", NULL };
-    cfg_node *v[12];
+                                        "request_headers", "response_headers", "cache",
+                                        "path_regex", NULL };
+    cfg_node *v[13];
     char p[256];
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
@@ -245,11 +248,37 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
             bad = cfg_error(c, v[0], p, "a wildcard host must start with \"*.\", got \"%s\"", r->host);
         }
     }
-    if (v[1] && v[2])
-        bad = cfg_error(c, v[2], path, "give either \"path\" (prefix) or \"path_exact\", not both");
+    if ((v[1] != NULL) + (v[2] != NULL) + (v[12] != NULL) > 1)
+        bad = cfg_error(c, v[2] ? v[2] : v[12], path,
+                        "give one of \"path\" (prefix), \"path_exact\" or \"path_regex\"");
     cfg_node *pn = v[1] ? v[1] : v[2];
     P(p, "%s.%s", path, v[1] ? "path" : "path_exact");
-    if (pn) {
+    if (v[12] && !pn) {
+        P(p, "%s.path_regex", path);
+        if (cfg_get_string(c, v[12], p, &r->path) == 0) {
+            /* the whole path must match, as RE2's FullMatch (Envoy's safe_regex) */
+            size_t l = strlen(r->path) + 16;
+            char *pat = malloc(l);
+            int ec;
+            PCRE2_SIZE off;
+            if (pat) {
+                snprintf(pat, l, "^(?:%s)$", r->path);
+                r->path_re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                                           PCRE2_UTF | PCRE2_DOLLAR_ENDONLY,
+                                           &ec, &off, NULL);
+                free(pat);
+                if (!r->path_re) {
+                    PCRE2_UCHAR m[160];
+                    pcre2_get_error_message(ec, m, sizeof(m));
+                    bad = cfg_error(c, v[12], p, "invalid regular expression: %s", (char *)m);
+                } else {
+                    pcre2_jit_compile(r->path_re, PCRE2_JIT_COMPLETE);
+                }
+            }
+        } else {
+            bad = -EINVAL;
+        }
+    } else if (pn) {
         if (cfg_get_string(c, pn, p, &r->path) == 0 && r->path[0] != '/')
             bad = cfg_error(c, pn, p, "expected a path starting with \"/\", got \"%s\"", r->path);
         r->path_exact = v[2] != NULL;
@@ -993,6 +1022,8 @@ void edge__free_conf(void *p)
         struct edge_route *r = &e->routes[i];
         free(r->host);
         free(r->path);
+        if (r->path_re)
+            pcre2_code_free(r->path_re);
         free_kv(r->headers, r->nheaders);
         free(r->backend_name);
         free_cidrs(&r->allow);

@@ -14,6 +14,8 @@
  * Failures count towards passive ejection of the server.
  */
 #include "edge_internal.h"
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include "edge_cache.h"
 #include "log.h"
 #include "trace.h"
@@ -129,10 +131,19 @@ static const struct edge_route *match_route(const struct edge_conf *c, const str
         const struct edge_route *rt = &c->routes[i];
         if (rt->host && !host_matches(rt->host, r->h.host))
             continue;
-        size_t pl = strlen(rt->path);
-        if (rt->path_exact ? !strv_eq_cstr(r->h.path, rt->path)
-                           : !(r->h.path.n >= pl && memcmp(r->h.path.p, rt->path, pl) == 0))
-            continue;
+        if (rt->path_re) {
+            pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+            int m = md ? pcre2_match(rt->path_re, (PCRE2_SPTR)r->h.path.p, r->h.path.n, 0,
+                                     0, md, NULL) : -1;
+            pcre2_match_data_free(md);
+            if (m < 0)
+                continue;
+        } else {
+            size_t pl = strlen(rt->path);
+            if (rt->path_exact ? !strv_eq_cstr(r->h.path, rt->path)
+                               : !(r->h.path.n >= pl && memcmp(r->h.path.p, rt->path, pl) == 0))
+                continue;
+        }
         bool ok = true;
         for (size_t k = 0; k < rt->nheaders && ok; k++) {
             const struct http_header *h = httpd_req_header(r, rt->headers[k].name);

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import free_port, wait_for, write_stack
+from conftest import free_port, run_cairn, wait_for, write_stack
 
 
 class EchoHandler(http.server.BaseHTTPRequestHandler):
@@ -822,6 +822,38 @@ def test_backends_from_dns(start, tmp_path, apps):
                  what="backend emptied")
     finally:
         dns.close()
+
+
+def test_regex_routes(start, tmp_path, apps):
+    ports, _ = apps
+    base, _, _ = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{path_regex: "/v[0-9]+/items/[^/]+", backend: two}}
+      - {{path: /, backend: one}}
+    backends:
+      one: {{servers: ["127.0.0.1:{ports[0]}"]}}
+      two: {{servers: ["127.0.0.1:{ports[1]}"]}}
+""")
+    def served(path):
+        return requests.get(base + path, timeout=5).headers.get("X-Served-By")
+    assert served("/v2/items/abc") == "app-2"
+    assert served("/v10/items/x") == "app-2"
+    assert served("/v2/items/abc/more") == "app-1"     # the whole path must match
+    assert served("/x/v2/items/abc") == "app-1"
+    assert served("/v2/items/") == "app-1"
+    assert served("/v2/items/%ff") == "app-2"          # bytes, not decoded
+    # a bad regex is refused with its position
+    bad = write_stack(tmp_path, """\
+services:
+  lb:
+    role: edge
+    listen: [{address: "127.0.0.1:1"}]
+    admin: "127.0.0.1:2"
+    routes: [{path_regex: "/(x", backend: a}]
+    backends: {a: {servers: ["127.0.0.1:3"]}}
+""", name="bad.yaml")
+    c = run_cairn(["check", "-c", bad])
+    assert c.returncode == 2 and "bad.yaml:6:" in c.stderr and "invalid regular expression" in c.stderr, c.stderr
 
 
 def test_dns_backend_added_by_reload(start, tmp_path, apps):
