@@ -87,6 +87,7 @@ static void ext_done(struct httpd_conn *c)
         rel(arg);
 }
 static int h2_start(struct httpd_conn *c);
+static int h2c_start(struct httpd_conn *c);
 static void h2_io(struct httpd_conn *c);
 static void h2_free(struct httpd_conn *c);
 static void h2_goaway(struct httpd_conn *c);
@@ -106,6 +107,7 @@ void httpd_conf_defaults(struct httpd_conf *conf)
     conf->idle_timeout_ms = 60000;
     conf->max_conns = 10000;
     conf->server = "cairn";
+    conf->h2c = true;
 }
 
 void httpd_worker_init(struct httpd_worker *w, struct loop *loop)
@@ -668,6 +670,16 @@ static int conn_process(struct httpd_conn *c)
         case CS_HEAD: {
             if (buf_used(&c->rbuf) == 0)
                 return 0;
+            if (!c->ssl && c->conf->h2c) {
+                /* HTTP/2 with prior knowledge on a cleartext connection (RFC 9113 3.3) */
+                static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+                size_t n = buf_used(&c->rbuf);
+                if (memcmp(buf_head(&c->rbuf), preface, MIN(n, sizeof(preface) - 1)) == 0) {
+                    if (n < sizeof(preface) - 1)
+                        return 0;
+                    return h2c_start(c);
+                }
+            }
             if (buf_used(&c->wbuf) > WBUF_HIGH || c->ext)
                 return 1;   /* let the client read what it asked for first */
             if (c->timer_kind == T_IDLE || c->timer_kind == T_NONE)
@@ -1484,6 +1496,31 @@ static int h2_start(struct httpd_conn *c)
     c->h2 = hc;
     c->state = CS_H2;
     return 0;
+}
+
+/* Switches a cleartext connection whose read buffer holds the HTTP/2 preface to
+ * HTTP/2: the bytes already read go to nghttp2, then the socket is read on.
+ * Returns conn_process's codes (-1 closed, 1 handled). */
+static int h2c_start(struct httpd_conn *c)
+{
+    if (h2_start(c)) {
+        conn_close(c);
+        return -1;
+    }
+    struct h2_conn *hc = c->h2;
+    hc->in_recv = true;
+    ssize_t r = nghttp2_session_mem_recv(hc->s, (const uint8_t *)buf_head(&c->rbuf),
+                                         buf_used(&c->rbuf));
+    hc->in_recv = false;
+    buf_reset(&c->rbuf);
+    if (c->state == CS_CLOSED)
+        return -1;
+    if (r < 0) {
+        conn_close(c);
+        return -1;
+    }
+    h2_io(c);
+    return c->state == CS_CLOSED ? -1 : 1;
 }
 
 static void h2_free(struct httpd_conn *c)

@@ -14,7 +14,8 @@
  * httpd_req_on_abort() runs so that the handler can drop its pending work.
  *
  * HTTP/2 (RFC 9113, libnghttp2) is spoken on TLS connections whose ALPN chose
- * "h2": each stream becomes a struct httpd_req like an HTTP/1.1 request, with
+ * "h2", and on cleartext connections that open with the HTTP/2 preface (prior
+ * knowledge, RFC 9113 3.3; the HTTP/1.1 Upgrade to h2c is not offered): each stream becomes a struct httpd_req like an HTTP/1.1 request, with
  * the same response calls, so handlers do not see the difference (the pseudo-
  * header :authority is presented as a Host field, and h.minor is 1).
  *
@@ -48,6 +49,7 @@ struct httpd_conf {
     httpd_handler handler;
     void *handler_arg;
     const char *server;             /* Server header, NULL for none */
+    bool h2c;                       /* HTTP/2 with prior knowledge on cleartext (default on) */
     /* Called with handler_arg when a connection on this configuration opens and
      * closes (a role pins its configuration generation, or counts connections per
      * client, with these). on_open returning false closes the connection at once;

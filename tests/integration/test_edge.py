@@ -824,6 +824,24 @@ def test_backends_from_dns(start, tmp_path, apps):
         dns.close()
 
 
+def test_h2c_prior_knowledge(start, tmp_path, apps):
+    """HTTP/2 without TLS, as curl --http2-prior-knowledge and h2load speak it."""
+    ports, _ = apps
+    base, _, _ = run_edge(start, tmp_path, f"""\
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: {servers(ports)}}}}}
+""")
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                        "%{http_version} %{http_code}", base + "/api/hello"], capture_output=True, text=True, timeout=20)
+    assert r.stdout == "2 200", r.stdout + r.stderr
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", base + "/api/hello"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.stdout == "1.1 200", r.stdout + r.stderr       # HTTP/1.1 on the same port
+    r = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "20", base + "/api/hello"],
+                       capture_output=True, text=True, timeout=60)
+    assert "2000 succeeded, 0 failed" in r.stdout and "2000 2xx" in r.stdout, r.stdout
+
+
 def test_regex_routes(start, tmp_path, apps):
     ports, _ = apps
     base, _, _ = run_edge(start, tmp_path, f"""\
