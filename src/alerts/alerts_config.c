@@ -30,6 +30,7 @@
 
 struct globals {
     struct am_conf *ac;             /* for templated fields */
+    struct am_http http;
     uint64_t resolve_timeout_ms;
     char *smtp_from, *smtp_hello, *smtp_smarthost, *smtp_user, *smtp_pass, *smtp_identity,
          *smtp_secret, *slack_api_url;
@@ -38,6 +39,7 @@ struct globals {
 
 static void globals_free(struct globals *g)
 {
+    free(g->http.authorization);
     free(g->smtp_from);
     free(g->smtp_hello);
     free(g->smtp_smarthost);
@@ -79,12 +81,6 @@ static int get_text(struct cfg *c, struct am_conf *ac, const cfg_node *n, const 
     return 0;
 }
 
-static int refuse_unless_empty(struct cfg *c, const cfg_node *n, const char *path, const char *what)
-{
-    if (!n || cfg_is_null(n) || (cfg_is_map(n) && cfg_len(n) == 0))
-        return 0;
-    return cfg_error(c, n, path, "%s is not supported by cairn yet", what);
-}
 
 static int parse_url(struct cfg *c, const cfg_node *n, const char *path, struct am_url *u)
 {
@@ -169,6 +165,147 @@ static int get_secret_or_file(struct cfg *c, const cfg_node *v, const cfg_node *
     return 0;
 }
 
+
+static int get_secret_or_file(struct cfg *c, const cfg_node *v, const cfg_node *file,
+                              const char *path, const char *base_dir, char **out);
+
+/* http_config: basic_auth, authorization (or the older bearer_token), and
+ * tls_config.insecure_skip_verify; follow_redirects and enable_http2 are accepted
+ * (cairn does not follow redirects and speaks HTTP/1.1 to receivers); proxies,
+ * OAuth 2 and client certificates are refused. */
+static int parse_http_config(struct cfg *c, const cfg_node *n, const char *path,
+                             const char *base_dir, struct am_http *h)
+{
+    static const char *const keys[] = { "basic_auth", "authorization", "bearer_token",
+                                        "bearer_token_file", "tls_config", "follow_redirects",
+                                        "enable_http2", "proxy_url", "oauth2", NULL };
+    cfg_node *v[9];
+    char p[340];
+    if (!n || cfg_is_null(n))
+        return 0;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    char *auth = NULL;
+    if (v[0]) {
+        static const char *const bk[] = { "username", "password", "password_file", NULL };
+        cfg_node *bv[3];
+        P(p, "%s.basic_auth", path);
+        char *user = NULL, *pass = NULL;
+        if (cfg_map_fields(c, v[0], p, bk, bv) == 0) {
+            char q[360];
+            P(q, "%s.username", p);
+            if (bv[0])
+                bad |= cfg_get_string(c, bv[0], q, &user);
+            P(q, "%s.password", p);
+            bad |= get_secret_or_file(c, bv[1], bv[2], q, base_dir, &pass);
+            struct buf raw = BUF_INIT;
+            buf_printf(&raw, "%s:%s", user ? user : "", pass ? pass : "");
+            static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            struct buf b = BUF_INIT;
+            buf_puts(&b, "Basic ");
+            const unsigned char *r = (const unsigned char *)(raw.data ? buf_head(&raw) : "");
+            size_t rn = buf_used(&raw);
+            for (size_t i = 0; i < rn; i += 3) {
+                uint32_t x = (uint32_t)r[i] << 16 | (i + 1 < rn ? (uint32_t)r[i + 1] << 8 : 0) |
+                             (i + 2 < rn ? r[i + 2] : 0);
+                buf_putc(&b, tbl[x >> 18 & 63]);
+                buf_putc(&b, tbl[x >> 12 & 63]);
+                buf_putc(&b, i + 1 < rn ? tbl[x >> 6 & 63] : '=');
+                buf_putc(&b, i + 2 < rn ? tbl[x & 63] : '=');
+            }
+            auth = buf_steal(&b);
+            buf_free(&b);
+            buf_free(&raw);
+        } else {
+            bad = -EINVAL;
+        }
+        free(user);
+        free(pass);
+    }
+    if (v[1]) {
+        static const char *const ak[] = { "type", "credentials", "credentials_file", NULL };
+        cfg_node *av[3];
+        P(p, "%s.authorization", path);
+        if (auth)
+            bad = cfg_error(c, v[1], p, "at most one of basic_auth, oauth2, bearer_token & "
+                                        "bearer_token_file, authorization must be configured");
+        else if (cfg_map_fields(c, v[1], p, ak, av) == 0) {
+            char q[360], *type = NULL, *cred = NULL;
+            P(q, "%s.type", p);
+            if (av[0])
+                bad |= cfg_get_string(c, av[0], q, &type);
+            P(q, "%s.credentials", p);
+            bad |= get_secret_or_file(c, av[1], av[2], q, base_dir, &cred);
+            if (type && !strcasecmp(type, "basic"))
+                bad = cfg_error(c, av[0], q, "authorization type cannot be set to \"basic\", use "
+                                             "\"basic_auth\" instead");
+            struct buf b = BUF_INIT;
+            buf_printf(&b, "%s %s", type ? type : "Bearer", cred ? cred : "");
+            auth = buf_steal(&b);
+            buf_free(&b);
+            free(type);
+            free(cred);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    if (v[2] || v[3]) {
+        P(p, "%s.bearer_token", path);
+        char *tok = NULL;
+        if (auth)
+            bad = cfg_error(c, v[2] ? v[2] : v[3], p, "at most one of basic_auth, oauth2, "
+                                                      "bearer_token & bearer_token_file, "
+                                                      "authorization must be configured");
+        else if (get_secret_or_file(c, v[2], v[3], p, base_dir, &tok) == 0 && tok) {
+            struct buf b = BUF_INIT;
+            buf_printf(&b, "Bearer %s", tok);
+            auth = buf_steal(&b);
+            buf_free(&b);
+        }
+        free(tok);
+    }
+    if (v[4] && !cfg_is_null(v[4])) {
+        static const char *const tk[] = { "insecure_skip_verify", "ca_file", "cert_file", "key_file",
+                                          "server_name", "min_version", NULL };
+        cfg_node *tv[6];
+        P(p, "%s.tls_config", path);
+        if (cfg_map_fields(c, v[4], p, tk, tv) == 0) {
+            char q[360];
+            P(q, "%s.insecure_skip_verify", p);
+            if (tv[0])
+                bad |= cfg_get_bool(c, tv[0], q, &h->insecure);
+            for (int i = 1; i < 6; i++)
+                if (tv[i])
+                    bad = cfg_error(c, tv[i], p, "%s is not supported by cairn yet (the system's CAs "
+                                                 "verify receivers, or insecure_skip_verify)", tk[i]);
+        } else {
+            bad = -EINVAL;
+        }
+    }
+    for (int i = 5; i < 7; i++) {
+        bool ignored;
+        P(p, "%s.%s", path, keys[i]);
+        if (v[i])
+            bad |= cfg_get_bool(c, v[i], p, &ignored);
+    }
+    for (int i = 7; i < 9; i++)
+        if (v[i] && !cfg_is_null(v[i])) {
+            P(p, "%s.%s", path, keys[i]);
+            bad = cfg_error(c, v[i], p, "%s is not supported by cairn yet", keys[i]);
+        }
+    free(h->authorization);
+    h->authorization = auth;
+    return bad;
+}
+
+static int copy_http(struct am_http *dst, const struct am_http *src)
+{
+    dst->insecure = src->insecure;
+    dst->authorization = src->authorization ? strdup(src->authorization) : NULL;
+    return src->authorization && !dst->authorization ? -ENOMEM : 0;
+}
+
 static int parse_global(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
                         struct globals *g)
 {
@@ -208,7 +345,7 @@ static int parse_global(struct cfg *c, const cfg_node *n, const char *path, cons
     P(p, "%s.slack_api_url", path);
     bad |= get_secret_or_file(c, v[10], v[11], p, base_dir, &g->slack_api_url);
     P(p, "%s.http_config", path);
-    bad |= refuse_unless_empty(c, v[12], p, "http_config");
+    bad |= parse_http_config(c, v[12], p, base_dir, &g->http);
     return bad ? -EINVAL : 0;
 }
 
@@ -217,7 +354,7 @@ static const char *const unsupported_receivers[] = {
     "wechat_configs", "sns_configs", "telegram_configs", "webex_configs", "discord_configs", NULL };
 
 static int parse_webhook(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
-                         struct am_integration *in)
+                         const struct globals *g, struct am_integration *in)
 {
     static const char *const keys[] = { "url", "url_file", "send_resolved", "max_alerts",
                                         "http_config", NULL };
@@ -258,7 +395,10 @@ static int parse_webhook(struct cfg *c, const cfg_node *n, const char *path, con
             bad = -EINVAL;
     }
     P(p, "%s.http_config", path);
-    bad |= refuse_unless_empty(c, v[4], p, "http_config");
+    if (v[4])
+        bad |= parse_http_config(c, v[4], p, base_dir, &in->http);
+    else
+        bad |= copy_http(&in->http, &g->http);
     return bad;
 }
 
@@ -458,7 +598,10 @@ static int parse_slack(struct cfg *c, const cfg_node *n, const char *path, const
     if (v[2])
         bad |= cfg_get_bool(c, v[2], p, &in->send_resolved);
     P(p, "%s.http_config", path);
-    bad |= refuse_unless_empty(c, v[3], p, "http_config");
+    if (v[3])
+        bad |= parse_http_config(c, v[3], p, base_dir, &in->http);
+    else
+        bad |= copy_http(&in->http, &g->http);
     char **dst[] = { NULL, NULL, NULL, NULL, &in->channel, &in->username, &in->color, &in->title,
                      &in->title_link, &in->pretext, &in->stext, &in->footer, &in->fallback,
                      &in->icon_emoji, &in->icon_url, NULL };
@@ -479,6 +622,7 @@ static int parse_slack(struct cfg *c, const cfg_node *n, const char *path, const
 
 static void integration_free(struct am_integration *in)
 {
+    free(in->http.authorization);
     free(in->url.text);
     free(in->url.target);
     cfg_free_string_list(in->to, in->nto);
@@ -543,7 +687,7 @@ static int parse_receiver(struct cfg *c, const cfg_node *n, const char *path, co
             P(p, "%s.%s[%zu]", path, keys[k], i);
             const cfg_node *item = cfg_seq_item(c, v[k], i);
             if (k == 1)
-                bad |= parse_webhook(c, item, p, base_dir, in);
+                bad |= parse_webhook(c, item, p, base_dir, g, in);
             else if (k == 2)
                 bad |= parse_email(c, item, p, base_dir, g, in);
             else
@@ -1182,7 +1326,8 @@ int am__parse_alertmanager(struct cfg *c, const cfg_node *root, const char *path
 static char *redact_secrets(const char *text)
 {
     static const char *const keys[] = { "smtp_auth_password", "smtp_auth_secret", "auth_password",
-                                        "auth_secret", "slack_api_url", "api_url", NULL };
+                                        "auth_secret", "slack_api_url", "api_url", "password",
+                                        "credentials", "bearer_token", NULL };
     struct buf b = BUF_INIT;
     const char *p = text;
     while (*p) {

@@ -136,8 +136,14 @@ struct am_url {                     /* a parsed http(s) URL, resolved at load */
     bool tls;
 };
 
+struct am_http {                    /* http_config: what cairn does of it */
+    char *authorization;            /* the Authorization header value, or NULL */
+    bool insecure;                  /* tls_config.insecure_skip_verify */
+};
+
 struct am_integration {
     enum am_integration_kind kind;
+    struct am_http http;
     int idx;                        /* index among the receiver's configs of this kind */
     bool send_resolved;
     /* webhook */
@@ -321,7 +327,9 @@ struct am_svc {
     struct loop loop;
     struct httpd_worker hw;
     struct httpd_conf hconf;
-    struct httpc *hc;
+    struct httpc *hc;               /* https verified against the system's CAs */
+    struct httpc *hc_insecure;      /* for tls_config.insecure_skip_verify */
+    struct tls_ctx *tls, *tls_insecure;
     struct metrics_registry *reg;
     char dir[4096];
     int64_t start_ns;

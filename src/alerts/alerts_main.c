@@ -161,10 +161,20 @@ int alerts_main(const struct service *svc)
         goto out_loop;
     }
     am__state_load(s);
+    /* two clients: https receivers verified against the system's CAs, and those
+     * whose http_config asks for insecure_skip_verify */
+    char terr[256];
+    static const char *const alpn[] = { "http/1.1" };
+    if (tls_client_new(&s->tls, true, NULL, alpn, 1, terr, sizeof(terr)) ||
+        tls_client_new(&s->tls_insecure, false, NULL, alpn, 1, terr, sizeof(terr)))
+        log_warn("TLS client setup failed: https receivers will fail", "error", terr);
     struct httpc_opts ho;
     httpc_opts_defaults(&ho);
+    ho.tls = s->tls;
     s->hc = httpc_new(&s->loop, &ho);
-    if (!s->hc) {
+    ho.tls = s->tls_insecure;
+    s->hc_insecure = httpc_new(&s->loop, &ho);
+    if (!s->hc || !s->hc_insecure) {
         log_error("out of memory");
         goto out_loop;
     }
@@ -199,7 +209,12 @@ out_http:
         loop_run_once(&s->loop, 100);
     httpd_worker_destroy(&s->hw);
     httpc_free(&s->hc);
+    httpc_free(&s->hc_insecure);
 out_loop:
+    httpc_free(&s->hc);
+    httpc_free(&s->hc_insecure);
+    tls_ctx_free(&s->tls);
+    tls_ctx_free(&s->tls_insecure);
     loop_timer_stop(&s->sync_timer);
     if (s->journal_fd >= 0) {
         fdatasync(s->journal_fd);

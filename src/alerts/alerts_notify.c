@@ -924,8 +924,13 @@ static void transmit(struct am_send *sd)
             finish(sd, false, false, "template failed (see the error above)");
             return;
         }
-        static const char *const hdrs[] = { "Content-Type: application/json",
-                                            "User-Agent: Alertmanager/0.25.0 (cairn)", NULL };
+        char authz[1100];
+        const char *hdrs[4] = { "Content-Type: application/json",
+                                "User-Agent: Alertmanager/0.25.0 (cairn)", NULL, NULL };
+        if (in->http.authorization) {
+            snprintf(authz, sizeof(authz), "Authorization: %.1000s", in->http.authorization);
+            hdrs[2] = authz;
+        }
         uint64_t left = sd->f->deadline_ms > loop_now(&s->loop) ? sd->f->deadline_ms - loop_now(&s->loop)
                                                                  : 1000;
         struct httpc_request req = {
@@ -933,7 +938,8 @@ static void transmit(struct am_send *sd)
             .headers = hdrs, .body = buf_head(&body), .body_len = buf_used(&body), .tls = in->url.tls,
             .timeout_ms = (uint32_t)(left < 1000 ? 1000 : left),
         };
-        sd->call = httpc_send(s->hc, &req, http_done, sd);
+        struct httpc *hc = in->url.tls && in->http.insecure ? s->hc_insecure : s->hc;
+        sd->call = hc ? httpc_send(hc, &req, http_done, sd) : NULL;
         buf_free(&body);
         if (!sd->call)
             finish(sd, false, true, "out of memory");

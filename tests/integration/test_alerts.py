@@ -28,14 +28,16 @@ AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 class Sink:
     """An HTTP endpoint that keeps every JSON body POSTed to it, with its arrival time."""
 
-    def __init__(self, status=200):
+    def __init__(self, status=200, tls=None):
         self.got = []
+        self.headers = []
         self.status = status
         sink = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                sink.headers.append(dict(self.headers))
                 sink.got.append((time.time(), json.loads(body)))
                 self.send_response(sink.status)
                 self.send_header("Content-Length", "0")
@@ -47,6 +49,11 @@ class Sink:
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.port = self.srv.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls[0], tls[1])
+            self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.port}/hook"
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def bodies(self):
@@ -804,3 +811,46 @@ services:
         assert up.p.poll() is None
     finally:
         hook.close()
+
+
+def test_http_config_auth_and_tls(start, tmp_path):
+    """http_config: basic_auth and a bearer token reach the receivers; an https receiver
+    with a self-signed certificate needs insecure_skip_verify."""
+    cert, key = tmp_path / "hook.pem", tmp_path / "hook.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=hook.test"], check=True, capture_output=True)
+    basic, bearer = Sink(), Sink()
+    secure, strict = Sink(tls=(str(cert), str(key))), Sink(tls=(str(cert), str(key)))
+    (tmp_path / "token").write_text("s3cr3t\n")
+    try:
+        yml = f"""global:
+  http_config: {{authorization: {{credentials_file: token}}}}
+route:
+  receiver: all
+  group_wait: 500ms
+  group_interval: 1s
+receivers:
+  - name: all
+    webhook_configs:
+      - url: {basic.url}
+        http_config: {{basic_auth: {{username: alice, password: "open sesame"}}}}
+      - url: {bearer.url}
+      - url: {secure.url}
+        http_config: {{tls_config: {{insecure_skip_verify: true}}}}
+      - url: {strict.url}
+"""
+        _, url, _ = start_alerts(start, tmp_path, yml)
+        post(url, [{"labels": {"alertname": "Auth"}}])
+        wait_for(lambda: basic.got and bearer.got and secure.got, timeout=15, what="three receivers")
+        assert basic.headers[0]["Authorization"] == "Basic " + base64.b64encode(b"alice:open sesame").decode()
+        assert bearer.headers[0]["Authorization"] == "Bearer s3cr3t"
+        assert secure.got[0][1]["status"] == "firing"
+        # the self-signed receiver without insecure_skip_verify is refused, and retried
+        wait_for(lambda: (metric(url, "alertmanager_notification_requests_failed_total") or 0) >= 1,
+                 timeout=10, what="the refused certificate")
+        assert strict.got == []
+        original = requests.get(url + "/api/v2/status", timeout=5).json()["config"]["original"]
+        assert "open sesame" not in original
+    finally:
+        for k in (basic, bearer, secure, strict):
+            k.close()
