@@ -334,8 +334,8 @@ static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
                             const char *base_dir, struct prom_conf *pc)
 {
     static const char *const keys[] = { "global", "scrape_configs", "rule_files", "alerting",
-                                        "remote_write", "remote_read", NULL };
-    cfg_node *v[6];
+                                        "remote_write", "remote_read", "storage", NULL };
+    cfg_node *v[7];
     char p[300];
     pc->scrape_interval_ms = 60000;
     pc->scrape_timeout_ms = 10000;
@@ -394,6 +394,33 @@ static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
     }
     if (v[2] || v[3])
         bad |= prom__rules_parse(c, v[2], v[3], path, base_dir, pc);
+    if (v[6] && !cfg_is_null(v[6])) {
+        /* storage: {tsdb: {out_of_order_time_window: 30m}} (Prometheus 2.39+) */
+        static const char *const sk[] = { "tsdb", "exemplars", NULL };
+        static const char *const tk[] = { "out_of_order_time_window", NULL };
+        cfg_node *sv[2], *tv[1];
+        P(p, "%s.storage", path);
+        if (cfg_map_fields(c, v[6], p, sk, sv) == 0) {
+            char q[320];
+            P(q, "%s.tsdb", p);
+            if (sv[0] && !cfg_is_null(sv[0])) {
+                if (cfg_map_fields(c, sv[0], q, tk, tv) == 0) {
+                    char r[340];
+                    P(r, "%s.out_of_order_time_window", q);
+                    if (tv[0])
+                        bad |= cfg_get_duration(c, tv[0], r, &pc->ooo_window_ms);
+                } else {
+                    bad = -EINVAL;
+                }
+            }
+            if (sv[1] && !cfg_is_null(sv[1])) {
+                P(q, "%s.exemplars", p);
+                bad = cfg_error(c, sv[1], q, "exemplar storage is not supported by cairn yet");
+            }
+        } else {
+            bad = -EINVAL;
+        }
+    }
     static const char *const later[] = { NULL, NULL, NULL, NULL, "remote_write", "remote_read" };
     for (int i = 4; i < 6; i++)
         if (v[i] && !cfg_is_null(v[i]))

@@ -86,6 +86,7 @@ struct prom_conf {
     size_t nlisten;
     uint64_t retention_ms;
     uint64_t retention_bytes;       /* retention_size; 0 = none */
+    uint64_t ooo_window_ms;         /* storage.tsdb.out_of_order_time_window */
     uint64_t max_series;
     uint64_t query_timeout_ms, query_max_samples, lookback_ms;
     uint64_t scrape_interval_ms, scrape_timeout_ms, evaluation_interval_ms;

@@ -157,6 +157,7 @@ int prom__reload(struct prom_svc *ps, struct cfg_errors *errs)
         log_error("reload refused: the current configuration stays");
         return -EINVAL;
     }
+    ps->db.ooo_window_ms = (int64_t)nc->ooo_window_ms;
     /* the listen addresses stay as started */
     nc->nlisten = ps->conf->nlisten;
     memcpy(nc->listen, ps->conf->listen, sizeof(nc->listen));
@@ -225,6 +226,11 @@ static double db_size_drops(void *arg)
     return (double)((struct prom_svc *)arg)->db.st.chunks_dropped_for_size;
 }
 
+static double db_ooo_accepted(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.st.ooo_accepted;
+}
+
 static double db_snapshots(void *arg)
 {
     return (double)((struct prom_svc *)arg)->db.st.snapshots;
@@ -284,6 +290,9 @@ static int setup_metrics(struct prom_svc *ps)
                      db_chunk_bytes, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_size_retention_chunks_dropped_total",
                      "Chunks dropped because the head was over retention_size.", db_size_drops, ps);
+    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_head_out_of_order_samples_appended_total",
+                     "Out-of-order samples accepted within out_of_order_time_window.",
+                     db_ooo_accepted, ps);
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_snapshots_total",
                      "Head snapshots written (each deletes the WAL segments it covers).",
                      db_snapshots, ps);
@@ -319,6 +328,7 @@ int prom_main(const struct service *svc)
         goto out_loop;
     }
     ps.db.max_series = ps.conf->max_series;
+    ps.db.ooo_window_ms = (int64_t)ps.conf->ooo_window_ms;
     ps.db.retention_ms = (int64_t)ps.conf->retention_ms;
     httpd_worker_init(&ps.hw, &ps.loop);
     httpd_conf_defaults(&ps.hconf);

@@ -218,6 +218,8 @@ size_t tsdb_postings_count(const struct tsdb *db, const char *name, const char *
 
 static void series_free(struct tsdb_series *s)
 {
+    free(s->ooo_t);
+    free(s->ooo_v);
     for (uint32_t i = 0; i < s->nchunks; i++)
         free(s->chunks[i].b);
     free(s->chunks);
@@ -325,10 +327,56 @@ struct tsdb_series *tsdb_series_get(struct tsdb *db, struct tsdb_labels *l, bool
     return s;
 }
 
+/* Keeps an out-of-order sample in the series' sorted side buffer. */
+static int ooo_insert(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
+{
+    uint32_t lo = 0, hi = s->nooo;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (s->ooo_t[mid] < t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < s->nooo && s->ooo_t[lo] == t) {
+        uint64_t a, b;
+        memcpy(&a, &v, 8);
+        memcpy(&b, &s->ooo_v[lo], 8);
+        if (a == b)
+            return TSDB_OK;
+        db->st.duplicates++;
+        return TSDB_DUPLICATE;
+    }
+    if (s->nooo == s->capooo) {
+        uint32_t nc = s->capooo ? s->capooo * 2 : 8;
+        int64_t *nt = realloc(s->ooo_t, nc * sizeof(*nt));
+        if (!nt)
+            return TSDB_NOMEM;
+        s->ooo_t = nt;
+        double *nv = realloc(s->ooo_v, nc * sizeof(*nv));
+        if (!nv)
+            return TSDB_NOMEM;
+        s->ooo_v = nv;
+        s->capooo = nc;
+    }
+    memmove(s->ooo_t + lo + 1, s->ooo_t + lo, (s->nooo - lo) * sizeof(*s->ooo_t));
+    memmove(s->ooo_v + lo + 1, s->ooo_v + lo, (s->nooo - lo) * sizeof(*s->ooo_v));
+    s->ooo_t[lo] = t;
+    s->ooo_v[lo] = v;
+    s->nooo++;
+    if (t < db->mint)
+        db->mint = t;
+    db->st.samples_appended++;
+    db->st.ooo_accepted++;
+    return TSDB_OK;
+}
+
 static int append_mem(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
 {
     if (s->has_last) {
         if (t < s->last_t) {
+            if (db->replaying || (db->ooo_window_ms > 0 && t >= db->maxt - db->ooo_window_ms))
+                return ooo_insert(db, s, t, v);
             db->st.out_of_order++;
             return TSDB_OUT_OF_ORDER;
         }
@@ -396,6 +444,14 @@ void tsdb_apply_retention(struct tsdb *db, int64_t now_ms)
     int64_t cut = now_ms - db->retention_ms;
     for (size_t i = 0; i < db->nseries; i++) {
         struct tsdb_series *s = db->series[i];
+        uint32_t o = 0;
+        while (o < s->nooo && s->ooo_t[o] < cut)
+            o++;
+        if (o) {
+            memmove(s->ooo_t, s->ooo_t + o, (s->nooo - o) * sizeof(*s->ooo_t));
+            memmove(s->ooo_v, s->ooo_v + o, (s->nooo - o) * sizeof(*s->ooo_v));
+            s->nooo -= o;
+        }
         uint32_t k = 0;
         while (k < s->nchunks && s->chunks[k].maxt < cut)
             free(s->chunks[k++].b);
@@ -697,7 +753,7 @@ static off_t replay_segment(struct tsdb *db, const char *path, bool *torn)
  * snapshot is ignored with an error (the WAL segments it covered are gone then).
  */
 
-#define SNAP_MAGIC "CAIRNSN1"
+#define SNAP_MAGIC "CAIRNSN2"      /* SN1: the same without out-of-order samples */
 
 static void put(struct buf *b, const void *p, size_t n)
 {
@@ -728,6 +784,11 @@ static void snap_series(struct buf *b, const struct tsdb_series *s)
         put(b, &c->n, 2);
         put(b, &c->nbits, 4);
         put(b, c->b, (c->nbits + 7) / 8);
+    }
+    put(b, &s->nooo, 4);
+    for (uint32_t i = 0; i < s->nooo; i++) {
+        put(b, &s->ooo_t[i], 8);
+        put(b, &s->ooo_v[i], 8);
     }
     const struct tsdb_chunk *h = &s->head;
     put(b, &h->n, 2);
@@ -851,6 +912,8 @@ static uint8_t *get_bytes(struct rd *r, size_t n, size_t cap)
     return b;
 }
 
+static int snap_version;
+
 static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len)
 {
     struct rd r = { p, len, 0, false };
@@ -909,6 +972,27 @@ static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len)
         if (c->b)
             s->nchunks++;
     }
+    if (snap_version >= 2) {
+        uint32_t no;
+        get(&r, &no, 4);
+        if (r.bad || no > (len - r.o) / 16)
+            return -EINVAL;
+        if (no) {
+            s->ooo_t = malloc(no * sizeof(*s->ooo_t));
+            s->ooo_v = malloc(no * sizeof(*s->ooo_v));
+            if (!s->ooo_t || !s->ooo_v)
+                return -ENOMEM;
+            s->capooo = no;
+            for (uint32_t i = 0; i < no && !r.bad; i++) {
+                get(&r, &s->ooo_t[i], 8);
+                get(&r, &s->ooo_v[i], 8);
+                if (i && s->ooo_t[i] <= s->ooo_t[i - 1])
+                    r.bad = true;       /* the merge needs them sorted */
+            }
+            s->nooo = no;
+            db->st.samples_appended += no;
+        }
+    }
     struct tsdb_chunk *h = &s->head;
     get(&r, &h->n, 2);
     get(&r, &h->nbits, 4);
@@ -960,8 +1044,10 @@ static int snap_load(struct tsdb *db, uint32_t *first_seg, char *err, size_t err
     char magic[8];
     uint32_t seg = 0;
     uint64_t n = 0;
-    bool ok = fread(magic, 1, 8, f) == 8 && !memcmp(magic, SNAP_MAGIC, 8) &&
+    bool ok = fread(magic, 1, 8, f) == 8 && (!memcmp(magic, SNAP_MAGIC, 8) ||
+                                              !memcmp(magic, "CAIRNSN1", 8)) &&
               fread(&seg, 4, 1, f) == 1 && fread(&n, 8, 1, f) == 1;
+    snap_version = magic[7] - '0';
     uint8_t *p = NULL;
     size_t cap = 0;
     for (uint64_t i = 0; ok && i < n; i++) {
@@ -1042,6 +1128,7 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
     memmove(segs, segs + skip, (nseg - skip) * sizeof(segs[0]));
     nseg -= skip;
     uint64_t t0 = cairn_now_ms();
+    db->replaying = true;
     for (size_t i = 0; i < nseg; i++) {
         char sp[4200];
         snprintf(sp, sizeof(sp), "%s/%08u", path, segs[i]);
@@ -1066,6 +1153,7 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
             break;
         }
     }
+    db->replaying = false;
     if (nseg)
         log_info("wal replayed", "segments", log_int((long long)nseg), "records",
                  log_int((long long)db->st.replayed_records), "series",
@@ -1172,6 +1260,8 @@ bool tsdb_matcher_matches(const struct tsdb_matcher *m, const char *value)
 
 static bool series_in_range(const struct tsdb_series *s, int64_t mint, int64_t maxt)
 {
+    if (s->nooo && s->ooo_t[s->nooo - 1] >= mint && s->ooo_t[0] <= maxt)
+        return true;
     for (uint32_t i = 0; i < s->nchunks; i++)
         if (s->chunks[i].maxt >= mint && s->chunks[i].mint <= maxt)
             return true;
@@ -1226,7 +1316,35 @@ void tsdb_iter_init(struct tsdb_iter *it, const struct tsdb_series *s, int64_t m
     it->maxt = maxt;
 }
 
+static bool chunks_next(struct tsdb_iter *it, int64_t *t, double *v);
+
+/* Chunks and out-of-order samples merged by time (a time in both: the chunk's). */
 bool tsdb_iter_next(struct tsdb_iter *it, int64_t *t, double *v)
+{
+    const struct tsdb_series *s = it->s;
+    if (!s->nooo)
+        return chunks_next(it, t, v);
+    if (!it->have_c && !it->done)
+        it->have_c = chunks_next(it, &it->ct, &it->cv);
+    while (it->oi < s->nooo && s->ooo_t[it->oi] < it->mint)
+        it->oi++;
+    bool have_o = it->oi < s->nooo && s->ooo_t[it->oi] <= it->maxt;
+    if (have_o && (!it->have_c || s->ooo_t[it->oi] < it->ct)) {
+        *t = s->ooo_t[it->oi];
+        *v = s->ooo_v[it->oi++];
+        return true;
+    }
+    if (!it->have_c)
+        return false;
+    if (have_o && s->ooo_t[it->oi] == it->ct)
+        it->oi++;
+    *t = it->ct;
+    *v = it->cv;
+    it->have_c = false;
+    return true;
+}
+
+static bool chunks_next(struct tsdb_iter *it, int64_t *t, double *v)
 {
     const struct tsdb_series *s = it->s;
     while (!it->done) {

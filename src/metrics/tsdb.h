@@ -50,6 +50,11 @@ struct tsdb_series {
     bool has_last;
     int64_t last_t;
     double last_v;
+    /* samples older than last_t accepted within the out-of-order window: sorted by
+     * time, uncompressed, merged with the chunks when read */
+    int64_t *ooo_t;
+    double *ooo_v;
+    uint32_t nooo, capooo;
     struct tsdb_series *hnext;
 };
 
@@ -57,7 +62,8 @@ struct tsdb_postings;
 
 struct tsdb_stats {
     uint64_t series_created, series_refused, samples_appended, out_of_order, duplicates,
-        wal_bytes, wal_fsyncs, replayed_records, snapshots, chunks_dropped_for_size;
+        wal_bytes, wal_fsyncs, replayed_records, snapshots, chunks_dropped_for_size,
+        ooo_accepted;
 };
 
 struct tsdb {
@@ -79,6 +85,10 @@ struct tsdb {
     struct tsdb_stats st;
     int64_t mint, maxt;         /* over all samples, for status */
     uint64_t wal_bytes_at_snapshot;
+    /* out_of_order_time_window: a sample older than its series' last one is kept
+     * when it is newer than the newest sample of the store minus this (0: refused) */
+    int64_t ooo_window_ms;
+    bool replaying;             /* the WAL holds only accepted samples: take them all */
 };
 
 /* Opens the store; with dir set, replays and then appends to dir/wal/. Returns 0
@@ -146,6 +156,11 @@ struct tsdb_iter {
     uint32_t chunk;             /* index; nchunks means the head chunk */
     struct tsdb_chunk_iter ci;
     bool started, done;
+    /* merging the out-of-order samples */
+    uint32_t oi;
+    bool have_c;
+    int64_t ct;
+    double cv;
 };
 void tsdb_iter_init(struct tsdb_iter *it, const struct tsdb_series *s, int64_t mint, int64_t maxt);
 bool tsdb_iter_next(struct tsdb_iter *it, int64_t *t, double *v);

@@ -1,7 +1,8 @@
 /* libFuzzer harness: loading a head snapshot (dir/snapshot). Inputs starting with
  * 'S' become a well-framed file (magic, header, records with good CRCs) so the
  * fuzzer reaches the series and chunk decoding; others are written raw. A damaged
- * snapshot must be refused with an error, never crash; whatever loads must read
+ * snapshot must be refused with an error, never crash ('T' frames a version-2
+ * file, with out-of-order samples); whatever loads must read
  * back through the chunk iterator and take new samples. */
 #include "metrics/tsdb.h"
 
@@ -30,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FILE *f = fopen(path, "wb");
     if (!f)
         return 0;
-    if (size > 1 && data[0] == 'S') {
+    if (size > 1 && (data[0] == 'S' || data[0] == 'T')) {
         uint32_t seg = 1;
         uint64_t n = 0;
         for (size_t off = 1; off < size; n++) {
@@ -39,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             off = off > size ? size : off;
             off += len > size - off ? size - off : len;
         }
-        fwrite("CAIRNSN1", 1, 8, f);
+        fwrite(data[0] == 'S' ? "CAIRNSN1" : "CAIRNSN2", 1, 8, f);
         fwrite(&seg, 4, 1, f);
         fwrite(&n, 8, 1, f);
         for (size_t off = 1; off < size;) {

@@ -208,6 +208,73 @@ TEST(tsdb_snapshot_roundtrip)
     CHECK_INT(system(cmd), 0);
 }
 
+static int collect_times(const struct tsdb_series *s, int64_t *ts, int max)
+{
+    struct tsdb_iter it;
+    tsdb_iter_init(&it, s, 0, INT64_MAX);
+    int64_t t;
+    double v;
+    int n = 0;
+    while (tsdb_iter_next(&it, &t, &v))
+        if (n < max)
+            ts[n++] = t;
+    return n;
+}
+
+TEST(tsdb_out_of_order_window)
+{
+    char dir[] = "/tmp/cairn-tsdb-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct tsdb db;
+    char err[256];
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    db.ooo_window_ms = 60000;
+    struct tsdb_series *a = series(&db, "m", "a");
+    for (int i = 0; i <= 100; i++)
+        CHECK_INT(tsdb_append(&db, a, 1000 * i, i), TSDB_OK);
+    CHECK_INT(tsdb_append(&db, a, 50500, 50.5), TSDB_OK);     /* within the window */
+    CHECK_INT(tsdb_append(&db, a, 45500, 45.5), TSDB_OK);
+    CHECK_INT(tsdb_append(&db, a, 50500, 50.5), TSDB_OK);     /* the same again: no-op */
+    CHECK_INT(tsdb_append(&db, a, 50500, 7), TSDB_DUPLICATE);
+    CHECK_INT(tsdb_append(&db, a, 10000, 1), TSDB_OUT_OF_ORDER); /* older than the window */
+    CHECK_INT(db.st.ooo_accepted, 2);
+    int64_t ts[200];
+    CHECK_INT(collect_times(a, ts, 200), 103);
+    bool sorted = true;
+    for (int i = 1; i < 103; i++)
+        sorted &= ts[i] > ts[i - 1];
+    CHECK(sorted);
+    CHECK(ts[46] == 45500 && ts[52] == 50500);
+    /* a range that holds only out-of-order samples between in-order ones */
+    struct tsdb_iter it;
+    tsdb_iter_init(&it, a, 50100, 50900);
+    int64_t t;
+    double v;
+    CHECK(tsdb_iter_next(&it, &t, &v) && t == 50500 && v == 50.5);
+    CHECK(!tsdb_iter_next(&it, &t, &v));
+    tsdb_commit(&db, true);
+    tsdb_close(&db);
+    /* the WAL replays them (whatever the window), and a snapshot keeps them */
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    a = tsdb_series_by_ref(&db, 1);
+    CHECK(a && a->nooo == 2);
+    CHECK_INT(collect_times(a, ts, 200), 103);
+    CHECK_INT(tsdb_snapshot(&db), 0);
+    tsdb_close(&db);
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    a = tsdb_series_by_ref(&db, 1);
+    CHECK(a && a->nooo == 2 && a->ooo_t[0] == 45500);
+    CHECK_INT(collect_times(a, ts, 200), 103);
+    /* retention drops them with the rest */
+    db.retention_ms = 1;
+    tsdb_apply_retention(&db, 50000);
+    CHECK(a->nooo == 1 && a->ooo_t[0] == 50500);
+    tsdb_close(&db);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_INT(system(cmd), 0);
+}
+
 TEST(tsdb_retention_by_size)
 {
     struct tsdb db;
