@@ -19,12 +19,88 @@
 #include <ctype.h>
 #include <errno.h>
 #include <glob.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-enum { TAG_KV = 1, TAG_ALERTS, TAG_PAIRS };
+enum { TAG_KV = 1, TAG_ALERTS, TAG_PAIRS, TAG_TIME };
+
+/* Go's time.Format for UTC times: the reference layout's elements
+ * (Mon Jan 2 15:04:05 MST 2006, numeric zones, fractional seconds). */
+static void go_time_format(struct buf *b, int64_t ns, const char *layout)
+{
+    static const char *const months[] = { "January", "February", "March", "April", "May", "June",
+                                          "July", "August", "September", "October", "November",
+                                          "December" };
+    static const char *const days[] = { "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday",
+                                        "Friday", "Saturday" };
+    time_t t = (time_t)(ns / 1000000000);
+    int64_t frac = ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        t--;
+    }
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    const char *p = layout;
+    while (*p) {
+#define TAKE(lit) (strncmp(p, lit, strlen(lit)) == 0 ? (p += strlen(lit), true) : false)
+        if (TAKE("January")) buf_puts(b, months[tm.tm_mon]);
+        else if (TAKE("Jan")) buf_printf(b, "%.3s", months[tm.tm_mon]);
+        else if (TAKE("Monday")) buf_puts(b, days[tm.tm_wday]);
+        else if (TAKE("Mon")) buf_printf(b, "%.3s", days[tm.tm_wday]);
+        else if (TAKE("MST")) buf_puts(b, "UTC");
+        else if (TAKE("2006")) buf_printf(b, "%04d", tm.tm_year + 1900);
+        else if (TAKE("002")) buf_printf(b, "%03d", tm.tm_yday + 1);
+        else if (TAKE("01")) buf_printf(b, "%02d", tm.tm_mon + 1);
+        else if (TAKE("02")) buf_printf(b, "%02d", tm.tm_mday);
+        else if (TAKE("03")) buf_printf(b, "%02d", tm.tm_hour % 12 ? tm.tm_hour % 12 : 12);
+        else if (TAKE("04")) buf_printf(b, "%02d", tm.tm_min);
+        else if (TAKE("05")) buf_printf(b, "%02d", tm.tm_sec);
+        else if (TAKE("06")) buf_printf(b, "%02d", (tm.tm_year + 1900) % 100);
+        else if (TAKE("15")) buf_printf(b, "%02d", tm.tm_hour);
+        else if (TAKE("_2")) buf_printf(b, "%2d", tm.tm_mday);
+        else if (TAKE("1")) buf_printf(b, "%d", tm.tm_mon + 1);
+        else if (TAKE("2")) buf_printf(b, "%d", tm.tm_mday);
+        else if (TAKE("3")) buf_printf(b, "%d", tm.tm_hour % 12 ? tm.tm_hour % 12 : 12);
+        else if (TAKE("4")) buf_printf(b, "%d", tm.tm_min);
+        else if (TAKE("5")) buf_printf(b, "%d", tm.tm_sec);
+        else if (TAKE("PM")) buf_puts(b, tm.tm_hour >= 12 ? "PM" : "AM");
+        else if (TAKE("pm")) buf_puts(b, tm.tm_hour >= 12 ? "pm" : "am");
+        else if (TAKE("Z07:00") || TAKE("Z0700") || TAKE("Z07")) buf_putc(b, 'Z');
+        else if (TAKE("-07:00")) buf_puts(b, "+00:00");
+        else if (TAKE("-0700")) buf_puts(b, "+0000");
+        else if (TAKE("-07")) buf_puts(b, "+00");
+        else if ((p[0] == '.' || p[0] == ',') && (p[1] == '0' || p[1] == '9')) {
+            char d = p[1];
+            size_t n = 1;
+            while (p[n] == d)
+                n++;
+            if (isdigit((unsigned char)p[n])) {     /* not a fraction: a literal */
+                buf_putc(b, *p++);
+                continue;
+            }
+            size_t digits = n - 1 > 9 ? 9 : n - 1;
+            char f[16];
+            snprintf(f, sizeof(f), "%09lld", (long long)frac);
+            f[digits] = 0;
+            if (d == '9') {         /* trailing zeros (and the dot) dropped */
+                size_t l = strlen(f);
+                while (l && f[l - 1] == '0')
+                    f[--l] = 0;
+                if (l)
+                    buf_printf(b, "%c%s", p[0], f);
+            } else {
+                buf_printf(b, "%c%s", p[0], f);
+            }
+            p += n;
+        } else
+            buf_putc(b, *p++);
+#undef TAKE
+    }
+}
 
 static const char builtin_templates[] =
     "{{ define \"__alertmanager\" }}Alertmanager{{ end }}"
@@ -298,6 +374,26 @@ static struct gt_value *methods(struct gt_arena *a, struct gt_value *recv, const
             return m;
         }
     }
+    if (recv->k == GT_STR && recv->tag == TAG_TIME) {
+        int64_t ns = (int64_t)recv->num * 1000000000 + (int64_t)((recv->num - floor(recv->num)) * 1e9 + 0.5);
+        if (!strcmp(name, "Format") && nargs == 1 && args[0]->k == GT_STR) {
+            struct buf b = BUF_INIT;
+            if (ns || recv->num)
+                go_time_format(&b, ns, args[0]->s);
+            else
+                buf_puts(&b, "0001-01-01 00:00:00 +0000 UTC");
+            buf_putc(&b, 0);
+            struct gt_value *r = gt_str(a, buf_head(&b));
+            buf_free(&b);
+            return r;
+        }
+        if ((!strcmp(name, "Unix") || !strcmp(name, "UnixMilli")) && !nargs)
+            return gt_num(a, floor(name[4] ? recv->num * 1000 : recv->num));
+        if ((!strcmp(name, "UTC") || !strcmp(name, "Local") || !strcmp(name, "String")) && !nargs)
+            return recv;
+        if (!strcmp(name, "IsZero") && !nargs)
+            return gt_bool(a, recv->num == 0);
+    }
     if (recv->k == GT_LIST && recv->tag == TAG_ALERTS &&
         (!strcmp(name, "Firing") || !strcmp(name, "Resolved")) && !nargs) {
         struct gt_value *l = gt_list(a, recv->n, TAG_ALERTS);
@@ -464,6 +560,15 @@ static struct gt_value *build_data(struct am_send *sd, struct gt_arena *a)
         m->keys[4] = "EndsAt";
         go_time(&b, res ? al->ends_at : 0);
         m->items[4] = str_from(a, &b);
+        /* times print as Go's time.String() and answer .Format, .Unix, ... */
+        if (m->items[3]) {
+            m->items[3]->tag = TAG_TIME;
+            m->items[3]->num = (double)al->starts_at / 1e9;
+        }
+        if (m->items[4]) {
+            m->items[4]->tag = TAG_TIME;
+            m->items[4]->num = res ? (double)al->ends_at / 1e9 : 0;
+        }
         m->keys[5] = "GeneratorURL";
         m->items[5] = gt_str(a, al->generator_url ? al->generator_url : "");
         m->keys[6] = "Fingerprint";

@@ -692,6 +692,7 @@ TMPL_FILE = """{{ define "my.title" }}[{{ .Status | toUpper }}{{ if eq .Status "
   {{- range $a.Labels.SortedPairs }} {{ .Name }}={{ .Value }}{{ end }}
 {{ end -}}
 common: {{ .CommonLabels.Remove .GroupLabels.Names | len }} {{ .GroupLabels.SortedPairs.Values | join "," }}
+{{ range .Alerts }}{{ .StartsAt }}|{{ .StartsAt.Format "Mon Jan _2 15:04:05.000 MST 2006" }}|{{ .StartsAt.Unix }}|{{ .EndsAt.IsZero }};{{ end }}
 {{ if match "^cairn" .Receiver }}matched{{ end }} {{ reReplaceAll "(\\\\d+)" "<$1>" "a1b22" }} {{ title "hello world" }} {{ printf "%.2f|%5s|%d" 3.14159 "x" 42 }}
 {{- end }}
 """
@@ -734,9 +735,10 @@ receivers:
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
         aurl = f"http://127.0.0.1:{aport}"
         wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        t0 = iso(time.time() - 0.25)
         batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "page"},
-                  "annotations": {"summary": "replica <behind>"}},
-                 {"labels": {"alertname": "Lag", "instance": "db2", "team": "data"}}]
+                  "annotations": {"summary": "replica <behind>"}, "startsAt": t0},
+                 {"labels": {"alertname": "Lag", "instance": "db2", "team": "data"}, "startsAt": t0}]
         for u in (curl, aurl):
             assert post(u, batch).status_code == 200
         wait_for(lambda: sinks["a"].got and sinks["c"].got, timeout=15, what="both notified")
