@@ -604,13 +604,11 @@ static int parse_slack(struct cfg *c, const cfg_node *n, const char *path, const
         bad |= copy_http(&in->http, &g->http);
     char **dst[] = { NULL, NULL, NULL, NULL, &in->channel, &in->username, &in->color, &in->title,
                      &in->title_link, &in->pretext, &in->stext, &in->footer, &in->fallback,
-                     &in->icon_emoji, &in->icon_url, NULL };
+                     &in->icon_emoji, &in->icon_url, &in->callback_id };
     for (int i = 4; i < 16; i++) {
         P(p, "%s.%s", path, keys[i]);
-        if (v[i] && dst[i])
+        if (v[i])
             bad |= get_text(c, g->ac, v[i], p, defaults[i], dst[i]);
-        else if (v[i] && get_text(c, NULL, v[i], p, defaults[i], &(char *){ NULL }))
-            bad = -EINVAL;
     }
     for (int i = 16; i < 23; i++) {
         P(p, "%s.%s", path, keys[i]);
@@ -631,7 +629,7 @@ static void integration_free(struct am_integration *in)
                        in->auth_identity, in->auth_secret, in->ca_file, in->server_name, in->subject, in->html,
                        in->text, in->channel, in->username, in->color, in->title, in->title_link,
                        in->pretext, in->stext, in->footer, in->fallback, in->icon_emoji,
-                       in->icon_url };
+                       in->icon_url, in->callback_id };
     for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
         free(fields[i]);
     for (size_t i = 0; i < in->nheaders; i++) {

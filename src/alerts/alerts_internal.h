@@ -163,7 +163,7 @@ struct am_integration {
     char *text;
     /* slack */
     char *channel, *username, *color, *title, *title_link, *pretext, *stext, *footer,
-         *fallback, *icon_emoji, *icon_url;
+         *fallback, *icon_emoji, *icon_url, *callback_id;
     /* runtime: sends in flight to this integration and those waiting for a slot, so a
      * storm of groups does not open thousands of connections to one receiver */
     int inflight;

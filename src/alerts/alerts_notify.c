@@ -180,10 +180,10 @@ static void slack_body(struct buf *b, struct am_send *sd)
     struct tdata d;
     tdata_init(&d, sd->alerts, sd->nalerts, sd->f->now);
     /* each field rendered once: plain text, a template, or NULL for the default */
-    enum { CH, US, IE, IU, TI, TL, PR, TX, FB, FT, CO, NF };
+    enum { CH, US, IE, IU, TI, TL, PR, TX, FB, FT, CO, CB, NF };
     const char *src[NF] = { in->channel, in->username, in->icon_emoji, in->icon_url, in->title,
                             in->title_link, in->pretext, in->stext, in->fallback, in->footer,
-                            in->color };
+                            in->color, in->callback_id };
     struct buf r[NF];
     const char *f[NF];
     for (int i = 0; i < NF; i++) {
@@ -239,6 +239,10 @@ static void slack_body(struct buf *b, struct am_send *sd)
         buf_putc(&fb, 0);
         buf_json_str(b, buf_head(&fb));
         buf_free(&fb);
+    }
+    if (f[CB] && *f[CB]) {
+        buf_puts(b, ",\"callback_id\":");
+        buf_json_str(b, f[CB]);
     }
     if (f[FT] && *f[FT]) {
         buf_puts(b, ",\"footer\":");

@@ -724,6 +724,8 @@ receivers:
         text: '{{{{ template "my.text" . }}}}'
         fallback: '{{{{ template "slack.default.fallback" . }}}}'
         color: '{{{{ if eq .Status "firing" }}}}warning{{{{ else }}}}good{{{{ end }}}}'
+        callback_id: '{{{{ .GroupLabels.alertname }}}}-cb'
+        footer: plain footer
         send_resolved: true
 """
         _, curl, _ = start_alerts(start, tmp_path, yml(sinks["c"]))
@@ -744,7 +746,7 @@ receivers:
         wait_for(lambda: sinks["a"].got and sinks["c"].got, timeout=15, what="both notified")
         c, a = sinks["c"].got[0][1], sinks["a"].got[0][1]
         assert c["channel"] == a["channel"] == "#data"
-        for k in ("title", "text", "fallback", "color", "title_link"):
+        for k in ("title", "text", "fallback", "color", "title_link", "callback_id", "footer"):
             assert c["attachments"][0][k] == a["attachments"][0][k], (k, c["attachments"][0][k],
                                                                       a["attachments"][0][k])
         assert "0. db1 replica <behind> alertname=Lag instance=db1" in c["attachments"][0]["text"]
