@@ -11,6 +11,7 @@
  * (the subject "[FIRING:n] group values (other common values)").
  */
 #include "alerts_internal.h"
+#include "gotmpl.h"
 #include "log.h"
 
 #include <errno.h>
@@ -260,20 +261,6 @@ static void slack_body(struct buf *b, struct am_send *sd)
 
 /* ---- email ---- */
 
-static void html_escape(struct buf *b, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<': buf_puts(b, "&lt;"); break;
-        case '>': buf_puts(b, "&gt;"); break;
-        case '&': buf_puts(b, "&amp;"); break;
-        case '"': buf_puts(b, "&#34;"); break;
-        case '\'': buf_puts(b, "&#39;"); break;
-        default: buf_putc(b, *s);
-        }
-    }
-}
-
 static void alert_list_html(struct buf *b, const struct tdata *d, bool firing, int64_t now)
 {
     for (size_t i = 0; i < d->n; i++) {
@@ -282,21 +269,21 @@ static void alert_list_html(struct buf *b, const struct tdata *d, bool firing, i
             continue;
         buf_puts(b, "<tr><td style=\"padding:8px 0;border-top:1px solid #e9e9e9\"><strong>Labels</strong><br/>\n");
         for (size_t k = 0; k < a->labels.n; k++) {
-            html_escape(b, a->labels.l[k].name);
+            gt_html_escape(b, a->labels.l[k].name);
             buf_puts(b, " = ");
-            html_escape(b, a->labels.l[k].value);
+            gt_html_escape(b, a->labels.l[k].value);
             buf_puts(b, "<br/>\n");
         }
         if (a->annotations.n)
             buf_puts(b, "<strong>Annotations</strong><br/>\n");
         for (size_t k = 0; k < a->annotations.n; k++) {
-            html_escape(b, a->annotations.l[k].name);
+            gt_html_escape(b, a->annotations.l[k].name);
             buf_puts(b, " = ");
-            html_escape(b, a->annotations.l[k].value);
+            gt_html_escape(b, a->annotations.l[k].value);
             buf_puts(b, "<br/>\n");
         }
         buf_puts(b, "<a href=\"");
-        html_escape(b, a->generator_url ? a->generator_url : "");
+        gt_html_escape(b, a->generator_url ? a->generator_url : "");
         buf_puts(b, "\">Source</a></td></tr>\n");
     }
 }
@@ -306,7 +293,7 @@ static void email_html(struct buf *b, struct am_send *sd, const struct tdata *d,
     size_t nres = d->n - d->nfiring;
     buf_puts(b, "<!DOCTYPE html>\n<html><head><meta name=\"viewport\" content=\"width=device-width\"/>"
                 "<meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\"/><title>");
-    html_escape(b, subj);
+    gt_html_escape(b, subj);
     buf_puts(b, "</title></head>\n<body style=\"font-family:Helvetica,Arial,sans-serif\">\n"
                 "<table width=\"100%\" cellpadding=\"0\" cellspacing=\"0\">\n<tr><td style=\"");
     buf_puts(b, d->firing ? "background-color:#E6522C" : "background-color:#68B90F");
@@ -318,15 +305,15 @@ static void email_html(struct buf *b, struct am_send *sd, const struct tdata *d,
     const struct am_lset *gl = &sd->f->g->labels;
     for (size_t i = 0; i < gl->n; i++) {
         buf_printf(b, "%s", i ? " " : "");
-        html_escape(b, gl->l[i].name);
+        gt_html_escape(b, gl->l[i].name);
         buf_putc(b, '=');
-        html_escape(b, gl->l[i].value);
+        gt_html_escape(b, gl->l[i].value);
     }
     buf_puts(b, "</td></tr>\n<tr><td style=\"padding:20px\"><a href=\"");
     struct buf u = BUF_INIT;
     alerts_url(&u, sd);
     buf_putc(&u, 0);
-    html_escape(b, buf_head(&u));
+    gt_html_escape(b, buf_head(&u));
     buf_free(&u);
     buf_puts(b, "\">View in Alertmanager</a></td></tr>\n");
     if (d->nfiring) {

@@ -133,7 +133,8 @@ static const char builtin_templates[] =
     "{{ range .Annotations.SortedPairs }}{{ .Name }} = {{ .Value }}<br/>{{ end }}"
     "<a href=\"{{ .GeneratorURL }}\">Source</a></p>{{ end }}</body></html>{{ end }}";
 
-/* ---- functions ---- */
+/* ---- functions (toUpper, toLower, title, match, reReplaceAll and safeHtml are
+ * core's, shared with Prometheus's templates) ---- */
 
 static bool want_strs(struct gt_value **v, size_t n, size_t want, char *err, size_t errlen)
 {
@@ -147,48 +148,6 @@ static bool want_strs(struct gt_value **v, size_t n, size_t want, char *err, siz
             return false;
         }
     return true;
-}
-
-static struct gt_value *case_fn(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                                size_t errlen, int mode)
-{
-    if (!want_strs(v, n, 1, err, errlen))
-        return NULL;
-    size_t l = strlen(v[0]->s);
-    char *s = (char *)gt_strdup(a, v[0]->s, l);
-    if (!s)
-        return NULL;
-    bool start = true;
-    for (char *p = s; *p; p++) {
-        if (mode == 0)
-            *p = (char)toupper((unsigned char)*p);
-        else if (mode == 1)
-            *p = (char)tolower((unsigned char)*p);
-        else {
-            if (start && isalpha((unsigned char)*p))
-                *p = (char)toupper((unsigned char)*p);
-            start = !isalnum((unsigned char)*p) && *p != '\'';
-        }
-    }
-    struct gt_value *r = gt_str(a, "");
-    if (r)
-        r->s = s;
-    return r;
-}
-
-static struct gt_value *f_upper(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t el)
-{
-    return case_fn(a, v, n, e, el, 0);
-}
-
-static struct gt_value *f_lower(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t el)
-{
-    return case_fn(a, v, n, e, el, 1);
-}
-
-static struct gt_value *f_title(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t el)
-{
-    return case_fn(a, v, n, e, el, 2);
 }
 
 static struct gt_value *f_trim(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t el)
@@ -224,74 +183,6 @@ static struct gt_value *f_join(struct gt_arena *a, struct gt_value **v, size_t n
     if (r)
         r->s = gt_strdup(a, b.data ? buf_head(&b) : "", buf_used(&b));
     buf_free(&b);
-    return r;
-}
-
-static pcre2_code *compile(const char *re, char *err, size_t errlen)
-{
-    int ec;
-    PCRE2_SIZE off;
-    pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &off, NULL);
-    if (!c) {
-        PCRE2_UCHAR m[160];
-        pcre2_get_error_message(ec, m, sizeof(m));
-        snprintf(err, errlen, "error parsing regexp: %s", (char *)m);
-    }
-    return c;
-}
-
-static struct gt_value *f_match(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                                size_t errlen)
-{
-    if (!want_strs(v, n, 2, err, errlen))
-        return NULL;
-    pcre2_code *c = compile(v[0]->s, err, errlen);
-    if (!c)
-        return NULL;
-    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-    int r = md ? pcre2_match(c, (PCRE2_SPTR)v[1]->s, strlen(v[1]->s), 0, 0, md, NULL) : -1;
-    pcre2_match_data_free(md);
-    pcre2_code_free(c);
-    return gt_bool(a, r >= 0);
-}
-
-static struct gt_value *f_replace(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                                  size_t errlen)
-{
-    if (!want_strs(v, n, 3, err, errlen))
-        return NULL;
-    pcre2_code *c = compile(v[0]->s, err, errlen);
-    if (!c)
-        return NULL;
-    PCRE2_SIZE outlen = strlen(v[2]->s) * 4 + strlen(v[1]->s) * 8 + 256;
-    char *out = malloc(outlen);
-    int r = out ? pcre2_substitute(c, (PCRE2_SPTR)v[2]->s, PCRE2_ZERO_TERMINATED, 0,
-                                   PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_UNSET_EMPTY |
-                                       PCRE2_SUBSTITUTE_UNKNOWN_UNSET,
-                                   NULL, NULL, (PCRE2_SPTR)v[1]->s, PCRE2_ZERO_TERMINATED,
-                                   (PCRE2_UCHAR *)out, &outlen)
-                : -1;
-    pcre2_code_free(c);
-    struct gt_value *res = NULL;
-    if (r >= 0) {
-        res = gt_str(a, "");
-        if (res)
-            res->s = gt_strdup(a, out, outlen);
-    } else {
-        snprintf(err, errlen, "reReplaceAll failed");
-    }
-    free(out);
-    return res;
-}
-
-static struct gt_value *f_safe(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                               size_t errlen)
-{
-    if (!want_strs(v, n, 1, err, errlen))
-        return NULL;
-    struct gt_value *r = gt_str(a, v[0]->s);
-    if (r)
-        r->safe = true;
     return r;
 }
 
@@ -426,17 +317,17 @@ static int new_set(struct gt_set **out, bool html, char *err, size_t errlen)
     if (!s)
         return -ENOMEM;
     static const struct { const char *name; gt_func fn; } fns[] = {
-        { "toUpper", f_upper }, { "toLower", f_lower }, { "title", f_title }, { "join", f_join },
-        { "match", f_match }, { "reReplaceAll", f_replace }, { "safeHtml", f_safe },
-        { "stringSlice", f_slice }, { "trimSpace", f_trim },
+        { "join", f_join }, { "stringSlice", f_slice }, { "trimSpace", f_trim },
     };
-    for (size_t i = 0; i < ARRAY_SIZE(fns); i++)
-        if (gt_set_func(s, fns[i].name, fns[i].fn)) {
-            gt_set_free(&s);
-            return -ENOMEM;
-        }
+    int r = gt_add_text_funcs(s);
+    for (size_t i = 0; !r && i < ARRAY_SIZE(fns); i++)
+        r = gt_set_func(s, fns[i].name, fns[i].fn);
+    if (r) {
+        gt_set_free(&s);
+        return -ENOMEM;
+    }
     gt_set_methods(s, methods);
-    int r = gt_parse(s, "default.tmpl", builtin_templates, err, errlen);
+    r = gt_parse(s, "default.tmpl", builtin_templates, err, errlen);
     if (r) {
         gt_set_free(&s);
         return r;

@@ -8,6 +8,9 @@
  */
 #include "gotmpl.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -1108,7 +1111,7 @@ static int cmp_values(struct exec *x, const struct gt_value *a, const struct gt_
     return 0;
 }
 
-static void html_escape(struct buf *b, const char *s)
+void gt_html_escape(struct buf *b, const char *s)
 {
     for (; *s; s++)
         switch (*s) {
@@ -1357,7 +1360,7 @@ static struct gt_value *builtin(struct exec *x, const char *name, struct gt_valu
         buf_putc(&s, 0);
         const char *p = buf_head(&s);
         if (name[0] == 'h')
-            html_escape(&b, p);
+            gt_html_escape(&b, p);
         else if (name[0] == 'j')
             for (; *p; p++) {
                 if (strchr("\\'\"<>&=", *p) || (unsigned char)*p < 0x20)
@@ -1458,7 +1461,7 @@ static void emit(struct exec *x, const struct gt_value *v)
         struct buf t = BUF_INIT;
         gt_print(&t, v);
         buf_putc(&t, 0);
-        html_escape(x->out, buf_head(&t));
+        gt_html_escape(x->out, buf_head(&t));
         buf_free(&t);
     } else {
         gt_print(x->out, v);
@@ -1601,4 +1604,144 @@ int gt_exec(const struct gt_set *set, const char *name, struct gt_value *data, s
     int r = x->failed ? -EINVAL : 0;
     free(x);
     return r;
+}
+
+/* ---- the text functions Prometheus and Alertmanager both give templates ---- */
+
+static bool one_string(struct gt_value **v, size_t n, size_t want, char *err, size_t errlen)
+{
+    if (n != want) {
+        snprintf(err, errlen, "wrong number of args: want %zu got %zu", want, n);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->k != GT_STR) {
+            snprintf(err, errlen, "argument %zu is not a string", i + 1);
+            return false;
+        }
+    return true;
+}
+
+/* mode 0 toUpper, 1 toLower, 2 title (Go's strings.Title: each word's first letter) */
+static struct gt_value *case_fn(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen, int mode)
+{
+    if (!one_string(v, n, 1, err, errlen))
+        return NULL;
+    char *s = (char *)gt_strdup(a, v[0]->s, strlen(v[0]->s));
+    if (!s)
+        return NULL;
+    bool start = true;
+    for (char *p = s; *p; p++) {
+        if (mode == 0)
+            *p = (char)toupper((unsigned char)*p);
+        else if (mode == 1)
+            *p = (char)tolower((unsigned char)*p);
+        else {
+            if (start && isalpha((unsigned char)*p))
+                *p = (char)toupper((unsigned char)*p);
+            start = !isalnum((unsigned char)*p) && *p != '\'';
+        }
+    }
+    struct gt_value *r = val(a, GT_STR);
+    if (r)
+        r->s = s;
+    return r;
+}
+
+static struct gt_value *f_upper(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
+{
+    return case_fn(a, v, n, e, l, 0);
+}
+
+static struct gt_value *f_lower(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
+{
+    return case_fn(a, v, n, e, l, 1);
+}
+
+static struct gt_value *f_title(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
+{
+    return case_fn(a, v, n, e, l, 2);
+}
+
+static pcre2_code *re_compile(const char *re, char *err, size_t errlen)
+{
+    int ec;
+    PCRE2_SIZE off;
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &off, NULL);
+    if (!c) {
+        PCRE2_UCHAR m[160];
+        pcre2_get_error_message(ec, m, sizeof(m));
+        snprintf(err, errlen, "error parsing regexp: %s", (char *)m);
+    }
+    return c;
+}
+
+/* match PATTERN STRING: an unanchored search, as Go's regexp.MatchString */
+static struct gt_value *f_match(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                size_t errlen)
+{
+    if (!one_string(v, n, 2, err, errlen))
+        return NULL;
+    pcre2_code *c = re_compile(v[0]->s, err, errlen);
+    if (!c)
+        return NULL;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int r = md ? pcre2_match(c, (PCRE2_SPTR)v[1]->s, strlen(v[1]->s), 0, 0, md, NULL) : -1;
+    pcre2_match_data_free(md);
+    pcre2_code_free(c);
+    return gt_bool(a, r >= 0);
+}
+
+/* reReplaceAll PATTERN REPLACEMENT STRING, with $1 / ${1} expansion */
+static struct gt_value *f_replace(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                  size_t errlen)
+{
+    if (!one_string(v, n, 3, err, errlen))
+        return NULL;
+    pcre2_code *c = re_compile(v[0]->s, err, errlen);
+    if (!c)
+        return NULL;
+    PCRE2_SIZE outlen = strlen(v[2]->s) * 4 + strlen(v[1]->s) * 8 + 256;
+    char *out = malloc(outlen);
+    int r = out ? pcre2_substitute(c, (PCRE2_SPTR)v[2]->s, PCRE2_ZERO_TERMINATED, 0,
+                                   PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_UNSET_EMPTY |
+                                       PCRE2_SUBSTITUTE_UNKNOWN_UNSET,
+                                   NULL, NULL, (PCRE2_SPTR)v[1]->s, PCRE2_ZERO_TERMINATED,
+                                   (PCRE2_UCHAR *)out, &outlen)
+                : -1;
+    pcre2_code_free(c);
+    struct gt_value *res = NULL;
+    if (r >= 0) {
+        res = val(a, GT_STR);
+        if (res && !(res->s = gt_strdup(a, out, outlen)))
+            res = NULL;
+    } else {
+        snprintf(err, errlen, "reReplaceAll failed");
+    }
+    free(out);
+    return res;
+}
+
+static struct gt_value *f_safe(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                               size_t errlen)
+{
+    if (!one_string(v, n, 1, err, errlen))
+        return NULL;
+    struct gt_value *r = gt_str(a, v[0]->s);
+    if (r)
+        r->safe = true;
+    return r;
+}
+
+int gt_add_text_funcs(struct gt_set *set)
+{
+    static const struct { const char *name; gt_func fn; } fns[] = {
+        { "toUpper", f_upper }, { "toLower", f_lower }, { "title", f_title },
+        { "match", f_match }, { "reReplaceAll", f_replace }, { "safeHtml", f_safe },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(fns); i++)
+        if (gt_set_func(set, fns[i].name, fns[i].fn))
+            return -ENOMEM;
+    return 0;
 }

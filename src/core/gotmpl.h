@@ -66,6 +66,11 @@ struct gt_set;
 struct gt_set *gt_set_new(bool html);
 void gt_set_free(struct gt_set **set);
 int gt_set_func(struct gt_set *set, const char *name, gt_func fn);
+/* Registers the functions Prometheus and Alertmanager templates share: toUpper,
+ * toLower, title, match (regex search), reReplaceAll ($1 expansion), safeHtml. */
+int gt_add_text_funcs(struct gt_set *set);
+/* Appends s with & < > " ' escaped as html/template escapes them. */
+void gt_html_escape(struct buf *b, const char *s);
 void gt_set_methods(struct gt_set *set, gt_method fn);
 /* Parses text as the template called name; its {{define}}s join the set (a later
  * definition replaces an earlier one, as in Go). 0, or -EINVAL with

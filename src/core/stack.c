@@ -284,3 +284,34 @@ void stack_free(struct stack *st)
     free(st->source);
     memset(st, 0, sizeof(*st));
 }
+
+int service_listen_addrs(struct cfg *c, const cfg_node *map, const cfg_node *n, const char *path,
+                         struct service *svc, struct net_addr *out, size_t max, size_t *count,
+                         const char *what, const char *scheme, const char *like, bool udp)
+{
+    if (!n)
+        return cfg_error(c, map, path, "missing key \"listen\" (a list of addresses)");
+    char **list;
+    size_t k;
+    if (cfg_get_string_list(c, n, path, &list, &k))
+        return -EINVAL;
+    int bad = 0;
+    if (k == 0 || k > max)
+        bad = cfg_error(c, n, path, "expected 1 to %zu addresses", max);
+    for (size_t i = 0; i < k && i < max; i++) {
+        struct net_addr *a = &out[*count];
+        if (net_addr_parse(list[i], a)) {
+            bad = cfg_error(c, n, path, "expected addresses like %s, got \"%s\"", like, list[i]);
+            continue;
+        }
+        char s[NET_ADDRSTRLEN];
+        net_addr_format(a, s, sizeof(s));
+        service_add_endpoint(svc, what, "%s://%s%s", scheme, s, strcmp(scheme, "http") ? "" : "/");
+        if (udp)
+            service_add_bind(svc, a, SOCK_DGRAM);
+        service_add_bind(svc, a, SOCK_STREAM);
+        (*count)++;
+    }
+    cfg_free_string_list(list, k);
+    return bad;
+}

@@ -76,6 +76,14 @@ const struct service *stack_find(const struct stack *st, const char *name);
 void service_add_endpoint(struct service *svc, const char *what, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void service_add_bind(struct service *svc, const struct net_addr *a, int type);
+/* Reads a service's `listen:` key, a list of 1 to max addresses, into out: each is
+ * recorded as an endpoint (what, "scheme://addr/", or without the slash for
+ * non-HTTP schemes) and as a TCP bind, plus a UDP one when udp. n NULL means the
+ * key is missing. Returns 0 or -EINVAL after recording errors ("like" shows an
+ * example address in them). */
+int service_listen_addrs(struct cfg *c, const cfg_node *map, const cfg_node *n, const char *path,
+                         struct service *svc, struct net_addr *out, size_t max, size_t *count,
+                         const char *what, const char *scheme, const char *like, bool udp);
 /* Resolves a path from the stack file against its directory (malloc'd). */
 char *stack_path(const struct stack *st, const char *p);
 

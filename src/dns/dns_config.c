@@ -403,33 +403,8 @@ int dns__parse(struct cfg *c, const cfg_node *map, const char *path, struct serv
     dc->tcp_max_conns = 1000;
     int bad = cfg_map_fields(c, map, path, keys, v);
     P(p, "%s.listen", path);
-    if (!v[1]) {
-        bad = cfg_error(c, map, path, "missing key \"listen\" (a list of addresses)");
-    } else {
-        char **list;
-        size_t k;
-        if (cfg_get_string_list(c, v[1], p, &list, &k) == 0) {
-            if (k == 0 || k > DNS_MAX_LISTEN)
-                bad = cfg_error(c, v[1], p, "expected 1 to %d addresses", DNS_MAX_LISTEN);
-            for (size_t i = 0; i < k && i < DNS_MAX_LISTEN; i++) {
-                struct net_addr *a = &dc->listen[dc->nlisten];
-                if (net_addr_parse(list[i], a)) {
-                    bad = cfg_error(c, v[1], p, "expected addresses like 127.0.0.1:53, got \"%s\"",
-                                    list[i]);
-                    continue;
-                }
-                char s[NET_ADDRSTRLEN];
-                net_addr_format(a, s, sizeof(s));
-                service_add_endpoint(svc, "dns", "dns://%s", s);
-                service_add_bind(svc, a, SOCK_DGRAM);
-                service_add_bind(svc, a, SOCK_STREAM);
-                dc->nlisten++;
-            }
-            cfg_free_string_list(list, k);
-        } else {
-            bad = -EINVAL;
-        }
-    }
+    bad |= service_listen_addrs(c, map, v[1], p, svc, dc->listen, DNS_MAX_LISTEN, &dc->nlisten,
+                                "dns", "dns", "127.0.0.1:53", true);
     P(p, "%s.admin", path);
     if (v[2]) {
         if (cfg_get_addr(c, v[2], p, &dc->admin) == 0) {

@@ -446,32 +446,8 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     pc->lookback_ms = 300000;
     int bad = cfg_map_fields(c, map, path, keys, v);
     P(p, "%s.listen", path);
-    if (!v[1]) {
-        bad = cfg_error(c, map, path, "missing key \"listen\" (a list of addresses)");
-    } else {
-        char **list;
-        size_t k;
-        if (cfg_get_string_list(c, v[1], p, &list, &k) == 0) {
-            if (k == 0 || k > PROM_MAX_LISTEN)
-                bad = cfg_error(c, v[1], p, "expected 1 to %d addresses", PROM_MAX_LISTEN);
-            for (size_t i = 0; i < k && i < PROM_MAX_LISTEN; i++) {
-                struct net_addr *a = &pc->listen[pc->nlisten];
-                if (net_addr_parse(list[i], a)) {
-                    bad = cfg_error(c, v[1], p, "expected addresses like 127.0.0.1:9090, got \"%s\"",
-                                    list[i]);
-                    continue;
-                }
-                char s[NET_ADDRSTRLEN];
-                net_addr_format(a, s, sizeof(s));
-                service_add_endpoint(svc, "http", "http://%s/", s);
-                service_add_bind(svc, a, SOCK_STREAM);
-                pc->nlisten++;
-            }
-            cfg_free_string_list(list, k);
-        } else {
-            bad = -EINVAL;
-        }
-    }
+    bad |= service_listen_addrs(c, map, v[1], p, svc, pc->listen, PROM_MAX_LISTEN, &pc->nlisten,
+                                "http", "http", "127.0.0.1:9090", false);
     P(p, "%s.prometheus", path);
     if (v[2] && cfg_is_scalar(v[2]) && !cfg_is_null(v[2])) {
         char *rel = NULL;

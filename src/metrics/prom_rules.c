@@ -17,8 +17,6 @@
  */
 #include "prom_internal.h"
 #include "gotmpl.h"
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
 #include "log.h"
 
 #include <ctype.h>
@@ -149,130 +147,25 @@ HUMANIZE_FN(f_humanize_pct, "humanizePercentage")
 HUMANIZE_FN(f_humanize_dur, "humanizeDuration")
 HUMANIZE_FN(f_humanize_ts, "humanizeTimestamp")
 
-static struct gt_value *str_fn(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                               size_t errlen, int mode)
+/* stripPort: the host of host:port or [v6]:port */
+static struct gt_value *f_strip_port(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
+                                     size_t errlen)
 {
     if (n != 1 || v[0]->k != GT_STR) {
-        snprintf(err, errlen, "wants one string");
+        snprintf(err, errlen, "stripPort wants one string");
         return NULL;
     }
-    char *s = strdup(v[0]->s);
+    char *s = (char *)gt_strdup(a, v[0]->s, strlen(v[0]->s));
     if (!s)
         return NULL;
-    bool start = true;
-    for (char *q = s; *q; q++) {
-        if (mode == 0)
-            *q = (char)toupper((unsigned char)*q);
-        else if (mode == 1)
-            *q = (char)tolower((unsigned char)*q);
-        else if (mode == 2) {
-            if (start && isalpha((unsigned char)*q))
-                *q = (char)toupper((unsigned char)*q);
-            start = !isalnum((unsigned char)*q) && *q != '\'';
-        }
+    char *c = strrchr(s, ':');
+    if (s[0] == '[' && strchr(s, ']')) {
+        *strchr(s, ']') = 0;
+        s++;
+    } else if (c && strchr(s, ':') == c) {
+        *c = 0;
     }
-    if (mode == 3) {        /* stripPort: host of host:port, [v6]:port */
-        char *c = strrchr(s, ':');
-        if (s[0] == '[' && strchr(s, ']')) {
-            *strchr(s, ']') = 0;
-            memmove(s, s + 1, strlen(s));
-        } else if (c && strchr(s, ':') == c) {
-            *c = 0;
-        }
-    }
-    struct gt_value *r = gt_str(a, s);
-    free(s);
-    return r;
-}
-
-static struct gt_value *f_upper(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
-{
-    return str_fn(a, v, n, e, l, 0);
-}
-
-static struct gt_value *f_lower(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
-{
-    return str_fn(a, v, n, e, l, 1);
-}
-
-static struct gt_value *f_title(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t l)
-{
-    return str_fn(a, v, n, e, l, 2);
-}
-
-static struct gt_value *f_strip_port(struct gt_arena *a, struct gt_value **v, size_t n, char *e,
-                                     size_t l)
-{
-    return str_fn(a, v, n, e, l, 3);
-}
-
-static pcre2_code *re_compile(const char *re, char *err, size_t errlen)
-{
-    int ec;
-    PCRE2_SIZE off;
-    pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &off, NULL);
-    if (!c) {
-        PCRE2_UCHAR m[160];
-        pcre2_get_error_message(ec, m, sizeof(m));
-        snprintf(err, errlen, "error parsing regexp: %s", (char *)m);
-    }
-    return c;
-}
-
-static struct gt_value *f_match(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                                size_t errlen)
-{
-    if (n != 2 || v[0]->k != GT_STR || v[1]->k != GT_STR) {
-        snprintf(err, errlen, "match wants a pattern and a string");
-        return NULL;
-    }
-    pcre2_code *c = re_compile(v[0]->s, err, errlen);
-    if (!c)
-        return NULL;
-    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-    int r = md ? pcre2_match(c, (PCRE2_SPTR)v[1]->s, strlen(v[1]->s), 0, 0, md, NULL) : -1;
-    pcre2_match_data_free(md);
-    pcre2_code_free(c);
-    return gt_bool(a, r >= 0);
-}
-
-static struct gt_value *f_replace(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                                  size_t errlen)
-{
-    if (n != 3 || v[0]->k != GT_STR || v[1]->k != GT_STR || v[2]->k != GT_STR) {
-        snprintf(err, errlen, "reReplaceAll wants a pattern, a replacement and a string");
-        return NULL;
-    }
-    pcre2_code *c = re_compile(v[0]->s, err, errlen);
-    if (!c)
-        return NULL;
-    PCRE2_SIZE outlen = strlen(v[2]->s) * 4 + strlen(v[1]->s) * 8 + 256;
-    char *out = malloc(outlen);
-    int r = out ? pcre2_substitute(c, (PCRE2_SPTR)v[2]->s, PCRE2_ZERO_TERMINATED, 0,
-                                   PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_UNSET_EMPTY |
-                                       PCRE2_SUBSTITUTE_UNKNOWN_UNSET,
-                                   NULL, NULL, (PCRE2_SPTR)v[1]->s, PCRE2_ZERO_TERMINATED,
-                                   (PCRE2_UCHAR *)out, &outlen)
-                : -1;
-    pcre2_code_free(c);
-    struct gt_value *res = r >= 0 ? gt_str(a, out) : NULL;
-    if (r < 0)
-        snprintf(err, errlen, "reReplaceAll failed");
-    free(out);
-    return res;
-}
-
-static struct gt_value *f_safe(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
-                               size_t errlen)
-{
-    if (n != 1 || v[0]->k != GT_STR) {
-        snprintf(err, errlen, "safeHtml wants one string");
-        return NULL;
-    }
-    struct gt_value *r = gt_str(a, v[0]->s);
-    if (r)
-        r->safe = true;
-    return r;
+    return gt_str(a, s);
 }
 
 /* What `query` runs against: set around each evaluation's template runs (the role
@@ -533,21 +426,21 @@ static struct prom_tmpl *tmpl_compile(const char *src, char *err, size_t errlen)
     static const struct { const char *name; gt_func fn; } fns[] = {
         { "humanize", f_humanize }, { "humanize1024", f_humanize1024 },
         { "humanizePercentage", f_humanize_pct }, { "humanizeDuration", f_humanize_dur },
-        { "humanizeTimestamp", f_humanize_ts }, { "toUpper", f_upper }, { "toLower", f_lower },
-        { "title", f_title }, { "stripPort", f_strip_port }, { "match", f_match },
-        { "reReplaceAll", f_replace }, { "safeHtml", f_safe }, { "query", f_query },
+        { "humanizeTimestamp", f_humanize_ts }, { "stripPort", f_strip_port }, { "query", f_query },
         { "first", f_first }, { "label", f_label }, { "value", f_value },
         { "strvalue", f_strvalue }, { "sortByLabel", f_sort_by_label }, { "args", f_args },
         { "graphLink", f_graph_link }, { "tableLink", f_table_link },
         { "externalURL", f_external_url }, { "pathPrefix", f_path_prefix },
         { "parseDuration", f_parse_duration },
     };
-    for (size_t i = 0; i < ARRAY_SIZE(fns); i++)
-        if (gt_set_func(t->set, fns[i].name, fns[i].fn)) {
-            tmpl_free(t);
-            snprintf(err, errlen, "out of memory");
-            return NULL;
-        }
+    int fr = gt_add_text_funcs(t->set);
+    for (size_t i = 0; !fr && i < ARRAY_SIZE(fns); i++)
+        fr = gt_set_func(t->set, fns[i].name, fns[i].fn);
+    if (fr) {
+        tmpl_free(t);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     /* Prometheus defines these variables in front of every template */
     struct buf text = BUF_INIT;
     buf_puts(&text, "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$value := .Value}}");
