@@ -57,6 +57,7 @@ struct am_matcher {
     char *name;
     char *value;
     pcre2_code *re;                 /* AM_RE and AM_NRE: ^(?:value)$ */
+    pcre2_match_data *md;           /* reused by every match (the role has one thread) */
 };
 
 struct am_matchers {

@@ -70,9 +70,12 @@ int am__matcher_init(struct am_matcher *m, enum am_mtype t, const char *name, co
         m->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
                               PCRE2_UTF | PCRE2_DOLLAR_ENDONLY, &ec, &off, NULL);
         free(pat);
-        if (!m->re) {
-            PCRE2_UCHAR msg[160];
-            pcre2_get_error_message(ec, msg, sizeof(msg));
+        if (m->re)
+            m->md = pcre2_match_data_create(1, NULL);
+        if (!m->re || !m->md) {
+            PCRE2_UCHAR msg[160] = "out of memory";
+            if (!m->re)
+                pcre2_get_error_message(ec, msg, sizeof(msg));
             snprintf(err, errlen, "error parsing regexp: %s: `%s`", (char *)msg, value);
             am__matcher_free(m);
             return -EINVAL;
@@ -87,6 +90,8 @@ void am__matcher_free(struct am_matcher *m)
     free(m->value);
     if (m->re)
         pcre2_code_free(m->re);
+    if (m->md)
+        pcre2_match_data_free(m->md);
     memset(m, 0, sizeof(*m));
 }
 
@@ -106,14 +111,9 @@ bool am__matcher_matches(const struct am_matcher *m, const char *v)
         return strcmp(v, m->value) == 0;
     case AM_NE:
         return strcmp(v, m->value) != 0;
-    default: {
-        pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-        if (!md)
-            return false;
-        int r = pcre2_match(m->re, (PCRE2_SPTR)v, strlen(v), 0, 0, md, NULL);
-        pcre2_match_data_free(md);
-        return (r >= 0) == (m->type == AM_RE);
-    }
+    default:
+        return (pcre2_match(m->re, (PCRE2_SPTR)v, strlen(v), 0, 0, m->md, NULL) >= 0) ==
+               (m->type == AM_RE);
     }
 }
 

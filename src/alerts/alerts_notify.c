@@ -113,24 +113,10 @@ void am__subject(struct buf *b, struct am_send *sd)
     tdata_free(&d);
 }
 
-static void url_query_escape(struct buf *b, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~')
-            buf_putc(b, (char)c);
-        else if (c == ' ')
-            buf_putc(b, '+');
-        else
-            buf_printf(b, "%%%02X", c);
-    }
-}
-
 static void alerts_url(struct buf *b, struct am_send *sd)
 {
     buf_printf(b, "%s/#/alerts?receiver=", sd->f->g->s->conf->external_url);
-    url_query_escape(b, sd->f->g->route->recv->name);
+    gt_url_query_escape(b, sd->f->g->route->recv->name);
 }
 
 void am__webhook_body(struct buf *b, struct am_send *sd, size_t max_alerts)

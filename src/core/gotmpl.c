@@ -1111,6 +1111,19 @@ static int cmp_values(struct exec *x, const struct gt_value *a, const struct gt_
     return 0;
 }
 
+void gt_url_query_escape(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || strchr("-_.~", c))
+            buf_putc(b, (char)c);
+        else if (c == ' ')
+            buf_putc(b, '+');
+        else
+            buf_printf(b, "%%%02X", c);
+    }
+}
+
 void gt_html_escape(struct buf *b, const char *s)
 {
     for (; *s; s++)
@@ -1369,15 +1382,7 @@ static struct gt_value *builtin(struct exec *x, const char *name, struct gt_valu
                     buf_putc(&b, *p);
             }
         else
-            for (; *p; p++) {
-                unsigned char c = (unsigned char)*p;
-                if (isalnum(c) || strchr("-_.~", c))
-                    buf_putc(&b, (char)c);
-                else if (c == ' ')
-                    buf_putc(&b, '+');
-                else
-                    buf_printf(&b, "%%%02X", c);
-            }
+            gt_url_query_escape(&b, p);
         buf_free(&s);
         return str_of(x, &b);
     }

@@ -69,6 +69,8 @@ int gt_set_func(struct gt_set *set, const char *name, gt_func fn);
 /* Registers the functions Prometheus and Alertmanager templates share: toUpper,
  * toLower, title, match (regex search), reReplaceAll ($1 expansion), safeHtml. */
 int gt_add_text_funcs(struct gt_set *set);
+/* Appends s escaped as Go's url.QueryEscape (urlquery): space as '+', %XX. */
+void gt_url_query_escape(struct buf *b, const char *s);
 /* Appends s with & < > " ' escaped as html/template escapes them. */
 void gt_html_escape(struct buf *b, const char *s);
 void gt_set_methods(struct gt_set *set, gt_method fn);

@@ -119,6 +119,7 @@ struct bg_refresh;
 
 struct edge_worker {
     struct edge *e;
+    void *re_md;                    /* pcre2 match data for path_regex routes, made once */
     struct l4_listener *l4;         /* this worker's TCP-mode listeners */
     struct tunnel *tunnels;         /* open tunnels (closed at shutdown) */
     struct httpc *bg_client;        /* background cache revalidations */

@@ -1,5 +1,7 @@
 /* edge_main.c - role "edge": worker threads, listeners, admin API, shutdown. */
 #include "edge_internal.h"
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include "edge_cache.h"
 #include "log.h"
 
@@ -762,6 +764,7 @@ static void worker_destroy(struct edge_worker *w)
     edge__tunnels_close_all(w);
     httpd_worker_destroy(&w->hw);
     httpd_worker_destroy(&w->admin_hw);
+    pcre2_match_data_free(w->re_md);
     loop_destroy(&w->loop);
     free(w->idle);
     free(w->server_base);

@@ -132,11 +132,12 @@ static const struct edge_route *match_route(const struct edge_conf *c, const str
         if (rt->host && !host_matches(rt->host, r->h.host))
             continue;
         if (rt->path_re) {
-            pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-            int m = md ? pcre2_match(rt->path_re, (PCRE2_SPTR)r->h.path.p, r->h.path.n, 0,
-                                     0, md, NULL) : -1;
-            pcre2_match_data_free(md);
-            if (m < 0)
+            /* one match block per worker thread, not one per request */
+            struct edge_worker *w = r->worker->data;
+            if (!w->re_md && !(w->re_md = pcre2_match_data_create(1, NULL)))
+                continue;
+            if (pcre2_match(rt->path_re, (PCRE2_SPTR)r->h.path.p, r->h.path.n, 0, 0, w->re_md,
+                            NULL) < 0)
                 continue;
         } else {
             size_t pl = strlen(rt->path);

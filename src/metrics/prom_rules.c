@@ -351,14 +351,7 @@ static struct gt_value *link_fn(struct gt_arena *a, struct gt_value **v, size_t 
     }
     struct buf b = BUF_INIT;
     buf_puts(&b, "/graph?g0.expr=");
-    for (const char *c = v[0]->s; *c; c++) {
-        if (isalnum((unsigned char)*c) || strchr("-_.~", *c))
-            buf_putc(&b, *c);
-        else if (*c == ' ')
-            buf_putc(&b, '+');
-        else
-            buf_printf(&b, "%%%02X", (unsigned char)*c);
-    }
+    gt_url_query_escape(&b, v[0]->s);
     buf_printf(&b, "&g0.tab=%d", tab);
     buf_putc(&b, 0);
     struct gt_value *r = gt_str(a, buf_head(&b));
