@@ -266,7 +266,9 @@ static struct gt_value *methods(struct gt_arena *a, struct gt_value *recv, const
         }
     }
     if (recv->k == GT_STR && recv->tag == TAG_TIME) {
-        int64_t ns = (int64_t)recv->num * 1000000000 + (int64_t)((recv->num - floor(recv->num)) * 1e9 + 0.5);
+        /* times are seconds since the epoch; outside year 1..9999 (or NaN) they read as zero */
+        double secs = recv->num >= -6.2e10 && recv->num <= 2.6e11 ? recv->num : 0;
+        int64_t ns = (int64_t)secs * 1000000000 + (int64_t)((secs - floor(secs)) * 1e9 + 0.5);
         if (!strcmp(name, "Format") && nargs == 1 && args[0]->k == GT_STR) {
             struct buf b = BUF_INIT;
             if (ns || recv->num)

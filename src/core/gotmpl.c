@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -172,6 +173,18 @@ bool gt_truth(const struct gt_value *v)
     case GT_STR: return v->s[0] != 0;
     default: return v->n > 0;
     }
+}
+
+/* a number as an integer without the undefined cast of NaN or out-of-range values */
+static long long num_ll(double n)
+{
+    if (!(n == n))
+        return 0;
+    if (n >= 9.2e18)
+        return LLONG_MAX;
+    if (n <= -9.2e18)
+        return LLONG_MIN;
+    return (long long)n;
 }
 
 static void print_num(struct buf *b, double n)
@@ -1199,10 +1212,10 @@ static void go_printf(struct buf *b, const char *f, struct gt_value **args, size
         char full[40];
         if (verb == 'd' && v->k == GT_NUM) {
             snprintf(full, sizeof(full), "%sll%c", spec, 'd');
-            buf_printf(b, full, (long long)v->num);
+            buf_printf(b, full, num_ll(v->num));
         } else if ((verb == 'x' || verb == 'X') && v->k == GT_NUM) {
             snprintf(full, sizeof(full), "%sll%c", spec, verb);
-            buf_printf(b, full, (long long)v->num);
+            buf_printf(b, full, num_ll(v->num));
         } else if (strchr("feEgG", verb) && v->k == GT_NUM) {
             snprintf(full, sizeof(full), "%s%c", spec, verb);
             buf_printf(b, full, v->num);
@@ -1304,8 +1317,14 @@ static struct gt_value *builtin(struct exec *x, const char *name, struct gt_valu
             return NULL;
         }
         size_t len = v[0]->k == GT_STR ? strlen(v[0]->s) : v[0]->n;
+        /* bounds checked as doubles first: a negative or huge index must not reach the cast */
+        if ((n > 1 && !(v[1]->num >= 0 && v[1]->num <= (double)len)) ||
+            (n > 2 && !(v[2]->num >= 0 && v[2]->num <= (double)len))) {
+            xerr(x, "error calling slice: index out of range");
+            return NULL;
+        }
         size_t lo = n > 1 ? (size_t)v[1]->num : 0, hi = n > 2 ? (size_t)v[2]->num : len;
-        if ((n > 1 && v[1]->num < 0) || lo > hi || hi > len) {
+        if (lo > hi) {
             xerr(x, "error calling slice: index out of range");
             return NULL;
         }
@@ -1518,7 +1537,7 @@ static void exec_node(struct exec *x, const struct node *n, struct gt_value *dot
         if (x->failed)
             return;
         size_t count = v && (v->k == GT_LIST || v->k == GT_MAP) ? v->n
-                       : v && v->k == GT_NUM && v->num > 0 ? (size_t)v->num : 0;
+                       : v && v->k == GT_NUM && v->num > 0 ? (size_t)num_ll(v->num) : 0;
         if (v && v->k != GT_LIST && v->k != GT_MAP && v->k != GT_NIL &&
             !(v->k == GT_NUM && v->num == floor(v->num))) {
             xerr(x, "range can't iterate over %s", v->k == GT_STR ? v->s : "this value");
@@ -1532,6 +1551,10 @@ static void exec_node(struct exec *x, const struct node *n, struct gt_value *dot
             struct gt_value *e = v->k == GT_NUM ? gt_num(x->a, (double)i) : v->items[i];
             struct gt_value *key = v->k == GT_MAP ? gt_str(x->a, v->keys[i]) : gt_num(x->a, (double)i);
             x->nvars = mark;
+            if (x->nvars + 2 > ARRAY_SIZE(x->vars)) {
+                xerr(x, "too many variables");
+                return;
+            }
             if (n->pipe->ndecl == 1)
                 x->vars[x->nvars++] = (struct var){ n->pipe->decl[0], v->k == GT_NUM ? key : e };
             else if (n->pipe->ndecl == 2) {

@@ -182,7 +182,14 @@ static struct promql_node *parse_selector(const char *s, char *err, size_t errle
     return n;
 }
 
-/* The series of every match[] (deduplicated, in ref order). */
+static int cmp_sel_labels(const void *a, const void *b)
+{
+    return tsdb_labels_cmp(&(*(struct tsdb_series *const *)a)->labels,
+                           &(*(struct tsdb_series *const *)b)->labels);
+}
+
+/* The series of every match[] (deduplicated, sorted by labels), freed with
+ * tsdb_select_free(). */
 static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mint, int64_t maxt,
                       bool need, struct tsdb_series ***out, size_t *nout, char *err, size_t errlen)
 {
@@ -196,7 +203,7 @@ static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mi
         nm++;
         struct promql_node *sel = parse_selector(f->val[i], err, errlen);
         if (!sel) {
-            free(all);
+            tsdb_select_free(all, n);
             return -EINVAL;
         }
         struct tsdb_series **got;
@@ -205,8 +212,8 @@ static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mi
         if (g) {
             struct tsdb_series **na = realloc(all, (n + g) * sizeof(*na));
             if (!na) {
-                free(got);
-                free(all);
+                tsdb_select_free(got, g);
+                tsdb_select_free(all, n);
                 snprintf(err, errlen, "out of memory");
                 return -ENOMEM;
             }
@@ -220,20 +227,19 @@ static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mi
         snprintf(err, errlen, "no match[] parameter provided");
         return -EINVAL;
     }
-    /* sort by ref and drop duplicates */
-    for (size_t i = 1; i < n; i++) {
-        struct tsdb_series *x = all[i];
-        size_t j = i;
-        while (j > 0 && all[j - 1]->ref > x->ref) {
-            all[j] = all[j - 1];
-            j--;
-        }
-        all[j] = x;
-    }
+    /* sort by labels and drop duplicates (one series matched twice, or read
+     * from blocks for two matchers) */
+    if (n > 1)
+        qsort(all, n, sizeof(*all), cmp_sel_labels);
     size_t u = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!u || all[u - 1] != all[i])
-            all[u++] = all[i];
+    for (size_t i = 0; i < n; i++) {
+        if (u && (all[u - 1] == all[i] || tsdb_labels_eq(&all[u - 1]->labels, &all[i]->labels))) {
+            if (all[u - 1] != all[i])
+                tsdb_series_release(all[i]);
+            continue;
+        }
+        all[u++] = all[i];
+    }
     *out = all;
     *nout = u;
     return (int)nm;
@@ -275,7 +281,7 @@ static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct prom
         pairs_json(&b, s[i]->labels.l, s[i]->labels.n);
     }
     buf_puts(&b, "]}");
-    free(s);
+    tsdb_select_free(s, n);
     prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
@@ -312,7 +318,7 @@ static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct prom
         }
     } else {
         if (nm == 0) {
-            free(s);
+            tsdb_select_free(s, n);
             struct tsdb_matcher all;
             tsdb_matcher_init(&all, "__name__", TSDB_RE, ".+", err, sizeof(err));
             n = tsdb_select(&ps->db, &all, 1, mint, maxt, &s);
@@ -351,7 +357,7 @@ static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct prom
         tsdb_free_strings(vals, nv);
     else
         free(vals);
-    free(s);
+    tsdb_select_free(s, n);
     prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
@@ -422,7 +428,7 @@ static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct pr
         prom_format_float(v, sizeof(v), se->last_v);
         buf_printf(&b, "} %s %lld\n", v, (long long)se->last_t);
     }
-    free(s);
+    tsdb_select_free(s, n);
     httpd_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf_head(&b), buf_used(&b));
     buf_free(&b);
 }
@@ -1037,7 +1043,7 @@ static void h_read(struct prom_svc *ps, struct httpd_req *r)
                 }
                 pb_put_bytes(&result, 1, buf_head(&ts), buf_used(&ts));
             }
-            free(sel);
+            tsdb_select_free(sel, n);
             if (!err)
                 pb_put_bytes(&out, 1, buf_used(&result) ? buf_head(&result) : "", buf_used(&result));
         }
@@ -1065,6 +1071,42 @@ static void h_read(struct prom_svc *ps, struct httpd_req *r)
     buf_free(&sm);
 }
 
+/* POST /api/v1/admin/tsdb/snapshot: hard links to every block and the head written
+ * as a block, in <data>/snapshots/<name>, as Prometheus does. */
+static void h_admin_snapshot(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+{
+    if (!ps->conf->admin_api) {
+        prom__api_error(r, 503, "unavailable", "admin APIs disabled");
+        return;
+    }
+    if (!ps->db.dir) {
+        prom__api_error(r, 500, "internal", "the store has no data directory");
+        return;
+    }
+    const char *sh = prom__form_get(f, "skip_head");
+    bool skip = sh && (!strcmp(sh, "true") || !strcmp(sh, "1"));
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    uint8_t rnd[8];
+    cairn_random(rnd, sizeof(rnd));
+    char name[64], dir[4400], err[512] = "";
+    size_t o = strftime(name, sizeof(name), "%Y%m%dT%H%M%SZ-", &tm);
+    for (int i = 0; i < 8; i++)
+        o += (size_t)snprintf(name + o, sizeof(name) - o, "%02x", rnd[i]);
+    snprintf(dir, sizeof(dir), "%s/snapshots/%s", ps->db.dir, name);
+    if (tsdb_export_snapshot(&ps->db, dir, skip, err, sizeof(err))) {
+        char msg[700];
+        snprintf(msg, sizeof(msg), "create snapshot: %s", err);
+        prom__api_error(r, 500, "internal", msg);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "{\"status\":\"success\",\"data\":{\"name\":\"%s\"}}", name);
+    prom__reply_json(r, 200, &b);
+    buf_free(&b);
+}
+
 /* ---- routing ---- */
 
 void prom__handle(struct httpd_req *r, void *arg)
@@ -1079,6 +1121,20 @@ void prom__handle(struct httpd_req *r, void *arg)
     }
     if (strv_eq_cstr(p, "/api/v1/read")) {
         h_read(ps, r);
+        return;
+    }
+    if (strv_has_prefix(p, "/api/v1/admin/tsdb/")) {
+        struct prom_form af;
+        request_form(r, &af);
+        if (!strv_eq_cstr(r->h.method, "POST") && !strv_eq_cstr(r->h.method, "PUT")) {
+            httpd_header(r, "Allow", "POST, PUT");
+            prom__api_error(r, 405, "bad_data", "method not allowed");
+        } else if (strv_eq_cstr(p, "/api/v1/admin/tsdb/snapshot")) {
+            h_admin_snapshot(ps, r, &af);
+        } else {
+            prom__api_error(r, 404, "not_found", "unknown admin endpoint (only snapshot is served)");
+        }
+        form_free(&af);
         return;
     }
     if (strv_eq_cstr(p, "/-/reload")) {

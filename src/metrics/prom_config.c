@@ -11,6 +11,8 @@
  *   query_lookback_delta: 5m        # how far back an instant selector looks
  *   resolver: 127.0.0.1:53          # the DNS server for dns_sd_configs (default:
  *                                   # /etc/resolv.conf)
+ *   block_duration: 2h              # the head is cut into on-disk blocks of this range
+ *   enable_admin_api: false         # POST /api/v1/admin/tsdb/snapshot
  */
 #include "prom_internal.h"
 
@@ -432,8 +434,9 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
 {
     static const char *const keys[] = { "role", "listen", "prometheus", "retention",
                                         "max_series", "query_timeout", "query_max_samples",
-                                        "query_lookback_delta", "resolver", "retention_size", NULL };
-    cfg_node *v[10];
+                                        "query_lookback_delta", "resolver", "retention_size",
+                                        "block_duration", "enable_admin_api", NULL };
+    cfg_node *v[12];
     char p[256];
     struct prom_conf *pc = calloc(1, sizeof(*pc));
     if (!pc)
@@ -516,6 +519,15 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     P(p, "%s.retention_size", path);
     if (v[9])
         bad |= cfg_get_size(c, v[9], p, &pc->retention_bytes);
+    P(p, "%s.block_duration", path);
+    pc->block_ms = 2 * 3600 * 1000;
+    if (v[10] && cfg_get_duration(c, v[10], p, &pc->block_ms) == 0 && pc->block_ms < 60000)
+        bad = cfg_error(c, v[10], p, "must be at least 1m");
+    else if (v[10] && pc->block_ms < 60000)
+        bad = -EINVAL;
+    P(p, "%s.enable_admin_api", path);
+    if (v[11])
+        bad |= cfg_get_bool(c, v[11], p, &pc->admin_api);
     P(p, "%s.resolver", path);
     if (v[8]) {
         if (cfg_get_addr(c, v[8], p, &pc->resolver))

@@ -88,6 +88,8 @@ struct prom_conf {
     uint64_t retention_bytes;       /* retention_size; 0 = none */
     uint64_t ooo_window_ms;         /* storage.tsdb.out_of_order_time_window */
     uint64_t max_series;
+    uint64_t block_ms;              /* block_duration */
+    bool admin_api;                 /* enable_admin_api */
     uint64_t query_timeout_ms, query_max_samples, lookback_ms;
     uint64_t scrape_interval_ms, scrape_timeout_ms, evaluation_interval_ms;
     struct tsdb_label *external_labels;

@@ -117,6 +117,8 @@ static void commit_cb(struct loop_timer *t)
 {
     struct prom_svc *ps = t->data;
     tsdb_commit(&ps->db, true);
+    /* cuts blocks once the head spans 1.5 block ranges (each cut snapshots the head) */
+    tsdb_maintain(&ps->db);
     if (ps->db.st.wal_bytes - ps->db.wal_bytes_at_snapshot > SNAPSHOT_WAL_BYTES)
         tsdb_snapshot(&ps->db);
     loop_timer_start(&ps->loop, t, 1000);
@@ -241,6 +243,31 @@ static double db_wal_bytes(void *arg)
     return (double)((struct prom_svc *)arg)->db.st.wal_bytes;
 }
 
+static double db_blocks(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.nblocks;
+}
+
+static double db_blocks_bytes(void *arg)
+{
+    return (double)tsdb_blocks_bytes(&((struct prom_svc *)arg)->db);
+}
+
+static double db_compactions(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.st.compactions;
+}
+
+static double db_blocks_cut(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.st.blocks_cut;
+}
+
+static double db_out_of_bounds(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.st.out_of_bounds;
+}
+
 static int setup_metrics(struct prom_svc *ps)
 {
     struct metrics_registry *reg = ps->reg = metrics_registry_new();
@@ -296,6 +323,17 @@ static int setup_metrics(struct prom_svc *ps)
     metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_snapshots_total",
                      "Head snapshots written (each deletes the WAL segments it covers).",
                      db_snapshots, ps);
+    metrics_callback(reg, METRIC_GAUGE, "prometheus_tsdb_blocks_loaded",
+                     "On-disk blocks open.", db_blocks, ps);
+    metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_blocks_bytes",
+                     "Bytes of the on-disk blocks.", db_blocks_bytes, ps);
+    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_blocks_cut_total",
+                     "Blocks written from the head.", db_blocks_cut, ps);
+    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_compactions_total",
+                     "Blocks merged into larger ones.", db_compactions, ps);
+    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_out_of_bound_samples_total",
+                     "Samples refused for being older than the newest block's end.",
+                     db_out_of_bounds, ps);
     return 0;
 }
 
@@ -330,6 +368,9 @@ int prom_main(const struct service *svc)
     ps.db.max_series = ps.conf->max_series;
     ps.db.ooo_window_ms = (int64_t)ps.conf->ooo_window_ms;
     ps.db.retention_ms = (int64_t)ps.conf->retention_ms;
+    ps.db.block_range_ms = (int64_t)ps.conf->block_ms;
+    /* compaction stops at a tenth of the retention (at most 31 days), as Prometheus */
+    ps.db.max_block_ms = MIN((int64_t)ps.conf->retention_ms / 10, 31ll * 86400 * 1000);
     httpd_worker_init(&ps.hw, &ps.loop);
     httpd_conf_defaults(&ps.hconf);
     ps.hconf.limits.max_body = 32u << 20;      /* remote_write batches */

@@ -1077,7 +1077,7 @@ static bool restore_for_state(struct prom_svc *ps, const struct tsdb_labels *l, 
                     found = true;
                 }
         }
-        free(ss);
+        tsdb_select_free(ss, k);
         tsdb_matcher_free(&m);
     }
     tsdb_labels_free(&want);

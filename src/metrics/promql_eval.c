@@ -73,6 +73,10 @@ struct promql_ev {
     int64_t *rt;                /* scratch for raw samples */
     double *rv;
     size_t rcap;
+    /* selections: series read from blocks live until the query ends, as the
+     * values borrow their labels */
+    struct sel_keep { struct tsdb_series **s; size_t n; } *keep;
+    size_t nkeep, capkeep;
 };
 
 static void *fail(struct promql_ev *ev, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -495,6 +499,20 @@ static size_t select_series(struct promql_ev *ev, const struct promql_node *n, i
     size_t k = tsdb_select(ev->db, n->m, n->nm, mint, maxt, out);
     if (k > 1)
         qsort(*out, k, sizeof(**out), cmp_series_labels);
+    if (k && ev->nkeep == ev->capkeep) {
+        size_t nc = ev->capkeep ? ev->capkeep * 2 : 8;
+        struct sel_keep *a = realloc(ev->keep, nc * sizeof(*a));
+        if (!a) {
+            tsdb_select_free(*out, k);
+            *out = NULL;
+            oom(ev);
+            return 0;
+        }
+        ev->keep = a;
+        ev->capkeep = nc;
+    }
+    if (k)
+        ev->keep[ev->nkeep++] = (struct sel_keep){ *out, k };
     return k;
 }
 
@@ -570,7 +588,6 @@ static struct pq_val *eval_vsel(struct promql_ev *ev, const struct promql_node *
                 break;
         }
     }
-    free(ss);
     if (ev->err) {
         val_free(ev, out);
         return NULL;
@@ -675,7 +692,6 @@ static bool for_each_range(struct promql_ev *ev, const struct promql_node *n, ra
             if (!ok)
                 break;
         }
-        free(ss);
         return !ev->err;
     }
     if (n->kind != PQ_SUBQ) {
@@ -2564,6 +2580,9 @@ int promql_eval(const struct tsdb *db, const struct promql_node *n, int64_t star
         val_free(&ev, v);
     }
     res->samples = ev.peak;
+    for (size_t i = 0; i < ev.nkeep; i++)
+        tsdb_select_free(ev.keep[i].s, ev.keep[i].n);
+    free(ev.keep);
     buf_free(&ev.key);
     free(ev.rt);
     free(ev.rv);

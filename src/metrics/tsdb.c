@@ -1,5 +1,6 @@
 /* tsdb.c - head series, postings, WAL. */
 #include "tsdb.h"
+#include "tsdb_block.h"
 #include "log.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -99,6 +100,19 @@ uint64_t tsdb_labels_hash(const struct tsdb_labels *l)
     for (uint16_t i = 0; i < l->n; i++)
         h = fnv(fnv(h, l->l[i].name), l->l[i].value);
     return h;
+}
+
+int tsdb_labels_cmp(const struct tsdb_labels *a, const struct tsdb_labels *b)
+{
+    for (uint16_t i = 0; i < a->n && i < b->n; i++) {
+        int c = strcmp(a->l[i].name, b->l[i].name);
+        if (c)
+            return c;
+        c = strcmp(a->l[i].value, b->l[i].value);
+        if (c)
+            return c;
+    }
+    return (int)a->n - (int)b->n;
 }
 
 bool tsdb_labels_eq(const struct tsdb_labels *a, const struct tsdb_labels *b)
@@ -366,13 +380,48 @@ static int ooo_insert(struct tsdb *db, struct tsdb_series *s, int64_t t, double 
     s->nooo++;
     if (t < db->mint)
         db->mint = t;
+    if (t < db->head_mint)
+        db->head_mint = t;
     db->st.samples_appended++;
     db->st.ooo_accepted++;
     return TSDB_OK;
 }
 
+static int seal_head(struct tsdb_series *s)
+{
+    if (s->nchunks == s->capchunks) {
+        uint32_t nc = s->capchunks ? s->capchunks * 2 : 4;
+        struct tsdb_sealed *a = realloc(s->chunks, nc * sizeof(*a));
+        if (!a)
+            return TSDB_NOMEM;
+        s->chunks = a;
+        s->capchunks = nc;
+    }
+    tsdb_chunk_seal(&s->head);
+    struct tsdb_sealed *c = &s->chunks[s->nchunks++];
+    c->b = s->head.b;
+    c->nbits = s->head.nbits;
+    c->n = s->head.n;
+    c->mint = s->head.mint;
+    c->maxt = s->head.maxt;
+    tsdb_chunk_init(&s->head);
+    return TSDB_OK;
+}
+
+/* floor(t / r) for the block range a time falls in */
+static int64_t range_of(int64_t t, int64_t r)
+{
+    return t >= 0 ? t / r : -((-t + r - 1) / r);
+}
+
 static int append_mem(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
 {
+    if (t < db->min_valid && !db->replaying) {
+        db->st.out_of_bounds++;
+        return TSDB_OUT_OF_ORDER;
+    }
+    if (t < db->min_valid)
+        return TSDB_OK;         /* replayed from a WAL that a block already holds */
     if (s->has_last) {
         if (t < s->last_t) {
             if (db->replaying || (db->ooo_window_ms > 0 && t >= db->maxt - db->ooo_window_ms))
@@ -390,26 +439,15 @@ static int append_mem(struct tsdb *db, struct tsdb_series *s, int64_t t, double 
             return TSDB_DUPLICATE;
         }
     }
-    if (s->head.n >= TSDB_CHUNK_MAX_SAMPLES) {
-        if (s->nchunks == s->capchunks) {
-            uint32_t nc = s->capchunks ? s->capchunks * 2 : 4;
-            struct tsdb_sealed *a = realloc(s->chunks, nc * sizeof(*a));
-            if (!a)
-                return TSDB_NOMEM;
-            s->chunks = a;
-            s->capchunks = nc;
-        }
-        tsdb_chunk_seal(&s->head);
-        struct tsdb_sealed *c = &s->chunks[s->nchunks++];
-        c->b = s->head.b;
-        c->nbits = s->head.nbits;
-        c->n = s->head.n;
-        c->mint = s->head.mint;
-        c->maxt = s->head.maxt;
-        tsdb_chunk_init(&s->head);
-    }
+    /* a chunk never spans two block ranges, so cutting a block takes whole chunks */
+    if (s->head.n >= TSDB_CHUNK_MAX_SAMPLES ||
+        (s->head.n && range_of(t, db->block_range_ms) != range_of(s->head.mint, db->block_range_ms)))
+        if (seal_head(s))
+            return TSDB_NOMEM;
     if (tsdb_chunk_append(&s->head, t, v))
         return TSDB_NOMEM;
+    if (t < db->head_mint)
+        db->head_mint = t;
     s->has_last = true;
     s->last_t = t;
     s->last_v = v;
@@ -437,11 +475,18 @@ int tsdb_append(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
     return r;
 }
 
+static void block_drop(struct tsdb *db, size_t i);
+
 void tsdb_apply_retention(struct tsdb *db, int64_t now_ms)
 {
     if (db->retention_ms <= 0)
         return;
     int64_t cut = now_ms - db->retention_ms;
+    while (db->nblocks && db->blocks[0]->maxt < cut) {
+        log_info("block past retention deleted", "block", db->blocks[0]->ulid, "maxt",
+                 log_int((long long)db->blocks[0]->maxt));
+        block_drop(db, 0);
+    }
     for (size_t i = 0; i < db->nseries; i++) {
         struct tsdb_series *s = db->series[i];
         uint32_t o = 0;
@@ -490,9 +535,18 @@ size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes)
 {
     if (!max_bytes)
         return 0;
-    uint64_t total = tsdb_chunk_bytes_total(db);
+    uint64_t total = tsdb_chunk_bytes_total(db) + tsdb_blocks_bytes(db);
+    size_t blocks = 0;
+    /* whole blocks first, the oldest first, then the head's oldest chunks */
+    while (total > max_bytes && db->nblocks) {
+        total -= db->blocks[0]->bytes;
+        log_info("block deleted by retention_size", "block", db->blocks[0]->ulid, "bytes",
+                 log_int((long long)db->blocks[0]->bytes));
+        block_drop(db, 0);
+        blocks++;
+    }
     if (total <= max_bytes)
-        return 0;
+        return blocks;
     /* the oldest sealed chunks go first, whichever series they belong to; a
      * series' chunks are in time order, so dropping a prefix of each is enough */
     size_t n = 0;
@@ -529,7 +583,7 @@ size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes)
     db->st.chunks_dropped_for_size += dropped;
     free(drop);
     free(refs);
-    return dropped;
+    return dropped + blocks;
 }
 
 /* ---- WAL ---- */
@@ -1014,6 +1068,22 @@ static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len)
     }
     if (r.bad || r.o != r.n || h->n > TSDB_CHUNK_MAX_SAMPLES)
         return -EINVAL;
+    /* what blocks already hold (a crash between a block cut and its snapshot) */
+    uint32_t k = 0;
+    while (k < s->nchunks && s->chunks[k].maxt < db->min_valid)
+        free(s->chunks[k++].b);
+    if (k) {
+        memmove(s->chunks, s->chunks + k, (s->nchunks - k) * sizeof(*s->chunks));
+        s->nchunks -= k;
+    }
+    uint32_t o = 0;
+    while (o < s->nooo && s->ooo_t[o] < db->min_valid)
+        o++;
+    if (o) {
+        memmove(s->ooo_t, s->ooo_t + o, (s->nooo - o) * sizeof(*s->ooo_t));
+        memmove(s->ooo_v, s->ooo_v + o, (s->nooo - o) * sizeof(*s->ooo_v));
+        s->nooo -= o;
+    }
     for (uint32_t i = 0; i <= s->nchunks; i++) {
         int64_t mn = i < s->nchunks ? s->chunks[i].mint : h->mint;
         int64_t mx = i < s->nchunks ? s->chunks[i].maxt : h->maxt;
@@ -1079,10 +1149,17 @@ static int snap_load(struct tsdb *db, uint32_t *first_seg, char *err, size_t err
     return 0;
 }
 
+static int blocks_load(struct tsdb *db, char *err, size_t errlen);
+static void head_mint_recompute(struct tsdb *db);
+
 int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
 {
     memset(db, 0, sizeof(*db));
     db->wal_fd = -1;
+    db->block_range_ms = 2 * 3600 * 1000;
+    db->max_block_ms = 31ll * 86400 * 1000;
+    db->min_valid = INT64_MIN;
+    db->head_mint = INT64_MAX;
     db->postings = calloc(1, sizeof(*db->postings));
     if (!db->postings) {
         snprintf(err, errlen, "out of memory");
@@ -1113,6 +1190,9 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
     }
     closedir(d);
     qsort(segs, nseg, sizeof(segs[0]), cmp_u32);
+    int br = blocks_load(db, err, errlen);
+    if (br)
+        return br;
     uint32_t first = 0;
     int sr = snap_load(db, &first, err, errlen);
     if (sr)
@@ -1154,6 +1234,7 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
         }
     }
     db->replaying = false;
+    head_mint_recompute(db);
     if (nseg)
         log_info("wal replayed", "segments", log_int((long long)nseg), "records",
                  log_int((long long)db->st.replayed_records), "series",
@@ -1177,6 +1258,11 @@ void tsdb_close(struct tsdb *db)
     for (size_t i = 0; i < db->nseries; i++)
         series_free(db->series[i]);
     free(db->series);
+    for (size_t i = 0; i < db->nblocks; i++) {
+        tsdb_block_close(db->blocks[i]);
+        free(db->blocks[i]);
+    }
+    free(db->blocks);
     free(db->table);
     postings_free(db->postings);
     buf_free(&db->walbuf);
@@ -1268,8 +1354,8 @@ static bool series_in_range(const struct tsdb_series *s, int64_t mint, int64_t m
     return s->head.n && s->head.maxt >= mint && s->head.mint <= maxt;
 }
 
-size_t tsdb_select(const struct tsdb *db, const struct tsdb_matcher *m, size_t nm, int64_t mint,
-                   int64_t maxt, struct tsdb_series ***out)
+static size_t select_head(const struct tsdb *db, const struct tsdb_matcher *m, size_t nm,
+                          int64_t mint, int64_t maxt, struct tsdb_series ***out)
 {
     *out = NULL;
     /* start from the shortest postings list of an equality matcher */
@@ -1306,6 +1392,214 @@ size_t tsdb_select(const struct tsdb *db, const struct tsdb_matcher *m, size_t n
     }
     *out = res;
     return k;
+}
+
+/* A series found in blocks by one query, with the chunks it has there. */
+struct qent {
+    uint64_t hash;
+    struct tsdb_labels labels;  /* strings point into the blocks' mappings */
+    struct tsdb_series *head;   /* the head's series with these labels, if any */
+    struct tsdb_sealed *chunks;
+    uint32_t n, cap;
+    bool used;
+    struct qent *next;
+};
+
+struct qtab {
+    struct qent **t;
+    size_t size, count;
+};
+
+static struct qent *qtab_find(const struct qtab *q, const struct tsdb_labels *l, uint64_t h)
+{
+    if (!q->size)
+        return NULL;
+    for (struct qent *e = q->t[h & (q->size - 1)]; e; e = e->next)
+        if (e->hash == h && tsdb_labels_eq(&e->labels, l))
+            return e;
+    return NULL;
+}
+
+static void qtab_free(struct qtab *q)
+{
+    for (size_t i = 0; i < q->size; i++)
+        for (struct qent *e = q->t[i], *nx; e; e = nx) {
+            nx = e->next;
+            free(e->labels.l);
+            free(e->chunks);
+            free(e);
+        }
+    free(q->t);
+}
+
+static void block_labels(const struct tsdb_block *b, const struct tsdb_bseries *bs,
+                         struct tsdb_label *pairs)
+{
+    for (uint16_t i = 0; i < bs->nlabels; i++)
+        pairs[i] = (struct tsdb_label){ tsdb_block_sym(b, bs->lsym[2 * i]),
+                                        tsdb_block_sym(b, bs->lsym[2 * i + 1]) };
+}
+
+/* Adds the series of one block matching m with chunks in [mint, maxt]. */
+static int select_block(const struct tsdb *db, struct tsdb_block *b, const struct tsdb_matcher *m,
+                        size_t nm, int64_t mint, int64_t maxt, struct qtab *q)
+{
+    uint32_t *ids;
+    size_t k = tsdb_block_select(b, m, nm, &ids);
+    struct tsdb_label pairs[TSDB_MAX_LABELS];
+    struct tsdb_bseries bs;
+    int r = 0;
+    for (size_t i = 0; i < k && !r; i++) {
+        if (tsdb_block_series(b, ids[i], &bs) || bs.maxt < mint || bs.mint > maxt)
+            continue;
+        block_labels(b, &bs, pairs);
+        struct tsdb_labels l = { bs.nlabels, pairs };
+        uint64_t h = tsdb_labels_hash(&l);
+        struct qent *e = qtab_find(q, &l, h);
+        if (!e) {
+            if (q->count + 1 > q->size / 2) {
+                size_t ns = q->size ? q->size * 2 : 256;
+                struct qent **t = calloc(ns, sizeof(*t));
+                if (!t) {
+                    r = -ENOMEM;
+                    break;
+                }
+                for (size_t j = 0; j < q->size; j++)
+                    for (struct qent *x = q->t[j], *nx; x; x = nx) {
+                        nx = x->next;
+                        x->next = t[x->hash & (ns - 1)];
+                        t[x->hash & (ns - 1)] = x;
+                    }
+                free(q->t);
+                q->t = t;
+                q->size = ns;
+            }
+            e = calloc(1, sizeof(*e));
+            if (!e || !(e->labels.l = malloc(bs.nlabels * sizeof(*pairs) + 1))) {
+                free(e);
+                r = -ENOMEM;
+                break;
+            }
+            memcpy(e->labels.l, pairs, bs.nlabels * sizeof(*pairs));
+            e->labels.n = bs.nlabels;
+            e->hash = h;
+            e->head = series_lookup(db, &l, h);
+            e->next = q->t[h & (q->size - 1)];
+            q->t[h & (q->size - 1)] = e;
+            q->count++;
+        }
+        if (e->n + bs.nchunks > e->cap) {
+            uint32_t nc = e->cap ? e->cap * 2 : 8;
+            while (nc < e->n + bs.nchunks)
+                nc *= 2;
+            struct tsdb_sealed *a = realloc(e->chunks, nc * sizeof(*a));
+            if (!a) {
+                r = -ENOMEM;
+                break;
+            }
+            e->chunks = a;
+            e->cap = nc;
+        }
+        e->n += tsdb_block_chunks(b, &bs, e->chunks + e->n);
+    }
+    free(ids);
+    return r;
+}
+
+/* A series for one query: the head's (if any) with the blocks' chunks before its own. */
+static struct tsdb_series *tmp_series(struct qent *e)
+{
+    struct tsdb_series *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    const struct tsdb_series *h = e->head;
+    uint32_t hn = h ? h->nchunks : 0;
+    if (h) {
+        *t = *h;
+        t->hnext = NULL;
+    }
+    t->chunks = malloc((e->n + hn + 1) * sizeof(*t->chunks));
+    if (!t->chunks) {
+        free(t);
+        return NULL;
+    }
+    memcpy(t->chunks, e->chunks, e->n * sizeof(*t->chunks));
+    if (hn)
+        memcpy(t->chunks + e->n, h->chunks, hn * sizeof(*t->chunks));
+    t->nchunks = t->capchunks = e->n + hn;
+    t->tmp = TSDB_TMP_CHUNKS;
+    if (!h) {
+        t->labels = e->labels;
+        t->hash = e->hash;
+        e->labels.l = NULL;
+        e->labels.n = 0;
+        t->tmp |= TSDB_TMP_LABELS;
+    }
+    return t;
+}
+
+void tsdb_series_release(struct tsdb_series *s)
+{
+    if (!s || !s->tmp)
+        return;
+    free(s->chunks);
+    if (s->tmp & TSDB_TMP_LABELS)
+        free(s->labels.l);
+    free(s);
+}
+
+void tsdb_select_free(struct tsdb_series **s, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++)
+        tsdb_series_release(s[i]);
+    free(s);
+}
+
+size_t tsdb_select(const struct tsdb *db, const struct tsdb_matcher *m, size_t nm, int64_t mint,
+                   int64_t maxt, struct tsdb_series ***out)
+{
+    struct tsdb_series **head;
+    size_t k = select_head(db, m, nm, mint, maxt, &head);
+    bool any = false;
+    for (size_t i = 0; i < db->nblocks && !any; i++)
+        any = db->blocks[i]->mint <= maxt && db->blocks[i]->maxt >= mint;
+    if (!any) {
+        *out = head;
+        return k;
+    }
+    struct qtab q = { NULL, 0, 0 };
+    for (size_t i = 0; i < db->nblocks; i++)
+        if (db->blocks[i]->mint <= maxt && db->blocks[i]->maxt >= mint &&
+            select_block(db, db->blocks[i], m, nm, mint, maxt, &q))
+            break;
+    struct tsdb_series **res = malloc((k + q.count + 1) * sizeof(*res));
+    size_t n = 0;
+    for (size_t i = 0; res && i < k; i++) {
+        struct qent *e = qtab_find(&q, &head[i]->labels, head[i]->hash);
+        if (e) {
+            e->used = true;
+            struct tsdb_series *t = tmp_series(e);
+            if (t)
+                res[n++] = t;
+        } else {
+            res[n++] = head[i];
+        }
+    }
+    for (size_t i = 0; res && i < q.size; i++)
+        for (struct qent *e = q.t[i]; e; e = e->next)
+            if (!e->used && e->n) {
+                struct tsdb_series *t = tmp_series(e);
+                if (t)
+                    res[n++] = t;
+            }
+    free(head);
+    qtab_free(&q);
+    if (!n) {
+        free(res);
+        res = NULL;
+    }
+    *out = res;
+    return n;
 }
 
 void tsdb_iter_init(struct tsdb_iter *it, const struct tsdb_series *s, int64_t mint, int64_t maxt)
@@ -1365,12 +1659,14 @@ static bool chunks_next(struct tsdb_iter *it, int64_t *t, double *v)
             it->started = true;
         }
         while (tsdb_chunk_next(&it->ci, t, v)) {
-            if (*t < it->mint)
+            if (*t < it->mint || (it->emitted && *t <= it->last))
                 continue;
             if (*t > it->maxt) {
                 it->done = true;
                 return false;
             }
+            it->emitted = true;
+            it->last = *t;
             return true;
         }
         it->started = false;
@@ -1384,45 +1680,57 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+static size_t sort_unique(const char **a, size_t n)
+{
+    qsort(a, n, sizeof(*a), cmp_str);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!u || strcmp(a[u - 1], a[i]))
+            a[u++] = a[i];
+    return u;
+}
+
 size_t tsdb_label_names(const struct tsdb *db, const char ***out)
 {
     const struct tsdb_postings *p = db->postings;
-    const char **a = malloc((p->count ? p->count : 1) * sizeof(*a));
+    size_t cap = p->count;
+    for (size_t i = 0; i < db->nblocks; i++)
+        cap += db->blocks[i]->nnames;
+    const char **a = malloc((cap ? cap : 1) * sizeof(*a));
     size_t n = 0;
     *out = NULL;
     if (!a)
         return 0;
     for (size_t i = 0; i < p->size; i++)
         for (const struct plist *e = p->table[i]; e; e = e->next)
-            a[n++] = e->key;        /* "name\xffvalue": compared up to 0xff below */
-    /* names: cut at the 0xff separator into a scratch copy */
-    char **names = malloc((n ? n : 1) * sizeof(*names));
-    size_t k = 0;
-    for (size_t i = 0; names && i < n; i++) {
-        const char *sep = strchr(a[i], (char)0xff);
-        names[k++] = strndup(a[i], (size_t)(sep - a[i]));
+            if (e->n && (a[n] = strndup(e->key, e->namelen)))
+                n++;
+    for (size_t i = 0; i < db->nblocks; i++) {
+        const struct tsdb_block *b = db->blocks[i];
+        for (uint32_t k = 0; k < b->nnames; k++)
+            if ((a[n] = strdup(tsdb_block_sym(b, b->names[k].name))))
+                n++;
     }
-    free(a);
-    if (!names)
-        return 0;
-    qsort(names, k, sizeof(*names), cmp_str);
+    qsort(a, n, sizeof(*a), cmp_str);
     size_t u = 0;
-    for (size_t i = 0; i < k; i++) {
-        if (u && strcmp(names[u - 1], names[i]) == 0) {
-            free(names[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (u && strcmp(a[u - 1], a[i]) == 0) {
+            free((void *)a[i]);
             continue;
         }
-        names[u++] = names[i];
+        a[u++] = a[i];
     }
-    *out = (const char **)names;
+    *out = a;
     return u;
 }
 
 size_t tsdb_label_values(const struct tsdb *db, const char *name, const char ***out)
 {
     const struct tsdb_postings *p = db->postings;
-    size_t nl = strlen(name), n = 0;
-    const char **a = malloc((p->count ? p->count : 1) * sizeof(*a));
+    size_t nl = strlen(name), n = 0, cap = p->count;
+    for (size_t i = 0; i < db->nblocks; i++)
+        cap += db->blocks[i]->nvals;
+    const char **a = malloc((cap ? cap : 1) * sizeof(*a));
     *out = NULL;
     if (!a)
         return 0;
@@ -1430,9 +1738,16 @@ size_t tsdb_label_values(const struct tsdb *db, const char *name, const char ***
         for (const struct plist *e = p->table[i]; e; e = e->next)
             if (e->namelen == nl && memcmp(e->key, name, nl) == 0 && e->n)
                 a[n++] = e->key + nl + 1;
-    qsort(a, n, sizeof(*a), cmp_str);
+    for (size_t i = 0; i < db->nblocks; i++) {
+        const struct tsdb_block *b = db->blocks[i];
+        int64_t ni = tsdb_block_name(b, name);
+        if (ni < 0)
+            continue;
+        for (uint32_t k = b->names[ni].first; k < b->names[ni].first + b->names[ni].n; k++)
+            a[n++] = tsdb_block_sym(b, b->vals[k].value);
+    }
     *out = a;
-    return n;
+    return sort_unique(a, n);
 }
 
 void tsdb_free_strings(const char **a, size_t n)
@@ -1440,4 +1755,605 @@ void tsdb_free_strings(const char **a, size_t n)
     for (size_t i = 0; i < n; i++)
         free((void *)a[i]);
     free(a);
+}
+
+/* ---- blocks: cutting the head, compaction, retention ----
+ *
+ * The head is cut when it spans more than 1.5 block ranges: every sample of the
+ * oldest range goes into a block (whole chunks, since a chunk never crosses a
+ * range boundary; series with out-of-order samples or chunks from an older
+ * snapshot are re-encoded), the head lets go of them, appends older than the
+ * block's end are refused from then on (min_valid), and a head snapshot drops the
+ * WAL behind it. A crash after the block is written but before the snapshot
+ * replays samples the block already has: replay skips what is older than
+ * min_valid. Blocks that the head has left behind are merged, three ranges at a
+ * time (2h, 6h, 18h, ... up to max_block_ms), into blocks with the merged ones as
+ * parents; on open, blocks that a newer block lists as parents are deleted (a
+ * crash between writing the merge and deleting its inputs).
+ */
+
+static int cmp_block(const void *a, const void *b)
+{
+    const struct tsdb_block *x = *(struct tsdb_block *const *)a, *y = *(struct tsdb_block *const *)b;
+    if (x->mint != y->mint)
+        return x->mint < y->mint ? -1 : 1;
+    return strcmp(x->ulid, y->ulid);
+}
+
+static int block_add(struct tsdb *db, const char *ulid, char *err, size_t errlen)
+{
+    char dir[4400];
+    snprintf(dir, sizeof(dir), "%s/blocks/%s", db->dir, ulid);
+    struct tsdb_block *b = calloc(1, sizeof(*b));
+    struct tsdb_block **a = realloc(db->blocks, (db->nblocks + 1) * sizeof(*a));
+    if (!b || !a) {
+        free(b);
+        if (a)
+            db->blocks = a;
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    db->blocks = a;
+    int r = tsdb_block_open(b, dir, err, errlen);
+    if (r) {
+        free(b);
+        return r;
+    }
+    db->blocks[db->nblocks++] = b;
+    qsort(db->blocks, db->nblocks, sizeof(*db->blocks), cmp_block);
+    return 0;
+}
+
+/* Closes and deletes the block at index i. */
+static void block_drop(struct tsdb *db, size_t i)
+{
+    struct tsdb_block *b = db->blocks[i];
+    char dir[4400];
+    snprintf(dir, sizeof(dir), "%s", b->dir);
+    tsdb_block_close(b);
+    free(b);
+    memmove(db->blocks + i, db->blocks + i + 1, (db->nblocks - i - 1) * sizeof(*db->blocks));
+    db->nblocks--;
+    tsdb_block_remove(dir);
+    db->st.blocks_deleted++;
+}
+
+uint64_t tsdb_blocks_bytes(const struct tsdb *db)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < db->nblocks; i++)
+        n += db->blocks[i]->bytes;
+    return n;
+}
+
+/* Opens dir/blocks: leftovers of an interrupted write go, so do blocks that a
+ * compaction already merged; a damaged block refuses the start (as a damaged
+ * snapshot does), naming it. */
+static int blocks_load(struct tsdb *db, char *err, size_t errlen)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/blocks", db->dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    int r = 0;
+    while (!r && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (de->d_name[0] == '.')
+            continue;
+        char p[4500];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        if (l > 4 && !strcmp(de->d_name + l - 4, ".tmp")) {
+            log_warn("removing an unfinished block", "dir", p);
+            tsdb_block_remove(p);
+            continue;
+        }
+        if (l != TSDB_ULID_LEN)
+            continue;
+        r = block_add(db, de->d_name, err, errlen);
+        if (r == -EINVAL)
+            snprintf(err + strlen(err), errlen - strlen(err),
+                     "; move the block away to start without it (its samples are then lost)");
+    }
+    closedir(d);
+    if (r)
+        return r;
+    /* inputs of a finished compaction */
+    for (size_t i = 0; i < db->nblocks; i++) {
+        const struct tsdb_block *b = db->blocks[i];
+        for (uint32_t k = 0; k < b->nparents; k++)
+            for (size_t j = 0; j < db->nblocks; j++)
+                if (j != i && !memcmp(db->blocks[j]->ulid, b->parents + (size_t)k * TSDB_ULID_LEN,
+                                      TSDB_ULID_LEN)) {
+                    log_warn("removing a block that a compaction merged", "dir", db->blocks[j]->dir);
+                    block_drop(db, j);
+                    if (j < i)
+                        i--;
+                    b = db->blocks[i];
+                    break;
+                }
+    }
+    for (size_t i = 0; i < db->nblocks; i++)
+        if (db->blocks[i]->maxt + 1 > db->min_valid)
+            db->min_valid = db->blocks[i]->maxt + 1;
+    if (db->nblocks)
+        log_info("blocks opened", "blocks", log_int((long long)db->nblocks), "bytes",
+                 log_int((long long)tsdb_blocks_bytes(db)), "min_valid",
+                 log_int((long long)db->min_valid));
+    return 0;
+}
+
+static void head_mint_recompute(struct tsdb *db)
+{
+    int64_t m = INT64_MAX;
+    for (size_t i = 0; i < db->nseries; i++) {
+        const struct tsdb_series *s = db->series[i];
+        if (s->nchunks && s->chunks[0].mint < m)
+            m = s->chunks[0].mint;
+        if (s->nooo && s->ooo_t[0] < m)
+            m = s->ooo_t[0];
+        if (s->head.n && s->head.mint < m)
+            m = s->head.mint;
+    }
+    db->head_mint = m;
+}
+
+/* Encodes the samples of s in [lo, hi] into new sealed chunks. */
+static int encode_range(const struct tsdb_series *s, int64_t lo, int64_t hi,
+                        struct tsdb_sealed **out, uint32_t *n)
+{
+    struct tsdb_iter it;
+    struct tsdb_chunk c;
+    uint32_t cap = 0;
+    int64_t t;
+    double v;
+    *out = NULL;
+    *n = 0;
+    tsdb_chunk_init(&c);
+    tsdb_iter_init(&it, s, lo, hi);
+    bool more = tsdb_iter_next(&it, &t, &v);
+    while (more || c.n) {
+        if (!more || c.n >= TSDB_CHUNK_MAX_SAMPLES) {
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 4;
+                struct tsdb_sealed *a = realloc(*out, cap * sizeof(*a));
+                if (!a)
+                    goto nomem;
+                *out = a;
+            }
+            tsdb_chunk_seal(&c);
+            (*out)[(*n)++] = (struct tsdb_sealed){ c.b, c.nbits, c.n, c.mint, c.maxt };
+            tsdb_chunk_init(&c);
+            if (!more)
+                break;
+        }
+        if (tsdb_chunk_append(&c, t, v))
+            goto nomem;
+        more = tsdb_iter_next(&it, &t, &v);
+    }
+    return 0;
+nomem:
+    tsdb_chunk_free(&c);
+    for (uint32_t i = 0; i < *n; i++)
+        free((*out)[i].b);
+    free(*out);
+    *out = NULL;
+    *n = 0;
+    return -ENOMEM;
+}
+
+struct cut_ent {
+    struct tsdb_series *s;
+    struct tsdb_sealed *chunks;
+    uint32_t n;
+    bool reenc;
+};
+
+static int cmp_cut(const void *a, const void *b)
+{
+    return tsdb_labels_cmp(&((const struct cut_ent *)a)->s->labels,
+                           &((const struct cut_ent *)b)->s->labels);
+}
+
+/* After the block holds them: the head keeps only the samples from end on. */
+static int keep_from(struct tsdb *db, struct tsdb_series *s, int64_t end)
+{
+    struct tsdb_sealed *rest;
+    uint32_t nrest;
+    int r = encode_range(s, end, INT64_MAX, &rest, &nrest);
+    if (r)
+        return r;
+    for (uint32_t i = 0; i < s->nchunks; i++)
+        free(s->chunks[i].b);
+    free(s->chunks);
+    s->chunks = NULL;
+    s->nchunks = s->capchunks = 0;
+    tsdb_chunk_free(&s->head);
+    tsdb_chunk_init(&s->head);
+    free(s->ooo_t);
+    free(s->ooo_v);
+    s->ooo_t = NULL;
+    s->ooo_v = NULL;
+    s->nooo = s->capooo = 0;
+    /* the newest chunk reopens as the head chunk (decoded again into the encoder),
+     * the others stay sealed */
+    if (nrest) {
+        struct tsdb_sealed last = rest[nrest - 1];
+        s->chunks = rest;
+        s->nchunks = s->capchunks = nrest - 1;
+        struct tsdb_chunk_iter ci;
+        tsdb_chunk_iter_init(&ci, last.b, last.nbits, last.n);
+        int64_t t;
+        double v;
+        while (tsdb_chunk_next(&ci, &t, &v))
+            if (tsdb_chunk_append(&s->head, t, v))
+                r = -ENOMEM;
+        free(last.b);
+        if (!s->nchunks) {
+            free(s->chunks);
+            s->chunks = NULL;
+            s->capchunks = 0;
+        }
+    } else {
+        free(rest);
+    }
+    (void)db;
+    return r;
+}
+
+/* Writes the head's samples before end into a block of [start, end - 1]. */
+static int cut_block(struct tsdb *db, int64_t start, int64_t end)
+{
+    uint64_t t0 = cairn_now_ms();
+    struct cut_ent *ents = malloc((db->nseries + 1) * sizeof(*ents));
+    if (!ents)
+        return -ENOMEM;
+    size_t n = 0;
+    int r = 0;
+    for (size_t i = 0; i < db->nseries && !r; i++) {
+        struct tsdb_series *s = db->series[i];
+        if (s->head.n && s->head.mint < end && s->head.maxt < end && seal_head(s))
+            r = -ENOMEM;
+        bool reenc = (s->nooo && s->ooo_t[0] < end) || (s->head.n && s->head.mint < end);
+        uint32_t k = 0;
+        while (k < s->nchunks && s->chunks[k].maxt < end)
+            k++;
+        if (k < s->nchunks && s->chunks[k].mint < end)
+            reenc = true;       /* a chunk across the boundary (an older snapshot's) */
+        struct cut_ent e = { s, s->chunks, k, reenc };
+        if (reenc && encode_range(s, INT64_MIN, end - 1, &e.chunks, &e.n))
+            r = -ENOMEM;
+        if (e.n)
+            ents[n++] = e;
+    }
+    char ulid[TSDB_ULID_LEN + 1], err[512] = "";
+    struct tsdb_bw_series *bw = r ? NULL : malloc((n + 1) * sizeof(*bw));
+    if (!r && !bw)
+        r = -ENOMEM;
+    int64_t mint = start;
+    uint64_t samples = 0;
+    if (!r && n) {
+        qsort(ents, n, sizeof(*ents), cmp_cut);
+        for (size_t i = 0; i < n; i++) {
+            bw[i] = (struct tsdb_bw_series){ &ents[i].s->labels, ents[i].chunks, ents[i].n };
+            if (ents[i].chunks[0].mint < mint)
+                mint = ents[i].chunks[0].mint;
+            for (uint32_t c = 0; c < ents[i].n; c++)
+                samples += ents[i].chunks[c].n;
+        }
+        char bdir[4200];
+        snprintf(bdir, sizeof(bdir), "%s/blocks", db->dir);
+        r = tsdb_block_write(bdir, mint, end - 1, 1, NULL, 0, bw, n, ulid, err, sizeof(err));
+        if (!r)
+            r = block_add(db, ulid, err, sizeof(err));
+        if (r)
+            log_error("writing a block failed; the head keeps the samples", "err", err);
+    }
+    free(bw);
+    /* the head lets go of what the block holds */
+    for (size_t i = 0; i < n; i++) {
+        struct cut_ent *e = &ents[i];
+        if (e->reenc) {
+            if (!r && keep_from(db, e->s, end))
+                log_error("out of memory trimming the head after a block cut");
+            for (uint32_t c = 0; c < e->n; c++)
+                free(e->chunks[c].b);
+            free(e->chunks);
+        } else if (!r) {
+            struct tsdb_series *s = e->s;
+            for (uint32_t c = 0; c < e->n; c++)
+                free(s->chunks[c].b);
+            memmove(s->chunks, s->chunks + e->n, (s->nchunks - e->n) * sizeof(*s->chunks));
+            s->nchunks -= e->n;
+        }
+    }
+    free(ents);
+    if (r)
+        return r;
+    db->min_valid = end;
+    head_mint_recompute(db);
+    if (n) {
+        db->st.blocks_cut++;
+        log_info("block cut from the head", "block", ulid, "mint", log_int((long long)mint), "maxt",
+                 log_int((long long)(end - 1)), "series", log_int((long long)n), "samples",
+                 log_int((long long)samples), "ms", log_int((long long)(cairn_now_ms() - t0)));
+    }
+    return n ? 1 : 0;
+}
+
+/* ---- compaction: a k-way merge of blocks sorted by labels ---- */
+
+struct merge_src {
+    struct tsdb_block **b;
+    size_t nb;
+    uint32_t *pos;              /* next series per block */
+    struct tsdb_bseries *cur;   /* decoded series at pos */
+    struct tsdb_label *lab;     /* per block: its current series' labels */
+    struct tsdb_labels out;
+    struct tsdb_label outl[TSDB_MAX_LABELS];
+    struct tsdb_sealed *chunks;
+    uint32_t cap;
+    uint64_t bad;
+};
+
+static void merge_load(struct merge_src *m, size_t i)
+{
+    while (m->pos[i] < m->b[i]->nser) {
+        if (tsdb_block_series(m->b[i], m->pos[i], &m->cur[i]) == 0) {
+            block_labels(m->b[i], &m->cur[i], m->lab + i * TSDB_MAX_LABELS);
+            return;
+        }
+        m->pos[i]++;
+    }
+}
+
+static int merge_next(void *arg, struct tsdb_bw_series *out)
+{
+    struct merge_src *m = arg;
+    struct tsdb_labels best = { 0, NULL };
+    bool have = false;
+    for (size_t i = 0; i < m->nb; i++) {
+        if (m->pos[i] >= m->b[i]->nser)
+            continue;
+        struct tsdb_labels l = { m->cur[i].nlabels, m->lab + i * TSDB_MAX_LABELS };
+        if (!have || tsdb_labels_cmp(&l, &best) < 0)
+            best = l;
+        have = true;
+    }
+    if (!have)
+        return 0;
+    memcpy(m->outl, best.l, best.n * sizeof(*best.l));
+    m->out = (struct tsdb_labels){ best.n, m->outl };
+    uint32_t n = 0;
+    for (size_t i = 0; i < m->nb; i++) {
+        if (m->pos[i] >= m->b[i]->nser)
+            continue;
+        struct tsdb_labels l = { m->cur[i].nlabels, m->lab + i * TSDB_MAX_LABELS };
+        if (tsdb_labels_cmp(&l, &m->out))
+            continue;
+        if (n + m->cur[i].nchunks > m->cap) {
+            uint32_t nc = m->cap ? m->cap : 64;
+            while (nc < n + m->cur[i].nchunks)
+                nc *= 2;
+            struct tsdb_sealed *a = realloc(m->chunks, nc * sizeof(*a));
+            if (!a)
+                return -ENOMEM;
+            m->chunks = a;
+            m->cap = nc;
+        }
+        uint32_t got = tsdb_block_chunks(m->b[i], &m->cur[i], m->chunks + n);
+        if (!got)
+            m->bad++;
+        n += got;
+        m->pos[i]++;
+        merge_load(m, i);
+    }
+    /* labels point into a block whose cursor moved on: they stay valid (the
+     * mapping), only the per-block label array was rewritten - out has its copy */
+    *out = (struct tsdb_bw_series){ &m->out, m->chunks, n };
+    return n ? 1 : 2;           /* 2: every copy damaged, nothing to write */
+}
+
+static int merge_next_good(void *arg, struct tsdb_bw_series *out)
+{
+    int r;
+    while ((r = merge_next(arg, out)) == 2)
+        ;
+    return r;
+}
+
+/* Merges blocks [i, j) into one. */
+static int compact_blocks(struct tsdb *db, size_t i, size_t j)
+{
+    uint64_t t0 = cairn_now_ms();
+    size_t nb = j - i;
+    struct merge_src m = { db->blocks + i, nb, calloc(nb, sizeof(uint32_t)),
+                           calloc(nb, sizeof(struct tsdb_bseries)),
+                           calloc(nb * TSDB_MAX_LABELS, sizeof(struct tsdb_label)),
+                           { 0, NULL }, { { 0 } }, NULL, 0, 0 };
+    /* symbols: the union of the blocks' */
+    size_t ns = 0;
+    for (size_t k = 0; k < nb; k++)
+        ns += m.b[k]->nsym;
+    const char **syms = malloc((ns + 1) * sizeof(*syms));
+    char *parents = malloc(nb * TSDB_ULID_LEN + 1);
+    int r = -ENOMEM;
+    char err[512] = "out of memory", ulid[TSDB_ULID_LEN + 1];
+    if (!m.pos || !m.cur || !m.lab || !syms || !parents)
+        goto out;
+    ns = 0;
+    uint32_t level = 0;
+    int64_t mint = INT64_MAX, maxt = INT64_MIN;
+    for (size_t k = 0; k < nb; k++) {
+        const struct tsdb_block *b = m.b[k];
+        for (uint32_t s = 0; s < b->nsym; s++)
+            syms[ns++] = tsdb_block_sym(b, s);
+        memcpy(parents + k * TSDB_ULID_LEN, b->ulid, TSDB_ULID_LEN);
+        if (b->level > level)
+            level = b->level;
+        if (b->mint < mint)
+            mint = b->mint;
+        if (b->maxt > maxt)
+            maxt = b->maxt;
+        merge_load(&m, k);
+    }
+    ns = sort_unique(syms, ns);
+    struct tsdb_bw_src src = { syms, (uint32_t)ns, merge_next_good, &m };
+    char bdir[4200];
+    snprintf(bdir, sizeof(bdir), "%s/blocks", db->dir);
+    r = tsdb_block_write_src(bdir, mint, maxt, level + 1, parents, (uint32_t)nb, &src, ulid, err,
+                             sizeof(err));
+    if (!r) {
+        /* the inputs go once the merged block is open */
+        /* parents holds their ULIDs: db->blocks moves when the new one is added */
+        r = block_add(db, ulid, err, sizeof(err));
+        for (size_t k = 0; !r && k < nb; k++)
+            for (size_t x = 0; x < db->nblocks; x++)
+                if (!memcmp(db->blocks[x]->ulid, parents + k * TSDB_ULID_LEN, TSDB_ULID_LEN)) {
+                    block_drop(db, x);
+                    break;
+                }
+    }
+    if (!r) {
+        db->st.compactions++;
+        log_info("blocks compacted", "block", ulid, "from", log_int((long long)nb), "mint",
+                 log_int((long long)mint), "maxt", log_int((long long)maxt), "level",
+                 log_int((long long)level + 1), "ms", log_int((long long)(cairn_now_ms() - t0)));
+    }
+out:
+    if (r)
+        log_error("compaction failed; the blocks stay as they are", "err", err);
+    db->st.block_errors += m.bad;
+    free(m.pos);
+    free(m.cur);
+    free(m.lab);
+    free(m.chunks);
+    free(syms);
+    free(parents);
+    return r;
+}
+
+/* Merges the blocks inside each window of 3, 9, 27, ... block ranges that the
+ * head has left behind. */
+static void compact(struct tsdb *db)
+{
+    for (int64_t w = db->block_range_ms * 3; w > 0 && w <= db->max_block_ms; w *= 3) {
+        for (size_t i = 0; i < db->nblocks;) {
+            int64_t win = range_of(db->blocks[i]->mint, w);
+            size_t j = i;
+            while (j < db->nblocks && range_of(db->blocks[j]->mint, w) == win &&
+                   range_of(db->blocks[j]->maxt, w) == win)
+                j++;
+            if (j - i >= 2 && (win + 1) * w <= db->min_valid) {
+                if (compact_blocks(db, i, j))
+                    return;
+                i++;            /* the merged block took the place of the group */
+            } else {
+                i = j > i ? j : i + 1;
+            }
+        }
+        if (w > INT64_MAX / 3)
+            break;
+    }
+}
+
+int tsdb_maintain(struct tsdb *db)
+{
+    if (!db->dir || db->block_range_ms <= 0)
+        return 0;
+    int64_t r = db->block_range_ms;
+    int made = 0;
+    while (db->head_mint != INT64_MAX && db->maxt - range_of(db->head_mint, r) * r >= r * 3 / 2 &&
+           made < 1000) {
+        int64_t start = range_of(db->head_mint, r) * r;
+        int c = cut_block(db, start, start + r);
+        if (c < 0)
+            return c;
+        made += c;
+        if (!c && db->head_mint < start + r)
+            break;              /* nothing moved: do not spin */
+    }
+    if (made) {
+        tsdb_snapshot(db);
+        compact(db);
+    }
+    return made;
+}
+
+/* ---- a consistent copy of the store (the admin snapshot API) ---- */
+
+static int link_block(const struct tsdb_block *b, const char *out_dir)
+{
+    char dst[4400], sp[4500], dp[4500];
+    snprintf(dst, sizeof(dst), "%s/%s", out_dir, b->ulid);
+    if (mkdir(dst, 0755) && errno != EEXIST)
+        return -errno;
+    static const char *const files[] = { "index", "chunks", "meta.json" };
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+        snprintf(sp, sizeof(sp), "%s/%s", b->dir, files[i]);
+        snprintf(dp, sizeof(dp), "%s/%s", dst, files[i]);
+        if (link(sp, dp) && errno != EEXIST)
+            return -errno;
+    }
+    return 0;
+}
+
+int tsdb_export_snapshot(struct tsdb *db, const char *out_dir, bool skip_head, char *err,
+                         size_t errlen)
+{
+    if (cairn_mkdir_p(out_dir, 0755)) {
+        snprintf(err, errlen, "%s: %s", out_dir, strerror(errno));
+        return -errno;
+    }
+    for (size_t i = 0; i < db->nblocks; i++) {
+        int r = link_block(db->blocks[i], out_dir);
+        if (r) {
+            snprintf(err, errlen, "linking block %s: %s", db->blocks[i]->ulid, strerror(-r));
+            return r;
+        }
+    }
+    if (skip_head || db->head_mint == INT64_MAX)
+        return 0;
+    /* the head as one block: its chunks as they are, the open one included;
+     * series with out-of-order samples re-encoded */
+    struct cut_ent *ents = malloc((db->nseries + 1) * sizeof(*ents));
+    struct tsdb_bw_series *bw = malloc((db->nseries + 1) * sizeof(*bw));
+    int r = ents && bw ? 0 : -ENOMEM;
+    size_t n = 0;
+    int64_t mint = INT64_MAX, maxt = INT64_MIN;
+    for (size_t i = 0; !r && i < db->nseries; i++) {
+        struct tsdb_series *s = db->series[i];
+        struct cut_ent e = { s, NULL, 0, true };
+        if (encode_range(s, INT64_MIN, INT64_MAX, &e.chunks, &e.n)) {
+            r = -ENOMEM;
+            break;
+        }
+        if (!e.n) {
+            free(e.chunks);
+            continue;
+        }
+        if (e.chunks[0].mint < mint)
+            mint = e.chunks[0].mint;
+        if (e.chunks[e.n - 1].maxt > maxt)
+            maxt = e.chunks[e.n - 1].maxt;
+        ents[n++] = e;
+    }
+    char ulid[TSDB_ULID_LEN + 1];
+    if (!r && n) {
+        qsort(ents, n, sizeof(*ents), cmp_cut);
+        for (size_t i = 0; i < n; i++)
+            bw[i] = (struct tsdb_bw_series){ &ents[i].s->labels, ents[i].chunks, ents[i].n };
+        r = tsdb_block_write(out_dir, mint, maxt, 1, NULL, 0, bw, n, ulid, err, errlen);
+    } else if (r) {
+        snprintf(err, errlen, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (uint32_t c = 0; c < ents[i].n; c++)
+            free(ents[i].chunks[c].b);
+        free(ents[i].chunks);
+    }
+    free(ents);
+    free(bw);
+    return r;
 }

@@ -56,15 +56,23 @@ struct tsdb_series {
     double *ooo_v;
     uint32_t nooo, capooo;
     struct tsdb_series *hnext;
+    /* a series made for one query (tsdb_select): TSDB_TMP_CHUNKS owns its chunks
+     * array (blocks' chunks, then the head's), TSDB_TMP_LABELS its labels */
+    uint8_t tmp;
 };
+#define TSDB_TMP_CHUNKS 1
+#define TSDB_TMP_LABELS 2
 
 struct tsdb_postings;
 
 struct tsdb_stats {
     uint64_t series_created, series_refused, samples_appended, out_of_order, duplicates,
         wal_bytes, wal_fsyncs, replayed_records, snapshots, chunks_dropped_for_size,
-        ooo_accepted;
+        ooo_accepted, out_of_bounds, blocks_cut, compactions, blocks_deleted, block_errors,
+        series_gc;
 };
+
+struct tsdb_block;
 
 struct tsdb {
     char *dir;                  /* NULL: memory only */
@@ -89,6 +97,14 @@ struct tsdb {
      * when it is newer than the newest sample of the store minus this (0: refused) */
     int64_t ooo_window_ms;
     bool replaying;             /* the WAL holds only accepted samples: take them all */
+    /* on-disk blocks (dir/blocks/<ULID>), sorted by time */
+    struct tsdb_block **blocks;
+    size_t nblocks;
+    int64_t block_range_ms;     /* the head is cut into blocks of this range (2h) */
+    int64_t max_block_ms;       /* compaction makes blocks up to this range */
+    int64_t min_valid;          /* older samples are in blocks: appends refused */
+    int64_t head_mint;          /* the oldest sample in the head (INT64_MAX: none) */
+    uint64_t active;            /* series in the head (series[] may have holes) */
 };
 
 /* Opens the store; with dir set, replays and then appends to dir/wal/. Returns 0
@@ -121,12 +137,24 @@ int tsdb_commit(struct tsdb *db, bool sync);
  * next open loads it instead of replaying them (a graceful stop takes one; so
  * does the service when the WAL has grown past a bound). */
 int tsdb_snapshot(struct tsdb *db);
+/* Cuts the head into blocks while it spans more than 1.5 block ranges, then
+ * compacts blocks that the head has left behind; returns blocks written or a
+ * negated errno. The service calls it from its loop every second or so. */
+int tsdb_maintain(struct tsdb *db);
+/* Writes every sample of the head into a block under out_dir, with hard links to
+ * every block beside it: a consistent copy of the store (Prometheus's admin
+ * snapshot). */
+int tsdb_export_snapshot(struct tsdb *db, const char *out_dir, bool skip_head, char *err,
+                         size_t errlen);
+/* Bytes of blocks on disk. */
+uint64_t tsdb_blocks_bytes(const struct tsdb *db);
 /* Bytes of compressed chunks in the head. */
 uint64_t tsdb_chunk_bytes_total(const struct tsdb *db);
-/* Retention by size: drops the oldest sealed chunks (across series, by end time)
- * until the chunks take at most max_bytes (0: no limit); returns how many. */
+/* Retention by size: deletes the oldest blocks, then drops the oldest sealed chunks
+ * of the head (across series, by end time), until blocks and chunks take at most
+ * max_bytes (0: no limit); returns how many chunks and blocks went. */
 size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes);
-/* Drops chunks that ended before now - retention. */
+/* Drops chunks (and whole blocks) that ended before now - retention. */
 void tsdb_apply_retention(struct tsdb *db, int64_t now_ms);
 
 /* ---- reading ---- */
@@ -145,10 +173,17 @@ int tsdb_matcher_init(struct tsdb_matcher *m, const char *name, enum tsdb_match_
 void tsdb_matcher_free(struct tsdb_matcher *m);
 bool tsdb_matcher_matches(const struct tsdb_matcher *m, const char *value);
 
-/* The series matching every matcher that have a sample in [mint, maxt], in ref
- * order, as a malloc'd array. Returns the count (0 with *out NULL when none). */
+/* The series matching every matcher that have a sample in [mint, maxt], from the
+ * head and the blocks, as an array freed with tsdb_select_free() (series read from
+ * blocks are made for the query and live until then). Returns the count (0 with
+ * *out NULL when none). */
 size_t tsdb_select(const struct tsdb *db, const struct tsdb_matcher *m, size_t nm, int64_t mint,
                    int64_t maxt, struct tsdb_series ***out);
+void tsdb_select_free(struct tsdb_series **s, size_t n);
+/* Frees one series of a selection when it was made for the query. */
+void tsdb_series_release(struct tsdb_series *s);
+/* Orders label sets as Prometheus does (pair by pair, name then value). */
+int tsdb_labels_cmp(const struct tsdb_labels *a, const struct tsdb_labels *b);
 
 struct tsdb_iter {
     const struct tsdb_series *s;
@@ -161,6 +196,8 @@ struct tsdb_iter {
     bool have_c;
     int64_t ct;
     double cv;
+    bool emitted;               /* chunks may overlap (blocks after a crash): */
+    int64_t last;               /* a time not after the last one is skipped */
 };
 void tsdb_iter_init(struct tsdb_iter *it, const struct tsdb_series *s, int64_t mint, int64_t maxt);
 bool tsdb_iter_next(struct tsdb_iter *it, int64_t *t, double *v);
