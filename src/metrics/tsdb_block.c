@@ -563,13 +563,18 @@ int tsdb_block_series(const struct tsdb_block *b, uint32_t id, struct tsdb_bseri
     out->mint = INT64_MAX;
     out->maxt = INT64_MIN;
     for (uint32_t c = 0; c < out->nchunks && !d.bad; c++) {
-        int64_t cmin = prev + get_zz(&d);
-        uint64_t span = get_uv(&d), nbits = get_uv(&d), ns = get_uv(&d);
-        if (span > (uint64_t)INT64_MAX / 2 || nbits > UINT32_MAX || ns == 0 || ns > UINT16_MAX) {
+        int64_t cmin, cmax;
+        uint64_t span;
+        bool over = __builtin_add_overflow(prev, get_zz(&d), &cmin);
+        span = get_uv(&d);
+        uint64_t nbits = get_uv(&d), ns = get_uv(&d);
+        over |= span > (uint64_t)INT64_MAX || __builtin_add_overflow(cmin, (int64_t)span, &cmax);
+        /* every chunk inside the block's range, so readers' arithmetic cannot overflow */
+        if (over || cmin < b->mint || cmax > b->maxt || nbits > UINT32_MAX || ns == 0 ||
+            ns > UINT16_MAX) {
             d.bad = true;
             break;
         }
-        int64_t cmax = cmin + (int64_t)span;
         if (c == 0)
             out->mint = cmin;
         out->maxt = cmax;

@@ -246,7 +246,9 @@ def test_kill9_loses_no_acknowledged_sample(start, tmp_path):
     stack = metrics_stack(tmp_path, port, "    prometheus: {}\n")
     m = start_metrics(start, stack, port)
     acked = []
-    base = int(time.time() * 1000)
+    # in the past: batch b at base + b ms must not be ahead of the clock when
+    # /federate (which looks back from now) reads it
+    base = int(time.time() * 1000) - 60000
     killed = False
     for batch in range(400):
         if batch == 150:
@@ -273,7 +275,7 @@ def test_torn_wal_still_opens(start, tmp_path):
     port = free_port()
     stack = metrics_stack(tmp_path, port, "    prometheus: {}\n")
     m = start_metrics(start, stack, port)
-    base = int(time.time() * 1000)
+    base = int(time.time() * 1000) - 60000     # in the past, as /federate reads it
     for b in range(50):
         assert push(port, [({"__name__": "torn", "b": str(b)}, [(base + b, b)])]).status_code == 204
     # a crash (a graceful stop would leave a snapshot and no WAL to tear)
@@ -298,7 +300,7 @@ def test_restart_with_100k_series_is_fast(start, tmp_path):
     port = free_port()
     stack = metrics_stack(tmp_path, port, "    prometheus: {}\n")
     m = start_metrics(start, stack, port)
-    base = int(time.time() * 1000)
+    base = int(time.time() * 1000) - 60000
     for chunk in range(10):
         batch = [({"__name__": "load", "i": str(chunk * 10000 + i), "job": "bench"},
                   [(base, 1.0), (base + 15000, 2.0)]) for i in range(10000)]
@@ -603,3 +605,111 @@ def test_out_of_order_window_like_prometheus(start, tmp_path):
     finally:
         prom.send_signal(signal.SIGTERM)
         prom.wait(20)
+
+
+def metric_value(port, name):
+    for ln in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if ln.startswith(name + " "):
+            return float(ln.split()[1])
+    return None
+
+
+def test_blocks_cut_compacted_and_read_like_prometheus(start, tmp_path):
+    """Two hours pushed: cairn cuts 10-minute blocks from the head, compacts them, and
+    answers range queries over blocks and head as Debian's Prometheus does over its
+    own; the same after a restart; the admin snapshot links every block."""
+    port, pport = free_port(), free_port()
+    (tmp_path / "prometheus.yml").write_text("scrape_configs: []\n")
+    stack = metrics_stack(tmp_path, port, "    prometheus: prometheus.yml\n",
+                          "    block_duration: 10m\n    enable_admin_api: true\n")
+    m = start_metrics(start, stack, port)
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path}/prometheus.yml",
+                             f"--storage.tsdb.path={tmp_path}/prom-data",
+                             f"--web.listen-address=127.0.0.1:{pport}",
+                             "--web.enable-remote-write-receiver"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "wb"))
+    try:
+        wait_prometheus_ready(pport)
+        now = int(time.time()) // 15 * 15 * 1000
+        start_ms = now - 2 * 3600 * 1000
+        steps = list(range(start_ms, now + 1, 15000))
+        rnd = random.Random(3)
+        vals = {i: 0.0 for i in range(20)}
+        # time-major batches, as a scraper would send them; series 0-4 stop after 30
+        # minutes (they end up only in blocks)
+        for b in range(0, len(steps), 20):
+            batch = []
+            for i in range(20):
+                if i < 5 and steps[b] > start_ms + 30 * 60000:
+                    continue
+                samples = []
+                for t in steps[b:b + 20]:
+                    vals[i] += rnd.choice([0, 1, 2.5, 100])
+                    samples.append((t, vals[i]))
+                batch.append(({"__name__": "blk_total", "i": str(i), "job": "blk"}, samples))
+            for p in (port, pport):
+                assert push(p, batch).status_code in (200, 204)
+        wait_for(lambda: (metric_value(port, "prometheus_tsdb_compactions_total") or 0) >= 1,
+                 timeout=30, what="blocks cut and compacted")
+        assert metric_value(port, "prometheus_tsdb_blocks_loaded") >= 2
+        blocks = [d for d in (tmp_path / "data" / "metrics" / "blocks").iterdir()]
+        assert blocks and all((d / "index").exists() and (d / "chunks").exists() for d in blocks)
+        meta = json.loads((blocks[0] / "meta.json").read_text())
+        assert meta["stats"]["numSamples"] > 0 and meta["maxTime"] > meta["minTime"]
+
+        def rng(p, q, step=60):
+            r = requests.get(f"http://127.0.0.1:{p}/api/v1/query_range",
+                             params={"query": q, "start": start_ms / 1000, "end": now / 1000,
+                                     "step": step}, timeout=20).json()
+            assert r["status"] == "success", r
+            return r["data"]["result"]
+
+        queries = ["blk_total", "rate(blk_total[5m])", "count_over_time(blk_total[10m])",
+                   "sum by (job) (increase(blk_total[20m]))", 'blk_total{i=~"1|7"}']
+
+        def same():
+            for q in queries:
+                a, b = rng(port, q), rng(pport, q)
+                assert a == b, q
+                assert len(a) == (1 if q.startswith("sum") else 2 if "{" in q else 20), (q, len(a))
+                assert sum(len(s["values"]) for s in a) > 100, q
+        same()
+        # the series only in blocks are in the metadata endpoints
+        r = requests.get(f"http://127.0.0.1:{port}/api/v1/series",
+                         params={"match[]": 'blk_total{i="2"}', "start": start_ms / 1000,
+                                 "end": now / 1000}, timeout=10).json()
+        assert r["data"] == [{"__name__": "blk_total", "i": "2", "job": "blk"}]
+        vals_api = requests.get(f"http://127.0.0.1:{port}/api/v1/label/i/values", timeout=10).json()
+        assert len(vals_api["data"]) == 20
+        # older than the newest block: refused like Prometheus refuses out-of-bounds
+        r = push(port, [({"__name__": "blk_total", "i": "19", "job": "blk"}, [(start_ms, 1)])])
+        assert r.status_code == 400
+        assert metric_value(port, "prometheus_tsdb_out_of_bound_samples_total") == 1
+
+        # the admin snapshot: every block linked, the head written as one more
+        r = requests.post(f"http://127.0.0.1:{port}/api/v1/admin/tsdb/snapshot", timeout=30).json()
+        snap = tmp_path / "data" / "metrics" / "snapshots" / r["data"]["name"]
+        nblocks = metric_value(port, "prometheus_tsdb_blocks_loaded")
+        assert len([d for d in snap.iterdir() if (d / "index").exists()]) == nblocks + 1
+
+        # a restart reads the same from blocks, snapshot and WAL
+        m.signal(signal.SIGTERM)
+        assert m.wait(20) == 0, m.stderr()
+        m2 = start_metrics(start, stack, port, name="metrics2")
+        same()
+        m2.signal(signal.SIGTERM)
+        assert m2.wait(20) == 0, m2.stderr()
+    finally:
+        prom.send_signal(signal.SIGTERM)
+        prom.wait(20)
+
+
+def test_admin_api_disabled_by_default(start, tmp_path):
+    port = free_port()
+    stack = metrics_stack(tmp_path, port, "    prometheus: {}\n")
+    m = start_metrics(start, stack, port)
+    r = requests.post(f"http://127.0.0.1:{port}/api/v1/admin/tsdb/snapshot", timeout=10)
+    assert r.status_code == 503 and r.json()["errorType"] == "unavailable"
+    assert requests.get(f"http://127.0.0.1:{port}/api/v1/admin/tsdb/snapshot", timeout=10).status_code == 405
+    m.signal(signal.SIGTERM)
+    assert m.wait(10) == 0
