@@ -6,8 +6,10 @@
 # and gauges, values changing every scrape) in the text format. Each TSDB, pinned
 # to CPU 1 and run one at a time, scrapes it every INTERVAL for DURATION. Printed
 # per TSDB: samples ingested per CPU-second, resident memory per active series at
-# the end, bytes on disk per sample (what the data directory grew by / samples;
-# for cairn that is its WAL, as it writes no blocks yet), and restart-to-ready
+# the end, bytes on disk per sample once the data is in blocks (Prometheus and
+# cairn: the block their admin snapshot API writes from the head, divided by the
+# samples ingested; VictoriaMetrics: its data directory after /internal/force_flush),
+# and restart-to-ready
 # time (SIGTERM, start again, until the HTTP API answers with the series loaded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +68,7 @@ services:
     role: metrics
     listen: ["127.0.0.1:$P_CAIRN"]
     prometheus: $W/prometheus.yml
+    enable_admin_api: true
 CONF
 
 cpu_ticks() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
@@ -105,14 +108,15 @@ for name in cairn prometheus vm; do
     samples=$((scrapes * (SERIES + 5)))
     RATE[$name]=$(awk -v n=$samples -v t=$((t1 - t0)) -v hz=$(getconf CLK_TCK) 'BEGIN {printf "%.0f", (t > 0 ? n / (t / hz) : 0)}')
     RSSPS[$name]=$(awk -v r=$rss -v n=$SERIES 'BEGIN {printf "%.0f", r * 1024 / n}')
-    # on-disk: force what each tool allows to reach disk
+    # on-disk: the data as a block, where the tool can make one on demand
     case $name in
-    prometheus) curl -sf -XPOST http://127.0.0.1:$P_PROM/api/v1/admin/tsdb/snapshot >/dev/null || true
-                d=$W/prom-data;;
+    prometheus|cairn)
+        sname=$(curl -sf -XPOST http://127.0.0.1:$p/api/v1/admin/tsdb/snapshot |
+                /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["name"])')
+        d=$( [ $name = cairn ] && echo $W/cairn-data/metrics || echo $W/prom-data )/snapshots/$sname;;
     vm) curl -sf http://127.0.0.1:$P_VM/internal/force_flush >/dev/null || true; sleep 2; d=$W/vm-data;;
-    cairn) d=$W/cairn-data;;
     esac
-    total=$(( $(dir_bytes $d) - $( [ $name = prometheus ] && dir_bytes $d/snapshots || echo 0) ))
+    total=$(dir_bytes $d)
     all_samples=$(( (scrapes + 2) * (SERIES + 5) ))
     BPS[$name]=$(awk -v b=$total -v n=$all_samples 'BEGIN {printf "%.2f", b / n}')
     # restart to ready with the data loaded

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,8 +342,14 @@ struct tsdb_series *tsdb_series_get(struct tsdb *db, struct tsdb_labels *l, bool
     return s;
 }
 
+/* Where appends count: the store's own counters, or a replay worker's (merged after). */
+struct acc {
+    struct tsdb_stats *st;
+    int64_t *mint, *maxt, *head_mint;
+};
+
 /* Keeps an out-of-order sample in the series' sorted side buffer. */
-static int ooo_insert(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
+static int ooo_insert(struct acc *ac, struct tsdb_series *s, int64_t t, double v)
 {
     uint32_t lo = 0, hi = s->nooo;
     while (lo < hi) {
@@ -358,7 +365,7 @@ static int ooo_insert(struct tsdb *db, struct tsdb_series *s, int64_t t, double 
         memcpy(&b, &s->ooo_v[lo], 8);
         if (a == b)
             return TSDB_OK;
-        db->st.duplicates++;
+        ac->st->duplicates++;
         return TSDB_DUPLICATE;
     }
     if (s->nooo == s->capooo) {
@@ -378,12 +385,12 @@ static int ooo_insert(struct tsdb *db, struct tsdb_series *s, int64_t t, double 
     s->ooo_t[lo] = t;
     s->ooo_v[lo] = v;
     s->nooo++;
-    if (t < db->mint)
-        db->mint = t;
-    if (t < db->head_mint)
-        db->head_mint = t;
-    db->st.samples_appended++;
-    db->st.ooo_accepted++;
+    if (t < *ac->mint)
+        *ac->mint = t;
+    if (t < *ac->head_mint)
+        *ac->head_mint = t;
+    ac->st->samples_appended++;
+    ac->st->ooo_accepted++;
     return TSDB_OK;
 }
 
@@ -414,19 +421,19 @@ static int64_t range_of(int64_t t, int64_t r)
     return t >= 0 ? t / r : -((-t + r - 1) / r);
 }
 
-static int append_mem(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
+static int append_acc(const struct tsdb *db, struct acc *ac, struct tsdb_series *s, int64_t t, double v)
 {
     if (t < db->min_valid && !db->replaying) {
-        db->st.out_of_bounds++;
+        ac->st->out_of_bounds++;
         return TSDB_OUT_OF_ORDER;
     }
     if (t < db->min_valid)
         return TSDB_OK;         /* replayed from a WAL that a block already holds */
     if (s->has_last) {
         if (t < s->last_t) {
-            if (db->replaying || (db->ooo_window_ms > 0 && t >= db->maxt - db->ooo_window_ms))
-                return ooo_insert(db, s, t, v);
-            db->st.out_of_order++;
+            if (db->replaying || (db->ooo_window_ms > 0 && t >= *ac->maxt - db->ooo_window_ms))
+                return ooo_insert(ac, s, t, v);
+            ac->st->out_of_order++;
             return TSDB_OUT_OF_ORDER;
         }
         if (t == s->last_t) {
@@ -435,7 +442,7 @@ static int append_mem(struct tsdb *db, struct tsdb_series *s, int64_t t, double 
             memcpy(&b, &s->last_v, 8);
             if (a == b)
                 return TSDB_OK;
-            db->st.duplicates++;
+            ac->st->duplicates++;
             return TSDB_DUPLICATE;
         }
     }
@@ -446,17 +453,23 @@ static int append_mem(struct tsdb *db, struct tsdb_series *s, int64_t t, double 
             return TSDB_NOMEM;
     if (tsdb_chunk_append(&s->head, t, v))
         return TSDB_NOMEM;
-    if (t < db->head_mint)
-        db->head_mint = t;
+    if (t < *ac->head_mint)
+        *ac->head_mint = t;
     s->has_last = true;
     s->last_t = t;
     s->last_v = v;
-    if (db->st.samples_appended == 0 || t < db->mint)
-        db->mint = t;
-    if (db->st.samples_appended == 0 || t > db->maxt)
-        db->maxt = t;
-    db->st.samples_appended++;
+    if (ac->st->samples_appended == 0 || t < *ac->mint)
+        *ac->mint = t;
+    if (ac->st->samples_appended == 0 || t > *ac->maxt)
+        *ac->maxt = t;
+    ac->st->samples_appended++;
     return TSDB_OK;
+}
+
+static int append_mem(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
+{
+    struct acc ac = { &db->st, &db->mint, &db->maxt, &db->head_mint };
+    return append_acc(db, &ac, s, t, v);
 }
 
 int tsdb_append(struct tsdb *db, struct tsdb_series *s, int64_t t, double v)
@@ -674,8 +687,156 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* ---- parallel WAL replay ----
+ *
+ * The reading thread checks each record and creates series in WAL order; samples
+ * go to worker threads by series reference, so each series is appended to by one
+ * thread, in WAL order. Workers count into their own statistics, merged at the end. */
+
+#define REPLAY_BATCH 4096
+#define REPLAY_QUEUE 8          /* batches waiting per worker: bounds the memory */
+
+struct rsample {
+    struct tsdb_series *s;
+    int64_t t;
+    double v;
+};
+
+struct rbatch {
+    struct rsample *x;
+    size_t n;
+};
+
+struct rworker {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct rbatch q[REPLAY_QUEUE];
+    size_t head, count;
+    bool done;
+    struct rbatch fill;         /* being filled by the reader */
+    const struct tsdb *db;
+    struct tsdb_stats st;
+    int64_t mint, maxt, head_mint;
+};
+
+struct replay {
+    struct rworker *w;
+    size_t nw;
+};
+
+static void *replay_worker(void *arg)
+{
+    struct rworker *w = arg;
+    struct acc ac = { &w->st, &w->mint, &w->maxt, &w->head_mint };
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->count && !w->done)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->count) {
+            pthread_mutex_unlock(&w->mu);
+            return NULL;
+        }
+        struct rbatch b = w->q[w->head];
+        w->head = (w->head + 1) % REPLAY_QUEUE;
+        w->count--;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        for (size_t i = 0; i < b.n; i++)
+            append_acc(w->db, &ac, b.x[i].s, b.x[i].t, b.x[i].v);
+        free(b.x);
+    }
+}
+
+static void replay_submit(struct rworker *w)
+{
+    if (!w->fill.n)
+        return;
+    pthread_mutex_lock(&w->mu);
+    while (w->count == REPLAY_QUEUE)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->q[(w->head + w->count) % REPLAY_QUEUE] = w->fill;
+    w->count++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    w->fill.x = NULL;
+    w->fill.n = 0;
+}
+
+/* Hands a sample to its series' worker; false when memory ran out (the caller
+ * appends it itself then). */
+static bool replay_sample(struct replay *rp, struct tsdb_series *s, int64_t t, double v)
+{
+    struct rworker *w = &rp->w[s->ref % rp->nw];
+    if (!w->fill.x && !(w->fill.x = malloc(REPLAY_BATCH * sizeof(*w->fill.x))))
+        return false;
+    w->fill.x[w->fill.n++] = (struct rsample){ s, t, v };
+    if (w->fill.n == REPLAY_BATCH)
+        replay_submit(w);
+    return true;
+}
+
+/* Starts up to one worker per core (none on one core: replay stays inline). */
+static void replay_start(struct tsdb *db, struct replay *rp)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t n = cores > 8 ? 8 : cores > 1 ? (size_t)cores : 0;
+    rp->nw = 0;
+    rp->w = n ? calloc(n, sizeof(*rp->w)) : NULL;
+    for (size_t i = 0; rp->w && i < n; i++) {
+        struct rworker *w = &rp->w[i];
+        w->db = db;
+        w->mint = INT64_MAX;
+        w->maxt = INT64_MIN;
+        w->head_mint = INT64_MAX;
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        if (pthread_create(&w->th, NULL, replay_worker, w)) {
+            pthread_mutex_destroy(&w->mu);
+            pthread_cond_destroy(&w->cv);
+            break;
+        }
+        rp->nw++;
+    }
+    if (!rp->nw) {
+        free(rp->w);
+        rp->w = NULL;
+    }
+}
+
+static void replay_stop(struct tsdb *db, struct replay *rp)
+{
+    for (size_t i = 0; i < rp->nw; i++) {
+        struct rworker *w = &rp->w[i];
+        replay_submit(w);
+        pthread_mutex_lock(&w->mu);
+        w->done = true;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->th, NULL);
+        free(w->fill.x);
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        if (w->st.samples_appended) {
+            if (!db->st.samples_appended || w->mint < db->mint)
+                db->mint = w->mint;
+            if (!db->st.samples_appended || w->maxt > db->maxt)
+                db->maxt = w->maxt;
+        }
+        if (w->head_mint < db->head_mint)
+            db->head_mint = w->head_mint;
+        db->st.samples_appended += w->st.samples_appended;
+        db->st.out_of_order += w->st.out_of_order;
+        db->st.duplicates += w->st.duplicates;
+        db->st.ooo_accepted += w->st.ooo_accepted;
+    }
+    free(rp->w);
+    rp->w = NULL;
+    rp->nw = 0;
+}
+
 /* Replays one segment; returns the offset of the end of the last good record. */
-static off_t replay_segment(struct tsdb *db, const char *path, bool *torn)
+static off_t replay_segment(struct tsdb *db, struct replay *rp, const char *path, bool *torn)
 {
     FILE *f = fopen(path, "rb");
     off_t good = 0;
@@ -780,7 +941,8 @@ static off_t replay_segment(struct tsdb *db, const char *path, bool *torn)
                         bad = true;
                         break;
                     }
-                    append_mem(db, s, t, v);
+                    if (!rp->nw || !replay_sample(rp, s, t, v))
+                        append_mem(db, s, t, v);
                 }
             }
         }
@@ -1209,19 +1371,25 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
     nseg -= skip;
     uint64_t t0 = cairn_now_ms();
     db->replaying = true;
+    struct replay rp = { NULL, 0 };
+    if (nseg)
+        replay_start(db, &rp);
+    size_t workers = rp.nw;
     for (size_t i = 0; i < nseg; i++) {
         char sp[4200];
         snprintf(sp, sizeof(sp), "%s/%08u", path, segs[i]);
         bool torn;
-        off_t good = replay_segment(db, sp, &torn);
+        off_t good = replay_segment(db, &rp, sp, &torn);
         if (torn) {
             struct stat st;
             long long size = stat(sp, &st) == 0 ? (long long)st.st_size : -1;
             log_warn("wal: torn or corrupted record, cutting the log there", "segment", sp,
                      "good_bytes", log_int((long long)good), "file_bytes", log_int(size));
             if (truncate(sp, good)) {
+                int e = -errno;
                 snprintf(err, errlen, "%s: cannot truncate: %s", sp, strerror(errno));
-                return -errno;
+                replay_stop(db, &rp);
+                return e;
             }
             /* later segments cannot follow a hole */
             for (size_t k = i + 1; k < nseg; k++) {
@@ -1233,10 +1401,12 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
             break;
         }
     }
+    replay_stop(db, &rp);
     db->replaying = false;
     head_mint_recompute(db);
     if (nseg)
-        log_info("wal replayed", "segments", log_int((long long)nseg), "records",
+        log_info("wal replayed", "segments", log_int((long long)nseg), "threads",
+                 log_int((long long)workers + 1), "records",
                  log_int((long long)db->st.replayed_records), "series",
                  log_int((long long)db->nseries), "samples",
                  log_int((long long)db->st.samples_appended), "ms",
