@@ -74,7 +74,11 @@ struct promql_ev {
     double *rv;
     size_t rcap;
     /* selections: series read from blocks live until the query ends, as the
-     * values borrow their labels */
+     * values borrow their labels (shared with subqueries' evaluators) */
+    struct sel_keeper *keeper;
+};
+
+struct sel_keeper {
     struct sel_keep { struct tsdb_series **s; size_t n; } *keep;
     size_t nkeep, capkeep;
 };
@@ -499,20 +503,21 @@ static size_t select_series(struct promql_ev *ev, const struct promql_node *n, i
     size_t k = tsdb_select(ev->db, n->m, n->nm, mint, maxt, out);
     if (k > 1)
         qsort(*out, k, sizeof(**out), cmp_series_labels);
-    if (k && ev->nkeep == ev->capkeep) {
-        size_t nc = ev->capkeep ? ev->capkeep * 2 : 8;
-        struct sel_keep *a = realloc(ev->keep, nc * sizeof(*a));
+    struct sel_keeper *kp = ev->keeper;
+    if (k && kp->nkeep == kp->capkeep) {
+        size_t nc = kp->capkeep ? kp->capkeep * 2 : 8;
+        struct sel_keep *a = realloc(kp->keep, nc * sizeof(*a));
         if (!a) {
             tsdb_select_free(*out, k);
             *out = NULL;
             oom(ev);
             return 0;
         }
-        ev->keep = a;
-        ev->capkeep = nc;
+        kp->keep = a;
+        kp->capkeep = nc;
     }
     if (k)
-        ev->keep[ev->nkeep++] = (struct sel_keep){ *out, k };
+        kp->keep[kp->nkeep++] = (struct sel_keep){ *out, k };
     return k;
 }
 
@@ -2479,6 +2484,7 @@ int promql_eval(const struct tsdb *db, const struct promql_node *n, int64_t star
         snprintf(err, errlen, "end timestamp must not be before start time");
         return PROMQL_EBAD;
     }
+    struct sel_keeper keeper = { NULL, 0, 0 };
     struct promql_ev ev = {
         .db = db, .start = start, .end = end, .step = instant ? 1 : step,
         .qstart = start, .qend = end,
@@ -2487,6 +2493,7 @@ int promql_eval(const struct tsdb *db, const struct promql_node *n, int64_t star
         .max_samples = o && o->max_samples ? o->max_samples : DEFAULT_MAX_SAMPLES,
         .deadline = o ? o->deadline_ns : 0,
         .msg = err, .msglen = errlen,
+        .keeper = &keeper,
     };
     ev.nsteps = instant ? 1 : (size_t)((end - start) / step) + 1;
     if (ev.nsteps > PROMQL_MAX_STEPS * 10ull) {
@@ -2580,9 +2587,9 @@ int promql_eval(const struct tsdb *db, const struct promql_node *n, int64_t star
         val_free(&ev, v);
     }
     res->samples = ev.peak;
-    for (size_t i = 0; i < ev.nkeep; i++)
-        tsdb_select_free(ev.keep[i].s, ev.keep[i].n);
-    free(ev.keep);
+    for (size_t i = 0; i < keeper.nkeep; i++)
+        tsdb_select_free(keeper.keep[i].s, keeper.keep[i].n);
+    free(keeper.keep);
     buf_free(&ev.key);
     free(ev.rt);
     free(ev.rv);
