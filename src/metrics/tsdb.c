@@ -1228,7 +1228,10 @@ static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len)
         h->b = get_bytes(&r, nb, cap);
         h->capbytes = h->b ? cap : 0;
     }
-    if (r.bad || r.o != r.n || h->n > TSDB_CHUNK_MAX_SAMPLES)
+    /* the encoder state must be one the encoder can continue from: no bits
+     * without samples, at most ~160 bits a sample */
+    if (r.bad || r.o != r.n || h->n > TSDB_CHUNK_MAX_SAMPLES || (h->n == 0) != (h->nbits == 0) ||
+        h->nbits > 160u * TSDB_CHUNK_MAX_SAMPLES)
         return -EINVAL;
     /* what blocks already hold (a crash between a block cut and its snapshot) */
     uint32_t k = 0;

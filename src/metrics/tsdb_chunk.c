@@ -18,7 +18,10 @@ void tsdb_chunk_free(struct tsdb_chunk *c)
 
 static int put_bits(struct tsdb_chunk *c, uint64_t v, unsigned nb)
 {
-    uint32_t need = (c->nbits + nb + 7) / 8;
+    uint64_t need64 = ((uint64_t)c->nbits + nb + 7) / 8;
+    if (need64 > UINT32_MAX / 4)
+        return -ENOMEM;         /* never for a real chunk; a damaged encoder state */
+    uint32_t need = (uint32_t)need64;
     if (need > c->capbytes) {
         uint32_t cap = c->capbytes ? c->capbytes * 2 : 32;
         while (cap < need)
