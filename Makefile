@@ -18,7 +18,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
             -Wno-missing-field-initializers
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -Isrc/core
-LDLIBS   := -lyaml -lssl -lcrypto -lnghttp2 -lresolv -lz -lbrotlienc -lsnappy -lpcre2-8 -ljansson -lpthread -lm
+LDLIBS   := -lyaml -lssl -lcrypto -lnghttp2 -lresolv -lz -lbrotlienc -lsnappy -lpcre2-8 -ljansson -lmaxminddb -lpthread -lm
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 ifeq ($(SANITIZE),1)

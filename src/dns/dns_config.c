@@ -13,6 +13,8 @@
 #include "dns_internal.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <maxminddb.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,6 +49,32 @@ static int parse_cidrs(struct cfg *c, const cfg_node *n, const char *path, struc
         else
             bad = cfg_error(c, n, path, "expected CIDR prefixes like 10.0.0.0/8, got \"%s\"",
                             list[i]);
+    }
+    cfg_free_string_list(list, k);
+    return bad;
+}
+
+/* countries: [DE, fr] or continents: [EU]: two-letter codes, kept upper case */
+static int parse_codes(struct cfg *c, const cfg_node *n, const char *path, char (**out)[3],
+                       size_t *count, const char *what)
+{
+    char **list;
+    size_t k;
+    if (cfg_get_string_list(c, n, path, &list, &k))
+        return -EINVAL;
+    int bad = 0;
+    *out = calloc(k ? k : 1, sizeof(**out));
+    *count = 0;
+    for (size_t i = 0; i < k; i++) {
+        const char *x = list[i];
+        if (!*out || strlen(x) != 2 || !isalpha((unsigned char)x[0]) || !isalpha((unsigned char)x[1])) {
+            bad = cfg_error(c, n, path, "expected two-letter %s codes, got \"%s\"", what, x);
+            continue;
+        }
+        (*out)[*count][0] = (char)toupper((unsigned char)x[0]);
+        (*out)[*count][1] = (char)toupper((unsigned char)x[1]);
+        (*out)[*count][2] = 0;
+        (*count)++;
     }
     cfg_free_string_list(list, k);
     return bad;
@@ -178,7 +206,8 @@ static int parse_member(struct cfg *c, const cfg_node *n, const char *path,
     return bad;
 }
 
-static int parse_gslb(struct cfg *c, const cfg_node *n, const char *path, struct dns_gslb_conf *g)
+static int parse_gslb(struct cfg *c, const cfg_node *n, const char *path, struct dns_gslb_conf *g,
+                      bool geoip)
 {
     static const char *const keys[] = { "name", "ttl", "policy", "max_answers", "when_all_down",
                                         "health", "pools", NULL };
@@ -252,8 +281,9 @@ static int parse_gslb(struct cfg *c, const cfg_node *n, const char *path, struct
     if (!g->pools)
         return cfg_error(c, n, path, "out of memory");
     for (size_t i = 0; i < g->npools; i++) {
-        static const char *const pk[] = { "region", "networks", "members", NULL };
-        cfg_node *pv[3];
+        static const char *const pk[] = { "region", "networks", "members", "countries",
+                                           "continents", NULL };
+        cfg_node *pv[5];
         struct dns_pool_conf *pool = &g->pools[i];
         P(p, "%s.pools[%zu]", path, i);
         if (cfg_map_fields(c, cfg_seq_item(c, v[6], i), p, pk, pv)) {
@@ -271,6 +301,15 @@ static int parse_gslb(struct cfg *c, const cfg_node *n, const char *path, struct
         P(q, "%s.networks", p);
         if (pv[1])
             bad |= parse_cidrs(c, pv[1], q, &pool->networks, &pool->nnetworks);
+        P(q, "%s.countries", p);
+        if (pv[3])
+            bad |= parse_codes(c, pv[3], q, &pool->countries, &pool->ncountries, "ISO 3166 country");
+        P(q, "%s.continents", p);
+        if (pv[4])
+            bad |= parse_codes(c, pv[4], q, &pool->continents, &pool->ncontinents, "continent");
+        if ((pv[3] || pv[4]) && !geoip)
+            bad = cfg_error(c, pv[3] ? pv[3] : pv[4], q,
+                            "countries and continents need the service's geoip: database");
         P(q, "%s.members", p);
         if (!pv[2] || !cfg_is_seq(pv[2]) || cfg_len(pv[2]) == 0) {
             bad = cfg_error(c, pv[2] ? pv[2] : cfg_seq_item(c, v[6], i), q,
@@ -390,8 +429,8 @@ static int parse_rrl(struct cfg *c, const cfg_node *n, const char *path, struct 
 int dns__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
     static const char *const keys[] = { "role", "listen", "admin", "threads", "zones", "gslb",
-                                        "rrl", "edns_udp_size", "tcp_idle_timeout", NULL };
-    cfg_node *v[9];
+                                        "rrl", "edns_udp_size", "tcp_idle_timeout", "geoip", NULL };
+    cfg_node *v[10];
     char p[256];
     struct dns_conf *dc = calloc(1, sizeof(*dc));
     if (!dc)
@@ -436,6 +475,26 @@ int dns__parse(struct cfg *c, const cfg_node *map, const char *path, struct serv
             bad |= parse_zone(c, cfg_seq_item(c, v[4], i), q, svc, &dc->zones[i]);
         }
     }
+    P(p, "%s.geoip", path);
+    if (v[9]) {
+        char *rel = NULL;
+        if (cfg_get_string(c, v[9], p, &rel) == 0) {
+            dc->geoip_path = stack_path(svc->stack, rel);
+            dc->geoip = calloc(1, sizeof(*dc->geoip));
+            int mr = dc->geoip_path && dc->geoip ? MMDB_open(dc->geoip_path, MMDB_MODE_MMAP, dc->geoip)
+                                                 : MMDB_OUT_OF_MEMORY_ERROR;
+            if (mr != MMDB_SUCCESS) {
+                bad = cfg_error(c, v[9], p, "%s: %s%s%s", dc->geoip_path ? dc->geoip_path : rel,
+                                MMDB_strerror(mr), mr == MMDB_IO_ERROR ? ": " : "",
+                                mr == MMDB_IO_ERROR ? strerror(errno) : "");
+                free(dc->geoip);
+                dc->geoip = NULL;
+            }
+        } else {
+            bad = -EINVAL;
+        }
+        free(rel);
+    }
     P(p, "%s.gslb", path);
     if (v[5]) {
         if (!cfg_is_seq(v[5])) {
@@ -450,7 +509,7 @@ int dns__parse(struct cfg *c, const cfg_node *map, const char *path, struct serv
             for (size_t i = 0; i < dc->ngslb; i++) {
                 char q[280];
                 P(q, "%s[%zu]", p, i);
-                bad |= parse_gslb(c, cfg_seq_item(c, v[5], i), q, &dc->gslb[i]);
+                bad |= parse_gslb(c, cfg_seq_item(c, v[5], i), q, &dc->gslb[i], dc->geoip != NULL);
                 for (size_t k = 0; k < i; k++)
                     if (dc->gslb[k].lnamelen && dc->gslb[k].lnamelen == dc->gslb[i].lnamelen &&
                         memcmp(dc->gslb[k].lname, dc->gslb[i].lname, dc->gslb[i].lnamelen) == 0)
@@ -494,6 +553,8 @@ void dns__free_conf(void *conf)
         for (size_t k = 0; k < g->npools; k++) {
             free(g->pools[k].region);
             free(g->pools[k].networks);
+            free(g->pools[k].countries);
+            free(g->pools[k].continents);
             for (size_t m = 0; m < g->pools[k].nmembers; m++)
                 free(g->pools[k].members[m].address);
             free(g->pools[k].members);
@@ -502,5 +563,10 @@ void dns__free_conf(void *conf)
     }
     free(dc->gslb);
     free(dc->rrl.exempt);
+    if (dc->geoip) {
+        MMDB_close(dc->geoip);
+        free(dc->geoip);
+    }
+    free(dc->geoip_path);
     free(dc);
 }

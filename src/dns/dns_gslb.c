@@ -11,6 +11,8 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <maxminddb.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,6 +412,41 @@ static void pick(const struct dns_gslb_rt *rt, struct dns_worker *w, int family,
     }
 }
 
+/* The client's country and continent from the MaxMind database ("" when unknown). */
+static void geo_lookup(MMDB_s *db, const struct sockaddr *client, char country[3], char continent[3])
+{
+    country[0] = continent[0] = 0;
+    int gerr = 0;
+    MMDB_lookup_result_s res = MMDB_lookup_sockaddr(db, client, &gerr);
+    if (gerr != MMDB_SUCCESS || !res.found_entry)
+        return;
+    MMDB_entry_data_s d;
+    static const char *const cpaths[][3] = { { "country", "iso_code", NULL },
+                                             { "registered_country", "iso_code", NULL } };
+    for (size_t i = 0; i < 2 && !country[0]; i++)
+        if (MMDB_aget_value(&res.entry, &d, cpaths[i]) == MMDB_SUCCESS && d.has_data &&
+            d.type == MMDB_DATA_TYPE_UTF8_STRING && d.data_size == 2) {
+            country[0] = (char)toupper((unsigned char)d.utf8_string[0]);
+            country[1] = (char)toupper((unsigned char)d.utf8_string[1]);
+            country[2] = 0;
+        }
+    static const char *const kpath[] = { "continent", "code", NULL };
+    if (MMDB_aget_value(&res.entry, &d, kpath) == MMDB_SUCCESS && d.has_data &&
+        d.type == MMDB_DATA_TYPE_UTF8_STRING && d.data_size == 2) {
+        continent[0] = (char)toupper((unsigned char)d.utf8_string[0]);
+        continent[1] = (char)toupper((unsigned char)d.utf8_string[1]);
+        continent[2] = 0;
+    }
+}
+
+static bool has_code(char (*codes)[3], size_t n, const char *code)
+{
+    for (size_t i = 0; code[0] && i < n; i++)
+        if (!strcmp(codes[i], code))
+            return true;
+    return false;
+}
+
 void dns__gslb_select(void *arg, int idx, uint16_t qtype, const struct dns_query *q,
                       const struct sockaddr *peer, struct dns_gslb_answer *out)
 {
@@ -445,6 +482,20 @@ void dns__gslb_select(void *arg, int idx, uint16_t qtype, const struct dns_query
             if (hit) {
                 start = p;
                 break;
+            }
+            if (p + 1 == gc->npools && w->gen->conf->geoip) {
+                /* no network matched: the country's region, else the continent's */
+                char country[3], continent[3];
+                geo_lookup(w->gen->conf->geoip, client, country, continent);
+                size_t k = 0;
+                while (k < gc->npools &&
+                       !has_code(gc->pools[k].countries, gc->pools[k].ncountries, country))
+                    k++;
+                if (k == gc->npools)
+                    for (k = 0; k < gc->npools &&
+                                !has_code(gc->pools[k].continents, gc->pools[k].ncontinents, continent);)
+                        k++;
+                start = k < gc->npools ? k : 0;
             }
         }
     }

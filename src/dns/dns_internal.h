@@ -39,6 +39,10 @@ struct dns_pool_conf {
     char *region;
     struct net_cidr *networks;
     size_t nnetworks;
+    char (*countries)[3];       /* ISO 3166 codes, upper case (with geoip:) */
+    size_t ncountries;
+    char (*continents)[3];      /* AF AN AS EU NA OC SA */
+    size_t ncontinents;
     struct dns_member_conf *members;
     size_t nmembers;
 };
@@ -93,6 +97,8 @@ struct dns_conf {
     uint16_t edns_size;
     uint64_t tcp_idle_ms;
     uint32_t tcp_max_conns;
+    char *geoip_path;           /* geoip: a MaxMind database (GeoLite2/GeoIP2 Country or City) */
+    struct MMDB_s *geoip;       /* open, read-only: shared by every worker */
 };
 
 int dns__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);

@@ -531,3 +531,102 @@ services:
     assert [x.to_text() for x in r.answer[0]] == ["2001:db8::80"]
     p.signal(signal.SIGTERM)
     assert p.wait(10) == 0, p.stderr()
+
+
+def test_gslb_nearest_by_maxmind_database(start, tmp_path):
+    """geoip: a MaxMind database (written here to the published format and read back
+    by Debian's mmdblookup) maps clients to countries and continents; `nearest` picks
+    the pool listing the client's country, else its continent, after `networks`."""
+    import mmdb
+    db = tmp_path / "geo.mmdb"
+    mmdb.write(str(db), [
+        ("10.1.0.0/16", {"country": {"iso_code": "DE"}, "continent": {"code": "EU"}}),
+        ("10.2.0.0/16", {"country": {"iso_code": "JP"}, "continent": {"code": "AS"}}),
+        ("10.3.0.0/16", {"country": {"iso_code": "AT"}, "continent": {"code": "EU"}}),
+        ("10.4.0.0/16", {"registered_country": {"iso_code": "US"}, "continent": {"code": "NA"}}),
+        ("2001:db8:5::/48", {"country": {"iso_code": "FR"}, "continent": {"code": "EU"}}),
+    ])
+    out = subprocess.run(["mmdblookup", "--file", str(db), "--ip", "10.3.1.1", "country", "iso_code"],
+                         capture_output=True, text=True)
+    assert '"AT"' in out.stdout, out
+    port, admin = free_port(), free_port()
+    copy_zone(tmp_path)
+    stack = write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    geoip: geo.mmdb
+    zones: [{{origin: example.test, file: example.test.zone}}]
+    gslb:
+      - name: geo.example.test
+        policy: nearest
+        pools:
+          - region: asia
+            countries: [jp]
+            members: [127.0.0.9]
+          - region: de
+            countries: [DE, FR]
+            members: [127.0.0.2]
+          - region: europe
+            continents: [EU]
+            members: [127.0.0.3]
+          - region: us
+            networks: ["10.9.0.0/16"]
+            countries: [US]
+            members: [127.0.0.4]
+""")
+    d = start_dns(start, stack, port)
+
+    def near(subnet, plen=24):
+        r = q(port, "geo.example.test.", use_edns=0, options=[dns.edns.ECSOption(subnet, plen)])
+        opt = [o for o in r.options if o.otype == dns.edns.ECS][0]
+        return addrs(r), opt.scopelen
+    assert near("10.1.4.0") == (["127.0.0.2"], 24)        # DE: its country's pool
+    assert near("10.2.4.0") == (["127.0.0.9"], 24)        # JP
+    assert near("10.3.4.0") == (["127.0.0.3"], 24)        # AT: not listed, its continent EU
+    assert near("10.4.4.0") == (["127.0.0.4"], 24)        # registered country US
+    assert near("2001:db8:5::", 48) == (["127.0.0.2"], 48)  # FR over IPv6
+    assert near("10.9.1.0") == (["127.0.0.4"], 24)        # networks come first
+    # unknown to the database and to every network: the first region
+    assert near("10.7.0.0") == (["127.0.0.9"], 24)
+    # no ECS: the source address 127.0.0.1 is in none
+    assert addrs(q(port, "geo.example.test.")) == ["127.0.0.9"]
+    d.signal(signal.SIGTERM)
+    assert d.wait(10) == 0, d.stderr()
+
+
+def test_geoip_config_errors(tmp_path):
+    from conftest import run_cairn
+    (tmp_path / "bad.mmdb").write_bytes(b"not a database")
+    stack = write_stack(tmp_path, """
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:5399"]
+    geoip: bad.mmdb
+    zones: [{origin: a.test}]
+    gslb:
+      - name: app.a.test
+        policy: nearest
+        pools: [{countries: [DEU], members: [127.0.0.1]}]
+""")
+    r = run_cairn(["check", "-c", stack])
+    assert r.returncode == 2
+    assert "services.dns.geoip: " in r.stderr and "bad.mmdb" in r.stderr
+    assert "expected two-letter ISO 3166 country codes, got \"DEU\"" in r.stderr
+    stack = write_stack(tmp_path, """
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:5399"]
+    zones: [{origin: a.test}]
+    gslb:
+      - name: app.a.test
+        policy: nearest
+        pools: [{continents: [EU], members: [127.0.0.1]}]
+""", name="s2.yaml")
+    r = run_cairn(["check", "-c", stack])
+    assert r.returncode == 2
+    assert "countries and continents need the service's geoip: database" in r.stderr
