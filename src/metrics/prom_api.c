@@ -548,7 +548,8 @@ static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
         const struct tsdb *db = &ps->db;
         size_t chunks = 0;
         for (size_t i = 0; i < db->nseries; i++)
-            chunks += db->series[i]->nchunks + (db->series[i]->head.n ? 1 : 0);
+            if (db->series[i])
+                chunks += db->series[i]->nchunks + (db->series[i]->head.n ? 1 : 0);
         const char **names;
         size_t nn = tsdb_label_names(db, &names), pairs = 0;
         for (size_t i = 0; i < nn; i++) {
@@ -558,7 +559,7 @@ static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
         }
         buf_printf(&b, "{\"headStats\":{\"numSeries\":%zu,\"numLabelPairs\":%zu,\"chunkCount\":%zu,"
                        "\"minTime\":%lld,\"maxTime\":%lld},",
-                   db->nseries, pairs, chunks, (long long)db->mint, (long long)db->maxt);
+                   (size_t)db->active, pairs, chunks, (long long)db->mint, (long long)db->maxt);
         static const char *const sections[] = { "seriesCountByMetricName", "labelValueCountByLabelName",
                                                 "memoryInBytesByLabelName", "seriesCountByLabelValuePair" };
         for (int sct = 0; sct < 4; sct++) {

@@ -200,7 +200,7 @@ static void on_signal(struct loop *l, int signo, void *arg)
 
 static double db_series(void *arg)
 {
-    return (double)((struct prom_svc *)arg)->db.nseries;
+    return (double)((struct prom_svc *)arg)->db.active;
 }
 
 static double db_samples(void *arg)
@@ -261,6 +261,11 @@ static double db_compactions(void *arg)
 static double db_blocks_cut(void *arg)
 {
     return (double)((struct prom_svc *)arg)->db.st.blocks_cut;
+}
+
+static double db_series_gc(void *arg)
+{
+    return (double)((struct prom_svc *)arg)->db.st.series_gc;
 }
 
 static double db_out_of_bounds(void *arg)
@@ -334,6 +339,9 @@ static int setup_metrics(struct prom_svc *ps)
     metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_out_of_bound_samples_total",
                      "Samples refused for being older than the newest block's end.",
                      db_out_of_bounds, ps);
+    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_head_series_removed_total",
+                     "Series that left the head once every sample was in blocks.",
+                     db_series_gc, ps);
     return 0;
 }
 
@@ -397,7 +405,7 @@ int prom_main(const struct service *svc)
     char first[NET_ADDRSTRLEN];
     net_addr_format(&ps.conf->listen[0], first, sizeof(first));
     log_info("metrics serving", "addr", first, "targets", log_int((long long)ps.ntargets),
-             "series", log_int((long long)ps.db.nseries), "dir", dir, "ready_ms",
+             "series", log_int((long long)ps.db.active), "dir", dir, "ready_ms",
              log_int((long long)(cairn_now_ms() - t0)));
     service_notify_ready();
     loop_run(&ps.loop);

@@ -931,6 +931,7 @@ static void write_sample(struct prom_svc *ps, struct rule_rt *rr, struct tsdb_la
         rr->capwritten = nc;
     }
     rr->written[rr->nwritten++] = s;
+    tsdb_pin(s);                /* held until the evaluation after next */
 }
 
 /* Staleness markers for the series the last evaluation wrote and this one did not. */
@@ -951,6 +952,8 @@ static void mark_stale(struct prom_svc *ps, struct rule_rt *rr, int64_t t)
         if (k == rr->nwritten || rr->written[k] != rr->prev[i])
             tsdb_append(&ps->db, rr->prev[i], t, tsdb_stale_nan());
     }
+    for (size_t i = 0; i < rr->nprev; i++)
+        tsdb_unpin(rr->prev[i]);
     struct tsdb_series **tmp = rr->prev;
     size_t tcap = rr->capprev;
     rr->prev = rr->written;
@@ -1503,6 +1506,10 @@ static void groups_free(struct prom_group_rt *gs, size_t n)
             for (size_t a = 0; a < rr->nalerts; a++)
                 alert_free(&rr->alerts[a]);
             free(rr->alerts);
+            for (size_t w = 0; w < rr->nwritten; w++)
+                tsdb_unpin(rr->written[w]);
+            for (size_t w = 0; w < rr->nprev; w++)
+                tsdb_unpin(rr->prev[w]);
             free(rr->written);
             free(rr->prev);
         }

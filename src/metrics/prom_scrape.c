@@ -114,6 +114,7 @@ static void cache_sweep(struct prom_target *t, int64_t ts, bool all)
         }
         if (e->s && e->s->has_last && !tsdb_is_stale(e->s->last_v) && e->s->last_t < ts)
             tsdb_append(&ps->db, e->s, ts, tsdb_stale_nan());
+        tsdb_unpin(e->s);
         free(e->key);
     }
     free(old);
@@ -320,6 +321,7 @@ static int on_sample(void *arg, const struct prom_sample *s)
     if (!e->s && !e->dropped) {
         bool added = false, dropped = false;
         e->s = series_for(t, s, &added, &dropped);
+        tsdb_pin(e->s);         /* the cache holds it across scrapes */
         e->dropped = dropped;
         if (added)
             cx->added++;
@@ -359,6 +361,7 @@ static void report(struct prom_target *t, int idx, const char *name, double v)
             return;
         bool created;
         t->report[idx] = tsdb_series_get(&ps->db, &l, &created);
+        tsdb_pin(t->report[idx]);
         if (!created)
             tsdb_labels_free(&l);
         if (!t->report[idx])
@@ -704,9 +707,14 @@ static void free_targets(struct prom_target *ts, size_t n, struct prom_lset *dro
     }
     for (size_t i = 0; i < n; i++) {
         struct prom_target *t = &ts[i];
-        for (size_t c = 0; c < t->cachesize; c++)
+        for (size_t c = 0; c < t->cachesize; c++) {
+            if (t->cache[c].key)
+                tsdb_unpin(t->cache[c].s);
             free(t->cache[c].key);
+        }
         free(t->cache);
+        for (int r = 0; r < 5; r++)
+            tsdb_unpin(t->report[r]);
         prom_lset_clear(&t->lset);
         prom_lset_clear(&t->discovered);
     }
@@ -754,6 +762,7 @@ void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t no
             n->cacheused = o->cacheused;
             n->epoch = o->epoch;
             memcpy(n->report, o->report, sizeof(n->report));
+            memset(o->report, 0, sizeof(o->report));     /* the pins moved too */
             n->health = o->health;
             memcpy(n->last_error, o->last_error, sizeof(n->last_error));
             n->last_scrape_ms = o->last_scrape_ms;

@@ -262,6 +262,27 @@ static struct tsdb_series *series_lookup(const struct tsdb *db, const struct tsd
 static void wal_flush_samples(struct tsdb *db);
 static void wal_record(struct tsdb *db, int type, const void *p, size_t n);
 
+/* Loading a series of reference ref: the slots of collected series before it stay
+ * empty, so the next insert gets ref. False for a reference already used (or an
+ * implausible gap: a damaged file). */
+static bool slots_upto(struct tsdb *db, uint64_t ref)
+{
+    if (ref <= db->nseries || ref - db->nseries > (1u << 22))
+        return false;
+    while (db->nseries + 1 < ref) {
+        if (db->nseries == db->capseries) {
+            size_t nc = db->capseries ? db->capseries * 2 : 4096;
+            struct tsdb_series **a = realloc(db->series, nc * sizeof(*a));
+            if (!a)
+                return false;
+            db->series = a;
+            db->capseries = nc;
+        }
+        db->series[db->nseries++] = NULL;
+    }
+    return true;
+}
+
 static struct tsdb_series *series_insert(struct tsdb *db, struct tsdb_labels *l, uint64_t h,
                                          bool log_it)
 {
@@ -272,6 +293,8 @@ static struct tsdb_series *series_insert(struct tsdb *db, struct tsdb_labels *l,
             return NULL;
         for (size_t i = 0; i < db->nseries; i++) {
             struct tsdb_series *x = db->series[i];
+            if (!x)
+                continue;
             x->hnext = t[x->hash & (ns - 1)];
             t[x->hash & (ns - 1)] = x;
         }
@@ -302,6 +325,7 @@ static struct tsdb_series *series_insert(struct tsdb *db, struct tsdb_labels *l,
             break;
         }
     db->series[db->nseries++] = s;
+    db->active++;
     s->hnext = db->table[h & (db->tablesize - 1)];
     db->table[h & (db->tablesize - 1)] = s;
     db->st.series_created++;
@@ -333,7 +357,7 @@ struct tsdb_series *tsdb_series_get(struct tsdb *db, struct tsdb_labels *l, bool
     *created = false;
     if (s)
         return s;
-    if (db->max_series && db->nseries >= db->max_series) {
+    if (db->max_series && db->active >= db->max_series) {
         db->st.series_refused++;
         return NULL;
     }
@@ -502,6 +526,8 @@ void tsdb_apply_retention(struct tsdb *db, int64_t now_ms)
     }
     for (size_t i = 0; i < db->nseries; i++) {
         struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
         uint32_t o = 0;
         while (o < s->nooo && s->ooo_t[o] < cut)
             o++;
@@ -537,6 +563,8 @@ uint64_t tsdb_chunk_bytes_total(const struct tsdb *db)
     uint64_t total = 0;
     for (size_t i = 0; i < db->nseries; i++) {
         const struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
         for (uint32_t k = 0; k < s->nchunks; k++)
             total += (s->chunks[k].nbits + 7) / 8;
         total += tsdb_chunk_bytes(&s->head);
@@ -564,13 +592,15 @@ size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes)
      * series' chunks are in time order, so dropping a prefix of each is enough */
     size_t n = 0;
     for (size_t i = 0; i < db->nseries; i++)
-        n += db->series[i]->nchunks;
+        n += db->series[i] ? db->series[i]->nchunks : 0;
     struct chunk_ref *refs = malloc((n ? n : 1) * sizeof(*refs));
     if (!refs)
         return 0;
     size_t k = 0;
     for (size_t i = 0; i < db->nseries; i++) {
         const struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
         for (uint32_t c = 0; c < s->nchunks; c++)
             refs[k++] = (struct chunk_ref){ s->chunks[c].maxt, (uint32_t)i,
                                             (s->chunks[c].nbits + 7) / 8 };
@@ -585,6 +615,8 @@ size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes)
     }
     for (size_t i = 0; drop && i < db->nseries; i++) {
         struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
         uint32_t d = drop[i] < s->nchunks ? drop[i] : s->nchunks;
         for (uint32_t c = 0; c < d; c++)
             free(s->chunks[c].b);
@@ -883,7 +915,7 @@ static off_t replay_segment(struct tsdb *db, struct replay *rp, const char *path
             } else {
                 memcpy(&ref, payload, 8);
                 memcpy(&n, payload + 8, 2);
-                bad = n > TSDB_MAX_LABELS || ref != db->nseries + 1;
+                bad = n > TSDB_MAX_LABELS || !slots_upto(db, ref);
                 for (uint16_t i = 0; i < n && !bad; i++)
                     for (int k = 0; k < 2 && !bad; k++) {
                         uint16_t sl;
@@ -1038,12 +1070,14 @@ int tsdb_snapshot(struct tsdb *db)
     FILE *f = fopen(tmp, "wbe");
     if (!f)
         return -errno;
-    uint64_t n = db->nseries;
+    uint64_t n = db->active;
     bool ok = fwrite(SNAP_MAGIC, 1, 8, f) == 8 && fwrite(&next, 4, 1, f) == 1 &&
               fwrite(&n, 8, 1, f) == 1;
     struct buf b = BUF_INIT;
     uint64_t bytes = 20;
     for (size_t i = 0; ok && i < db->nseries; i++) {
+        if (!db->series[i])
+            continue;
         buf_reset(&b);
         snap_series(&b, db->series[i]);
         uint32_t len = (uint32_t)buf_used(&b), crc = (uint32_t)crc32(0L, (const Bytef *)buf_head(&b), len);
@@ -1089,7 +1123,7 @@ int tsdb_snapshot(struct tsdb *db)
         closedir(d);
     db->wal_bytes_at_snapshot = db->st.wal_bytes;
     db->st.snapshots++;
-    log_info("head snapshot written", "series", log_int((long long)db->nseries), "bytes",
+    log_info("head snapshot written", "series", log_int((long long)db->active), "bytes",
              log_int((long long)bytes), "wal_segments_removed", log_int((long long)removed), "ms",
              log_int((long long)(cairn_now_ms() - t0)));
     return 0;
@@ -1137,7 +1171,7 @@ static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len)
     uint16_t n;
     get(&r, &ref, 8);
     get(&r, &n, 2);
-    if (r.bad || n > TSDB_MAX_LABELS || ref != db->nseries + 1)
+    if (r.bad || n > TSDB_MAX_LABELS || !slots_upto(db, ref))
         return -EINVAL;
     struct tsdb_label pairs[TSDB_MAX_LABELS];
     char *strs[TSDB_MAX_LABELS * 2];
@@ -1304,11 +1338,11 @@ static int snap_load(struct tsdb *db, uint32_t *first_seg, char *err, size_t err
     if (!ok) {
         snprintf(err, errlen, "%s: head snapshot damaged after %llu series; move it away to start "
                               "without it (the samples it holds are then lost)", path,
-                 (unsigned long long)db->nseries);
+                 (unsigned long long)db->active);
         return -EINVAL;
     }
     *first_seg = seg;
-    log_info("head snapshot loaded", "series", log_int((long long)db->nseries), "samples",
+    log_info("head snapshot loaded", "series", log_int((long long)db->active), "samples",
              log_int((long long)db->st.samples_appended), "ms",
              log_int((long long)(cairn_now_ms() - t0)));
     return 0;
@@ -1316,6 +1350,7 @@ static int snap_load(struct tsdb *db, uint32_t *first_seg, char *err, size_t err
 
 static int blocks_load(struct tsdb *db, char *err, size_t errlen);
 static void head_mint_recompute(struct tsdb *db);
+static size_t head_gc(struct tsdb *db);
 
 int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
 {
@@ -1407,11 +1442,13 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
     replay_stop(db, &rp);
     db->replaying = false;
     head_mint_recompute(db);
+    if (db->nblocks)
+        head_gc(db);            /* series whose samples a block took before a crash */
     if (nseg)
         log_info("wal replayed", "segments", log_int((long long)nseg), "threads",
                  log_int((long long)workers + 1), "records",
                  log_int((long long)db->st.replayed_records), "series",
-                 log_int((long long)db->nseries), "samples",
+                 log_int((long long)db->active), "samples",
                  log_int((long long)db->st.samples_appended), "ms",
                  log_int((long long)(cairn_now_ms() - t0)));
     int r = wal_open_segment(db, nseg ? segs[nseg - 1] : first ? first : 1, true);
@@ -1429,7 +1466,8 @@ void tsdb_close(struct tsdb *db)
     if (db->wal_fd >= 0)
         close(db->wal_fd);
     for (size_t i = 0; i < db->nseries; i++)
-        series_free(db->series[i]);
+        if (db->series[i])
+            series_free(db->series[i]);
     free(db->series);
     for (size_t i = 0; i < db->nblocks; i++) {
         tsdb_block_close(db->blocks[i]);
@@ -2062,6 +2100,8 @@ static void head_mint_recompute(struct tsdb *db)
     int64_t m = INT64_MAX;
     for (size_t i = 0; i < db->nseries; i++) {
         const struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
         if (s->nchunks && s->chunks[0].mint < m)
             m = s->chunks[0].mint;
         if (s->nooo && s->ooo_t[0] < m)
@@ -2186,6 +2226,8 @@ static int cut_block(struct tsdb *db, int64_t start, int64_t end)
     int r = 0;
     for (size_t i = 0; i < db->nseries && !r; i++) {
         struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
         if (s->head.n && s->head.mint < end && s->head.maxt < end && seal_head(s))
             r = -ENOMEM;
         bool reenc = (s->nooo && s->ooo_t[0] < end) || (s->head.n && s->head.mint < end);
@@ -2431,6 +2473,57 @@ static void compact(struct tsdb *db)
     }
 }
 
+/* Frees the series that have nothing left in the head (every sample is in blocks)
+ * and that nothing pins: out of the table, the postings and the series slots (a
+ * reference is never given again). Returns how many. */
+static size_t head_gc(struct tsdb *db)
+{
+    size_t dead = 0;
+    for (size_t i = 0; i < db->nseries; i++) {
+        struct tsdb_series *s = db->series[i];
+        if (s && !s->pins && !s->nchunks && !s->head.n && !s->nooo) {
+            s->dead = true;
+            dead++;
+        }
+    }
+    if (!dead)
+        return 0;
+    struct tsdb_postings *p = db->postings;
+    for (size_t i = 0; i < p->size; i++)
+        for (struct plist **pe = &p->table[i]; *pe;) {
+            struct plist *e = *pe;
+            uint32_t k = 0;
+            for (uint32_t j = 0; j < e->n; j++)
+                if (!e->s[j]->dead)
+                    e->s[k++] = e->s[j];
+            e->n = k;
+            if (k) {
+                pe = &e->next;
+                continue;
+            }
+            *pe = e->next;
+            free(e->key);
+            free(e->s);
+            free(e);
+            p->count--;
+        }
+    for (size_t i = 0; i < db->nseries; i++) {
+        struct tsdb_series *s = db->series[i];
+        if (!s || !s->dead)
+            continue;
+        struct tsdb_series **pp = &db->table[s->hash & (db->tablesize - 1)];
+        while (*pp && *pp != s)
+            pp = &(*pp)->hnext;
+        if (*pp)
+            *pp = s->hnext;
+        series_free(s);
+        db->series[i] = NULL;
+        db->active--;
+    }
+    db->st.series_gc += dead;
+    return dead;
+}
+
 int tsdb_maintain(struct tsdb *db)
 {
     if (!db->dir || db->block_range_ms <= 0)
@@ -2448,6 +2541,10 @@ int tsdb_maintain(struct tsdb *db)
             break;              /* nothing moved: do not spin */
     }
     if (made) {
+        size_t gone = head_gc(db);
+        if (gone)
+            log_info("series with every sample in blocks left the head", "series",
+                     log_int((long long)gone), "active", log_int((long long)db->active));
         tsdb_snapshot(db);
         compact(db);
     }
@@ -2497,6 +2594,8 @@ int tsdb_export_snapshot(struct tsdb *db, const char *out_dir, bool skip_head, c
     int64_t mint = INT64_MAX, maxt = INT64_MIN;
     for (size_t i = 0; !r && i < db->nseries; i++) {
         struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
         struct cut_ent e = { s, NULL, 0, true };
         if (encode_range(s, INT64_MIN, INT64_MAX, &e.chunks, &e.n)) {
             r = -ENOMEM;

@@ -59,6 +59,8 @@ struct tsdb_series {
     /* a series made for one query (tsdb_select): TSDB_TMP_CHUNKS owns its chunks
      * array (blocks' chunks, then the head's), TSDB_TMP_LABELS its labels */
     uint8_t tmp;
+    bool dead;                  /* being collected */
+    uint32_t pins;              /* holders across loop turns (tsdb_pin) */
 };
 #define TSDB_TMP_CHUNKS 1
 #define TSDB_TMP_LABELS 2
@@ -76,7 +78,7 @@ struct tsdb_block;
 
 struct tsdb {
     char *dir;                  /* NULL: memory only */
-    struct tsdb_series **series;    /* by ref - 1 */
+    struct tsdb_series **series;    /* by ref - 1; NULL where a series was collected */
     size_t nseries, capseries;
     struct tsdb_series **table;
     size_t tablesize;
@@ -119,6 +121,20 @@ void tsdb_labels_free(struct tsdb_labels *l);
 const char *tsdb_labels_get(const struct tsdb_labels *l, const char *name);
 uint64_t tsdb_labels_hash(const struct tsdb_labels *l);
 bool tsdb_labels_eq(const struct tsdb_labels *a, const struct tsdb_labels *b);
+
+/* A holder that keeps a series pointer across loop turns (a target's scrape cache,
+ * a rule's written series) pins it; the head frees only unpinned series once all
+ * their samples are in blocks (after a block cut). */
+static inline void tsdb_pin(struct tsdb_series *s)
+{
+    if (s)
+        s->pins++;
+}
+static inline void tsdb_unpin(struct tsdb_series *s)
+{
+    if (s && s->pins)
+        s->pins--;
+}
 
 /* Finds or creates the series of a label set (sorted, from tsdb_labels_make; a
  * created series takes ownership of *l and clears it). *created tells which.

@@ -652,6 +652,10 @@ def test_blocks_cut_compacted_and_read_like_prometheus(start, tmp_path):
         wait_for(lambda: (metric_value(port, "prometheus_tsdb_compactions_total") or 0) >= 1,
                  timeout=30, what="blocks cut and compacted")
         assert metric_value(port, "prometheus_tsdb_blocks_loaded") >= 2
+        # the five series that stopped left the head; the API still finds them in blocks
+        assert metric_value(port, "prometheus_tsdb_head_series_removed_total") == 5
+        st = requests.get(f"http://127.0.0.1:{port}/api/v1/status/tsdb", timeout=10).json()["data"]
+        assert st["headStats"]["numSeries"] == 15
         blocks = [d for d in (tmp_path / "data" / "metrics" / "blocks").iterdir()]
         assert blocks and all((d / "index").exists() and (d / "chunks").exists() for d in blocks)
         meta = json.loads((blocks[0] / "meta.json").read_text())

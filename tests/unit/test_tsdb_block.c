@@ -84,7 +84,9 @@ TEST(tsdb_blocks_cut_read_compact_reopen)
     db.max_block_ms = 9 * HOUR;
     db.ooo_window_ms = 10 * 60000;
     struct tsdb_series *a = bseries(&db, "m", "a"), *b = bseries(&db, "m", "b"),
-                       *gone = bseries(&db, "old", "gone");
+                       *gone = bseries(&db, "old", "gone"), *held = bseries(&db, "old", "held");
+    tsdb_pin(held);             /* as a scrape cache would */
+    CHECK_INT(tsdb_append(&db, held, T0, 0), TSDB_OK);
     /* a and b for 10 hours; "gone" only in the first two; a gets out-of-order
      * samples (within the window) at odd steps it skipped */
     long na = 0, nb = 0, ngone = 0;
@@ -119,15 +121,22 @@ TEST(tsdb_blocks_cut_read_compact_reopen)
     CHECK_INT(count_samples(&db, "a", INT64_MIN / 2, INT64_MAX / 2), na);
     CHECK_INT(count_samples(&db, "b", INT64_MIN / 2, INT64_MAX / 2), nb);
     CHECK_INT(count_samples(&db, "gone", INT64_MIN / 2, INT64_MAX / 2), ngone);
+    /* "gone" left the head (its samples are in blocks); "held" is pinned, so it stays */
+    CHECK_INT(db.active, 3);
+    CHECK(db.st.series_gc >= 1);
+    CHECK_INT(held->nchunks + held->head.n, 0);
+    CHECK_INT(count_samples(&db, "held", INT64_MIN / 2, INT64_MAX / 2), 1);
+    tsdb_unpin(held);
     /* a range across a block boundary and the head */
     CHECK_INT(count_samples(&db, "b", db.min_valid - HOUR, db.min_valid + HOUR - 1),
               2 * HOUR / STEP);
     /* series only in blocks still have their label values */
     const char **vals;
     size_t nv = tsdb_label_values(&db, "job", &vals);
-    CHECK_INT(nv, 3);
+    CHECK_INT(nv, 4);
     CHECK_STR(vals[1], "b");
     CHECK_STR(vals[2], "gone");
+    CHECK_STR(vals[3], "held");
     free(vals);
     const char **names;
     size_t nn = tsdb_label_names(&db, &names);
@@ -145,9 +154,14 @@ TEST(tsdb_blocks_cut_read_compact_reopen)
     size_t nblocks = db.nblocks;
     tsdb_close(&db);
 
-    /* reopened: the same samples from blocks, snapshot and WAL */
+    /* reopened: the same samples from blocks, snapshot and WAL; the slot of the
+     * collected series stays empty (references are never reused) */
     CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
     CHECK_INT(db.nblocks, nblocks);
+    CHECK(db.nseries >= 3);
+    CHECK(tsdb_series_by_ref(&db, 3) == NULL);
+    struct tsdb_series *c = bseries(&db, "m", "c");
+    CHECK(c && c->ref == 5);
     CHECK_INT(count_samples(&db, "a", INT64_MIN / 2, INT64_MAX / 2), na);
     CHECK_INT(count_samples(&db, "b", INT64_MIN / 2, INT64_MAX / 2), nb);
     CHECK_INT(count_samples(&db, "gone", INT64_MIN / 2, INT64_MAX / 2), ngone);
