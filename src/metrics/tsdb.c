@@ -435,6 +435,7 @@ static int seal_head(struct tsdb_series *s)
     c->n = s->head.n;
     c->mint = s->head.mint;
     c->maxt = s->head.maxt;
+    c->enc = TSDB_ENC_XOR;
     tsdb_chunk_init(&s->head);
     return TSDB_OK;
 }
@@ -1860,7 +1861,7 @@ static bool chunks_next(struct tsdb_iter *it, int64_t *t, double *v)
                     it->chunk++;
                     continue;
                 }
-                tsdb_chunk_iter_init(&it->ci, c->b, c->nbits, c->n);
+                tsdb_chunk_iter_init_enc(&it->ci, c->b, c->nbits, c->n, c->enc, c->mint);
             } else if (it->chunk == s->nchunks && s->head.n) {
                 tsdb_chunk_iter_init(&it->ci, s->head.b, s->head.nbits, s->head.n);
             } else {

@@ -38,6 +38,7 @@ struct tsdb_sealed {
     uint32_t nbits;
     uint16_t n;
     int64_t mint, maxt;
+    uint8_t enc;                /* TSDB_ENC_XOR in the head; blocks may hold TSDB_ENC_DEC */
 };
 
 struct tsdb_series {

@@ -10,8 +10,10 @@
  *            uvarint nlabels, (uvarint name, uvarint value) per label, uvarint
  *            nchunks, u32 CRC32 of the chunk bytes, uvarint offset of the first
  *            chunk; per chunk: zigzag varint mint - (previous maxt, or the block's
- *            mint), uvarint maxt - mint, uvarint bits, uvarint samples. A series'
- *            chunks lie back to back from that offset.
+ *            mint), uvarint maxt - mint, uvarint bits, uvarint samples, uvarint
+ *            encoding (0 XOR, 1 scaled decimals). A series' chunks lie back to
+ *            back from that offset. XOR chunks from the head are re-encoded as
+ *            scaled decimals when that is smaller (tsdb_chunk_recode).
  *   names    {u32 name, u32 first value, u32 values} sorted by name
  *   values   {u32 value, u32 first posting, u32 postings} sorted within a name
  *   postings u32 series numbers, ascending within a list
@@ -247,6 +249,8 @@ int tsdb_block_write_src(const char *parent, int64_t mint, int64_t maxt, uint32_
     struct buf ix = BUF_INIT, rec = BUF_INIT, seroff = BUF_INIT, names = BUF_INIT, vals = BUF_INIT;
     struct pair *pairs = NULL;
     size_t np = 0, cappairs = 0;
+    struct tsdb_sealed *outc = NULL;    /* one series' chunks as written */
+    size_t capout = 0;
     char tmp[4200], final[4200], path[4300];
     bool made_dir = false;
     uint64_t nsamples = 0, nchunks = 0;
@@ -318,11 +322,32 @@ int tsdb_block_write_src(const char *parent, int64_t mint, int64_t maxt, uint32_
         put_uv(&rec, x.nchunks);
         uint64_t off = ck.off;
         uLong crc = crc32(0L, Z_NULL, 0);
+        if (x.nchunks > capout) {
+            size_t nc = capout ? capout * 2 : 64;
+            while (nc < x.nchunks)
+                nc *= 2;
+            struct tsdb_sealed *na = realloc(outc, nc * sizeof(*na));
+            if (!na)
+                goto fail;
+            outc = na;
+            capout = nc;
+        }
         for (uint32_t c = 0; c < x.nchunks; c++) {
-            size_t bytes = (x.chunks[c].nbits + 7) / 8;
-            crc = crc32_z(crc, x.chunks[c].b, bytes);
-            ck_put(&ck, x.chunks[c].b, bytes);
-            nsamples += x.chunks[c].n;
+            struct tsdb_sealed o = x.chunks[c];
+            uint8_t *re = NULL;
+            uint32_t rb = o.enc == TSDB_ENC_XOR ? tsdb_chunk_recode(o.b, o.nbits, o.n, o.mint, &re) : 0;
+            if (rb) {
+                o.b = re;
+                o.nbits = rb;
+                o.enc = TSDB_ENC_DEC;
+            }
+            size_t bytes = (o.nbits + 7) / 8;
+            crc = crc32_z(crc, o.b, bytes);
+            ck_put(&ck, o.b, bytes);
+            free(re);
+            o.b = NULL;
+            outc[c] = o;
+            nsamples += o.n;
         }
         nchunks += x.nchunks;
         uint32_t c32 = (uint32_t)crc;
@@ -330,11 +355,12 @@ int tsdb_block_write_src(const char *parent, int64_t mint, int64_t maxt, uint32_
         put_uv(&rec, off);
         int64_t prev = mint;
         for (uint32_t c = 0; c < x.nchunks; c++) {
-            put_zz(&rec, x.chunks[c].mint - prev);
-            put_uv(&rec, (uint64_t)(x.chunks[c].maxt - x.chunks[c].mint));
-            put_uv(&rec, x.chunks[c].nbits);
-            put_uv(&rec, x.chunks[c].n);
-            prev = x.chunks[c].maxt;
+            put_zz(&rec, outc[c].mint - prev);
+            put_uv(&rec, (uint64_t)(outc[c].maxt - outc[c].mint));
+            put_uv(&rec, outc[c].nbits);
+            put_uv(&rec, outc[c].n);
+            put_uv(&rec, outc[c].enc);
+            prev = outc[c].maxt;
         }
         static const uint8_t z[4];
         if (buf_used(&rec) % 4)
@@ -481,6 +507,7 @@ fail:
     buf_free(&names);
     buf_free(&vals);
     free(pairs);
+    free(outc);
     return r;
 }
 
@@ -567,7 +594,8 @@ int tsdb_block_series(const struct tsdb_block *b, uint32_t id, struct tsdb_bseri
         uint64_t span;
         bool over = __builtin_add_overflow(prev, get_zz(&d), &cmin);
         span = get_uv(&d);
-        uint64_t nbits = get_uv(&d), ns = get_uv(&d);
+        uint64_t nbits = get_uv(&d), ns = get_uv(&d), enc = get_uv(&d);
+        over |= enc > TSDB_ENC_DEC;
         over |= span > (uint64_t)INT64_MAX || __builtin_add_overflow(cmin, (int64_t)span, &cmax);
         /* every chunk inside the block's range, so readers' arithmetic cannot overflow */
         if (over || cmin < b->mint || cmax > b->maxt || nbits > UINT32_MAX || ns == 0 ||
@@ -601,9 +629,9 @@ uint32_t tsdb_block_chunks(struct tsdb_block *b, const struct tsdb_bseries *s,
     uint64_t off = s->off;
     for (uint32_t c = 0; c < s->nchunks; c++) {
         int64_t cmin = prev + get_zz(&d);
-        uint64_t span = get_uv(&d), nbits = get_uv(&d), ns = get_uv(&d);
+        uint64_t span = get_uv(&d), nbits = get_uv(&d), ns = get_uv(&d), enc = get_uv(&d);
         out[c] = (struct tsdb_sealed){ (uint8_t *)(uintptr_t)(b->ck + off), (uint32_t)nbits,
-                                       (uint16_t)ns, cmin, cmin + (int64_t)span };
+                                       (uint16_t)ns, cmin, cmin + (int64_t)span, (uint8_t)enc };
         off += (nbits + 7) / 8;
         prev = cmin + (int64_t)span;
     }

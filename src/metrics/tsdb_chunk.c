@@ -2,6 +2,7 @@
 #include "tsdb_chunk.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,23 @@ static double u2f(uint64_t u)
 static int put_signed(struct tsdb_chunk *c, int64_t v, unsigned nb)
 {
     return put_bits(c, (uint64_t)v & (nb == 64 ? ~0ull : ((1ull << nb) - 1)), nb);
+}
+
+/* A signed integer in the smallest bucket that holds it: '0' (zero), '10' + 7 bits,
+ * '110' + 14, '1110' + 24, '11110' + 40, '11111' + 64. */
+static int put_varbit(struct tsdb_chunk *c, int64_t v)
+{
+    if (v == 0)
+        return put_bits(c, 0, 1);
+    if (v >= -64 && v <= 63)
+        return put_bits(c, 2, 2) || put_signed(c, v, 7) ? -ENOMEM : 0;
+    if (v >= -8192 && v <= 8191)
+        return put_bits(c, 6, 3) || put_signed(c, v, 14) ? -ENOMEM : 0;
+    if (v >= -(1 << 23) && v < (1 << 23))
+        return put_bits(c, 14, 4) || put_signed(c, v, 24) ? -ENOMEM : 0;
+    if (v >= -(1ll << 39) && v < (1ll << 39))
+        return put_bits(c, 30, 5) || put_signed(c, v, 40) ? -ENOMEM : 0;
+    return put_bits(c, 31, 5) || put_signed(c, v, 64) ? -ENOMEM : 0;
 }
 
 static int put_xor(struct tsdb_chunk *c, double v)
@@ -150,6 +168,16 @@ void tsdb_chunk_iter_init(struct tsdb_chunk_iter *it, const uint8_t *b, uint32_t
     it->n = n;
 }
 
+void tsdb_chunk_iter_init_enc(struct tsdb_chunk_iter *it, const uint8_t *b, uint32_t nbits,
+                              uint16_t n, uint8_t enc, int64_t mint)
+{
+    tsdb_chunk_iter_init(it, b, nbits, n);
+    it->enc = enc;
+    it->t = mint;
+    if (enc > TSDB_ENC_DEC)
+        it->err = true;
+}
+
 static bool get_bits(struct tsdb_chunk_iter *it, unsigned nb, uint64_t *out)
 {
     if (nb > 64 || it->pos + nb > it->nbits) {
@@ -209,11 +237,130 @@ static bool get_xor(struct tsdb_chunk_iter *it)
     return true;
 }
 
+static bool get_varbit(struct tsdb_chunk_iter *it, int64_t *out)
+{
+    static const unsigned widths[] = { 0, 7, 14, 24, 40, 64 };
+    unsigned ones = 0;
+    uint64_t u;
+    while (ones < 5) {
+        if (!get_bits(it, 1, &u))
+            return false;
+        if (!u)
+            break;
+        ones++;
+    }
+    *out = 0;
+    if (!ones)
+        return true;
+    if (!get_bits(it, widths[ones], &u))
+        return false;
+    *out = sign_extend(u, widths[ones]);
+    return true;
+}
+
+static const double pow10s[] = { 1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7 };
+
+static bool next_dec(struct tsdb_chunk_iter *it, int64_t *t, double *v)
+{
+    int64_t a, b;
+    if (it->i == 0) {
+        uint64_t k;
+        if (!get_bits(it, 3, &k) || !get_varbit(it, &a))
+            return false;
+        it->scale = (uint8_t)k;
+        it->x = a;              /* it->t is mint already */
+    } else if (it->i == 1) {
+        if (!get_varbit(it, &a) || !get_varbit(it, &b))
+            return false;
+        it->tdelta = a;
+        it->t = (int64_t)((uint64_t)it->t + (uint64_t)a);
+        it->xdelta = b;
+        it->x = (int64_t)((uint64_t)it->x + (uint64_t)b);
+    } else {
+        if (!get_varbit(it, &a) || !get_varbit(it, &b))
+            return false;
+        it->tdelta = (int64_t)((uint64_t)it->tdelta + (uint64_t)a);
+        it->t = (int64_t)((uint64_t)it->t + (uint64_t)it->tdelta);
+        it->xdelta = (int64_t)((uint64_t)it->xdelta + (uint64_t)b);
+        it->x = (int64_t)((uint64_t)it->x + (uint64_t)it->xdelta);
+    }
+    it->i++;
+    *t = it->t;
+    *v = it->scale ? (double)it->x / pow10s[it->scale] : (double)it->x;
+    return true;
+}
+
+/* Whether every value is x / 10^k for integers |x| < 2^53, exactly, bit for bit. */
+static bool scales_to(const double *v, uint16_t n, unsigned k, int64_t *x)
+{
+    for (uint16_t i = 0; i < n; i++) {
+        double s = v[i] * pow10s[k];
+        if (!(fabs(s) < 9007199254740992.0))
+            return false;       /* also NaN (staleness markers) and infinities */
+        int64_t xi = (int64_t)llrint(s);
+        double back = k ? (double)xi / pow10s[k] : (double)xi;
+        if (memcmp(&back, &v[i], 8))
+            return false;       /* not exact, or -0 */
+        x[i] = xi;
+    }
+    return true;
+}
+
+uint32_t tsdb_chunk_recode(const uint8_t *b, uint32_t nbits, uint16_t n, int64_t mint, uint8_t **out)
+{
+    *out = NULL;
+    if (!n)
+        return 0;
+    int64_t *ts = malloc(n * sizeof(*ts)), *xs = malloc(n * sizeof(*xs));
+    double *vs = malloc(n * sizeof(*vs));
+    uint32_t res = 0;
+    struct tsdb_chunk c;
+    tsdb_chunk_init(&c);
+    if (!ts || !xs || !vs)
+        goto out;
+    struct tsdb_chunk_iter it;
+    tsdb_chunk_iter_init(&it, b, nbits, n);
+    uint16_t got = 0;
+    while (got < n && tsdb_chunk_next(&it, &ts[got], &vs[got]))
+        got++;
+    if (got != n || it.err || ts[0] != mint)
+        goto out;
+    unsigned k = 0;
+    while (k < 8 && !scales_to(vs, n, k, xs))
+        k++;
+    if (k == 8)
+        goto out;
+    int r = put_bits(&c, k, 3) || put_varbit(&c, xs[0]);
+    int64_t td = 0, xd = 0;
+    for (uint16_t i = 1; i < n && !r; i++) {
+        int64_t d = (int64_t)((uint64_t)ts[i] - (uint64_t)ts[i - 1]);
+        int64_t e = (int64_t)((uint64_t)xs[i] - (uint64_t)xs[i - 1]);
+        r = put_varbit(&c, (int64_t)((uint64_t)d - (uint64_t)td)) ||
+            put_varbit(&c, (int64_t)((uint64_t)e - (uint64_t)xd));
+        td = d;
+        xd = e;
+    }
+    if (r || c.nbits >= nbits)
+        goto out;
+    tsdb_chunk_seal(&c);
+    *out = c.b;
+    c.b = NULL;
+    res = c.nbits;
+out:
+    tsdb_chunk_free(&c);
+    free(ts);
+    free(xs);
+    free(vs);
+    return res;
+}
+
 bool tsdb_chunk_next(struct tsdb_chunk_iter *it, int64_t *t, double *v)
 {
     uint64_t u;
     if (it->err || it->i >= it->n)
         return false;
+    if (it->enc == TSDB_ENC_DEC)
+        return next_dec(it, t, v);
     if (it->i == 0) {
         if (!get_bits(it, 64, &u))
             return false;

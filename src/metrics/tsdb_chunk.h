@@ -6,6 +6,12 @@
  * storing only its meaningful bits. A regular scrape costs about one bit per
  * timestamp and a few bits per slowly changing value.
  *
+ * Blocks also use a second encoding, TSDB_ENC_DEC, for chunks whose values are all
+ * decimals with at most 7 digits after the point (counters, most gauges): the values
+ * as integers scaled by 10^k, stored like the timestamps as delta-of-deltas in
+ * variable-width buckets, the first timestamp left to the chunk's metadata (mint).
+ * A steady counter then costs a bit a value instead of XOR's dozens.
+ *
  * The reader never reads past the chunk's byte length: a corrupted chunk ends the
  * iteration with an error instead.
  */
@@ -15,6 +21,8 @@
 #include "common.h"
 
 #define TSDB_CHUNK_MAX_SAMPLES 120
+
+enum { TSDB_ENC_XOR = 0, TSDB_ENC_DEC = 1 };
 
 struct tsdb_chunk {
     uint8_t *b;
@@ -43,11 +51,23 @@ struct tsdb_chunk_iter {
     uint64_t vbits;
     uint8_t leading, trailing;
     bool err;
+    uint8_t enc, scale;         /* TSDB_ENC_DEC: 10^scale */
+    int64_t x, xdelta;          /* TSDB_ENC_DEC: the scaled value and its delta */
 };
 
-/* Iterates n samples over nbits of b. */
+/* Iterates n samples over nbits of b, an XOR chunk. */
 void tsdb_chunk_iter_init(struct tsdb_chunk_iter *it, const uint8_t *b, uint32_t nbits,
                           uint16_t n);
+/* The same for a chunk of either encoding; mint is its first timestamp (kept in
+ * the chunk's metadata, not in a TSDB_ENC_DEC chunk's bits). */
+void tsdb_chunk_iter_init_enc(struct tsdb_chunk_iter *it, const uint8_t *b, uint32_t nbits,
+                              uint16_t n, uint8_t enc, int64_t mint);
+
+/* Re-encodes an XOR chunk (first timestamp mint) as TSDB_ENC_DEC into *out
+ * (malloc'd) when every value allows it and the result is smaller; returns its
+ * bits, or 0 (nothing made). */
+uint32_t tsdb_chunk_recode(const uint8_t *b, uint32_t nbits, uint16_t n, int64_t mint,
+                           uint8_t **out);
 /* Returns true with the next sample, false at the end or on corruption (it->err). */
 bool tsdb_chunk_next(struct tsdb_chunk_iter *it, int64_t *t, double *v);
 

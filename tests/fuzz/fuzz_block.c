@@ -5,7 +5,8 @@
  * orders, varints); other modes keep it, as a disk would. A damaged block must be
  * refused on open; whatever opens must decode every series, read its chunks
  * (their own CRC checked) and answer selections without leaving the mappings.
- * tests/fuzz/corpus/block holds a real block written by cairn (seed-*). */
+ * The chunk decoders also run over the raw chunk bytes. tests/fuzz/corpus/block
+ * holds a real block written by cairn (seed-*). */
 #include "metrics/tsdb.h"
 #include "metrics/tsdb_block.h"
 
@@ -40,6 +41,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint32_t crc = (uint32_t)crc32(0L, ix, ixlen - 8);
         memcpy(ix + ixlen - 8, &crc, 4);
     }
+    /* both chunk decoders straight over the chunk bytes: a damaged chunk whose CRC
+     * still matched must end in an error, never a read past its bits */
+    for (uint8_t enc = 0; enc <= TSDB_ENC_DEC; enc++) {
+        struct tsdb_chunk_iter it;
+        size_t bits = (size - ixlen) * 8 > UINT32_MAX ? UINT32_MAX : (size - ixlen) * 8;
+        tsdb_chunk_iter_init_enc(&it, ck, (uint32_t)bits, 400, enc, 1700000000000);
+        int64_t t;
+        double v;
+        while (tsdb_chunk_next(&it, &t, &v))
+            ;
+    }
     struct tsdb_block b;
     char err[256];
     if (tsdb_block_open_mem(&b, ix, ixlen, ck, size - ixlen, err, sizeof(err)) == 0) {
@@ -55,7 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint32_t n = tsdb_block_chunks(&b, &s, chunks);
             for (uint32_t c = 0; c < n; c++) {
                 struct tsdb_chunk_iter it;
-                tsdb_chunk_iter_init(&it, chunks[c].b, chunks[c].nbits, chunks[c].n);
+                tsdb_chunk_iter_init_enc(&it, chunks[c].b, chunks[c].nbits, chunks[c].n,
+                                         chunks[c].enc, chunks[c].mint);
                 int64_t t;
                 double v;
                 while (tsdb_chunk_next(&it, &t, &v))
