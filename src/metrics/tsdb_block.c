@@ -15,8 +15,10 @@
  *            back from that offset. XOR chunks from the head are re-encoded as
  *            scaled decimals when that is smaller (tsdb_chunk_recode).
  *   names    {u32 name, u32 first value, u32 values} sorted by name
- *   values   {u32 value, u32 first posting, u32 postings} sorted within a name
- *   postings u32 series numbers, ascending within a list
+ *   values   {u32 value, u32 byte offset of its postings, u32 postings} sorted
+ *            within a name
+ *   postings per value, back to back: its series numbers ascending, the first as a
+ *            uvarint, then each as a uvarint difference from the one before
  *   parents  26 characters per parent ULID
  *   trailer  u32 CRC32 of everything before it, "CXND"
  */
@@ -246,7 +248,8 @@ int tsdb_block_write_src(const char *parent, int64_t mint, int64_t maxt, uint32_
                          char ulid[TSDB_ULID_LEN + 1], char *err, size_t errlen)
 {
     int r = -ENOMEM;
-    struct buf ix = BUF_INIT, rec = BUF_INIT, seroff = BUF_INIT, names = BUF_INIT, vals = BUF_INIT;
+    struct buf ix = BUF_INIT, rec = BUF_INIT, seroff = BUF_INIT, names = BUF_INIT, vals = BUF_INIT,
+               post = BUF_INIT;
     struct pair *pairs = NULL;
     size_t np = 0, cappairs = 0;
     struct tsdb_sealed *outc = NULL;    /* one series' chunks as written */
@@ -413,8 +416,15 @@ int tsdb_block_write_src(const char *parent, int64_t mint, int64_t maxt, uint32_
             size_t k = j;
             while (k < np && pairs[k].name == pairs[j].name && pairs[k].value == pairs[j].value)
                 k++;
-            struct tsdb_bval v = { pairs[j].value, (uint32_t)j, (uint32_t)(k - j) };
+            if (buf_used(&post) > UINT32_MAX) {
+                snprintf(err, errlen, "block postings too large");
+                r = -E2BIG;
+                goto fail;
+            }
+            struct tsdb_bval v = { pairs[j].value, (uint32_t)buf_used(&post), (uint32_t)(k - j) };
             buf_append(&vals, &v, sizeof(v));
+            for (size_t q = j; q < k; q++)
+                put_uv(&post, q == j ? pairs[q].series : pairs[q].series - pairs[q - 1].series);
             nvals++;
             j = k;
         }
@@ -430,8 +440,7 @@ int tsdb_block_write_src(const char *parent, int64_t mint, int64_t maxt, uint32_
     buf_append(&ix, buf_head(&vals), buf_used(&vals));
     align8(&ix);
     sec[8] = buf_used(&ix);
-    for (size_t i = 0; i < np; i++)
-        buf_append(&ix, &pairs[i].series, 4);
+    buf_append(&ix, buf_head(&post), buf_used(&post));
     align8(&ix);
     sec[9] = buf_used(&ix);
     if (nparents)
@@ -443,7 +452,7 @@ int tsdb_block_write_src(const char *parent, int64_t mint, int64_t maxt, uint32_
     }
     /* the header, then the trailer */
     uint32_t version = IX_VERSION, zero = 0;
-    uint64_t npost = np;
+    uint64_t npost = buf_used(&post);     /* bytes */
     put_at(&ix, 0, IX_MAGIC, 8);
     put_at(&ix, 8, &version, 4);
     put_at(&ix, 12, &level, 4);
@@ -506,6 +515,7 @@ fail:
     buf_free(&seroff);
     buf_free(&names);
     buf_free(&vals);
+    buf_free(&post);
     free(pairs);
     free(outc);
     return r;
@@ -674,7 +684,7 @@ static int check_index(struct tsdb_block *b, char *err, size_t errlen)
         { sec[3], (uint64_t)b->nser * 4 }, { sec[4], sec[5] }, { sec[4], 0 },
         { sec[6], (uint64_t)b->nnames * sizeof(struct tsdb_bname) },
         { sec[7], (uint64_t)b->nvals * sizeof(struct tsdb_bval) },
-        { sec[8], b->npost * 4 }, { sec[9], (uint64_t)b->nparents * TSDB_ULID_LEN },
+        { sec[8], b->npost }, { sec[9], (uint64_t)b->nparents * TSDB_ULID_LEN },
     };
     for (int i = 0; i < 10; i++)
         if (need[i][0] % 8 || need[i][0] < IX_HEADER || need[i][0] > end ||
@@ -688,7 +698,7 @@ static int check_index(struct tsdb_block *b, char *err, size_t errlen)
     b->serlen = sec[5];
     b->names = (const struct tsdb_bname *)(p + sec[6]);
     b->vals = (const struct tsdb_bval *)(p + sec[7]);
-    b->post = (const uint32_t *)(p + sec[8]);
+    b->post = p + sec[8];
     b->parents = (const char *)(p + sec[9]);
     /* symbols: NUL-terminated inside the table, strictly increasing */
     if (b->nsym && (b->symlen == 0 || b->symdata[b->symlen - 1] != 0))
@@ -742,12 +752,19 @@ static int check_index(struct tsdb_block *b, char *err, size_t errlen)
         for (uint32_t k = nm->first; k < nm->first + nm->n; k++) {
             const struct tsdb_bval *v = &b->vals[k];
             if (v->value >= b->nsym || (k > nm->first && b->vals[k - 1].value >= v->value) ||
-                v->first != npost || v->n == 0 || (uint64_t)v->first + v->n > b->npost)
+                v->first != npost || v->n == 0 || v->n > b->nser)
                 return bad(err, errlen, "label value table");
-            for (uint32_t j = v->first; j < v->first + v->n; j++)
-                if (b->post[j] >= b->nser || (j > v->first && b->post[j - 1] >= b->post[j]))
+            /* the list decodes inside the section to ascending series numbers */
+            struct dec d = { b->post + npost, b->post + b->npost, false };
+            uint64_t id = 0;
+            for (uint32_t j = 0; j < v->n && !d.bad; j++) {
+                uint64_t x = get_uv(&d);
+                if ((j && x == 0) || x >= b->nser || (id += x) >= b->nser)
                     return bad(err, errlen, "postings");
-            npost += v->n;
+            }
+            if (d.bad)
+                return bad(err, errlen, "postings");
+            npost = (uint64_t)(d.p - b->post);
         }
         nv += nm->n;
     }
@@ -870,10 +887,9 @@ int64_t tsdb_block_name(const struct tsdb_block *b, const char *name)
     return -1;
 }
 
-const uint32_t *tsdb_block_postings(const struct tsdb_block *b, const char *name,
-                                    const char *value, uint32_t *n)
+const struct tsdb_bval *tsdb_block_postings(const struct tsdb_block *b, const char *name,
+                                            const char *value)
 {
-    *n = 0;
     int64_t ni = tsdb_block_name(b, name);
     if (ni < 0)
         return NULL;
@@ -882,10 +898,8 @@ const uint32_t *tsdb_block_postings(const struct tsdb_block *b, const char *name
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         int c = strcmp(tsdb_block_sym(b, b->vals[mid].value), value);
-        if (!c) {
-            *n = b->vals[mid].n;
-            return b->post + b->vals[mid].first;
-        }
+        if (!c)
+            return &b->vals[mid];
         if (c < 0)
             lo = mid + 1;
         else
@@ -894,33 +908,45 @@ const uint32_t *tsdb_block_postings(const struct tsdb_block *b, const char *name
     return NULL;
 }
 
+uint32_t tsdb_block_postings_decode(const struct tsdb_block *b, const struct tsdb_bval *v,
+                                    uint32_t *out)
+{
+    struct dec d = { b->post + v->first, b->post + b->npost, false };
+    uint64_t id = 0;
+    uint32_t k = 0;
+    for (; k < v->n; k++) {
+        id += get_uv(&d);
+        if (d.bad || id >= b->nser)
+            break;              /* not after the open's check */
+        out[k] = (uint32_t)id;
+    }
+    return k;
+}
+
 size_t tsdb_block_select(const struct tsdb_block *b, const struct tsdb_matcher *m, size_t nm,
                          uint32_t **out)
 {
     *out = NULL;
-    const uint32_t *best = NULL;
-    uint32_t nbest = 0;
-    bool have_eq = false;
+    const struct tsdb_bval *best = NULL;
     for (size_t i = 0; i < nm; i++)
         if (m[i].op == TSDB_EQ && m[i].value[0]) {
-            uint32_t k;
-            const uint32_t *p = tsdb_block_postings(b, m[i].name, m[i].value, &k);
-            if (!p)
+            const struct tsdb_bval *v = tsdb_block_postings(b, m[i].name, m[i].value);
+            if (!v)
                 return 0;
-            if (!have_eq || k < nbest) {
-                best = p;
-                nbest = k;
-            }
-            have_eq = true;
+            if (!best || v->n < best->n)
+                best = v;
         }
-    uint32_t cand = have_eq ? nbest : b->nser;
+    bool have_eq = best != NULL;
+    uint32_t cand = have_eq ? best->n : b->nser;
     uint32_t *res = malloc((cand ? cand : 1) * sizeof(*res));
     if (!res)
         return 0;
+    if (have_eq)
+        cand = tsdb_block_postings_decode(b, best, res);
     size_t k = 0;
     struct tsdb_bseries s;
     for (uint32_t i = 0; i < cand; i++) {
-        uint32_t id = have_eq ? best[i] : i;
+        uint32_t id = have_eq ? res[i] : i;
         if (tsdb_block_series(b, id, &s))
             continue;
         bool ok = true;

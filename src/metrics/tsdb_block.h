@@ -30,7 +30,7 @@ struct tsdb_bname {
     uint32_t name, first, n;    /* symbol; its values are vals[first, first + n) */
 };
 struct tsdb_bval {
-    uint32_t value, first, n;   /* symbol; its series are post[first, first + n) */
+    uint32_t value, first, n;   /* symbol; its n series are encoded from post + first */
 };
 
 struct tsdb_block {
@@ -48,8 +48,9 @@ struct tsdb_block {
     bool mapped;
     /* index sections, checked on open */
     uint32_t nsym, nser, nnames, nvals;
-    uint64_t npost;
-    const uint32_t *symoff, *seroff, *post;
+    uint64_t npost;             /* bytes of postings */
+    const uint32_t *symoff, *seroff;
+    const uint8_t *post;
     const char *symdata;
     const uint8_t *serdata;
     size_t symlen, serlen;
@@ -125,9 +126,12 @@ uint32_t tsdb_block_chunks(struct tsdb_block *b, const struct tsdb_bseries *s,
 /* The series matching every matcher, ascending, as a malloc'd array. */
 size_t tsdb_block_select(const struct tsdb_block *b, const struct tsdb_matcher *m, size_t nm,
                          uint32_t **out);
-/* The postings of name=value: a pointer into the index and the count. */
-const uint32_t *tsdb_block_postings(const struct tsdb_block *b, const char *name,
-                                    const char *value, uint32_t *n);
+/* The postings of name=value (NULL when none) and their series numbers, decoded
+ * into out (room for v->n); returns how many. */
+const struct tsdb_bval *tsdb_block_postings(const struct tsdb_block *b, const char *name,
+                                            const char *value);
+uint32_t tsdb_block_postings_decode(const struct tsdb_block *b, const struct tsdb_bval *v,
+                                    uint32_t *out);
 /* The label names: index into b->names, or -1. */
 int64_t tsdb_block_name(const struct tsdb_block *b, const char *name);
 

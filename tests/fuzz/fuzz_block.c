@@ -75,12 +75,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     ;
             }
             for (uint16_t l = 0; l < s.nlabels; l++) {
-                uint32_t np;
-                const uint32_t *p = tsdb_block_postings(&b, tsdb_block_sym(&b, s.lsym[2 * l]),
-                                                        tsdb_block_sym(&b, s.lsym[2 * l + 1]), &np);
-                for (uint32_t k = 0; p && k < np; k++)
-                    if (p[k] >= b.nser)
-                        __builtin_trap();   /* checked on open */
+                const struct tsdb_bval *v = tsdb_block_postings(&b, tsdb_block_sym(&b, s.lsym[2 * l]),
+                                                                tsdb_block_sym(&b, s.lsym[2 * l + 1]));
+                uint32_t *ids = v ? malloc(v->n * sizeof(*ids) + 1) : NULL;
+                uint32_t k = ids ? tsdb_block_postings_decode(&b, v, ids) : 0;
+                if (ids && k != v->n)
+                    __builtin_trap();   /* the open checked every list */
+                for (uint32_t j = 0; j < k; j++)
+                    if (ids[j] >= b.nser)
+                        __builtin_trap();
+                free(ids);
             }
         }
         free(chunks);
