@@ -717,3 +717,49 @@ def test_admin_api_disabled_by_default(start, tmp_path):
     assert requests.get(f"http://127.0.0.1:{port}/api/v1/admin/tsdb/snapshot", timeout=10).status_code == 405
     m.signal(signal.SIGTERM)
     assert m.wait(10) == 0
+
+
+def test_full_disk_clear_error_no_corruption(start, tmp_path):
+    """A data directory that fills up: remote_write gets a 500 saying the WAL could
+    not be written (never a 2xx for samples that are not on disk), the log names the
+    cause, queries keep working, and after a crash every acknowledged sample is back."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(data)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        port = free_port()
+        stack = metrics_stack(tmp_path, port, "    prometheus: {}\n")
+        m = start_metrics(start, stack, port)
+        base = int(time.time() * 1000) - 600000
+        acked, refused = [], None
+        for b in range(400):
+            batch = [({"__name__": "full_test", "b": str(b), "i": str(i)},
+                      [(base + 1000 * k, float(k)) for k in range(10)]) for i in range(200)]
+            r = push(port, batch)
+            if r.status_code == 204:
+                acked.append(b)
+            else:
+                refused = r
+                break
+        assert refused is not None and acked, "the 3 MiB disk never filled"
+        assert refused.status_code == 500 and "cannot write the WAL" in refused.text
+        wait_for(lambda: "No space left on device" in m.stderr(), timeout=5, what="the cause logged")
+        r = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "count(full_test)"},
+                         timeout=10)
+        assert r.status_code == 200
+        m.signal(signal.SIGKILL)
+        m.wait(10)
+        # the same full disk: the WAL replays (a torn tail is cut), nothing acknowledged is lost
+        m2 = start_metrics(start, stack, port, name="metrics2")
+        for b in acked:
+            r = requests.get(f"http://127.0.0.1:{port}/api/v1/query",
+                             params={"query": f'count_over_time(full_test{{b="{b}"}}[20m])',
+                                     "time": (base + 10000) / 1000}, timeout=10).json()
+            assert len(r["data"]["result"]) == 200, b
+            assert all(x["value"][1] == "10" for x in r["data"]["result"]), b
+        m2.signal(signal.SIGKILL)
+        m2.wait(10)
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
