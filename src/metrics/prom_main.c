@@ -377,6 +377,7 @@ int prom_main(const struct service *svc)
     ps.db.ooo_window_ms = (int64_t)ps.conf->ooo_window_ms;
     ps.db.retention_ms = (int64_t)ps.conf->retention_ms;
     ps.db.block_range_ms = (int64_t)ps.conf->block_ms;
+    ps.db.background = true;    /* blocks are written off the loop thread */
     /* compaction stops at a tenth of the retention (at most 31 days), as Prometheus */
     ps.db.max_block_ms = MIN((int64_t)ps.conf->retention_ms / 10, 31ll * 86400 * 1000);
     httpd_worker_init(&ps.hw, &ps.loop);

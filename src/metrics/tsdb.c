@@ -517,8 +517,8 @@ static void block_drop(struct tsdb *db, size_t i);
 
 void tsdb_apply_retention(struct tsdb *db, int64_t now_ms)
 {
-    if (db->retention_ms <= 0)
-        return;
+    if (db->retention_ms <= 0 || db->job)
+        return;                 /* a block being written reads what this would free */
     int64_t cut = now_ms - db->retention_ms;
     while (db->nblocks && db->blocks[0]->maxt < cut) {
         log_info("block past retention deleted", "block", db->blocks[0]->ulid, "maxt",
@@ -575,7 +575,7 @@ uint64_t tsdb_chunk_bytes_total(const struct tsdb *db)
 
 size_t tsdb_apply_retention_size(struct tsdb *db, uint64_t max_bytes)
 {
-    if (!max_bytes)
+    if (!max_bytes || db->job)
         return 0;
     uint64_t total = tsdb_chunk_bytes_total(db) + tsdb_blocks_bytes(db);
     size_t blocks = 0;
@@ -1460,8 +1460,11 @@ int tsdb_open(struct tsdb *db, const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+static void job_drain(struct tsdb *db, bool closing);
+
 void tsdb_close(struct tsdb *db)
 {
+    job_drain(db, true);
     if (db->dir && db->wal_fd >= 0)
         tsdb_commit(db, true);
     if (db->wal_fd >= 0)
@@ -2216,90 +2219,6 @@ static int keep_from(struct tsdb *db, struct tsdb_series *s, int64_t end)
     return r;
 }
 
-/* Writes the head's samples before end into a block of [start, end - 1]. */
-static int cut_block(struct tsdb *db, int64_t start, int64_t end)
-{
-    uint64_t t0 = cairn_now_ms();
-    struct cut_ent *ents = malloc((db->nseries + 1) * sizeof(*ents));
-    if (!ents)
-        return -ENOMEM;
-    size_t n = 0;
-    int r = 0;
-    for (size_t i = 0; i < db->nseries && !r; i++) {
-        struct tsdb_series *s = db->series[i];
-        if (!s)
-            continue;
-        if (s->head.n && s->head.mint < end && s->head.maxt < end && seal_head(s))
-            r = -ENOMEM;
-        bool reenc = (s->nooo && s->ooo_t[0] < end) || (s->head.n && s->head.mint < end);
-        uint32_t k = 0;
-        while (k < s->nchunks && s->chunks[k].maxt < end)
-            k++;
-        if (k < s->nchunks && s->chunks[k].mint < end)
-            reenc = true;       /* a chunk across the boundary (an older snapshot's) */
-        struct cut_ent e = { s, s->chunks, k, reenc };
-        if (reenc && encode_range(s, INT64_MIN, end - 1, &e.chunks, &e.n))
-            r = -ENOMEM;
-        if (e.n)
-            ents[n++] = e;
-    }
-    char ulid[TSDB_ULID_LEN + 1], err[512] = "";
-    struct tsdb_bw_series *bw = r ? NULL : malloc((n + 1) * sizeof(*bw));
-    if (!r && !bw)
-        r = -ENOMEM;
-    int64_t mint = start;
-    uint64_t samples = 0;
-    if (!r && n) {
-        qsort(ents, n, sizeof(*ents), cmp_cut);
-        for (size_t i = 0; i < n; i++) {
-            bw[i] = (struct tsdb_bw_series){ &ents[i].s->labels, ents[i].chunks, ents[i].n };
-            if (ents[i].chunks[0].mint < mint)
-                mint = ents[i].chunks[0].mint;
-            for (uint32_t c = 0; c < ents[i].n; c++)
-                samples += ents[i].chunks[c].n;
-        }
-        char bdir[4200];
-        snprintf(bdir, sizeof(bdir), "%s/blocks", db->dir);
-        r = tsdb_block_write(bdir, mint, end - 1, 1, NULL, 0, bw, n, ulid, err, sizeof(err));
-        if (!r)
-            r = block_add(db, ulid, err, sizeof(err));
-        if (r)
-            log_error("writing a block failed; the head keeps the samples", "err", err);
-    }
-    free(bw);
-    /* the head lets go of what the block holds */
-    for (size_t i = 0; i < n; i++) {
-        struct cut_ent *e = &ents[i];
-        if (e->reenc) {
-            if (!r && keep_from(db, e->s, end))
-                log_error("out of memory trimming the head after a block cut");
-            for (uint32_t c = 0; c < e->n; c++)
-                free(e->chunks[c].b);
-            free(e->chunks);
-        } else if (!r) {
-            struct tsdb_series *s = e->s;
-            for (uint32_t c = 0; c < e->n; c++)
-                free(s->chunks[c].b);
-            memmove(s->chunks, s->chunks + e->n, (s->nchunks - e->n) * sizeof(*s->chunks));
-            s->nchunks -= e->n;
-        }
-    }
-    free(ents);
-    if (r)
-        return r;
-    db->min_valid = end;
-    head_mint_recompute(db);
-    if (n) {
-        db->st.blocks_cut++;
-        log_info("block cut from the head", "block", ulid, "mint", log_int((long long)mint), "maxt",
-                 log_int((long long)(end - 1)), "series", log_int((long long)n), "samples",
-                 log_int((long long)samples), "ms", log_int((long long)(cairn_now_ms() - t0)));
-    }
-    return n ? 1 : 0;
-}
-
-/* ---- compaction: a k-way merge of blocks sorted by labels ---- */
-
 struct merge_src {
     struct tsdb_block **b;
     size_t nb;
@@ -2312,6 +2231,183 @@ struct merge_src {
     uint32_t cap;
     uint64_t bad;
 };
+
+/* ---- background work: one block write at a time ----
+ *
+ * A cut or a compaction is prepared on the loop thread (which chunks, in which
+ * order; samples older than the cut's end are refused from then on), written by a
+ * thread (re-encoding, CRCs, files, fsync), and finished on the loop thread (the
+ * block opens, the head lets go, parents are deleted). While one is in flight
+ * nothing frees chunks or series: retention and head collection wait for it. */
+
+enum { JOB_CUT = 1, JOB_COMPACT = 2 };
+
+struct tsdb_job {
+    int kind;
+    pthread_t th;
+    bool threaded;
+    int done;                   /* set by the writer, atomically */
+    uint64_t t0;
+    char dir[4200];
+    /* a cut */
+    int64_t start, end, mint, maxt;
+    struct cut_ent *ents;
+    size_t n;
+    struct tsdb_sealed *pool;   /* copies of the head's chunk entries (bytes shared) */
+    struct tsdb_bw_series *bw;
+    uint64_t samples;
+    /* a compaction */
+    struct tsdb_block **blocks;
+    size_t nb;
+    struct merge_src *m;
+    const char **syms;
+    size_t nsym;
+    char *parents;
+    uint32_t level;
+    /* the result */
+    int r;
+    char ulid[TSDB_ULID_LEN + 1];
+    char err[512];
+};
+
+static void job_free(struct tsdb_job *j)
+{
+    if (!j)
+        return;
+    for (size_t i = 0; j->ents && i < j->n; i++)
+        if (j->ents[i].reenc) {
+            for (uint32_t c = 0; c < j->ents[i].n; c++)
+                free(j->ents[i].chunks[c].b);
+            free(j->ents[i].chunks);
+        }
+    free(j->ents);
+    free(j->pool);
+    free(j->bw);
+    if (j->m) {
+        free(j->m->pos);
+        free(j->m->cur);
+        free(j->m->lab);
+        free(j->m->chunks);
+        free(j->m);
+    }
+    free(j->blocks);
+    free(j->syms);
+    free(j->parents);
+    free(j);
+}
+
+/* Prepares the cut of the head's samples before end into a block of [start, end - 1].
+ * NULL with *r = 0 when the head has none (min_valid moves on all the same). */
+static struct tsdb_job *cut_prepare(struct tsdb *db, int64_t start, int64_t end, int *r)
+{
+    *r = 0;
+    size_t pooled = 0;
+    for (size_t i = 0; i < db->nseries && !*r; i++) {
+        struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
+        if (s->head.n && s->head.mint < end && s->head.maxt < end && seal_head(s))
+            *r = -ENOMEM;
+        for (uint32_t k = 0; k < s->nchunks && s->chunks[k].maxt < end; k++)
+            pooled++;
+    }
+    struct tsdb_job *j = *r ? NULL : calloc(1, sizeof(*j));
+    if (j) {
+        j->ents = malloc((db->nseries + 1) * sizeof(*j->ents));
+        j->pool = malloc((pooled + 1) * sizeof(*j->pool));
+    }
+    if (!j || !j->ents || !j->pool) {
+        job_free(j);
+        *r = -ENOMEM;
+        return NULL;
+    }
+    j->kind = JOB_CUT;
+    j->t0 = cairn_now_ms();
+    j->start = start;
+    j->end = end;
+    size_t used = 0;
+    for (size_t i = 0; i < db->nseries && !*r; i++) {
+        struct tsdb_series *s = db->series[i];
+        if (!s)
+            continue;
+        bool reenc = (s->nooo && s->ooo_t[0] < end) || (s->head.n && s->head.mint < end);
+        uint32_t k = 0;
+        while (k < s->nchunks && s->chunks[k].maxt < end)
+            k++;
+        if (k < s->nchunks && s->chunks[k].mint < end)
+            reenc = true;       /* a chunk across the boundary (an older snapshot's) */
+        struct cut_ent e = { s, NULL, 0, reenc };
+        if (reenc) {
+            if (encode_range(s, INT64_MIN, end - 1, &e.chunks, &e.n))
+                *r = -ENOMEM;
+        } else if (k) {
+            /* the head's array may move while the block is written: copy the entries */
+            e.chunks = j->pool + used;
+            memcpy(e.chunks, s->chunks, k * sizeof(*e.chunks));
+            e.n = k;
+            used += k;
+        }
+        if (e.n)
+            j->ents[j->n++] = e;
+        else if (reenc)
+            free(e.chunks);
+    }
+    if (*r || !j->n) {
+        job_free(j);
+        if (!*r)
+            db->min_valid = MAX(db->min_valid, end);
+        return NULL;
+    }
+    j->bw = malloc((j->n + 1) * sizeof(*j->bw));
+    if (!j->bw) {
+        job_free(j);
+        *r = -ENOMEM;
+        return NULL;
+    }
+    qsort(j->ents, j->n, sizeof(*j->ents), cmp_cut);
+    j->mint = start;
+    for (size_t i = 0; i < j->n; i++) {
+        j->bw[i] = (struct tsdb_bw_series){ &j->ents[i].s->labels, j->ents[i].chunks, j->ents[i].n };
+        if (j->ents[i].chunks[0].mint < j->mint)
+            j->mint = j->ents[i].chunks[0].mint;
+        for (uint32_t c = 0; c < j->ents[i].n; c++)
+            j->samples += j->ents[i].chunks[c].n;
+    }
+    j->maxt = end - 1;
+    snprintf(j->dir, sizeof(j->dir), "%s/blocks", db->dir);
+    /* from now on the head takes nothing the block might have needed */
+    db->min_valid = MAX(db->min_valid, end);
+    return j;
+}
+
+/* The head lets go of what the written block holds. */
+static void cut_finish(struct tsdb *db, struct tsdb_job *j)
+{
+    for (size_t i = 0; !j->r && i < j->n; i++) {
+        struct cut_ent *e = &j->ents[i];
+        struct tsdb_series *s = e->s;
+        if (e->reenc) {
+            if (keep_from(db, s, j->end))
+                log_error("out of memory trimming the head after a block cut");
+        } else {
+            /* chunks are only appended while the block was written: the prefix is it */
+            for (uint32_t c = 0; c < e->n; c++)
+                free(s->chunks[c].b);
+            memmove(s->chunks, s->chunks + e->n, (s->nchunks - e->n) * sizeof(*s->chunks));
+            s->nchunks -= e->n;
+        }
+    }
+    head_mint_recompute(db);
+    if (j->r)
+        return;
+    db->st.blocks_cut++;
+    log_info("block cut from the head", "block", j->ulid, "mint", log_int((long long)j->mint), "maxt",
+             log_int((long long)j->maxt), "series", log_int((long long)j->n), "samples",
+             log_int((long long)j->samples), "ms", log_int((long long)(cairn_now_ms() - j->t0)));
+}
+
+/* ---- compaction: a k-way merge of blocks sorted by labels ---- */
+
 
 static void merge_load(struct merge_src *m, size_t i)
 {
@@ -2379,99 +2475,88 @@ static int merge_next_good(void *arg, struct tsdb_bw_series *out)
     return r;
 }
 
-/* Merges blocks [i, j) into one. */
-static int compact_blocks(struct tsdb *db, size_t i, size_t j)
+/* Prepares the merge of blocks [i, k) into one. */
+static struct tsdb_job *compact_prepare(struct tsdb *db, size_t i, size_t k)
 {
-    uint64_t t0 = cairn_now_ms();
-    size_t nb = j - i;
-    struct merge_src m = { db->blocks + i, nb, calloc(nb, sizeof(uint32_t)),
-                           calloc(nb, sizeof(struct tsdb_bseries)),
-                           calloc(nb * TSDB_MAX_LABELS, sizeof(struct tsdb_label)),
-                           { 0, NULL }, { { 0 } }, NULL, 0, 0 };
-    /* symbols: the union of the blocks' */
+    size_t nb = k - i;
+    struct tsdb_job *j = calloc(1, sizeof(*j));
+    struct merge_src *m = calloc(1, sizeof(*m));
+    if (!j || !m) {
+        free(j);
+        free(m);
+        return NULL;
+    }
+    j->kind = JOB_COMPACT;
+    j->t0 = cairn_now_ms();
+    j->m = m;
+    j->nb = nb;
+    j->blocks = malloc(nb * sizeof(*j->blocks));
+    m->pos = calloc(nb, sizeof(*m->pos));
+    m->cur = calloc(nb, sizeof(*m->cur));
+    m->lab = calloc(nb * TSDB_MAX_LABELS, sizeof(*m->lab));
     size_t ns = 0;
-    for (size_t k = 0; k < nb; k++)
-        ns += m.b[k]->nsym;
-    const char **syms = malloc((ns + 1) * sizeof(*syms));
-    char *parents = malloc(nb * TSDB_ULID_LEN + 1);
-    int r = -ENOMEM;
-    char err[512] = "out of memory", ulid[TSDB_ULID_LEN + 1];
-    if (!m.pos || !m.cur || !m.lab || !syms || !parents)
-        goto out;
+    for (size_t x = i; x < k; x++)
+        ns += db->blocks[x]->nsym;
+    j->syms = malloc((ns + 1) * sizeof(*j->syms));
+    j->parents = malloc(nb * TSDB_ULID_LEN + 1);
+    if (!j->blocks || !m->pos || !m->cur || !m->lab || !j->syms || !j->parents) {
+        job_free(j);
+        return NULL;
+    }
+    memcpy(j->blocks, db->blocks + i, nb * sizeof(*j->blocks));
+    m->b = j->blocks;
+    m->nb = nb;
+    j->mint = INT64_MAX;
+    j->maxt = INT64_MIN;
     ns = 0;
-    uint32_t level = 0;
-    int64_t mint = INT64_MAX, maxt = INT64_MIN;
-    for (size_t k = 0; k < nb; k++) {
-        const struct tsdb_block *b = m.b[k];
-        for (uint32_t s = 0; s < b->nsym; s++)
-            syms[ns++] = tsdb_block_sym(b, s);
-        memcpy(parents + k * TSDB_ULID_LEN, b->ulid, TSDB_ULID_LEN);
-        if (b->level > level)
-            level = b->level;
-        if (b->mint < mint)
-            mint = b->mint;
-        if (b->maxt > maxt)
-            maxt = b->maxt;
-        merge_load(&m, k);
+    for (size_t x = 0; x < nb; x++) {
+        const struct tsdb_block *b = j->blocks[x];
+        for (uint32_t y = 0; y < b->nsym; y++)
+            j->syms[ns++] = tsdb_block_sym(b, y);
+        memcpy(j->parents + x * TSDB_ULID_LEN, b->ulid, TSDB_ULID_LEN);
+        j->level = MAX(j->level, b->level);
+        j->mint = MIN(j->mint, b->mint);
+        j->maxt = MAX(j->maxt, b->maxt);
+        merge_load(m, x);
     }
-    ns = sort_unique(syms, ns);
-    struct tsdb_bw_src src = { syms, (uint32_t)ns, merge_next_good, &m };
-    char bdir[4200];
-    snprintf(bdir, sizeof(bdir), "%s/blocks", db->dir);
-    r = tsdb_block_write_src(bdir, mint, maxt, level + 1, parents, (uint32_t)nb, &src, ulid, err,
-                             sizeof(err));
-    if (!r) {
-        /* the inputs go once the merged block is open */
-        /* parents holds their ULIDs: db->blocks moves when the new one is added */
-        r = block_add(db, ulid, err, sizeof(err));
-        for (size_t k = 0; !r && k < nb; k++)
-            for (size_t x = 0; x < db->nblocks; x++)
-                if (!memcmp(db->blocks[x]->ulid, parents + k * TSDB_ULID_LEN, TSDB_ULID_LEN)) {
-                    block_drop(db, x);
-                    break;
-                }
-    }
-    if (!r) {
-        db->st.compactions++;
-        log_info("blocks compacted", "block", ulid, "from", log_int((long long)nb), "mint",
-                 log_int((long long)mint), "maxt", log_int((long long)maxt), "level",
-                 log_int((long long)level + 1), "ms", log_int((long long)(cairn_now_ms() - t0)));
-    }
-out:
-    if (r)
-        log_error("compaction failed; the blocks stay as they are", "err", err);
-    db->st.block_errors += m.bad;
-    free(m.pos);
-    free(m.cur);
-    free(m.lab);
-    free(m.chunks);
-    free(syms);
-    free(parents);
-    return r;
+    j->nsym = sort_unique(j->syms, ns);
+    snprintf(j->dir, sizeof(j->dir), "%s/blocks", db->dir);
+    return j;
 }
 
-/* Merges the blocks inside each window of 3, 9, 27, ... block ranges that the
- * head has left behind. */
-static void compact(struct tsdb *db)
+static void compact_finish(struct tsdb *db, struct tsdb_job *j)
 {
-    for (int64_t w = db->block_range_ms * 3; w > 0 && w <= db->max_block_ms; w *= 3) {
-        for (size_t i = 0; i < db->nblocks;) {
-            int64_t win = range_of(db->blocks[i]->mint, w);
-            size_t j = i;
-            while (j < db->nblocks && range_of(db->blocks[j]->mint, w) == win &&
-                   range_of(db->blocks[j]->maxt, w) == win)
-                j++;
-            if (j - i >= 2 && (win + 1) * w <= db->min_valid) {
-                if (compact_blocks(db, i, j))
-                    return;
-                i++;            /* the merged block took the place of the group */
-            } else {
-                i = j > i ? j : i + 1;
+    db->st.block_errors += j->m->bad;
+    if (j->r)
+        return;
+    /* the inputs go once the merged block is open (parents names them: db->blocks
+     * moves when the new one is added) */
+    for (size_t k = 0; k < j->nb; k++)
+        for (size_t x = 0; x < db->nblocks; x++)
+            if (!memcmp(db->blocks[x]->ulid, j->parents + k * TSDB_ULID_LEN, TSDB_ULID_LEN)) {
+                block_drop(db, x);
+                break;
             }
-        }
-        if (w > INT64_MAX / 3)
-            break;
+    db->st.compactions++;
+    log_info("blocks compacted", "block", j->ulid, "from", log_int((long long)j->nb), "mint",
+             log_int((long long)j->mint), "maxt", log_int((long long)j->maxt), "level",
+             log_int((long long)j->level + 1), "ms", log_int((long long)(cairn_now_ms() - j->t0)));
+}
+
+/* The writing part: touches only the job (and the blocks it reads). */
+static void *job_run(void *arg)
+{
+    struct tsdb_job *j = arg;
+    if (j->kind == JOB_CUT) {
+        j->r = tsdb_block_write(j->dir, j->mint, j->maxt, 1, NULL, 0, j->bw, j->n, j->ulid, j->err,
+                                sizeof(j->err));
+    } else {
+        struct tsdb_bw_src src = { j->syms, (uint32_t)j->nsym, merge_next_good, j->m };
+        j->r = tsdb_block_write_src(j->dir, j->mint, j->maxt, j->level + 1, j->parents,
+                                    (uint32_t)j->nb, &src, j->ulid, j->err, sizeof(j->err));
     }
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
 }
 
 /* Frees the series that have nothing left in the head (every sample is in blocks)
@@ -2525,31 +2610,114 @@ static size_t head_gc(struct tsdb *db)
     return dead;
 }
 
+static bool head_needs_cut(const struct tsdb *db)
+{
+    int64_t r = db->block_range_ms;
+    return db->head_mint != INT64_MAX && db->maxt - range_of(db->head_mint, r) * r >= r * 3 / 2;
+}
+
+/* The next piece of work: the oldest range of the head while it spans 1.5 ranges,
+ * else blocks inside a window of 3, 9, 27, ... ranges that the head has left. */
+static struct tsdb_job *next_job(struct tsdb *db, int *r)
+{
+    *r = 0;
+    int64_t br = db->block_range_ms;
+    for (int guard = 0; guard < 1000 && head_needs_cut(db); guard++) {
+        int64_t start = range_of(db->head_mint, br) * br;
+        struct tsdb_job *j = cut_prepare(db, start, start + br, r);
+        if (j || *r)
+            return j;
+        head_mint_recompute(db);
+        if (db->head_mint < start + br)
+            break;              /* nothing moved: do not spin */
+    }
+    for (int64_t w = br * 3; w > 0 && w <= db->max_block_ms; w *= 3) {
+        for (size_t i = 0; i < db->nblocks;) {
+            int64_t win = range_of(db->blocks[i]->mint, w);
+            size_t k = i;
+            while (k < db->nblocks && range_of(db->blocks[k]->mint, w) == win &&
+                   range_of(db->blocks[k]->maxt, w) == win)
+                k++;
+            if (k - i >= 2 && (win + 1) * w <= db->min_valid) {
+                struct tsdb_job *j = compact_prepare(db, i, k);
+                if (!j)
+                    *r = -ENOMEM;
+                return j;
+            }
+            i = k > i ? k : i + 1;
+        }
+        if (w > INT64_MAX / 3)
+            break;
+    }
+    return NULL;
+}
+
+/* Opens the written block and completes the job; returns 1 for a block made. */
+static int job_finish(struct tsdb *db, struct tsdb_job *j, bool closing)
+{
+    if (j->threaded)
+        pthread_join(j->th, NULL);
+    if (!j->r)
+        j->r = block_add(db, j->ulid, j->err, sizeof(j->err));
+    if (j->r)
+        log_error(j->kind == JOB_CUT ? "writing a block failed; the head keeps the samples"
+                                     : "compaction failed; the blocks stay as they are",
+                  "err", j->err);
+    int made = !j->r;
+    if (j->kind == JOB_CUT) {
+        cut_finish(db, j);
+        if (made) {
+            size_t gone = head_gc(db);
+            if (gone)
+                log_info("series with every sample in blocks left the head", "series",
+                         log_int((long long)gone), "active", log_int((long long)db->active));
+            /* the WAL behind the block goes with a snapshot, once the backlog is cut */
+            if (!closing && !head_needs_cut(db))
+                tsdb_snapshot(db);
+        }
+    } else {
+        compact_finish(db, j);
+    }
+    job_free(j);
+    return made;
+}
+
 int tsdb_maintain(struct tsdb *db)
 {
     if (!db->dir || db->block_range_ms <= 0)
         return 0;
-    int64_t r = db->block_range_ms;
     int made = 0;
-    while (db->head_mint != INT64_MAX && db->maxt - range_of(db->head_mint, r) * r >= r * 3 / 2 &&
-           made < 1000) {
-        int64_t start = range_of(db->head_mint, r) * r;
-        int c = cut_block(db, start, start + r);
-        if (c < 0)
-            return c;
-        made += c;
-        if (!c && db->head_mint < start + r)
-            break;              /* nothing moved: do not spin */
+    if (db->job) {
+        if (!__atomic_load_n(&db->job->done, __ATOMIC_ACQUIRE))
+            return 0;
+        struct tsdb_job *j = db->job;
+        db->job = NULL;
+        made += job_finish(db, j, false);
     }
-    if (made) {
-        size_t gone = head_gc(db);
-        if (gone)
-            log_info("series with every sample in blocks left the head", "series",
-                     log_int((long long)gone), "active", log_int((long long)db->active));
-        tsdb_snapshot(db);
-        compact(db);
+    for (int steps = 0; steps < 1000; steps++) {
+        int r;
+        struct tsdb_job *j = next_job(db, &r);
+        if (!j)
+            return r ? r : made;
+        if (db->background && pthread_create(&j->th, NULL, job_run, j) == 0) {
+            j->threaded = true;
+            db->job = j;
+            return made;
+        }
+        job_run(j);
+        made += job_finish(db, j, false);
     }
     return made;
+}
+
+/* Waits for the block being written, if any, and completes it. */
+static void job_drain(struct tsdb *db, bool closing)
+{
+    if (!db->job)
+        return;
+    struct tsdb_job *j = db->job;
+    db->job = NULL;
+    job_finish(db, j, closing);
 }
 
 /* ---- a consistent copy of the store (the admin snapshot API) ---- */

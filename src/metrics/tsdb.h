@@ -108,6 +108,10 @@ struct tsdb {
     int64_t min_valid;          /* older samples are in blocks: appends refused */
     int64_t head_mint;          /* the oldest sample in the head (INT64_MAX: none) */
     uint64_t active;            /* series in the head (series[] may have holes) */
+    /* block writes: on a thread of their own when background (the service), else
+     * inside tsdb_maintain() */
+    bool background;
+    struct tsdb_job *job;
 };
 
 /* Opens the store; with dir set, replays and then appends to dir/wal/. Returns 0

@@ -629,7 +629,7 @@ uint32_t tsdb_block_chunks(struct tsdb_block *b, const struct tsdb_bseries *s,
     if (s->off > b->cklen || s->len > b->cklen - s->off)
         return 0;
     if ((uint32_t)crc32_z(0L, b->ck + s->off, s->len) != s->crc) {
-        if (!b->bad_chunks++)
+        if (!__atomic_fetch_add(&b->bad_chunks, 1, __ATOMIC_RELAXED))
             log_error("block chunks fail their CRC; those samples are skipped", "block",
                       b->dir ? b->dir : b->ulid);
         return 0;

@@ -252,3 +252,45 @@ TEST(tsdb_ulid_format)
     for (int i = 0; i < 26; i++)
         CHECK(strchr("0123456789ABCDEFGHJKMNPQRSTVWXYZ", a[i]) != NULL);
 }
+
+TEST(tsdb_blocks_written_in_background)
+{
+    char dir[] = "/tmp/cairn-blocks-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct tsdb db;
+    char err[512];
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    db.block_range_ms = HOUR;
+    db.max_block_ms = 3 * HOUR;
+    db.background = true;
+    struct tsdb_series *a = bseries(&db, "m", "a"), *b = bseries(&db, "m", "b");
+    long n = 0;
+    /* appends go on while blocks are written: what arrives lands in the head */
+    for (int64_t t = T0; t < T0 + 8 * HOUR; t += STEP) {
+        CHECK_INT(tsdb_append(&db, a, t, (double)((t - T0) / STEP)), TSDB_OK);
+        CHECK_INT(tsdb_append(&db, b, t, (double)((t - T0) / STEP)), TSDB_OK);
+        n++;
+        if ((t - T0) / STEP % 120 == 0)
+            CHECK(tsdb_maintain(&db) >= 0);
+    }
+    /* let the writer finish what the head still owes, bounded */
+    for (int i = 0; i < 5000; i++) {
+        CHECK(tsdb_maintain(&db) >= 0);
+        if (!db.job && tsdb_maintain(&db) == 0 && !db.job)
+            break;
+        usleep(1000);
+    }
+    CHECK(db.job == NULL);
+    CHECK(db.st.blocks_cut >= 6);
+    CHECK(db.st.compactions >= 1);
+    CHECK_INT(count_samples(&db, "a", INT64_MIN / 2, INT64_MAX / 2), n);
+    CHECK_INT(count_samples(&db, "b", INT64_MIN / 2, INT64_MAX / 2), n);
+    /* a job still running when the store closes is finished first */
+    CHECK_INT(tsdb_append(&db, a, T0 + 8 * HOUR + 2 * HOUR, 1.5), TSDB_OK);
+    tsdb_maintain(&db);
+    tsdb_close(&db);
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    CHECK_INT(count_samples(&db, "b", INT64_MIN / 2, INT64_MAX / 2), n);
+    tsdb_close(&db);
+    rm_rf(dir);
+}
