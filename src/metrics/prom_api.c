@@ -182,12 +182,6 @@ static struct promql_node *parse_selector(const char *s, char *err, size_t errle
     return n;
 }
 
-static int cmp_sel_labels(const void *a, const void *b)
-{
-    return tsdb_labels_cmp(&(*(struct tsdb_series *const *)a)->labels,
-                           &(*(struct tsdb_series *const *)b)->labels);
-}
-
 /* The series of every match[] (deduplicated, sorted by labels), freed with
  * tsdb_select_free(). */
 static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mint, int64_t maxt,
@@ -230,7 +224,7 @@ static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mi
     /* sort by labels and drop duplicates (one series matched twice, or read
      * from blocks for two matchers) */
     if (n > 1)
-        qsort(all, n, sizeof(*all), cmp_sel_labels);
+        qsort(all, n, sizeof(*all), tsdb_series_cmp);
     size_t u = 0;
     for (size_t i = 0; i < n; i++) {
         if (u && (all[u - 1] == all[i] || tsdb_labels_eq(&all[u - 1]->labels, &all[i]->labels))) {
@@ -368,12 +362,7 @@ static int cmp_series_labels(const void *a, const void *b)
     const struct tsdb_labels *y = &(*(struct tsdb_series *const *)b)->labels;
     const char *nx = tsdb_labels_get(x, "__name__"), *ny = tsdb_labels_get(y, "__name__");
     int c = strcmp(nx ? nx : "", ny ? ny : "");
-    for (uint16_t i = 0; !c && i < x->n && i < y->n; i++) {
-        c = strcmp(x->l[i].name, y->l[i].name);
-        if (!c)
-            c = strcmp(x->l[i].value, y->l[i].value);
-    }
-    return c ? c : (int)x->n - (int)y->n;
+    return c ? c : tsdb_labels_cmp(x, y);
 }
 
 static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)

@@ -198,49 +198,15 @@ static void on_signal(struct loop *l, int signo, void *arg)
     loop_stop(l);
 }
 
-static double db_series(void *arg)
+/* A uint64_t of the store (a statistic or a count), read where it lives. */
+static double read_u64(void *arg)
 {
-    return (double)((struct prom_svc *)arg)->db.active;
-}
-
-static double db_samples(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.samples_appended;
-}
-
-static double db_refused(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.series_refused;
-}
-
-static double db_ooo(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.out_of_order;
+    return (double)*(const uint64_t *)arg;
 }
 
 static double db_chunk_bytes(void *arg)
 {
     return (double)tsdb_chunk_bytes_total(&((struct prom_svc *)arg)->db);
-}
-
-static double db_size_drops(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.chunks_dropped_for_size;
-}
-
-static double db_ooo_accepted(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.ooo_accepted;
-}
-
-static double db_snapshots(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.snapshots;
-}
-
-static double db_wal_bytes(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.wal_bytes;
 }
 
 static double db_blocks(void *arg)
@@ -251,26 +217,6 @@ static double db_blocks(void *arg)
 static double db_blocks_bytes(void *arg)
 {
     return (double)tsdb_blocks_bytes(&((struct prom_svc *)arg)->db);
-}
-
-static double db_compactions(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.compactions;
-}
-
-static double db_blocks_cut(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.blocks_cut;
-}
-
-static double db_series_gc(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.series_gc;
-}
-
-static double db_out_of_bounds(void *arg)
-{
-    return (double)((struct prom_svc *)arg)->db.st.out_of_bounds;
 }
 
 static int setup_metrics(struct prom_svc *ps)
@@ -308,40 +254,41 @@ static int setup_metrics(struct prom_svc *ps)
         !ps->m_notify_errors || !ps->m_sd_reads || !ps->m_sd_failures ||
         !ps->m_dns_lookups || !ps->m_dns_failures)
         return -ENOMEM;
-    metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_head_series", "Series in the head.", db_series, ps);
-    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_samples_appended_total",
-                     "Samples appended to the head.", db_samples, ps);
-    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_series_refused_total",
-                     "New series refused by the max_series limit.", db_refused, ps);
-    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_out_of_order_samples_total",
-                     "Samples refused for being older than their series' last sample.", db_ooo, ps);
-    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_wal_bytes_written_total",
-                     "Bytes written to the write-ahead log.", db_wal_bytes, ps);
+    const struct tsdb_stats *st = &ps->db.st;
+    const struct { enum metric_type type; const char *name, *help; const uint64_t *v; } u64s[] = {
+        { METRIC_GAUGE, "cairn_tsdb_head_series", "Series in the head.", &ps->db.active },
+        { METRIC_COUNTER, "cairn_tsdb_head_samples_appended_total", "Samples appended to the head.",
+          &st->samples_appended },
+        { METRIC_COUNTER, "cairn_tsdb_series_refused_total",
+          "New series refused by the max_series limit.", &st->series_refused },
+        { METRIC_COUNTER, "cairn_tsdb_out_of_order_samples_total",
+          "Samples refused for being older than their series' last sample.", &st->out_of_order },
+        { METRIC_COUNTER, "cairn_tsdb_wal_bytes_written_total", "Bytes written to the write-ahead log.",
+          &st->wal_bytes },
+        { METRIC_COUNTER, "cairn_tsdb_size_retention_chunks_dropped_total",
+          "Chunks dropped because the head was over retention_size.", &st->chunks_dropped_for_size },
+        { METRIC_COUNTER, "prometheus_tsdb_head_out_of_order_samples_appended_total",
+          "Out-of-order samples accepted within out_of_order_time_window.", &st->ooo_accepted },
+        { METRIC_COUNTER, "cairn_tsdb_head_snapshots_total",
+          "Head snapshots written (each deletes the WAL segments it covers).", &st->snapshots },
+        { METRIC_COUNTER, "cairn_tsdb_blocks_cut_total", "Blocks written from the head.", &st->blocks_cut },
+        { METRIC_COUNTER, "prometheus_tsdb_compactions_total", "Blocks merged into larger ones.",
+          &st->compactions },
+        { METRIC_COUNTER, "prometheus_tsdb_out_of_bound_samples_total",
+          "Samples refused for being older than the newest block's end.", &st->out_of_bounds },
+        { METRIC_COUNTER, "prometheus_tsdb_head_series_removed_total",
+          "Series that left the head once every sample was in blocks.", &st->series_gc },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(u64s); i++)
+        metrics_callback(reg, u64s[i].type, u64s[i].name, u64s[i].help, read_u64,
+                         (void *)(uintptr_t)u64s[i].v);
     metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_head_chunks_bytes",
                      "Bytes of compressed chunks in the head (what retention_size bounds).",
                      db_chunk_bytes, ps);
-    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_size_retention_chunks_dropped_total",
-                     "Chunks dropped because the head was over retention_size.", db_size_drops, ps);
-    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_head_out_of_order_samples_appended_total",
-                     "Out-of-order samples accepted within out_of_order_time_window.",
-                     db_ooo_accepted, ps);
-    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_head_snapshots_total",
-                     "Head snapshots written (each deletes the WAL segments it covers).",
-                     db_snapshots, ps);
     metrics_callback(reg, METRIC_GAUGE, "prometheus_tsdb_blocks_loaded",
                      "On-disk blocks open.", db_blocks, ps);
     metrics_callback(reg, METRIC_GAUGE, "cairn_tsdb_blocks_bytes",
                      "Bytes of the on-disk blocks.", db_blocks_bytes, ps);
-    metrics_callback(reg, METRIC_COUNTER, "cairn_tsdb_blocks_cut_total",
-                     "Blocks written from the head.", db_blocks_cut, ps);
-    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_compactions_total",
-                     "Blocks merged into larger ones.", db_compactions, ps);
-    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_out_of_bound_samples_total",
-                     "Samples refused for being older than the newest block's end.",
-                     db_out_of_bounds, ps);
-    metrics_callback(reg, METRIC_COUNTER, "prometheus_tsdb_head_series_removed_total",
-                     "Series that left the head once every sample was in blocks.",
-                     db_series_gc, ps);
     return 0;
 }
 

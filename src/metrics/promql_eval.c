@@ -480,21 +480,6 @@ static int drop_name(struct promql_ev *ev, const struct tsdb_labels *l, struct t
 
 /* ---- reading the store ---- */
 
-static int cmp_series_labels(const void *a, const void *b)
-{
-    const struct tsdb_labels *x = &(*(struct tsdb_series *const *)a)->labels;
-    const struct tsdb_labels *y = &(*(struct tsdb_series *const *)b)->labels;
-    for (uint16_t i = 0; i < x->n && i < y->n; i++) {
-        int c = strcmp(x->l[i].name, y->l[i].name);
-        if (c)
-            return c;
-        c = strcmp(x->l[i].value, y->l[i].value);
-        if (c)
-            return c;
-    }
-    return (int)x->n - (int)y->n;
-}
-
 /* The series of a selector with samples in [mint, maxt], sorted by labels (the
  * order Prometheus's storage gives them in). */
 static size_t select_series(struct promql_ev *ev, const struct promql_node *n, int64_t mint,
@@ -502,7 +487,7 @@ static size_t select_series(struct promql_ev *ev, const struct promql_node *n, i
 {
     size_t k = tsdb_select(ev->db, n->m, n->nm, mint, maxt, out);
     if (k > 1)
-        qsort(*out, k, sizeof(**out), cmp_series_labels);
+        qsort(*out, k, sizeof(**out), tsdb_series_cmp);
     struct sel_keeper *kp = ev->keeper;
     if (k && kp->nkeep == kp->capkeep) {
         size_t nc = kp->capkeep ? kp->capkeep * 2 : 8;

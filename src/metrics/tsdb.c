@@ -116,6 +116,12 @@ int tsdb_labels_cmp(const struct tsdb_labels *a, const struct tsdb_labels *b)
     return (int)a->n - (int)b->n;
 }
 
+int tsdb_series_cmp(const void *a, const void *b)
+{
+    return tsdb_labels_cmp(&(*(struct tsdb_series *const *)a)->labels,
+                           &(*(struct tsdb_series *const *)b)->labels);
+}
+
 bool tsdb_labels_eq(const struct tsdb_labels *a, const struct tsdb_labels *b)
 {
     if (a->n != b->n)

@@ -205,6 +205,8 @@ void tsdb_select_free(struct tsdb_series **s, size_t n);
 void tsdb_series_release(struct tsdb_series *s);
 /* Orders label sets as Prometheus does (pair by pair, name then value). */
 int tsdb_labels_cmp(const struct tsdb_labels *a, const struct tsdb_labels *b);
+/* The same for qsort() over an array of series pointers. */
+int tsdb_series_cmp(const void *a, const void *b);
 
 struct tsdb_iter {
     const struct tsdb_series *s;
