@@ -136,23 +136,9 @@ static const char builtin_templates[] =
 /* ---- functions (toUpper, toLower, title, match, reReplaceAll and safeHtml are
  * core's, shared with Prometheus's templates) ---- */
 
-static bool want_strs(struct gt_value **v, size_t n, size_t want, char *err, size_t errlen)
-{
-    if (n != want) {
-        snprintf(err, errlen, "wrong number of args: want %zu got %zu", want, n);
-        return false;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (v[i]->k != GT_STR) {
-            snprintf(err, errlen, "argument %zu is not a string", i + 1);
-            return false;
-        }
-    return true;
-}
-
 static struct gt_value *f_trim(struct gt_arena *a, struct gt_value **v, size_t n, char *e, size_t el)
 {
-    if (!want_strs(v, n, 1, e, el))
+    if (!gt_want_strings(v, n, 1, e, el))
         return NULL;
     const char *s = v[0]->s;
     while (isspace((unsigned char)*s))

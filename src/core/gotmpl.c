@@ -1636,7 +1636,7 @@ int gt_exec(const struct gt_set *set, const char *name, struct gt_value *data, s
 
 /* ---- the text functions Prometheus and Alertmanager both give templates ---- */
 
-static bool one_string(struct gt_value **v, size_t n, size_t want, char *err, size_t errlen)
+bool gt_want_strings(struct gt_value **v, size_t n, size_t want, char *err, size_t errlen)
 {
     if (n != want) {
         snprintf(err, errlen, "wrong number of args: want %zu got %zu", want, n);
@@ -1654,7 +1654,7 @@ static bool one_string(struct gt_value **v, size_t n, size_t want, char *err, si
 static struct gt_value *case_fn(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
                                 size_t errlen, int mode)
 {
-    if (!one_string(v, n, 1, err, errlen))
+    if (!gt_want_strings(v, n, 1, err, errlen))
         return NULL;
     char *s = (char *)gt_strdup(a, v[0]->s, strlen(v[0]->s));
     if (!s)
@@ -1709,7 +1709,7 @@ static pcre2_code *re_compile(const char *re, char *err, size_t errlen)
 static struct gt_value *f_match(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
                                 size_t errlen)
 {
-    if (!one_string(v, n, 2, err, errlen))
+    if (!gt_want_strings(v, n, 2, err, errlen))
         return NULL;
     pcre2_code *c = re_compile(v[0]->s, err, errlen);
     if (!c)
@@ -1725,7 +1725,7 @@ static struct gt_value *f_match(struct gt_arena *a, struct gt_value **v, size_t 
 static struct gt_value *f_replace(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
                                   size_t errlen)
 {
-    if (!one_string(v, n, 3, err, errlen))
+    if (!gt_want_strings(v, n, 3, err, errlen))
         return NULL;
     pcre2_code *c = re_compile(v[0]->s, err, errlen);
     if (!c)
@@ -1754,7 +1754,7 @@ static struct gt_value *f_replace(struct gt_arena *a, struct gt_value **v, size_
 static struct gt_value *f_safe(struct gt_arena *a, struct gt_value **v, size_t n, char *err,
                                size_t errlen)
 {
-    if (!one_string(v, n, 1, err, errlen))
+    if (!gt_want_strings(v, n, 1, err, errlen))
         return NULL;
     struct gt_value *r = gt_str(a, v[0]->s);
     if (r)

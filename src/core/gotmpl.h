@@ -69,6 +69,9 @@ int gt_set_func(struct gt_set *set, const char *name, gt_func fn);
 /* Registers the functions Prometheus and Alertmanager templates share: toUpper,
  * toLower, title, match (regex search), reReplaceAll ($1 expansion), safeHtml. */
 int gt_add_text_funcs(struct gt_set *set);
+/* For a function's arguments: exactly want of them, all strings; else false with
+ * Go's message in err. */
+bool gt_want_strings(struct gt_value **v, size_t n, size_t want, char *err, size_t errlen);
 /* Appends s escaped as Go's url.QueryEscape (urlquery): space as '+', %XX. */
 void gt_url_query_escape(struct buf *b, const char *s);
 /* Appends s with & < > " ' escaped as html/template escapes them. */

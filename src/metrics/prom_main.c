@@ -278,6 +278,11 @@ static int setup_metrics(struct prom_svc *ps)
           "Samples refused for being older than the newest block's end.", &st->out_of_bounds },
         { METRIC_COUNTER, "prometheus_tsdb_head_series_removed_total",
           "Series that left the head once every sample was in blocks.", &st->series_gc },
+        { METRIC_COUNTER, "cairn_tsdb_blocks_deleted_total",
+          "Blocks deleted (merged by a compaction, or past retention).", &st->blocks_deleted },
+        { METRIC_COUNTER, "cairn_tsdb_compaction_damaged_series_total",
+          "Series whose chunks failed their CRC while a compaction read them (left out).",
+          &st->block_errors },
     };
     for (size_t i = 0; i < ARRAY_SIZE(u64s); i++)
         metrics_callback(reg, u64s[i].type, u64s[i].name, u64s[i].help, read_u64,

@@ -2180,7 +2180,7 @@ static int cmp_cut(const void *a, const void *b)
 }
 
 /* After the block holds them: the head keeps only the samples from end on. */
-static int keep_from(struct tsdb *db, struct tsdb_series *s, int64_t end)
+static int keep_from(struct tsdb_series *s, int64_t end)
 {
     struct tsdb_sealed *rest;
     uint32_t nrest;
@@ -2221,7 +2221,6 @@ static int keep_from(struct tsdb *db, struct tsdb_series *s, int64_t end)
     } else {
         free(rest);
     }
-    (void)db;
     return r;
 }
 
@@ -2256,7 +2255,7 @@ struct tsdb_job {
     uint64_t t0;
     char dir[4200];
     /* a cut */
-    int64_t start, end, mint, maxt;
+    int64_t end, mint, maxt;
     struct cut_ent *ents;
     size_t n;
     struct tsdb_sealed *pool;   /* copies of the head's chunk entries (bytes shared) */
@@ -2329,7 +2328,6 @@ static struct tsdb_job *cut_prepare(struct tsdb *db, int64_t start, int64_t end,
     }
     j->kind = JOB_CUT;
     j->t0 = cairn_now_ms();
-    j->start = start;
     j->end = end;
     size_t used = 0;
     for (size_t i = 0; i < db->nseries && !*r; i++) {
@@ -2393,7 +2391,7 @@ static void cut_finish(struct tsdb *db, struct tsdb_job *j)
         struct cut_ent *e = &j->ents[i];
         struct tsdb_series *s = e->s;
         if (e->reenc) {
-            if (keep_from(db, s, j->end))
+            if (keep_from(s, j->end))
                 log_error("out of memory trimming the head after a block cut");
         } else {
             /* chunks are only appended while the block was written: the prefix is it */
