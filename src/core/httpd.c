@@ -46,6 +46,7 @@ struct httpd_conn {
     enum conn_state state;
     enum timer_kind timer_kind;
     bool in_handler, in_process;
+    bool close_later;       /* a caller is streaming: a failed write closes from the loop */
     bool opened;            /* on_open was called */
     bool close_after;       /* no keep-alive after this response */
     bool resp_started, resp_chunked, resp_nobody;
@@ -452,6 +453,27 @@ static void conn_close(struct httpd_conn *c)
     conn_close_ex(c, false);
 }
 
+static void conn_close_deferred(void *arg)
+{
+    struct httpd_conn *c = arg;
+    if (c->state == CS_CLOSED)
+        conn_recycle(c);    /* closed meanwhile: its recycling was this defer's */
+    else
+        conn_close(c);
+}
+
+/* Closes after a failed write. While a caller streams a response into the
+ * connection (httpd_respond_write from its own event), the close - and the
+ * request's abort callback, which frees the caller's state - runs from the loop
+ * instead, after the caller has returned. */
+static void conn_fail(struct httpd_conn *c)
+{
+    if (c->close_later)
+        loop_defer(c->w->loop, &c->defer, conn_close_deferred, c);
+    else
+        conn_close(c);
+}
+
 static void conn_close_ex(struct httpd_conn *c, bool keep_fd)
 {
     if (c->state == CS_CLOSED)
@@ -595,7 +617,7 @@ static int conn_flush(struct httpd_conn *c)
             return 1;
         }
         if (n <= 0) {
-            conn_close(c);
+            conn_fail(c);
             return -1;
         }
         buf_consume(&c->wbuf, (size_t)n);
@@ -1038,8 +1060,12 @@ void httpd_respond_write(struct httpd_req *r, const void *data, size_t len)
     else
         buf_append(&c->wbuf, data, len);
     /* Outside the handler (streaming from another event), send at once. */
-    if (!c->in_handler && !c->in_process)
+    if (!c->in_handler && !c->in_process) {
+        bool was = c->close_later;
+        c->close_later = true;
         conn_flush(c);
+        c->close_later = was;
+    }
 }
 
 void httpd_respond_finish(struct httpd_req *r)
@@ -1550,14 +1576,14 @@ static void h2_send(struct h2_conn *hc)
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(hc->s, &data);
         if (n < 0) {
-            conn_close(c);
+            conn_fail(c);
             return;
         }
         if (n == 0)
             break;
         buf_take(c->w, &c->wbuf);
         if (buf_append(&c->wbuf, data, (size_t)n)) {
-            conn_close(c);
+            conn_fail(c);
             return;
         }
         if (buf_used(&c->wbuf) >= 65536 && conn_flush(c) < 0)
@@ -1573,7 +1599,7 @@ static void h2_send(struct h2_conn *hc)
         return;
     if (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s) &&
         !buf_used(&c->wbuf)) {
-        conn_close(c);
+        conn_fail(c);
         return;
     }
     if (hc->nstreams == 0 && c->timer_kind != T_IDLE)
@@ -1729,7 +1755,11 @@ static void h2_respond_write(struct httpd_req *r, const void *data, size_t len)
         return;
     buf_append(&st->out, data, len);
     nghttp2_session_resume_data(st->hc->s, st->id);
+    struct httpd_conn *c = st->hc->c;
+    bool was = c->close_later;
+    c->close_later = true;
     h2_send(st->hc);
+    c->close_later = was;
 }
 
 static void h2_respond_finish(struct httpd_req *r)
