@@ -81,7 +81,21 @@ struct inflight {
     char *key;
     size_t keylen;
     struct cache_waiter *waiters;
+    struct cache_stream *st;    /* the response, once it is known and shared */
     struct inflight *next;
+};
+
+/* A response being stored, shared with the requests that waited for it: they
+ * send it to their clients as it arrives, from their own threads. */
+enum { ST_FILLING, ST_DONE, ST_FAILED };
+struct cache_stream {
+    pthread_mutex_t lock;
+    int refs;
+    struct cobj *o;             /* its fields (referenced; the body is in here) */
+    char *body;                 /* room for the whole declared length: never moves */
+    size_t cap, len;
+    int state;
+    struct cache_waiter *subs;  /* readers waiting for more */
 };
 
 struct dentry;
@@ -110,6 +124,7 @@ struct cache_fill {
     struct cobj *o;
     struct buf body;
     bool failed;
+    struct cache_stream *st;    /* when shared with waiting requests */
 };
 
 /* ---- Cache-Control ---- */
@@ -842,6 +857,39 @@ static int range_of(const struct httpd_req *r, const struct cobj *o, uint64_t *f
     return 1;
 }
 
+/* The stored fields of o, then Age, X-Cache and X-Request-Id; coding names the
+ * content coding sent (NULL: identity). */
+static void serve_fields(struct httpd_req *r, const struct cobj *o, bool not_modified, const char *coding,
+                         const char *xcache, const char *request_id, time_t now)
+{
+    bool have_vary = false;
+    const char *p = o->hdrs, *end = o->hdrs + o->hdrs_len;
+    struct strv name, val;
+    while (field_next(&p, end, &name, &val, NULL)) {
+        /* a 304 carries only the fields that describe the representation */
+        bool keep = !not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
+                    strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
+                    strv_caseeq_cstr(name, "date") || strv_caseeq_cstr(name, "last-modified");
+        if (keep && o->compressible && strv_caseeq_cstr(name, "vary")) {
+            have_vary = true;
+            httpd_headerf(r, "Vary", "%.*s, Accept-Encoding", (int)val.n, val.p);
+        } else if (keep && coding && strv_caseeq_cstr(name, "etag") && val.n >= 2 && val.p[val.n - 1] == '"') {
+            /* another representation, another entity tag */
+            httpd_headerf(r, "ETag", "%.*s-%s\"", (int)val.n - 1, val.p, coding);
+        } else if (keep) {
+            httpd_header_strv(r, name, val);
+        }
+    }
+    if (o->compressible && !have_vary)
+        httpd_header(r, "Vary", "Accept-Encoding");
+    if (coding)
+        httpd_header(r, "Content-Encoding", coding);
+    httpd_headerf(r, "Age", "%lld", (long long)current_age(o, now));
+    httpd_header(r, "X-Cache", xcache);
+    if (request_id)
+        httpd_header(r, "X-Request-Id", request_id);
+}
+
 void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const char *request_id)
 {
     time_t now = time(NULL);
@@ -866,33 +914,7 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
     int rr = o->status == 200 && !not_modified ? range_of(r, o, &from, &to) : 0;
     if (!not_modified && rr == 0 && o->status == 200)
         zv = variant_for(o, r, &coding);
-    /* stored fields, then Age and X-Cache */
-    bool have_vary = false;
-    const char *p = o->hdrs, *end = o->hdrs + o->hdrs_len;
-    struct strv name, val;
-    while (field_next(&p, end, &name, &val, NULL)) {
-        /* a 304 carries only the fields that describe the representation */
-        bool keep = !not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
-                    strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
-                    strv_caseeq_cstr(name, "date") || strv_caseeq_cstr(name, "last-modified");
-        if (keep && o->compressible && strv_caseeq_cstr(name, "vary")) {
-            have_vary = true;
-            httpd_headerf(r, "Vary", "%.*s, Accept-Encoding", (int)val.n, val.p);
-        } else if (keep && zv && strv_caseeq_cstr(name, "etag") && val.n >= 2 && val.p[val.n - 1] == '"') {
-            /* another representation, another entity tag */
-            httpd_headerf(r, "ETag", "%.*s-%s\"", (int)val.n - 1, val.p, coding);
-        } else if (keep) {
-            httpd_header_strv(r, name, val);
-        }
-    }
-    if (o->compressible && !have_vary)
-        httpd_header(r, "Vary", "Accept-Encoding");
-    if (zv)
-        httpd_header(r, "Content-Encoding", coding);
-    httpd_headerf(r, "Age", "%lld", (long long)current_age(o, now));
-    httpd_header(r, "X-Cache", xcache);
-    if (request_id)
-        httpd_header(r, "X-Request-Id", request_id);
+    serve_fields(r, o, not_modified, coding, xcache, request_id, now);
     if (not_modified) {
         httpd_respond(r, 304, NULL, NULL, 0);
         return;
@@ -1138,6 +1160,9 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
     return f;
 }
 
+static void stream_end(struct cache_stream *st, int state);
+static void stream_append(struct cache_stream *st, const void *p, size_t n);
+
 void cache_fill_data(struct cache_fill *f, const void *p, size_t n)
 {
     if (!f || f->failed)
@@ -1145,7 +1170,11 @@ void cache_fill_data(struct cache_fill *f, const void *p, size_t n)
     if (buf_used(&f->body) + n > f->cs->max_object || buf_append(&f->body, p, n)) {
         f->failed = true;
         buf_free(&f->body);
+        stream_end(f->st, ST_FAILED);
+        return;
     }
+    if (f->st)
+        stream_append(f->st, p, n);
 }
 
 void cache_fill_abort(struct cache_fill **pf)
@@ -1154,8 +1183,12 @@ void cache_fill_abort(struct cache_fill **pf)
     if (!f)
         return;
     buf_free(&f->body);
+    if (f->st) {
+        stream_end(f->st, ST_FAILED);
+        cache_stream_put(f->st);
+    }
     if (f->o)
-        obj_free(f->o);
+        cobj_put(f->o);
     free(f);
     *pf = NULL;
 }
@@ -1211,8 +1244,19 @@ void cache_fill_commit(struct cache_fill **pf)
     o->body_len = buf_used(&f->body);
     o->body = buf_steal(&f->body);
     f->o = NULL;
+    if (f->st) {
+        /* the readers have all of it in the stream (a body that fell short of
+         * its declared length is not stored either) */
+        bool whole = o->body_len == f->st->cap;
+        stream_end(f->st, whole ? ST_DONE : ST_FAILED);
+        cache_stream_put(f->st);
+        if (!whole) {
+            free(o->body);
+            o->body = NULL;
+        }
+    }
     if (!o->body || o->body_len > f->cs->max_object) {
-        obj_free(o);
+        cobj_put(o);
     } else {
         body_to_memfd(o);
         insert(f->cs, o);
@@ -1386,6 +1430,40 @@ size_t cache_store_bytes(struct cache_store *cs)
 
 /* ---- coalescing ---- */
 
+/* Takes a list of waiters for posting; the caller holds the list's lock. */
+static struct cache_waiter *take_waiters(struct cache_waiter **list)
+{
+    struct cache_waiter *ws = *list;
+    *list = NULL;
+    for (struct cache_waiter *w = ws; w; w = w->next)
+        w->posted = true;
+    return ws;
+}
+
+/* Runs each taken waiter's callback on its own loop. */
+static void post_waiters(pthread_mutex_t *lock, struct cache_waiter *ws)
+{
+    while (ws) {
+        struct cache_waiter *next = ws->next;
+        if (loop_post(ws->loop, ws->cb, ws->arg)) {
+            /* out of memory: the waiter's own timeout will let it go on */
+            pthread_mutex_lock(lock);
+            ws->posted = false;
+            pthread_mutex_unlock(lock);
+        }
+        ws = next;
+    }
+}
+
+static struct inflight *inflight_find(struct cache_store *cs, const char *key, size_t keylen)
+{
+    uint64_t h = key_hash(key, keylen);
+    for (struct inflight *f = cs->fills; f; f = f->next)
+        if (f->h == h && f->keylen == keylen && memcmp(f->key, key, keylen) == 0)
+            return f;
+    return NULL;
+}
+
 bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, struct cache_waiter *w)
 {
     uint64_t h = key_hash(key, keylen);
@@ -1395,7 +1473,10 @@ bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, stru
             w->posted = w->canceled = false;
             w->next = f->waiters;
             f->waiters = w;
+            /* its response is already being shared: join at once */
+            struct cache_waiter *ws = f->st ? take_waiters(&f->waiters) : NULL;
             pthread_mutex_unlock(&cs->lock);
+            post_waiters(&cs->lock, ws);
             return false;
         }
     }
@@ -1418,30 +1499,194 @@ void cache_coalesce_done(struct cache_store *cs, const char *key, size_t keylen)
 {
     uint64_t h = key_hash(key, keylen);
     struct cache_waiter *ws = NULL;
+    struct cache_stream *st = NULL;
     pthread_mutex_lock(&cs->lock);
     for (struct inflight **pp = &cs->fills; *pp; pp = &(*pp)->next) {
         struct inflight *f = *pp;
         if (f->h == h && f->keylen == keylen && memcmp(f->key, key, keylen) == 0) {
             *pp = f->next;
-            ws = f->waiters;
+            ws = take_waiters(&f->waiters);
+            st = f->st;
             free(f->key);
             free(f);
             break;
         }
     }
-    for (struct cache_waiter *w = ws; w; w = w->next)
-        w->posted = true;
     pthread_mutex_unlock(&cs->lock);
-    while (ws) {
-        struct cache_waiter *next = ws->next;
-        if (loop_post(ws->loop, ws->cb, ws->arg)) {
-            /* out of memory: the waiter's own timeout will let it go on */
-            pthread_mutex_lock(&cs->lock);
-            ws->posted = false;
-            pthread_mutex_unlock(&cs->lock);
-        }
-        ws = next;
+    post_waiters(&cs->lock, ws);
+    cache_stream_put(st);
+}
+
+/* ---- sharing a response while it is stored ---- */
+
+void cache_fill_share(struct cache_fill *f, const char *key, size_t keylen, uint64_t length)
+{
+    if (!f || f->st || f->failed || !length || length > f->cs->max_object)
+        return;
+    struct cache_stream *st = calloc(1, sizeof(*st));
+    if (!st || !(st->body = malloc(length))) {
+        free(st);
+        return;
     }
+    pthread_mutex_init(&st->lock, NULL);
+    st->refs = 2;           /* the fill's and the coalescing entry's */
+    st->cap = length;
+    st->o = f->o;
+    cobj_get(f->o);
+    struct cache_store *cs = f->cs;
+    pthread_mutex_lock(&cs->lock);
+    struct inflight *inf = inflight_find(cs, key, keylen);
+    struct cache_waiter *ws = NULL;
+    bool shared = inf && !inf->st;
+    if (shared) {
+        inf->st = st;
+        ws = take_waiters(&inf->waiters);
+    }
+    pthread_mutex_unlock(&cs->lock);
+    if (!shared) {
+        st->refs = 1;
+        cache_stream_put(st);
+        return;
+    }
+    /* what arrived with the head is copied by the fill's next data */
+    f->st = st;
+    if (buf_used(&f->body))
+        stream_append(st, buf_head(&f->body), buf_used(&f->body));
+    post_waiters(&cs->lock, ws);
+}
+
+bool cache_fill_shared(const struct cache_fill *f)
+{
+    return f && f->st;
+}
+
+static void stream_append(struct cache_stream *st, const void *p, size_t n)
+{
+    pthread_mutex_lock(&st->lock);
+    struct cache_waiter *ws = NULL;
+    if (st->state == ST_FILLING) {
+        if (n > st->cap - st->len) {
+            st->state = ST_FAILED;     /* more than the origin declared */
+        } else {
+            memcpy(st->body + st->len, p, n);
+            st->len += n;
+        }
+        ws = take_waiters(&st->subs);
+    }
+    pthread_mutex_unlock(&st->lock);
+    post_waiters(&st->lock, ws);
+}
+
+static void stream_end(struct cache_stream *st, int state)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->lock);
+    struct cache_waiter *ws = NULL;
+    if (st->state == ST_FILLING) {
+        st->state = state;
+        ws = take_waiters(&st->subs);
+    }
+    pthread_mutex_unlock(&st->lock);
+    post_waiters(&st->lock, ws);
+}
+
+void cache_stream_put(struct cache_stream *st)
+{
+    if (!st || __atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    pthread_mutex_destroy(&st->lock);
+    cobj_put(st->o);
+    free(st->body);
+    free(st);
+}
+
+struct cache_stream *cache_stream_find(struct cache_store *cs, const char *key, size_t keylen,
+                                       const struct httpd_req *r)
+{
+    struct httpd_req *rq = (struct httpd_req *)r;
+    if (!strv_eq_cstr(r->h.method, "GET") || httpd_req_header(rq, "range") ||
+        httpd_req_header(rq, "if-none-match") || httpd_req_header(rq, "if-modified-since"))
+        return NULL;
+    pthread_mutex_lock(&cs->lock);
+    struct inflight *inf = inflight_find(cs, key, keylen);
+    struct cache_stream *st = inf ? inf->st : NULL;
+    if (st)
+        __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&cs->lock);
+    if (!st)
+        return NULL;
+    /* the same variant, fresh for this request, as a stored hit would be */
+    const struct cobj *o = st->o;
+    bool ok = o->status == 200;
+    if (ok && o->vary) {
+        char *vv = vary_values(r, o->vary);
+        ok = vv && strcmp(vv, o->vary_vals) == 0;
+        free(vv);
+    }
+    struct cache_cc rcc;
+    cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
+    if (!ok || !cobj_fresh(o, &rcc, time(NULL))) {
+        cache_stream_put(st);
+        return NULL;
+    }
+    return st;
+}
+
+void cache_stream_head(struct httpd_req *r, const struct cache_stream *st, const char *xcache,
+                       const char *request_id)
+{
+    r->no_default_headers = true;
+    serve_fields(r, st->o, false, NULL, xcache, request_id, time(NULL));
+    httpd_respond_start(r, st->o->status, NULL, (int64_t)st->cap);
+}
+
+size_t cache_stream_length(const struct cache_stream *st)
+{
+    return st->cap;
+}
+
+enum cache_stream_rc cache_stream_next(struct cache_stream *st, size_t off, const char **p, size_t *n,
+                                       struct cache_waiter *w)
+{
+    enum cache_stream_rc rc;
+    pthread_mutex_lock(&st->lock);
+    if (off < st->len) {
+        *p = st->body + off;
+        *n = st->len - off;
+        rc = CACHE_STREAM_DATA;
+    } else if (st->state == ST_DONE && st->len == st->cap) {
+        rc = CACHE_STREAM_DONE;
+    } else if (st->state != ST_FILLING) {
+        rc = CACHE_STREAM_FAILED;
+    } else {
+        if (w) {
+            w->posted = w->canceled = false;
+            w->next = st->subs;
+            st->subs = w;
+        }
+        rc = CACHE_STREAM_WAIT;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+bool cache_stream_cancel(struct cache_stream *st, struct cache_waiter *w)
+{
+    bool removed = false;
+    pthread_mutex_lock(&st->lock);
+    if (!w->posted) {
+        removed = true;     /* listed or not, no callback will come */
+        for (struct cache_waiter **pp = &st->subs; *pp; pp = &(*pp)->next)
+            if (*pp == w) {
+                *pp = w->next;
+                break;
+            }
+    } else {
+        w->canceled = true;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return removed;
 }
 
 bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w)

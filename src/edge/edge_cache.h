@@ -105,6 +105,28 @@ bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, stru
 void cache_coalesce_done(struct cache_store *cs, const char *key, size_t keylen);
 bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w);
 
+/* Sharing a response while it is stored: once the fetching request knows the
+ * response is stored and how long it is, cache_fill_share hands it to the
+ * requests waiting for the key (their callbacks run; later arrivals join at
+ * once). A woken request asks cache_stream_find for it (NULL: look the key up
+ * again), sends the head, then the body as cache_stream_next gives it: DATA (p, n
+ * valid while the stream is referenced), WAIT (w queued: its callback runs when
+ * there is more; cancel it as a coalescing waiter, with cache_stream_cancel),
+ * DONE, or FAILED (the fetch broke off: the client's answer cannot be finished). */
+struct cache_stream;
+enum cache_stream_rc { CACHE_STREAM_DATA, CACHE_STREAM_WAIT, CACHE_STREAM_DONE, CACHE_STREAM_FAILED };
+void cache_fill_share(struct cache_fill *f, const char *key, size_t keylen, uint64_t length);
+bool cache_fill_shared(const struct cache_fill *f);
+struct cache_stream *cache_stream_find(struct cache_store *cs, const char *key, size_t keylen,
+                                       const struct httpd_req *r);
+void cache_stream_head(struct httpd_req *r, const struct cache_stream *st, const char *xcache,
+                       const char *request_id);
+size_t cache_stream_length(const struct cache_stream *st);
+enum cache_stream_rc cache_stream_next(struct cache_stream *st, size_t off, const char **p, size_t *n,
+                                       struct cache_waiter *w);
+bool cache_stream_cancel(struct cache_stream *st, struct cache_waiter *w);
+void cache_stream_put(struct cache_stream *st);
+
 size_t cache_store_count(struct cache_store *cs);
 size_t cache_store_bytes(struct cache_store *cs);
 

@@ -124,6 +124,7 @@ struct edge_worker {
     struct tunnel *tunnels;         /* open tunnels (closed at shutdown) */
     struct httpc *bg_client;        /* background cache revalidations */
     struct bg_refresh *bg_jobs;
+    struct proxy_req *detached;     /* fetches whose client left, finished for others */
     struct l4_conn *l4_pending;     /* L4 connections still connecting */
     struct edge_gen *gen;           /* the generation new requests use (a reference) */
     int index;

@@ -51,6 +51,7 @@ struct up_conn {
     struct http_response resp;
     struct http1_chunked ch;
     bool head_done, reused, got_bytes;
+    bool peer_closed;               /* EPOLLRDHUP seen: read to the end, short reads or not */
     size_t head_len;
     enum body_mode mode;
     uint64_t remaining;
@@ -85,7 +86,12 @@ struct proxy_req {
     char *inv_loc[2];               /* its Location and Content-Location, copied */
     bool filling;                   /* this request fetches for coalesced waiters */
     bool coalesced;                 /* it waited once already: no second wait */
-    struct cache_waiter *waiter;    /* while waiting for another request's fetch */
+    struct cache_waiter *waiter;    /* while waiting for another request's fetch or its data */
+    struct cache_stream *st;        /* the response another request is storing, sent from there */
+    size_t st_off;                  /* how much of it was sent */
+    bool pumping;
+    bool detached;                  /* the client left; fetching on for others (r is NULL) */
+    struct proxy_req *dnext, *dprev;
     time_t req_wall;
     char key[1100];
     size_t keylen;
@@ -569,6 +575,15 @@ static void pr_free(struct proxy_req *pr)
     }
     if (pr->reval)
         cobj_put(pr->reval);
+    cache_stream_put(pr->st);
+    if (pr->detached) {
+        if (pr->dprev)
+            pr->dprev->dnext = pr->dnext;
+        else
+            pr->w->detached = pr->dnext;
+        if (pr->dnext)
+            pr->dnext->dprev = pr->dprev;
+    }
     if (pr->retrying)
         __atomic_sub_fetch(&pr->b->retries_active, 1, __ATOMIC_RELAXED);
     loop_timer_stop(&pr->timer);
@@ -654,7 +669,7 @@ static void pr_abort(struct httpd_req *r, void *arg)
     queue_unlink(pr);
     if (pr->waiter) {
         struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
-        if (cache_waiter_cancel(cs, pr->waiter))
+        if (pr->st ? cache_stream_cancel(pr->st, pr->waiter) : cache_waiter_cancel(cs, pr->waiter))
             free(pr->waiter);
         else
             pr->waiter->data = NULL;    /* the wake-up on its way frees it */
@@ -662,6 +677,23 @@ static void pr_abort(struct httpd_req *r, void *arg)
         loop_timer_stop(&pr->timer);
         count_request(pr->gen, pr->route, 499);
         pr_free(pr);
+        return;
+    }
+    if (pr->uc && cache_fill_shared(pr->fill)) {
+        /* other requests are sending this response as it arrives: fetch on for
+         * them (and the cache), without a client */
+        count_request(pr->gen, pr->route, 499);
+        pr->r = NULL;
+        pr->detached = true;
+        pr->dprev = NULL;
+        pr->dnext = pr->w->detached;
+        if (pr->dnext)
+            pr->dnext->dprev = pr;
+        pr->w->detached = pr;
+        if (pr->paused) {
+            pr->paused = false;
+            up_read(pr->uc);
+        }
         return;
     }
     drop_upstream(pr);
@@ -704,6 +736,10 @@ static void fail(struct proxy_req *pr, int status, const char *msg)
     }
     drop_upstream(pr);
     finish_inflight(pr);
+    if (!r) {
+        pr_free(pr);    /* a detached fetch broke off */
+        return;
+    }
     httpd_req_on_abort(r, NULL, NULL);
     httpd_req_on_drain(r, NULL, NULL);
     if (pr->head_sent) {
@@ -819,13 +855,16 @@ static void complete(struct proxy_req *pr, bool reusable)
     }
     server_result(pr, pr->status < 500);
     finish_inflight(pr);
-    httpd_req_on_abort(r, NULL, NULL);
-    httpd_req_on_drain(r, NULL, NULL);
-    access_log(pr, pr->status);
-    count_request(pr->gen, pr->route, pr->status);
+    if (r) {
+        httpd_req_on_abort(r, NULL, NULL);
+        httpd_req_on_drain(r, NULL, NULL);
+        access_log(pr, pr->status);
+        count_request(pr->gen, pr->route, pr->status);
+    }
     up_release(uc, reusable);
     pr_free(pr);
-    httpd_respond_finish(r);
+    if (r)
+        httpd_respond_finish(r);
 }
 
 /* Hop-by-hop fields (RFC 9110 section 7.6.1) are not forwarded. Compared by
@@ -1064,6 +1103,8 @@ static void up_process(struct up_conn *uc, bool eof)
         else
             uc->mode = BODY_CLOSE;
         uc->remaining = uc->mode == BODY_LENGTH ? (uint64_t)uc->resp.content_length : 0;
+        if (pr->fill && pr->filling && uc->mode == BODY_LENGTH)
+            cache_fill_share(pr->fill, pr->key, pr->keylen, uc->remaining);   /* the waiters stream it */
         send_head(pr, uc);
         buf_consume(&uc->rbuf, uc->head_len);   /* header views are no longer needed */
         memset(&uc->ch, 0, sizeof(uc->ch));
@@ -1077,7 +1118,8 @@ static void up_process(struct up_conn *uc, bool eof)
         size_t n = (size_t)MIN((uint64_t)buf_used(&uc->rbuf), uc->remaining);
         if (n) {
             cache_fill_data(pr->fill, buf_head(&uc->rbuf), n);
-            httpd_respond_write(r, buf_head(&uc->rbuf), n);
+            if (r)
+                httpd_respond_write(r, buf_head(&uc->rbuf), n);
             pr->bytes += n;
             uc->remaining -= n;
             buf_consume(&uc->rbuf, n);
@@ -1131,7 +1173,7 @@ static void up_read(struct up_conn *uc)
     bool maybe_more = true;     /* see read_more() in httpd.c: a short read drained the socket */
     while (uc->state == UP_ACTIVE && uc->pr && maybe_more) {
         struct proxy_req *pr = uc->pr;
-        if (pr->head_sent && httpd_req_pending(pr->r) > PAUSE_BYTES) {
+        if (pr->head_sent && pr->r && httpd_req_pending(pr->r) > PAUSE_BYTES) {
             pr->paused = true;      /* resume from on_drain */
             return;
         }
@@ -1153,7 +1195,8 @@ static void up_read(struct up_conn *uc)
         }
         if (n > 0) {
             uc->got_bytes = true;
-            maybe_more = (size_t)n == buf_room(&uc->rbuf) || uc->ssl;
+            /* the end may have come with the last bytes: no edge will follow */
+            maybe_more = (size_t)n == buf_room(&uc->rbuf) || uc->ssl || uc->peer_closed;
             buf_commit(&uc->rbuf, (size_t)n);
             up_process(uc, false);
             continue;
@@ -1222,6 +1265,8 @@ static void up_event(struct loop_io *io, uint32_t events)
         up_close(uc);
         return;
     }
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        uc->peer_closed = true;
     if (uc->state == UP_CONNECTING) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             return;
@@ -1687,6 +1732,12 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
 
 void edge__bg_stop(struct edge_worker *w)
 {
+    while (w->detached) {
+        struct proxy_req *pr = w->detached;
+        drop_upstream(pr);
+        finish_inflight(pr);
+        pr_free(pr);
+    }
     while (w->bg_jobs) {
         struct bg_refresh *j = w->bg_jobs;
         if (j->call)
@@ -1699,6 +1750,109 @@ void edge__bg_stop(struct edge_worker *w)
 static void proxy_go(struct proxy_req *pr);
 static bool cache_lookup_or_pass(struct proxy_req *pr);
 
+/* ---- answering from a response another request is storing ---- */
+
+static void stream_pump(struct proxy_req *pr);
+
+static void stream_wake(void *arg)
+{
+    struct cache_waiter *wt = arg;
+    struct proxy_req *pr = wt->data;
+    free(wt);
+    if (!pr)
+        return;     /* its client went away meanwhile */
+    pr->waiter = NULL;
+    stream_pump(pr);
+}
+
+static void stream_drain(struct httpd_req *r, void *arg)
+{
+    struct proxy_req *pr = arg;
+    UNUSED(r);
+    if (!pr->pumping && !pr->waiter)
+        stream_pump(pr);
+}
+
+static void stream_finish(struct proxy_req *pr, bool whole)
+{
+    struct httpd_req *r = pr->r;
+    httpd_req_on_abort(r, NULL, NULL);
+    httpd_req_on_drain(r, NULL, NULL);
+    if (!whole) {
+        /* the fetch broke off after the head was sent: the client sees the
+         * connection close short of Content-Length, as from a proxied fetch */
+        count_request(pr->gen, pr->route, 502);
+        pr_free(pr);
+        httpd_req_abort(r);
+        return;
+    }
+    access_log(pr, pr->status);
+    count_request(pr->gen, pr->route, pr->status);
+    pr_free(pr);
+    httpd_respond_finish(r);
+}
+
+/* Sends what the stream has that the client has not had yet, as fast as the
+ * client takes it; then waits for more, or finishes. */
+static void stream_pump(struct proxy_req *pr)
+{
+    pr->pumping = true;
+    for (;;) {
+        if (httpd_req_pending(pr->r) > PAUSE_BYTES) {
+            pr->pumping = false;
+            return;     /* stream_drain goes on */
+        }
+        const char *p;
+        size_t n;
+        enum cache_stream_rc rc = cache_stream_next(pr->st, pr->st_off, &p, &n, NULL);
+        if (rc == CACHE_STREAM_WAIT) {
+            struct cache_waiter *wt = calloc(1, sizeof(*wt));
+            if (!wt) {
+                stream_finish(pr, false);
+                return;
+            }
+            wt->loop = &pr->w->loop;
+            wt->cb = stream_wake;
+            wt->arg = wt;
+            wt->data = pr;
+            rc = cache_stream_next(pr->st, pr->st_off, &p, &n, wt);
+            if (rc == CACHE_STREAM_WAIT) {
+                pr->waiter = wt;
+                pr->pumping = false;
+                return;
+            }
+            free(wt);
+        }
+        if (rc == CACHE_STREAM_DONE || rc == CACHE_STREAM_FAILED) {
+            stream_finish(pr, rc == CACHE_STREAM_DONE);
+            return;
+        }
+        if (rc == CACHE_STREAM_DATA) {
+            n = MIN(n, (size_t)PAUSE_BYTES);
+            pr->st_off += n;
+            pr->bytes += n;
+            httpd_respond_write(pr->r, p, n);
+        }
+    }
+}
+
+/* A request that waited for another's fetch answers from its response while it
+ * arrives (X-Cache: HIT: this request made no origin fetch). */
+static void stream_start(struct proxy_req *pr, struct cache_stream *st)
+{
+    pr->st = st;
+    pr->st_off = 0;
+    if (!pr->request_id[0])
+        snprintf(pr->request_id, sizeof(pr->request_id), "%016llx", (unsigned long long)cairn_rand64());
+    pr->xcache = "HIT";
+    pr->status = 200;
+    cache_count(pr, CR_HIT);
+    metric_add(pr->w->e->m_cache_bytes, (double)cache_stream_length(st));
+    cache_stream_head(pr->r, st, "HIT", pr->request_id);
+    httpd_req_on_drain(pr->r, stream_drain, pr);
+    stream_pump(pr);
+}
+
 /* The fetch this request waited for is over: look again (a hit now, usually).
  * Runs on the waiting request's own thread; arg is the waiter. */
 static void coalesce_wake(void *arg)
@@ -1710,6 +1864,12 @@ static void coalesce_wake(void *arg)
         return;     /* it gave up meanwhile */
     pr->waiter = NULL;
     loop_timer_stop(&pr->timer);
+    struct cache_stream *st = cache_stream_find(pr->gen->routes[pr->route->index].cache, pr->key,
+                                                pr->keylen, pr->r);
+    if (st) {
+        stream_start(pr, st);
+        return;
+    }
     if (!cache_lookup_or_pass(pr))
         proxy_go(pr);
 }
