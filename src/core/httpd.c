@@ -59,7 +59,11 @@ struct httpd_conn {
     size_t ext_len, ext_off;
     void (*ext_release)(void *arg);
     void *ext_arg;
-    struct sockaddr_storage peer;
+    union {                 /* the client's address (TCP only: no sockaddr_storage) */
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
     struct httpd_conn *next, *prev;
 };
 
@@ -228,7 +232,7 @@ static void conn_start(struct httpd_worker *w, const struct httpd_conf *conf, in
     }
     c->w = w;
     c->conf = conf;
-    c->peer = *peer;
+    memcpy(&c->peer, peer, peer->ss_family == AF_INET6 ? sizeof(c->peer.in6) : sizeof(c->peer.in));
     c->ext_fd = -1;
     loop_io_init(&c->io, fd, conn_event, c);
     loop_timer_init(&c->timer, conn_timer, c);
@@ -257,7 +261,7 @@ static void conn_start(struct httpd_worker *w, const struct httpd_conf *conf, in
     w->conns = c;
     w->nconns++;
     c->opened = true;
-    if (conf->on_open && !conf->on_open(conf->handler_arg, (const struct sockaddr *)&c->peer))
+    if (conf->on_open && !conf->on_open(conf->handler_arg, &c->peer.sa))
         conn_close(c);
     set_timer(c, T_HEADER, conf->header_timeout_ms);
     /* Data may already be waiting (TCP_DEFER_ACCEPT-like); the edge-triggered
@@ -515,7 +519,7 @@ static void conn_close_ex(struct httpd_conn *c, bool keep_fd)
     w->nconns--;
     loop_defer(w->loop, &c->defer, conn_recycle, c);
     if (c->opened && c->conf->on_close)
-        c->conf->on_close(c->conf->handler_arg, (const struct sockaddr *)&c->peer);
+        c->conf->on_close(c->conf->handler_arg, &c->peer.sa);
     check_drained(w);
 }
 
@@ -657,7 +661,7 @@ static void dispatch(struct httpd_conn *c)
     r->h2 = NULL;
     r->conn = c;
     r->worker = c->w;
-    r->peer = &c->peer;
+    r->peer = &c->peer.sa;
     r->tls = c->ssl != NULL;
     r->start_ns = cairn_now_ns();
     r->on_abort = NULL;
@@ -1201,7 +1205,7 @@ int httpd_header_strv(struct httpd_req *r, struct strv name, struct strv value)
 
 void httpd_req_peer(const struct httpd_req *r, char *out, size_t outlen)
 {
-    net_ip_format((const struct sockaddr *)r->peer, out, outlen);
+    net_ip_format(r->peer, out, outlen);
 }
 
 const struct http_header *httpd_req_header(const struct httpd_req *r, const char *name)
@@ -1422,7 +1426,7 @@ static void h2_dispatch(struct h2_conn *hc, struct h2_stream *st)
         h->content_length = (int64_t)buf_used(&st->body);
     r->conn = c;
     r->worker = c->w;
-    r->peer = &c->peer;
+    r->peer = &c->peer.sa;
     r->tls = true;
     r->start_ns = cairn_now_ns();
     r->on_abort = NULL;

@@ -66,7 +66,7 @@ struct httpd_req {
     struct http_request h;
     struct h2_stream *h2;           /* the HTTP/2 stream, or NULL for HTTP/1.x */
     struct strv body;
-    const struct sockaddr_storage *peer;
+    const struct sockaddr *peer;    /* AF_INET or AF_INET6 */
     struct httpd_conn *conn;
     struct httpd_worker *worker;
     uint64_t start_ns;

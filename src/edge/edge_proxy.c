@@ -206,7 +206,7 @@ static bool rate_allow(struct edge_gen *g, const struct edge_route *rt, struct h
             return true;        /* no key: not limited by this rule */
         key = ((uint64_t)edge__hash(h->value.p, h->value.n) << 32) | edge__hash(h->value.p, h->value.n / 2);
     } else {
-        const struct sockaddr *sa = (const struct sockaddr *)r->peer;
+        const struct sockaddr *sa = r->peer;
         if (sa->sa_family == AF_INET)
             key = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
         else
@@ -2017,7 +2017,7 @@ void edge__proxy(struct httpd_req *r, void *arg)
     struct edge_lctx *lc = arg;
     struct edge *e = lc->e;
     struct edge_gen *g = lc->gen;
-    const struct sockaddr *peer = (const struct sockaddr *)r->peer;
+    const struct sockaddr *peer = r->peer;
     if (!edge__cidrs_allow(&lc->l->allow, &lc->l->deny, peer)) {
         metric_inc(e->m_denied);
         httpd_req_abort(r);     /* a denied listener client gets a closed connection */
