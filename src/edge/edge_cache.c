@@ -514,7 +514,11 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
             continue;
         char name[128];
         snprintf(name, sizeof(name), "%.*s", (int)MIN((size_t)(p - s), sizeof(name) - 1), s);
-        /* all fields of that name, combined (RFC 9110 5.3) */
+        /* all fields of that name, combined (RFC 9110 5.3); the values of the
+         * Accept-* fields whose tokens are case-insensitive (language tags,
+         * content codings, charsets) are compared without case (RFC 9111 4.1) */
+        bool fold = strcasecmp(name, "accept-language") == 0 || strcasecmp(name, "accept-encoding") == 0 ||
+                    strcasecmp(name, "accept-charset") == 0;
         bool any = false;
         for (size_t i = 0; i < r->h.nheaders; i++) {
             if (!strv_caseeq_cstr(r->h.headers[i].name, name))
@@ -532,7 +536,10 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
                 struct strv el = strv_trim(strv_make(q, (size_t)(ee - q)));
                 if (!first)
                     buf_putc(&b, ',');
-                buf_append(&b, el.p, el.n);
+                for (size_t k = 0; k < el.n; k++) {
+                    char ch = el.p[k];
+                    buf_putc(&b, fold && ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch);
+                }
                 first = false;
                 if (!c)
                     break;
@@ -953,7 +960,7 @@ static bool stored_field(struct strv name)
 {
     static const char *const skip[] = { "connection", "keep-alive", "proxy-connection", "te",
                                         "transfer-encoding", "upgrade", "trailer", "content-length",
-                                        "age", "x-cache", "x-request-id",
+                                        "age", "x-cache", "x-request-id", "surrogate-control",
                                         "proxy-authenticate" };
     for (size_t i = 0; i < ARRAY_SIZE(skip); i++)
         if (strv_caseeq_cstr(name, skip[i]))
@@ -980,8 +987,51 @@ static char *dup_field(const struct http_header *h, size_t n, const char *name)
     return f ? strv_dup(f->value) : NULL;
 }
 
+/* Surrogate-Control (W3C Edge Architecture 1.0), the directives meant for this
+ * cache: untargeted ones and those targeted at SURROGATE_TOKEN. Sets *max_age
+ * (-1: none) and returns whether no-store applies. A directive with spaces around
+ * its "=" is ignored, as is one it does not know. */
+static bool surrogate_control(const struct http_header *h, size_t n, int64_t *max_age)
+{
+    bool no_store = false;
+    *max_age = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!strv_caseeq_cstr(h[i].name, "surrogate-control"))
+            continue;
+        const char *p = h[i].value.p, *end = p + h[i].value.n;
+        while (p < end) {
+            const char *c = memchr(p, ',', (size_t)(end - p));
+            struct strv d = strv_trim(strv_make(p, (size_t)((c ? c : end) - p)));
+            p = c ? c + 1 : end;
+            const char *semi = memchr(d.p, ';', d.n);
+            if (semi) {
+                struct strv target = strv_trim(strv_make(semi + 1, (size_t)(d.p + d.n - semi - 1)));
+                if (!strv_caseeq_cstr(target, SURROGATE_TOKEN))
+                    continue;   /* meant for another device */
+                d.n = (size_t)(semi - d.p);
+            }
+            const char *eq = memchr(d.p, '=', d.n);
+            struct strv name = eq ? strv_make(d.p, (size_t)(eq - d.p)) : d;
+            if (strv_caseeq_cstr(name, "no-store")) {
+                no_store = true;
+            } else if (eq && strv_caseeq_cstr(name, "max-age")) {
+                /* max-age=N[+M]: N seconds fresh (M, for stale use, is not used) */
+                struct strv v = strv_make(eq + 1, (size_t)(d.p + d.n - eq - 1));
+                const char *plus = memchr(v.p, '+', v.n);
+                if (plus)
+                    v.n = (size_t)(plus - v.p);
+                int64_t x = delta_seconds(v);
+                if (x >= 0)
+                    *max_age = x;
+            }
+        }
+    }
+    return no_store;
+}
+
 /* Freshness and age of a response received at response_time for a request sent
- * at request_time (RFC 9111 4.2.1 and 4.2.3). */
+ * at request_time (RFC 9111 4.2.1 and 4.2.3); a Surrogate-Control max-age for
+ * this cache takes the place of Cache-Control and Expires. */
 static void compute_times(struct cobj *o, const struct http_response *resp, const struct cache_cc *cc,
                           double heuristic, time_t request_time, time_t response_time)
 {
@@ -1018,6 +1068,10 @@ static void compute_times(struct cobj *o, const struct http_response *resp, cons
                 o->lifetime = 0;
         }
     }
+    int64_t sc_max_age;
+    surrogate_control(resp->headers, resp->nheaders, &sc_max_age);
+    if (sc_max_age >= 0)
+        o->lifetime = sc_max_age;
 }
 
 struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, size_t keylen,
@@ -1038,6 +1092,9 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
         known |= resp->status == understood[i];
     if (cc.must_understand && !known)
         return NULL;
+    int64_t sc_max_age;
+    if (surrogate_control(resp->headers, resp->nheaders, &sc_max_age))
+        return NULL;    /* Surrogate-Control: no-store */
     if (rcc.no_store || (cc.no_store && !(cc.must_understand && known)) || cc.private_)
         return NULL;
     if (resp->status == 206)
@@ -1065,7 +1122,7 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
     }
     struct http_header vary_comb = { STRV("vary"), buf_strv(&vb) };
     const struct http_header *vary = buf_used(&vb) ? &vary_comb : NULL;
-    bool explicit = cc.max_age >= 0 || cc.s_maxage >= 0 ||
+    bool explicit = cc.max_age >= 0 || cc.s_maxage >= 0 || sc_max_age >= 0 ||
                     http_find_header(resp->headers, resp->nheaders, "expires");
     if ((!explicit && !cc.public_ && !cc.no_cache && !heuristic_status(resp->status)) ||
         (resp->content_length > 0 && (uint64_t)resp->content_length > cs->max_object)) {

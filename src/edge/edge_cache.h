@@ -12,6 +12,9 @@ struct cache_store;
 struct cobj;
 struct cache_fill;
 
+/* This cache's device token in Surrogate-Capability / Surrogate-Control. */
+#define SURROGATE_TOKEN "cairn"
+
 /* Cache-Control, as much of it as a shared cache needs (RFC 9111 section 5.2). */
 struct cache_cc {
     bool no_store, no_cache, private_, public_, must_revalidate, proxy_revalidate, only_if_cached;

@@ -940,6 +940,8 @@ static void send_head(struct proxy_req *pr, struct up_conn *uc)
         if (hop_by_hop(h->name, cx) ||
             strv_caseeq_cstr(h->name, "content-length") || in_list(h->name, ops->remove, ops->nremove))
             continue;
+        if (pr->route->cache && strv_caseeq_cstr(h->name, "surrogate-control"))
+            continue;   /* for surrogates, not for clients */
         bool overridden = false;
         for (size_t k = 0; k < ops->nset; k++)
             overridden |= strv_caseeq_cstr(h->name, ops->set[k].name);
@@ -1480,7 +1482,7 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
     buf_putc(b, ' ');
     buf_append(b, r->h.target.p, r->h.target.n);
     buf_puts(b, " HTTP/1.1\r\n");
-    const struct http_header *xff = NULL, *fwd = NULL;
+    const struct http_header *xff = NULL, *fwd = NULL, *scap = NULL;
     bool have_tp = false;
     struct strv cx = connection_extra(r->h.headers, r->h.nheaders);
     for (size_t i = 0; i < r->h.nheaders; i++) {
@@ -1494,6 +1496,10 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         }
         if (strv_caseeq_cstr(h->name, "forwarded")) {
             fwd = h;
+            continue;
+        }
+        if (pr->route->cache && strv_caseeq_cstr(h->name, "surrogate-capability")) {
+            scap = h;
             continue;
         }
         if (strv_caseeq_cstr(h->name, "x-forwarded-proto") || strv_caseeq_cstr(h->name, "x-forwarded-host"))
@@ -1533,6 +1539,16 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         buf_puts(b, "Connection: Upgrade\r\nUpgrade: ");
         buf_put_strv(b, up->value);
         buf_puts(b, "\r\n");
+    }
+    if (pr->route->cache) {
+        /* a surrogate says so (W3C Edge Architecture): origins may then target
+         * Surrogate-Control directives at it */
+        buf_puts(b, "Surrogate-Capability: ");
+        if (scap) {
+            buf_put_strv(b, scap->value);
+            buf_append(b, ", ", 2);
+        }
+        buf_puts(b, SURROGATE_TOKEN "=\"Surrogate/1.0\"\r\n");
     }
     buf_puts(b, "X-Forwarded-For: ");
     if (xff) {

@@ -59,6 +59,9 @@ class Origin(http.server.BaseHTTPRequestHandler):
             self.send_header("Set-Cookie", "a=b")
         if q.get("tag"):
             self.send_header("Surrogate-Key", q["tag"])
+        if q.get("sc"):
+            self.send_header("Surrogate-Control", q["sc"])
+        self.send_header("Capability-Seen", self.headers.get("Surrogate-Capability", ""))
         if q.get("lm"):
             self.send_header("Last-Modified", q["lm"])
         self.send_header("Content-Length", str(len(body)))
@@ -192,6 +195,12 @@ def test_vary_and_heuristic(cdn):
     assert get(u, headers={"Accept-Language": "de"}).text == "/v #2 de"
     r = get(u, headers={"Accept-Language": "fr"})
     assert r.headers["X-Cache"] == "HIT" and r.text == "/v #1 fr"
+    # language tags are case-insensitive: the same variant; other values are not
+    r = get(u, headers={"Accept-Language": "FR"})
+    assert r.headers["X-Cache"] == "HIT" and r.text == "/v #1 fr"
+    u2 = base + "/v2?cc=max-age=60&vary=X-Case"
+    assert get(u2, headers={"X-Case": "a"}).headers["X-Cache"] == "MISS"
+    assert get(u2, headers={"X-Case": "A"}).headers["X-Cache"] == "MISS"
     assert get(base + "/star?cc=max-age=60&vary=*").headers["X-Cache"] == "MISS"
     assert get(base + "/star?cc=max-age=60&vary=*").headers["X-Cache"] == "MISS"
     # heuristic freshness from Last-Modified (10% of its age)
@@ -625,3 +634,27 @@ def test_waiters_cut_off_when_the_origin_breaks(cdn2):
     _stream_get(base + "/cut2?cc=no-store&size=300000&cut=100000&trickle=4&gap=0.2", out, "pass")
     p = out["pass"]
     assert ("error" in p or len(p["body"]) == 100000) and p["end"] - t0 < 5, p
+
+
+def test_surrogate_control(cdn):
+    """Surrogate-Control (W3C Edge Architecture) as CDNs read it: its max-age for
+    this cache wins over Cache-Control, no-store wins over everything, directives
+    targeted at another device are ignored, and clients never see the header."""
+    from urllib.parse import quote
+    base, _ = cdn
+    r = get(base + "/sc1?cc=max-age=1&sc=" + quote("max-age=3600"))
+    assert r.headers["X-Cache"] == "MISS" and "Surrogate-Control" not in r.headers
+    assert r.headers["Capability-Seen"] == 'cairn="Surrogate/1.0"'
+    time.sleep(2.2)
+    r = get(base + "/sc1?cc=max-age=1&sc=" + quote("max-age=3600"))
+    assert r.headers["X-Cache"] == "HIT" and "Surrogate-Control" not in r.headers
+    for i in range(2):
+        r = get(base + "/sc2?cc=max-age=3600&sc=no-store")
+        assert r.headers["X-Cache"] == "MISS" and "Surrogate-Control" not in r.headers
+    for i in range(2):      # meant for another device: no freshness for us
+        assert get(base + "/sc3?sc=" + quote("max-age=3600;other")).headers["X-Cache"] in ("MISS", "EXPIRED")
+    get(base + "/sc4?sc=" + quote("max-age=3600;cairn"))
+    assert get(base + "/sc4?sc=" + quote("max-age=3600;cairn")).headers["X-Cache"] == "HIT"
+    # a downstream surrogate's capability is kept, ours appended
+    r = get(base + "/sc5?cc=no-store", headers={"Surrogate-Capability": 'abc="Surrogate/1.0"'})
+    assert r.headers["Capability-Seen"] == 'abc="Surrogate/1.0", cairn="Surrogate/1.0"'
