@@ -7,7 +7,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -54,8 +53,6 @@ struct httpd_conn {
     struct h2_conn *h2;             /* HTTP/2 state when ALPN chose h2 */
     /* a body sent from the caller's memory after wbuf (httpd_respond_ext) */
     const char *ext;
-    int ext_fd;             /* >= 0: send the body with sendfile from here */
-    uint64_t ext_fd_off;
     size_t ext_len, ext_off;
     void (*ext_release)(void *arg);
     void *ext_arg;
@@ -85,7 +82,6 @@ static void ext_done(struct httpd_conn *c)
     void (*rel)(void *) = c->ext_release;
     void *arg = c->ext_arg;
     c->ext = NULL;
-    c->ext_fd = -1;
     c->ext_len = c->ext_off = 0;
     c->ext_release = NULL;
     if (rel)
@@ -233,7 +229,6 @@ static void conn_start(struct httpd_worker *w, const struct httpd_conf *conf, in
     c->w = w;
     c->conf = conf;
     memcpy(&c->peer, peer, peer->ss_family == AF_INET6 ? sizeof(c->peer.in6) : sizeof(c->peer.in));
-    c->ext_fd = -1;
     loop_io_init(&c->io, fd, conn_event, c);
     loop_timer_init(&c->timer, conn_timer, c);
     c->state = CS_HEAD;
@@ -568,27 +563,7 @@ static int conn_flush(struct httpd_conn *c)
 {
     while (conn_pending(c)) {
         ssize_t n;
-        if (c->ext && c->ext_fd >= 0 && !buf_used(&c->wbuf)) {
-            off_t off = (off_t)(c->ext_fd_off + c->ext_off);
-            do {
-                n = sendfile(c->io.fd, c->ext_fd, &off, c->ext_len - c->ext_off);
-            } while (n == -1 && errno == EINTR);
-            if (n == -1)
-                n = errno == EAGAIN ? -EAGAIN : -errno;
-            if (n > 0) {
-                c->ext_off += (size_t)n;
-                if (c->ext_off == c->ext_len)
-                    ext_done(c);
-                continue;
-            }
-        } else if (c->ext && c->ext_fd >= 0) {
-            /* the headers first, saying more follows */
-            do {
-                n = send(c->io.fd, buf_head(&c->wbuf), buf_used(&c->wbuf), MSG_NOSIGNAL | MSG_MORE);
-            } while (n == -1 && errno == EINTR);
-            if (n == -1)
-                n = errno == EAGAIN ? -EAGAIN : -errno;
-        } else if (c->ext) {
+        if (c->ext) {
             /* headers from wbuf and the body from the caller's memory, in one call */
             struct iovec iov[2];
             int niov = 0;
@@ -1113,32 +1088,6 @@ void httpd_respond_ext(struct httpd_req *r, int status, const char *ctype, const
         return;
     }
     c->ext = body;
-    c->ext_fd = -1;
-    c->ext_len = len;
-    c->ext_off = 0;
-    c->ext_release = release;
-    c->ext_arg = arg;
-    httpd_respond_finish(r);
-}
-
-void httpd_respond_fd(struct httpd_req *r, int status, const char *ctype, int fd, uint64_t off,
-                      const void *body, size_t len, void (*release)(void *), void *arg)
-{
-    struct httpd_conn *c = r->conn;
-    if (r->h2 || c->ssl || fd < 0) {
-        httpd_respond_ext(r, status, ctype, body, len, release, arg);
-        return;
-    }
-    httpd_respond_start(r, status, ctype, (int64_t)len);
-    if (c->resp_nobody || !len) {
-        httpd_respond_finish(r);
-        if (release)
-            release(arg);
-        return;
-    }
-    c->ext = body;
-    c->ext_fd = fd;
-    c->ext_fd_off = off;
     c->ext_len = len;
     c->ext_off = 0;
     c->ext_release = release;

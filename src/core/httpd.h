@@ -145,11 +145,6 @@ void httpd_respond(struct httpd_req *r, int status, const char *ctype, const voi
  * connection closed). Used to serve cached objects. */
 void httpd_respond_ext(struct httpd_req *r, int status, const char *ctype, const void *body,
                        size_t len, void (*release)(void *), void *arg);
-/* The same, with the body read by the kernel from fd at [off, off + len) with
- * sendfile (no copy through user space); body is the same bytes in memory, used
- * where sendfile cannot be (TLS, HTTP/2). */
-void httpd_respond_fd(struct httpd_req *r, int status, const char *ctype, int fd, uint64_t off,
-                      const void *body, size_t len, void (*release)(void *), void *arg);
 /* Streaming: content_length < 0 means chunked. */
 void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
                          int64_t content_length);
