@@ -46,6 +46,7 @@ struct httpd_conn {
     enum timer_kind timer_kind;
     bool in_handler, in_process;
     bool close_later;       /* a caller is streaming: a failed write closes from the loop */
+    bool input_drained;     /* the last read emptied the socket and no input edge came since */
     bool opened;            /* on_open was called */
     bool close_after;       /* no keep-alive after this response */
     bool resp_started, resp_chunked, resp_nobody;
@@ -781,8 +782,9 @@ static void read_more(struct httpd_conn *c)
 {
     /* With edge-triggered epoll a short read means the socket was drained: new
      * data will raise a new edge, so there is no need for a read that would
-     * only say EAGAIN. (TLS may hold decrypted bytes, so it reads on.) */
-    bool maybe_more = true;
+     * only say EAGAIN. (TLS reads on unless tls_read_drained says OpenSSL holds
+     * nothing and its read got all the socket had.) */
+    bool maybe_more = !c->input_drained;
     for (;;) {
         if (c->state == CS_LINGER) {
             char sink[4096];
@@ -852,12 +854,14 @@ static void read_more(struct httpd_conn *c)
             } else {
                 buf_commit(&c->rbuf, (size_t)n);
             }
-            maybe_more = (size_t)n == room || c->ssl;
+            maybe_more = (size_t)n == room || (c->ssl && !tls_read_drained(c->ssl, (size_t)n));
+            c->input_drained = !maybe_more;
             if (c->state == CS_BODY)
                 set_timer(c, T_BODY, c->conf->body_timeout_ms);
             continue;
         }
         if (n == -EAGAIN) {
+            c->input_drained = true;
             if (conn_pending(c))
                 conn_flush(c);
             conn_idle_release(c);
@@ -894,6 +898,8 @@ static void conn_event(struct loop_io *io, uint32_t events)
         conn_close(c);
         return;
     }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))
+        c->input_drained = false;
     if (c->state == CS_HANDSHAKE) {
         int r = tls_handshake(c->ssl);
         if (r == -EAGAIN)
