@@ -8,7 +8,7 @@
 # wrk measures all-hit traffic. Rounds alternate; medians and ratios are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4s}
 CONNS=${CONNS:-50}
 W=$(mktemp -d /tmp/cairn-bench-cdn.XXXXXX)

@@ -8,8 +8,8 @@
 # Rounds alternate between the proxies; the medians are reported with ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-4s}
 CONNS=${CONNS:-50}
 IDLE=${IDLE:-9000}   # HAProxy needs 2 fds per connection under the 20,000 fd limit
 W=$(mktemp -d /tmp/cairn-bench-edge.XXXXXX)
