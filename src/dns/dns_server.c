@@ -582,7 +582,11 @@ int dns__worker_open(struct dns_worker *w)
     for (size_t i = 0; i < c->nlisten; i++) {
         char a[NET_ADDRSTRLEN];
         net_addr_format(&c->listen[i], a, sizeof(a));
-        int ufd = net_bind_udp(&c->listen[i], true);
+        /* one socket per worker thread shares the address through SO_REUSEPORT;
+         * a single worker does without (the kernel then skips the reuseport
+         * group's hashing for every packet it delivers) */
+        bool share = w->s->nworkers > 1;
+        int ufd = net_bind_udp(&c->listen[i], share);
         if (ufd < 0) {
             log_error("cannot listen (udp)", "addr", a, "err", cairn_strerror(ufd));
             return ufd;
@@ -590,7 +594,7 @@ int dns__worker_open(struct dns_worker *w)
         int rcv = 4 << 20;
         setsockopt(ufd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
         loop_io_init(&w->udp_io[i], ufd, udp_read, w);
-        int tfd = net_listen_tcp(&c->listen[i], 1024, true);
+        int tfd = net_listen_tcp(&c->listen[i], 1024, share);
         if (tfd < 0) {
             close(ufd);
             log_error("cannot listen (tcp)", "addr", a, "err", cairn_strerror(tfd));
