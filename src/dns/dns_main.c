@@ -2,7 +2,7 @@
  *
  * Worker 0 runs on the main thread and also owns the admin listener, the health
  * checks and NOTIFY; workers 1..n-1 run their own loops. Each has its own UDP
- * and TCP sockets on every listen address (SO_REUSEPORT when n > 1). A reload
+ * and TCP sockets on every listen address (SO_REUSEPORT if n > 1). Everything a reload
  * changes (the configuration, the zones, the GSLB names) lives in a generation:
  * a reload builds a new one completely, then hands it to each worker through its
  * loop's post queue; the old one is freed when the last worker (or zone transfer)
