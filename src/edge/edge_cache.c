@@ -1443,6 +1443,16 @@ size_t cache_store_bytes(struct cache_store *cs)
 
 /* ---- coalescing ---- */
 
+/* Takes w off a list of waiters if it is there; the caller holds the list's lock. */
+static void unlist_waiter(struct cache_waiter **list, struct cache_waiter *w)
+{
+    for (struct cache_waiter **pp = list; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+}
+
 /* Takes a list of waiters for posting; the caller holds the list's lock. */
 static struct cache_waiter *take_waiters(struct cache_waiter **list)
 {
@@ -1690,11 +1700,7 @@ bool cache_stream_cancel(struct cache_stream *st, struct cache_waiter *w)
     pthread_mutex_lock(&st->lock);
     if (!w->posted) {
         removed = true;     /* listed or not, no callback will come */
-        for (struct cache_waiter **pp = &st->subs; *pp; pp = &(*pp)->next)
-            if (*pp == w) {
-                *pp = w->next;
-                break;
-            }
+        unlist_waiter(&st->subs, w);
     } else {
         w->canceled = true;
     }
@@ -1709,11 +1715,7 @@ bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w)
     if (!w->posted) {
         removed = true;     /* listed or not, no callback will come */
         for (struct inflight *f = cs->fills; f; f = f->next)
-            for (struct cache_waiter **pp = &f->waiters; *pp; pp = &(*pp)->next)
-                if (*pp == w) {
-                    *pp = w->next;
-                    break;
-                }
+            unlist_waiter(&f->waiters, w);
     } else {
         w->canceled = true;
     }
