@@ -475,8 +475,8 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
         /* all fields of that name, combined (RFC 9110 5.3); the values of the
          * Accept-* fields whose tokens are case-insensitive (language tags,
          * content codings, charsets) are compared without case (RFC 9111 4.1) */
-        bool fold = strcasecmp(name, "accept-language") == 0 || strcasecmp(name, "accept-encoding") == 0 ||
-                    strcasecmp(name, "accept-charset") == 0;
+        bool fold = strcmp(name, "accept-language") == 0 || strcmp(name, "accept-encoding") == 0 ||
+                    strcmp(name, "accept-charset") == 0;    /* names are stored lower-cased */
         bool any = false;
         for (size_t i = 0; i < r->h.nheaders; i++) {
             if (!strv_caseeq_cstr(r->h.headers[i].name, name))
@@ -494,9 +494,11 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
                 struct strv el = strv_trim(strv_make(q, (size_t)(ee - q)));
                 if (!first)
                     buf_putc(&b, ',');
-                for (size_t k = 0; k < el.n; k++) {
+                if (!fold)
+                    buf_append(&b, el.p, el.n);
+                for (size_t k = 0; fold && k < el.n; k++) {
                     char ch = el.p[k];
-                    buf_putc(&b, fold && ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch);
+                    buf_putc(&b, ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch);
                 }
                 first = false;
                 if (!c)
@@ -991,9 +993,9 @@ static bool surrogate_control(const struct http_header *h, size_t n, int64_t *ma
 
 /* Freshness and age of a response received at response_time for a request sent
  * at request_time (RFC 9111 4.2.1 and 4.2.3); a Surrogate-Control max-age for
- * this cache takes the place of Cache-Control and Expires. */
+ * this cache (sc_max_age >= 0) takes the place of Cache-Control and Expires. */
 static void compute_times(struct cobj *o, const struct http_response *resp, const struct cache_cc *cc,
-                          double heuristic, time_t request_time, time_t response_time)
+                          int64_t sc_max_age, double heuristic, time_t request_time, time_t response_time)
 {
     time_t date = response_time, t;
     const struct http_header *dh = http_find_header(resp->headers, resp->nheaders, "date");
@@ -1028,8 +1030,6 @@ static void compute_times(struct cobj *o, const struct http_response *resp, cons
                 o->lifetime = 0;
         }
     }
-    int64_t sc_max_age;
-    surrogate_control(resp->headers, resp->nheaders, &sc_max_age);
     if (sc_max_age >= 0)
         o->lifetime = sc_max_age;
 }
@@ -1116,7 +1116,7 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
     pthread_mutex_lock(&cs->lock);
     double heuristic = cs->heuristic;
     pthread_mutex_unlock(&cs->lock);
-    compute_times(o, resp, &cc, heuristic, request_time, time(NULL));
+    compute_times(o, resp, &cc, sc_max_age, heuristic, request_time, time(NULL));
     if (vary) {
         char *v = strv_dup(vary->value);
         for (char *p = v; p && *p; p++)
@@ -1352,7 +1352,9 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
     pthread_mutex_lock(&cs->lock);
     double heuristic = cs->heuristic;
     pthread_mutex_unlock(&cs->lock);
-    compute_times(o, &merged, &cc, heuristic, request_time, time(NULL));
+    int64_t sc_max_age;
+    surrogate_control(merged.headers, merged.nheaders, &sc_max_age);
+    compute_times(o, &merged, &cc, sc_max_age, heuristic, request_time, time(NULL));
     o->etag = dup_field(merged.headers, merged.nheaders, "etag");
     o->last_modified = dup_field(merged.headers, merged.nheaders, "last-modified");
     o->tags = old->tags ? strdup(old->tags) : NULL;
