@@ -295,14 +295,24 @@ int http1_parse_request(const char *buf, size_t len, struct http1_scan *scan,
     p += 10;
 
     /* path and query */
-    struct strv path = req->target;
+    struct strv path = req->target, authority = STRV_NULL;
     if (path.p[0] != '/' && !(path.n == 1 && path.p[0] == '*')) {
-        /* absolute-form: scheme://authority/path */
+        /* absolute-form: scheme://authority[/path][?query]. The authority stands
+         * in for Host and the target becomes origin-form (RFC 9112 3.2.2), so
+         * routing, cache keys and the forwarded request all see one host. */
         const char *s = memchr(path.p, ':', path.n);
         if (s && (size_t)(s - path.p) + 3 <= path.n && s[1] == '/' && s[2] == '/') {
-            const char *a = s + 3, *pe = path.p + path.n;
-            const char *slash = memchr(a, '/', (size_t)(pe - a));
-            path = slash ? strv_make(slash, (size_t)(pe - slash)) : STRV("/");
+            struct strv scheme = strv_make(path.p, (size_t)(s - path.p));
+            if (!strv_caseeq_cstr(scheme, "http") && !strv_caseeq_cstr(scheme, "https"))
+                return -400;
+            const char *a = s + 3, *pe = path.p + path.n, *ae = a;
+            while (ae < pe && *ae != '/' && *ae != '?' && *ae != '#')
+                ae++;
+            if (ae == a || (ae < pe && *ae != '/'))
+                return -400;    /* no host, or a query without a path */
+            authority = strv_make(a, (size_t)(ae - a));
+            path = ae < pe ? strv_make(ae, (size_t)(pe - ae)) : STRV("/");
+            req->target = path;
         } else if (!strv_eq_cstr(req->method, "CONNECT")) {
             return -400;
         }
@@ -338,8 +348,14 @@ int http1_parse_request(const char *buf, size_t len, struct http1_scan *scan,
                 req->expect_continue = true;
         }
     }
-    if (hosts > 1 || (hosts == 0 && req->minor == 1))
+    if (hosts > 1 || (hosts == 0 && req->minor == 1 && !authority.n))
         return -400;            /* RFC 9112 section 3.2 */
+    if (authority.n) {
+        for (size_t k = 0; k < authority.n; k++)
+            if (authority.p[k] == '@' || authority.p[k] == '\\')
+                return -400;    /* userinfo has no place in a request (RFC 9110 4.2.4) */
+        req->host = authority;
+    }
     r = parse_framing(req->headers, req->nheaders, req->minor, &req->content_length,
                       &req->chunked, &req->keep_alive, true);
     if (r)

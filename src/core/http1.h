@@ -47,13 +47,13 @@ struct http1_scan {
 
 struct http_request {
     struct strv method;
-    struct strv target;         /* as sent */
+    struct strv target;         /* as sent; absolute-form reduced to origin-form */
     struct strv path;           /* target without the query */
     struct strv query;          /* after '?', empty when none */
     int minor;                  /* HTTP/1.<minor> */
     struct http_header headers[HTTP_MAX_HEADERS];
     size_t nheaders;
-    struct strv host;
+    struct strv host;           /* Host, or an absolute-form target's authority */
     int64_t content_length;     /* -1 when absent */
     bool chunked;
     bool keep_alive;

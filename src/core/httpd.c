@@ -1354,9 +1354,15 @@ static void h2_dispatch(struct h2_conn *hc, struct h2_stream *st)
     h->keep_alive = true;
     h->content_length = -1;
     h->is_head = strv_eq_cstr(h->method, "HEAD");
-    bool have_host = false;
+    int hosts = 0;
+    bool host_differs = false;
     for (size_t i = 0; i < st->nh; i++)
-        have_host |= st->hoff[i].nl == 4 && memcmp(base + st->hoff[i].no, "host", 4) == 0;
+        if (st->hoff[i].nl == 4 && memcmp(base + st->hoff[i].no, "host", 4) == 0) {
+            hosts++;
+            host_differs |= st->al && (st->hoff[i].vl != st->al ||
+                                       strncasecmp(base + st->hoff[i].vo, base + st->ao, st->al) != 0);
+        }
+    bool have_host = hosts > 0;
     if (!have_host && st->al) {
         h->headers[h->nheaders].name = STRV("host");
         h->headers[h->nheaders].value = strv_make(base + st->ao, st->al);
@@ -1393,7 +1399,9 @@ static void h2_dispatch(struct h2_conn *hc, struct h2_stream *st)
         httpd_respond(r, status, "text/plain; charset=utf-8", reason, strlen(reason));
         return;
     }
-    if (!st->ml || !st->pl) {
+    /* one host per request: a second Host, or one naming another host than
+     * :authority, is malformed (RFC 9113 8.3.1) */
+    if (!st->ml || !st->pl || hosts > 1 || host_differs) {
         httpd_respond(r, 400, "text/plain; charset=utf-8", "Bad Request\n", 12);
         return;
     }

@@ -778,6 +778,17 @@ static bool retry_allowed(struct proxy_req *pr)
 }
 
 /* An attempt failed before the response started: retry elsewhere or fail. */
+/* The pooled connection a request was sent on had been closed by the server
+ * before any answer: not an attempt, and not the server's fault, so the same
+ * server may be picked again (another pooled connection, or a new one). */
+static void stale_pooled_conn(struct proxy_req *pr)
+{
+    pr->attempts--;
+    size_t idx = (size_t)(pr->srv - pr->b->servers);
+    if (idx < 256)
+        pr->tried[idx / 64] &= ~(1ull << (idx % 64));
+}
+
 static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bool count_fail)
 {
     if (count_fail && pr->srv)
@@ -1210,13 +1221,9 @@ static void up_read(struct up_conn *uc)
             return;
         }
         /* reset or EOF before any byte */
-        if (uc->reused && !uc->got_bytes) {
-            /* a pooled connection the server had closed: not the server's fault */
-            pr->attempts--;
-            attempt_failed(pr, 502, "connection to the server failed", false);
-        } else {
-            attempt_failed(pr, 502, "connection to the server failed", true);
-        }
+        if (uc->reused && !uc->got_bytes)
+            stale_pooled_conn(pr);
+        attempt_failed(pr, 502, "connection to the server failed", !uc->reused);
         return;
     }
 }
@@ -1245,7 +1252,7 @@ static void up_flush(struct up_conn *uc)
         }
         struct proxy_req *pr = uc->pr;
         if (uc->reused && !uc->got_bytes)
-            pr->attempts--;
+            stale_pooled_conn(pr);
         attempt_failed(pr, 502, "connection to the server failed", !uc->reused);
         return;
     }
@@ -1502,8 +1509,9 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
             scap = h;
             continue;
         }
-        if (strv_caseeq_cstr(h->name, "x-forwarded-proto") || strv_caseeq_cstr(h->name, "x-forwarded-host"))
-            continue;
+        if (strv_caseeq_cstr(h->name, "x-forwarded-proto") || strv_caseeq_cstr(h->name, "x-forwarded-host") ||
+            strv_caseeq_cstr(h->name, "host"))
+            continue;   /* Host is the request's host (an absolute-form target's authority) */
         if (pr->reval && (strv_caseeq_cstr(h->name, "if-none-match") ||
                           strv_caseeq_cstr(h->name, "if-modified-since")))
             continue;   /* replaced by the cache's own revalidation */
@@ -1527,8 +1535,16 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         buf_append(b, h->value.p, h->value.n);
         buf_puts(b, "\r\n");
     }
-    for (size_t k = 0; k < ops->nset; k++)
+    bool host_set = false;
+    for (size_t k = 0; k < ops->nset; k++) {
         http1_write_header(b, ops->set[k].name, ops->set[k].value);
+        host_set |= strcasecmp(ops->set[k].name, "host") == 0;
+    }
+    if (!host_set && r->h.host.n) {
+        buf_puts(b, "Host: ");
+        buf_put_strv(b, r->h.host);
+        buf_puts(b, "\r\n");
+    }
     if (pr->reval)
         cobj_conditional_headers(pr->reval, b);
     /* Upgrade (WebSocket and friends): the two hop-by-hop fields go on */

@@ -62,6 +62,7 @@ class Origin(http.server.BaseHTTPRequestHandler):
         if q.get("sc"):
             self.send_header("Surrogate-Control", q["sc"])
         self.send_header("Capability-Seen", self.headers.get("Surrogate-Capability", ""))
+        self.send_header("Host-Seen", self.headers.get("Host", ""))
         if q.get("lm"):
             self.send_header("Last-Modified", q["lm"])
         self.send_header("Content-Length", str(len(body)))
@@ -658,3 +659,230 @@ def test_surrogate_control(cdn):
     # a downstream surrogate's capability is kept, ours appended
     r = get(base + "/sc5?cc=no-store", headers={"Surrogate-Capability": 'abc="Surrogate/1.0"'})
     assert r.headers["Capability-Seen"] == 'abc="Surrogate/1.0", cairn="Surrogate/1.0"'
+
+
+def _raw(port, head):
+    """One request as the bytes given (Connection: close added); the status, the
+    response's fields (lower-cased names) and its body."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"Connection: close\r\n\r\n")
+        data = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            data += c
+    h, _, body = data.partition(b"\r\n\r\n")
+    lines = h.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return int(lines[0].split()[1]), fields, body
+
+
+def _h2_get(port, fields):
+    """An HTTP/2 (prior knowledge) GET with the given header list sent as is
+    (HPACK literals, no Huffman): the response's :status, or "reset" for RST_STREAM."""
+    import socket
+    import struct
+
+    def frame(t, flags, sid, payload):
+        return struct.pack(">I", len(payload))[1:] + bytes([t, flags]) + struct.pack(">I", sid) + payload
+    block = b""
+    for n, v in fields:
+        n, v = n.encode(), v.encode()
+        block += b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 5, 1, block))
+        data, deadline = b"", time.monotonic() + 10
+        while time.monotonic() < deadline:
+            c = s.recv(65536)
+            if not c:
+                break
+            data += c
+            off = 0
+            while off + 9 <= len(data):         # walk the frames to the HEADERS of stream 1
+                ln = int.from_bytes(data[off:off + 3], "big")
+                t, sid = data[off + 3], int.from_bytes(data[off + 5:off + 9], "big") & 0x7fffffff
+                if off + 9 + ln > len(data):
+                    break
+                if t == 3 and sid == 1:
+                    return "reset"
+                if t == 1 and sid == 1:
+                    b0 = data[off + 9]          # :status is an indexed field (8..14) from the static table
+                    return {0x88: 200, 0x89: 204, 0x8a: 206, 0x8b: 304, 0x8c: 400, 0x8d: 404, 0x8e: 500}.get(b0, b0)
+                off += 9 + ln
+    raise AssertionError("no HEADERS frame for stream 1")
+
+
+def test_cache_key_cannot_be_made_to_collide(cdn):
+    """The key is the host (lower-cased, trailing dot dropped) and the target as
+    received; header tricks neither share nor split an object by accident."""
+    base, _ = cdn
+    port = int(base.rsplit(":", 1)[1])
+    q = "/k?cc=max-age=60"
+    st, f, body = _raw(port, f"GET {q} HTTP/1.1\nHost: A.Example\n")
+    assert st == 200 and f["x-cache"] == "MISS" and f["host-seen"] == "A.Example"
+    # one host however it is spelt in case, or with the root's trailing dot
+    for host in ("a.example", "a.EXAMPLE.", "A.Example"):
+        st, f, b = _raw(port, f"GET {q} HTTP/1.1\nHost: {host}\n")
+        assert (st, f["x-cache"], b) == (200, "HIT", body), host
+    # another port, another host: other objects
+    for host in ("a.example:81", "b.example", "a.example.b"):
+        st, f, _ = _raw(port, f"GET {q} HTTP/1.1\nHost: {host}\n")
+        assert f["x-cache"] == "MISS" and f["host-seen"] == host, host
+    # fields that name hosts elsewhere change nothing
+    st, f, b = _raw(port, f"GET {q} HTTP/1.1\nHost: a.example\nX-Forwarded-Host: b.example\n"
+                          f"Forwarded: host=b.example\nX-Host: b.example\n")
+    assert (f["x-cache"], b) == ("HIT", body)
+    # absolute-form: the target's authority is the host (RFC 9112 3.2.2), for the
+    # key and for the origin alike - never the Host field's
+    st, f, b = _raw(port, f"GET http://a.example{q} HTTP/1.1\nHost: b.example\n")
+    assert (st, f["x-cache"], b) == (200, "HIT", body)
+    st, f, _ = _raw(port, f"GET http://c.example/k2?cc=max-age=60 HTTP/1.1\nHost: a.example\n")
+    assert f["x-cache"] == "MISS" and f["host-seen"] == "c.example"
+    st, f, _ = _raw(port, "GET /k2?cc=max-age=60 HTTP/1.1\nHost: a.example\n")
+    assert f["x-cache"] == "MISS" and f["host-seen"] == "a.example"
+    # the target is not decoded or normalised: each spelling is its own object
+    for t in ("/k%2Fx?cc=max-age=60", "/k/x?cc=max-age=60", "/k/./x?cc=max-age=60",
+              "/K/x?cc=max-age=60", "/k/x?cc=max-age=60&", "/k/x?cc=max-age%3D60"):
+        st, f, _ = _raw(port, f"GET {t} HTTP/1.1\nHost: a.example\n")
+        assert f["x-cache"] == "MISS", t
+    # ambiguous hosts are refused before any lookup
+    assert _raw(port, f"GET {q} HTTP/1.1\nHost: a.example\nHost: b.example\n")[0] == 400
+    assert _raw(port, f"GET {q} HTTP/1.1\nHost: b.example@a.example\n")[0] == 400
+    assert _raw(port, f"GET http://u@a.example{q} HTTP/1.1\nHost: a.example\n")[0] == 400
+    # over HTTP/2 a Host field must name the :authority, and only once (RFC 9113 8.3.1)
+    pseudo = [(":method", "GET"), (":scheme", "http"), (":path", q)]
+    assert _h2_get(port, pseudo + [(":authority", "a.example")]) == 200
+    assert _h2_get(port, pseudo + [(":authority", "a.example"), ("host", "A.example")]) == 200
+    assert _h2_get(port, pseudo + [(":authority", "a.example"), ("host", "b.example")]) == 400
+    assert _h2_get(port, pseudo + [(":authority", "a.example"), ("host", "a.example"),
+                                   ("host", "b.example")]) in (400, "reset")    # nghttp2 resets it
+    assert Origin.hits["/k"] == 4      # A.Example, a.example:81, b.example, a.example.b
+
+
+def test_purge_needs_the_admin_listener(cdn):
+    """Purges are taken on the admin listener only: the same calls on the public
+    listener are ordinary requests that the origin answers, and purge nothing."""
+    base, admin = cdn
+    port = int(base.rsplit(":", 1)[1])
+    u = base + "/pp?cc=max-age=60&tag=t1"
+    get(u)
+    assert get(u).headers["X-Cache"] == "HIT"
+    for head in ("POST /api/cache/purge?all=1 HTTP/1.1\nHost: x\nContent-Length: 0\n",
+                 "POST /api/cache/purge?tag=t1 HTTP/1.1\nHost: x\nContent-Length: 0\n",
+                 "PURGE /pp?cc=max-age=60&tag=t1 HTTP/1.1\nHost: 127.0.0.1:%d\n" % port):
+        st, f, body = _raw(port, head)
+        assert b"purged" not in body, head
+    assert get(u).headers["X-Cache"] == "HIT"
+    assert Origin.hits["/pp"] == 1
+    assert requests.post(admin + "/api/cache/purge?tag=t1", timeout=5).json()["purged"] == 1
+    assert get(u).headers["X-Cache"] == "MISS"
+
+
+class BadOrigin:
+    """A raw origin: while `bad` is set, each path gets its own broken response;
+    then a good one (max-age=60) with the path and a counter in the body."""
+
+    BROKEN = {
+        "/two-lengths": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n"
+                        b"Content-Length: 6\r\n\r\nhello!",
+        "/short": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n"
+                  b"only ten.\n",
+        "/bad-chunk": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"5\r\nhello\r\nzz\r\nxx\r\n0\r\n\r\n",
+        "/cut-chunked": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"5\r\nhello\r\n",
+        "/not-http": b"HTTX/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok",
+        "/bad-field": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nBad Field: x\r\nContent-Length: 2\r\n\r\nok",
+        "/huge-head": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nX-Big: " + b"a" * 200000 +
+                      b"\r\nContent-Length: 2\r\n\r\nok",
+        "/too-big": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 70000\r\n\r\n" +
+                    b"b" * 70000,
+    }
+
+    def __init__(self):
+        import socket
+        self.bad, self.count = True, {}
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                d = c.recv(65536)
+                if not d:
+                    return
+                data += d
+            path = data.split(b" ")[1].decode().split("?")[0]
+            self.count[path] = self.count.get(path, 0) + 1
+            if self.bad and path in self.BROKEN:
+                try:
+                    c.sendall(self.BROKEN[path])
+                except OSError:
+                    pass
+                return          # and close
+            body = f"good {path} #{self.count[path]}".encode()
+            c.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def close(self):
+        self.ls.close()
+
+
+def test_malformed_origin_responses_are_never_stored(start, tmp_path):
+    """Each kind of broken origin response reaches the client as an error (or a
+    connection cut short of its length) and leaves nothing in the cache: once the
+    origin mends, the next request is a MISS that stores the good answer."""
+    origin = BadOrigin()
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  cdn:
+    role: edge
+    threads: 1
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    routes:
+      - {{path: /, backend: origin, cache: {{memory: 1MiB, max_object: 64KiB}}}}
+    backends:
+      origin: {{servers: ["127.0.0.1:{origin.port}"], retries: 0, eject: {{after: 1000, for: 1s}}}}
+""", name="cdn.yaml")
+    start(["run", "cdn", "-c", path], name="cdn")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
+             what="cdn ready")
+    try:
+        for p in BadOrigin.BROKEN:
+            for _ in range(2):
+                try:
+                    st, f, body = _raw(port, f"GET {p} HTTP/1.1\nHost: x\n")
+                except OSError:
+                    continue    # reset mid-response: fine, nothing may be stored
+                if p == "/too-big":     # passed through whole, never stored
+                    assert st == 200 and f["x-cache"] == "MISS" and len(body) == 70000, p
+                elif st == 200:         # the head went out before the body broke
+                    assert f.get("x-cache") == "MISS" and len(body) < int(f.get("content-length", 10**9)) \
+                        or f.get("transfer-encoding") == "chunked" and not body.endswith(b"0\r\n\r\n"), (p, f, body)
+                else:
+                    assert st == 502 and f.get("x-cache") != "HIT", (p, st)
+        origin.bad = False
+        for p in BadOrigin.BROKEN:
+            st, f, body = _raw(port, f"GET {p} HTTP/1.1\nHost: x\n")
+            assert (st, f["x-cache"]) == (200, "MISS") and body.startswith(b"good " + p.encode()), p
+            st, f, body2 = _raw(port, f"GET {p} HTTP/1.1\nHost: x\n")
+            assert (st, f["x-cache"], body2) == (200, "HIT", body), p
+        assert requests.get(f"http://127.0.0.1:{admin}/-/healthy", timeout=5).ok
+    finally:
+        origin.close()

@@ -154,6 +154,19 @@ TEST(http1_absolute_form_target)
     CHECK(parse("GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n", &r) > 0);
     CHECK(strv_eq_cstr(r.path, "/x"));
     CHECK(strv_eq_cstr(r.query, "y"));
+    /* the authority stands in for Host, the target becomes origin-form */
+    CHECK(parse("GET http://Other.test:81/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n", &r) > 0);
+    CHECK(strv_eq_cstr(r.host, "Other.test:81"));
+    CHECK(strv_eq_cstr(r.target, "/x?y"));
+    CHECK(parse("GET https://a.test HTTP/1.1\r\n\r\n", &r) > 0);     /* no Host needed */
+    CHECK(strv_eq_cstr(r.host, "a.test"));
+    CHECK(strv_eq_cstr(r.target, "/"));
+    CHECK(strv_eq_cstr(r.path, "/"));
+    CHECK_INT(parse("GET ftp://a.test/x HTTP/1.1\r\nHost: a\r\n\r\n", &r), -400);
+    CHECK_INT(parse("GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", &r), -400);
+    CHECK_INT(parse("GET http://a.test?x HTTP/1.1\r\nHost: a\r\n\r\n", &r), -400);
+    CHECK_INT(parse("GET http://u@a.test/x HTTP/1.1\r\nHost: a\r\n\r\n", &r), -400);
+    CHECK_INT(parse("GET http://a.test/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &r), -400);
 }
 
 static int chunked_all(const char *in, size_t len, struct buf *out, size_t step)
