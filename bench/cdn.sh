@@ -6,6 +6,8 @@
 # Varnish (malloc storage, one thread pool) and nginx (proxy_cache, one worker). Each
 # cache is pinned to CPU 1, wrk and the origin to CPU 0; the caches are warmed, then
 # wrk measures all-hit traffic. Rounds alternate; medians and ratios are printed.
+# A fourth line, "floor", is bench/floor.c on the same CPU: one sendmsg of a fixed
+# answer per request, the ceiling that the kernel and wrk leave to any cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -20,7 +22,7 @@ for t in wrk varnishd nginx; do
     command -v $t >/dev/null || { echo "bench-cdn: $t is missing (apt-get install wrk varnish nginx-light)"; exit 1; }
 done
 make -s build/cairn
-ORIGIN=19380; P_CAIRN=19381; P_VARNISH=19382; P_NGX=19383; ADMIN=19389
+ORIGIN=19380; P_CAIRN=19381; P_VARNISH=19382; P_NGX=19383; P_FLOOR1K=19384; P_FLOOR100K=19385; ADMIN=19389
 LOADCPU=${LOADCPU:-0}; PROXYCPU=${PROXYCPU:-1}
 mkdir -p $W/www $W/ngx-origin $W/ngx-cache $W/ngx-cache/cache $W/varnish
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > $W/www/1k.txt
@@ -60,7 +62,11 @@ taskset -c $PROXYCPU varnishd -F -n $W/varnish -a 127.0.0.1:$P_VARNISH -b 127.0.
     -s malloc,256m -p thread_pools=1 -p thread_pool_min=50 >$W/varnish.log 2>&1 & PIDS+=($!)
 taskset -c $PROXYCPU ./build/cairn run cdn -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!)
 CAIRN_PID=$!
-for port in $ORIGIN $P_CAIRN $P_VARNISH $P_NGX; do
+# the yardstick: a server that does nothing per request but one sendmsg (bench/floor.c)
+gcc -O2 -Wall -Wextra -Werror -o $W/floor bench/floor.c
+taskset -c $PROXYCPU $W/floor $P_FLOOR1K 1024 & PIDS+=($!); FLOOR1K_PID=$!
+taskset -c $PROXYCPU $W/floor $P_FLOOR100K 102400 & PIDS+=($!); FLOOR100K_PID=$!
+for port in $ORIGIN $P_CAIRN $P_VARNISH $P_NGX $P_FLOOR1K $P_FLOOR100K; do
     for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$port/1k.txt && break; sleep 0.1; done
 done
 for port in $P_CAIRN $P_VARNISH $P_NGX; do       # warm: every object stored
@@ -76,44 +82,53 @@ cpu_ticks() {   # summed over the given processes (those still running)
     done
     echo $t
 }
-run_wrk() {  # url pids... -> "rps p99 non2xx req/cpu-s"
+run_wrk() {  # url pids... -> "rps p99 non2xx req/cpu-s wrk-cpu%"
     local url=$1; shift
-    local t0 t1
+    local t0 t1 w0 w1 me=$BASHPID
     t0=$(cpu_ticks "$@")
+    w0=$(awk '{print $16 + $17}' /proc/$me/stat)     # CPU of this shell's waited-for children
     taskset -c $LOADCPU wrk -t1 -c$CONNS -d$DURATION --latency "$url" > $W/wrk.out 2>&1
+    w1=$(awk '{print $16 + $17}' /proc/$me/stat)
     t1=$(cpu_ticks "$@")
-    awk -v ticks=$((t1 - t0)) -v hz=$(getconf CLK_TCK) '
-        /requests in/ {n=$1}
+    awk -v ticks=$((t1 - t0)) -v wticks=$((w1 - w0)) -v hz=$(getconf CLK_TCK) '
+        /requests in/ {n=$1; secs=$4; sub(/s,?$/, "", secs)}
         /Requests\/sec/ {rps=$2}
         /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
         /Non-2xx/ {bad=$NF}
-        END {printf "%s %s %s %.0f\n", rps, p99, bad+0, (ticks > 0 ? n / (ticks / hz) : 0)}' $W/wrk.out
+        END {printf "%s %s %s %.0f %.0f\n", rps, p99, bad+0, (ticks > 0 ? n / (ticks / hz) : 0),
+             (secs > 0 ? 100 * wticks / hz / secs : 0)}' $W/wrk.out
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 VARNISH_PIDS=$(pgrep -f "varnishd -F -n $W/varnish" | tr '\n' ' ')
 NGX_PIDS="$(cat $W/ngx-cache/pid) $(pgrep -P "$(cat $W/ngx-cache/pid)" | tr '\n' ' ')"
-declare -A RPS P99 CORE
+declare -A RPS P99 CORE WCPU
 for r in $(seq 1 $ROUNDS); do
     VARNISH_PIDS=$(pgrep -f "varnishd -F -n $W/varnish" | tr '\n' ' ')
     for f in 1k 100k; do
-        for name in cairn varnish nginx; do
+        for name in cairn varnish nginx floor; do
             case $name in cairn) p=$P_CAIRN; pids=$CAIRN_PID;; varnish) p=$P_VARNISH; pids=$VARNISH_PIDS;;
-                          nginx) p=$P_NGX; pids=$NGX_PIDS;; esac
-            read rps p99 bad core < <(run_wrk http://127.0.0.1:$p/$f.txt $pids)
+                          nginx) p=$P_NGX; pids=$NGX_PIDS;;
+                          floor) if [ $f = 1k ]; then p=$P_FLOOR1K; pids=$FLOOR1K_PID;
+                                 else p=$P_FLOOR100K; pids=$FLOOR100K_PID; fi;; esac
+            read rps p99 bad core wcpu < <(run_wrk http://127.0.0.1:$p/$f.txt $pids)
             [ "$bad" = 0 ] || echo "warning: $name answered $bad non-2xx" >&2
-            RPS[$name.$f]+="$rps "; P99[$name.$f]+="$p99 "; CORE[$name.$f]+="$core "
+            RPS[$name.$f]+="$rps "; P99[$name.$f]+="$p99 "; CORE[$name.$f]+="$core "; WCPU[$name.$f]+="$wcpu "
         done
     done
     echo "round $r done" >&2
 done
-printf "\n%-8s %10s %8s %11s %11s %8s %11s\n" cache "1KiB rps" "p99 ms" "req/cpu-s" "100KiB rps" "p99 ms" "req/cpu-s"
-for name in cairn varnish nginx; do
-    printf "%-8s %10.0f %8.2f %11.0f %11.0f %8.2f %11.0f\n" $name $(echo ${RPS[$name.1k]} | median) $(echo ${P99[$name.1k]} | median) \
-        $(echo ${CORE[$name.1k]} | median) $(echo ${RPS[$name.100k]} | median) $(echo ${P99[$name.100k]} | median) \
-        $(echo ${CORE[$name.100k]} | median)
+printf "\n%-8s %10s %8s %11s %6s %11s %8s %11s %6s\n" cache "1KiB rps" "p99 ms" "req/cpu-s" "wrk %" \
+    "100KiB rps" "p99 ms" "req/cpu-s" "wrk %"
+for name in cairn varnish nginx floor; do
+    printf "%-8s %10.0f %8.2f %11.0f %6.0f %11.0f %8.2f %11.0f %6.0f\n" $name $(echo ${RPS[$name.1k]} | median) \
+        $(echo ${P99[$name.1k]} | median) $(echo ${CORE[$name.1k]} | median) $(echo ${WCPU[$name.1k]} | median) \
+        $(echo ${RPS[$name.100k]} | median) $(echo ${P99[$name.100k]} | median) \
+        $(echo ${CORE[$name.100k]} | median) $(echo ${WCPU[$name.100k]} | median)
 done
+echo "(floor: bench/floor.c, one sendmsg of a fixed answer per request - no cache can pass it;"
+echo " wrk %: the load generator's share of its core; near 100 the client, not the cache, sets rps)"
 echo
-for peer in varnish nginx; do
+for peer in varnish nginx floor; do
     for f in 1k 100k; do
         awk -v a="$(echo ${RPS[cairn.$f]} | median)" -v b="$(echo ${RPS[$peer.$f]} | median)" \
             -v c="$(echo ${P99[cairn.$f]} | median)" -v d="$(echo ${P99[$peer.$f]} | median)" -v peer=$peer -v f=$f \
