@@ -25,6 +25,7 @@ struct hc_conn {
     struct http_response resp;
     size_t head_len;
     bool have_head, got_bytes, reused;
+    bool no_pool;                   /* made with the caller's TLS context: closed after use */
     struct httpc_call *call;
     struct hc_conn *next;           /* in the idle pool */
 };
@@ -40,6 +41,8 @@ struct httpc_call {
     bool tls, is_head, retried, idempotent;
     int early_err;                  /* failure found before any I/O, reported from the timer */
     char *host;
+    struct tls_ctx *tls_ctx;        /* the request's own context, until its connection is made */
+    char *sni;                      /* NULL: host */
 };
 
 struct httpc {
@@ -105,6 +108,7 @@ static void call_free(struct httpc_call *call)
     loop_timer_stop(&call->timer);
     buf_free(&call->req);
     free(call->host);
+    free(call->sni);
     free(call);
 }
 
@@ -286,7 +290,7 @@ static void complete(struct hc_conn *c, bool reusable)
     };
     if (!c->resp.chunked && c->resp.content_length >= 0)
         r.body.n = (size_t)c->resp.content_length;
-    bool keep = reusable && c->resp.keep_alive && c->state == HC_ACTIVE;
+    bool keep = reusable && c->resp.keep_alive && c->state == HC_ACTIVE && !c->no_pool;
     /* Detach first so that the callback may start a new request on this client. */
     c->call = NULL;
     call->conn = NULL;
@@ -493,7 +497,7 @@ static struct hc_conn *pool_take(struct httpc *hc, const struct httpc_call *call
 static int call_start(struct httpc_call *call, bool allow_reuse)
 {
     struct httpc *hc = call->hc;
-    struct hc_conn *c = allow_reuse ? pool_take(hc, call) : NULL;
+    struct hc_conn *c = allow_reuse && !call->tls_ctx ? pool_take(hc, call) : NULL;
     if (c) {
         c->reused = true;
         hc->reuses++;
@@ -516,12 +520,22 @@ static int call_start(struct httpc_call *call, bool allow_reuse)
         loop_io_init(&c->io, fd, conn_event, c);
         loop_timer_init(&c->idle_timer, idle_timeout, c);
         if (call->tls) {
-            if (!hc->o.tls || !(c->ssl = tls_conn_new(hc->o.tls, fd, false, call->host))) {
+            struct tls_ctx *ctx = call->tls_ctx ? call->tls_ctx : hc->o.tls;
+            const char *name = call->sni ? call->sni : call->host;
+            char ip[NET_ADDRSTRLEN];
+            if (!*name)
+                net_ip_format((const struct sockaddr *)&call->addr.ss, ip, sizeof(ip));
+            if (!ctx || !(c->ssl = tls_conn_new(ctx, fd, false, name)) ||
+                (!*name && tls_conn_verify_ip(c->ssl, ip))) {
+                tls_conn_free(&c->ssl);
                 close(fd);
                 free(c->host);
                 free(c);
                 return -EPROTO;
             }
+            /* a context of the caller's may not outlive this call: never pooled */
+            c->no_pool = call->tls_ctx != NULL;
+            call->tls_ctx = NULL;
         }
         if (loop_io_add(hc->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
             tls_conn_free(&c->ssl);
@@ -577,6 +591,8 @@ struct httpc_call *httpc_send(struct httpc *hc, const struct httpc_request *req,
     if (!req->host)
         net_addr_format(&req->addr, hostbuf, sizeof(hostbuf));
     call->host = strdup(req->host ? req->host : hostbuf);
+    call->tls_ctx = req->tls ? req->tls_ctx : NULL;
+    call->sni = req->tls && req->sni ? strdup(req->sni) : NULL;
     struct buf *b = &call->req;
     int e = buf_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", req->method,
                        req->target ? req->target : "/", call->host ? call->host : "");
@@ -592,7 +608,7 @@ struct httpc_call *httpc_send(struct httpc *hc, const struct httpc_request *req,
     e |= buf_append(b, "\r\n", 2);
     if (req->body_len)
         e |= buf_append(b, req->body, req->body_len);
-    if (e || !call->host) {
+    if (e || !call->host || (req->tls && req->sni && !call->sni)) {
         call_free(call);
         return NULL;
     }

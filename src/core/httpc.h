@@ -42,6 +42,10 @@ struct httpc_request {
     const void *body;
     size_t body_len;
     bool tls;
+    struct tls_ctx *tls_ctx;        /* with tls: this client context instead of the client's
+                                     * own; used at once, so the connection is not pooled */
+    const char *sni;                /* with tls: the name sent and checked; NULL = host,
+                                     * "" = none (a verified certificate must name the address) */
     uint32_t timeout_ms;            /* whole exchange; 0 = 30 s */
 };
 

@@ -1699,7 +1699,8 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
     char ip[64];
     struct strv key = b->balance == BAL_HASH ? hash_key_of(b, r, ip, sizeof(ip)) : STRV_NULL;
     struct edge_server *srv = edge__pick(b, w, NULL, key);
-    if (!srv || b->tls || (!w->bg_client && !(w->bg_client = httpc_new(&w->loop, NULL)))) {
+    struct tls_ctx *tctx = pr->gen->backend_tls[b->index];
+    if (!srv || (!w->bg_client && !(w->bg_client = httpc_new(&w->loop, NULL)))) {
         cobj_release_refresh(o);
         return;
     }
@@ -1713,7 +1714,9 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
     j->o = o;
     cobj_get(o);
     j->req_time = time(NULL);
-    j->lines = calloc(r->h.nheaders + 4, sizeof(char *));
+    const struct edge_header_ops *ops = &pr->route->req_ops;
+    size_t cap = r->h.nheaders + ops->nset + 5;
+    j->lines = calloc(cap, sizeof(char *));
     j->next = w->bg_jobs;
     if (w->bg_jobs)
         w->bg_jobs->prev = j;
@@ -1723,29 +1726,50 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
         bg_free(j);
         return;
     }
+    /* the request as the proxy would send it: the client's fields less hop-by-hop
+     * ones and the route's removals, the route's own, and the object's validators */
+    const char *host_set = NULL;
     struct strv cx = connection_extra(r->h.headers, r->h.nheaders);
     for (size_t i = 0; i < r->h.nheaders; i++) {
         const struct http_header *h = &r->h.headers[i];
         if (hop_by_hop(h->name, cx) || strv_caseeq_cstr(h->name, "host") ||
             strv_caseeq_cstr(h->name, "if-none-match") || strv_caseeq_cstr(h->name, "if-modified-since") ||
-            strv_caseeq_cstr(h->name, "content-length") || strv_caseeq_cstr(h->name, "range"))
+            strv_caseeq_cstr(h->name, "content-length") || strv_caseeq_cstr(h->name, "range") ||
+            strv_caseeq_cstr(h->name, "surrogate-capability") || in_list(h->name, ops->remove, ops->nremove))
             continue;
+        bool overridden = false;
+        for (size_t k = 0; k < ops->nset; k++)
+            overridden |= strv_caseeq_cstr(h->name, ops->set[k].name);
         char *line = NULL;
-        if (asprintf(&line, "%.*s: %.*s", (int)h->name.n, h->name.p, (int)h->value.n, h->value.p) >= 0)
+        if (!overridden &&
+            asprintf(&line, "%.*s: %.*s", (int)h->name.n, h->name.p, (int)h->value.n, h->value.p) >= 0)
             j->lines[j->nlines++] = line;
     }
+    for (size_t k = 0; k < ops->nset; k++) {
+        char *line = NULL;
+        if (strcasecmp(ops->set[k].name, "host") == 0)
+            host_set = ops->set[k].value;
+        else if (asprintf(&line, "%s: %s", ops->set[k].name, ops->set[k].value) >= 0)
+            j->lines[j->nlines++] = line;
+    }
+    j->lines[j->nlines] = strdup("Surrogate-Capability: " SURROGATE_TOKEN "=\"Surrogate/1.0\"");
+    if (j->lines[j->nlines])
+        j->nlines++;
     struct buf cond = BUF_INIT;
     cobj_conditional_headers(o, &cond);
     for (char *p = buf_head(&cond), *e; cond.data && (e = strstr(p, "\r\n")); p = e + 2) {
         *e = '\0';
         if (*p)
             j->lines[j->nlines++] = strdup(p);
-        if (j->nlines >= r->h.nheaders + 3)
+        if (j->nlines >= cap - 1)
             break;
     }
     buf_free(&cond);
     char host[512], target[2048];
-    snprintf(host, sizeof(host), "%.*s", (int)MIN(r->h.host.n, sizeof(host) - 1), r->h.host.p);
+    if (host_set)
+        snprintf(host, sizeof(host), "%s", host_set);
+    else
+        snprintf(host, sizeof(host), "%.*s", (int)MIN(r->h.host.n, sizeof(host) - 1), r->h.host.p);
     snprintf(target, sizeof(target), "%.*s", (int)MIN(r->h.target.n, sizeof(target) - 1), r->h.target.p);
     struct httpc_request req = {
         .method = "GET",
@@ -1753,6 +1777,9 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
         .host = host,
         .target = target,
         .headers = (const char *const *)j->lines,
+        .tls = tctx != NULL,
+        .tls_ctx = tctx,
+        .sni = b->tls_sni ? b->tls_sni : "",     /* as the proxy's own connections */
         .timeout_ms = (uint32_t)MIN(b->response_timeout_ms, (uint64_t)UINT32_MAX),
     };
     j->call = httpc_send(w->bg_client, &req, bg_done, j);

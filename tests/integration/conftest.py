@@ -27,6 +27,15 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def make_cert(tmp_path, cn):
+    """A self-signed EC certificate for cn (also its subjectAltName) and its key."""
+    cert, key = tmp_path / f"{cn}.pem", tmp_path / f"{cn}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={cn}",
+                    "-addext", f"subjectAltName=DNS:{cn}"], check=True, capture_output=True)
+    return cert, key
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

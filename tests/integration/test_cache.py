@@ -9,13 +9,14 @@ import subprocess
 import pytest
 import requests
 
-from conftest import free_port, wait_for, write_stack
+from conftest import free_port, make_cert, wait_for, write_stack
 
 
 class Origin(http.server.BaseHTTPRequestHandler):
     """Answers with what the test asked for in the query string, and counts hits."""
     protocol_version = "HTTP/1.1"
     hits = {}
+    seen = {}       # path -> the request fields of each request
     down = False
     lock = threading.Lock()
 
@@ -29,6 +30,7 @@ class Origin(http.server.BaseHTTPRequestHandler):
         with Origin.lock:
             Origin.hits[u.path] = Origin.hits.get(u.path, 0) + 1
             n = Origin.hits[u.path]
+            Origin.seen.setdefault(u.path, []).append(dict(self.headers.items()))
         if q.get("delay"):
             time.sleep(float(q["delay"]))
         if Origin.down:
@@ -106,7 +108,7 @@ def cdn2(start, tmp_path):
 
 
 def make_cdn(start, tmp_path, threads, memory, max_object):
-    Origin.hits = {}
+    Origin.hits, Origin.seen = {}, {}
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     srv.request_queue_size = 128
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -886,3 +888,50 @@ services:
         assert requests.get(f"http://127.0.0.1:{admin}/-/healthy", timeout=5).ok
     finally:
         origin.close()
+
+
+def test_stale_while_revalidate_over_tls_with_route_headers(start, tmp_path):
+    """The background refresh speaks to a TLS origin as the proxy does (CA, SNI)
+    and sends the route's request_headers changes (a Host override included)."""
+    import ssl
+    Origin.hits, Origin.seen, Origin.down = {}, {}, False
+    cert, key = make_cert(tmp_path, "origin.test")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port, admin = free_port(), free_port()
+    path = write_stack(tmp_path, f"""\
+services:
+  cdn:
+    role: edge
+    threads: 1
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    routes:
+      - {{path: /, backend: origin, cache: {{memory: 1MiB}},
+         request_headers: {{set: {{Host: origin.internal, X-Edge: "1"}}, remove: [X-Drop]}}}}
+    backends:
+      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"], tls: {{ca: origin.test.pem, sni: origin.test}}}}
+""", name="cdn.yaml")
+    start(["run", "cdn", "-c", path], name="cdn")
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
+             what="cdn ready")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        u = base + "/tswr?cc=max-age=2,stale-while-revalidate=30"
+        h = {"X-Drop": "secret", "X-Keep": "k"}
+        assert get(u, headers=h).text == "/tswr #1 "
+        time.sleep(3.1)  # ages are whole seconds: max-age=2 is surely over
+        r = get(u, headers=h)
+        assert r.headers["X-Cache"] == "STALE" and r.text == "/tswr #1 "
+        wait_for(lambda: get(u).text == "/tswr #2 ", timeout=5, what="background refresh over TLS")
+        assert Origin.hits["/tswr"] == 2
+        for seen in Origin.seen["/tswr"]:       # the proxied request, then the background one
+            assert seen.get("Host") == "origin.internal" and seen.get("X-Edge") == "1", seen
+            assert "X-Drop" not in seen and seen.get("X-Keep") == "k", seen
+            assert 'cairn="Surrogate/1.0"' in seen.get("Surrogate-Capability", ""), seen
+    finally:
+        srv.shutdown()
+        srv.server_close()

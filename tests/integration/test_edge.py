@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import free_port, run_cairn, wait_for, write_stack
+from conftest import free_port, make_cert, run_cairn, wait_for, write_stack
 
 
 class EchoHandler(http.server.BaseHTTPRequestHandler):
@@ -306,14 +306,6 @@ def test_no_route_no_server_and_redirect(start, tmp_path):
     r = requests.get(base + "/a?b=1", headers={"Host": "secure.test:8080"}, allow_redirects=False,
                      timeout=5)
     assert r.status_code == 308 and r.headers["Location"] == "https://secure.test/a?b=1"
-
-
-def make_cert(tmp_path, cn):
-    cert, key = tmp_path / f"{cn}.pem", tmp_path / f"{cn}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={cn}",
-                    "-addext", f"subjectAltName=DNS:{cn}"], check=True, capture_output=True)
-    return cert, key
 
 
 def test_tls_termination_with_sni(start, tmp_path, apps):
