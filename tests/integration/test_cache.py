@@ -107,11 +107,9 @@ def cdn2(start, tmp_path):
     yield from make_cdn(start, tmp_path, threads=2, memory="8MiB", max_object="2MiB")
 
 
-def make_cdn(start, tmp_path, threads, memory, max_object):
-    Origin.hits, Origin.seen = {}, {}
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
-    srv.request_queue_size = 128
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+def start_cdn(start, tmp_path, route, backend, threads=1):
+    """Starts an edge whose one route (path /, with the given YAML keys) caches from
+    the backend `origin` (given YAML keys); returns its port and admin port once ready."""
     port, admin = free_port(), free_port()
     path = write_stack(tmp_path, f"""\
 services:
@@ -121,13 +119,23 @@ services:
     listen: ["127.0.0.1:{port}"]
     admin: "127.0.0.1:{admin}"
     routes:
-      - {{path: /, backend: origin, cache: {{memory: {memory}, max_object: {max_object}}}}}
+      - {{path: /, backend: origin, {route}}}
     backends:
-      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"]}}
+      origin: {{{backend}}}
 """, name="cdn.yaml")
     start(["run", "cdn", "-c", path], name="cdn")
     wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
              what="cdn ready")
+    return port, admin
+
+
+def make_cdn(start, tmp_path, threads, memory, max_object):
+    Origin.hits, Origin.seen = {}, {}
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    srv.request_queue_size = 128
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port, admin = start_cdn(start, tmp_path, f"cache: {{memory: {memory}, max_object: {max_object}}}",
+                            f'servers: ["127.0.0.1:{srv.server_address[1]}"]', threads)
     yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
     srv.shutdown()
     srv.server_close()
@@ -406,19 +414,7 @@ def cdn_text(start, tmp_path):
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Text)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    port, admin = free_port(), free_port()
-    path = write_stack(tmp_path, f"""\
-services:
-  cdn:
-    role: edge
-    listen: ["127.0.0.1:{port}"]
-    admin: "127.0.0.1:{admin}"
-    routes: [{{path: /, backend: o, cache: {{memory: 4MiB}}}}]
-    backends: {{o: {{servers: ["127.0.0.1:{srv.server_address[1]}"]}}}}
-""", name="text.yaml")
-    start(["run", "cdn", "-c", path], name="text")
-    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
-             what="ready")
+    port, _ = start_cdn(start, tmp_path, "cache: {memory: 4MiB}", f'servers: ["127.0.0.1:{srv.server_address[1]}"]')
     yield f"http://127.0.0.1:{port}", Text
     srv.shutdown()
     srv.server_close()
@@ -849,22 +845,8 @@ def test_malformed_origin_responses_are_never_stored(start, tmp_path):
     connection cut short of its length) and leaves nothing in the cache: once the
     origin mends, the next request is a MISS that stores the good answer."""
     origin = BadOrigin()
-    port, admin = free_port(), free_port()
-    path = write_stack(tmp_path, f"""\
-services:
-  cdn:
-    role: edge
-    threads: 1
-    listen: ["127.0.0.1:{port}"]
-    admin: "127.0.0.1:{admin}"
-    routes:
-      - {{path: /, backend: origin, cache: {{memory: 1MiB, max_object: 64KiB}}}}
-    backends:
-      origin: {{servers: ["127.0.0.1:{origin.port}"], retries: 0, eject: {{after: 1000, for: 1s}}}}
-""", name="cdn.yaml")
-    start(["run", "cdn", "-c", path], name="cdn")
-    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
-             what="cdn ready")
+    port, admin = start_cdn(start, tmp_path, "cache: {memory: 1MiB, max_object: 64KiB}",
+                            f'servers: ["127.0.0.1:{origin.port}"], retries: 0, eject: {{after: 1000, for: 1s}}')
     try:
         for p in BadOrigin.BROKEN:
             for _ in range(2):
@@ -901,23 +883,10 @@ def test_stale_while_revalidate_over_tls_with_route_headers(start, tmp_path):
     ctx.load_cert_chain(str(cert), str(key))
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    port, admin = free_port(), free_port()
-    path = write_stack(tmp_path, f"""\
-services:
-  cdn:
-    role: edge
-    threads: 1
-    listen: ["127.0.0.1:{port}"]
-    admin: "127.0.0.1:{admin}"
-    routes:
-      - {{path: /, backend: origin, cache: {{memory: 1MiB}},
-         request_headers: {{set: {{Host: origin.internal, X-Edge: "1"}}, remove: [X-Drop]}}}}
-    backends:
-      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"], tls: {{ca: origin.test.pem, sni: origin.test}}}}
-""", name="cdn.yaml")
-    start(["run", "cdn", "-c", path], name="cdn")
-    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
-             what="cdn ready")
+    port, admin = start_cdn(start, tmp_path, 'cache: {memory: 1MiB}, request_headers: '
+                            '{set: {Host: origin.internal, X-Edge: "1"}, remove: [X-Drop]}',
+                            f'servers: ["127.0.0.1:{srv.server_address[1]}"], '
+                            'tls: {ca: origin.test.pem, sni: origin.test}')
     try:
         base = f"http://127.0.0.1:{port}"
         u = base + "/tswr?cc=max-age=2,stale-while-revalidate=30"
