@@ -777,7 +777,6 @@ static bool retry_allowed(struct proxy_req *pr)
     return true;
 }
 
-/* An attempt failed before the response started: retry elsewhere or fail. */
 /* The pooled connection a request was sent on had been closed by the server
  * before any answer: not an attempt, and not the server's fault, so the same
  * server may be picked again (another pooled connection, or a new one). */
@@ -789,6 +788,7 @@ static void stale_pooled_conn(struct proxy_req *pr)
         pr->tried[idx / 64] &= ~(1ull << (idx % 64));
 }
 
+/* An attempt failed before the response started: retry elsewhere or fail. */
 static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bool count_fail)
 {
     if (count_fail && pr->srv)
