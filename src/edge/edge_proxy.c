@@ -74,6 +74,7 @@ struct proxy_req {
     bool idempotent, head_sent, paused;
     bool upgrade;                   /* Connection: upgrade + Upgrade were forwarded */
     bool retrying;                  /* counted in the backend's retries_active */
+    bool dead_pooled;               /* the last attempt met a pooled connection already closed */
     bool queued;
     struct proxy_req *qnext, *qprev;
     /* cache */
@@ -783,6 +784,7 @@ static bool retry_allowed(struct proxy_req *pr)
 static void stale_pooled_conn(struct proxy_req *pr)
 {
     pr->attempts--;
+    pr->dead_pooled = true;     /* nor is it a retry for the retry budget */
     size_t idx = (size_t)(pr->srv - pr->b->servers);
     if (idx < 256)
         pr->tried[idx / 64] &= ~(1ull << (idx % 64));
@@ -794,11 +796,15 @@ static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bo
     if (count_fail && pr->srv)
         server_result(pr, false);
     drop_upstream(pr);
-    metric_inc(pr->w->e->m_upstream_errors);
-    if (pr->attempts <= pr->b->retries && !pr->head_sent && retry_allowed(pr)) {
+    bool again = pr->dead_pooled;   /* the keep-alive race: neither an error nor a retry */
+    pr->dead_pooled = false;
+    if (!again)
+        metric_inc(pr->w->e->m_upstream_errors);
+    if (!pr->head_sent && (again || (pr->attempts <= pr->b->retries && retry_allowed(pr)))) {
         finish_inflight(pr);
         pr->srv = NULL;
-        metric_inc(pr->w->e->m_retries);
+        if (!again)
+            metric_inc(pr->w->e->m_retries);
         try_send(pr);
         return;
     }
