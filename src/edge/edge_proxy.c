@@ -1481,17 +1481,24 @@ static void try_send(struct proxy_req *pr)
     }
 }
 
-/* Serializes the request for the server: hop-by-hop fields dropped, forwarding
- * fields added (RFC 7239 Forwarded and the X-Forwarded-* de facto standard). */
-static void build_request(struct proxy_req *pr, const struct edge_listener *l)
+/* Serializes the request for the server into b: hop-by-hop fields dropped, the
+ * route's changes made, forwarding fields added (RFC 7239 Forwarded and the
+ * X-Forwarded-* de facto standard). With refresh, the background revalidation of
+ * that stored object for this request: a GET with the object's validators in place
+ * of the client's conditionals, without Range, Upgrade or body. */
+static void build_request(struct proxy_req *pr, const struct edge_listener *l, struct buf *b,
+                          const struct cobj *refresh)
 {
     struct httpd_req *r = pr->r;
     const struct edge_header_ops *ops = &pr->route->req_ops;
-    struct buf *b = &pr->req;
+    const struct cobj *reval = refresh ? refresh : pr->reval;
     char ip[64];
     httpd_req_peer(r, ip, sizeof(ip));
     const char *proto = l->tls ? "https" : "http";
-    buf_append(b, r->h.method.p, r->h.method.n);
+    if (refresh)
+        buf_puts(b, "GET");
+    else
+        buf_append(b, r->h.method.p, r->h.method.n);
     buf_putc(b, ' ');
     buf_append(b, r->h.target.p, r->h.target.n);
     buf_puts(b, " HTTP/1.1\r\n");
@@ -1518,9 +1525,13 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         if (strv_caseeq_cstr(h->name, "x-forwarded-proto") || strv_caseeq_cstr(h->name, "x-forwarded-host") ||
             strv_caseeq_cstr(h->name, "host"))
             continue;   /* Host is the request's host (an absolute-form target's authority) */
-        if (pr->reval && (strv_caseeq_cstr(h->name, "if-none-match") ||
-                          strv_caseeq_cstr(h->name, "if-modified-since")))
+        if (reval && (strv_caseeq_cstr(h->name, "if-none-match") ||
+                      strv_caseeq_cstr(h->name, "if-modified-since")))
             continue;   /* replaced by the cache's own revalidation */
+        if (refresh && (strv_caseeq_cstr(h->name, "range") || strv_caseeq_cstr(h->name, "if-range") ||
+                        strv_caseeq_cstr(h->name, "if-match") ||
+                        strv_caseeq_cstr(h->name, "if-unmodified-since")))
+            continue;   /* the whole object is refreshed */
         if (strv_caseeq_cstr(h->name, "x-request-id")) {
             snprintf(pr->request_id, sizeof(pr->request_id), "%.*s", (int)MIN(h->value.n, (size_t)39), h->value.p);
             continue;
@@ -1551,12 +1562,12 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         buf_put_strv(b, r->h.host);
         buf_puts(b, "\r\n");
     }
-    if (pr->reval)
-        cobj_conditional_headers(pr->reval, b);
+    if (reval)
+        cobj_conditional_headers(reval, b);
     /* Upgrade (WebSocket and friends): the two hop-by-hop fields go on */
     const struct http_header *up = httpd_req_header(r, "upgrade");
     const struct http_header *conn = httpd_req_header(r, "connection");
-    if (up && conn && http_list_has_token(conn->value, "upgrade") && r->h.minor >= 1) {
+    if (!refresh && up && conn && http_list_has_token(conn->value, "upgrade") && r->h.minor >= 1) {
         pr->upgrade = true;
         buf_puts(b, "Connection: Upgrade\r\nUpgrade: ");
         buf_put_strv(b, up->value);
@@ -1629,13 +1640,14 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l)
         buf_append(b, tp, TRACEPARENT_LEN);
         buf_puts(b, "\r\n");
     }
-    if (r->body.n || r->h.chunked || r->h.content_length >= 0) {
+    if (!refresh && (r->body.n || r->h.chunked || r->h.content_length >= 0)) {
         buf_puts(b, "Content-Length: ");
         buf_put_u64(b, r->body.n);
         buf_puts(b, "\r\n");
     }
     buf_puts(b, "\r\n");
-    buf_append(b, r->body.p, r->body.n);
+    if (!refresh)
+        buf_append(b, r->body.p, r->body.n);
 }
 
 #define COALESCE_WAIT_MS 10000
@@ -1647,8 +1659,10 @@ struct bg_refresh {
     struct cache_store *cs;
     struct cobj *o;
     struct httpc_call *call;
-    char **lines;                   /* request fields, "Name: value", NULL-terminated */
-    size_t nlines;
+    char **send;                    /* the fields sent, "Name: value", NULL-terminated */
+    size_t nsend;
+    char **fields;                  /* the client's fields, "Name: value", for storing */
+    size_t nfields;
     time_t req_time;
     struct bg_refresh *prev, *next;
 };
@@ -1662,9 +1676,12 @@ static void bg_free(struct bg_refresh *j)
         w->bg_jobs = j->next;
     if (j->next)
         j->next->prev = j->prev;
-    for (size_t i = 0; i < j->nlines; i++)
-        free(j->lines[i]);
-    free(j->lines);
+    for (size_t i = 0; i < j->nsend; i++)
+        free(j->send[i]);
+    for (size_t i = 0; i < j->nfields; i++)
+        free(j->fields[i]);
+    free(j->send);
+    free(j->fields);
     cobj_put(j->o);
     free(j);
 }
@@ -1674,17 +1691,17 @@ static void bg_done(const struct httpc_response *resp, void *arg)
     struct bg_refresh *j = arg;
     j->call = NULL;
     if (!resp->error && (resp->status == 304 || (resp->status >= 200 && resp->status < 500))) {
-        /* the request's fields, as views, for Vary */
+        /* the client's fields, as views, for Vary and the other rules on storing */
         struct http_header hs[HTTP_MAX_HEADERS];
         size_t n = 0;
-        for (size_t i = 0; i < j->nlines && n < HTTP_MAX_HEADERS; i++) {
-            const char *colon = strchr(j->lines[i], ':');
+        for (size_t i = 0; i < j->nfields && n < HTTP_MAX_HEADERS; i++) {
+            const char *colon = strchr(j->fields[i], ':');
             if (!colon)
                 continue;
             const char *v = colon + 1;
             while (*v == ' ')
                 v++;
-            hs[n].name = strv_make(j->lines[i], (size_t)(colon - j->lines[i]));
+            hs[n].name = strv_make(j->fields[i], (size_t)(colon - j->fields[i]));
             hs[n].value = strv_cstr(v);
             n++;
         }
@@ -1720,69 +1737,49 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
     j->o = o;
     cobj_get(o);
     j->req_time = time(NULL);
-    const struct edge_header_ops *ops = &pr->route->req_ops;
-    size_t cap = r->h.nheaders + ops->nset + 5;
-    j->lines = calloc(cap, sizeof(char *));
+    /* the request as the proxy would send it, as lines for the client (which
+     * writes the request line and Host itself) */
+    struct buf rq = BUF_INIT;
+    build_request(pr, pr->listener, &rq, o);
+    char host[512] = "";
+    size_t cap = 1;
+    for (const char *p = buf_head(&rq); rq.data && (p = strstr(p, "\r\n")); p += 2)
+        cap++;
+    j->send = calloc(cap, sizeof(char *));
+    j->fields = calloc(r->h.nheaders + 1, sizeof(char *));
     j->next = w->bg_jobs;
     if (w->bg_jobs)
         w->bg_jobs->prev = j;
     w->bg_jobs = j;
-    if (!j->lines) {
+    if (!j->send || !j->fields || !rq.data) {
+        buf_free(&rq);
         cobj_release_refresh(o);
         bg_free(j);
         return;
     }
-    /* the request as the proxy would send it: the client's fields less hop-by-hop
-     * ones and the route's removals, the route's own, and the object's validators */
-    const char *host_set = NULL;
-    struct strv cx = connection_extra(r->h.headers, r->h.nheaders);
+    char *line = strstr(buf_head(&rq), "\r\n");     /* past the request line */
+    for (char *e; line && (e = strstr(line + 2, "\r\n")) && e > line + 2 && j->nsend < cap - 1; line = e) {
+        *e = '\0';
+        if (strncasecmp(line + 2, "host: ", 6) == 0)
+            snprintf(host, sizeof(host), "%s", line + 8);
+        else if ((j->send[j->nsend] = strdup(line + 2)))
+            j->nsend++;
+    }
+    buf_free(&rq);
     for (size_t i = 0; i < r->h.nheaders; i++) {
         const struct http_header *h = &r->h.headers[i];
-        if (hop_by_hop(h->name, cx) || strv_caseeq_cstr(h->name, "host") ||
-            strv_caseeq_cstr(h->name, "if-none-match") || strv_caseeq_cstr(h->name, "if-modified-since") ||
-            strv_caseeq_cstr(h->name, "content-length") || strv_caseeq_cstr(h->name, "range") ||
-            strv_caseeq_cstr(h->name, "surrogate-capability") || in_list(h->name, ops->remove, ops->nremove))
-            continue;
-        bool overridden = false;
-        for (size_t k = 0; k < ops->nset; k++)
-            overridden |= strv_caseeq_cstr(h->name, ops->set[k].name);
-        char *line = NULL;
-        if (!overridden &&
-            asprintf(&line, "%.*s: %.*s", (int)h->name.n, h->name.p, (int)h->value.n, h->value.p) >= 0)
-            j->lines[j->nlines++] = line;
+        if (asprintf(&j->fields[j->nfields], "%.*s: %.*s", (int)h->name.n, h->name.p, (int)h->value.n,
+                     h->value.p) >= 0)
+            j->nfields++;
     }
-    for (size_t k = 0; k < ops->nset; k++) {
-        char *line = NULL;
-        if (strcasecmp(ops->set[k].name, "host") == 0)
-            host_set = ops->set[k].value;
-        else if (asprintf(&line, "%s: %s", ops->set[k].name, ops->set[k].value) >= 0)
-            j->lines[j->nlines++] = line;
-    }
-    j->lines[j->nlines] = strdup("Surrogate-Capability: " SURROGATE_TOKEN "=\"Surrogate/1.0\"");
-    if (j->lines[j->nlines])
-        j->nlines++;
-    struct buf cond = BUF_INIT;
-    cobj_conditional_headers(o, &cond);
-    for (char *p = buf_head(&cond), *e; cond.data && (e = strstr(p, "\r\n")); p = e + 2) {
-        *e = '\0';
-        if (*p)
-            j->lines[j->nlines++] = strdup(p);
-        if (j->nlines >= cap - 1)
-            break;
-    }
-    buf_free(&cond);
-    char host[512], target[2048];
-    if (host_set)
-        snprintf(host, sizeof(host), "%s", host_set);
-    else
-        snprintf(host, sizeof(host), "%.*s", (int)MIN(r->h.host.n, sizeof(host) - 1), r->h.host.p);
+    char target[2048];
     snprintf(target, sizeof(target), "%.*s", (int)MIN(r->h.target.n, sizeof(target) - 1), r->h.target.p);
     struct httpc_request req = {
         .method = "GET",
         .addr = srv->addr,
         .host = host,
         .target = target,
-        .headers = (const char *const *)j->lines,
+        .headers = (const char *const *)j->send,
         .tls = tctx != NULL,
         .tls_ctx = tctx,
         .sni = b->tls_sni ? b->tls_sni : "",     /* as the proxy's own connections */
@@ -2151,7 +2148,7 @@ void edge__proxy(struct httpd_req *r, void *arg)
 static void proxy_go(struct proxy_req *pr)
 {
     struct httpd_req *r = pr->r;
-    build_request(pr, pr->listener);
+    build_request(pr, pr->listener, &pr->req, NULL);
     httpd_req_on_abort(r, pr_abort, pr);
     httpd_req_on_drain(r, on_drain, pr);
     try_send(pr);

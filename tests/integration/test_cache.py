@@ -874,7 +874,8 @@ def test_malformed_origin_responses_are_never_stored(start, tmp_path):
 
 def test_stale_while_revalidate_over_tls_with_route_headers(start, tmp_path):
     """The background refresh speaks to a TLS origin as the proxy does (CA, SNI)
-    and sends the route's request_headers changes (a Host override included)."""
+    and sends what a proxied request would: the route's request_headers changes (a
+    Host override included), the forwarding fields, Surrogate-Capability."""
     import ssl
     Origin.hits, Origin.seen, Origin.down = {}, {}, False
     cert, key = make_cert(tmp_path, "origin.test")
@@ -901,6 +902,9 @@ def test_stale_while_revalidate_over_tls_with_route_headers(start, tmp_path):
             assert seen.get("Host") == "origin.internal" and seen.get("X-Edge") == "1", seen
             assert "X-Drop" not in seen and seen.get("X-Keep") == "k", seen
             assert 'cairn="Surrogate/1.0"' in seen.get("Surrogate-Capability", ""), seen
+            assert seen.get("X-Forwarded-Proto") == "http" and seen.get("X-Forwarded-For") == "127.0.0.1", seen
+            assert seen.get("X-Forwarded-Host") == f"127.0.0.1:{port}" and seen.get("X-Request-Id"), seen
+        assert "If-None-Match" not in Origin.seen["/tswr"][1]     # no validator on this object
     finally:
         srv.shutdown()
         srv.server_close()
