@@ -792,6 +792,10 @@ class BadOrigin:
         "/cut-chunked": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n"
                         b"5\r\nhello\r\n",
         "/not-http": b"HTTX/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok",
+        "/te-and-cl": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 3\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "/obs-fold": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+        "/status-999": b"HTTP/1.1 999 What\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok",
         "/bad-field": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nBad Field: x\r\nContent-Length: 2\r\n\r\nok",
         "/huge-head": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nX-Big: " + b"a" * 200000 +
                       b"\r\nContent-Length: 2\r\n\r\nok",
@@ -816,25 +820,35 @@ class BadOrigin:
                 return
             threading.Thread(target=self.one, args=(c,), daemon=True).start()
 
+    # a good answer followed by bytes that look like a second one, on a connection
+    # kept open: an edge that reused it as it is would take them for the next answer
+    SPLIT = (b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok"
+             b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nEVIL")
+
     def one(self, c):
         with c:
             data = b""
-            while b"\r\n\r\n" not in data:
-                d = c.recv(65536)
-                if not d:
-                    return
-                data += d
-            path = data.split(b" ")[1].decode().split("?")[0]
-            self.count[path] = self.count.get(path, 0) + 1
-            if self.bad and path in self.BROKEN:
-                try:
-                    c.sendall(self.BROKEN[path])
-                except OSError:
-                    pass
-                return          # and close
-            body = f"good {path} #{self.count[path]}".encode()
-            c.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nConnection: close\r\n"
-                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            while True:             # keep-alive until a broken answer
+                while b"\r\n\r\n" not in data:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    data += d
+                head, _, data = data.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1].decode().split("?")[0]
+                self.count[path] = self.count.get(path, 0) + 1
+                if self.bad and path in self.BROKEN:
+                    try:
+                        c.sendall(self.BROKEN[path])
+                    except OSError:
+                        pass
+                    return          # and close
+                if path == "/split":
+                    c.sendall(self.SPLIT)
+                    continue
+                body = f"good {path} #{self.count[path]}".encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
     def close(self):
         self.ls.close()
@@ -867,6 +881,12 @@ def test_malformed_origin_responses_are_never_stored(start, tmp_path):
             assert (st, f["x-cache"]) == (200, "MISS") and body.startswith(b"good " + p.encode()), p
             st, f, body2 = _raw(port, f"GET {p} HTTP/1.1\nHost: x\n")
             assert (st, f["x-cache"], body2) == (200, "HIT", body), p
+        # bytes after a complete answer are never read as the next request's answer
+        for _ in range(3):
+            st, f, body = _raw(port, "GET /split HTTP/1.1\nHost: x\n")
+            assert (st, body) == (200, b"ok")
+            st, f, body = _raw(port, f"GET /after-split-{_} HTTP/1.1\nHost: x\n")
+            assert (st, f["x-cache"], body) == (200, "MISS", f"good /after-split-{_} #1".encode())
         assert requests.get(f"http://127.0.0.1:{admin}/-/healthy", timeout=5).ok
     finally:
         origin.close()
