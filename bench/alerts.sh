@@ -17,12 +17,8 @@ RUNS=${RUNS:-3}
 SRVCPU=${SRVCPU:-1}
 AM=$(command -v prometheus-alertmanager || true)
 [ -n "$AM" ] || { echo "bench-alerts: prometheus-alertmanager is missing"; exit 1; }
-W=$(mktemp -d /tmp/cairn-bench-alerts.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3;
-            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-            [ -n "${KEEP:-}" ] && echo "kept $W" || rm -rf "$W"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init alerts
 make -s build/cairn
 P_CAIRN=19793; P_AM=19794; P_HOOK=19795
 command -v nginx >/dev/null || { echo "bench-alerts: nginx is missing (apt-get install nginx-light)"; exit 1; }
@@ -107,7 +103,6 @@ run_one() { # name -> "wall_s cpu_s rss_kib notifications"
     kill $pid; wait $pid 2>/dev/null || true
     echo "$(echo "$t1 - $t0" | bc) $(echo "($c1 - $c0) / $(getconf CLK_TCK)" | bc -l) $r $n"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : > $W/cairn.res; : > $W/am.res
 for r in $(seq 1 $RUNS); do
     run_one cairn >> $W/cairn.res

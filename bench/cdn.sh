@@ -13,11 +13,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4s}
 CONNS=${CONNS:-50}
-W=$(mktemp -d /tmp/cairn-bench-cdn.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
-            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init cdn
 for t in wrk varnishd nginx; do
     command -v $t >/dev/null || { echo "bench-cdn: $t is missing (apt-get install wrk varnish nginx-light)"; exit 1; }
 done
@@ -25,8 +22,8 @@ make -s build/cairn
 ORIGIN=19380; P_CAIRN=19381; P_VARNISH=19382; P_NGX=19383; P_FLOOR1K=19384; P_FLOOR100K=19385; ADMIN=19389
 LOADCPU=${LOADCPU:-0}; PROXYCPU=${PROXYCPU:-1}
 mkdir -p $W/www $W/ngx-origin $W/ngx-cache $W/ngx-cache/cache $W/varnish
-head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > $W/www/1k.txt
-head -c 102400 /dev/urandom | base64 -w0 | head -c 102400 > $W/www/100k.txt
+head -c 768 /dev/urandom | base64 -w0 > $W/www/1k.txt          # 1024 bytes of text
+head -c 76800 /dev/urandom | base64 -w0 > $W/www/100k.txt      # 102400 (no head -c: SIGPIPE)
 chmod -R a+rX $W      # nginx workers run as www-data
 cat > $W/ngx-origin/nginx.conf <<CONF
 worker_processes 1; daemon off; pid $W/ngx-origin/pid; error_log $W/ngx-origin/error.log;
@@ -74,14 +71,6 @@ for port in $P_CAIRN $P_VARNISH $P_NGX; do       # warm: every object stored
 done
 echo "cache status on the second request: cairn $(curl -s -D- -o /dev/null http://127.0.0.1:$P_CAIRN/1k.txt | grep -i x-cache | tr -d '\r'), nginx $(curl -s -D- -o /dev/null http://127.0.0.1:$P_NGX/1k.txt | grep -i x-cache | tr -d '\r'), varnish $(curl -s -D- -o /dev/null http://127.0.0.1:$P_VARNISH/1k.txt | grep -i '^age' | tr -d '\r')" >&2
 
-cpu_ticks() {   # summed over the given processes (those still running)
-    local t=0 v
-    for p in "$@"; do
-        v=$(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null) || continue
-        t=$((t + ${v:-0}))
-    done
-    echo $t
-}
 run_wrk() {  # url pids... -> "rps p99 non2xx req/cpu-s wrk-cpu%"
     local url=$1; shift
     local t0 t1 w0 w1 me=$BASHPID
@@ -98,7 +87,6 @@ run_wrk() {  # url pids... -> "rps p99 non2xx req/cpu-s wrk-cpu%"
         END {printf "%s %s %s %.0f %.0f\n", rps, p99, bad+0, (ticks > 0 ? n / (ticks / hz) : 0),
              (secs > 0 ? 100 * wticks / hz / secs : 0)}' $W/wrk.out
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 VARNISH_PIDS=$(pgrep -f "varnishd -F -n $W/varnish" | tr '\n' ' ')
 NGX_PIDS="$(cat $W/ngx-cache/pid) $(pgrep -P "$(cat $W/ngx-cache/pid)" | tr '\n' ' ')"
 declare -A RPS P99 CORE WCPU

@@ -13,11 +13,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CLIENTS=${CLIENTS:-8}
-W=$(mktemp -d /tmp/cairn-bench-dns.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
-            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init dns
 for t in dnsperf nsd knotd; do
     command -v $t >/dev/null || { echo "bench-dns: $t is missing (apt-get install dnsperf nsd knot)"; exit 1; }
 done
@@ -134,15 +131,6 @@ for f in static gslb; do
     done
 done
 
-cpu_ticks() {   # summed over the given processes (NSD serves from a child process)
-    local t=0 v
-    for p in "$@"; do
-        # fields after the command name, which may hold spaces ("nsd: server 1")
-        v=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | awk '{print $12 + $13}') || continue
-        t=$((t + ${v:-0}))
-    done
-    echo $t
-}
 run_perf() {  # file port pids -> "qps avg_latency_ms lost q/cpu-s"
     local f=$1 port=$2 t0 t1
     shift 2
@@ -156,7 +144,6 @@ run_perf() {  # file port pids -> "qps avg_latency_ms lost q/cpu-s"
         /Average Latency/ {lat=$4 * 1000}
         END {printf "%s %.3f %s %.0f\n", qps, lat, lost, (ticks > 0 ? n / (ticks / hz) : 0)}' $W/perf.out
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A QPS LAT CORE
 for r in $(seq 1 $ROUNDS); do
     NSD_PIDS=$(pgrep -f "nsd -d -c $W/nsd.conf" | tr '\n' ' ')

@@ -12,11 +12,8 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4s}
 CONNS=${CONNS:-50}
 IDLE=${IDLE:-9000}   # HAProxy needs 2 fds per connection under the 20,000 fd limit
-W=$(mktemp -d /tmp/cairn-bench-edge.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
-            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init edge
 ulimit -n 20000 2>/dev/null || true
 
 for t in wrk haproxy nginx openssl; do
@@ -99,7 +96,6 @@ NGX_PID=$(pgrep -P "$(cat $W/ngx-proxy/pid)" | head -1)   # the worker process
 [ -n "$NGX_PID" ] || NGX_PID=$(cat $W/ngx-proxy/pid)
 
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
-cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
 run_wrk() {  # url pid -> "rps p99_ms requests_per_cpu_second"
     local t0 t1
     t0=$(cpu_ticks $2)
@@ -111,7 +107,6 @@ run_wrk() {  # url pid -> "rps p99_ms requests_per_cpu_second"
         /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
         END {printf "%s %s %.0f\n", rps, p99, (ticks > 0 ? n / (ticks / hz) : 0)}' $W/wrk.out
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A RPS P99 SRPS SP99 CORE SCORE
 for r in $(seq 1 $ROUNDS); do

@@ -16,11 +16,8 @@ cd "$(dirname "$0")/.."
 SERIES=${SERIES:-100000}
 INTERVAL=${INTERVAL:-5}
 DURATION=${DURATION:-60}
-W=$(mktemp -d /tmp/cairn-bench-metrics.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
-            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init metrics
 for t in prometheus victoria-metrics; do
     command -v $t >/dev/null || { echo "bench-metrics: $t is missing (apt-get install prometheus victoria-metrics)"; exit 1; }
 done
@@ -71,7 +68,6 @@ services:
     enable_admin_api: true
 CONF
 
-cpu_ticks() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status 2>/dev/null || echo 0; }
 start_tsdb() {  # name -> sets PID (no command substitution: it would wait on the child)
     case $1 in

@@ -15,11 +15,8 @@ cd "$(dirname "$0")/.."
 HOURS=${HOURS:-24}
 RUNS=${RUNS:-5}
 SRVCPU=${SRVCPU:-1}
-W=$(mktemp -d /tmp/cairn-bench-promql.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5;
-            for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init promql
 command -v prometheus >/dev/null || { echo "bench-promql: prometheus is missing (apt-get install prometheus)"; exit 1; }
 make -s build/cairn
 cc -O2 -o $W/rwpush bench/rwpush.c -lsnappy
@@ -60,7 +57,6 @@ one() { # port query start end step -> seconds
         http://127.0.0.1:$1/api/v1/query_range
     grep -q '"status":"success"' $W/out.json || { echo "query failed on $1: $(head -c 300 $W/out.json)" >&2; exit 1; }
 }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A BASE
 for who in prom cairn; do pid=PROM_PID; [ $who = cairn ] && pid=CAIRN_PID
     BASE[$who]=$(rss ${!pid}); echo 5 > /proc/${!pid}/clear_refs; done
