@@ -120,7 +120,7 @@ static void commit_cb(struct loop_timer *t)
     /* cuts blocks once the head spans 1.5 block ranges (each cut snapshots the head) */
     tsdb_maintain(&ps->db);
     if (ps->db.st.wal_bytes - ps->db.wal_bytes_at_snapshot > SNAPSHOT_WAL_BYTES)
-        tsdb_snapshot(&ps->db);
+        tsdb_snapshot_background(&ps->db);
     loop_timer_start(&ps->loop, t, 1000);
 }
 

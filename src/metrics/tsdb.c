@@ -1059,24 +1059,121 @@ static void snap_series(struct buf *b, const struct tsdb_series *s)
         put(b, h->b, (h->nbits + 7) / 8);
 }
 
-int tsdb_snapshot(struct tsdb *db)
+/* A snapshot whose file is written and now goes to disk: fdatasync, rename, the
+ * directory's fsync, then the WAL segments before `next` deleted. Done on a thread
+ * of its own by the service (the fsyncs can take long), inline otherwise. */
+struct tsdb_snap {
+    pthread_t th;
+    bool threaded;
+    int done;                   /* set by the thread, atomically */
+    FILE *f;
+    uint32_t next;
+    uint64_t t0, bytes, series;
+    int r;                      /* the outcome */
+    size_t removed;             /* WAL segments deleted */
+    char dir[4200];
+};
+
+static void *snap_sync(void *arg)
 {
-    if (!db->dir)
-        return 0;
-    uint64_t t0 = cairn_now_ms();
-    int r = tsdb_commit(db, true);
-    if (r)
-        return r;
-    uint32_t next = db->wal_segment + 1;
-    r = wal_open_segment(db, next, true);
-    if (r)
-        return r;
-    char path[4200], tmp[4220];
-    snprintf(path, sizeof(path), "%s/snapshot", db->dir);
+    struct tsdb_snap *sn = arg;
+    char path[4300], tmp[4320];
+    snprintf(path, sizeof(path), "%s/snapshot", sn->dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int r = 0;
+    if (fflush(sn->f) || fdatasync(fileno(sn->f)))
+        r = errno ? -errno : -EIO;
+    if (fclose(sn->f) && !r)
+        r = errno ? -errno : -EIO;
+    sn->f = NULL;
+    if (!r && rename(tmp, path))
+        r = -errno;
+    if (r) {
+        unlink(tmp);
+    } else {
+        int dfd = open(sn->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        /* the segments before `next` are in the snapshot now */
+        char wdir[4300];
+        snprintf(wdir, sizeof(wdir), "%s/wal", sn->dir);
+        DIR *d = opendir(wdir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            char *end;
+            unsigned long v = strtoul(de->d_name, &end, 10);
+            if (de->d_name[0] >= '0' && de->d_name[0] <= '9' && !*end && v < sn->next) {
+                char sp[4600];
+                snprintf(sp, sizeof(sp), "%s/%s", wdir, de->d_name);
+                sn->removed += unlink(sp) == 0;
+            }
+        }
+        if (d)
+            closedir(d);
+    }
+    sn->r = r;
+    __atomic_store_n(&sn->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Reports a synced snapshot (on the loop thread) and frees it. */
+static int snap_finish(struct tsdb *db, struct tsdb_snap *sn)
+{
+    if (sn->threaded)
+        pthread_join(sn->th, NULL);
+    int r = sn->r;
+    if (r) {
+        log_error("snapshot write failed; the WAL stays", "dir", sn->dir, "err", strerror(-r));
+    } else {
+        db->st.snapshots++;
+        log_info("head snapshot written", "series", log_int((long long)sn->series), "bytes",
+                 log_int((long long)sn->bytes), "wal_segments_removed", log_int((long long)sn->removed),
+                 "ms", log_int((long long)(cairn_now_ms() - sn->t0)));
+    }
+    free(sn);
+    return r;
+}
+
+/* Waits for the snapshot going to disk, if any. */
+static void snap_drain(struct tsdb *db)
+{
+    struct tsdb_snap *sn = db->snap;
+    db->snap = NULL;
+    if (sn)
+        snap_finish(db, sn);
+}
+
+/* Writes the head into dir/snapshot.tmp (not yet synced) after starting a new WAL
+ * segment; NULL on failure (r says why). */
+static struct tsdb_snap *snap_write(struct tsdb *db, int *r)
+{
+    uint64_t t0 = cairn_now_ms();
+    *r = tsdb_commit(db, true);
+    if (*r)
+        return NULL;
+    uint32_t next = db->wal_segment + 1;
+    *r = wal_open_segment(db, next, true);
+    if (*r)
+        return NULL;
+    struct tsdb_snap *sn = calloc(1, sizeof(*sn));
+    if (!sn) {
+        *r = -ENOMEM;
+        return NULL;
+    }
+    snprintf(sn->dir, sizeof(sn->dir), "%s", db->dir);
+    sn->next = next;
+    sn->t0 = t0;
+    sn->series = db->active;
+    char tmp[4300];
+    snprintf(tmp, sizeof(tmp), "%s/snapshot.tmp", db->dir);
     FILE *f = fopen(tmp, "wbe");
-    if (!f)
-        return -errno;
+    if (!f) {
+        *r = -errno;
+        free(sn);
+        return NULL;
+    }
     uint64_t n = db->active;
     bool ok = fwrite(SNAP_MAGIC, 1, 8, f) == 8 && fwrite(&next, 4, 1, f) == 1 &&
               fwrite(&n, 8, 1, f) == 1;
@@ -1093,47 +1190,54 @@ int tsdb_snapshot(struct tsdb *db)
         bytes += 8 + len;
     }
     buf_free(&b);
-    if (!ok || fflush(f) || fdatasync(fileno(f))) {
-        int e = errno ? -errno : -EIO;
+    if (!ok) {
+        *r = errno ? -errno : -EIO;
         fclose(f);
         unlink(tmp);
-        log_error("snapshot write failed", "file", tmp, "err", strerror(-e));
-        return e;
+        log_error("snapshot write failed", "file", tmp, "err", strerror(-*r));
+        free(sn);
+        return NULL;
     }
-    fclose(f);
-    if (rename(tmp, path)) {
-        int e = -errno;
-        unlink(tmp);
-        return e;
-    }
-    char wdir[4200];
-    snprintf(wdir, sizeof(wdir), "%s/wal", db->dir);
-    int dfd = open(db->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    /* the segments before `next` are in the snapshot now */
-    DIR *d = opendir(wdir);
-    size_t removed = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        char *end;
-        unsigned long v = strtoul(de->d_name, &end, 10);
-        if (de->d_name[0] >= '0' && de->d_name[0] <= '9' && !*end && v < next) {
-            char sp[4500];
-            snprintf(sp, sizeof(sp), "%s/%s", wdir, de->d_name);
-            removed += unlink(sp) == 0;
-        }
-    }
-    if (d)
-        closedir(d);
+    sn->f = f;
+    sn->bytes = bytes;
+    /* the WAL from `next` on is what the snapshot does not hold */
     db->wal_bytes_at_snapshot = db->st.wal_bytes;
-    db->st.snapshots++;
-    log_info("head snapshot written", "series", log_int((long long)db->active), "bytes",
-             log_int((long long)bytes), "wal_segments_removed", log_int((long long)removed), "ms",
-             log_int((long long)(cairn_now_ms() - t0)));
-    return 0;
+    return sn;
+}
+
+int tsdb_snapshot(struct tsdb *db)
+{
+    if (!db->dir)
+        return 0;
+    snap_drain(db);
+    int r;
+    struct tsdb_snap *sn = snap_write(db, &r);
+    if (!sn)
+        return r;
+    snap_sync(sn);
+    return snap_finish(db, sn);
+}
+
+int tsdb_snapshot_background(struct tsdb *db)
+{
+    if (!db->dir)
+        return 0;
+    if (db->snap) {
+        if (!__atomic_load_n(&db->snap->done, __ATOMIC_ACQUIRE))
+            return 0;           /* one at a time */
+        snap_drain(db);
+    }
+    int r;
+    struct tsdb_snap *sn = snap_write(db, &r);
+    if (!sn)
+        return r;
+    if (db->background && pthread_create(&sn->th, NULL, snap_sync, sn) == 0) {
+        sn->threaded = true;
+        db->snap = sn;
+        return 0;
+    }
+    snap_sync(sn);
+    return snap_finish(db, sn);
 }
 
 struct rd {
@@ -1471,6 +1575,7 @@ static void job_drain(struct tsdb *db, bool closing);
 void tsdb_close(struct tsdb *db)
 {
     job_drain(db, true);
+    snap_drain(db);
     if (db->dir && db->wal_fd >= 0)
         tsdb_commit(db, true);
     if (db->wal_fd >= 0)
@@ -2677,7 +2782,7 @@ static int job_finish(struct tsdb *db, struct tsdb_job *j, bool closing)
                          log_int((long long)gone), "active", log_int((long long)db->active));
             /* the WAL behind the block goes with a snapshot, once the backlog is cut */
             if (!closing && !head_needs_cut(db))
-                tsdb_snapshot(db);
+                tsdb_snapshot_background(db);
         }
     } else {
         compact_finish(db, j);
@@ -2688,6 +2793,8 @@ static int job_finish(struct tsdb *db, struct tsdb_job *j, bool closing)
 
 int tsdb_maintain(struct tsdb *db)
 {
+    if (db->snap && __atomic_load_n(&db->snap->done, __ATOMIC_ACQUIRE))
+        snap_drain(db);
     if (!db->dir || db->block_range_ms <= 0)
         return 0;
     int made = 0;

@@ -112,6 +112,7 @@ struct tsdb {
      * inside tsdb_maintain() */
     bool background;
     struct tsdb_job *job;
+    struct tsdb_snap *snap;     /* a head snapshot going to disk on its own thread */
 };
 
 /* Opens the store; with dir set, replays and then appends to dir/wal/. Returns 0
@@ -158,6 +159,10 @@ int tsdb_commit(struct tsdb *db, bool sync);
  * next open loads it instead of replaying them (a graceful stop takes one; so
  * does the service when the WAL has grown past a bound). */
 int tsdb_snapshot(struct tsdb *db);
+/* The same, but when background the file's fsyncs, rename and the deletion of the
+ * WAL segments it covers happen on a thread (tsdb_maintain reports the outcome);
+ * while one is under way another is not started. */
+int tsdb_snapshot_background(struct tsdb *db);
 /* Cuts the head into blocks while it spans more than 1.5 block ranges, then
  * compacts blocks that the head has left behind; returns blocks written or a
  * negated errno. The service calls it from its loop every second or so. */

@@ -145,6 +145,57 @@ TEST(tsdb_head_select_and_wal_replay)
     rmdir(dir);
 }
 
+TEST(tsdb_snapshot_in_the_background)
+{
+    char dir[] = "/tmp/cairn-tsdb-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct tsdb db;
+    char err[256];
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    db.background = true;
+    struct tsdb_series *a = series(&db, "up", "a");
+    for (int i = 0; i < 300; i++)
+        tsdb_append(&db, a, 1000 * i, i);
+    CHECK_INT(tsdb_snapshot_background(&db), 0);
+    CHECK(db.snap != NULL);
+    /* appends go on meanwhile, into the new segment */
+    for (int i = 300; i < 310; i++)
+        CHECK_INT(tsdb_append(&db, a, 1000 * i, i), TSDB_OK);
+    CHECK_INT(tsdb_snapshot_background(&db), 0);     /* one at a time: nothing new yet */
+    for (int k = 0; k < 2000 && db.snap; k++) {      /* tsdb_maintain reports it once synced */
+        tsdb_maintain(&db);
+        if (db.snap)
+            usleep(5000);
+    }
+    CHECK(db.snap == NULL);
+    CHECK_INT(db.st.snapshots, 1);
+    char path[300];
+    snprintf(path, sizeof(path), "%s/wal/00000001", dir);
+    CHECK(access(path, F_OK) != 0);      /* the covered segment is gone */
+    snprintf(path, sizeof(path), "%s/snapshot", dir);
+    CHECK_INT(access(path, F_OK), 0);
+    tsdb_commit(&db, true);
+    CHECK_INT(tsdb_snapshot_background(&db), 0);     /* a second one, still syncing at close */
+    tsdb_close(&db);                                 /* waits for it */
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    struct tsdb_series *ra = tsdb_series_by_ref(&db, 1);
+    CHECK(ra && ra->last_t == 309000 && ra->last_v == 309);
+    struct tsdb_iter it;
+    tsdb_iter_init(&it, ra, 0, 1000000);
+    int64_t t;
+    double v;
+    int n = 0;
+    while (tsdb_iter_next(&it, &t, &v)) {
+        CHECK(t == 1000 * n && v == n);
+        n++;
+    }
+    CHECK_INT(n, 310);
+    tsdb_close(&db);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_INT(system(cmd), 0);
+}
+
 TEST(tsdb_snapshot_roundtrip)
 {
     char dir[] = "/tmp/cairn-tsdb-XXXXXX";
