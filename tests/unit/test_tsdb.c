@@ -145,6 +145,23 @@ TEST(tsdb_head_select_and_wal_replay)
     rmdir(dir);
 }
 
+/* Reads s over [0, 1000 s] and checks that sample n is at 1000 n ms with value n * k;
+ * returns how many there were, or -1 at the first that is not. */
+static int check_linear(struct tsdb_series *s, double k)
+{
+    struct tsdb_iter it;
+    tsdb_iter_init(&it, s, 0, 1000000);
+    int64_t t;
+    double v;
+    int n = 0;
+    while (tsdb_iter_next(&it, &t, &v)) {
+        if (t != 1000 * n || v != n * k)
+            return -1;
+        n++;
+    }
+    return n;
+}
+
 TEST(tsdb_snapshot_in_the_background)
 {
     char dir[] = "/tmp/cairn-tsdb-XXXXXX";
@@ -180,16 +197,7 @@ TEST(tsdb_snapshot_in_the_background)
     CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
     struct tsdb_series *ra = tsdb_series_by_ref(&db, 1);
     CHECK(ra && ra->last_t == 309000 && ra->last_v == 309);
-    struct tsdb_iter it;
-    tsdb_iter_init(&it, ra, 0, 1000000);
-    int64_t t;
-    double v;
-    int n = 0;
-    while (tsdb_iter_next(&it, &t, &v)) {
-        CHECK(t == 1000 * n && v == n);
-        n++;
-    }
-    CHECK_INT(n, 310);
+    CHECK_INT(check_linear(ra, 1), 310);
     tsdb_close(&db);
     char cmd[400];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -224,16 +232,11 @@ TEST(tsdb_snapshot_roundtrip)
     struct tsdb_series *ra = tsdb_series_by_ref(&db, 1);
     CHECK(ra && ra->last_t == 259000 && ra->last_v == 129.5);
     /* every sample reads back, across sealed chunks, the restored open chunk and the WAL */
+    CHECK_INT(check_linear(ra, 0.5), 260);
     struct tsdb_iter it;
-    tsdb_iter_init(&it, ra, 0, 1000000);
     int64_t t;
     double v;
-    int n = 0;
-    while (tsdb_iter_next(&it, &t, &v)) {
-        CHECK(t == 1000 * n && v == n * 0.5);
-        n++;
-    }
-    CHECK_INT(n, 260);
+    int n;
     /* the restored open chunk keeps encoding where it left off */
     CHECK_INT(tsdb_append(&db, ra, 260000, 130), TSDB_OK);
     tsdb_iter_init(&it, ra, 259000, 261000);
