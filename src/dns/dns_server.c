@@ -188,6 +188,11 @@ static size_t truncate_reply(uint8_t *out, size_t len, const struct dns_query *q
 
 /* ---- UDP ---- */
 
+static const struct dns_zone *transfer_zone(struct dns_worker *w, const struct dns_query *q,
+                                            const struct sockaddr *peer, int *rcode);
+static size_t ixfr_soa_only(const struct dns_zone *z, const struct dns_query *q, bool tcp,
+                            uint8_t *out, size_t cap);
+
 static void udp_read(struct loop_io *io, uint32_t events)
 {
     struct dns_worker *w = io->data;
@@ -218,7 +223,16 @@ static void udp_read(struct loop_io *io, uint32_t events)
             if (prc < 0 || ((b->in[i].msg_hdr.msg_flags & MSG_TRUNC) &&
                             dns_parse_query(b->ibuf[i], DNS_HDR_LEN, &q) < 0))
                 continue;
-            size_t olen = dns_answer(&w->view, &q, prc, peer, false, b->obuf[i], UDP_BUF, &res);
+            size_t olen = 0;
+            int xrc;
+            const struct dns_zone *xz;
+            if (prc == DNS_R_NOERROR && q.opcode == DNS_OP_QUERY && q.qtype == DNS_T_IXFR &&
+                !(q.edns && q.edns_version) && (xz = transfer_zone(w, &q, peer, &xrc))) {
+                olen = ixfr_soa_only(xz, &q, false, b->obuf[i], UDP_BUF);
+                res = (struct dns_result){ .rcode = DNS_R_NOERROR, .aa = true, .ecs_scope = -1, .zone = xz };
+            } else {
+                olen = dns_answer(&w->view, &q, prc, peer, false, b->obuf[i], UDP_BUF, &res);
+            }
             if (!olen)
                 continue;
             count(w, &q, &res, false);
@@ -361,6 +375,38 @@ static bool transfer_allowed(const struct dns_gen *g, const struct dns_zone *z,
     return false;
 }
 
+/* IXFR (RFC 1995) without a history of changes: a client that holds the current
+ * version (serial arithmetic, RFC 1982), or asks over UDP, is answered with the
+ * single current SOA - over UDP that says "ask again over TCP" (section 2); any
+ * other gets the whole zone over TCP, AXFR-style (section 4 allows it). Returns
+ * the length of the single-SOA answer written to out, or 0 to send the zone. */
+static size_t ixfr_soa_only(const struct dns_zone *z, const struct dns_query *q, bool tcp,
+                            uint8_t *out, size_t cap)
+{
+    if (q->qtype != DNS_T_IXFR || (tcp && !(q->have_serial && (int32_t)(q->serial - z->serial) >= 0)))
+        return 0;
+    struct dns_writer wr;
+    dnsw_begin(&wr, out, cap, q->id, (uint16_t)(0x8400 | (q->flags & 0x0100)), q->qname, q->qnamelen,
+               q->qtype, q->qclass);
+    dnsw_rrset(&wr, 0, z->apex->owner, z->apex->namelen, z->soa, z->soa->ttl);
+    dnsw_finish(&wr);
+    return wr.len;
+}
+
+/* The zone a transfer query names, if the peer may have it: NULL with *rcode set
+ * (NOTAUTH: not a zone of ours; REFUSED: not allowed). */
+static const struct dns_zone *transfer_zone(struct dns_worker *w, const struct dns_query *q,
+                                            const struct sockaddr *peer, int *rcode)
+{
+    const struct dns_zone *z = dns_view_zone(&w->view, q->lname, q->qnamelen);
+    *rcode = DNS_R_NOERROR;
+    if (!z || z->originlen != q->qnamelen)
+        *rcode = DNS_R_NOTAUTH;
+    else if (!transfer_allowed(w->gen, z, peer))
+        *rcode = DNS_R_REFUSED;
+    return *rcode ? NULL : z;
+}
+
 static void tcp_query(struct dns_tcp_conn *c, const uint8_t *msg, size_t len)
 {
     struct dns_worker *w = c->w;
@@ -372,12 +418,8 @@ static void tcp_query(struct dns_tcp_conn *c, const uint8_t *msg, size_t len)
         return;
     if (prc == DNS_R_NOERROR && q.opcode == DNS_OP_QUERY &&
         (q.qtype == DNS_T_AXFR || q.qtype == DNS_T_IXFR) && !(q.edns && q.edns_version)) {
-        const struct dns_zone *z = dns_view_zone(&w->view, q.lname, q.qnamelen);
-        int rcode = DNS_R_NOERROR;
-        if (!z || z->originlen != q.qnamelen)
-            rcode = DNS_R_NOTAUTH;
-        else if (!transfer_allowed(w->gen, z, peer))
-            rcode = DNS_R_REFUSED;
+        int rcode;
+        const struct dns_zone *z = transfer_zone(w, &q, peer, &rcode);
         metric_inc(w->m_q[1][type_index(q.qtype)]);
         char who[NET_ADDRSTRLEN];
         net_ip_format(peer, who, sizeof(who));
@@ -391,6 +433,11 @@ static void tcp_query(struct dns_tcp_conn *c, const uint8_t *msg, size_t len)
             metric_inc(metrics_get1(w->s->m_axfr, "refused"));
             log_warn("zone transfer refused", "client", who, "rcode",
                      rcode == DNS_R_NOTAUTH ? "NOTAUTH" : "REFUSED");
+            return;
+        }
+        size_t olen = ixfr_soa_only(z, &q, true, w->tcp_out, TCP_MSG_MAX);
+        if (olen) {     /* the client is up to date */
+            out_msg(c, w->tcp_out, olen);
             return;
         }
         metric_inc(metrics_get1(w->s->m_axfr, "started"));

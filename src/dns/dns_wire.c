@@ -115,6 +115,7 @@ int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
     q->edns = false;
     q->ecs = false;
     q->nsid = false;
+    q->have_serial = false;
     q->udp_size = 512;
     if (len < DNS_HDR_LEN)
         return -1;
@@ -155,6 +156,14 @@ int dns_parse_query(const uint8_t *pkt, size_t len, struct dns_query *q)
             opt_seen = true;
             if (parse_opt(pkt, len, pos, cls, ttl, rdlen, q))
                 return DNS_R_FORMERR;
+        } else if (type == DNS_T_SOA && i >= an && i < (uint32_t)an + ns && !q->have_serial) {
+            /* IXFR: the client's version, after the SOA's two names */
+            size_t rp = pos;
+            if (read_name(pkt, len, &rp, tmp, &nl) || read_name(pkt, len, &rp, tmp, &nl) ||
+                rp + 20 > pos + rdlen)
+                return DNS_R_FORMERR;
+            q->serial = (uint32_t)get16(pkt + rp) << 16 | get16(pkt + rp + 2);
+            q->have_serial = true;
         }
         pos += rdlen;
     }

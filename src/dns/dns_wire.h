@@ -42,6 +42,8 @@ struct dns_query {
     uint8_t ecs_source, ecs_scope;
     uint8_t ecs_addr[16];
     bool nsid;
+    bool have_serial;               /* an SOA in the authority section (IXFR, RFC 1995) */
+    uint32_t serial;                /* ... and its serial: the version the client holds */
 };
 
 /* Returns DNS_R_NOERROR when q is a query to answer, DNS_R_FORMERR or

@@ -14,6 +14,8 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
+import dns.zone
 import pytest
 import requests
 
@@ -201,6 +203,36 @@ def test_axfr_and_refusal(server, tmp_path):
     assert r.rcode() == dns.rcode.NOTAUTH
 
 
+def ixfr_query(serial):
+    m = dns.message.make_query("example.test.", "IXFR")
+    m.authority.append(dns.rrset.from_text(
+        "example.test.", 0, "IN", "SOA", f"ns1.example.test. hostmaster.example.test. {serial} 7200 3600 1209600 300"))
+    return m
+
+
+def test_ixfr(server):
+    """IXFR (RFC 1995) without a history: a client at the current serial (or a later
+    one, RFC 1982 arithmetic) gets the single SOA; an older one the whole zone over TCP,
+    AXFR-style; over UDP always the single SOA (ask again over TCP)."""
+    _, port, _, _ = server
+    for serial, tcp_records in ((2026112500, 91 + 1), (2026112601, 1), (2026112700, 1),
+                                (4294967295, 91 + 1),    # "older" than 2026112601 after wrap-around
+                                (2026112601 + 2**31 - 1, 1)):
+        r = dns.query.udp(ixfr_query(serial), "127.0.0.1", port=port, timeout=3)
+        assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA, serial
+        assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.SOA] and r.answer[0][0].serial == 2026112601
+        # over TCP: the messages of the transfer, counted as records (dig prints them)
+        out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "example.test.", f"IXFR={serial}"],
+                             capture_output=True, text=True, timeout=20).stdout
+        recs = [ln for ln in out.splitlines() if ln and not ln.startswith(";")]
+        assert len(recs) == tcp_records, (serial, out)
+        assert recs[0].split()[3] == "SOA" and "2026112601" in recs[0]
+    # what a secondary does with it: dnspython builds the zone from the answer
+    z = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", "example.test.", port=port, rdtype="IXFR",
+                                        serial=2026112500))
+    assert z.get_rdataset("www", "CNAME") is not None
+
+
 def test_axfr_refused_without_permission(start, tmp_path):
     port, admin = free_port(), free_port()
     copy_zone(tmp_path)
@@ -216,8 +248,10 @@ services:
     r = dns.query.tcp(dns.message.make_query("example.test.", "AXFR"), "127.0.0.1", port=port,
                       timeout=3)
     assert r.rcode() == dns.rcode.REFUSED
+    for q in (dns.query.udp, dns.query.tcp):    # IXFR likewise, whatever the serial
+        assert q(ixfr_query(2026112601), "127.0.0.1", port=port, timeout=3).rcode() == dns.rcode.REFUSED
     m = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=3).text
-    assert 'dns_zone_transfers_total{result="refused"} 1' in m
+    assert 'dns_zone_transfers_total{result="refused"} 2' in m     # AXFR and IXFR over TCP
 
 
 # ---- reload, NOTIFY ----
