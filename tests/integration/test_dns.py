@@ -664,3 +664,82 @@ services:
     r = run_cairn(["check", "-c", stack])
     assert r.returncode == 2
     assert "countries and continents need the service's geoip: database" in r.stderr
+
+
+# ---- a real secondary ----
+
+KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
+
+
+def test_knot_secondary_follows_notify_axfr_and_ixfr(start, tmp_path):
+    """Debian's Knot DNS as a secondary of cairn: NOTIFY at start brings an AXFR;
+    after a reload with a new serial, NOTIFY brings an IXFR, answered AXFR-style,
+    which Knot takes; then a NOTIFY with nothing new brings an IXFR answered by the
+    single SOA. The secondary serves each version."""
+    if not os.path.exists(KNOTD):
+        pytest.fail("knotd is not installed (scripts/deps.sh installs it)")
+    port, admin, kport = free_port(), free_port(), free_port()
+    copy_zone(tmp_path)
+    (tmp_path / "knot").mkdir()   # its database, journal and the zone file it keeps
+    (tmp_path / "knot.conf").write_text(f"""
+server:
+    listen: 127.0.0.1@{kport}
+    rundir: {tmp_path}/knot
+log:
+  - target: stderr
+    any: info
+database:
+    storage: {tmp_path}/knot
+remote:
+  - id: primary
+    address: 127.0.0.1@{port}
+acl:
+  - id: notify_from_primary
+    address: 127.0.0.1
+    action: notify
+zone:
+  - domain: example.test
+    storage: {tmp_path}/knot
+    file: example.test.secondary
+    master: primary
+    acl: notify_from_primary
+""")
+    knot = subprocess.Popen([KNOTD, "-c", str(tmp_path / "knot.conf")], cwd=tmp_path,
+                            stdout=open(tmp_path / "knot.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        stack = write_stack(tmp_path, f"""
+services:
+  dns:
+    role: dns
+    listen: ["127.0.0.1:{port}"]
+    admin: "127.0.0.1:{admin}"
+    zones:
+      - {{origin: example.test, file: example.test.zone, secondaries: ["127.0.0.1:{kport}"]}}
+""")
+        p = start_dns(start, stack, port)
+
+        def knot_serial():
+            try:
+                r = q(kport, "example.test.", "SOA")
+                return r.answer[0][0].serial if r.rcode() == dns.rcode.NOERROR and r.answer else None
+            except dns.exception.Timeout:
+                return None
+        # Knot may start after the first NOTIFY: its own refresh then asks
+        wait_for(lambda: knot_serial() == 2026112601, timeout=20, what="knot has the zone")
+        assert addrs(q(kport, "web.example.test.")) == addrs(q(port, "web.example.test."))
+        bump_serial(tmp_path / "example.test.zone", 2026112702, "\nixfrtest IN A 192.0.2.77\n")
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: knot_serial() == 2026112702, timeout=20, what="knot took the new serial")
+        assert addrs(q(kport, "ixfrtest.example.test.")) == ["192.0.2.77"]
+        wait_for(lambda: "AXFR-style IXFR" in open(tmp_path / "knot.log").read(), timeout=5,
+                 what="knot's log of the IXFR")
+        # up to date: an IXFR from Knot's serial is the single SOA
+        r = dns.query.tcp(ixfr_query(2026112702), "127.0.0.1", port=port, timeout=3)
+        assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.SOA]
+    finally:
+        knot.send_signal(signal.SIGTERM)
+        try:
+            knot.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            knot.kill()
+            knot.wait()
