@@ -33,7 +33,7 @@ struct globals {
     struct am_http http;
     uint64_t resolve_timeout_ms;
     char *smtp_from, *smtp_hello, *smtp_smarthost, *smtp_user, *smtp_pass, *smtp_identity,
-         *smtp_secret, *slack_api_url;
+         *smtp_secret, *slack_api_url, *pagerduty_url;
     bool smtp_require_tls;
 };
 
@@ -45,6 +45,7 @@ static void globals_free(struct globals *g)
     free(g->smtp_smarthost);
     free(g->smtp_user);
     free(g->smtp_pass);
+    free(g->pagerduty_url);
     free(g->smtp_identity);
     free(g->smtp_secret);
     free(g->slack_api_url);
@@ -313,8 +314,9 @@ static int parse_global(struct cfg *c, const cfg_node *n, const char *path, cons
         "resolve_timeout", "smtp_from", "smtp_hello", "smtp_smarthost", "smtp_auth_username",
         "smtp_auth_password", "smtp_auth_password_file", "smtp_auth_identity", "smtp_auth_secret",
         "smtp_require_tls", "slack_api_url", "slack_api_url_file", "http_config",
+        "pagerduty_url",
         /* defaults for receivers cairn refuses; accepted so a real file loads */
-        "pagerduty_url", "opsgenie_api_url", "opsgenie_api_key", "opsgenie_api_key_file",
+        "opsgenie_api_url", "opsgenie_api_key", "opsgenie_api_key_file",
         "wechat_api_url", "wechat_api_secret", "wechat_api_corp_id", "victorops_api_url",
         "victorops_api_key", "victorops_api_key_file", "telegram_api_url", "webex_api_url", NULL };
     cfg_node *v[26];
@@ -346,11 +348,14 @@ static int parse_global(struct cfg *c, const cfg_node *n, const char *path, cons
     bad |= get_secret_or_file(c, v[10], v[11], p, base_dir, &g->slack_api_url);
     P(p, "%s.http_config", path);
     bad |= parse_http_config(c, v[12], p, base_dir, &g->http);
+    P(p, "%s.pagerduty_url", path);
+    if (v[13])
+        bad |= cfg_get_string(c, v[13], p, &g->pagerduty_url);
     return bad ? -EINVAL : 0;
 }
 
 static const char *const unsupported_receivers[] = {
-    "pagerduty_configs", "opsgenie_configs", "pushover_configs", "victorops_configs",
+    "opsgenie_configs", "pushover_configs", "victorops_configs",
     "wechat_configs", "sns_configs", "telegram_configs", "webex_configs", "discord_configs", NULL };
 
 static int parse_webhook(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
@@ -618,6 +623,177 @@ static int parse_slack(struct cfg *c, const cfg_node *n, const char *path, const
     return bad;
 }
 
+/* A PagerDuty field: the text or template given, else deflt (a template or plain
+ * text; NULL leaves the field out). */
+static int pd_field(struct cfg *c, struct am_conf *ac, const cfg_node *n, const cfg_node *v,
+                    const char *path, const char *deflt, char **out)
+{
+    if (v)
+        return get_text(c, ac, v, path, NULL, out);
+    if (!deflt)
+        return 0;
+    if (!strstr(deflt, "{{"))
+        return (*out = strdup(deflt)) ? 0 : -ENOMEM;
+    char err[400];
+    int r = am__tmpl_field(ac, path, deflt, out, err, sizeof(err));
+    return r ? cfg_error(c, n, path, "%s", err) : 0;
+}
+
+static int cmp_label(const void *a, const void *b)
+{
+    return strcmp(((const struct am_label *)a)->name, ((const struct am_label *)b)->name);
+}
+
+/* images ({src, alt, href}) or links ({href, text}) */
+static int pd_refs(struct cfg *c, struct am_conf *ac, const cfg_node *v, const char *path, bool images,
+                   struct am_pd_ref **out, size_t *count)
+{
+    static const char *const ikeys[] = { "src", "alt", "href", NULL };
+    static const char *const lkeys[] = { "href", "text", NULL };
+    if (!v || cfg_is_null(v))
+        return 0;
+    if (!cfg_is_seq(v))
+        return cfg_error(c, v, path, "expected a list");
+    *out = calloc(cfg_len(v) + 1, sizeof(**out));
+    if (!*out)
+        return -ENOMEM;
+    int bad = 0;
+    char p[400];
+    for (size_t i = 0; i < cfg_len(v); i++) {
+        const cfg_node *item = cfg_seq_item(c, v, i);
+        cfg_node *f[3] = { NULL, NULL, NULL };
+        P(p, "%s[%zu]", path, i);
+        if (cfg_map_fields(c, item, p, images ? ikeys : lkeys, f)) {
+            bad = -EINVAL;
+            continue;
+        }
+        struct am_pd_ref *r = &(*out)[(*count)++];
+        char **dst[3] = { &r->a, &r->b, &r->c };
+        for (int k = 0; k < (images ? 3 : 2); k++) {
+            P(p, "%s[%zu].%s", path, i, (images ? ikeys : lkeys)[k]);
+            bad |= pd_field(c, ac, item, f[k], p, "", dst[k]);
+        }
+    }
+    return bad;
+}
+
+static int parse_pagerduty(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
+                           const struct globals *g, struct am_integration *in)
+{
+    static const char *const keys[] = {
+        "routing_key", "routing_key_file", "service_key", "service_key_file", "url", "send_resolved",
+        "http_config", "client", "client_url", "description", "details", "images", "links", "source",
+        "severity", "class", "component", "group", NULL };
+    cfg_node *v[18];
+    char p[300];
+    in->kind = AM_PAGERDUTY;
+    in->send_resolved = true;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    if (v[2] || v[3]) {
+        P(p, "%s.%s", path, v[2] ? "service_key" : "service_key_file");
+        return cfg_error(c, v[2] ? v[2] : v[3], p,
+                         "the Events API v1 (service_key) is not supported by cairn yet (routing_key is)");
+    }
+    P(p, "%s.routing_key", path);
+    char *key = NULL;
+    bad |= get_secret_or_file(c, v[0], v[1], p, base_dir, &key);
+    if (!key && !bad)
+        return cfg_error(c, n, path, "missing service or routing key in PagerDuty config");
+    if (key && strstr(key, "{{")) {
+        char err[400];
+        if (am__tmpl_field(g->ac, p, key, &in->routing_key, err, sizeof(err)))
+            bad = cfg_error(c, v[0] ? v[0] : v[1], p, "%s", err);
+        free(key);
+    } else {
+        in->routing_key = key;
+    }
+    P(p, "%s.url", path);
+    char *url = NULL;
+    if (v[4])
+        bad |= cfg_get_string(c, v[4], p, &url);
+    else
+        url = strdup(g->pagerduty_url ? g->pagerduty_url : "https://events.pagerduty.com/v2/enqueue");
+    if (url) {
+        yaml_node_t fake = *(v[4] ? v[4] : n);
+        fake.type = YAML_SCALAR_NODE;
+        fake.data.scalar.value = (yaml_char_t *)url;
+        fake.data.scalar.length = strlen(url);
+        fake.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
+        bad |= parse_url(c, &fake, p, &in->url);
+        free(url);
+    }
+    P(p, "%s.send_resolved", path);
+    if (v[5])
+        bad |= cfg_get_bool(c, v[5], p, &in->send_resolved);
+    P(p, "%s.http_config", path);
+    if (v[6])
+        bad |= parse_http_config(c, v[6], p, base_dir, &in->http);
+    else
+        bad |= copy_http(&in->http, &g->http);
+    /* the fields and their defaults (Alertmanager's DefaultPagerdutyConfig) */
+    static const int idx[] = { 7, 8, 9, 14, 15, 16, 17 };
+    static const char *const defaults[] = {
+        "{{ template \"pagerduty.default.client\" . }}", "{{ template \"pagerduty.default.clientURL\" . }}",
+        "{{ template \"pagerduty.default.description\" .}}", "error", NULL, NULL, NULL };
+    char **dst[] = { &in->client, &in->client_url, &in->description, &in->severity, &in->pd_class,
+                     &in->component, &in->group };
+    for (size_t i = 0; i < ARRAY_SIZE(idx); i++) {
+        P(p, "%s.%s", path, keys[idx[i]]);
+        bad |= pd_field(c, g->ac, n, v[idx[i]], p, defaults[i], dst[i]);
+    }
+    P(p, "%s.source", path);            /* the client's, unless given */
+    if (v[13])
+        bad |= pd_field(c, g->ac, n, v[13], p, NULL, &in->source);
+    else if (in->client && !(in->source = strdup(in->client)))
+        bad = -ENOMEM;
+    /* details: the given ones, then the defaults for names not given */
+    static const char *const dnames[] = { "firing", "resolved", "num_firing", "num_resolved" };
+    static const char *const dvals[] = {
+        "{{ template \"pagerduty.default.instances\" .Alerts.Firing }}",
+        "{{ template \"pagerduty.default.instances\" .Alerts.Resolved }}",
+        "{{ .Alerts.Firing | len }}", "{{ .Alerts.Resolved | len }}" };
+    P(p, "%s.details", path);
+    size_t nd = v[10] && cfg_is_map(v[10]) ? cfg_len(v[10]) : 0;
+    if (v[10] && !cfg_is_null(v[10]) && !cfg_is_map(v[10]))
+        bad = cfg_error(c, v[10], p, "expected a map");
+    in->details = calloc(nd + 4, sizeof(*in->details));
+    if (!in->details)
+        return -ENOMEM;
+    for (size_t i = 0; i < nd; i++) {
+        const cfg_node *k = cfg_map_key(c, v[10], i), *val = cfg_map_value(c, v[10], i);
+        struct am_label *d = &in->details[in->ndetails];
+        if (cfg_get_string(c, k, p, &d->name)) {
+            bad = -EINVAL;
+            continue;
+        }
+        in->ndetails++;
+        char dp[400];
+        P(dp, "%s.%s", p, d->name);
+        bad |= pd_field(c, g->ac, n, val, dp, NULL, &d->value);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        bool given = false;
+        for (size_t k = 0; k < in->ndetails; k++)
+            given |= strcmp(in->details[k].name, dnames[i]) == 0;
+        if (given)
+            continue;
+        struct am_label *d = &in->details[in->ndetails++];
+        char dp[400];
+        P(dp, "%s.%s", p, dnames[i]);
+        if (!(d->name = strdup(dnames[i])))
+            return -ENOMEM;
+        bad |= pd_field(c, g->ac, n, NULL, dp, dvals[i], &d->value);
+    }
+    qsort(in->details, in->ndetails, sizeof(*in->details), cmp_label);
+    P(p, "%s.images", path);
+    bad |= pd_refs(c, g->ac, v[11], p, true, &in->images, &in->nimages);
+    P(p, "%s.links", path);
+    bad |= pd_refs(c, g->ac, v[12], p, false, &in->links, &in->nlinks);
+    return bad;
+}
+
 static void integration_free(struct am_integration *in)
 {
     free(in->http.authorization);
@@ -629,9 +805,26 @@ static void integration_free(struct am_integration *in)
                        in->auth_identity, in->auth_secret, in->ca_file, in->server_name, in->subject, in->html,
                        in->text, in->channel, in->username, in->color, in->title, in->title_link,
                        in->pretext, in->stext, in->footer, in->fallback, in->icon_emoji,
-                       in->icon_url, in->callback_id };
+                       in->icon_url, in->callback_id, in->routing_key, in->client, in->client_url,
+                       in->description, in->severity, in->source, in->pd_class, in->component,
+                       in->group };
     for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
         free(fields[i]);
+    for (size_t i = 0; i < in->ndetails; i++) {
+        free(in->details[i].name);
+        free(in->details[i].value);
+    }
+    free(in->details);
+    struct am_pd_ref *refs[2] = { in->images, in->links };
+    size_t nrefs[2] = { in->nimages, in->nlinks };
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < nrefs[k]; i++) {
+            free(refs[k][i].a);
+            free(refs[k][i].b);
+            free(refs[k][i].c);
+        }
+        free(refs[k]);
+    }
     for (size_t i = 0; i < in->nheaders; i++) {
         free(in->headers[i].name);
         free(in->headers[i].value);
@@ -657,7 +850,7 @@ static int parse_receiver(struct cfg *c, const cfg_node *n, const char *path, co
     else
         bad |= cfg_get_string(c, v[0], p, &rc->name);
     size_t total = 0;
-    for (int k = 1; k <= 3; k++)
+    for (int k = 1; k <= 4; k++)
         if (v[k] && !cfg_is_null(v[k])) {
             if (!cfg_is_seq(v[k])) {
                 P(p, "%s.%s", path, keys[k]);
@@ -667,16 +860,16 @@ static int parse_receiver(struct cfg *c, const cfg_node *n, const char *path, co
                 total += cfg_len(v[k]);
             }
         }
-    for (int k = 4; k < 13; k++)
+    for (int k = 5; k < 13; k++)
         if (v[k] && !cfg_is_null(v[k])) {
             P(p, "%s.%s", path, keys[k]);
             bad = cfg_error(c, v[k], p, "%s receivers are not supported by cairn yet (webhook, "
-                                        "email and slack are)", unsupported_receivers[k - 4]);
+                                        "email, slack and pagerduty are)", unsupported_receivers[k - 5]);
         }
     rc->ints = calloc(total ? total : 1, sizeof(*rc->ints));
     if (!rc->ints)
         return -ENOMEM;
-    for (int k = 1; k <= 3; k++) {
+    for (int k = 1; k <= 4; k++) {
         if (!v[k] || cfg_is_null(v[k]))
             continue;
         for (size_t i = 0; i < cfg_len(v[k]); i++) {
@@ -688,8 +881,10 @@ static int parse_receiver(struct cfg *c, const cfg_node *n, const char *path, co
                 bad |= parse_webhook(c, item, p, base_dir, g, in);
             else if (k == 2)
                 bad |= parse_email(c, item, p, base_dir, g, in);
-            else
+            else if (k == 3)
                 bad |= parse_slack(c, item, p, base_dir, g, in);
+            else
+                bad |= parse_pagerduty(c, item, p, base_dir, g, in);
         }
     }
     return bad;

@@ -127,7 +127,7 @@ struct am_time_intervals {          /* a named mute/active time interval */
     size_t n;
 };
 
-enum am_integration_kind { AM_WEBHOOK, AM_EMAIL, AM_SLACK };
+enum am_integration_kind { AM_WEBHOOK, AM_EMAIL, AM_SLACK, AM_PAGERDUTY };
 
 struct am_url {                     /* a parsed http(s) URL, resolved at load */
     char *text;
@@ -165,6 +165,16 @@ struct am_integration {
     /* slack */
     char *channel, *username, *color, *title, *title_link, *pretext, *stext, *footer,
          *fallback, *icon_emoji, *icon_url, *callback_id;
+    /* pagerduty (Events API v2): each field plain text or a template ("\x01name"),
+     * the defaults included; NULL = left out */
+    char *routing_key, *client, *client_url, *description, *severity, *source, *pd_class,
+         *component, *group;
+    struct am_label *details;       /* custom_details, sorted by name */
+    size_t ndetails;
+    struct am_pd_ref {              /* images: src, alt, href; links: href, text */
+        char *a, *b, *c;
+    } *images, *links;
+    size_t nimages, nlinks;
     /* runtime: sends in flight to this integration and those waiting for a slot, so a
      * storm of groups does not open thousands of connections to one receiver */
     int inflight;

@@ -32,7 +32,7 @@
 
 const char *am__integration_name(enum am_integration_kind k)
 {
-    return k == AM_WEBHOOK ? "webhook" : k == AM_EMAIL ? "email" : "slack";
+    return k == AM_WEBHOOK ? "webhook" : k == AM_EMAIL ? "email" : k == AM_SLACK ? "slack" : "pagerduty";
 }
 
 /* ---- template data ---- */
@@ -240,6 +240,146 @@ static void slack_body(struct buf *b, struct am_send *sd)
     buf_puts(b, ",\"mrkdwn_in\":[\"fallback\",\"pretext\",\"text\"]}]}\n");
     buf_free(&title);
     buf_free(&link);
+    for (int i = 0; i < NF; i++)
+        buf_free(&r[i]);
+    tdata_free(&d);
+}
+
+/* ---- PagerDuty (Events API v2) ---- */
+
+#define PD_MAX_EVENT 512000     /* bytes; larger events lose their custom details */
+#define PD_MAX_SUMMARY 1024     /* characters */
+
+/* Appends s cut to n characters (UTF-8), the last one "…" when cut. */
+static void truncate_chars(struct buf *b, const char *s, size_t n)
+{
+    size_t chars = 0, i = 0, cut = 0;
+    for (; s[i]; i++)
+        if (((unsigned char)s[i] & 0xc0) != 0x80) {
+            if (chars == n - 1)
+                cut = i;
+            chars++;
+        }
+    if (chars <= n) {
+        buf_puts(b, s);
+        return;
+    }
+    buf_append(b, s, cut);
+    buf_puts(b, "\xe2\x80\xa6");
+}
+
+static void pagerduty_body(struct buf *b, struct am_send *sd)
+{
+    const struct am_integration *in = sd->in;
+    struct tdata d;
+    tdata_init(&d, sd->alerts, sd->nalerts, sd->f->now);
+    enum { RK, CL, CU, DE, SE, SO, CS, CO, GR, NF };
+    const char *src[NF] = { in->routing_key, in->client, in->client_url, in->description, in->severity,
+                            in->source, in->pd_class, in->component, in->group };
+    struct buf r[NF];
+    const char *f[NF];
+    for (int i = 0; i < NF; i++) {
+        r[i] = BUF_INIT;
+        f[i] = am__render(sd, src[i], false, &r[i]);
+    }
+    if (!f[RK] || !*f[RK]) {
+        if (!sd->tmpl_failed)
+            log_error("template failed", "receiver", sd->f->g->route->recv->name, "error",
+                      "routing key cannot be empty");
+        sd->tmpl_failed = true;
+    }
+    /* dedup_key: the SHA-256 of the group key, as Alertmanager's notify.Key.Hash */
+    unsigned char md[32];
+    unsigned int mdl = 0;
+    EVP_Digest(sd->f->g->key, strlen(sd->f->g->key), md, &mdl, EVP_sha256(), NULL);
+    char dedup[65];
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(dedup + 2 * i, 3, "%02x", md[i]);
+    struct buf details = BUF_INIT, tmp = BUF_INIT;
+    buf_putc(&details, '{');
+    for (size_t i = 0; i < in->ndetails; i++) {
+        if (i)
+            buf_putc(&details, ',');
+        buf_json_str(&details, in->details[i].name);
+        buf_putc(&details, ':');
+        const char *v = am__render(sd, in->details[i].value, false, &tmp);
+        buf_json_str(&details, v ? v : "");
+    }
+    buf_putc(&details, '}');
+    buf_putc(&details, 0);
+    for (int pass = 0; pass < 2; pass++) {
+        size_t start = b->len;
+        buf_puts(b, "{\"routing_key\":");
+        buf_json_str(b, f[RK] ? f[RK] : "");
+        buf_printf(b, ",\"dedup_key\":\"%s\",\"event_action\":\"%s\",\"payload\":{\"summary\":", dedup,
+                   d.firing ? "trigger" : "resolve");
+        struct buf sum = BUF_INIT;
+        truncate_chars(&sum, f[DE] ? f[DE] : "", PD_MAX_SUMMARY);
+        buf_putc(&sum, 0);
+        buf_json_str(b, buf_head(&sum));
+        buf_free(&sum);
+        buf_puts(b, ",\"source\":");
+        buf_json_str(b, f[SO] ? f[SO] : "");
+        buf_puts(b, ",\"severity\":");
+        buf_json_str(b, f[SE] && *f[SE] ? f[SE] : "error");
+        static const char *const opt[] = { "class", "component", "group" };
+        for (int k = 0; k < 3; k++)
+            if (f[CS + k] && *f[CS + k]) {
+                buf_printf(b, ",\"%s\":", opt[k]);
+                buf_json_str(b, f[CS + k]);
+            }
+        if (pass == 0)
+            buf_printf(b, ",\"custom_details\":%s}", buf_head(&details));
+        else
+            buf_printf(b, ",\"custom_details\":{\"error\":\"Custom details have been removed because "
+                          "the original event exceeds the maximum size of 512kB\"}}");
+        if (f[CL] && *f[CL]) {
+            buf_puts(b, ",\"client\":");
+            buf_json_str(b, f[CL]);
+        }
+        if (f[CU] && *f[CU]) {
+            buf_puts(b, ",\"client_url\":");
+            buf_json_str(b, f[CU]);
+        }
+        /* images and links: those whose src / href renders non-empty */
+        const struct am_pd_ref *refs[2] = { in->images, in->links };
+        size_t nrefs[2] = { in->nimages, in->nlinks };
+        for (int k = 0; k < 2; k++) {
+            bool any = false;
+            for (size_t i = 0; i < nrefs[k]; i++) {
+                struct buf x = BUF_INIT, y = BUF_INIT, z = BUF_INIT;
+                const char *a = am__render(sd, refs[k][i].a, false, &x);
+                const char *bb = am__render(sd, refs[k][i].b, false, &y);
+                const char *cc = k == 0 ? am__render(sd, refs[k][i].c, false, &z) : NULL;
+                if (a && *a) {
+                    buf_puts(b, any ? "," : k == 0 ? ",\"images\":[" : ",\"links\":[");
+                    any = true;
+                    buf_puts(b, k == 0 ? "{\"src\":" : "{\"href\":");
+                    buf_json_str(b, a);
+                    buf_puts(b, k == 0 ? ",\"alt\":" : ",\"text\":");
+                    buf_json_str(b, bb ? bb : "");
+                    if (k == 0) {
+                        buf_puts(b, ",\"href\":");
+                        buf_json_str(b, cc ? cc : "");
+                    }
+                    buf_putc(b, '}');
+                }
+                buf_free(&x);
+                buf_free(&y);
+                buf_free(&z);
+            }
+            if (any)
+                buf_putc(b, ']');
+        }
+        buf_puts(b, "}\n");
+        if (b->len - start <= PD_MAX_EVENT)
+            break;
+        log_warn("PagerDuty event over 512 kB: custom details removed", "receiver",
+                 sd->f->g->route->recv->name, "bytes", log_int((long long)(b->len - start)));
+        b->len = start;     /* again, without them */
+    }
+    buf_free(&details);
+    buf_free(&tmp);
     for (int i = 0; i < NF; i++)
         buf_free(&r[i]);
     tdata_free(&d);
@@ -795,7 +935,7 @@ static void http_done(const struct httpc_response *resp, void *arg)
     char err[160];
     bool ok = !resp->error && resp->status / 100 == 2;
     bool retry = resp->error || resp->status / 100 == 5 ||
-                 (sd->in->kind == AM_SLACK && resp->status == 429);
+                 ((sd->in->kind == AM_SLACK || sd->in->kind == AM_PAGERDUTY) && resp->status == 429);
     if (resp->error)
         snprintf(err, sizeof(err), "Post \"%s\": %s", sd->in->url.text, cairn_strerror(resp->error));
     else
@@ -890,12 +1030,14 @@ static void transmit(struct am_send *sd)
     struct am_svc *s = sd->f->g->s;
     const struct am_integration *in = sd->in;
     sd->started_ns = cairn_now_ns();
-    if (in->kind == AM_WEBHOOK || in->kind == AM_SLACK) {
+    if (in->kind != AM_EMAIL) {
         struct buf body = BUF_INIT;
         if (in->kind == AM_WEBHOOK)
             am__webhook_body(&body, sd, (size_t)in->max_alerts);
-        else
+        else if (in->kind == AM_SLACK)
             slack_body(&body, sd);
+        else
+            pagerduty_body(&body, sd);
         if (sd->tmpl_failed) {
             buf_free(&body);
             finish(sd, false, false, "template failed (see the error above)");

@@ -631,6 +631,17 @@ time_intervals:
 receivers:
   - name: r
 """,
+    """global:
+  pagerduty_url: http://127.0.0.1:5003/v2/enqueue
+route:
+  receiver: pd
+receivers:
+  - name: pd
+    pagerduty_configs:
+      - routing_key: abc
+        details: {team: '{{ .CommonLabels.team }}'}
+        links: [{href: 'http://runbook/{{ .GroupLabels.alertname }}', text: runbook}]
+""",
 ]
 
 BAD_CONFIGS = [
@@ -640,6 +651,8 @@ BAD_CONFIGS = [
     ("route:\n  receiver: r\nreceivers:\n  - name: r\n  - name: r\n", "is not unique"),
     ("route:\n  receiver: r\n  routes: [{matchers: ['a=~\"(\"']}]\nreceivers:\n  - name: r\n", "regexp"),
     ("route:\n  receiver: r\nreceivers:\n  - name: r\n    email_configs: [{to: a@b}]\n", "no global SMTP from set"),
+    ("route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs: [{severity: error}]\n",
+     "missing service or routing key in PagerDuty config"),
 ]
 
 
@@ -858,3 +871,87 @@ receivers:
     finally:
         for k in (basic, bearer, secure, strict):
             k.close()
+
+
+PD_YML = """route:
+  receiver: pd
+  group_by: [alertname]
+  group_wait: 500ms
+  group_interval: 1s
+receivers:
+  - name: pd
+    pagerduty_configs:
+      - routing_key: abc123
+        url: {plain}
+      - routing_key: 'key-{{{{ .CommonLabels.team }}}}'
+        url: {custom}
+        severity: '{{{{ if .CommonLabels.severity }}}}{{{{ .CommonLabels.severity }}}}{{{{ else }}}}warning{{{{ end }}}}'
+        class: cls
+        component: '{{{{ .GroupLabels.alertname }}}}'
+        group: grp
+        source: '{{{{ .CommonLabels.instance }}}}'
+        description: '{{{{ range .Alerts }}}}{{{{ .Annotations.summary }}}} {{{{ end }}}}'
+        details:
+          team: '{{{{ .CommonLabels.team }}}}'
+          firing: 'custom firing'
+        links:
+          - href: 'http://runbook/{{{{ .GroupLabels.alertname }}}}'
+            text: runbook
+          - href: ''
+            text: dropped
+        images:
+          - src: 'http://img/a.png'
+            alt: a
+            href: 'http://img'
+"""
+
+
+def test_pagerduty_like_alertmanager(start, tmp_path):
+    """PagerDuty Events API v2 messages - the defaults (summary, source, severity,
+    custom_details with the alert lists, client and its URL, dedup_key) and every
+    templated field - are the same from cairn and from Debian's Alertmanager, for the
+    trigger and then the resolve."""
+    sinks = {k: Sink(status=202) for k in ("c-plain", "c-custom", "a-plain", "a-custom")}
+    am = None
+    try:
+        def yml(who):
+            return PD_YML.format(plain=sinks[who + "-plain"].url, custom=sinks[who + "-custom"].url)
+        _, curl, _ = start_alerts(start, tmp_path, yml("c"))
+        aport = free_port()
+        (tmp_path / "real.yml").write_text(yml("a"))
+        am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
+                               f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address=",
+                               f"--web.external-url={curl}"],
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
+        aurl = f"http://127.0.0.1:{aport}"
+        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        t0 = iso(time.time() - 1)
+        batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "critical"},
+                  "annotations": {"summary": 'replica <behind> & "late"'}, "startsAt": t0,
+                  "generatorURL": "http://prom/graph?g0.expr=up"},
+                 {"labels": {"alertname": "Lag", "instance": "db2", "team": "data"},
+                  "annotations": {"summary": "ünïcode " + "x" * 1100}, "startsAt": t0}]
+        for u in (curl, aurl):
+            assert post(u, batch).status_code == 200
+        wait_for(lambda: all(s.got for s in sinks.values()), timeout=15, what="all four notified")
+        t1 = iso(time.time())
+        for a in batch:
+            a["endsAt"] = t1
+        for u in (curl, aurl):
+            assert post(u, batch).status_code == 200
+        wait_for(lambda: all(len(s.got) >= 2 for s in sinks.values()), timeout=15, what="the resolves")
+        for kind in ("plain", "custom"):
+            c, a = sinks["c-" + kind].bodies()[:2], sinks["a-" + kind].bodies()[:2]
+            assert [m["event_action"] for m in c] == ["trigger", "resolve"], c
+            assert c == a, (kind, c, a)
+        first = sinks["c-custom"].bodies()[0]
+        assert first["routing_key"] == "key-data" and first["payload"]["severity"] == "warning"
+        assert len(first["payload"]["summary"]) == 1024 and first["payload"]["summary"].endswith("…")
+        assert [l["text"] for l in first["links"]] == ["runbook"]
+        assert sinks["c-plain"].headers[0]["Content-Type"] == "application/json"
+    finally:
+        if am:
+            am.terminate()
+            am.wait(20)
+        for s in sinks.values():
+            s.close()
