@@ -1520,7 +1520,7 @@ static char *redact_secrets(const char *text)
 {
     static const char *const keys[] = { "smtp_auth_password", "smtp_auth_secret", "auth_password",
                                         "auth_secret", "slack_api_url", "api_url", "password",
-                                        "credentials", "bearer_token", NULL };
+                                        "credentials", "bearer_token", "routing_key", "service_key", NULL };
     struct buf b = BUF_INIT;
     const char *p = text;
     while (*p) {

@@ -949,6 +949,10 @@ def test_pagerduty_like_alertmanager(start, tmp_path):
         assert len(first["payload"]["summary"]) == 1024 and first["payload"]["summary"].endswith("…")
         assert [l["text"] for l in first["links"]] == ["runbook"]
         assert sinks["c-plain"].headers[0]["Content-Type"] == "application/json"
+        # the routing key is a secret, in the status as in Alertmanager's
+        for u in (curl, aurl):
+            original = requests.get(u + "/api/v2/status", timeout=5).json()["config"]["original"]
+            assert "abc123" not in original and "routing_key: <secret>" in original, original
     finally:
         if am:
             am.terminate()
