@@ -743,11 +743,21 @@ static int parse_pagerduty(struct cfg *c, const cfg_node *n, const char *path, c
         P(p, "%s.%s", path, keys[idx[i]]);
         bad |= pd_field(c, g->ac, n, v[idx[i]], p, defaults[i], dst[i]);
     }
-    P(p, "%s.source", path);            /* the client's, unless given */
+    /* as Alertmanager decides them from the configured text: an empty severity is
+     * "error", an empty source the client's */
+    if (in->severity && !*in->severity) {
+        free(in->severity);
+        if (!(in->severity = strdup("error")))
+            bad = -ENOMEM;
+    }
+    P(p, "%s.source", path);
     if (v[13])
         bad |= pd_field(c, g->ac, n, v[13], p, NULL, &in->source);
-    else if (in->client && !(in->source = strdup(in->client)))
-        bad = -ENOMEM;
+    if ((!in->source || !*in->source) && in->client) {
+        free(in->source);
+        if (!(in->source = strdup(in->client)))
+            bad = -ENOMEM;
+    }
     /* details: the given ones, then the defaults for names not given */
     static const char *const dnames[] = { "firing", "resolved", "num_firing", "num_resolved" };
     static const char *const dvals[] = {

@@ -321,7 +321,7 @@ static void pagerduty_body(struct buf *b, struct am_send *sd)
         buf_puts(b, ",\"source\":");
         buf_json_str(b, f[SO] ? f[SO] : "");
         buf_puts(b, ",\"severity\":");
-        buf_json_str(b, f[SE] && *f[SE] ? f[SE] : "error");
+        buf_json_str(b, f[SE] ? f[SE] : "");
         static const char *const opt[] = { "class", "component", "group" };
         for (int k = 0; k < 3; k++)
             if (f[CS + k] && *f[CS + k]) {
