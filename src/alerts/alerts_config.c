@@ -33,7 +33,7 @@ struct globals {
     struct am_http http;
     uint64_t resolve_timeout_ms;
     char *smtp_from, *smtp_hello, *smtp_smarthost, *smtp_user, *smtp_pass, *smtp_identity,
-         *smtp_secret, *slack_api_url, *pagerduty_url;
+         *smtp_secret, *slack_api_url, *pagerduty_url, *opsgenie_api_url, *opsgenie_api_key;
     bool smtp_require_tls;
 };
 
@@ -46,6 +46,8 @@ static void globals_free(struct globals *g)
     free(g->smtp_user);
     free(g->smtp_pass);
     free(g->pagerduty_url);
+    free(g->opsgenie_api_url);
+    free(g->opsgenie_api_key);
     free(g->smtp_identity);
     free(g->smtp_secret);
     free(g->slack_api_url);
@@ -314,9 +316,8 @@ static int parse_global(struct cfg *c, const cfg_node *n, const char *path, cons
         "resolve_timeout", "smtp_from", "smtp_hello", "smtp_smarthost", "smtp_auth_username",
         "smtp_auth_password", "smtp_auth_password_file", "smtp_auth_identity", "smtp_auth_secret",
         "smtp_require_tls", "slack_api_url", "slack_api_url_file", "http_config",
-        "pagerduty_url",
+        "pagerduty_url", "opsgenie_api_url", "opsgenie_api_key", "opsgenie_api_key_file",
         /* defaults for receivers cairn refuses; accepted so a real file loads */
-        "opsgenie_api_url", "opsgenie_api_key", "opsgenie_api_key_file",
         "wechat_api_url", "wechat_api_secret", "wechat_api_corp_id", "victorops_api_url",
         "victorops_api_key", "victorops_api_key_file", "telegram_api_url", "webex_api_url", NULL };
     cfg_node *v[26];
@@ -351,11 +352,15 @@ static int parse_global(struct cfg *c, const cfg_node *n, const char *path, cons
     P(p, "%s.pagerduty_url", path);
     if (v[13])
         bad |= cfg_get_string(c, v[13], p, &g->pagerduty_url);
+    P(p, "%s.opsgenie_api_url", path);
+    if (v[14])
+        bad |= cfg_get_string(c, v[14], p, &g->opsgenie_api_url);
+    P(p, "%s.opsgenie_api_key", path);
+    bad |= get_secret_or_file(c, v[15], v[16], p, base_dir, &g->opsgenie_api_key);
     return bad ? -EINVAL : 0;
 }
 
-static const char *const unsupported_receivers[] = {
-    "opsgenie_configs", "pushover_configs", "victorops_configs",
+static const char *const unsupported_receivers[] = { "pushover_configs", "victorops_configs",
     "wechat_configs", "sns_configs", "telegram_configs", "webex_configs", "discord_configs", NULL };
 
 static int parse_webhook(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
@@ -644,7 +649,7 @@ static int cmp_label(const void *a, const void *b)
     return strcmp(((const struct am_label *)a)->name, ((const struct am_label *)b)->name);
 }
 
-/* images ({src, alt, href}) or links ({href, text}) */
+/* PagerDuty images ({src, alt, href}) or links ({href, text}) */
 static int pd_refs(struct cfg *c, struct am_conf *ac, const cfg_node *v, const char *path, bool images,
                    struct am_pd_ref **out, size_t *count)
 {
@@ -804,6 +809,153 @@ static int parse_pagerduty(struct cfg *c, const cfg_node *n, const char *path, c
     return bad;
 }
 
+/* OpsGenie responders: {id, name, username, type}, one of the first three given,
+ * type one of team, teams, user, escalation, schedule (or a template) */
+static int og_responders(struct cfg *c, struct am_conf *ac, const cfg_node *v, const char *path,
+                         struct am_pd_ref **out, size_t *count)
+{
+    static const char *const keys[] = { "id", "name", "username", "type", NULL };
+    static const char *const types[] = { "team", "teams", "user", "escalation", "schedule", NULL };
+    if (!v || cfg_is_null(v))
+        return 0;
+    if (!cfg_is_seq(v))
+        return cfg_error(c, v, path, "expected a list");
+    *out = calloc(cfg_len(v) + 1, sizeof(**out));
+    if (!*out)
+        return -ENOMEM;
+    int bad = 0;
+    char p[400];
+    for (size_t i = 0; i < cfg_len(v); i++) {
+        const cfg_node *item = cfg_seq_item(c, v, i);
+        cfg_node *f[4] = { NULL, NULL, NULL, NULL };
+        P(p, "%s[%zu]", path, i);
+        if (cfg_map_fields(c, item, p, keys, f)) {
+            bad = -EINVAL;
+            continue;
+        }
+        struct am_pd_ref *r = &(*out)[(*count)++];
+        char **dst[4] = { &r->a, &r->b, &r->c, &r->d };
+        for (int k = 0; k < 4; k++) {
+            char q[400];
+            P(q, "%s.%s", p, keys[k]);
+            bad |= pd_field(c, ac, item, f[k], q, "", dst[k]);
+        }
+        if (!*r->a && !*r->b && !*r->c)
+            bad = cfg_error(c, item, p, "opsGenieConfig responder has to have at least one of id, "
+                                        "username or name specified");
+        if (r->d && r->d[0] != '\x01') {
+            for (char *t = r->d; *t; t++)
+                *t = (char)tolower((unsigned char)*t);
+            bool ok = false;
+            for (int k = 0; types[k]; k++)
+                ok |= strcmp(r->d, types[k]) == 0;
+            if (!ok)
+                bad = cfg_error(c, item, p, "opsGenieConfig responder type \"%s\" does not match valid "
+                                            "options ^(team|teams|user|escalation|schedule)$", r->d);
+        }
+    }
+    return bad;
+}
+
+static int parse_opsgenie(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
+                          const struct globals *g, struct am_integration *in)
+{
+    static const char *const keys[] = {
+        "api_key", "api_key_file", "api_url", "send_resolved", "http_config", "message", "description",
+        "source", "details", "responders", "tags", "note", "priority", "entity", "actions",
+        "update_alerts", NULL };
+    cfg_node *v[16];
+    char p[300];
+    in->kind = AM_OPSGENIE;
+    in->send_resolved = true;
+    if (cfg_map_fields(c, n, path, keys, v))
+        return -EINVAL;
+    int bad = 0;
+    P(p, "%s.api_key", path);
+    char *key = NULL;
+    bad |= get_secret_or_file(c, v[0], v[1], p, base_dir, &key);
+    if (!key && !bad && g->opsgenie_api_key && !(key = strdup(g->opsgenie_api_key)))
+        return -ENOMEM;
+    if (!key && !bad)
+        return cfg_error(c, n, path, "no global OpsGenie API Key set either inline or in a file");
+    if (key) {
+        /* a key read from a file loses its surrounding white space */
+        char *e = key + strlen(key);
+        while (e > key && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+            *--e = 0;
+    }
+    if (key && strstr(key, "{{")) {
+        char err[400];
+        if (am__tmpl_field(g->ac, p, key, &in->api_key, err, sizeof(err)))
+            bad = cfg_error(c, v[0] ? v[0] : v[1] ? v[1] : n, p, "%s", err);
+        free(key);
+    } else {
+        in->api_key = key;
+    }
+    P(p, "%s.api_url", path);
+    char *url = NULL;
+    if (v[2])
+        bad |= cfg_get_string(c, v[2], p, &url);
+    else
+        url = strdup(g->opsgenie_api_url ? g->opsgenie_api_url : "https://api.opsgenie.com/");
+    if (url) {
+        yaml_node_t fake = *(v[2] ? v[2] : n);
+        fake.type = YAML_SCALAR_NODE;
+        fake.data.scalar.value = (yaml_char_t *)url;
+        fake.data.scalar.length = strlen(url);
+        fake.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
+        bad |= parse_url(c, &fake, p, &in->url);
+        free(url);
+    }
+    P(p, "%s.send_resolved", path);
+    if (v[3])
+        bad |= cfg_get_bool(c, v[3], p, &in->send_resolved);
+    P(p, "%s.http_config", path);
+    if (v[4])
+        bad |= parse_http_config(c, v[4], p, base_dir, &in->http);
+    else
+        bad |= copy_http(&in->http, &g->http);
+    static const int idx[] = { 5, 6, 7, 10, 11, 12, 13, 14 };
+    static const char *const defaults[] = {
+        "{{ template \"opsgenie.default.message\" . }}", "{{ template \"opsgenie.default.description\" . }}",
+        "{{ template \"opsgenie.default.source\" . }}", NULL, NULL, NULL, NULL, NULL };
+    char **dst[] = { &in->message, &in->og_description, &in->og_source, &in->tags, &in->note,
+                     &in->priority, &in->entity, &in->actions };
+    for (size_t i = 0; i < ARRAY_SIZE(idx); i++) {
+        P(p, "%s.%s", path, keys[idx[i]]);
+        bad |= pd_field(c, g->ac, n, v[idx[i]], p, defaults[i], dst[i]);
+    }
+    P(p, "%s.details", path);
+    size_t nd = v[8] && cfg_is_map(v[8]) ? cfg_len(v[8]) : 0;
+    if (v[8] && !cfg_is_null(v[8]) && !cfg_is_map(v[8]))
+        bad = cfg_error(c, v[8], p, "expected a map");
+    in->details = calloc(nd + 1, sizeof(*in->details));
+    if (!in->details)
+        return -ENOMEM;
+    for (size_t i = 0; i < nd; i++) {
+        const cfg_node *k = cfg_map_key(c, v[8], i), *val = cfg_map_value(c, v[8], i);
+        struct am_label *d = &in->details[in->ndetails];
+        if (cfg_get_string(c, k, p, &d->name)) {
+            bad = -EINVAL;
+            continue;
+        }
+        in->ndetails++;
+        char dp[400];
+        P(dp, "%s.%s", p, d->name);
+        bad |= pd_field(c, g->ac, n, val, dp, NULL, &d->value);
+    }
+    qsort(in->details, in->ndetails, sizeof(*in->details), cmp_label);
+    P(p, "%s.responders", path);
+    bad |= og_responders(c, g->ac, v[9], p, &in->images, &in->nimages);
+    P(p, "%s.update_alerts", path);
+    bool update = false;
+    if (v[15])
+        bad |= cfg_get_bool(c, v[15], p, &update);
+    if (update)
+        bad = cfg_error(c, v[15], p, "update_alerts is not supported by cairn yet");
+    return bad;
+}
+
 static void integration_free(struct am_integration *in)
 {
     free(in->http.authorization);
@@ -817,7 +969,8 @@ static void integration_free(struct am_integration *in)
                        in->pretext, in->stext, in->footer, in->fallback, in->icon_emoji,
                        in->icon_url, in->callback_id, in->routing_key, in->client, in->client_url,
                        in->description, in->severity, in->source, in->pd_class, in->component,
-                       in->group };
+                       in->group, in->api_key, in->message, in->og_description, in->og_source,
+                       in->tags, in->note, in->priority, in->entity, in->actions };
     for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
         free(fields[i]);
     for (size_t i = 0; i < in->ndetails; i++) {
@@ -832,6 +985,7 @@ static void integration_free(struct am_integration *in)
             free(refs[k][i].a);
             free(refs[k][i].b);
             free(refs[k][i].c);
+            free(refs[k][i].d);
         }
         free(refs[k]);
     }
@@ -860,7 +1014,7 @@ static int parse_receiver(struct cfg *c, const cfg_node *n, const char *path, co
     else
         bad |= cfg_get_string(c, v[0], p, &rc->name);
     size_t total = 0;
-    for (int k = 1; k <= 4; k++)
+    for (int k = 1; k <= 5; k++)
         if (v[k] && !cfg_is_null(v[k])) {
             if (!cfg_is_seq(v[k])) {
                 P(p, "%s.%s", path, keys[k]);
@@ -870,16 +1024,16 @@ static int parse_receiver(struct cfg *c, const cfg_node *n, const char *path, co
                 total += cfg_len(v[k]);
             }
         }
-    for (int k = 5; k < 13; k++)
+    for (int k = 6; k < 13; k++)
         if (v[k] && !cfg_is_null(v[k])) {
             P(p, "%s.%s", path, keys[k]);
             bad = cfg_error(c, v[k], p, "%s receivers are not supported by cairn yet (webhook, "
-                                        "email, slack and pagerduty are)", unsupported_receivers[k - 5]);
+                                        "email, slack, pagerduty and opsgenie are)", unsupported_receivers[k - 6]);
         }
     rc->ints = calloc(total ? total : 1, sizeof(*rc->ints));
     if (!rc->ints)
         return -ENOMEM;
-    for (int k = 1; k <= 4; k++) {
+    for (int k = 1; k <= 5; k++) {
         if (!v[k] || cfg_is_null(v[k]))
             continue;
         for (size_t i = 0; i < cfg_len(v[k]); i++) {
@@ -893,8 +1047,10 @@ static int parse_receiver(struct cfg *c, const cfg_node *n, const char *path, co
                 bad |= parse_email(c, item, p, base_dir, g, in);
             else if (k == 3)
                 bad |= parse_slack(c, item, p, base_dir, g, in);
-            else
+            else if (k == 4)
                 bad |= parse_pagerduty(c, item, p, base_dir, g, in);
+            else
+                bad |= parse_opsgenie(c, item, p, base_dir, g, in);
         }
     }
     return bad;
@@ -1530,7 +1686,8 @@ static char *redact_secrets(const char *text)
 {
     static const char *const keys[] = { "smtp_auth_password", "smtp_auth_secret", "auth_password",
                                         "auth_secret", "slack_api_url", "api_url", "password",
-                                        "credentials", "bearer_token", "routing_key", "service_key", NULL };
+                                        "credentials", "bearer_token", "routing_key", "service_key",
+                                        "api_key", "opsgenie_api_key", NULL };
     struct buf b = BUF_INIT;
     const char *p = text;
     while (*p) {

@@ -127,7 +127,7 @@ struct am_time_intervals {          /* a named mute/active time interval */
     size_t n;
 };
 
-enum am_integration_kind { AM_WEBHOOK, AM_EMAIL, AM_SLACK, AM_PAGERDUTY };
+enum am_integration_kind { AM_WEBHOOK, AM_EMAIL, AM_SLACK, AM_PAGERDUTY, AM_OPSGENIE };
 
 struct am_url {                     /* a parsed http(s) URL, resolved at load */
     char *text;
@@ -171,10 +171,15 @@ struct am_integration {
          *component, *group;
     struct am_label *details;       /* custom_details, sorted by name */
     size_t ndetails;
-    struct am_pd_ref {              /* images: src, alt, href; links: href, text */
-        char *a, *b, *c;
+    struct am_pd_ref {              /* images: src, alt, href; links: href, text;
+                                     * opsgenie responders: id, name, username, type */
+        char *a, *b, *c, *d;
     } *images, *links;
     size_t nimages, nlinks;
+    /* opsgenie (Alert API v2): api_key, message, description, source as above, then
+     * details (config's, over the common labels), responders in images */
+    char *api_key, *message, *og_description, *og_source, *tags, *note, *priority, *entity,
+         *actions;
     /* runtime: sends in flight to this integration and those waiting for a slot, so a
      * storm of groups does not open thousands of connections to one receiver */
     int inflight;

@@ -124,7 +124,7 @@ static int setup_metrics(struct am_svc *s)
         !s->m_reload_ok || !s->m_reload_ts)
         return -ENOMEM;
     /* every integration shows up at 0 before its first notification */
-    static const char *const names[] = { "webhook", "email", "slack", "pagerduty" };
+    static const char *const names[] = { "webhook", "email", "slack", "pagerduty", "opsgenie" };
     for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
         metrics_get1(s->f_notifications, names[i]);
         metrics_get1(s->f_notif_failed, names[i]);

@@ -32,7 +32,8 @@
 
 const char *am__integration_name(enum am_integration_kind k)
 {
-    return k == AM_WEBHOOK ? "webhook" : k == AM_EMAIL ? "email" : k == AM_SLACK ? "slack" : "pagerduty";
+    return k == AM_WEBHOOK ? "webhook" : k == AM_EMAIL ? "email" : k == AM_SLACK ? "slack"
+           : k == AM_PAGERDUTY ? "pagerduty" : "opsgenie";
 }
 
 /* ---- template data ---- */
@@ -268,6 +269,17 @@ static void truncate_chars(struct buf *b, const char *s, size_t n)
     buf_puts(b, "\xe2\x80\xa6");
 }
 
+/* The SHA-256 of the group key in hex, as Alertmanager's notify.Key.Hash: the
+ * PagerDuty dedup_key and the OpsGenie alias. */
+static void key_hash(const struct am_send *sd, char out[65])
+{
+    unsigned char md[32];
+    unsigned int mdl = 0;
+    EVP_Digest(sd->f->g->key, strlen(sd->f->g->key), md, &mdl, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 static void pagerduty_body(struct buf *b, struct am_send *sd)
 {
     const struct am_integration *in = sd->in;
@@ -288,13 +300,8 @@ static void pagerduty_body(struct buf *b, struct am_send *sd)
                       "routing key cannot be empty");
         sd->tmpl_failed = true;
     }
-    /* dedup_key: the SHA-256 of the group key, as Alertmanager's notify.Key.Hash */
-    unsigned char md[32];
-    unsigned int mdl = 0;
-    EVP_Digest(sd->f->g->key, strlen(sd->f->g->key), md, &mdl, EVP_sha256(), NULL);
     char dedup[65];
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(dedup + 2 * i, 3, "%02x", md[i]);
+    key_hash(sd, dedup);
     struct buf details = BUF_INIT, tmp = BUF_INIT;
     buf_putc(&details, '{');
     for (size_t i = 0; i < in->ndetails; i++) {
@@ -382,6 +389,174 @@ static void pagerduty_body(struct buf *b, struct am_send *sd)
     buf_free(&tmp);
     for (int i = 0; i < NF; i++)
         buf_free(&r[i]);
+    tdata_free(&d);
+}
+
+/* ---- OpsGenie (Alert API v2) ---- */
+
+#define OG_MAX_MESSAGE 130      /* characters */
+
+/* Alertmanager's safeSplit: the items of s between commas, the whole string
+ * trimmed first and empty items dropped (the items themselves keep their spaces).
+ * Call with *pos = 0; false at the end. */
+static bool next_item(const char *s, size_t *pos, const char **item, size_t *len)
+{
+    size_t b = 0, n = strlen(s);
+    while (b < n && strchr(" \t\n\r", s[b]))
+        b++;
+    while (n > b && strchr(" \t\n\r", s[n - 1]))
+        n--;
+    size_t i = *pos < b ? b : *pos;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && s[j] != ',')
+            j++;
+        *pos = j + 1;
+        if (j > i) {
+            *item = s + i;
+            *len = j - i;
+            return true;
+        }
+        i = j + 1;
+    }
+    *pos = n;
+    return false;
+}
+
+/* ,"key":["item",...] for the items of s; nothing when there are none */
+static void og_list(struct buf *b, const char *key, const char *s)
+{
+    size_t pos = 0, len;
+    const char *item;
+    bool any = false;
+    while (s && next_item(s, &pos, &item, &len)) {
+        buf_printf(b, any ? ",\"" : ",\"%s\":[\"", key);
+        any = true;
+        buf_json_escape(b, item, len);
+        buf_putc(b, '"');
+    }
+    if (any)
+        buf_putc(b, ']');
+}
+
+/* The request for a notification: a create (firing) or a close (resolved); target
+ * gets its path and query, key the API key. */
+static void opsgenie_body(struct buf *b, struct am_send *sd, struct buf *target, struct buf *key)
+{
+    const struct am_integration *in = sd->in;
+    struct tdata d;
+    tdata_init(&d, sd->alerts, sd->nalerts, sd->f->now);
+    char alias[65];
+    key_hash(sd, alias);
+    struct buf r = BUF_INIT;
+    const char *k = am__render(sd, in->api_key, false, &r);
+    buf_puts(key, k ? k : "");
+    buf_putc(key, 0);
+    const char *src = am__render(sd, in->og_source, false, &r);
+    buf_puts(target, in->url.target);
+    if (!d.firing) {
+        buf_printf(target, "v2/alerts/%s/close?identifierType=alias", alias);
+        buf_puts(b, "{\"source\":");
+        buf_json_str(b, src ? src : "");
+        buf_puts(b, "}\n");
+        buf_putc(target, 0);
+        buf_free(&r);
+        tdata_free(&d);
+        return;
+    }
+    buf_puts(target, "v2/alerts");
+    buf_putc(target, 0);
+    buf_printf(b, "{\"alias\":\"%s\",\"message\":", alias);
+    struct buf m = BUF_INIT;
+    const char *msg = am__render(sd, in->message, false, &r);
+    truncate_chars(&m, msg ? msg : "", OG_MAX_MESSAGE);
+    buf_putc(&m, 0);
+    buf_json_str(b, buf_head(&m));
+    buf_free(&m);
+    const char *desc = am__render(sd, in->og_description, false, &r);
+    if (desc && *desc) {
+        buf_puts(b, ",\"description\":");
+        buf_json_str(b, desc);
+    }
+    /* details: the common labels, then the configured ones over them */
+    buf_puts(b, ",\"details\":{");
+    size_t i = 0, j = 0;
+    bool first = true;
+    while (i < d.common_labels.n || j < in->ndetails) {
+        int cmp = i >= d.common_labels.n ? 1 : j >= in->ndetails ? -1
+                  : strcmp(d.common_labels.l[i].name, in->details[j].name);
+        const char *name, *val;
+        if (cmp < 0) {
+            name = d.common_labels.l[i].name;
+            val = d.common_labels.l[i++].value;
+        } else {
+            name = in->details[j].name;
+            val = am__render(sd, in->details[j++].value, false, &r);
+            i += cmp == 0;
+        }
+        if (!first)
+            buf_putc(b, ',');
+        first = false;
+        buf_json_str(b, name);
+        buf_putc(b, ':');
+        buf_json_str(b, val ? val : "");
+    }
+    buf_puts(b, "},\"source\":");
+    src = am__render(sd, in->og_source, false, &r);
+    buf_json_str(b, src ? src : "");
+    /* responders: empty ones dropped, a "teams" one split into a team each */
+    bool any = false;
+    for (size_t n = 0; n < in->nimages; n++) {
+        const struct am_pd_ref *rp = &in->images[n];
+        struct buf x[4] = { BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT };
+        const char *f[4] = { am__render(sd, rp->a, false, &x[0]), am__render(sd, rp->b, false, &x[1]),
+                             am__render(sd, rp->c, false, &x[2]), am__render(sd, rp->d, false, &x[3]) };
+        for (int q = 0; q < 4; q++)
+            if (!f[q])
+                f[q] = "";
+        if (*f[0] || *f[1] || *f[2] || *f[3]) {
+            if (strcmp(f[3], "teams") == 0) {
+                size_t pos = 0, len;
+                const char *item;
+                while (next_item(f[1], &pos, &item, &len)) {
+                    buf_puts(b, any ? ",{\"name\":\"" : ",\"responders\":[{\"name\":\"");
+                    any = true;
+                    buf_json_escape(b, item, len);
+                    buf_puts(b, "\",\"type\":\"team\"}");
+                }
+            } else {
+                buf_puts(b, any ? ",{" : ",\"responders\":[{");
+                any = true;
+                static const char *const keys[] = { "id", "name", "username" };
+                for (int q = 0; q < 3; q++)
+                    if (*f[q]) {
+                        buf_printf(b, "\"%s\":", keys[q]);
+                        buf_json_str(b, f[q]);
+                        buf_putc(b, ',');
+                    }
+                buf_puts(b, "\"type\":");
+                buf_json_str(b, f[3]);
+                buf_putc(b, '}');
+            }
+        }
+        for (int q = 0; q < 4; q++)
+            buf_free(&x[q]);
+    }
+    if (any)
+        buf_putc(b, ']');
+    og_list(b, "tags", am__render(sd, in->tags, false, &r));
+    static const char *const opt[] = { "note", "priority", "entity" };
+    char *const *ov[] = { &in->note, &in->priority, &in->entity };
+    for (int q = 0; q < 3; q++) {
+        const char *v = am__render(sd, *ov[q], false, &r);
+        if (v && *v) {
+            buf_printf(b, ",\"%s\":", opt[q]);
+            buf_json_str(b, v);
+        }
+    }
+    og_list(b, "actions", am__render(sd, in->actions, false, &r));
+    buf_puts(b, "}\n");
+    buf_free(&r);
     tdata_free(&d);
 }
 
@@ -935,7 +1110,7 @@ static void http_done(const struct httpc_response *resp, void *arg)
     char err[160];
     bool ok = !resp->error && resp->status / 100 == 2;
     bool retry = resp->error || resp->status / 100 == 5 ||
-                 ((sd->in->kind == AM_SLACK || sd->in->kind == AM_PAGERDUTY) && resp->status == 429);
+                 (sd->in->kind != AM_WEBHOOK && resp->status == 429);
     if (resp->error)
         snprintf(err, sizeof(err), "Post \"%s\": %s", sd->in->url.text, cairn_strerror(resp->error));
     else
@@ -1031,35 +1206,45 @@ static void transmit(struct am_send *sd)
     const struct am_integration *in = sd->in;
     sd->started_ns = cairn_now_ns();
     if (in->kind != AM_EMAIL) {
-        struct buf body = BUF_INIT;
+        struct buf body = BUF_INIT, target = BUF_INIT, key = BUF_INIT;
         if (in->kind == AM_WEBHOOK)
             am__webhook_body(&body, sd, (size_t)in->max_alerts);
         else if (in->kind == AM_SLACK)
             slack_body(&body, sd);
-        else
+        else if (in->kind == AM_PAGERDUTY)
             pagerduty_body(&body, sd);
+        else
+            opsgenie_body(&body, sd, &target, &key);
         if (sd->tmpl_failed) {
             buf_free(&body);
+            buf_free(&target);
+            buf_free(&key);
             finish(sd, false, false, "template failed (see the error above)");
             return;
         }
         char authz[1100];
         const char *hdrs[4] = { "Content-Type: application/json",
                                 "User-Agent: Alertmanager/0.25.0 (cairn)", NULL, NULL };
-        if (in->http.authorization) {
+        if (in->kind == AM_OPSGENIE) {
+            snprintf(authz, sizeof(authz), "Authorization: GenieKey %.1000s", buf_head(&key));
+            hdrs[2] = authz;
+        } else if (in->http.authorization) {
             snprintf(authz, sizeof(authz), "Authorization: %.1000s", in->http.authorization);
             hdrs[2] = authz;
         }
         uint64_t left = sd->f->deadline_ms > loop_now(&s->loop) ? sd->f->deadline_ms - loop_now(&s->loop)
                                                                  : 1000;
         struct httpc_request req = {
-            .method = "POST", .addr = in->url.addr, .host = in->url.host, .target = in->url.target,
+            .method = "POST", .addr = in->url.addr, .host = in->url.host,
+            .target = target.data ? buf_head(&target) : in->url.target,
             .headers = hdrs, .body = buf_head(&body), .body_len = buf_used(&body), .tls = in->url.tls,
             .timeout_ms = (uint32_t)(left < 1000 ? 1000 : left),
         };
         struct httpc *hc = in->url.tls && in->http.insecure ? s->hc_insecure : s->hc;
         sd->call = hc ? httpc_send(hc, &req, http_done, sd) : NULL;
         buf_free(&body);
+        buf_free(&target);
+        buf_free(&key);
         if (!sd->call)
             finish(sd, false, true, "out of memory");
         return;

@@ -642,6 +642,18 @@ receivers:
         details: {team: '{{ .CommonLabels.team }}'}
         links: [{href: 'http://runbook/{{ .GroupLabels.alertname }}', text: runbook}]
 """,
+    """global:
+  opsgenie_api_url: http://127.0.0.1:5004/
+  opsgenie_api_key: k
+route:
+  receiver: og
+receivers:
+  - name: og
+    opsgenie_configs:
+      - responders: [{name: 'a,b', type: teams}, {username: bob, type: User}]
+        tags: 'x,y'
+        priority: P3
+""",
 ]
 
 BAD_CONFIGS = [
@@ -653,6 +665,12 @@ BAD_CONFIGS = [
     ("route:\n  receiver: r\nreceivers:\n  - name: r\n    email_configs: [{to: a@b}]\n", "no global SMTP from set"),
     ("route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs: [{severity: error}]\n",
      "missing service or routing key in PagerDuty config"),
+    ("route:\n  receiver: r\nreceivers:\n  - name: r\n    opsgenie_configs: [{api_key: k, api_url: 'http://127.0.0.1:1/',"
+     " responders: [{type: team}]}]\n", "has to have at least one of id, username or name"),
+    ("route:\n  receiver: r\nreceivers:\n  - name: r\n    opsgenie_configs: [{api_key: k, api_url: 'http://127.0.0.1:1/',"
+     " responders: [{name: x, type: crew}]}]\n", "does not match valid options"),
+    ("route:\n  receiver: r\nreceivers:\n  - name: r\n    opsgenie_configs: [{api_url: 'http://127.0.0.1:1/'}]\n",
+     "no global OpsGenie API Key set"),
 ]
 
 
@@ -953,6 +971,105 @@ def test_pagerduty_like_alertmanager(start, tmp_path):
         for u in (curl, aurl):
             original = requests.get(u + "/api/v2/status", timeout=5).json()["config"]["original"]
             assert "abc123" not in original and "routing_key: <secret>" in original, original
+    finally:
+        if am:
+            am.terminate()
+            am.wait(20)
+        for s in sinks.values():
+            s.close()
+
+
+OG_YML = """route:
+  receiver: og
+  group_by: [alertname]
+  group_wait: 500ms
+  group_interval: 1s
+receivers:
+  - name: og
+    opsgenie_configs:
+      - api_key: key1
+        api_url: {plain}
+      - api_key: 'key-{{{{ .CommonLabels.team }}}}'
+        api_url: {custom}
+        message: 'msg {{{{ .GroupLabels.alertname }}}} {{{{ range .Alerts }}}}{{{{ .Annotations.summary }}}}{{{{ end }}}}'
+        description: 'desc {{{{ .CommonLabels.team }}}}'
+        source: src
+        details: {{team: '{{{{ .CommonLabels.team }}}}', alertname: overridden}}
+        responders:
+          - {{name: 'ops,dev', type: teams}}
+          - {{username: bob, type: user}}
+          - {{id: '{{{{ .CommonLabels.nothere }}}}', type: team}}
+        tags: 'a, b ,,c'
+        note: 'note {{{{ .Status }}}}'
+        priority: P2
+        entity: ent
+        actions: 'restart,ping'
+"""
+
+
+class GenieSink(Sink):
+    """A Sink that also keeps each request's path and Authorization."""
+
+    def __init__(self):
+        super().__init__(status=202)
+        sink = self
+        self.requests = []
+        handler = self.srv.RequestHandlerClass
+
+        def do_POST(h):
+            body = h.rfile.read(int(h.headers["Content-Length"]))
+            sink.requests.append((h.path, h.headers.get("Authorization"), json.loads(body)))
+            h.send_response(202)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+        handler.do_POST = do_POST
+        self.url = self.url.rsplit("/", 1)[0] + "/og/"
+
+
+def test_opsgenie_like_alertmanager(start, tmp_path):
+    """OpsGenie Alert API v2 requests - the create with the defaults (message,
+    description with the alert lists, source, details from the common labels) or
+    with every field templated (responders with a teams split, tags, actions), and the
+    close when resolved, with the GenieKey - are the same from cairn and from Debian's
+    Alertmanager."""
+    sinks = {k: GenieSink() for k in ("c-plain", "c-custom", "a-plain", "a-custom")}
+    am = None
+    try:
+        def yml(who):
+            return OG_YML.format(plain=sinks[who + "-plain"].url, custom=sinks[who + "-custom"].url)
+        _, curl, _ = start_alerts(start, tmp_path, yml("c"))
+        aport = free_port()
+        (tmp_path / "real.yml").write_text(yml("a"))
+        am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
+                               f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address=",
+                               f"--web.external-url={curl}"],
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
+        aurl = f"http://127.0.0.1:{aport}"
+        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        t0 = iso(time.time() - 1)
+        batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "critical"},
+                  "annotations": {"summary": 'replica <behind> & "late" ' + "ÿ" * 150, "runbook": "rb"},
+                  "startsAt": t0, "generatorURL": "http://prom/graph?g0.expr=up"},
+                 {"labels": {"alertname": "Lag", "instance": "db2", "team": "data"},
+                  "annotations": {"runbook": "rb"}, "startsAt": t0}]
+        for u in (curl, aurl):
+            assert post(u, batch).status_code == 200
+        wait_for(lambda: all(s.requests for s in sinks.values()), timeout=15, what="all four notified")
+        t1 = iso(time.time())
+        for a in batch:
+            a["endsAt"] = t1
+        for u in (curl, aurl):
+            assert post(u, batch).status_code == 200
+        wait_for(lambda: all(len(s.requests) >= 2 for s in sinks.values()), timeout=15, what="the closes")
+        for kind in ("plain", "custom"):
+            c, a = sinks["c-" + kind].requests[:2], sinks["a-" + kind].requests[:2]
+            assert c == a, (kind, c, a)
+        create, close = sinks["c-custom"].requests[:2]
+        assert create[0] == "/og/v2/alerts" and create[1] == "GenieKey key-data"
+        assert close[0].startswith("/og/v2/alerts/") and close[0].endswith("/close?identifierType=alias")
+        assert len(create[2]["message"]) == 130 and create[2]["message"].endswith("…")
+        assert [r.get("name") for r in create[2]["responders"]][:2] == ["ops", "dev"]
+        assert create[2]["tags"] == ["a", " b ", "c"]
     finally:
         if am:
             am.terminate()
