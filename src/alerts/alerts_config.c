@@ -309,6 +309,58 @@ static int copy_http(struct am_http *dst, const struct am_http *src)
     return src->authorization && !dst->authorization ? -ENOMEM : 0;
 }
 
+/* A URL field given as v, else the text deflt (reported at n). */
+static int url_field(struct cfg *c, const cfg_node *n, const cfg_node *v, const char *path,
+                     const char *deflt, struct am_url *u)
+{
+    char *url = NULL;
+    if (v) {
+        if (cfg_get_string(c, v, path, &url))
+            return -EINVAL;
+    } else if (!(url = strdup(deflt))) {
+        return -ENOMEM;
+    }
+    yaml_node_t fake = *(v ? v : n);
+    fake.type = YAML_SCALAR_NODE;
+    fake.data.scalar.value = (yaml_char_t *)url;
+    fake.data.scalar.length = strlen(url);
+    fake.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
+    int r = parse_url(c, &fake, path, u);
+    free(url);
+    return r;
+}
+
+/* send_resolved and http_config (else the global one) of an HTTP integration */
+static int send_and_http(struct cfg *c, const cfg_node *send, const cfg_node *http, const char *path,
+                         const char *base_dir, const struct globals *g, struct am_integration *in)
+{
+    char p[300];
+    int bad = 0;
+    P(p, "%s.send_resolved", path);
+    if (send)
+        bad |= cfg_get_bool(c, send, p, &in->send_resolved);
+    P(p, "%s.http_config", path);
+    if (http)
+        bad |= parse_http_config(c, http, p, base_dir, &in->http);
+    else
+        bad |= copy_http(&in->http, &g->http);
+    return bad;
+}
+
+/* A key read as text: kept, or made a template when it holds one (at v, or n). */
+static int key_field(struct cfg *c, struct am_conf *ac, const cfg_node *v, const cfg_node *n,
+                     const char *path, char *key, char **out)
+{
+    if (!strstr(key, "{{")) {
+        *out = key;
+        return 0;
+    }
+    char err[400];
+    int r = am__tmpl_field(ac, path, key, out, err, sizeof(err));
+    free(key);
+    return r ? cfg_error(c, v ? v : n, path, "%s", err) : 0;
+}
+
 static int parse_global(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
                         struct globals *g)
 {
@@ -383,19 +435,13 @@ static int parse_webhook(struct cfg *c, const cfg_node *n, const char *path, con
     else if (v[1]) {
         char *u = NULL;
         if (get_secret_or_file(c, NULL, v[1], p, base_dir, &u) == 0) {
-            yaml_node_t fake = *v[1];
-            fake.data.scalar.value = (yaml_char_t *)u;
-            fake.data.scalar.length = strlen(u);
-            bad |= parse_url(c, &fake, p, &in->url);
+            bad |= url_field(c, v[1], NULL, p, u, &in->url);
         } else {
             bad = -EINVAL;
         }
         free(u);
     } else
         bad = cfg_error(c, n, path, "one of url or url_file must be configured");
-    P(p, "%s.send_resolved", path);
-    if (v[2])
-        bad |= cfg_get_bool(c, v[2], p, &in->send_resolved);
     P(p, "%s.max_alerts", path);
     long long x;
     if (v[3]) {
@@ -404,11 +450,7 @@ static int parse_webhook(struct cfg *c, const cfg_node *n, const char *path, con
         else
             bad = -EINVAL;
     }
-    P(p, "%s.http_config", path);
-    if (v[4])
-        bad |= parse_http_config(c, v[4], p, base_dir, &in->http);
-    else
-        bad |= copy_http(&in->http, &g->http);
+    bad |= send_and_http(c, v[2], v[4], path, base_dir, g, in);
     return bad;
 }
 
@@ -596,22 +638,10 @@ static int parse_slack(struct cfg *c, const cfg_node *n, const char *path, const
     if (!api && !bad)
         bad = cfg_error(c, n, path, "no global Slack API URL set");
     if (api) {
-        yaml_node_t fake = *(v[0] ? v[0] : v[1] ? v[1] : n);
-        fake.type = YAML_SCALAR_NODE;
-        fake.data.scalar.value = (yaml_char_t *)api;
-        fake.data.scalar.length = strlen(api);
-        fake.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
-        bad |= parse_url(c, &fake, p, &in->url);
+        bad |= url_field(c, v[0] ? v[0] : v[1] ? v[1] : n, NULL, p, api, &in->url);
         free(api);
     }
-    P(p, "%s.send_resolved", path);
-    if (v[2])
-        bad |= cfg_get_bool(c, v[2], p, &in->send_resolved);
-    P(p, "%s.http_config", path);
-    if (v[3])
-        bad |= parse_http_config(c, v[3], p, base_dir, &in->http);
-    else
-        bad |= copy_http(&in->http, &g->http);
+    bad |= send_and_http(c, v[2], v[3], path, base_dir, g, in);
     char **dst[] = { NULL, NULL, NULL, NULL, &in->channel, &in->username, &in->color, &in->title,
                      &in->title_link, &in->pretext, &in->stext, &in->footer, &in->fallback,
                      &in->icon_emoji, &in->icon_url, &in->callback_id };
@@ -649,12 +679,40 @@ static int cmp_label(const void *a, const void *b)
     return strcmp(((const struct am_label *)a)->name, ((const struct am_label *)b)->name);
 }
 
-/* PagerDuty images ({src, alt, href}) or links ({href, text}) */
-static int pd_refs(struct cfg *c, struct am_conf *ac, const cfg_node *v, const char *path, bool images,
-                   struct am_pd_ref **out, size_t *count)
+/* details: a map of names to texts or templates, sorted by name, with room for
+ * extra more */
+static int details_field(struct cfg *c, struct am_conf *ac, const cfg_node *n, const cfg_node *v,
+                         const char *path, size_t extra, struct am_integration *in)
 {
-    static const char *const ikeys[] = { "src", "alt", "href", NULL };
-    static const char *const lkeys[] = { "href", "text", NULL };
+    int bad = 0;
+    size_t nd = v && cfg_is_map(v) ? cfg_len(v) : 0;
+    if (v && !cfg_is_null(v) && !cfg_is_map(v))
+        bad = cfg_error(c, v, path, "expected a map");
+    in->details = calloc(nd + extra + 1, sizeof(*in->details));
+    if (!in->details)
+        return -ENOMEM;
+    for (size_t i = 0; i < nd; i++) {
+        const cfg_node *k = cfg_map_key(c, v, i), *val = cfg_map_value(c, v, i);
+        struct am_label *d = &in->details[in->ndetails];
+        if (cfg_get_string(c, k, path, &d->name)) {
+            bad = -EINVAL;
+            continue;
+        }
+        in->ndetails++;
+        char dp[400];
+        P(dp, "%s.%s", path, d->name);
+        bad |= pd_field(c, ac, n, val, dp, NULL, &d->value);
+    }
+    qsort(in->details, in->ndetails, sizeof(*in->details), cmp_label);
+    return bad;
+}
+
+/* A list of maps with the given keys (up to four), each field a text or template
+ * ("" when absent), into refs: PagerDuty images {src, alt, href} and links {href,
+ * text}, OpsGenie responders {id, name, username, type}. */
+static int ref_list(struct cfg *c, struct am_conf *ac, const cfg_node *v, const char *path,
+                    const char *const *keys, struct am_pd_ref **out, size_t *count)
+{
     if (!v || cfg_is_null(v))
         return 0;
     if (!cfg_is_seq(v))
@@ -666,17 +724,18 @@ static int pd_refs(struct cfg *c, struct am_conf *ac, const cfg_node *v, const c
     char p[400];
     for (size_t i = 0; i < cfg_len(v); i++) {
         const cfg_node *item = cfg_seq_item(c, v, i);
-        cfg_node *f[3] = { NULL, NULL, NULL };
+        cfg_node *f[4] = { NULL, NULL, NULL, NULL };
         P(p, "%s[%zu]", path, i);
-        if (cfg_map_fields(c, item, p, images ? ikeys : lkeys, f)) {
+        if (cfg_map_fields(c, item, p, keys, f)) {
             bad = -EINVAL;
             continue;
         }
         struct am_pd_ref *r = &(*out)[(*count)++];
-        char **dst[3] = { &r->a, &r->b, &r->c };
-        for (int k = 0; k < (images ? 3 : 2); k++) {
-            P(p, "%s[%zu].%s", path, i, (images ? ikeys : lkeys)[k]);
-            bad |= pd_field(c, ac, item, f[k], p, "", dst[k]);
+        char **dst[4] = { &r->a, &r->b, &r->c, &r->d };
+        for (int k = 0; k < 4 && keys[k]; k++) {
+            char q[400];
+            P(q, "%s.%s", p, keys[k]);
+            bad |= pd_field(c, ac, item, f[k], q, "", dst[k]);
         }
     }
     return bad;
@@ -706,37 +765,12 @@ static int parse_pagerduty(struct cfg *c, const cfg_node *n, const char *path, c
     bad |= get_secret_or_file(c, v[0], v[1], p, base_dir, &key);
     if (!key && !bad)
         return cfg_error(c, n, path, "missing service or routing key in PagerDuty config");
-    if (key && strstr(key, "{{")) {
-        char err[400];
-        if (am__tmpl_field(g->ac, p, key, &in->routing_key, err, sizeof(err)))
-            bad = cfg_error(c, v[0] ? v[0] : v[1], p, "%s", err);
-        free(key);
-    } else {
-        in->routing_key = key;
-    }
+    if (key)
+        bad |= key_field(c, g->ac, v[0] ? v[0] : v[1], n, p, key, &in->routing_key);
     P(p, "%s.url", path);
-    char *url = NULL;
-    if (v[4])
-        bad |= cfg_get_string(c, v[4], p, &url);
-    else
-        url = strdup(g->pagerduty_url ? g->pagerduty_url : "https://events.pagerduty.com/v2/enqueue");
-    if (url) {
-        yaml_node_t fake = *(v[4] ? v[4] : n);
-        fake.type = YAML_SCALAR_NODE;
-        fake.data.scalar.value = (yaml_char_t *)url;
-        fake.data.scalar.length = strlen(url);
-        fake.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
-        bad |= parse_url(c, &fake, p, &in->url);
-        free(url);
-    }
-    P(p, "%s.send_resolved", path);
-    if (v[5])
-        bad |= cfg_get_bool(c, v[5], p, &in->send_resolved);
-    P(p, "%s.http_config", path);
-    if (v[6])
-        bad |= parse_http_config(c, v[6], p, base_dir, &in->http);
-    else
-        bad |= copy_http(&in->http, &g->http);
+    bad |= url_field(c, n, v[4], p, g->pagerduty_url ? g->pagerduty_url : "https://events.pagerduty.com/v2/enqueue",
+                     &in->url);
+    bad |= send_and_http(c, v[5], v[6], path, base_dir, g, in);
     /* the fields and their defaults (Alertmanager's DefaultPagerdutyConfig) */
     static const int idx[] = { 7, 8, 9, 14, 15, 16, 17 };
     static const char *const defaults[] = {
@@ -770,24 +804,9 @@ static int parse_pagerduty(struct cfg *c, const cfg_node *n, const char *path, c
         "{{ template \"pagerduty.default.instances\" .Alerts.Resolved }}",
         "{{ .Alerts.Firing | len }}", "{{ .Alerts.Resolved | len }}" };
     P(p, "%s.details", path);
-    size_t nd = v[10] && cfg_is_map(v[10]) ? cfg_len(v[10]) : 0;
-    if (v[10] && !cfg_is_null(v[10]) && !cfg_is_map(v[10]))
-        bad = cfg_error(c, v[10], p, "expected a map");
-    in->details = calloc(nd + 4, sizeof(*in->details));
+    bad |= details_field(c, g->ac, n, v[10], p, 4, in);
     if (!in->details)
         return -ENOMEM;
-    for (size_t i = 0; i < nd; i++) {
-        const cfg_node *k = cfg_map_key(c, v[10], i), *val = cfg_map_value(c, v[10], i);
-        struct am_label *d = &in->details[in->ndetails];
-        if (cfg_get_string(c, k, p, &d->name)) {
-            bad = -EINVAL;
-            continue;
-        }
-        in->ndetails++;
-        char dp[400];
-        P(dp, "%s.%s", p, d->name);
-        bad |= pd_field(c, g->ac, n, val, dp, NULL, &d->value);
-    }
     for (size_t i = 0; i < 4; i++) {
         bool given = false;
         for (size_t k = 0; k < in->ndetails; k++)
@@ -802,48 +821,32 @@ static int parse_pagerduty(struct cfg *c, const cfg_node *n, const char *path, c
         bad |= pd_field(c, g->ac, n, NULL, dp, dvals[i], &d->value);
     }
     qsort(in->details, in->ndetails, sizeof(*in->details), cmp_label);
+    static const char *const ikeys[] = { "src", "alt", "href", NULL };
+    static const char *const lkeys[] = { "href", "text", NULL };
     P(p, "%s.images", path);
-    bad |= pd_refs(c, g->ac, v[11], p, true, &in->images, &in->nimages);
+    bad |= ref_list(c, g->ac, v[11], p, ikeys, &in->images, &in->nimages);
     P(p, "%s.links", path);
-    bad |= pd_refs(c, g->ac, v[12], p, false, &in->links, &in->nlinks);
+    bad |= ref_list(c, g->ac, v[12], p, lkeys, &in->links, &in->nlinks);
     return bad;
 }
 
-/* OpsGenie responders: {id, name, username, type}, one of the first three given,
- * type one of team, teams, user, escalation, schedule (or a template) */
+/* OpsGenie responders: one of id, name, username given, type one of team, teams,
+ * user, escalation, schedule (or a template) */
 static int og_responders(struct cfg *c, struct am_conf *ac, const cfg_node *v, const char *path,
                          struct am_pd_ref **out, size_t *count)
 {
     static const char *const keys[] = { "id", "name", "username", "type", NULL };
     static const char *const types[] = { "team", "teams", "user", "escalation", "schedule", NULL };
-    if (!v || cfg_is_null(v))
-        return 0;
-    if (!cfg_is_seq(v))
-        return cfg_error(c, v, path, "expected a list");
-    *out = calloc(cfg_len(v) + 1, sizeof(**out));
-    if (!*out)
-        return -ENOMEM;
-    int bad = 0;
-    char p[400];
-    for (size_t i = 0; i < cfg_len(v); i++) {
+    int bad = ref_list(c, ac, v, path, keys, out, count);
+    for (size_t i = 0; i < *count; i++) {
+        struct am_pd_ref *r = &(*out)[i];
         const cfg_node *item = cfg_seq_item(c, v, i);
-        cfg_node *f[4] = { NULL, NULL, NULL, NULL };
+        char p[400];
         P(p, "%s[%zu]", path, i);
-        if (cfg_map_fields(c, item, p, keys, f)) {
-            bad = -EINVAL;
-            continue;
-        }
-        struct am_pd_ref *r = &(*out)[(*count)++];
-        char **dst[4] = { &r->a, &r->b, &r->c, &r->d };
-        for (int k = 0; k < 4; k++) {
-            char q[400];
-            P(q, "%s.%s", p, keys[k]);
-            bad |= pd_field(c, ac, item, f[k], q, "", dst[k]);
-        }
         if (!*r->a && !*r->b && !*r->c)
             bad = cfg_error(c, item, p, "opsGenieConfig responder has to have at least one of id, "
                                         "username or name specified");
-        if (r->d && r->d[0] != '\x01') {
+        if (r->d[0] != '\x01') {
             for (char *t = r->d; *t; t++)
                 *t = (char)tolower((unsigned char)*t);
             bool ok = false;
@@ -884,37 +887,12 @@ static int parse_opsgenie(struct cfg *c, const cfg_node *n, const char *path, co
         while (e > key && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
             *--e = 0;
     }
-    if (key && strstr(key, "{{")) {
-        char err[400];
-        if (am__tmpl_field(g->ac, p, key, &in->api_key, err, sizeof(err)))
-            bad = cfg_error(c, v[0] ? v[0] : v[1] ? v[1] : n, p, "%s", err);
-        free(key);
-    } else {
-        in->api_key = key;
-    }
+    if (key)
+        bad |= key_field(c, g->ac, v[0] ? v[0] : v[1], n, p, key, &in->api_key);
     P(p, "%s.api_url", path);
-    char *url = NULL;
-    if (v[2])
-        bad |= cfg_get_string(c, v[2], p, &url);
-    else
-        url = strdup(g->opsgenie_api_url ? g->opsgenie_api_url : "https://api.opsgenie.com/");
-    if (url) {
-        yaml_node_t fake = *(v[2] ? v[2] : n);
-        fake.type = YAML_SCALAR_NODE;
-        fake.data.scalar.value = (yaml_char_t *)url;
-        fake.data.scalar.length = strlen(url);
-        fake.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
-        bad |= parse_url(c, &fake, p, &in->url);
-        free(url);
-    }
-    P(p, "%s.send_resolved", path);
-    if (v[3])
-        bad |= cfg_get_bool(c, v[3], p, &in->send_resolved);
-    P(p, "%s.http_config", path);
-    if (v[4])
-        bad |= parse_http_config(c, v[4], p, base_dir, &in->http);
-    else
-        bad |= copy_http(&in->http, &g->http);
+    bad |= url_field(c, n, v[2], p, g->opsgenie_api_url ? g->opsgenie_api_url : "https://api.opsgenie.com/",
+                     &in->url);
+    bad |= send_and_http(c, v[3], v[4], path, base_dir, g, in);
     static const int idx[] = { 5, 6, 7, 10, 11, 12, 13, 14 };
     static const char *const defaults[] = {
         "{{ template \"opsgenie.default.message\" . }}", "{{ template \"opsgenie.default.description\" . }}",
@@ -926,25 +904,7 @@ static int parse_opsgenie(struct cfg *c, const cfg_node *n, const char *path, co
         bad |= pd_field(c, g->ac, n, v[idx[i]], p, defaults[i], dst[i]);
     }
     P(p, "%s.details", path);
-    size_t nd = v[8] && cfg_is_map(v[8]) ? cfg_len(v[8]) : 0;
-    if (v[8] && !cfg_is_null(v[8]) && !cfg_is_map(v[8]))
-        bad = cfg_error(c, v[8], p, "expected a map");
-    in->details = calloc(nd + 1, sizeof(*in->details));
-    if (!in->details)
-        return -ENOMEM;
-    for (size_t i = 0; i < nd; i++) {
-        const cfg_node *k = cfg_map_key(c, v[8], i), *val = cfg_map_value(c, v[8], i);
-        struct am_label *d = &in->details[in->ndetails];
-        if (cfg_get_string(c, k, p, &d->name)) {
-            bad = -EINVAL;
-            continue;
-        }
-        in->ndetails++;
-        char dp[400];
-        P(dp, "%s.%s", p, d->name);
-        bad |= pd_field(c, g->ac, n, val, dp, NULL, &d->value);
-    }
-    qsort(in->details, in->ndetails, sizeof(*in->details), cmp_label);
+    bad |= details_field(c, g->ac, n, v[8], p, 0, in);
     P(p, "%s.responders", path);
     bad |= og_responders(c, g->ac, v[9], p, &in->images, &in->nimages);
     P(p, "%s.update_alerts", path);

@@ -153,6 +153,26 @@ services:
     return p, url, stack
 
 
+def start_alertmanager(tmp_path, yml, external_url=None):
+    """Debian's Alertmanager with yml as its configuration (real.yml); the process
+    and its URL once ready."""
+    aport = free_port()
+    (tmp_path / "real.yml").write_text(yml)
+    args = [ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
+            f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address="]
+    if external_url:
+        args.append(f"--web.external-url={external_url}")
+    am = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
+    aurl = f"http://127.0.0.1:{aport}"
+    try:
+        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+    except AssertionError:
+        am.terminate()
+        am.wait(20)
+        raise
+    return am, aurl
+
+
 def post(url, alerts):
     r = requests.post(url + "/api/v2/alerts", json=alerts, timeout=10)
     return r
@@ -404,13 +424,7 @@ def test_same_notifications_as_alertmanager(start, tmp_path):
     am = None
     try:
         _, curl, _ = start_alerts(start, tmp_path, DIFF_YML.format(hook=sinks["c_hook"].url, db=sinks["c_db"].url))
-        aport = free_port()
-        (tmp_path / "real.yml").write_text(DIFF_YML.format(hook=sinks["a_hook"].url, db=sinks["a_db"].url))
-        am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
-                               f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address="],
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
-        aurl = f"http://127.0.0.1:{aport}"
-        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        am, aurl = start_alertmanager(tmp_path, DIFF_YML.format(hook=sinks["a_hook"].url, db=sinks["a_db"].url))
         now = time.time()
         batch = [
             {"labels": {"alertname": "Disk", "instance": "a", "severity": "warning", "job": "node"}},
@@ -760,14 +774,7 @@ receivers:
         send_resolved: true
 """
         _, curl, _ = start_alerts(start, tmp_path, yml(sinks["c"]))
-        aport = free_port()
-        (tmp_path / "real.yml").write_text(yml(sinks["a"]))
-        am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
-                               f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address=",
-                               f"--web.external-url={curl}"],
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
-        aurl = f"http://127.0.0.1:{aport}"
-        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        am, aurl = start_alertmanager(tmp_path, yml(sinks["a"]), external_url=curl)
         t0 = iso(time.time() - 0.25)
         batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "page"},
                   "annotations": {"summary": "replica <behind>"}, "startsAt": t0},
@@ -891,6 +898,20 @@ receivers:
             k.close()
 
 
+def fire_then_resolve(urls, batch, notified, what):
+    """Posts batch to each URL and waits until notified(1); then posts it resolved
+    and waits until notified(2)."""
+    for u in urls:
+        assert post(u, batch).status_code == 200
+    wait_for(lambda: notified(1), timeout=15, what=f"{what}: firing")
+    t1 = iso(time.time())
+    for a in batch:
+        a["endsAt"] = t1
+    for u in urls:
+        assert post(u, batch).status_code == 200
+    wait_for(lambda: notified(2), timeout=15, what=f"{what}: resolved")
+
+
 PD_YML = """route:
   receiver: pd
   group_by: [alertname]
@@ -935,29 +956,15 @@ def test_pagerduty_like_alertmanager(start, tmp_path):
         def yml(who):
             return PD_YML.format(plain=sinks[who + "-plain"].url, custom=sinks[who + "-custom"].url)
         _, curl, _ = start_alerts(start, tmp_path, yml("c"))
-        aport = free_port()
-        (tmp_path / "real.yml").write_text(yml("a"))
-        am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
-                               f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address=",
-                               f"--web.external-url={curl}"],
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
-        aurl = f"http://127.0.0.1:{aport}"
-        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        am, aurl = start_alertmanager(tmp_path, yml("a"), external_url=curl)
         t0 = iso(time.time() - 1)
         batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "critical"},
                   "annotations": {"summary": 'replica <behind> & "late"'}, "startsAt": t0,
                   "generatorURL": "http://prom/graph?g0.expr=up"},
                  {"labels": {"alertname": "Lag", "instance": "db2", "team": "data"},
                   "annotations": {"summary": "ünïcode " + "x" * 1100}, "startsAt": t0}]
-        for u in (curl, aurl):
-            assert post(u, batch).status_code == 200
-        wait_for(lambda: all(s.got for s in sinks.values()), timeout=15, what="all four notified")
-        t1 = iso(time.time())
-        for a in batch:
-            a["endsAt"] = t1
-        for u in (curl, aurl):
-            assert post(u, batch).status_code == 200
-        wait_for(lambda: all(len(s.got) >= 2 for s in sinks.values()), timeout=15, what="the resolves")
+        fire_then_resolve((curl, aurl), batch, lambda k: all(len(s.got) >= k for s in sinks.values()),
+                          "all four PagerDuty sinks")
         for kind in ("plain", "custom"):
             c, a = sinks["c-" + kind].bodies()[:2], sinks["a-" + kind].bodies()[:2]
             assert [m["event_action"] for m in c] == ["trigger", "resolve"], c
@@ -1038,29 +1045,15 @@ def test_opsgenie_like_alertmanager(start, tmp_path):
         def yml(who):
             return OG_YML.format(plain=sinks[who + "-plain"].url, custom=sinks[who + "-custom"].url)
         _, curl, _ = start_alerts(start, tmp_path, yml("c"))
-        aport = free_port()
-        (tmp_path / "real.yml").write_text(yml("a"))
-        am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path}/real.yml", f"--storage.path={tmp_path}/am",
-                               f"--web.listen-address=127.0.0.1:{aport}", "--cluster.listen-address=",
-                               f"--web.external-url={curl}"],
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"))
-        aurl = f"http://127.0.0.1:{aport}"
-        wait_for(lambda: requests.get(aurl + "/-/ready", timeout=1).ok, timeout=20, what="alertmanager")
+        am, aurl = start_alertmanager(tmp_path, yml("a"), external_url=curl)
         t0 = iso(time.time() - 1)
         batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "critical"},
                   "annotations": {"summary": 'replica <behind> & "late" ' + "ÿ" * 150, "runbook": "rb"},
                   "startsAt": t0, "generatorURL": "http://prom/graph?g0.expr=up"},
                  {"labels": {"alertname": "Lag", "instance": "db2", "team": "data"},
                   "annotations": {"runbook": "rb"}, "startsAt": t0}]
-        for u in (curl, aurl):
-            assert post(u, batch).status_code == 200
-        wait_for(lambda: all(s.requests for s in sinks.values()), timeout=15, what="all four notified")
-        t1 = iso(time.time())
-        for a in batch:
-            a["endsAt"] = t1
-        for u in (curl, aurl):
-            assert post(u, batch).status_code == 200
-        wait_for(lambda: all(len(s.requests) >= 2 for s in sinks.values()), timeout=15, what="the closes")
+        fire_then_resolve((curl, aurl), batch, lambda k: all(len(s.requests) >= k for s in sinks.values()),
+                          "all four OpsGenie sinks")
         for kind in ("plain", "custom"):
             c, a = sinks["c-" + kind].requests[:2], sinks["a-" + kind].requests[:2]
             assert c == a, (kind, c, a)
