@@ -162,6 +162,15 @@ void am__webhook_body(struct buf *b, struct am_send *sd, size_t max_alerts)
     tdata_free(&d);
 }
 
+/* ,"key":"value" when value is not empty (Go's omitempty) */
+static void json_opt(struct buf *b, const char *key, const char *value)
+{
+    if (value && *value) {
+        buf_printf(b, ",\"%s\":", key);
+        buf_json_str(b, value);
+    }
+}
+
 static void slack_body(struct buf *b, struct am_send *sd)
 {
     const struct am_integration *in = sd->in;
@@ -197,22 +206,13 @@ static void slack_body(struct buf *b, struct am_send *sd)
     }
     buf_puts(b, "\"username\":");
     buf_json_str(b, f[US] ? f[US] : "Alertmanager");
-    if (f[IE] && *f[IE]) {
-        buf_puts(b, ",\"icon_emoji\":");
-        buf_json_str(b, f[IE]);
-    }
-    if (f[IU] && *f[IU]) {
-        buf_puts(b, ",\"icon_url\":");
-        buf_json_str(b, f[IU]);
-    }
+    json_opt(b, "icon_emoji", f[IE]);
+    json_opt(b, "icon_url", f[IU]);
     buf_puts(b, ",\"attachments\":[{\"title\":");
     buf_json_str(b, buf_head(&title));
     buf_puts(b, ",\"title_link\":");
     buf_json_str(b, buf_head(&link));
-    if (f[PR] && *f[PR]) {
-        buf_puts(b, ",\"pretext\":");
-        buf_json_str(b, f[PR]);
-    }
+    json_opt(b, "pretext", f[PR]);
     buf_puts(b, ",\"text\":");
     buf_json_str(b, f[TX] ? f[TX] : "");
     buf_puts(b, ",\"fallback\":");
@@ -228,14 +228,8 @@ static void slack_body(struct buf *b, struct am_send *sd)
         buf_json_str(b, buf_head(&fb));
         buf_free(&fb);
     }
-    if (f[CB] && *f[CB]) {
-        buf_puts(b, ",\"callback_id\":");
-        buf_json_str(b, f[CB]);
-    }
-    if (f[FT] && *f[FT]) {
-        buf_puts(b, ",\"footer\":");
-        buf_json_str(b, f[FT]);
-    }
+    json_opt(b, "callback_id", f[CB]);
+    json_opt(b, "footer", f[FT]);
     buf_puts(b, ",\"color\":");
     buf_json_str(b, f[CO] ? f[CO] : d.firing ? "danger" : "good");
     buf_puts(b, ",\"mrkdwn_in\":[\"fallback\",\"pretext\",\"text\"]}]}\n");
@@ -329,25 +323,16 @@ static void pagerduty_body(struct buf *b, struct am_send *sd)
         buf_json_str(b, f[SO] ? f[SO] : "");
         buf_puts(b, ",\"severity\":");
         buf_json_str(b, f[SE] ? f[SE] : "");
-        static const char *const opt[] = { "class", "component", "group" };
-        for (int k = 0; k < 3; k++)
-            if (f[CS + k] && *f[CS + k]) {
-                buf_printf(b, ",\"%s\":", opt[k]);
-                buf_json_str(b, f[CS + k]);
-            }
+        json_opt(b, "class", f[CS]);
+        json_opt(b, "component", f[CO]);
+        json_opt(b, "group", f[GR]);
         if (pass == 0)
             buf_printf(b, ",\"custom_details\":%s}", buf_head(&details));
         else
             buf_printf(b, ",\"custom_details\":{\"error\":\"Custom details have been removed because "
                           "the original event exceeds the maximum size of 512kB\"}}");
-        if (f[CL] && *f[CL]) {
-            buf_puts(b, ",\"client\":");
-            buf_json_str(b, f[CL]);
-        }
-        if (f[CU] && *f[CU]) {
-            buf_puts(b, ",\"client_url\":");
-            buf_json_str(b, f[CU]);
-        }
+        json_opt(b, "client", f[CL]);
+        json_opt(b, "client_url", f[CU]);
         /* images and links: those whose src / href renders non-empty */
         const struct am_pd_ref *refs[2] = { in->images, in->links };
         size_t nrefs[2] = { in->nimages, in->nlinks };
@@ -452,15 +437,19 @@ static void opsgenie_body(struct buf *b, struct am_send *sd, struct buf *target,
     const char *k = am__render(sd, in->api_key, false, &r);
     buf_puts(key, k ? k : "");
     buf_putc(key, 0);
-    const char *src = am__render(sd, in->og_source, false, &r);
+    struct buf rs = BUF_INIT;
+    const char *src = am__render(sd, in->og_source, false, &rs);
+    if (!src)
+        src = "";
     buf_puts(target, in->url.target);
     if (!d.firing) {
         buf_printf(target, "v2/alerts/%s/close?identifierType=alias", alias);
         buf_puts(b, "{\"source\":");
-        buf_json_str(b, src ? src : "");
+        buf_json_str(b, src);
         buf_puts(b, "}\n");
         buf_putc(target, 0);
         buf_free(&r);
+        buf_free(&rs);
         tdata_free(&d);
         return;
     }
@@ -473,11 +462,7 @@ static void opsgenie_body(struct buf *b, struct am_send *sd, struct buf *target,
     buf_putc(&m, 0);
     buf_json_str(b, buf_head(&m));
     buf_free(&m);
-    const char *desc = am__render(sd, in->og_description, false, &r);
-    if (desc && *desc) {
-        buf_puts(b, ",\"description\":");
-        buf_json_str(b, desc);
-    }
+    json_opt(b, "description", am__render(sd, in->og_description, false, &r));
     /* details: the common labels, then the configured ones over them */
     buf_puts(b, ",\"details\":{");
     size_t i = 0, j = 0;
@@ -502,8 +487,7 @@ static void opsgenie_body(struct buf *b, struct am_send *sd, struct buf *target,
         buf_json_str(b, val ? val : "");
     }
     buf_puts(b, "},\"source\":");
-    src = am__render(sd, in->og_source, false, &r);
-    buf_json_str(b, src ? src : "");
+    buf_json_str(b, src);
     /* responders: empty ones dropped, a "teams" one split into a team each */
     bool any = false;
     for (size_t n = 0; n < in->nimages; n++) {
@@ -545,18 +529,13 @@ static void opsgenie_body(struct buf *b, struct am_send *sd, struct buf *target,
     if (any)
         buf_putc(b, ']');
     og_list(b, "tags", am__render(sd, in->tags, false, &r));
-    static const char *const opt[] = { "note", "priority", "entity" };
-    char *const *ov[] = { &in->note, &in->priority, &in->entity };
-    for (int q = 0; q < 3; q++) {
-        const char *v = am__render(sd, *ov[q], false, &r);
-        if (v && *v) {
-            buf_printf(b, ",\"%s\":", opt[q]);
-            buf_json_str(b, v);
-        }
-    }
+    json_opt(b, "note", am__render(sd, in->note, false, &r));
+    json_opt(b, "priority", am__render(sd, in->priority, false, &r));
+    json_opt(b, "entity", am__render(sd, in->entity, false, &r));
     og_list(b, "actions", am__render(sd, in->actions, false, &r));
     buf_puts(b, "}\n");
     buf_free(&r);
+    buf_free(&rs);
     tdata_free(&d);
 }
 
