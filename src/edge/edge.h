@@ -92,6 +92,7 @@ struct edge_server {
     uint64_t ejected_until_ms;      /* passive outlier ejection */
     int inflight;
     int consecutive_fail;
+    int eject_capped;               /* ejection refused by max_percent (logged once) */
     uint64_t recovered_ms;          /* when it came back, for slow start */
     uint64_t requests, failures;
     /* health checker's own counters (checker thread only) */
@@ -137,6 +138,9 @@ struct edge_backend {
     uint64_t connect_timeout_ms, response_timeout_ms, idle_timeout_ms;
     int eject_after;                /* consecutive failures before ejection; 0 = off */
     uint64_t eject_ms;
+    int eject_max_percent;          /* never more than this share of servers ejected at once */
+    bool all_down_fail;             /* when_all_down: fail (503) instead of panic (serve all) */
+    int panic;                      /* runtime (atomic): no server healthy, requests go to all */
     uint64_t slow_start_ms;
     uint32_t *ring;                 /* sorted hash points (hash balance) */
     uint16_t *ring_server;

@@ -10,7 +10,7 @@
  *   backends: {name: {servers: [addr | {address, weight}], balance, hash: {header|cookie},
  *               health: {http: {path, status, host} | tcp: true, interval, timeout, rise, fall},
  *               retries, connect_timeout, response_timeout, idle_timeout,
- *               eject: {after, for}, slow_start}}
+ *               eject: {after, for, max_percent}, when_all_down: serve_all | fail, slow_start}}
  */
 #include "edge.h"
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -522,8 +522,8 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     static const char *const keys[] = { "servers", "balance", "hash", "health", "retries",
                                         "connect_timeout", "response_timeout", "idle_timeout",
                                         "eject", "slow_start", "retry_budget", "tls", "max_conns",
-                                        "queue", "dns", NULL };
-    cfg_node *v[15];
+                                        "queue", "dns", "when_all_down", NULL };
+    cfg_node *v[16];
     char p[256];
     if (cfg_map_fields(c, n, path, keys, v))
         return -EINVAL;
@@ -540,6 +540,15 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     b->idle_timeout_ms = 30000;
     b->eject_after = 5;
     b->eject_ms = 10000;
+    b->eject_max_percent = 50;
+    P(p, "%s.when_all_down", path);
+    if (v[15]) {
+        const char *t = cfg_scalar(v[15]);
+        if (t && strcmp(t, "fail") == 0)
+            b->all_down_fail = true;
+        else if (!t || strcmp(t, "serve_all") != 0)
+            bad = cfg_error(c, v[15], p, "expected serve_all or fail");
+    }
     P(p, "%s.dns", path);
     if (v[14]) {
         static const char *const dk[] = { "name", "type", "port", "interval", "resolver", NULL };
@@ -682,8 +691,8 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
         bad |= cfg_get_duration(c, v[7], p, &b->idle_timeout_ms);
     P(p, "%s.eject", path);
     if (v[8]) {
-        static const char *const ek[] = { "after", "for", NULL };
-        cfg_node *ev[2];
+        static const char *const ek[] = { "after", "for", "max_percent", NULL };
+        cfg_node *ev[3];
         if (cfg_map_fields(c, v[8], p, ek, ev) == 0) {
             char q[280];
             P(q, "%s.after", p);
@@ -696,6 +705,13 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
             P(q, "%s.for", p);
             if (ev[1])
                 bad |= cfg_get_duration(c, ev[1], q, &b->eject_ms);
+            P(q, "%s.max_percent", p);
+            if (ev[2]) {
+                if (cfg_get_int(c, ev[2], q, 0, 100, &x) == 0)
+                    b->eject_max_percent = (int)x;
+                else
+                    bad = -EINVAL;
+            }
         } else {
             bad = -EINVAL;
         }

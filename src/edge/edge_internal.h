@@ -102,6 +102,7 @@ struct edge {
     struct metric_family *m_requests;       /* route, backend, code */
     struct metric_family *m_server_up;      /* backend, server */
     struct metric_family *m_server_req;     /* backend, server */
+    struct metric_family *m_backend_panic;  /* backend */
     struct metric *m_duration;
     struct metric *m_retries, *m_upstream_connects, *m_bytes_out, *m_denied, *m_limited;
     struct metric *m_upstream_errors;
@@ -174,6 +175,7 @@ void edge__dns_update(struct edge *e, const struct edge_conf *conf);
 void edge__dns_stop(struct edge *e);
 void edge__dns_apply(struct edge *e, struct edge_conf *conf);
 int edge__regenerate(struct edge *e, const char *why);
+bool edge__backend_all_down(const struct edge_backend *b, uint64_t now);
 struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, const uint64_t *tried,
                                struct strv key);
 int edge__conn_count(struct edge *e, const struct sockaddr *sa, int delta);

@@ -33,8 +33,11 @@ static void backends_json(struct edge *e, struct buf *b)
         static const char *const bal[] = { "round_robin", "least_conn", "random2", "hash" };
         buf_printf(b, "%s{\"name\":", i ? "," : "");
         buf_json_str(b, be->name);
-        buf_printf(b, ",\"balance\":\"%s\",\"health_checks\":%s,\"servers\":[", bal[be->balance],
-                   be->health.enabled ? "true" : "false");
+        bool all_down = edge__backend_all_down(be, now);
+        buf_printf(b, ",\"balance\":\"%s\",\"health_checks\":%s,\"when_all_down\":\"%s\","
+                      "\"panic\":%s,\"servers\":[",
+                   bal[be->balance], be->health.enabled ? "true" : "false",
+                   be->all_down_fail ? "fail" : "serve_all", all_down && !be->all_down_fail ? "true" : "false");
         for (size_t k = 0; k < be->nservers; k++) {
             const struct edge_server *s = &be->servers[k];
             uint64_t ej = __atomic_load_n(&s->ejected_until_ms, __ATOMIC_RELAXED);
@@ -201,6 +204,10 @@ static int setup_metrics(struct edge *e)
                                    "Requests answered, by route, backend and status class.", rl, NULL, 0);
     e->m_server_up = metrics_family(e->reg, METRIC_GAUGE, "edge_server_up",
                                     "1 when the server passes its health checks.", sl, NULL, 0);
+    static const char *const bl[] = { "backend", NULL };
+    e->m_backend_panic = metrics_family(e->reg, METRIC_GAUGE, "edge_backend_panic",
+                                        "1 while no server of the backend is healthy and requests go to all.",
+                                        bl, NULL, 0);
     e->m_duration = metrics_histogram(e->reg, "edge_request_duration_seconds",
                                       "Time from request to the end of the response.",
                                       metrics_latency_buckets, metrics_latency_nbuckets);

@@ -9,9 +9,11 @@
  *
  * Retries: a request is tried again on another server when the connection fails
  * before any response byte arrives (connect error, reset, a pooled connection
- * found dead) or, for idempotent methods, when the server answers 502/503/504 or
- * does not answer within the response timeout, up to the backend's `retries`.
- * Failures count towards passive ejection of the server.
+ * found dead) or, for idempotent methods, when the server answers 502/503/504 and
+ * another server could take it, or does not answer within the response timeout,
+ * up to the backend's `retries`. Failures count towards passive ejection of the
+ * server, which never takes out more than eject.max_percent of a backend; with
+ * every server down or ejected the backend is in panic mode (edge__pick).
  */
 #include "edge_internal.h"
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -253,18 +255,21 @@ static bool tried(const uint64_t *bits, size_t i)
     return i < 256 && (bits[i / 64] >> (i % 64)) & 1;
 }
 
-static bool serviceable(const struct edge_server *s, uint64_t now)
+/* A server takes requests when it is weighted, not drained by the admin and, except
+ * in panic mode, healthy and not ejected. */
+static bool serviceable(const struct edge_server *s, uint64_t now, bool panic)
 {
-    return s->weight > 0 && __atomic_load_n(&s->up, __ATOMIC_RELAXED) &&
-           !__atomic_load_n(&s->admin_drain, __ATOMIC_RELAXED) &&
-           __atomic_load_n(&s->ejected_until_ms, __ATOMIC_RELAXED) <= now;
+    if (s->weight == 0 || __atomic_load_n(&s->admin_drain, __ATOMIC_RELAXED))
+        return false;
+    return panic || (__atomic_load_n(&s->up, __ATOMIC_RELAXED) &&
+                     __atomic_load_n(&s->ejected_until_ms, __ATOMIC_RELAXED) <= now);
 }
 
 /* Serviceable and below the backend's per-server limit. */
-static bool available(const struct edge_server *s, uint64_t now)
+static bool available(const struct edge_server *s, uint64_t now, bool panic)
 {
     int max = s->backend->max_conns;
-    return serviceable(s, now) && (!max || __atomic_load_n(&s->inflight, __ATOMIC_RELAXED) < max);
+    return serviceable(s, now, panic) && (!max || __atomic_load_n(&s->inflight, __ATOMIC_RELAXED) < max);
 }
 
 /* Slow start: a recovered server takes a growing share of new requests. */
@@ -314,15 +319,11 @@ static struct strv hash_key_of(const struct edge_backend *b, struct httpd_req *r
     return key;
 }
 
-/* Chooses a server of b by its balance policy among those available and not in
- * tried (a bitmap, or NULL); key is the hash key for balance: hash. Shared by
- * HTTP requests, L4 connections and background revalidations. */
-struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, const uint64_t *tried_bits,
-                               struct strv key)
+/* One pass of the balance policy over the servers available (in panic mode:
+ * ignoring health and ejection) and not in tb. */
+static struct edge_server *pick_from(struct edge_backend *b, struct edge_worker *w, const uint64_t *tb,
+                                     struct strv key, uint64_t now, bool panic)
 {
-    static const uint64_t none[4];
-    const uint64_t *tb = tried_bits ? tried_bits : none;
-    uint64_t now = cairn_now_ms();
     size_t n = b->nservers;
     struct edge_server *best = NULL;
     if (!n)
@@ -340,7 +341,7 @@ struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, co
         }
         for (size_t k = 0; k < b->nring; k++) {
             size_t i = b->ring_server[(lo + k) % b->nring];
-            if (!tried(tb, i) && available(&b->servers[i], now))
+            if (!tried(tb, i) && available(&b->servers[i], now, panic))
                 return &b->servers[i];
         }
         return NULL;
@@ -349,7 +350,7 @@ struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, co
         struct edge_server *a = NULL, *c = NULL;
         for (int k = 0; k < 8 && !(a && c); k++) {
             struct edge_server *s = &b->servers[cairn_rand64() % n];
-            if (tried(tb, (size_t)(s - b->servers)) || !available(s, now) || slow_start_skip(b, s, now))
+            if (tried(tb, (size_t)(s - b->servers)) || !available(s, now, panic) || slow_start_skip(b, s, now))
                 continue;
             if (!a)
                 a = s;
@@ -367,7 +368,7 @@ struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, co
         for (size_t k = 0; k < n; k++) {
             size_t i = (start + k) % n;
             struct edge_server *s = &b->servers[i];
-            if (tried(tb, i) || !available(s, now))
+            if (tried(tb, i) || !available(s, now, panic))
                 continue;
             if (best && slow_start_skip(b, s, now))
                 continue;
@@ -385,7 +386,7 @@ struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, co
     for (size_t k = 0; k < n * 2; k++) {
         size_t i = (*pos)++ % n;
         struct edge_server *s = &b->servers[i];
-        if (tried(tb, i) || !available(s, now))
+        if (tried(tb, i) || !available(s, now, panic))
             continue;
         if (slow_start_skip(b, s, now) && k < n)
             continue;
@@ -394,6 +395,51 @@ struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, co
         return s;
     }
     return NULL;
+}
+
+/* Panic mode (Envoy's panic threshold; nginx never marks the only server of a group
+ * unavailable): when no server of a backend is healthy and unejected, health and
+ * ejection are ignored and requests spread over all servers, so a protection that
+ * misjudged every server cannot itself take the site down. `when_all_down: fail`
+ * answers 503 instead. Entering and leaving are logged and exported. */
+static void set_panic(struct edge_backend *b, struct edge_worker *w, bool on)
+{
+    if (__atomic_exchange_n(&b->panic, on ? 1 : 0, __ATOMIC_RELAXED) == (on ? 1 : 0))
+        return;
+    metric_set(metrics_get1(w->e->m_backend_panic, b->name), on ? 1 : 0);
+    if (on)
+        log_warn("backend in panic: no server healthy, requests go to all servers", "backend", b->name);
+    else
+        log_info("backend out of panic", "backend", b->name);
+}
+
+bool edge__backend_all_down(const struct edge_backend *b, uint64_t now)
+{
+    for (size_t i = 0; i < b->nservers; i++)
+        if (serviceable(&b->servers[i], now, false))
+            return false;
+    return true;
+}
+
+/* Chooses a server of b by its balance policy among those available and not in
+ * tried (a bitmap, or NULL); key is the hash key for balance: hash. Shared by
+ * HTTP requests, L4 connections and background revalidations. */
+struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, const uint64_t *tried_bits,
+                               struct strv key)
+{
+    static const uint64_t none[4];
+    const uint64_t *tb = tried_bits ? tried_bits : none;
+    uint64_t now = cairn_now_ms();
+    struct edge_server *s = pick_from(b, w, tb, key, now, false);
+    if (s) {
+        if (__atomic_load_n(&b->panic, __ATOMIC_RELAXED))
+            set_panic(b, w, false);
+        return s;
+    }
+    if (b->all_down_fail || !edge__backend_all_down(b, now))
+        return NULL;
+    set_panic(b, w, true);
+    return pick_from(b, w, tb, key, now, true);
 }
 
 static struct edge_server *pick(struct proxy_req *pr)
@@ -592,18 +638,41 @@ static void pr_free(struct proxy_req *pr)
     free(pr);
 }
 
+/* Passive ejection never takes out more than eject.max_percent of a backend's
+ * servers (Envoy's max_ejection_percent): with the default 50, the only server of
+ * a backend is never ejected, one of two may be. Counted without a lock: two
+ * threads ejecting at once may exceed the share by one for one ejection period. */
+static bool eject_allowed(const struct edge_backend *b, const struct edge_server *s, uint64_t now)
+{
+    size_t out = 1;
+    for (size_t i = 0; i < b->nservers; i++)
+        if (&b->servers[i] != s && __atomic_load_n(&b->servers[i].ejected_until_ms, __ATOMIC_RELAXED) > now)
+            out++;
+    return out * 100 <= (size_t)b->eject_max_percent * b->nservers;
+}
+
 static void server_result(struct proxy_req *pr, bool ok)
 {
     struct edge_server *s = pr->srv;
     struct edge_backend *b = pr->b;
     if (ok) {
         __atomic_store_n(&s->consecutive_fail, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->eject_capped, 0, __ATOMIC_RELAXED);
         return;
     }
     __atomic_add_fetch(&s->failures, 1, __ATOMIC_RELAXED);
     int f = __atomic_add_fetch(&s->consecutive_fail, 1, __ATOMIC_RELAXED);
     if (b->eject_after && f >= b->eject_after) {
-        uint64_t until = cairn_now_ms() + b->eject_ms;
+        uint64_t now = cairn_now_ms();
+        if (!eject_allowed(b, s, now)) {
+            __atomic_store_n(&s->consecutive_fail, 0, __ATOMIC_RELAXED);
+            if (!__atomic_exchange_n(&s->eject_capped, 1, __ATOMIC_RELAXED))
+                log_warn("server not ejected: eject.max_percent of the backend already out", "backend",
+                         b->name, "server", s->name, "failures", log_int(f), "max_percent",
+                         log_int(b->eject_max_percent));
+            return;
+        }
+        uint64_t until = now + b->eject_ms;
         uint64_t prev = __atomic_exchange_n(&s->ejected_until_ms, until, __ATOMIC_RELAXED);
         __atomic_store_n(&s->consecutive_fail, 0, __ATOMIC_RELAXED);
         if (prev < cairn_now_ms())
@@ -788,6 +857,20 @@ static void stale_pooled_conn(struct proxy_req *pr)
     size_t idx = (size_t)(pr->srv - pr->b->servers);
     if (idx < 256)
         pr->tried[idx / 64] &= ~(1ull << (idx % 64));
+}
+
+/* Whether a server not tried yet could take the request: an answer of 502/503/504
+ * is retried only then; otherwise it is the answer the client gets (as nginx
+ * returns the last server's response when proxy_next_upstream runs out). */
+static bool another_server(const struct proxy_req *pr)
+{
+    const struct edge_backend *b = pr->b;
+    uint64_t now = cairn_now_ms();
+    bool panic = __atomic_load_n(&b->panic, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < b->nservers; i++)
+        if (!tried(pr->tried, i) && serviceable(&b->servers[i], now, panic))
+            return true;
+    return false;
 }
 
 /* An attempt failed before the response started: retry elsewhere or fail. */
@@ -1087,7 +1170,7 @@ static void up_process(struct up_conn *uc, bool eof)
         loop_timer_stop(&pr->timer);
         int st = uc->resp.status;
         if (pr->idempotent && (st == 502 || st == 503 || st == 504) &&
-            pr->attempts <= pr->b->retries && retry_allowed(pr)) {
+            pr->attempts <= pr->b->retries && another_server(pr) && retry_allowed(pr)) {
             /* this server cannot serve it now: try another, drop this connection */
             attempt_failed(pr, st, "bad gateway", true);
             return;
@@ -1363,7 +1446,7 @@ static void queue_run(void *arg)
         struct proxy_req *next = pr->qnext;
         bool room = false;
         for (size_t i = 0; i < pr->b->nservers && !room; i++)
-            room = available(&pr->b->servers[i], now);
+            room = available(&pr->b->servers[i], now, __atomic_load_n(&pr->b->panic, __ATOMIC_RELAXED));
         if (room) {
             queue_unlink(pr);
             try_send(pr);
@@ -1400,7 +1483,7 @@ static bool try_queue(struct proxy_req *pr)
     uint64_t now = cairn_now_ms();
     bool some = false;
     for (size_t i = 0; i < b->nservers && !some; i++)
-        some = serviceable(&b->servers[i], now);
+        some = serviceable(&b->servers[i], now, __atomic_load_n(&b->panic, __ATOMIC_RELAXED));
     if (!some)
         return false;
     pr->queued = true;

@@ -27,7 +27,7 @@ services:
     listen: ["127.0.0.1:$P_EDGE"]
     access_log: false
     routes: [{path: /, backend: origin, cache: {memory: 64MiB}}]
-    backends: {origin: {servers: ["127.0.0.1:$P_ORIGIN"], retries: 0, eject: {after: 0}}}
+    backends: {origin: {servers: ["127.0.0.1:$P_ORIGIN"]}}
 CONF
 ./build/cairn run cdn -c $D/edge.yaml > $D/edge.log 2>&1 & PIDS+=($!)
 for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$P_EDGE/ && break; sleep 0.1; done

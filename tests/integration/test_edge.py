@@ -935,3 +935,119 @@ services:
                      headers={f"X-H{i}": "1" for i in range(12)}, timeout=5)
     assert r.status_code == 431
     assert requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).status_code == 200
+
+
+class FlakyOrigin:
+    """An origin that answers 502 while `bad` is set and 200 otherwise, counting requests."""
+
+    def __init__(self):
+        outer = self
+        self.bad = True
+        self.hits = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.hits += 1
+                status, body = (502, b"origin says bad") if outer.bad else (200, b"origin ok")
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def flaky():
+    o = FlakyOrigin()
+    yield o
+    o.close()
+
+
+def test_single_server_answering_502_is_never_taken_out(start, tmp_path, flaky):
+    """Default backend settings: passive ejection may not take out the only server
+    (eject.max_percent 50), and its 502s reach the client as it sent them."""
+    base, admin, lb = run_edge(start, tmp_path, f"""\
+    routes: [{{path: /, backend: origin}}]
+    backends: {{origin: {{servers: ["127.0.0.1:{flaky.port}"]}}}}
+""")
+    for i in range(20):
+        r = requests.get(base + f"/x{i}", timeout=5)
+        assert (r.status_code, r.text) == (502, "origin says bad"), i
+    assert flaky.hits == 20                # every request forwarded, none retried on the same server
+    st = requests.get(admin + "/api/backends", timeout=5).json()["backends"][0]
+    assert st["servers"][0]["state"] == "up" and st["panic"] is False
+    flaky.bad = False
+    r = requests.get(base + "/after", timeout=5)
+    assert (r.status_code, r.text) == (200, "origin ok")
+    assert 'msg="server not ejected: eject.max_percent of the backend already out"' in lb.stderr()
+    assert 'msg="server ejected"' not in lb.stderr()
+
+
+def test_ejection_is_capped_at_max_percent(start, tmp_path, flaky, echo):
+    """Of two servers, the failing one is ejected (1 of 2 = 50%, the default cap) and
+    its requests are retried on the other, so no client sees its 502s."""
+    base, admin, lb = run_edge(start, tmp_path, f"""\
+    routes: [{{path: /, backend: two}}]
+    backends:
+      two: {{servers: ["127.0.0.1:{flaky.port}", "127.0.0.1:{echo}"], balance: round_robin}}
+""")
+    for i in range(20):
+        assert requests.get(base + f"/y{i}", timeout=5).status_code == 200, i
+    st = requests.get(admin + "/api/backends", timeout=5).json()["backends"][0]["servers"]
+    assert [s["state"] for s in st] == ["ejected", "up"]
+    assert f'msg="server ejected" backend=two server=127.0.0.1:{flaky.port}' in lb.stderr()
+
+
+def test_panic_mode_when_every_server_is_down(start, tmp_path, apps):
+    """Health checks mark every server down: the backend spreads requests over all of
+    them (fail open) and says so in the log, /api/backends and edge_backend_panic;
+    `when_all_down: fail` answers 503 instead."""
+    ports, _ = apps
+    base, admin, lb = run_edge(start, tmp_path, f"""\
+    routes:
+      - {{path: /strict/, backend: strict}}
+      - {{path: /, backend: app}}
+    backends:
+      app:
+        servers: {servers(ports)}
+        health: {{http: {{path: /healthz}}, interval: 200ms, timeout: 500ms, rise: 1, fall: 1}}
+      strict:
+        servers: {servers(ports)}
+        when_all_down: fail
+        health: {{http: {{path: /healthz}}, interval: 200ms, timeout: 500ms, rise: 1, fall: 1}}
+""")
+    for p in ports:
+        requests.post(f"http://127.0.0.1:{p}/-/faults?healthy=false", timeout=5)
+
+    def backends():
+        return {b["name"]: b for b in requests.get(admin + "/api/backends", timeout=5).json()["backends"]}
+    wait_for(lambda: all(s["state"] == "down" for b in backends().values() for s in b["servers"]),
+             timeout=5, what="every server down")
+    got = Counter(requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(60))
+    assert set(got) == {"app-1", "app-2", "app-3"}, got
+    assert requests.get(base + "/strict/x", timeout=5).status_code == 503
+    b = backends()
+    assert b["app"]["panic"] is True and b["strict"]["panic"] is False
+    assert b["strict"]["when_all_down"] == "fail"
+    assert 'edge_backend_panic{backend="app"} 1' in requests.get(admin + "/metrics", timeout=5).text
+    assert 'msg="backend in panic: no server healthy, requests go to all servers" backend=app' in lb.stderr()
+
+    requests.post(f"http://127.0.0.1:{ports[2]}/-/faults?healthy=true", timeout=5)
+    wait_for(lambda: backends()["app"]["servers"][2]["state"] == "up", timeout=5, what="app-3 up")
+    got = Counter(requests.get(base + "/api/hello", timeout=5).json()["instance"] for _ in range(30))
+    assert set(got) == {"app-3"}, got
+    assert backends()["app"]["panic"] is False
+    assert 'edge_backend_panic{backend="app"} 0' in requests.get(admin + "/metrics", timeout=5).text
+    assert 'msg="backend out of panic" backend=app' in lb.stderr()
