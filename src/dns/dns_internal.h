@@ -201,10 +201,7 @@ struct dns_svc {
     unsigned next_gen;
     struct dns_worker *workers;
     int nworkers;
-    int stopping;
-    struct metrics_registry *reg;
-    struct httpd_worker admin_hw;
-    struct httpd_conf admin_conf;
+    struct metrics_registry *reg;   /* the skeleton's */
     struct httpc *checker;
     struct tls_ctx *check_tls;
     struct dns_member *members;

@@ -10,10 +10,9 @@
  */
 #include "dns_internal.h"
 #include "log.h"
+#include "service.h"
 
 #include <errno.h>
-#include <malloc.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,38 +121,27 @@ static void zone_metrics(struct dns_svc *s, struct dns_gen *g)
     }
 }
 
-/* Re-reads the service from the stack file and the zone files. On any error the
- * current generation keeps serving. Runs on the main thread. */
-static int dns_reload(struct dns_svc *s, struct cfg_errors *errs)
+/* The skeleton's reload hook: builds a generation from the service re-read into
+ * st (zone files loaded, GSLB names built) and switches every worker to it. On any
+ * error the current generation keeps serving. Runs on the main thread. */
+static int dns_reload(struct service_ctx *sc, struct stack *st, struct cfg_errors *errs)
 {
-    const struct service *svc = s->svc;
-    struct stack st;
-    const char *text = svc->stack->source ? NULL : svc->stack->text;
-    int r = stack_load_one(&st, svc->stack->file, text, svc->name, &dns_role, errs);
-    struct dns_gen *g = NULL;
+    struct dns_svc *s = sc->role;
+    const struct service *nsvc = stack_find(st, s->svc->name);
+    struct dns_conf *nc = nsvc->conf;
+    const struct dns_conf *oc = s->gen->conf;
     char err[1024] = "";
-    if (r == 0) {
-        const struct service *nsvc = stack_find(&st, svc->name);
-        struct dns_conf *nc = nsvc->conf;
-        const struct dns_conf *oc = s->gen->conf;
-        bool same = nc->nlisten == oc->nlisten;
-        for (size_t i = 0; same && i < nc->nlisten; i++)
-            same = net_addr_eq(&nc->listen[i], &oc->listen[i]);
-        if (!same)
-            log_warn("listen addresses changed: they take effect at the next restart");
-        g = gen_new(s, nc, err, sizeof(err));
-        if (!g)
-            cfg_errors_add(errs, "%s", err);
-    }
+    bool same = nc->nlisten == oc->nlisten;
+    for (size_t i = 0; same && i < nc->nlisten; i++)
+        same = net_addr_eq(&nc->listen[i], &oc->listen[i]);
+    if (!same)
+        log_warn("listen addresses changed: they take effect at the next restart");
+    struct dns_gen *g = gen_new(s, nc, err, sizeof(err));
     if (!g) {
-        stack_free(&st);
-        for (size_t i = 0; i < errs->n; i++)
-            log_error("reload refused", "error", errs->msgs[i]);
-        log_error("reload refused: the current zones keep serving");
-        metric_inc(metrics_get1(s->m_reloads, "failed"));
+        cfg_errors_add(errs, "%s", err);
         return -EINVAL;
     }
-    g->stack = st;
+    g->stack = *st;
     g->owns_stack = true;
     struct dns_gen *old = s->gen;
     /* the new generation's settings that live in the workers stay as started
@@ -171,7 +159,6 @@ static int dns_reload(struct dns_svc *s, struct cfg_errors *errs)
     zone_metrics(s, g);
     dns__notify_start(s, g, old);
     dns__gen_unref(old);
-    metric_inc(metrics_get1(s->m_reloads, "ok"));
     size_t records = 0;
     for (size_t i = 0; i < g->nzones; i++)
         records += g->zones[i]->nrecords;
@@ -179,6 +166,12 @@ static int dns_reload(struct dns_svc *s, struct cfg_errors *errs)
              log_int((long long)g->nzones), "records", log_int((long long)records), "gslb",
              log_int((long long)g->ngslb));
     return 0;
+}
+
+static void dns_reloaded(struct service_ctx *sc, bool ok)
+{
+    struct dns_svc *s = sc->role;
+    metric_inc(metrics_get1(s->m_reloads, ok ? "ok" : "failed"));
 }
 
 /* ---- admin API ---- */
@@ -208,11 +201,9 @@ static void zones_json(struct dns_svc *s, struct buf *b)
     buf_puts(b, "]}\n");
 }
 
-static void admin(struct httpd_req *r, void *arg)
+static void admin(struct service_ctx *sc, struct httpd_req *r)
 {
-    struct dns_svc *s = arg;
-    if (httpd_serve_builtin(r, s->reg, !__atomic_load_n(&s->stopping, __ATOMIC_RELAXED)))
-        return;
+    struct dns_svc *s = sc->role;
     struct buf b = BUF_INIT;
     if (strv_eq_cstr(r->h.path, "/api/gslb")) {
         dns__gslb_json(s, &b);
@@ -220,22 +211,6 @@ static void admin(struct httpd_req *r, void *arg)
     } else if (strv_eq_cstr(r->h.path, "/api/zones")) {
         zones_json(s, &b);
         httpd_respond(r, 200, "application/json", buf_head(&b), buf_used(&b));
-    } else if (strv_eq_cstr(r->h.path, "/-/reload")) {
-        if (!strv_eq_cstr(r->h.method, "POST") && !strv_eq_cstr(r->h.method, "PUT")) {
-            httpd_header(r, "Allow", "POST, PUT");
-            httpd_respond(r, 405, "text/plain; charset=utf-8", "use POST\n", 9);
-        } else {
-            struct cfg_errors errs = { 0 };
-            if (dns_reload(s, &errs) == 0) {
-                httpd_respond(r, 200, "text/plain; charset=utf-8", "reloaded\n", 9);
-            } else {
-                buf_puts(&b, "reload refused, the current zones keep serving:\n");
-                for (size_t i = 0; i < errs.n; i++)
-                    buf_printf(&b, "%s\n", errs.msgs[i]);
-                httpd_respond(r, 400, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
-            }
-            cfg_errors_free(&errs);
-        }
     } else {
         httpd_respond(r, 404, "text/plain; charset=utf-8", "not found\n", 10);
     }
@@ -250,9 +225,7 @@ static int setup_metrics(struct dns_svc *s)
     static const char *const l_member[] = { "name", "region", "member", NULL };
     static const char *const l_zone[] = { "zone", NULL };
     static const char *const l_result[] = { "result", NULL };
-    struct metrics_registry *reg = s->reg = metrics_registry_new();
-    if (!reg || metrics_add_process(reg))
-        return -ENOMEM;
+    struct metrics_registry *reg = s->reg;
     s->m_queries = metrics_family(reg, METRIC_COUNTER, "dns_queries_total",
                                   "Queries received, by transport and query type.", l_proto_type,
                                   NULL, 0);
@@ -299,107 +272,66 @@ static void worker_stop(void *arg)
     loop_stop(&w->loop);
 }
 
-static void on_signal(struct loop *l, int signo, void *arg)
-{
-    struct dns_svc *s = arg;
-    UNUSED(l);
-    if (signo == SIGHUP) {
-        struct cfg_errors errs = { 0 };
-        if (!__atomic_load_n(&s->stopping, __ATOMIC_RELAXED))
-            dns_reload(s, &errs);
-        cfg_errors_free(&errs);
-        return;
-    }
-    if (__atomic_exchange_n(&s->stopping, 1, __ATOMIC_RELAXED))
-        return;
-    log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
-    for (int i = 1; i < s->nworkers; i++)
-        loop_post(&s->workers[i].loop, worker_stop, &s->workers[i]);
-    worker_stop(&s->workers[0]);
-}
+static void dns_finish(struct service_ctx *sc);
 
-static void *worker_thread(void *arg)
+static int dns_start(struct service_ctx *sc)
 {
-    struct dns_worker *w = arg;
-    loop_run(&w->loop);
-    return NULL;
-}
-
-static void trim_cb(struct loop_timer *t)
-{
-    malloc_trim(0);
-    loop_timer_start(t->loop, t, 10000);
-}
-
-int dns_main(const struct service *svc)
-{
-    struct dns_conf *conf = svc->conf;
-    struct dns_svc s;
-    int code = 1, nthreads = 0;
+    struct dns_svc *s = sc->role;
+    const struct dns_conf *conf = s->svc->conf;
     char err[1024];
-    memset(&s, 0, sizeof(s));
-    s.svc = svc;
-    s.notify_fd4 = s.notify_fd6 = -1;
-    g_final = false;
-    signal(SIGPIPE, SIG_IGN);
-    if (setup_metrics(&s)) {
+    s->reg = sc->reg;
+    if (setup_metrics(s)) {
         log_error("out of memory");
-        goto out;
+        return -ENOMEM;
     }
-    s.nworkers = conf->threads;
-    s.workers = calloc((size_t)s.nworkers, sizeof(*s.workers));
-    if (!s.workers)
-        goto out;
-    for (int i = 0; i < s.nworkers; i++) {
-        s.workers[i].s = &s;
-        s.workers[i].index = i;
-        s.workers[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) ^ cairn_now_ns();
-        if (loop_init(&s.workers[i].loop)) {
+    s->nworkers = conf->threads;
+    s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
+    struct service_worker *sw = calloc((size_t)s->nworkers, sizeof(*sw));
+    if (!s->workers || !sw) {
+        free(sw);
+        s->nworkers = 0;
+        return -ENOMEM;
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        s->workers[i].s = s;
+        s->workers[i].index = i;
+        s->workers[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) ^ cairn_now_ns();
+        if (loop_init(&s->workers[i].loop)) {
             log_error("cannot create an event loop");
-            for (int k = 0; k < i; k++)
-                loop_destroy(&s.workers[k].loop);
-            free(s.workers);
-            s.workers = NULL;
-            goto out;
+            s->nworkers = i;
+            free(sw);
+            return -ENOMEM;
         }
+        sw[i].loop = &s->workers[i].loop;
+        sw[i].arg = &s->workers[i];
     }
-    struct loop *main_loop = &s.workers[0].loop;
-    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-    if (loop_signals(main_loop, sigs, ARRAY_SIZE(sigs), on_signal, &s))
-        goto out_loops;
+    int r = service_set_workers(sc, sw, s->nworkers);
+    free(sw);
+    if (r)
+        return r;
+    struct loop *main_loop = &s->workers[0].loop;
     struct httpc_opts ho;
     httpc_opts_defaults(&ho);
     ho.max_idle = 0;
-    if (tls_client_new(&s.check_tls, false, NULL, NULL, 0, err, sizeof(err)) == 0)
-        ho.tls = s.check_tls;
-    s.checker = httpc_new(main_loop, &ho);
-    if (!s.checker)
-        goto out_loops;
-    s.gen = gen_new(&s, conf, err, sizeof(err));
-    if (!s.gen) {
+    if (tls_client_new(&s->check_tls, false, NULL, NULL, 0, err, sizeof(err)) == 0)
+        ho.tls = s->check_tls;
+    s->checker = httpc_new(main_loop, &ho);
+    if (!s->checker)
+        return -ENOMEM;
+    s->gen = gen_new(s, (struct dns_conf *)conf, err, sizeof(err));
+    if (!s->gen) {
         log_error("cannot load the zones", "error", err);
-        goto out_loops;
+        return -EINVAL;
     }
-    zone_metrics(&s, s.gen);
-    for (int i = 0; i < s.nworkers; i++) {
-        __atomic_add_fetch(&s.gen->refs, 1, __ATOMIC_RELAXED);
-        worker_use(&s.workers[i], s.gen);
-        if (dns__worker_open(&s.workers[i]))
-            goto out_workers;
+    zone_metrics(s, s->gen);
+    for (int i = 0; i < s->nworkers; i++) {
+        __atomic_add_fetch(&s->gen->refs, 1, __ATOMIC_RELAXED);
+        worker_use(&s->workers[i], s->gen);
+        if ((r = dns__worker_open(&s->workers[i])))
+            return r;
     }
-    httpd_worker_init(&s.admin_hw, main_loop);
-    httpd_conf_defaults(&s.admin_conf);
-    s.admin_conf.handler = admin;
-    s.admin_conf.handler_arg = &s;
-    if (conf->have_admin) {
-        int r = httpd_listen(&s.admin_hw, &conf->admin, &s.admin_conf);
-        if (r) {
-            char a[NET_ADDRSTRLEN];
-            net_addr_format(&conf->admin, a, sizeof(a));
-            log_error("cannot listen (admin)", "addr", a, "err", cairn_strerror(r));
-            goto out_admin;
-        }
-    }
+    if (conf->have_admin && (r = service_admin_listen(sc, &conf->admin)))
+        return r;
     /* no answer before every health-checked member has its first verdict: the
      * sockets are bound (so clients queue) but not read until then */
     uint64_t wait_ms = 0;
@@ -407,69 +339,65 @@ int dns_main(const struct service *svc)
         if (conf->gslb[i].have_health && conf->gslb[i].health.timeout_ms > wait_ms)
             wait_ms = conf->gslb[i].health.timeout_ms;
     uint64_t deadline = cairn_now_ms() + wait_ms + 500;
-    while (!dns__health_settled(&s) && cairn_now_ms() < deadline &&
-           !__atomic_load_n(&s.stopping, __ATOMIC_RELAXED))
+    while (!dns__health_settled(s) && cairn_now_ms() < deadline && !service_stopping(sc))
         loop_run_once(main_loop, 20);
-    if (__atomic_load_n(&s.stopping, __ATOMIC_RELAXED)) {
-        code = 0;
-        goto out_admin;
-    }
-    for (int i = 0; i < s.nworkers; i++)
-        if (dns__worker_start(&s.workers[i])) {
+    if (service_stopping(sc))
+        return 0;
+    for (int i = 0; i < s->nworkers; i++)
+        if (dns__worker_start(&s->workers[i])) {
             log_error("cannot start reading the sockets");
-            goto out_admin;
+            return -EIO;
         }
-    for (int i = 1; i < s.nworkers; i++, nthreads++)
-        if (pthread_create(&s.workers[i].thread, NULL, worker_thread, &s.workers[i])) {
-            log_error("cannot start thread");
-            for (int k = 1; k <= nthreads; k++)
-                loop_post(&s.workers[k].loop, worker_stop, &s.workers[k]);
-            goto out_threads;
-        }
-    dns__notify_start(&s, s.gen, NULL);
-    struct loop_timer trim;
-    loop_timer_init(&trim, trim_cb, NULL);
-    loop_timer_start(main_loop, &trim, 10000);
+    dns__notify_start(s, s->gen, NULL);
     char first[NET_ADDRSTRLEN];
     net_addr_format(&conf->listen[0], first, sizeof(first));
     size_t records = 0;
-    for (size_t i = 0; i < s.gen->nzones; i++)
-        records += s.gen->zones[i]->nrecords;
-    log_info("dns serving", "addr", first, "zones", log_int((long long)s.gen->nzones), "records",
-             log_int((long long)records), "gslb", log_int((long long)s.gen->ngslb), "threads",
-             log_int(s.nworkers));
-    service_notify_ready();
-    loop_run(main_loop);
-    loop_timer_stop(&trim);
-    code = 0;
-out_threads:
-    for (int i = 1; i <= nthreads; i++)
-        pthread_join(s.workers[i].thread, NULL);
-out_admin:
-    httpd_worker_destroy(&s.admin_hw);
-out_workers:
-    dns__notify_stop(&s);
-    for (int i = 0; i < s.nworkers; i++)
-        dns__worker_close(&s.workers[i]);
+    for (size_t i = 0; i < s->gen->nzones; i++)
+        records += s->gen->zones[i]->nrecords;
+    log_info("dns serving", "addr", first, "zones", log_int((long long)s->gen->nzones), "records",
+             log_int((long long)records), "gslb", log_int((long long)s->gen->ngslb), "threads",
+             log_int(s->nworkers));
+    return 0;
+}
+
+static void dns_finish(struct service_ctx *sc)
+{
+    struct dns_svc *s = sc->role;
+    dns__notify_stop(s);
+    for (int i = 0; i < s->nworkers; i++)
+        dns__worker_close(&s->workers[i]);
     /* every loop has stopped: free what the post queues still hold */
     g_final = true;
-    for (int i = 0; i < s.nworkers; i++)
-        loop_run_once(&s.workers[i].loop, 0);
-    for (int i = 0; i < s.nworkers; i++)
-        if (s.workers[i].gen)
-            dns__gen_unref(s.workers[i].gen);
-    if (s.gen)
-        dns__gen_unref(s.gen);
-    dns__health_stop_all(&s);
-out_loops:
-    httpc_free(&s.checker);
-    tls_ctx_free(&s.check_tls);
-    for (int i = 0; i < s.nworkers; i++)
-        loop_destroy(&s.workers[i].loop);
-    free(s.workers);
-out:
-    metrics_registry_free(&s.reg);
-    if (code == 0)
-        log_info("stopped");
-    return code;
+    for (int i = 0; i < s->nworkers; i++)
+        loop_run_once(&s->workers[i].loop, 0);
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].gen)
+            dns__gen_unref(s->workers[i].gen);
+    if (s->gen)
+        dns__gen_unref(s->gen);
+    dns__health_stop_all(s);
+    httpc_free(&s->checker);
+    tls_ctx_free(&s->check_tls);
+    for (int i = 0; i < s->nworkers; i++)
+        loop_destroy(&s->workers[i].loop);
+    free(s->workers);
+}
+
+static const struct service_ops dns_ops = {
+    .start = dns_start,
+    .reload = dns_reload,
+    .reloaded = dns_reloaded,
+    .stop_worker = worker_stop,
+    .admin = admin,
+    .finish = dns_finish,
+};
+
+int dns_main(const struct service *svc)
+{
+    struct dns_svc s;
+    memset(&s, 0, sizeof(s));
+    s.svc = svc;
+    s.notify_fd4 = s.notify_fd6 = -1;
+    g_final = false;
+    return service_run(svc, &dns_ops, &s);
 }

@@ -241,7 +241,7 @@ static void answer_cb(void *arg)
     struct dns_answer *a = arg;
     struct edge *e = a->e;
     struct edge_dns *d = e->dns;
-    if (!d || __atomic_load_n(&e->stopping, __ATOMIC_RELAXED)) {
+    if (!d || service_stopping(e->sc)) {
         free(a);
         return;
     }

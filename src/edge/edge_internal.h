@@ -3,6 +3,7 @@
 #define CAIRN_EDGE_INTERNAL_H
 
 #include "edge.h"
+#include "service.h"
 #include "httpc.h"
 #include "httpd.h"
 #include "loop.h"
@@ -93,10 +94,9 @@ struct edge {
     struct edge_dns *dns;           /* resolver for DNS backends, or NULL */
     struct edge_gen *gen;           /* current; changed on worker 0 only */
     unsigned next_gen;
-    struct httpd_conf admin_conf;
     struct edge_worker *workers;
     int nworkers;
-    int stopping;
+    struct service_ctx *sc;         /* the skeleton running this edge */
     /* metrics */
     struct metrics_registry *reg;
     struct metric_family *m_requests;       /* route, backend, code */
@@ -131,7 +131,6 @@ struct edge_worker {
     int index;
     struct loop loop;
     struct httpd_worker hw;
-    struct httpd_worker admin_hw;
     pthread_t thread;
     struct loop_timer deadline;
     struct up_conn **idle;          /* idle upstream connections, per server (flattened) */
@@ -161,7 +160,6 @@ void edge__queue_flush(struct edge_worker *w);
 int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c);
 int edge__health_start(struct edge_gen *g, struct loop *loop);
 void edge__health_stop(struct edge_gen *g);
-void edge__admin(struct httpd_req *r, void *arg);
 int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b,
                        SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms,
                        const struct sockaddr_storage *counted);

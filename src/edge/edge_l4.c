@@ -175,9 +175,9 @@ static void l4_accept(struct loop_io *io, uint32_t events)
             return;
         }
         struct edge_lctx *lc = l->lc;
-        if (__atomic_load_n(&w->e->stopping, __ATOMIC_RELAXED) ||
+        if (service_stopping(w->e->sc) ||
             !edge__cidrs_allow(&lc->l->allow, &lc->l->deny, (struct sockaddr *)&ss)) {
-            if (!w->e->stopping)
+            if (!service_stopping(w->e->sc))
                 metric_inc(w->e->m_denied);
             close(fd);
             continue;

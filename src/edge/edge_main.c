@@ -4,11 +4,10 @@
 #include <pcre2.h>
 #include "edge_cache.h"
 #include "log.h"
+#include "service.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <unistd.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -101,15 +100,9 @@ static bool admin_server_action(struct edge *e, struct httpd_req *r)
     return true;
 }
 
-static bool admin_reload(struct edge *e, struct httpd_req *r);
-
-void edge__admin(struct httpd_req *r, void *arg)
+static void edge_admin(struct service_ctx *sc, struct httpd_req *r)
 {
-    struct edge *e = arg;
-    if (httpd_serve_builtin(r, e->reg, !__atomic_load_n(&e->stopping, __ATOMIC_RELAXED)))
-        return;
-    if (admin_reload(e, r))
-        return;
+    struct edge *e = sc->role;
     if (strv_eq_cstr(r->h.path, "/api/cache/purge")) {
         if (!strv_eq_cstr(r->h.method, "POST")) {
             httpd_header(r, "Allow", "POST");
@@ -195,9 +188,6 @@ static double cache_bytes(void *arg)
 
 static int setup_metrics(struct edge *e)
 {
-    e->reg = metrics_registry_new();
-    if (!e->reg)
-        return -ENOMEM;
     static const char *const rl[] = { "route", "backend", "code", NULL };
     static const char *const sl[] = { "backend", "server", NULL };
     e->m_requests = metrics_family(e->reg, METRIC_COUNTER, "edge_requests_total",
@@ -232,7 +222,6 @@ static int setup_metrics(struct edge *e)
                      cache_objects, e);
     metrics_callback(e->reg, METRIC_GAUGE, "edge_cache_bytes", "Bytes stored in the caches.",
                      cache_bytes, e);
-    metrics_add_process(e->reg);
     return e->m_requests && e->m_server_up && e->m_duration ? 0 : -ENOMEM;
 }
 
@@ -560,7 +549,7 @@ static void worker_swap_job(void *arg)
     free(j);
 }
 
-/* Makes the service in st (loaded by the caller, handed over on success) the
+/* Makes the service in st (loaded by the caller, taken over on success) the
  * current generation: DNS answers applied, health state carried over, then
  * every worker switches. Runs on worker 0. */
 static int edge_switch(struct edge *e, struct stack *st, struct cfg_errors *errs, const char *why)
@@ -578,9 +567,7 @@ static int edge_switch(struct edge *e, struct stack *st, struct cfg_errors *errs
     carry_state(cur->conf, nc);
     struct edge_gen *g = gen_new(e, nc);
     if (!g) {
-        stack_free(st);
         cfg_errors_add(errs, "the new configuration could not be set up (see the log)");
-        log_error("reload refused: keeping the current configuration");
         return -EINVAL;
     }
     g->stack = *st;
@@ -606,24 +593,10 @@ static int edge_switch(struct edge *e, struct stack *st, struct cfg_errors *errs
     return 0;
 }
 
-/* Re-reads this service from the stack file; on success every worker switches
- * to the new generation. Runs on worker 0. Returns 0, or -EINVAL with the
- * errors in errs (the old configuration keeps serving). */
-static int edge_reload(struct edge *e, struct cfg_errors *errs)
+/* The skeleton's reload hook: every worker switches to the service re-read into st. */
+static int edge_reload(struct service_ctx *sc, struct stack *st, struct cfg_errors *errs)
 {
-    const struct service *svc = e->svc;
-    struct stack st;
-    /* a file is read again; the embedded default stack is its own text */
-    const char *text = svc->stack->source ? NULL : svc->stack->text;
-    int r = stack_load_one(&st, svc->stack->file, text, svc->name, &edge_role, errs);
-    if (r) {
-        stack_free(&st);
-        for (size_t i = 0; i < errs->n; i++)
-            log_error("reload refused", "error", errs->msgs[i]);
-        log_error("reload refused: keeping the current configuration");
-        return -EINVAL;
-    }
-    return edge_switch(e, &st, errs, "reload");
+    return edge_switch(sc->role, st, errs, "reload");
 }
 
 /* A new generation from the same stack text (DNS answers changed). */
@@ -634,11 +607,11 @@ int edge__regenerate(struct edge *e, const char *why)
     struct stack st;
     struct cfg_errors errs = { 0 };
     int r = stack_load_one(&st, src->file, src->text, e->svc->name, &edge_role, &errs);
+    if (r == 0)
+        r = edge_switch(e, &st, &errs, why);
     if (r) {
         stack_free(&st);
         log_error("cannot rebuild the configuration", "why", why);
-    } else {
-        r = edge_switch(e, &st, &errs, why);
     }
     cfg_errors_free(&errs);
     return r;
@@ -648,8 +621,6 @@ static void worker_drained(struct httpd_worker *hw, void *arg)
 {
     struct edge_worker *w = arg;
     UNUSED(hw);
-    if (w->index == 0 && w->admin_hw.nconns)
-        httpd_close_all(&w->admin_hw);
     loop_stop(&w->loop);
 }
 
@@ -664,71 +635,11 @@ static void worker_drain(void *arg)
 {
     struct edge_worker *w = arg;
     loop_timer_start(&w->loop, &w->deadline, EDGE_DRAIN_MS);
-    if (w->index == 0) {
+    if (w->index == 0)
         edge__health_stop(w->e->gen);
-        httpd_drain(&w->admin_hw, NULL, NULL);
-    }
     edge__worker_free_pools(w);
     edge__l4_close_all(w);
     httpd_drain(&w->hw, worker_drained, w);
-}
-
-static void on_signal(struct loop *l, int signo, void *arg)
-{
-    struct edge *e = arg;
-    UNUSED(l);
-    if (signo == SIGHUP) {
-        struct cfg_errors errs = { 0 };
-        if (!__atomic_load_n(&e->stopping, __ATOMIC_RELAXED))
-            edge_reload(e, &errs);
-        cfg_errors_free(&errs);
-        return;
-    }
-    if (__atomic_exchange_n(&e->stopping, 1, __ATOMIC_RELAXED))
-        return;
-    log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
-    for (int i = 0; i < e->nworkers; i++)
-        loop_post(&e->workers[i].loop, worker_drain, &e->workers[i]);
-}
-
-/* POST /-/reload on the admin listener (worker 0). */
-static bool admin_reload(struct edge *e, struct httpd_req *r)
-{
-    if (!strv_eq_cstr(r->h.path, "/-/reload"))
-        return false;
-    if (!strv_eq_cstr(r->h.method, "POST") && !strv_eq_cstr(r->h.method, "PUT")) {
-        httpd_header(r, "Allow", "POST, PUT");
-        httpd_respond(r, 405, "text/plain; charset=utf-8", "use POST\n", 9);
-        return true;
-    }
-    struct cfg_errors errs = { 0 };
-    if (edge_reload(e, &errs) == 0) {
-        httpd_respond(r, 200, "text/plain; charset=utf-8", "reloaded\n", 9);
-    } else {
-        struct buf b = BUF_INIT;
-        buf_puts(&b, "reload refused, the current configuration keeps serving:\n");
-        for (size_t i = 0; i < errs.n; i++)
-            buf_printf(&b, "%s\n", errs.msgs[i]);
-        httpd_respond(r, 400, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
-        buf_free(&b);
-    }
-    cfg_errors_free(&errs);
-    return true;
-}
-
-/* Bursts of connections leave freed memory scattered through the heap; give it
- * back to the kernel every few seconds so that RSS follows what is in use. */
-static void trim_cb(struct loop_timer *t)
-{
-    malloc_trim(0);
-    loop_timer_start(t->loop, t, 2000);
-}
-
-static void *worker_thread(void *arg)
-{
-    struct edge_worker *w = arg;
-    loop_run(&w->loop);
-    return NULL;
 }
 
 static int worker_init(struct edge *e, struct edge_worker *w, int index)
@@ -739,25 +650,10 @@ static int worker_init(struct edge *e, struct edge_worker *w, int index)
     if (r)
         return r;
     httpd_worker_init(&w->hw, &w->loop);
-    httpd_worker_init(&w->admin_hw, &w->loop);
     w->hw.data = w;
-    w->admin_hw.data = w;
     loop_timer_init(&w->deadline, worker_deadline, w);
     loop_timer_init(&w->queue_poll, NULL, w);   /* its callback is set when used */
-    r = worker_use_gen(w, e->gen);
-    if (r)
-        return r;
-    const struct edge_conf *c = e->gen->conf;
-    if (index == 0 && c->have_admin) {
-        r = httpd_listen(&w->admin_hw, &c->admin, &e->admin_conf);
-        if (r) {
-            char a[NET_ADDRSTRLEN];
-            net_addr_format(&c->admin, a, sizeof(a));
-            log_error("cannot listen (admin)", "addr", a, "err", cairn_strerror(r));
-            return r;
-        }
-    }
-    return 0;
+    return worker_use_gen(w, e->gen);
 }
 
 static void worker_destroy(struct edge_worker *w)
@@ -770,7 +666,6 @@ static void worker_destroy(struct edge_worker *w)
     edge__l4_close_all(w);
     edge__tunnels_close_all(w);
     httpd_worker_destroy(&w->hw);
-    httpd_worker_destroy(&w->admin_hw);
     pcre2_match_data_free(w->re_md);
     loop_destroy(&w->loop);
     free(w->idle);
@@ -781,88 +676,93 @@ static void worker_destroy(struct edge_worker *w)
     w->gen = NULL;
 }
 
-int edge_main(const struct service *svc)
+static int edge_start(struct service_ctx *sc)
 {
-    struct edge e;
-    int code = 1;
-    memset(&e, 0, sizeof(e));
-    e.svc = svc;
-    e.conn_limits = calloc(CL_SETS, sizeof(*e.conn_limits));
-    if (!e.conn_limits || setup_metrics(&e)) {
+    struct edge *e = sc->role;
+    const struct service *svc = e->svc;
+    e->sc = sc;
+    e->reg = sc->reg;
+    e->conn_limits = calloc(CL_SETS, sizeof(*e->conn_limits));
+    if (!e->conn_limits || setup_metrics(e)) {
         log_error("out of memory");
-        goto out;
+        return -ENOMEM;
     }
     /* DNS backends get their first servers before the first generation (the
      * configuration is this process's own; filling its server lists is fine) */
-    if (edge__dns_init(&e, (struct edge_conf *)svc->conf)) {
+    if (edge__dns_init(e, (struct edge_conf *)svc->conf)) {
         log_error("out of memory");
-        goto out;
+        return -ENOMEM;
     }
-    e.gen = gen_new(&e, svc->conf);
-    if (!e.gen)
-        goto out;
-    const struct edge_conf *c = e.gen->conf;
-    httpd_conf_defaults(&e.admin_conf);
-    e.admin_conf.handler = edge__admin;
-    e.admin_conf.handler_arg = &e;
-    e.nworkers = c->threads;
-    e.workers = calloc((size_t)e.nworkers, sizeof(*e.workers));
-    if (!e.workers)
-        goto out;
-    for (int i = 0; i < e.nworkers; i++)
-        if (worker_init(&e, &e.workers[i], i))
-            goto out_workers;
-    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-    if (loop_signals(&e.workers[0].loop, sigs, ARRAY_SIZE(sigs), on_signal, &e))
-        goto out_workers;
-    signal(SIGPIPE, SIG_IGN);
-    if (edge__health_start(e.gen, &e.workers[0].loop)) {
+    e->gen = gen_new(e, svc->conf);
+    if (!e->gen)
+        return -EINVAL;
+    const struct edge_conf *c = e->gen->conf;
+    int n = c->threads;
+    e->workers = calloc((size_t)n, sizeof(*e->workers));
+    struct service_worker *sw = calloc((size_t)n, sizeof(*sw));
+    if (!e->workers || !sw) {
+        free(sw);
+        return -ENOMEM;
+    }
+    int r = 0;
+    for (int i = 0; i < n && !r; i++) {
+        e->nworkers = i + 1;
+        r = worker_init(e, &e->workers[i], i);
+        sw[i].loop = &e->workers[i].loop;
+        sw[i].arg = &e->workers[i];
+    }
+    if (!r)
+        r = service_set_workers(sc, sw, n);
+    free(sw);
+    if (r)
+        return r;
+    if (c->have_admin && (r = service_admin_listen(sc, &c->admin)))
+        return r;
+    if (edge__health_start(e->gen, &e->workers[0].loop)) {
         log_error("cannot start health checks");
-        goto out_workers;
+        return -ENOMEM;
     }
-    if (edge__dns_start(&e)) {
+    if (edge__dns_start(e)) {
         log_error("cannot start the DNS resolver thread");
-        goto out_workers;
+        return -EAGAIN;
     }
-    int started = 1;
-    for (int i = 1; i < e.nworkers; i++, started++)
-        if (pthread_create(&e.workers[i].thread, NULL, worker_thread, &e.workers[i])) {
-            log_error("cannot start thread");
-            for (int k = 1; k < started; k++)
-                loop_post(&e.workers[k].loop, worker_drain, &e.workers[k]);
-            for (int k = 1; k < started; k++)
-                pthread_join(e.workers[k].thread, NULL);
-            edge__health_stop(e.gen);
-            goto out_workers;
-        }
-    struct loop_timer trim;
-    loop_timer_init(&trim, trim_cb, NULL);
-    loop_timer_start(&e.workers[0].loop, &trim, 2000);
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0].addr, first, sizeof(first));
     log_info("edge serving", "addr", first, "listeners", log_int((long long)c->nlisten), "routes",
              log_int((long long)c->nroutes), "backends", log_int((long long)c->nbackends), "threads",
-             log_int(e.nworkers));
-    service_notify_ready();
-    loop_run(&e.workers[0].loop);
-    loop_timer_stop(&trim);
-    for (int i = 1; i < e.nworkers; i++)
-        pthread_join(e.workers[i].thread, NULL);
-    edge__health_stop(e.gen);
-    log_info("stopped");
-    code = 0;
-out_workers:
-    edge__dns_stop(&e);
-    for (int i = 0; i < e.nworkers; i++)
-        worker_destroy(&e.workers[i]);
-    free(e.workers);
-out:
-    edge__dns_stop(&e);
-    if (e.gen)
-        gen_unref(e.gen);
-    for (size_t i = 0; i < e.ncaches; i++)
-        cache_store_free(e.caches[i]);
-    metrics_registry_free(&e.reg);
-    free(e.conn_limits);
-    return code;
+             log_int(e->nworkers));
+    return 0;
+}
+
+static void edge_finish(struct service_ctx *sc)
+{
+    struct edge *e = sc->role;
+    if (e->gen)
+        edge__health_stop(e->gen);
+    edge__dns_stop(e);
+    for (int i = 0; i < e->nworkers; i++)
+        worker_destroy(&e->workers[i]);
+    free(e->workers);
+    if (e->gen)
+        gen_unref(e->gen);
+    for (size_t i = 0; i < e->ncaches; i++)
+        cache_store_free(e->caches[i]);
+    free(e->conn_limits);
+}
+
+static const struct service_ops edge_ops = {
+    .start = edge_start,
+    .reload = edge_reload,
+    .stop_worker = worker_drain,
+    .admin = edge_admin,
+    .finish = edge_finish,
+    .trim_ms = 2000,
+};
+
+int edge_main(const struct service *svc)
+{
+    struct edge e;
+    memset(&e, 0, sizeof(e));
+    e.svc = svc;
+    return service_run(svc, &edge_ops, &e);
 }

@@ -593,7 +593,7 @@ static void up_release(struct up_conn *uc, bool reusable)
     size_t n = 0;
     for (struct up_conn *p = uc->w->idle[uc->slot]; p; p = p->next)
         n++;
-    if (n >= MAX_IDLE_PER_SERVER || __atomic_load_n(&uc->w->e->stopping, __ATOMIC_RELAXED)) {
+    if (n >= MAX_IDLE_PER_SERVER || service_stopping(uc->w->e->sc)) {
         up_close(uc);
         return;
     }
