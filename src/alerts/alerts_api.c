@@ -887,30 +887,12 @@ void am__handle(struct httpd_req *r, void *arg)
     struct strv path = strv_make(t.p, qm ? (size_t)(qm - t.p) : t.n);
     if (strv_eq_cstr(path, "/metrics"))
         update_gauges(s);
-    if (httpd_serve_builtin(r, s->reg, !s->stopping))
+    if (service_handle_builtin(s->sc, r))
         return;
     struct qparam q[64];
     size_t nq = parse_query(t, q, ARRAY_SIZE(q));
     bool get = method_is(r, "GET") || method_is(r, "HEAD");
-    if (strv_eq_cstr(path, "/-/reload")) {
-        if (!method_is(r, "POST") && !method_is(r, "PUT")) {
-            reply_error(r, 405, "Only POST or PUT requests allowed");
-        } else {
-            struct cfg_errors errs = { 0 };
-            if (am__reload(s, &errs)) {
-                struct buf b = BUF_INIT;
-                buf_puts(&b, "failed to reload config: ");
-                for (size_t i = 0; i < errs.n; i++)
-                    buf_printf(&b, "%s%s", i ? "; " : "", errs.msgs[i]);
-                buf_putc(&b, '\n');
-                httpd_respond(r, 500, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
-                buf_free(&b);
-            } else {
-                httpd_respond(r, 200, "text/plain; charset=utf-8", "", 0);
-            }
-            cfg_errors_free(&errs);
-        }
-    } else if (strv_eq_cstr(path, "/api/v2/alerts")) {
+    if (strv_eq_cstr(path, "/api/v2/alerts")) {
         if (method_is(r, "POST"))
             post_alerts(s, r);
         else if (get)

@@ -26,6 +26,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "net.h"
+#include "service.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -349,7 +350,8 @@ struct am_svc {
     struct metrics_registry *reg;
     char dir[4096];
     int64_t start_ns;
-    int stopping;
+    struct service_ctx *sc;     /* the skeleton running this service */
+    bool http_inited, loop_inited;
 
     /* alerts by fingerprint: open addressing, linear probing */
     struct am_alert **alerts;
@@ -444,6 +446,5 @@ int am__silence_decode(const char *body, size_t len, struct am_silence *out, cha
                        size_t errlen);
 
 /* alerts_main.c */
-int am__reload(struct am_svc *s, struct cfg_errors *errs);
 
 #endif

@@ -11,7 +11,6 @@
 #include "log.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,24 +31,18 @@ static void gc_cb(struct loop_timer *t)
     loop_timer_start(&s->loop, t, 60000);
 }
 
-int am__reload(struct am_svc *s, struct cfg_errors *errs)
+/* The skeleton's reload hook: the configuration re-read into st replaces the
+ * running one and every alert is routed again. */
+static int am_reload(struct service_ctx *sc, struct stack *st, struct cfg_errors *errs)
 {
-    const struct service *svc = s->svc;
-    struct stack *st = calloc(1, sizeof(*st));
-    if (!st)
+    struct am_svc *s = sc->role;
+    struct stack *owned = malloc(sizeof(*owned));
+    if (!owned) {
+        cfg_errors_add(errs, "out of memory");
         return -ENOMEM;
-    const char *text = svc->stack->source ? NULL : svc->stack->text;
-    int r = stack_load_one(st, svc->stack->file, text, svc->name, &alerts_role, errs);
-    if (r) {
-        stack_free(st);
-        free(st);
-        for (size_t i = 0; i < errs->n; i++)
-            log_error("reload refused", "error", errs->msgs[i]);
-        log_error("reload refused: the current configuration stays");
-        metric_set(s->m_reload_ok, 0);
-        return -EINVAL;
     }
-    struct am_conf *nc = stack_find(st, svc->name)->conf;
+    *owned = *st;
+    struct am_conf *nc = stack_find(owned, s->svc->name)->conf;
     nc->nlisten = s->conf->nlisten;
     memcpy(nc->listen, s->conf->listen, sizeof(nc->listen));
     /* groups point into the old route tree: drop them before the swap */
@@ -59,38 +52,25 @@ int am__reload(struct am_svc *s, struct cfg_errors *errs)
         stack_free(s->stack);
         free(s->stack);
     }
-    s->stack = st;
+    s->stack = owned;
     s->alerts_gen++;            /* inhibition caches follow the new rules */
     am__groups_rebuild(s);
-    metric_set(s->m_reload_ok, 1);
-    metric_set(s->m_reload_ts, cairn_wall_time());
     log_info("configuration reloaded", "receivers", log_int((long long)nc->nreceivers), "groups",
              log_int((long long)s->ngroups));
     return 0;
 }
 
-static void on_signal(struct loop *l, int signo, void *arg)
+static void am_reloaded(struct service_ctx *sc, bool ok)
 {
-    struct am_svc *s = arg;
-    if (signo == SIGHUP) {
-        struct cfg_errors errs = { 0 };
-        if (!s->stopping)
-            am__reload(s, &errs);
-        cfg_errors_free(&errs);
-        return;
-    }
-    if (s->stopping)
-        return;
-    s->stopping = 1;
-    log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
-    loop_stop(l);
+    struct am_svc *s = sc->role;
+    metric_set(s->m_reload_ok, ok ? 1 : 0);
+    if (ok)
+        metric_set(s->m_reload_ts, cairn_wall_time());
 }
 
 static int setup_metrics(struct am_svc *s)
 {
-    struct metrics_registry *reg = s->reg = metrics_registry_new();
-    if (!reg || metrics_add_process(reg))
-        return -ENOMEM;
+    struct metrics_registry *reg = s->reg;
     static const char *const status[] = { "status", NULL };
     static const char *const integ[] = { "integration", NULL };
     struct metric_family *rx = metrics_family(reg, METRIC_COUNTER, "alertmanager_alerts_received_total",
@@ -134,31 +114,26 @@ static int setup_metrics(struct am_svc *s)
     return 0;
 }
 
-int alerts_main(const struct service *svc)
+static int am_start(struct service_ctx *sc)
 {
-    struct am_svc *s = calloc(1, sizeof(*s));
-    int code = 1;
-    if (!s)
-        return 1;
-    s->svc = svc;
-    s->conf = svc->conf;
-    s->journal_fd = -1;
-    loop_timer_init(&s->sync_timer, NULL, s);
-    s->start_ns = am__now_ns();
-    signal(SIGPIPE, SIG_IGN);
+    struct am_svc *s = sc->role;
+    const struct service *svc = s->svc;
+    s->sc = sc;
+    s->reg = sc->reg;
     if (setup_metrics(s) || loop_init(&s->loop)) {
         log_error("out of memory");
-        metrics_registry_free(&s->reg);
-        free(s);
-        return 1;
+        return -ENOMEM;
     }
-    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-    loop_signals(&s->loop, sigs, ARRAY_SIZE(sigs), on_signal, s);
+    s->loop_inited = true;
+    struct service_worker w = { &s->loop, &s->loop };
+    int r = service_set_workers(sc, &w, 1);
+    if (r)
+        return r;
     snprintf(s->dir, sizeof(s->dir), "%s/%s", svc->stack->data_dir, svc->name);
-    int r = cairn_mkdir_p(s->dir, 0755);
+    r = cairn_mkdir_p(s->dir, 0755);
     if (r) {
         log_error("cannot create the data directory", "dir", s->dir, "error", cairn_strerror(r));
-        goto out_loop;
+        return r;
     }
     am__state_load(s);
     /* two clients: https receivers verified against the system's CAs, and those
@@ -176,9 +151,10 @@ int alerts_main(const struct service *svc)
     s->hc_insecure = httpc_new(&s->loop, &ho);
     if (!s->hc || !s->hc_insecure) {
         log_error("out of memory");
-        goto out_loop;
+        return -ENOMEM;
     }
     httpd_worker_init(&s->hw, &s->loop);
+    s->http_inited = true;
     httpd_conf_defaults(&s->hconf);
     s->hconf.limits.max_body = AM_MAX_BODY;
     s->hconf.handler = am__handle;
@@ -189,7 +165,7 @@ int alerts_main(const struct service *svc)
             char a[NET_ADDRSTRLEN];
             net_addr_format(&s->conf->listen[i], a, sizeof(a));
             log_error("cannot listen", "addr", a, "err", cairn_strerror(r));
-            goto out_http;
+            return r;
         }
     }
     loop_timer_init(&s->gc_timer, gc_cb, s);
@@ -198,19 +174,20 @@ int alerts_main(const struct service *svc)
     net_addr_format(&s->conf->listen[0], first, sizeof(first));
     log_info("alerts serving", "addr", first, "receivers", log_int((long long)s->conf->nreceivers),
              "silences", log_int((long long)s->nsilences), "dir", s->dir);
-    service_notify_ready();
-    loop_run(&s->loop);
-    loop_timer_stop(&s->gc_timer);
-    code = 0;
-out_http:
+    return 0;
+}
+
+static void am_finish(struct service_ctx *sc)
+{
+    struct am_svc *s = sc->role;
+    if (s->loop_inited)
+        loop_timer_stop(&s->gc_timer);
     am__groups_free(s);
     /* email threads post their result to this loop: let them finish first */
-    for (int i = 0; s->smtp_threads > 0 && i < 150; i++)
+    for (int i = 0; s->loop_inited && s->smtp_threads > 0 && i < 150; i++)
         loop_run_once(&s->loop, 100);
-    httpd_worker_destroy(&s->hw);
-    httpc_free(&s->hc);
-    httpc_free(&s->hc_insecure);
-out_loop:
+    if (s->http_inited)
+        httpd_worker_destroy(&s->hw);
     httpc_free(&s->hc);
     httpc_free(&s->hc_insecure);
     tls_ctx_free(&s->tls);
@@ -225,10 +202,30 @@ out_loop:
         stack_free(s->stack);
         free(s->stack);
     }
-    loop_destroy(&s->loop);
-    metrics_registry_free(&s->reg);
+    if (s->loop_inited)
+        loop_destroy(&s->loop);
+}
+
+static const struct service_ops am_ops = {
+    .start = am_start,
+    .reload = am_reload,
+    .reloaded = am_reloaded,
+    .finish = am_finish,
+    .reload_error_status = 500,     /* as Alertmanager */
+};
+
+int alerts_main(const struct service *svc)
+{
+    struct am_svc *s = calloc(1, sizeof(*s));
+    if (!s)
+        return 1;
+    s->svc = svc;
+    s->conf = svc->conf;
+    s->journal_fd = -1;
+    loop_timer_init(&s->sync_timer, NULL, s);
+    loop_timer_init(&s->gc_timer, NULL, s);
+    s->start_ns = am__now_ns();
+    int code = service_run(svc, &am_ops, s);
     free(s);
-    if (code == 0)
-        log_info("stopped");
     return code;
 }

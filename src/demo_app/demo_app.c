@@ -19,11 +19,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
+#include "service.h"
 #include "trace.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -148,7 +148,8 @@ struct demo {
     uint64_t latency_ms;
     uint64_t error_ppm;         /* error rate in parts per million */
     bool healthy;
-    bool stopping;
+    struct service_ctx *sc;     /* the skeleton running this service */
+    int ninit;                  /* workers whose loop is set up */
     struct asset js, css;
     char last_modified[30];
     struct httpd_conf hconf;
@@ -162,7 +163,6 @@ struct demo_worker {
     struct loop loop;
     struct httpd_worker hw;
     struct loop_timer deadline;
-    pthread_t thread;
     struct metric *counts[R_COUNT][6];  /* by route and status class 1xx..5xx */
     char trace_id[33];                  /* of the request being handled */
 };
@@ -450,7 +450,7 @@ static void h_healthz(struct httpd_req *r, void *arg)
     struct demo *d = arg;
     struct demo_worker *w = r->worker->data;
     httpd_header(r, "Cache-Control", "no-store");
-    if (__atomic_load_n(&d->healthy, __ATOMIC_RELAXED) && !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED))
+    if (__atomic_load_n(&d->healthy, __ATOMIC_RELAXED) && !service_stopping(d->sc))
         reply(w, r, R_HEALTHZ, 0, 200, "text/plain; charset=utf-8", "ok\n", 3);
     else
         reply(w, r, R_HEALTHZ, 0, 503, "text/plain; charset=utf-8", "unhealthy\n", 10);
@@ -484,7 +484,7 @@ static void h_builtin(struct httpd_req *r, void *arg)
 {
     struct demo *d = arg;
     finish(r->worker->data, r, R_BUILTIN, 200);
-    httpd_serve_builtin(r, d->reg, !__atomic_load_n(&d->stopping, __ATOMIC_RELAXED));
+    service_handle_builtin(d->sc, r);
 }
 
 static const struct http_route demo_routes[] = {
@@ -555,34 +555,92 @@ static void worker_drain(void *arg)
     httpd_drain(&w->hw, worker_drained, w);
 }
 
-static void on_signal(struct loop *l, int signo, void *arg)
+static int demo_start(struct service_ctx *sc)
 {
-    struct demo *d = arg;
-    UNUSED(l);
-    if (signo == SIGHUP) {
-        log_info("SIGHUP: nothing to reload for demo-app");
-        return;
+    struct demo *d = sc->role;
+    const struct demo_conf *conf = d->conf;
+    d->sc = sc;
+    d->reg = sc->reg;
+    static const char *const labels[] = { "route", "code", NULL };
+    d->requests = metrics_family(d->reg, METRIC_COUNTER, "demo_http_requests_total",
+                                 "HTTP requests answered, by route and status class.", labels, NULL, 0);
+    d->duration = metrics_histogram(d->reg, "demo_http_request_duration_seconds",
+                                    "Time from request to response, injected latency included.",
+                                    metrics_latency_buckets, metrics_latency_nbuckets);
+    if (!d->requests || !d->duration)
+        return -ENOMEM;
+    d->router.routes = demo_routes;
+    d->router.nroutes = ARRAY_SIZE(demo_routes);
+    d->router.arg = d;
+    httpd_conf_defaults(&d->hconf);
+    d->hconf.handler = handle;
+    d->hconf.handler_arg = d;
+    d->hconf.server = "cairn-demo-app";
+
+    d->nworkers = conf->threads;
+    d->workers = calloc((size_t)d->nworkers, sizeof(*d->workers));
+    struct service_worker *sw = calloc((size_t)d->nworkers, sizeof(*sw));
+    if (!d->workers || !sw) {
+        free(sw);
+        return -ENOMEM;
     }
-    if (d->stopping)
-        return;
-    __atomic_store_n(&d->stopping, true, __ATOMIC_RELAXED);
-    log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
-    for (int i = 0; i < d->nworkers; i++)
-        loop_post(&d->workers[i].loop, worker_drain, &d->workers[i]);
+    for (int i = 0; i < d->nworkers; i++) {
+        struct demo_worker *w = &d->workers[i];
+        w->d = d;
+        if (loop_init(&w->loop)) {
+            log_error("cannot create event loop");
+            free(sw);
+            return -ENOMEM;
+        }
+        d->ninit++;
+        httpd_worker_init(&w->hw, &w->loop);
+        w->hw.data = w;
+        loop_timer_init(&w->deadline, worker_deadline, w);
+        sw[i].loop = &w->loop;
+        sw[i].arg = w;
+    }
+    int r = service_set_workers(sc, sw, d->nworkers);
+    free(sw);
+    if (r)
+        return r;
+    for (int i = 0; i < d->nworkers; i++) {
+        for (size_t a = 0; a < conf->nlisten; a++) {
+            r = httpd_listen(&d->workers[i].hw, &conf->listen[a], &d->hconf);
+            if (r) {
+                char s[NET_ADDRSTRLEN];
+                net_addr_format(&conf->listen[a], s, sizeof(s));
+                log_error("cannot listen", "addr", s, "err", cairn_strerror(r));
+                return r;
+            }
+        }
+    }
+    char first[NET_ADDRSTRLEN];
+    net_addr_format(&conf->listen[0], first, sizeof(first));
+    log_info("demo-app serving", "addr", first, "instance", d->instance, "threads",
+             log_int(d->nworkers));
+    return 0;
 }
 
-static void *worker_thread(void *arg)
+static void demo_finish(struct service_ctx *sc)
 {
-    struct demo_worker *w = arg;
-    loop_run(&w->loop);
-    return NULL;
+    struct demo *d = sc->role;
+    for (int i = 0; i < d->ninit; i++) {
+        httpd_worker_destroy(&d->workers[i].hw);
+        loop_destroy(&d->workers[i].loop);
+    }
+    free(d->workers);
 }
+
+static const struct service_ops demo_ops = {
+    .start = demo_start,
+    .stop_worker = worker_drain,
+    .finish = demo_finish,
+};
 
 int demo_app_main(const struct service *svc)
 {
     const struct demo_conf *conf = svc->conf;
     struct demo d;
-    int code = 1;
     memset(&d, 0, sizeof(d));
     d.conf = conf;
     d.instance = conf->instance;
@@ -592,87 +650,5 @@ int demo_app_main(const struct service *svc)
     asset_init(&d.js, demo_app_js, sizeof(demo_app_js) - 1, "text/javascript; charset=utf-8");
     asset_init(&d.css, demo_style_css, sizeof(demo_style_css) - 1, "text/css; charset=utf-8");
     http_date_format(DEMO_ASSET_MTIME, d.last_modified);
-
-    d.reg = metrics_registry_new();
-    if (!d.reg)
-        return 1;
-    static const char *const labels[] = { "route", "code", NULL };
-    d.requests = metrics_family(d.reg, METRIC_COUNTER, "demo_http_requests_total",
-                                "HTTP requests answered, by route and status class.", labels, NULL, 0);
-    d.duration = metrics_histogram(d.reg, "demo_http_request_duration_seconds",
-                                   "Time from request to response, injected latency included.",
-                                   metrics_latency_buckets, metrics_latency_nbuckets);
-    metrics_add_process(d.reg);
-
-    d.router.routes = demo_routes;
-    d.router.nroutes = ARRAY_SIZE(demo_routes);
-    d.router.arg = &d;
-    httpd_conf_defaults(&d.hconf);
-    d.hconf.handler = handle;
-    d.hconf.handler_arg = &d;
-    d.hconf.server = "cairn-demo-app";
-
-    d.nworkers = conf->threads;
-    d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));
-    if (!d.workers)
-        goto out_reg;
-    int ninit = 0;
-    for (int i = 0; i < d.nworkers; i++, ninit++) {
-        struct demo_worker *w = &d.workers[i];
-        w->d = &d;
-        if (loop_init(&w->loop)) {
-            log_error("cannot create event loop");
-            goto out_workers;
-        }
-        httpd_worker_init(&w->hw, &w->loop);
-        w->hw.data = w;
-        loop_timer_init(&w->deadline, worker_deadline, w);
-        for (size_t a = 0; a < conf->nlisten; a++) {
-            int r = httpd_listen(&w->hw, &conf->listen[a], &d.hconf);
-            if (r) {
-                char s[NET_ADDRSTRLEN];
-                net_addr_format(&conf->listen[a], s, sizeof(s));
-                log_error("cannot listen", "addr", s, "err", cairn_strerror(r));
-                ninit++;
-                goto out_workers;
-            }
-        }
-    }
-    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-    if (loop_signals(&d.workers[0].loop, sigs, ARRAY_SIZE(sigs), on_signal, &d)) {
-        log_error("cannot set up signals");
-        goto out_workers;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    int started = 1;
-    for (int i = 1; i < d.nworkers; i++, started++) {
-        if (pthread_create(&d.workers[i].thread, NULL, worker_thread, &d.workers[i])) {
-            log_error("cannot start thread");
-            d.stopping = true;
-            for (int k = 1; k < started; k++)
-                loop_post(&d.workers[k].loop, worker_drain, &d.workers[k]);
-            for (int k = 1; k < started; k++)
-                pthread_join(d.workers[k].thread, NULL);
-            goto out_workers;
-        }
-    }
-    char first[NET_ADDRSTRLEN];
-    net_addr_format(&conf->listen[0], first, sizeof(first));
-    log_info("demo-app serving", "addr", first, "instance", d.instance, "threads",
-             log_int(d.nworkers));
-    service_notify_ready();
-    loop_run(&d.workers[0].loop);
-    for (int i = 1; i < d.nworkers; i++)
-        pthread_join(d.workers[i].thread, NULL);
-    log_info("stopped");
-    code = 0;
-out_workers:
-    for (int i = 0; i < ninit && i < d.nworkers; i++) {
-        httpd_worker_destroy(&d.workers[i].hw);
-        loop_destroy(&d.workers[i].loop);
-    }
-    free(d.workers);
-out_reg:
-    metrics_registry_free(&d.reg);
-    return code;
+    return service_run(svc, &demo_ops, &d);
 }

@@ -172,7 +172,6 @@ struct dns_worker {
     struct dns_svc *s;
     int index;
     struct loop loop;
-    pthread_t thread;
     struct dns_gen *gen;
     struct dns_view view;       /* gen's view with this worker as the GSLB argument */
     struct loop_io udp_io[DNS_MAX_LISTEN];

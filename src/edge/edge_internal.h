@@ -131,7 +131,6 @@ struct edge_worker {
     int index;
     struct loop loop;
     struct httpd_worker hw;
-    pthread_t thread;
     struct loop_timer deadline;
     struct up_conn **idle;          /* idle upstream connections, per server (flattened) */
     size_t *server_base;            /* backend index -> first slot in idle[] */

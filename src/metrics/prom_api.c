@@ -1103,7 +1103,7 @@ void prom__handle(struct httpd_req *r, void *arg)
 {
     struct prom_svc *ps = arg;
     struct strv p = r->h.path;
-    if (httpd_serve_builtin(r, ps->reg, !ps->stopping))
+    if (service_handle_builtin(ps->sc, r))
         return;
     if (strv_eq_cstr(p, "/api/v1/write")) {
         h_write(ps, r);
@@ -1125,26 +1125,6 @@ void prom__handle(struct httpd_req *r, void *arg)
             prom__api_error(r, 404, "not_found", "unknown admin endpoint (only snapshot is served)");
         }
         form_free(&af);
-        return;
-    }
-    if (strv_eq_cstr(p, "/-/reload")) {
-        if (!strv_eq_cstr(r->h.method, "POST") && !strv_eq_cstr(r->h.method, "PUT")) {
-            httpd_header(r, "Allow", "POST, PUT");
-            httpd_respond(r, 405, "text/plain; charset=utf-8", "Only POST or PUT requests allowed\n", 34);
-            return;
-        }
-        struct cfg_errors errs = { 0 };
-        if (prom__reload(ps, &errs) == 0) {
-            httpd_respond(r, 200, "text/plain; charset=utf-8", "", 0);
-        } else {
-            struct buf b = BUF_INIT;
-            buf_puts(&b, "failed to reload config:\n");
-            for (size_t i = 0; i < errs.n; i++)
-                buf_printf(&b, "%s\n", errs.msgs[i]);
-            httpd_respond(r, 500, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
-            buf_free(&b);
-        }
-        cfg_errors_free(&errs);
         return;
     }
     bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;

@@ -9,6 +9,7 @@
 #include "prom.h"
 #include "promql.h"
 #include "prom_relabel.h"
+#include "service.h"
 #include "stack.h"
 #include "tsdb.h"
 
@@ -187,7 +188,8 @@ struct prom_svc {
     struct prom_meta_entry *meta;   /* open addressing by name */
     size_t metasize, metaused;
     struct loop_timer commit_timer, retention_timer;
-    int stopping;
+    struct service_ctx *sc;     /* the skeleton running this service */
+    int stage;                  /* how far start went: what finish undoes */
     int64_t start_ms;           /* wall clock */
     struct metric *m_scrapes, *m_scrape_failures, *m_rw_requests, *m_rw_samples, *m_rw_errors;
     struct prom_group_rt *groups;   /* rule groups being evaluated */
@@ -249,7 +251,6 @@ void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t no
  * of those that stay (a reload, or a file_sd change). */
 void prom__targets_rebuild(struct prom_svc *ps);
 /* prom_main.c: re-reads the configuration; 0, or -EINVAL with errs filled. */
-int prom__reload(struct prom_svc *ps, struct cfg_errors *errs);
 
 /* prom_api.c: the form of a request (query string and urlencoded body) */
 struct prom_form {

@@ -8,7 +8,6 @@
 #include "log.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,30 +134,23 @@ static void retention_cb(struct loop_timer *t)
     loop_timer_start(&ps->loop, t, 60000);
 }
 
-int prom__reload(struct prom_svc *ps, struct cfg_errors *errs)
+/* The skeleton's reload hook: the jobs, discovery, targets and rule groups of the
+ * service re-read into st replace the running ones (series of dropped targets go
+ * stale). */
+static int prom_reload(struct service_ctx *sc, struct stack *st, struct cfg_errors *errs)
 {
-    const struct service *svc = ps->svc;
-    struct stack *st = calloc(1, sizeof(*st));
-    if (!st)
+    struct prom_svc *ps = sc->role;
+    struct prom_conf *nc = stack_find(st, ps->svc->name)->conf;
+    if (nc->generated && generate_jobs(nc, ps->svc->stack)) {
+        cfg_errors_add(errs, "out of memory");
         return -ENOMEM;
-    const char *text = svc->stack->source ? NULL : svc->stack->text;
-    int r = stack_load_one(st, svc->stack->file, text, svc->name, &prom_role, errs);
-    struct prom_conf *nc = NULL;
-    if (r == 0) {
-        nc = stack_find(st, svc->name)->conf;
-        if (nc->generated && generate_jobs(nc, svc->stack)) {
-            cfg_errors_add(errs, "out of memory");
-            r = -ENOMEM;
-        }
     }
-    if (r) {
-        stack_free(st);
-        free(st);
-        for (size_t i = 0; i < errs->n; i++)
-            log_error("reload refused", "error", errs->msgs[i]);
-        log_error("reload refused: the current configuration stays");
-        return -EINVAL;
+    struct stack *owned = malloc(sizeof(*owned));
+    if (!owned) {
+        cfg_errors_add(errs, "out of memory");
+        return -ENOMEM;
     }
+    *owned = *st;
     ps->db.ooo_window_ms = (int64_t)nc->ooo_window_ms;
     /* the listen addresses stay as started */
     nc->nlisten = ps->conf->nlisten;
@@ -168,7 +160,7 @@ int prom__reload(struct prom_svc *ps, struct cfg_errors *errs)
      * the old configuration is freed */
     prom__sd_free(ps);
     ps->conf = nc;
-    ps->stack = st;
+    ps->stack = owned;
     prom__sd_start(ps);
     prom__targets_rebuild(ps);
     prom__rules_reload(ps, ps->groups, ps->ngroups);
@@ -179,23 +171,6 @@ int prom__reload(struct prom_svc *ps, struct cfg_errors *errs)
     log_info("configuration reloaded", "jobs", log_int((long long)nc->njobs), "targets",
              log_int((long long)ps->ntargets), "rule_groups", log_int((long long)ps->ngroups));
     return 0;
-}
-
-static void on_signal(struct loop *l, int signo, void *arg)
-{
-    struct prom_svc *ps = arg;
-    if (signo == SIGHUP) {
-        struct cfg_errors errs = { 0 };
-        if (!ps->stopping)
-            prom__reload(ps, &errs);
-        cfg_errors_free(&errs);
-        return;
-    }
-    if (ps->stopping)
-        return;
-    ps->stopping = 1;
-    log_info("stopping", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM");
-    loop_stop(l);
 }
 
 /* A uint64_t of the store (a statistic or a count), read where it lives. */
@@ -221,9 +196,7 @@ static double db_blocks_bytes(void *arg)
 
 static int setup_metrics(struct prom_svc *ps)
 {
-    struct metrics_registry *reg = ps->reg = metrics_registry_new();
-    if (!reg || metrics_add_process(reg))
-        return -ENOMEM;
+    struct metrics_registry *reg = ps->reg;
     ps->m_scrapes = metrics_counter(reg, "cairn_metrics_scrapes_total", "Scrapes done.");
     ps->m_scrape_failures = metrics_counter(reg, "cairn_metrics_scrape_failures_total",
                                             "Scrapes that failed (the target was down or sent bad data).");
@@ -297,100 +270,126 @@ static int setup_metrics(struct prom_svc *ps)
     return 0;
 }
 
+/* What start has built, in order; finish undoes the stages reached. */
+enum { STAGE_NONE, STAGE_LOOP, STAGE_DB, STAGE_HTTP, STAGE_TARGETS, STAGE_SERVING };
+
+static int prom_start(struct service_ctx *sc)
+{
+    struct prom_svc *ps = sc->role;
+    const struct service *svc = ps->svc;
+    char err[512];
+    ps->sc = sc;
+    ps->reg = sc->reg;
+    if (ps->conf->generated && generate_jobs(ps->conf, svc->stack)) {
+        log_error("out of memory");
+        return -ENOMEM;
+    }
+    if (setup_metrics(ps) || loop_init(&ps->loop)) {
+        log_error("out of memory");
+        return -ENOMEM;
+    }
+    ps->stage = STAGE_LOOP;
+    struct service_worker w = { &ps->loop, &ps->loop };
+    int r = service_set_workers(sc, &w, 1);
+    if (r)
+        return r;
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/%s", svc->stack->data_dir, svc->name);
+    uint64_t t0 = cairn_now_ms();
+    if (tsdb_open(&ps->db, dir, err, sizeof(err))) {
+        log_error("cannot open the TSDB", "dir", dir, "error", err);
+        return -EIO;
+    }
+    ps->stage = STAGE_DB;
+    ps->db.max_series = ps->conf->max_series;
+    ps->db.ooo_window_ms = (int64_t)ps->conf->ooo_window_ms;
+    ps->db.retention_ms = (int64_t)ps->conf->retention_ms;
+    ps->db.block_range_ms = (int64_t)ps->conf->block_ms;
+    ps->db.background = true;   /* blocks are written off the loop thread */
+    /* compaction stops at a tenth of the retention (at most 31 days), as Prometheus */
+    ps->db.max_block_ms = MIN((int64_t)ps->conf->retention_ms / 10, 31ll * 86400 * 1000);
+    httpd_worker_init(&ps->hw, &ps->loop);
+    ps->stage = STAGE_HTTP;
+    httpd_conf_defaults(&ps->hconf);
+    ps->hconf.limits.max_body = 32u << 20;      /* remote_write batches */
+    ps->hconf.handler = prom__handle;
+    ps->hconf.handler_arg = ps;
+    for (size_t i = 0; i < ps->conf->nlisten; i++) {
+        r = httpd_listen(&ps->hw, &ps->conf->listen[i], &ps->hconf);
+        if (r) {
+            char a[NET_ADDRSTRLEN];
+            net_addr_format(&ps->conf->listen[i], a, sizeof(a));
+            log_error("cannot listen", "addr", a, "err", cairn_strerror(r));
+            return r;
+        }
+    }
+    ps->stage = STAGE_TARGETS;
+    prom__sd_start(ps);
+    if (prom__targets_start(ps) || prom__rules_start(ps)) {
+        log_error("out of memory");
+        return -ENOMEM;
+    }
+    loop_timer_init(&ps->commit_timer, commit_cb, ps);
+    loop_timer_start(&ps->loop, &ps->commit_timer, 1000);
+    loop_timer_init(&ps->retention_timer, retention_cb, ps);
+    loop_timer_start(&ps->loop, &ps->retention_timer, 1000);
+    ps->stage = STAGE_SERVING;
+    char first[NET_ADDRSTRLEN];
+    net_addr_format(&ps->conf->listen[0], first, sizeof(first));
+    log_info("metrics serving", "addr", first, "targets", log_int((long long)ps->ntargets),
+             "series", log_int((long long)ps->db.active), "dir", dir, "ready_ms",
+             log_int((long long)(cairn_now_ms() - t0)));
+    return 0;
+}
+
+static void prom_finish(struct service_ctx *sc)
+{
+    struct prom_svc *ps = sc->role;
+    if (ps->stage >= STAGE_SERVING) {
+        loop_timer_stop(&ps->commit_timer);
+        loop_timer_stop(&ps->retention_timer);
+        /* a graceful stop leaves a snapshot: the next start loads it instead of
+         * replaying the WAL */
+        int sr = tsdb_snapshot(&ps->db);
+        if (sr)
+            log_error("head snapshot failed; the WAL stays and is replayed at the next start", "err",
+                      cairn_strerror(sr));
+    }
+    if (ps->stage >= STAGE_TARGETS) {
+        prom__rules_stop(ps);
+        prom__targets_stop(ps);
+        prom__sd_free(ps);
+        ps->sd_gen++;
+        /* DNS lookups post their answers to this loop: let them land first */
+        for (int i = 0; ps->sd_threads > 0 && i < 100; i++)
+            loop_run_once(&ps->loop, 100);
+        prom__meta_free(ps);
+        if (ps->stack) {
+            stack_free(ps->stack);
+            free(ps->stack);
+        }
+    }
+    if (ps->stage >= STAGE_HTTP)
+        httpd_worker_destroy(&ps->hw);
+    if (ps->stage >= STAGE_DB)
+        tsdb_close(&ps->db);
+    if (ps->stage >= STAGE_LOOP)
+        loop_destroy(&ps->loop);
+}
+
+static const struct service_ops prom_ops = {
+    .start = prom_start,
+    .reload = prom_reload,
+    .finish = prom_finish,
+    .reload_error_status = 500,     /* as Prometheus */
+};
+
 int prom_main(const struct service *svc)
 {
     struct prom_svc ps;
-    int code = 1;
-    char err[512];
     memset(&ps, 0, sizeof(ps));
     ps.svc = svc;
     ps.conf = svc->conf;
     ps.start_ms = prom__now_ms();
-    signal(SIGPIPE, SIG_IGN);
-    if (ps.conf->generated && generate_jobs(ps.conf, svc->stack)) {
-        log_error("out of memory");
-        return 1;
-    }
-    if (setup_metrics(&ps) || loop_init(&ps.loop)) {
-        log_error("out of memory");
-        metrics_registry_free(&ps.reg);
-        return 1;
-    }
-    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-    loop_signals(&ps.loop, sigs, ARRAY_SIZE(sigs), on_signal, &ps);
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s/%s", svc->stack->data_dir, svc->name);
-    uint64_t t0 = cairn_now_ms();
-    if (tsdb_open(&ps.db, dir, err, sizeof(err))) {
-        log_error("cannot open the TSDB", "dir", dir, "error", err);
-        goto out_loop;
-    }
-    ps.db.max_series = ps.conf->max_series;
-    ps.db.ooo_window_ms = (int64_t)ps.conf->ooo_window_ms;
-    ps.db.retention_ms = (int64_t)ps.conf->retention_ms;
-    ps.db.block_range_ms = (int64_t)ps.conf->block_ms;
-    ps.db.background = true;    /* blocks are written off the loop thread */
-    /* compaction stops at a tenth of the retention (at most 31 days), as Prometheus */
-    ps.db.max_block_ms = MIN((int64_t)ps.conf->retention_ms / 10, 31ll * 86400 * 1000);
-    httpd_worker_init(&ps.hw, &ps.loop);
-    httpd_conf_defaults(&ps.hconf);
-    ps.hconf.limits.max_body = 32u << 20;      /* remote_write batches */
-    ps.hconf.handler = prom__handle;
-    ps.hconf.handler_arg = &ps;
-    for (size_t i = 0; i < ps.conf->nlisten; i++) {
-        int r = httpd_listen(&ps.hw, &ps.conf->listen[i], &ps.hconf);
-        if (r) {
-            char a[NET_ADDRSTRLEN];
-            net_addr_format(&ps.conf->listen[i], a, sizeof(a));
-            log_error("cannot listen", "addr", a, "err", cairn_strerror(r));
-            goto out_http;
-        }
-    }
-    prom__sd_start(&ps);
-    if (prom__targets_start(&ps) || prom__rules_start(&ps)) {
-        log_error("out of memory");
-        goto out_targets;
-    }
-    loop_timer_init(&ps.commit_timer, commit_cb, &ps);
-    loop_timer_start(&ps.loop, &ps.commit_timer, 1000);
-    loop_timer_init(&ps.retention_timer, retention_cb, &ps);
-    loop_timer_start(&ps.loop, &ps.retention_timer, 1000);
-    char first[NET_ADDRSTRLEN];
-    net_addr_format(&ps.conf->listen[0], first, sizeof(first));
-    log_info("metrics serving", "addr", first, "targets", log_int((long long)ps.ntargets),
-             "series", log_int((long long)ps.db.active), "dir", dir, "ready_ms",
-             log_int((long long)(cairn_now_ms() - t0)));
-    service_notify_ready();
-    loop_run(&ps.loop);
-    loop_timer_stop(&ps.commit_timer);
-    loop_timer_stop(&ps.retention_timer);
-    /* a graceful stop leaves a snapshot: the next start loads it instead of
-     * replaying the WAL */
-    int sr = tsdb_snapshot(&ps.db);
-    if (sr)
-        log_error("head snapshot failed; the WAL stays and is replayed at the next start", "err",
-                  cairn_strerror(sr));
-    code = 0;
-out_targets:
-    prom__rules_stop(&ps);
-    prom__targets_stop(&ps);
-    prom__sd_free(&ps);
-    ps.sd_gen++;
-    /* DNS lookups post their answers to this loop: let them land first */
-    for (int i = 0; ps.sd_threads > 0 && i < 100; i++)
-        loop_run_once(&ps.loop, 100);
-    prom__meta_free(&ps);
-    if (ps.stack) {
-        stack_free(ps.stack);
-        free(ps.stack);
-    }
-out_http:
-    httpd_worker_destroy(&ps.hw);
-    tsdb_close(&ps.db);
-out_loop:
-    loop_destroy(&ps.loop);
-    metrics_registry_free(&ps.reg);
-    if (code == 0)
-        log_info("stopped");
-    return code;
+    return service_run(svc, &prom_ops, &ps);
 }

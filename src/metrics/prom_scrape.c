@@ -400,7 +400,7 @@ static int gunzip(const char *in, size_t n, uint64_t limit, struct buf *out)
 
 static void schedule(struct prom_target *t)
 {
-    if (!t->ps->stopping)
+    if (!service_stopping(t->ps->sc))
         loop_timer_start(&t->ps->loop, &t->timer, t->job->interval_ms);
 }
 
