@@ -41,7 +41,7 @@ static int am_reload(struct service_ctx *sc, struct stack *st, struct cfg_errors
         cfg_errors_add(errs, "out of memory");
         return -ENOMEM;
     }
-    *owned = *st;
+    stack_move(owned, st);
     struct am_conf *nc = stack_find(owned, s->svc->name)->conf;
     nc->nlisten = s->conf->nlisten;
     memcpy(nc->listen, s->conf->listen, sizeof(nc->listen));

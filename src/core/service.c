@@ -55,8 +55,8 @@ int service_reload(struct service_ctx *sc, struct cfg_errors *errs)
     if (r == 0)
         r = sc->ops->reload(sc, &st, errs);
     bool ok = r == 0;
+    stack_free(&st);            /* empty when the role took it over */
     if (!ok) {
-        stack_free(&st);
         if (errs->n == 0)
             cfg_errors_add(errs, "%s", cairn_strerror(r));
         for (size_t i = 0; i < errs->n; i++)

@@ -44,8 +44,8 @@ struct service_ops {
      * an error code after logging why; finish is called either way. */
     int (*start)(struct service_ctx *sc);
     /* Switches to the service as parsed into st (validated: every key, every
-     * native file). On success the role takes *st over (moves the structure into
-     * its own state); on failure it leaves st alone and adds its reasons to errs.
+     * native file). On success the role takes *st over (stack_move into its own
+     * state); on failure it leaves st alone and adds its reasons to errs.
      * NULL: the role has nothing to reload (SIGHUP is logged, /-/reload is 404). */
     int (*reload)(struct service_ctx *sc, struct stack *st, struct cfg_errors *errs);
     /* Optional: the outcome of every reload attempt (for the role's own metrics). */

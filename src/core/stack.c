@@ -285,6 +285,14 @@ void stack_free(struct stack *st)
     memset(st, 0, sizeof(*st));
 }
 
+void stack_move(struct stack *dst, struct stack *src)
+{
+    *dst = *src;
+    for (size_t i = 0; i < dst->nservices; i++)
+        dst->services[i].stack = dst;
+    memset(src, 0, sizeof(*src));
+}
+
 int service_listen_addrs(struct cfg *c, const cfg_node *map, const cfg_node *n, const char *path,
                          struct service *svc, struct net_addr *out, size_t max, size_t *count,
                          const char *what, const char *scheme, const char *like, bool udp)

@@ -70,6 +70,9 @@ int stack_load(struct stack *st, const char *path, const char *text,
 int stack_load_one(struct stack *st, const char *path, const char *text, const char *name,
                    const struct role_ops *role, struct cfg_errors *errs);
 void stack_free(struct stack *st);
+/* Moves a loaded stack to dst (its services point at dst afterwards); src is left
+ * empty. A role that keeps a reloaded stack takes it over this way. */
+void stack_move(struct stack *dst, struct stack *src);
 const struct service *stack_find(const struct stack *st, const char *name);
 
 /* For role parsers: records an endpoint line and a bound address. */

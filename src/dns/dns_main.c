@@ -141,7 +141,7 @@ static int dns_reload(struct service_ctx *sc, struct stack *st, struct cfg_error
         cfg_errors_add(errs, "%s", err);
         return -EINVAL;
     }
-    g->stack = *st;
+    stack_move(&g->stack, st);
     g->owns_stack = true;
     struct dns_gen *old = s->gen;
     /* the new generation's settings that live in the workers stay as started

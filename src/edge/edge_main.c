@@ -570,7 +570,7 @@ static int edge_switch(struct edge *e, struct stack *st, struct cfg_errors *errs
         cfg_errors_add(errs, "the new configuration could not be set up (see the log)");
         return -EINVAL;
     }
-    g->stack = *st;
+    stack_move(&g->stack, st);
     g->owns_stack = true;
     /* health checks move to the new servers */
     edge__health_stop(cur);

@@ -150,7 +150,7 @@ static int prom_reload(struct service_ctx *sc, struct stack *st, struct cfg_erro
         cfg_errors_add(errs, "out of memory");
         return -ENOMEM;
     }
-    *owned = *st;
+    stack_move(owned, st);
     ps->db.ooo_window_ms = (int64_t)nc->ooo_window_ms;
     /* the listen addresses stay as started */
     nc->nlisten = ps->conf->nlisten;
