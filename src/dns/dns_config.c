@@ -80,97 +80,6 @@ static int parse_codes(struct cfg *c, const cfg_node *n, const char *path, char 
     return bad;
 }
 
-static int parse_health(struct cfg *c, const cfg_node *n, const char *path,
-                        struct dns_health_conf *h)
-{
-    static const char *const keys[] = { "http", "tcp", "interval", "timeout", "rise", "fall", NULL };
-    cfg_node *v[6];
-    char p[256], q[300];
-    h->interval_ms = 2000;
-    h->timeout_ms = 1000;
-    h->rise = 2;
-    h->fall = 2;
-    h->status_min = 200;
-    h->status_max = 399;
-    if (cfg_map_fields(c, n, path, keys, v))
-        return -EINVAL;
-    int bad = 0;
-    if ((v[0] != NULL) == (v[1] != NULL))
-        return cfg_error(c, n, path, "give one of \"http\" or \"tcp\"");
-    if (v[0]) {
-        static const char *const hk[] = { "port", "path", "status", "host", "tls", NULL };
-        cfg_node *hv[5];
-        P(p, "%s.http", path);
-        h->kind = DNS_CHECK_HTTP;
-        h->port = 80;
-        if (cfg_map_fields(c, v[0], p, hk, hv) == 0) {
-            int port;
-            P(q, "%s.port", p);
-            if (hv[0] && get_uint(c, hv[0], q, 1, 65535, &port) == 0)
-                h->port = (uint16_t)port;
-            else if (hv[0])
-                bad = -EINVAL;
-            P(q, "%s.path", p);
-            if (hv[1] && cfg_get_string(c, hv[1], q, &h->path) == 0 && h->path[0] != '/')
-                bad = cfg_error(c, hv[1], q, "expected a path starting with /");
-            P(q, "%s.status", p);
-            if (hv[2]) {
-                const char *s = cfg_scalar(hv[2]);
-                int a = 0, b = 0, used = 0;
-                if (!s || !((sscanf(s, "%d-%d%n", &a, &b, &used) == 2 && !s[used]) ||
-                            (sscanf(s, "%d%n", &a, &used) == 1 && !s[used] && (b = a))) ||
-                    a < 100 || b > 599 || a > b)
-                    bad = cfg_error(c, hv[2], q, "expected a status like 200 or a range like 200-399");
-                else
-                    h->status_min = a, h->status_max = b;
-            }
-            P(q, "%s.host", p);
-            if (hv[3])
-                bad |= cfg_get_string(c, hv[3], q, &h->host);
-            P(q, "%s.tls", p);
-            if (hv[4])
-                bad |= cfg_get_bool(c, hv[4], q, &h->tls);
-            if (hv[4] && h->tls && !hv[0])
-                h->port = 443;
-        } else {
-            bad = -EINVAL;
-        }
-        if (!h->path)
-            h->path = strdup("/");
-    } else {
-        static const char *const tk[] = { "port", NULL };
-        cfg_node *tv[1];
-        P(p, "%s.tcp", path);
-        h->kind = DNS_CHECK_TCP;
-        if (cfg_map_fields(c, v[1], p, tk, tv) == 0) {
-            int port;
-            P(q, "%s.port", p);
-            if (!tv[0])
-                bad = cfg_error(c, v[1], p, "missing key \"port\"");
-            else if (get_uint(c, tv[0], q, 1, 65535, &port) == 0)
-                h->port = (uint16_t)port;
-            else
-                bad = -EINVAL;
-        } else {
-            bad = -EINVAL;
-        }
-    }
-    P(p, "%s.interval", path);
-    if (v[2] && cfg_get_duration(c, v[2], p, &h->interval_ms) == 0 && h->interval_ms < 100)
-        bad = cfg_error(c, v[2], p, "expected at least 100ms");
-    P(p, "%s.timeout", path);
-    if (v[3] && cfg_get_duration(c, v[3], p, &h->timeout_ms) == 0 &&
-        (h->timeout_ms < 10 || h->timeout_ms > h->interval_ms))
-        bad = cfg_error(c, v[3], p, "expected at least 10ms and at most the interval");
-    P(p, "%s.rise", path);
-    if (v[4])
-        bad |= get_uint(c, v[4], p, 1, 100, &h->rise);
-    P(p, "%s.fall", path);
-    if (v[5])
-        bad |= get_uint(c, v[5], p, 1, 100, &h->fall);
-    return bad ? -EINVAL : 0;
-}
-
 static int parse_member(struct cfg *c, const cfg_node *n, const char *path,
                         struct dns_member_conf *m)
 {
@@ -269,7 +178,7 @@ static int parse_gslb(struct cfg *c, const cfg_node *n, const char *path, struct
     P(p, "%s.health", path);
     if (v[5]) {
         g->have_health = true;
-        bad |= parse_health(c, v[5], p, &g->health);
+        bad |= health_conf_parse(c, v[5], p, &g->health, true);
     }
     P(p, "%s.pools", path);
     if (!v[6] || !cfg_is_seq(v[6]) || cfg_len(v[6]) == 0) {
@@ -548,8 +457,7 @@ void dns__free_conf(void *conf)
     for (size_t i = 0; i < dc->ngslb; i++) {
         struct dns_gslb_conf *g = &dc->gslb[i];
         free(g->name);
-        free(g->health.path);
-        free(g->health.host);
+        health_conf_free(&g->health);
         for (size_t k = 0; k < g->npools; k++) {
             free(g->pools[k].region);
             free(g->pools[k].networks);

@@ -2,8 +2,9 @@
  *
  * A member is an address with a health check; every GSLB name (and every
  * configuration generation) that names the same address with the same check
- * shares one struct dns_member, so each is checked once. Checks run on the main
- * loop; workers read a member's state with a relaxed atomic load. A member's
+ * shares one struct dns_member, and its check is a target of the service's
+ * health checker (core/health.h), so each is checked once. Checks run on the
+ * main loop; workers read a member's state with a relaxed atomic load. A member's
  * first check decides its state; after that it takes `fall` failures in a row to
  * go down and `rise` successes to come back.
  */
@@ -21,11 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static void member_set(struct dns_member *m, int up, const char *why)
+/* The member's check changed its verdict (core/health, on the main loop). */
+static void member_changed(struct health_watch *w, int up, int was, const char *why)
 {
-    int was = __atomic_exchange_n(&m->up, up, __ATOMIC_RELAXED);
-    if (was == up)
-        return;
+    struct dns_member *m = w->data;
+    __atomic_store_n(&m->up, up, __ATOMIC_RELAXED);
     m->changed_ms = (uint64_t)time(NULL) * 1000;
     /* every name's gauge for this member */
     struct dns_gen *g = m->s->gen;
@@ -34,7 +35,7 @@ static void member_set(struct dns_member *m, int up, const char *why)
             for (size_t k = 0; k < g->gslb[i].conf->pools[p].nmembers; k++)
                 if (g->gslb[i].pools[p].members[k] == m && g->gslb[i].pools[p].m_up[k])
                     metric_set(g->gslb[i].pools[p].m_up[k], up == 1 ? 1 : 0);
-    if (up == 1)
+    if (up == HEALTH_UP)
         log_info(was < 0 ? "gslb member up (first check)" : "gslb member up", "member",
                  m->address, "check", why);
     else
@@ -42,123 +43,13 @@ static void member_set(struct dns_member *m, int up, const char *why)
                  m->address, "check", why);
 }
 
-static void verdict(struct dns_member *m, bool ok, const char *why)
-{
-    snprintf(m->last, sizeof(m->last), "%s", why);
-    int up = __atomic_load_n(&m->up, __ATOMIC_RELAXED);
-    if (ok) {
-        m->fail_streak = 0;
-        m->ok_streak++;
-        if (up < 0 || (up == 0 && m->ok_streak >= m->h.rise))
-            member_set(m, 1, why);
-    } else {
-        m->ok_streak = 0;
-        m->fail_streak++;
-        if (up < 0 || (up == 1 && m->fail_streak >= m->h.fall))
-            member_set(m, 0, why);
-    }
-    if (m->refs > 0)
-        loop_timer_start(m->timer.loop, &m->timer, m->h.interval_ms);
-}
-
-static void http_done(const struct httpc_response *resp, void *arg)
-{
-    struct dns_member *m = arg;
-    char why[96];
-    m->call = NULL;
-    if (resp->error) {
-        snprintf(why, sizeof(why), "http: %s", cairn_strerror(resp->error));
-        verdict(m, false, why);
-        return;
-    }
-    snprintf(why, sizeof(why), "http status %d", resp->status);
-    verdict(m, resp->status >= m->h.status_min && resp->status <= m->h.status_max, why);
-}
-
-static void tcp_close(struct dns_member *m)
-{
-    loop_timer_stop(&m->tcp_timer);
-    if (m->tcp_fd >= 0) {
-        loop_io_del(&m->tcp_io);
-        close(m->tcp_fd);
-        m->tcp_fd = -1;
-    }
-}
-
-static void tcp_event(struct loop_io *io, uint32_t events)
-{
-    struct dns_member *m = io->data;
-    int err = 0;
-    socklen_t l = sizeof(err);
-    UNUSED(events);
-    getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
-    tcp_close(m);
-    if (err) {
-        char why[96];
-        snprintf(why, sizeof(why), "tcp: %s", strerror(err));
-        verdict(m, false, why);
-    } else {
-        verdict(m, true, "tcp connect ok");
-    }
-}
-
-static void tcp_timeout(struct loop_timer *t)
-{
-    struct dns_member *m = t->data;
-    tcp_close(m);
-    verdict(m, false, "tcp: connect timed out");
-}
-
-static void run_check(struct loop_timer *t)
-{
-    struct dns_member *m = t->data;
-    if (m->h.kind == DNS_CHECK_HTTP) {
-        struct httpc_request req = {
-            .method = "GET",
-            .addr = m->check_addr,
-            .host = m->h.host ? m->h.host : m->address,
-            .target = m->h.path,
-            .timeout_ms = (uint32_t)m->h.timeout_ms,
-            .tls = m->h.tls,
-        };
-        static const char *const hdrs[] = { "User-Agent: cairn-dns-health", "Connection: close",
-                                            NULL };
-        req.headers = hdrs;
-        m->call = httpc_send(m->s->checker, &req, http_done, m);
-        if (!m->call)
-            verdict(m, false, "http: out of memory");
-        return;
-    }
-    int fd = net_connect_tcp(&m->check_addr);
-    if (fd < 0) {
-        char why[96];
-        snprintf(why, sizeof(why), "tcp: %s", cairn_strerror(fd));
-        verdict(m, false, why);
-        return;
-    }
-    m->tcp_fd = fd;
-    loop_io_init(&m->tcp_io, fd, tcp_event, m);
-    loop_io_add(t->loop, &m->tcp_io, EPOLLOUT);
-    loop_timer_start(t->loop, &m->tcp_timer, m->h.timeout_ms);
-}
-
-static void member_stop(struct dns_member *m)
-{
-    loop_timer_stop(&m->timer);
-    if (m->call) {
-        httpc_cancel(m->call);
-        m->call = NULL;
-    }
-    tcp_close(m);
-}
-
 static struct dns_member *member_get(struct dns_svc *s, const struct dns_gslb_conf *g,
                                      const struct dns_member_conf *mc)
 {
     char key[512];
-    const struct dns_health_conf *h = &g->health;
+    const struct health_check_conf *h = &g->health;
     if (g->have_health)
-        snprintf(key, sizeof(key), "%s|%d|%d|%u|%s|%s|%d-%d|%llu|%llu|%d|%d", mc->address, h->kind,
+        snprintf(key, sizeof(key), "%s|%d|%d|%u|%s|%s|%d-%d|%llu|%llu|%d|%d", mc->address, h->http,
                  h->tls, h->port, h->path ? h->path : "", h->host ? h->host : "", h->status_min,
                  h->status_max, (unsigned long long)h->interval_ms,
                  (unsigned long long)h->timeout_ms, h->rise, h->fall);
@@ -166,8 +57,6 @@ static struct dns_member *member_get(struct dns_svc *s, const struct dns_gslb_co
         snprintf(key, sizeof(key), "%s|unchecked", mc->address);
     for (struct dns_member *m = s->members; m; m = m->next)
         if (strcmp(m->key, key) == 0) {
-            if (m->refs == 0 && m->checked)
-                loop_timer_start(&s->workers[0].loop, &m->timer, 0);
             m->refs++;
             return m;
         }
@@ -179,26 +68,20 @@ static struct dns_member *member_get(struct dns_svc *s, const struct dns_gslb_co
     m->family = mc->family;
     memcpy(m->ip, mc->ip, 16);
     m->s = s;
-    m->tcp_fd = -1;
     m->refs = 1;
-    loop_timer_init(&m->timer, run_check, m);
-    loop_timer_init(&m->tcp_timer, tcp_timeout, m);
+    m->up = 1;          /* no health check: always answered */
     if (g->have_health) {
-        m->checked = true;
-        m->h = *h;
-        int o = snprintf(m->hbuf, sizeof(m->hbuf), "%s", h->path ? h->path : "/");
-        m->h.path = m->hbuf;
-        m->h.host = NULL;
-        if (h->host && o >= 0 && (size_t)o + 1 < sizeof(m->hbuf)) {
-            snprintf(m->hbuf + o + 1, sizeof(m->hbuf) - (size_t)o - 1, "%s", h->host);
-            m->h.host = m->hbuf + o + 1;
+        struct net_addr addr;
+        net_ip_parse(m->address, h->port, &addr);
+        m->watch.cb = member_changed;
+        m->watch.data = m;
+        /* the first verdict decides; the service waits for it before answering */
+        if (health_watch_start(&s->health, &m->watch, &addr, m->address, h, false)) {
+            free(m);
+            return NULL;
         }
-        net_ip_parse(m->address, h->port, &m->check_addr);
-        m->up = -1;
-        loop_timer_start(&s->workers[0].loop, &m->timer, 0);
-    } else {
-        m->up = 1;      /* no health check: always answered */
-        snprintf(m->last, sizeof(m->last), "no health check");
+        m->checked = true;
+        m->up = health_target_state(m->watch.target);
     }
     m->next = s->members;
     s->members = m;
@@ -209,7 +92,7 @@ static void member_unref(struct dns_svc *s, struct dns_member *m)
 {
     if (--m->refs > 0)
         return;
-    member_stop(m);
+    health_watch_stop(&s->health, &m->watch);
     for (struct dns_member **pp = &s->members; *pp; pp = &(*pp)->next)
         if (*pp == m) {
             *pp = m->next;
@@ -312,16 +195,13 @@ void dns__gslb_release(struct dns_svc *s, struct dns_gen *g)
 
 bool dns__health_settled(struct dns_svc *s)
 {
-    for (struct dns_member *m = s->members; m; m = m->next)
-        if (__atomic_load_n(&m->up, __ATOMIC_RELAXED) < 0)
-            return false;
-    return true;
+    return health_checker_settled(&s->health);
 }
 
 void dns__health_stop_all(struct dns_svc *s)
 {
     for (struct dns_member *m = s->members; m; m = m->next)
-        member_stop(m);
+        health_watch_stop(&s->health, &m->watch);
 }
 
 /* ---- selection (worker threads) ---- */
@@ -550,7 +430,8 @@ void dns__gslb_json(struct dns_svc *s, struct buf *b)
                            gc->pools[p].members[k].weight,
                            up < 0 ? "unknown" : up ? "up" : "down", up == 1 ? "true" : "false",
                            m->checked ? "true" : "false");
-                buf_json_str(b, m->last);
+                buf_json_str(b, !m->checked ? "no health check"
+                                : m->watch.target ? health_target_last(m->watch.target) : "");
                 buf_printf(b, ",\"last_change_unix_ms\":%llu}", (unsigned long long)m->changed_ms);
             }
             buf_puts(b, "]}");

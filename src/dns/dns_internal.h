@@ -5,6 +5,7 @@
 #include "buf.h"
 #include "dns.h"
 #include "dns_wire.h"
+#include "health.h"
 #include "httpc.h"
 #include "httpd.h"
 #include "loop.h"
@@ -17,16 +18,6 @@
 #define DNS_MAX_LISTEN 8
 
 /* ---- configuration ---- */
-
-struct dns_health_conf {
-    enum { DNS_CHECK_HTTP, DNS_CHECK_TCP } kind;
-    bool tls;
-    uint16_t port;
-    char *path, *host;
-    int status_min, status_max;
-    uint64_t interval_ms, timeout_ms;
-    int rise, fall;
-};
 
 struct dns_member_conf {
     char *address;              /* as written */
@@ -59,7 +50,7 @@ struct dns_gslb_conf {
     enum dns_all_down all_down;
     int max_answers;
     bool have_health;
-    struct dns_health_conf health;
+    struct health_check_conf health; /* with its own port: a member is an address */
     struct dns_pool_conf *pools;
     size_t npools;
 };
@@ -109,24 +100,16 @@ void dns__free_conf(void *conf);
 struct dns_svc;
 
 struct dns_member {
-    char key[512];              /* address and check: equal keys share one check */
+    char key[512];              /* address and check: equal keys share one member */
     char address[64];
     int family;
     uint8_t ip[16];
-    struct net_addr check_addr;
-    struct dns_health_conf h;   /* path/host point into hbuf */
-    char hbuf[512];
     bool checked;               /* has a health check at all */
-    int up;                     /* -1 unknown, 0 down, 1 up (atomic) */
-    int ok_streak, fail_streak;
-    char last[96];
+    struct health_watch watch;  /* its check, when checked (core/health) */
+    int up;                     /* -1 unknown, 0 down, 1 up (atomic): the check's verdict */
     uint64_t changed_ms;        /* wall clock of the last transition */
     int refs;                   /* generations using it (main thread) */
     struct dns_svc *s;
-    struct loop_timer timer, tcp_timer;
-    struct loop_io tcp_io;
-    int tcp_fd;
-    struct httpc_call *call;
     struct dns_member *next;
 };
 
@@ -201,8 +184,8 @@ struct dns_svc {
     struct dns_worker *workers;
     int nworkers;
     struct metrics_registry *reg;   /* the skeleton's */
-    struct httpc *checker;
-    struct tls_ctx *check_tls;
+    struct health_checker health;   /* GSLB members' checks, on the main loop */
+    bool health_inited;
     struct dns_member *members;
     int pending_switch;         /* workers that have not taken the new generation yet */
     /* NOTIFY */

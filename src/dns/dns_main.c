@@ -310,14 +310,9 @@ static int dns_start(struct service_ctx *sc)
     if (r)
         return r;
     struct loop *main_loop = &s->workers[0].loop;
-    struct httpc_opts ho;
-    httpc_opts_defaults(&ho);
-    ho.max_idle = 0;
-    if (tls_client_new(&s->check_tls, false, NULL, NULL, 0, err, sizeof(err)) == 0)
-        ho.tls = s->check_tls;
-    s->checker = httpc_new(main_loop, &ho);
-    if (!s->checker)
+    if (health_checker_init(&s->health, main_loop, "cairn-dns-health"))
         return -ENOMEM;
+    s->health_inited = true;
     s->gen = gen_new(s, (struct dns_conf *)conf, err, sizeof(err));
     if (!s->gen) {
         log_error("cannot load the zones", "error", err);
@@ -376,8 +371,8 @@ static void dns_finish(struct service_ctx *sc)
     if (s->gen)
         dns__gen_unref(s->gen);
     dns__health_stop_all(s);
-    httpc_free(&s->checker);
-    tls_ctx_free(&s->check_tls);
+    if (s->health_inited)
+        health_checker_destroy(&s->health);
     for (int i = 0; i < s->nworkers; i++)
         loop_destroy(&s->workers[i].loop);
     free(s->workers);

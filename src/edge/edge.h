@@ -9,6 +9,7 @@
 #define CAIRN_EDGE_H
 
 #include "config.h"
+#include "health.h"
 #include "net.h"
 #include "stack.h"
 
@@ -87,7 +88,7 @@ struct edge_server {
     char name[NET_ADDRSTRLEN];
     unsigned weight;
     struct edge_backend *backend;
-    int up;                         /* health verdict (1 at start unless checks run) */
+    int up;                         /* health verdict (1 at start; the check's verdict after) */
     int admin_drain;                /* set by the admin API */
     uint64_t ejected_until_ms;      /* passive outlier ejection */
     int inflight;
@@ -95,19 +96,7 @@ struct edge_server {
     int eject_capped;               /* ejection refused by max_percent (logged once) */
     uint64_t recovered_ms;          /* when it came back, for slow start */
     uint64_t requests, failures;
-    /* health checker's own counters (checker thread only) */
-    int ok_streak, fail_streak;
-    char last_check[96];
-};
-
-struct edge_health {
-    bool enabled;
-    bool http;                      /* false: TCP connect */
-    char *path;
-    char *host;
-    int status_min, status_max;     /* accepted status range */
-    uint64_t interval_ms, timeout_ms;
-    int rise, fall;
+    struct health_watch watch;      /* its check (core/health; worker 0 only) */
 };
 
 struct edge_backend {
@@ -117,7 +106,8 @@ struct edge_backend {
     enum edge_balance balance;
     enum edge_hash_key hash_key;
     char *hash_name;                /* header or cookie name */
-    struct edge_health health;
+    struct health_check_conf health; /* to the server's own address; tls and client
+                                       certificate follow the backend's tls: */
     /* servers found in DNS instead of listed: A/AAAA of name on port, or SRV */
     bool dns;
     bool dns_srv;

@@ -387,93 +387,6 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
     return bad ? -EINVAL : 0;
 }
 
-static int parse_status_range(const char *s, int *lo, int *hi)
-{
-    int a, b, n = 0;
-    if (sscanf(s, "%d-%d%n", &a, &b, &n) == 2 && (size_t)n == strlen(s)) {
-    } else if (sscanf(s, "%d%n", &a, &n) == 1 && (size_t)n == strlen(s)) {
-        b = a;
-    } else {
-        return -EINVAL;
-    }
-    if (a < 100 || b > 599 || a > b)
-        return -EINVAL;
-    *lo = a;
-    *hi = b;
-    return 0;
-}
-
-static int parse_health(struct cfg *c, const cfg_node *n, const char *path, struct edge_health *h)
-{
-    static const char *const keys[] = { "http", "tcp", "interval", "timeout", "rise", "fall", NULL };
-    cfg_node *v[6];
-    char p[256];
-    if (cfg_map_fields(c, n, path, keys, v))
-        return -EINVAL;
-    int bad = 0;
-    h->enabled = true;
-    h->interval_ms = 2000;
-    h->timeout_ms = 1000;
-    h->rise = 2;
-    h->fall = 2;
-    h->status_min = 200;
-    h->status_max = 399;
-    if (v[0] && v[1])
-        bad = cfg_error(c, v[1], path, "give either \"http\" or \"tcp\", not both");
-    if (v[0]) {
-        static const char *const hk[] = { "path", "status", "host", NULL };
-        cfg_node *hv[3];
-        P(p, "%s.http", path);
-        h->http = true;
-        if (cfg_map_fields(c, v[0], p, hk, hv) == 0) {
-            char q[280];
-            P(q, "%s.path", p);
-            if (hv[0])
-                bad |= cfg_get_string(c, hv[0], q, &h->path);
-            P(q, "%s.status", p);
-            if (hv[1] && (!cfg_is_scalar(hv[1]) ||
-                          parse_status_range(cfg_scalar(hv[1]), &h->status_min, &h->status_max)))
-                bad = cfg_error(c, hv[1], q, "expected a status like 200 or a range like 200-399");
-            P(q, "%s.host", p);
-            if (hv[2])
-                bad |= cfg_get_string(c, hv[2], q, &h->host);
-        } else {
-            bad = -EINVAL;
-        }
-        if (!h->path)
-            h->path = strdup("/");
-    } else if (v[1]) {
-        bool on = true;
-        P(p, "%s.tcp", path);
-        bad |= cfg_get_bool(c, v[1], p, &on);
-        h->enabled = on;
-    } else {
-        bad = cfg_error(c, n, path, "expected \"http\" or \"tcp\"");
-    }
-    long long x;
-    P(p, "%s.interval", path);
-    if (v[2] && cfg_get_duration(c, v[2], p, &h->interval_ms) == 0 && h->interval_ms < 100)
-        bad = cfg_error(c, v[2], p, "expected at least 100ms");
-    P(p, "%s.timeout", path);
-    if (v[3])
-        bad |= cfg_get_duration(c, v[3], p, &h->timeout_ms);
-    P(p, "%s.rise", path);
-    if (v[4]) {
-        if (cfg_get_int(c, v[4], p, 1, 100, &x) == 0)
-            h->rise = (int)x;
-        else
-            bad = -EINVAL;
-    }
-    P(p, "%s.fall", path);
-    if (v[5]) {
-        if (cfg_get_int(c, v[5], p, 1, 100, &x) == 0)
-            h->fall = (int)x;
-        else
-            bad = -EINVAL;
-    }
-    return bad ? -EINVAL : 0;
-}
-
 int edge__build_ring(struct edge_backend *b)
 {
     free(b->ring);
@@ -672,7 +585,7 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     }
     P(p, "%s.health", path);
     if (v[3])
-        bad |= parse_health(c, v[3], p, &b->health);
+        bad |= health_conf_parse(c, v[3], p, &b->health, false);
     P(p, "%s.retries", path);
     if (v[4]) {
         if (cfg_get_int(c, v[4], p, 0, 10, &x) == 0)
@@ -812,6 +725,14 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
     }
     if (!bad && b->balance == BAL_HASH && edge__build_ring(b))
         bad = cfg_error(c, n, path, "out of memory");
+    /* checks speak to a server as requests do: over TLS, with the client certificate
+     * (liveness, not identity: the server's certificate is not verified) */
+    if (!bad && b->health.enabled && b->tls) {
+        b->health.tls = true;
+        if (b->tls_cert && (!(b->health.tls_cert = strdup(b->tls_cert)) ||
+                            !(b->health.tls_key = strdup(b->tls_key))))
+            bad = cfg_error(c, n, path, "out of memory");
+    }
     return bad ? -EINVAL : 0;
 }
 
@@ -1055,8 +976,7 @@ void edge__free_conf(void *p)
         free(b->name);
         free(b->servers);
         free(b->hash_name);
-        free(b->health.path);
-        free(b->health.host);
+        health_conf_free(&b->health);
         free(b->dns_name);
         free(b->tls_ca);
         free(b->tls_sni);

@@ -63,11 +63,6 @@ struct edge_gen {
     struct edge_lctx lctx[EDGE_MAX_LISTEN];
     struct edge_route_rt *routes;
     struct tls_ctx **backend_tls;   /* client contexts, by backend index (NULL: plain) */
-    struct tls_ctx *check_tls;      /* health checks over TLS: liveness, not identity */
-    /* health checks (worker 0's loop) */
-    struct httpc *checker;
-    struct edge_check *checks;
-    size_t nchecks;
 };
 
 /* Open connections per client IP, shared by all threads (and all generations:
@@ -97,6 +92,8 @@ struct edge {
     struct edge_worker *workers;
     int nworkers;
     struct service_ctx *sc;         /* the skeleton running this edge */
+    struct health_checker health;   /* active checks (worker 0's loop) */
+    bool health_inited;
     /* metrics */
     struct metrics_registry *reg;
     struct metric_family *m_requests;       /* route, backend, code */
@@ -141,23 +138,12 @@ struct edge_worker {
     struct loop_defer queue_defer;
 };
 
-struct edge_check {
-    struct edge *e;
-    struct edge_gen *gen;
-    struct edge_server *srv;
-    struct loop_timer timer;
-    struct httpc_call *call;
-    int tcp_fd;
-    struct loop_io tcp_io;
-    struct loop_timer tcp_timer;
-};
-
 int edge__gen_routes_init(struct edge_gen *g);
 void edge__proxy(struct httpd_req *r, void *arg);
 void edge__worker_free_pools(struct edge_worker *w);
 void edge__queue_flush(struct edge_worker *w);
 int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c);
-int edge__health_start(struct edge_gen *g, struct loop *loop);
+int edge__health_start(struct edge_gen *g);
 void edge__health_stop(struct edge_gen *g);
 int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b,
                        SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms,
@@ -176,6 +162,5 @@ bool edge__backend_all_down(const struct edge_backend *b, uint64_t now);
 struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, const uint64_t *tried,
                                struct strv key);
 int edge__conn_count(struct edge *e, const struct sockaddr *sa, int delta);
-void edge__server_set_up(struct edge *e, struct edge_server *s, bool up, const char *why);
 
 #endif

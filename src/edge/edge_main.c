@@ -51,7 +51,7 @@ static void backends_json(struct edge *e, struct buf *b)
                        __atomic_load_n(&s->inflight, __ATOMIC_RELAXED),
                        (unsigned long long)__atomic_load_n(&s->requests, __ATOMIC_RELAXED),
                        (unsigned long long)__atomic_load_n(&s->failures, __ATOMIC_RELAXED));
-            buf_json_str(b, s->last_check);
+            buf_json_str(b, s->watch.target ? health_target_last(s->watch.target) : "");
             buf_putc(b, '}');
         }
         buf_puts(b, "]}");
@@ -242,7 +242,6 @@ static void gen_free(struct edge_gen *g)
             tls_ctx_free(&g->backend_tls[i]);
         free(g->backend_tls);
     }
-    tls_ctx_free(&g->check_tls);
     if (g->routes) {
         for (size_t i = 0; i < g->conf->nroutes; i++)
             free(g->routes[i].rl);
@@ -399,14 +398,6 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
             log_error("backend TLS setup failed", "backend", b->name, "err", err);
             goto fail;
         }
-        if (!g->check_tls) {
-            if (tls_client_new(&g->check_tls, false, NULL, NULL, 0, err, sizeof(err))) {
-                log_error("TLS setup failed", "err", err);
-                goto fail;
-            }
-            if (b->tls_cert)
-                tls_client_use_cert(g->check_tls, b->tls_cert, b->tls_key, err, sizeof(err));
-        }
     }
     for (size_t i = 0; i < c->nlisten; i++) {
         struct edge_lctx *lc = &g->lctx[i];
@@ -453,7 +444,7 @@ fail:
     return NULL;
 }
 
-/* A reloaded server keeps the health verdict of its namesake in the old
+/* A reloaded server keeps the drain, ejection and slow start of its namesake in the old
  * configuration, so that a reload neither sends traffic to a server known to be
  * down nor waits rise x interval for the others. */
 static void carry_state(const struct edge_conf *old, const struct edge_conf *nc)
@@ -471,13 +462,9 @@ static void carry_state(const struct edge_conf *old, const struct edge_conf *nc)
                 const struct edge_server *o = &ob->servers[k];
                 if (!net_addr_eq(&o->addr, &s->addr))
                     continue;
-                s->up = __atomic_load_n(&o->up, __ATOMIC_RELAXED);
                 s->admin_drain = __atomic_load_n(&o->admin_drain, __ATOMIC_RELAXED);
                 s->ejected_until_ms = __atomic_load_n(&o->ejected_until_ms, __ATOMIC_RELAXED);
-                s->ok_streak = o->ok_streak;
-                s->fail_streak = o->fail_streak;
                 s->recovered_ms = o->recovered_ms;
-                memcpy(s->last_check, o->last_check, sizeof(s->last_check));
             }
         }
     }
@@ -572,10 +559,11 @@ static int edge_switch(struct edge *e, struct stack *st, struct cfg_errors *errs
     }
     stack_move(&g->stack, st);
     g->owns_stack = true;
-    /* health checks move to the new servers */
-    edge__health_stop(cur);
-    if (edge__health_start(g, &e->workers[0].loop))
+    /* health checks move to the new servers: started first, so that a server
+     * that stays keeps its check, its state and its timing */
+    if (edge__health_start(g))
         log_error("cannot start health checks for the new configuration");
+    edge__health_stop(cur);
     edge__dns_update(e, nc);
     e->gen = g;
     for (int i = 0; i < e->nworkers; i++) {
@@ -718,7 +706,12 @@ static int edge_start(struct service_ctx *sc)
         return r;
     if (c->have_admin && (r = service_admin_listen(sc, &c->admin)))
         return r;
-    if (edge__health_start(e->gen, &e->workers[0].loop)) {
+    if (health_checker_init(&e->health, &e->workers[0].loop, "cairn-edge-health")) {
+        log_error("out of memory");
+        return -ENOMEM;
+    }
+    e->health_inited = true;
+    if (edge__health_start(e->gen)) {
         log_error("cannot start health checks");
         return -ENOMEM;
     }
@@ -737,7 +730,7 @@ static int edge_start(struct service_ctx *sc)
 static void edge_finish(struct service_ctx *sc)
 {
     struct edge *e = sc->role;
-    if (e->gen)
+    if (e->gen && e->health_inited)
         edge__health_stop(e->gen);
     edge__dns_stop(e);
     for (int i = 0; i < e->nworkers; i++)
@@ -747,6 +740,8 @@ static void edge_finish(struct service_ctx *sc)
         gen_unref(e->gen);
     for (size_t i = 0; i < e->ncaches; i++)
         cache_store_free(e->caches[i]);
+    if (e->health_inited)
+        health_checker_destroy(&e->health);
     free(e->conn_limits);
 }
 
