@@ -732,6 +732,8 @@ static void edge_finish(struct service_ctx *sc)
     struct edge *e = sc->role;
     if (e->gen && e->health_inited)
         edge__health_stop(e->gen);
+    if (e->health_inited)
+        health_checker_destroy(&e->health);     /* before the loops go */
     edge__dns_stop(e);
     for (int i = 0; i < e->nworkers; i++)
         worker_destroy(&e->workers[i]);
@@ -740,8 +742,6 @@ static void edge_finish(struct service_ctx *sc)
         gen_unref(e->gen);
     for (size_t i = 0; i < e->ncaches; i++)
         cache_store_free(e->caches[i]);
-    if (e->health_inited)
-        health_checker_destroy(&e->health);
     free(e->conn_limits);
 }
 
