@@ -323,3 +323,59 @@ int service_listen_addrs(struct cfg *c, const cfg_node *map, const cfg_node *n, 
     cfg_free_string_list(list, k);
     return bad;
 }
+
+int stack_native_config(struct cfg *c, const cfg_node *n, const char *path, const struct service *svc,
+                        const char *doc, const char *default_text, stack_native_parse parse, void *arg,
+                        char **text)
+{
+    size_t before = c->errs->n;
+    int bad = 0;
+    *text = NULL;
+    if (n && cfg_is_scalar(n) && !cfg_is_null(n)) {
+        char *rel = NULL;
+        cfg_get_string(c, n, path, &rel);
+        char *file = rel ? stack_path(svc->stack, rel) : NULL;
+        free(rel);
+        struct cfg fc;
+        memset(&fc, 0, sizeof(fc));
+        if (file && cfg_load_file(&fc, file, c->errs) == 0) {
+            char dir[4096];
+            snprintf(dir, sizeof(dir), "%s", file);
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = 0;
+            else
+                snprintf(dir, sizeof(dir), ".");
+            bad |= parse(&fc, cfg_root(&fc), doc, dir, arg);
+            size_t len;
+            struct cfg_errors tmp = { 0 };
+            if (cfg_read_file(file, text, &len, &tmp))
+                *text = NULL;
+            cfg_errors_free(&tmp);
+        } else {
+            bad = -EINVAL;
+        }
+        if (file)
+            cfg_free(&fc);
+        free(file);
+    } else if (n || default_text) {
+        char *dir = stack_path(svc->stack, ".");
+        if (n) {
+            bad |= parse(c, n, path, dir ? dir : ".", arg);
+        } else {
+            struct cfg dc;
+            memset(&dc, 0, sizeof(dc));
+            char name[128];
+            snprintf(name, sizeof(name), "<default %s config>", doc);
+            if (cfg_load_string(&dc, name, default_text, strlen(default_text), c->errs) == 0)
+                bad |= parse(&dc, cfg_root(&dc), doc, dir ? dir : ".", arg);
+            else
+                bad = -EINVAL;
+            cfg_free(&dc);
+        }
+        free(dir);
+    } else {
+        return 1;
+    }
+    return bad || c->errs->n > before ? -EINVAL : 0;
+}

@@ -87,6 +87,20 @@ void service_add_bind(struct service *svc, const struct net_addr *a, int type);
 int service_listen_addrs(struct cfg *c, const cfg_node *map, const cfg_node *n, const char *path,
                          struct service *svc, struct net_addr *out, size_t max, size_t *count,
                          const char *what, const char *scheme, const char *like, bool udp);
+/* Parses a native configuration document: root is its top node, path the name its
+ * messages use, dir the directory its own relative paths resolve against. */
+typedef int (*stack_native_parse)(struct cfg *c, const cfg_node *root, const char *path,
+                                  const char *dir, void *arg);
+/* Reads a native configuration named by a service's key, as `prometheus:` names
+ * prometheus.yml and `alertmanager:` alertmanager.yml. n is the key's value: a file
+ * name (resolved against the stack file's directory; parsed as document `doc`, the
+ * file's directory its base, its text returned in *text, malloc'd), an inline
+ * mapping (parsed in place; base: the stack file's directory), or NULL (absent:
+ * default_text is parsed as document `doc` when given). Returns 0, 1 when absent
+ * without a default, or -EINVAL after recording errors with their file:line:col. */
+int stack_native_config(struct cfg *c, const cfg_node *n, const char *path, const struct service *svc,
+                        const char *doc, const char *default_text, stack_native_parse parse, void *arg,
+                        char **text);
 /* Resolves a path from the stack file against its directory (malloc'd). */
 char *stack_path(const struct stack *st, const char *p);
 

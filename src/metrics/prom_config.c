@@ -430,6 +430,12 @@ static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
     return bad ? -EINVAL : 0;
 }
 
+static int parse_prometheus_cb(struct cfg *c, const cfg_node *root, const char *path, const char *dir,
+                               void *arg)
+{
+    return parse_prometheus(c, root, path, dir, arg);
+}
+
 int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
     static const char *const keys[] = { "role", "listen", "prometheus", "retention",
@@ -452,47 +458,17 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     bad |= service_listen_addrs(c, map, v[1], p, svc, pc->listen, PROM_MAX_LISTEN, &pc->nlisten,
                                 "http", "http", "127.0.0.1:9090", false);
     P(p, "%s.prometheus", path);
-    if (v[2] && cfg_is_scalar(v[2]) && !cfg_is_null(v[2])) {
-        char *rel = NULL;
-        cfg_get_string(c, v[2], p, &rel);
-        char *file = rel ? stack_path(svc->stack, rel) : NULL;
-        free(rel);
-        struct cfg pcfg;
-        memset(&pcfg, 0, sizeof(pcfg));
-        size_t before = c->errs->n;
-        if (file && cfg_load_file(&pcfg, file, c->errs) == 0) {
-            char dir[4096];
-            snprintf(dir, sizeof(dir), "%s", file);
-            char *slash = strrchr(dir, '/');
-            if (slash)
-                *slash = 0;
-            else
-                snprintf(dir, sizeof(dir), ".");
-            bad |= parse_prometheus(&pcfg, cfg_root(&pcfg), "prometheus", dir, pc);
-            char *text;
-            size_t len;
-            struct cfg_errors tmp = { 0 };
-            if (cfg_read_file(file, &text, &len, &tmp) == 0)
-                pc->config_text = text;
-            cfg_errors_free(&tmp);
-        } else {
-            bad = -EINVAL;
-        }
-        if (file)
-            cfg_free(&pcfg);
-        if (c->errs->n > before)
-            bad = -EINVAL;
-        free(file);
-    } else if (v[2]) {
-        char *dir = stack_path(svc->stack, ".");
-        bad |= parse_prometheus(c, v[2], p, dir ? dir : ".", pc);
-        free(dir);
-        pc->config_text = strdup("# the prometheus: mapping inline in the stack file\n");
-    } else {
+    int nr = stack_native_config(c, v[2], p, svc, "prometheus", NULL, parse_prometheus_cb, pc,
+                                 &pc->config_text);
+    if (nr < 0) {
+        bad = -EINVAL;
+    } else if (nr == 1) {
         pc->generated = true;
         pc->scrape_interval_ms = 15000;
         pc->scrape_timeout_ms = 10000;
         pc->evaluation_interval_ms = 15000;
+    } else if (!pc->config_text) {
+        pc->config_text = strdup("# the prometheus: mapping inline in the stack file\n");
     }
     P(p, "%s.retention", path);
     if (v[3])
