@@ -17,7 +17,7 @@ FUZZ_SECONDS ?= 5
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-missing-field-initializers
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -Isrc/core
+CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc
 LDLIBS   := -lyaml -lssl -lcrypto -lnghttp2 -lresolv -lz -lbrotlienc -lsnappy -lpcre2-8 -ljansson -lmaxminddb -lpthread -lm
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -35,7 +35,9 @@ ROLE_SRC := $(sort $(wildcard src/demo_app/*.c src/dns/*.c src/edge/*.c src/metr
 MAIN_SRC := src/cairn.c src/default_stack.c
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 
-LIB_OBJ  := $(patsubst src/%.c,build/obj/%.o,$(CORE_SRC) $(ROLE_SRC))
+CORE_OBJ := $(patsubst src/%.c,build/obj/%.o,$(CORE_SRC))
+ROLE_OBJ := $(patsubst src/%.c,build/obj/%.o,$(ROLE_SRC))
+LIB_OBJ  := $(CORE_OBJ) $(ROLE_OBJ)
 MAIN_OBJ := $(patsubst src/%.c,build/obj/%.o,$(MAIN_SRC))
 UNIT_OBJ := $(patsubst tests/%.c,build/obj/tests/%.o,$(UNIT_SRC))
 ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC))
@@ -44,7 +46,7 @@ ASAN_MAIN:= $(patsubst src/%.c,build/asan/%.o,$(MAIN_SRC))
 
 .PHONY: conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
 
-all: build/cairn
+all: build/cairn build/core-links
 
 deps:
 	$(Q)sh scripts/deps.sh
@@ -71,6 +73,15 @@ build/asan/tests/%.o: tests/%.c
 
 build/libcairn.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# src/core/ is a library of its own that knows no role: every one of its objects
+# linked alone, with nothing of src/<role>/, must leave no symbol undefined.
+build/libcairn-core.a: $(CORE_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+build/core-links: tests/core_links.c build/libcairn-core.a
+	@[ "$(V)" = 1 ] || echo "  LD      $@ (core alone)"
+	$(Q)$(CC) $(CFLAGS) -o $@ $< -Wl,--whole-archive build/libcairn-core.a -Wl,--no-whole-archive $(LDLIBS)
 
 build/cairn: $(MAIN_OBJ) build/libcairn.a
 	@[ "$(V)" = 1 ] || echo "  LD      $@"
@@ -110,7 +121,7 @@ integration-asan: build/asan/cairn
 # ---- fuzzing: clang + libFuzzer, each harness briefly over its seed corpus ----
 # The library is compiled once with coverage instrumentation (fuzzer-no-link) and
 # linked into every harness.
-FUZZ_BASE  := -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc -Isrc/core -fno-sanitize-recover=undefined
+FUZZ_BASE  := -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc -fno-sanitize-recover=undefined
 FUZZ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS  := $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_NAMES))

@@ -8,9 +8,9 @@
 #include "edge/edge.h"
 #include "metrics/prom.h"
 #include "alerts/alerts.h"
-#include "log.h"
-#include "stack.h"
-#include "supervisor.h"
+#include "core/log.h"
+#include "core/stack.h"
+#include "core/supervisor.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
 #ifndef CAIRN_ALERTS_H
 #define CAIRN_ALERTS_H
 
-#include "stack.h"
+#include "core/stack.h"
 
 extern const struct role_ops alerts_role;
 int alerts_main(const struct service *svc);

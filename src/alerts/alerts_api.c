@@ -16,7 +16,7 @@
  * Alertmanager does) even when others in it are refused.
  */
 #include "alerts_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <jansson.h>

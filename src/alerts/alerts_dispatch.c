@@ -19,7 +19,7 @@
  * not change meanwhile leave the group; an empty group is removed.
  */
 #include "alerts_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -19,14 +19,14 @@
 #define CAIRN_ALERTS_INTERNAL_H
 
 #include "alerts.h"
-#include "buf.h"
-#include "config.h"
-#include "httpc.h"
-#include "httpd.h"
-#include "loop.h"
-#include "metrics.h"
-#include "net.h"
-#include "service.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/httpc.h"
+#include "core/httpd.h"
+#include "core/loop.h"
+#include "core/metrics.h"
+#include "core/net.h"
+#include "core/service.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -8,7 +8,7 @@
  * notification log keeps the new groups from re-sending what was sent.
  */
 #include "alerts_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -11,8 +11,8 @@
  * (the subject "[FIRING:n] group values (other common values)").
  */
 #include "alerts_internal.h"
-#include "gotmpl.h"
-#include "log.h"
+#include "core/gotmpl.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <netdb.h>

@@ -11,7 +11,7 @@
  * are written to disk on every change (temporary file, fsync, rename).
  */
 #include "alerts_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

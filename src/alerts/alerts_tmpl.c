@@ -13,8 +13,8 @@
  * text is stored as it is.
  */
 #include "alerts_internal.h"
-#include "gotmpl.h"
-#include "log.h"
+#include "core/gotmpl.h"
+#include "core/log.h"
 
 #include <ctype.h>
 #include <errno.h>

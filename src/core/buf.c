@@ -1,5 +1,5 @@
 /* buf.c - growable byte buffers. */
-#include "buf.h"
+#include "core/buf.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
 #ifndef CAIRN_BUF_H
 #define CAIRN_BUF_H
 
-#include "common.h"
+#include "core/common.h"
 #include <stdarg.h>
 
 struct buf {

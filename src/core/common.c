@@ -1,5 +1,5 @@
 /* common.c - error messages, clocks, string views, randomness. */
-#include "common.h"
+#include "core/common.h"
 
 #include <errno.h>
 #include <stdlib.h>

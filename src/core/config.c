@@ -1,5 +1,5 @@
 /* config.c - YAML documents, located errors, typed getters. */
-#include "config.h"
+#include "core/config.h"
 
 #include <errno.h>
 #include <math.h>

@@ -13,8 +13,8 @@
 #ifndef CAIRN_CONFIG_H
 #define CAIRN_CONFIG_H
 
-#include "common.h"
-#include "net.h"
+#include "core/common.h"
+#include "core/net.h"
 #include <yaml.h>
 
 typedef yaml_node_t cfg_node;

@@ -6,7 +6,7 @@
  * caller's arena. Errors follow Go's wording where a user would compare them
  * ("template: NAME:LINE: unexpected EOF", "function \"x\" not defined").
  */
-#include "gotmpl.h"
+#include "core/gotmpl.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

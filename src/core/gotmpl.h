@@ -17,8 +17,8 @@
 #ifndef CAIRN_GOTMPL_H
 #define CAIRN_GOTMPL_H
 
-#include "buf.h"
-#include "common.h"
+#include "core/buf.h"
+#include "core/common.h"
 
 enum gt_kind { GT_NIL, GT_BOOL, GT_NUM, GT_STR, GT_LIST, GT_MAP };
 

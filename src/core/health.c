@@ -5,10 +5,10 @@
  * its state; after that, fall failures in a row take it down and rise successes
  * bring it back. An optimistic target starts up with its success streak full.
  */
-#include "health.h"
-#include "common.h"
-#include "config.h"
-#include "httpc.h"
+#include "core/health.h"
+#include "core/common.h"
+#include "core/config.h"
+#include "core/httpc.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -23,10 +23,10 @@
 #ifndef CAIRN_HEALTH_H
 #define CAIRN_HEALTH_H
 
-#include "config.h"
-#include "loop.h"
-#include "net.h"
-#include "tls.h"
+#include "core/config.h"
+#include "core/loop.h"
+#include "core/net.h"
+#include "core/tls.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* http1.c - strict incremental HTTP/1.1 parsing and writing. */
-#include "http1.h"
+#include "core/http1.h"
 
 #include <errno.h>
 #include <stdio.h>

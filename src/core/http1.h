@@ -19,8 +19,8 @@
 #ifndef CAIRN_HTTP1_H
 #define CAIRN_HTTP1_H
 
-#include "buf.h"
-#include "common.h"
+#include "core/buf.h"
+#include "core/common.h"
 #include <time.h>
 
 #define HTTP_MAX_HEADERS 100

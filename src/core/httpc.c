@@ -1,5 +1,5 @@
 /* httpc.c - HTTP/1.1 client connections and pools. */
-#include "httpc.h"
+#include "core/httpc.h"
 
 #include <errno.h>
 #include <stdio.h>

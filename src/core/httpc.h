@@ -16,11 +16,11 @@
 #ifndef CAIRN_HTTPC_H
 #define CAIRN_HTTPC_H
 
-#include "buf.h"
-#include "http1.h"
-#include "loop.h"
-#include "net.h"
-#include "tls.h"
+#include "core/buf.h"
+#include "core/http1.h"
+#include "core/loop.h"
+#include "core/net.h"
+#include "core/tls.h"
 
 struct httpc;
 struct httpc_call;

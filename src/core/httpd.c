@@ -1,6 +1,6 @@
 /* httpd.c - HTTP/1.1 server connections on the event loop. */
-#include "httpd.h"
-#include "metrics.h"
+#include "core/httpd.h"
+#include "core/metrics.h"
 
 #include <errno.h>
 #include <nghttp2/nghttp2.h>

@@ -26,11 +26,11 @@
 #ifndef CAIRN_HTTPD_H
 #define CAIRN_HTTPD_H
 
-#include "buf.h"
-#include "http1.h"
-#include "loop.h"
-#include "net.h"
-#include "tls.h"
+#include "core/buf.h"
+#include "core/http1.h"
+#include "core/loop.h"
+#include "core/net.h"
+#include "core/tls.h"
 
 struct httpd_req;
 struct httpd_conn;

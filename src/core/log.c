@@ -1,6 +1,6 @@
 /* log.c - structured logging. */
-#include "log.h"
-#include "buf.h"
+#include "core/log.h"
+#include "core/buf.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* loop.c - epoll event loop with a timer heap, signalfd and eventfd posts. */
-#include "loop.h"
+#include "core/loop.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -13,7 +13,7 @@
 #ifndef CAIRN_LOOP_H
 #define CAIRN_LOOP_H
 
-#include "common.h"
+#include "core/common.h"
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>

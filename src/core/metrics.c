@@ -1,5 +1,5 @@
 /* metrics.c - per-thread metric arenas and text exposition. */
-#include "metrics.h"
+#include "core/metrics.h"
 
 #include <errno.h>
 #include <dirent.h>

@@ -13,8 +13,8 @@
 #ifndef CAIRN_METRICS_H
 #define CAIRN_METRICS_H
 
-#include "buf.h"
-#include "common.h"
+#include "core/buf.h"
+#include "core/common.h"
 
 enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 

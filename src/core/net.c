@@ -1,5 +1,5 @@
 /* net.c - addresses, CIDR, listeners. */
-#include "net.h"
+#include "core/net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -6,7 +6,7 @@
 #ifndef CAIRN_NET_H
 #define CAIRN_NET_H
 
-#include "common.h"
+#include "core/common.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
 

@@ -1,5 +1,5 @@
 /* router.c - first-match routing with 404 and 405 answers. */
-#include "router.h"
+#include "core/router.h"
 
 #include <stdio.h>
 

@@ -9,7 +9,7 @@
 #ifndef CAIRN_ROUTER_H
 #define CAIRN_ROUTER_H
 
-#include "httpd.h"
+#include "core/httpd.h"
 
 struct http_route {
     const char *method;         /* "GET", "POST", ... or NULL for any */

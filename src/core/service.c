@@ -5,8 +5,8 @@
  * join, admin listener down, role finish, registry freed. A stop posts the role's
  * stop_worker to every loop; each loop stops when its worker says so.
  */
-#include "service.h"
-#include "log.h"
+#include "core/service.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <malloc.h>

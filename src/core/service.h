@@ -28,11 +28,11 @@
 #ifndef CAIRN_SERVICE_H
 #define CAIRN_SERVICE_H
 
-#include "config.h"
-#include "httpd.h"
-#include "loop.h"
-#include "metrics.h"
-#include "stack.h"
+#include "core/config.h"
+#include "core/httpd.h"
+#include "core/loop.h"
+#include "core/metrics.h"
+#include "core/stack.h"
 
 #include <pthread.h>
 

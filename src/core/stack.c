@@ -1,5 +1,5 @@
 /* stack.c - loading the stack file. */
-#include "stack.h"
+#include "core/stack.h"
 
 #include <errno.h>
 #include <libgen.h>

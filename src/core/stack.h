@@ -9,9 +9,9 @@
 #ifndef CAIRN_STACK_H
 #define CAIRN_STACK_H
 
-#include "config.h"
-#include "log.h"
-#include "net.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/net.h"
 
 struct service;
 

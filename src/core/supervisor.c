@@ -1,6 +1,6 @@
 /* supervisor.c - forking, readiness, restart with backoff, graceful stop. */
-#include "supervisor.h"
-#include "loop.h"
+#include "core/supervisor.h"
+#include "core/loop.h"
 
 #include <dirent.h>
 #include <errno.h>

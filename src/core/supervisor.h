@@ -13,7 +13,7 @@
 #ifndef CAIRN_SUPERVISOR_H
 #define CAIRN_SUPERVISOR_H
 
-#include "stack.h"
+#include "core/stack.h"
 #include <stdio.h>
 
 #define SUPERVISOR_KILL_MS 8000

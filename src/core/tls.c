@@ -1,5 +1,5 @@
 /* tls.c - OpenSSL 3 server and client contexts, non-blocking I/O. */
-#include "tls.h"
+#include "core/tls.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -14,7 +14,7 @@
 #ifndef CAIRN_TLS_H
 #define CAIRN_TLS_H
 
-#include "common.h"
+#include "core/common.h"
 #include <openssl/ssl.h>
 #include <sys/types.h>
 

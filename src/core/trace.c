@@ -1,5 +1,5 @@
 /* trace.c - traceparent parsing and generation. */
-#include "trace.h"
+#include "core/trace.h"
 
 #include <errno.h>
 

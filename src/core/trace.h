@@ -6,7 +6,7 @@
 #ifndef CAIRN_TRACE_H
 #define CAIRN_TRACE_H
 
-#include "common.h"
+#include "core/common.h"
 
 struct trace_ctx {
     uint8_t trace_id[16];

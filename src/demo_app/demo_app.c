@@ -15,12 +15,12 @@
  */
 #include "demo_app.h"
 #include "assets.h"
-#include "httpd.h"
-#include "log.h"
-#include "metrics.h"
-#include "router.h"
-#include "service.h"
-#include "trace.h"
+#include "core/httpd.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/router.h"
+#include "core/service.h"
+#include "core/trace.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -2,7 +2,7 @@
 #ifndef CAIRN_DEMO_APP_H
 #define CAIRN_DEMO_APP_H
 
-#include "stack.h"
+#include "core/stack.h"
 
 extern const struct role_ops demo_app_role;
 int demo_app_main(const struct service *svc);

@@ -2,7 +2,7 @@
 #ifndef CAIRN_DNS_H
 #define CAIRN_DNS_H
 
-#include "stack.h"
+#include "core/stack.h"
 
 extern const struct role_ops dns_role;
 int dns_main(const struct service *svc);

@@ -9,7 +9,7 @@
  * go down and `rise` successes to come back.
  */
 #include "dns_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -2,16 +2,16 @@
 #ifndef CAIRN_DNS_INTERNAL_H
 #define CAIRN_DNS_INTERNAL_H
 
-#include "buf.h"
+#include "core/buf.h"
 #include "dns.h"
 #include "dns_wire.h"
-#include "health.h"
-#include "httpc.h"
-#include "httpd.h"
-#include "loop.h"
-#include "metrics.h"
-#include "net.h"
-#include "stack.h"
+#include "core/health.h"
+#include "core/httpc.h"
+#include "core/httpd.h"
+#include "core/loop.h"
+#include "core/metrics.h"
+#include "core/net.h"
+#include "core/stack.h"
 
 #include <pthread.h>
 
@@ -186,6 +186,7 @@ struct dns_svc {
     struct metrics_registry *reg;   /* the skeleton's */
     struct health_checker health;   /* GSLB members' checks, on the main loop */
     bool health_inited;
+    bool final;                 /* every loop has stopped: generations are freed at once */
     struct dns_member *members;
     int pending_switch;         /* workers that have not taken the new generation yet */
     /* NOTIFY */

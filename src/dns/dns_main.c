@@ -9,8 +9,8 @@
  * lets go of it.
  */
 #include "dns_internal.h"
-#include "log.h"
-#include "service.h"
+#include "core/log.h"
+#include "core/service.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -43,13 +43,11 @@ static void gen_free_cb(void *arg)
     gen_free(arg);
 }
 
-static bool g_final;    /* at exit every loop has stopped: free at once */
-
 void dns__gen_unref(struct dns_gen *g)
 {
     if (__atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    if (g_final)
+    if (g->s->final)
         gen_free(g);
     else
         loop_post(&g->s->workers[0].loop, gen_free_cb, g);
@@ -362,7 +360,7 @@ static void dns_finish(struct service_ctx *sc)
     for (int i = 0; i < s->nworkers; i++)
         dns__worker_close(&s->workers[i]);
     /* every loop has stopped: free what the post queues still hold */
-    g_final = true;
+    s->final = true;
     for (int i = 0; i < s->nworkers; i++)
         loop_run_once(&s->workers[i].loop, 0);
     for (int i = 0; i < s->nworkers; i++)
@@ -393,6 +391,5 @@ int dns_main(const struct service *svc)
     memset(&s, 0, sizeof(s));
     s.svc = svc;
     s.notify_fd4 = s.notify_fd6 = -1;
-    g_final = false;
     return service_run(svc, &dns_ops, &s);
 }

@@ -1,7 +1,7 @@
 /* dns_server.c - the query path: UDP in batches, TCP with pipelining and zone
  * transfers, response rate limiting, and NOTIFY to secondaries. */
 #include "dns_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -302,12 +302,12 @@ static bool axfr_step(struct dns_tcp_conn *c)
     struct dns_writer wr;
     if (c->xphase >= 3)
         return false;
-    dnsw_begin(&wr, w->tcp_out, AXFR_MSG_LIMIT, c->xid, 0x8400,
+    dns_write_begin(&wr, w->tcp_out, AXFR_MSG_LIMIT, c->xid, 0x8400,
                c->xfirst ? c->xqname : NULL, c->xqnamelen, c->xqtype, DNS_C_IN);
     c->xfirst = false;
     for (;;) {
         if (c->xphase == 0 || c->xphase == 2) {
-            if (dnsw_rrset(&wr, 0, z->apex->owner, z->apex->namelen, z->soa, z->soa->ttl))
+            if (dns_write_rrset(&wr, 0, z->apex->owner, z->apex->namelen, z->soa, z->soa->ttl))
                 break;
             c->xphase++;
             if (c->xphase == 3)
@@ -336,7 +336,7 @@ static bool axfr_step(struct dns_tcp_conn *c)
         for (uint16_t i = 0; i < c->xrr; i++)
             off += 2 + (size_t)get16(c->xset->rdata + off);
         size_t l = get16(c->xset->rdata + off);
-        if (dnsw_rr(&wr, 0, c->xnode->owner, c->xnode->namelen, c->xset->type, c->xset->ttl,
+        if (dns_write_rr(&wr, 0, c->xnode->owner, c->xnode->namelen, c->xset->type, c->xset->ttl,
                     c->xset->rdata + off + 2, l)) {
             if (wr.count[0] == 0) {     /* one record larger than a message: give up */
                 c->xphase = 3;
@@ -349,7 +349,7 @@ static bool axfr_step(struct dns_tcp_conn *c)
             c->xrr = 0;
         }
     }
-    dnsw_finish(&wr);
+    dns_write_finish(&wr);
     out_msg(c, w->tcp_out, wr.len);
     return true;
 }
@@ -386,10 +386,10 @@ static size_t ixfr_soa_only(const struct dns_zone *z, const struct dns_query *q,
     if (q->qtype != DNS_T_IXFR || (tcp && !(q->have_serial && (int32_t)(q->serial - z->serial) >= 0)))
         return 0;
     struct dns_writer wr;
-    dnsw_begin(&wr, out, cap, q->id, (uint16_t)(0x8400 | (q->flags & 0x0100)), q->qname, q->qnamelen,
+    dns_write_begin(&wr, out, cap, q->id, (uint16_t)(0x8400 | (q->flags & 0x0100)), q->qname, q->qnamelen,
                q->qtype, q->qclass);
-    dnsw_rrset(&wr, 0, z->apex->owner, z->apex->namelen, z->soa, z->soa->ttl);
-    dnsw_finish(&wr);
+    dns_write_rrset(&wr, 0, z->apex->owner, z->apex->namelen, z->soa, z->soa->ttl);
+    dns_write_finish(&wr);
     return wr.len;
 }
 
@@ -425,10 +425,10 @@ static void tcp_query(struct dns_tcp_conn *c, const uint8_t *msg, size_t len)
         net_ip_format(peer, who, sizeof(who));
         if (rcode) {
             struct dns_writer wr;
-            dnsw_begin(&wr, w->tcp_out, TCP_MSG_MAX, q.id,
+            dns_write_begin(&wr, w->tcp_out, TCP_MSG_MAX, q.id,
                        (uint16_t)(0x8000 | (q.flags & 0x0100) | rcode), q.qname, q.qnamelen,
                        q.qtype, q.qclass);
-            dnsw_finish(&wr);
+            dns_write_finish(&wr);
             out_msg(c, w->tcp_out, wr.len);
             metric_inc(metrics_get1(w->s->m_axfr, "refused"));
             log_warn("zone transfer refused", "client", who, "rcode",
@@ -780,10 +780,10 @@ static void notify_zone(struct dns_svc *s, const struct dns_zone *z, const struc
         n->id = id;
         struct dns_writer wr;
         /* opcode NOTIFY, AA; the SOA as a hint of the new serial */
-        dnsw_begin(&wr, n->pkt, sizeof(n->pkt), id, (uint16_t)(DNS_OP_NOTIFY << 11 | 0x0400),
+        dns_write_begin(&wr, n->pkt, sizeof(n->pkt), id, (uint16_t)(DNS_OP_NOTIFY << 11 | 0x0400),
                    z->apex->owner, z->apex->namelen, DNS_T_SOA, DNS_C_IN);
-        dnsw_rrset(&wr, 0, z->apex->owner, z->apex->namelen, z->soa, z->soa->ttl);
-        dnsw_finish(&wr);
+        dns_write_rrset(&wr, 0, z->apex->owner, z->apex->namelen, z->soa, z->soa->ttl);
+        dns_write_finish(&wr);
         n->pkt[2] &= 0x7f;     /* a request, not a response */
         n->len = wr.len;
         loop_timer_init(&n->timer, notify_send, n);

@@ -263,7 +263,7 @@ static int name_len_in(const uint8_t *rd, size_t n)
     return -1;
 }
 
-void dnsw_begin(struct dns_writer *w, uint8_t *buf, size_t limit, uint16_t id, uint16_t flags,
+void dns_write_begin(struct dns_writer *w, uint8_t *buf, size_t limit, uint16_t id, uint16_t flags,
                 const uint8_t *qname, size_t qnamelen, uint16_t qtype, uint16_t qclass)
 {
     w->p = buf;
@@ -301,7 +301,7 @@ void dnsw_begin(struct dns_writer *w, uint8_t *buf, size_t limit, uint16_t id, u
     }
 }
 
-int dnsw_rr(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
+int dns_write_rr(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
             uint16_t type, uint32_t ttl, const uint8_t *rd, size_t rdlen)
 {
     UNUSED(ownerlen);
@@ -365,7 +365,7 @@ fail:
     return -1;
 }
 
-int dnsw_rrset(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
+int dns_write_rrset(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
                const struct dns_rrset *s, uint32_t ttl)
 {
     size_t save = w->len;
@@ -374,7 +374,7 @@ int dnsw_rrset(struct dns_writer *w, int section, const uint8_t *owner, size_t o
     size_t off = 0;
     for (uint16_t i = 0; i < s->nrr; i++) {
         size_t l = (size_t)get16(s->rdata + off);
-        if (dnsw_rr(w, section, owner, ownerlen, s->type, ttl, s->rdata + off + 2, l)) {
+        if (dns_write_rr(w, section, owner, ownerlen, s->type, ttl, s->rdata + off + 2, l)) {
             w->len = save;
             w->ncomp = savec;
             w->count[section] = savecount;
@@ -385,7 +385,7 @@ int dnsw_rrset(struct dns_writer *w, int section, const uint8_t *owner, size_t o
     return 0;
 }
 
-void dnsw_finish(struct dns_writer *w)
+void dns_write_finish(struct dns_writer *w)
 {
     put16(w->p + 6, w->count[0]);
     put16(w->p + 8, w->count[1]);
@@ -420,7 +420,7 @@ struct ctx {
 static void add_soa(struct ctx *c)
 {
     const struct dns_zone *z = c->z;
-    if (dnsw_rrset(&c->w, 1, z->apex->owner, z->apex->namelen, z->soa, z->neg_ttl))
+    if (dns_write_rrset(&c->w, 1, z->apex->owner, z->apex->namelen, z->soa, z->neg_ttl))
         c->tc = true;
 }
 
@@ -444,7 +444,7 @@ static void add_glue(struct ctx *c, const struct dns_rrset *ns)
         static const uint16_t types[] = { DNS_T_A, DNS_T_AAAA };
         for (size_t k = 0; k < 2; k++) {
             const struct dns_rrset *s = dns_node_rrset(n, types[k]);
-            if (s && dnsw_rrset(&c->w, 2, n->owner, n->namelen, s, s->ttl))
+            if (s && dns_write_rrset(&c->w, 2, n->owner, n->namelen, s, s->ttl))
                 return;
         }
     }
@@ -454,7 +454,7 @@ static void referral(struct ctx *c, const struct dns_node *cut)
 {
     const struct dns_rrset *ns = dns_node_rrset(cut, DNS_T_NS);
     c->aa = false;
-    if (dnsw_rrset(&c->w, 1, cut->owner, cut->namelen, ns, ns->ttl)) {
+    if (dns_write_rrset(&c->w, 1, cut->owner, cut->namelen, ns, ns->ttl)) {
         c->tc = true;
         return;
     }
@@ -481,7 +481,7 @@ static void gslb_answer(struct ctx *c, const struct dns_node *n, const uint8_t *
         return;
     }
     for (int i = 0; i < ga.n; i++)
-        if (dnsw_rr(&c->w, 0, owner, ownerlen, qtype, ga.ttl, ga.addr[i],
+        if (dns_write_rr(&c->w, 0, owner, ownerlen, qtype, ga.ttl, ga.addr[i],
                     qtype == DNS_T_A ? 4 : 16)) {
             c->tc = true;
             return;
@@ -532,7 +532,7 @@ static void lookup(struct ctx *c)
         }
         const struct dns_rrset *cname = dns_node_rrset(n, DNS_T_CNAME);
         if (cname && qtype != DNS_T_CNAME && qtype != DNS_T_ANY) {
-            if (dnsw_rrset(&c->w, 0, owner, len, cname, cname->ttl)) {
+            if (dns_write_rrset(&c->w, 0, owner, len, cname, cname->ttl)) {
                 c->tc = true;
                 return;
             }
@@ -555,13 +555,13 @@ static void lookup(struct ctx *c)
             const struct dns_rrset *s = n->rrsets;
             if (!s)
                 add_soa(c);
-            else if (dnsw_rrset(&c->w, 0, owner, len, s, s->ttl))
+            else if (dns_write_rrset(&c->w, 0, owner, len, s, s->ttl))
                 c->tc = true;
             return;
         }
         const struct dns_rrset *s = dns_node_rrset(n, qtype);
         if (s) {
-            if (dnsw_rrset(&c->w, 0, owner, len, s, s->ttl))
+            if (dns_write_rrset(&c->w, 0, owner, len, s, s->ttl))
                 c->tc = true;
             else if (qtype == DNS_T_NS)
                 add_glue(c, s);     /* as NSD does even with minimal responses */
@@ -643,12 +643,12 @@ size_t dns_answer(const struct dns_view *v, const struct dns_query *q, int prc,
         c.rcode = DNS_R_REFUSED;
     }
     if (c.rcode != DNS_R_NOERROR || !c.z) {
-        dnsw_begin(&c.w, out, limit - reserve, q->id, base, question ? q->qname : NULL,
+        dns_write_begin(&c.w, out, limit - reserve, q->id, base, question ? q->qname : NULL,
                    q->qnamelen, q->qtype, q->qclass);
         goto finish;
     }
     c.aa = true;
-    dnsw_begin(&c.w, out, limit - reserve, q->id, base, q->qname, q->qnamelen, q->qtype,
+    dns_write_begin(&c.w, out, limit - reserve, q->id, base, q->qname, q->qnamelen, q->qtype,
                q->qclass);
     lookup(&c);
     if (c.rcode == DNS_R_SERVFAIL) {
@@ -665,7 +665,7 @@ finish:;
     flags |= (uint16_t)(c.rcode & 0xf);
     put16(out + 2, flags);
     finish_edns(&c, q, v->edns_size, limit);
-    dnsw_finish(&c.w);
+    dns_write_finish(&c.w);
     if (res) {
         res->rcode = c.rcode;
         res->tc = c.tc;

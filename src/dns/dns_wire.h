@@ -106,16 +106,16 @@ struct dns_writer {
 };
 
 /* Starts a message with header and question (qname NULL for none). */
-void dnsw_begin(struct dns_writer *w, uint8_t *buf, size_t limit, uint16_t id, uint16_t flags,
+void dns_write_begin(struct dns_writer *w, uint8_t *buf, size_t limit, uint16_t id, uint16_t flags,
                 const uint8_t *qname, size_t qnamelen, uint16_t qtype, uint16_t qclass);
 /* Appends every record of s with the given owner into section (0..2). Returns 0,
  * or -1 (and writes nothing) when the RRset does not fit within the limit. */
-int dnsw_rrset(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
+int dns_write_rrset(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
                const struct dns_rrset *s, uint32_t ttl);
 /* Appends one record; rdata names are compressed for the types that allow it. */
-int dnsw_rr(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
+int dns_write_rr(struct dns_writer *w, int section, const uint8_t *owner, size_t ownerlen,
             uint16_t type, uint32_t ttl, const uint8_t *rdata, size_t rdlen);
 /* Writes the section counts into the header. */
-void dnsw_finish(struct dns_writer *w);
+void dns_write_finish(struct dns_writer *w);
 
 #endif

@@ -13,7 +13,7 @@
 #ifndef CAIRN_DNS_ZONE_H
 #define CAIRN_DNS_ZONE_H
 
-#include "common.h"
+#include "core/common.h"
 
 #define DNS_NAME_MAX 255
 #define DNS_LABELS_MAX 128

@@ -14,7 +14,7 @@
  * which plain LRU lets them do.
  */
 #include "edge_cache.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -35,7 +35,7 @@
 
 enum { Q_SMALL, Q_MAIN };
 
-struct cobj {
+struct edge_cache_obj {
     int refs;
     uint64_t h;
     char *key;
@@ -62,13 +62,13 @@ struct cobj {
     int freq;
     int q;
     bool linked;
-    struct cobj *qnext, *qprev;     /* in its FIFO: head = newest */
-    struct cobj *hnext;             /* hash chain */
-    struct cache_store *cs;
+    struct edge_cache_obj *qnext, *qprev;     /* in its FIFO: head = newest */
+    struct edge_cache_obj *hnext;             /* hash chain */
+    struct edge_cache_store *cs;
 };
 
 struct fifo {
-    struct cobj *head, *tail;
+    struct edge_cache_obj *head, *tail;
     size_t bytes;
 };
 
@@ -76,27 +76,27 @@ struct inflight {
     uint64_t h;
     char *key;
     size_t keylen;
-    struct cache_waiter *waiters;
-    struct cache_stream *st;    /* the response, once it is known and shared */
+    struct edge_cache_waiter *waiters;
+    struct edge_cache_stream *st;    /* the response, once it is known and shared */
     struct inflight *next;
 };
 
 /* A response being stored, shared with the requests that waited for it: they
  * send it to their clients as it arrives, from their own threads. */
 enum { ST_FILLING, ST_DONE, ST_FAILED };
-struct cache_stream {
+struct edge_cache_stream {
     pthread_mutex_t lock;
     int refs;
-    struct cobj *o;             /* its fields (referenced; the body is in here) */
+    struct edge_cache_obj *o;             /* its fields (referenced; the body is in here) */
     char *body;                 /* room for the whole declared length: never moves */
     size_t cap, len;
     int state;
-    struct cache_waiter *subs;  /* readers waiting for more */
+    struct edge_cache_waiter *subs;  /* readers waiting for more */
 };
 
 struct dentry;
 
-struct cache_store {
+struct edge_cache_store {
     char label[64];
     struct inflight *fills;     /* fetches in progress, for coalescing */
     /* the disk tier: object files in disk_dir, indexed in memory */
@@ -109,18 +109,18 @@ struct cache_store {
     double heuristic;
     bool compress;
     size_t used, count;
-    struct cobj *buckets[BUCKETS];
+    struct edge_cache_obj *buckets[BUCKETS];
     struct fifo q[2];
     uint64_t ghost[GHOSTS];
     struct metric *m_evictions;
 };
 
-struct cache_fill {
-    struct cache_store *cs;
-    struct cobj *o;
+struct edge_cache_fill {
+    struct edge_cache_store *cs;
+    struct edge_cache_obj *o;
     struct buf body;
     bool failed;
-    struct cache_stream *st;    /* when shared with waiting requests */
+    struct edge_cache_stream *st;    /* when shared with waiting requests */
 };
 
 /* ---- Cache-Control ---- */
@@ -144,7 +144,7 @@ static int64_t delta_seconds(struct strv v)
     return (int64_t)x;
 }
 
-void cache_cc_parse(const struct http_header *h, size_t n, struct cache_cc *cc)
+void edge_cache_cc_parse(const struct http_header *h, size_t n, struct edge_cache_cc *cc)
 {
     memset(cc, 0, sizeof(*cc));
     cc->max_age = cc->s_maxage = cc->min_fresh = cc->max_stale = -1;
@@ -267,10 +267,10 @@ static bool field_next(const char **pp, const char *end, struct strv *name, stru
 
 /* ---- store ---- */
 
-struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t max_object,
+struct edge_cache_store *edge_cache_store_new(const char *label, uint64_t budget, uint64_t max_object,
                                     double heuristic, bool compress, struct metrics_registry *reg)
 {
-    struct cache_store *cs = calloc(1, sizeof(*cs));
+    struct edge_cache_store *cs = calloc(1, sizeof(*cs));
     if (!cs)
         return NULL;
     snprintf(cs->label, sizeof(cs->label), "%s", label);
@@ -287,12 +287,12 @@ struct cache_store *cache_store_new(const char *label, uint64_t budget, uint64_t
     return cs;
 }
 
-const char *cache_store_label(const struct cache_store *cs)
+const char *edge_cache_store_label(const struct edge_cache_store *cs)
 {
     return cs->label;
 }
 
-void cache_store_resize(struct cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic,
+void edge_cache_store_resize(struct edge_cache_store *cs, uint64_t budget, uint64_t max_object, double heuristic,
                         bool compress)
 {
     pthread_mutex_lock(&cs->lock);
@@ -309,7 +309,7 @@ struct zvar {
     char data[];
 };
 
-static void obj_free(struct cobj *o)
+static void obj_free(struct edge_cache_obj *o)
 {
     free(o->gz);
     free(o->br);
@@ -324,18 +324,18 @@ static void obj_free(struct cobj *o)
     free(o);
 }
 
-void cobj_get(struct cobj *o)
+void edge_cache_obj_get(struct edge_cache_obj *o)
 {
     __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED);
 }
 
-void cobj_put(struct cobj *o)
+void edge_cache_obj_put(struct edge_cache_obj *o)
 {
     if (o && __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) == 0)
         obj_free(o);
 }
 
-static void fifo_unlink(struct cache_store *cs, struct cobj *o)
+static void fifo_unlink(struct edge_cache_store *cs, struct edge_cache_obj *o)
 {
     struct fifo *f = &cs->q[o->q];
     if (o->qprev)
@@ -350,7 +350,7 @@ static void fifo_unlink(struct cache_store *cs, struct cobj *o)
     f->bytes -= o->size;
 }
 
-static void fifo_push(struct cache_store *cs, struct cobj *o, int q)
+static void fifo_push(struct edge_cache_store *cs, struct edge_cache_obj *o, int q)
 {
     struct fifo *f = &cs->q[q];
     o->q = q;
@@ -365,11 +365,11 @@ static void fifo_push(struct cache_store *cs, struct cobj *o, int q)
 }
 
 /* Removes o from the table and its FIFO and drops the store's reference. */
-static void unlink_obj(struct cache_store *cs, struct cobj *o)
+static void unlink_obj(struct edge_cache_store *cs, struct edge_cache_obj *o)
 {
     if (!o->linked)
         return;
-    struct cobj **pp = &cs->buckets[o->h % BUCKETS];
+    struct edge_cache_obj **pp = &cs->buckets[o->h % BUCKETS];
     while (*pp && *pp != o)
         pp = &(*pp)->hnext;
     if (*pp)
@@ -378,15 +378,15 @@ static void unlink_obj(struct cache_store *cs, struct cobj *o)
     o->linked = false;
     cs->used -= o->size;
     cs->count--;
-    cobj_put(o);
+    edge_cache_obj_put(o);
 }
 
-static void evict(struct cache_store *cs)
+static void evict(struct edge_cache_store *cs)
 {
     while (cs->used > cs->budget && (cs->q[Q_SMALL].tail || cs->q[Q_MAIN].tail)) {
         bool from_small = cs->q[Q_SMALL].tail &&
                           (cs->q[Q_SMALL].bytes > cs->budget / 10 || !cs->q[Q_MAIN].tail);
-        struct cobj *o = from_small ? cs->q[Q_SMALL].tail : cs->q[Q_MAIN].tail;
+        struct edge_cache_obj *o = from_small ? cs->q[Q_SMALL].tail : cs->q[Q_MAIN].tail;
         if (from_small) {
             fifo_unlink(cs, o);
             if (o->freq > 0) {
@@ -407,9 +407,9 @@ static void evict(struct cache_store *cs)
     }
 }
 
-static void disk_index_free(struct cache_store *cs);
+static void disk_index_free(struct edge_cache_store *cs);
 
-void cache_store_free(struct cache_store *cs)
+void edge_cache_store_free(struct edge_cache_store *cs)
 {
     if (!cs)
         return;
@@ -438,7 +438,7 @@ static uint64_t key_hash(const char *k, size_t n)
     return h ? h : 1;
 }
 
-size_t cache_key(const struct httpd_req *r, char *out, size_t outlen)
+size_t edge_cache_key(const struct httpd_req *r, char *out, size_t outlen)
 {
     struct strv host = r->h.host, t = r->h.target;
     if (host.n + t.n + 2 > outlen)
@@ -514,16 +514,16 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
     return buf_steal(&b);
 }
 
-static struct cobj *disk_lookup(struct cache_store *cs, const char *key, size_t keylen,
+static struct edge_cache_obj *disk_lookup(struct edge_cache_store *cs, const char *key, size_t keylen,
                                 const struct httpd_req *r, uint64_t h);
 
-struct cobj *cache_lookup(struct cache_store *cs, const char *key, size_t keylen,
+struct edge_cache_obj *edge_cache_lookup(struct edge_cache_store *cs, const char *key, size_t keylen,
                           const struct httpd_req *r)
 {
     uint64_t h = key_hash(key, keylen);
-    struct cobj *found = NULL;
+    struct edge_cache_obj *found = NULL;
     pthread_mutex_lock(&cs->lock);
-    for (struct cobj *o = cs->buckets[h % BUCKETS]; o; o = o->hnext) {
+    for (struct edge_cache_obj *o = cs->buckets[h % BUCKETS]; o; o = o->hnext) {
         if (o->h != h || o->keylen != keylen || memcmp(o->key, key, keylen) != 0)
             continue;
         if (o->vary) {
@@ -547,13 +547,13 @@ struct cobj *cache_lookup(struct cache_store *cs, const char *key, size_t keylen
     return found;
 }
 
-static int64_t current_age(const struct cobj *o, time_t now)
+static int64_t current_age(const struct edge_cache_obj *o, time_t now)
 {
     int64_t resident = now > o->response_time ? (int64_t)(now - o->response_time) : 0;
     return o->initial_age + resident;
 }
 
-bool cobj_fresh(const struct cobj *o, const struct cache_cc *rc, time_t now)
+bool edge_cache_obj_fresh(const struct edge_cache_obj *o, const struct edge_cache_cc *rc, time_t now)
 {
     if (o->no_cache || (rc && rc->no_cache))
         return false;
@@ -571,7 +571,7 @@ bool cobj_fresh(const struct cobj *o, const struct cache_cc *rc, time_t now)
     return false;
 }
 
-bool cobj_usable_on_error(const struct cobj *o, int64_t grace_s, time_t now)
+bool edge_cache_obj_usable_on_error(const struct edge_cache_obj *o, int64_t grace_s, time_t now)
 {
     if (o->must_revalidate)
         return false;
@@ -579,7 +579,7 @@ bool cobj_usable_on_error(const struct cobj *o, int64_t grace_s, time_t now)
     return stale_for <= MAX(o->sie, grace_s);
 }
 
-bool cobj_stale_while_revalidate(const struct cobj *o, time_t now)
+bool edge_cache_obj_stale_while_revalidate(const struct edge_cache_obj *o, time_t now)
 {
     if (o->swr < 0 || o->must_revalidate || o->no_cache)
         return false;
@@ -587,33 +587,33 @@ bool cobj_stale_while_revalidate(const struct cobj *o, time_t now)
     return stale_for >= 0 && stale_for <= o->swr;
 }
 
-bool cobj_claim_refresh(struct cobj *o)
+bool edge_cache_obj_claim_refresh(struct edge_cache_obj *o)
 {
     return __atomic_exchange_n(&o->refreshing, 1, __ATOMIC_ACQ_REL) == 0;
 }
 
-void cobj_release_refresh(struct cobj *o)
+void edge_cache_obj_release_refresh(struct edge_cache_obj *o)
 {
     __atomic_store_n(&o->refreshing, 0, __ATOMIC_RELEASE);
 }
 
-const char *cobj_key(const struct cobj *o, size_t *len)
+const char *edge_cache_obj_key(const struct edge_cache_obj *o, size_t *len)
 {
     *len = o->keylen;
     return o->key;
 }
 
-size_t cobj_body_len(const struct cobj *o)
+size_t edge_cache_obj_body_len(const struct edge_cache_obj *o)
 {
     return o->body_len;
 }
 
-bool cobj_has_validators(const struct cobj *o)
+bool edge_cache_obj_has_validators(const struct edge_cache_obj *o)
 {
     return o->etag || o->last_modified;
 }
 
-void cobj_conditional_headers(const struct cobj *o, struct buf *b)
+void edge_cache_obj_conditional_headers(const struct edge_cache_obj *o, struct buf *b)
 {
     if (o->etag) {
         buf_puts(b, "If-None-Match: ");
@@ -735,7 +735,7 @@ static double accept_q(struct strv ae, const char *coding)
 /* The variant to send for r's Accept-Encoding, made on first use; NULL for the
  * identity body. Sets *coding. Made outside any lock: two threads may both
  * compress once, and the loser frees its copy. */
-static const struct zvar *variant_for(struct cobj *o, const struct httpd_req *r, const char **coding)
+static const struct zvar *variant_for(struct edge_cache_obj *o, const struct httpd_req *r, const char **coding)
 {
     const struct http_header *ae = httpd_req_header((struct httpd_req *)r, "accept-encoding");
     if (!o->compressible || !ae)
@@ -770,14 +770,14 @@ static const struct zvar *variant_for(struct cobj *o, const struct httpd_req *r,
 
 static void release_obj(void *arg)
 {
-    cobj_put(arg);
+    edge_cache_obj_put(arg);
 }
 
 /* A single byte range of the request that applies to o (RFC 9110 14.1-14.2).
  * Returns 1 with [from, to], 0 for "send it all" (no Range, several ranges, a
  * Range we do not understand, or an If-Range that does not match), or -1 when
  * the range is unsatisfiable. */
-static int range_of(const struct httpd_req *r, const struct cobj *o, uint64_t *from, uint64_t *to)
+static int range_of(const struct httpd_req *r, const struct edge_cache_obj *o, uint64_t *from, uint64_t *to)
 {
     const struct http_header *rh = httpd_req_header((struct httpd_req *)r, "range");
     if (!rh)
@@ -826,7 +826,7 @@ static int range_of(const struct httpd_req *r, const struct cobj *o, uint64_t *f
 
 /* The stored fields of o, then Age, X-Cache and X-Request-Id; coding names the
  * content coding sent (NULL: identity). */
-static void serve_fields(struct httpd_req *r, const struct cobj *o, bool not_modified, const char *coding,
+static void serve_fields(struct httpd_req *r, const struct edge_cache_obj *o, bool not_modified, const char *coding,
                          const char *xcache, const char *request_id, time_t now)
 {
     bool have_vary = false;
@@ -857,7 +857,7 @@ static void serve_fields(struct httpd_req *r, const struct cobj *o, bool not_mod
         httpd_header(r, "X-Request-Id", request_id);
 }
 
-void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const char *request_id)
+void edge_cache_serve(struct httpd_req *r, struct edge_cache_obj *o, const char *xcache, const char *request_id)
 {
     time_t now = time(NULL);
     r->no_default_headers = true;
@@ -887,7 +887,7 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
         return;
     }
     if (zv) {
-        cobj_get(o);
+        edge_cache_obj_get(o);
         httpd_respond_ext(r, o->status, NULL, zv->data, zv->len, release_obj, o);
         return;
     }
@@ -905,7 +905,7 @@ void cache_serve(struct httpd_req *r, struct cobj *o, const char *xcache, const 
     /* the body is sent from the object itself (headers and body in one sendmsg;
      * on this kernel that costs less CPU than sendfile from a memfd, which was
      * measured and dropped); the reference keeps it alive */
-    cobj_get(o);
+    edge_cache_obj_get(o);
     httpd_respond_ext(r, o->status, NULL, o->body, o->body_len, release_obj, o);
 }
 
@@ -994,7 +994,7 @@ static bool surrogate_control(const struct http_header *h, size_t n, int64_t *ma
 /* Freshness and age of a response received at response_time for a request sent
  * at request_time (RFC 9111 4.2.1 and 4.2.3); a Surrogate-Control max-age for
  * this cache (sc_max_age >= 0) takes the place of Cache-Control and Expires. */
-static void compute_times(struct cobj *o, const struct http_response *resp, const struct cache_cc *cc,
+static void compute_times(struct edge_cache_obj *o, const struct http_response *resp, const struct edge_cache_cc *cc,
                           int64_t sc_max_age, double heuristic, time_t request_time, time_t response_time)
 {
     time_t date = response_time, t;
@@ -1034,15 +1034,15 @@ static void compute_times(struct cobj *o, const struct http_response *resp, cons
         o->lifetime = sc_max_age;
 }
 
-struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, size_t keylen,
+struct edge_cache_fill *edge_cache_fill_begin(struct edge_cache_store *cs, const char *key, size_t keylen,
                                     const struct httpd_req *r, const struct http_response *resp,
                                     time_t request_time)
 {
     if (!cs || !strv_eq_cstr(r->h.method, "GET"))
         return NULL;
-    struct cache_cc rcc, cc;
-    cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
-    cache_cc_parse(resp->headers, resp->nheaders, &cc);
+    struct edge_cache_cc rcc, cc;
+    edge_cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
+    edge_cache_cc_parse(resp->headers, resp->nheaders, &cc);
     /* must-understand: store only statuses whose caching rules we know, and then
      * no-store does not apply (RFC 9111 5.2.2.3) */
     static const int understood[] = { 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410,
@@ -1089,8 +1089,8 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
         buf_free(&vb);
         return NULL;
     }
-    struct cache_fill *f = calloc(1, sizeof(*f));
-    struct cobj *o = calloc(1, sizeof(*o));
+    struct edge_cache_fill *f = calloc(1, sizeof(*f));
+    struct edge_cache_obj *o = calloc(1, sizeof(*o));
     if (!f || !o) {
         free(f);
         free(o);
@@ -1170,16 +1170,16 @@ struct cache_fill *cache_fill_begin(struct cache_store *cs, const char *key, siz
                       !http_find_header(resp->headers, resp->nheaders, "content-encoding") &&
                       !(cc_has_no_transform(resp));
     if (!o->key || !o->hdrs || (vary && (!o->vary || !o->vary_vals))) {
-        cache_fill_abort(&f);
+        edge_cache_fill_abort(&f);
         return NULL;
     }
     return f;
 }
 
-static void stream_end(struct cache_stream *st, int state);
-static void stream_append(struct cache_stream *st, const void *p, size_t n);
+static void stream_end(struct edge_cache_stream *st, int state);
+static void stream_append(struct edge_cache_stream *st, const void *p, size_t n);
 
-void cache_fill_data(struct cache_fill *f, const void *p, size_t n)
+void edge_cache_fill_data(struct edge_cache_fill *f, const void *p, size_t n)
 {
     if (!f || f->failed)
         return;
@@ -1193,38 +1193,38 @@ void cache_fill_data(struct cache_fill *f, const void *p, size_t n)
         stream_append(f->st, p, n);
 }
 
-void cache_fill_abort(struct cache_fill **pf)
+void edge_cache_fill_abort(struct edge_cache_fill **pf)
 {
-    struct cache_fill *f = *pf;
+    struct edge_cache_fill *f = *pf;
     if (!f)
         return;
     buf_free(&f->body);
     if (f->st) {
         stream_end(f->st, ST_FAILED);
-        cache_stream_put(f->st);
+        edge_cache_stream_put(f->st);
     }
     if (f->o)
-        cobj_put(f->o);
+        edge_cache_obj_put(f->o);
     free(f);
     *pf = NULL;
 }
 
-static void disk_store(struct cache_store *cs, const struct cobj *o);
+static void disk_store(struct edge_cache_store *cs, const struct edge_cache_obj *o);
 
 /* Inserts o, replacing what it supersedes (same key and Vary values), and
  * writes it to the disk tier unless it came from there. */
-static void insert_ex(struct cache_store *cs, struct cobj *o, bool to_disk);
+static void insert_ex(struct edge_cache_store *cs, struct edge_cache_obj *o, bool to_disk);
 
-static void insert(struct cache_store *cs, struct cobj *o)
+static void insert(struct edge_cache_store *cs, struct edge_cache_obj *o)
 {
     insert_ex(cs, o, true);
 }
 
-static void insert_ex(struct cache_store *cs, struct cobj *o, bool to_disk)
+static void insert_ex(struct edge_cache_store *cs, struct edge_cache_obj *o, bool to_disk)
 {
     o->size = sizeof(*o) + o->keylen + o->hdrs_len + o->body_len + (o->vary ? strlen(o->vary) * 2 : 0);
     pthread_mutex_lock(&cs->lock);
-    for (struct cobj *x = cs->buckets[o->h % BUCKETS], *next; x; x = next) {
+    for (struct edge_cache_obj *x = cs->buckets[o->h % BUCKETS], *next; x; x = next) {
         next = x->hnext;
         if (x->h == o->h && x->keylen == o->keylen && memcmp(x->key, o->key, o->keylen) == 0 &&
             ((!x->vary && !o->vary) || (x->vary && o->vary && strcmp(x->vary, o->vary) == 0 &&
@@ -1247,16 +1247,16 @@ static void insert_ex(struct cache_store *cs, struct cobj *o, bool to_disk)
     pthread_mutex_unlock(&cs->lock);
 }
 
-void cache_fill_commit(struct cache_fill **pf)
+void edge_cache_fill_commit(struct edge_cache_fill **pf)
 {
-    struct cache_fill *f = *pf;
+    struct edge_cache_fill *f = *pf;
     if (!f)
         return;
     if (f->failed) {
-        cache_fill_abort(pf);
+        edge_cache_fill_abort(pf);
         return;
     }
-    struct cobj *o = f->o;
+    struct edge_cache_obj *o = f->o;
     o->body_len = buf_used(&f->body);
     o->body = buf_steal(&f->body);
     f->o = NULL;
@@ -1265,14 +1265,14 @@ void cache_fill_commit(struct cache_fill **pf)
          * its declared length is not stored either) */
         bool whole = o->body_len == f->st->cap;
         stream_end(f->st, whole ? ST_DONE : ST_FAILED);
-        cache_stream_put(f->st);
+        edge_cache_stream_put(f->st);
         if (!whole) {
             free(o->body);
             o->body = NULL;
         }
     }
     if (!o->body || o->body_len > f->cs->max_object) {
-        cobj_put(o);
+        edge_cache_obj_put(o);
     } else {
         insert(f->cs, o);
     }
@@ -1292,11 +1292,11 @@ static bool updatable_field(struct strv name)
     return true;
 }
 
-struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struct http_response *resp,
+struct edge_cache_obj *edge_cache_refresh(struct edge_cache_store *cs, struct edge_cache_obj *old, const struct http_response *resp,
                            time_t request_time)
 {
     /* the new object: stored fields updated by the 304's (RFC 9111 4.3.4) */
-    struct cobj *o = calloc(1, sizeof(*o));
+    struct edge_cache_obj *o = calloc(1, sizeof(*o));
     if (!o)
         return NULL;
     struct buf hb = BUF_INIT;
@@ -1329,8 +1329,8 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
            field_next(&q, qe, &merged.headers[merged.nheaders].name,
                       &merged.headers[merged.nheaders].value, NULL))
         merged.nheaders++;
-    struct cache_cc cc;
-    cache_cc_parse(merged.headers, merged.nheaders, &cc);
+    struct edge_cache_cc cc;
+    edge_cache_cc_parse(merged.headers, merged.nheaders, &cc);
     o->refs = 2;            /* the store's and the caller's */
     o->cs = cs;
     o->key = strdup(old->key);
@@ -1369,17 +1369,17 @@ struct cobj *cache_refresh(struct cache_store *cs, struct cobj *old, const struc
 
 /* ---- purging ---- */
 
-static size_t disk_purge(struct cache_store *cs, const char *key, size_t keylen, const char *host,
+static size_t disk_purge(struct edge_cache_store *cs, const char *key, size_t keylen, const char *host,
                          const char *prefix, const char *tag, bool all);
 
-size_t cache_purge_key(struct cache_store *cs, const char *key, size_t keylen)
+size_t edge_cache_purge_key(struct edge_cache_store *cs, const char *key, size_t keylen)
 {
     uint64_t h = key_hash(key, keylen);
     size_t n = 0;
     pthread_mutex_lock(&cs->lock);
     if (cs->disk_dir)
         disk_purge(cs, key, keylen, NULL, NULL, NULL, false);
-    for (struct cobj *o = cs->buckets[h % BUCKETS], *next; o; o = next) {
+    for (struct edge_cache_obj *o = cs->buckets[h % BUCKETS], *next; o; o = next) {
         next = o->hnext;
         if (o->h == h && o->keylen == keylen && memcmp(o->key, key, keylen) == 0) {
             unlink_obj(cs, o);
@@ -1405,14 +1405,14 @@ static bool has_tag(const char *tags, const char *tag)
     return false;
 }
 
-size_t cache_purge(struct cache_store *cs, const char *host, const char *prefix, const char *tag, bool all)
+size_t edge_cache_purge(struct edge_cache_store *cs, const char *host, const char *prefix, const char *tag, bool all)
 {
     size_t n = 0, hl = host ? strlen(host) : 0, pl = prefix ? strlen(prefix) : 0;
     pthread_mutex_lock(&cs->lock);
     if (cs->disk_dir)
         disk_purge(cs, NULL, 0, host, prefix, tag, all);
     for (size_t b = 0; b < BUCKETS; b++) {
-        for (struct cobj *o = cs->buckets[b], *next; o; o = next) {
+        for (struct edge_cache_obj *o = cs->buckets[b], *next; o; o = next) {
             next = o->hnext;
             const char *nl = memchr(o->key, '\n', o->keylen);
             const char *target = nl ? nl + 1 : o->key;
@@ -1433,12 +1433,12 @@ size_t cache_purge(struct cache_store *cs, const char *host, const char *prefix,
 }
 
 
-size_t cache_store_count(struct cache_store *cs)
+size_t edge_cache_store_count(struct edge_cache_store *cs)
 {
     return __atomic_load_n(&cs->count, __ATOMIC_RELAXED);
 }
 
-size_t cache_store_bytes(struct cache_store *cs)
+size_t edge_cache_store_bytes(struct edge_cache_store *cs)
 {
     return __atomic_load_n(&cs->used, __ATOMIC_RELAXED);
 }
@@ -1446,9 +1446,9 @@ size_t cache_store_bytes(struct cache_store *cs)
 /* ---- coalescing ---- */
 
 /* Takes w off a list of waiters if it is there; the caller holds the list's lock. */
-static void unlist_waiter(struct cache_waiter **list, struct cache_waiter *w)
+static void unlist_waiter(struct edge_cache_waiter **list, struct edge_cache_waiter *w)
 {
-    for (struct cache_waiter **pp = list; *pp; pp = &(*pp)->next)
+    for (struct edge_cache_waiter **pp = list; *pp; pp = &(*pp)->next)
         if (*pp == w) {
             *pp = w->next;
             return;
@@ -1456,20 +1456,20 @@ static void unlist_waiter(struct cache_waiter **list, struct cache_waiter *w)
 }
 
 /* Takes a list of waiters for posting; the caller holds the list's lock. */
-static struct cache_waiter *take_waiters(struct cache_waiter **list)
+static struct edge_cache_waiter *take_waiters(struct edge_cache_waiter **list)
 {
-    struct cache_waiter *ws = *list;
+    struct edge_cache_waiter *ws = *list;
     *list = NULL;
-    for (struct cache_waiter *w = ws; w; w = w->next)
+    for (struct edge_cache_waiter *w = ws; w; w = w->next)
         w->posted = true;
     return ws;
 }
 
 /* Runs each taken waiter's callback on its own loop. */
-static void post_waiters(pthread_mutex_t *lock, struct cache_waiter *ws)
+static void post_waiters(pthread_mutex_t *lock, struct edge_cache_waiter *ws)
 {
     while (ws) {
-        struct cache_waiter *next = ws->next;
+        struct edge_cache_waiter *next = ws->next;
         if (loop_post(ws->loop, ws->cb, ws->arg)) {
             /* out of memory: the waiter's own timeout will let it go on */
             pthread_mutex_lock(lock);
@@ -1480,7 +1480,7 @@ static void post_waiters(pthread_mutex_t *lock, struct cache_waiter *ws)
     }
 }
 
-static struct inflight *inflight_find(struct cache_store *cs, const char *key, size_t keylen)
+static struct inflight *inflight_find(struct edge_cache_store *cs, const char *key, size_t keylen)
 {
     uint64_t h = key_hash(key, keylen);
     for (struct inflight *f = cs->fills; f; f = f->next)
@@ -1489,7 +1489,7 @@ static struct inflight *inflight_find(struct cache_store *cs, const char *key, s
     return NULL;
 }
 
-bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, struct cache_waiter *w)
+bool edge_cache_coalesce(struct edge_cache_store *cs, const char *key, size_t keylen, struct edge_cache_waiter *w)
 {
     uint64_t h = key_hash(key, keylen);
     pthread_mutex_lock(&cs->lock);
@@ -1499,7 +1499,7 @@ bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, stru
             w->next = f->waiters;
             f->waiters = w;
             /* its response is already being shared: join at once */
-            struct cache_waiter *ws = f->st ? take_waiters(&f->waiters) : NULL;
+            struct edge_cache_waiter *ws = f->st ? take_waiters(&f->waiters) : NULL;
             pthread_mutex_unlock(&cs->lock);
             post_waiters(&cs->lock, ws);
             return false;
@@ -1520,11 +1520,11 @@ bool cache_coalesce(struct cache_store *cs, const char *key, size_t keylen, stru
     return true;
 }
 
-void cache_coalesce_done(struct cache_store *cs, const char *key, size_t keylen)
+void edge_cache_coalesce_done(struct edge_cache_store *cs, const char *key, size_t keylen)
 {
     uint64_t h = key_hash(key, keylen);
-    struct cache_waiter *ws = NULL;
-    struct cache_stream *st = NULL;
+    struct edge_cache_waiter *ws = NULL;
+    struct edge_cache_stream *st = NULL;
     pthread_mutex_lock(&cs->lock);
     for (struct inflight **pp = &cs->fills; *pp; pp = &(*pp)->next) {
         struct inflight *f = *pp;
@@ -1539,16 +1539,16 @@ void cache_coalesce_done(struct cache_store *cs, const char *key, size_t keylen)
     }
     pthread_mutex_unlock(&cs->lock);
     post_waiters(&cs->lock, ws);
-    cache_stream_put(st);
+    edge_cache_stream_put(st);
 }
 
 /* ---- sharing a response while it is stored ---- */
 
-void cache_fill_share(struct cache_fill *f, const char *key, size_t keylen, uint64_t length)
+void edge_cache_fill_share(struct edge_cache_fill *f, const char *key, size_t keylen, uint64_t length)
 {
     if (!f || f->st || f->failed || !length || length > f->cs->max_object)
         return;
-    struct cache_stream *st = calloc(1, sizeof(*st));
+    struct edge_cache_stream *st = calloc(1, sizeof(*st));
     if (!st || !(st->body = malloc(length))) {
         free(st);
         return;
@@ -1557,11 +1557,11 @@ void cache_fill_share(struct cache_fill *f, const char *key, size_t keylen, uint
     st->refs = 2;           /* the fill's and the coalescing entry's */
     st->cap = length;
     st->o = f->o;
-    cobj_get(f->o);
-    struct cache_store *cs = f->cs;
+    edge_cache_obj_get(f->o);
+    struct edge_cache_store *cs = f->cs;
     pthread_mutex_lock(&cs->lock);
     struct inflight *inf = inflight_find(cs, key, keylen);
-    struct cache_waiter *ws = NULL;
+    struct edge_cache_waiter *ws = NULL;
     bool shared = inf && !inf->st;
     if (shared) {
         inf->st = st;
@@ -1570,7 +1570,7 @@ void cache_fill_share(struct cache_fill *f, const char *key, size_t keylen, uint
     pthread_mutex_unlock(&cs->lock);
     if (!shared) {
         st->refs = 1;
-        cache_stream_put(st);
+        edge_cache_stream_put(st);
         return;
     }
     /* what arrived with the head is copied by the fill's next data */
@@ -1580,15 +1580,15 @@ void cache_fill_share(struct cache_fill *f, const char *key, size_t keylen, uint
     post_waiters(&cs->lock, ws);
 }
 
-bool cache_fill_shared(const struct cache_fill *f)
+bool edge_cache_fill_shared(const struct edge_cache_fill *f)
 {
     return f && f->st;
 }
 
-static void stream_append(struct cache_stream *st, const void *p, size_t n)
+static void stream_append(struct edge_cache_stream *st, const void *p, size_t n)
 {
     pthread_mutex_lock(&st->lock);
-    struct cache_waiter *ws = NULL;
+    struct edge_cache_waiter *ws = NULL;
     if (st->state == ST_FILLING) {
         if (n > st->cap - st->len) {
             st->state = ST_FAILED;     /* more than the origin declared */
@@ -1602,12 +1602,12 @@ static void stream_append(struct cache_stream *st, const void *p, size_t n)
     post_waiters(&st->lock, ws);
 }
 
-static void stream_end(struct cache_stream *st, int state)
+static void stream_end(struct edge_cache_stream *st, int state)
 {
     if (!st)
         return;
     pthread_mutex_lock(&st->lock);
-    struct cache_waiter *ws = NULL;
+    struct edge_cache_waiter *ws = NULL;
     if (st->state == ST_FILLING) {
         st->state = state;
         ws = take_waiters(&st->subs);
@@ -1616,17 +1616,17 @@ static void stream_end(struct cache_stream *st, int state)
     post_waiters(&st->lock, ws);
 }
 
-void cache_stream_put(struct cache_stream *st)
+void edge_cache_stream_put(struct edge_cache_stream *st)
 {
     if (!st || __atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     pthread_mutex_destroy(&st->lock);
-    cobj_put(st->o);
+    edge_cache_obj_put(st->o);
     free(st->body);
     free(st);
 }
 
-struct cache_stream *cache_stream_find(struct cache_store *cs, const char *key, size_t keylen,
+struct edge_cache_stream *edge_cache_stream_find(struct edge_cache_store *cs, const char *key, size_t keylen,
                                        const struct httpd_req *r)
 {
     struct httpd_req *rq = (struct httpd_req *)r;
@@ -1635,30 +1635,30 @@ struct cache_stream *cache_stream_find(struct cache_store *cs, const char *key, 
         return NULL;
     pthread_mutex_lock(&cs->lock);
     struct inflight *inf = inflight_find(cs, key, keylen);
-    struct cache_stream *st = inf ? inf->st : NULL;
+    struct edge_cache_stream *st = inf ? inf->st : NULL;
     if (st)
         __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL);
     pthread_mutex_unlock(&cs->lock);
     if (!st)
         return NULL;
     /* the same variant, fresh for this request, as a stored hit would be */
-    const struct cobj *o = st->o;
+    const struct edge_cache_obj *o = st->o;
     bool ok = o->status == 200;
     if (ok && o->vary) {
         char *vv = vary_values(r, o->vary);
         ok = vv && strcmp(vv, o->vary_vals) == 0;
         free(vv);
     }
-    struct cache_cc rcc;
-    cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
-    if (!ok || !cobj_fresh(o, &rcc, time(NULL))) {
-        cache_stream_put(st);
+    struct edge_cache_cc rcc;
+    edge_cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
+    if (!ok || !edge_cache_obj_fresh(o, &rcc, time(NULL))) {
+        edge_cache_stream_put(st);
         return NULL;
     }
     return st;
 }
 
-void cache_stream_head(struct httpd_req *r, const struct cache_stream *st, const char *xcache,
+void edge_cache_stream_head(struct httpd_req *r, const struct edge_cache_stream *st, const char *xcache,
                        const char *request_id)
 {
     r->no_default_headers = true;
@@ -1666,15 +1666,15 @@ void cache_stream_head(struct httpd_req *r, const struct cache_stream *st, const
     httpd_respond_start(r, st->o->status, NULL, (int64_t)st->cap);
 }
 
-size_t cache_stream_length(const struct cache_stream *st)
+size_t edge_cache_stream_length(const struct edge_cache_stream *st)
 {
     return st->cap;
 }
 
-enum cache_stream_rc cache_stream_next(struct cache_stream *st, size_t off, const char **p, size_t *n,
-                                       struct cache_waiter *w)
+enum edge_cache_stream_rc edge_cache_stream_next(struct edge_cache_stream *st, size_t off, const char **p, size_t *n,
+                                       struct edge_cache_waiter *w)
 {
-    enum cache_stream_rc rc;
+    enum edge_cache_stream_rc rc;
     pthread_mutex_lock(&st->lock);
     if (off < st->len) {
         *p = st->body + off;
@@ -1696,7 +1696,7 @@ enum cache_stream_rc cache_stream_next(struct cache_stream *st, size_t off, cons
     return rc;
 }
 
-bool cache_stream_cancel(struct cache_stream *st, struct cache_waiter *w)
+bool edge_cache_stream_cancel(struct edge_cache_stream *st, struct edge_cache_waiter *w)
 {
     bool removed = false;
     pthread_mutex_lock(&st->lock);
@@ -1710,7 +1710,7 @@ bool cache_stream_cancel(struct cache_stream *st, struct cache_waiter *w)
     return removed;
 }
 
-bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w)
+bool edge_cache_waiter_cancel(struct edge_cache_store *cs, struct edge_cache_waiter *w)
 {
     bool removed = false;
     pthread_mutex_lock(&cs->lock);
@@ -1725,7 +1725,7 @@ bool cache_waiter_cancel(struct cache_store *cs, struct cache_waiter *w)
     return removed;
 }
 
-void cache_background_result(struct cache_store *cs, struct cobj *o, int status,
+void edge_cache_background_result(struct edge_cache_store *cs, struct edge_cache_obj *o, int status,
                              const struct http_header *headers, size_t nheaders, struct strv body,
                              const struct http_header *req_headers, size_t nreq, time_t request_time)
 {
@@ -1736,9 +1736,9 @@ void cache_background_result(struct cache_store *cs, struct cobj *o, int status,
     for (size_t i = 0; i < nheaders && i < HTTP_MAX_HEADERS; i++)
         resp.headers[resp.nheaders++] = headers[i];
     if (status == 304) {
-        struct cobj *fresh = cache_refresh(cs, o, &resp, request_time);
+        struct edge_cache_obj *fresh = edge_cache_refresh(cs, o, &resp, request_time);
         if (fresh)
-            cobj_put(fresh);
+            edge_cache_obj_put(fresh);
         return;
     }
     /* a stand-in request with the fields the object varies on */
@@ -1748,12 +1748,12 @@ void cache_background_result(struct cache_store *cs, struct cobj *o, int status,
     r->h.method = STRV("GET");
     for (size_t i = 0; i < nreq && i < HTTP_MAX_HEADERS; i++)
         r->h.headers[r->h.nheaders++] = req_headers[i];
-    struct cache_fill *f = cache_fill_begin(cs, o->key, o->keylen, r, &resp, request_time);
+    struct edge_cache_fill *f = edge_cache_fill_begin(cs, o->key, o->keylen, r, &resp, request_time);
     if (f) {
-        cache_fill_data(f, body.p, body.n);
-        cache_fill_commit(&f);
+        edge_cache_fill_data(f, body.p, body.n);
+        edge_cache_fill_commit(&f);
     } else {
-        cache_purge_key(cs, o->key, o->keylen);     /* no longer storable: drop the old one */
+        edge_cache_purge_key(cs, o->key, o->keylen);     /* no longer storable: drop the old one */
     }
     free(r);
 }
@@ -1789,7 +1789,7 @@ static void dentry_free(struct dentry *d)
     free(d);
 }
 
-static void dfifo_unlink(struct cache_store *cs, struct dentry *d)
+static void dfifo_unlink(struct edge_cache_store *cs, struct dentry *d)
 {
     if (d->fprev)
         d->fprev->fnext = d->fnext;
@@ -1802,7 +1802,7 @@ static void dfifo_unlink(struct cache_store *cs, struct dentry *d)
 }
 
 /* Removes a file and its index entry (lock held). */
-static void disk_drop(struct cache_store *cs, struct dentry *d)
+static void disk_drop(struct edge_cache_store *cs, struct dentry *d)
 {
     struct dentry **pp = &cs->dbuckets[d->h % BUCKETS];
     while (*pp && *pp != d)
@@ -1817,7 +1817,7 @@ static void disk_drop(struct cache_store *cs, struct dentry *d)
     dentry_free(d);
 }
 
-static void disk_index_add(struct cache_store *cs, struct dentry *d)
+static void disk_index_add(struct edge_cache_store *cs, struct dentry *d)
 {
     d->hnext = cs->dbuckets[d->h % BUCKETS];
     cs->dbuckets[d->h % BUCKETS] = d;
@@ -1833,7 +1833,7 @@ static void disk_index_add(struct cache_store *cs, struct dentry *d)
         disk_drop(cs, cs->dfifo_tail);
 }
 
-static void disk_index_free(struct cache_store *cs)
+static void disk_index_free(struct edge_cache_store *cs)
 {
     while (cs->dfifo_head) {
         struct dentry *d = cs->dfifo_head;
@@ -1863,7 +1863,7 @@ static int write_all(int fd, const void *p, size_t n)
 #define SLEN(x) ((x) ? strlen(x) : 0)
 
 /* Writes o's file and indexes it (lock held). */
-static void disk_store(struct cache_store *cs, const struct cobj *o)
+static void disk_store(struct edge_cache_store *cs, const struct edge_cache_obj *o)
 {
     char name[48], path[4200], tmp[4300];
     uint64_t vh = o->vary_vals ? key_hash(o->vary_vals, strlen(o->vary_vals)) : 0;
@@ -1967,7 +1967,7 @@ static char *read_part(FILE *f, size_t n, bool keep)
 }
 
 /* Builds the index from the files at start; damaged or foreign files are removed. */
-int cache_store_open_disk(struct cache_store *cs, const char *dir, uint64_t budget)
+int edge_cache_store_open_disk(struct edge_cache_store *cs, const char *dir, uint64_t budget)
 {
     if (cairn_mkdir_p(dir, 0700))
         return -errno;
@@ -2028,7 +2028,7 @@ int cache_store_open_disk(struct cache_store *cs, const char *dir, uint64_t budg
 }
 
 /* Reads a file back into a memory object (refs: the store's and the caller's). */
-static struct cobj *disk_read(struct cache_store *cs, const char *name)
+static struct edge_cache_obj *disk_read(struct edge_cache_store *cs, const char *name)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s", cs->disk_dir, name);
@@ -2036,7 +2036,7 @@ static struct cobj *disk_read(struct cache_store *cs, const char *name)
     if (!f)
         return NULL;
     struct disk_head h;
-    struct cobj *o = calloc(1, sizeof(*o));
+    struct edge_cache_obj *o = calloc(1, sizeof(*o));
     if (!o || read_head(f, &h)) {
         free(o);
         fclose(f);
@@ -2073,7 +2073,7 @@ static struct cobj *disk_read(struct cache_store *cs, const char *name)
     return o;
 }
 
-static struct cobj *disk_lookup(struct cache_store *cs, const char *key, size_t keylen,
+static struct edge_cache_obj *disk_lookup(struct edge_cache_store *cs, const char *key, size_t keylen,
                                 const struct httpd_req *r, uint64_t h)
 {
     char name[48] = "";
@@ -2093,14 +2093,14 @@ static struct cobj *disk_lookup(struct cache_store *cs, const char *key, size_t 
     pthread_mutex_unlock(&cs->lock);
     if (!name[0])
         return NULL;
-    struct cobj *o = disk_read(cs, name);
+    struct edge_cache_obj *o = disk_read(cs, name);
     if (!o)
         return NULL;
     insert_ex(cs, o, false);    /* back in memory; the file is already there */
     return o;
 }
 
-static size_t disk_purge(struct cache_store *cs, const char *key, size_t keylen, const char *host,
+static size_t disk_purge(struct edge_cache_store *cs, const char *key, size_t keylen, const char *host,
                          const char *prefix, const char *tag, bool all)
 {
     size_t n = 0, hl = host ? strlen(host) : 0, pl = prefix ? strlen(prefix) : 0;

@@ -12,10 +12,10 @@
  *               retries, connect_timeout, response_timeout, idle_timeout,
  *               eject: {after, for, max_percent}, when_all_down: serve_all | fail, slow_start}}
  */
-#include "edge.h"
+#include "edge_conf.h"
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
-#include "http1.h"
+#include "core/http1.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,8 +24,6 @@
 
 #include <stdarg.h>
 
-/* The stack being parsed (for relative paths: backend TLS files, cache disk). */
-static const struct stack *parsing_stack;
 
 #define P CFG_PATH
 
@@ -227,7 +225,9 @@ static int parse_header_ops(struct cfg *c, const cfg_node *n, const char *path,
     return bad ? -EINVAL : 0;
 }
 
-static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struct edge_route *r)
+/* st: the stack being parsed, for relative paths (cache disk, backend TLS files) */
+static int parse_route(struct cfg *c, const cfg_node *n, const char *path, const struct stack *st,
+                       struct edge_route *r)
 {
     static const char *const keys[] = { "host", "path", "path_exact", "headers", "backend",
                                         "allow", "deny", "rate_limit", "redirect_https",
@@ -370,7 +370,7 @@ static int parse_route(struct cfg *c, const cfg_node *n, const char *path, struc
             if (cv[5]) {
                 char *d = NULL;
                 if (cfg_get_string(c, cv[5], q, &d) == 0) {
-                    r->cache_disk = stack_path(parsing_stack, d);
+                    r->cache_disk = stack_path(st, d);
                     free(d);
                 } else {
                     bad = -EINVAL;
@@ -424,13 +424,9 @@ int edge__build_ring(struct edge_backend *b)
 }
 
 
-static const struct stack *svc_of(struct cfg *c)
-{
-    UNUSED(c);
-    return parsing_stack;
-}
 
-static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, struct edge_backend *b)
+static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, const struct stack *st,
+                         struct edge_backend *b)
 {
     static const char *const keys[] = { "servers", "balance", "hash", "health", "retries",
                                         "connect_timeout", "response_timeout", "idle_timeout",
@@ -646,7 +642,7 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
             char *tmp = NULL;
             P(q, "%s.ca", p);
             if (tv[1] && cfg_get_string(c, tv[1], q, &tmp) == 0) {
-                b->tls_ca = stack_path(svc_of(c), tmp);
+                b->tls_ca = stack_path(st, tmp);
                 free(tmp);
                 tmp = NULL;
             }
@@ -655,13 +651,13 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, str
                 bad |= cfg_get_string(c, tv[2], q, &b->tls_sni);
             P(q, "%s.cert", p);
             if (tv[3] && cfg_get_string(c, tv[3], q, &tmp) == 0) {
-                b->tls_cert = stack_path(svc_of(c), tmp);
+                b->tls_cert = stack_path(st, tmp);
                 free(tmp);
                 tmp = NULL;
             }
             P(q, "%s.key", p);
             if (tv[4] && cfg_get_string(c, tv[4], q, &tmp) == 0) {
-                b->tls_key = stack_path(svc_of(c), tmp);
+                b->tls_key = stack_path(st, tmp);
                 free(tmp);
             }
             if (!b->tls_cert != !b->tls_key)
@@ -746,7 +742,6 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     if (!e)
         return cfg_error(c, map, path, "out of memory");
     svc->conf = e;
-    parsing_stack = svc->stack;
     e->threads = 1;
     e->access_log = true;
     e->header_timeout_ms = 10000;
@@ -807,7 +802,7 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
             P(q, "%s.%s", p, name);
             b->name = strdup(name);
             b->index = e->nbackends++;
-            if (parse_backend(c, cfg_map_value(c, v[6], i), q, b))
+            if (parse_backend(c, cfg_map_value(c, v[6], i), q, svc->stack, b))
                 bad = -EINVAL;
         }
     }
@@ -838,7 +833,7 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
             char q[280];
             P(q, "%s[%zu]", p, i);
             r->index = e->nroutes++;
-            if (parse_route(c, rn, q, r)) {
+            if (parse_route(c, rn, q, svc->stack, r)) {
                 bad = -EINVAL;
                 continue;
             }

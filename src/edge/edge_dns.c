@@ -10,7 +10,7 @@
  * in the additional section, then queried.
  */
 #include "edge_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <arpa/inet.h>
 #include <arpa/nameser.h>

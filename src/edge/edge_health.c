@@ -11,7 +11,7 @@
  * share one check and its state.
  */
 #include "edge_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 

@@ -2,13 +2,13 @@
 #ifndef CAIRN_EDGE_INTERNAL_H
 #define CAIRN_EDGE_INTERNAL_H
 
-#include "edge.h"
-#include "service.h"
-#include "httpc.h"
-#include "httpd.h"
-#include "loop.h"
-#include "metrics.h"
-#include "tls.h"
+#include "edge_conf.h"
+#include "core/service.h"
+#include "core/httpc.h"
+#include "core/httpd.h"
+#include "core/loop.h"
+#include "core/metrics.h"
+#include "core/tls.h"
 
 #include <pthread.h>
 
@@ -40,11 +40,11 @@ struct rl_set {
     struct rl_entry e[RL_WAYS];
 };
 
-struct cache_store;
+struct edge_cache_store;
 
 struct edge_route_rt {
     struct rl_set *rl;
-    struct cache_store *cache;      /* owned by struct edge: caches outlive reloads */
+    struct edge_cache_store *cache;      /* owned by struct edge: caches outlive reloads */
     struct metric *cache_m[5];      /* edge_cache_requests_total by result, looked up once */
     struct metric *req[6];          /* by status class */
 };
@@ -83,7 +83,7 @@ struct edge_dns;
 struct edge {
     const struct service *svc;
     struct cl_set *conn_limits;
-    struct cache_store *caches[EDGE_MAX_CACHES];
+    struct edge_cache_store *caches[EDGE_MAX_CACHES];
     size_t ncaches;
     struct metric_family *m_cache;  /* edge_cache_requests_total{cache,result} */
     struct edge_dns *dns;           /* resolver for DNS backends, or NULL */

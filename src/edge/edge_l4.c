@@ -3,7 +3,7 @@
  * and ejection as HTTP, and TLS termination when the listener has certificates.
  * A failed connect is retried on another server (the backend's `retries`). */
 #include "edge_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -3,8 +3,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include "edge_cache.h"
-#include "log.h"
-#include "service.h"
+#include "core/log.h"
+#include "core/service.h"
 
 #include <errno.h>
 #include <unistd.h>
@@ -124,7 +124,7 @@ static void edge_admin(struct service_ctx *sc, struct httpd_req *r)
         }
         size_t n = 0;
         for (size_t i = 0; i < e->ncaches; i++) {
-            struct cache_store *cs = e->caches[i];
+            struct edge_cache_store *cs = e->caches[i];
             if (u) {
                 /* url: host/target (a scheme is ignored) */
                 const char *s2 = strstr(url, "://") ? strstr(url, "://") + 3 : url;
@@ -134,10 +134,10 @@ static void edge_admin(struct service_ctx *sc, struct httpd_req *r)
                                : snprintf(key, sizeof(key), "%s\n/", s2);
                 for (int k = 0; k < kl && key[k] != '\n'; k++)
                     key[k] = (char)((key[k] >= 'A' && key[k] <= 'Z') ? key[k] + 32 : key[k]);
-                n += cache_purge_key(cs, key, (size_t)kl);
+                n += edge_cache_purge_key(cs, key, (size_t)kl);
             }
             if (p || t || a)
-                n += cache_purge(cs, h ? host : NULL, p ? prefix : NULL, t ? tag : NULL, a);
+                n += edge_cache_purge(cs, h ? host : NULL, p ? prefix : NULL, t ? tag : NULL, a);
         }
         log_info("cache purge", "objects", log_int((long long)n));
         char body[64];
@@ -173,7 +173,7 @@ static double cache_objects(void *arg)
     struct edge *e = arg;
     double n = 0;
     for (size_t i = 0; i < e->ncaches; i++)
-        n += (double)cache_store_count(e->caches[i]);
+        n += (double)edge_cache_store_count(e->caches[i]);
     return n;
 }
 
@@ -182,7 +182,7 @@ static double cache_bytes(void *arg)
     struct edge *e = arg;
     double n = 0;
     for (size_t i = 0; i < e->ncaches; i++)
-        n += (double)cache_store_bytes(e->caches[i]);
+        n += (double)edge_cache_store_bytes(e->caches[i]);
     return n;
 }
 
@@ -360,15 +360,15 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
         const struct edge_route *rt = &c->routes[i];
         if (!rt->cache)
             continue;
-        struct cache_store *cs = NULL;
+        struct edge_cache_store *cs = NULL;
         for (size_t k = 0; k < e->ncaches && !cs; k++)
-            if (strcmp(cache_store_label(e->caches[k]), rt->label) == 0)
+            if (strcmp(edge_cache_store_label(e->caches[k]), rt->label) == 0)
                 cs = e->caches[k];
         if (cs) {
-            cache_store_resize(cs, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic,
+            edge_cache_store_resize(cs, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic,
                                rt->cache_compress);
         } else if (e->ncaches < EDGE_MAX_CACHES) {
-            cs = cache_store_new(rt->label, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic,
+            cs = edge_cache_store_new(rt->label, rt->cache_memory, rt->cache_max_object, rt->cache_heuristic,
                                  rt->cache_compress, e->reg);
             if (!cs) {
                 log_error("out of memory");
@@ -376,7 +376,7 @@ static struct edge_gen *gen_new(struct edge *e, const struct edge_conf *c)
             }
             e->caches[e->ncaches++] = cs;
             if (rt->cache_disk) {
-                int dr = cache_store_open_disk(cs, rt->cache_disk, rt->cache_disk_size);
+                int dr = edge_cache_store_open_disk(cs, rt->cache_disk, rt->cache_disk_size);
                 if (dr)
                     log_error("cannot use the cache disk tier", "dir", rt->cache_disk, "err",
                               cairn_strerror(dr));
@@ -741,7 +741,7 @@ static void edge_finish(struct service_ctx *sc)
     if (e->gen)
         gen_unref(e->gen);
     for (size_t i = 0; i < e->ncaches; i++)
-        cache_store_free(e->caches[i]);
+        edge_cache_store_free(e->caches[i]);
     free(e->conn_limits);
 }
 

@@ -19,11 +19,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include "edge_cache.h"
-#include "log.h"
-#include "trace.h"
+#include "core/log.h"
+#include "core/trace.h"
 
 #include <errno.h>
-#include "httpc.h"
+#include "core/httpc.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,17 +80,17 @@ struct proxy_req {
     bool queued;
     struct proxy_req *qnext, *qprev;
     /* cache */
-    struct cache_store *cache;      /* the route's store when this GET/HEAD may be stored */
+    struct edge_cache_store *cache;      /* the route's store when this GET/HEAD may be stored */
     const char *xcache;             /* X-Cache value to send, or NULL */
-    struct cobj *reval;             /* stale object being revalidated */
-    struct cobj *stale;             /* stale object allowed to stand in if the origin fails */
-    struct cache_fill *fill;
+    struct edge_cache_obj *reval;             /* stale object being revalidated */
+    struct edge_cache_obj *stale;             /* stale object allowed to stand in if the origin fails */
+    struct edge_cache_fill *fill;
     bool invalidate;                /* unsafe method: purge the key after success */
     char *inv_loc[2];               /* its Location and Content-Location, copied */
     bool filling;                   /* this request fetches for coalesced waiters */
     bool coalesced;                 /* it waited once already: no second wait */
-    struct cache_waiter *waiter;    /* while waiting for another request's fetch or its data */
-    struct cache_stream *st;        /* the response another request is storing, sent from there */
+    struct edge_cache_waiter *waiter;    /* while waiting for another request's fetch or its data */
+    struct edge_cache_stream *st;        /* the response another request is storing, sent from there */
     size_t st_off;                  /* how much of it was sent */
     bool pumping;
     bool detached;                  /* the client left; fetching on for others (r is NULL) */
@@ -613,16 +613,16 @@ static void pr_free(struct proxy_req *pr)
 {
     free(pr->inv_loc[0]);
     free(pr->inv_loc[1]);
-    cache_fill_abort(&pr->fill);
+    edge_cache_fill_abort(&pr->fill);
     if (pr->stale)
-        cobj_put(pr->stale);
+        edge_cache_obj_put(pr->stale);
     if (pr->filling) {
         pr->filling = false;
-        cache_coalesce_done(pr->gen->routes[pr->route->index].cache, pr->key, pr->keylen);
+        edge_cache_coalesce_done(pr->gen->routes[pr->route->index].cache, pr->key, pr->keylen);
     }
     if (pr->reval)
-        cobj_put(pr->reval);
-    cache_stream_put(pr->st);
+        edge_cache_obj_put(pr->reval);
+    edge_cache_stream_put(pr->st);
     if (pr->detached) {
         if (pr->dprev)
             pr->dprev->dnext = pr->dnext;
@@ -738,8 +738,8 @@ static void pr_abort(struct httpd_req *r, void *arg)
     UNUSED(r);
     queue_unlink(pr);
     if (pr->waiter) {
-        struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
-        if (pr->st ? cache_stream_cancel(pr->st, pr->waiter) : cache_waiter_cancel(cs, pr->waiter))
+        struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
+        if (pr->st ? edge_cache_stream_cancel(pr->st, pr->waiter) : edge_cache_waiter_cancel(cs, pr->waiter))
             free(pr->waiter);
         else
             pr->waiter->data = NULL;    /* the wake-up on its way frees it */
@@ -749,7 +749,7 @@ static void pr_abort(struct httpd_req *r, void *arg)
         pr_free(pr);
         return;
     }
-    if (pr->uc && cache_fill_shared(pr->fill)) {
+    if (pr->uc && edge_cache_fill_shared(pr->fill)) {
         /* other requests are sending this response as it arrives: fetch on for
          * them (and the cache), without a client */
         count_request(pr->gen, pr->route, 499);
@@ -779,7 +779,7 @@ static void cache_count(struct proxy_req *pr, enum cache_result result);
 static void serve_stale(struct proxy_req *pr)
 {
     struct httpd_req *r = pr->r;
-    struct cobj *o = pr->stale;
+    struct edge_cache_obj *o = pr->stale;
     drop_upstream(pr);
     finish_inflight(pr);
     httpd_req_on_abort(r, NULL, NULL);
@@ -790,10 +790,10 @@ static void serve_stale(struct proxy_req *pr)
     cache_count(pr, CR_STALE);
     char rid[40];
     memcpy(rid, pr->request_id, sizeof(rid));
-    cobj_get(o);
+    edge_cache_obj_get(o);
     pr_free(pr);
-    cache_serve(r, o, "STALE", rid);
-    cobj_put(o);
+    edge_cache_serve(r, o, "STALE", rid);
+    edge_cache_obj_put(o);
 }
 
 /* Answers with an error of our own (nothing was sent to the client yet). */
@@ -925,11 +925,11 @@ static void complete(struct proxy_req *pr, bool reusable)
     struct httpd_req *r = pr->r;
     pr->uc = NULL;
     if (pr->fill)
-        cache_fill_commit(&pr->fill);
+        edge_cache_fill_commit(&pr->fill);
     if (pr->invalidate && pr->status < 400) {
-        struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
+        struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
         if (cs) {
-            cache_purge_key(cs, pr->key, pr->keylen);   /* RFC 9111 4.4 */
+            edge_cache_purge_key(cs, pr->key, pr->keylen);   /* RFC 9111 4.4 */
             /* and the same-origin URIs in Location and Content-Location */
             for (size_t i = 0; i < 2; i++) {
                 if (!pr->inv_loc[i] || !pr->inv_loc[i][0])
@@ -949,7 +949,7 @@ static void complete(struct proxy_req *pr, bool reusable)
                 char k[sizeof(pr->key)];
                 memcpy(k, pr->key, hl + 1);
                 memcpy(k + hl + 1, v.p, v.n);
-                cache_purge_key(cs, k, hl + 1 + v.n);
+                edge_cache_purge_key(cs, k, hl + 1 + v.n);
             }
         }
     }
@@ -1116,9 +1116,9 @@ static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
 static void serve_revalidated(struct proxy_req *pr, struct up_conn *uc)
 {
     struct httpd_req *r = pr->r;
-    struct cobj *fresh = cache_refresh(pr->cache ? pr->cache : pr->gen->routes[pr->route->index].cache,
+    struct edge_cache_obj *fresh = edge_cache_refresh(pr->cache ? pr->cache : pr->gen->routes[pr->route->index].cache,
                                        pr->reval, &uc->resp, pr->req_wall);
-    struct cobj *use = fresh ? fresh : pr->reval;
+    struct edge_cache_obj *use = fresh ? fresh : pr->reval;
     bool reusable = uc->resp.keep_alive && buf_used(&uc->rbuf) == (size_t)uc->head_len;
     pr->uc = NULL;
     server_result(pr, true);
@@ -1131,12 +1131,12 @@ static void serve_revalidated(struct proxy_req *pr, struct up_conn *uc)
     up_release(uc, reusable);
     char rid[40];
     memcpy(rid, pr->request_id, sizeof(rid));
-    cobj_get(use);          /* pr_free drops the revalidation reference */
+    edge_cache_obj_get(use);          /* pr_free drops the revalidation reference */
     pr_free(pr);
-    cache_serve(r, use, "EXPIRED", rid);
-    cobj_put(use);
+    edge_cache_serve(r, use, "EXPIRED", rid);
+    edge_cache_obj_put(use);
     if (fresh)
-        cobj_put(fresh);    /* cache_refresh's reference for its caller */
+        edge_cache_obj_put(fresh);    /* edge_cache_refresh's reference for its caller */
 }
 
 /* Parses and forwards what is buffered. */
@@ -1189,7 +1189,7 @@ static void up_process(struct up_conn *uc, bool eof)
             return;
         }
         if (pr->cache && st != 304)
-            pr->fill = cache_fill_begin(pr->cache, pr->key, pr->keylen, pr->r, &uc->resp, pr->req_wall);
+            pr->fill = edge_cache_fill_begin(pr->cache, pr->key, pr->keylen, pr->r, &uc->resp, pr->req_wall);
         if (pr->invalidate) {
             const struct http_header *lh = http_find_header(uc->resp.headers, uc->resp.nheaders, "location");
             const struct http_header *ch = http_find_header(uc->resp.headers, uc->resp.nheaders, "content-location");
@@ -1206,7 +1206,7 @@ static void up_process(struct up_conn *uc, bool eof)
             uc->mode = BODY_CLOSE;
         uc->remaining = uc->mode == BODY_LENGTH ? (uint64_t)uc->resp.content_length : 0;
         if (pr->fill && pr->filling && uc->mode == BODY_LENGTH)
-            cache_fill_share(pr->fill, pr->key, pr->keylen, uc->remaining);   /* the waiters stream it */
+            edge_cache_fill_share(pr->fill, pr->key, pr->keylen, uc->remaining);   /* the waiters stream it */
         send_head(pr, uc);
         buf_consume(&uc->rbuf, uc->head_len);   /* header views are no longer needed */
         memset(&uc->ch, 0, sizeof(uc->ch));
@@ -1219,7 +1219,7 @@ static void up_process(struct up_conn *uc, bool eof)
     case BODY_LENGTH: {
         size_t n = (size_t)MIN((uint64_t)buf_used(&uc->rbuf), uc->remaining);
         if (n) {
-            cache_fill_data(pr->fill, buf_head(&uc->rbuf), n);
+            edge_cache_fill_data(pr->fill, buf_head(&uc->rbuf), n);
             if (r)
                 httpd_respond_write(r, buf_head(&uc->rbuf), n);
             pr->bytes += n;
@@ -1241,7 +1241,7 @@ static void up_process(struct up_conn *uc, bool eof)
                                     &uc->body, UINT64_MAX / 2);
         buf_consume(&uc->rbuf, used);
         if (buf_used(&uc->body)) {
-            cache_fill_data(pr->fill, buf_head(&uc->body), buf_used(&uc->body));
+            edge_cache_fill_data(pr->fill, buf_head(&uc->body), buf_used(&uc->body));
             httpd_respond_write(r, buf_head(&uc->body), buf_used(&uc->body));
             pr->bytes += buf_used(&uc->body);
         }
@@ -1259,7 +1259,7 @@ static void up_process(struct up_conn *uc, bool eof)
     }
     case BODY_CLOSE:
         if (buf_used(&uc->rbuf)) {
-            cache_fill_data(pr->fill, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
+            edge_cache_fill_data(pr->fill, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
             httpd_respond_write(r, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
             pr->bytes += buf_used(&uc->rbuf);
             buf_reset(&uc->rbuf);
@@ -1570,11 +1570,11 @@ static void try_send(struct proxy_req *pr)
  * that stored object for this request: a GET with the object's validators in place
  * of the client's conditionals, without Range, Upgrade or body. */
 static void build_request(struct proxy_req *pr, const struct edge_listener *l, struct buf *b,
-                          const struct cobj *refresh)
+                          const struct edge_cache_obj *refresh)
 {
     struct httpd_req *r = pr->r;
     const struct edge_header_ops *ops = &pr->route->req_ops;
-    const struct cobj *reval = refresh ? refresh : pr->reval;
+    const struct edge_cache_obj *reval = refresh ? refresh : pr->reval;
     char ip[64];
     httpd_req_peer(r, ip, sizeof(ip));
     const char *proto = l->tls ? "https" : "http";
@@ -1646,7 +1646,7 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l, s
         buf_puts(b, "\r\n");
     }
     if (reval)
-        cobj_conditional_headers(reval, b);
+        edge_cache_obj_conditional_headers(reval, b);
     /* Upgrade (WebSocket and friends): the two hop-by-hop fields go on */
     const struct http_header *up = httpd_req_header(r, "upgrade");
     const struct http_header *conn = httpd_req_header(r, "connection");
@@ -1739,8 +1739,8 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l, s
 
 struct bg_refresh {
     struct edge_worker *w;
-    struct cache_store *cs;
-    struct cobj *o;
+    struct edge_cache_store *cs;
+    struct edge_cache_obj *o;
     struct httpc_call *call;
     char **send;                    /* the fields sent, "Name: value", NULL-terminated */
     size_t nsend;
@@ -1765,7 +1765,7 @@ static void bg_free(struct bg_refresh *j)
         free(j->fields[i]);
     free(j->send);
     free(j->fields);
-    cobj_put(j->o);
+    edge_cache_obj_put(j->o);
     free(j);
 }
 
@@ -1788,16 +1788,16 @@ static void bg_done(const struct httpc_response *resp, void *arg)
             hs[n].value = strv_cstr(v);
             n++;
         }
-        cache_background_result(j->cs, j->o, resp->status, resp->headers, resp->nheaders, resp->body,
+        edge_cache_background_result(j->cs, j->o, resp->status, resp->headers, resp->nheaders, resp->body,
                                 hs, n, j->req_time);
     } else {
-        cobj_release_refresh(j->o);     /* a later request may try again */
+        edge_cache_obj_release_refresh(j->o);     /* a later request may try again */
     }
     bg_free(j);
 }
 
 /* Starts a revalidation of o in the background; the client is answered from o. */
-static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
+static void bg_refresh_start(struct proxy_req *pr, struct edge_cache_obj *o)
 {
     struct edge_worker *w = pr->w;
     struct edge_backend *b = pr->b;
@@ -1807,18 +1807,18 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
     struct edge_server *srv = edge__pick(b, w, NULL, key);
     struct tls_ctx *tctx = pr->gen->backend_tls[b->index];
     if (!srv || (!w->bg_client && !(w->bg_client = httpc_new(&w->loop, NULL)))) {
-        cobj_release_refresh(o);
+        edge_cache_obj_release_refresh(o);
         return;
     }
     struct bg_refresh *j = calloc(1, sizeof(*j));
     if (!j) {
-        cobj_release_refresh(o);
+        edge_cache_obj_release_refresh(o);
         return;
     }
     j->w = w;
     j->cs = pr->gen->routes[pr->route->index].cache;
     j->o = o;
-    cobj_get(o);
+    edge_cache_obj_get(o);
     j->req_time = time(NULL);
     /* the request as the proxy would send it, as lines for the client (which
      * writes the request line and Host itself) */
@@ -1836,7 +1836,7 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
     w->bg_jobs = j;
     if (!j->send || !j->fields || !rq.data) {
         buf_free(&rq);
-        cobj_release_refresh(o);
+        edge_cache_obj_release_refresh(o);
         bg_free(j);
         return;
     }
@@ -1870,7 +1870,7 @@ static void bg_refresh_start(struct proxy_req *pr, struct cobj *o)
     };
     j->call = httpc_send(w->bg_client, &req, bg_done, j);
     if (!j->call) {
-        cobj_release_refresh(o);
+        edge_cache_obj_release_refresh(o);
         bg_free(j);
     }
 }
@@ -1901,7 +1901,7 @@ static void stream_pump(struct proxy_req *pr);
 
 static void stream_wake(void *arg)
 {
-    struct cache_waiter *wt = arg;
+    struct edge_cache_waiter *wt = arg;
     struct proxy_req *pr = wt->data;
     free(wt);
     if (!pr)
@@ -1949,9 +1949,9 @@ static void stream_pump(struct proxy_req *pr)
         }
         const char *p;
         size_t n;
-        enum cache_stream_rc rc = cache_stream_next(pr->st, pr->st_off, &p, &n, NULL);
+        enum edge_cache_stream_rc rc = edge_cache_stream_next(pr->st, pr->st_off, &p, &n, NULL);
         if (rc == CACHE_STREAM_WAIT) {
-            struct cache_waiter *wt = calloc(1, sizeof(*wt));
+            struct edge_cache_waiter *wt = calloc(1, sizeof(*wt));
             if (!wt) {
                 stream_finish(pr, false);
                 return;
@@ -1960,7 +1960,7 @@ static void stream_pump(struct proxy_req *pr)
             wt->cb = stream_wake;
             wt->arg = wt;
             wt->data = pr;
-            rc = cache_stream_next(pr->st, pr->st_off, &p, &n, wt);
+            rc = edge_cache_stream_next(pr->st, pr->st_off, &p, &n, wt);
             if (rc == CACHE_STREAM_WAIT) {
                 pr->waiter = wt;
                 pr->pumping = false;
@@ -1983,7 +1983,7 @@ static void stream_pump(struct proxy_req *pr)
 
 /* A request that waited for another's fetch answers from its response while it
  * arrives (X-Cache: HIT: this request made no origin fetch). */
-static void stream_start(struct proxy_req *pr, struct cache_stream *st)
+static void stream_start(struct proxy_req *pr, struct edge_cache_stream *st)
 {
     pr->st = st;
     pr->st_off = 0;
@@ -1992,8 +1992,8 @@ static void stream_start(struct proxy_req *pr, struct cache_stream *st)
     pr->xcache = "HIT";
     pr->status = 200;
     cache_count(pr, CR_HIT);
-    metric_add(pr->w->e->m_cache_bytes, (double)cache_stream_length(st));
-    cache_stream_head(pr->r, st, "HIT", pr->request_id);
+    metric_add(pr->w->e->m_cache_bytes, (double)edge_cache_stream_length(st));
+    edge_cache_stream_head(pr->r, st, "HIT", pr->request_id);
     httpd_req_on_drain(pr->r, stream_drain, pr);
     stream_pump(pr);
 }
@@ -2002,14 +2002,14 @@ static void stream_start(struct proxy_req *pr, struct cache_stream *st)
  * Runs on the waiting request's own thread; arg is the waiter. */
 static void coalesce_wake(void *arg)
 {
-    struct cache_waiter *wt = arg;
+    struct edge_cache_waiter *wt = arg;
     struct proxy_req *pr = wt->data;
     free(wt);
     if (!pr)
         return;     /* it gave up meanwhile */
     pr->waiter = NULL;
     loop_timer_stop(&pr->timer);
-    struct cache_stream *st = cache_stream_find(pr->gen->routes[pr->route->index].cache, pr->key,
+    struct edge_cache_stream *st = edge_cache_stream_find(pr->gen->routes[pr->route->index].cache, pr->key,
                                                 pr->keylen, pr->r);
     if (st) {
         stream_start(pr, st);
@@ -2022,8 +2022,8 @@ static void coalesce_wake(void *arg)
 static void coalesce_timeout(struct loop_timer *t)
 {
     struct proxy_req *pr = t->data;
-    struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
-    if (!cache_waiter_cancel(cs, pr->waiter)) {
+    struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
+    if (!edge_cache_waiter_cancel(cs, pr->waiter)) {
         pr->waiter->data = NULL;    /* the wake-up is on its way: it frees the waiter */
         pr->waiter = NULL;
     } else {
@@ -2040,9 +2040,9 @@ static void coalesce_timeout(struct loop_timer *t)
 static bool cache_lookup_or_pass(struct proxy_req *pr)
 {
     struct httpd_req *r = pr->r;
-    struct cache_store *cs = pr->gen->routes[pr->route->index].cache;
+    struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
     bool get = strv_eq_cstr(r->h.method, "GET"), head = r->h.is_head;
-    pr->keylen = cache_key(r, pr->key, sizeof(pr->key));
+    pr->keylen = edge_cache_key(r, pr->key, sizeof(pr->key));
     if (!pr->keylen) {
         pr->xcache = "PASS";
         cache_count(pr, CR_PASS);
@@ -2055,16 +2055,16 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         cache_count(pr, CR_PASS);
         return false;
     }
-    struct cache_cc rcc;
-    cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
+    struct edge_cache_cc rcc;
+    edge_cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
     if (rcc.no_store) {
         pr->xcache = "PASS";
         cache_count(pr, CR_PASS);
         return false;
     }
     bool range = httpd_req_header(r, "range") != NULL;
-    struct cobj *o = cache_lookup(cs, pr->key, pr->keylen, r);
-    if (o && cobj_fresh(o, &rcc, time(NULL))) {
+    struct edge_cache_obj *o = edge_cache_lookup(cs, pr->key, pr->keylen, r);
+    if (o && edge_cache_obj_fresh(o, &rcc, time(NULL))) {
         pr->xcache = "HIT";
         pr->status = 200;
         access_log(pr, 200);
@@ -2073,15 +2073,15 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         char rid[40];
         uint64_t r1 = cairn_rand64();
         snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)r1);
-        metric_add(pr->w->e->m_cache_bytes, (double)cobj_body_len(o));
+        metric_add(pr->w->e->m_cache_bytes, (double)edge_cache_obj_body_len(o));
         pr_free(pr);
-        cache_serve(r, o, "HIT", rid);
-        cobj_put(o);
+        edge_cache_serve(r, o, "HIT", rid);
+        edge_cache_obj_put(o);
         return true;
     }
-    if (o && get && !range && !rcc.no_cache && cobj_stale_while_revalidate(o, time(NULL))) {
+    if (o && get && !range && !rcc.no_cache && edge_cache_obj_stale_while_revalidate(o, time(NULL))) {
         /* stale-while-revalidate: answer now, refresh behind */
-        if (cobj_claim_refresh(o))
+        if (edge_cache_obj_claim_refresh(o))
             bg_refresh_start(pr, o);
         pr->xcache = "STALE";
         pr->status = 200;
@@ -2090,15 +2090,15 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
         cache_count(pr, CR_STALE);
         char rid[40];
         snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)cairn_rand64());
-        metric_add(pr->w->e->m_cache_bytes, (double)cobj_body_len(o));
+        metric_add(pr->w->e->m_cache_bytes, (double)edge_cache_obj_body_len(o));
         pr_free(pr);
-        cache_serve(r, o, "STALE", rid);
-        cobj_put(o);
+        edge_cache_serve(r, o, "STALE", rid);
+        edge_cache_obj_put(o);
         return true;
     }
     if (rcc.only_if_cached) {
         if (o)
-            cobj_put(o);
+            edge_cache_obj_put(o);
         pr_free(pr);
         simple_reply(r, 504, "not in the cache (only-if-cached)");
         return true;
@@ -2106,24 +2106,24 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
     if (range) {
         /* ranges are served from stored objects only; otherwise passed on whole */
         if (o)
-            cobj_put(o);
+            edge_cache_obj_put(o);
         pr->xcache = "PASS";
         cache_count(pr, CR_PASS);
         return false;
     }
-    if (o && cobj_usable_on_error(o, (int64_t)(pr->route->cache_grace_ms / 1000), time(NULL))) {
-        cobj_get(o);
+    if (o && edge_cache_obj_usable_on_error(o, (int64_t)(pr->route->cache_grace_ms / 1000), time(NULL))) {
+        edge_cache_obj_get(o);
         pr->stale = o;
     }
     pr->cache = get ? cs : NULL;
     if (!o && get && !pr->coalesced) {
-        struct cache_waiter *wt = calloc(1, sizeof(*wt));
+        struct edge_cache_waiter *wt = calloc(1, sizeof(*wt));
         if (wt) {
             wt->loop = &pr->w->loop;
             wt->cb = coalesce_wake;
             wt->arg = wt;
             wt->data = pr;
-            if (cache_coalesce(cs, pr->key, pr->keylen, wt)) {
+            if (edge_cache_coalesce(cs, pr->key, pr->keylen, wt)) {
                 free(wt);
                 pr->filling = true;
             } else {
@@ -2138,13 +2138,13 @@ static bool cache_lookup_or_pass(struct proxy_req *pr)
             }
         }
     }
-    if (o && cobj_has_validators(o) && get) {
+    if (o && edge_cache_obj_has_validators(o) && get) {
         pr->reval = o;
         pr->xcache = "EXPIRED";
         cache_count(pr, CR_EXPIRED);
     } else {
         if (o)
-            cobj_put(o);
+            edge_cache_obj_put(o);
         pr->xcache = o ? "EXPIRED" : "MISS";
         cache_count(pr, o ? CR_EXPIRED : CR_MISS);
     }

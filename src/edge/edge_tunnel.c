@@ -10,7 +10,7 @@
  * timeout_ms without traffic.
  */
 #include "edge_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdlib.h>

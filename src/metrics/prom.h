@@ -2,7 +2,7 @@
 #ifndef CAIRN_PROM_H
 #define CAIRN_PROM_H
 
-#include "stack.h"
+#include "core/stack.h"
 
 extern const struct role_ops prom_role;
 int prom_main(const struct service *svc);

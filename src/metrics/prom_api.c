@@ -1,7 +1,7 @@
 /* prom_api.c - the HTTP API of role "metrics": Prometheus's metadata endpoints,
  * /federate, status pages, and the remote_write receiver. */
 #include "prom_internal.h"
-#include "log.h"
+#include "core/log.h"
 #include "prom_text.h"
 
 #include <errno.h>

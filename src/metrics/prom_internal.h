@@ -2,15 +2,15 @@
 #ifndef CAIRN_PROM_INTERNAL_H
 #define CAIRN_PROM_INTERNAL_H
 
-#include "httpc.h"
-#include "httpd.h"
-#include "loop.h"
-#include "metrics.h"
+#include "core/httpc.h"
+#include "core/httpd.h"
+#include "core/loop.h"
+#include "core/metrics.h"
 #include "prom.h"
 #include "promql.h"
 #include "prom_relabel.h"
-#include "service.h"
-#include "stack.h"
+#include "core/service.h"
+#include "core/stack.h"
 #include "tsdb.h"
 
 #define PROM_MAX_LISTEN 4

@@ -5,7 +5,7 @@
  * acknowledged. Data lives in <data_dir>/<service name>/.
  */
 #include "prom_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdio.h>

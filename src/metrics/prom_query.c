@@ -12,7 +12,7 @@
 #include "prom_internal.h"
 #include "prom_text.h"
 #include "promql.h"
-#include "config.h"
+#include "core/config.h"
 
 #include <errno.h>
 #include <math.h>

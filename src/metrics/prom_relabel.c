@@ -1,6 +1,6 @@
 /* prom_relabel.c - relabeling rules. */
 #include "prom_relabel.h"
-#include "buf.h"
+#include "core/buf.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <ctype.h>

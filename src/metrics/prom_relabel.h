@@ -10,7 +10,7 @@
 #ifndef CAIRN_PROM_RELABEL_H
 #define CAIRN_PROM_RELABEL_H
 
-#include "config.h"
+#include "core/config.h"
 #include "tsdb.h"
 
 enum prom_relabel_action {

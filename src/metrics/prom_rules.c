@@ -16,8 +16,8 @@
  * Labels and annotations are Go templates (see "templates" below).
  */
 #include "prom_internal.h"
-#include "gotmpl.h"
-#include "log.h"
+#include "core/gotmpl.h"
+#include "core/log.h"
 
 #include <ctype.h>
 #include <errno.h>

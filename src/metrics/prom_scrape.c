@@ -13,7 +13,7 @@
  * scrape_samples_post_metric_relabeling and scrape_series_added.
  */
 #include "prom_internal.h"
-#include "log.h"
+#include "core/log.h"
 #include "prom_text.h"
 
 #include <errno.h>

@@ -11,7 +11,7 @@
  * series of vanished ones get staleness markers. dns_sd_configs is below.
  */
 #include "prom_internal.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <glob.h>

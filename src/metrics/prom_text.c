@@ -1,6 +1,6 @@
 /* prom_text.c - exposition format parser. */
 #include "prom_text.h"
-#include "metrics.h"
+#include "core/metrics.h"
 
 #include <errno.h>
 #include <math.h>

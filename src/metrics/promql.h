@@ -16,7 +16,7 @@
 #ifndef CAIRN_PROMQL_H
 #define CAIRN_PROMQL_H
 
-#include "buf.h"
+#include "core/buf.h"
 #include "tsdb.h"
 
 #define PROMQL_MAX_DEPTH 200            /* nesting bound of the parser */

@@ -1,7 +1,7 @@
 /* tsdb.c - head series, postings, WAL. */
 #include "tsdb.h"
 #include "tsdb_block.h"
-#include "log.h"
+#include "core/log.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <dirent.h>
@@ -1273,9 +1273,8 @@ static uint8_t *get_bytes(struct rd *r, size_t n, size_t cap)
     return b;
 }
 
-static int snap_version;
-
-static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len)
+/* version: the snapshot format's (1 or 2, from its magic) */
+static int snap_load_series(struct tsdb *db, const uint8_t *p, size_t len, int snap_version)
 {
     struct rd r = { p, len, 0, false };
     uint64_t ref;
@@ -1427,7 +1426,7 @@ static int snap_load(struct tsdb *db, uint32_t *first_seg, char *err, size_t err
     bool ok = fread(magic, 1, 8, f) == 8 && (!memcmp(magic, SNAP_MAGIC, 8) ||
                                               !memcmp(magic, "CAIRNSN1", 8)) &&
               fread(&seg, 4, 1, f) == 1 && fread(&n, 8, 1, f) == 1;
-    snap_version = magic[7] - '0';
+    int snap_version = magic[7] - '0';
     uint8_t *p = NULL;
     size_t cap = 0;
     for (uint64_t i = 0; ok && i < n; i++) {
@@ -1442,7 +1441,7 @@ static int snap_load(struct tsdb *db, uint32_t *first_seg, char *err, size_t err
             }
         }
         ok = ok && fread(p, 1, len, f) == len && (uint32_t)crc32(0L, p, len) == crc &&
-             snap_load_series(db, p, len) == 0;
+             snap_load_series(db, p, len, snap_version) == 0;
     }
     free(p);
     fclose(f);

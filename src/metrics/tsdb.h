@@ -15,8 +15,8 @@
 #ifndef CAIRN_TSDB_H
 #define CAIRN_TSDB_H
 
-#include "buf.h"
-#include "common.h"
+#include "core/buf.h"
+#include "core/common.h"
 #include "tsdb_chunk.h"
 
 #define TSDB_STALE_NAN_BITS 0x7ff0000000000002ull   /* Prometheus's staleness marker */

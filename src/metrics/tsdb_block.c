@@ -23,7 +23,7 @@
  *   trailer  u32 CRC32 of everything before it, "CXND"
  */
 #include "tsdb_block.h"
-#include "log.h"
+#include "core/log.h"
 
 #include <dirent.h>
 #include <errno.h>

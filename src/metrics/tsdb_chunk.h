@@ -18,7 +18,7 @@
 #ifndef CAIRN_TSDB_CHUNK_H
 #define CAIRN_TSDB_CHUNK_H
 
-#include "common.h"
+#include "core/common.h"
 
 #define TSDB_CHUNK_MAX_SAMPLES 120
 

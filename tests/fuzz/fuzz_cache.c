@@ -5,8 +5,8 @@
  * request looks it up again, as a hit would, and the conditional headers for a
  * revalidation are built. */
 #include "edge/edge_cache.h"
-#include "http1.h"
-#include "metrics.h"
+#include "core/http1.h"
+#include "core/metrics.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -36,30 +36,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (head <= 0)
         return 0;
 
-    struct cache_store *cs = cache_store_new("fuzz", 1 << 20, 64 << 10, 0.1, true, reg);
+    struct edge_cache_store *cs = edge_cache_store_new("fuzz", 1 << 20, 64 << 10, 0.1, true, reg);
     char key[1100];
-    size_t keylen = cache_key(&r, key, sizeof(key));
+    size_t keylen = edge_cache_key(&r, key, sizeof(key));
     if (cs && keylen) {
-        struct cache_fill *f = cache_fill_begin(cs, key, keylen, &r, &resp, 1700000000);
+        struct edge_cache_fill *f = edge_cache_fill_begin(cs, key, keylen, &r, &resp, 1700000000);
         if (f) {
-            cache_fill_data(f, rs + head, rn - (size_t)head);
-            cache_fill_commit(&f);
+            edge_cache_fill_data(f, rs + head, rn - (size_t)head);
+            edge_cache_fill_commit(&f);
         }
-        struct cobj *o = cache_lookup(cs, key, keylen, &r);
+        struct edge_cache_obj *o = edge_cache_lookup(cs, key, keylen, &r);
         if (o) {
-            struct cache_cc cc;
-            cache_cc_parse(r.h.headers, r.h.nheaders, &cc);
-            (void)cobj_fresh(o, &cc, 1700000100);
-            (void)cobj_usable_on_error(o, 30, 1700000100);
-            (void)cobj_stale_while_revalidate(o, 1700000100);
+            struct edge_cache_cc cc;
+            edge_cache_cc_parse(r.h.headers, r.h.nheaders, &cc);
+            (void)edge_cache_obj_fresh(o, &cc, 1700000100);
+            (void)edge_cache_obj_usable_on_error(o, 30, 1700000100);
+            (void)edge_cache_obj_stale_while_revalidate(o, 1700000100);
             struct buf b = BUF_INIT;
-            if (cobj_has_validators(o))
-                cobj_conditional_headers(o, &b);
+            if (edge_cache_obj_has_validators(o))
+                edge_cache_obj_conditional_headers(o, &b);
             buf_free(&b);
-            cobj_put(o);
+            edge_cache_obj_put(o);
         }
-        cache_purge(cs, NULL, "/", NULL, false);
+        edge_cache_purge(cs, NULL, "/", NULL, false);
     }
-    cache_store_free(cs);
+    edge_cache_store_free(cs);
     return 0;
 }

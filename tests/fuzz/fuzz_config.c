@@ -3,7 +3,7 @@
 #include "demo_app/demo_app.h"
 #include "dns/dns.h"
 #include "edge/edge.h"
-#include "stack.h"
+#include "core/stack.h"
 
 #include <stdlib.h>
 

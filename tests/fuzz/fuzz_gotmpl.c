@@ -1,7 +1,7 @@
 /* libFuzzer harness: the Go template parser and evaluator (src/core/gotmpl.c) over
  * a fixed data value. Parse errors are fine; crashes, leaks and unbounded output
  * are not. */
-#include "gotmpl.h"
+#include "core/gotmpl.h"
 
 #include <stdlib.h>
 #include <string.h>

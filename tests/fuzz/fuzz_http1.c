@@ -1,7 +1,7 @@
 /* libFuzzer harness: HTTP/1.1 request and response heads and the chunked decoder.
  * The input is parsed whole, then again fed in two pieces to check that the
  * incremental result matches. */
-#include "http1.h"
+#include "core/http1.h"
 
 #include <stdlib.h>
 

@@ -1,4 +1,4 @@
-#include "buf.h"
+#include "core/buf.h"
 #include "test.h"
 
 TEST(buf_append_consume_compact)

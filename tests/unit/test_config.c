@@ -1,6 +1,6 @@
-#include "config.h"
+#include "core/config.h"
 #include "demo_app/demo_app.h"
-#include "stack.h"
+#include "core/stack.h"
 #include "test.h"
 
 #include <stdlib.h>

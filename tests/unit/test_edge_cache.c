@@ -39,8 +39,8 @@ TEST(cache_cc_directives)
                                       "Cache-Control: no-cache=\"Set-Cookie\", stale-if-error=5",
                                       NULL };
     struct http_response r = resp_with(200, f);
-    struct cache_cc cc;
-    cache_cc_parse(r.headers, r.nheaders, &cc);
+    struct edge_cache_cc cc;
+    edge_cache_cc_parse(r.headers, r.nheaders, &cc);
     CHECK(cc.public_);
     CHECK_INT(cc.max_age, 60);
     CHECK_INT(cc.s_maxage, 30);
@@ -50,7 +50,7 @@ TEST(cache_cc_directives)
     CHECK_INT(cc.stale_while_revalidate, -1);
     static const char *const bad[] = { "Cache-Control: max-age=abc, max-stale", NULL };
     r = resp_with(200, bad);
-    cache_cc_parse(r.headers, r.nheaders, &cc);
+    edge_cache_cc_parse(r.headers, r.nheaders, &cc);
     CHECK_INT(cc.max_age, 0);               /* invalid: treated as stale */
     CHECK(cc.max_stale > 1000000);          /* max-stale without a value: any */
 }
@@ -60,7 +60,7 @@ TEST(cache_key_normalises_host_only)
     struct httpd_req r;
     char k[256];
     req_get(&r, "/A%2fb?x=1", NULL);
-    size_t n = cache_key(&r, k, sizeof(k));
+    size_t n = edge_cache_key(&r, k, sizeof(k));
     CHECK_STR(k, "example.com\n/A%2fb?x=1");
     CHECK_INT(n, strlen(k));
 }
@@ -68,49 +68,49 @@ TEST(cache_key_normalises_host_only)
 TEST(cache_store_fill_lookup_vary_purge)
 {
     struct metrics_registry *reg = metrics_registry_new();
-    struct cache_store *cs = cache_store_new("t", 1 << 20, 1 << 16, 0.1, true, reg);
+    struct edge_cache_store *cs = edge_cache_store_new("t", 1 << 20, 1 << 16, 0.1, true, reg);
     struct httpd_req fr, de;
     static const char *const fr_f[] = { "Accept-Language: fr", NULL };
     static const char *const de_f[] = { "Accept-Language: de", NULL };
     req_get(&fr, "/v", fr_f);
     req_get(&de, "/v", de_f);
     char key[256];
-    size_t kl = cache_key(&fr, key, sizeof(key));
+    size_t kl = edge_cache_key(&fr, key, sizeof(key));
     static const char *const rf[] = { "Cache-Control: max-age=100", "Vary: Accept-Language",
                                       "Surrogate-Key: a b", "Content-Type: text/plain",
                                       "Set-Cookie: x=1", NULL };
     struct http_response resp = resp_with(200, rf);
     resp.nheaders--;    /* drop Set-Cookie (storable per RFC 9111, but not needed here) */
-    struct cache_fill *f = cache_fill_begin(cs, key, kl, &fr, &resp, time(NULL));
+    struct edge_cache_fill *f = edge_cache_fill_begin(cs, key, kl, &fr, &resp, time(NULL));
     CHECK(f != NULL);
-    cache_fill_data(f, "bonjour", 7);
-    cache_fill_commit(&f);
+    edge_cache_fill_data(f, "bonjour", 7);
+    edge_cache_fill_commit(&f);
     CHECK(f == NULL);
-    struct cobj *o = cache_lookup(cs, key, kl, &fr);
+    struct edge_cache_obj *o = edge_cache_lookup(cs, key, kl, &fr);
     CHECK(o != NULL);
-    CHECK(o && cobj_fresh(o, NULL, time(NULL)));
-    CHECK(o && !cobj_fresh(o, NULL, time(NULL) + 101));
+    CHECK(o && edge_cache_obj_fresh(o, NULL, time(NULL)));
+    CHECK(o && !edge_cache_obj_fresh(o, NULL, time(NULL) + 101));
     if (o)
-        cobj_put(o);
-    CHECK(cache_lookup(cs, key, kl, &de) == NULL);      /* another variant */
-    CHECK_INT(cache_store_count(cs), 1);
-    CHECK_INT(cache_purge(cs, NULL, NULL, "b", false), 1);
-    CHECK_INT(cache_store_count(cs), 0);
+        edge_cache_obj_put(o);
+    CHECK(edge_cache_lookup(cs, key, kl, &de) == NULL);      /* another variant */
+    CHECK_INT(edge_cache_store_count(cs), 1);
+    CHECK_INT(edge_cache_purge(cs, NULL, NULL, "b", false), 1);
+    CHECK_INT(edge_cache_store_count(cs), 0);
     /* too large for max_object: dropped at commit */
-    f = cache_fill_begin(cs, key, kl, &fr, &resp, time(NULL));
+    f = edge_cache_fill_begin(cs, key, kl, &fr, &resp, time(NULL));
     char big[70000];
     memset(big, 'x', sizeof(big));
-    cache_fill_data(f, big, sizeof(big));
-    cache_fill_commit(&f);
-    CHECK_INT(cache_store_count(cs), 0);
-    cache_store_free(cs);
+    edge_cache_fill_data(f, big, sizeof(big));
+    edge_cache_fill_commit(&f);
+    CHECK_INT(edge_cache_store_count(cs), 0);
+    edge_cache_store_free(cs);
     metrics_registry_free(&reg);
 }
 
 TEST(cache_store_budget_eviction)
 {
     struct metrics_registry *reg = metrics_registry_new();
-    struct cache_store *cs = cache_store_new("e", 200000, 50000, 0.1, false, reg);
+    struct edge_cache_store *cs = edge_cache_store_new("e", 200000, 50000, 0.1, false, reg);
     static const char *const rf[] = { "Cache-Control: max-age=100", NULL };
     struct http_response resp = resp_with(200, rf);
     char body[20000];
@@ -120,16 +120,16 @@ TEST(cache_store_budget_eviction)
         char target[32], key[64];
         snprintf(target, sizeof(target), "/o%d", i);
         req_get(&r, target, NULL);
-        size_t kl = cache_key(&r, key, sizeof(key));
-        struct cache_fill *f = cache_fill_begin(cs, key, kl, &r, &resp, time(NULL));
-        cache_fill_data(f, body, sizeof(body));
-        cache_fill_commit(&f);
-        CHECK(cache_store_bytes(cs) <= 200000);
+        size_t kl = edge_cache_key(&r, key, sizeof(key));
+        struct edge_cache_fill *f = edge_cache_fill_begin(cs, key, kl, &r, &resp, time(NULL));
+        edge_cache_fill_data(f, body, sizeof(body));
+        edge_cache_fill_commit(&f);
+        CHECK(edge_cache_store_bytes(cs) <= 200000);
     }
-    CHECK(cache_store_count(cs) > 0 && cache_store_count(cs) < 10);
-    size_t n = cache_store_count(cs);
-    CHECK_INT(cache_purge(cs, NULL, NULL, NULL, true), n);
-    CHECK_INT(cache_store_count(cs), 0);
-    cache_store_free(cs);
+    CHECK(edge_cache_store_count(cs) > 0 && edge_cache_store_count(cs) < 10);
+    size_t n = edge_cache_store_count(cs);
+    CHECK_INT(edge_cache_purge(cs, NULL, NULL, NULL, true), n);
+    CHECK_INT(edge_cache_store_count(cs), 0);
+    edge_cache_store_free(cs);
     metrics_registry_free(&reg);
 }

@@ -1,6 +1,6 @@
 /* Unit tests for the Go text/template engine (src/core/gotmpl.c): outputs are the
  * ones Go's text/template gives for the same template and data. */
-#include "gotmpl.h"
+#include "core/gotmpl.h"
 #include "test.h"
 
 #include <ctype.h>

@@ -1,8 +1,8 @@
 /* core/health: the health: grammar, and checks against real sockets on loopback. */
-#include "common.h"
-#include "config.h"
-#include "health.h"
-#include "net.h"
+#include "core/common.h"
+#include "core/config.h"
+#include "core/health.h"
+#include "core/net.h"
 #include "test.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-#include "http1.h"
+#include "core/http1.h"
 #include "test.h"
 
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* HTTP server, client and TLS, over real loopback sockets. */
-#include "httpc.h"
-#include "httpd.h"
+#include "core/httpc.h"
+#include "core/httpd.h"
 #include "test.h"
-#include "tls.h"
+#include "core/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

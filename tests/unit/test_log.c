@@ -1,5 +1,5 @@
-#include "buf.h"
-#include "log.h"
+#include "core/buf.h"
+#include "core/log.h"
 #include "test.h"
 
 static char *line(enum log_format f, const char *msg, ...)

@@ -1,4 +1,4 @@
-#include "net.h"
+#include "core/net.h"
 #include "test.h"
 
 #include <arpa/inet.h>

@@ -1,4 +1,4 @@
-#include "router.h"
+#include "core/router.h"
 #include "test.h"
 
 static void h(struct httpd_req *r, void *arg)

@@ -1,10 +1,10 @@
 /* The service skeleton, driven by a role of the test's own: two workers, a reload
  * that is taken, one that is refused (file:line in the errors, the old
  * configuration kept), then SIGTERM stopping every worker through the role's hook. */
-#include "buf.h"
+#include "core/buf.h"
 #include "demo_app/demo_app.h"
-#include "service.h"
-#include "stack.h"
+#include "core/service.h"
+#include "core/stack.h"
 #include "test.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 #include "test.h"
-#include "trace.h"
+#include "core/trace.h"
 
 TEST(trace_parse_valid_and_roundtrip)
 {
