@@ -22,7 +22,8 @@
 #ifndef CAIRN_TSDB_BLOCK_H
 #define CAIRN_TSDB_BLOCK_H
 
-#include "tsdb.h"
+#include "tsdb_matcher.h"
+#include "tsdb_types.h"
 
 #define TSDB_ULID_LEN 26
 
