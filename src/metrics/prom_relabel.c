@@ -28,6 +28,44 @@ bool prom_label_name_ok(const char *s)
 static const char *const action_names[] = { "replace", "keep", "drop", "labelmap", "labeldrop",
                                             "labelkeep", "hashmod", "lowercase", "uppercase" };
 
+static bool word_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_';
+}
+
+/* A replace action's target_label may name groups ($1, ${name}): Prometheus's
+ * ^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$ - a label name in which `$ref`s stand
+ * for letters, so it cannot start with a digit. */
+static bool target_template_ok(const char *s)
+{
+    if (!*s || (*s >= '0' && *s <= '9'))
+        return false;
+    while (*s) {
+        if (*s == '$') {
+            s++;
+            if (*s == '{') {
+                const char *b = ++s;
+                while (word_char(*s))
+                    s++;
+                if (s == b || *s != '}')
+                    return false;
+                s++;
+            } else {
+                const char *b = s;
+                while (word_char(*s))
+                    s++;
+                if (s == b)
+                    return false;
+            }
+        } else if (word_char(*s)) {
+            s++;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
 int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
                        struct prom_relabel **out, size_t *count)
 {
@@ -127,7 +165,8 @@ int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
             (r->nsource || r->target))
             bad = cfg_error(c, cfg_seq_item(c, n, i), p,
                             "%s action requires only 'regex', and no other fields", a);
-        if (r->target && r->action != RELABEL_REPLACE && !prom_label_name_ok(r->target))
+        if (r->target && (r->action == RELABEL_REPLACE ? !target_template_ok(r->target)
+                                                        : !prom_label_name_ok(r->target)))
             bad = cfg_error(c, v[2], p, "\"%s\" is invalid 'target_label' for %s action",
                             r->target, a);
     }
