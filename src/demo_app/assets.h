@@ -1,4 +1,6 @@
-/* assets.h - the demo application's embedded page and static files. */
+/* assets.h - the demo application's embedded page and static files, compiled in
+ * (no file is read at run time). Used by demo_app.c only; read-only, so every
+ * worker thread serves them without locks. */
 #ifndef CAIRN_DEMO_APP_ASSETS_H
 #define CAIRN_DEMO_APP_ASSETS_H
 

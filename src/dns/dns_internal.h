@@ -1,4 +1,16 @@
-/* dns_internal.h - role "dns": configuration, generations, workers. */
+/* dns_internal.h - role "dns": configuration, generations, workers, GSLB members.
+ *
+ * Owns: struct dns_conf (parsed by dns_config.c), struct dns_gen (a configuration
+ * with its loaded zones and GSLB runtime; reference-counted by workers and zone
+ * transfers, freed on worker 0's loop), struct dns_worker (one per thread: its
+ * loop, UDP/TCP sockets, RRL table, batch buffers), struct dns_member (a GSLB
+ * member, shared by every name and generation that names it with the same check,
+ * watching a core/health target), struct dns_svc (the service).
+ * Files: dns_main.c (start, reload, admin API, stop), dns_server.c (sockets, query
+ * loop, RRL, AXFR/IXFR, NOTIFY), dns_wire.c and dns_zone.c (the wire format and
+ * zone files), dns_gslb.c (members and answer selection), dns_config.c.
+ * Threads: workers read their generation and members' states (relaxed atomics)
+ * only; reloads, health checks and NOTIFY run on worker 0 (the main thread). */
 #ifndef CAIRN_DNS_INTERNAL_H
 #define CAIRN_DNS_INTERNAL_H
 

@@ -1,4 +1,16 @@
-/* edge_cache.h - the CDN tier's HTTP cache (RFC 9111), shared by worker threads. */
+/* edge_cache.h - the CDN tier's HTTP cache (RFC 9111): stores, their objects, and
+ * the rules of storing and reuse.
+ *
+ * Owns: one store per cached route (struct edge_cache_store, made by the edge at
+ * start and kept across reloads, found again by the route's label), its objects
+ * (immutable once stored, reference-counted: edge_cache_obj_get / _put), fills of
+ * objects being fetched, coalescing of concurrent misses, streams that let waiters
+ * read a fill while it arrives, purges, and the optional disk tier.
+ * Called by: edge_proxy.c (lookup, serve, fill, revalidate, stale answers, the
+ * background refresh) and edge_main.c (stores, purge API, metrics).
+ * Threads: a store is shared by every worker thread; its table is under one mutex
+ * held only for lookups and bookkeeping, never while an object is sent; waiters are
+ * woken on their own thread's loop through loop_post. */
 #ifndef CAIRN_EDGE_CACHE_H
 #define CAIRN_EDGE_CACHE_H
 

@@ -1,4 +1,19 @@
-/* edge_internal.h - runtime structures shared by the edge's source files. */
+/* edge_internal.h - the edge role's runtime, shared by its source files.
+ *
+ * Owns: struct edge (one per service: caches, metrics, the health checker, the DNS
+ * resolver of dns: backends, the current generation), struct edge_gen (an
+ * immutable configuration and what is built from it: listener contexts with TLS,
+ * per-route rate limiters; reference-counted by connections, workers and the edge),
+ * and struct edge_worker (one per thread: its loop, httpd worker, upstream pools,
+ * queue, tunnels, L4 listeners).
+ * Files: edge_main.c (start, reload, admin API, stop), edge_proxy.c (routing, access
+ * control, balancing, proxying, retries, the cache's use), edge_health.c (active
+ * checks through core/health), edge_l4.c and edge_tunnel.c (TCP mode, Upgrade),
+ * edge_dns.c (servers from DNS), edge_cache.c (the store), edge_config.c.
+ * Threads: a worker touches only its own edge_worker and what its generation
+ * holds; server state shared across threads (health, ejection, in-flight, panic) is
+ * atomics in edge_conf's structures; the generation is switched on worker 0 and
+ * handed to the others through their loops' post queues. */
 #ifndef CAIRN_EDGE_INTERNAL_H
 #define CAIRN_EDGE_INTERNAL_H
 

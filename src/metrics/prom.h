@@ -1,4 +1,9 @@
-/* prom.h - role "metrics": Prometheus-compatible scraping, remote_write and a TSDB. */
+/* prom.h - role "metrics": Prometheus-compatible scraping, remote_write and a TSDB.
+ *
+ * The role's public face: its table for the command line (src/cairn.c, the tests
+ * that load stacks) and its entry point, which runs the service on the service
+ * skeleton (core/service.h) in the calling thread until a stop. Everything else
+ * of the role is internal to its folder. */
 #ifndef CAIRN_PROM_H
 #define CAIRN_PROM_H
 

@@ -1,4 +1,15 @@
-/* prom_internal.h - role "metrics": configuration, scrape targets, the service. */
+/* prom_internal.h - role "metrics": configuration, scrape targets, the service.
+ *
+ * Owns: struct prom_conf (prometheus.yml as parsed by prom_config.c: jobs, service
+ * discovery, relabeling, rule files, alerting), struct prom_target (one per scraped
+ * endpoint, with its series cache), struct prom_svc (the service: the TSDB, the
+ * HTTP API, targets, rule groups, metadata).
+ * Files: prom_main.c (start, reload, stop), prom_scrape.c (scrapes), prom_sd.c
+ * (file and DNS discovery), prom_api.c (the HTTP API, remote_write and
+ * remote_read), prom_query.c (PromQL over the API), prom_rules.c (rules and
+ * notifications to Alertmanager), prom_text.c (the exposition format).
+ * Threads: one - everything runs on the service's loop; DNS lookups and block
+ * writes run on threads of their own and post their results back to it. */
 #ifndef CAIRN_PROM_INTERNAL_H
 #define CAIRN_PROM_INTERNAL_H
 
