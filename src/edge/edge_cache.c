@@ -12,8 +12,13 @@
  * return goes straight to main. The main FIFO gives objects with recent hits
  * another round. One-hit wonders (scans) thus never push out the working set,
  * which plain LRU lets them do.
+ *
+ * The cache's other parts: edge_cache_directives.c (Cache-Control and the other
+ * fields' grammar), edge_cache_share.c (coalescing concurrent misses and sharing a
+ * response while it is stored), edge_cache_disk.c (the disk tier);
+ * edge_cache_internal.h joins them.
  */
-#include "edge_cache.h"
+#include "edge_cache_internal.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -27,243 +32,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define BUCKETS 16384
-
-
-#define GHOSTS 16384
-
-enum { Q_SMALL, Q_MAIN };
-
-struct edge_cache_obj {
-    int refs;
-    uint64_t h;
-    char *key;
-    size_t keylen;
-    char *vary;             /* lower-cased field names, comma-separated; NULL when none */
-    char *vary_vals;        /* the request's values for them, '\n'-joined */
-    int status;
-    char *hdrs;             /* stored fields, "Name: value\r\n" lines */
-    size_t hdrs_len;
-    char *body;
-    size_t body_len;
-    bool compressible;      /* identity body of a compressible type: gzip/br variants */
-    struct zvar *gz, *br;   /* compressed variants, made on first demand (atomic) */
-    time_t response_time;
-    int64_t initial_age;    /* corrected_initial_age, RFC 9111 4.2.3 */
-    int64_t lifetime;       /* freshness lifetime, seconds */
-    bool no_cache;          /* store, but revalidate before every use */
-    bool must_revalidate;
-    int64_t swr, sie;       /* stale-while-revalidate, stale-if-error; -1 when absent */
-    int refreshing;         /* a background revalidation is running */
-    char *etag, *last_modified;
-    char *tags;             /* Surrogate-Key / Cache-Tag values, space-separated */
-    size_t size;
-    int freq;
-    int q;
-    bool linked;
-    struct edge_cache_obj *qnext, *qprev;     /* in its FIFO: head = newest */
-    struct edge_cache_obj *hnext;             /* hash chain */
-    struct edge_cache_store *cs;
-};
-
-struct fifo {
-    struct edge_cache_obj *head, *tail;
-    size_t bytes;
-};
-
-struct inflight {
-    uint64_t h;
-    char *key;
-    size_t keylen;
-    struct edge_cache_waiter *waiters;
-    struct edge_cache_stream *st;    /* the response, once it is known and shared */
-    struct inflight *next;
-};
-
-/* A response being stored, shared with the requests that waited for it: they
- * send it to their clients as it arrives, from their own threads. */
-enum { ST_FILLING, ST_DONE, ST_FAILED };
-struct edge_cache_stream {
-    pthread_mutex_t lock;
-    int refs;
-    struct edge_cache_obj *o;             /* its fields (referenced; the body is in here) */
-    char *body;                 /* room for the whole declared length: never moves */
-    size_t cap, len;
-    int state;
-    struct edge_cache_waiter *subs;  /* readers waiting for more */
-};
-
-struct dentry;
-
-struct edge_cache_store {
-    char label[64];
-    struct inflight *fills;     /* fetches in progress, for coalescing */
-    /* the disk tier: object files in disk_dir, indexed in memory */
-    char *disk_dir;
-    uint64_t disk_budget, disk_used;
-    struct dentry *dbuckets[BUCKETS];
-    struct dentry *dfifo_head, *dfifo_tail;     /* head = newest */
-    pthread_mutex_t lock;
-    uint64_t budget, max_object;
-    double heuristic;
-    bool compress;
-    size_t used, count;
-    struct edge_cache_obj *buckets[BUCKETS];
-    struct fifo q[2];
-    uint64_t ghost[GHOSTS];
-    struct metric *m_evictions;
-};
-
-struct edge_cache_fill {
-    struct edge_cache_store *cs;
-    struct edge_cache_obj *o;
-    struct buf body;
-    bool failed;
-    struct edge_cache_stream *st;    /* when shared with waiting requests */
-};
-
-/* ---- Cache-Control ---- */
-
-static int64_t delta_seconds(struct strv v)
-{
-    if (v.n && v.p[0] == '"' && v.n >= 2) {
-        v.p++;
-        v.n -= 2;
-    }
-    uint64_t x;
-    if (v.n > 10) {
-        /* RFC 9111 1.2.2: a too large value means "infinity", capped at 2^31 */
-        for (size_t i = 0; i < v.n; i++)
-            if (v.p[i] < '0' || v.p[i] > '9')
-                return -2;
-        return 2147483648LL;
-    }
-    if (strv_to_u64(v, &x))
-        return -2;      /* invalid */
-    return (int64_t)x;
-}
-
-void edge_cache_cc_parse(const struct http_header *h, size_t n, struct edge_cache_cc *cc)
-{
-    memset(cc, 0, sizeof(*cc));
-    cc->max_age = cc->s_maxage = cc->min_fresh = cc->max_stale = -1;
-    cc->stale_while_revalidate = cc->stale_if_error = -1;
-    for (size_t i = 0; i < n; i++) {
-        if (!strv_caseeq_cstr(h[i].name, "cache-control"))
-            continue;
-        const char *p = h[i].value.p, *end = p + h[i].value.n;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *ns = p;
-            while (p < end && *p != '=' && *p != ',' && *p != ' ')
-                p++;
-            struct strv name = strv_make(ns, (size_t)(p - ns)), val = STRV_NULL;
-            bool spaced = false;
-            while (p < end && *p == ' ') {
-                p++;
-                spaced = true;
-            }
-            if (spaced && p < end && *p == '=')
-                name = STRV("-invalid-");   /* "max-age =5" is not max-age (RFC 9111 5.2) */
-            if (p < end && *p == '=') {
-                p++;
-                const char *vs = p;
-                if (p < end && *p == '"') {
-                    p++;
-                    while (p < end && *p != '"')
-                        p++;
-                    if (p < end)
-                        p++;
-                } else {
-                    while (p < end && *p != ',' && *p != ' ')
-                        p++;
-                }
-                val = strv_make(vs, (size_t)(p - vs));
-            }
-            while (p < end && *p != ',')
-                p++;
-            int64_t d;
-            if (strv_caseeq_cstr(name, "no-store"))
-                cc->no_store = true;
-            else if (strv_caseeq_cstr(name, "no-cache") && val.n > 2 && val.p[0] == '"')
-                cc->no_cache_fields = strv_make(val.p + 1, val.n - 2);   /* qualified form */
-            else if (strv_caseeq_cstr(name, "no-cache"))
-                cc->no_cache = true;
-            else if (strv_caseeq_cstr(name, "private") && val.n > 2 && val.p[0] == '"')
-                cc->private_fields = strv_make(val.p + 1, val.n - 2);
-            else if (strv_caseeq_cstr(name, "private"))
-                cc->private_ = true;
-            else if (strv_caseeq_cstr(name, "public"))
-                cc->public_ = true;
-            else if (strv_caseeq_cstr(name, "must-revalidate"))
-                cc->must_revalidate = true;
-            else if (strv_caseeq_cstr(name, "proxy-revalidate"))
-                cc->proxy_revalidate = true;
-            else if (strv_caseeq_cstr(name, "only-if-cached"))
-                cc->only_if_cached = true;
-            else if (strv_caseeq_cstr(name, "must-understand"))
-                cc->must_understand = true;
-            else if (strv_caseeq_cstr(name, "max-age")) {
-                d = delta_seconds(val);
-                /* RFC 9111 4.2.1: an invalid max-age makes the response stale */
-                if (cc->max_age == -1)
-                    cc->max_age = d == -2 ? 0 : d;
-            } else if (strv_caseeq_cstr(name, "s-maxage")) {
-                d = delta_seconds(val);
-                if (cc->s_maxage == -1)
-                    cc->s_maxage = d == -2 ? 0 : d;
-            } else if (strv_caseeq_cstr(name, "stale-while-revalidate")) {
-                d = delta_seconds(val);
-                if (d >= 0)
-                    cc->stale_while_revalidate = d;
-            } else if (strv_caseeq_cstr(name, "stale-if-error")) {
-                d = delta_seconds(val);
-                if (d >= 0)
-                    cc->stale_if_error = d;
-            } else if (strv_caseeq_cstr(name, "min-fresh")) {
-                d = delta_seconds(val);
-                if (d >= 0)
-                    cc->min_fresh = d;
-            } else if (strv_caseeq_cstr(name, "max-stale")) {
-                d = val.n ? delta_seconds(val) : 2147483648LL;
-                if (d >= 0)
-                    cc->max_stale = d;
-            }
-        }
-    }
-}
-
-/* Iterates over a stored field block ("Name: value\r\n" lines): name, value and
- * the whole line (CRLF included) of the next field; false at the end. */
-static bool field_next(const char **pp, const char *end, struct strv *name, struct strv *value,
-                       struct strv *line)
-{
-    const char *p = *pp;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            return false;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        *pp = eol + 1;
-        if (!colon) {
-            p = eol + 1;
-            continue;
-        }
-        const char *v = colon + 1, *ve = eol;
-        while (v < eol && *v == ' ')
-            v++;
-        if (ve > v && ve[-1] == '\r')
-            ve--;
-        *name = strv_make(p, (size_t)(colon - p));
-        *value = strv_make(v, (size_t)(ve - v));
-        if (line)
-            *line = strv_make(p, (size_t)(eol + 1 - p));
-        return true;
-    }
-    return false;
-}
 
 /* ---- store ---- */
 
@@ -309,7 +77,7 @@ struct zvar {
     char data[];
 };
 
-static void obj_free(struct edge_cache_obj *o)
+void edge_cache__obj_free(struct edge_cache_obj *o)
 {
     free(o->gz);
     free(o->br);
@@ -332,7 +100,7 @@ void edge_cache_obj_get(struct edge_cache_obj *o)
 void edge_cache_obj_put(struct edge_cache_obj *o)
 {
     if (o && __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) == 0)
-        obj_free(o);
+        edge_cache__obj_free(o);
 }
 
 static void fifo_unlink(struct edge_cache_store *cs, struct edge_cache_obj *o)
@@ -407,13 +175,12 @@ static void evict(struct edge_cache_store *cs)
     }
 }
 
-static void disk_index_free(struct edge_cache_store *cs);
 
 void edge_cache_store_free(struct edge_cache_store *cs)
 {
     if (!cs)
         return;
-    disk_index_free(cs);
+    edge_cache__disk_index_free(cs);
     free(cs->disk_dir);
     while (cs->fills) {
         struct inflight *f = cs->fills;
@@ -428,7 +195,7 @@ void edge_cache_store_free(struct edge_cache_store *cs)
     free(cs);
 }
 
-static uint64_t key_hash(const char *k, size_t n)
+uint64_t edge_cache__key_hash(const char *k, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) {
@@ -458,7 +225,7 @@ size_t edge_cache_key(const struct httpd_req *r, char *out, size_t outlen)
 }
 
 /* The request's values for a Vary list, '\n'-joined (absent = "\x01"). */
-static char *vary_values(const struct httpd_req *r, const char *vary)
+char *edge_cache__vary_values(const struct httpd_req *r, const char *vary)
 {
     struct buf b = BUF_INIT;
     const char *p = vary;
@@ -514,20 +281,18 @@ static char *vary_values(const struct httpd_req *r, const char *vary)
     return buf_steal(&b);
 }
 
-static struct edge_cache_obj *disk_lookup(struct edge_cache_store *cs, const char *key, size_t keylen,
-                                const struct httpd_req *r, uint64_t h);
 
 struct edge_cache_obj *edge_cache_lookup(struct edge_cache_store *cs, const char *key, size_t keylen,
                           const struct httpd_req *r)
 {
-    uint64_t h = key_hash(key, keylen);
+    uint64_t h = edge_cache__key_hash(key, keylen);
     struct edge_cache_obj *found = NULL;
     pthread_mutex_lock(&cs->lock);
     for (struct edge_cache_obj *o = cs->buckets[h % BUCKETS]; o; o = o->hnext) {
         if (o->h != h || o->keylen != keylen || memcmp(o->key, key, keylen) != 0)
             continue;
         if (o->vary) {
-            char *vals = vary_values(r, o->vary);
+            char *vals = edge_cache__vary_values(r, o->vary);
             bool match = vals && strcmp(vals, o->vary_vals) == 0;
             free(vals);
             if (!match)
@@ -543,7 +308,7 @@ struct edge_cache_obj *edge_cache_lookup(struct edge_cache_store *cs, const char
     }
     pthread_mutex_unlock(&cs->lock);
     if (!found && cs->disk_dir)
-        found = disk_lookup(cs, key, keylen, r, h);
+        found = edge_cache__disk_lookup(cs, key, keylen, r, h);
     return found;
 }
 
@@ -826,13 +591,13 @@ static int range_of(const struct httpd_req *r, const struct edge_cache_obj *o, u
 
 /* The stored fields of o, then Age, X-Cache and X-Request-Id; coding names the
  * content coding sent (NULL: identity). */
-static void serve_fields(struct httpd_req *r, const struct edge_cache_obj *o, bool not_modified, const char *coding,
+void edge_cache__serve_fields(struct httpd_req *r, const struct edge_cache_obj *o, bool not_modified, const char *coding,
                          const char *xcache, const char *request_id, time_t now)
 {
     bool have_vary = false;
     const char *p = o->hdrs, *end = o->hdrs + o->hdrs_len;
     struct strv name, val;
-    while (field_next(&p, end, &name, &val, NULL)) {
+    while (edge_cache__field_next(&p, end, &name, &val, NULL)) {
         /* a 304 carries only the fields that describe the representation */
         bool keep = !not_modified || strv_caseeq_cstr(name, "etag") || strv_caseeq_cstr(name, "cache-control") ||
                     strv_caseeq_cstr(name, "expires") || strv_caseeq_cstr(name, "vary") ||
@@ -881,7 +646,7 @@ void edge_cache_serve(struct httpd_req *r, struct edge_cache_obj *o, const char 
     int rr = o->status == 200 && !not_modified ? range_of(r, o, &from, &to) : 0;
     if (!not_modified && rr == 0 && o->status == 200)
         zv = variant_for(o, r, &coding);
-    serve_fields(r, o, not_modified, coding, xcache, request_id, now);
+    edge_cache__serve_fields(r, o, not_modified, coding, xcache, request_id, now);
     if (not_modified) {
         httpd_respond(r, 304, NULL, NULL, 0);
         return;
@@ -982,7 +747,7 @@ static bool surrogate_control(const struct http_header *h, size_t n, int64_t *ma
                 const char *plus = memchr(v.p, '+', v.n);
                 if (plus)
                     v.n = (size_t)(plus - v.p);
-                int64_t x = delta_seconds(v);
+                int64_t x = edge_cache__delta_seconds(v);
                 if (x >= 0)
                     *max_age = x;
             }
@@ -1107,7 +872,7 @@ struct edge_cache_fill *edge_cache_fill_begin(struct edge_cache_store *cs, const
         o->key[keylen] = '\0';
     }
     o->keylen = keylen;
-    o->h = key_hash(key, keylen);
+    o->h = edge_cache__key_hash(key, keylen);
     o->status = resp->status;
     o->no_cache = cc.no_cache;
     o->must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage >= 0;
@@ -1122,7 +887,7 @@ struct edge_cache_fill *edge_cache_fill_begin(struct edge_cache_store *cs, const
         for (char *p = v; p && *p; p++)
             *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
         o->vary = v;
-        o->vary_vals = v ? vary_values(r, v) : NULL;
+        o->vary_vals = v ? edge_cache__vary_values(r, v) : NULL;
     }
     buf_free(&vb);
     struct buf hb = BUF_INIT, tags = BUF_INIT;
@@ -1176,8 +941,6 @@ struct edge_cache_fill *edge_cache_fill_begin(struct edge_cache_store *cs, const
     return f;
 }
 
-static void stream_end(struct edge_cache_stream *st, int state);
-static void stream_append(struct edge_cache_stream *st, const void *p, size_t n);
 
 void edge_cache_fill_data(struct edge_cache_fill *f, const void *p, size_t n)
 {
@@ -1186,11 +949,11 @@ void edge_cache_fill_data(struct edge_cache_fill *f, const void *p, size_t n)
     if (buf_used(&f->body) + n > f->cs->max_object || buf_append(&f->body, p, n)) {
         f->failed = true;
         buf_free(&f->body);
-        stream_end(f->st, ST_FAILED);
+        edge_cache__stream_end(f->st, ST_FAILED);
         return;
     }
     if (f->st)
-        stream_append(f->st, p, n);
+        edge_cache__stream_append(f->st, p, n);
 }
 
 void edge_cache_fill_abort(struct edge_cache_fill **pf)
@@ -1200,7 +963,7 @@ void edge_cache_fill_abort(struct edge_cache_fill **pf)
         return;
     buf_free(&f->body);
     if (f->st) {
-        stream_end(f->st, ST_FAILED);
+        edge_cache__stream_end(f->st, ST_FAILED);
         edge_cache_stream_put(f->st);
     }
     if (f->o)
@@ -1209,18 +972,16 @@ void edge_cache_fill_abort(struct edge_cache_fill **pf)
     *pf = NULL;
 }
 
-static void disk_store(struct edge_cache_store *cs, const struct edge_cache_obj *o);
 
 /* Inserts o, replacing what it supersedes (same key and Vary values), and
  * writes it to the disk tier unless it came from there. */
-static void insert_ex(struct edge_cache_store *cs, struct edge_cache_obj *o, bool to_disk);
 
 static void insert(struct edge_cache_store *cs, struct edge_cache_obj *o)
 {
-    insert_ex(cs, o, true);
+    edge_cache__insert_ex(cs, o, true);
 }
 
-static void insert_ex(struct edge_cache_store *cs, struct edge_cache_obj *o, bool to_disk)
+void edge_cache__insert_ex(struct edge_cache_store *cs, struct edge_cache_obj *o, bool to_disk)
 {
     o->size = sizeof(*o) + o->keylen + o->hdrs_len + o->body_len + (o->vary ? strlen(o->vary) * 2 : 0);
     pthread_mutex_lock(&cs->lock);
@@ -1243,7 +1004,7 @@ static void insert_ex(struct edge_cache_store *cs, struct edge_cache_obj *o, boo
     cs->count++;
     evict(cs);
     if (to_disk && cs->disk_dir)
-        disk_store(cs, o);
+        edge_cache__disk_store(cs, o);
     pthread_mutex_unlock(&cs->lock);
 }
 
@@ -1264,7 +1025,7 @@ void edge_cache_fill_commit(struct edge_cache_fill **pf)
         /* the readers have all of it in the stream (a body that fell short of
          * its declared length is not stored either) */
         bool whole = o->body_len == f->st->cap;
-        stream_end(f->st, whole ? ST_DONE : ST_FAILED);
+        edge_cache__stream_end(f->st, whole ? ST_DONE : ST_FAILED);
         edge_cache_stream_put(f->st);
         if (!whole) {
             free(o->body);
@@ -1302,7 +1063,7 @@ struct edge_cache_obj *edge_cache_refresh(struct edge_cache_store *cs, struct ed
     struct buf hb = BUF_INIT;
     const char *p = old->hdrs, *end = old->hdrs + old->hdrs_len;
     struct strv name, val, line;
-    while (field_next(&p, end, &name, &val, &line)) {
+    while (edge_cache__field_next(&p, end, &name, &val, &line)) {
         bool replaced = false;
         for (size_t i = 0; i < resp->nheaders && !replaced; i++)
             replaced = strv_caseeq(resp->headers[i].name, name) && updatable_field(name);
@@ -1326,7 +1087,7 @@ struct edge_cache_obj *edge_cache_refresh(struct edge_cache_store *cs, struct ed
     size_t mhl = mh ? strlen(mh) : 0;
     const char *q = mh, *qe = mh ? mh + mhl : NULL;
     while (q && merged.nheaders < HTTP_MAX_HEADERS &&
-           field_next(&q, qe, &merged.headers[merged.nheaders].name,
+           edge_cache__field_next(&q, qe, &merged.headers[merged.nheaders].name,
                       &merged.headers[merged.nheaders].value, NULL))
         merged.nheaders++;
     struct edge_cache_cc cc;
@@ -1360,7 +1121,7 @@ struct edge_cache_obj *edge_cache_refresh(struct edge_cache_store *cs, struct ed
     o->tags = old->tags ? strdup(old->tags) : NULL;
     o->compressible = old->compressible;
     if (!o->key || !o->hdrs || !o->body) {
-        obj_free(o);
+        edge_cache__obj_free(o);
         return NULL;
     }
     insert(cs, o);
@@ -1369,16 +1130,14 @@ struct edge_cache_obj *edge_cache_refresh(struct edge_cache_store *cs, struct ed
 
 /* ---- purging ---- */
 
-static size_t disk_purge(struct edge_cache_store *cs, const char *key, size_t keylen, const char *host,
-                         const char *prefix, const char *tag, bool all);
 
 size_t edge_cache_purge_key(struct edge_cache_store *cs, const char *key, size_t keylen)
 {
-    uint64_t h = key_hash(key, keylen);
+    uint64_t h = edge_cache__key_hash(key, keylen);
     size_t n = 0;
     pthread_mutex_lock(&cs->lock);
     if (cs->disk_dir)
-        disk_purge(cs, key, keylen, NULL, NULL, NULL, false);
+        edge_cache__disk_purge(cs, key, keylen, NULL, NULL, NULL, false);
     for (struct edge_cache_obj *o = cs->buckets[h % BUCKETS], *next; o; o = next) {
         next = o->hnext;
         if (o->h == h && o->keylen == keylen && memcmp(o->key, key, keylen) == 0) {
@@ -1390,7 +1149,7 @@ size_t edge_cache_purge_key(struct edge_cache_store *cs, const char *key, size_t
     return n;
 }
 
-static bool has_tag(const char *tags, const char *tag)
+bool edge_cache__has_tag(const char *tags, const char *tag)
 {
     size_t tl = strlen(tag);
     for (const char *p = tags; p && *p;) {
@@ -1410,7 +1169,7 @@ size_t edge_cache_purge(struct edge_cache_store *cs, const char *host, const cha
     size_t n = 0, hl = host ? strlen(host) : 0, pl = prefix ? strlen(prefix) : 0;
     pthread_mutex_lock(&cs->lock);
     if (cs->disk_dir)
-        disk_purge(cs, NULL, 0, host, prefix, tag, all);
+        edge_cache__disk_purge(cs, NULL, 0, host, prefix, tag, all);
     for (size_t b = 0; b < BUCKETS; b++) {
         for (struct edge_cache_obj *o = cs->buckets[b], *next; o; o = next) {
             next = o->hnext;
@@ -1418,7 +1177,7 @@ size_t edge_cache_purge(struct edge_cache_store *cs, const char *host, const cha
             const char *target = nl ? nl + 1 : o->key;
             bool hit = all;
             if (!hit && tag)
-                hit = has_tag(o->tags, tag);
+                hit = edge_cache__has_tag(o->tags, tag);
             if (!hit && prefix)
                 hit = strncmp(target, prefix, pl) == 0 &&
                       (!host || (nl && (size_t)(nl - o->key) == hl && strncasecmp(o->key, host, hl) == 0));
@@ -1441,681 +1200,4 @@ size_t edge_cache_store_count(struct edge_cache_store *cs)
 size_t edge_cache_store_bytes(struct edge_cache_store *cs)
 {
     return __atomic_load_n(&cs->used, __ATOMIC_RELAXED);
-}
-
-/* ---- coalescing ---- */
-
-/* Takes w off a list of waiters if it is there; the caller holds the list's lock. */
-static void unlist_waiter(struct edge_cache_waiter **list, struct edge_cache_waiter *w)
-{
-    for (struct edge_cache_waiter **pp = list; *pp; pp = &(*pp)->next)
-        if (*pp == w) {
-            *pp = w->next;
-            return;
-        }
-}
-
-/* Takes a list of waiters for posting; the caller holds the list's lock. */
-static struct edge_cache_waiter *take_waiters(struct edge_cache_waiter **list)
-{
-    struct edge_cache_waiter *ws = *list;
-    *list = NULL;
-    for (struct edge_cache_waiter *w = ws; w; w = w->next)
-        w->posted = true;
-    return ws;
-}
-
-/* Runs each taken waiter's callback on its own loop. */
-static void post_waiters(pthread_mutex_t *lock, struct edge_cache_waiter *ws)
-{
-    while (ws) {
-        struct edge_cache_waiter *next = ws->next;
-        if (loop_post(ws->loop, ws->cb, ws->arg)) {
-            /* out of memory: the waiter's own timeout will let it go on */
-            pthread_mutex_lock(lock);
-            ws->posted = false;
-            pthread_mutex_unlock(lock);
-        }
-        ws = next;
-    }
-}
-
-static struct inflight *inflight_find(struct edge_cache_store *cs, const char *key, size_t keylen)
-{
-    uint64_t h = key_hash(key, keylen);
-    for (struct inflight *f = cs->fills; f; f = f->next)
-        if (f->h == h && f->keylen == keylen && memcmp(f->key, key, keylen) == 0)
-            return f;
-    return NULL;
-}
-
-bool edge_cache_coalesce(struct edge_cache_store *cs, const char *key, size_t keylen, struct edge_cache_waiter *w)
-{
-    uint64_t h = key_hash(key, keylen);
-    pthread_mutex_lock(&cs->lock);
-    for (struct inflight *f = cs->fills; f; f = f->next) {
-        if (f->h == h && f->keylen == keylen && memcmp(f->key, key, keylen) == 0) {
-            w->posted = w->canceled = false;
-            w->next = f->waiters;
-            f->waiters = w;
-            /* its response is already being shared: join at once */
-            struct edge_cache_waiter *ws = f->st ? take_waiters(&f->waiters) : NULL;
-            pthread_mutex_unlock(&cs->lock);
-            post_waiters(&cs->lock, ws);
-            return false;
-        }
-    }
-    struct inflight *f = calloc(1, sizeof(*f));
-    if (f && (f->key = malloc(keylen + 1))) {
-        memcpy(f->key, key, keylen);
-        f->key[keylen] = '\0';
-        f->keylen = keylen;
-        f->h = h;
-        f->next = cs->fills;
-        cs->fills = f;
-    } else {
-        free(f);    /* no memory: fetch without coalescing */
-    }
-    pthread_mutex_unlock(&cs->lock);
-    return true;
-}
-
-void edge_cache_coalesce_done(struct edge_cache_store *cs, const char *key, size_t keylen)
-{
-    uint64_t h = key_hash(key, keylen);
-    struct edge_cache_waiter *ws = NULL;
-    struct edge_cache_stream *st = NULL;
-    pthread_mutex_lock(&cs->lock);
-    for (struct inflight **pp = &cs->fills; *pp; pp = &(*pp)->next) {
-        struct inflight *f = *pp;
-        if (f->h == h && f->keylen == keylen && memcmp(f->key, key, keylen) == 0) {
-            *pp = f->next;
-            ws = take_waiters(&f->waiters);
-            st = f->st;
-            free(f->key);
-            free(f);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&cs->lock);
-    post_waiters(&cs->lock, ws);
-    edge_cache_stream_put(st);
-}
-
-/* ---- sharing a response while it is stored ---- */
-
-void edge_cache_fill_share(struct edge_cache_fill *f, const char *key, size_t keylen, uint64_t length)
-{
-    if (!f || f->st || f->failed || !length || length > f->cs->max_object)
-        return;
-    struct edge_cache_stream *st = calloc(1, sizeof(*st));
-    if (!st || !(st->body = malloc(length))) {
-        free(st);
-        return;
-    }
-    pthread_mutex_init(&st->lock, NULL);
-    st->refs = 2;           /* the fill's and the coalescing entry's */
-    st->cap = length;
-    st->o = f->o;
-    edge_cache_obj_get(f->o);
-    struct edge_cache_store *cs = f->cs;
-    pthread_mutex_lock(&cs->lock);
-    struct inflight *inf = inflight_find(cs, key, keylen);
-    struct edge_cache_waiter *ws = NULL;
-    bool shared = inf && !inf->st;
-    if (shared) {
-        inf->st = st;
-        ws = take_waiters(&inf->waiters);
-    }
-    pthread_mutex_unlock(&cs->lock);
-    if (!shared) {
-        st->refs = 1;
-        edge_cache_stream_put(st);
-        return;
-    }
-    /* what arrived with the head is copied by the fill's next data */
-    f->st = st;
-    if (buf_used(&f->body))
-        stream_append(st, buf_head(&f->body), buf_used(&f->body));
-    post_waiters(&cs->lock, ws);
-}
-
-bool edge_cache_fill_shared(const struct edge_cache_fill *f)
-{
-    return f && f->st;
-}
-
-static void stream_append(struct edge_cache_stream *st, const void *p, size_t n)
-{
-    pthread_mutex_lock(&st->lock);
-    struct edge_cache_waiter *ws = NULL;
-    if (st->state == ST_FILLING) {
-        if (n > st->cap - st->len) {
-            st->state = ST_FAILED;     /* more than the origin declared */
-        } else {
-            memcpy(st->body + st->len, p, n);
-            st->len += n;
-        }
-        ws = take_waiters(&st->subs);
-    }
-    pthread_mutex_unlock(&st->lock);
-    post_waiters(&st->lock, ws);
-}
-
-static void stream_end(struct edge_cache_stream *st, int state)
-{
-    if (!st)
-        return;
-    pthread_mutex_lock(&st->lock);
-    struct edge_cache_waiter *ws = NULL;
-    if (st->state == ST_FILLING) {
-        st->state = state;
-        ws = take_waiters(&st->subs);
-    }
-    pthread_mutex_unlock(&st->lock);
-    post_waiters(&st->lock, ws);
-}
-
-void edge_cache_stream_put(struct edge_cache_stream *st)
-{
-    if (!st || __atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) != 0)
-        return;
-    pthread_mutex_destroy(&st->lock);
-    edge_cache_obj_put(st->o);
-    free(st->body);
-    free(st);
-}
-
-struct edge_cache_stream *edge_cache_stream_find(struct edge_cache_store *cs, const char *key, size_t keylen,
-                                       const struct httpd_req *r)
-{
-    struct httpd_req *rq = (struct httpd_req *)r;
-    if (!strv_eq_cstr(r->h.method, "GET") || httpd_req_header(rq, "range") ||
-        httpd_req_header(rq, "if-none-match") || httpd_req_header(rq, "if-modified-since"))
-        return NULL;
-    pthread_mutex_lock(&cs->lock);
-    struct inflight *inf = inflight_find(cs, key, keylen);
-    struct edge_cache_stream *st = inf ? inf->st : NULL;
-    if (st)
-        __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL);
-    pthread_mutex_unlock(&cs->lock);
-    if (!st)
-        return NULL;
-    /* the same variant, fresh for this request, as a stored hit would be */
-    const struct edge_cache_obj *o = st->o;
-    bool ok = o->status == 200;
-    if (ok && o->vary) {
-        char *vv = vary_values(r, o->vary);
-        ok = vv && strcmp(vv, o->vary_vals) == 0;
-        free(vv);
-    }
-    struct edge_cache_cc rcc;
-    edge_cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
-    if (!ok || !edge_cache_obj_fresh(o, &rcc, time(NULL))) {
-        edge_cache_stream_put(st);
-        return NULL;
-    }
-    return st;
-}
-
-void edge_cache_stream_head(struct httpd_req *r, const struct edge_cache_stream *st, const char *xcache,
-                       const char *request_id)
-{
-    r->no_default_headers = true;
-    serve_fields(r, st->o, false, NULL, xcache, request_id, time(NULL));
-    httpd_respond_start(r, st->o->status, NULL, (int64_t)st->cap);
-}
-
-size_t edge_cache_stream_length(const struct edge_cache_stream *st)
-{
-    return st->cap;
-}
-
-enum edge_cache_stream_rc edge_cache_stream_next(struct edge_cache_stream *st, size_t off, const char **p, size_t *n,
-                                       struct edge_cache_waiter *w)
-{
-    enum edge_cache_stream_rc rc;
-    pthread_mutex_lock(&st->lock);
-    if (off < st->len) {
-        *p = st->body + off;
-        *n = st->len - off;
-        rc = CACHE_STREAM_DATA;
-    } else if (st->state == ST_DONE && st->len == st->cap) {
-        rc = CACHE_STREAM_DONE;
-    } else if (st->state != ST_FILLING) {
-        rc = CACHE_STREAM_FAILED;
-    } else {
-        if (w) {
-            w->posted = w->canceled = false;
-            w->next = st->subs;
-            st->subs = w;
-        }
-        rc = CACHE_STREAM_WAIT;
-    }
-    pthread_mutex_unlock(&st->lock);
-    return rc;
-}
-
-bool edge_cache_stream_cancel(struct edge_cache_stream *st, struct edge_cache_waiter *w)
-{
-    bool removed = false;
-    pthread_mutex_lock(&st->lock);
-    if (!w->posted) {
-        removed = true;     /* listed or not, no callback will come */
-        unlist_waiter(&st->subs, w);
-    } else {
-        w->canceled = true;
-    }
-    pthread_mutex_unlock(&st->lock);
-    return removed;
-}
-
-bool edge_cache_waiter_cancel(struct edge_cache_store *cs, struct edge_cache_waiter *w)
-{
-    bool removed = false;
-    pthread_mutex_lock(&cs->lock);
-    if (!w->posted) {
-        removed = true;     /* listed or not, no callback will come */
-        for (struct inflight *f = cs->fills; f; f = f->next)
-            unlist_waiter(&f->waiters, w);
-    } else {
-        w->canceled = true;
-    }
-    pthread_mutex_unlock(&cs->lock);
-    return removed;
-}
-
-void edge_cache_background_result(struct edge_cache_store *cs, struct edge_cache_obj *o, int status,
-                             const struct http_header *headers, size_t nheaders, struct strv body,
-                             const struct http_header *req_headers, size_t nreq, time_t request_time)
-{
-    struct http_response resp;
-    memset(&resp, 0, sizeof(resp));
-    resp.status = status;
-    resp.content_length = -1;
-    for (size_t i = 0; i < nheaders && i < HTTP_MAX_HEADERS; i++)
-        resp.headers[resp.nheaders++] = headers[i];
-    if (status == 304) {
-        struct edge_cache_obj *fresh = edge_cache_refresh(cs, o, &resp, request_time);
-        if (fresh)
-            edge_cache_obj_put(fresh);
-        return;
-    }
-    /* a stand-in request with the fields the object varies on */
-    struct httpd_req *r = calloc(1, sizeof(*r));
-    if (!r)
-        return;
-    r->h.method = STRV("GET");
-    for (size_t i = 0; i < nreq && i < HTTP_MAX_HEADERS; i++)
-        r->h.headers[r->h.nheaders++] = req_headers[i];
-    struct edge_cache_fill *f = edge_cache_fill_begin(cs, o->key, o->keylen, r, &resp, request_time);
-    if (f) {
-        edge_cache_fill_data(f, body.p, body.n);
-        edge_cache_fill_commit(&f);
-    } else {
-        edge_cache_purge_key(cs, o->key, o->keylen);     /* no longer storable: drop the old one */
-    }
-    free(r);
-}
-
-/* ---- the disk tier ----
- *
- * Every stored object is also written to a file in disk_dir (write to a temporary
- * name, then rename, so a crash leaves whole files or none), named by the hashes of
- * its key and Vary values. An index of the files (key, Vary values, tags, size) is
- * kept in memory and rebuilt from the files' headers at start, so the cache survives
- * a restart; a memory miss that the index knows reads the file back into memory.
- * The oldest files go when the tier is over its budget. Purges remove files too.
- */
-
-#define DISK_MAGIC "CAIRNCACHE1"
-
-struct dentry {
-    uint64_t h;
-    char *key;
-    size_t keylen;
-    char *vary, *vary_vals, *tags;
-    uint64_t size;
-    char name[48];
-    struct dentry *hnext, *fnext, *fprev;
-};
-
-static void dentry_free(struct dentry *d)
-{
-    free(d->key);
-    free(d->vary);
-    free(d->vary_vals);
-    free(d->tags);
-    free(d);
-}
-
-static void dfifo_unlink(struct edge_cache_store *cs, struct dentry *d)
-{
-    if (d->fprev)
-        d->fprev->fnext = d->fnext;
-    else
-        cs->dfifo_head = d->fnext;
-    if (d->fnext)
-        d->fnext->fprev = d->fprev;
-    else
-        cs->dfifo_tail = d->fprev;
-}
-
-/* Removes a file and its index entry (lock held). */
-static void disk_drop(struct edge_cache_store *cs, struct dentry *d)
-{
-    struct dentry **pp = &cs->dbuckets[d->h % BUCKETS];
-    while (*pp && *pp != d)
-        pp = &(*pp)->hnext;
-    if (*pp)
-        *pp = d->hnext;
-    dfifo_unlink(cs, d);
-    cs->disk_used -= d->size;
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/%s", cs->disk_dir, d->name);
-    unlink(path);
-    dentry_free(d);
-}
-
-static void disk_index_add(struct edge_cache_store *cs, struct dentry *d)
-{
-    d->hnext = cs->dbuckets[d->h % BUCKETS];
-    cs->dbuckets[d->h % BUCKETS] = d;
-    d->fprev = NULL;
-    d->fnext = cs->dfifo_head;
-    if (cs->dfifo_head)
-        cs->dfifo_head->fprev = d;
-    else
-        cs->dfifo_tail = d;
-    cs->dfifo_head = d;
-    cs->disk_used += d->size;
-    while (cs->disk_used > cs->disk_budget && cs->dfifo_tail && cs->dfifo_tail != d)
-        disk_drop(cs, cs->dfifo_tail);
-}
-
-static void disk_index_free(struct edge_cache_store *cs)
-{
-    while (cs->dfifo_head) {
-        struct dentry *d = cs->dfifo_head;
-        cs->dfifo_head = d->fnext;
-        dentry_free(d);
-    }
-    memset(cs->dbuckets, 0, sizeof(cs->dbuckets));
-    cs->dfifo_tail = NULL;
-    cs->disk_used = 0;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-#define SLEN(x) ((x) ? strlen(x) : 0)
-
-/* Writes o's file and indexes it (lock held). */
-static void disk_store(struct edge_cache_store *cs, const struct edge_cache_obj *o)
-{
-    char name[48], path[4200], tmp[4300];
-    uint64_t vh = o->vary_vals ? key_hash(o->vary_vals, strlen(o->vary_vals)) : 0;
-    snprintf(name, sizeof(name), "%016llx-%016llx.obj", (unsigned long long)o->h, (unsigned long long)vh);
-    snprintf(path, sizeof(path), "%s/%s", cs->disk_dir, name);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return;
-    char head[512];
-    int hl = snprintf(head, sizeof(head), DISK_MAGIC " %d %lld %lld %lld %d %d %lld %lld %d %zu %zu %zu %zu %zu %zu %zu %zu\n",
-                      o->status, (long long)o->response_time, (long long)o->initial_age,
-                      (long long)o->lifetime, o->no_cache, o->must_revalidate, (long long)o->swr,
-                      (long long)o->sie, o->compressible, o->keylen, SLEN(o->vary), SLEN(o->vary_vals),
-                      o->hdrs_len, SLEN(o->etag), SLEN(o->last_modified), SLEN(o->tags), o->body_len);
-    const char *parts[] = { o->key, o->vary, o->vary_vals, o->hdrs, o->etag, o->last_modified, o->tags, o->body };
-    size_t lens[] = { o->keylen, SLEN(o->vary), SLEN(o->vary_vals), o->hdrs_len, SLEN(o->etag),
-                      SLEN(o->last_modified), SLEN(o->tags), o->body_len };
-    int bad = write_all(fd, head, (size_t)hl);
-    for (size_t i = 0; i < ARRAY_SIZE(parts) && !bad; i++)
-        if (lens[i])
-            bad = write_all(fd, parts[i], lens[i]);
-    close(fd);
-    if (bad || rename(tmp, path) == -1) {
-        unlink(tmp);
-        return;
-    }
-    /* replace an index entry of the same name */
-    for (struct dentry *d = cs->dbuckets[o->h % BUCKETS]; d; d = d->hnext)
-        if (strcmp(d->name, name) == 0) {
-            /* the file was just overwritten: forget the entry, not the file */
-            struct dentry **pp = &cs->dbuckets[d->h % BUCKETS];
-            while (*pp != d)
-                pp = &(*pp)->hnext;
-            *pp = d->hnext;
-            dfifo_unlink(cs, d);
-            cs->disk_used -= d->size;
-            dentry_free(d);
-            break;
-        }
-    struct dentry *d = calloc(1, sizeof(*d));
-    if (!d)
-        return;
-    d->h = o->h;
-    d->key = malloc(o->keylen + 1);
-    if (d->key) {
-        memcpy(d->key, o->key, o->keylen);
-        d->key[o->keylen] = '\0';
-    }
-    d->keylen = o->keylen;
-    d->vary = o->vary ? strdup(o->vary) : NULL;
-    d->vary_vals = o->vary_vals ? strdup(o->vary_vals) : NULL;
-    d->tags = o->tags ? strdup(o->tags) : NULL;
-    d->size = (uint64_t)hl + o->keylen + o->hdrs_len + o->body_len + 256;
-    snprintf(d->name, sizeof(d->name), "%s", name);
-    if (!d->key) {
-        dentry_free(d);
-        return;
-    }
-    disk_index_add(cs, d);
-}
-
-struct disk_head {
-    int status, no_cache, must_revalidate, compressible;
-    long long response_time, initial_age, lifetime, swr, sie;
-    size_t len[8];
-};
-
-static int read_head(FILE *f, struct disk_head *h)
-{
-    char magic[16];
-    if (fscanf(f, "%15s %d %lld %lld %lld %d %d %lld %lld %d %zu %zu %zu %zu %zu %zu %zu %zu", magic,
-               &h->status, &h->response_time, &h->initial_age, &h->lifetime, &h->no_cache,
-               &h->must_revalidate, &h->swr, &h->sie, &h->compressible, &h->len[0], &h->len[1],
-               &h->len[2], &h->len[3], &h->len[4], &h->len[5], &h->len[6], &h->len[7]) != 18 ||
-        strcmp(magic, DISK_MAGIC) != 0 || fgetc(f) != '\n')
-        return -1;
-    for (int i = 0; i < 8; i++)
-        if (h->len[i] > (64u << 20))
-            return -1;
-    return 0;
-}
-
-static char *read_part(FILE *f, size_t n, bool keep)
-{
-    if (!n)
-        return NULL;
-    char *p = malloc(n + 1);
-    if (!p)
-        return NULL;
-    if (fread(p, 1, n, f) != n) {
-        free(p);
-        return NULL;
-    }
-    p[n] = '\0';
-    if (!keep) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-/* Builds the index from the files at start; damaged or foreign files are removed. */
-int edge_cache_store_open_disk(struct edge_cache_store *cs, const char *dir, uint64_t budget)
-{
-    if (cairn_mkdir_p(dir, 0700))
-        return -errno;
-    cs->disk_dir = strdup(dir);
-    cs->disk_budget = budget;
-    if (!cs->disk_dir)
-        return -ENOMEM;
-    DIR *dd = opendir(dir);
-    if (!dd)
-        return -errno;
-    struct dirent *de;
-    size_t n = 0;
-    while ((de = readdir(dd))) {
-        size_t l = strlen(de->d_name);
-        char path[4200];
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        if (l > 4 && strcmp(de->d_name + l - 4, ".tmp") == 0) {
-            unlink(path);   /* an interrupted write */
-            continue;
-        }
-        if (l < 5 || strcmp(de->d_name + l - 4, ".obj") != 0 || l >= 48)
-            continue;
-        FILE *f = fopen(path, "rb");
-        struct disk_head h;
-        if (!f)
-            continue;
-        struct dentry *d = calloc(1, sizeof(*d));
-        bool ok = d && read_head(f, &h) == 0;
-        if (ok) {
-            d->key = read_part(f, h.len[0], true);
-            d->vary = read_part(f, h.len[1], true);
-            d->vary_vals = read_part(f, h.len[2], true);
-            read_part(f, h.len[3], false);
-            read_part(f, h.len[4], false);
-            read_part(f, h.len[5], false);
-            d->tags = read_part(f, h.len[6], true);
-            d->keylen = h.len[0];
-            ok = d->key != NULL;
-            struct stat sb;
-            d->size = fstat(fileno(f), &sb) == 0 ? (uint64_t)sb.st_size : 0;
-        }
-        fclose(f);
-        if (!ok) {
-            if (d)
-                dentry_free(d);
-            unlink(path);
-            continue;
-        }
-        d->h = key_hash(d->key, d->keylen);
-        snprintf(d->name, sizeof(d->name), "%s", de->d_name);
-        disk_index_add(cs, d);
-        n++;
-    }
-    closedir(dd);
-    log_info("cache disk tier", "cache", cs->label, "dir", dir, "objects", log_int((long long)n),
-             "bytes", log_int((long long)cs->disk_used));
-    return 0;
-}
-
-/* Reads a file back into a memory object (refs: the store's and the caller's). */
-static struct edge_cache_obj *disk_read(struct edge_cache_store *cs, const char *name)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/%s", cs->disk_dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    struct disk_head h;
-    struct edge_cache_obj *o = calloc(1, sizeof(*o));
-    if (!o || read_head(f, &h)) {
-        free(o);
-        fclose(f);
-        return NULL;
-    }
-    o->refs = 2;
-    o->cs = cs;
-    o->status = h.status;
-    o->response_time = (time_t)h.response_time;
-    o->initial_age = h.initial_age;
-    o->lifetime = h.lifetime;
-    o->no_cache = h.no_cache;
-    o->must_revalidate = h.must_revalidate;
-    o->swr = h.swr;
-    o->sie = h.sie;
-    o->compressible = h.compressible;
-    o->key = read_part(f, h.len[0], true);
-    o->keylen = h.len[0];
-    o->vary = read_part(f, h.len[1], true);
-    o->vary_vals = read_part(f, h.len[2], true);
-    o->hdrs = read_part(f, h.len[3], true);
-    o->hdrs_len = h.len[3];
-    o->etag = read_part(f, h.len[4], true);
-    o->last_modified = read_part(f, h.len[5], true);
-    o->tags = read_part(f, h.len[6], true);
-    o->body = h.len[7] ? read_part(f, h.len[7], true) : calloc(1, 1);
-    o->body_len = h.len[7];
-    fclose(f);
-    if (!o->key || !o->hdrs || !o->body || (h.len[1] && !o->vary) || (h.len[2] && !o->vary_vals)) {
-        obj_free(o);
-        return NULL;
-    }
-    o->h = key_hash(o->key, o->keylen);
-    return o;
-}
-
-static struct edge_cache_obj *disk_lookup(struct edge_cache_store *cs, const char *key, size_t keylen,
-                                const struct httpd_req *r, uint64_t h)
-{
-    char name[48] = "";
-    pthread_mutex_lock(&cs->lock);
-    for (struct dentry *d = cs->dbuckets[h % BUCKETS]; d && !name[0]; d = d->hnext) {
-        if (d->h != h || d->keylen != keylen || memcmp(d->key, key, keylen) != 0)
-            continue;
-        if (d->vary) {
-            char *vals = vary_values(r, d->vary);
-            bool match = vals && d->vary_vals && strcmp(vals, d->vary_vals) == 0;
-            free(vals);
-            if (!match)
-                continue;
-        }
-        snprintf(name, sizeof(name), "%s", d->name);
-    }
-    pthread_mutex_unlock(&cs->lock);
-    if (!name[0])
-        return NULL;
-    struct edge_cache_obj *o = disk_read(cs, name);
-    if (!o)
-        return NULL;
-    insert_ex(cs, o, false);    /* back in memory; the file is already there */
-    return o;
-}
-
-static size_t disk_purge(struct edge_cache_store *cs, const char *key, size_t keylen, const char *host,
-                         const char *prefix, const char *tag, bool all)
-{
-    size_t n = 0, hl = host ? strlen(host) : 0, pl = prefix ? strlen(prefix) : 0;
-    for (struct dentry *d = cs->dfifo_head, *next; d; d = next) {
-        next = d->fnext;
-        const char *nl = memchr(d->key, '\n', d->keylen);
-        const char *target = nl ? nl + 1 : d->key;
-        bool hit = all || (key && d->keylen == keylen && memcmp(d->key, key, keylen) == 0) ||
-                   (tag && d->tags && has_tag(d->tags, tag)) ||
-                   (prefix && strncmp(target, prefix, pl) == 0 &&
-                    (!host || (nl && (size_t)(nl - d->key) == hl && strncasecmp(d->key, host, hl) == 0)));
-        if (hit) {
-            disk_drop(cs, d);
-            n++;
-        }
-    }
-    return n;
 }
