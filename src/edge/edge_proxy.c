@@ -15,7 +15,7 @@
  * server, which never takes out more than eject.max_percent of a backend; with
  * every server down or ejected the backend is in panic mode (edge__pick).
  */
-#include "edge_internal.h"
+#include "edge_proxy.h"
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include "edge_cache.h"
@@ -30,81 +30,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define PAUSE_BYTES (256u << 10)
-#define MAX_IDLE_PER_SERVER 64
-
-enum up_state { UP_CONNECTING, UP_HANDSHAKE, UP_ACTIVE, UP_IDLE, UP_CLOSED };
-enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
-
-struct proxy_req;
-
-struct up_conn {
-    struct edge_gen *gen;           /* slot numbering belongs to this generation */
-    struct loop_io io;
-    struct loop_timer timer;        /* idle timeout in the pool */
-    struct loop_defer defer;
-    struct edge_worker *w;
-    struct edge_server *srv;
-    size_t slot;
-    SSL *ssl;                       /* TLS towards the server */
-    enum up_state state;
-    struct buf wbuf, rbuf, body;
-    struct http1_scan scan;
-    struct http_response resp;
-    struct http1_chunked ch;
-    bool head_done, reused, got_bytes;
-    bool peer_closed;               /* EPOLLRDHUP seen: read to the end, short reads or not */
-    size_t head_len;
-    enum body_mode mode;
-    uint64_t remaining;
-    struct proxy_req *pr;
-    struct up_conn *next;
-};
-
-struct proxy_req {
-    struct httpd_req *r;
-    const struct edge_listener *listener;
-    struct edge_worker *w;
-    struct edge_gen *gen;
-    const struct edge_route *route;
-    struct edge_backend *b;
-    struct edge_server *srv;
-    struct up_conn *uc;
-    struct loop_timer timer;        /* response timeout */
-    struct buf req;                 /* the request as sent upstream */
-    int attempts;
-    bool idempotent, head_sent, paused;
-    bool upgrade;                   /* Connection: upgrade + Upgrade were forwarded */
-    bool retrying;                  /* counted in the backend's retries_active */
-    bool dead_pooled;               /* the last attempt met a pooled connection already closed */
-    bool queued;
-    struct proxy_req *qnext, *qprev;
-    /* cache */
-    struct edge_cache_store *cache;      /* the route's store when this GET/HEAD may be stored */
-    const char *xcache;             /* X-Cache value to send, or NULL */
-    struct edge_cache_obj *reval;             /* stale object being revalidated */
-    struct edge_cache_obj *stale;             /* stale object allowed to stand in if the origin fails */
-    struct edge_cache_fill *fill;
-    bool invalidate;                /* unsafe method: purge the key after success */
-    char *inv_loc[2];               /* its Location and Content-Location, copied */
-    bool filling;                   /* this request fetches for coalesced waiters */
-    bool coalesced;                 /* it waited once already: no second wait */
-    struct edge_cache_waiter *waiter;    /* while waiting for another request's fetch or its data */
-    struct edge_cache_stream *st;        /* the response another request is storing, sent from there */
-    size_t st_off;                  /* how much of it was sent */
-    bool pumping;
-    bool detached;                  /* the client left; fetching on for others (r is NULL) */
-    struct proxy_req *dnext, *dprev;
-    time_t req_wall;
-    char key[1100];
-    size_t keylen;
-    uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
-    uint64_t t_start, t_connect, t_first;
-    uint64_t t_queued, queue_ns;    /* time spent waiting in the queue */
-    uint64_t bytes;
-    int status;
-    char request_id[40];
-};
 
 static void up_event(struct loop_io *io, uint32_t events);
 static void try_send(struct proxy_req *pr);
@@ -166,7 +91,7 @@ static const struct edge_route *match_route(const struct edge_conf *c, const str
     return NULL;
 }
 
-static void simple_reply(struct httpd_req *r, int status, const char *msg)
+void edge__simple_reply(struct httpd_req *r, int status, const char *msg)
 {
     char body[160];
     int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, http_status_reason(status), msg);
@@ -174,7 +99,7 @@ static void simple_reply(struct httpd_req *r, int status, const char *msg)
     httpd_respond(r, status, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
-static void count_request(struct edge_gen *g, const struct edge_route *rt, int status)
+void edge__count_request(struct edge_gen *g, const struct edge_route *rt, int status)
 {
     struct edge *e = g->e;
     static const char *const codes[] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
@@ -291,7 +216,7 @@ static double load_of(const struct edge_server *s)
 
 /* The hash key of a request: the configured header or cookie, else the client IP
  * (written into ip). */
-static struct strv hash_key_of(const struct edge_backend *b, struct httpd_req *r, char *ip, size_t iplen)
+struct strv edge__hash_key_of(const struct edge_backend *b, struct httpd_req *r, char *ip, size_t iplen)
 {
     struct strv key = STRV_NULL;
     if (b->hash_key == HASH_HEADER) {
@@ -445,7 +370,7 @@ struct edge_server *edge__pick(struct edge_backend *b, struct edge_worker *w, co
 static struct edge_server *pick(struct proxy_req *pr)
 {
     char ip[64];
-    struct strv key = pr->b->balance == BAL_HASH ? hash_key_of(pr->b, pr->r, ip, sizeof(ip)) : STRV_NULL;
+    struct strv key = pr->b->balance == BAL_HASH ? edge__hash_key_of(pr->b, pr->r, ip, sizeof(ip)) : STRV_NULL;
     return edge__pick(pr->b, pr->w, pr->tried, key);
 }
 
@@ -583,7 +508,7 @@ static struct up_conn *up_get(struct proxy_req *pr, int *err)
     return uc;
 }
 
-static void up_release(struct up_conn *uc, bool reusable)
+void edge__up_release(struct up_conn *uc, bool reusable)
 {
     uc->pr = NULL;
     if (!reusable || uc->state != UP_ACTIVE || uc->gen != uc->w->gen) {
@@ -609,20 +534,20 @@ static void up_release(struct up_conn *uc, bool reusable)
 
 /* ---- request lifecycle ---- */
 
-static void pr_free(struct proxy_req *pr)
+void edge__pr_free(struct proxy_req *pr)
 {
-    free(pr->inv_loc[0]);
-    free(pr->inv_loc[1]);
-    edge_cache_fill_abort(&pr->fill);
-    if (pr->stale)
-        edge_cache_obj_put(pr->stale);
-    if (pr->filling) {
-        pr->filling = false;
-        edge_cache_coalesce_done(pr->gen->routes[pr->route->index].cache, pr->key, pr->keylen);
+    free(pr->c.inv_loc[0]);
+    free(pr->c.inv_loc[1]);
+    edge_cache_fill_abort(&pr->c.fill);
+    if (pr->c.stale)
+        edge_cache_obj_put(pr->c.stale);
+    if (pr->c.filling) {
+        pr->c.filling = false;
+        edge_cache_coalesce_done(pr->gen->routes[pr->route->index].cache, pr->c.key, pr->c.keylen);
     }
-    if (pr->reval)
-        edge_cache_obj_put(pr->reval);
-    edge_cache_stream_put(pr->st);
+    if (pr->c.reval)
+        edge_cache_obj_put(pr->c.reval);
+    edge_cache_stream_put(pr->c.st);
     if (pr->detached) {
         if (pr->dprev)
             pr->dprev->dnext = pr->dnext;
@@ -651,7 +576,7 @@ static bool eject_allowed(const struct edge_backend *b, const struct edge_server
     return out * 100 <= (size_t)b->eject_max_percent * b->nservers;
 }
 
-static void server_result(struct proxy_req *pr, bool ok)
+void edge__server_result(struct proxy_req *pr, bool ok)
 {
     struct edge_server *s = pr->srv;
     struct edge_backend *b = pr->b;
@@ -681,7 +606,7 @@ static void server_result(struct proxy_req *pr, bool ok)
     }
 }
 
-static void access_log(struct proxy_req *pr, int status)
+void edge__access_log(struct proxy_req *pr, int status)
 {
     struct edge *e = pr->w->e;
     uint64_t now = cairn_now_ns();
@@ -705,12 +630,12 @@ static void access_log(struct proxy_req *pr, int status)
              log_int(pr->attempts), "t_queue_ms", log_dbl(queue_ms), "t_connect_ms", log_dbl(conn_ms),
              "t_first_byte_ms",
              log_dbl(first_ms), "t_total_ms", log_dbl((double)(now - pr->t_start) / 1e6),
-             "cache", pr->xcache ? pr->xcache : "-", "request_id", pr->request_id);
+             "cache", pr->c.xcache ? pr->c.xcache : "-", "request_id", pr->request_id);
 }
 
 static void queue_kick(struct edge_worker *w);
 
-static void finish_inflight(struct proxy_req *pr)
+void edge__finish_inflight(struct proxy_req *pr)
 {
     if (pr->srv) {
         __atomic_sub_fetch(&pr->srv->inflight, 1, __ATOMIC_RELAXED);
@@ -720,7 +645,7 @@ static void finish_inflight(struct proxy_req *pr)
 }
 
 /* Closes the request's server connection, if any (it cannot be reused midway). */
-static void drop_upstream(struct proxy_req *pr)
+void edge__drop_upstream(struct proxy_req *pr)
 {
     if (pr->uc) {
         pr->uc->pr = NULL;
@@ -732,27 +657,27 @@ static void drop_upstream(struct proxy_req *pr)
 static void queue_unlink(struct proxy_req *pr);
 
 /* The client went away (or the server stops): drop the upstream side. */
-static void pr_abort(struct httpd_req *r, void *arg)
+void edge__pr_abort(struct httpd_req *r, void *arg)
 {
     struct proxy_req *pr = arg;
     UNUSED(r);
     queue_unlink(pr);
-    if (pr->waiter) {
+    if (pr->c.waiter) {
         struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
-        if (pr->st ? edge_cache_stream_cancel(pr->st, pr->waiter) : edge_cache_waiter_cancel(cs, pr->waiter))
-            free(pr->waiter);
+        if (pr->c.st ? edge_cache_stream_cancel(pr->c.st, pr->c.waiter) : edge_cache_waiter_cancel(cs, pr->c.waiter))
+            free(pr->c.waiter);
         else
-            pr->waiter->data = NULL;    /* the wake-up on its way frees it */
-        pr->waiter = NULL;
+            pr->c.waiter->data = NULL;    /* the wake-up on its way frees it */
+        pr->c.waiter = NULL;
         loop_timer_stop(&pr->timer);
-        count_request(pr->gen, pr->route, 499);
-        pr_free(pr);
+        edge__count_request(pr->gen, pr->route, 499);
+        edge__pr_free(pr);
         return;
     }
-    if (pr->uc && edge_cache_fill_shared(pr->fill)) {
+    if (pr->uc && edge_cache_fill_shared(pr->c.fill)) {
         /* other requests are sending this response as it arrives: fetch on for
          * them (and the cache), without a client */
-        count_request(pr->gen, pr->route, 499);
+        edge__count_request(pr->gen, pr->route, 499);
         pr->r = NULL;
         pr->detached = true;
         pr->dprev = NULL;
@@ -766,65 +691,41 @@ static void pr_abort(struct httpd_req *r, void *arg)
         }
         return;
     }
-    drop_upstream(pr);
-    finish_inflight(pr);
-    count_request(pr->gen, pr->route, 499);
-    pr_free(pr);
-}
-
-enum cache_result { CR_HIT, CR_MISS, CR_EXPIRED, CR_PASS, CR_STALE };
-static void cache_count(struct proxy_req *pr, enum cache_result result);
-
-/* The origin failed and a stale object may stand in (stale-if-error, grace). */
-static void serve_stale(struct proxy_req *pr)
-{
-    struct httpd_req *r = pr->r;
-    struct edge_cache_obj *o = pr->stale;
-    drop_upstream(pr);
-    finish_inflight(pr);
-    httpd_req_on_abort(r, NULL, NULL);
-    httpd_req_on_drain(r, NULL, NULL);
-    pr->xcache = "STALE";
-    access_log(pr, 200);
-    count_request(pr->gen, pr->route, 200);
-    cache_count(pr, CR_STALE);
-    char rid[40];
-    memcpy(rid, pr->request_id, sizeof(rid));
-    edge_cache_obj_get(o);
-    pr_free(pr);
-    edge_cache_serve(r, o, "STALE", rid);
-    edge_cache_obj_put(o);
+    edge__drop_upstream(pr);
+    edge__finish_inflight(pr);
+    edge__count_request(pr->gen, pr->route, 499);
+    edge__pr_free(pr);
 }
 
 /* Answers with an error of our own (nothing was sent to the client yet). */
 static void fail(struct proxy_req *pr, int status, const char *msg)
 {
     struct httpd_req *r = pr->r;
-    if (pr->stale && !pr->head_sent) {
-        serve_stale(pr);
+    if (pr->c.stale && !pr->head_sent) {
+        edge__serve_stale(pr);
         return;
     }
-    drop_upstream(pr);
-    finish_inflight(pr);
+    edge__drop_upstream(pr);
+    edge__finish_inflight(pr);
     if (!r) {
-        pr_free(pr);    /* a detached fetch broke off */
+        edge__pr_free(pr);    /* a detached fetch broke off */
         return;
     }
     httpd_req_on_abort(r, NULL, NULL);
     httpd_req_on_drain(r, NULL, NULL);
     if (pr->head_sent) {
         /* mid-body: the client must not mistake a truncated body for a whole one */
-        access_log(pr, pr->status);
-        count_request(pr->gen, pr->route, pr->status);
+        edge__access_log(pr, pr->status);
+        edge__count_request(pr->gen, pr->route, pr->status);
         httpd_req_abort(r);
-        pr_free(pr);
+        edge__pr_free(pr);
         return;
     }
-    access_log(pr, status);
-    count_request(pr->gen, pr->route, status);
+    edge__access_log(pr, status);
+    edge__count_request(pr->gen, pr->route, status);
     httpd_header(r, "X-Request-Id", pr->request_id);
-    pr_free(pr);
-    simple_reply(r, status, msg);
+    edge__pr_free(pr);
+    edge__simple_reply(r, status, msg);
 }
 
 /* Retry budget: retries in progress may not exceed max(min, percent% of the
@@ -877,14 +778,14 @@ static bool another_server(const struct proxy_req *pr)
 static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bool count_fail)
 {
     if (count_fail && pr->srv)
-        server_result(pr, false);
-    drop_upstream(pr);
+        edge__server_result(pr, false);
+    edge__drop_upstream(pr);
     bool again = pr->dead_pooled;   /* the keep-alive race: neither an error nor a retry */
     pr->dead_pooled = false;
     if (!again)
         metric_inc(pr->w->e->m_upstream_errors);
     if (!pr->head_sent && (again || (pr->attempts <= pr->b->retries && retry_allowed(pr)))) {
-        finish_inflight(pr);
+        edge__finish_inflight(pr);
         pr->srv = NULL;
         if (!again)
             metric_inc(pr->w->e->m_retries);
@@ -904,65 +805,25 @@ static void response_timeout(struct loop_timer *t)
     attempt_failed(pr, 504, "the server did not answer in time", true);
 }
 
-static void cache_count(struct proxy_req *pr, enum cache_result result)
-{
-    static const char *const names[] = { "hit", "miss", "expired", "pass", "stale" };
-    struct edge *e = pr->w->e;
-    if (!pr->route->cache || !e->m_cache)
-        return;
-    struct metric **m = &pr->gen->routes[pr->route->index].cache_m[result];
-    struct metric *got = __atomic_load_n(m, __ATOMIC_ACQUIRE);
-    if (!got) {
-        got = metrics_get2(e->m_cache, pr->route->label, names[result]);
-        __atomic_store_n(m, got, __ATOMIC_RELEASE);
-    }
-    metric_inc(got);
-}
-
 static void complete(struct proxy_req *pr, bool reusable)
 {
     struct up_conn *uc = pr->uc;
     struct httpd_req *r = pr->r;
     pr->uc = NULL;
-    if (pr->fill)
-        edge_cache_fill_commit(&pr->fill);
-    if (pr->invalidate && pr->status < 400) {
-        struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
-        if (cs) {
-            edge_cache_purge_key(cs, pr->key, pr->keylen);   /* RFC 9111 4.4 */
-            /* and the same-origin URIs in Location and Content-Location */
-            for (size_t i = 0; i < 2; i++) {
-                if (!pr->inv_loc[i] || !pr->inv_loc[i][0])
-                    continue;
-                struct strv v = strv_cstr(pr->inv_loc[i]);
-                const char *hostend = memchr(pr->key, '\n', pr->keylen);
-                size_t hl = hostend ? (size_t)(hostend - pr->key) : 0;
-                if (strv_has_prefix(v, "http://") || strv_has_prefix(v, "https://")) {
-                    const char *hs = memchr(v.p, '/', v.n) + 2;
-                    const char *slash = memchr(hs, '/', (size_t)(v.p + v.n - hs));
-                    if (!slash || (size_t)(slash - hs) != hl || strncasecmp(hs, pr->key, hl) != 0)
-                        continue;   /* another origin: left alone */
-                    v = strv_make(slash, (size_t)(v.p + v.n - slash));
-                }
-                if (v.p[0] != '/' || hl + 1 + v.n >= sizeof(pr->key))
-                    continue;
-                char k[sizeof(pr->key)];
-                memcpy(k, pr->key, hl + 1);
-                memcpy(k + hl + 1, v.p, v.n);
-                edge_cache_purge_key(cs, k, hl + 1 + v.n);
-            }
-        }
-    }
-    server_result(pr, pr->status < 500);
-    finish_inflight(pr);
+    if (pr->c.fill)
+        edge_cache_fill_commit(&pr->c.fill);
+    if (pr->c.invalidate && pr->status < 400)
+        edge__cache_invalidate(pr);
+    edge__server_result(pr, pr->status < 500);
+    edge__finish_inflight(pr);
     if (r) {
         httpd_req_on_abort(r, NULL, NULL);
         httpd_req_on_drain(r, NULL, NULL);
-        access_log(pr, pr->status);
-        count_request(pr->gen, pr->route, pr->status);
+        edge__access_log(pr, pr->status);
+        edge__count_request(pr->gen, pr->route, pr->status);
     }
-    up_release(uc, reusable);
-    pr_free(pr);
+    edge__up_release(uc, reusable);
+    edge__pr_free(pr);
     if (r)
         httpd_respond_finish(r);
 }
@@ -1059,8 +920,8 @@ static void send_head(struct proxy_req *pr, struct up_conn *uc)
     }
     if (!http_find_header(resp->headers, resp->nheaders, "x-request-id"))
         httpd_header(r, "X-Request-Id", pr->request_id);
-    if (pr->xcache)
-        httpd_header(r, "X-Cache", pr->xcache);
+    if (pr->c.xcache)
+        httpd_header(r, "X-Cache", pr->c.xcache);
     int64_t len = -1;
     if (uc->mode == BODY_NONE)
         len = resp->content_length >= 0 ? resp->content_length : 0;
@@ -1088,10 +949,10 @@ static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
     struct httpd_req *r = pr->r;
     struct edge_worker *w = pr->w;
     pr->status = 101;
-    access_log(pr, 101);
-    count_request(pr->gen, pr->route, 101);
-    finish_inflight(pr);
-    server_result(pr, true);
+    edge__access_log(pr, 101);
+    edge__count_request(pr->gen, pr->route, 101);
+    edge__finish_inflight(pr);
+    edge__server_result(pr, true);
     struct buf to_client = BUF_INIT, to_server = BUF_INIT;
     buf_append(&to_client, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
     /* take the server socket out of the upstream connection */
@@ -1102,7 +963,7 @@ static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
     pr->uc = NULL;
     up_close(uc);
     uint64_t timeout = pr->b->idle_timeout_ms > 3600000 ? pr->b->idle_timeout_ms : 3600000;
-    pr_free(pr);
+    edge__pr_free(pr);
     int cfd;
     SSL *cssl;
     httpd_req_hijack(r, &cfd, &cssl, &to_server);
@@ -1110,33 +971,6 @@ static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
         log_warn("cannot start a tunnel");
     buf_free(&to_client);
     buf_free(&to_server);
-}
-
-/* The origin confirmed the stale object (304): refresh it and answer from it. */
-static void serve_revalidated(struct proxy_req *pr, struct up_conn *uc)
-{
-    struct httpd_req *r = pr->r;
-    struct edge_cache_obj *fresh = edge_cache_refresh(pr->cache ? pr->cache : pr->gen->routes[pr->route->index].cache,
-                                       pr->reval, &uc->resp, pr->req_wall);
-    struct edge_cache_obj *use = fresh ? fresh : pr->reval;
-    bool reusable = uc->resp.keep_alive && buf_used(&uc->rbuf) == (size_t)uc->head_len;
-    pr->uc = NULL;
-    server_result(pr, true);
-    finish_inflight(pr);
-    httpd_req_on_abort(r, NULL, NULL);
-    httpd_req_on_drain(r, NULL, NULL);
-    pr->status = 200;
-    access_log(pr, 200);
-    count_request(pr->gen, pr->route, 200);
-    up_release(uc, reusable);
-    char rid[40];
-    memcpy(rid, pr->request_id, sizeof(rid));
-    edge_cache_obj_get(use);          /* pr_free drops the revalidation reference */
-    pr_free(pr);
-    edge_cache_serve(r, use, "EXPIRED", rid);
-    edge_cache_obj_put(use);
-    if (fresh)
-        edge_cache_obj_put(fresh);    /* edge_cache_refresh's reference for its caller */
 }
 
 /* Parses and forwards what is buffered. */
@@ -1153,7 +987,7 @@ static void up_process(struct up_conn *uc, bool eof)
                 return;
             }
             if (n < 0) {
-                server_result(pr, false);
+                edge__server_result(pr, false);
                 fail(pr, 502, "the server sent a malformed response");
                 return;
             }
@@ -1179,23 +1013,16 @@ static void up_process(struct up_conn *uc, bool eof)
             start_tunnel(pr, uc);
             return;
         }
-        if (st == 304 && pr->reval) {
-            serve_revalidated(pr, uc);
+        if (st == 304 && pr->c.reval) {
+            edge__serve_revalidated(pr, uc);
             return;
         }
-        if (st >= 500 && pr->stale) {
-            server_result(pr, false);
-            serve_stale(pr);
+        if (st >= 500 && pr->c.stale) {
+            edge__server_result(pr, false);
+            edge__serve_stale(pr);
             return;
         }
-        if (pr->cache && st != 304)
-            pr->fill = edge_cache_fill_begin(pr->cache, pr->key, pr->keylen, pr->r, &uc->resp, pr->req_wall);
-        if (pr->invalidate) {
-            const struct http_header *lh = http_find_header(uc->resp.headers, uc->resp.nheaders, "location");
-            const struct http_header *ch = http_find_header(uc->resp.headers, uc->resp.nheaders, "content-location");
-            pr->inv_loc[0] = lh ? strv_dup(lh->value) : NULL;
-            pr->inv_loc[1] = ch ? strv_dup(ch->value) : NULL;
-        }
+        edge__cache_on_head(pr, &uc->resp);
         if (pr->r->h.is_head || st == 204 || st == 304)
             uc->mode = BODY_NONE;
         else if (uc->resp.chunked)
@@ -1205,8 +1032,8 @@ static void up_process(struct up_conn *uc, bool eof)
         else
             uc->mode = BODY_CLOSE;
         uc->remaining = uc->mode == BODY_LENGTH ? (uint64_t)uc->resp.content_length : 0;
-        if (pr->fill && pr->filling && uc->mode == BODY_LENGTH)
-            edge_cache_fill_share(pr->fill, pr->key, pr->keylen, uc->remaining);   /* the waiters stream it */
+        if (pr->c.fill && pr->c.filling && uc->mode == BODY_LENGTH)
+            edge_cache_fill_share(pr->c.fill, pr->c.key, pr->c.keylen, uc->remaining);   /* the waiters stream it */
         send_head(pr, uc);
         buf_consume(&uc->rbuf, uc->head_len);   /* header views are no longer needed */
         memset(&uc->ch, 0, sizeof(uc->ch));
@@ -1219,7 +1046,7 @@ static void up_process(struct up_conn *uc, bool eof)
     case BODY_LENGTH: {
         size_t n = (size_t)MIN((uint64_t)buf_used(&uc->rbuf), uc->remaining);
         if (n) {
-            edge_cache_fill_data(pr->fill, buf_head(&uc->rbuf), n);
+            edge_cache_fill_data(pr->c.fill, buf_head(&uc->rbuf), n);
             if (r)
                 httpd_respond_write(r, buf_head(&uc->rbuf), n);
             pr->bytes += n;
@@ -1241,7 +1068,7 @@ static void up_process(struct up_conn *uc, bool eof)
                                     &uc->body, UINT64_MAX / 2);
         buf_consume(&uc->rbuf, used);
         if (buf_used(&uc->body)) {
-            edge_cache_fill_data(pr->fill, buf_head(&uc->body), buf_used(&uc->body));
+            edge_cache_fill_data(pr->c.fill, buf_head(&uc->body), buf_used(&uc->body));
             httpd_respond_write(r, buf_head(&uc->body), buf_used(&uc->body));
             pr->bytes += buf_used(&uc->body);
         }
@@ -1259,7 +1086,7 @@ static void up_process(struct up_conn *uc, bool eof)
     }
     case BODY_CLOSE:
         if (buf_used(&uc->rbuf)) {
-            edge_cache_fill_data(pr->fill, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
+            edge_cache_fill_data(pr->c.fill, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
             httpd_respond_write(r, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
             pr->bytes += buf_used(&uc->rbuf);
             buf_reset(&uc->rbuf);
@@ -1535,8 +1362,8 @@ static void try_send(struct proxy_req *pr)
         int err = 0;
         struct up_conn *uc = up_get(pr, &err);
         if (!uc) {
-            finish_inflight(pr);
-            server_result(pr, false);
+            edge__finish_inflight(pr);
+            edge__server_result(pr, false);
             if (pr->attempts > pr->b->retries) {
                 fail(pr, 502, "cannot connect to the server");
                 return;
@@ -1569,12 +1396,12 @@ static void try_send(struct proxy_req *pr)
  * X-Forwarded-* de facto standard). With refresh, the background revalidation of
  * that stored object for this request: a GET with the object's validators in place
  * of the client's conditionals, without Range, Upgrade or body. */
-static void build_request(struct proxy_req *pr, const struct edge_listener *l, struct buf *b,
+void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, struct buf *b,
                           const struct edge_cache_obj *refresh)
 {
     struct httpd_req *r = pr->r;
     const struct edge_header_ops *ops = &pr->route->req_ops;
-    const struct edge_cache_obj *reval = refresh ? refresh : pr->reval;
+    const struct edge_cache_obj *reval = refresh ? refresh : pr->c.reval;
     char ip[64];
     httpd_req_peer(r, ip, sizeof(ip));
     const char *proto = l->tls ? "https" : "http";
@@ -1733,424 +1560,6 @@ static void build_request(struct proxy_req *pr, const struct edge_listener *l, s
         buf_append(b, r->body.p, r->body.n);
 }
 
-#define COALESCE_WAIT_MS 10000
-
-/* ---- background revalidation (stale-while-revalidate) ---- */
-
-struct bg_refresh {
-    struct edge_worker *w;
-    struct edge_cache_store *cs;
-    struct edge_cache_obj *o;
-    struct httpc_call *call;
-    char **send;                    /* the fields sent, "Name: value", NULL-terminated */
-    size_t nsend;
-    char **fields;                  /* the client's fields, "Name: value", for storing */
-    size_t nfields;
-    time_t req_time;
-    struct bg_refresh *prev, *next;
-};
-
-static void bg_free(struct bg_refresh *j)
-{
-    struct edge_worker *w = j->w;
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        w->bg_jobs = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    for (size_t i = 0; i < j->nsend; i++)
-        free(j->send[i]);
-    for (size_t i = 0; i < j->nfields; i++)
-        free(j->fields[i]);
-    free(j->send);
-    free(j->fields);
-    edge_cache_obj_put(j->o);
-    free(j);
-}
-
-static void bg_done(const struct httpc_response *resp, void *arg)
-{
-    struct bg_refresh *j = arg;
-    j->call = NULL;
-    if (!resp->error && (resp->status == 304 || (resp->status >= 200 && resp->status < 500))) {
-        /* the client's fields, as views, for Vary and the other rules on storing */
-        struct http_header hs[HTTP_MAX_HEADERS];
-        size_t n = 0;
-        for (size_t i = 0; i < j->nfields && n < HTTP_MAX_HEADERS; i++) {
-            const char *colon = strchr(j->fields[i], ':');
-            if (!colon)
-                continue;
-            const char *v = colon + 1;
-            while (*v == ' ')
-                v++;
-            hs[n].name = strv_make(j->fields[i], (size_t)(colon - j->fields[i]));
-            hs[n].value = strv_cstr(v);
-            n++;
-        }
-        edge_cache_background_result(j->cs, j->o, resp->status, resp->headers, resp->nheaders, resp->body,
-                                hs, n, j->req_time);
-    } else {
-        edge_cache_obj_release_refresh(j->o);     /* a later request may try again */
-    }
-    bg_free(j);
-}
-
-/* Starts a revalidation of o in the background; the client is answered from o. */
-static void bg_refresh_start(struct proxy_req *pr, struct edge_cache_obj *o)
-{
-    struct edge_worker *w = pr->w;
-    struct edge_backend *b = pr->b;
-    struct httpd_req *r = pr->r;
-    char ip[64];
-    struct strv key = b->balance == BAL_HASH ? hash_key_of(b, r, ip, sizeof(ip)) : STRV_NULL;
-    struct edge_server *srv = edge__pick(b, w, NULL, key);
-    struct tls_ctx *tctx = pr->gen->backend_tls[b->index];
-    if (!srv || (!w->bg_client && !(w->bg_client = httpc_new(&w->loop, NULL)))) {
-        edge_cache_obj_release_refresh(o);
-        return;
-    }
-    struct bg_refresh *j = calloc(1, sizeof(*j));
-    if (!j) {
-        edge_cache_obj_release_refresh(o);
-        return;
-    }
-    j->w = w;
-    j->cs = pr->gen->routes[pr->route->index].cache;
-    j->o = o;
-    edge_cache_obj_get(o);
-    j->req_time = time(NULL);
-    /* the request as the proxy would send it, as lines for the client (which
-     * writes the request line and Host itself) */
-    struct buf rq = BUF_INIT;
-    build_request(pr, pr->listener, &rq, o);
-    char host[512] = "";
-    size_t cap = 1;
-    for (const char *p = buf_head(&rq); rq.data && (p = strstr(p, "\r\n")); p += 2)
-        cap++;
-    j->send = calloc(cap, sizeof(char *));
-    j->fields = calloc(r->h.nheaders + 1, sizeof(char *));
-    j->next = w->bg_jobs;
-    if (w->bg_jobs)
-        w->bg_jobs->prev = j;
-    w->bg_jobs = j;
-    if (!j->send || !j->fields || !rq.data) {
-        buf_free(&rq);
-        edge_cache_obj_release_refresh(o);
-        bg_free(j);
-        return;
-    }
-    char *line = strstr(buf_head(&rq), "\r\n");     /* past the request line */
-    for (char *e; line && (e = strstr(line + 2, "\r\n")) && e > line + 2 && j->nsend < cap - 1; line = e) {
-        *e = '\0';
-        if (strncasecmp(line + 2, "host: ", 6) == 0)
-            snprintf(host, sizeof(host), "%s", line + 8);
-        else if ((j->send[j->nsend] = strdup(line + 2)))
-            j->nsend++;
-    }
-    buf_free(&rq);
-    for (size_t i = 0; i < r->h.nheaders; i++) {
-        const struct http_header *h = &r->h.headers[i];
-        if (asprintf(&j->fields[j->nfields], "%.*s: %.*s", (int)h->name.n, h->name.p, (int)h->value.n,
-                     h->value.p) >= 0)
-            j->nfields++;
-    }
-    char target[2048];
-    snprintf(target, sizeof(target), "%.*s", (int)MIN(r->h.target.n, sizeof(target) - 1), r->h.target.p);
-    struct httpc_request req = {
-        .method = "GET",
-        .addr = srv->addr,
-        .host = host,
-        .target = target,
-        .headers = (const char *const *)j->send,
-        .tls = tctx != NULL,
-        .tls_ctx = tctx,
-        .sni = b->tls_sni ? b->tls_sni : "",     /* as the proxy's own connections */
-        .timeout_ms = (uint32_t)MIN(b->response_timeout_ms, (uint64_t)UINT32_MAX),
-    };
-    j->call = httpc_send(w->bg_client, &req, bg_done, j);
-    if (!j->call) {
-        edge_cache_obj_release_refresh(o);
-        bg_free(j);
-    }
-}
-
-void edge__bg_stop(struct edge_worker *w)
-{
-    while (w->detached) {
-        struct proxy_req *pr = w->detached;
-        drop_upstream(pr);
-        finish_inflight(pr);
-        pr_free(pr);
-    }
-    while (w->bg_jobs) {
-        struct bg_refresh *j = w->bg_jobs;
-        if (j->call)
-            httpc_cancel(j->call);
-        bg_free(j);
-    }
-    httpc_free(&w->bg_client);
-}
-
-static void proxy_go(struct proxy_req *pr);
-static bool cache_lookup_or_pass(struct proxy_req *pr);
-
-/* ---- answering from a response another request is storing ---- */
-
-static void stream_pump(struct proxy_req *pr);
-
-static void stream_wake(void *arg)
-{
-    struct edge_cache_waiter *wt = arg;
-    struct proxy_req *pr = wt->data;
-    free(wt);
-    if (!pr)
-        return;     /* its client went away meanwhile */
-    pr->waiter = NULL;
-    stream_pump(pr);
-}
-
-static void stream_drain(struct httpd_req *r, void *arg)
-{
-    struct proxy_req *pr = arg;
-    UNUSED(r);
-    if (!pr->pumping && !pr->waiter)
-        stream_pump(pr);
-}
-
-static void stream_finish(struct proxy_req *pr, bool whole)
-{
-    struct httpd_req *r = pr->r;
-    httpd_req_on_abort(r, NULL, NULL);
-    httpd_req_on_drain(r, NULL, NULL);
-    if (!whole) {
-        /* the fetch broke off after the head was sent: the client sees the
-         * connection close short of Content-Length, as from a proxied fetch */
-        count_request(pr->gen, pr->route, 502);
-        pr_free(pr);
-        httpd_req_abort(r);
-        return;
-    }
-    access_log(pr, pr->status);
-    count_request(pr->gen, pr->route, pr->status);
-    pr_free(pr);
-    httpd_respond_finish(r);
-}
-
-/* Sends what the stream has that the client has not had yet, as fast as the
- * client takes it; then waits for more, or finishes. */
-static void stream_pump(struct proxy_req *pr)
-{
-    pr->pumping = true;
-    for (;;) {
-        if (httpd_req_pending(pr->r) > PAUSE_BYTES) {
-            pr->pumping = false;
-            return;     /* stream_drain goes on */
-        }
-        const char *p;
-        size_t n;
-        enum edge_cache_stream_rc rc = edge_cache_stream_next(pr->st, pr->st_off, &p, &n, NULL);
-        if (rc == CACHE_STREAM_WAIT) {
-            struct edge_cache_waiter *wt = calloc(1, sizeof(*wt));
-            if (!wt) {
-                stream_finish(pr, false);
-                return;
-            }
-            wt->loop = &pr->w->loop;
-            wt->cb = stream_wake;
-            wt->arg = wt;
-            wt->data = pr;
-            rc = edge_cache_stream_next(pr->st, pr->st_off, &p, &n, wt);
-            if (rc == CACHE_STREAM_WAIT) {
-                pr->waiter = wt;
-                pr->pumping = false;
-                return;
-            }
-            free(wt);
-        }
-        if (rc == CACHE_STREAM_DONE || rc == CACHE_STREAM_FAILED) {
-            stream_finish(pr, rc == CACHE_STREAM_DONE);
-            return;
-        }
-        if (rc == CACHE_STREAM_DATA) {
-            n = MIN(n, (size_t)PAUSE_BYTES);
-            pr->st_off += n;
-            pr->bytes += n;
-            httpd_respond_write(pr->r, p, n);
-        }
-    }
-}
-
-/* A request that waited for another's fetch answers from its response while it
- * arrives (X-Cache: HIT: this request made no origin fetch). */
-static void stream_start(struct proxy_req *pr, struct edge_cache_stream *st)
-{
-    pr->st = st;
-    pr->st_off = 0;
-    if (!pr->request_id[0])
-        snprintf(pr->request_id, sizeof(pr->request_id), "%016llx", (unsigned long long)cairn_rand64());
-    pr->xcache = "HIT";
-    pr->status = 200;
-    cache_count(pr, CR_HIT);
-    metric_add(pr->w->e->m_cache_bytes, (double)edge_cache_stream_length(st));
-    edge_cache_stream_head(pr->r, st, "HIT", pr->request_id);
-    httpd_req_on_drain(pr->r, stream_drain, pr);
-    stream_pump(pr);
-}
-
-/* The fetch this request waited for is over: look again (a hit now, usually).
- * Runs on the waiting request's own thread; arg is the waiter. */
-static void coalesce_wake(void *arg)
-{
-    struct edge_cache_waiter *wt = arg;
-    struct proxy_req *pr = wt->data;
-    free(wt);
-    if (!pr)
-        return;     /* it gave up meanwhile */
-    pr->waiter = NULL;
-    loop_timer_stop(&pr->timer);
-    struct edge_cache_stream *st = edge_cache_stream_find(pr->gen->routes[pr->route->index].cache, pr->key,
-                                                pr->keylen, pr->r);
-    if (st) {
-        stream_start(pr, st);
-        return;
-    }
-    if (!cache_lookup_or_pass(pr))
-        proxy_go(pr);
-}
-
-static void coalesce_timeout(struct loop_timer *t)
-{
-    struct proxy_req *pr = t->data;
-    struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
-    if (!edge_cache_waiter_cancel(cs, pr->waiter)) {
-        pr->waiter->data = NULL;    /* the wake-up is on its way: it frees the waiter */
-        pr->waiter = NULL;
-    } else {
-        free(pr->waiter);
-        pr->waiter = NULL;
-    }
-    if (!cache_lookup_or_pass(pr))
-        proxy_go(pr);
-}
-
-/* The cache's part of a request on a cached route. Returns true when the
- * request was answered from the cache or waits for another request's fetch
- * (pr is not the caller's to use then). */
-static bool cache_lookup_or_pass(struct proxy_req *pr)
-{
-    struct httpd_req *r = pr->r;
-    struct edge_cache_store *cs = pr->gen->routes[pr->route->index].cache;
-    bool get = strv_eq_cstr(r->h.method, "GET"), head = r->h.is_head;
-    pr->keylen = edge_cache_key(r, pr->key, sizeof(pr->key));
-    if (!pr->keylen) {
-        pr->xcache = "PASS";
-        cache_count(pr, CR_PASS);
-        return false;
-    }
-    if (!get && !head) {
-        pr->xcache = "PASS";
-        pr->invalidate = !pr->idempotent || strv_eq_cstr(r->h.method, "DELETE") ||
-                         strv_eq_cstr(r->h.method, "PUT");
-        cache_count(pr, CR_PASS);
-        return false;
-    }
-    struct edge_cache_cc rcc;
-    edge_cache_cc_parse(r->h.headers, r->h.nheaders, &rcc);
-    if (rcc.no_store) {
-        pr->xcache = "PASS";
-        cache_count(pr, CR_PASS);
-        return false;
-    }
-    bool range = httpd_req_header(r, "range") != NULL;
-    struct edge_cache_obj *o = edge_cache_lookup(cs, pr->key, pr->keylen, r);
-    if (o && edge_cache_obj_fresh(o, &rcc, time(NULL))) {
-        pr->xcache = "HIT";
-        pr->status = 200;
-        access_log(pr, 200);
-        count_request(pr->gen, pr->route, 200);
-        cache_count(pr, CR_HIT);
-        char rid[40];
-        uint64_t r1 = cairn_rand64();
-        snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)r1);
-        metric_add(pr->w->e->m_cache_bytes, (double)edge_cache_obj_body_len(o));
-        pr_free(pr);
-        edge_cache_serve(r, o, "HIT", rid);
-        edge_cache_obj_put(o);
-        return true;
-    }
-    if (o && get && !range && !rcc.no_cache && edge_cache_obj_stale_while_revalidate(o, time(NULL))) {
-        /* stale-while-revalidate: answer now, refresh behind */
-        if (edge_cache_obj_claim_refresh(o))
-            bg_refresh_start(pr, o);
-        pr->xcache = "STALE";
-        pr->status = 200;
-        access_log(pr, 200);
-        count_request(pr->gen, pr->route, 200);
-        cache_count(pr, CR_STALE);
-        char rid[40];
-        snprintf(rid, sizeof(rid), "%016llx", (unsigned long long)cairn_rand64());
-        metric_add(pr->w->e->m_cache_bytes, (double)edge_cache_obj_body_len(o));
-        pr_free(pr);
-        edge_cache_serve(r, o, "STALE", rid);
-        edge_cache_obj_put(o);
-        return true;
-    }
-    if (rcc.only_if_cached) {
-        if (o)
-            edge_cache_obj_put(o);
-        pr_free(pr);
-        simple_reply(r, 504, "not in the cache (only-if-cached)");
-        return true;
-    }
-    if (range) {
-        /* ranges are served from stored objects only; otherwise passed on whole */
-        if (o)
-            edge_cache_obj_put(o);
-        pr->xcache = "PASS";
-        cache_count(pr, CR_PASS);
-        return false;
-    }
-    if (o && edge_cache_obj_usable_on_error(o, (int64_t)(pr->route->cache_grace_ms / 1000), time(NULL))) {
-        edge_cache_obj_get(o);
-        pr->stale = o;
-    }
-    pr->cache = get ? cs : NULL;
-    if (!o && get && !pr->coalesced) {
-        struct edge_cache_waiter *wt = calloc(1, sizeof(*wt));
-        if (wt) {
-            wt->loop = &pr->w->loop;
-            wt->cb = coalesce_wake;
-            wt->arg = wt;
-            wt->data = pr;
-            if (edge_cache_coalesce(cs, pr->key, pr->keylen, wt)) {
-                free(wt);
-                pr->filling = true;
-            } else {
-                /* another request is fetching this: wait for it (bounded) */
-                pr->waiter = wt;
-                pr->coalesced = true;
-                metric_inc(pr->w->e->m_coalesced);
-                pr->timer.cb = coalesce_timeout;
-                loop_timer_start(&pr->w->loop, &pr->timer, COALESCE_WAIT_MS);
-                httpd_req_on_abort(r, pr_abort, pr);
-                return true;
-            }
-        }
-    }
-    if (o && edge_cache_obj_has_validators(o) && get) {
-        pr->reval = o;
-        pr->xcache = "EXPIRED";
-        cache_count(pr, CR_EXPIRED);
-    } else {
-        if (o)
-            edge_cache_obj_put(o);
-        pr->xcache = o ? "EXPIRED" : "MISS";
-        cache_count(pr, o ? CR_EXPIRED : CR_MISS);
-    }
-    return false;
-}
-
 static bool is_idempotent(struct strv m)
 {
     return strv_eq_cstr(m, "GET") || strv_eq_cstr(m, "HEAD") || strv_eq_cstr(m, "OPTIONS") ||
@@ -2170,14 +1579,14 @@ void edge__proxy(struct httpd_req *r, void *arg)
     }
     const struct edge_route *rt = match_route(g->conf, r);
     if (!rt) {
-        count_request(g, NULL, 404);
-        simple_reply(r, 404, "no route matches this host and path");
+        edge__count_request(g, NULL, 404);
+        edge__simple_reply(r, 404, "no route matches this host and path");
         return;
     }
     if (!edge__cidrs_allow(&rt->allow, &rt->deny, peer)) {
         metric_inc(e->m_denied);
-        count_request(g, rt, 403);
-        simple_reply(r, 403, "access denied");
+        edge__count_request(g, rt, 403);
+        edge__simple_reply(r, 403, "access denied");
         return;
     }
     if (rt->redirect_https && !r->tls) {
@@ -2189,8 +1598,8 @@ void edge__proxy(struct httpd_req *r, void *arg)
         snprintf(loc, sizeof(loc), "https://%.*s%.*s", hl, r->h.host.p, (int)MIN(r->h.target.n, (size_t)900),
                  r->h.target.p);
         httpd_header(r, "Location", loc);
-        count_request(g, rt, 308);
-        simple_reply(r, 308, "use https");
+        edge__count_request(g, rt, 308);
+        edge__simple_reply(r, 308, "use https");
         return;
     }
     if (rt->rate_limit) {
@@ -2198,19 +1607,19 @@ void edge__proxy(struct httpd_req *r, void *arg)
         if (!rate_allow(g, rt, r, &ra)) {
             metric_inc(e->m_limited);
             httpd_headerf(r, "Retry-After", "%d", (int)ceil(ra));
-            count_request(g, rt, 429);
-            simple_reply(r, 429, "rate limit exceeded");
+            edge__count_request(g, rt, 429);
+            edge__simple_reply(r, 429, "rate limit exceeded");
             return;
         }
     }
     if (!rt->backend) {
-        count_request(g, rt, 404);
-        simple_reply(r, 404, "this route has no backend");
+        edge__count_request(g, rt, 404);
+        edge__simple_reply(r, 404, "this route has no backend");
         return;
     }
     struct proxy_req *pr = calloc(1, sizeof(*pr));
     if (!pr) {
-        simple_reply(r, 503, "out of memory");
+        edge__simple_reply(r, 503, "out of memory");
         return;
     }
     pr->r = r;
@@ -2222,17 +1631,17 @@ void edge__proxy(struct httpd_req *r, void *arg)
     pr->t_start = r->start_ns;
     loop_timer_init(&pr->timer, response_timeout, pr);
     pr->listener = lc->l;
-    if (rt->cache && g->routes[rt->index].cache && cache_lookup_or_pass(pr))
+    if (rt->cache && g->routes[rt->index].cache && edge__cache_lookup_or_pass(pr))
         return;     /* answered from the cache, or waiting for a coalesced fetch */
-    proxy_go(pr);
+    edge__proxy_go(pr);
 }
 
 /* Sends the request on to a server. */
-static void proxy_go(struct proxy_req *pr)
+void edge__proxy_go(struct proxy_req *pr)
 {
     struct httpd_req *r = pr->r;
-    build_request(pr, pr->listener, &pr->req, NULL);
-    httpd_req_on_abort(r, pr_abort, pr);
+    edge__build_request(pr, pr->listener, &pr->req, NULL);
+    httpd_req_on_abort(r, edge__pr_abort, pr);
     httpd_req_on_drain(r, on_drain, pr);
     try_send(pr);
 }

@@ -1,0 +1,137 @@
+/* edge_proxy.h - a proxied request and its upstream connection, shared by the
+ * proxy (edge_proxy.c: routing, balancing, forwarding, retries) and the cache's
+ * decisions for it (edge_proxy_cache.c). Internal to the edge role.
+ *
+ * Threads: a proxy_req and its up_conn live on one worker's loop from the
+ * request to its end (a detached fetch, whose client left, finishes there too).
+ */
+#ifndef CAIRN_EDGE_PROXY_H
+#define CAIRN_EDGE_PROXY_H
+
+#include "edge_internal.h"
+#include "edge_cache.h"
+#include "core/http1.h"
+
+#define PAUSE_BYTES (256u << 10)
+#define MAX_IDLE_PER_SERVER 64
+
+enum up_state { UP_CONNECTING, UP_HANDSHAKE, UP_ACTIVE, UP_IDLE, UP_CLOSED };
+enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
+
+struct proxy_req;
+
+struct up_conn {
+    struct edge_gen *gen;           /* slot numbering belongs to this generation */
+    struct loop_io io;
+    struct loop_timer timer;        /* idle timeout in the pool */
+    struct loop_defer defer;
+    struct edge_worker *w;
+    struct edge_server *srv;
+    size_t slot;
+    SSL *ssl;                       /* TLS towards the server */
+    enum up_state state;
+    struct buf wbuf, rbuf, body;
+    struct http1_scan scan;
+    struct http_response resp;
+    struct http1_chunked ch;
+    bool head_done, reused, got_bytes;
+    bool peer_closed;               /* EPOLLRDHUP seen: read to the end, short reads or not */
+    size_t head_len;
+    enum body_mode mode;
+    uint64_t remaining;
+    struct proxy_req *pr;
+    struct up_conn *next;
+};
+
+/* A request's cache state: set by edge__cache_lookup_or_pass, read by the proxy
+ * where the response arrives (storing, invalidation, stale answers). */
+struct edge_cache_req {
+    struct edge_cache_store *store; /* the route's store when this GET/HEAD may be stored */
+    const char *xcache;             /* X-Cache value to send, or NULL */
+    struct edge_cache_obj *reval;   /* stale object being revalidated */
+    struct edge_cache_obj *stale;   /* stale object allowed to stand in if the origin fails */
+    struct edge_cache_fill *fill;
+    bool invalidate;                /* unsafe method: purge the key after success */
+    char *inv_loc[2];               /* its Location and Content-Location, copied */
+    bool filling;                   /* this request fetches for coalesced waiters */
+    bool coalesced;                 /* it waited once already: no second wait */
+    struct edge_cache_waiter *waiter;   /* while waiting for another request's fetch or its data */
+    struct edge_cache_stream *st;   /* the response another request is storing, sent from there */
+    size_t st_off;                  /* how much of it was sent */
+    bool pumping;
+    char key[1100];
+    size_t keylen;
+};
+
+struct proxy_req {
+    struct httpd_req *r;
+    const struct edge_listener *listener;
+    struct edge_worker *w;
+    struct edge_gen *gen;
+    const struct edge_route *route;
+    struct edge_backend *b;
+    struct edge_server *srv;
+    struct up_conn *uc;
+    struct loop_timer timer;        /* response timeout */
+    struct buf req;                 /* the request as sent upstream */
+    int attempts;
+    bool idempotent, head_sent, paused;
+    bool upgrade;                   /* Connection: upgrade + Upgrade were forwarded */
+    bool retrying;                  /* counted in the backend's retries_active */
+    bool dead_pooled;               /* the last attempt met a pooled connection already closed */
+    bool queued;
+    struct proxy_req *qnext, *qprev;
+    struct edge_cache_req c;        /* what the cache decided for it (edge_proxy_cache.c) */
+    bool detached;                  /* the client left; fetching on for others (r is NULL) */
+    struct proxy_req *dnext, *dprev;
+    time_t req_wall;
+    uint64_t tried[4];              /* bitmap of servers tried (up to 256) */
+    uint64_t t_start, t_connect, t_first;
+    uint64_t t_queued, queue_ns;    /* time spent waiting in the queue */
+    uint64_t bytes;
+    int status;
+    char request_id[40];
+};
+
+enum cache_result { CR_HIT, CR_MISS, CR_EXPIRED, CR_PASS, CR_STALE };
+
+#define COALESCE_WAIT_MS 10000
+
+/* ---- background revalidation (stale-while-revalidate) ---- */
+
+struct bg_refresh {
+    struct edge_worker *w;
+    struct edge_cache_store *cs;
+    struct edge_cache_obj *o;
+    struct httpc_call *call;
+    char **send;                    /* the fields sent, "Name: value", NULL-terminated */
+    size_t nsend;
+    char **fields;                  /* the client's fields, "Name: value", for storing */
+    size_t nfields;
+    time_t req_time;
+    struct bg_refresh *prev, *next;
+};
+
+/* edge_proxy.c */
+void edge__simple_reply(struct httpd_req *r, int status, const char *msg);
+void edge__count_request(struct edge_gen *g, const struct edge_route *rt, int status);
+struct strv edge__hash_key_of(const struct edge_backend *b, struct httpd_req *r, char *ip, size_t iplen);
+void edge__up_release(struct up_conn *uc, bool reusable);
+void edge__pr_free(struct proxy_req *pr);
+void edge__server_result(struct proxy_req *pr, bool ok);
+void edge__access_log(struct proxy_req *pr, int status);
+void edge__finish_inflight(struct proxy_req *pr);
+void edge__drop_upstream(struct proxy_req *pr);
+void edge__pr_abort(struct httpd_req *r, void *arg);
+void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, struct buf *b,
+                          const struct edge_cache_obj *refresh);
+void edge__proxy_go(struct proxy_req *pr);
+
+/* edge_proxy_cache.c */
+void edge__serve_stale(struct proxy_req *pr);
+void edge__cache_invalidate(struct proxy_req *pr);
+void edge__cache_on_head(struct proxy_req *pr, const struct http_response *resp);
+void edge__serve_revalidated(struct proxy_req *pr, struct up_conn *uc);
+bool edge__cache_lookup_or_pass(struct proxy_req *pr);
+
+#endif
