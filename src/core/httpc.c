@@ -1,5 +1,6 @@
 /* httpc.c - HTTP/1.1 client connections and pools. */
 #include "core/httpc.h"
+#include "core/stream.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -220,28 +221,12 @@ void httpc_free(struct httpc **phc)
 
 static ssize_t c_read(struct hc_conn *c, void *p, size_t n)
 {
-    if (c->ssl)
-        return tls_read(c->ssl, p, n);
-    ssize_t r;
-    do {
-        r = read(c->io.fd, p, n);
-    } while (r == -1 && errno == EINTR);
-    if (r >= 0)
-        return r;
-    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return stream_read(c->io.fd, c->ssl, p, n);
 }
 
 static ssize_t c_write(struct hc_conn *c, const void *p, size_t n)
 {
-    if (c->ssl)
-        return tls_write(c->ssl, p, n);
-    ssize_t r;
-    do {
-        r = send(c->io.fd, p, n, MSG_NOSIGNAL);
-    } while (r == -1 && errno == EINTR);
-    if (r >= 0)
-        return r;
-    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return stream_write(c->io.fd, c->ssl, p, n);
 }
 
 static int flush(struct hc_conn *c)

@@ -1,5 +1,6 @@
 /* httpd.c - HTTP/1.1 server connections on the event loop. */
 #include "core/httpd.h"
+#include "core/stream.h"
 #include "core/metrics.h"
 
 #include <errno.h>
@@ -523,30 +524,12 @@ static void conn_close_ex(struct httpd_conn *c, bool keep_fd)
 
 static ssize_t conn_read(struct httpd_conn *c, void *p, size_t n)
 {
-    if (c->ssl)
-        return tls_read(c->ssl, p, n);
-    for (;;) {
-        ssize_t r = read(c->io.fd, p, n);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
+    return stream_read(c->io.fd, c->ssl, p, n);
 }
 
 static ssize_t conn_write(struct httpd_conn *c, const void *p, size_t n)
 {
-    if (c->ssl)
-        return tls_write(c->ssl, p, n);
-    for (;;) {
-        ssize_t r = send(c->io.fd, p, n, MSG_NOSIGNAL);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
+    return stream_write(c->io.fd, c->ssl, p, n);
 }
 
 static void start_linger(struct httpd_conn *c)

@@ -16,6 +16,7 @@
  * every server down or ejected the backend is in panic mode (edge__pick).
  */
 #include "edge_proxy.h"
+#include "core/stream.h"
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include "edge_cache.h"
@@ -1110,18 +1111,7 @@ static void up_read(struct up_conn *uc)
             fail(pr, 502, "out of memory");
             return;
         }
-        ssize_t n;
-        if (uc->ssl) {
-            n = tls_read(uc->ssl, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
-            if (n < 0) {
-                errno = n == -EAGAIN ? EAGAIN : -(int)n;
-                n = -1;
-            }
-        } else {
-            do {
-                n = read(uc->io.fd, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
-            } while (n == -1 && errno == EINTR);
-        }
+        ssize_t n = stream_read(uc->io.fd, uc->ssl, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
         if (n > 0) {
             uc->got_bytes = true;
             /* the end may have come with the last bytes: no edge will follow */
@@ -1130,7 +1120,7 @@ static void up_read(struct up_conn *uc)
             up_process(uc, false);
             continue;
         }
-        if (n == -1 && errno == EAGAIN)
+        if (n == -EAGAIN)
             return;
         if (n == 0 && uc->got_bytes) {
             up_process(uc, true);
@@ -1147,21 +1137,12 @@ static void up_read(struct up_conn *uc)
 static void up_flush(struct up_conn *uc)
 {
     while (buf_used(&uc->wbuf)) {
-        ssize_t n;
-        if (uc->ssl) {
-            n = tls_write(uc->ssl, buf_head(&uc->wbuf), buf_used(&uc->wbuf));
-            if (n < 0) {
-                errno = n == -EAGAIN ? EAGAIN : -(int)n;
-                n = -1;
-            }
-        } else {
-            n = send(uc->io.fd, buf_head(&uc->wbuf), buf_used(&uc->wbuf), MSG_NOSIGNAL);
-        }
+        ssize_t n = stream_write(uc->io.fd, uc->ssl, buf_head(&uc->wbuf), buf_used(&uc->wbuf));
         if (n > 0) {
             buf_consume(&uc->wbuf, (size_t)n);
             continue;
         }
-        if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+        if (n == -EAGAIN) {
             if (!(uc->io.events & EPOLLOUT))
                 loop_io_mod(&uc->io, uc->io.events | EPOLLOUT);
             return;

@@ -10,6 +10,7 @@
  * timeout_ms without traffic.
  */
 #include "edge_internal.h"
+#include "core/stream.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -77,24 +78,12 @@ static void tun_close(struct tunnel *t)
 
 static ssize_t side_read(struct tun_side *s, void *p, size_t n)
 {
-    if (s->ssl)
-        return tls_read(s->ssl, p, n);
-    ssize_t r;
-    do {
-        r = read(s->fd, p, n);
-    } while (r == -1 && errno == EINTR);
-    return r >= 0 ? r : (errno == EAGAIN ? -EAGAIN : -errno);
+    return stream_read(s->fd, s->ssl, p, n);
 }
 
 static ssize_t side_write(struct tun_side *s, const void *p, size_t n)
 {
-    if (s->ssl)
-        return tls_write(s->ssl, p, n);
-    ssize_t r;
-    do {
-        r = send(s->fd, p, n, MSG_NOSIGNAL);
-    } while (r == -1 && errno == EINTR);
-    return r >= 0 ? r : (errno == EAGAIN ? -EAGAIN : -errno);
+    return stream_write(s->fd, s->ssl, p, n);
 }
 
 /* Writes side i's pending output. Returns false when the tunnel closed. */
