@@ -272,13 +272,9 @@ static void listener_cb(struct loop_io *io, uint32_t events)
     UNUSED(events);
     for (int i = 0; i < 256; i++) {
         struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd == -1) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
+        int fd = net_accept(io->fd, &ss);
+        if (fd < 0)
             break;  /* EAGAIN, or EMFILE and friends: level-triggered, we come back */
-        }
         if (w->draining || w->nconns >= l->conf->max_conns) {
             close(fd);
             continue;

@@ -244,6 +244,18 @@ int net_bind_udp(const struct net_addr *a, bool reuseport)
     return bound_socket(a, SOCK_DGRAM, reuseport);
 }
 
+int net_accept(int lfd, struct sockaddr_storage *peer)
+{
+    for (;;) {
+        socklen_t sl = sizeof(*peer);
+        int fd = accept4(lfd, (struct sockaddr *)peer, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+        if (errno != EINTR && errno != ECONNABORTED)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
 int net_connect_tcp(const struct net_addr *a)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

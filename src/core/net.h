@@ -44,6 +44,11 @@ bool net_cidr_match(const struct net_cidr *c, const struct sockaddr *sa);
 int net_listen_tcp(const struct net_addr *a, int backlog, bool reuseport);
 int net_bind_udp(const struct net_addr *a, bool reuseport);
 /* Starts a non-blocking connect; returns the fd (connect may be in progress). */
+/* Accepts one connection on a listening socket, non-blocking and close-on-exec,
+ * retrying EINTR and connections aborted before their accept. Returns the fd with
+ * the peer in *peer, or a negated errno (-EAGAIN: none waiting; EMFILE and the
+ * like: come back on the next readiness). */
+int net_accept(int lfd, struct sockaddr_storage *peer);
 int net_connect_tcp(const struct net_addr *a);
 int net_set_nonblock(int fd);
 int net_set_nodelay(int fd);

@@ -573,8 +573,7 @@ static void tcp_accept(struct loop_io *io, uint32_t events)
     UNUSED(events);
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = net_accept(io->fd, &ss);
         if (fd < 0)
             return;
         if (w->stopping || w->nconns >= w->gen->conf->tcp_max_conns) {

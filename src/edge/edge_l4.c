@@ -167,13 +167,9 @@ static void l4_accept(struct loop_io *io, uint32_t events)
     UNUSED(events);
     for (int k = 0; k < 256; k++) {
         struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd == -1) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
+        int fd = net_accept(io->fd, &ss);
+        if (fd < 0)
             return;
-        }
         struct edge_lctx *lc = l->lc;
         if (service_stopping(w->e->sc) ||
             !edge__cidrs_allow(&lc->l->allow, &lc->l->deny, (struct sockaddr *)&ss)) {
