@@ -361,7 +361,7 @@ services:
       - {{path: /grace/, backend: origin, cache: {{memory: 1MiB, grace: 30s}}}}
       - {{path: /, backend: origin, cache: {{memory: 1MiB}}}}
     backends:
-      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"], retries: 0}}
+      origin: {{servers: ["127.0.0.1:{srv.server_address[1]}"]}}
 """, name="grace.yaml")
     start(["run", "cdn", "-c", path], name="grace")
     wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/-/ready", timeout=1).ok, timeout=10,
@@ -860,7 +860,7 @@ def test_malformed_origin_responses_are_never_stored(start, tmp_path):
     origin mends, the next request is a MISS that stores the good answer."""
     origin = BadOrigin()
     port, admin = start_cdn(start, tmp_path, "cache: {memory: 1MiB, max_object: 64KiB}",
-                            f'servers: ["127.0.0.1:{origin.port}"], retries: 0, eject: {{after: 1000, for: 1s}}')
+                            f'servers: ["127.0.0.1:{origin.port}"]')   # default retries and ejection
     try:
         for p in BadOrigin.BROKEN:
             for _ in range(2):
