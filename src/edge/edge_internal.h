@@ -122,7 +122,6 @@ struct edge {
     struct metric *m_cache_bytes;
 };
 
-struct up_conn;
 struct proxy_req;
 
 struct l4_listener;
@@ -144,8 +143,9 @@ struct edge_worker {
     struct loop loop;
     struct httpd_worker hw;
     struct loop_timer deadline;
-    struct up_conn **idle;          /* idle upstream connections, per server (flattened) */
-    size_t *server_base;            /* backend index -> first slot in idle[] */
+    struct httpc *up;               /* connections to the servers */
+    struct httpc_pool *pools;       /* their idle ones, per server (flattened) */
+    size_t *server_base;            /* backend index -> first slot in pools[] */
     size_t nslots;
     unsigned *rr;                   /* round robin position per backend */
     struct proxy_req *queue_head, *queue_tail;  /* waiting for a server below max_conns */

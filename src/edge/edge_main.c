@@ -641,6 +641,11 @@ static int worker_init(struct edge *e, struct edge_worker *w, int index)
     w->hw.data = w;
     loop_timer_init(&w->deadline, worker_deadline, w);
     loop_timer_init(&w->queue_poll, NULL, w);   /* its callback is set when used */
+    struct httpc_opts ho;
+    httpc_opts_defaults(&ho);
+    w->up = httpc_new(&w->loop, &ho);
+    if (!w->up)
+        return -ENOMEM;
     return worker_use_gen(w, e->gen);
 }
 
@@ -654,9 +659,10 @@ static void worker_destroy(struct edge_worker *w)
     edge__l4_close_all(w);
     edge__tunnels_close_all(w);
     httpd_worker_destroy(&w->hw);
+    httpc_free(&w->up);         /* after the requests that used it, before its loop */
     pcre2_match_data_free(w->re_md);
     loop_destroy(&w->loop);
-    free(w->idle);
+    free(w->pools);
     free(w->server_base);
     free(w->rr);
     if (w->gen)

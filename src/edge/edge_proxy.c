@@ -32,9 +32,7 @@
 #include <unistd.h>
 
 
-static void up_event(struct loop_io *io, uint32_t events);
 static void try_send(struct proxy_req *pr);
-static void up_read(struct up_conn *uc);
 
 /* ---- small helpers ---- */
 
@@ -375,60 +373,22 @@ static struct edge_server *pick(struct proxy_req *pr)
     return edge__pick(pr->b, pr->w, pr->tried, key);
 }
 
-/* ---- upstream connections ---- */
-
-static void up_free(void *arg)
-{
-    struct up_conn *uc = arg;
-    buf_free(&uc->wbuf);
-    buf_free(&uc->rbuf);
-    buf_free(&uc->body);
-    free(uc);
-}
-
-static void pool_unlink(struct up_conn *uc)
-{
-    struct up_conn **pp = &uc->w->idle[uc->slot];
-    for (; *pp; pp = &(*pp)->next)
-        if (*pp == uc) {
-            *pp = uc->next;
-            break;
-        }
-    uc->next = NULL;
-}
-
-static void up_close(struct up_conn *uc)
-{
-    if (uc->state == UP_CLOSED)
-        return;
-    if (uc->state == UP_IDLE)
-        pool_unlink(uc);
-    uc->state = UP_CLOSED;
-    loop_timer_stop(&uc->timer);
-    loop_io_del(&uc->io);
-    tls_conn_free(&uc->ssl);
-    if (uc->io.fd >= 0)
-        close(uc->io.fd);
-    loop_defer(&uc->w->loop, &uc->defer, up_free, uc);
-}
-
-static void up_idle_timeout(struct loop_timer *t)
-{
-    up_close(t->data);
-}
+/* ---- upstream connections: core/httpc, a pool per server on each worker ---- */
 
 void edge__worker_free_pools(struct edge_worker *w)
 {
     for (size_t i = 0; i < w->nslots; i++)
-        while (w->idle[i])
-            up_close(w->idle[i]);
+        httpc_pool_flush(w->up, &w->pools[i]);
 }
 
-/* (Re)builds the worker's per-server pools and round-robin positions for c. */
+/* (Re)builds the worker's per-server pools and round-robin positions for c. The
+ * connections of requests still in flight under the old pools are closed after
+ * their response (httpc_pool_flush), as an older generation's are. */
 int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c)
 {
     edge__worker_free_pools(w);
-    free(w->idle);
+    free(w->pools);
+    w->pools = NULL;
     free(w->server_base);
     free(w->rr);
     w->nslots = 0;
@@ -442,8 +402,14 @@ int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c)
         w->nslots += c->backends[b].nservers;
         w->rr[b] = (unsigned)w->index * 7919u;     /* threads start at different servers */
     }
-    w->idle = calloc(w->nslots ? w->nslots : 1, sizeof(*w->idle));
-    return w->idle ? 0 : -ENOMEM;
+    w->pools = calloc(w->nslots ? w->nslots : 1, sizeof(*w->pools));
+    if (!w->pools)
+        return -ENOMEM;
+    for (size_t b = 0; b < c->nbackends; b++)
+        for (size_t i = 0; i < c->backends[b].nservers; i++)
+            httpc_pool_init(&w->pools[w->server_base[b] + i], MAX_IDLE_PER_SERVER,
+                            (uint32_t)c->backends[b].idle_timeout_ms);
+    return 0;
 }
 
 static size_t slot_of(struct edge_worker *w, const struct edge_server *s)
@@ -451,86 +417,29 @@ static size_t slot_of(struct edge_worker *w, const struct edge_server *s)
     return w->server_base[s->backend->index] + (size_t)(s - s->backend->servers);
 }
 
-static struct up_conn *up_get(struct proxy_req *pr, int *err)
+static const struct httpc_stream_ops up_ops;
+
+/* Sends the request on a pooled connection to the chosen server, or a new one.
+ * A request of an older configuration generation than the worker's gets a
+ * connection of its own, closed after its response. */
+static struct httpc_call *up_start(struct proxy_req *pr, int *err, bool *reused)
 {
     struct edge_worker *w = pr->w;
-    bool current = pr->gen == w->gen;
-    size_t slot = current ? slot_of(w, pr->srv) : 0;
-    struct up_conn *uc = current ? w->idle[slot] : NULL;
-    if (uc) {
-        w->idle[slot] = uc->next;
-        uc->next = NULL;
-        loop_timer_stop(&uc->timer);
-        uc->state = UP_ACTIVE;
-        uc->reused = true;
-        return uc;
-    }
-    int fd = net_connect_tcp(&pr->srv->addr);
-    if (fd < 0) {
-        *err = fd;
-        return NULL;
-    }
-    uc = calloc(1, sizeof(*uc));
-    if (!uc) {
-        close(fd);
-        *err = -ENOMEM;
-        return NULL;
-    }
-    uc->w = w;
-    uc->gen = pr->gen;
-    uc->srv = pr->srv;
-    uc->slot = slot;
-    struct tls_ctx *tctx = pr->gen->backend_tls[pr->b->index];
-    if (tctx) {
-        uc->ssl = tls_conn_new(tctx, fd, false, pr->b->tls_sni);
-        if (!uc->ssl) {
-            close(fd);
-            free(uc);
-            *err = -EPROTO;
-            return NULL;
-        }
-        if (!pr->b->tls_sni && pr->b->tls_verify) {
-            char ip[64];
-            net_ip_format((const struct sockaddr *)&pr->srv->addr.ss, ip, sizeof(ip));
-            tls_conn_verify_ip(uc->ssl, ip);
-        }
-    }
-    loop_io_init(&uc->io, fd, up_event, uc);
-    loop_timer_init(&uc->timer, up_idle_timeout, uc);
-    if (loop_io_add(&w->loop, &uc->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-        tls_conn_free(&uc->ssl);
-        close(fd);
-        free(uc);
-        *err = -EIO;
-        return NULL;
-    }
-    uc->state = UP_CONNECTING;
-    metric_inc(w->e->m_upstream_connects);
-    return uc;
-}
-
-void edge__up_release(struct up_conn *uc, bool reusable)
-{
-    uc->pr = NULL;
-    if (!reusable || uc->state != UP_ACTIVE || uc->gen != uc->w->gen) {
-        up_close(uc);
-        return;
-    }
-    size_t n = 0;
-    for (struct up_conn *p = uc->w->idle[uc->slot]; p; p = p->next)
-        n++;
-    if (n >= MAX_IDLE_PER_SERVER || service_stopping(uc->w->e->sc)) {
-        up_close(uc);
-        return;
-    }
-    /* an idle pooled connection keeps no buffers */
-    buf_free(&uc->rbuf);
-    buf_free(&uc->wbuf);
-    buf_free(&uc->body);
-    uc->state = UP_IDLE;
-    uc->next = uc->w->idle[uc->slot];
-    uc->w->idle[uc->slot] = uc;
-    loop_timer_start(&uc->w->loop, &uc->timer, uc->srv->backend->idle_timeout_ms);
+    struct httpc_stream_req req = {
+        .addr = pr->srv->addr,
+        .raw = buf_head(&pr->req),
+        .raw_len = buf_used(&pr->req),
+        .is_head = pr->r && pr->r->h.is_head,
+        .upgrade = pr->upgrade,
+        .tls = pr->gen->backend_tls[pr->b->index],
+        .sni = pr->b->tls_sni,
+        .verify_ip = pr->b->tls_verify,
+        .pool = pr->gen == w->gen && !service_stopping(w->e->sc) ? &w->pools[slot_of(w, pr->srv)] : NULL,
+    };
+    struct httpc_call *call = httpc_stream(w->up, &req, &up_ops, pr, err, reused);
+    if (call && !*reused)
+        metric_inc(w->e->m_upstream_connects);
+    return call;
 }
 
 /* ---- request lifecycle ---- */
@@ -648,10 +557,9 @@ void edge__finish_inflight(struct proxy_req *pr)
 /* Closes the request's server connection, if any (it cannot be reused midway). */
 void edge__drop_upstream(struct proxy_req *pr)
 {
-    if (pr->uc) {
-        pr->uc->pr = NULL;
-        up_close(pr->uc);
-        pr->uc = NULL;
+    if (pr->call) {
+        httpc_cancel(pr->call);
+        pr->call = NULL;
     }
 }
 
@@ -675,7 +583,7 @@ void edge__pr_abort(struct httpd_req *r, void *arg)
         edge__pr_free(pr);
         return;
     }
-    if (pr->uc && edge_cache_fill_shared(pr->c.fill)) {
+    if (pr->call && edge_cache_fill_shared(pr->c.fill)) {
         /* other requests are sending this response as it arrives: fetch on for
          * them (and the cache), without a client */
         edge__count_request(pr->gen, pr->route, 499);
@@ -688,7 +596,7 @@ void edge__pr_abort(struct httpd_req *r, void *arg)
         pr->w->detached = pr;
         if (pr->paused) {
             pr->paused = false;
-            up_read(pr->uc);
+            httpc_resume(pr->call);
         }
         return;
     }
@@ -806,11 +714,11 @@ static void response_timeout(struct loop_timer *t)
     attempt_failed(pr, 504, "the server did not answer in time", true);
 }
 
-static void complete(struct proxy_req *pr, bool reusable)
+/* The response is whole (its connection is back in the pool already). */
+static void complete(struct proxy_req *pr)
 {
-    struct up_conn *uc = pr->uc;
     struct httpd_req *r = pr->r;
-    pr->uc = NULL;
+    pr->call = NULL;
     if (pr->c.fill)
         edge_cache_fill_commit(&pr->c.fill);
     if (pr->c.invalidate && pr->status < 400)
@@ -823,7 +731,6 @@ static void complete(struct proxy_req *pr, bool reusable)
         edge__access_log(pr, pr->status);
         edge__count_request(pr->gen, pr->route, pr->status);
     }
-    edge__up_release(uc, reusable);
     edge__pr_free(pr);
     if (r)
         httpd_respond_finish(r);
@@ -889,10 +796,19 @@ static bool in_list(struct strv name, char **list, size_t n)
     return false;
 }
 
-static void send_head(struct proxy_req *pr, struct up_conn *uc)
+/* How the response's body is framed, as httpc frames it for the stream. */
+static enum body_mode body_mode_of(const struct proxy_req *pr, const struct http_response *resp)
+{
+    if ((pr->r && pr->r->h.is_head) || resp->status == 204 || resp->status == 304)
+        return BODY_NONE;
+    if (resp->chunked)
+        return BODY_CHUNKED;
+    return resp->content_length >= 0 ? BODY_LENGTH : BODY_CLOSE;
+}
+
+static void send_head(struct proxy_req *pr, const struct http_response *resp, enum body_mode mode)
 {
     struct httpd_req *r = pr->r;
-    const struct http_response *resp = &uc->resp;
     const struct edge_header_ops *ops = &pr->route->resp_ops;
     r->no_default_headers = true;
     bool have_date = false;
@@ -924,9 +840,9 @@ static void send_head(struct proxy_req *pr, struct up_conn *uc)
     if (pr->c.xcache)
         httpd_header(r, "X-Cache", pr->c.xcache);
     int64_t len = -1;
-    if (uc->mode == BODY_NONE)
+    if (mode == BODY_NONE)
         len = resp->content_length >= 0 ? resp->content_length : 0;
-    else if (uc->mode == BODY_LENGTH)
+    else if (mode == BODY_LENGTH)
         len = resp->content_length;
     pr->status = resp->status;
     pr->head_sent = true;
@@ -937,15 +853,15 @@ static void on_drain(struct httpd_req *r, void *arg)
 {
     struct proxy_req *pr = arg;
     UNUSED(r);
-    if (pr->paused && pr->uc) {
+    if (pr->paused && pr->call) {
         pr->paused = false;
-        up_read(pr->uc);
+        httpc_resume(pr->call);
     }
 }
 
 /* The server agreed to switch protocols: from here on both connections are a
  * tunnel. The 101 response goes to the client as the server sent it. */
-static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
+static void start_tunnel(struct proxy_req *pr)
 {
     struct httpd_req *r = pr->r;
     struct edge_worker *w = pr->w;
@@ -955,260 +871,128 @@ static void start_tunnel(struct proxy_req *pr, struct up_conn *uc)
     edge__finish_inflight(pr);
     edge__server_result(pr, true);
     struct buf to_client = BUF_INIT, to_server = BUF_INIT;
-    buf_append(&to_client, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
-    /* take the server socket out of the upstream connection */
-    int sfd = uc->io.fd;
-    loop_io_del(&uc->io);
-    uc->io.fd = -1;         /* the tunnel owns the socket now */
-    uc->pr = NULL;
-    pr->uc = NULL;
-    up_close(uc);
+    /* take the server's socket over, with the 101 as the server sent it and what
+     * followed it */
+    int sfd;
+    SSL *sssl;
+    httpc_hijack(pr->call, &sfd, &sssl, &to_client);
+    pr->call = NULL;
     uint64_t timeout = pr->b->idle_timeout_ms > 3600000 ? pr->b->idle_timeout_ms : 3600000;
     edge__pr_free(pr);
     int cfd;
     SSL *cssl;
     httpd_req_hijack(r, &cfd, &cssl, &to_server);
-    if (edge__tunnel_start(w, cfd, cssl, &to_client, sfd, NULL, &to_server, timeout, NULL))
+    if (edge__tunnel_start(w, cfd, cssl, &to_client, sfd, sssl, &to_server, timeout, NULL))
         log_warn("cannot start a tunnel");
     buf_free(&to_client);
     buf_free(&to_server);
 }
 
-/* Parses and forwards what is buffered. */
-static void up_process(struct up_conn *uc, bool eof)
+/* ---- the server's side of a request (httpc's callbacks) ---- */
+
+/* A new connection is up: from now on the response timeout runs. */
+static void up_connected(void *arg)
 {
-    struct proxy_req *pr = uc->pr;
-    if (!uc->head_done) {
-        for (;;) {
-            int n = http1_parse_response(buf_head(&uc->rbuf), buf_used(&uc->rbuf), &uc->scan,
-                                         &http1_default_limits, &uc->resp);
-            if (n == 0) {
-                if (eof)
-                    attempt_failed(pr, 502, "the server closed the connection", true);
-                return;
-            }
-            if (n < 0) {
-                edge__server_result(pr, false);
-                fail(pr, 502, "the server sent a malformed response");
-                return;
-            }
-            if (uc->resp.status < 200 && !(uc->resp.status == 101 && pr->upgrade)) {
-                buf_consume(&uc->rbuf, (size_t)n);
-                memset(&uc->scan, 0, sizeof(uc->scan));
-                continue;
-            }
-            uc->head_len = (size_t)n;
-            break;
-        }
-        uc->head_done = true;
-        pr->t_first = cairn_now_ns();
-        loop_timer_stop(&pr->timer);
-        int st = uc->resp.status;
-        if (pr->idempotent && (st == 502 || st == 503 || st == 504) &&
-            pr->attempts <= pr->b->retries && another_server(pr) && retry_allowed(pr)) {
-            /* this server cannot serve it now: try another, drop this connection */
-            attempt_failed(pr, st, "bad gateway", true);
-            return;
-        }
-        if (st == 101 && pr->upgrade) {
-            start_tunnel(pr, uc);
-            return;
-        }
-        if (st == 304 && pr->c.reval) {
-            edge__serve_revalidated(pr, uc);
-            return;
-        }
-        if (st >= 500 && pr->c.stale) {
-            edge__server_result(pr, false);
-            edge__serve_stale(pr);
-            return;
-        }
-        edge__cache_on_head(pr, &uc->resp);
-        if (pr->r->h.is_head || st == 204 || st == 304)
-            uc->mode = BODY_NONE;
-        else if (uc->resp.chunked)
-            uc->mode = BODY_CHUNKED;
-        else if (uc->resp.content_length >= 0)
-            uc->mode = BODY_LENGTH;
-        else
-            uc->mode = BODY_CLOSE;
-        uc->remaining = uc->mode == BODY_LENGTH ? (uint64_t)uc->resp.content_length : 0;
-        if (pr->c.fill && pr->c.filling && uc->mode == BODY_LENGTH)
-            edge_cache_fill_share(pr->c.fill, pr->c.key, pr->c.keylen, uc->remaining);   /* the waiters stream it */
-        send_head(pr, uc);
-        buf_consume(&uc->rbuf, uc->head_len);   /* header views are no longer needed */
-        memset(&uc->ch, 0, sizeof(uc->ch));
-    }
-    struct httpd_req *r = pr->r;
-    switch (uc->mode) {
-    case BODY_NONE:
-        complete(pr, uc->resp.keep_alive && buf_used(&uc->rbuf) == 0);
-        return;
-    case BODY_LENGTH: {
-        size_t n = (size_t)MIN((uint64_t)buf_used(&uc->rbuf), uc->remaining);
-        if (n) {
-            edge_cache_fill_data(pr->c.fill, buf_head(&uc->rbuf), n);
-            if (r)
-                httpd_respond_write(r, buf_head(&uc->rbuf), n);
-            pr->bytes += n;
-            uc->remaining -= n;
-            buf_consume(&uc->rbuf, n);
-        }
-        if (uc->remaining == 0) {
-            complete(pr, uc->resp.keep_alive && buf_used(&uc->rbuf) == 0);
-            return;
-        }
-        if (eof)
-            fail(pr, 502, "the server closed the connection mid-body");
+    struct proxy_req *pr = arg;
+    pr->t_connect = cairn_now_ns();
+    loop_timer_stop(&pr->timer);
+    pr->timer.cb = response_timeout;
+    loop_timer_start(&pr->w->loop, &pr->timer, pr->b->response_timeout_ms);
+}
+
+static void up_head(void *arg, const struct http_response *resp)
+{
+    struct proxy_req *pr = arg;
+    pr->t_first = cairn_now_ns();
+    loop_timer_stop(&pr->timer);
+    int st = resp->status;
+    if (pr->idempotent && (st == 502 || st == 503 || st == 504) &&
+        pr->attempts <= pr->b->retries && another_server(pr) && retry_allowed(pr)) {
+        /* this server cannot serve it now: try another, drop this connection */
+        attempt_failed(pr, st, "bad gateway", true);
         return;
     }
-    case BODY_CHUNKED: {
-        size_t used = 0;
-        buf_reset(&uc->body);
-        int rc = http1_chunked_feed(&uc->ch, buf_head(&uc->rbuf), buf_used(&uc->rbuf), &used,
-                                    &uc->body, UINT64_MAX / 2);
-        buf_consume(&uc->rbuf, used);
-        if (buf_used(&uc->body)) {
-            edge_cache_fill_data(pr->c.fill, buf_head(&uc->body), buf_used(&uc->body));
-            httpd_respond_write(r, buf_head(&uc->body), buf_used(&uc->body));
-            pr->bytes += buf_used(&uc->body);
-        }
-        if (rc < 0) {
-            fail(pr, 502, "the server sent a malformed chunked body");
-            return;
-        }
-        if (rc == 1) {
-            complete(pr, uc->resp.keep_alive && buf_used(&uc->rbuf) == 0);
-            return;
-        }
-        if (eof)
-            fail(pr, 502, "the server closed the connection mid-body");
+    if (st == 101 && pr->upgrade) {
+        start_tunnel(pr);
         return;
     }
-    case BODY_CLOSE:
-        if (buf_used(&uc->rbuf)) {
-            edge_cache_fill_data(pr->c.fill, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
-            httpd_respond_write(r, buf_head(&uc->rbuf), buf_used(&uc->rbuf));
-            pr->bytes += buf_used(&uc->rbuf);
-            buf_reset(&uc->rbuf);
-        }
-        if (eof)
-            complete(pr, false);
+    if (st == 304 && pr->c.reval) {
+        edge__serve_revalidated(pr, resp);
         return;
+    }
+    if (st >= 500 && pr->c.stale) {
+        edge__server_result(pr, false);
+        edge__serve_stale(pr);
+        return;
+    }
+    edge__cache_on_head(pr, resp);
+    enum body_mode mode = body_mode_of(pr, resp);
+    if (pr->c.fill && pr->c.filling && mode == BODY_LENGTH)   /* the waiters stream it */
+        edge_cache_fill_share(pr->c.fill, pr->c.key, pr->c.keylen, (uint64_t)resp->content_length);
+    send_head(pr, resp, mode);
+}
+
+/* Body bytes as they arrive; reading pauses while the client has too much unsent. */
+static void up_data(void *arg, const char *p, size_t n)
+{
+    struct proxy_req *pr = arg;
+    edge_cache_fill_data(pr->c.fill, p, n);
+    pr->bytes += n;
+    if (!pr->r)
+        return;     /* a detached fetch: for the cache and the waiters only */
+    httpd_respond_write(pr->r, p, n);
+    if (httpd_req_pending(pr->r) > PAUSE_BYTES) {
+        pr->paused = true;      /* resumed from on_drain */
+        httpc_pause(pr->call);
     }
 }
 
-static void up_read(struct up_conn *uc)
+static void up_done(void *arg, bool reusable)
 {
-    bool maybe_more = true;     /* see read_more() in httpd.c: a short read drained the socket */
-    while (uc->state == UP_ACTIVE && uc->pr && maybe_more) {
-        struct proxy_req *pr = uc->pr;
-        if (pr->head_sent && pr->r && httpd_req_pending(pr->r) > PAUSE_BYTES) {
-            pr->paused = true;      /* resume from on_drain */
+    UNUSED(reusable);
+    complete(arg);
+}
+
+static void up_failed(void *arg, int err, enum httpc_stage stage, unsigned flags)
+{
+    struct proxy_req *pr = arg;
+    pr->call = NULL;
+    bool reused = flags & HTTPC_F_REUSED;
+    switch (stage) {
+    case HTTPC_CONNECT:
+        attempt_failed(pr, 502, "cannot connect to the server", true);
+        return;
+    case HTTPC_TLS:
+        attempt_failed(pr, 502, "TLS handshake with the server failed", true);
+        return;
+    case HTTPC_EXCHANGE:
+        if (flags & HTTPC_F_GOT_BYTES) {
+            attempt_failed(pr, 502, "the server closed the connection", true);
             return;
         }
-        if (buf_reserve(&uc->rbuf, 16384)) {
-            fail(pr, 502, "out of memory");
-            return;
-        }
-        ssize_t n = stream_read(uc->io.fd, uc->ssl, buf_tail(&uc->rbuf), buf_room(&uc->rbuf));
-        if (n > 0) {
-            uc->got_bytes = true;
-            /* the end may have come with the last bytes: no edge will follow */
-            maybe_more = (size_t)n == buf_room(&uc->rbuf) || uc->ssl || uc->peer_closed;
-            buf_commit(&uc->rbuf, (size_t)n);
-            up_process(uc, false);
-            continue;
-        }
-        if (n == -EAGAIN)
-            return;
-        if (n == 0 && uc->got_bytes) {
-            up_process(uc, true);
-            return;
-        }
-        /* reset or EOF before any byte */
-        if (uc->reused && !uc->got_bytes)
+        /* reset or closed before any byte: on a pooled connection, the keep-alive race */
+        if (reused)
             stale_pooled_conn(pr);
-        attempt_failed(pr, 502, "connection to the server failed", !uc->reused);
+        attempt_failed(pr, 502, "connection to the server failed", !reused);
+        return;
+    case HTTPC_BAD_HEAD:
+        edge__server_result(pr, false);
+        fail(pr, 502, "the server sent a malformed response");
+        return;
+    case HTTPC_BODY:
+        fail(pr, 502, err == -EPROTO ? "the server sent a malformed chunked body"
+                                     : "the server closed the connection mid-body");
         return;
     }
 }
 
-static void up_flush(struct up_conn *uc)
-{
-    while (buf_used(&uc->wbuf)) {
-        ssize_t n = stream_write(uc->io.fd, uc->ssl, buf_head(&uc->wbuf), buf_used(&uc->wbuf));
-        if (n > 0) {
-            buf_consume(&uc->wbuf, (size_t)n);
-            continue;
-        }
-        if (n == -EAGAIN) {
-            if (!(uc->io.events & EPOLLOUT))
-                loop_io_mod(&uc->io, uc->io.events | EPOLLOUT);
-            return;
-        }
-        struct proxy_req *pr = uc->pr;
-        if (uc->reused && !uc->got_bytes)
-            stale_pooled_conn(pr);
-        attempt_failed(pr, 502, "connection to the server failed", !uc->reused);
-        return;
-    }
-    if ((uc->io.events & EPOLLOUT) && !uc->ssl)
-        loop_io_mod(&uc->io, uc->io.events & ~(uint32_t)EPOLLOUT);
-}
-
-static void up_event(struct loop_io *io, uint32_t events)
-{
-    struct up_conn *uc = io->data;
-    if (uc->state == UP_CLOSED)
-        return;
-    if (uc->state == UP_IDLE) {
-        up_close(uc);       /* closed by the server, or unexpected bytes */
-        return;
-    }
-    struct proxy_req *pr = uc->pr;
-    if (!pr) {
-        up_close(uc);
-        return;
-    }
-    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        uc->peer_closed = true;
-    if (uc->state == UP_CONNECTING) {
-        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-            return;
-        pr->t_connect = 0;
-        int err = 0;
-        socklen_t l = sizeof(err);
-        getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
-        if (err) {
-            attempt_failed(pr, 502, "cannot connect to the server", true);
-            return;
-        }
-        uc->state = uc->ssl ? UP_HANDSHAKE : UP_ACTIVE;
-    }
-    if (uc->state == UP_HANDSHAKE) {
-        int r = tls_handshake(uc->ssl);
-        if (r == -EAGAIN)
-            return;
-        if (r < 0) {
-            attempt_failed(pr, 502, "TLS handshake with the server failed", true);
-            return;
-        }
-        uc->state = UP_ACTIVE;
-    }
-    if (!pr->t_connect) {
-        pr->t_connect = cairn_now_ns();
-        loop_timer_stop(&pr->timer);
-        pr->timer.cb = response_timeout;
-        loop_timer_start(&uc->w->loop, &pr->timer, pr->b->response_timeout_ms);
-    }
-    if (buf_used(&uc->wbuf)) {
-        up_flush(uc);
-        if (uc->state != UP_ACTIVE || uc->pr != pr)
-            return;
-    }
-    up_read(uc);
-}
+static const struct httpc_stream_ops up_ops = {
+    .connected = up_connected,
+    .head = up_head,
+    .data = up_data,
+    .done = up_done,
+    .failed = up_failed,
+};
 
 static void connect_timeout(struct loop_timer *t)
 {
@@ -1341,8 +1125,9 @@ static void try_send(struct proxy_req *pr)
         __atomic_add_fetch(&pr->srv->inflight, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&pr->srv->requests, 1, __ATOMIC_RELAXED);
         int err = 0;
-        struct up_conn *uc = up_get(pr, &err);
-        if (!uc) {
+        bool reused = false;
+        pr->call = up_start(pr, &err, &reused);
+        if (!pr->call) {
             edge__finish_inflight(pr);
             edge__server_result(pr, false);
             if (pr->attempts > pr->b->retries) {
@@ -1351,14 +1136,7 @@ static void try_send(struct proxy_req *pr)
             }
             continue;
         }
-        uc->pr = pr;
-        pr->uc = uc;
-        uc->head_done = false;
-        uc->got_bytes = false;
-        memset(&uc->scan, 0, sizeof(uc->scan));
-        buf_reset(&uc->rbuf);
-        buf_append(&uc->wbuf, buf_head(&pr->req), buf_used(&pr->req));
-        if (uc->state == UP_CONNECTING) {
+        if (!reused) {
             pr->timer.cb = connect_timeout;
             loop_timer_start(&pr->w->loop, &pr->timer, pr->b->connect_timeout_ms);
             /* the response timer replaces it once connected */
@@ -1367,7 +1145,6 @@ static void try_send(struct proxy_req *pr)
         pr->timer.cb = response_timeout;
         pr->t_connect = cairn_now_ns();
         loop_timer_start(&pr->w->loop, &pr->timer, pr->b->response_timeout_ms);
-        up_flush(uc);
         return;
     }
 }

@@ -2,8 +2,11 @@
  * proxy (edge_proxy.c: routing, balancing, forwarding, retries) and the cache's
  * decisions for it (edge_proxy_cache.c). Internal to the edge role.
  *
- * Threads: a proxy_req and its up_conn live on one worker's loop from the
- * request to its end (a detached fetch, whose client left, finishes there too).
+ * The server's side of a request is a streamed call of core/httpc on a pooled
+ * connection of the worker's (one pool per server).
+ *
+ * Threads: a proxy_req and its call live on one worker's loop from the request
+ * to its end (a detached fetch, whose client left, finishes there too).
  */
 #ifndef CAIRN_EDGE_PROXY_H
 #define CAIRN_EDGE_PROXY_H
@@ -15,33 +18,9 @@
 #define PAUSE_BYTES (256u << 10)
 #define MAX_IDLE_PER_SERVER 64
 
-enum up_state { UP_CONNECTING, UP_HANDSHAKE, UP_ACTIVE, UP_IDLE, UP_CLOSED };
 enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
 
 struct proxy_req;
-
-struct up_conn {
-    struct edge_gen *gen;           /* slot numbering belongs to this generation */
-    struct loop_io io;
-    struct loop_timer timer;        /* idle timeout in the pool */
-    struct loop_defer defer;
-    struct edge_worker *w;
-    struct edge_server *srv;
-    size_t slot;
-    SSL *ssl;                       /* TLS towards the server */
-    enum up_state state;
-    struct buf wbuf, rbuf, body;
-    struct http1_scan scan;
-    struct http_response resp;
-    struct http1_chunked ch;
-    bool head_done, reused, got_bytes;
-    bool peer_closed;               /* EPOLLRDHUP seen: read to the end, short reads or not */
-    size_t head_len;
-    enum body_mode mode;
-    uint64_t remaining;
-    struct proxy_req *pr;
-    struct up_conn *next;
-};
 
 /* A request's cache state: set by edge__cache_lookup_or_pass, read by the proxy
  * where the response arrives (storing, invalidation, stale answers). */
@@ -71,7 +50,7 @@ struct proxy_req {
     const struct edge_route *route;
     struct edge_backend *b;
     struct edge_server *srv;
-    struct up_conn *uc;
+    struct httpc_call *call;        /* the exchange with the server, while there is one */
     struct loop_timer timer;        /* response timeout */
     struct buf req;                 /* the request as sent upstream */
     int attempts;
@@ -116,7 +95,6 @@ struct bg_refresh {
 void edge__simple_reply(struct httpd_req *r, int status, const char *msg);
 void edge__count_request(struct edge_gen *g, const struct edge_route *rt, int status);
 struct strv edge__hash_key_of(const struct edge_backend *b, struct httpd_req *r, char *ip, size_t iplen);
-void edge__up_release(struct up_conn *uc, bool reusable);
 void edge__pr_free(struct proxy_req *pr);
 void edge__server_result(struct proxy_req *pr, bool ok);
 void edge__access_log(struct proxy_req *pr, int status);
@@ -131,7 +109,7 @@ void edge__proxy_go(struct proxy_req *pr);
 void edge__serve_stale(struct proxy_req *pr);
 void edge__cache_invalidate(struct proxy_req *pr);
 void edge__cache_on_head(struct proxy_req *pr, const struct http_response *resp);
-void edge__serve_revalidated(struct proxy_req *pr, struct up_conn *uc);
+void edge__serve_revalidated(struct proxy_req *pr, const struct http_response *resp);
 bool edge__cache_lookup_or_pass(struct proxy_req *pr);
 
 #endif

@@ -101,14 +101,17 @@ void edge__cache_on_head(struct proxy_req *pr, const struct http_response *resp)
 }
 
 /* The origin confirmed the stale object (304): refresh it and answer from it. */
-void edge__serve_revalidated(struct proxy_req *pr, struct up_conn *uc)
+/* From the response head: a 304 for the stale object this request revalidates.
+ * The exchange finishes on its own (a 304 has no body) and its connection goes
+ * back to the pool. */
+void edge__serve_revalidated(struct proxy_req *pr, const struct http_response *resp)
 {
     struct httpd_req *r = pr->r;
     struct edge_cache_obj *fresh = edge_cache_refresh(pr->c.store ? pr->c.store : pr->gen->routes[pr->route->index].cache,
-                                       pr->c.reval, &uc->resp, pr->req_wall);
+                                       pr->c.reval, resp, pr->req_wall);
     struct edge_cache_obj *use = fresh ? fresh : pr->c.reval;
-    bool reusable = uc->resp.keep_alive && buf_used(&uc->rbuf) == (size_t)uc->head_len;
-    pr->uc = NULL;
+    httpc_detach(pr->call);
+    pr->call = NULL;
     edge__server_result(pr, true);
     edge__finish_inflight(pr);
     httpd_req_on_abort(r, NULL, NULL);
@@ -116,7 +119,6 @@ void edge__serve_revalidated(struct proxy_req *pr, struct up_conn *uc)
     pr->status = 200;
     edge__access_log(pr, 200);
     edge__count_request(pr->gen, pr->route, 200);
-    edge__up_release(uc, reusable);
     char rid[40];
     memcpy(rid, pr->request_id, sizeof(rid));
     edge_cache_obj_get(use);          /* edge__pr_free drops the revalidation reference */
