@@ -52,7 +52,6 @@ struct httpc_call {
     /* streamed calls */
     const struct httpc_stream_ops *ops;
     bool stream, upgrade;
-    struct httpc_pool *pool;
 };
 
 struct httpc {
@@ -523,6 +522,69 @@ static void conn_event(struct loop_io *io, uint32_t events)
     }
 }
 
+/* Opens a connection to addr, with TLS through ctx when tls (the name sent is sni;
+ * without one the certificate must name addr's IP, when the context verifies).
+ * Returns it connecting and tracked, or NULL with *err. */
+static struct httpc_conn *conn_new(struct httpc *hc, const struct net_addr *addr, bool tls,
+                                   struct tls_ctx *ctx, const char *sni, int *err)
+{
+    struct httpc_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    int fd = net_connect_tcp(addr);
+    if (fd < 0) {
+        free(c);
+        *err = fd;
+        return NULL;
+    }
+    c->hc = hc;
+    c->addr = *addr;
+    c->tls = tls;
+    loop_io_init(&c->io, fd, conn_event, c);
+    loop_timer_init(&c->idle_timer, idle_timeout, c);
+    *err = 0;
+    if (tls) {
+        char ip[NET_ADDRSTRLEN];
+        bool named = sni && *sni;
+        if (!named)
+            net_ip_format((const struct sockaddr *)&addr->ss, ip, sizeof(ip));
+        if (!ctx || !(c->ssl = tls_conn_new(ctx, fd, false, sni)) ||
+            (!named && tls_conn_verify_ip(c->ssl, ip)))
+            *err = -EPROTO;
+    }
+    if (!*err && loop_io_add(hc->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET))
+        *err = -EIO;
+    if (*err) {
+        tls_conn_free(&c->ssl);
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    c->state = HC_CONNECTING;
+    track(hc, c);
+    hc->connects++;
+    return c;
+}
+
+/* Gives c to call, with bytes to send and the read state of a new exchange. */
+static void conn_attach(struct httpc_conn *c, struct httpc_call *call, const void *bytes, size_t len)
+{
+    c->call = call;
+    call->conn = c;
+    c->have_head = false;
+    c->got_bytes = false;
+    c->paused = false;
+    c->peer_closed = false;
+    c->head_len = 0;
+    memset(&c->scan, 0, sizeof(c->scan));
+    buf_reset(&c->rbuf);
+    buf_reset(&c->body);
+    buf_reset(&c->wbuf);
+    buf_append(&c->wbuf, bytes, len);
+}
+
 /* ---- streamed responses ---- */
 
 /* The response is whole: the connection goes back to its pool (or is closed)
@@ -776,7 +838,6 @@ struct httpc_call *httpc_stream(struct httpc *hc, const struct httpc_stream_req 
     call->stream = true;
     call->upgrade = req->upgrade;
     call->is_head = req->is_head;
-    call->pool = req->pool;
     loop_timer_init(&call->timer, stream_late_fail, call);
     struct httpc_conn *c = req->pool ? req->pool->idle : NULL;
     if (c) {
@@ -785,59 +846,16 @@ struct httpc_call *httpc_stream(struct httpc *hc, const struct httpc_stream_req 
         c->reused = true;
         hc->reuses++;
     } else {
-        int fd = net_connect_tcp(&req->addr);
-        if (fd < 0) {
-            free(call);
-            *err = fd;
-            return NULL;
-        }
-        c = calloc(1, sizeof(*c));
+        c = conn_new(hc, &req->addr, req->tls != NULL, req->tls, req->sni, err);
         if (!c) {
-            close(fd);
             free(call);
-            *err = -ENOMEM;
             return NULL;
         }
-        c->hc = hc;
-        c->addr = req->addr;
         c->pool = req->pool;
         c->no_pool = req->pool == NULL;     /* not for the client's own pool */
-        c->tls = req->tls != NULL;
-        loop_io_init(&c->io, fd, conn_event, c);
-        loop_timer_init(&c->idle_timer, idle_timeout, c);
-        if (req->tls) {
-            c->ssl = tls_conn_new(req->tls, fd, false, req->sni);
-            if (c->ssl && !req->sni && req->verify_ip) {
-                char ip[NET_ADDRSTRLEN];
-                net_ip_format((const struct sockaddr *)&req->addr.ss, ip, sizeof(ip));
-                tls_conn_verify_ip(c->ssl, ip);
-            }
-        }
-        if ((req->tls && !c->ssl) ||
-            loop_io_add(hc->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-            *err = req->tls && !c->ssl ? -EPROTO : -EIO;
-            tls_conn_free(&c->ssl);
-            close(fd);
-            free(c);
-            free(call);
-            return NULL;
-        }
-        c->state = HC_CONNECTING;
-        track(hc, c);
-        hc->connects++;
     }
     *reused = c->reused;
-    c->call = call;
-    call->conn = c;
-    c->have_head = false;
-    c->got_bytes = false;
-    c->paused = false;
-    c->peer_closed = false;
-    c->head_len = 0;
-    memset(&c->scan, 0, sizeof(c->scan));
-    buf_reset(&c->rbuf);
-    buf_reset(&c->wbuf);
-    buf_append(&c->wbuf, req->raw, req->raw_len);
+    conn_attach(c, call, req->raw, req->raw_len);
     if (c->state == HC_IDLE) {
         c->state = HC_ACTIVE;
         /* a pooled connection: send at once; a failure is reported from the loop */
@@ -901,62 +919,22 @@ static int call_start(struct httpc_call *call, bool allow_reuse)
         c->reused = true;
         hc->reuses++;
     } else {
-        c = calloc(1, sizeof(*c));
-        if (!c)
+        int err;
+        char *host = strdup(call->host);
+        if (!host)
             return -ENOMEM;
-        c->hc = hc;
-        c->addr = call->addr;
-        c->tls = call->tls;
-        c->host = strdup(call->host);
-        int fd = net_connect_tcp(&call->addr);
-        if (fd < 0 || !c->host) {
-            if (fd >= 0)
-                close(fd);
-            free(c->host);
-            free(c);
-            return fd < 0 ? fd : -ENOMEM;
+        struct tls_ctx *ctx = call->tls_ctx ? call->tls_ctx : hc->o.tls;
+        c = conn_new(hc, &call->addr, call->tls, ctx, call->sni ? call->sni : call->host, &err);
+        if (!c) {
+            free(host);
+            return err;
         }
-        loop_io_init(&c->io, fd, conn_event, c);
-        loop_timer_init(&c->idle_timer, idle_timeout, c);
-        if (call->tls) {
-            struct tls_ctx *ctx = call->tls_ctx ? call->tls_ctx : hc->o.tls;
-            const char *name = call->sni ? call->sni : call->host;
-            char ip[NET_ADDRSTRLEN];
-            if (!*name)
-                net_ip_format((const struct sockaddr *)&call->addr.ss, ip, sizeof(ip));
-            if (!ctx || !(c->ssl = tls_conn_new(ctx, fd, false, name)) ||
-                (!*name && tls_conn_verify_ip(c->ssl, ip))) {
-                tls_conn_free(&c->ssl);
-                close(fd);
-                free(c->host);
-                free(c);
-                return -EPROTO;
-            }
-            /* a context of the caller's may not outlive this call: never pooled */
-            c->no_pool = call->tls_ctx != NULL;
-            call->tls_ctx = NULL;
-        }
-        if (loop_io_add(hc->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-            tls_conn_free(&c->ssl);
-            close(fd);
-            free(c->host);
-            free(c);
-            return -EIO;
-        }
-        c->state = HC_CONNECTING;
-        track(hc, c);
-        hc->connects++;
+        c->host = host;
+        /* a context of the caller's may not outlive this call: never pooled */
+        c->no_pool = call->tls_ctx != NULL;
+        call->tls_ctx = NULL;
     }
-    c->call = call;
-    call->conn = c;
-    c->have_head = false;
-    c->got_bytes = false;
-    c->head_len = 0;
-    memset(&c->scan, 0, sizeof(c->scan));
-    buf_reset(&c->rbuf);
-    buf_reset(&c->body);
-    buf_reset(&c->wbuf);
-    buf_append(&c->wbuf, buf_head(&call->req), buf_used(&call->req));
+    conn_attach(c, call, buf_head(&call->req), buf_used(&call->req));
     if (c->state == HC_IDLE) {
         c->state = HC_ACTIVE;
         flush(c);

@@ -99,8 +99,8 @@ struct httpc_stream_req {
     bool is_head;                   /* no body in the response */
     bool upgrade;                   /* a 101 is the final answer (then httpc_hijack) */
     struct tls_ctx *tls;            /* speak TLS with this client context, or NULL */
-    const char *sni;                /* with tls: the name sent (NULL: none) */
-    bool verify_ip;                 /* with tls and no sni: the certificate must name the IP */
+    const char *sni;                /* with tls: the name sent (NULL: none; then a verifying
+                                       context checks that the certificate names the IP) */
     struct httpc_pool *pool;        /* where the connection comes from and goes back to */
 };
 

@@ -433,7 +433,6 @@ static struct httpc_call *up_start(struct proxy_req *pr, int *err, bool *reused)
         .upgrade = pr->upgrade,
         .tls = pr->gen->backend_tls[pr->b->index],
         .sni = pr->b->tls_sni,
-        .verify_ip = pr->b->tls_verify,
         .pool = pr->gen == w->gen && !service_stopping(w->e->sc) ? &w->pools[slot_of(w, pr->srv)] : NULL,
     };
     struct httpc_call *call = httpc_stream(w->up, &req, &up_ops, pr, err, reused);
