@@ -51,6 +51,12 @@ struct httpd_conn {
     bool opened;            /* on_open was called */
     bool close_after;       /* no keep-alive after this response */
     bool resp_started, resp_chunked, resp_nobody;
+    /* a streamed request body (conf->stream_body): read while the handler runs */
+    bool streaming;                 /* the body is not read to its end yet */
+    const struct httpd_body_ops *body_ops;  /* set by httpd_req_read_body */
+    void *body_arg;
+    uint64_t body_left;             /* Content-Length bodies: bytes still to come */
+    const char *head_at;            /* where the head's views point (re-parsed when it moves) */
     struct httpd_req *req;          /* from the worker's pool while a request is active */
     struct h2_conn *h2;             /* HTTP/2 state when ALPN chose h2 */
     /* a body sent from the caller's memory after wbuf (httpd_respond_ext) */
@@ -641,6 +647,94 @@ static void refresh_head(struct httpd_conn *c)
     (void)r;
 }
 
+/* Removes n bytes that follow the head from the read buffer (a streamed body's
+ * bytes once delivered): the head stays where it is. */
+static void cut_after_head(struct httpd_conn *c, size_t n)
+{
+    char *p = buf_head(&c->rbuf) + c->head_len;
+    size_t rest = buf_used(&c->rbuf) - c->head_len - n;
+    memmove(p, p + n, rest);
+    c->rbuf.len -= n;
+}
+
+/* Hands a streamed body's buffered bytes to the handler. Returns 0 for more
+ * input, 1 when the body ended or the handler stopped it, -1 when the
+ * connection closed. */
+static int body_pump(struct httpd_conn *c)
+{
+    struct httpd_req *r = c->req;
+    const struct httpd_body_ops *ops = c->body_ops;
+    size_t avail = buf_used(&c->rbuf) - c->head_len;
+    if (buf_head(&c->rbuf) != c->head_at) {
+        refresh_head(c);        /* the read buffer grew and moved */
+        c->head_at = buf_head(&c->rbuf);
+    }
+    int stop = 0;
+    bool end = false;
+    if (!r->h.chunked) {
+        size_t n = (size_t)MIN((uint64_t)avail, c->body_left);
+        if (n) {
+            c->in_handler = true;
+            stop = ops->data(r, c->body_arg, buf_head(&c->rbuf) + c->head_len, n);
+            c->in_handler = false;
+            if (c->state == CS_CLOSED)
+                return -1;
+            cut_after_head(c, n);
+            c->body_left -= n;
+        }
+        end = c->body_left == 0;
+    } else {
+        size_t consumed = 0;
+        buf_reset(&c->body);
+        int fr = http1_chunked_feed(&c->chunked, buf_head(&c->rbuf) + c->head_len, avail,
+                                    &consumed, &c->body, UINT64_MAX / 2);
+        cut_after_head(c, consumed);
+        if (fr < 0) {
+            conn_close(c);      /* the handler hears of it through its abort callback */
+            return -1;
+        }
+        if (buf_used(&c->body)) {
+            c->in_handler = true;
+            stop = ops->data(r, c->body_arg, buf_head(&c->body), buf_used(&c->body));
+            c->in_handler = false;
+            if (c->state == CS_CLOSED)
+                return -1;
+        }
+        end = fr == 1;
+    }
+    if (c->state != CS_HANDLER || c->req != r || !c->streaming)
+        return 1;           /* answered (and perhaps done) from the callback */
+    if (!stop && !end) {
+        set_timer(c, T_BODY, c->conf->body_timeout_ms);
+        return 0;
+    }
+    c->streaming = false;
+    c->body_ops = NULL;
+    set_timer(c, T_NONE, 0);
+    if (stop) {
+        c->close_after = true;      /* the rest of the body is never read */
+        return 1;
+    }
+    c->in_handler = true;
+    ops->end(r, c->body_arg);
+    c->in_handler = false;
+    return c->state == CS_CLOSED ? -1 : 1;
+}
+
+void httpd_req_read_body(struct httpd_req *r, const struct httpd_body_ops *ops, void *arg)
+{
+    struct httpd_conn *c = r->conn;
+    BUG_ON(r->h2 || !c->streaming || c->body_ops);
+    c->body_ops = ops;
+    c->body_arg = arg;
+    if (r->h.expect_continue && r->h.minor >= 1 && buf_used(&c->rbuf) == c->head_len &&
+        !c->resp_started)
+        buf_puts(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+    set_timer(c, T_BODY, c->conf->body_timeout_ms);
+    if (!c->in_handler && !c->in_process)
+        conn_resume(c);     /* called later, from a timer: read on now */
+}
+
 /* Processes buffered input. Returns 0 when it needs more bytes, 1 when it must
  * wait for something else (handler, flush), -1 when the connection closed. */
 static int conn_process(struct httpd_conn *c)
@@ -678,7 +772,25 @@ static int conn_process(struct httpd_conn *c)
                 return c->state == CS_CLOSED ? -1 : 1;
             }
             c->head_len = (size_t)r;
-            if (c->req->h.chunked || c->req->h.content_length > 0) {
+            bool has_body = c->req->h.chunked || c->req->h.content_length > 0;
+            c->req->streaming = has_body && c->conf->stream_body &&
+                                c->conf->stream_body(c->conf->handler_arg, &c->req->h);
+            if (c->req->streaming) {
+                /* the handler runs now and reads the body with httpd_req_read_body */
+                c->streaming = true;
+                c->body_ops = NULL;
+                c->body_left = c->req->h.chunked ? 0 : (uint64_t)c->req->h.content_length;
+                c->raw_pos = c->head_len;
+                memset(&c->chunked, 0, sizeof(c->chunked));
+                c->req->body = strv_make(buf_head(&c->rbuf) + c->head_len, 0);
+                c->req_end = c->head_len;
+                c->head_at = buf_head(&c->rbuf);
+                dispatch(c);
+                if (c->state == CS_CLOSED)
+                    return -1;
+                continue;
+            }
+            if (has_body) {
                 c->state = CS_BODY;
                 c->raw_pos = c->head_len;
                 memset(&c->chunked, 0, sizeof(c->chunked));
@@ -728,6 +840,10 @@ static int conn_process(struct httpd_conn *c)
                 return -1;
             continue;
         }
+        case CS_HANDLER:
+            if (!c->streaming || !c->body_ops)
+                return 1;
+            return body_pump(c);
         case CS_HANDSHAKE:
             return 0;
         default:
@@ -835,7 +951,7 @@ static void read_more(struct httpd_conn *c)
             }
             maybe_more = (size_t)n == room || (c->ssl && !tls_read_drained(c->ssl, (size_t)n));
             c->input_drained = !maybe_more;
-            if (c->state == CS_BODY)
+            if (c->state == CS_BODY || c->streaming)
                 set_timer(c, T_BODY, c->conf->body_timeout_ms);
             continue;
         }
@@ -901,7 +1017,7 @@ static void conn_event(struct loop_io *io, uint32_t events)
     }
     if (conn_pending(c) && conn_flush(c) < 0)
         return;
-    if (c->state == CS_HANDLER || c->state == CS_CLOSING)
+    if ((c->state == CS_HANDLER && !c->body_ops) || c->state == CS_CLOSING)
         return;
     read_more(c);
 }
@@ -919,7 +1035,10 @@ static void conn_timer(struct loop_timer *t)
             conn_close(c);
         break;
     case T_BODY:
-        conn_error(c, 408);
+        if (c->streaming)
+            conn_close(c);      /* the handler owns the request: it hears of the abort */
+        else
+            conn_error(c, 408);
         break;
     default:
         conn_close(c);
@@ -964,6 +1083,12 @@ void httpd_respond_start(struct httpd_req *r, int status, const char *ctype,
     struct httpd_worker *w = c->w;
     BUG_ON(c->resp_started);
     c->resp_started = true;
+    if (c->streaming) {
+        /* answered before the body was read (an error): the rest is never read */
+        c->streaming = false;
+        c->body_ops = NULL;
+        c->close_after = true;
+    }
     bool keep = r->h.keep_alive && !c->close_after && !w->draining;
     c->resp_nobody = r->h.is_head || status == 204 || status == 304 || status < 200;
     c->resp_chunked = false;

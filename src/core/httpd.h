@@ -55,6 +55,12 @@ struct httpd_conf {
      * client, with these). on_open returning false closes the connection at once;
      * on_close is called for every connection on_open saw. */
     bool (*on_open)(void *arg, const struct sockaddr *peer);
+    /* Optional: asked (with handler_arg) for each HTTP/1 request with a body once
+     * its head is read; true hands the request to the handler at once with an
+     * empty body and req->streaming set, and the handler reads the body with
+     * httpd_req_read_body (uploads larger than memory). HTTP/2 bodies are always
+     * whole. */
+    bool (*stream_body)(void *arg, const struct http_request *h);
     void (*on_close)(void *arg, const struct sockaddr *peer);
 };
 /* Fills conf with defaults (limits, 10s/30s/60s timeouts, 10000 conns). */
@@ -72,6 +78,7 @@ struct httpd_req {
     uint64_t start_ns;
     bool tls;
     bool no_default_headers;        /* don't add Date and Server (a proxy passes its own) */
+    bool streaming;                 /* the body comes through httpd_req_read_body */
     void (*on_abort)(struct httpd_req *r, void *arg);
     void *abort_arg;
     void (*on_drain)(struct httpd_req *r, void *arg);
@@ -156,6 +163,19 @@ void httpd_req_on_abort(struct httpd_req *r, void (*cb)(struct httpd_req *, void
 size_t httpd_req_pending(const struct httpd_req *r);
 void httpd_req_on_drain(struct httpd_req *r, void (*cb)(struct httpd_req *, void *), void *arg);
 int httpd_header_strv(struct httpd_req *r, struct strv name, struct strv value);
+/* A streamed request body (req->streaming): data gets the body's bytes as they
+ * arrive (chunked framing removed) and returns 0 to go on, or nonzero to stop
+ * reading (the handler answers, then the connection closes); end runs once the
+ * whole body has come. The head (r->h) stays valid. A client that goes away or
+ * stalls past body_timeout ends the request through its abort callback. An
+ * answer begun before the end also stops reading and closes the connection
+ * after it. The 100 Continue an Expect asks for is sent by this call, so a
+ * handler that refuses first never makes the client send the body. */
+struct httpd_body_ops {
+    int (*data)(struct httpd_req *r, void *arg, const char *p, size_t n);
+    void (*end)(struct httpd_req *r, void *arg);
+};
+void httpd_req_read_body(struct httpd_req *r, const struct httpd_body_ops *ops, void *arg);
 /* Closes the connection under a request whose response cannot be completed (an
  * upstream died mid-body): the client sees a truncated response, never a wrong one.
  * The abort callback is not called. */
