@@ -8,6 +8,7 @@
 #include "edge/edge.h"
 #include "metrics/prom.h"
 #include "alerts/alerts.h"
+#include "s3/s3.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -24,6 +25,7 @@ static const struct role_ops *const roles[] = {
     &edge_role,
     &prom_role,
     &alerts_role,
+    &s3_role,
     NULL,
 };
 

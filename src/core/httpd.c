@@ -642,7 +642,9 @@ static void dispatch(struct httpd_conn *c)
 static void refresh_head(struct httpd_conn *c)
 {
     struct http1_scan s = { 0 };
-    int r = http1_parse_request(buf_head(&c->rbuf), c->head_len, &s, &c->conf->limits, &c->req->h);
+    struct http1_limits hl = c->conf->limits;
+    hl.max_body = UINT64_MAX;       /* the body's size was judged with the head */
+    int r = http1_parse_request(buf_head(&c->rbuf), c->head_len, &s, &hl, &c->req->h);
     BUG_ON(r != (int)c->head_len);
     (void)r;
 }
@@ -763,7 +765,11 @@ static int conn_process(struct httpd_conn *c)
                 conn_error(c, 503);
                 return c->state == CS_CLOSED ? -1 : 1;
             }
-            int r = http1_parse_request(buf_head(&c->rbuf), buf_used(&c->rbuf), &c->scan, lim,
+            /* a body the handler may take streamed is not bounded by max_body here */
+            struct http1_limits hl = *lim;
+            if (c->conf->stream_body)
+                hl.max_body = UINT64_MAX;
+            int r = http1_parse_request(buf_head(&c->rbuf), buf_used(&c->rbuf), &c->scan, &hl,
                                         &c->req->h);
             if (r == 0)
                 return 0;
@@ -789,6 +795,11 @@ static int conn_process(struct httpd_conn *c)
                 if (c->state == CS_CLOSED)
                     return -1;
                 continue;
+            }
+            if (has_body && c->req->h.content_length > 0 &&
+                (uint64_t)c->req->h.content_length > lim->max_body) {
+                conn_error(c, 413);
+                return c->state == CS_CLOSED ? -1 : 1;
             }
             if (has_body) {
                 c->state = CS_BODY;

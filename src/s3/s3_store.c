@@ -1,0 +1,1043 @@
+/* s3_store.c - where objects live.
+ *
+ * Metadata is in SQLite (<data>/meta.db, WAL, synchronous=FULL): buckets,
+ * objects (key -> size, ETag, stored headers, the data files of its parts),
+ * multipart uploads and their parts. Object bytes are in data files under
+ * <data>/data/<2 hex>/<32 hex>, written once and never changed: the bytes, then
+ * a trailer of one CRC32C per 64 KiB block, then the block count. A PUT writes
+ * and fsyncs its file (and directory) first and then commits the row that
+ * points at it, so a crash leaves either the old object or the new one whole;
+ * files of replaced objects are unlinked after the commit, and files no row
+ * names (a crash between the two steps) are removed at start.
+ */
+#include "s3_internal.h"
+#include "core/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+const char *const s3_ck_names[S3_CK_N] = { "crc32", "crc32c", "sha1", "sha256" };
+
+/* ---- CRC32C (Castagnoli), slicing by 8 ---- */
+
+static uint32_t crc_tab[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_tab[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    uint64_t c = crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return c32;
+}
+#endif
+
+uint32_t s3_crc32c(uint32_t crc, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    crc = ~crc;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2"))
+        return ~crc32c_hw(crc, p, n);
+#endif
+    pthread_once(&crc_once, crc_init);
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        v ^= crc;
+        crc = crc_tab[7][v & 0xff] ^ crc_tab[6][(v >> 8) & 0xff] ^ crc_tab[5][(v >> 16) & 0xff] ^
+              crc_tab[4][(v >> 24) & 0xff] ^ crc_tab[3][(v >> 32) & 0xff] ^
+              crc_tab[2][(v >> 40) & 0xff] ^ crc_tab[1][(v >> 48) & 0xff] ^ crc_tab[0][v >> 56];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
+    return ~crc;
+}
+
+int s3_b64(const uint8_t *p, size_t n, char *out, size_t cap)
+{
+    if (cap < 4 * ((n + 2) / 3) + 1)
+        return -1;
+    return EVP_EncodeBlock((unsigned char *)out, p, (int)n);
+}
+
+int s3_unb64(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = strlen(s);
+    if (n % 4 || n / 4 * 3 > cap + 2)
+        return -1;
+    uint8_t tmp[256];
+    if (n / 4 * 3 > sizeof(tmp))
+        return -1;
+    int r = EVP_DecodeBlock(tmp, (const unsigned char *)s, (int)n);
+    if (r < 0)
+        return -1;
+    if (n && s[n - 1] == '=')
+        r--;
+    if (n > 1 && s[n - 2] == '=')
+        r--;
+    if ((size_t)r > cap)
+        return -1;
+    memcpy(out, tmp, (size_t)r);
+    return r;
+}
+
+void s3_random_hex(char *out, size_t nbytes)
+{
+    uint8_t b[64];
+    if (nbytes > sizeof(b))
+        nbytes = sizeof(b);
+    if (RAND_bytes(b, (int)nbytes) != 1)
+        for (size_t i = 0; i < nbytes; i++)
+            b[i] = (uint8_t)random();
+    s3_hex(b, nbytes, out);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- data files ---- */
+
+static void file_path(char *out, size_t cap, const char *dir, const char *id)
+{
+    snprintf(out, cap, "%s/data/%.2s/%s", dir, id, id);
+}
+
+static int fsync_dir(const char *path)
+{
+    char d[512];
+    snprintf(d, sizeof(d), "%s", path);
+    char *sl = strrchr(d, '/');
+    if (sl)
+        *sl = 0;
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = fsync(fd) ? -errno : 0;
+    close(fd);
+    return r;
+}
+
+int s3_writer_open(struct s3_writer *w, const char *dir, unsigned want)
+{
+    memset(w, 0, sizeof(*w));
+    w->fd = -1;
+    w->dir = dir;
+    w->want = want;
+    s3_random_hex(w->id, 16);
+    file_path(w->path, sizeof(w->path), dir, w->id);
+    char sub[512];
+    snprintf(sub, sizeof(sub), "%s/data/%.2s", dir, w->id);
+    if (mkdir(sub, 0755) && errno != EEXIST)
+        return -errno;
+    w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (w->fd < 0)
+        return -errno;
+    w->block = malloc(S3_BLOCK);
+    w->md5 = EVP_MD_CTX_new();
+    if (!w->block || !w->md5 || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL))
+        return -ENOMEM;
+    if (want & (1u << S3_CK_SHA1)) {
+        w->sha1 = EVP_MD_CTX_new();
+        if (!w->sha1 || !EVP_DigestInit_ex(w->sha1, EVP_sha1(), NULL))
+            return -ENOMEM;
+    }
+    if (want & (1u << S3_CK_SHA256)) {
+        w->sha256 = EVP_MD_CTX_new();
+        if (!w->sha256 || !EVP_DigestInit_ex(w->sha256, EVP_sha256(), NULL))
+            return -ENOMEM;
+    }
+    w->crc32 = (uint32_t)crc32(0, NULL, 0);
+    return 0;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int flush_block(struct s3_writer *w)
+{
+    if (!w->blen)
+        return 0;
+    if (w->ncrc == w->capcrc) {
+        size_t nc = w->capcrc ? w->capcrc * 2 : 64;
+        uint32_t *n = realloc(w->crcs, nc * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        w->crcs = n;
+        w->capcrc = nc;
+    }
+    w->crcs[w->ncrc++] = s3_crc32c(0, w->block, w->blen);
+    int r = write_all(w->fd, w->block, w->blen);
+    w->blen = 0;
+    return r;
+}
+
+int s3_writer_write(struct s3_writer *w, const void *p, size_t n)
+{
+    if (w->err)
+        return w->err;
+    EVP_DigestUpdate(w->md5, p, n);
+    if (w->sha1)
+        EVP_DigestUpdate(w->sha1, p, n);
+    if (w->sha256)
+        EVP_DigestUpdate(w->sha256, p, n);
+    if (w->want & (1u << S3_CK_CRC32))
+        w->crc32 = (uint32_t)crc32_z(w->crc32, p, n);
+    if (w->want & (1u << S3_CK_CRC32C))
+        w->crc32c_all = s3_crc32c(w->crc32c_all, p, n);
+    const char *c = p;
+    w->size += n;
+    while (n) {
+        size_t take = MIN(n, S3_BLOCK - w->blen);
+        memcpy(w->block + w->blen, c, take);
+        w->blen += take;
+        c += take;
+        n -= take;
+        if (w->blen == S3_BLOCK && (w->err = flush_block(w)))
+            return w->err;
+    }
+    return 0;
+}
+
+int s3_writer_finish(struct s3_writer *w, uint8_t md5[16])
+{
+    int r = w->err ? w->err : flush_block(w);
+    if (!r) {
+        uint32_t cnt = (uint32_t)w->ncrc;
+        r = write_all(w->fd, w->crcs, w->ncrc * sizeof(uint32_t));
+        if (!r)
+            r = write_all(w->fd, &cnt, sizeof(cnt));
+    }
+    if (!r && fdatasync(w->fd))
+        r = -errno;
+    if (!r)
+        r = fsync_dir(w->path);
+    unsigned l = 16;
+    EVP_DigestFinal_ex(w->md5, md5, &l);
+    if (r)
+        s3_writer_abort(w);
+    return r;
+}
+
+void s3_writer_checksum(struct s3_writer *w, enum s3_ck ck, char *out, size_t cap)
+{
+    uint8_t d[32];
+    unsigned l = 0;
+    out[0] = 0;
+    switch (ck) {
+    case S3_CK_CRC32:
+    case S3_CK_CRC32C: {
+        uint32_t v = ck == S3_CK_CRC32 ? w->crc32 : w->crc32c_all;
+        uint8_t be[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
+        s3_b64(be, 4, out, cap);
+        return;
+    }
+    case S3_CK_SHA1:
+        if (w->sha1 && EVP_DigestFinal_ex(w->sha1, d, &l))
+            s3_b64(d, l, out, cap);
+        EVP_MD_CTX_free(w->sha1);
+        w->sha1 = NULL;
+        return;
+    case S3_CK_SHA256:
+        if (w->sha256 && EVP_DigestFinal_ex(w->sha256, d, &l))
+            s3_b64(d, l, out, cap);
+        EVP_MD_CTX_free(w->sha256);
+        w->sha256 = NULL;
+        return;
+    case S3_CK_N:
+        return;
+    }
+}
+
+static void writer_release(struct s3_writer *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    free(w->block);
+    free(w->crcs);
+    EVP_MD_CTX_free(w->md5);
+    EVP_MD_CTX_free(w->sha1);
+    EVP_MD_CTX_free(w->sha256);
+    w->block = NULL;
+    w->crcs = NULL;
+    w->md5 = w->sha1 = w->sha256 = NULL;
+}
+
+void s3_writer_abort(struct s3_writer *w)
+{
+    if (w->fd >= 0)
+        unlink(w->path);
+    writer_release(w);
+}
+
+void s3_writer_done(struct s3_writer *w)
+{
+    writer_release(w);
+}
+
+int s3_reader_open(struct s3_reader *r, const char *dir, const char *id, uint64_t size)
+{
+    memset(r, 0, sizeof(*r));
+    char path[512];
+    file_path(path, sizeof(path), dir, id);
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0)
+        return -errno;
+    r->size = size;
+    r->ncrc = (size_t)((size + S3_BLOCK - 1) / S3_BLOCK);
+    uint32_t cnt = 0;
+    r->crcs = malloc(r->ncrc * sizeof(uint32_t) + 4);
+    if (!r->crcs) {
+        close(r->fd);
+        return -ENOMEM;
+    }
+    ssize_t want = (ssize_t)(r->ncrc * sizeof(uint32_t));
+    if (pread(r->fd, r->crcs, (size_t)want, (off_t)size) != want ||
+        pread(r->fd, &cnt, 4, (off_t)(size + (uint64_t)want)) != 4 || cnt != r->ncrc) {
+        s3_reader_close(r);
+        return -EIO;
+    }
+    return 0;
+}
+
+ssize_t s3_reader_read(struct s3_reader *r, uint64_t off, void *out, size_t len)
+{
+    /* whole blocks are read and checked; the caller's slice is copied out */
+    uint64_t end = MIN(off + len, r->size);
+    if (off >= end)
+        return 0;
+    uint64_t b0 = off / S3_BLOCK, b1 = (end - 1) / S3_BLOCK;
+    static __thread uint8_t *blk;
+    if (!blk && !(blk = malloc(S3_BLOCK)))
+        return -ENOMEM;
+    size_t done = 0;
+    for (uint64_t b = b0; b <= b1; b++) {
+        uint64_t bstart = b * S3_BLOCK;
+        size_t blen = (size_t)MIN((uint64_t)S3_BLOCK, r->size - bstart);
+        ssize_t n = pread(r->fd, blk, blen, (off_t)bstart);
+        if (n != (ssize_t)blen)
+            return -EIO;
+        if (s3_crc32c(0, blk, blen) != r->crcs[b])
+            return -EIO;
+        uint64_t from = MAX(off, bstart), to = MIN(end, bstart + blen);
+        memcpy((char *)out + done, blk + (from - bstart), (size_t)(to - from));
+        done += (size_t)(to - from);
+    }
+    return (ssize_t)done;
+}
+
+void s3_reader_close(struct s3_reader *r)
+{
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    free(r->crcs);
+    r->crcs = NULL;
+}
+
+void s3_files_unlink(const char *dir, const char *list)
+{
+    char id[40], path[512];
+    const char *p = list;
+    while (p && *p) {
+        unsigned long long sz;
+        int used = 0;
+        if (sscanf(p, "%39s %llu%n", id, &sz, &used) < 2)
+            break;
+        file_path(path, sizeof(path), dir, id);
+        unlink(path);
+        p += used;
+        while (*p == '\n')
+            p++;
+    }
+}
+
+/* ---- metadata ---- */
+
+enum {
+    Q_BUCKET_INS, Q_BUCKET_DEL, Q_BUCKET_GET, Q_BUCKET_LIST, Q_BUCKET_ANY,
+    Q_OBJ_GET, Q_OBJ_PUT, Q_OBJ_DEL, Q_OBJ_SCAN,
+    Q_UP_INS, Q_UP_GET, Q_UP_DEL, Q_UP_LIST, Q_UP_OLD,
+    Q_PART_GET, Q_PART_PUT, Q_PART_LIST, Q_PART_DEL,
+    Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
+    Q_N
+};
+
+static const char *const sql[Q_N] = {
+    [Q_BUCKET_INS] = "INSERT INTO buckets(name, created) VALUES(?1, ?2)",
+    [Q_BUCKET_DEL] = "DELETE FROM buckets WHERE name = ?1",
+    [Q_BUCKET_GET] = "SELECT created FROM buckets WHERE name = ?1",
+    [Q_BUCKET_LIST] = "SELECT name, created FROM buckets ORDER BY name",
+    [Q_BUCKET_ANY] = "SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1",
+    [Q_OBJ_GET] = "SELECT size, etag, mtime, headers, parts, nparts FROM objects "
+                  "WHERE bucket = ?1 AND key = ?2",
+    [Q_OBJ_PUT] = "INSERT OR REPLACE INTO objects(bucket, key, size, etag, mtime, headers, parts, "
+                  "nparts) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [Q_OBJ_DEL] = "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
+    [Q_OBJ_SCAN] = "SELECT key, size, etag, mtime, headers, parts, nparts FROM objects "
+                   "WHERE bucket = ?1 AND key > ?2 AND key >= ?3 ORDER BY key LIMIT 1000",
+    [Q_UP_INS] = "INSERT INTO uploads(id, bucket, key, created, headers) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [Q_UP_GET] = "SELECT bucket, key, headers FROM uploads WHERE id = ?1",
+    [Q_UP_DEL] = "DELETE FROM uploads WHERE id = ?1",
+    [Q_UP_LIST] = "SELECT id, key, created FROM uploads WHERE bucket = ?1 ORDER BY key, created",
+    [Q_UP_OLD] = "SELECT id FROM uploads WHERE created < ?1 LIMIT 100",
+    [Q_PART_GET] = "SELECT file, size FROM parts WHERE upload = ?1 AND num = ?2",
+    [Q_PART_PUT] = "INSERT OR REPLACE INTO parts(upload, num, size, etag, file, mtime) "
+                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_PART_LIST] = "SELECT num, size, etag, file, mtime FROM parts WHERE upload = ?1 ORDER BY num",
+    [Q_PART_DEL] = "DELETE FROM parts WHERE upload = ?1",
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+};
+
+struct s3_db {
+    sqlite3 *db;
+    sqlite3_stmt *st[Q_N];
+};
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE IF NOT EXISTS buckets(name TEXT PRIMARY KEY, created INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS objects(bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL,"
+    " etag TEXT NOT NULL, mtime INTEGER NOT NULL, headers TEXT NOT NULL, parts TEXT NOT NULL,"
+    " nparts INTEGER NOT NULL, PRIMARY KEY(bucket, key)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS uploads(id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL,"
+    " created INTEGER NOT NULL, headers TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS uploads_bucket ON uploads(bucket, key);"
+    "CREATE TABLE IF NOT EXISTS parts(upload TEXT NOT NULL, num INTEGER NOT NULL, size INTEGER NOT NULL,"
+    " etag TEXT NOT NULL, file TEXT NOT NULL, mtime INTEGER NOT NULL, PRIMARY KEY(upload, num))"
+    " WITHOUT ROWID;";
+
+struct s3_db *s3_db_open(const char *dir, char *err, size_t errlen)
+{
+    struct s3_db *d = calloc(1, sizeof(*d));
+    char path[512];
+    snprintf(path, sizeof(path), "%s/meta.db", dir);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_busy_timeout(d->db, 10000);
+    if (sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(d->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    for (int i = 0; i < Q_N; i++)
+        if (sqlite3_prepare_v3(d->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &d->st[i], NULL) != SQLITE_OK)
+            goto fail;
+    return d;
+fail:
+    snprintf(err, errlen, "%s: %s", path, d->db ? sqlite3_errmsg(d->db) : "cannot open");
+    s3_db_close(d);
+    return NULL;
+}
+
+void s3_db_close(struct s3_db *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; i < Q_N; i++)
+        sqlite3_finalize(d->st[i]);
+    sqlite3_close(d->db);
+    free(d);
+}
+
+static sqlite3_stmt *q(struct s3_db *d, int which)
+{
+    sqlite3_stmt *s = d->st[which];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *t)
+{
+    sqlite3_bind_text(s, i, t, -1, SQLITE_STATIC);
+}
+
+static int step_done(sqlite3_stmt *s)
+{
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (r == SQLITE_DONE)
+        return 0;
+    if (r == SQLITE_CONSTRAINT)
+        return -EEXIST;
+    if (r == SQLITE_FULL)
+        return -ENOSPC;
+    if (r == SQLITE_BUSY)
+        return -EBUSY;
+    return -EIO;
+}
+
+static int tx(struct s3_db *d, int which)
+{
+    return step_done(q(d, which));
+}
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return strdup(t ? (const char *)t : "");
+}
+
+int s3_bucket_create(struct s3_db *d, const char *name)
+{
+    sqlite3_stmt *s = q(d, Q_BUCKET_INS);
+    bind_text(s, 1, name);
+    sqlite3_bind_int64(s, 2, now_ms());
+    return step_done(s);
+}
+
+int s3_bucket_exists(struct s3_db *d, const char *name)
+{
+    sqlite3_stmt *s = q(d, Q_BUCKET_GET);
+    bind_text(s, 1, name);
+    int r = sqlite3_step(s);
+    sqlite3_reset(s);
+    return r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int upload_drop(struct s3_db *d, const char *id, const char *keep, char **files);
+
+int s3_bucket_delete(struct s3_db *d, const char *name, char **files)
+{
+    *files = NULL;
+    int r = tx(d, Q_BEGIN);
+    if (r)
+        return r;
+    sqlite3_stmt *s = q(d, Q_BUCKET_GET);
+    bind_text(s, 1, name);
+    int found = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (found != SQLITE_ROW) {
+        tx(d, Q_ROLLBACK);
+        return found == SQLITE_DONE ? -ENOENT : -EIO;
+    }
+    s = q(d, Q_BUCKET_ANY);
+    bind_text(s, 1, name);
+    int any = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (any == SQLITE_ROW) {
+        tx(d, Q_ROLLBACK);
+        return -ENOTEMPTY;
+    }
+    /* its unfinished multipart uploads go with it */
+    struct s3_upload *ups;
+    size_t n;
+    int lr = r = s3_upload_list(d, name, &ups, &n);
+    struct buf all = BUF_INIT;
+    for (size_t i = 0; !r && i < n; i++) {
+        char *f = NULL;
+        r = upload_drop(d, ups[i].id, NULL, &f);
+        if (f)
+            buf_puts(&all, f);
+        free(f);
+    }
+    if (!lr)
+        s3_uploads_free(ups, n);
+    s = q(d, Q_BUCKET_DEL);
+    bind_text(s, 1, name);
+    if (!r)
+        r = step_done(s);
+    if (!r)
+        r = tx(d, Q_COMMIT);
+    buf_putc(&all, 0);
+    if (r) {
+        tx(d, Q_ROLLBACK);
+        buf_free(&all);
+    } else {
+        *files = buf_steal(&all);
+    }
+    return r;
+}
+
+int s3_bucket_list(struct s3_db *d, void (*cb)(void *, const char *, long long), void *arg)
+{
+    sqlite3_stmt *s = q(d, Q_BUCKET_LIST);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        cb(arg, (const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1));
+    sqlite3_reset(s);
+    return r == SQLITE_DONE ? 0 : -EIO;
+}
+
+void s3_obj_free(struct s3_obj *o)
+{
+    free(o->key);
+    free(o->headers);
+    free(o->parts);
+    o->key = o->headers = o->parts = NULL;
+}
+
+static void obj_from_row(sqlite3_stmt *s, int c, struct s3_obj *o)
+{
+    o->size = (uint64_t)sqlite3_column_int64(s, c);
+    snprintf(o->etag, sizeof(o->etag), "%s", (const char *)sqlite3_column_text(s, c + 1));
+    o->mtime_ms = sqlite3_column_int64(s, c + 2);
+    o->headers = col_dup(s, c + 3);
+    o->parts = col_dup(s, c + 4);
+    o->nparts = sqlite3_column_int(s, c + 5);
+}
+
+int s3_obj_get(struct s3_db *d, const char *bucket, const char *key, struct s3_obj *o)
+{
+    memset(o, 0, sizeof(*o));
+    sqlite3_stmt *s = q(d, Q_OBJ_GET);
+    bind_text(s, 1, bucket);
+    bind_text(s, 2, key);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW) {
+        obj_from_row(s, 0, o);
+        o->key = strdup(key);
+    }
+    sqlite3_reset(s);
+    if (r == SQLITE_ROW)
+        return o->key && o->headers && o->parts ? 0 : -ENOMEM;
+    return r == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+/* Inside a transaction: the current object's parts to *old, then the new row. */
+static int obj_replace(struct s3_db *d, const char *bucket, const struct s3_obj *o, char **old)
+{
+    struct s3_obj cur;
+    int r = s3_obj_get(d, bucket, o->key, &cur);
+    if (r == 0) {
+        *old = cur.parts;
+        cur.parts = NULL;
+        s3_obj_free(&cur);
+    } else if (r != -ENOENT) {
+        return r;
+    }
+    sqlite3_stmt *s = q(d, Q_OBJ_PUT);
+    bind_text(s, 1, bucket);
+    bind_text(s, 2, o->key);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)o->size);
+    bind_text(s, 4, o->etag);
+    sqlite3_bind_int64(s, 5, o->mtime_ms);
+    bind_text(s, 6, o->headers ? o->headers : "");
+    bind_text(s, 7, o->parts ? o->parts : "");
+    sqlite3_bind_int(s, 8, o->nparts);
+    return step_done(s);
+}
+
+int s3_obj_put(struct s3_db *d, const char *bucket, const struct s3_obj *o, char **old)
+{
+    *old = NULL;
+    int r = tx(d, Q_BEGIN);
+    if (r)
+        return r;
+    r = s3_bucket_exists(d, bucket);
+    r = r == 1 ? obj_replace(d, bucket, o, old) : r == 0 ? -ENOENT : r;
+    if (!r)
+        r = tx(d, Q_COMMIT);
+    if (r) {
+        tx(d, Q_ROLLBACK);
+        free(*old);
+        *old = NULL;
+    }
+    return r;
+}
+
+int s3_obj_delete(struct s3_db *d, const char *bucket, const char *key, char **old)
+{
+    *old = NULL;
+    int r = tx(d, Q_BEGIN);
+    if (r)
+        return r;
+    struct s3_obj cur;
+    r = s3_obj_get(d, bucket, key, &cur);
+    if (r == 0) {
+        *old = cur.parts;
+        cur.parts = NULL;
+        s3_obj_free(&cur);
+        sqlite3_stmt *s = q(d, Q_OBJ_DEL);
+        bind_text(s, 1, bucket);
+        bind_text(s, 2, key);
+        r = step_done(s);
+    }
+    if (!r)
+        r = tx(d, Q_COMMIT);
+    if (r) {
+        tx(d, Q_ROLLBACK);
+        free(*old);
+        *old = NULL;
+    }
+    return r;
+}
+
+int s3_obj_scan(struct s3_db *d, const char *bucket, const char *prefix, const char *after,
+                int (*cb)(void *, const struct s3_obj *), void *arg)
+{
+    char *last = strdup(after);
+    size_t plen = strlen(prefix);
+    int rc = 0;
+    while (last && !rc) {
+        sqlite3_stmt *s = q(d, Q_OBJ_SCAN);
+        bind_text(s, 1, bucket);
+        bind_text(s, 2, last);
+        bind_text(s, 3, prefix);
+        int r, rows = 0;
+        char *next = NULL;
+        while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
+            rows++;
+            const char *k = (const char *)sqlite3_column_text(s, 0);
+            if (strncmp(k, prefix, plen) != 0) {
+                rows = 0;       /* past the prefix: the end */
+                break;
+            }
+            struct s3_obj o = { 0 };
+            obj_from_row(s, 1, &o);
+            o.key = strdup(k);
+            rc = o.key && o.headers && o.parts ? cb(arg, &o) : -ENOMEM;
+            free(next);
+            next = strdup(k);
+            s3_obj_free(&o);
+        }
+        sqlite3_reset(s);
+        free(last);
+        last = rows == 1000 && !rc ? next : NULL;
+        if (last != next)
+            free(next);
+    }
+    free(last);
+    return rc > 0 ? 0 : rc;
+}
+
+int s3_upload_create(struct s3_db *d, const char *id, const char *bucket, const char *key,
+                     const char *headers)
+{
+    sqlite3_stmt *s = q(d, Q_UP_INS);
+    bind_text(s, 1, id);
+    bind_text(s, 2, bucket);
+    bind_text(s, 3, key);
+    sqlite3_bind_int64(s, 4, now_ms());
+    bind_text(s, 5, headers);
+    return step_done(s);
+}
+
+int s3_upload_get(struct s3_db *d, const char *id, char **bucket, char **key, char **headers)
+{
+    sqlite3_stmt *s = q(d, Q_UP_GET);
+    bind_text(s, 1, id);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW) {
+        *bucket = col_dup(s, 0);
+        *key = col_dup(s, 1);
+        if (headers)
+            *headers = col_dup(s, 2);
+    }
+    sqlite3_reset(s);
+    return r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int s3_part_put(struct s3_db *d, const char *id, int num, uint64_t size, const char *etag,
+                const char *file, char **old)
+{
+    *old = NULL;
+    int r = tx(d, Q_BEGIN);
+    if (r)
+        return r;
+    char *b = NULL, *k = NULL;
+    r = s3_upload_get(d, id, &b, &k, NULL);
+    free(b);
+    free(k);
+    if (!r) {
+        sqlite3_stmt *s = q(d, Q_PART_GET);
+        bind_text(s, 1, id);
+        sqlite3_bind_int(s, 2, num);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            char tmp[80];
+            snprintf(tmp, sizeof(tmp), "%s %lld\n", (const char *)sqlite3_column_text(s, 0),
+                     (long long)sqlite3_column_int64(s, 1));
+            *old = strdup(tmp);
+        }
+        sqlite3_reset(s);
+        s = q(d, Q_PART_PUT);
+        bind_text(s, 1, id);
+        sqlite3_bind_int(s, 2, num);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)size);
+        bind_text(s, 4, etag);
+        bind_text(s, 5, file);
+        sqlite3_bind_int64(s, 6, now_ms());
+        r = step_done(s);
+    }
+    if (!r)
+        r = tx(d, Q_COMMIT);
+    if (r) {
+        tx(d, Q_ROLLBACK);
+        free(*old);
+        *old = NULL;
+    }
+    return r;
+}
+
+int s3_part_list(struct s3_db *d, const char *id, struct s3_part **parts, size_t *n)
+{
+    *parts = NULL;
+    *n = 0;
+    size_t cap = 0;
+    sqlite3_stmt *s = q(d, Q_PART_LIST);
+    bind_text(s, 1, id);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct s3_part *np = realloc(*parts, cap * sizeof(*np));
+            if (!np) {
+                sqlite3_reset(s);
+                return -ENOMEM;
+            }
+            *parts = np;
+        }
+        struct s3_part *p = &(*parts)[(*n)++];
+        p->num = sqlite3_column_int(s, 0);
+        p->size = (uint64_t)sqlite3_column_int64(s, 1);
+        snprintf(p->etag, sizeof(p->etag), "%s", (const char *)sqlite3_column_text(s, 2));
+        snprintf(p->file, sizeof(p->file), "%s", (const char *)sqlite3_column_text(s, 3));
+        p->mtime_ms = sqlite3_column_int64(s, 4);
+    }
+    sqlite3_reset(s);
+    return r == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* Inside a transaction: the upload's part files not named in keep go to *files
+ * and its rows are deleted. */
+static int upload_drop(struct s3_db *d, const char *id, const char *keep, char **files)
+{
+    struct s3_part *parts;
+    size_t n;
+    int r = s3_part_list(d, id, &parts, &n);
+    if (r)
+        return r;
+    struct buf b = BUF_INIT;
+    for (size_t i = 0; i < n; i++)
+        if (!keep || !strstr(keep, parts[i].file))
+            buf_printf(&b, "%s %llu\n", parts[i].file, (unsigned long long)parts[i].size);
+    free(parts);
+    buf_putc(&b, 0);
+    *files = buf_steal(&b);
+    sqlite3_stmt *s = q(d, Q_PART_DEL);
+    bind_text(s, 1, id);
+    r = step_done(s);
+    if (!r) {
+        s = q(d, Q_UP_DEL);
+        bind_text(s, 1, id);
+        r = step_done(s);
+    }
+    return r;
+}
+
+int s3_upload_complete(struct s3_db *d, const char *id, const char *bucket, const struct s3_obj *o,
+                       char **unused, char **old)
+{
+    *unused = *old = NULL;
+    int r = tx(d, Q_BEGIN);
+    if (r)
+        return r;
+    char *b = NULL, *k = NULL;
+    r = s3_upload_get(d, id, &b, &k, NULL);
+    free(b);
+    free(k);
+    if (!r)
+        r = upload_drop(d, id, o->parts, unused);
+    if (!r)
+        r = obj_replace(d, bucket, o, old);
+    if (!r)
+        r = tx(d, Q_COMMIT);
+    if (r) {
+        tx(d, Q_ROLLBACK);
+        free(*unused);
+        free(*old);
+        *unused = *old = NULL;
+    }
+    return r;
+}
+
+int s3_upload_abort(struct s3_db *d, const char *id, char **files)
+{
+    *files = NULL;
+    int r = tx(d, Q_BEGIN);
+    if (r)
+        return r;
+    char *b = NULL, *k = NULL;
+    r = s3_upload_get(d, id, &b, &k, NULL);
+    free(b);
+    free(k);
+    if (!r)
+        r = upload_drop(d, id, NULL, files);
+    if (!r)
+        r = tx(d, Q_COMMIT);
+    if (r) {
+        tx(d, Q_ROLLBACK);
+        free(*files);
+        *files = NULL;
+    }
+    return r;
+}
+
+int s3_upload_list(struct s3_db *d, const char *bucket, struct s3_upload **ups, size_t *n)
+{
+    *ups = NULL;
+    *n = 0;
+    size_t cap = 0;
+    sqlite3_stmt *s = q(d, Q_UP_LIST);
+    bind_text(s, 1, bucket);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct s3_upload *nu = realloc(*ups, cap * sizeof(*nu));
+            if (!nu) {
+                sqlite3_reset(s);
+                return -ENOMEM;
+            }
+            *ups = nu;
+        }
+        struct s3_upload *u = &(*ups)[(*n)++];
+        snprintf(u->id, sizeof(u->id), "%s", (const char *)sqlite3_column_text(s, 0));
+        u->key = col_dup(s, 1);
+        u->created_ms = sqlite3_column_int64(s, 2);
+    }
+    sqlite3_reset(s);
+    return r == SQLITE_DONE ? 0 : -EIO;
+}
+
+void s3_uploads_free(struct s3_upload *ups, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(ups[i].key);
+    free(ups);
+}
+
+int s3_upload_expire(struct s3_db *d, long long max_age_ms, char **files)
+{
+    *files = NULL;
+    char ids[100][40];
+    int n = 0;
+    sqlite3_stmt *s = q(d, Q_UP_OLD);
+    sqlite3_bind_int64(s, 1, now_ms() - max_age_ms);
+    while (n < 100 && sqlite3_step(s) == SQLITE_ROW)
+        snprintf(ids[n++], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_reset(s);
+    struct buf all = BUF_INIT;
+    for (int i = 0; i < n; i++) {
+        char *f = NULL;
+        if (s3_upload_abort(d, ids[i], &f) == 0 && f)
+            buf_puts(&all, f);
+        free(f);
+    }
+    buf_putc(&all, 0);
+    *files = buf_steal(&all);
+    return n;
+}
+
+/* ---- garbage: data files no row names ---- */
+
+static int referenced(struct s3_db *d, const char *id)
+{
+    static const char *const qs[] = {
+        "SELECT 1 FROM parts WHERE file = ?1 LIMIT 1",
+        "SELECT 1 FROM objects WHERE instr(parts, ?1) > 0 LIMIT 1",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(qs); i++) {
+        sqlite3_stmt *s;
+        if (sqlite3_prepare_v2(d->db, qs[i], -1, &s, NULL) != SQLITE_OK)
+            return 1;       /* when in doubt, keep */
+        bind_text(s, 1, id);
+        int r = sqlite3_step(s);
+        sqlite3_finalize(s);
+        if (r != SQLITE_DONE)
+            return 1;
+    }
+    return 0;
+}
+
+void s3_db_gc_files(struct s3_db *d, const char *dir)
+{
+    char top[512];
+    snprintf(top, sizeof(top), "%s/data", dir);
+    DIR *td = opendir(top);
+    if (!td)
+        return;
+    struct dirent *e;
+    size_t removed = 0;
+    while ((e = readdir(td))) {
+        if (e->d_name[0] == '.' || strlen(e->d_name) != 2)
+            continue;
+        char sub[600];
+        snprintf(sub, sizeof(sub), "%s/%s", top, e->d_name);
+        DIR *sd = opendir(sub);
+        if (!sd)
+            continue;
+        struct dirent *f;
+        while ((f = readdir(sd))) {
+            if (strlen(f->d_name) != 32 || referenced(d, f->d_name))
+                continue;
+            char path[700];
+            snprintf(path, sizeof(path), "%s/%s", sub, f->d_name);
+            if (unlink(path) == 0)
+                removed++;
+        }
+        closedir(sd);
+    }
+    closedir(td);
+    if (removed)
+        log_info("data files of unfinished writes removed", "files", log_int((long long)removed));
+}
