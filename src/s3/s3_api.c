@@ -64,14 +64,14 @@ enum api {
     API_LIST_OBJECTS, API_LIST_OBJECTS_V2, API_LIST_UPLOADS, API_DELETE_OBJECTS,
     API_GET_VERSIONING, API_PUT_OBJECT, API_COPY_OBJECT, API_GET_OBJECT, API_HEAD_OBJECT,
     API_DELETE_OBJECT, API_CREATE_UPLOAD, API_UPLOAD_PART, API_UPLOAD_PART_COPY,
-    API_COMPLETE_UPLOAD, API_ABORT_UPLOAD, API_LIST_PARTS, API_OTHER, API_N
+    API_COMPLETE_UPLOAD, API_ABORT_UPLOAD, API_LIST_PARTS, API_LIST_VERSIONS, API_OTHER, API_N
 };
 static const char *const api_names[API_N] = {
     "ListBuckets", "CreateBucket", "DeleteBucket", "HeadBucket", "GetBucketLocation",
     "ListObjects", "ListObjectsV2", "ListMultipartUploads", "DeleteObjects",
     "GetBucketVersioning", "PutObject", "CopyObject", "GetObject", "HeadObject",
     "DeleteObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
-    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "Other",
+    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListObjectVersions", "Other",
 };
 
 #define XMLNS "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""
@@ -205,6 +205,13 @@ static enum s3_err errno_err(int r)
 }
 
 /* ---- helpers ---- */
+
+/* The owner shown in answers: the key that asks (one owner per key). */
+static void owner_xml(struct s3r *q, struct buf *b, const char *tag)
+{
+    const char *id = q->ak ? q->ak->access : "anonymous";
+    buf_printf(b, "<%s><ID>%s</ID><DisplayName>%s</DisplayName></%s>", tag, id, id, tag);
+}
 
 static void iso8601(long long ms, char out[48])
 {
@@ -455,7 +462,7 @@ static bool is_write_api(enum api a)
     switch (a) {
     case API_LIST_BUCKETS: case API_HEAD_BUCKET: case API_GET_LOCATION: case API_LIST_OBJECTS:
     case API_LIST_OBJECTS_V2: case API_LIST_UPLOADS: case API_GET_VERSIONING: case API_GET_OBJECT:
-    case API_HEAD_OBJECT: case API_LIST_PARTS:
+    case API_HEAD_OBJECT: case API_LIST_PARTS: case API_LIST_VERSIONS:
         return false;
     default:
         return true;
@@ -486,9 +493,11 @@ static enum api pick_api(struct s3r *q)
                 return API_LIST_UPLOADS;
             if (has_q(r, "versioning"))
                 return API_GET_VERSIONING;
+            if (has_q(r, "versions"))
+                return API_LIST_VERSIONS;
             static const char *const sub[] = { "acl", "cors", "lifecycle", "policy", "tagging",
                                                "website", "logging", "notification", "replication",
-                                               "encryption", "versions", "object-lock",
+                                               "encryption", "object-lock",
                                                "ownershipControls", "publicAccessBlock",
                                                "requestPayment", "accelerate", "analytics",
                                                "metrics", "inventory", "intelligent-tiering",
@@ -1300,7 +1309,9 @@ static void bucket_xml(void *arg, const char *name, long long created)
 static void list_buckets(struct s3r *q)
 {
     struct buf b = BUF_INIT;
-    buf_puts(&b, XMLHEAD "<ListAllMyBucketsResult " XMLNS "><Owner><ID>cairn</ID><DisplayName>cairn</DisplayName></Owner><Buckets>");
+    buf_puts(&b, XMLHEAD "<ListAllMyBucketsResult " XMLNS ">");
+    owner_xml(q, &b, "Owner");
+    buf_puts(&b, "<Buckets>");
     if (s3_bucket_list(q->w->db, bucket_xml, &b)) {
         buf_free(&b);
         fail(q, S3E_INTERNAL);
@@ -1350,7 +1361,7 @@ struct lister {
     const char *prefix, *delim;
     size_t plen, dlen;
     int max, n;
-    bool url, v2, truncated, owner;
+    bool url, v2, versions, truncated, owner;
     char *last;             /* the last key or common prefix emitted */
     char *skip_prefix;      /* a common prefix already emitted */
 };
@@ -1393,14 +1404,15 @@ static int list_one(void *arg, const struct s3_obj *o)
     l->last = strdup(o->key);
     char t[48];
     iso8601(o->mtime_ms, t);
-    buf_puts(&l->items, "<Contents><Key>");
+    buf_puts(&l->items, l->versions ? "<Version><Key>" : "<Contents><Key>");
     put_name(l, &l->items, o->key);
-    buf_printf(&l->items, "</Key><LastModified>%s</LastModified><ETag>", t);
+    buf_printf(&l->items, "</Key>%s<LastModified>%s</LastModified><ETag>",
+               l->versions ? "<VersionId>null</VersionId><IsLatest>true</IsLatest>" : "", t);
     s3_xml_escape(&l->items, o->etag, strlen(o->etag));
     buf_printf(&l->items, "</ETag><Size>%llu</Size>", (unsigned long long)o->size);
     if (l->owner)
-        buf_puts(&l->items, "<Owner><ID>cairn</ID><DisplayName>cairn</DisplayName></Owner>");
-    buf_puts(&l->items, "<StorageClass>STANDARD</StorageClass></Contents>");
+        owner_xml(l->q, &l->items, "Owner");
+    buf_printf(&l->items, "<StorageClass>STANDARD</StorageClass></%s>", l->versions ? "Version" : "Contents");
     return 0;
 }
 
@@ -1409,7 +1421,7 @@ static void token_encode(const char *key, char *out, size_t cap)
     s3_b64((const uint8_t *)key, strlen(key), out, cap);
 }
 
-static void list_objects(struct s3r *q, bool v2)
+static void list_objects(struct s3r *q, bool v2, bool versions)
 {
     struct httpd_req *r = q->r;
     int ex = s3_bucket_exists(q->w->db, q->bucket);
@@ -1452,10 +1464,11 @@ static void list_objects(struct s3r *q, bool v2)
             snprintf(after, sizeof(after), "%s", start);
         }
     } else {
-        qparam(r, "marker", after, sizeof(after));
+        qparam(r, versions ? "key-marker" : "marker", after, sizeof(after));
     }
     struct lister l = { .q = q, .prefix = prefix, .delim = delim, .plen = strlen(prefix),
-                        .dlen = strlen(delim), .max = max, .url = url, .v2 = v2 };
+                        .dlen = strlen(delim), .max = max, .url = url, .v2 = v2,
+                        .versions = versions };
     l.owner = !v2 || (qparam(r, "fetch-owner", fo, sizeof(fo)) && strcmp(fo, "true") == 0);
     /* resuming after a common prefix skips the keys under it */
     if (l.dlen && after[0] && strlen(after) >= l.dlen &&
@@ -1470,7 +1483,8 @@ static void list_objects(struct s3r *q, bool v2)
         return;
     }
     struct buf b = BUF_INIT;
-    buf_printf(&b, XMLHEAD "<ListBucketResult " XMLNS "><Name>%s</Name><Prefix>", q->bucket);
+    const char *root = versions ? "ListVersionsResult" : "ListBucketResult";
+    buf_printf(&b, XMLHEAD "<%s " XMLNS "><Name>%s</Name><Prefix>", root, q->bucket);
     put_name(&l, &b, prefix);
     buf_puts(&b, "</Prefix>");
     if (v2) {
@@ -1489,6 +1503,15 @@ static void list_objects(struct s3r *q, bool v2)
             char tok[2 * S3_MAX_KEY_LEN];
             token_encode(l.last, tok, sizeof(tok));
             buf_printf(&b, "<NextContinuationToken>%s</NextContinuationToken>", tok);
+        }
+    } else if (versions) {
+        buf_puts(&b, "<KeyMarker>");
+        put_name(&l, &b, after);
+        buf_puts(&b, "</KeyMarker><VersionIdMarker></VersionIdMarker>");
+        if (l.truncated && l.last) {
+            buf_puts(&b, "<NextKeyMarker>");
+            put_name(&l, &b, l.last);
+            buf_puts(&b, "</NextKeyMarker><NextVersionIdMarker>null</NextVersionIdMarker>");
         }
     } else {
         buf_puts(&b, "<Marker>");
@@ -1510,7 +1533,7 @@ static void list_objects(struct s3r *q, bool v2)
         buf_puts(&b, "<EncodingType>url</EncodingType>");
     buf_printf(&b, "<IsTruncated>%s</IsTruncated>", l.truncated ? "true" : "false");
     buf_append(&b, buf_head(&l.items), buf_used(&l.items));
-    buf_puts(&b, "</ListBucketResult>");
+    buf_printf(&b, "</%s>", root);
     free(l.last);
     free(l.skip_prefix);
     buf_free(&l.items);
@@ -1716,8 +1739,9 @@ static void list_parts(struct s3r *q)
     buf_printf(&b, XMLHEAD "<ListPartsResult " XMLNS "><Bucket>%s</Bucket><Key>", q->bucket);
     s3_xml_escape(&b, q->key, strlen(q->key));
     buf_printf(&b, "</Key><UploadId>%s</UploadId><PartNumberMarker>%d</PartNumberMarker>"
-                   "<StorageClass>STANDARD</StorageClass><Owner><ID>cairn</ID><DisplayName>cairn</DisplayName></Owner>",
-               q->upload_id, marker);
+                   "<StorageClass>STANDARD</StorageClass>", q->upload_id, marker);
+    owner_xml(q, &b, "Owner");
+    owner_xml(q, &b, "Initiator");
     int n = 0, lastnum = 0;
     bool trunc = false;
     struct buf items = BUF_INIT;
@@ -1771,9 +1795,10 @@ static void list_uploads(struct s3r *q)
         iso8601(ups[i].created_ms, t);
         buf_puts(&b, "<Upload><Key>");
         s3_xml_escape(&b, ups[i].key, strlen(ups[i].key));
-        buf_printf(&b, "</Key><UploadId>%s</UploadId><Initiator><ID>cairn</ID><DisplayName>cairn</DisplayName></Initiator>"
-                       "<Owner><ID>cairn</ID><DisplayName>cairn</DisplayName></Owner>"
-                       "<StorageClass>STANDARD</StorageClass><Initiated>%s</Initiated></Upload>", ups[i].id, t);
+        buf_printf(&b, "</Key><UploadId>%s</UploadId>", ups[i].id);
+        owner_xml(q, &b, "Initiator");
+        owner_xml(q, &b, "Owner");
+        buf_printf(&b, "<StorageClass>STANDARD</StorageClass><Initiated>%s</Initiated></Upload>", t);
     }
     s3_uploads_free(ups, n);
     buf_puts(&b, "</ListMultipartUploadsResult>");
@@ -1979,8 +2004,9 @@ void s3__handle(struct httpd_req *r, void *arg)
         reply_xml(q, 200, &b);
         return;
     }
-    case API_LIST_OBJECTS: list_objects(q, false); return;
-    case API_LIST_OBJECTS_V2: list_objects(q, true); return;
+    case API_LIST_OBJECTS: list_objects(q, false, false); return;
+    case API_LIST_OBJECTS_V2: list_objects(q, true, false); return;
+    case API_LIST_VERSIONS: list_objects(q, false, true); return;
     case API_LIST_UPLOADS: list_uploads(q); return;
     case API_DELETE_OBJECTS: delete_objects(q); return;
     case API_PUT_OBJECT:
