@@ -310,6 +310,7 @@ struct s3_reader {
     uint64_t size;
     uint32_t *crcs;
     size_t ncrc;
+    uint8_t *blk;                   /* one block, read and checked */
 };
 int s3_reader_open(struct s3_reader *r, const char *dir, const char *id, uint64_t size);
 ssize_t s3_reader_read(struct s3_reader *r, uint64_t off, void *out, size_t len);

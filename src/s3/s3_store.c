@@ -340,8 +340,9 @@ int s3_reader_open(struct s3_reader *r, const char *dir, const char *id, uint64_
     r->ncrc = (size_t)((size + S3_BLOCK - 1) / S3_BLOCK);
     uint32_t cnt = 0;
     r->crcs = malloc(r->ncrc * sizeof(uint32_t) + 4);
-    if (!r->crcs) {
-        close(r->fd);
+    r->blk = malloc(S3_BLOCK);
+    if (!r->crcs || !r->blk) {
+        s3_reader_close(r);
         return -ENOMEM;
     }
     ssize_t want = (ssize_t)(r->ncrc * sizeof(uint32_t));
@@ -360,9 +361,7 @@ ssize_t s3_reader_read(struct s3_reader *r, uint64_t off, void *out, size_t len)
     if (off >= end)
         return 0;
     uint64_t b0 = off / S3_BLOCK, b1 = (end - 1) / S3_BLOCK;
-    static __thread uint8_t *blk;
-    if (!blk && !(blk = malloc(S3_BLOCK)))
-        return -ENOMEM;
+    uint8_t *blk = r->blk;
     size_t done = 0;
     for (uint64_t b = b0; b <= b1; b++) {
         uint64_t bstart = b * S3_BLOCK;
@@ -385,7 +384,9 @@ void s3_reader_close(struct s3_reader *r)
         close(r->fd);
     r->fd = -1;
     free(r->crcs);
+    free(r->blk);
     r->crcs = NULL;
+    r->blk = NULL;
 }
 
 void s3_files_unlink(const char *dir, const char *list)
