@@ -854,7 +854,10 @@ static int conn_process(struct httpd_conn *c)
         case CS_HANDLER:
             if (!c->streaming || !c->body_ops)
                 return 1;
-            return body_pump(c);
+            int p = body_pump(c);
+            if (p == 1 && c->state == CS_HEAD)
+                continue;       /* answered: a pipelined request may be buffered */
+            return p;
         case CS_HANDSHAKE:
             return 0;
         default:
