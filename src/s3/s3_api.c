@@ -64,14 +64,15 @@ enum api {
     API_LIST_OBJECTS, API_LIST_OBJECTS_V2, API_LIST_UPLOADS, API_DELETE_OBJECTS,
     API_GET_VERSIONING, API_PUT_OBJECT, API_COPY_OBJECT, API_GET_OBJECT, API_HEAD_OBJECT,
     API_DELETE_OBJECT, API_CREATE_UPLOAD, API_UPLOAD_PART, API_UPLOAD_PART_COPY,
-    API_COMPLETE_UPLOAD, API_ABORT_UPLOAD, API_LIST_PARTS, API_LIST_VERSIONS, API_OTHER, API_N
+    API_COMPLETE_UPLOAD, API_ABORT_UPLOAD, API_LIST_PARTS, API_LIST_VERSIONS, API_PUT_VERSIONING,
+    API_OTHER, API_N
 };
 static const char *const api_names[API_N] = {
     "ListBuckets", "CreateBucket", "DeleteBucket", "HeadBucket", "GetBucketLocation",
     "ListObjects", "ListObjectsV2", "ListMultipartUploads", "DeleteObjects",
     "GetBucketVersioning", "PutObject", "CopyObject", "GetObject", "HeadObject",
     "DeleteObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
-    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListObjectVersions", "Other",
+    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListObjectVersions", "PutBucketVersioning", "Other",
 };
 
 #define XMLNS "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""
@@ -88,6 +89,7 @@ struct s3r {
     char bucket[64];
     char *key;                      /* decoded, NUL-terminated; NULL for bucket calls */
     const struct s3_key *ak;        /* the authenticated key, or NULL (anonymous) */
+    struct s3_bucket bk;            /* the bucket's state, for calls on a bucket */
     struct s3_sig sig;
     uint8_t sigkey[32];
     char payload_hash[65];          /* a hex SHA-256 to check, or "" */
@@ -123,6 +125,7 @@ static void s3r_free(struct s3r *q)
     if (q->rd.crcs)
         s3_reader_close(&q->rd);
     s3_obj_free(&q->obj);
+    s3_bucket_free(&q->bk);
     buf_free(&q->body);
     free(q->iobuf);
     free(q->key);
@@ -211,6 +214,13 @@ static void owner_xml(struct s3r *q, struct buf *b, const char *tag)
 {
     const char *id = q->ak ? q->ak->access : "anonymous";
     buf_printf(b, "<%s><ID>%s</ID><DisplayName>%s</DisplayName></%s>", tag, id, id, tag);
+}
+
+/* x-amz-version-id of a version just written or read, when the bucket keeps versions. */
+static void version_header(struct s3r *q, const char *version)
+{
+    if (q->bk.versioning != S3_VERSIONING_OFF || strcmp(version, "null") != 0)
+        httpd_header(q->r, "x-amz-version-id", version);
 }
 
 static void iso8601(long long ms, char out[48])
@@ -356,7 +366,7 @@ static enum s3_err authenticate(struct s3r *q)
         return S3E_ACCESS_DENIED;
     long long now = (long long)time(NULL);
     if (presigned) {
-        if (now > t + q->sig.expires)
+        if (now > t + q->sig.expires || q->sig.expires == 0)
             return S3E_EXPIRED;
         if (t > now + 900)
             return S3E_ACCESS_DENIED;
@@ -480,6 +490,8 @@ static enum api pick_api(struct s3r *q)
     if (!q->key) {
         if (put && !r->h.query.n)
             return API_CREATE_BUCKET;
+        if (put && has_q(r, "versioning"))
+            return API_PUT_VERSIONING;
         if (del && !r->h.query.n)
             return API_DELETE_BUCKET;
         if (head)
@@ -558,11 +570,21 @@ static enum s3_err collect_headers(struct httpd_req *r, struct buf *b)
             keep = strv_caseeq_cstr(h->name, kept_headers[k]);
         if (!keep)
             continue;
+        struct strv val = h->value;
+        if (strv_caseeq_cstr(h->name, "content-encoding")) {
+            /* aws-chunked frames the upload; it is not the object's encoding */
+            if (strv_eq_cstr(val, "aws-chunked"))
+                continue;
+            if (val.n > 12 && strncmp(val.p + val.n - 12, ",aws-chunked", 12) == 0)
+                val = strv_trim(strv_make(val.p, val.n - 12));
+            else if (val.n > 13 && strncmp(val.p + val.n - 13, ", aws-chunked", 13) == 0)
+                val = strv_trim(strv_make(val.p, val.n - 13));
+        }
         for (size_t c = 0; c < h->name.n; c++)
             buf_putc(b, (char)tolower((unsigned char)h->name.p[c]));
         buf_puts(b, ": ");
-        for (size_t c = 0; c < h->value.n; c++)
-            buf_putc(b, h->value.p[c] == '\n' ? ' ' : h->value.p[c]);
+        for (size_t c = 0; c < val.n; c++)
+            buf_putc(b, val.p[c] == '\n' ? ' ' : val.p[c]);
         buf_putc(b, '\n');
     }
     if (meta > S3_MAX_META)
@@ -795,10 +817,19 @@ broken:
 static void get_object(struct s3r *q)
 {
     struct httpd_req *r = q->r;
-    int rc = s3_obj_get(q->w->db, q->bucket, q->key, &q->obj);
-    if (rc == -ENOENT) {
-        int b = s3_bucket_exists(q->w->db, q->bucket);
-        fail(q, b == 0 ? S3E_NO_SUCH_BUCKET : S3E_NO_SUCH_KEY);
+    char vid[64];
+    bool by_version = qparam(r, "versionId", vid, sizeof(vid));
+    int rc = s3_obj_get(q->w->db, q->bucket, q->key, by_version ? vid : NULL, &q->obj);
+    if (rc == -ENOENT && by_version) {
+        fail_msg(q, S3E_INVALID_ARGUMENT, "Invalid version id specified");
+        return;
+    }
+    if (rc == -ENOENT || (rc == 0 && q->obj.dm)) {
+        /* a delete marker: 404 when current, 405 when asked for by its id */
+        httpd_header(r, "x-amz-delete-marker", rc == 0 ? "true" : "false");
+        if (rc == 0)
+            version_header(q, q->obj.version);
+        fail(q, rc == 0 && by_version ? S3E_METHOD_NOT_ALLOWED : S3E_NO_SUCH_KEY);
         return;
     }
     if (rc) {
@@ -806,6 +837,7 @@ static void get_object(struct s3r *q)
         return;
     }
     struct s3_obj *o = &q->obj;
+    version_header(q, o->version);
     char pn[16];
     uint64_t from = 0, to = o->size ? o->size - 1 : 0;
     bool ranged = false;
@@ -813,7 +845,7 @@ static void get_object(struct s3r *q)
         /* one part of a multipart object */
         long n = atol(pn);
         if (n < 1 || (o->nparts == 0 && n != 1) || (o->nparts && n > o->nparts)) {
-            fail(q, S3E_INVALID_RANGE);
+            fail_msg(q, S3E_INVALID_PART, "The requested partnumber is not satisfiable");
             return;
         }
         if (o->nparts) {
@@ -1063,6 +1095,14 @@ static enum s3_err check_checksums(struct s3r *q, struct buf *stored)
     return S3E_NONE;
 }
 
+/* A version id for an object about to be written (used when the bucket keeps
+ * versions). */
+static void new_version(struct s3r *q, struct s3_obj *o)
+{
+    (void)q;
+    s3_random_hex(o->version, 16);
+}
+
 static void put_finish(struct s3r *q)
 {
     struct httpd_req *r = q->r;
@@ -1102,7 +1142,10 @@ static void put_finish(struct s3r *q)
         struct s3_obj o = { .key = q->key, .size = q->wr.size, .mtime_ms = (long long)(cairn_wall_time() * 1000),
                             .headers = buf_head(&stored), .parts = file };
         memcpy(o.etag, etag, sizeof(etag));
+        new_version(q, &o);
         rc = s3_obj_put(q->w->db, q->bucket, &o, &old);
+        if (!rc)
+            version_header(q, q->bk.versioning == S3_VERSIONING_ENABLED ? o.version : "null");
     }
     s3_writer_done(&q->wr);
     buf_free(&stored);
@@ -1130,8 +1173,12 @@ static enum s3_err copy_source(struct s3r *q, struct s3_obj *src, char *sbucket,
         return S3E_INTERNAL;
     struct strv raw = h->value;
     const char *qm = memchr(raw.p, '?', raw.n);
-    if (qm)
-        raw.n = (size_t)(qm - raw.p);       /* ?versionId=: only the current version exists */
+    char version[64] = "";
+    if (qm) {
+        raw.n = (size_t)(qm - raw.p);
+        if (strncmp(qm, "?versionId=", 11) == 0)
+            snprintf(version, sizeof(version), "%.*s", (int)(h->value.p + h->value.n - qm - 11), qm + 11);
+    }
     if (!s3_uri_decode(raw, v, h->value.n + 1, &n)) {
         free(v);
         return S3E_INVALID_ARGUMENT;
@@ -1148,12 +1195,14 @@ static enum s3_err copy_source(struct s3r *q, struct s3_obj *src, char *sbucket,
         free(v);
         return S3E_ACCESS_DENIED;
     }
-    int rc = s3_obj_get(q->w->db, sbucket, sl + 1, src);
+    int rc = s3_obj_get(q->w->db, sbucket, sl + 1, version[0] ? version : NULL, src);
     free(v);
-    if (rc == -ENOENT)
+    if (rc == -ENOENT || (rc == 0 && src->dm))
         return s3_bucket_exists(q->w->db, sbucket) == 0 ? S3E_NO_SUCH_BUCKET : S3E_NO_SUCH_KEY;
     if (rc)
         return errno_err(rc);
+    if (version[0])
+        httpd_header(q->r, "x-amz-copy-source-version-id", src->version);
     return preconditions(q->r, "x-amz-copy-source-", src, true);
 }
 
@@ -1205,7 +1254,7 @@ static void copy_object(struct s3r *q, bool part)
         uint64_t a, b;
         if (parse_range(strv_cstr(rng), src.size, &a, &b) != 1 || strncmp(rng, "bytes=-", 7) == 0) {
             s3_obj_free(&src);
-            fail_msg(q, S3E_INVALID_RANGE, "The x-amz-copy-source-range value must be of the form "
+            fail_msg(q, S3E_INVALID_ARGUMENT, "The x-amz-copy-source-range value must be of the form "
                                            "bytes=first-last where first and last are the zero-based "
                                            "offsets of the first and last bytes to copy");
             return;
@@ -1271,7 +1320,10 @@ static void copy_object(struct s3r *q, bool part)
         memcpy(o.etag, src.nparts ? etag : src.etag, sizeof(o.etag));
         if (src.nparts == 0)
             memcpy(etag, src.etag, sizeof(etag));
+        new_version(q, &o);
         rc = e ? -EINVAL : s3_obj_put(q->w->db, q->bucket, &o, &old);
+        if (!rc)
+            version_header(q, q->bk.versioning == S3_VERSIONING_ENABLED ? o.version : "null");
         buf_free(&stored);
     }
     s3_writer_done(&q->wr);
@@ -1339,11 +1391,12 @@ static void create_bucket_body(struct s3r *q)
         }
     }
     int rc = s3_bucket_create(q->w->db, q->bucket);
-    if (rc == -EEXIST) {
+    if (rc == -EEXIST && strcmp(q->s->conf->region, "us-east-1") != 0) {
         fail(q, S3E_BUCKET_EXISTS);
         return;
     }
-    if (rc) {
+    /* us-east-1 answers 200 to its owner creating a bucket again (AWS's legacy rule) */
+    if (rc && rc != -EEXIST) {
         fail(q, errno_err(rc));
         return;
     }
@@ -1363,6 +1416,7 @@ struct lister {
     int max, n;
     bool url, v2, versions, truncated, owner;
     char *last;             /* the last key or common prefix emitted */
+    char last_version[40];
     char *skip_prefix;      /* a common prefix already emitted */
 };
 
@@ -1402,18 +1456,35 @@ static int list_one(void *arg, const struct s3_obj *o)
         return 0;
     }
     l->last = strdup(o->key);
+    snprintf(l->last_version, sizeof(l->last_version), "%s", o->version);
     char t[48];
     iso8601(o->mtime_ms, t);
-    buf_puts(&l->items, l->versions ? "<Version><Key>" : "<Contents><Key>");
+    const char *tag = !l->versions ? "Contents" : o->dm ? "DeleteMarker" : "Version";
+    buf_printf(&l->items, "<%s><Key>", tag);
     put_name(l, &l->items, o->key);
-    buf_printf(&l->items, "</Key>%s<LastModified>%s</LastModified><ETag>",
-               l->versions ? "<VersionId>null</VersionId><IsLatest>true</IsLatest>" : "", t);
-    s3_xml_escape(&l->items, o->etag, strlen(o->etag));
-    buf_printf(&l->items, "</ETag><Size>%llu</Size>", (unsigned long long)o->size);
+    buf_puts(&l->items, "</Key>");
+    if (l->versions)
+        buf_printf(&l->items, "<VersionId>%s</VersionId><IsLatest>%s</IsLatest>", o->version,
+                   o->latest ? "true" : "false");
+    buf_printf(&l->items, "<LastModified>%s</LastModified>", t);
+    if (!o->dm) {
+        buf_puts(&l->items, "<ETag>");
+        s3_xml_escape(&l->items, o->etag, strlen(o->etag));
+        buf_printf(&l->items, "</ETag><Size>%llu</Size>", (unsigned long long)o->size);
+    }
     if (l->owner)
         owner_xml(l->q, &l->items, "Owner");
-    buf_printf(&l->items, "<StorageClass>STANDARD</StorageClass></%s>", l->versions ? "Version" : "Contents");
+    if (!o->dm)
+        buf_puts(&l->items, "<StorageClass>STANDARD</StorageClass>");
+    buf_printf(&l->items, "</%s>", tag);
     return 0;
+}
+
+/* Scans from a key (exclusive) or, for versions, from a version of it. */
+static int s3_obj_scan_from(struct s3r *q, const char *prefix, const char *after, long long after_seq,
+                            bool versions, struct lister *l)
+{
+    return s3_obj_scan(q->w->db, q->bucket, prefix, after, after_seq, versions, list_one, l);
 }
 
 static void token_encode(const char *key, char *out, size_t cap)
@@ -1424,11 +1495,6 @@ static void token_encode(const char *key, char *out, size_t cap)
 static void list_objects(struct s3r *q, bool v2, bool versions)
 {
     struct httpd_req *r = q->r;
-    int ex = s3_bucket_exists(q->w->db, q->bucket);
-    if (ex != 1) {
-        fail(q, ex == 0 ? S3E_NO_SUCH_BUCKET : S3E_INTERNAL);
-        return;
-    }
     static __thread char prefix[S3_MAX_KEY_LEN + 1], delim[S3_MAX_KEY_LEN + 1], after[S3_MAX_KEY_LEN + 1],
         token[2 * S3_MAX_KEY_LEN], start[S3_MAX_KEY_LEN + 1], enc[16], mk[16], fo[8];
     prefix[0] = delim[0] = after[0] = token[0] = start[0] = enc[0] = 0;
@@ -1449,9 +1515,11 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
         }
         max = (int)MIN(v, 1000L);
     }
-    bool have_token = false;
+    bool have_token = false, have_start = false;
+    long long after_seq = -1;
     if (v2) {
-        if ((have_token = qparam(r, "continuation-token", token, sizeof(token)))) {
+        have_start = qparam(r, "start-after", start, sizeof(start));
+        if ((have_token = qparam(r, "continuation-token", token, sizeof(token))) && token[0]) {
             uint8_t raw[S3_MAX_KEY_LEN + 4];
             int n = token[0] ? s3_unb64(token, raw, sizeof(raw) - 1) : -1;
             if (n < 0) {
@@ -1460,11 +1528,19 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
             }
             memcpy(after, raw, (size_t)n);
             after[n] = 0;
-        } else if (qparam(r, "start-after", start, sizeof(start))) {
+        } else if (have_start) {
             snprintf(after, sizeof(after), "%s", start);
         }
     } else {
         qparam(r, versions ? "key-marker" : "marker", after, sizeof(after));
+        char vm[64];
+        if (versions && after[0] && qparam(r, "version-id-marker", vm, sizeof(vm)) && vm[0]) {
+            struct s3_obj mo;
+            if (s3_obj_get(q->w->db, q->bucket, after, vm, &mo) == 0) {
+                after_seq = mo.seq;     /* resume after that version of the key */
+            }
+            s3_obj_free(&mo);
+        }
     }
     struct lister l = { .q = q, .prefix = prefix, .delim = delim, .plen = strlen(prefix),
                         .dlen = strlen(delim), .max = max, .url = url, .v2 = v2,
@@ -1474,7 +1550,7 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
     if (l.dlen && after[0] && strlen(after) >= l.dlen &&
         strcmp(after + strlen(after) - l.dlen, delim) == 0 && strncmp(after, prefix, l.plen) == 0)
         l.skip_prefix = strdup(after);
-    int rc = max ? s3_obj_scan(q->w->db, q->bucket, prefix, after, list_one, &l) : 0;
+    int rc = max ? s3_obj_scan_from(q, prefix, after, after_seq, versions, &l) : 0;
     if (rc) {
         free(l.last);
         free(l.skip_prefix);
@@ -1485,7 +1561,10 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
     struct buf b = BUF_INIT;
     const char *root = versions ? "ListVersionsResult" : "ListBucketResult";
     buf_printf(&b, XMLHEAD "<%s " XMLNS "><Name>%s</Name><Prefix>", root, q->bucket);
-    put_name(&l, &b, prefix);
+    if (v2)
+        put_name(&l, &b, prefix);
+    else
+        s3_xml_escape(&b, prefix, strlen(prefix));
     buf_puts(&b, "</Prefix>");
     if (v2) {
         buf_printf(&b, "<KeyCount>%d</KeyCount>", l.n);
@@ -1494,7 +1573,7 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
             s3_xml_escape(&b, token, strlen(token));
             buf_puts(&b, "</ContinuationToken>");
         }
-        if (start[0]) {
+        if (have_start) {
             buf_puts(&b, "<StartAfter>");
             put_name(&l, &b, start);
             buf_puts(&b, "</StartAfter>");
@@ -1511,7 +1590,7 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
         if (l.truncated && l.last) {
             buf_puts(&b, "<NextKeyMarker>");
             put_name(&l, &b, l.last);
-            buf_puts(&b, "</NextKeyMarker><NextVersionIdMarker>null</NextVersionIdMarker>");
+            buf_printf(&b, "</NextKeyMarker><NextVersionIdMarker>%s</NextVersionIdMarker>", l.last_version);
         }
     } else {
         buf_puts(&b, "<Marker>");
@@ -1698,8 +1777,11 @@ static void complete_upload(struct s3r *q)
     struct s3_obj o = { .key = q->key, .size = total, .mtime_ms = (long long)(cairn_wall_time() * 1000),
                         .headers = headers, .parts = buf_head(&files), .nparts = count_parts };
     memcpy(o.etag, etag, sizeof(etag));
+    new_version(q, &o);
     char *unused = NULL, *old = NULL;
     int rc = s3_upload_complete(q->w->db, q->upload_id, q->bucket, &o, &unused, &old);
+    if (!rc)
+        version_header(q, q->bk.versioning == S3_VERSIONING_ENABLED ? o.version : "null");
     free(headers);
     buf_free(&files);
     if (rc) {
@@ -1835,18 +1917,32 @@ static void delete_objects(struct s3r *q)
     for (struct s3_xnode *c = x->child; c; c = c->next) {
         if (strcmp(c->name, "Object") != 0)
             continue;
-        const char *k = s3_xml_text(c, "Key");
+        const char *k = s3_xml_text(c, "Key"), *vid = s3_xml_text(c, "VersionId");
         if (!k)
             continue;
         char *old = NULL;
-        int rc = strlen(k) > S3_MAX_KEY_LEN ? -ENAMETOOLONG : s3_obj_delete(q->w->db, q->bucket, k, &old);
+        struct s3_obj marker = { 0 };
+        s3_random_hex(marker.version, 16);
+        int rc = strlen(k) > S3_MAX_KEY_LEN ? -ENAMETOOLONG
+                                            : s3_obj_delete(q->w->db, q->bucket, k, vid, &marker, &old);
         if (rc == 0) {
             s3_files_unlink(q->s->conf->data, old);
             free(old);
             if (!is_quiet) {
                 buf_puts(&b, "<Deleted><Key>");
                 s3_xml_escape(&b, k, strlen(k));
-                buf_puts(&b, "</Key></Deleted>");
+                buf_puts(&b, "</Key>");
+                if (vid) {
+                    buf_puts(&b, "<VersionId>");
+                    s3_xml_escape(&b, vid, strlen(vid));
+                    buf_puts(&b, "</VersionId>");
+                    if (marker.dm)
+                        buf_puts(&b, "<DeleteMarker>true</DeleteMarker>");
+                } else if (marker.dm) {
+                    buf_printf(&b, "<DeleteMarker>true</DeleteMarker><DeleteMarkerVersionId>%s"
+                                   "</DeleteMarkerVersionId>", marker.version);
+                }
+                buf_puts(&b, "</Deleted>");
             }
         } else {
             buf_puts(&b, "<Error><Key>");
@@ -1863,25 +1959,52 @@ static void delete_objects(struct s3r *q)
 
 static void delete_object(struct s3r *q)
 {
-    char *old = NULL;
-    int rc = s3_obj_delete(q->w->db, q->bucket, q->key, &old);
+    char *old = NULL, vid[64];
+    bool by_version = qparam(q->r, "versionId", vid, sizeof(vid));
+    struct s3_obj marker = { 0 };
+    s3_random_hex(marker.version, 16);
+    int rc = s3_obj_delete(q->w->db, q->bucket, q->key, by_version ? vid : NULL, &marker, &old);
     if (rc) {
-        fail(q, errno_err(rc));
+        fail(q, rc == -ENOENT ? S3E_NO_SUCH_BUCKET : errno_err(rc));
         return;
     }
-    if (!old && s3_bucket_exists(q->w->db, q->bucket) == 0) {
-        fail(q, S3E_NO_SUCH_BUCKET);
-        return;
-    }
+    if (by_version)
+        httpd_header(q->r, "x-amz-version-id", vid);
+    else if (marker.dm)
+        httpd_header(q->r, "x-amz-version-id", marker.version);
+    if (marker.dm)
+        httpd_header(q->r, "x-amz-delete-marker", "true");
     s3_files_unlink(q->s->conf->data, old);
     free(old);
     reply(q, 204, NULL, NULL, 0);
 }
 
 /* A body read whole (XML of bucket calls, or a streamed PUT that is not an object). */
+static void put_versioning(struct s3r *q)
+{
+    struct s3_xnode *x = s3_xml_parse(buf_head(&q->body), buf_used(&q->body));
+    const char *st = x && strcmp(x->name, "VersioningConfiguration") == 0 ? s3_xml_text(x, "Status") : NULL;
+    int v = !st ? -1 : strcmp(st, "Enabled") == 0 ? S3_VERSIONING_ENABLED
+                     : strcmp(st, "Suspended") == 0 ? S3_VERSIONING_SUSPENDED : -1;
+    s3_xml_free(x);
+    if (v < 0) {
+        fail(q, S3E_MALFORMED_XML);
+        return;
+    }
+    q->bk.versioning = v;
+    int rc = s3_bucket_set(q->w->db, q->bucket, &q->bk);
+    if (rc)
+        fail(q, rc == -ENOENT ? S3E_NO_SUCH_BUCKET : errno_err(rc));
+    else
+        reply(q, 200, NULL, NULL, 0);
+}
+
 static void small_body_done(struct s3r *q)
 {
     switch (q->api) {
+    case API_PUT_VERSIONING:
+        put_versioning(q);
+        return;
     case API_CREATE_BUCKET:
         create_bucket_body(q);
         return;
@@ -1959,9 +2082,17 @@ void s3__handle(struct httpd_req *r, void *arg)
         fail(q, S3E_INVALID_REQUEST);
         return;
     }
+    if (q->bucket[0] && q->api != API_CREATE_BUCKET) {
+        int rc = s3_bucket_get(w->db, q->bucket, &q->bk);
+        if (rc) {
+            fail(q, rc == -ENOENT ? S3E_NO_SUCH_BUCKET : errno_err(rc));
+            return;
+        }
+    }
     switch (q->api) {
     case API_LIST_BUCKETS: list_buckets(q); return;
-    case API_CREATE_BUCKET: read_body(q); return;
+    case API_CREATE_BUCKET:
+    case API_PUT_VERSIONING: read_body(q); return;
     case API_DELETE_BUCKET: {
         char *files = NULL;
         int rc = s3_bucket_delete(w->db, q->bucket, &files);
@@ -2000,7 +2131,9 @@ void s3__handle(struct httpd_req *r, void *arg)
             return;
         }
         struct buf b = BUF_INIT;
-        buf_puts(&b, XMLHEAD "<VersioningConfiguration " XMLNS "/>");
+        static const char *const st[] = { "", "<Status>Enabled</Status>", "<Status>Suspended</Status>" };
+        buf_printf(&b, XMLHEAD "<VersioningConfiguration " XMLNS ">%s</VersioningConfiguration>",
+                   st[q->bk.versioning]);
         reply_xml(q, 200, &b);
         return;
     }
@@ -2014,11 +2147,19 @@ void s3__handle(struct httpd_req *r, void *arg)
             fail(q, S3E_NO_SUCH_BUCKET);
             return;
         }
-        if (hdr(r, "if-none-match")) {
+        if (hdr(r, "if-none-match") || hdr(r, "if-match")) {
+            /* conditional writes: If-None-Match: * (create only), If-Match: ETag */
             struct s3_obj cur;
-            if (s3_obj_get(w->db, q->bucket, q->key, &cur) == 0) {
-                s3_obj_free(&cur);
-                fail(q, S3E_PRECONDITION_FAILED);
+            int rc = s3_obj_get(w->db, q->bucket, q->key, NULL, &cur);
+            bool exists = rc == 0 && !cur.dm;
+            const struct http_header *im = hdr(r, "if-match");
+            enum s3_err ce = hdr(r, "if-none-match") && exists ? S3E_PRECONDITION_FAILED
+                             : im && !exists                  ? S3E_NO_SUCH_KEY
+                             : im && !etag_matches(im->value, cur.etag) ? S3E_PRECONDITION_FAILED
+                                                                       : S3E_NONE;
+            s3_obj_free(&cur);
+            if (ce) {
+                fail(q, ce);
                 return;
             }
         }

@@ -219,8 +219,20 @@ struct s3_obj {
     char *headers;                  /* stored headers: "name: value\n" lines */
     char *parts;                    /* data files: "id size\n" per part */
     int nparts;                     /* 0: a simple PUT; else the multipart part count */
+    char version[40];               /* "null" when unversioned */
+    bool dm;                        /* a delete marker */
+    bool latest;
+    long long seq;                  /* order of the key's versions */
 };
 void s3_obj_free(struct s3_obj *o);
+
+enum { S3_VERSIONING_OFF, S3_VERSIONING_ENABLED, S3_VERSIONING_SUSPENDED };
+
+struct s3_bucket {
+    long long created_ms;
+    int versioning;
+    char *cors, *lifecycle, *tagging;   /* the configurations' XML, or NULL */
+};
 
 struct s3_db *s3_db_open(const char *dir, char *err, size_t errlen);
 void s3_db_close(struct s3_db *db);
@@ -231,17 +243,30 @@ int s3_bucket_create(struct s3_db *db, const char *name);       /* -EEXIST */
 /* Deletes an empty bucket and aborts its multipart uploads (their files to *files). */
 int s3_bucket_delete(struct s3_db *db, const char *name, char **files);  /* -ENOENT, -ENOTEMPTY */
 int s3_bucket_exists(struct s3_db *db, const char *name);       /* 1, 0, <0 */
+int s3_bucket_get(struct s3_db *db, const char *name, struct s3_bucket *b);  /* b may be NULL */
+int s3_bucket_set(struct s3_db *db, const char *name, const struct s3_bucket *b);
+void s3_bucket_free(struct s3_bucket *b);
 /* Calls cb per bucket (name, created ms) in name order. */
 int s3_bucket_list(struct s3_db *db, void (*cb)(void *, const char *, long long), void *arg);
 
-int s3_obj_get(struct s3_db *db, const char *bucket, const char *key, struct s3_obj *o);  /* -ENOENT */
-/* Stores o (key in o->key); *old gets the replaced object's parts (to unlink after). */
+/* The current version of a key (version NULL; it may be a delete marker), or the
+ * version named (-ENOENT). */
+int s3_obj_get(struct s3_db *db, const char *bucket, const char *key, const char *version,
+               struct s3_obj *o);
+/* Stores o (key in o->key; o->version is used when the bucket's versioning is
+ * enabled, else the "null" version is replaced); *old gets the data files no
+ * longer needed (unlink them after). -ENOENT: no such bucket. */
 int s3_obj_put(struct s3_db *db, const char *bucket, const struct s3_obj *o, char **old);
-int s3_obj_delete(struct s3_db *db, const char *bucket, const char *key, char **old);
-/* Objects in key order with key > after and key starting with prefix; cb returns
- * nonzero to stop. */
+/* Deletes a version, or (version NULL) the current object: removed when the bucket
+ * is unversioned, else hidden behind a new delete marker (its version id in
+ * marker->version, which the caller fills; marker->dm tells what happened). */
+int s3_obj_delete(struct s3_db *db, const char *bucket, const char *key, const char *version,
+                  struct s3_obj *marker, char **old);
+/* In key order from key > after (versions: then newest first, from seq < after_seq
+ * for the key after), keys starting with prefix; current objects only, or every
+ * version and delete marker. cb returns nonzero to stop. */
 int s3_obj_scan(struct s3_db *db, const char *bucket, const char *prefix, const char *after,
-                int (*cb)(void *, const struct s3_obj *), void *arg);
+                long long after_seq, bool versions, int (*cb)(void *, const struct s3_obj *), void *arg);
 
 int s3_upload_create(struct s3_db *db, const char *id, const char *bucket, const char *key,
                      const char *headers);

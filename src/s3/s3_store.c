@@ -409,8 +409,9 @@ void s3_files_unlink(const char *dir, const char *list)
 /* ---- metadata ---- */
 
 enum {
-    Q_BUCKET_INS, Q_BUCKET_DEL, Q_BUCKET_GET, Q_BUCKET_LIST, Q_BUCKET_ANY,
-    Q_OBJ_GET, Q_OBJ_PUT, Q_OBJ_DEL, Q_OBJ_SCAN,
+    Q_BUCKET_INS, Q_BUCKET_DEL, Q_BUCKET_GET, Q_BUCKET_LIST, Q_BUCKET_ANY, Q_BUCKET_SET,
+    Q_OBJ_GET, Q_OBJ_GETV, Q_OBJ_PUT, Q_OBJ_DELV, Q_OBJ_SCAN, Q_OBJ_SCANV, Q_OBJ_UNLATEST,
+    Q_OBJ_RELATEST, Q_OBJ_NEXTSEQ,
     Q_UP_INS, Q_UP_GET, Q_UP_DEL, Q_UP_LIST, Q_UP_OLD,
     Q_PART_GET, Q_PART_PUT, Q_PART_LIST, Q_PART_DEL,
     Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
@@ -420,16 +421,25 @@ enum {
 static const char *const sql[Q_N] = {
     [Q_BUCKET_INS] = "INSERT INTO buckets(name, created) VALUES(?1, ?2)",
     [Q_BUCKET_DEL] = "DELETE FROM buckets WHERE name = ?1",
-    [Q_BUCKET_GET] = "SELECT created FROM buckets WHERE name = ?1",
+    [Q_BUCKET_GET] = "SELECT created, versioning, cors, lifecycle, tagging FROM buckets WHERE name = ?1",
     [Q_BUCKET_LIST] = "SELECT name, created FROM buckets ORDER BY name",
     [Q_BUCKET_ANY] = "SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1",
-    [Q_OBJ_GET] = "SELECT size, etag, mtime, headers, parts, nparts FROM objects "
-                  "WHERE bucket = ?1 AND key = ?2",
-    [Q_OBJ_PUT] = "INSERT OR REPLACE INTO objects(bucket, key, size, etag, mtime, headers, parts, "
-                  "nparts) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [Q_OBJ_DEL] = "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
-    [Q_OBJ_SCAN] = "SELECT key, size, etag, mtime, headers, parts, nparts FROM objects "
-                   "WHERE bucket = ?1 AND key > ?2 AND key >= ?3 ORDER BY key LIMIT 1000",
+    [Q_BUCKET_SET] = "UPDATE buckets SET versioning = ?2, cors = ?3, lifecycle = ?4, tagging = ?5 "
+                     "WHERE name = ?1",
+#define OBJ_COLS "size, etag, mtime, headers, parts, nparts, version, dm, latest, seq"
+    [Q_OBJ_GET] = "SELECT " OBJ_COLS " FROM objects WHERE bucket = ?1 AND key = ?2 AND latest = 1",
+    [Q_OBJ_GETV] = "SELECT " OBJ_COLS " FROM objects WHERE bucket = ?1 AND key = ?2 AND version = ?3",
+    [Q_OBJ_PUT] = "INSERT INTO objects(bucket, key, size, etag, mtime, headers, parts, nparts, version, "
+                  "dm, latest, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11)",
+    [Q_OBJ_DELV] = "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 AND version = ?3",
+    [Q_OBJ_SCAN] = "SELECT key, " OBJ_COLS " FROM objects WHERE bucket = ?1 AND latest = 1 AND dm = 0 "
+                   "AND key > ?2 AND key >= ?3 ORDER BY key LIMIT 1000",
+    [Q_OBJ_SCANV] = "SELECT key, " OBJ_COLS " FROM objects WHERE bucket = ?1 AND key >= ?3 AND "
+                    "(key > ?2 OR (key = ?2 AND seq < ?4)) ORDER BY key, seq DESC LIMIT 1000",
+    [Q_OBJ_UNLATEST] = "UPDATE objects SET latest = 0 WHERE bucket = ?1 AND key = ?2 AND latest = 1",
+    [Q_OBJ_RELATEST] = "UPDATE objects SET latest = 1 WHERE bucket = ?1 AND key = ?2 AND seq = "
+                       "(SELECT MAX(seq) FROM objects WHERE bucket = ?1 AND key = ?2)",
+    [Q_OBJ_NEXTSEQ] = "SELECT COALESCE(MAX(seq), 0) + 1 FROM objects WHERE bucket = ?1 AND key = ?2",
     [Q_UP_INS] = "INSERT INTO uploads(id, bucket, key, created, headers) VALUES(?1, ?2, ?3, ?4, ?5)",
     [Q_UP_GET] = "SELECT bucket, key, headers FROM uploads WHERE id = ?1",
     [Q_UP_DEL] = "DELETE FROM uploads WHERE id = ?1",
@@ -452,10 +462,16 @@ struct s3_db {
 
 static const char schema[] =
     "PRAGMA journal_mode=WAL;"
-    "CREATE TABLE IF NOT EXISTS buckets(name TEXT PRIMARY KEY, created INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS objects(bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS buckets(name TEXT PRIMARY KEY, created INTEGER NOT NULL,"
+    " versioning INTEGER NOT NULL DEFAULT 0, cors TEXT, lifecycle TEXT, tagging TEXT) WITHOUT ROWID;"
+    /* one row per version of a key; latest marks the current one (a delete marker
+     * when dm); an unversioned bucket has one version per key, "null" */
+    "CREATE TABLE IF NOT EXISTS objects(bucket TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " version TEXT NOT NULL, latest INTEGER NOT NULL, dm INTEGER NOT NULL, size INTEGER NOT NULL,"
     " etag TEXT NOT NULL, mtime INTEGER NOT NULL, headers TEXT NOT NULL, parts TEXT NOT NULL,"
-    " nparts INTEGER NOT NULL, PRIMARY KEY(bucket, key)) WITHOUT ROWID;"
+    " nparts INTEGER NOT NULL, PRIMARY KEY(bucket, key, seq)) WITHOUT ROWID;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS objects_version ON objects(bucket, key, version);"
+    "CREATE INDEX IF NOT EXISTS objects_latest ON objects(bucket, key) WHERE latest = 1;"
     "CREATE TABLE IF NOT EXISTS uploads(id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL,"
     " created INTEGER NOT NULL, headers TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS uploads_bucket ON uploads(bucket, key);"
@@ -546,13 +562,53 @@ int s3_bucket_create(struct s3_db *d, const char *name)
     return step_done(s);
 }
 
-int s3_bucket_exists(struct s3_db *d, const char *name)
+static char *col_dup_null(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+int s3_bucket_get(struct s3_db *d, const char *name, struct s3_bucket *b)
 {
     sqlite3_stmt *s = q(d, Q_BUCKET_GET);
     bind_text(s, 1, name);
     int r = sqlite3_step(s);
+    if (r == SQLITE_ROW && b) {
+        memset(b, 0, sizeof(*b));
+        b->created_ms = sqlite3_column_int64(s, 0);
+        b->versioning = sqlite3_column_int(s, 1);
+        b->cors = col_dup_null(s, 2);
+        b->lifecycle = col_dup_null(s, 3);
+        b->tagging = col_dup_null(s, 4);
+    }
     sqlite3_reset(s);
-    return r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : -EIO;
+    return r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+void s3_bucket_free(struct s3_bucket *b)
+{
+    free(b->cors);
+    free(b->lifecycle);
+    free(b->tagging);
+    b->cors = b->lifecycle = b->tagging = NULL;
+}
+
+int s3_bucket_set(struct s3_db *d, const char *name, const struct s3_bucket *b)
+{
+    sqlite3_stmt *s = q(d, Q_BUCKET_SET);
+    bind_text(s, 1, name);
+    sqlite3_bind_int(s, 2, b->versioning);
+    bind_text(s, 3, b->cors);
+    bind_text(s, 4, b->lifecycle);
+    bind_text(s, 5, b->tagging);
+    int r = step_done(s);
+    return r ? r : sqlite3_changes(d->db) ? 0 : -ENOENT;
+}
+
+int s3_bucket_exists(struct s3_db *d, const char *name)
+{
+    int r = s3_bucket_get(d, name, NULL);
+    return r == 0 ? 1 : r == -ENOENT ? 0 : r;
 }
 
 static int upload_drop(struct s3_db *d, const char *id, const char *keep, char **files);
@@ -635,14 +691,21 @@ static void obj_from_row(sqlite3_stmt *s, int c, struct s3_obj *o)
     o->headers = col_dup(s, c + 3);
     o->parts = col_dup(s, c + 4);
     o->nparts = sqlite3_column_int(s, c + 5);
+    snprintf(o->version, sizeof(o->version), "%s", (const char *)sqlite3_column_text(s, c + 6));
+    o->dm = sqlite3_column_int(s, c + 7) != 0;
+    o->latest = sqlite3_column_int(s, c + 8) != 0;
+    o->seq = sqlite3_column_int64(s, c + 9);
 }
 
-int s3_obj_get(struct s3_db *d, const char *bucket, const char *key, struct s3_obj *o)
+int s3_obj_get(struct s3_db *d, const char *bucket, const char *key, const char *version,
+               struct s3_obj *o)
 {
     memset(o, 0, sizeof(*o));
-    sqlite3_stmt *s = q(d, Q_OBJ_GET);
+    sqlite3_stmt *s = q(d, version ? Q_OBJ_GETV : Q_OBJ_GET);
     bind_text(s, 1, bucket);
     bind_text(s, 2, key);
+    if (version)
+        bind_text(s, 3, version);
     int r = sqlite3_step(s);
     if (r == SQLITE_ROW) {
         obj_from_row(s, 0, o);
@@ -654,19 +717,63 @@ int s3_obj_get(struct s3_db *d, const char *bucket, const char *key, struct s3_o
     return r == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
-/* Inside a transaction: the current object's parts to *old, then the new row. */
-static int obj_replace(struct s3_db *d, const char *bucket, const struct s3_obj *o, char **old)
+static long long next_seq(struct s3_db *d, const char *bucket, const char *key)
+{
+    sqlite3_stmt *s = q(d, Q_OBJ_NEXTSEQ);
+    bind_text(s, 1, bucket);
+    bind_text(s, 2, key);
+    long long seq = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    sqlite3_reset(s);
+    return seq;
+}
+
+/* Inside a transaction: removes one version (its parts appended to *old); when it
+ * was the current one, the newest left becomes current. */
+static int drop_version(struct s3_db *d, const char *bucket, const char *key, const char *version,
+                        struct buf *old)
 {
     struct s3_obj cur;
-    int r = s3_obj_get(d, bucket, o->key, &cur);
-    if (r == 0) {
-        *old = cur.parts;
-        cur.parts = NULL;
-        s3_obj_free(&cur);
-    } else if (r != -ENOENT) {
+    int r = s3_obj_get(d, bucket, key, version, &cur);
+    if (r)
         return r;
+    buf_puts(old, cur.parts);
+    bool was_latest = cur.latest;
+    s3_obj_free(&cur);
+    sqlite3_stmt *s = q(d, Q_OBJ_DELV);
+    bind_text(s, 1, bucket);
+    bind_text(s, 2, key);
+    bind_text(s, 3, version);
+    r = step_done(s);
+    if (!r && was_latest) {
+        s = q(d, Q_OBJ_RELATEST);
+        bind_text(s, 1, bucket);
+        bind_text(s, 2, key);
+        r = step_done(s);
     }
-    sqlite3_stmt *s = q(d, Q_OBJ_PUT);
+    return r;
+}
+
+/* Inside a transaction: o becomes the current version of its key. With
+ * versioning enabled it is added (o->version set by the caller); otherwise it
+ * takes the place of the "null" version, whose parts go to *old. */
+static int obj_insert(struct s3_db *d, const char *bucket, const struct s3_obj *o, int versioning,
+                      struct buf *old)
+{
+    int r;
+    if (versioning != S3_VERSIONING_ENABLED) {
+        r = drop_version(d, bucket, o->key, "null", old);
+        if (r && r != -ENOENT)
+            return r;
+    }
+    sqlite3_stmt *s = q(d, Q_OBJ_UNLATEST);
+    bind_text(s, 1, bucket);
+    bind_text(s, 2, o->key);
+    if ((r = step_done(s)))
+        return r;
+    long long seq = next_seq(d, bucket, o->key);
+    if (seq < 0)
+        return -EIO;
+    s = q(d, Q_OBJ_PUT);
     bind_text(s, 1, bucket);
     bind_text(s, 2, o->key);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)o->size);
@@ -675,65 +782,116 @@ static int obj_replace(struct s3_db *d, const char *bucket, const struct s3_obj 
     bind_text(s, 6, o->headers ? o->headers : "");
     bind_text(s, 7, o->parts ? o->parts : "");
     sqlite3_bind_int(s, 8, o->nparts);
+    bind_text(s, 9, versioning == S3_VERSIONING_ENABLED ? o->version : "null");
+    sqlite3_bind_int(s, 10, o->dm);
+    sqlite3_bind_int64(s, 11, seq);
     return step_done(s);
+}
+
+/* Runs fn in a transaction; *old gets the data files to unlink after it. */
+static int in_tx(struct s3_db *d, char **old, int (*fn)(struct s3_db *, void *, struct buf *), void *arg)
+{
+    *old = NULL;
+    int r = tx(d, Q_BEGIN);
+    if (r)
+        return r;
+    struct buf b = BUF_INIT;
+    r = fn(d, arg, &b);
+    if (!r)
+        r = tx(d, Q_COMMIT);
+    if (r) {
+        tx(d, Q_ROLLBACK);
+        buf_free(&b);
+        return r;
+    }
+    buf_putc(&b, 0);
+    *old = buf_steal(&b);
+    return 0;
+}
+
+struct put_args {
+    const char *bucket;
+    const struct s3_obj *o;
+};
+
+static int put_fn(struct s3_db *d, void *arg, struct buf *old)
+{
+    struct put_args *a = arg;
+    struct s3_bucket b;
+    int r = s3_bucket_get(d, a->bucket, &b);
+    if (r)
+        return r;
+    s3_bucket_free(&b);
+    return obj_insert(d, a->bucket, a->o, b.versioning, old);
 }
 
 int s3_obj_put(struct s3_db *d, const char *bucket, const struct s3_obj *o, char **old)
 {
-    *old = NULL;
-    int r = tx(d, Q_BEGIN);
+    struct put_args a = { bucket, o };
+    return in_tx(d, old, put_fn, &a);
+}
+
+struct del_args {
+    const char *bucket, *key, *version;
+    struct s3_obj *marker;
+};
+
+static int del_fn(struct s3_db *d, void *arg, struct buf *old)
+{
+    struct del_args *a = arg;
+    struct s3_bucket b;
+    int r = s3_bucket_get(d, a->bucket, &b);
     if (r)
         return r;
-    r = s3_bucket_exists(d, bucket);
-    r = r == 1 ? obj_replace(d, bucket, o, old) : r == 0 ? -ENOENT : r;
-    if (!r)
-        r = tx(d, Q_COMMIT);
-    if (r) {
-        tx(d, Q_ROLLBACK);
-        free(*old);
-        *old = NULL;
+    s3_bucket_free(&b);
+    if (a->version) {
+        struct s3_obj v;
+        if (s3_obj_get(d, a->bucket, a->key, a->version, &v) == 0) {
+            a->marker->dm = v.dm;       /* what was removed */
+            s3_obj_free(&v);
+        }
+        r = drop_version(d, a->bucket, a->key, a->version, old);
+        return r == -ENOENT ? 0 : r;
     }
+    if (b.versioning == S3_VERSIONING_OFF) {
+        r = drop_version(d, a->bucket, a->key, "null", old);
+        return r == -ENOENT ? 0 : r;
+    }
+    /* versioned: a delete marker becomes the current version */
+    a->marker->key = (char *)a->key;
+    a->marker->dm = true;
+    a->marker->mtime_ms = now_ms();
+    a->marker->headers = (char *)"";
+    a->marker->parts = (char *)"";
+    strcpy(a->marker->etag, "\"\"");
+    if (b.versioning == S3_VERSIONING_SUSPENDED)
+        strcpy(a->marker->version, "null");
+    r = obj_insert(d, a->bucket, a->marker, b.versioning, old);
+    a->marker->key = a->marker->headers = a->marker->parts = NULL;
     return r;
 }
 
-int s3_obj_delete(struct s3_db *d, const char *bucket, const char *key, char **old)
+int s3_obj_delete(struct s3_db *d, const char *bucket, const char *key, const char *version,
+                  struct s3_obj *marker, char **old)
 {
-    *old = NULL;
-    int r = tx(d, Q_BEGIN);
-    if (r)
-        return r;
-    struct s3_obj cur;
-    r = s3_obj_get(d, bucket, key, &cur);
-    if (r == 0) {
-        *old = cur.parts;
-        cur.parts = NULL;
-        s3_obj_free(&cur);
-        sqlite3_stmt *s = q(d, Q_OBJ_DEL);
-        bind_text(s, 1, bucket);
-        bind_text(s, 2, key);
-        r = step_done(s);
-    }
-    if (!r)
-        r = tx(d, Q_COMMIT);
-    if (r) {
-        tx(d, Q_ROLLBACK);
-        free(*old);
-        *old = NULL;
-    }
-    return r;
+    struct del_args a = { bucket, key, version, marker };
+    return in_tx(d, old, del_fn, &a);
 }
 
 int s3_obj_scan(struct s3_db *d, const char *bucket, const char *prefix, const char *after,
-                int (*cb)(void *, const struct s3_obj *), void *arg)
+                long long after_seq, bool versions, int (*cb)(void *, const struct s3_obj *), void *arg)
 {
     char *last = strdup(after);
+    long long last_seq = after_seq;
     size_t plen = strlen(prefix);
     int rc = 0;
     while (last && !rc) {
-        sqlite3_stmt *s = q(d, Q_OBJ_SCAN);
+        sqlite3_stmt *s = q(d, versions ? Q_OBJ_SCANV : Q_OBJ_SCAN);
         bind_text(s, 1, bucket);
         bind_text(s, 2, last);
         bind_text(s, 3, prefix);
+        if (versions)
+            sqlite3_bind_int64(s, 4, last_seq);
         int r, rows = 0;
         char *next = NULL;
         while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
@@ -749,6 +907,7 @@ int s3_obj_scan(struct s3_db *d, const char *bucket, const char *prefix, const c
             rc = o.key && o.headers && o.parts ? cb(arg, &o) : -ENOMEM;
             free(next);
             next = strdup(k);
+            last_seq = o.seq;
             s3_obj_free(&o);
         }
         sqlite3_reset(s);
@@ -885,28 +1044,35 @@ static int upload_drop(struct s3_db *d, const char *id, const char *keep, char *
     return r;
 }
 
-int s3_upload_complete(struct s3_db *d, const char *id, const char *bucket, const struct s3_obj *o,
-                       char **unused, char **old)
+struct complete_args {
+    const char *id, *bucket;
+    const struct s3_obj *o;
+    char **unused;
+};
+
+static int complete_fn(struct s3_db *d, void *arg, struct buf *old)
 {
-    *unused = *old = NULL;
-    int r = tx(d, Q_BEGIN);
-    if (r)
-        return r;
+    struct complete_args *a = arg;
     char *b = NULL, *k = NULL;
-    r = s3_upload_get(d, id, &b, &k, NULL);
+    int r = s3_upload_get(d, a->id, &b, &k, NULL);
     free(b);
     free(k);
     if (!r)
-        r = upload_drop(d, id, o->parts, unused);
+        r = upload_drop(d, a->id, a->o->parts, a->unused);
     if (!r)
-        r = obj_replace(d, bucket, o, old);
-    if (!r)
-        r = tx(d, Q_COMMIT);
+        r = put_fn(d, &(struct put_args){ a->bucket, a->o }, old);
+    return r;
+}
+
+int s3_upload_complete(struct s3_db *d, const char *id, const char *bucket, const struct s3_obj *o,
+                       char **unused, char **old)
+{
+    *unused = NULL;
+    struct complete_args a = { id, bucket, o, unused };
+    int r = in_tx(d, old, complete_fn, &a);
     if (r) {
-        tx(d, Q_ROLLBACK);
         free(*unused);
-        free(*old);
-        *unused = *old = NULL;
+        *unused = NULL;
     }
     return r;
 }
