@@ -57,6 +57,13 @@ const struct s3_errinfo s3_errors[S3E_COUNT] = {
     [S3E_MISSING_SECURITY_HEADER] = { "InvalidRequest", 400, "Missing required header for this request: x-amz-content-sha256" },
     [S3E_INVALID_CHUNK] = { "IncompleteBody", 400, "The aws-chunked body is malformed." },
     [S3E_SLOW_DOWN] = { "SlowDown", 503, "Please reduce your request rate." },
+    [S3E_INVALID_TAG] = { "InvalidTag", 400, "The tag provided was not a valid tag." },
+    [S3E_NO_SUCH_TAG_SET] = { "NoSuchTagSet", 404, "The TagSet does not exist" },
+    [S3E_NO_SUCH_CORS] = { "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist" },
+    [S3E_CORS_FORBIDDEN] = { "AccessForbidden", 403, "CORSResponse: This CORS request is not allowed." },
+    [S3E_CORS_NEED_ORIGIN] = { "BadRequest", 400, "Insufficient information. Origin request header needed." },
+    [S3E_NO_SUCH_LIFECYCLE] = { "NoSuchLifecycleConfiguration", 404, "The lifecycle configuration does not exist" },
+    [S3E_INVALID_PART_NUMBER] = { "InvalidPart", 400, "The requested partnumber is not satisfiable" },
 };
 
 enum api {
@@ -65,6 +72,10 @@ enum api {
     API_GET_VERSIONING, API_PUT_OBJECT, API_COPY_OBJECT, API_GET_OBJECT, API_HEAD_OBJECT,
     API_DELETE_OBJECT, API_CREATE_UPLOAD, API_UPLOAD_PART, API_UPLOAD_PART_COPY,
     API_COMPLETE_UPLOAD, API_ABORT_UPLOAD, API_LIST_PARTS, API_LIST_VERSIONS, API_PUT_VERSIONING,
+    API_PUT_OBJECT_TAGGING, API_GET_OBJECT_TAGGING, API_DELETE_OBJECT_TAGGING,
+    API_PUT_BUCKET_TAGGING, API_GET_BUCKET_TAGGING, API_DELETE_BUCKET_TAGGING,
+    API_PUT_CORS, API_GET_CORS, API_DELETE_CORS, API_OPTIONS,
+    API_PUT_LIFECYCLE, API_GET_LIFECYCLE, API_DELETE_LIFECYCLE,
     API_OTHER, API_N
 };
 static const char *const api_names[API_N] = {
@@ -72,7 +83,11 @@ static const char *const api_names[API_N] = {
     "ListObjects", "ListObjectsV2", "ListMultipartUploads", "DeleteObjects",
     "GetBucketVersioning", "PutObject", "CopyObject", "GetObject", "HeadObject",
     "DeleteObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
-    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListObjectVersions", "PutBucketVersioning", "Other",
+    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListObjectVersions", "PutBucketVersioning",
+    "PutObjectTagging", "GetObjectTagging", "DeleteObjectTagging",
+    "PutBucketTagging", "GetBucketTagging", "DeleteBucketTagging",
+    "PutBucketCors", "GetBucketCors", "DeleteBucketCors", "PreflightRequest",
+    "PutBucketLifecycleConfiguration", "GetBucketLifecycleConfiguration", "DeleteBucketLifecycle", "Other",
 };
 
 #define XMLNS "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""
@@ -214,6 +229,22 @@ static void owner_xml(struct s3r *q, struct buf *b, const char *tag)
 {
     const char *id = q->ak ? q->ak->access : "anonymous";
     buf_printf(b, "<%s><ID>%s</ID><DisplayName>%s</DisplayName></%s>", tag, id, id, tag);
+}
+
+/* x-amz-expiration for an object the bucket's lifecycle rules will expire. */
+static void expiration_header(struct s3r *q, const char *key, const char *headers, long long mtime_ms)
+{
+    struct s3_lc lc;
+    if (!q->bk.lifecycle || s3_lc_parse(q->bk.lifecycle, strlen(q->bk.lifecycle), &lc))
+        return;
+    const char *rule = NULL;
+    long long t = s3_lc_expiry(&lc, key, headers, mtime_ms, &rule);
+    if (t) {
+        char d[30];
+        http_date_format((time_t)(t / 1000), d);
+        httpd_headerf(q->r, "x-amz-expiration", "expiry-date=\"%s\", rule-id=\"%s\"", d, rule);
+    }
+    s3_lc_free(&lc);
 }
 
 /* x-amz-version-id of a version just written or read, when the bucket keeps versions. */
@@ -472,7 +503,8 @@ static bool is_write_api(enum api a)
     switch (a) {
     case API_LIST_BUCKETS: case API_HEAD_BUCKET: case API_GET_LOCATION: case API_LIST_OBJECTS:
     case API_LIST_OBJECTS_V2: case API_LIST_UPLOADS: case API_GET_VERSIONING: case API_GET_OBJECT:
-    case API_HEAD_OBJECT: case API_LIST_PARTS: case API_LIST_VERSIONS:
+    case API_HEAD_OBJECT: case API_LIST_PARTS: case API_LIST_VERSIONS: case API_GET_OBJECT_TAGGING:
+    case API_GET_BUCKET_TAGGING: case API_GET_CORS: case API_OPTIONS: case API_GET_LIFECYCLE:
         return false;
     default:
         return true;
@@ -487,7 +519,16 @@ static enum api pick_api(struct s3r *q)
          post = strv_eq_cstr(m, "POST"), del = strv_eq_cstr(m, "DELETE");
     if (!q->bucket[0])
         return get ? API_LIST_BUCKETS : API_OTHER;
+    if (strv_eq_cstr(m, "OPTIONS"))
+        return API_OPTIONS;
     if (!q->key) {
+        if (has_q(r, "tagging"))
+            return put ? API_PUT_BUCKET_TAGGING : get ? API_GET_BUCKET_TAGGING
+                 : del ? API_DELETE_BUCKET_TAGGING : API_OTHER;
+        if (has_q(r, "cors"))
+            return put ? API_PUT_CORS : get ? API_GET_CORS : del ? API_DELETE_CORS : API_OTHER;
+        if (has_q(r, "lifecycle"))
+            return put ? API_PUT_LIFECYCLE : get ? API_GET_LIFECYCLE : del ? API_DELETE_LIFECYCLE : API_OTHER;
         if (put && !r->h.query.n)
             return API_CREATE_BUCKET;
         if (put && has_q(r, "versioning"))
@@ -525,6 +566,9 @@ static enum api pick_api(struct s3r *q)
         return API_OTHER;
     }
     bool has_upload = has_q(r, "uploadId");
+    if (has_q(r, "tagging"))
+        return put ? API_PUT_OBJECT_TAGGING : get ? API_GET_OBJECT_TAGGING
+             : del ? API_DELETE_OBJECT_TAGGING : API_OTHER;
     if (put) {
         if (has_upload && has_q(r, "partNumber"))
             return hdr(r, "x-amz-copy-source") ? API_UPLOAD_PART_COPY : API_UPLOAD_PART;
@@ -553,7 +597,141 @@ static enum api pick_api(struct s3r *q)
 
 static const char *const kept_headers[] = { "content-type", "content-encoding", "content-disposition",
                                             "content-language", "cache-control", "expires",
-                                            "x-amz-website-redirect-location", "x-amz-storage-class" };
+                                            "x-amz-website-redirect-location", "x-amz-storage-class",
+                                            "x-amz-tagging" };
+
+/* ---- tags ---- */
+
+#define S3_MAX_OBJECT_TAGS 10
+#define S3_MAX_BUCKET_TAGS 50
+
+struct tag_list {
+    char *k[S3_MAX_BUCKET_TAGS + 1], *v[S3_MAX_BUCKET_TAGS + 1];
+    size_t n;
+};
+
+static void tags_free(struct tag_list *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->k[i]);
+        free(t->v[i]);
+    }
+    t->n = 0;
+}
+
+static enum s3_err tag_add(struct tag_list *t, const char *k, size_t kl, const char *v, size_t vl, size_t max)
+{
+    if (t->n >= max || kl == 0 || kl > 128 || vl > 256)
+        return S3E_INVALID_TAG;
+    for (size_t i = 0; i < t->n; i++)
+        if (strlen(t->k[i]) == kl && memcmp(t->k[i], k, kl) == 0)
+            return S3E_INVALID_TAG;
+    t->k[t->n] = strndup(k, kl);
+    t->v[t->n] = strndup(v, vl);
+    t->n++;
+    return S3E_NONE;
+}
+
+/* "k=v&k2=v2", URL-encoded, as the x-amz-tagging header and the stored form. */
+static enum s3_err tags_from_query(struct strv q, struct tag_list *t, size_t max)
+{
+    const char *p = q.p, *end = q.p + q.n;
+    char k[512], v[1024];
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (!amp)
+            amp = end;
+        const char *eq = memchr(p, '=', (size_t)(amp - p));
+        size_t kl, vl = 0;
+        if (!s3_uri_decode(strv_make(p, (size_t)((eq ? eq : amp) - p)), k, sizeof(k), &kl) ||
+            (eq && !s3_uri_decode(strv_make(eq + 1, (size_t)(amp - eq - 1)), v, sizeof(v), &vl)))
+            return S3E_INVALID_TAG;
+        enum s3_err e = tag_add(t, k, kl, v, vl, max);
+        if (e)
+            return e;
+        p = amp + 1;
+    }
+    return S3E_NONE;
+}
+
+static int tagging_header_check(struct strv v)
+{
+    struct tag_list t = { 0 };
+    enum s3_err e = tags_from_query(v, &t, S3_MAX_OBJECT_TAGS);
+    tags_free(&t);
+    return e != S3E_NONE;
+}
+
+static enum s3_err tags_from_xml(const struct buf *body, struct tag_list *t, size_t max)
+{
+    struct s3_xnode *x = s3_xml_parse(body->data ? buf_head(body) : "", buf_used(body));
+    struct s3_xnode *set = x && strcmp(x->name, "Tagging") == 0 ? s3_xml_child(x, "TagSet") : NULL;
+    enum s3_err e = set ? S3E_NONE : S3E_MALFORMED_XML;
+    for (struct s3_xnode *c = set ? set->child : NULL; c && !e; c = c->next) {
+        const char *k = s3_xml_text(c, "Key"), *v = s3_xml_text(c, "Value");
+        if (strcmp(c->name, "Tag") != 0 || !k || !v)
+            e = S3E_MALFORMED_XML;
+        else
+            e = tag_add(t, k, strlen(k), v, strlen(v), max);
+    }
+    s3_xml_free(x);
+    return e;
+}
+
+static void tags_to_query(const struct tag_list *t, struct buf *b)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (i)
+            buf_putc(b, '&');
+        s3_uri_encode(b, t->k[i], strlen(t->k[i]), false);
+        buf_putc(b, '=');
+        s3_uri_encode(b, t->v[i], strlen(t->v[i]), false);
+    }
+}
+
+static void tags_to_xml(const struct tag_list *t, struct buf *b)
+{
+    buf_puts(b, XMLHEAD "<Tagging " XMLNS "><TagSet>");
+    for (size_t i = 0; i < t->n; i++) {
+        buf_puts(b, "<Tag><Key>");
+        s3_xml_escape(b, t->k[i], strlen(t->k[i]));
+        buf_puts(b, "</Key><Value>");
+        s3_xml_escape(b, t->v[i], strlen(t->v[i]));
+        buf_puts(b, "</Value></Tag>");
+    }
+    buf_puts(b, "</TagSet></Tagging>");
+}
+
+/* The stored x-amz-tagging line of a headers block (empty when none). */
+static struct strv stored_tagging(const char *hs)
+{
+    const char *p = hs ? strstr(hs, "x-amz-tagging: ") : NULL;
+    while (p && p != hs && p[-1] != '\n')
+        p = strstr(p + 1, "x-amz-tagging: ");
+    if (!p)
+        return strv_make("", 0);
+    p += 15;
+    const char *eol = strchr(p, '\n');
+    return strv_make(p, eol ? (size_t)(eol - p) : strlen(p));
+}
+
+/* The headers block without its tagging line, plus the new one (when any). */
+static char *with_tagging(const char *hs, const char *tags)
+{
+    struct buf b = BUF_INIT;
+    const char *p = hs;
+    while (p && *p) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p) + 1 : strlen(p);
+        if (strncmp(p, "x-amz-tagging: ", 15) != 0)
+            buf_append(&b, p, n);
+        p += n;
+    }
+    if (tags && *tags)
+        buf_printf(&b, "x-amz-tagging: %s\n", tags);
+    buf_putc(&b, 0);
+    return buf_steal(&b);
+}
 
 /* The headers a PUT keeps with its object: "name: value\n" lines. */
 static enum s3_err collect_headers(struct httpd_req *r, struct buf *b)
@@ -566,6 +744,8 @@ static enum s3_err collect_headers(struct httpd_req *r, struct buf *b)
             keep = true;
         if (keep)
             meta += h->name.n - 11 + h->value.n;
+        if (strv_caseeq_cstr(h->name, "x-amz-tagging") && tagging_header_check(h->value))
+            return S3E_INVALID_TAG;
         for (size_t k = 0; !keep && k < ARRAY_SIZE(kept_headers); k++)
             keep = strv_caseeq_cstr(h->name, kept_headers[k]);
         if (!keep)
@@ -618,6 +798,13 @@ static void emit_one(void *arg, struct strv name, struct strv value)
     struct emit_ctx *e = arg;
     if (strv_has_prefix(name, "x-amz-checksum-") && !e->with_checksums)
         return;
+    if (strv_eq_cstr(name, "x-amz-tagging")) {
+        size_t n = value.n ? 1 : 0;
+        for (size_t i = 0; i < value.n; i++)
+            n += value.p[i] == '&';
+        httpd_headerf(e->r, "x-amz-tagging-count", "%zu", n);
+        return;
+    }
     char rq[64];
     /* response-* query parameters override (signed requests only) */
     if (name.n < 40 && !strv_has_prefix(name, "x-amz-")) {
@@ -838,6 +1025,7 @@ static void get_object(struct s3r *q)
     }
     struct s3_obj *o = &q->obj;
     version_header(q, o->version);
+    expiration_header(q, o->key, o->headers, o->mtime_ms);
     char pn[16];
     uint64_t from = 0, to = o->size ? o->size - 1 : 0;
     bool ranged = false;
@@ -1144,8 +1332,10 @@ static void put_finish(struct s3r *q)
         memcpy(o.etag, etag, sizeof(etag));
         new_version(q, &o);
         rc = s3_obj_put(q->w->db, q->bucket, &o, &old);
-        if (!rc)
+        if (!rc) {
             version_header(q, q->bk.versioning == S3_VERSIONING_ENABLED ? o.version : "null");
+            expiration_header(q, o.key, o.headers, o.mtime_ms);
+        }
     }
     s3_writer_done(&q->wr);
     buf_free(&stored);
@@ -1980,6 +2170,207 @@ static void delete_object(struct s3r *q)
 }
 
 /* A body read whole (XML of bucket calls, or a streamed PUT that is not an object). */
+static void object_tagging(struct s3r *q)
+{
+    char vid[64];
+    bool by_version = qparam(q->r, "versionId", vid, sizeof(vid));
+    struct s3_obj o;
+    int rc = s3_obj_get(q->w->db, q->bucket, q->key, by_version ? vid : NULL, &o);
+    if (rc || o.dm) {
+        if (!rc)
+            s3_obj_free(&o);
+        fail(q, rc && rc != -ENOENT ? errno_err(rc) : S3E_NO_SUCH_KEY);
+        return;
+    }
+    if (q->bk.versioning != S3_VERSIONING_OFF)
+        httpd_header(q->r, "x-amz-version-id", o.version);
+    struct tag_list t = { 0 };
+    enum s3_err e = S3E_NONE;
+    if (q->api == API_GET_OBJECT_TAGGING) {
+        e = tags_from_query(stored_tagging(o.headers), &t, S3_MAX_BUCKET_TAGS);
+        struct buf b = BUF_INIT;
+        tags_to_xml(&t, &b);
+        tags_free(&t);
+        s3_obj_free(&o);
+        reply_xml(q, 200, &b);
+        return;
+    }
+    struct buf enc = BUF_INIT;
+    if (q->api == API_PUT_OBJECT_TAGGING) {
+        e = tags_from_xml(&q->body, &t, S3_MAX_OBJECT_TAGS);
+        tags_to_query(&t, &enc);
+        tags_free(&t);
+    }
+    buf_putc(&enc, 0);
+    char *hs = e ? NULL : with_tagging(o.headers, buf_head(&enc));
+    buf_free(&enc);
+    if (!e)
+        rc = s3_obj_set_headers(q->w->db, q->bucket, q->key, by_version ? o.version : NULL, hs);
+    free(hs);
+    s3_obj_free(&o);
+    if (e || rc)
+        fail(q, e ? e : rc == -ENOENT ? S3E_NO_SUCH_KEY : errno_err(rc));
+    else
+        reply(q, q->api == API_PUT_OBJECT_TAGGING ? 200 : 204, NULL, NULL, 0);
+}
+
+/* Bucket tagging and CORS: documents kept with the bucket. */
+static void bucket_doc(struct s3r *q)
+{
+    bool lc = q->api == API_PUT_LIFECYCLE || q->api == API_GET_LIFECYCLE || q->api == API_DELETE_LIFECYCLE;
+    char **slot = q->api == API_PUT_CORS || q->api == API_GET_CORS || q->api == API_DELETE_CORS
+                      ? &q->bk.cors : lc ? &q->bk.lifecycle : &q->bk.tagging;
+    bool cors = slot == &q->bk.cors;
+    if (q->api == API_GET_CORS || q->api == API_GET_BUCKET_TAGGING || q->api == API_GET_LIFECYCLE) {
+        if (!*slot) {
+            fail(q, cors ? S3E_NO_SUCH_CORS : lc ? S3E_NO_SUCH_LIFECYCLE : S3E_NO_SUCH_TAG_SET);
+            return;
+        }
+        reply(q, 200, "application/xml", *slot, strlen(*slot));
+        return;
+    }
+    free(*slot);
+    *slot = NULL;
+    if (q->api == API_PUT_BUCKET_TAGGING) {
+        struct tag_list t = { 0 };
+        enum s3_err e = tags_from_xml(&q->body, &t, S3_MAX_BUCKET_TAGS);
+        struct buf b = BUF_INIT;
+        if (!e)
+            tags_to_xml(&t, &b);
+        tags_free(&t);
+        if (e) {
+            fail(q, e);
+            return;
+        }
+        buf_putc(&b, 0);
+        *slot = buf_steal(&b);
+    } else if (q->api == API_PUT_LIFECYCLE) {
+        struct s3_lc parsed;
+        enum s3_err e = s3_lc_parse(q->body.data ? buf_head(&q->body) : "", buf_used(&q->body), &parsed);
+        if (e) {
+            fail(q, e);
+            return;
+        }
+        s3_lc_free(&parsed);
+        buf_putc(&q->body, 0);
+        *slot = strdup(buf_head(&q->body));
+    } else if (q->api == API_PUT_CORS) {
+        struct s3_xnode *x = s3_xml_parse(q->body.data ? buf_head(&q->body) : "", buf_used(&q->body));
+        bool ok = x && strcmp(x->name, "CORSConfiguration") == 0 && x->child;
+        for (struct s3_xnode *r = ok ? x->child : NULL; r && ok; r = r->next) {
+            ok = strcmp(r->name, "CORSRule") == 0 && s3_xml_child(r, "AllowedOrigin") &&
+                 s3_xml_child(r, "AllowedMethod");
+            for (struct s3_xnode *m = r->child; m && ok; m = m->next)
+                if (strcmp(m->name, "AllowedMethod") == 0)
+                    ok = m->text && (strcmp(m->text, "GET") == 0 || strcmp(m->text, "PUT") == 0 ||
+                                     strcmp(m->text, "HEAD") == 0 || strcmp(m->text, "POST") == 0 ||
+                                     strcmp(m->text, "DELETE") == 0);
+        }
+        s3_xml_free(x);
+        if (!ok) {
+            fail(q, S3E_MALFORMED_XML);
+            return;
+        }
+        buf_putc(&q->body, 0);
+        *slot = strdup(buf_head(&q->body));
+    }
+    int rc = s3_bucket_set(q->w->db, q->bucket, &q->bk);
+    if (rc)
+        fail(q, errno_err(rc));
+    else
+        reply(q, q->api == API_PUT_CORS || q->api == API_PUT_BUCKET_TAGGING || q->api == API_PUT_LIFECYCLE
+                     ? 200 : 204, NULL, NULL, 0);
+}
+
+/* ---- CORS ---- */
+
+/* An origin pattern with at most one '*'. */
+static bool wild_match(const char *pat, const char *s)
+{
+    const char *star = strchr(pat, '*');
+    if (!star)
+        return strcasecmp(pat, s) == 0;
+    size_t pre = (size_t)(star - pat), post = strlen(star + 1), n = strlen(s);
+    return n >= pre + post && strncasecmp(pat, s, pre) == 0 && strcasecmp(star + 1, s + n - post) == 0;
+}
+
+static bool rule_has(const struct s3_xnode *rule, const char *tag, const char *value)
+{
+    for (struct s3_xnode *c = rule->child; c; c = c->next)
+        if (strcmp(c->name, tag) == 0 && c->text && wild_match(c->text, value))
+            return true;
+    return false;
+}
+
+/* The first rule that allows origin, method and every requested header. */
+static const struct s3_xnode *cors_rule(const struct s3_xnode *cfg, const char *origin, const char *method,
+                                        const char *req_headers)
+{
+    for (const struct s3_xnode *r = cfg->child; r; r = r->next) {
+        if (!rule_has(r, "AllowedOrigin", origin) || !rule_has(r, "AllowedMethod", method))
+            continue;
+        bool ok = true;
+        char hs[1024];
+        snprintf(hs, sizeof(hs), "%s", req_headers ? req_headers : "");
+        for (char *save = NULL, *h = strtok_r(hs, ", ", &save); h && ok; h = strtok_r(NULL, ", ", &save))
+            ok = rule_has(r, "AllowedHeader", h);
+        if (ok)
+            return r;
+    }
+    return NULL;
+}
+
+static void cors_list(struct s3r *q, const struct s3_xnode *rule, const char *tag, const char *header)
+{
+    struct buf b = BUF_INIT;
+    for (struct s3_xnode *c = rule->child; c; c = c->next)
+        if (strcmp(c->name, tag) == 0 && c->text)
+            buf_printf(&b, "%s%s", buf_used(&b) ? ", " : "", c->text);
+    if (buf_used(&b)) {
+        buf_putc(&b, 0);
+        httpd_header(q->r, header, buf_head(&b));
+    }
+    buf_free(&b);
+}
+
+/* Adds the CORS answer headers for origin when a rule allows it; returns whether one did. */
+static bool cors_headers(struct s3r *q, const char *origin, const char *method, const char *req_headers,
+                         bool preflight)
+{
+    struct s3_xnode *cfg = q->bk.cors ? s3_xml_parse(q->bk.cors, strlen(q->bk.cors)) : NULL;
+    const struct s3_xnode *rule = cfg ? cors_rule(cfg, origin, method, req_headers) : NULL;
+    if (rule) {
+        const char *any = s3_xml_text(rule, "AllowedOrigin");
+        httpd_header(q->r, "Access-Control-Allow-Origin", any && strcmp(any, "*") == 0 && !preflight ? "*" : origin);
+        httpd_header(q->r, "Access-Control-Allow-Methods", method);
+        if (preflight && req_headers && *req_headers)
+            httpd_header(q->r, "Access-Control-Allow-Headers", req_headers);
+        cors_list(q, rule, "ExposeHeader", "Access-Control-Expose-Headers");
+        const char *age = s3_xml_text(rule, "MaxAgeSeconds");
+        if (age && preflight)
+            httpd_header(q->r, "Access-Control-Max-Age", age);
+        httpd_header(q->r, "Vary", "Origin, Access-Control-Request-Headers, Access-Control-Request-Method");
+    }
+    s3_xml_free(cfg);
+    return rule != NULL;
+}
+
+static void preflight(struct s3r *q)
+{
+    char origin[512], method[32], rh[1024];
+    bool have_rh = hdr_str(q->r, "access-control-request-headers", rh, sizeof(rh));
+    if (!hdr_str(q->r, "origin", origin, sizeof(origin)) ||
+        !hdr_str(q->r, "access-control-request-method", method, sizeof(method))) {
+        fail(q, S3E_CORS_NEED_ORIGIN);
+        return;
+    }
+    if (!cors_headers(q, origin, method, have_rh ? rh : NULL, true)) {
+        fail(q, S3E_CORS_FORBIDDEN);
+        return;
+    }
+    reply(q, 200, NULL, NULL, 0);
+}
+
 static void put_versioning(struct s3r *q)
 {
     struct s3_xnode *x = s3_xml_parse(buf_head(&q->body), buf_used(&q->body));
@@ -2004,6 +2395,14 @@ static void small_body_done(struct s3r *q)
     switch (q->api) {
     case API_PUT_VERSIONING:
         put_versioning(q);
+        return;
+    case API_PUT_OBJECT_TAGGING:
+        object_tagging(q);
+        return;
+    case API_PUT_BUCKET_TAGGING:
+    case API_PUT_CORS:
+    case API_PUT_LIFECYCLE:
+        bucket_doc(q);
         return;
     case API_CREATE_BUCKET:
         create_bucket_body(q);
@@ -2060,6 +2459,24 @@ void s3__handle(struct httpd_req *r, void *arg)
         fail(q, e);
         return;
     }
+    int bk_rc = 0;
+    if (q->bucket[0] && q->api != API_CREATE_BUCKET) {
+        bk_rc = s3_bucket_get(w->db, q->bucket, &q->bk);
+        char origin[512], method[32];
+        if (!bk_rc && q->bk.cors && q->api != API_OPTIONS && hdr_str(r, "origin", origin, sizeof(origin))) {
+            if (!hdr_str(r, "access-control-request-method", method, sizeof(method)))
+                snprintf(method, sizeof(method), "%.*s", (int)r->h.method.n, r->h.method.p);
+            cors_headers(q, origin, method, NULL, false);
+        }
+    }
+    if (q->api == API_OPTIONS) {
+        /* a preflight carries no credentials */
+        if (bk_rc)
+            fail(q, bk_rc == -ENOENT ? S3E_NO_SUCH_BUCKET : errno_err(bk_rc));
+        else
+            preflight(q);
+        return;
+    }
     if ((e = authenticate(q))) {
         fail(q, e);
         return;
@@ -2082,17 +2499,27 @@ void s3__handle(struct httpd_req *r, void *arg)
         fail(q, S3E_INVALID_REQUEST);
         return;
     }
-    if (q->bucket[0] && q->api != API_CREATE_BUCKET) {
-        int rc = s3_bucket_get(w->db, q->bucket, &q->bk);
-        if (rc) {
-            fail(q, rc == -ENOENT ? S3E_NO_SUCH_BUCKET : errno_err(rc));
-            return;
-        }
+    if (bk_rc) {
+        fail(q, bk_rc == -ENOENT ? S3E_NO_SUCH_BUCKET : errno_err(bk_rc));
+        return;
     }
     switch (q->api) {
     case API_LIST_BUCKETS: list_buckets(q); return;
     case API_CREATE_BUCKET:
-    case API_PUT_VERSIONING: read_body(q); return;
+    case API_PUT_VERSIONING:
+    case API_PUT_OBJECT_TAGGING:
+    case API_PUT_BUCKET_TAGGING:
+    case API_PUT_CORS:
+    case API_PUT_LIFECYCLE: read_body(q); return;
+    case API_GET_LIFECYCLE:
+    case API_DELETE_LIFECYCLE: bucket_doc(q); return;
+    case API_GET_OBJECT_TAGGING:
+    case API_DELETE_OBJECT_TAGGING: object_tagging(q); return;
+    case API_GET_BUCKET_TAGGING:
+    case API_DELETE_BUCKET_TAGGING:
+    case API_GET_CORS:
+    case API_DELETE_CORS: bucket_doc(q); return;
+
     case API_DELETE_BUCKET: {
         char *files = NULL;
         int rc = s3_bucket_delete(w->db, q->bucket, &files);

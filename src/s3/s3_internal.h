@@ -108,6 +108,13 @@ enum s3_err {
     S3E_MISSING_SECURITY_HEADER,
     S3E_INVALID_CHUNK,
     S3E_SLOW_DOWN,
+    S3E_INVALID_TAG,
+    S3E_NO_SUCH_TAG_SET,
+    S3E_NO_SUCH_CORS,
+    S3E_CORS_FORBIDDEN,
+    S3E_CORS_NEED_ORIGIN,
+    S3E_INVALID_PART_NUMBER,
+    S3E_NO_SUCH_LIFECYCLE,
     S3E_COUNT
 };
 
@@ -262,6 +269,9 @@ int s3_obj_put(struct s3_db *db, const char *bucket, const struct s3_obj *o, cha
  * marker->version, which the caller fills; marker->dm tells what happened). */
 int s3_obj_delete(struct s3_db *db, const char *bucket, const char *key, const char *version,
                   struct s3_obj *marker, char **old);
+/* Replaces the stored headers of a version (NULL: the current one); -ENOENT. */
+int s3_obj_set_headers(struct s3_db *db, const char *bucket, const char *key, const char *version,
+                       const char *headers);
 /* In key order from key > after (versions: then newest first, from seq < after_seq
  * for the key after), keys starting with prefix; current objects only, or every
  * version and delete marker. cb returns nonzero to stop. */
@@ -344,6 +354,33 @@ void s3_reader_close(struct s3_reader *r);
 int s3_b64(const uint8_t *p, size_t n, char *out, size_t cap);
 int s3_unb64(const char *s, uint8_t *out, size_t cap);     /* bytes, or -1 */
 void s3_random_hex(char *out, size_t nbytes);
+
+/* ---- lifecycle (s3_lifecycle.c) ---- */
+
+struct s3_lc_rule {
+    char id[256];
+    bool enabled;
+    char *prefix;
+    char *tags[10];                 /* "k=v", URL-encoded as stored */
+    size_t ntags;
+    int days;                       /* Expiration: Days, or */
+    long long date_ms;              /* Date */
+    bool expired_dm;                /* ExpiredObjectDeleteMarker */
+    int noncurrent_days;
+    int abort_days;                 /* AbortIncompleteMultipartUpload */
+};
+struct s3_lc {
+    struct s3_lc_rule *r;
+    size_t n;
+};
+/* Validates a LifecycleConfiguration document. */
+enum s3_err s3_lc_parse(const char *xml, size_t n, struct s3_lc *lc);
+void s3_lc_free(struct s3_lc *lc);
+/* When the rules expire an object created at mtime_ms (0: never), and by which rule. */
+long long s3_lc_expiry(const struct s3_lc *lc, const char *key, const char *headers, long long mtime_ms,
+                       const char **rule_id);
+/* Applies every bucket's rules as of now_ms; returns how many versions and uploads went. */
+size_t s3_lc_sweep(struct s3_db *db, const char *dir, long long now_ms);
 
 /* ---- the service (s3_api.c, s3_main.c) ---- */
 

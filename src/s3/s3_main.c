@@ -118,6 +118,9 @@ static void gc_tick(struct loop_timer *t)
         log_info("stale multipart uploads aborted", "uploads", log_int(n));
     }
     free(files);
+    size_t lc = s3_lc_sweep(s->workers[0].db, s->conf->data, (long long)(cairn_wall_time() * 1000));
+    if (lc)
+        log_info("lifecycle rules applied", "expired", log_int((long long)lc));
     loop_timer_start(&s->workers[0].loop, t, S3_GC_MS);
 }
 

@@ -411,7 +411,7 @@ void s3_files_unlink(const char *dir, const char *list)
 enum {
     Q_BUCKET_INS, Q_BUCKET_DEL, Q_BUCKET_GET, Q_BUCKET_LIST, Q_BUCKET_ANY, Q_BUCKET_SET,
     Q_OBJ_GET, Q_OBJ_GETV, Q_OBJ_PUT, Q_OBJ_DELV, Q_OBJ_SCAN, Q_OBJ_SCANV, Q_OBJ_UNLATEST,
-    Q_OBJ_RELATEST, Q_OBJ_NEXTSEQ,
+    Q_OBJ_RELATEST, Q_OBJ_NEXTSEQ, Q_OBJ_SETHDR,
     Q_UP_INS, Q_UP_GET, Q_UP_DEL, Q_UP_LIST, Q_UP_OLD,
     Q_PART_GET, Q_PART_PUT, Q_PART_LIST, Q_PART_DEL,
     Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
@@ -439,6 +439,8 @@ static const char *const sql[Q_N] = {
     [Q_OBJ_UNLATEST] = "UPDATE objects SET latest = 0 WHERE bucket = ?1 AND key = ?2 AND latest = 1",
     [Q_OBJ_RELATEST] = "UPDATE objects SET latest = 1 WHERE bucket = ?1 AND key = ?2 AND seq = "
                        "(SELECT MAX(seq) FROM objects WHERE bucket = ?1 AND key = ?2)",
+    [Q_OBJ_SETHDR] = "UPDATE objects SET headers = ?4 WHERE bucket = ?1 AND key = ?2 AND dm = 0 AND "
+                     "(version = ?3 OR (?3 IS NULL AND latest = 1))",
     [Q_OBJ_NEXTSEQ] = "SELECT COALESCE(MAX(seq), 0) + 1 FROM objects WHERE bucket = ?1 AND key = ?2",
     [Q_UP_INS] = "INSERT INTO uploads(id, bucket, key, created, headers) VALUES(?1, ?2, ?3, ?4, ?5)",
     [Q_UP_GET] = "SELECT bucket, key, headers FROM uploads WHERE id = ?1",
@@ -807,6 +809,19 @@ static int in_tx(struct s3_db *d, char **old, int (*fn)(struct s3_db *, void *, 
     buf_putc(&b, 0);
     *old = buf_steal(&b);
     return 0;
+}
+
+int s3_obj_set_headers(struct s3_db *d, const char *bucket, const char *key, const char *version,
+                       const char *headers)
+{
+    sqlite3_stmt *s = q(d, Q_OBJ_SETHDR);
+    bind_text(s, 1, bucket);
+    bind_text(s, 2, key);
+    if (version)
+        bind_text(s, 3, version);
+    bind_text(s, 4, headers);
+    int r = step_done(s);
+    return r ? r : sqlite3_changes(d->db) ? 0 : -ENOENT;
 }
 
 struct put_args {
