@@ -689,8 +689,16 @@ static void tags_to_query(const struct tag_list *t, struct buf *b)
     }
 }
 
-static void tags_to_xml(const struct tag_list *t, struct buf *b)
+static void tags_to_xml(struct tag_list *t, struct buf *b)
 {
+    for (size_t i = 1; i < t->n; i++)     /* by key, as S3 lists them */
+        for (size_t j = i; j > 0 && strcmp(t->k[j - 1], t->k[j]) > 0; j--) {
+            char *k = t->k[j], *v = t->v[j];
+            t->k[j] = t->k[j - 1];
+            t->v[j] = t->v[j - 1];
+            t->k[j - 1] = k;
+            t->v[j - 1] = v;
+        }
     buf_puts(b, XMLHEAD "<Tagging " XMLNS "><TagSet>");
     for (size_t i = 0; i < t->n; i++) {
         buf_puts(b, "<Tag><Key>");
@@ -755,6 +763,8 @@ static enum s3_err collect_headers(struct httpd_req *r, struct buf *b)
             /* aws-chunked frames the upload; it is not the object's encoding */
             if (strv_eq_cstr(val, "aws-chunked"))
                 continue;
+            if (strv_has_prefix(val, "aws-chunked,"))
+                val = strv_trim(strv_make(val.p + 12, val.n - 12));
             if (val.n > 12 && strncmp(val.p + val.n - 12, ",aws-chunked", 12) == 0)
                 val = strv_trim(strv_make(val.p, val.n - 12));
             else if (val.n > 13 && strncmp(val.p + val.n - 13, ", aws-chunked", 13) == 0)
@@ -1333,7 +1343,8 @@ static void put_finish(struct s3r *q)
         new_version(q, &o);
         rc = s3_obj_put(q->w->db, q->bucket, &o, &old);
         if (!rc) {
-            version_header(q, q->bk.versioning == S3_VERSIONING_ENABLED ? o.version : "null");
+            if (q->bk.versioning == S3_VERSIONING_ENABLED)
+                httpd_header(q->r, "x-amz-version-id", o.version);
             expiration_header(q, o.key, o.headers, o.mtime_ms);
         }
     }
@@ -1512,8 +1523,8 @@ static void copy_object(struct s3r *q, bool part)
             memcpy(etag, src.etag, sizeof(etag));
         new_version(q, &o);
         rc = e ? -EINVAL : s3_obj_put(q->w->db, q->bucket, &o, &old);
-        if (!rc)
-            version_header(q, q->bk.versioning == S3_VERSIONING_ENABLED ? o.version : "null");
+        if (!rc && q->bk.versioning == S3_VERSIONING_ENABLED)
+            httpd_header(q->r, "x-amz-version-id", o.version);
         buf_free(&stored);
     }
     s3_writer_done(&q->wr);
@@ -1538,28 +1549,61 @@ static void copy_object(struct s3r *q, bool part)
 
 struct blist {
     struct buf *b;
+    const char *after, *prefix;
+    long max, n;
+    char last[64];
+    bool truncated;
 };
 
 static void bucket_xml(void *arg, const char *name, long long created)
 {
-    struct buf *b = arg;
+    struct blist *l = arg;
+    if (strcmp(name, l->after) <= 0 || strncmp(name, l->prefix, strlen(l->prefix)) != 0 || l->truncated)
+        return;
+    if (l->n == l->max) {
+        l->truncated = true;
+        return;
+    }
     char t[48];
     iso8601(created, t);
-    buf_printf(b, "<Bucket><Name>%s</Name><CreationDate>%s</CreationDate></Bucket>", name, t);
+    buf_printf(l->b, "<Bucket><Name>%s</Name><CreationDate>%s</CreationDate></Bucket>", name, t);
+    snprintf(l->last, sizeof(l->last), "%s", name);
+    l->n++;
 }
 
 static void list_buckets(struct s3r *q)
 {
+    char mb[16], token[80] = "", prefix[80] = "";
+    struct blist l = { .after = token, .prefix = prefix, .max = 10000 };
+    if (qparam(q->r, "max-buckets", mb, sizeof(mb))) {
+        char *end;
+        l.max = strtol(mb, &end, 10);
+        if (*end || l.max < 1 || l.max > 10000) {
+            fail_msg(q, S3E_INVALID_ARGUMENT, "max-buckets must be between 1 and 10000");
+            return;
+        }
+    }
+    qparam(q->r, "continuation-token", token, sizeof(token));
+    qparam(q->r, "prefix", prefix, sizeof(prefix));
     struct buf b = BUF_INIT;
+    l.b = &b;
     buf_puts(&b, XMLHEAD "<ListAllMyBucketsResult " XMLNS ">");
     owner_xml(q, &b, "Owner");
     buf_puts(&b, "<Buckets>");
-    if (s3_bucket_list(q->w->db, bucket_xml, &b)) {
+    if (s3_bucket_list(q->w->db, bucket_xml, &l)) {
         buf_free(&b);
         fail(q, S3E_INTERNAL);
         return;
     }
-    buf_puts(&b, "</Buckets></ListAllMyBucketsResult>");
+    buf_puts(&b, "</Buckets>");
+    if (l.truncated)
+        buf_printf(&b, "<ContinuationToken>%s</ContinuationToken>", l.last);
+    if (prefix[0]) {
+        buf_puts(&b, "<Prefix>");
+        s3_xml_escape(&b, prefix, strlen(prefix));
+        buf_puts(&b, "</Prefix>");
+    }
+    buf_puts(&b, "</ListAllMyBucketsResult>");
     reply_xml(q, 200, &b);
 }
 
@@ -1875,12 +1919,29 @@ static bool part_params(struct s3r *q)
     return true;
 }
 
+static void complete_result(struct s3r *q, const char *etag)
+{
+    struct buf b = BUF_INIT;
+    buf_printf(&b, XMLHEAD "<CompleteMultipartUploadResult " XMLNS "><Location>/%s/", q->bucket);
+    s3_xml_escape(&b, q->key, strlen(q->key));
+    buf_printf(&b, "</Location><Bucket>%s</Bucket><Key>", q->bucket);
+    s3_xml_escape(&b, q->key, strlen(q->key));
+    buf_puts(&b, "</Key><ETag>");
+    s3_xml_escape(&b, etag, strlen(etag));
+    buf_puts(&b, "</ETag></CompleteMultipartUploadResult>");
+    reply_xml(q, 200, &b);
+}
+
 static void complete_upload(struct s3r *q)
 {
-    char *headers = NULL;
+    char *headers = NULL, done[72];
     if (!upload_matches(q, true, &headers)) {
         free(headers);
-        fail(q, S3E_NO_SUCH_UPLOAD);
+        /* completing again (a retry whose answer was lost) answers as the first time */
+        if (s3_upload_completed(q->w->db, q->upload_id, q->bucket, q->key, done) == 0)
+            complete_result(q, done);
+        else
+            fail(q, S3E_NO_SUCH_UPLOAD);
         return;
     }
     struct s3_xnode *x = s3_xml_parse(buf_head(&q->body), buf_used(&q->body));
@@ -1970,8 +2031,8 @@ static void complete_upload(struct s3r *q)
     new_version(q, &o);
     char *unused = NULL, *old = NULL;
     int rc = s3_upload_complete(q->w->db, q->upload_id, q->bucket, &o, &unused, &old);
-    if (!rc)
-        version_header(q, q->bk.versioning == S3_VERSIONING_ENABLED ? o.version : "null");
+    if (!rc && q->bk.versioning == S3_VERSIONING_ENABLED)
+        httpd_header(q->r, "x-amz-version-id", o.version);
     free(headers);
     buf_free(&files);
     if (rc) {
@@ -1982,15 +2043,7 @@ static void complete_upload(struct s3r *q)
     s3_files_unlink(q->s->conf->data, old);
     free(unused);
     free(old);
-    struct buf b = BUF_INIT;
-    buf_printf(&b, XMLHEAD "<CompleteMultipartUploadResult " XMLNS "><Location>/%s/", q->bucket);
-    s3_xml_escape(&b, q->key, strlen(q->key));
-    buf_printf(&b, "</Location><Bucket>%s</Bucket><Key>", q->bucket);
-    s3_xml_escape(&b, q->key, strlen(q->key));
-    buf_puts(&b, "</Key><ETag>");
-    s3_xml_escape(&b, etag, strlen(etag));
-    buf_puts(&b, "</ETag></CompleteMultipartUploadResult>");
-    reply_xml(q, 200, &b);
+    complete_result(q, etag);
 }
 
 static void list_parts(struct s3r *q)
@@ -2226,7 +2279,9 @@ static void bucket_doc(struct s3r *q)
             fail(q, cors ? S3E_NO_SUCH_CORS : lc ? S3E_NO_SUCH_LIFECYCLE : S3E_NO_SUCH_TAG_SET);
             return;
         }
-        reply(q, 200, "application/xml", *slot, strlen(*slot));
+        struct buf b = BUF_INIT;       /* reply frees q, and the document with it */
+        buf_puts(&b, *slot);
+        reply_xml(q, 200, &b);
         return;
     }
     free(*slot);

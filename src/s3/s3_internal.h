@@ -298,6 +298,8 @@ int s3_part_list(struct s3_db *db, const char *id, struct s3_part **parts, size_
 int s3_upload_complete(struct s3_db *db, const char *id, const char *bucket, const struct s3_obj *o,
                        char **unused, char **old);
 int s3_upload_abort(struct s3_db *db, const char *id, char **files);
+/* An upload completed in the last day: its object's ETag (-ENOENT). */
+int s3_upload_completed(struct s3_db *db, const char *id, const char *bucket, const char *key, char etag[72]);
 struct s3_upload {
     char id[40];
     char *key;

@@ -414,6 +414,7 @@ enum {
     Q_OBJ_RELATEST, Q_OBJ_NEXTSEQ, Q_OBJ_SETHDR,
     Q_UP_INS, Q_UP_GET, Q_UP_DEL, Q_UP_LIST, Q_UP_OLD,
     Q_PART_GET, Q_PART_PUT, Q_PART_LIST, Q_PART_DEL,
+    Q_DONE_INS, Q_DONE_GET, Q_DONE_OLD,
     Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
     Q_N
 };
@@ -452,6 +453,9 @@ static const char *const sql[Q_N] = {
                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_PART_LIST] = "SELECT num, size, etag, file, mtime FROM parts WHERE upload = ?1 ORDER BY num",
     [Q_PART_DEL] = "DELETE FROM parts WHERE upload = ?1",
+    [Q_DONE_INS] = "INSERT OR REPLACE INTO completed(id, bucket, key, etag, at) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [Q_DONE_GET] = "SELECT etag FROM completed WHERE id = ?1 AND bucket = ?2 AND key = ?3",
+    [Q_DONE_OLD] = "DELETE FROM completed WHERE at < ?1",
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
@@ -479,7 +483,10 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS uploads_bucket ON uploads(bucket, key);"
     "CREATE TABLE IF NOT EXISTS parts(upload TEXT NOT NULL, num INTEGER NOT NULL, size INTEGER NOT NULL,"
     " etag TEXT NOT NULL, file TEXT NOT NULL, mtime INTEGER NOT NULL, PRIMARY KEY(upload, num))"
-    " WITHOUT ROWID;";
+    " WITHOUT ROWID;"
+    /* completed uploads, a day long: completing one again answers as the first time */
+    "CREATE TABLE IF NOT EXISTS completed(id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL,"
+    " etag TEXT NOT NULL, at INTEGER NOT NULL);";
 
 struct s3_db *s3_db_open(const char *dir, char *err, size_t errlen)
 {
@@ -1076,6 +1083,15 @@ static int complete_fn(struct s3_db *d, void *arg, struct buf *old)
         r = upload_drop(d, a->id, a->o->parts, a->unused);
     if (!r)
         r = put_fn(d, &(struct put_args){ a->bucket, a->o }, old);
+    if (!r) {
+        sqlite3_stmt *s = q(d, Q_DONE_INS);
+        bind_text(s, 1, a->id);
+        bind_text(s, 2, a->bucket);
+        bind_text(s, 3, a->o->key);
+        bind_text(s, 4, a->o->etag);
+        sqlite3_bind_int64(s, 5, now_ms());
+        r = step_done(s);
+    }
     return r;
 }
 
@@ -1090,6 +1106,19 @@ int s3_upload_complete(struct s3_db *d, const char *id, const char *bucket, cons
         *unused = NULL;
     }
     return r;
+}
+
+int s3_upload_completed(struct s3_db *d, const char *id, const char *bucket, const char *key, char etag[72])
+{
+    sqlite3_stmt *s = q(d, Q_DONE_GET);
+    bind_text(s, 1, id);
+    bind_text(s, 2, bucket);
+    bind_text(s, 3, key);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW)
+        snprintf(etag, 72, "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_reset(s);
+    return r == SQLITE_ROW ? 0 : -ENOENT;
 }
 
 int s3_upload_abort(struct s3_db *d, const char *id, char **files)
@@ -1158,6 +1187,9 @@ int s3_upload_expire(struct s3_db *d, long long max_age_ms, char **files)
     while (n < 100 && sqlite3_step(s) == SQLITE_ROW)
         snprintf(ids[n++], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(s, 0));
     sqlite3_reset(s);
+    s = q(d, Q_DONE_OLD);
+    sqlite3_bind_int64(s, 1, now_ms() - 86400LL * 1000);
+    step_done(s);
     struct buf all = BUF_INIT;
     for (int i = 0; i < n; i++) {
         char *f = NULL;
