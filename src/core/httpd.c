@@ -26,6 +26,7 @@ enum conn_state {
 enum timer_kind { T_NONE, T_IDLE, T_HEADER, T_BODY, T_WRITE, T_LINGER };
 
 #define READ_CHUNK 16384
+#define STREAM_CHUNK (256u << 10)
 #define WBUF_HIGH (1u << 20)
 #define LINGER_MS 2000
 #define MAX_FREE_CONNS 64
@@ -946,7 +947,9 @@ static void read_more(struct httpd_conn *c)
             dst = c->w->scratch;
             room = POOL_BUF_SIZE;
         } else {
-            if (buf_reserve(&c->rbuf, buf_used(&c->rbuf) ? READ_CHUNK : 1)) {
+            /* a streamed body is read in larger pieces: fewer calls per megabyte */
+            size_t want = c->streaming ? STREAM_CHUNK : buf_used(&c->rbuf) ? READ_CHUNK : 1;
+            if (buf_reserve(&c->rbuf, want)) {
                 conn_error(c, 500);
                 return;
             }

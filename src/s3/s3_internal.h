@@ -328,6 +328,7 @@ struct s3_writer {
     EVP_MD_CTX *md5, *sha1, *sha256;
     uint32_t crc32, crc32c_all;
     unsigned want;                  /* bits of enum s3_ck also computed */
+    uint64_t synced;                /* bytes handed to writeback so far */
     int err;                        /* first write error (negated errno) */
 };
 int s3_writer_open(struct s3_writer *w, const char *dir, unsigned want);

@@ -432,3 +432,95 @@ def test_bit_rot_is_an_error_not_wrong_bytes(start, tmp_path):
     with pytest.raises(botocore.exceptions.BotoCoreError):
         c.get_object(Bucket="rot", Key="obj", Range="bytes=196608-262143")["Body"].read()
     wait_for(lambda: "corrupt" in p.stderr(), timeout=5, what="the corruption to be logged")
+
+
+def test_versioning_tags_cors_and_lifecycle(start, tmp_path):
+    p, url, stack = start_s3(start, tmp_path, "    public_buckets: [web]\n")
+    ak, sk = creds(tmp_path / "data")
+    c = client(url, ak, sk)
+    c.create_bucket(Bucket="ver")
+    c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Enabled"})
+    assert c.get_bucket_versioning(Bucket="ver")["Status"] == "Enabled"
+    v1 = c.put_object(Bucket="ver", Key="doc", Body=b"one")["VersionId"]
+    v2 = c.put_object(Bucket="ver", Key="doc", Body=b"two")["VersionId"]
+    assert v1 != v2
+    assert c.get_object(Bucket="ver", Key="doc")["Body"].read() == b"two"
+    assert c.get_object(Bucket="ver", Key="doc", VersionId=v1)["Body"].read() == b"one"
+    d = c.delete_object(Bucket="ver", Key="doc")
+    assert d["DeleteMarker"] is True
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.get_object(Bucket="ver", Key="doc")
+    assert code(e) == "NoSuchKey"
+    lv = c.list_object_versions(Bucket="ver")
+    assert [x["VersionId"] for x in lv["Versions"]] == [v2, v1]
+    assert lv["DeleteMarkers"][0]["IsLatest"] is True
+    # removing the marker brings the last version back
+    c.delete_object(Bucket="ver", Key="doc", VersionId=d["VersionId"])
+    assert c.get_object(Bucket="ver", Key="doc")["Body"].read() == b"two"
+    c.delete_object(Bucket="ver", Key="doc", VersionId=v2)
+    assert c.get_object(Bucket="ver", Key="doc")["Body"].read() == b"one"
+    # suspended: writes replace the null version
+    c.put_bucket_versioning(Bucket="ver", VersioningConfiguration={"Status": "Suspended"})
+    c.put_object(Bucket="ver", Key="doc", Body=b"three")
+    c.put_object(Bucket="ver", Key="doc", Body=b"four")
+    ids = [x["VersionId"] for x in c.list_object_versions(Bucket="ver")["Versions"]]
+    assert ids == ["null", v1]
+
+    # tags
+    c.put_object(Bucket="ver", Key="tagged", Body=b"t", Tagging="team=a&tier=gold")
+    assert c.head_object(Bucket="ver", Key="tagged")["ResponseMetadata"]["HTTPHeaders"]["x-amz-tagging-count"] == "2"
+    c.put_object_tagging(Bucket="ver", Key="tagged", Tagging={"TagSet": [{"Key": "z", "Value": "1"},
+                                                                         {"Key": "a", "Value": "2"}]})
+    assert c.get_object_tagging(Bucket="ver", Key="tagged")["TagSet"] == [{"Key": "a", "Value": "2"},
+                                                                          {"Key": "z", "Value": "1"}]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.put_object_tagging(Bucket="ver", Key="tagged", Tagging={"TagSet": [
+            {"Key": f"k{i}", "Value": "v"} for i in range(11)]})
+    assert code(e) == "InvalidTag"
+
+    # CORS: a browser's preflight, then the answer's headers
+    c.create_bucket(Bucket="web")
+    c.put_object(Bucket="web", Key="page.html", Body=b"<p>")
+    r = requests.options(url + "/web/page.html", headers={"Origin": "https://app.example",
+                                                           "Access-Control-Request-Method": "PUT"}, timeout=5)
+    assert r.status_code == 403       # no configuration yet
+    c.put_bucket_cors(Bucket="web", CORSConfiguration={"CORSRules": [
+        {"AllowedOrigins": ["https://*.example"], "AllowedMethods": ["GET", "PUT"],
+         "AllowedHeaders": ["content-type"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600}]})
+    r = requests.options(url + "/web/page.html", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "content-type"}, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert r.headers["Access-Control-Max-Age"] == "600"
+    r = requests.options(url + "/web/page.html", headers={"Origin": "https://evil.test",
+                                                           "Access-Control-Request-Method": "PUT"}, timeout=5)
+    assert r.status_code == 403
+    r = requests.get(url + "/web/page.html", headers={"Origin": "https://app.example"}, timeout=5)
+    assert r.status_code == 200 and r.headers["Access-Control-Expose-Headers"] == "ETag"
+
+    # lifecycle: validated, announced on PUT, applied by the sweep (at start)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.put_bucket_lifecycle_configuration(Bucket="web", LifecycleConfiguration={"Rules": [
+            {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 0}}]})
+    assert code(e) == "InvalidArgument"
+    c.put_bucket_lifecycle_configuration(Bucket="web", LifecycleConfiguration={"Rules": [
+        {"ID": "tmp", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 1}},
+        {"ID": "old", "Status": "Enabled", "Filter": {"Prefix": "old/"},
+         "Expiration": {"Date": "2020-01-01T00:00:00Z"}}]})
+    r = c.put_object(Bucket="web", Key="tmp/x", Body=b"x")
+    assert 'rule-id="tmp"' in r["Expiration"]
+    c.put_object(Bucket="web", Key="old/y", Body=b"y")
+    p.signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 0
+    start(["run", "s3", "-c", stack], name="again")
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="s3 ready again")
+
+    def gone():
+        try:
+            c.head_object(Bucket="web", Key="old/y")
+            return False
+        except botocore.exceptions.ClientError:
+            return True
+    wait_for(gone, timeout=10, what="the lifecycle sweep")
+    assert c.get_object(Bucket="web", Key="tmp/x")["Body"].read() == b"x"
