@@ -759,16 +759,25 @@ static enum s3_err collect_headers(struct httpd_req *r, struct buf *b)
         if (!keep)
             continue;
         struct strv val = h->value;
+        char enc[256];
         if (strv_caseeq_cstr(h->name, "content-encoding")) {
             /* aws-chunked frames the upload; it is not the object's encoding */
-            if (strv_eq_cstr(val, "aws-chunked"))
+            size_t o = 0;
+            const char *p = val.p, *end = val.p + val.n;
+            while (p < end) {
+                const char *comma = memchr(p, ',', (size_t)(end - p));
+                struct strv t = strv_trim(strv_make(p, (size_t)((comma ? comma : end) - p)));
+                if (t.n && !strv_caseeq_cstr(t, "aws-chunked") && o + t.n + 2 < sizeof(enc)) {
+                    if (o)
+                        o += (size_t)sprintf(enc + o, ", ");
+                    memcpy(enc + o, t.p, t.n);
+                    o += t.n;
+                }
+                p = comma ? comma + 1 : end;
+            }
+            if (!o)
                 continue;
-            if (strv_has_prefix(val, "aws-chunked,"))
-                val = strv_trim(strv_make(val.p + 12, val.n - 12));
-            if (val.n > 12 && strncmp(val.p + val.n - 12, ",aws-chunked", 12) == 0)
-                val = strv_trim(strv_make(val.p, val.n - 12));
-            else if (val.n > 13 && strncmp(val.p + val.n - 13, ", aws-chunked", 13) == 0)
-                val = strv_trim(strv_make(val.p, val.n - 13));
+            val = strv_make(enc, o);
         }
         for (size_t c = 0; c < h->name.n; c++)
             buf_putc(b, (char)tolower((unsigned char)h->name.p[c]));
@@ -2307,8 +2316,21 @@ static void bucket_doc(struct s3r *q)
             return;
         }
         s3_lc_free(&parsed);
-        buf_putc(&q->body, 0);
-        *slot = strdup(buf_head(&q->body));
+        /* kept as given, with an ID for every rule that had none (as S3 does) */
+        struct s3_xnode *x = s3_xml_parse(buf_head(&q->body), buf_used(&q->body));
+        for (struct s3_xnode *r = x ? x->child : NULL; r; r = r->next)
+            if (strcmp(r->name, "Rule") == 0 && !s3_xml_child(r, "ID")) {
+                char id[33];
+                s3_random_hex(id, 16);
+                s3_xml_add(r, "ID", id);
+            }
+        struct buf doc = BUF_INIT;
+        buf_puts(&doc, XMLHEAD);
+        if (x)
+            s3_xml_write(&doc, x, XMLNS);
+        buf_putc(&doc, 0);
+        s3_xml_free(x);
+        *slot = buf_steal(&doc);
     } else if (q->api == API_PUT_CORS) {
         struct s3_xnode *x = s3_xml_parse(q->body.data ? buf_head(&q->body) : "", buf_used(&q->body));
         bool ok = x && strcmp(x->name, "CORSConfiguration") == 0 && x->child;

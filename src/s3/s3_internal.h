@@ -205,6 +205,11 @@ void s3_xml_free(struct s3_xnode *n);
 struct s3_xnode *s3_xml_child(const struct s3_xnode *n, const char *name);
 const char *s3_xml_text(const struct s3_xnode *n, const char *child);
 int s3_xml_escape(struct buf *b, const char *s, size_t n);
+/* Writes n and its children back as XML (text of leaves only); root_attrs, e.g.
+ * an xmlns, go on n's tag. */
+int s3_xml_write(struct buf *b, const struct s3_xnode *n, const char *root_attrs);
+/* Adds a child (first) to parent. */
+struct s3_xnode *s3_xml_add(struct s3_xnode *parent, const char *name, const char *text);
 
 /* ---- checksums and storage (s3_store.c) ---- */
 

@@ -167,3 +167,28 @@ int s3_xml_escape(struct buf *b, const char *s, size_t n)
     }
     return e;
 }
+
+int s3_xml_write(struct buf *b, const struct s3_xnode *n, const char *root_attrs)
+{
+    int e = buf_printf(b, "<%s%s%s>", n->name, root_attrs ? " " : "", root_attrs ? root_attrs : "");
+    if (n->text && !n->child)
+        e |= s3_xml_escape(b, n->text, strlen(n->text));
+    for (const struct s3_xnode *c = n->child; c; c = c->next)
+        e |= s3_xml_write(b, c, NULL);
+    return e | buf_printf(b, "</%s>", n->name);
+}
+
+struct s3_xnode *s3_xml_add(struct s3_xnode *parent, const char *name, const char *text)
+{
+    struct s3_xnode *c = calloc(1, sizeof(*c));
+    if (!c || !(c->name = strdup(name)) || (text && !(c->text = strdup(text)))) {
+        if (c) {
+            free(c->name);
+            free(c);
+        }
+        return NULL;
+    }
+    c->next = parent->child;        /* first: where S3 puts a rule's ID */
+    parent->child = c;
+    return c;
+}

@@ -391,10 +391,29 @@ def test_acknowledged_puts_survive_kill_9(start, tmp_path):
             with lock:
                 acked[key] = body
             i += 1
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    def multipart(n):
+        cl = client(url, ak, sk)
+        i = 0
+        while not stop.is_set():
+            key = f"mp{n}/{i}"
+            parts = [os.urandom(5 << 20), os.urandom(random.choice([10, 300000]))]
+            try:
+                up = cl.create_multipart_upload(Bucket="crash", Key=key)["UploadId"]
+                etags = [cl.upload_part(Bucket="crash", Key=key, UploadId=up, PartNumber=j + 1,
+                                        Body=b)["ETag"] for j, b in enumerate(parts)]
+                cl.complete_multipart_upload(Bucket="crash", Key=key, UploadId=up, MultipartUpload={
+                    "Parts": [{"PartNumber": j + 1, "ETag": e} for j, e in enumerate(etags)]})
+            except Exception:
+                return
+            with lock:
+                acked[key] = b"".join(parts)
+            i += 1
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)] + \
+        [threading.Thread(target=multipart, args=(n,)) for n in range(2)]
     for t in threads:
         t.start()
-    wait_for(lambda: len(acked) >= 20, timeout=30, what="some acknowledged writes")
+    wait_for(lambda: len(acked) >= 20 and any(k.startswith("mp") for k in acked), timeout=60,
+             what="some acknowledged writes and multipart completes")
     os.kill(p.pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(p.pid), timeout=5, what="the process to die")
     stop.set()
@@ -409,8 +428,15 @@ def test_acknowledged_puts_survive_kill_9(start, tmp_path):
               for o in page.get("Contents", [])]
     for o in listed:
         assert len(c.get_object(Bucket="crash", Key=o["Key"])["Body"].read()) == o["Size"]
+    # every data file is an object's or a part of an upload still open (no leak)
+    expected = 0
+    for o in listed:
+        h = c.head_object(Bucket="crash", Key=o["Key"], PartNumber=1)
+        expected += int(h.get("PartsCount", 1))
+    for u in c.list_multipart_uploads(Bucket="crash").get("Uploads", []):
+        expected += len(c.list_parts(Bucket="crash", Key=u["Key"], UploadId=u["UploadId"]).get("Parts", []))
     files = [f for _, _, fs in os.walk(tmp_path / "data" / "s3" / "data") for f in fs]
-    assert len(files) == len(listed)
+    assert len(files) == expected
     assert p2.pid != p.pid
 
 
