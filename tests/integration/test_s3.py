@@ -550,3 +550,42 @@ def test_versioning_tags_cors_and_lifecycle(start, tmp_path):
             return True
     wait_for(gone, timeout=10, what="the lifecycle sweep")
     assert c.get_object(Bucket="web", Key="tmp/x")["Body"].read() == b"x"
+
+
+def test_full_disk_is_an_error_and_loses_nothing(start, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small file system")
+    try:
+        p, url, _ = start_s3(start, tmp_path)
+        ak, sk = creds(data)
+        c = client(url, ak, sk)
+        c.create_bucket(Bucket="full")
+        stored, failures = {}, []
+        for i in range(40):
+            body = os.urandom(300000)
+            try:
+                c.put_object(Bucket="full", Key=f"o{i}", Body=body)
+                stored[f"o{i}"] = body
+            except botocore.exceptions.ClientError as e:
+                failures.append(e.response)
+        assert failures and len(stored) >= 5
+        assert failures[0]["Error"]["Code"] == "InsufficientStorage"
+        assert failures[0]["ResponseMetadata"]["HTTPStatusCode"] == 507
+        for k, body in stored.items():
+            assert c.get_object(Bucket="full", Key=k)["Body"].read() == body
+        listed = [o["Key"] for o in c.list_objects_v2(Bucket="full").get("Contents", [])]
+        assert sorted(listed) == sorted(stored)
+        files = [f for _, _, fs in os.walk(data / "s3" / "data") for f in fs]
+        assert len(files) == len(stored)        # the refused writes left nothing behind
+        # room again: writes work again
+        for k in list(stored)[:3]:
+            c.delete_object(Bucket="full", Key=k)
+        c.put_object(Bucket="full", Key="after", Body=b"fits")
+        assert c.get_object(Bucket="full", Key="after")["Body"].read() == b"fits"
+        p.signal(signal.SIGTERM)
+        p.wait(timeout=10)
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
