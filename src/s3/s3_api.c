@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 const struct s3_errinfo s3_errors[S3E_COUNT] = {
     [S3E_NONE] = { "OK", 200, "" },
@@ -119,6 +120,8 @@ struct s3r {
     /* an upload's part */
     char upload_id[40];
     int part;
+    int ck_alg;                     /* the upload's checksum algorithm (enum s3_ck), or -1 */
+    char part_ck[100];              /* the part's checksum in that algorithm */
     /* a streamed GET */
     struct s3_obj obj;
     struct s3_reader rd;
@@ -815,7 +818,8 @@ struct emit_ctx {
 static void emit_one(void *arg, struct strv name, struct strv value)
 {
     struct emit_ctx *e = arg;
-    if (strv_has_prefix(name, "x-amz-checksum-") && !e->with_checksums)
+    if (strv_has_prefix(name, "x-amz-checksum-") &&
+        (!e->with_checksums || strv_eq_cstr(name, "x-amz-checksum-algorithm")))
         return;
     if (strv_eq_cstr(name, "x-amz-tagging")) {
         size_t n = value.n ? 1 : 0;
@@ -842,7 +846,7 @@ static void emit_stored(struct s3r *q, const struct s3_obj *o)
     struct emit_ctx e = { q->r, false, false };
     char mode[16];
     e.with_checksums = hdr_str(q->r, "x-amz-checksum-mode", mode, sizeof(mode)) &&
-                       strcasecmp(mode, "ENABLED") == 0 && o->nparts == 0;
+                       strcasecmp(mode, "ENABLED") == 0;
     each_stored(o->headers, emit_one, &e);
     static const char *const over[] = { "content-type", "content-language", "expires",
                                          "cache-control", "content-disposition", "content-encoding" };
@@ -1273,7 +1277,10 @@ static void begin_put(struct s3r *q)
         fail(q, S3E_INVALID_DIGEST);
         return;
     }
-    int rc = s3_writer_open(&q->wr, q->s->conf->data, wanted_checksums(r));
+    unsigned want = wanted_checksums(r);
+    if (q->ck_alg >= 0)
+        want |= 1u << q->ck_alg;        /* a part of an upload with a checksum algorithm */
+    int rc = s3_writer_open(&q->wr, q->s->conf->data, want);
     if (rc) {
         s3_writer_abort(&q->wr);
         fail(q, errno_err(rc));
@@ -1296,6 +1303,8 @@ static enum s3_err check_checksums(struct s3r *q, struct buf *stored)
         s3_writer_checksum(&q->wr, (enum s3_ck)i, mine, sizeof(mine));
         if (have && strcmp(given, mine) != 0)
             return S3E_BAD_DIGEST;
+        if (i == q->ck_alg)
+            snprintf(q->part_ck, sizeof(q->part_ck), "%s", mine);
         buf_printf(stored, "%s: %s\n", n, mine);
         httpd_header(q->r, n, mine);
     }
@@ -1343,7 +1352,7 @@ static void put_finish(struct s3r *q)
     strcat(etag, "\"");
     char *old = NULL;
     if (q->api == API_UPLOAD_PART) {
-        rc = s3_part_put(q->w->db, q->upload_id, q->part, q->wr.size, etag, q->wr.id, &old);
+        rc = s3_part_put(q->w->db, q->upload_id, q->part, q->wr.size, etag, q->wr.id, q->part_ck, &old);
     } else {
         buf_putc(&stored, 0);
         struct s3_obj o = { .key = q->key, .size = q->wr.size, .mtime_ms = (long long)(cairn_wall_time() * 1000),
@@ -1419,7 +1428,7 @@ static enum s3_err copy_source(struct s3r *q, struct s3_obj *src, char *sbucket,
 /* Copies [from, to] of src into a new data file (checked on the way). */
 static int copy_bytes(struct s3r *q, const struct s3_obj *src, uint64_t from, uint64_t len)
 {
-    int rc = s3_writer_open(&q->wr, q->s->conf->data, 0);
+    int rc = s3_writer_open(&q->wr, q->s->conf->data, q->ck_alg >= 0 ? 1u << q->ck_alg : 0);
     if (rc) {
         s3_writer_abort(&q->wr);
         return rc;
@@ -1501,6 +1510,8 @@ static void copy_object(struct s3r *q, bool part)
     }
     int rc = copy_bytes(q, &src, from, len);
     uint8_t md5[16];
+    if (!rc && q->ck_alg >= 0)
+        s3_writer_checksum(&q->wr, (enum s3_ck)q->ck_alg, q->part_ck, sizeof(q->part_ck));
     if (!rc)
         rc = s3_writer_finish(&q->wr, md5);
     if (rc) {
@@ -1517,7 +1528,7 @@ static void copy_object(struct s3r *q, bool part)
     char *old = NULL;
     long long now = (long long)(cairn_wall_time() * 1000);
     if (part) {
-        rc = s3_part_put(q->w->db, q->upload_id, q->part, q->wr.size, etag, q->wr.id, &old);
+        rc = s3_part_put(q->w->db, q->upload_id, q->part, q->wr.size, etag, q->wr.id, q->part_ck, &old);
     } else {
         struct buf stored = BUF_INIT;
         if (replace)
@@ -1864,6 +1875,47 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
 
 /* ---- multipart ---- */
 
+/* "SHA256" -> S3_CK_SHA256 (-1 when unknown). */
+static int ck_by_name(const char *name)
+{
+    for (int i = 0; i < S3_CK_N; i++)
+        if (strcasecmp(name, s3_ck_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* The algorithm an upload was created with (its stored headers), or -1. */
+static int upload_ck(const char *headers)
+{
+    const char *p = headers ? strstr(headers, "x-amz-checksum-algorithm: ") : NULL;
+    char name[16];
+    if (!p || sscanf(p + 26, "%15s", name) != 1)
+        return -1;
+    return ck_by_name(name);
+}
+
+static const char *const ck_tags[S3_CK_N] = { "ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256" };
+
+/* The checksum of the parts' checksums (raw, concatenated), base64, then "-N". */
+static void composite_ck(int alg, const uint8_t *cat, size_t n, int parts, char *out, size_t cap)
+{
+    uint8_t d[32];
+    unsigned dl = 0;
+    if (alg == S3_CK_CRC32 || alg == S3_CK_CRC32C) {
+        uint32_t v = alg == S3_CK_CRC32 ? (uint32_t)crc32(0, cat, (uInt)n) : s3_crc32c(0, cat, n);
+        d[0] = (uint8_t)(v >> 24);
+        d[1] = (uint8_t)(v >> 16);
+        d[2] = (uint8_t)(v >> 8);
+        d[3] = (uint8_t)v;
+        dl = 4;
+    } else {
+        EVP_Digest(cat, n, d, &dl, alg == S3_CK_SHA1 ? EVP_sha1() : EVP_sha256(), NULL);
+    }
+    s3_b64(d, dl, out, cap);
+    size_t l = strlen(out);
+    snprintf(out + l, cap - l, "-%d", parts);
+}
+
 static bool upload_matches(struct s3r *q, bool need_headers, char **headers)
 {
     char *b = NULL, *k = NULL;
@@ -1883,6 +1935,18 @@ static void create_upload(struct s3r *q)
     }
     struct buf h = BUF_INIT;
     enum s3_err e = collect_headers(q->r, &h);
+    char alg[16];
+    if (!e && hdr_str(q->r, "x-amz-checksum-algorithm", alg, sizeof(alg))) {
+        int a = ck_by_name(alg);
+        if (a < 0)
+            e = S3E_INVALID_REQUEST;
+        else {
+            for (char *c = alg; *c; c++)
+                *c = (char)toupper((unsigned char)*c);
+            buf_printf(&h, "x-amz-checksum-algorithm: %s\n", alg);
+            httpd_header(q->r, "x-amz-checksum-algorithm", alg);
+        }
+    }
     buf_putc(&h, 0);
     if (e) {
         buf_free(&h);
@@ -1921,14 +1985,18 @@ static bool part_params(struct s3r *q)
         }
         q->part = (int)n;
     }
-    if (!upload_matches(q, false, NULL)) {
+    char *headers = NULL;
+    if (!upload_matches(q, true, &headers)) {
+        free(headers);
         fail(q, S3E_NO_SUCH_UPLOAD);
         return false;
     }
+    q->ck_alg = upload_ck(headers);
+    free(headers);
     return true;
 }
 
-static void complete_result(struct s3r *q, const char *etag)
+static void complete_result(struct s3r *q, const char *etag, int alg, const char *composite)
 {
     struct buf b = BUF_INIT;
     buf_printf(&b, XMLHEAD "<CompleteMultipartUploadResult " XMLNS "><Location>/%s/", q->bucket);
@@ -1937,18 +2005,25 @@ static void complete_result(struct s3r *q, const char *etag)
     s3_xml_escape(&b, q->key, strlen(q->key));
     buf_puts(&b, "</Key><ETag>");
     s3_xml_escape(&b, etag, strlen(etag));
-    buf_puts(&b, "</ETag></CompleteMultipartUploadResult>");
+    buf_puts(&b, "</ETag>");
+    if (alg >= 0 && composite && composite[0])
+        buf_printf(&b, "<%s>%s</%s>", ck_tags[alg], composite, ck_tags[alg]);
+    buf_puts(&b, "</CompleteMultipartUploadResult>");
     reply_xml(q, 200, &b);
 }
 
 static void complete_upload(struct s3r *q)
 {
-    char *headers = NULL, done[72];
+    char *headers = NULL, done[200];
     if (!upload_matches(q, true, &headers)) {
         free(headers);
-        /* completing again (a retry whose answer was lost) answers as the first time */
-        if (s3_upload_completed(q->w->db, q->upload_id, q->bucket, q->key, done) == 0)
-            complete_result(q, done);
+        /* completing again (a retry whose answer was lost) answers as the first time:
+         * "ETAG[ ALG COMPOSITE]" */
+        char etag[80], algn[16], comp[100];
+        int got = s3_upload_completed(q->w->db, q->upload_id, q->bucket, q->key, done, sizeof(done)) == 0
+                      ? sscanf(done, "%79s %15s %99s", etag, algn, comp) : 0;
+        if (got >= 1)
+            complete_result(q, etag, got == 3 ? ck_by_name(algn) : -1, got == 3 ? comp : NULL);
         else
             fail(q, S3E_NO_SUCH_UPLOAD);
         return;
@@ -1961,7 +2036,9 @@ static void complete_upload(struct s3r *q)
         e = S3E_MALFORMED_XML;
     else if (s3_part_list(q->w->db, q->upload_id, &parts, &np))
         e = S3E_INTERNAL;
-    struct buf files = BUF_INIT;
+    struct buf files = BUF_INIT, cat = BUF_INIT;
+    int alg = upload_ck(headers);
+    char composite[100] = "";
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(md, EVP_md5(), NULL);
     uint64_t total = 0;
@@ -1990,7 +2067,16 @@ static void complete_upload(struct s3r *q)
             e = S3E_INVALID_PART;
             break;
         }
-        if (count_parts > 0 && total && 0) {
+        if (alg >= 0) {
+            /* a part's checksum, named as it was stored */
+            const char *given = s3_xml_text(c, ck_tags[alg]);
+            uint8_t ck[32];
+            int cl = given && strcmp(given, p->checksum) == 0 ? s3_unb64(given, ck, sizeof(ck)) : -1;
+            if (cl < 0) {
+                e = S3E_BAD_DIGEST;
+                break;
+            }
+            buf_append(&cat, ck, (size_t)cl);
         }
         uint8_t raw[16];
         for (int i = 0; i < 16; i++) {
@@ -2020,6 +2106,26 @@ static void complete_upload(struct s3r *q)
     }
     free(parts);
     s3_xml_free(x);
+    if (!e && alg >= 0) {
+        composite_ck(alg, cat.data ? (const uint8_t *)buf_head(&cat) : (const uint8_t *)"", buf_used(&cat),
+                     count_parts, composite, sizeof(composite));
+        char hn[40], given[100];
+        snprintf(hn, sizeof(hn), "x-amz-checksum-%s", s3_ck_names[alg]);
+        if (hdr_str(q->r, hn, given, sizeof(given)) && strcmp(given, composite) != 0)
+            e = S3E_BAD_DIGEST;
+        /* the object keeps its composite checksum instead of the algorithm's name */
+        char *line = headers ? strstr(headers, "x-amz-checksum-algorithm: ") : NULL;
+        if (!e && line) {
+            char *eol = strchr(line, '\n');
+            memmove(line, eol ? eol + 1 : line + strlen(line), strlen(eol ? eol + 1 : "") + 1);
+            struct buf nh = BUF_INIT;
+            buf_printf(&nh, "%s%s: %s\n", headers, hn, composite);
+            buf_putc(&nh, 0);
+            free(headers);
+            headers = buf_steal(&nh);
+        }
+    }
+    buf_free(&cat);
     uint8_t d[16];
     unsigned dl = 16;
     EVP_DigestFinal_ex(md, d, &dl);
@@ -2039,7 +2145,9 @@ static void complete_upload(struct s3r *q)
     memcpy(o.etag, etag, sizeof(etag));
     new_version(q, &o);
     char *unused = NULL, *old = NULL;
-    int rc = s3_upload_complete(q->w->db, q->upload_id, q->bucket, &o, &unused, &old);
+    snprintf(done, sizeof(done), "%s%s%s%s%s", etag, alg >= 0 ? " " : "", alg >= 0 ? s3_ck_names[alg] : "",
+             alg >= 0 ? " " : "", alg >= 0 ? composite : "");
+    int rc = s3_upload_complete(q->w->db, q->upload_id, q->bucket, &o, done, &unused, &old);
     if (!rc && q->bk.versioning == S3_VERSIONING_ENABLED)
         httpd_header(q->r, "x-amz-version-id", o.version);
     free(headers);
@@ -2052,7 +2160,7 @@ static void complete_upload(struct s3r *q)
     s3_files_unlink(q->s->conf->data, old);
     free(unused);
     free(old);
-    complete_result(q, etag);
+    complete_result(q, etag, alg, composite);
 }
 
 static void list_parts(struct s3r *q)
@@ -2525,6 +2633,7 @@ void s3__handle(struct httpd_req *r, void *arg)
     q->s = s;
     q->start_ns = cairn_now_ns();
     q->expect_len = -1;
+    q->ck_alg = -1;
     s3_random_hex(q->request_id, 8);
     enum s3_err e = route(q);
     if (!e && serve_builtin(q)) {

@@ -289,22 +289,25 @@ int s3_upload_create(struct s3_db *db, const char *id, const char *bucket, const
 int s3_upload_get(struct s3_db *db, const char *id, char **bucket, char **key, char **headers);
 /* Records a part; *old gets a replaced part's file. */
 int s3_part_put(struct s3_db *db, const char *id, int num, uint64_t size, const char *etag,
-                const char *file, char **old);
+                const char *file, const char *checksum, char **old);
 struct s3_part {
     int num;
     uint64_t size;
     char etag[72];
     char file[40];
     long long mtime_ms;
+    char checksum[72];              /* base64, of the upload's checksum algorithm, or "" */
 };
 int s3_part_list(struct s3_db *db, const char *id, struct s3_part **parts, size_t *n);
-/* Completes: stores o, drops the upload and its rows; *unused gets the files of
- * the parts not taken and *old the replaced object's. */
+/* Completes: stores o, drops the upload and its rows, remembers done (what a
+ * repeated completion answers) for a day; *unused gets the files of the parts not
+ * taken and *old the replaced object's. */
 int s3_upload_complete(struct s3_db *db, const char *id, const char *bucket, const struct s3_obj *o,
-                       char **unused, char **old);
+                       const char *done, char **unused, char **old);
 int s3_upload_abort(struct s3_db *db, const char *id, char **files);
-/* An upload completed in the last day: its object's ETag (-ENOENT). */
-int s3_upload_completed(struct s3_db *db, const char *id, const char *bucket, const char *key, char etag[72]);
+/* An upload completed in the last day: what its completion recorded (-ENOENT). */
+int s3_upload_completed(struct s3_db *db, const char *id, const char *bucket, const char *key, char *out,
+                        size_t cap);
 struct s3_upload {
     char id[40];
     char *key;

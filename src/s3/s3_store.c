@@ -456,9 +456,9 @@ static const char *const sql[Q_N] = {
     [Q_UP_LIST] = "SELECT id, key, created FROM uploads WHERE bucket = ?1 ORDER BY key, created",
     [Q_UP_OLD] = "SELECT id FROM uploads WHERE created < ?1 LIMIT 100",
     [Q_PART_GET] = "SELECT file, size FROM parts WHERE upload = ?1 AND num = ?2",
-    [Q_PART_PUT] = "INSERT OR REPLACE INTO parts(upload, num, size, etag, file, mtime) "
-                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-    [Q_PART_LIST] = "SELECT num, size, etag, file, mtime FROM parts WHERE upload = ?1 ORDER BY num",
+    [Q_PART_PUT] = "INSERT OR REPLACE INTO parts(upload, num, size, etag, file, mtime, checksum) "
+                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_PART_LIST] = "SELECT num, size, etag, file, mtime, checksum FROM parts WHERE upload = ?1 ORDER BY num",
     [Q_PART_DEL] = "DELETE FROM parts WHERE upload = ?1",
     [Q_DONE_INS] = "INSERT OR REPLACE INTO completed(id, bucket, key, etag, at) VALUES(?1, ?2, ?3, ?4, ?5)",
     [Q_DONE_GET] = "SELECT etag FROM completed WHERE id = ?1 AND bucket = ?2 AND key = ?3",
@@ -489,7 +489,8 @@ static const char schema[] =
     " created INTEGER NOT NULL, headers TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS uploads_bucket ON uploads(bucket, key);"
     "CREATE TABLE IF NOT EXISTS parts(upload TEXT NOT NULL, num INTEGER NOT NULL, size INTEGER NOT NULL,"
-    " etag TEXT NOT NULL, file TEXT NOT NULL, mtime INTEGER NOT NULL, PRIMARY KEY(upload, num))"
+    " etag TEXT NOT NULL, file TEXT NOT NULL, mtime INTEGER NOT NULL, checksum TEXT NOT NULL,"
+    " PRIMARY KEY(upload, num))"
     " WITHOUT ROWID;"
     /* completed uploads, a day long: completing one again answers as the first time */
     "CREATE TABLE IF NOT EXISTS completed(id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL,"
@@ -977,7 +978,7 @@ int s3_upload_get(struct s3_db *d, const char *id, char **bucket, char **key, ch
 }
 
 int s3_part_put(struct s3_db *d, const char *id, int num, uint64_t size, const char *etag,
-                const char *file, char **old)
+                const char *file, const char *checksum, char **old)
 {
     *old = NULL;
     int r = tx(d, Q_BEGIN);
@@ -1005,6 +1006,7 @@ int s3_part_put(struct s3_db *d, const char *id, int num, uint64_t size, const c
         bind_text(s, 4, etag);
         bind_text(s, 5, file);
         sqlite3_bind_int64(s, 6, now_ms());
+        bind_text(s, 7, checksum ? checksum : "");
         r = step_done(s);
     }
     if (!r)
@@ -1041,6 +1043,7 @@ int s3_part_list(struct s3_db *d, const char *id, struct s3_part **parts, size_t
         snprintf(p->etag, sizeof(p->etag), "%s", (const char *)sqlite3_column_text(s, 2));
         snprintf(p->file, sizeof(p->file), "%s", (const char *)sqlite3_column_text(s, 3));
         p->mtime_ms = sqlite3_column_int64(s, 4);
+        snprintf(p->checksum, sizeof(p->checksum), "%s", (const char *)sqlite3_column_text(s, 5));
     }
     sqlite3_reset(s);
     return r == SQLITE_DONE ? 0 : -EIO;
@@ -1074,7 +1077,7 @@ static int upload_drop(struct s3_db *d, const char *id, const char *keep, char *
 }
 
 struct complete_args {
-    const char *id, *bucket;
+    const char *id, *bucket, *done;
     const struct s3_obj *o;
     char **unused;
 };
@@ -1095,7 +1098,7 @@ static int complete_fn(struct s3_db *d, void *arg, struct buf *old)
         bind_text(s, 1, a->id);
         bind_text(s, 2, a->bucket);
         bind_text(s, 3, a->o->key);
-        bind_text(s, 4, a->o->etag);
+        bind_text(s, 4, a->done ? a->done : a->o->etag);
         sqlite3_bind_int64(s, 5, now_ms());
         r = step_done(s);
     }
@@ -1103,10 +1106,10 @@ static int complete_fn(struct s3_db *d, void *arg, struct buf *old)
 }
 
 int s3_upload_complete(struct s3_db *d, const char *id, const char *bucket, const struct s3_obj *o,
-                       char **unused, char **old)
+                       const char *done, char **unused, char **old)
 {
     *unused = NULL;
-    struct complete_args a = { id, bucket, o, unused };
+    struct complete_args a = { id, bucket, done, o, unused };
     int r = in_tx(d, old, complete_fn, &a);
     if (r) {
         free(*unused);
@@ -1115,7 +1118,8 @@ int s3_upload_complete(struct s3_db *d, const char *id, const char *bucket, cons
     return r;
 }
 
-int s3_upload_completed(struct s3_db *d, const char *id, const char *bucket, const char *key, char etag[72])
+int s3_upload_completed(struct s3_db *d, const char *id, const char *bucket, const char *key, char *out,
+                        size_t cap)
 {
     sqlite3_stmt *s = q(d, Q_DONE_GET);
     bind_text(s, 1, id);
@@ -1123,7 +1127,7 @@ int s3_upload_completed(struct s3_db *d, const char *id, const char *bucket, con
     bind_text(s, 3, key);
     int r = sqlite3_step(s);
     if (r == SQLITE_ROW)
-        snprintf(etag, 72, "%s", (const char *)sqlite3_column_text(s, 0));
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(s, 0));
     sqlite3_reset(s);
     return r == SQLITE_ROW ? 0 : -ENOENT;
 }
