@@ -454,6 +454,43 @@ static bool chunk_sig_ok(struct s3_chunked *d)
     return true;
 }
 
+/* STREAMING-...-TRAILER: the trailing headers are signed too, chained from the
+ * final chunk's signature, in a last x-amz-trailer-signature line. */
+static bool trailer_sig_ok(struct s3_chunked *d)
+{
+    struct buf canon = BUF_INIT;
+    char given[65] = "";
+    const char *p = d->trailers;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon) {
+            struct strv name = strv_trim(strv_make(p, (size_t)(colon - p)));
+            struct strv val = strv_trim(strv_make(colon + 1, (size_t)(eol - colon - 1)));
+            if (strv_caseeq_cstr(name, "x-amz-trailer-signature")) {
+                if (val.n == 64)
+                    memcpy(given, val.p, 64);
+            } else {
+                for (size_t i = 0; i < name.n; i++)
+                    buf_putc(&canon, (char)tolower((unsigned char)name.p[i]));
+                buf_putc(&canon, ':');
+                buf_put_strv(&canon, val);
+                buf_putc(&canon, '\n');
+            }
+        }
+        p = eol + 1;
+    }
+    char hx[65], sts[512], mine[65];
+    s3_sha256_hex(canon.data ? buf_head(&canon) : "", buf_used(&canon), hx);
+    buf_free(&canon);
+    int n = snprintf(sts, sizeof(sts), "AWS4-HMAC-SHA256-TRAILER\n%s\n%s\n%s\n%s", d->amzdate, d->scope,
+                     d->prev, hx);
+    uint8_t mac[32];
+    hmac(d->key, 32, sts, (size_t)n, mac);
+    s3_hex(mac, 32, mine);
+    return given[0] && CRYPTO_memcmp(mine, given, 64) == 0;
+}
+
 static int size_line(struct s3_chunked *d)
 {
     d->line[d->line_len] = 0;
@@ -508,6 +545,8 @@ int s3_chunked_feed(struct s3_chunked *d, const char *p, size_t n, s3_sink sink,
             }
             if (d->line_len == 0) {
                 d->state = CK_DONE;
+                if (d->sign && d->trailer && !trailer_sig_ok(d))
+                    return -S3E_SIGNATURE_MISMATCH;
                 return 1;
             }
             if (d->state == CK_DONE)

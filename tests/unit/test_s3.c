@@ -112,6 +112,23 @@ TEST(s3_aws_chunked_signatures_match_the_aws_example)
     CHECK_INT(s3_chunked_init(&d, true, false, key, &s), 0);
     CHECK_INT(s3_chunked_feed(&d, buf_head(&body), buf_used(&body), sink, &out), -S3E_SIGNATURE_MISMATCH);
     s3_chunked_free(&d);
+    /* signed chunks with a signed trailer (vector from an independent implementation
+     * of the same rules) */
+    static const char st[] =
+        "3;chunk-signature=e911d05c1a01ba430c96ab3bd82a248c6995be8f4db64535e784a24c5567504a\r\nabc\r\n"
+        "0;chunk-signature=72b8084eba886bba10c630f4f65aad0b086cf78510a76d5ca2a961016d316780\r\n"
+        "x-amz-checksum-crc32c:sOO8/Q==\r\n"
+        "x-amz-trailer-signature:8d74e614577e5b6fad7788e5773acd9aea0e0e37c31709ed403d12d0a6ee9d40\r\n\r\n";
+    char bad[sizeof(st)];
+    memcpy(bad, st, sizeof(st));
+    bad[strstr(bad, "sOO8") - bad] = 'X';    /* a trailer changed in transit */
+    for (int pass = 0; pass < 2; pass++) {
+        buf_reset(&out);
+        CHECK_INT(s3_chunked_init(&d, true, true, key, &s), 0);
+        CHECK_INT(s3_chunked_feed(&d, pass ? bad : st, sizeof(st) - 1, sink, &out),
+                  pass ? -S3E_SIGNATURE_MISMATCH : 1);
+        s3_chunked_free(&d);
+    }
     /* unsigned with a trailer */
     static const char tr[] = "3\r\nabc\r\n0\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n";
     buf_reset(&out);
