@@ -25,6 +25,7 @@
 #include "s3/s3.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #define S3_MAX_LISTEN 8
@@ -33,6 +34,7 @@
 #define S3_MIN_PART (5u << 20)
 #define S3_MAX_PUT (5ull << 30)         /* a single PUT or part */
 #define S3_BLOCK 65536u                 /* data files: one CRC32C per block */
+#define S3_RING 32                      /* blocks a large PUT may hold for its hashing thread */
 #define S3_MAX_XML (1u << 20)
 #define S3_MAX_META 2048                /* user metadata bytes, as AWS */
 
@@ -329,8 +331,16 @@ struct s3_writer {
     char path[512];
     const char *dir;
     uint64_t size;
-    uint8_t *block;
+    uint8_t *ring;                  /* S3_RING blocks: the one being filled, and those
+                                       written but not hashed yet */
+    uint8_t *block;                 /* the one being filled */
     size_t blen;
+    size_t lens[S3_RING];
+    uint64_t filled, hashed;        /* blocks handed over / digested */
+    bool threaded, closing;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
     uint32_t *crcs;
     size_t ncrc, capcrc;
     EVP_MD_CTX *md5, *sha1, *sha256;

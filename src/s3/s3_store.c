@@ -172,9 +172,10 @@ int s3_writer_open(struct s3_writer *w, const char *dir, unsigned want)
     w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (w->fd < 0)
         return -errno;
-    w->block = malloc(S3_BLOCK);
+    w->ring = malloc((size_t)S3_RING * S3_BLOCK);
+    w->block = w->ring;
     w->md5 = EVP_MD_CTX_new();
-    if (!w->block || !w->md5 || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL))
+    if (!w->ring || !w->md5 || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL))
         return -ENOMEM;
     if (want & (1u << S3_CK_SHA1)) {
         w->sha1 = EVP_MD_CTX_new();
@@ -206,6 +207,58 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* The digests of the whole object (MD5 for the ETag, and those the client asked for). */
+static void hash_block(struct s3_writer *w, const uint8_t *p, size_t n)
+{
+    EVP_DigestUpdate(w->md5, p, n);
+    if (w->sha1)
+        EVP_DigestUpdate(w->sha1, p, n);
+    if (w->sha256)
+        EVP_DigestUpdate(w->sha256, p, n);
+    if (w->want & (1u << S3_CK_CRC32))
+        w->crc32 = (uint32_t)crc32_z(w->crc32, p, n);
+    if (w->want & (1u << S3_CK_CRC32C))
+        w->crc32c_all = s3_crc32c(w->crc32c_all, p, n);
+}
+
+/* A large upload's digests are computed on a thread of their own, a ring of blocks
+ * behind the loop that receives and writes them: MD5 alone costs more per byte
+ * than everything else a PUT does. */
+static void *hasher(void *arg)
+{
+    struct s3_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (w->hashed == w->filled && !w->closing)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->hashed == w->filled)
+            break;
+        uint64_t i = w->hashed;
+        pthread_mutex_unlock(&w->mu);
+        hash_block(w, w->ring + (i % S3_RING) * S3_BLOCK, w->lens[i % S3_RING]);
+        pthread_mutex_lock(&w->mu);
+        w->hashed++;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Waits for the hasher to take every block, and stops it. */
+static void hasher_stop(struct s3_writer *w)
+{
+    if (!w->threaded)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->closing = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    w->threaded = false;
+}
+
 static int flush_block(struct s3_writer *w)
 {
     if (!w->blen)
@@ -219,7 +272,32 @@ static int flush_block(struct s3_writer *w)
         w->capcrc = nc;
     }
     w->crcs[w->ncrc++] = s3_crc32c(0, w->block, w->blen);
+    if (!w->threaded && w->filled >= S3_RING / 2) {
+        /* large enough to be worth a thread */
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        w->threaded = pthread_create(&w->thread, NULL, hasher, w) == 0;
+        if (!w->threaded) {
+            pthread_mutex_destroy(&w->mu);
+            pthread_cond_destroy(&w->cv);
+        }
+    }
+    if (!w->threaded)
+        hash_block(w, w->block, w->blen);
     int r = write_all(w->fd, w->block, w->blen);
+    if (w->threaded) {
+        /* hand the block over, then wait for room in the ring */
+        pthread_mutex_lock(&w->mu);
+        w->lens[w->filled % S3_RING] = w->blen;
+        w->filled++;
+        pthread_cond_broadcast(&w->cv);
+        while (w->filled - w->hashed >= S3_RING)
+            pthread_cond_wait(&w->cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+    } else {
+        w->hashed = ++w->filled;
+    }
+    w->block = w->ring + (w->filled % S3_RING) * S3_BLOCK;
     w->blen = 0;
     /* start writeback every 8 MiB, so that the fdatasync before the answer finds
      * little left to write (the disk works while the rest arrives) */
@@ -235,15 +313,6 @@ int s3_writer_write(struct s3_writer *w, const void *p, size_t n)
 {
     if (w->err)
         return w->err;
-    EVP_DigestUpdate(w->md5, p, n);
-    if (w->sha1)
-        EVP_DigestUpdate(w->sha1, p, n);
-    if (w->sha256)
-        EVP_DigestUpdate(w->sha256, p, n);
-    if (w->want & (1u << S3_CK_CRC32))
-        w->crc32 = (uint32_t)crc32_z(w->crc32, p, n);
-    if (w->want & (1u << S3_CK_CRC32C))
-        w->crc32c_all = s3_crc32c(w->crc32c_all, p, n);
     const char *c = p;
     w->size += n;
     while (n) {
@@ -271,6 +340,7 @@ int s3_writer_finish(struct s3_writer *w, uint8_t md5[16])
         r = -errno;
     if (!r)
         r = fsync_dir(w->path);
+    hasher_stop(w);
     unsigned l = 16;
     EVP_DigestFinal_ex(w->md5, md5, &l);
     if (r)
@@ -283,6 +353,10 @@ void s3_writer_checksum(struct s3_writer *w, enum s3_ck ck, char *out, size_t ca
     uint8_t d[32];
     unsigned l = 0;
     out[0] = 0;
+    /* every byte written so far is hashed first */
+    if (w->blen && !w->err)
+        w->err = flush_block(w);
+    hasher_stop(w);
     switch (ck) {
     case S3_CK_CRC32:
     case S3_CK_CRC32C: {
@@ -310,10 +384,12 @@ void s3_writer_checksum(struct s3_writer *w, enum s3_ck ck, char *out, size_t ca
 
 static void writer_release(struct s3_writer *w)
 {
+    hasher_stop(w);
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
-    free(w->block);
+    free(w->ring);
+    w->ring = NULL;
     free(w->crcs);
     EVP_MD_CTX_free(w->md5);
     EVP_MD_CTX_free(w->sha1);

@@ -215,6 +215,48 @@ TEST(s3_data_files_check_every_block)
     snprintf(list, sizeof(list), "%s %zu\n", id, n);
     s3_files_unlink(dir, list);
     CHECK(access(path, F_OK) != 0);
+    /* a large write hashes on its own thread: the same digests as in one go */
+    size_t big = (5u << 20) + 12345;
+    char *bd = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        bd[i] = (char)(i * 2654435761u >> 13);
+    CHECK_INT(s3_writer_open(&w, dir, (1u << S3_CK_SHA256) | (1u << S3_CK_CRC32C)), 0);
+    for (size_t off = 0; off < big; off += 100003)
+        CHECK_INT(s3_writer_write(&w, bd + off, MIN((size_t)100003, big - off)), 0);
+    CHECK(w.threaded);
+    CHECK_INT(s3_writer_finish(&w, md5), 0);
+    uint8_t want[32];
+    unsigned wl = 0;
+    EVP_Digest(bd, big, want, &wl, EVP_md5(), NULL);
+    CHECK(memcmp(md5, want, 16) == 0);
+    char got[64], exp[64];
+    s3_writer_checksum(&w, S3_CK_SHA256, got, sizeof(got));
+    EVP_Digest(bd, big, want, &wl, EVP_sha256(), NULL);
+    s3_b64(want, 32, exp, sizeof(exp));
+    CHECK_STR(got, exp);
+    s3_writer_checksum(&w, S3_CK_CRC32C, got, sizeof(got));
+    uint32_t c32 = s3_crc32c(0, bd, big);
+    uint8_t be[4] = { (uint8_t)(c32 >> 24), (uint8_t)(c32 >> 16), (uint8_t)(c32 >> 8), (uint8_t)c32 };
+    s3_b64(be, 4, exp, sizeof(exp));
+    CHECK_STR(got, exp);
+    snprintf(id, sizeof(id), "%s", w.id);
+    s3_writer_done(&w);
+    CHECK_INT(s3_reader_open(&r, dir, id, big), 0);
+    char *bb = malloc(big);
+    CHECK_INT(s3_reader_read(&r, 0, bb, big), (long long)big);
+    CHECK(memcmp(bb, bd, big) == 0);
+    s3_reader_close(&r);
+    free(bb);
+    free(bd);
+    /* an aborted large write leaves no file and no thread */
+    CHECK_INT(s3_writer_open(&w, dir, 0), 0);
+    char *zero = calloc(1, 3u << 20);
+    CHECK_INT(s3_writer_write(&w, zero, 3u << 20), 0);
+    char apath[sizeof(w.path)];
+    memcpy(apath, w.path, sizeof(apath));
+    s3_writer_abort(&w);
+    free(zero);
+    CHECK(access(apath, F_OK) != 0);
     free(data);
     free(back);
     char cmd[128];
