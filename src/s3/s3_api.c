@@ -25,6 +25,7 @@ const struct s3_errinfo s3_errors[S3E_COUNT] = {
     [S3E_ACCESS_DENIED] = { "AccessDenied", 403, "Access Denied" },
     [S3E_BAD_DIGEST] = { "BadDigest", 400, "The Content-MD5 or checksum you specified did not match what we received." },
     [S3E_BUCKET_EXISTS] = { "BucketAlreadyOwnedByYou", 409, "Your previous request to create the named bucket succeeded and you already own it." },
+    [S3E_BUCKET_TAKEN] = { "BucketAlreadyExists", 409, "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again." },
     [S3E_BUCKET_NOT_EMPTY] = { "BucketNotEmpty", 409, "The bucket you tried to delete is not empty" },
     [S3E_ENTITY_TOO_LARGE] = { "EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size." },
     [S3E_ENTITY_TOO_SMALL] = { "EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed object size." },
@@ -1644,10 +1645,16 @@ static void create_bucket_body(struct s3r *q)
             return;
         }
     }
-    int rc = s3_bucket_create(q->w->db, q->bucket);
-    if (rc == -EEXIST && strcmp(q->s->conf->region, "us-east-1") != 0) {
-        fail(q, S3E_BUCKET_EXISTS);
-        return;
+    int rc = s3_bucket_create(q->w->db, q->bucket, q->ak->access);
+    if (rc == -EEXIST) {
+        struct s3_bucket b;
+        memset(&b, 0, sizeof(b));
+        bool mine = s3_bucket_get(q->w->db, q->bucket, &b) == 0 && strcmp(b.owner, q->ak->access) == 0;
+        s3_bucket_free(&b);
+        if (!mine || strcmp(q->s->conf->region, "us-east-1") != 0) {
+            fail(q, mine ? S3E_BUCKET_EXISTS : S3E_BUCKET_TAKEN);    /* BucketAlreadyExists: another key's */
+            return;
+        }
     }
     /* us-east-1 answers 200 to its owner creating a bucket again (AWS's legacy rule) */
     if (rc && rc != -EEXIST) {

@@ -77,6 +77,7 @@ enum s3_err {
     S3E_ACCESS_DENIED,
     S3E_BAD_DIGEST,
     S3E_BUCKET_EXISTS,              /* BucketAlreadyOwnedByYou */
+    S3E_BUCKET_TAKEN,               /* BucketAlreadyExists: another key's */
     S3E_BUCKET_NOT_EMPTY,
     S3E_ENTITY_TOO_LARGE,
     S3E_ENTITY_TOO_SMALL,
@@ -246,6 +247,7 @@ struct s3_bucket {
     long long created_ms;
     int versioning;
     char *cors, *lifecycle, *tagging;   /* the configurations' XML, or NULL */
+    char owner[129];                /* the access key that created it */
 };
 
 struct s3_db *s3_db_open(const char *dir, char *err, size_t errlen);
@@ -253,7 +255,7 @@ void s3_db_close(struct s3_db *db);
 /* Removes data files that no object or part references (after a crash). */
 void s3_db_gc_files(struct s3_db *db, const char *dir);
 
-int s3_bucket_create(struct s3_db *db, const char *name);       /* -EEXIST */
+int s3_bucket_create(struct s3_db *db, const char *name, const char *owner);   /* -EEXIST */
 /* Deletes an empty bucket and aborts its multipart uploads (their files to *files). */
 int s3_bucket_delete(struct s3_db *db, const char *name, char **files);  /* -ENOENT, -ENOTEMPTY */
 int s3_bucket_exists(struct s3_db *db, const char *name);       /* 1, 0, <0 */

@@ -503,9 +503,9 @@ enum {
 };
 
 static const char *const sql[Q_N] = {
-    [Q_BUCKET_INS] = "INSERT INTO buckets(name, created) VALUES(?1, ?2)",
+    [Q_BUCKET_INS] = "INSERT INTO buckets(name, created, owner) VALUES(?1, ?2, ?3)",
     [Q_BUCKET_DEL] = "DELETE FROM buckets WHERE name = ?1",
-    [Q_BUCKET_GET] = "SELECT created, versioning, cors, lifecycle, tagging FROM buckets WHERE name = ?1",
+    [Q_BUCKET_GET] = "SELECT created, versioning, cors, lifecycle, tagging, owner FROM buckets WHERE name = ?1",
     [Q_BUCKET_LIST] = "SELECT name, created FROM buckets ORDER BY name",
     [Q_BUCKET_ANY] = "SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1",
     [Q_BUCKET_SET] = "UPDATE buckets SET versioning = ?2, cors = ?3, lifecycle = ?4, tagging = ?5 "
@@ -552,7 +552,8 @@ struct s3_db {
 static const char schema[] =
     "PRAGMA journal_mode=WAL;"
     "CREATE TABLE IF NOT EXISTS buckets(name TEXT PRIMARY KEY, created INTEGER NOT NULL,"
-    " versioning INTEGER NOT NULL DEFAULT 0, cors TEXT, lifecycle TEXT, tagging TEXT) WITHOUT ROWID;"
+    " versioning INTEGER NOT NULL DEFAULT 0, cors TEXT, lifecycle TEXT, tagging TEXT, owner TEXT)"
+    " WITHOUT ROWID;"
     /* one row per version of a key; latest marks the current one (a delete marker
      * when dm); an unversioned bucket has one version per key, "null" */
     "CREATE TABLE IF NOT EXISTS objects(bucket TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,"
@@ -647,11 +648,12 @@ static char *col_dup(sqlite3_stmt *s, int i)
     return strdup(t ? (const char *)t : "");
 }
 
-int s3_bucket_create(struct s3_db *d, const char *name)
+int s3_bucket_create(struct s3_db *d, const char *name, const char *owner)
 {
     sqlite3_stmt *s = q(d, Q_BUCKET_INS);
     bind_text(s, 1, name);
     sqlite3_bind_int64(s, 2, now_ms());
+    bind_text(s, 3, owner);
     return step_done(s);
 }
 
@@ -673,6 +675,7 @@ int s3_bucket_get(struct s3_db *d, const char *name, struct s3_bucket *b)
         b->cors = col_dup_null(s, 2);
         b->lifecycle = col_dup_null(s, 3);
         b->tagging = col_dup_null(s, 4);
+        snprintf(b->owner, sizeof(b->owner), "%s", sqlite3_column_text(s, 5) ? (const char *)sqlite3_column_text(s, 5) : "");
     }
     sqlite3_reset(s);
     return r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? -ENOENT : -EIO;
