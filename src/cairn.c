@@ -9,6 +9,7 @@
 #include "metrics/prom.h"
 #include "alerts/alerts.h"
 #include "s3/s3.h"
+#include "registry/registry.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -26,6 +27,7 @@ static const struct role_ops *const roles[] = {
     &prom_role,
     &alerts_role,
     &s3_role,
+    &registry_role,
     NULL,
 };
 

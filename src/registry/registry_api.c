@@ -1,0 +1,789 @@
+/* registry_api.c - the OCI Distribution API (v1.1).
+ *
+ *   GET  /v2/                                        API version check
+ *   HEAD|GET|DELETE /v2/<name>/blobs/<digest>        (Range on GET)
+ *   POST /v2/<name>/blobs/uploads/[?digest=|?mount=&from=]
+ *   GET|PATCH|PUT|DELETE /v2/<name>/blobs/uploads/<id>[?digest=]
+ *   HEAD|GET|PUT|DELETE /v2/<name>/manifests/<tag|digest>
+ *   GET  /v2/<name>/tags/list[?n=&last=]             (Link header for the next page)
+ *   GET  /v2/<name>/referrers/<digest>[?artifactType=]
+ *   GET  /v2/_catalog[?n=&last=]
+ *
+ * Blob bodies (PATCH, PUT and POST of uploads) are streamed into the upload's
+ * file; manifests are read whole (at most 4 MiB) and checked: JSON, a known media
+ * type, every blob or manifest they name present. Errors are the spec's JSON
+ * bodies with its codes.
+ */
+#include "registry_internal.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+
+struct rreq {
+    struct httpd_req *r;
+    struct reg_worker *w;
+    struct reg_svc *s;
+    char name[REG_MAX_NAME + 1];
+    char ref[256];                  /* digest, tag or upload id */
+    enum { K_BASE, K_BLOB, K_UPLOAD, K_MANIFEST, K_TAGS, K_REFERRERS, K_CATALOG } kind;
+    int fd;                         /* an upload being written */
+    char upath[700];
+    uint64_t offset;
+    struct buf body;                /* a manifest's bytes */
+    int blob_fd;                    /* a blob being sent */
+    uint64_t send_left;
+    char *iobuf;
+};
+
+static void rreq_free(struct rreq *q)
+{
+    if (q->fd >= 0)
+        close(q->fd);
+    if (q->blob_fd >= 0)
+        close(q->blob_fd);
+    buf_free(&q->body);
+    free(q->iobuf);
+    free(q);
+}
+
+static void count(struct rreq *q, int status)
+{
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    char m[12];
+    snprintf(m, sizeof(m), "%.*s", (int)MIN(q->r->h.method.n, sizeof(m) - 1), q->r->h.method.p);
+    metric_inc(metrics_get2(q->s->f_requests, m, code));
+}
+
+static void reply(struct rreq *q, int status, const char *ctype, const void *body, size_t len)
+{
+    struct httpd_req *r = q->r;
+    count(q, status);
+    httpd_header(r, "Docker-Distribution-API-Version", "registry/2.0");
+    rreq_free(q);
+    httpd_respond(r, status, ctype, body, len);
+}
+
+static void fail(struct rreq *q, int status, const char *code, const char *msg)
+{
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "{\"errors\":[{\"code\":\"%s\",\"message\":", code);
+    buf_json_str(&b, msg);
+    buf_puts(&b, ",\"detail\":{}}]}\n");
+    reply(q, status, "application/json", buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+static bool qparam(const struct httpd_req *r, const char *name, char *out, size_t cap)
+{
+    struct strv qs = r->h.query;
+    size_t nl = strlen(name);
+    const char *p = qs.p, *end = qs.p + qs.n;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (!amp)
+            amp = end;
+        const char *eq = memchr(p, '=', (size_t)(amp - p));
+        const char *kend = eq ? eq : amp;
+        if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
+            size_t o = 0;
+            for (const char *v = eq ? eq + 1 : amp; v < amp && o + 1 < cap; v++) {
+                if (*v == '%' && v + 2 < amp) {
+                    unsigned x;
+                    if (sscanf(v + 1, "%2x", &x) != 1)
+                        return false;
+                    out[o++] = (char)x;
+                    v += 2;
+                } else {
+                    out[o++] = *v == '+' ? ' ' : *v;
+                }
+            }
+            out[o] = 0;
+            return true;
+        }
+        p = amp + 1;
+    }
+    return false;
+}
+
+/* Splits /v2/<name>/<kind>/<ref>. */
+static bool route(struct rreq *q)
+{
+    struct strv p = q->r->h.path;
+    if (!strv_has_prefix(p, "/v2/"))
+        return false;
+    char path[1024];
+    if (p.n >= sizeof(path))
+        return false;
+    memcpy(path, p.p, p.n);
+    path[p.n] = 0;
+    char *rest = path + 4;
+    if (!*rest) {
+        q->kind = K_BASE;
+        return true;
+    }
+    if (strcmp(rest, "_catalog") == 0) {
+        q->kind = K_CATALOG;
+        return true;
+    }
+    static const struct { const char *sep; int kind; } seps[] = {
+        { "/blobs/uploads/", K_UPLOAD }, { "/blobs/uploads", K_UPLOAD }, { "/blobs/", K_BLOB },
+        { "/manifests/", K_MANIFEST }, { "/tags/list", K_TAGS }, { "/referrers/", K_REFERRERS },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(seps); i++) {
+        /* the last occurrence: names may contain the words */
+        char *at = NULL;
+        for (char *f = strstr(rest, seps[i].sep); f; f = strstr(f + 1, seps[i].sep))
+            at = f;
+        if (!at)
+            continue;
+        const char *ref = at + strlen(seps[i].sep);
+        if ((seps[i].kind == K_TAGS || i == 1) && *ref)
+            continue;
+        *at = 0;
+        if (strlen(rest) > REG_MAX_NAME || strlen(ref) >= sizeof(q->ref))
+            return false;
+        strcpy(q->name, rest);
+        strcpy(q->ref, ref);
+        q->kind = seps[i].kind;
+        return true;
+    }
+    return false;
+}
+
+/* ---- blobs ---- */
+
+static void blob_pump(struct httpd_req *r, void *arg)
+{
+    struct rreq *q = arg;
+    httpd_req_on_drain(r, NULL, NULL);
+    while (q->send_left) {
+        if (httpd_req_pending(r) > (1u << 20)) {
+            httpd_req_on_drain(r, blob_pump, q);
+            return;
+        }
+        ssize_t n = read(q->blob_fd, q->iobuf, (size_t)MIN((uint64_t)(256u << 10), q->send_left));
+        if (n <= 0) {
+            rreq_free(q);
+            httpd_req_abort(r);
+            return;
+        }
+        q->send_left -= (uint64_t)n;
+        httpd_respond_write(r, q->iobuf, (size_t)n);
+    }
+    rreq_free(q);
+    httpd_respond_finish(r);
+}
+
+static void blob_abort(struct httpd_req *r, void *arg)
+{
+    (void)r;
+    rreq_free(arg);
+}
+
+static void get_blob(struct rreq *q)
+{
+    struct httpd_req *r = q->r;
+    if (!reg_digest_ok(q->ref)) {
+        fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
+        return;
+    }
+    long long size = reg_link_has(q->w->db, q->name, q->ref) == 1 ? reg_blob_size(q->s->conf->path, q->ref) : -1;
+    if (size < 0) {
+        fail(q, 404, "BLOB_UNKNOWN", "blob unknown to registry");
+        return;
+    }
+    if (strv_eq_cstr(r->h.method, "DELETE")) {
+        reg_link_del(q->w->db, q->name, q->ref);    /* the file goes with garbage collection */
+        reply(q, 202, NULL, NULL, 0);
+        return;
+    }
+    uint64_t from = 0, to = size ? (uint64_t)size - 1 : 0;
+    int status = 200;
+    const struct http_header *rh = httpd_req_header(r, "range");
+    if (rh && strv_has_prefix(rh->value, "bytes=")) {
+        unsigned long long a = 0, b = to;
+        char v[64];
+        snprintf(v, sizeof(v), "%.*s", (int)MIN(rh->value.n, sizeof(v) - 1), rh->value.p);
+        int k = sscanf(v + 6, "%llu-%llu", &a, &b);
+        if (k < 1 || a >= (unsigned long long)size || b < a) {
+            httpd_headerf(r, "Content-Range", "bytes */%lld", size);
+            fail(q, 416, "BLOB_UNKNOWN", "requested range not satisfiable");
+            return;
+        }
+        from = a;
+        to = MIN((uint64_t)b, (uint64_t)size - 1);
+        status = 206;
+        httpd_headerf(r, "Content-Range", "bytes %llu-%llu/%lld", (unsigned long long)from,
+                      (unsigned long long)to, size);
+    }
+    httpd_header(r, "Docker-Content-Digest", q->ref);
+    httpd_header(r, "Accept-Ranges", "bytes");
+    httpd_header(r, "ETag", q->ref);
+    httpd_header(r, "Docker-Distribution-API-Version", "registry/2.0");
+    uint64_t len = size ? to - from + 1 : 0;
+    count(q, status);
+    if (r->h.is_head || len == 0) {
+        rreq_free(q);
+        httpd_respond_start(r, status, "application/octet-stream", (int64_t)len);
+        httpd_respond_finish(r);
+        return;
+    }
+    char path[800];
+    reg_blob_path(q->s->conf->path, q->ref, path, sizeof(path));
+    q->blob_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (q->blob_fd < 0 || lseek(q->blob_fd, (off_t)from, SEEK_SET) < 0 || !(q->iobuf = malloc(256u << 10))) {
+        rreq_free(q);
+        httpd_respond(r, 500, "text/plain", "cannot read the blob\n", 21);
+        return;
+    }
+    q->send_left = len;
+    httpd_req_on_abort(r, blob_abort, q);
+    httpd_respond_start(r, status, "application/octet-stream", (int64_t)len);
+    blob_pump(r, q);
+}
+
+/* ---- uploads ---- */
+
+static void upload_path(struct rreq *q, const char *id)
+{
+    snprintf(q->upath, sizeof(q->upath), "%s/uploads/%s", q->s->conf->path, id);
+}
+
+static bool upload_id_ok(const char *id)
+{
+    if (strlen(id) != 32)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
+static void upload_location(struct rreq *q, const char *id)
+{
+    httpd_headerf(q->r, "Location", "/v2/%s/blobs/uploads/%s", q->name, id);
+    httpd_header(q->r, "Docker-Upload-UUID", id);
+    if (q->offset)
+        httpd_headerf(q->r, "Range", "0-%llu", (unsigned long long)q->offset - 1);
+    else
+        httpd_header(q->r, "Range", "0-0");
+}
+
+/* The upload's bytes are whole: check and store them as the blob digest. */
+static void upload_finish(struct rreq *q, const char *digest)
+{
+    if (q->fd >= 0) {
+        close(q->fd);
+        q->fd = -1;
+    }
+    int rc = reg_blob_commit(q->w->db, q->s->conf->path, q->name, q->upath, digest);
+    if (rc == -EBADMSG) {
+        unlink(q->upath);
+        fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
+        return;
+    }
+    if (rc) {
+        fail(q, rc == -ENOSPC ? 507 : 500, "UNKNOWN", cairn_strerror(rc));
+        return;
+    }
+    httpd_headerf(q->r, "Location", "/v2/%s/blobs/%s", q->name, digest);
+    httpd_header(q->r, "Docker-Content-Digest", digest);
+    reply(q, 201, NULL, NULL, 0);
+}
+
+static int up_data(struct httpd_req *r, void *arg, const char *p, size_t n)
+{
+    struct rreq *q = arg;
+    (void)r;
+    while (n) {
+        ssize_t k = write(q->fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            fail(q, errno == ENOSPC ? 507 : 500, "UNKNOWN", strerror(errno));
+            return 1;
+        }
+        p += k;
+        n -= (size_t)k;
+        q->offset += (uint64_t)k;
+    }
+    return 0;
+}
+
+static void up_end(struct httpd_req *r, void *arg)
+{
+    struct rreq *q = arg;
+    char digest[140];
+    const char *id = strrchr(q->upath, '/') + 1;
+    if (qparam(r, "digest", digest, sizeof(digest)) && (strv_eq_cstr(r->h.method, "PUT") ||
+                                                         strv_eq_cstr(r->h.method, "POST"))) {
+        if (!reg_digest_ok(digest)) {
+            fail(q, 400, "DIGEST_INVALID", "provided digest is not a sha256 or sha512 digest");
+            return;
+        }
+        upload_finish(q, digest);
+        return;
+    }
+    if (strv_eq_cstr(r->h.method, "PUT")) {
+        fail(q, 400, "DIGEST_INVALID", "a digest is needed to complete an upload");
+        return;
+    }
+    char idc[40];
+    snprintf(idc, sizeof(idc), "%s", id);
+    upload_location(q, idc);
+    reply(q, 202, NULL, NULL, 0);
+}
+
+static const struct httpd_body_ops up_ops = { up_data, up_end };
+
+static void up_abort(struct httpd_req *r, void *arg)
+{
+    (void)r;
+    rreq_free(arg);     /* the bytes written so far stay: the client may resume */
+}
+
+/* Appends the request's body to the upload (streamed or whole), then up_end. */
+static void upload_body(struct rreq *q)
+{
+    q->fd = open(q->upath, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (q->fd < 0) {
+        fail(q, 404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry");
+        return;
+    }
+    struct stat st;
+    fstat(q->fd, &st);
+    q->offset = (uint64_t)st.st_size;
+    const struct http_header *cr = httpd_req_header(q->r, "content-range");
+    if (cr && strv_eq_cstr(q->r->h.method, "PATCH")) {
+        char v[64];
+        unsigned long long a, b;
+        snprintf(v, sizeof(v), "%.*s", (int)MIN(cr->value.n, sizeof(v) - 1), cr->value.p);
+        const char *s = strncmp(v, "bytes=", 6) == 0 ? v + 6 : v;
+        if (sscanf(s, "%llu-%llu", &a, &b) != 2 || a != q->offset || b < a) {
+            upload_location(q, strrchr(q->upath, '/') + 1);
+            fail(q, 416, "BLOB_UPLOAD_INVALID", "the chunk does not start where the upload ends");
+            return;
+        }
+    }
+    if (q->r->streaming) {
+        httpd_req_on_abort(q->r, up_abort, q);
+        httpd_req_read_body(q->r, &up_ops, q);
+        return;
+    }
+    if (q->r->body.n && up_data(q->r, q, q->r->body.p, q->r->body.n))
+        return;
+    up_end(q->r, q);
+}
+
+static void new_upload(struct rreq *q)
+{
+    struct httpd_req *r = q->r;
+    char mount[140], from[REG_MAX_NAME + 1], digest[140];
+    if (qparam(r, "mount", mount, sizeof(mount)) && reg_digest_ok(mount)) {
+        bool ok = qparam(r, "from", from, sizeof(from)) && reg_name_ok(from) &&
+                  reg_link_has(q->w->db, from, mount) == 1 && reg_blob_size(q->s->conf->path, mount) >= 0;
+        if (ok && reg_link_add(q->w->db, q->name, mount) == 0) {
+            httpd_headerf(r, "Location", "/v2/%s/blobs/%s", q->name, mount);
+            httpd_header(r, "Docker-Content-Digest", mount);
+            reply(q, 201, NULL, NULL, 0);
+            return;
+        }
+    }
+    uint8_t rnd[16];
+    char id[33];
+    RAND_bytes(rnd, sizeof(rnd));
+    for (int i = 0; i < 16; i++)
+        sprintf(id + 2 * i, "%02x", rnd[i]);
+    upload_path(q, id);
+    int fd = open(q->upath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fail(q, 500, "UNKNOWN", strerror(errno));
+        return;
+    }
+    close(fd);
+    if (qparam(r, "digest", digest, sizeof(digest))) {
+        upload_body(q);     /* monolithic: POST with the blob and its digest */
+        return;
+    }
+    upload_location(q, id);
+    reply(q, 202, NULL, NULL, 0);
+}
+
+static void upload(struct rreq *q)
+{
+    struct httpd_req *r = q->r;
+    if (!q->ref[0]) {
+        if (strv_eq_cstr(r->h.method, "POST"))
+            new_upload(q);
+        else
+            fail(q, 405, "UNSUPPORTED", "the operation is unsupported");
+        return;
+    }
+    if (!upload_id_ok(q->ref)) {
+        fail(q, 404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry");
+        return;
+    }
+    upload_path(q, q->ref);
+    struct stat st;
+    if (stat(q->upath, &st)) {
+        fail(q, 404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry");
+        return;
+    }
+    q->offset = (uint64_t)st.st_size;
+    if (strv_eq_cstr(r->h.method, "GET")) {
+        upload_location(q, q->ref);
+        reply(q, 204, NULL, NULL, 0);
+    } else if (strv_eq_cstr(r->h.method, "DELETE")) {
+        unlink(q->upath);
+        reply(q, 204, NULL, NULL, 0);
+    } else if (strv_eq_cstr(r->h.method, "PATCH") || strv_eq_cstr(r->h.method, "PUT")) {
+        upload_body(q);
+    } else {
+        fail(q, 405, "UNSUPPORTED", "the operation is unsupported");
+    }
+}
+
+/* ---- manifests ---- */
+
+static bool known_type(const char *t)
+{
+    return strcmp(t, MT_OCI_MANIFEST) == 0 || strcmp(t, MT_OCI_INDEX) == 0 ||
+           strcmp(t, MT_DOCKER_MANIFEST) == 0 || strcmp(t, MT_DOCKER_LIST) == 0;
+}
+
+static const char *descriptor_digest(json_t *d)
+{
+    json_t *dg = json_is_object(d) ? json_object_get(d, "digest") : NULL;
+    const char *s = json_is_string(dg) ? json_string_value(dg) : NULL;
+    return s && reg_digest_ok(s) ? s : NULL;
+}
+
+static void put_manifest(struct rreq *q)
+{
+    struct httpd_req *r = q->r;
+    const char *body = q->body.data ? buf_head(&q->body) : "";
+    size_t len = buf_used(&q->body);
+    char ctype[128] = "";
+    const struct http_header *ct = httpd_req_header(r, "content-type");
+    if (ct)
+        snprintf(ctype, sizeof(ctype), "%.*s", (int)MIN(ct->value.n, sizeof(ctype) - 1), ct->value.p);
+    json_error_t je;
+    json_t *j = json_loadb(body, len, 0, &je);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        fail(q, 400, "MANIFEST_INVALID", "manifest invalid: not a JSON object");
+        return;
+    }
+    json_t *mt = json_object_get(j, "mediaType");
+    const char *media = json_is_string(mt) ? json_string_value(mt) : ctype;
+    if (!known_type(media) || (json_is_string(mt) && ctype[0] && strcmp(ctype, media) != 0)) {
+        json_decref(j);
+        fail(q, 400, "MANIFEST_INVALID", "manifest invalid: unknown or mismatched media type");
+        return;
+    }
+    bool index = strcmp(media, MT_OCI_INDEX) == 0 || strcmp(media, MT_DOCKER_LIST) == 0;
+    /* everything it names must be here */
+    const char *missing = NULL;
+    if (index) {
+        json_t *ms = json_object_get(j, "manifests"), *it;
+        size_t i;
+        json_array_foreach(ms, i, it) {
+            const char *dg = descriptor_digest(it);
+            struct reg_manifest m;
+            if (!dg || reg_manifest_get(q->w->db, q->name, dg, &m)) {
+                missing = dg ? dg : "?";
+                break;
+            }
+            reg_manifest_free(&m);
+        }
+    } else {
+        const char *cd = descriptor_digest(json_object_get(j, "config"));
+        if (!cd || reg_link_has(q->w->db, q->name, cd) != 1)
+            missing = cd ? cd : "config";
+        json_t *ls = json_object_get(j, "layers"), *it;
+        size_t i;
+        json_array_foreach(ls, i, it) {
+            const char *dg = descriptor_digest(it);
+            if (!missing && (!dg || reg_link_has(q->w->db, q->name, dg) != 1))
+                missing = dg ? dg : "layer";
+        }
+    }
+    if (missing) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "blob unknown to registry: %s", missing);
+        json_decref(j);
+        fail(q, 400, index ? "MANIFEST_UNKNOWN" : "MANIFEST_BLOB_UNKNOWN", msg);
+        return;
+    }
+    struct reg_manifest m = { .size = (long long)len };
+    snprintf(m.media_type, sizeof(m.media_type), "%s", media);
+    uint8_t d[32];
+    unsigned dl = 0;
+    EVP_Digest(body, len, d, &dl, EVP_sha256(), NULL);
+    strcpy(m.digest, "sha256:");
+    for (int i = 0; i < 32; i++)
+        sprintf(m.digest + 7 + 2 * i, "%02x", d[i]);
+    json_t *at = json_object_get(j, "artifactType");
+    const char *atype = json_is_string(at) ? json_string_value(at) : NULL;
+    if (!atype && !index) {
+        json_t *cfg = json_object_get(j, "config");
+        json_t *cmt = json_is_object(cfg) ? json_object_get(cfg, "mediaType") : NULL;
+        atype = json_is_string(cmt) ? json_string_value(cmt) : "";
+    }
+    snprintf(m.artifact_type, sizeof(m.artifact_type), "%s", atype ? atype : "");
+    const char *subject = descriptor_digest(json_object_get(j, "subject"));
+    m.subject = subject ? strdup(subject) : NULL;
+    json_t *ann = json_object_get(j, "annotations");
+    m.annotations = json_is_object(ann) ? json_dumps(ann, JSON_COMPACT) : NULL;
+    json_decref(j);
+    bool by_digest = strchr(q->ref, ':') != NULL;
+    if (by_digest && strcmp(q->ref, m.digest) != 0) {
+        reg_manifest_free(&m);
+        fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
+        return;
+    }
+    int rc = reg_manifest_put(q->w->db, q->s->conf->path, q->name, by_digest ? NULL : q->ref, &m, body, len);
+    if (rc) {
+        reg_manifest_free(&m);
+        fail(q, rc == -ENOSPC ? 507 : 500, "UNKNOWN", cairn_strerror(rc));
+        return;
+    }
+    httpd_headerf(r, "Location", "/v2/%s/manifests/%s", q->name, m.digest);
+    httpd_header(r, "Docker-Content-Digest", m.digest);
+    if (m.subject)
+        httpd_header(r, "OCI-Subject", m.subject);
+    reg_manifest_free(&m);
+    reply(q, 201, NULL, NULL, 0);
+}
+
+static int man_data(struct httpd_req *r, void *arg, const char *p, size_t n)
+{
+    struct rreq *q = arg;
+    (void)r;
+    if (buf_used(&q->body) + n > REG_MAX_MANIFEST) {
+        fail(q, 413, "SIZE_INVALID", "manifest too large");
+        return 1;
+    }
+    buf_append(&q->body, p, n);
+    return 0;
+}
+
+static void man_end(struct httpd_req *r, void *arg)
+{
+    (void)r;
+    put_manifest(arg);
+}
+
+static const struct httpd_body_ops man_ops = { man_data, man_end };
+
+static void manifest(struct rreq *q)
+{
+    struct httpd_req *r = q->r;
+    bool by_digest = strchr(q->ref, ':') != NULL;
+    if (by_digest ? !reg_digest_ok(q->ref) : !reg_tag_ok(q->ref)) {
+        fail(q, 400, by_digest ? "DIGEST_INVALID" : "TAG_INVALID", "invalid reference");
+        return;
+    }
+    if (strv_eq_cstr(r->h.method, "PUT")) {
+        if (r->streaming) {
+            httpd_req_on_abort(r, up_abort, q);
+            httpd_req_read_body(r, &man_ops, q);
+        } else {
+            buf_append(&q->body, r->body.p, r->body.n);
+            put_manifest(q);
+        }
+        return;
+    }
+    if (strv_eq_cstr(r->h.method, "DELETE")) {
+        int rc = by_digest ? reg_manifest_del(q->w->db, q->name, q->ref) : reg_tag_del(q->w->db, q->name, q->ref);
+        if (rc == -ENOENT)
+            fail(q, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry");
+        else if (rc)
+            fail(q, 500, "UNKNOWN", cairn_strerror(rc));
+        else
+            reply(q, 202, NULL, NULL, 0);
+        return;
+    }
+    struct reg_manifest m;
+    if (reg_manifest_get(q->w->db, q->name, q->ref, &m)) {
+        fail(q, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry");
+        return;
+    }
+    char path[800];
+    reg_blob_path(q->s->conf->path, m.digest, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *data = malloc((size_t)m.size + 1);
+    ssize_t n = fd >= 0 && data ? pread(fd, data, (size_t)m.size, 0) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n != m.size) {
+        free(data);
+        reg_manifest_free(&m);
+        fail(q, 500, "UNKNOWN", "manifest unreadable");
+        return;
+    }
+    httpd_header(r, "Docker-Content-Digest", m.digest);
+    httpd_header(r, "ETag", m.digest);
+    char ctype[128];
+    snprintf(ctype, sizeof(ctype), "%s", m.media_type);
+    reg_manifest_free(&m);
+    reply(q, 200, ctype, data, (size_t)n);
+    free(data);
+}
+
+/* ---- listings ---- */
+
+static void listing(struct rreq *q)
+{
+    struct httpd_req *r = q->r;
+    char nv[16], last[300] = "";
+    long n = -1;
+    if (qparam(r, "n", nv, sizeof(nv))) {
+        char *end;
+        n = strtol(nv, &end, 10);
+        if (*end || n < 0) {
+            fail(q, 400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested");
+            return;
+        }
+    }
+    qparam(r, "last", last, sizeof(last));
+    struct buf items = BUF_INIT;
+    bool more = false;
+    int rc = q->kind == K_TAGS ? reg_tags(q->w->db, q->name, last, n, &items, &more)
+                               : reg_repos(q->w->db, last, n, &items, &more);
+    if (rc) {
+        buf_free(&items);
+        fail(q, 500, "UNKNOWN", "listing failed");
+        return;
+    }
+    if (q->kind == K_TAGS && !buf_used(&items) && !last[0]) {
+        buf_free(&items);
+        fail(q, 404, "NAME_UNKNOWN", "repository name not known to registry");
+        return;
+    }
+    struct buf b = BUF_INIT;
+    if (q->kind == K_TAGS) {
+        buf_puts(&b, "{\"name\":");
+        buf_json_str(&b, q->name);
+        buf_puts(&b, ",\"tags\":[");
+    } else {
+        buf_puts(&b, "{\"repositories\":[");
+    }
+    buf_append(&b, items.data ? buf_head(&items) : "", buf_used(&items));
+    buf_puts(&b, "]}\n");
+    if (more) {
+        /* the last name of this page */
+        const char *l = buf_head(&items) + buf_used(&items) - 1;
+        const char *start = l;
+        while (start > buf_head(&items) && !(start[-1] == ',' && start[0] == '"'))
+            start--;
+        char name[300];
+        snprintf(name, sizeof(name), "%.*s", (int)(l - start - 1), start + 1);
+        if (q->kind == K_TAGS)
+            httpd_headerf(r, "Link", "</v2/%s/tags/list?n=%ld&last=%s>; rel=\"next\"", q->name, n, name);
+        else
+            httpd_headerf(r, "Link", "</v2/_catalog?n=%ld&last=%s>; rel=\"next\"", n, name);
+    }
+    buf_free(&items);
+    reply(q, 200, "application/json", buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+static void referrers(struct rreq *q)
+{
+    if (!reg_digest_ok(q->ref)) {
+        fail(q, 400, "DIGEST_INVALID", "invalid digest");
+        return;
+    }
+    char at[128];
+    bool filter = qparam(q->r, "artifactType", at, sizeof(at));
+    struct buf items = BUF_INIT;
+    if (reg_referrers(q->w->db, q->name, q->ref, filter ? at : NULL, &items)) {
+        buf_free(&items);
+        fail(q, 500, "UNKNOWN", "listing failed");
+        return;
+    }
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX "\",\"manifests\":[");
+    buf_append(&b, items.data ? buf_head(&items) : "", buf_used(&items));
+    buf_puts(&b, "]}\n");
+    buf_free(&items);
+    if (filter)
+        httpd_header(q->r, "OCI-Filters-Applied", "artifactType");
+    reply(q, 200, MT_OCI_INDEX, buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+/* ---- the handler ---- */
+
+bool reg__stream_body(void *arg, const struct http_request *h)
+{
+    (void)arg;
+    /* uploads' bodies go straight to their files; manifests are read by the handler */
+    return strv_has_prefix(h->path, "/v2/") &&
+           (strv_eq_cstr(h->method, "PATCH") || strv_eq_cstr(h->method, "PUT") || strv_eq_cstr(h->method, "POST"));
+}
+
+void reg__handle(struct httpd_req *r, void *arg)
+{
+    struct reg_svc *s = arg;
+    if (service_handle_builtin(s->sc, r))
+        return;
+    struct rreq *q = calloc(1, sizeof(*q));
+    if (!q) {
+        httpd_respond(r, 503, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    q->r = r;
+    q->w = r->worker->data;
+    q->s = s;
+    q->fd = q->blob_fd = -1;
+    if (!route(q)) {
+        fail(q, 404, "NAME_UNKNOWN", "repository name not known to registry");
+        return;
+    }
+    if (q->kind == K_BASE) {
+        reply(q, 200, "application/json", "{}\n", 3);
+        return;
+    }
+    if (q->kind != K_CATALOG && !reg_name_ok(q->name)) {
+        fail(q, 400, "NAME_INVALID", "invalid repository name");
+        return;
+    }
+    bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
+    switch (q->kind) {
+    case K_BLOB:
+        if (get || strv_eq_cstr(r->h.method, "DELETE"))
+            get_blob(q);
+        else
+            fail(q, 405, "UNSUPPORTED", "the operation is unsupported");
+        return;
+    case K_UPLOAD: upload(q); return;
+    case K_MANIFEST: manifest(q); return;
+    case K_TAGS:
+    case K_CATALOG:
+        if (get)
+            listing(q);
+        else
+            fail(q, 405, "UNSUPPORTED", "the operation is unsupported");
+        return;
+    case K_REFERRERS: referrers(q); return;
+    default:
+        fail(q, 404, "NAME_UNKNOWN", "not found");
+    }
+}

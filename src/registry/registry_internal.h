@@ -1,0 +1,112 @@
+/* registry_internal.h - what the files of the registry role share.
+ *
+ *   registry_config.c  the stack file's keys
+ *   registry_store.c   blobs by digest in files (written, verified, fsynced, renamed),
+ *                      uploads in progress, and SQLite for manifests, tags and the
+ *                      blobs each repository links to
+ *   registry_api.c     the OCI Distribution API (pull, push, chunked uploads, mounts,
+ *                      tags, catalog, referrers, deletes) and its error bodies
+ *   registry_main.c    start, workers, stop
+ *
+ * Threads: every worker has its own loop, listeners and SQLite connection; blob
+ * files are written once under a temporary name and renamed into place.
+ */
+#ifndef CAIRN_REGISTRY_INTERNAL_H
+#define CAIRN_REGISTRY_INTERNAL_H
+
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/httpd.h"
+#include "core/metrics.h"
+#include "core/service.h"
+#include "registry/registry.h"
+
+#define REG_MAX_LISTEN 8
+#define REG_MAX_NAME 255
+#define REG_MAX_MANIFEST (4u << 20)
+#define REG_MAX_TAG 128
+
+struct reg_conf {
+    struct net_addr listen[REG_MAX_LISTEN];
+    size_t nlisten;
+    char *path;                     /* storage directory (under data_dir when relative) */
+    int threads;
+};
+
+int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
+void reg__free_conf(void *conf);
+
+/* ---- storage (registry_store.c) ---- */
+
+struct reg_db;
+struct reg_db *reg_db_open(const char *dir, char *err, size_t errlen);
+void reg_db_close(struct reg_db *db);
+
+/* "sha256:<64 hex>" or "sha512:<128 hex>" */
+bool reg_digest_ok(const char *d);
+bool reg_name_ok(const char *name);
+bool reg_tag_ok(const char *tag);
+
+/* The path of a blob's file (whether or not it exists). */
+void reg_blob_path(const char *dir, const char *digest, char *out, size_t cap);
+/* Size of a stored blob, or -ENOENT. */
+long long reg_blob_size(const char *dir, const char *digest);
+/* Whether a repository links to a blob (pushed or mounted there). */
+int reg_link_has(struct reg_db *db, const char *repo, const char *digest);
+int reg_link_add(struct reg_db *db, const char *repo, const char *digest);
+int reg_link_del(struct reg_db *db, const char *repo, const char *digest);
+
+/* Moves an upload's file into the blob store under digest after checking that its
+ * bytes hash to it (-EBADMSG when not); links it to repo. */
+int reg_blob_commit(struct reg_db *db, const char *dir, const char *repo, const char *upload_path,
+                    const char *digest);
+
+struct reg_manifest {
+    char digest[140];
+    char media_type[128];
+    char artifact_type[128];
+    long long size;
+    char *subject;                  /* digest of the manifest it refers to, or NULL */
+    char *annotations;              /* JSON object text, or NULL */
+};
+void reg_manifest_free(struct reg_manifest *m);
+/* Stores a manifest's bytes (as a blob) and its row; tag may be NULL. */
+int reg_manifest_put(struct reg_db *db, const char *dir, const char *repo, const char *tag,
+                     const struct reg_manifest *m, const void *body, size_t len);
+/* By digest or by tag; -ENOENT. */
+int reg_manifest_get(struct reg_db *db, const char *repo, const char *ref, struct reg_manifest *m);
+int reg_manifest_del(struct reg_db *db, const char *repo, const char *digest);
+int reg_tag_del(struct reg_db *db, const char *repo, const char *tag);
+/* Tags of repo after last, in order, at most n (n < 0: all); cb per tag. Returns
+ * whether more follow. */
+int reg_tags(struct reg_db *db, const char *repo, const char *last, long n, struct buf *json, bool *more);
+int reg_repos(struct reg_db *db, const char *last, long n, struct buf *json, bool *more);
+/* Manifests of repo whose subject is digest, as OCI descriptors (JSON, comma-separated). */
+int reg_referrers(struct reg_db *db, const char *repo, const char *digest, const char *artifact_type,
+                  struct buf *json);
+
+/* ---- the service ---- */
+
+struct reg_svc;
+struct reg_worker {
+    struct reg_svc *s;
+    struct loop loop;
+    struct httpd_worker hw;
+    struct reg_db *db;
+    struct loop_timer deadline;
+};
+
+struct reg_svc {
+    const struct service *svc;
+    struct reg_conf *conf;
+    struct service_ctx *sc;
+    struct httpd_conf hconf;
+    struct reg_worker *workers;
+    int nworkers, ninit;
+    struct metric_family *f_requests;
+};
+
+void reg__handle(struct httpd_req *r, void *arg);
+bool reg__stream_body(void *arg, const struct http_request *h);
+
+#endif

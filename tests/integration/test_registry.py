@@ -1,0 +1,158 @@
+"""role registry: the OCI Distribution API with skopeo and with plain HTTP requests."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+
+import requests
+
+import ociimage
+from conftest import free_port, pid_alive, wait_for, write_stack
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def start_registry(start, tmp_path, port=None):
+    port = port or free_port()
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  registry:
+    role: registry
+    listen: ["127.0.0.1:{port}"]
+""")
+    p = start(["run", "registry", "-c", stack])
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="registry ready")
+    return p, url, stack
+
+
+def skopeo(*args):
+    r = subprocess.run(["skopeo"] + list(args), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_skopeo_push_inspect_pull_delete(start, tmp_path):
+    p, url, _ = start_registry(start, tmp_path)
+    host = url[len("http://"):]
+    digest = ociimage.make(str(tmp_path / "img"), nlayers=3)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/img:latest", f"docker://{host}/team/app:v1")
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/team/app:v1"))
+    assert info["Digest"] == digest and info["RepoTags"] == ["v1"] and len(info["Layers"]) == 3
+    # a second tag of the same image, then a copy to another repository: blobs mounted, not sent again
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{host}/team/app:v1",
+           f"docker://{host}/team/app:v2")
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{host}/team/app:v1",
+           f"docker://{host}/other/app:latest")
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host}/other/app:latest", f"oci:{tmp_path}/back:latest")
+    assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == \
+        sorted(os.listdir(tmp_path / "img" / "blobs" / "sha256"))
+    tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{host}/team/app"))
+    assert tags["Tags"] == ["v1", "v2"]
+    assert requests.get(url + "/v2/_catalog", timeout=5).json() == {"repositories": ["other/app", "team/app"]}
+    skopeo("delete", "--tls-verify=false", f"docker://{host}/team/app:v1")
+    r = requests.get(f"{url}/v2/team/app/manifests/v2", timeout=5)
+    assert r.status_code == 404     # deleting by digest removes every tag of it
+    assert requests.get(f"{url}/v2/other/app/manifests/latest", timeout=5).status_code == 200
+
+
+def test_uploads_chunks_mounts_and_errors(start, tmp_path):
+    p, url, _ = start_registry(start, tmp_path)
+    assert requests.get(url + "/v2/", timeout=5).headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    blob = os.urandom(300000)
+    d = sha(blob)
+    # chunked: POST, two PATCHes with Content-Range, a GET to find where it stands, PUT ?digest
+    r = requests.post(url + "/v2/a/b/blobs/uploads/", timeout=5)
+    assert r.status_code == 202
+    loc = r.headers["Location"]
+    r = requests.patch(url + loc, data=blob[:100000], timeout=5,
+                       headers={"Content-Range": "0-99999", "Content-Type": "application/octet-stream"})
+    assert r.status_code == 202 and r.headers["Range"] == "0-99999"
+    # a chunk that does not start where the upload ends: 416
+    r = requests.patch(url + loc, data=b"x", timeout=5, headers={"Content-Range": "5-5"})
+    assert r.status_code == 416
+    status = requests.get(url + loc, timeout=5)
+    assert status.status_code == 204 and status.headers["Range"] == "0-99999"
+    r = requests.patch(url + loc, data=blob[100000:], timeout=5, headers={"Content-Range": "100000-299999"})
+    assert r.status_code == 202
+    r = requests.put(url + loc, params={"digest": "sha256:" + "0" * 64}, timeout=5)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    # the wrong digest consumed the upload: start again, monolithic this time
+    r = requests.post(url + "/v2/a/b/blobs/uploads/", params={"digest": d}, data=blob, timeout=5)
+    assert r.status_code == 201 and r.headers["Docker-Content-Digest"] == d
+    r = requests.head(f"{url}/v2/a/b/blobs/{d}", timeout=5)
+    assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(blob)
+    r = requests.get(f"{url}/v2/a/b/blobs/{d}", headers={"Range": "bytes=10-19"}, timeout=5)
+    assert r.status_code == 206 and r.content == blob[10:20]
+    assert requests.get(f"{url}/v2/a/b/blobs/{d}", timeout=5).content == blob
+    # cross-repository mount
+    r = requests.post(url + "/v2/c/d/blobs/uploads/", params={"mount": d, "from": "a/b"}, timeout=5)
+    assert r.status_code == 201
+    assert requests.head(f"{url}/v2/c/d/blobs/{d}", timeout=5).status_code == 200
+    assert requests.head(f"{url}/v2/e/f/blobs/{d}", timeout=5).status_code == 404
+    # manifests: every blob named must be there
+    cfg = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    r = requests.post(url + "/v2/a/b/blobs/uploads/", params={"digest": sha(cfg)}, data=cfg, timeout=5)
+    assert r.status_code == 201
+    man = {"schemaVersion": 2, "mediaType": MANIFEST,
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(cfg), "size": len(cfg)},
+           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(blob)}]}
+    bad = dict(man, layers=[{"mediaType": "x", "digest": "sha256:" + "1" * 64, "size": 1}])
+    r = requests.put(url + "/v2/a/b/manifests/v1", data=json.dumps(bad), headers={"Content-Type": MANIFEST},
+                     timeout=5)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+    body = json.dumps(man).encode()
+    r = requests.put(url + "/v2/a/b/manifests/v1", data=body, headers={"Content-Type": MANIFEST}, timeout=5)
+    assert r.status_code == 201 and r.headers["Docker-Content-Digest"] == sha(body)
+    g = requests.get(url + "/v2/a/b/manifests/v1", timeout=5)
+    assert g.content == body and g.headers["Content-Type"] == MANIFEST
+    # a signature-like artifact with a subject: OCI-Subject, then the referrers API
+    sig = {"schemaVersion": 2, "mediaType": MANIFEST, "artifactType": "application/vnd.example.sig",
+           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha(cfg), "size": len(cfg)},
+           "layers": [], "subject": {"mediaType": MANIFEST, "digest": sha(body), "size": len(body)}}
+    sb = json.dumps(sig).encode()
+    r = requests.put(f"{url}/v2/a/b/manifests/{sha(sb)}", data=sb, headers={"Content-Type": MANIFEST}, timeout=5)
+    assert r.status_code == 201 and r.headers["OCI-Subject"] == sha(body)
+    ref = requests.get(f"{url}/v2/a/b/referrers/{sha(body)}", timeout=5).json()
+    assert [m["digest"] for m in ref["manifests"]] == [sha(sb)]
+    assert ref["manifests"][0]["artifactType"] == "application/vnd.example.sig"
+    r = requests.get(f"{url}/v2/a/b/referrers/{sha(body)}", params={"artifactType": "other"}, timeout=5)
+    assert r.json()["manifests"] == [] and r.headers["OCI-Filters-Applied"] == "artifactType"
+    # tags, paginated with a Link header
+    for t in ("v2", "v3", "v4"):
+        assert requests.put(f"{url}/v2/a/b/manifests/{t}", data=body, headers={"Content-Type": MANIFEST},
+                            timeout=5).status_code == 201
+    r = requests.get(url + "/v2/a/b/tags/list", params={"n": 2}, timeout=5)
+    assert r.json() == {"name": "a/b", "tags": ["v1", "v2"]} and 'rel="next"' in r.headers["Link"]
+    r = requests.get(url + "/v2/a/b/tags/list", params={"n": 2, "last": "v2"}, timeout=5)
+    assert r.json()["tags"] == ["v3", "v4"]
+    assert requests.delete(url + "/v2/a/b/manifests/v4", timeout=5).status_code == 202
+    assert requests.get(url + "/v2/a/b/tags/list", timeout=5).json()["tags"] == ["v1", "v2", "v3"]
+    # errors
+    assert requests.get(url + "/v2/nope/manifests/latest", timeout=5).json()["errors"][0]["code"] == \
+        "MANIFEST_UNKNOWN"
+    assert requests.get(url + "/v2/Bad_Name/tags/list", timeout=5).json()["errors"][0]["code"] == "NAME_INVALID"
+    assert requests.get(url + "/v2/nope/tags/list", timeout=5).status_code == 404
+
+
+def test_pushed_images_survive_kill_9(start, tmp_path):
+    port = free_port()
+    p, url, stack = start_registry(start, tmp_path, port)
+    host = url[len("http://"):]
+    digest = ociimage.make(str(tmp_path / "img"), nlayers=2)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/img:latest", f"docker://{host}/keep/me:1")
+    os.kill(p.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(p.pid), timeout=5, what="the process to die")
+    start(["run", "registry", "-c", stack], name="again")
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="registry again")
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/keep/me:1"))
+    assert info["Digest"] == digest
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host}/keep/me:1", f"oci:{tmp_path}/back:latest")
+    assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == \
+        sorted(os.listdir(tmp_path / "img" / "blobs" / "sha256"))
