@@ -473,6 +473,68 @@ static const char *descriptor_digest(json_t *d)
     return s && reg_digest_ok(s) ? s : NULL;
 }
 
+const char *reg_manifest_parse(const char *body, size_t len, const char *ctype, struct reg_manifest *m,
+                               struct buf *refs, bool *index)
+{
+    memset(m, 0, sizeof(*m));
+    json_error_t je;
+    json_t *j = json_loadb(body, len, 0, &je);
+    const char *err = NULL;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return "manifest invalid: not a JSON object";
+    }
+    json_t *mt = json_object_get(j, "mediaType");
+    const char *media = json_is_string(mt) ? json_string_value(mt) : ctype ? ctype : "";
+    if (!known_type(media) || (json_is_string(mt) && ctype && ctype[0] && strcmp(ctype, media) != 0)) {
+        json_decref(j);
+        return "manifest invalid: unknown or mismatched media type";
+    }
+    *index = strcmp(media, MT_OCI_INDEX) == 0 || strcmp(media, MT_DOCKER_LIST) == 0;
+    /* the digests it names, each NUL-terminated */
+    json_t *list = json_object_get(j, *index ? "manifests" : "layers"), *it;
+    size_t i;
+    if (!*index) {
+        const char *cd = descriptor_digest(json_object_get(j, "config"));
+        if (!cd)
+            err = "manifest invalid: no config descriptor";
+        else
+            buf_append(refs, cd, strlen(cd) + 1);
+    }
+    if (list && !json_is_array(list))
+        err = "manifest invalid: descriptors are not a list";
+    json_array_foreach(list, i, it) {
+        const char *dg = descriptor_digest(it);
+        if (!dg) {
+            err = "manifest invalid: a descriptor without a valid digest";
+            break;
+        }
+        buf_append(refs, dg, strlen(dg) + 1);
+    }
+    snprintf(m->media_type, sizeof(m->media_type), "%s", media);
+    m->size = (long long)len;
+    uint8_t d[32];
+    unsigned dl = 0;
+    EVP_Digest(body, len, d, &dl, EVP_sha256(), NULL);
+    strcpy(m->digest, "sha256:");
+    for (int k = 0; k < 32; k++)
+        sprintf(m->digest + 7 + 2 * k, "%02x", d[k]);
+    json_t *at = json_object_get(j, "artifactType");
+    const char *atype = json_is_string(at) ? json_string_value(at) : NULL;
+    if (!atype && !*index) {
+        json_t *cfg = json_object_get(j, "config");
+        json_t *cmt = json_is_object(cfg) ? json_object_get(cfg, "mediaType") : NULL;
+        atype = json_is_string(cmt) ? json_string_value(cmt) : "";
+    }
+    snprintf(m->artifact_type, sizeof(m->artifact_type), "%s", atype ? atype : "");
+    const char *subject = descriptor_digest(json_object_get(j, "subject"));
+    m->subject = subject ? strdup(subject) : NULL;
+    json_t *ann = json_object_get(j, "annotations");
+    m->annotations = json_is_object(ann) ? json_dumps(ann, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return err;
+}
+
 static void put_manifest(struct rreq *q)
 {
     struct httpd_req *r = q->r;
@@ -482,75 +544,34 @@ static void put_manifest(struct rreq *q)
     const struct http_header *ct = httpd_req_header(r, "content-type");
     if (ct)
         snprintf(ctype, sizeof(ctype), "%.*s", (int)MIN(ct->value.n, sizeof(ctype) - 1), ct->value.p);
-    json_error_t je;
-    json_t *j = json_loadb(body, len, 0, &je);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        fail(q, 400, "MANIFEST_INVALID", "manifest invalid: not a JSON object");
+    struct reg_manifest m;
+    struct buf refs = BUF_INIT;
+    bool index = false;
+    const char *err = reg_manifest_parse(body, len, ctype, &m, &refs, &index);
+    if (err) {
+        reg_manifest_free(&m);
+        buf_free(&refs);
+        fail(q, 400, "MANIFEST_INVALID", err);
         return;
     }
-    json_t *mt = json_object_get(j, "mediaType");
-    const char *media = json_is_string(mt) ? json_string_value(mt) : ctype;
-    if (!known_type(media) || (json_is_string(mt) && ctype[0] && strcmp(ctype, media) != 0)) {
-        json_decref(j);
-        fail(q, 400, "MANIFEST_INVALID", "manifest invalid: unknown or mismatched media type");
-        return;
-    }
-    bool index = strcmp(media, MT_OCI_INDEX) == 0 || strcmp(media, MT_DOCKER_LIST) == 0;
-    /* everything it names must be here */
+    /* everything it names must be here: blobs of this repository, or its manifests */
     const char *missing = NULL;
-    if (index) {
-        json_t *ms = json_object_get(j, "manifests"), *it;
-        size_t i;
-        json_array_foreach(ms, i, it) {
-            const char *dg = descriptor_digest(it);
-            struct reg_manifest m;
-            if (!dg || reg_manifest_get(q->w->db, q->name, dg, &m)) {
-                missing = dg ? dg : "?";
-                break;
-            }
-            reg_manifest_free(&m);
-        }
-    } else {
-        const char *cd = descriptor_digest(json_object_get(j, "config"));
-        if (!cd || reg_link_has(q->w->db, q->name, cd) != 1)
-            missing = cd ? cd : "config";
-        json_t *ls = json_object_get(j, "layers"), *it;
-        size_t i;
-        json_array_foreach(ls, i, it) {
-            const char *dg = descriptor_digest(it);
-            if (!missing && (!dg || reg_link_has(q->w->db, q->name, dg) != 1))
-                missing = dg ? dg : "layer";
-        }
+    for (const char *d = refs.data; d && d < buf_head(&refs) + buf_used(&refs) && !missing; d += strlen(d) + 1) {
+        struct reg_manifest sub;
+        if (index ? reg_manifest_get(q->w->db, q->name, d, &sub) != 0 : reg_link_has(q->w->db, q->name, d) != 1)
+            missing = d;
+        else if (index)
+            reg_manifest_free(&sub);
     }
     if (missing) {
         char msg[200];
         snprintf(msg, sizeof(msg), "blob unknown to registry: %s", missing);
-        json_decref(j);
+        reg_manifest_free(&m);
+        buf_free(&refs);
         fail(q, 400, index ? "MANIFEST_UNKNOWN" : "MANIFEST_BLOB_UNKNOWN", msg);
         return;
     }
-    struct reg_manifest m = { .size = (long long)len };
-    snprintf(m.media_type, sizeof(m.media_type), "%s", media);
-    uint8_t d[32];
-    unsigned dl = 0;
-    EVP_Digest(body, len, d, &dl, EVP_sha256(), NULL);
-    strcpy(m.digest, "sha256:");
-    for (int i = 0; i < 32; i++)
-        sprintf(m.digest + 7 + 2 * i, "%02x", d[i]);
-    json_t *at = json_object_get(j, "artifactType");
-    const char *atype = json_is_string(at) ? json_string_value(at) : NULL;
-    if (!atype && !index) {
-        json_t *cfg = json_object_get(j, "config");
-        json_t *cmt = json_is_object(cfg) ? json_object_get(cfg, "mediaType") : NULL;
-        atype = json_is_string(cmt) ? json_string_value(cmt) : "";
-    }
-    snprintf(m.artifact_type, sizeof(m.artifact_type), "%s", atype ? atype : "");
-    const char *subject = descriptor_digest(json_object_get(j, "subject"));
-    m.subject = subject ? strdup(subject) : NULL;
-    json_t *ann = json_object_get(j, "annotations");
-    m.annotations = json_is_object(ann) ? json_dumps(ann, JSON_COMPACT) : NULL;
-    json_decref(j);
+    buf_free(&refs);
     bool by_digest = strchr(q->ref, ':') != NULL;
     if (by_digest && strcmp(q->ref, m.digest) != 0) {
         reg_manifest_free(&m);

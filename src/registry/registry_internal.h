@@ -70,6 +70,12 @@ struct reg_manifest {
     char *annotations;              /* JSON object text, or NULL */
 };
 void reg_manifest_free(struct reg_manifest *m);
+/* Parses a manifest or index (untrusted bytes): its media type (from the body, else
+ * ctype, which must agree), digest, artifact type, subject and annotations, and the
+ * digests it names (config and layers, or manifests) into refs, NUL-terminated
+ * each; *index tells which. Returns NULL, or what is wrong with it. */
+const char *reg_manifest_parse(const char *body, size_t len, const char *ctype, struct reg_manifest *m,
+                               struct buf *refs, bool *index);
 /* Stores a manifest's bytes (as a blob) and its row; tag may be NULL. */
 int reg_manifest_put(struct reg_db *db, const char *dir, const char *repo, const char *tag,
                      const struct reg_manifest *m, const void *body, size_t len);

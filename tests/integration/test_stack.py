@@ -100,7 +100,7 @@ def test_default_stack_serves_restarts_and_stops(start):
     def scraped():
         r = requests.get("http://127.0.0.1:9090/api/v1/series", params={"match[]": "up"}, timeout=5)
         return {s["job"] for s in r.json()["data"]} >= {"dns", "cdn", "lb", "app-1", "app-2",
-                                                         "app-3", "metrics", "alerts", "s3"}
+                                                         "app-3", "metrics", "alerts", "s3", "registry"}
     wait_for(scraped, timeout=20, what="every service scraped")
 
     # the alerts service takes alerts; the generated metrics config points at it
@@ -118,6 +118,9 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "s3 access: AWS_SHARED_CREDENTIALS_FILE" in up.stderr()
     r = requests.get("http://127.0.0.1:9000/", timeout=5)
     assert r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content
+    # the image registry answers the OCI API's version check
+    r = requests.get("http://127.0.0.1:5000/v2/", timeout=5)
+    assert r.status_code == 200 and r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
 
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
@@ -141,8 +144,8 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 9 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000]:
+    assert len(stopped) == 10 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
