@@ -156,3 +156,29 @@ def test_pushed_images_survive_kill_9(start, tmp_path):
     skopeo("copy", "--src-tls-verify=false", f"docker://{host}/keep/me:1", f"oci:{tmp_path}/back:latest")
     assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == \
         sorted(os.listdir(tmp_path / "img" / "blobs" / "sha256"))
+
+
+def test_upload_resumes_after_a_cut_connection(start, tmp_path):
+    import socket
+    p, url, _ = start_registry(start, tmp_path)
+    port = int(url.rsplit(":", 1)[1])
+    blob = os.urandom(500000)
+    loc = requests.post(url + "/v2/cut/app/blobs/uploads/", timeout=5).headers["Location"]
+    # a PATCH that announces the whole blob but stops after 200,000 bytes
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(blob)}\r\n"
+              f"Content-Type: application/octet-stream\r\n\r\n".encode() + blob[:200000])
+
+    def received():
+        r = requests.get(url + loc, timeout=5)
+        return r.status_code == 204 and r.headers["Range"] == "0-199999"
+    wait_for(received, timeout=10, what="the first 200,000 bytes to be in the upload")
+    s.close()
+    # the client asks where it stands and sends the rest
+    have = int(requests.get(url + loc, timeout=5).headers["Range"].split("-")[1]) + 1
+    r = requests.patch(url + loc, data=blob[have:], headers={"Content-Range": f"{have}-{len(blob) - 1}"},
+                       timeout=5)
+    assert r.status_code == 202
+    d = sha(blob)
+    assert requests.put(url + loc, params={"digest": d}, timeout=5).status_code == 201
+    assert requests.get(f"{url}/v2/cut/app/blobs/{d}", timeout=5).content == blob
