@@ -396,6 +396,7 @@ static void new_upload(struct rreq *q)
     char mount[140], from[REG_MAX_NAME + 1], digest[140];
     if (qparam(r, "mount", mount, sizeof(mount)) && reg_digest_ok(mount)) {
         bool ok = qparam(r, "from", from, sizeof(from)) && reg_name_ok(from) &&
+                  reg_auth_allows(q->s, r, from, REG_PULL) &&     /* a mount reads the other repository */
                   reg_link_has(q->w->db, from, mount) == 1 && reg_blob_size(q->s->conf->path, mount) >= 0;
         if (ok && reg_link_add(q->w->db, q->name, mount) == 0) {
             httpd_headerf(r, "Location", "/v2/%s/blobs/%s", q->name, mount);
@@ -765,6 +766,10 @@ void reg__handle(struct httpd_req *r, void *arg)
     struct reg_svc *s = arg;
     if (service_handle_builtin(s->sc, r))
         return;
+    if (strv_eq_cstr(r->h.path, "/token")) {
+        reg_auth_token(s, r);
+        return;
+    }
     struct rreq *q = calloc(1, sizeof(*q));
     if (!q) {
         httpd_respond(r, 503, "text/plain", "out of memory\n", 14);
@@ -778,15 +783,21 @@ void reg__handle(struct httpd_req *r, void *arg)
         fail(q, 404, "NAME_UNKNOWN", "repository name not known to registry");
         return;
     }
-    if (q->kind == K_BASE) {
-        reply(q, 200, "application/json", "{}\n", 3);
-        return;
-    }
-    if (q->kind != K_CATALOG && !reg_name_ok(q->name)) {
+    if (q->kind != K_BASE && q->kind != K_CATALOG && !reg_name_ok(q->name)) {
         fail(q, 400, "NAME_INVALID", "invalid repository name");
         return;
     }
     bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
+    unsigned need = get ? REG_PULL : strv_eq_cstr(r->h.method, "DELETE") ? REG_DELETE : REG_PUSH;
+    bool whole = q->kind == K_BASE || q->kind == K_CATALOG;
+    if (!reg_auth_check(s, r, whole ? NULL : q->name, need)) {
+        rreq_free(q);      /* answered with the challenge */
+        return;
+    }
+    if (q->kind == K_BASE) {
+        reply(q, 200, "application/json", "{}\n", 3);
+        return;
+    }
     switch (q->kind) {
     case K_BLOB:
         if (get || strv_eq_cstr(r->h.method, "DELETE"))

@@ -5,6 +5,12 @@
  *     listen: ["127.0.0.1:5000"]
  *     storage: {path: registry}     # under data_dir (default: the service's name)
  *     threads: 2
+ *     users:                        # absent: anonymous pull, push and delete
+ *       - {name: ci, password_file: F | password_env: VAR | password: P,
+ *          grants: [{repositories: PATTERN, actions: [pull, push, delete]}]}
+ *     public: [PATTERN]             # anyone may pull these
+ *
+ * A PATTERN is a repository name, or a prefix followed by a star ("team/" then '*').
  */
 #include "registry_internal.h"
 
@@ -13,10 +19,119 @@
 #include <stdlib.h>
 #include <string.h>
 
+static char *secret_from(struct cfg *c, cfg_node *const *v, const cfg_node *it, const char *p,
+                         const struct service *svc)
+{
+    char q[560];
+    char *out = NULL;
+    if (!!v[0] + !!v[1] + !!v[2] != 1) {
+        cfg_error(c, it, p, "give exactly one of password_file, password_env, password");
+        return NULL;
+    }
+    if (v[0]) {
+        char *file = NULL, *full = NULL, *text = NULL;
+        size_t len = 0;
+        struct cfg_errors tmp = { 0 };
+        snprintf(q, sizeof(q), "%s.password_file", p);
+        if (cfg_get_string(c, v[0], q, &file) == 0 && (full = stack_path(svc->stack, file)) &&
+            cfg_read_file(full, &text, &len, &tmp) == 0) {
+            while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+                text[--len] = 0;
+            out = text;
+        } else {
+            cfg_error(c, v[0], q, "cannot read the password file");
+        }
+        cfg_errors_free(&tmp);
+        free(file);
+        free(full);
+    } else if (v[1]) {
+        char *var = NULL;
+        snprintf(q, sizeof(q), "%s.password_env", p);
+        if (cfg_get_string(c, v[1], q, &var) == 0) {
+            const char *val = getenv(var);
+            if (val && *val)
+                out = strdup(val);
+            else
+                cfg_error(c, v[1], q, "the environment variable %s is not set", var);
+        }
+        free(var);
+    } else {
+        snprintf(q, sizeof(q), "%s.password", p);
+        cfg_get_string(c, v[2], q, &out);
+    }
+    return out;
+}
+
+static int parse_users(struct cfg *c, const cfg_node *n, const char *path, struct reg_conf *rc,
+                       const struct service *svc)
+{
+    if (!cfg_is_seq(n) || !cfg_len(n))
+        return cfg_error(c, n, path, "expected a list of {name, password_file, grants}");
+    rc->users = calloc(cfg_len(n), sizeof(*rc->users));
+    if (!rc->users)
+        return -ENOMEM;
+    int bad = 0;
+    for (size_t i = 0; i < cfg_len(n); i++) {
+        static const char *const keys[] = { "name", "password_file", "password_env", "password", "grants", NULL };
+        cfg_node *v[5];
+        char p[300], q[340];
+        snprintf(p, sizeof(p), "%s[%zu]", path, i);
+        const cfg_node *it = cfg_seq_item(c, n, i);
+        if (cfg_map_fields(c, it, p, keys, v)) {
+            bad = -EINVAL;
+            continue;
+        }
+        struct reg_user *u = &rc->users[rc->nusers++];
+        snprintf(q, sizeof(q), "%s.name", p);
+        if (!v[0] || cfg_get_string(c, v[0], q, &u->name) || !u->name[0] || strchr(u->name, ':'))
+            bad = cfg_error(c, v[0] ? v[0] : it, p, "a user needs a name without ':'");
+        if (!(u->password = secret_from(c, v + 1, it, p, svc)))
+            bad = -EINVAL;
+        snprintf(q, sizeof(q), "%s.grants", p);
+        if (!v[4] || !cfg_is_seq(v[4])) {
+            bad = cfg_error(c, v[4] ? v[4] : it, q, "expected a list of {repositories, actions}");
+            continue;
+        }
+        u->grants = calloc(cfg_len(v[4]) + 1, sizeof(*u->grants));
+        for (size_t g = 0; u->grants && g < cfg_len(v[4]); g++) {
+            static const char *const gk[] = { "repositories", "actions", NULL };
+            cfg_node *gv[2];
+            char r[380], t[420];
+            snprintf(r, sizeof(r), "%s[%zu]", q, g);
+            if (cfg_map_fields(c, cfg_seq_item(c, v[4], g), r, gk, gv) || !gv[0] || !gv[1]) {
+                bad = cfg_error(c, cfg_seq_item(c, v[4], g), r, "expected {repositories: PATTERN, actions: [...]}");
+                continue;
+            }
+            struct reg_grant *gr = &u->grants[u->ngrants++];
+            snprintf(t, sizeof(t), "%s.repositories", r);
+            bad |= cfg_get_string(c, gv[0], t, &gr->pattern);
+            char **acts = NULL;
+            size_t na = 0;
+            snprintf(t, sizeof(t), "%s.actions", r);
+            if (cfg_get_string_list(c, gv[1], t, &acts, &na)) {
+                bad = -EINVAL;
+                continue;
+            }
+            for (size_t a = 0; a < na; a++) {
+                if (strcmp(acts[a], "pull") == 0)
+                    gr->pull = true;
+                else if (strcmp(acts[a], "push") == 0)
+                    gr->push = true;
+                else if (strcmp(acts[a], "delete") == 0)
+                    gr->del = true;
+                else
+                    bad = cfg_error(c, gv[1], t, "unknown action \"%s\" (pull, push or delete)", acts[a]);
+            }
+            cfg_free_string_list(acts, na);
+        }
+    }
+    return bad;
+}
+
 int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
-    static const char *const keys[] = { "role", "listen", "storage", "threads", NULL };
-    cfg_node *v[4];
+    static const char *const keys[] = { "role", "listen", "storage", "threads", "users", "public", NULL };
+    cfg_node *v[6];
     struct reg_conf *rc = calloc(1, sizeof(*rc));
     if (!rc)
         return cfg_error(c, map, path, "out of memory");
@@ -49,6 +164,12 @@ int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct serv
         else
             bad = -EINVAL;
     }
+    snprintf(p, sizeof(p), "%s.users", path);
+    if (v[4])
+        bad |= parse_users(c, v[4], p, rc, svc);
+    snprintf(p, sizeof(p), "%s.public", path);
+    if (v[5])
+        bad |= cfg_get_string_list(c, v[5], p, &rc->public_repos, &rc->npublic);
     return bad || !rc->path ? -EINVAL : 0;
 }
 
@@ -57,6 +178,17 @@ void reg__free_conf(void *conf)
     struct reg_conf *rc = conf;
     if (!rc)
         return;
+    for (size_t i = 0; i < rc->nusers; i++) {
+        free(rc->users[i].name);
+        if (rc->users[i].password)
+            memset(rc->users[i].password, 0, strlen(rc->users[i].password));
+        free(rc->users[i].password);
+        for (size_t g = 0; g < rc->users[i].ngrants; g++)
+            free(rc->users[i].grants[g].pattern);
+        free(rc->users[i].grants);
+    }
+    free(rc->users);
+    cfg_free_string_list(rc->public_repos, rc->npublic);
     free(rc->path);
     free(rc);
 }

@@ -26,12 +26,43 @@
 #define REG_MAX_MANIFEST (4u << 20)
 #define REG_MAX_TAG 128
 
+struct reg_grant {
+    char *pattern;                  /* a repository name, or a prefix ending in "*" */
+    bool pull, push, del;
+};
+
+struct reg_user {
+    char *name, *password;
+    struct reg_grant *grants;
+    size_t ngrants;
+};
+
 struct reg_conf {
     struct net_addr listen[REG_MAX_LISTEN];
     size_t nlisten;
     char *path;                     /* storage directory (under data_dir when relative) */
     int threads;
+    struct reg_user *users;         /* none: anonymous pull, push and delete */
+    size_t nusers;
+    char **public_repos;            /* patterns anyone may pull */
+    size_t npublic;
 };
+
+/* ---- auth (registry_auth.c): the Docker token scheme ---- */
+
+enum { REG_PULL = 1, REG_PUSH = 2, REG_DELETE = 4 };
+struct reg_svc;
+/* Whether a pattern ("team/app", a prefix ending in '*', or "*") covers a name. */
+bool reg_pattern_match(const char *pattern, const char *name);
+/* Answers GET /token (basic auth optional): a JWT for the scopes asked, cut down
+ * to what the user (or anyone, for public repositories) may do. */
+void reg_auth_token(struct reg_svc *s, struct httpd_req *r);
+/* Checks a request's bearer token for actions on repo (NULL: any valid token, for
+ * /v2/ and the catalog). Returns true, or answers 401 with the challenge (the
+ * request is then gone). */
+bool reg_auth_check(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions);
+/* The same question without answering. */
+bool reg_auth_allows(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions);
 
 int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
 void reg__free_conf(void *conf);
@@ -110,6 +141,7 @@ struct reg_svc {
     struct reg_worker *workers;
     int nworkers, ninit;
     struct metric_family *f_requests;
+    unsigned char token_key[32];    /* signs the tokens this process hands out */
 };
 
 void reg__handle(struct httpd_req *r, void *arg);

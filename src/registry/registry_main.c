@@ -7,6 +7,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,10 @@ static int reg_start(struct service_ctx *sc)
             return r;
         }
     }
+    if (RAND_bytes(s->token_key, sizeof(s->token_key)) != 1) {
+        log_error("no random bytes for the token key");
+        return -EIO;
+    }
     httpd_conf_defaults(&s->hconf);
     s->hconf.limits.max_body = REG_MAX_MANIFEST;
     s->hconf.handler = reg__handle;
@@ -119,8 +124,8 @@ static int reg_start(struct service_ctx *sc)
         }
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0], first, sizeof(first));
-    log_info("registry serving (no users: anonymous pull, push and delete)", "addr", first, "dir", c->path,
-             "threads", log_int(s->nworkers));
+    log_info(c->nusers ? "registry serving (token auth)" : "registry serving (no users: anonymous pull, push and delete)",
+             "addr", first, "dir", c->path, "users", log_int((long long)c->nusers), "threads", log_int(s->nworkers));
     return 0;
 }
 

@@ -182,3 +182,58 @@ def test_upload_resumes_after_a_cut_connection(start, tmp_path):
     d = sha(blob)
     assert requests.put(url + loc, params={"digest": d}, timeout=5).status_code == 201
     assert requests.get(f"{url}/v2/cut/app/blobs/{d}", timeout=5).content == blob
+
+
+def test_token_auth_users_grants_and_public_pull(start, tmp_path):
+    port = free_port()
+    (tmp_path / "ci.pw").write_text("s3cret\n")
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  registry:
+    role: registry
+    listen: ["127.0.0.1:{port}"]
+    users:
+      - {{name: ci, password_file: ci.pw, grants: [{{repositories: "team/*", actions: [pull, push, delete]}},
+                                                  {{repositories: "library/*", actions: [pull, push]}}]}}
+      - {{name: viewer, password: look, grants: [{{repositories: "team/*", actions: [pull]}}]}}
+    public: ["library/*"]
+""")
+    start(["run", "registry", "-c", stack])
+    url = f"http://127.0.0.1:{port}"
+    host = f"127.0.0.1:{port}"
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="registry ready")
+    # the challenge
+    r = requests.get(url + "/v2/", timeout=5)
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"].startswith(f'Bearer realm="http://{host}/token",service="cairn-registry"')
+    r = requests.get(url + "/v2/team/app/tags/list", timeout=5)
+    assert 'scope="repository:team/app:pull"' in r.headers["WWW-Authenticate"]
+    assert requests.get(url + "/token", auth=("ci", "wrong"), timeout=5).status_code == 401
+    # tokens carry only what the user may do of what was asked
+    tok = requests.get(url + "/token", params={"service": "cairn-registry", "scope": "repository:team/app:pull,push"},
+                       auth=("viewer", "look"), timeout=5).json()["token"]
+    h = {"Authorization": "Bearer " + tok}
+    assert requests.get(url + "/v2/", headers=h, timeout=5).status_code == 200
+    r = requests.post(url + "/v2/team/app/blobs/uploads/", headers=h, timeout=5)
+    assert r.status_code == 401 and 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
+    assert requests.get(url + "/v2/", headers={"Authorization": "Bearer " + tok[:-2] + "xx"},
+                        timeout=5).status_code == 401
+    # skopeo: push with credentials, anonymous pull of a public repository only
+    ociimage.make(str(tmp_path / "img"), nlayers=1)
+    r = subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{tmp_path}/img:latest",
+                        f"docker://{host}/team/app:v1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0       # no credentials
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "ci:s3cret", f"oci:{tmp_path}/img:latest",
+           f"docker://{host}/team/app:v1")
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "ci:s3cret", f"oci:{tmp_path}/img:latest",
+           f"docker://{host}/library/base:1")
+    skopeo("inspect", "--tls-verify=false", f"docker://{host}/library/base:1")
+    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{host}/team/app:v1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0       # not public
+    skopeo("inspect", "--tls-verify=false", "--creds", "viewer:look", f"docker://{host}/team/app:v1")
+    r = subprocess.run(["skopeo", "delete", "--tls-verify=false", "--creds", "viewer:look",
+                        f"docker://{host}/team/app:v1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0       # viewer may not delete
+    skopeo("delete", "--tls-verify=false", "--creds", "ci:s3cret", f"docker://{host}/team/app:v1")
