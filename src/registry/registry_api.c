@@ -144,22 +144,30 @@ static bool route(struct rreq *q)
         { "/blobs/uploads/", K_UPLOAD }, { "/blobs/uploads", K_UPLOAD }, { "/blobs/", K_BLOB },
         { "/manifests/", K_MANIFEST }, { "/tags/list", K_TAGS }, { "/referrers/", K_REFERRERS },
     };
+    /* The split whose reference holds no '/' and comes last: names may contain the
+     * words ("team/blobs/app/manifests/v1" is repository team/blobs/app). */
+    char *best = NULL;
+    size_t best_i = 0;
     for (size_t i = 0; i < ARRAY_SIZE(seps); i++) {
-        /* the last occurrence: names may contain the words */
-        char *at = NULL;
-        for (char *f = strstr(rest, seps[i].sep); f; f = strstr(f + 1, seps[i].sep))
-            at = f;
-        if (!at)
-            continue;
-        const char *ref = at + strlen(seps[i].sep);
-        if ((seps[i].kind == K_TAGS || i == 1) && *ref)
-            continue;
-        *at = 0;
-        if (strlen(rest) > REG_MAX_NAME || strlen(ref) >= sizeof(q->ref))
+        for (char *f = strstr(rest, seps[i].sep); f; f = strstr(f + 1, seps[i].sep)) {
+            const char *ref = f + strlen(seps[i].sep);
+            bool no_ref = seps[i].kind == K_TAGS || i == 1;
+            if ((no_ref && *ref) || strchr(ref, '/') || f == rest)
+                continue;
+            if (!best || f > best || (f == best && strlen(seps[i].sep) > strlen(seps[best_i].sep))) {
+                best = f;
+                best_i = i;
+            }
+        }
+    }
+    if (best) {
+        const char *ref = best + strlen(seps[best_i].sep);
+        if ((size_t)(best - rest) > REG_MAX_NAME || strlen(ref) >= sizeof(q->ref))
             return false;
-        strcpy(q->name, rest);
+        memcpy(q->name, rest, (size_t)(best - rest));
+        q->name[best - rest] = 0;
         strcpy(q->ref, ref);
-        q->kind = seps[i].kind;
+        q->kind = seps[best_i].kind;
         return true;
     }
     return false;

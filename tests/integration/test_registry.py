@@ -134,6 +134,19 @@ def test_uploads_chunks_mounts_and_errors(start, tmp_path):
     assert r.json()["tags"] == ["v3", "v4"]
     assert requests.delete(url + "/v2/a/b/manifests/v4", timeout=5).status_code == 202
     assert requests.get(url + "/v2/a/b/tags/list", timeout=5).json()["tags"] == ["v1", "v2", "v3"]
+    # a repository whose name holds the API's words
+    r = requests.put(url + "/v2/a/blobs/manifests/tags/list/manifests/w1", data=body,
+                     headers={"Content-Type": MANIFEST}, timeout=5)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+    assert requests.post(url + "/v2/a/blobs/manifests/tags/list/blobs/uploads/",
+                         params={"mount": d, "from": "a/b"}, timeout=5).status_code == 201
+    assert requests.post(url + "/v2/a/blobs/manifests/tags/list/blobs/uploads/",
+                         params={"mount": sha(cfg), "from": "a/b"}, timeout=5).status_code == 201
+    r = requests.put(url + "/v2/a/blobs/manifests/tags/list/manifests/w1", data=body,
+                     headers={"Content-Type": MANIFEST}, timeout=5)
+    assert r.status_code == 201
+    assert requests.get(url + "/v2/a/blobs/manifests/tags/list/tags/list", timeout=5).json() == {
+        "name": "a/blobs/manifests/tags/list", "tags": ["w1"]}
     # errors
     assert requests.get(url + "/v2/nope/manifests/latest", timeout=5).json()["errors"][0]["code"] == \
         "MANIFEST_UNKNOWN"
