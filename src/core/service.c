@@ -257,3 +257,76 @@ out:
         log_info("stopped");
     return code;
 }
+
+/* ---- HTTP worker pools ---- */
+
+static void pool_drained(struct httpd_worker *hw, void *arg)
+{
+    struct service_http_worker *w = arg;
+    UNUSED(hw);
+    loop_stop(&w->loop);
+}
+
+static void pool_deadline(struct loop_timer *t)
+{
+    struct service_http_worker *w = t->data;
+    httpd_close_all(&w->hw);
+    loop_stop(&w->loop);
+}
+
+void service_http_pool_stop_worker(void *worker_arg)
+{
+    struct service_http_worker *w = worker_arg;
+    loop_timer_start(&w->loop, &w->deadline, w->drain_ms);
+    httpd_drain(&w->hw, pool_drained, w);
+}
+
+int service_http_pool_start(struct service_ctx *sc, struct service_http_pool *p, int n,
+                            const struct httpd_conf *conf, const struct net_addr *addrs, size_t naddrs,
+                            uint32_t drain_ms)
+{
+    p->n = n;
+    p->drain_ms = drain_ms;
+    p->w = calloc((size_t)n, sizeof(*p->w));
+    struct service_worker *sw = calloc((size_t)n, sizeof(*sw));
+    if (!p->w || !sw) {
+        free(sw);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        struct service_http_worker *w = &p->w[i];
+        if (loop_init(&w->loop)) {
+            log_error("cannot create event loop");
+            free(sw);
+            return -ENOMEM;
+        }
+        p->ninit++;
+        httpd_worker_init(&w->hw, &w->loop);
+        loop_timer_init(&w->deadline, pool_deadline, w);
+        w->drain_ms = drain_ms;
+        sw[i].loop = &w->loop;
+        sw[i].arg = w;
+    }
+    int r = service_set_workers(sc, sw, n);
+    free(sw);
+    for (int i = 0; !r && i < n; i++)
+        for (size_t a = 0; !r && a < naddrs; a++)
+            if ((r = httpd_listen(&p->w[i].hw, &addrs[a], conf))) {
+                char s[NET_ADDRSTRLEN];
+                net_addr_format(&addrs[a], s, sizeof(s));
+                log_error("cannot listen", "addr", s, "err", cairn_strerror(r));
+            }
+    return r;
+}
+
+void service_http_pool_free(struct service_http_pool *p)
+{
+    for (int i = 0; i < p->ninit; i++) {
+        httpd_worker_destroy(&p->w[i].hw);
+        loop_timer_stop(&p->w[i].deadline);
+        loop_destroy(&p->w[i].loop);
+    }
+    free(p->w);
+    p->w = NULL;
+    p->n = p->ninit = 0;
+}

@@ -103,6 +103,29 @@ int service_admin_listen(struct service_ctx *sc, const struct net_addr *addr);
  * /metrics, /-/healthy, /-/ready and /-/reload and returns true, or returns false
  * for any other path. */
 bool service_handle_builtin(struct service_ctx *sc, struct httpd_req *r);
+/* An HTTP role's workers: n loops, each with an httpd worker listening (SO_REUSEPORT)
+ * on every address with conf, handed to the skeleton (service_set_workers), and a
+ * graceful stop that drains each worker's connections for at most drain_ms. Used
+ * from start; put service_http_pool_stop_worker in service_ops.stop_worker and call
+ * service_http_pool_free from finish. A handler finds its worker's role state in
+ * r->worker->data (set it on pool->w[i].hw.data after the start). */
+struct service_http_worker {
+    struct loop loop;
+    struct httpd_worker hw;
+    struct loop_timer deadline;
+    uint32_t drain_ms;
+};
+struct service_http_pool {
+    struct service_http_worker *w;
+    int n, ninit;
+    uint32_t drain_ms;
+};
+int service_http_pool_start(struct service_ctx *sc, struct service_http_pool *p, int n,
+                            const struct httpd_conf *conf, const struct net_addr *addrs, size_t naddrs,
+                            uint32_t drain_ms);
+void service_http_pool_stop_worker(void *worker_arg);
+void service_http_pool_free(struct service_http_pool *p);
+
 /* Reloads as SIGHUP does. Returns 0, or -EINVAL with the reasons in errs. */
 int service_reload(struct service_ctx *sc, struct cfg_errors *errs);
 /* Begins a graceful stop, as SIGTERM does. */

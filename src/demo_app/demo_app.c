@@ -149,20 +149,18 @@ struct demo {
     uint64_t error_ppm;         /* error rate in parts per million */
     bool healthy;
     struct service_ctx *sc;     /* the skeleton running this service */
-    int ninit;                  /* workers whose loop is set up */
     struct asset js, css;
     char last_modified[30];
     struct httpd_conf hconf;
     struct http_router router;
-    struct demo_worker *workers;
+    struct service_http_pool pool;
+    struct demo_worker *workers;        /* pool.w[i]'s role state (its hw.data) */
     int nworkers;
 };
 
 struct demo_worker {
     struct demo *d;
-    struct loop loop;
-    struct httpd_worker hw;
-    struct loop_timer deadline;
+    struct loop *loop;
     struct metric *counts[R_COUNT][6];  /* by route and status class 1xx..5xx */
     char trace_id[33];                  /* of the request being handled */
 };
@@ -340,7 +338,7 @@ static void reply(struct demo_worker *w, struct httpd_req *r, enum route rt, uin
     dl->status = status;
     dl->ctype = ctype;
     loop_timer_init(&dl->timer, delayed_fire, dl);
-    loop_timer_start(&w->loop, &dl->timer, delay_ms);
+    loop_timer_start(w->loop, &dl->timer, delay_ms);
     httpd_req_on_abort(r, delayed_abort, dl);
 }
 
@@ -534,27 +532,6 @@ static void handle(struct httpd_req *r, void *arg)
 
 /* ---- threads and shutdown ---- */
 
-static void worker_drained(struct httpd_worker *hw, void *arg)
-{
-    struct demo_worker *w = arg;
-    UNUSED(hw);
-    loop_stop(&w->loop);
-}
-
-static void worker_deadline(struct loop_timer *t)
-{
-    struct demo_worker *w = t->data;
-    httpd_close_all(&w->hw);
-    loop_stop(&w->loop);
-}
-
-static void worker_drain(void *arg)
-{
-    struct demo_worker *w = arg;
-    loop_timer_start(&w->loop, &w->deadline, DEMO_DRAIN_MS);
-    httpd_drain(&w->hw, worker_drained, w);
-}
-
 static int demo_start(struct service_ctx *sc)
 {
     struct demo *d = sc->role;
@@ -579,41 +556,17 @@ static int demo_start(struct service_ctx *sc)
 
     d->nworkers = conf->threads;
     d->workers = calloc((size_t)d->nworkers, sizeof(*d->workers));
-    struct service_worker *sw = calloc((size_t)d->nworkers, sizeof(*sw));
-    if (!d->workers || !sw) {
-        free(sw);
+    if (!d->workers)
         return -ENOMEM;
+    int r = service_http_pool_start(sc, &d->pool, d->nworkers, &d->hconf, conf->listen, conf->nlisten,
+                                    DEMO_DRAIN_MS);
+    for (int i = 0; i < d->pool.ninit; i++) {
+        d->workers[i].d = d;
+        d->workers[i].loop = &d->pool.w[i].loop;
+        d->pool.w[i].hw.data = &d->workers[i];
     }
-    for (int i = 0; i < d->nworkers; i++) {
-        struct demo_worker *w = &d->workers[i];
-        w->d = d;
-        if (loop_init(&w->loop)) {
-            log_error("cannot create event loop");
-            free(sw);
-            return -ENOMEM;
-        }
-        d->ninit++;
-        httpd_worker_init(&w->hw, &w->loop);
-        w->hw.data = w;
-        loop_timer_init(&w->deadline, worker_deadline, w);
-        sw[i].loop = &w->loop;
-        sw[i].arg = w;
-    }
-    int r = service_set_workers(sc, sw, d->nworkers);
-    free(sw);
     if (r)
         return r;
-    for (int i = 0; i < d->nworkers; i++) {
-        for (size_t a = 0; a < conf->nlisten; a++) {
-            r = httpd_listen(&d->workers[i].hw, &conf->listen[a], &d->hconf);
-            if (r) {
-                char s[NET_ADDRSTRLEN];
-                net_addr_format(&conf->listen[a], s, sizeof(s));
-                log_error("cannot listen", "addr", s, "err", cairn_strerror(r));
-                return r;
-            }
-        }
-    }
     char first[NET_ADDRSTRLEN];
     net_addr_format(&conf->listen[0], first, sizeof(first));
     log_info("demo-app serving", "addr", first, "instance", d->instance, "threads",
@@ -624,16 +577,13 @@ static int demo_start(struct service_ctx *sc)
 static void demo_finish(struct service_ctx *sc)
 {
     struct demo *d = sc->role;
-    for (int i = 0; i < d->ninit; i++) {
-        httpd_worker_destroy(&d->workers[i].hw);
-        loop_destroy(&d->workers[i].loop);
-    }
+    service_http_pool_free(&d->pool);
     free(d->workers);
 }
 
 static const struct service_ops demo_ops = {
     .start = demo_start,
-    .stop_worker = worker_drain,
+    .stop_worker = service_http_pool_stop_worker,
     .finish = demo_finish,
 };
 

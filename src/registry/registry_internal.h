@@ -127,10 +127,7 @@ int reg_referrers(struct reg_db *db, const char *repo, const char *digest, const
 struct reg_svc;
 struct reg_worker {
     struct reg_svc *s;
-    struct loop loop;
-    struct httpd_worker hw;
     struct reg_db *db;
-    struct loop_timer deadline;
 };
 
 struct reg_svc {
@@ -138,8 +135,9 @@ struct reg_svc {
     struct reg_conf *conf;
     struct service_ctx *sc;
     struct httpd_conf hconf;
-    struct reg_worker *workers;
-    int nworkers, ninit;
+    struct service_http_pool pool;
+    struct reg_worker *workers;     /* pool.w[i]'s role state (its hw.data) */
+    int nworkers;
     struct metric_family *f_requests;
     unsigned char token_key[32];    /* signs the tokens this process hands out */
 };

@@ -22,27 +22,6 @@ const struct role_ops registry_role = {
     .free_conf = reg__free_conf,
 };
 
-static void worker_drained(struct httpd_worker *hw, void *arg)
-{
-    struct reg_worker *w = arg;
-    UNUSED(hw);
-    loop_stop(&w->loop);
-}
-
-static void worker_deadline(struct loop_timer *t)
-{
-    struct reg_worker *w = t->data;
-    httpd_close_all(&w->hw);
-    loop_stop(&w->loop);
-}
-
-static void worker_drain(void *arg)
-{
-    struct reg_worker *w = arg;
-    loop_timer_start(&w->loop, &w->deadline, REG_DRAIN_MS);
-    httpd_drain(&w->hw, worker_drained, w);
-}
-
 static int reg_start(struct service_ctx *sc)
 {
     struct reg_svc *s = sc->role;
@@ -83,45 +62,21 @@ static int reg_start(struct service_ctx *sc)
     s->hconf.server = "cairn-registry";
     s->nworkers = c->threads;
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
-    struct service_worker *sw = calloc((size_t)s->nworkers, sizeof(*sw));
-    if (!s->workers || !sw) {
-        free(sw);
+    if (!s->workers)
         return -ENOMEM;
-    }
     for (int i = 0; i < s->nworkers; i++) {
-        struct reg_worker *w = &s->workers[i];
-        w->s = s;
         char err[512];
-        if (!(w->db = reg_db_open(c->path, err, sizeof(err)))) {
+        s->workers[i].s = s;
+        if (!(s->workers[i].db = reg_db_open(c->path, err, sizeof(err)))) {
             log_error("cannot open the metadata database", "error", err);
-            free(sw);
             return -EIO;
         }
-        if (loop_init(&w->loop)) {
-            free(sw);
-            return -ENOMEM;
-        }
-        s->ninit++;
-        httpd_worker_init(&w->hw, &w->loop);
-        w->hw.data = w;
-        loop_timer_init(&w->deadline, worker_deadline, w);
-        sw[i].loop = &w->loop;
-        sw[i].arg = w;
     }
-    int r = service_set_workers(sc, sw, s->nworkers);
-    free(sw);
+    int r = service_http_pool_start(sc, &s->pool, s->nworkers, &s->hconf, c->listen, c->nlisten, REG_DRAIN_MS);
+    for (int i = 0; i < s->pool.ninit; i++)
+        s->pool.w[i].hw.data = &s->workers[i];
     if (r)
         return r;
-    for (int i = 0; i < s->nworkers; i++)
-        for (size_t a = 0; a < c->nlisten; a++) {
-            r = httpd_listen(&s->workers[i].hw, &c->listen[a], &s->hconf);
-            if (r) {
-                char addr[NET_ADDRSTRLEN];
-                net_addr_format(&c->listen[a], addr, sizeof(addr));
-                log_error("cannot listen", "addr", addr, "err", cairn_strerror(r));
-                return r;
-            }
-        }
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0], first, sizeof(first));
     log_info(c->nusers ? "registry serving (token auth)" : "registry serving (no users: anonymous pull, push and delete)",
@@ -132,11 +87,7 @@ static int reg_start(struct service_ctx *sc)
 static void reg_finish(struct service_ctx *sc)
 {
     struct reg_svc *s = sc->role;
-    for (int i = 0; i < s->ninit; i++) {
-        httpd_worker_destroy(&s->workers[i].hw);
-        loop_timer_stop(&s->workers[i].deadline);
-        loop_destroy(&s->workers[i].loop);
-    }
+    service_http_pool_free(&s->pool);
     for (int i = 0; s->workers && i < s->nworkers; i++)
         reg_db_close(s->workers[i].db);
     free(s->workers);
@@ -144,7 +95,7 @@ static void reg_finish(struct service_ctx *sc)
 
 static const struct service_ops reg_ops = {
     .start = reg_start,
-    .stop_worker = worker_drain,
+    .stop_worker = service_http_pool_stop_worker,
     .finish = reg_finish,
 };
 

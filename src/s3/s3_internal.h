@@ -410,11 +410,7 @@ size_t s3_lc_sweep(struct s3_db *db, const char *dir, long long now_ms);
 struct s3_svc;
 struct s3_worker {
     struct s3_svc *s;
-    struct loop loop;
-    struct httpd_worker hw;
     struct s3_db *db;
-    struct loop_timer deadline;     /* of a graceful stop */
-    bool inited;
 };
 
 struct s3_svc {
@@ -422,8 +418,9 @@ struct s3_svc {
     struct s3_conf *conf;
     struct service_ctx *sc;
     struct httpd_conf hconf;
-    struct s3_worker *workers;
-    int nworkers, ninit;
+    struct service_http_pool pool;
+    struct s3_worker *workers;      /* pool.w[i]'s role state (its hw.data) */
+    int nworkers;
     struct loop_timer gc;
     struct metric_family *f_requests, *f_errors, *f_duration, *f_bytes_in, *f_bytes_out;
 };

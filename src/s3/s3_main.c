@@ -121,28 +121,7 @@ static void gc_tick(struct loop_timer *t)
     size_t lc = s3_lc_sweep(s->workers[0].db, s->conf->data, (long long)(cairn_wall_time() * 1000));
     if (lc)
         log_info("lifecycle rules applied", "expired", log_int((long long)lc));
-    loop_timer_start(&s->workers[0].loop, t, S3_GC_MS);
-}
-
-static void worker_drained(struct httpd_worker *hw, void *arg)
-{
-    struct s3_worker *w = arg;
-    UNUSED(hw);
-    loop_stop(&w->loop);
-}
-
-static void worker_deadline(struct loop_timer *t)
-{
-    struct s3_worker *w = t->data;
-    httpd_close_all(&w->hw);
-    loop_stop(&w->loop);
-}
-
-static void worker_drain(void *arg)
-{
-    struct s3_worker *w = arg;
-    loop_timer_start(&w->loop, &w->deadline, S3_DRAIN_MS);
-    httpd_drain(&w->hw, worker_drained, w);
+    loop_timer_start(&s->pool.w[0].loop, t, S3_GC_MS);
 }
 
 static int setup_metrics(struct s3_svc *s, struct metrics_registry *reg)
@@ -198,50 +177,24 @@ static int s3_start(struct service_ctx *sc)
     s->hconf.server = "cairn-s3";
     s->nworkers = c->threads;
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
-    struct service_worker *sw = calloc((size_t)s->nworkers, sizeof(*sw));
-    if (!s->workers || !sw) {
-        free(sw);
+    if (!s->workers)
         return -ENOMEM;
-    }
     for (int i = 0; i < s->nworkers; i++) {
-        struct s3_worker *w = &s->workers[i];
-        w->s = s;
         char err[512];
-        if (!(w->db = s3_db_open(c->data, err, sizeof(err)))) {
+        s->workers[i].s = s;
+        if (!(s->workers[i].db = s3_db_open(c->data, err, sizeof(err)))) {
             log_error("cannot open the metadata database", "error", err);
-            free(sw);
             return -EIO;
         }
-        if (loop_init(&w->loop)) {
-            s3_db_close(w->db);
-            w->db = NULL;
-            free(sw);
-            return -ENOMEM;
-        }
-        s->ninit++;
-        httpd_worker_init(&w->hw, &w->loop);
-        w->hw.data = w;
-        loop_timer_init(&w->deadline, worker_deadline, w);
-        sw[i].loop = &w->loop;
-        sw[i].arg = w;
     }
-    r = service_set_workers(sc, sw, s->nworkers);
-    free(sw);
+    s3_db_gc_files(s->workers[0].db, c->data);
+    r = service_http_pool_start(sc, &s->pool, s->nworkers, &s->hconf, c->listen, c->nlisten, S3_DRAIN_MS);
+    for (int i = 0; i < s->pool.ninit; i++)
+        s->pool.w[i].hw.data = &s->workers[i];
     if (r)
         return r;
-    s3_db_gc_files(s->workers[0].db, c->data);
     loop_timer_init(&s->gc, gc_tick, s);
-    loop_timer_start(&s->workers[0].loop, &s->gc, 1000);
-    for (int i = 0; i < s->nworkers; i++)
-        for (size_t a = 0; a < c->nlisten; a++) {
-            r = httpd_listen(&s->workers[i].hw, &c->listen[a], &s->hconf);
-            if (r) {
-                char addr[NET_ADDRSTRLEN];
-                net_addr_format(&c->listen[a], addr, sizeof(addr));
-                log_error("cannot listen", "addr", addr, "err", cairn_strerror(r));
-                return r;
-            }
-        }
+    loop_timer_start(&s->pool.w[0].loop, &s->gc, 1000);
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0], first, sizeof(first));
     log_info("s3 serving", "addr", first, "dir", c->data, "region", c->region, "threads",
@@ -252,13 +205,9 @@ static int s3_start(struct service_ctx *sc)
 static void s3_finish(struct service_ctx *sc)
 {
     struct s3_svc *s = sc->role;
-    if (s->ninit)
+    if (s->pool.ninit)
         loop_timer_stop(&s->gc);
-    for (int i = 0; i < s->ninit; i++) {
-        httpd_worker_destroy(&s->workers[i].hw);
-        loop_timer_stop(&s->workers[i].deadline);
-        loop_destroy(&s->workers[i].loop);
-    }
+    service_http_pool_free(&s->pool);
     for (int i = 0; s->workers && i < s->nworkers; i++)
         s3_db_close(s->workers[i].db);
     free(s->workers);
@@ -266,7 +215,7 @@ static void s3_finish(struct service_ctx *sc)
 
 static const struct service_ops s3_ops = {
     .start = s3_start,
-    .stop_worker = worker_drain,
+    .stop_worker = service_http_pool_stop_worker,
     .finish = s3_finish,
 };
 
