@@ -426,7 +426,8 @@ int tsdb__seal_head(struct tsdb_series *s)
 /* floor(t / r) for the block range a time falls in */
 int64_t tsdb__range_of(int64_t t, int64_t r)
 {
-    return t >= 0 ? t / r : -((-t + r - 1) / r);
+    int64_t q = t / r;              /* toward zero; one less below it (no overflow near INT64_MIN) */
+    return t % r < 0 ? q - 1 : q;
 }
 
 int tsdb__append_acc(const struct tsdb *db, struct acc *ac, struct tsdb_series *s, int64_t t, double v)
