@@ -844,7 +844,10 @@ services:
   metrics: {{role: metrics, listen: ["127.0.0.1:{mport}"], prometheus: prometheus.yml}}
 """)
         up = start(["up", "-c", stack], name="up")
-        wait_for(lambda: hook.got, timeout=20, what="the webhook")
+        # both services start at once: when metrics fires before alerts listens, the
+        # alert goes again after the resend delay (1 min, as Prometheus's), so the
+        # bound covers one resend (seen under ASan on a loaded machine)
+        wait_for(lambda: hook.got, timeout=75, what="the webhook")
         b = hook.got[0][1]
         assert b["receiver"] == "hook" and b["groupLabels"] == {"alertname": "AlwaysOn"}
         a = b["alerts"][0]
