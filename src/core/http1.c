@@ -742,7 +742,7 @@ int http_date_parse(struct strv s, time_t *out)
     return 0;
 }
 
-bool http_query_param(struct strv query, const char *key, char *out, size_t outlen)
+bool http_query_raw(struct strv query, const char *key, struct strv *raw)
 {
     size_t klen = strlen(key);
     const char *p = query.p, *end = query.p + query.n;
@@ -752,23 +752,29 @@ bool http_query_param(struct strv query, const char *key, char *out, size_t outl
         const char *eq = memchr(p, '=', (size_t)(pe - p));
         const char *ke = eq ? eq : pe;
         if ((size_t)(ke - p) == klen && memcmp(p, key, klen) == 0) {
-            size_t o = 0;
-            if (eq) {
-                for (const char *v = eq + 1; v < pe && o + 1 < outlen; v++) {
-                    if (*v == '%' && pe - v >= 3 && hexval((unsigned char)v[1]) >= 0 &&
-                        hexval((unsigned char)v[2]) >= 0) {
-                        out[o++] = (char)(hexval((unsigned char)v[1]) * 16 + hexval((unsigned char)v[2]));
-                        v += 2;
-                    } else {
-                        out[o++] = *v == '+' ? ' ' : *v;
-                    }
-                }
-            }
-            if (outlen)
-                out[o] = '\0';
+            *raw = eq ? strv_make(eq + 1, (size_t)(pe - eq - 1)) : strv_make(pe, 0);
             return true;
         }
         p = pe + 1;
     }
     return false;
+}
+
+bool http_query_param(struct strv query, const char *key, char *out, size_t outlen)
+{
+    struct strv v;
+    if (!http_query_raw(query, key, &v))
+        return false;
+    size_t o = 0;
+    for (const char *c = v.p, *pe = v.p + v.n; c < pe && o + 1 < outlen; c++) {
+        if (*c == '%' && pe - c >= 3 && hexval((unsigned char)c[1]) >= 0 && hexval((unsigned char)c[2]) >= 0) {
+            out[o++] = (char)(hexval((unsigned char)c[1]) * 16 + hexval((unsigned char)c[2]));
+            c += 2;
+        } else {
+            out[o++] = *c == '+' ? ' ' : *c;
+        }
+    }
+    if (outlen)
+        out[o] = '\0';
+    return true;
 }

@@ -125,5 +125,9 @@ int http_date_parse(struct strv s, time_t *out);
 /* Decodes a query-string parameter value ("a=1&b=x%20y"); returns true when the
  * key is present and copies its percent-decoded value (truncated) into out. */
 bool http_query_param(struct strv query, const char *key, char *out, size_t outlen);
+/* Finds a query-string parameter: true when key is present, with its value as
+ * sent (not decoded; empty without '=') in *raw, for callers with their own
+ * decoding rules. */
+bool http_query_raw(struct strv query, const char *key, struct strv *raw);
 
 #endif

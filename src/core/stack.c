@@ -58,6 +58,61 @@ char *stack_path(const struct stack *st, const char *p)
     return out;
 }
 
+char *stack_data_path(const struct stack *st, const char *p)
+{
+    char *out = NULL;
+    if (p[0] == '/')
+        return strdup(p);
+    if (asprintf(&out, "%s/%s", st->data_dir, p) < 0)
+        return NULL;
+    return out;
+}
+
+int stack_secret(struct cfg *c, const cfg_node *file, const cfg_node *env, const cfg_node *value,
+                 const cfg_node *where, const char *path, const char *name, const struct stack *st,
+                 char **out)
+{
+    char q[512];
+    *out = NULL;
+    if (!!file + !!env + !!value != 1)
+        return cfg_error(c, where, path, "give exactly one of %s_file, %s_env, %s", name, name, name);
+    if (file) {
+        char *f = NULL, *full = NULL, *text = NULL;
+        size_t len = 0;
+        struct cfg_errors tmp = { 0 };
+        snprintf(q, sizeof(q), "%s.%s_file", path, name);
+        if (cfg_get_string(c, file, q, &f) == 0 && (full = stack_path(st, f)) &&
+            cfg_read_file(full, &text, &len, &tmp) == 0) {
+            while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+                text[--len] = 0;
+            if (len)
+                *out = text;
+            else
+                free(text);
+        }
+        if (!*out)
+            cfg_error(c, file, q, "cannot read \"%s\", or it is empty", f ? f : "");
+        cfg_errors_free(&tmp);
+        free(f);
+        free(full);
+    } else if (env) {
+        char *var = NULL;
+        snprintf(q, sizeof(q), "%s.%s_env", path, name);
+        if (cfg_get_string(c, env, q, &var) == 0) {
+            const char *val = getenv(var);
+            if (val && *val)
+                *out = strdup(val);
+            else
+                cfg_error(c, env, q, "the environment variable %s is not set", var);
+        }
+        free(var);
+    } else {
+        snprintf(q, sizeof(q), "%s.%s", path, name);
+        cfg_get_string(c, value, q, out);
+    }
+    return *out ? 0 : -EINVAL;
+}
+
 const struct service *stack_find(const struct stack *st, const char *name)
 {
     for (size_t i = 0; i < st->nservices; i++)

@@ -103,6 +103,16 @@ int stack_native_config(struct cfg *c, const cfg_node *n, const char *path, cons
                         char **text);
 /* Resolves a path from the stack file against its directory (malloc'd). */
 char *stack_path(const struct stack *st, const char *p);
+/* Resolves a service's data path against the stack's data_dir (malloc'd). */
+char *stack_data_path(const struct stack *st, const char *p);
+/* Reads a secret given one of three ways, keys NAME_file (a file, relative to the
+ * stack file; trailing newlines dropped), NAME_env (an environment variable) or NAME
+ * (inline): file, env and value are those keys' nodes (NULL when absent), where the
+ * mapping holding them, path its key path. Exactly one must be given. Returns 0
+ * with *out malloc'd, or -EINVAL after recording errors. */
+int stack_secret(struct cfg *c, const cfg_node *file, const cfg_node *env, const cfg_node *value,
+                 const cfg_node *where, const char *path, const char *name, const struct stack *st,
+                 char **out);
 
 /* Readiness: `cairn up` passes a pipe to each child; the service calls this once
  * it is serving. A no-op when run standalone. */

@@ -60,13 +60,23 @@ static void rreq_free(struct rreq *q)
     free(q);
 }
 
+/* Counts the answer, by method (the ones the API has, else "other") and status; each
+ * worker looks a label set up once and keeps it. */
 static void count(struct rreq *q, int status)
 {
-    char code[8];
-    snprintf(code, sizeof(code), "%d", status);
-    char m[12];
-    snprintf(m, sizeof(m), "%.*s", (int)MIN(q->r->h.method.n, sizeof(m) - 1), q->r->h.method.p);
-    metric_inc(metrics_get2(q->s->f_requests, m, code));
+    static const char *const methods[REG_METHODS] = { "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "other" };
+    int mi = 0;
+    while (mi < REG_METHODS - 1 && !strv_eq_cstr(q->r->h.method, methods[mi]))
+        mi++;
+    if (status < 100 || status >= 100 + REG_STATUSES)
+        return;
+    struct metric **m = &q->w->counts[mi][status - 100];
+    if (!*m) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", status);
+        *m = metrics_get2(q->s->f_requests, methods[mi], code);
+    }
+    metric_inc(*m);
 }
 
 static void reply(struct rreq *q, int status, const char *ctype, const void *body, size_t len)
@@ -90,34 +100,7 @@ static void fail(struct rreq *q, int status, const char *code, const char *msg)
 
 static bool qparam(const struct httpd_req *r, const char *name, char *out, size_t cap)
 {
-    struct strv qs = r->h.query;
-    size_t nl = strlen(name);
-    const char *p = qs.p, *end = qs.p + qs.n;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        if (!amp)
-            amp = end;
-        const char *eq = memchr(p, '=', (size_t)(amp - p));
-        const char *kend = eq ? eq : amp;
-        if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
-            size_t o = 0;
-            for (const char *v = eq ? eq + 1 : amp; v < amp && o + 1 < cap; v++) {
-                if (*v == '%' && v + 2 < amp) {
-                    unsigned x;
-                    if (sscanf(v + 1, "%2x", &x) != 1)
-                        return false;
-                    out[o++] = (char)x;
-                    v += 2;
-                } else {
-                    out[o++] = *v == '+' ? ' ' : *v;
-                }
-            }
-            out[o] = 0;
-            return true;
-        }
-        p = amp + 1;
-    }
-    return false;
+    return http_query_param(r->h.query, name, out, cap);
 }
 
 /* Splits /v2/<name>/<kind>/<ref>. */
@@ -693,9 +676,9 @@ static void listing(struct rreq *q)
     }
     qparam(r, "last", last, sizeof(last));
     struct buf items = BUF_INIT;
-    bool more = false;
-    int rc = q->kind == K_TAGS ? reg_tags(q->w->db, q->name, last, n, &items, &more)
-                               : reg_repos(q->w->db, last, n, &items, &more);
+    char end[REG_MAX_NAME + 1];
+    int rc = q->kind == K_TAGS ? reg_tags(q->w->db, q->name, last, n, &items, end, sizeof(end))
+                               : reg_repos(q->w->db, last, n, &items, end, sizeof(end));
     if (rc) {
         buf_free(&items);
         fail(q, 500, "UNKNOWN", "listing failed");
@@ -716,18 +699,11 @@ static void listing(struct rreq *q)
     }
     buf_append(&b, items.data ? buf_head(&items) : "", buf_used(&items));
     buf_puts(&b, "]}\n");
-    if (more) {
-        /* the last name of this page */
-        const char *l = buf_head(&items) + buf_used(&items) - 1;
-        const char *start = l;
-        while (start > buf_head(&items) && !(start[-1] == ',' && start[0] == '"'))
-            start--;
-        char name[300];
-        snprintf(name, sizeof(name), "%.*s", (int)(l - start - 1), start + 1);
+    if (end[0]) {
         if (q->kind == K_TAGS)
-            httpd_headerf(r, "Link", "</v2/%s/tags/list?n=%ld&last=%s>; rel=\"next\"", q->name, n, name);
+            httpd_headerf(r, "Link", "</v2/%s/tags/list?n=%ld&last=%s>; rel=\"next\"", q->name, n, end);
         else
-            httpd_headerf(r, "Link", "</v2/_catalog?n=%ld&last=%s>; rel=\"next\"", n, name);
+            httpd_headerf(r, "Link", "</v2/_catalog?n=%ld&last=%s>; rel=\"next\"", n, end);
     }
     buf_free(&items);
     reply(q, 200, "application/json", buf_head(&b), buf_used(&b));

@@ -19,49 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *secret_from(struct cfg *c, cfg_node *const *v, const cfg_node *it, const char *p,
-                         const struct service *svc)
-{
-    char q[560];
-    char *out = NULL;
-    if (!!v[0] + !!v[1] + !!v[2] != 1) {
-        cfg_error(c, it, p, "give exactly one of password_file, password_env, password");
-        return NULL;
-    }
-    if (v[0]) {
-        char *file = NULL, *full = NULL, *text = NULL;
-        size_t len = 0;
-        struct cfg_errors tmp = { 0 };
-        snprintf(q, sizeof(q), "%s.password_file", p);
-        if (cfg_get_string(c, v[0], q, &file) == 0 && (full = stack_path(svc->stack, file)) &&
-            cfg_read_file(full, &text, &len, &tmp) == 0) {
-            while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-                text[--len] = 0;
-            out = text;
-        } else {
-            cfg_error(c, v[0], q, "cannot read the password file");
-        }
-        cfg_errors_free(&tmp);
-        free(file);
-        free(full);
-    } else if (v[1]) {
-        char *var = NULL;
-        snprintf(q, sizeof(q), "%s.password_env", p);
-        if (cfg_get_string(c, v[1], q, &var) == 0) {
-            const char *val = getenv(var);
-            if (val && *val)
-                out = strdup(val);
-            else
-                cfg_error(c, v[1], q, "the environment variable %s is not set", var);
-        }
-        free(var);
-    } else {
-        snprintf(q, sizeof(q), "%s.password", p);
-        cfg_get_string(c, v[2], q, &out);
-    }
-    return out;
-}
-
 static int parse_users(struct cfg *c, const cfg_node *n, const char *path, struct reg_conf *rc,
                        const struct service *svc)
 {
@@ -85,7 +42,7 @@ static int parse_users(struct cfg *c, const cfg_node *n, const char *path, struc
         snprintf(q, sizeof(q), "%s.name", p);
         if (!v[0] || cfg_get_string(c, v[0], q, &u->name) || !u->name[0] || strchr(u->name, ':'))
             bad = cfg_error(c, v[0] ? v[0] : it, p, "a user needs a name without ':'");
-        if (!(u->password = secret_from(c, v + 1, it, p, svc)))
+        if (stack_secret(c, v[1], v[2], v[3], it, p, "password", svc->stack, &u->password))
             bad = -EINVAL;
         snprintf(q, sizeof(q), "%s.grants", p);
         if (!v[4] || !cfg_is_seq(v[4])) {

@@ -114,10 +114,12 @@ int reg_manifest_put(struct reg_db *db, const char *dir, const char *repo, const
 int reg_manifest_get(struct reg_db *db, const char *repo, const char *ref, struct reg_manifest *m);
 int reg_manifest_del(struct reg_db *db, const char *repo, const char *digest);
 int reg_tag_del(struct reg_db *db, const char *repo, const char *tag);
-/* Tags of repo after last, in order, at most n (n < 0: all); cb per tag. Returns
- * whether more follow. */
-int reg_tags(struct reg_db *db, const char *repo, const char *last, long n, struct buf *json, bool *more);
-int reg_repos(struct reg_db *db, const char *last, long n, struct buf *json, bool *more);
+/* Names after last, in order, at most n (n < 0: all), as JSON strings separated by
+ * commas: repo's tags, or the repositories. *end gets the page's last name when
+ * more follow (else ""). */
+int reg_tags(struct reg_db *db, const char *repo, const char *last, long n, struct buf *json, char *end,
+             size_t endcap);
+int reg_repos(struct reg_db *db, const char *last, long n, struct buf *json, char *end, size_t endcap);
 /* Manifests of repo whose subject is digest, as OCI descriptors (JSON, comma-separated). */
 int reg_referrers(struct reg_db *db, const char *repo, const char *digest, const char *artifact_type,
                   struct buf *json);
@@ -125,9 +127,12 @@ int reg_referrers(struct reg_db *db, const char *repo, const char *digest, const
 /* ---- the service ---- */
 
 struct reg_svc;
+#define REG_METHODS 7
+#define REG_STATUSES 500
 struct reg_worker {
     struct reg_svc *s;
     struct reg_db *db;
+    struct metric *counts[REG_METHODS][REG_STATUSES];   /* by method and status, looked up once */
 };
 
 struct reg_svc {

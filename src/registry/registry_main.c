@@ -32,14 +32,11 @@ static int reg_start(struct service_ctx *sc)
                                    "Registry requests answered, by method and status.", labels, NULL, 0);
     if (!s->f_requests)
         return -ENOMEM;
-    if (c->path[0] != '/') {
-        char *full = malloc(strlen(s->svc->stack->data_dir) + strlen(c->path) + 2);
-        if (!full)
-            return -ENOMEM;
-        sprintf(full, "%s/%s", s->svc->stack->data_dir, c->path);
-        free(c->path);
-        c->path = full;
-    }
+    char *full = stack_data_path(s->svc->stack, c->path);
+    if (!full)
+        return -ENOMEM;
+    free(c->path);
+    c->path = full;
     static const char *const subdirs[] = { "blobs", "uploads" };
     for (size_t i = 0; i < ARRAY_SIZE(subdirs); i++) {
         char d[600];

@@ -354,7 +354,7 @@ int reg_tag_del(struct reg_db *d, const char *repo, const char *tag)
 
 /* Names from a query, as a JSON array's items, at most n (n < 0: all). */
 static int list_json(struct reg_db *d, const char *sql, const char *a, const char *last, long n,
-                     struct buf *json, bool *more)
+                     struct buf *json, char *end, size_t endcap)
 {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(d->db, sql, -1, &s, NULL) != SQLITE_OK)
@@ -365,30 +365,34 @@ static int list_json(struct reg_db *d, const char *sql, const char *a, const cha
     sqlite3_bind_text(s, i, last ? last : "", -1, SQLITE_STATIC);
     long count = 0;
     int r;
-    *more = false;
+    char prev[REG_MAX_NAME + 1] = "";
+    end[0] = 0;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {
         if (n >= 0 && count == n) {
-            *more = true;
+            snprintf(end, endcap, "%s", prev);     /* more follow: the page's last name */
             break;
         }
+        const char *name = (const char *)sqlite3_column_text(s, 0);
         if (count++)
             buf_putc(json, ',');
-        buf_json_str(json, (const char *)sqlite3_column_text(s, 0));
+        buf_json_str(json, name);
+        snprintf(prev, sizeof(prev), "%s", name);
     }
     sqlite3_finalize(s);
     return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : -EIO;
 }
 
-int reg_tags(struct reg_db *d, const char *repo, const char *last, long n, struct buf *json, bool *more)
+int reg_tags(struct reg_db *d, const char *repo, const char *last, long n, struct buf *json, char *end,
+             size_t endcap)
 {
     return list_json(d, "SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag", repo, last, n, json,
-                     more);
+                     end, endcap);
 }
 
-int reg_repos(struct reg_db *d, const char *last, long n, struct buf *json, bool *more)
+int reg_repos(struct reg_db *d, const char *last, long n, struct buf *json, char *end, size_t endcap)
 {
     return list_json(d, "SELECT DISTINCT repo FROM manifests WHERE repo > ?1 ORDER BY repo", NULL, last, n,
-                     json, more);
+                     json, end, endcap);
 }
 
 int reg_referrers(struct reg_db *d, const char *repo, const char *digest, const char *artifact_type,

@@ -134,6 +134,24 @@ struct s3r {
     char *iobuf;
 };
 
+_Static_assert(API_N <= S3_API_MAX, "S3_API_MAX is too small");
+
+int s3__metrics_init(struct s3_svc *s)
+{
+    for (int a = 0; a < API_N; a++) {
+        const char *n = api_names[a];
+        s->m_req[a] = metrics_get1(s->f_requests, n);
+        s->m_4xx[a] = metrics_get2(s->f_errors, n, "4xx");
+        s->m_5xx[a] = metrics_get2(s->f_errors, n, "5xx");
+        s->m_dur[a] = metrics_get1(s->f_duration, n);
+        s->m_in[a] = metrics_get1(s->f_bytes_in, n);
+        if (!s->m_req[a] || !s->m_4xx[a] || !s->m_5xx[a] || !s->m_dur[a] || !s->m_in[a])
+            return -ENOMEM;
+    }
+    s->m_out = metrics_get1(s->f_bytes_out, "GetObject");
+    return s->m_out ? 0 : -ENOMEM;
+}
+
 static void s3r_free(struct s3r *q)
 {
     if (q->writing)
@@ -154,11 +172,10 @@ static void s3r_free(struct s3r *q)
 static void count(struct s3r *q, int status)
 {
     struct s3_svc *s = q->s;
-    const char *api = api_names[q->api];
-    metric_inc(metrics_get1(s->f_requests, api));
+    metric_inc(s->m_req[q->api]);
     if (status >= 400)
-        metric_inc(metrics_get2(s->f_errors, api, status >= 500 ? "5xx" : "4xx"));
-    metric_observe(metrics_get1(s->f_duration, api), (double)(cairn_now_ns() - q->start_ns) / 1e9);
+        metric_inc(status >= 500 ? s->m_5xx[q->api] : s->m_4xx[q->api]);
+    metric_observe(s->m_dur[q->api], (double)(cairn_now_ns() - q->start_ns) / 1e9);
 }
 
 static void common_headers(struct s3r *q)
@@ -282,30 +299,14 @@ static bool hdr_str(const struct httpd_req *r, const char *name, char *out, size
     return true;
 }
 
-/* A decoded query parameter (present: true; out gets the value). */
+/* A query parameter, decoded the strict way S3 reads them ('+' stays a plus, a bad
+ * escape or a value too long is "absent"); out NULL: only whether it is there. */
 static bool qparam(const struct httpd_req *r, const char *name, char *out, size_t cap)
 {
-    struct strv qs = r->h.query;
-    size_t nl = strlen(name);
-    const char *p = qs.p, *end = qs.p + qs.n;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        if (!amp)
-            amp = end;
-        const char *eq = memchr(p, '=', (size_t)(amp - p));
-        const char *kend = eq ? eq : amp;
-        if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
-            if (!out)
-                return true;
-            if (!eq) {
-                out[0] = 0;
-                return true;
-            }
-            return s3_uri_decode(strv_make(eq + 1, (size_t)(amp - eq - 1)), out, cap, NULL);
-        }
-        p = amp + 1;
-    }
-    return false;
+    struct strv v;
+    if (!http_query_raw(r->h.query, name, &v))
+        return false;
+    return !out || s3_uri_decode(v, out, cap, NULL);
 }
 
 static bool has_q(const struct httpd_req *r, const char *name)
@@ -1011,7 +1012,7 @@ static void get_pump(struct httpd_req *r, void *arg)
             goto broken;
         q->rd_pos += (uint64_t)n;
         q->send_left -= (uint64_t)n;
-        metric_add(metrics_get1(q->s->f_bytes_out, "GetObject"), (double)n);
+        metric_add(q->s->m_out, (double)n);
         httpd_respond_write(r, q->iobuf, (size_t)n);
     }
     count(q, 200);
@@ -1182,7 +1183,7 @@ static int body_data(struct httpd_req *r, void *arg, const char *p, size_t n)
     struct s3r *q = arg;
     (void)r;
     q->received += n;
-    metric_add(metrics_get1(q->s->f_bytes_in, api_names[q->api]), (double)n);
+    metric_add(q->s->m_in[q->api], (double)n);
     int rc;
     if (q->payload_sha)
         EVP_DigestUpdate(q->payload_sha, p, n);
@@ -1741,13 +1742,6 @@ static int list_one(void *arg, const struct s3_obj *o)
     return 0;
 }
 
-/* Scans from a key (exclusive) or, for versions, from a version of it. */
-static int s3_obj_scan_from(struct s3r *q, const char *prefix, const char *after, long long after_seq,
-                            bool versions, struct lister *l)
-{
-    return s3_obj_scan(q->w->db, q->bucket, prefix, after, after_seq, versions, list_one, l);
-}
-
 static void token_encode(const char *key, char *out, size_t cap)
 {
     s3_b64((const uint8_t *)key, strlen(key), out, cap);
@@ -1811,7 +1805,7 @@ static void list_objects(struct s3r *q, bool v2, bool versions)
     if (l.dlen && after[0] && strlen(after) >= l.dlen &&
         strcmp(after + strlen(after) - l.dlen, delim) == 0 && strncmp(after, prefix, l.plen) == 0)
         l.skip_prefix = strdup(after);
-    int rc = max ? s3_obj_scan_from(q, prefix, after, after_seq, versions, &l) : 0;
+    int rc = max ? s3_obj_scan(q->w->db, q->bucket, prefix, after, after_seq, versions, list_one, &l) : 0;
     if (rc) {
         free(l.last);
         free(l.skip_prefix);
@@ -1923,14 +1917,13 @@ static void composite_ck(int alg, const uint8_t *cat, size_t n, int parts, char 
     snprintf(out + l, cap - l, "-%d", parts);
 }
 
-static bool upload_matches(struct s3r *q, bool need_headers, char **headers)
+static bool upload_matches(struct s3r *q, char **headers)
 {
     char *b = NULL, *k = NULL;
     int rc = s3_upload_get(q->w->db, q->upload_id, &b, &k, headers);
     bool ok = rc == 0 && strcmp(b, q->bucket) == 0 && strcmp(k, q->key) == 0;
     free(b);
     free(k);
-    (void)need_headers;
     return ok;
 }
 
@@ -1993,7 +1986,7 @@ static bool part_params(struct s3r *q)
         q->part = (int)n;
     }
     char *headers = NULL;
-    if (!upload_matches(q, true, &headers)) {
+    if (!upload_matches(q, &headers)) {
         free(headers);
         fail(q, S3E_NO_SUCH_UPLOAD);
         return false;
@@ -2022,7 +2015,7 @@ static void complete_result(struct s3r *q, const char *etag, int alg, const char
 static void complete_upload(struct s3r *q)
 {
     char *headers = NULL, done[200];
-    if (!upload_matches(q, true, &headers)) {
+    if (!upload_matches(q, &headers)) {
         free(headers);
         /* completing again (a retry whose answer was lost) answers as the first time:
          * "ETAG[ ALG COMPOSITE]" */
@@ -2807,7 +2800,7 @@ void s3__handle(struct httpd_req *r, void *arg)
         return;
     case API_ABORT_UPLOAD: {
         char *files = NULL;
-        if (!qparam(r, "uploadId", q->upload_id, sizeof(q->upload_id)) || !upload_matches(q, false, NULL)) {
+        if (!qparam(r, "uploadId", q->upload_id, sizeof(q->upload_id)) || !upload_matches(q, NULL)) {
             fail(q, S3E_NO_SUCH_UPLOAD);
             return;
         }

@@ -22,31 +22,6 @@
 
 #define P(buf, ...) snprintf(buf, sizeof(buf), __VA_ARGS__)
 
-static char *read_secret_file(struct cfg *c, const cfg_node *n, const char *path, const char *file,
-                              const struct service *svc)
-{
-    char *full = stack_path(svc->stack, file);
-    char *text = NULL;
-    size_t len = 0;
-    struct cfg_errors tmp = { 0 };
-    if (!full || cfg_read_file(full, &text, &len, &tmp)) {
-        cfg_error(c, n, path, "cannot read the secret key file \"%s\"", file);
-        cfg_errors_free(&tmp);
-        free(full);
-        return NULL;
-    }
-    free(full);
-    cfg_errors_free(&tmp);
-    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
-        text[--len] = 0;
-    if (!len) {
-        cfg_error(c, n, path, "the secret key file \"%s\" is empty", file);
-        free(text);
-        return NULL;
-    }
-    return text;
-}
-
 static int parse_grants(struct cfg *c, const cfg_node *n, const char *path, struct s3_key *k)
 {
     if (!cfg_is_seq(n))
@@ -118,33 +93,8 @@ static int parse_keys(struct cfg *c, const cfg_node *n, const char *path, struct
         else if (cfg_get_string(c, v[0], q, &k->access) == 0 &&
                  (strlen(k->access) < 3 || strlen(k->access) > 128 || strchr(k->access, '/')))
             bad = cfg_error(c, v[0], q, "an access key is 3 to 128 characters without '/'");
-        int nsec = !!v[1] + !!v[2] + !!v[3];
-        if (nsec != 1) {
-            bad = cfg_error(c, it, p, "give exactly one of secret_key_file, secret_key_env, secret_key");
-        } else if (v[1]) {
-            char *file = NULL;
-            P(q, "%s.secret_key_file", p);
-            if (cfg_get_string(c, v[1], q, &file) == 0)
-                k->secret = read_secret_file(c, v[1], q, file, svc);
-            free(file);
-            if (!k->secret)
-                bad = -EINVAL;
-        } else if (v[2]) {
-            char *var = NULL;
-            P(q, "%s.secret_key_env", p);
-            if (cfg_get_string(c, v[2], q, &var) == 0) {
-                const char *val = getenv(var);
-                if (!val || !*val)
-                    bad = cfg_error(c, v[2], q, "the environment variable %s is not set", var);
-                else
-                    k->secret = strdup(val);
-            }
-            free(var);
-        } else {
-            P(q, "%s.secret_key", p);
-            if (cfg_get_string(c, v[3], q, &k->secret))
-                bad = -EINVAL;
-        }
+        if (stack_secret(c, v[1], v[2], v[3], it, p, "secret_key", svc->stack, &k->secret))
+            bad = -EINVAL;
         if (k->secret && strlen(k->secret) > 200)
             bad = cfg_error(c, it, p, "the secret key is longer than 200 characters");
         P(q, "%s.grants", p);

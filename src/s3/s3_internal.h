@@ -37,6 +37,7 @@
 #define S3_RING 32                      /* blocks a large PUT may hold for its hashing thread */
 #define S3_MAX_XML (1u << 20)
 #define S3_MAX_META 2048                /* user metadata bytes, as AWS */
+#define S3_API_MAX 48                   /* API calls the role names (s3_api.c) */
 
 /* ---- configuration ---- */
 
@@ -423,9 +424,14 @@ struct s3_svc {
     int nworkers;
     struct loop_timer gc;
     struct metric_family *f_requests, *f_errors, *f_duration, *f_bytes_in, *f_bytes_out;
+    /* each API call's metrics, looked up once at start (off the request path) */
+    struct metric *m_req[S3_API_MAX], *m_4xx[S3_API_MAX], *m_5xx[S3_API_MAX], *m_dur[S3_API_MAX],
+        *m_in[S3_API_MAX], *m_out;
 };
 
 void s3__handle(struct httpd_req *r, void *arg);
+/* Looks up every API call's metrics in the families (start). */
+int s3__metrics_init(struct s3_svc *s);
 bool s3__stream_body(void *arg, const struct http_request *h);
 bool s3__bucket_name_ok(const char *b);
 

@@ -140,7 +140,9 @@ static int setup_metrics(struct s3_svc *s, struct metrics_registry *reg)
                                    "Request body bytes received, by API call.", api, NULL, 0);
     s->f_bytes_out = metrics_family(reg, METRIC_COUNTER, "cairn_s3_sent_bytes_total",
                                     "Object bytes sent, by API call.", api, NULL, 0);
-    return s->f_requests && s->f_errors && s->f_duration && s->f_bytes_in && s->f_bytes_out ? 0 : -ENOMEM;
+    if (!s->f_requests || !s->f_errors || !s->f_duration || !s->f_bytes_in || !s->f_bytes_out)
+        return -ENOMEM;
+    return s3__metrics_init(s);
 }
 
 static int s3_start(struct service_ctx *sc)
@@ -150,14 +152,11 @@ static int s3_start(struct service_ctx *sc)
     s->sc = sc;
     if (setup_metrics(s, sc->reg))
         return -ENOMEM;
-    if (c->data[0] != '/') {
-        char *full = malloc(strlen(s->svc->stack->data_dir) + strlen(c->data) + 2);
-        if (!full)
-            return -ENOMEM;
-        sprintf(full, "%s/%s", s->svc->stack->data_dir, c->data);
-        free(c->data);
-        c->data = full;
-    }
+    char *full = stack_data_path(s->svc->stack, c->data);
+    if (!full)
+        return -ENOMEM;
+    free(c->data);
+    c->data = full;
     char sub[600];
     snprintf(sub, sizeof(sub), "%s/data", c->data);
     int r = cairn_mkdir_p(sub, 0755);

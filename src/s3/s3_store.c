@@ -1294,22 +1294,64 @@ int s3_upload_expire(struct s3_db *d, long long max_age_ms, char **files)
 
 /* ---- garbage: data files no row names ---- */
 
-static int referenced(struct s3_db *d, const char *id)
+/* Every data file a row names, sorted: one pass over objects and parts (not one
+ * scan per file, which a store of a million objects could not afford at start). */
+struct idset {
+    char (*ids)[33];
+    size_t n, cap;
+    bool failed;
+};
+
+static void idset_add(struct idset *set, const char *id, size_t len)
 {
-    static const char *const qs[] = {
-        "SELECT 1 FROM parts WHERE file = ?1 LIMIT 1",
-        "SELECT 1 FROM objects WHERE instr(parts, ?1) > 0 LIMIT 1",
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(qs); i++) {
+    if (len != 32 || set->failed)
+        return;
+    if (set->n == set->cap) {
+        size_t nc = set->cap ? set->cap * 2 : 1024;
+        char (*ni)[33] = realloc(set->ids, nc * sizeof(*ni));
+        if (!ni) {
+            set->failed = true;
+            return;
+        }
+        set->ids = ni;
+        set->cap = nc;
+    }
+    memcpy(set->ids[set->n], id, 32);
+    set->ids[set->n++][32] = 0;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+static int collect_ids(struct s3_db *d, struct idset *set)
+{
+    static const char *const qs[] = { "SELECT parts FROM objects", "SELECT file FROM parts" };
+    for (size_t i = 0; i < ARRAY_SIZE(qs) && !set->failed; i++) {
         sqlite3_stmt *s;
         if (sqlite3_prepare_v2(d->db, qs[i], -1, &s, NULL) != SQLITE_OK)
-            return 1;       /* when in doubt, keep */
-        bind_text(s, 1, id);
-        int r = sqlite3_step(s);
+            return -EIO;
+        int r;
+        while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+            const char *p = (const char *)sqlite3_column_text(s, 0);
+            /* "id size\n" lines (objects) or one id (parts) */
+            while (p && *p) {
+                size_t n = strcspn(p, " \n");
+                idset_add(set, p, n);
+                p += n;
+                p += strcspn(p, "\n");
+                p += *p == '\n';
+            }
+        }
         sqlite3_finalize(s);
         if (r != SQLITE_DONE)
-            return 1;
+            return -EIO;
     }
+    if (set->failed)
+        return -ENOMEM;
+    if (set->n)
+        qsort(set->ids, set->n, sizeof(*set->ids), id_cmp);
     return 0;
 }
 
@@ -1317,9 +1359,12 @@ void s3_db_gc_files(struct s3_db *d, const char *dir)
 {
     char top[512];
     snprintf(top, sizeof(top), "%s/data", dir);
-    DIR *td = opendir(top);
-    if (!td)
+    struct idset set = { 0 };
+    DIR *td = collect_ids(d, &set) == 0 ? opendir(top) : NULL;     /* when in doubt, keep */
+    if (!td) {
+        free(set.ids);
         return;
+    }
     struct dirent *e;
     size_t removed = 0;
     while ((e = readdir(td))) {
@@ -1332,7 +1377,7 @@ void s3_db_gc_files(struct s3_db *d, const char *dir)
             continue;
         struct dirent *f;
         while ((f = readdir(sd))) {
-            if (strlen(f->d_name) != 32 || referenced(d, f->d_name))
+            if (strlen(f->d_name) != 32 || (set.n && bsearch(f->d_name, set.ids, set.n, sizeof(*set.ids), id_cmp)))
                 continue;
             char path[700];
             snprintf(path, sizeof(path), "%s/%s", sub, f->d_name);
@@ -1342,6 +1387,7 @@ void s3_db_gc_files(struct s3_db *d, const char *dir)
         closedir(sd);
     }
     closedir(td);
+    free(set.ids);
     if (removed)
         log_info("data files of unfinished writes removed", "files", log_int((long long)removed));
 }

@@ -589,3 +589,23 @@ def test_full_disk_is_an_error_and_loses_nothing(start, tmp_path):
         p.wait(timeout=10)
     finally:
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_secrets_are_checked_with_their_place(tmp_path):
+    from conftest import run_cairn
+    stack = write_stack(tmp_path, """
+data_dir: data
+services:
+  s3:
+    role: s3
+    listen: ["127.0.0.1:19000"]
+    keys: [{access_key: AK1, secret_key: a, secret_key_env: B, grants: [{bucket: "*", actions: [read]}]}]
+  registry:
+    role: registry
+    listen: ["127.0.0.1:15000"]
+    users: [{name: ci, password_file: missing.pw, grants: [{repositories: "*", actions: [pull]}]}]
+""")
+    r = run_cairn(["check", "-c", stack])
+    assert r.returncode != 0
+    assert "services.s3.keys[0]: give exactly one of secret_key_file, secret_key_env, secret_key" in r.stderr
+    assert 'services.registry.users[0].password_file: cannot read "missing.pw"' in r.stderr
