@@ -37,9 +37,19 @@ def make_cert(tmp_path, cn):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free for both TCP and UDP at the time of asking (the DNS role
+    listens on both; a port free only for TCP can be a resolver's UDP source port)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise AssertionError("no port free for both TCP and UDP")
 
 
 def pid_alive(pid):
@@ -96,6 +106,8 @@ class Proc:
         self.err.close()
         # a sanitizer build reports leaks and errors on stderr at exit: they fail the test
         report = self.stderr()
+        # shown by pytest only when the test fails: what each process said last
+        print(f"--- {self.err_path} (last 2000 bytes)\n{report[-2000:]}")
         for marker in ("ERROR: LeakSanitizer", "ERROR: AddressSanitizer", "runtime error:"):
             if marker in report:
                 i = report.index(marker)
