@@ -19,7 +19,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <glob.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,62 +83,6 @@ static int get_text(struct cfg *c, struct am_conf *ac, const cfg_node *n, const 
     return 0;
 }
 
-
-static int parse_url(struct cfg *c, const cfg_node *n, const char *path, struct am_url *u)
-{
-    char *s = NULL;
-    if (cfg_get_string(c, n, path, &s))
-        return -EINVAL;
-    u->text = s;
-    const char *p;
-    if (strncmp(s, "http://", 7) == 0) {
-        p = s + 7;
-    } else if (strncmp(s, "https://", 8) == 0) {
-        p = s + 8;
-        u->tls = true;
-    } else {
-        return cfg_error(c, n, path, "unsupported scheme in URL \"%s\" (http or https)", s);
-    }
-    const char *slash = strchr(p, '/');
-    const char *q = strchr(p, '?');
-    const char *end = slash && (!q || slash < q) ? slash : q ? q : p + strlen(p);
-    size_t hl = (size_t)(end - p);
-    if (hl == 0 || hl >= sizeof(u->host) || memchr(p, '@', hl))
-        return cfg_error(c, n, path, "invalid host in URL \"%s\"", s);
-    memcpy(u->host, p, hl);
-    u->host[hl] = 0;
-    char host[256];
-    const char *port = u->tls ? "443" : "80";
-    snprintf(host, sizeof(host), "%s", u->host);
-    char *colon = host[0] == '[' ? strchr(host, ']') : strrchr(host, ':');
-    if (host[0] == '[') {
-        if (!colon)
-            return cfg_error(c, n, path, "invalid host in URL \"%s\"", s);
-        *colon = 0;
-        if (colon[1] == ':')
-            port = colon + 2;
-        memmove(host, host + 1, strlen(host));
-    } else if (colon) {
-        *colon = 0;
-        port = colon + 1;
-    }
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
-    int r = getaddrinfo(host, port, &hints, &res);
-    if (r || !res)
-        return cfg_error(c, n, path, "cannot resolve \"%s\": %s", host, gai_strerror(r));
-    memcpy(&u->addr.ss, res->ai_addr, res->ai_addrlen);
-    u->addr.len = res->ai_addrlen;
-    freeaddrinfo(res);
-    if (*end == '/')
-        u->target = strdup(end);
-    else {
-        size_t n2 = strlen(end) + 2;
-        u->target = malloc(n2);
-        if (u->target)
-            snprintf(u->target, n2, "/%s", end);
-    }
-    return u->target ? 0 : -ENOMEM;
-}
 
 static int get_secret_or_file(struct cfg *c, const cfg_node *v, const cfg_node *file,
                               const char *path, const char *base_dir, char **out)
@@ -311,7 +254,7 @@ static int copy_http(struct am_http *dst, const struct am_http *src)
 
 /* A URL field given as v, else the text deflt (reported at n). */
 static int url_field(struct cfg *c, const cfg_node *n, const cfg_node *v, const char *path,
-                     const char *deflt, struct am_url *u)
+                     const char *deflt, struct stack_url *u)
 {
     char *url = NULL;
     if (v) {
@@ -325,7 +268,7 @@ static int url_field(struct cfg *c, const cfg_node *n, const cfg_node *v, const 
     fake.data.scalar.value = (yaml_char_t *)url;
     fake.data.scalar.length = strlen(url);
     fake.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
-    int r = parse_url(c, &fake, path, u);
+    int r = stack_url(c, &fake, path, u);
     free(url);
     return r;
 }
@@ -431,7 +374,7 @@ static int parse_webhook(struct cfg *c, const cfg_node *n, const char *path, con
     if (v[0] && v[1])
         bad = cfg_error(c, n, path, "at most one of url & url_file must be configured");
     else if (v[0])
-        bad |= parse_url(c, v[0], p, &in->url);
+        bad |= stack_url(c, v[0], p, &in->url);
     else if (v[1]) {
         char *u = NULL;
         if (get_secret_or_file(c, NULL, v[1], p, base_dir, &u) == 0) {
@@ -919,8 +862,7 @@ static int parse_opsgenie(struct cfg *c, const cfg_node *n, const char *path, co
 static void integration_free(struct am_integration *in)
 {
     free(in->http.authorization);
-    free(in->url.text);
-    free(in->url.target);
+    stack_url_free(&in->url);
     cfg_free_string_list(in->to, in->nto);
     free(in->to_text);
     char *fields[] = { in->from, in->hello, in->smarthost, in->auth_username, in->auth_password,

@@ -130,13 +130,6 @@ struct am_time_intervals {          /* a named mute/active time interval */
 
 enum am_integration_kind { AM_WEBHOOK, AM_EMAIL, AM_SLACK, AM_PAGERDUTY, AM_OPSGENIE };
 
-struct am_url {                     /* a parsed http(s) URL, resolved at load */
-    char *text;
-    struct net_addr addr;
-    char host[256];                 /* Host header and SNI */
-    char *target;                   /* path?query */
-    bool tls;
-};
 
 struct am_http {                    /* http_config: what cairn does of it */
     char *authorization;            /* the Authorization header value, or NULL */
@@ -149,7 +142,7 @@ struct am_integration {
     int idx;                        /* index among the receiver's configs of this kind */
     bool send_resolved;
     /* webhook */
-    struct am_url url;
+    struct stack_url url;
     int max_alerts;
     /* email */
     char **to;                      /* split at commas */

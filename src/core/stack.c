@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static int ready_fd = -1;
@@ -433,4 +435,67 @@ int stack_native_config(struct cfg *c, const cfg_node *n, const char *path, cons
         return 1;
     }
     return bad || c->errs->n > before ? -EINVAL : 0;
+}
+
+int stack_url(struct cfg *c, const cfg_node *n, const char *path, struct stack_url *u)
+{
+    char *s = NULL;
+    if (cfg_get_string(c, n, path, &s))
+        return -EINVAL;
+    u->text = s;
+    const char *p;
+    if (strncmp(s, "http://", 7) == 0) {
+        p = s + 7;
+    } else if (strncmp(s, "https://", 8) == 0) {
+        p = s + 8;
+        u->tls = true;
+    } else {
+        return cfg_error(c, n, path, "unsupported scheme in URL \"%s\" (http or https)", s);
+    }
+    const char *slash = strchr(p, '/');
+    const char *q = strchr(p, '?');
+    const char *end = slash && (!q || slash < q) ? slash : q ? q : p + strlen(p);
+    size_t hl = (size_t)(end - p);
+    if (hl == 0 || hl >= sizeof(u->host) || memchr(p, '@', hl))
+        return cfg_error(c, n, path, "invalid host in URL \"%s\"", s);
+    memcpy(u->host, p, hl);
+    u->host[hl] = 0;
+    char host[256];
+    const char *port = u->tls ? "443" : "80";
+    snprintf(host, sizeof(host), "%s", u->host);
+    char *colon = host[0] == '[' ? strchr(host, ']') : strrchr(host, ':');
+    if (host[0] == '[') {
+        if (!colon)
+            return cfg_error(c, n, path, "invalid host in URL \"%s\"", s);
+        *colon = 0;
+        if (colon[1] == ':')
+            port = colon + 2;
+        memmove(host, host + 1, strlen(host));
+    } else if (colon) {
+        *colon = 0;
+        port = colon + 1;
+    }
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+    int r = getaddrinfo(host, port, &hints, &res);
+    if (r || !res)
+        return cfg_error(c, n, path, "cannot resolve \"%s\": %s", host, gai_strerror(r));
+    memcpy(&u->addr.ss, res->ai_addr, res->ai_addrlen);
+    u->addr.len = res->ai_addrlen;
+    freeaddrinfo(res);
+    if (*end == '/')
+        u->target = strdup(end);
+    else {
+        size_t n2 = strlen(end) + 2;
+        u->target = malloc(n2);
+        if (u->target)
+            snprintf(u->target, n2, "/%s", end);
+    }
+    return u->target ? 0 : -ENOMEM;
+}
+
+void stack_url_free(struct stack_url *u)
+{
+    free(u->text);
+    free(u->target);
+    u->text = u->target = NULL;
 }

@@ -114,6 +114,19 @@ int stack_secret(struct cfg *c, const cfg_node *file, const cfg_node *env, const
                  const cfg_node *where, const char *path, const char *name, const struct stack *st,
                  char **out);
 
+/* An http(s) URL from the stack file (a webhook, an endpoint), its host resolved
+ * when read. */
+struct stack_url {
+    char *text;                     /* as written */
+    struct net_addr addr;
+    char host[256];                 /* Host header and TLS SNI */
+    char *target;                   /* "/path?query" */
+    bool tls;
+};
+/* Reads n as an http:// or https:// URL. Returns 0, or -EINVAL after recording why. */
+int stack_url(struct cfg *c, const cfg_node *n, const char *path, struct stack_url *u);
+void stack_url_free(struct stack_url *u);
+
 /* Readiness: `cairn up` passes a pipe to each child; the service calls this once
  * it is serving. A no-op when run standalone. */
 void service_notify_ready(void);

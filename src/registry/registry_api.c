@@ -47,6 +47,8 @@ struct rreq {
     int blob_fd;                    /* a blob being sent */
     uint64_t send_left;
     char *iobuf;
+    char actor[64];                 /* the token's user */
+    uint64_t room;                  /* bytes the quotas leave for an upload */
 };
 
 static void rreq_free(struct rreq *q)
@@ -101,6 +103,50 @@ static void fail(struct rreq *q, int status, const char *code, const char *msg)
 static bool qparam(const struct httpd_req *r, const char *name, char *out, size_t cap)
 {
     return http_query_param(r->h.query, name, out, cap);
+}
+
+/* Bytes every quota covering the repository leaves (UINT64_MAX: none covers it);
+ * a digest the quota's repositories already hold costs nothing there. *which gets
+ * the tightest quota. */
+static uint64_t quota_room(struct rreq *q, const char *digest, const struct reg_quota **which)
+{
+    uint64_t room = UINT64_MAX;
+    const struct reg_conf *c = q->s->conf;
+    for (size_t i = 0; i < c->nquotas; i++) {
+        const struct reg_quota *qt = &c->quotas[i];
+        if (!reg_pattern_match(qt->pattern, q->name) ||
+            (digest && reg_linked_under(q->w->db, qt->pattern, digest) == 1))
+            continue;
+        long long used = reg_usage(q->w->db, qt->pattern);
+        uint64_t left = used < 0 || (uint64_t)used >= qt->bytes ? 0 : qt->bytes - (uint64_t)used;
+        if (left < room) {
+            room = left;
+            *which = qt;
+        }
+    }
+    return room;
+}
+
+/* Whether size more bytes (of digest, when known) fit every quota; else answers
+ * DENIED (the request is then gone). */
+static bool quota_ok(struct rreq *q, const char *digest, uint64_t size)
+{
+    const struct reg_quota *qt = NULL;
+    if (!q->s->conf->nquotas || size <= quota_room(q, digest, &qt))
+        return true;
+    char msg[400];
+    snprintf(msg, sizeof(msg), "quota exceeded: the repositories \"%s\" may hold %llu bytes together", qt->pattern,
+             (unsigned long long)qt->bytes);
+    fail(q, 403, "DENIED", msg);
+    return false;
+}
+
+static void notify(struct rreq *q, unsigned action, bool manifest, const char *digest, const char *media_type,
+                   long long size, const char *tag, const char *from)
+{
+    struct reg_event ev = { .action = action, .manifest = manifest, .repo = q->name, .digest = digest,
+                            .media_type = media_type, .tag = tag, .from = from, .actor = q->actor, .size = size };
+    reg_notify(q->s, q->r, &ev);
 }
 
 /* Splits /v2/<name>/<kind>/<ref>. */
@@ -200,9 +246,14 @@ static void get_blob(struct rreq *q)
     }
     if (strv_eq_cstr(r->h.method, "DELETE")) {
         reg_link_del(q->w->db, q->name, q->ref);    /* the file goes with garbage collection */
+        notify(q, REG_EV_DELETE, false, q->ref, NULL, size, NULL, NULL);
         reply(q, 202, NULL, NULL, 0);
         return;
     }
+    if (r->h.is_head)   /* a pusher that finds the blob may name it in a manifest soon */
+        reg_link_touch(q->w->db, q->name, q->ref, (long long)(q->s->conf->gc_grace_ms / 4000));
+    else
+        notify(q, REG_EV_PULL, false, q->ref, "application/octet-stream", size, NULL, NULL);
     uint64_t from = 0, to = size ? (uint64_t)size - 1 : 0;
     int status = 200;
     const struct http_header *rh = httpd_req_header(r, "range");
@@ -282,6 +333,10 @@ static void upload_finish(struct rreq *q, const char *digest)
         close(q->fd);
         q->fd = -1;
     }
+    if (q->s->conf->nquotas && !quota_ok(q, digest, q->offset)) {
+        unlink(q->upath);
+        return;
+    }
     int rc = reg_blob_commit(q->w->db, q->s->conf->path, q->name, q->upath, digest);
     if (rc == -EBADMSG) {
         unlink(q->upath);
@@ -294,6 +349,7 @@ static void upload_finish(struct rreq *q, const char *digest)
     }
     httpd_headerf(q->r, "Location", "/v2/%s/blobs/%s", q->name, digest);
     httpd_header(q->r, "Docker-Content-Digest", digest);
+    notify(q, REG_EV_PUSH, false, digest, "application/octet-stream", (long long)q->offset, NULL, NULL);
     reply(q, 201, NULL, NULL, 0);
 }
 
@@ -301,6 +357,15 @@ static int up_data(struct httpd_req *r, void *arg, const char *p, size_t n)
 {
     struct rreq *q = arg;
     (void)r;
+    if (q->offset + n > q->room) {
+        const struct reg_quota *qt = NULL;
+        quota_room(q, NULL, &qt);
+        char msg[400];
+        snprintf(msg, sizeof(msg), "quota exceeded: the repositories \"%s\" may hold %llu bytes together",
+                 qt ? qt->pattern : q->name, qt ? (unsigned long long)qt->bytes : 0ull);
+        fail(q, 403, "DENIED", msg);
+        return 1;
+    }
     while (n) {
         ssize_t k = write(q->fd, p, n);
         if (k < 0) {
@@ -359,6 +424,12 @@ static void upload_body(struct rreq *q)
     struct stat st;
     fstat(q->fd, &st);
     q->offset = (uint64_t)st.st_size;
+    /* the last request of an upload names its digest: bytes already held under a
+     * quota cost nothing there */
+    const struct reg_quota *qt;
+    char dg[140];
+    bool known = qparam(q->r, "digest", dg, sizeof(dg)) && reg_digest_ok(dg);
+    q->room = q->s->conf->nquotas ? quota_room(q, known ? dg : NULL, &qt) : UINT64_MAX;
     const struct http_header *cr = httpd_req_header(q->r, "content-range");
     if (cr && strv_eq_cstr(q->r->h.method, "PATCH")) {
         char v[64];
@@ -386,12 +457,16 @@ static void new_upload(struct rreq *q)
     struct httpd_req *r = q->r;
     char mount[140], from[REG_MAX_NAME + 1], digest[140];
     if (qparam(r, "mount", mount, sizeof(mount)) && reg_digest_ok(mount)) {
+        long long size = -1;
         bool ok = qparam(r, "from", from, sizeof(from)) && reg_name_ok(from) &&
                   reg_auth_allows(q->s, r, from, REG_PULL) &&     /* a mount reads the other repository */
-                  reg_link_has(q->w->db, from, mount) == 1 && reg_blob_size(q->s->conf->path, mount) >= 0;
-        if (ok && reg_link_add(q->w->db, q->name, mount) == 0) {
+                  reg_link_has(q->w->db, from, mount) == 1 && (size = reg_blob_size(q->s->conf->path, mount)) >= 0;
+        if (ok && !quota_ok(q, mount, (uint64_t)size))
+            return;
+        if (ok && reg_link_add(q->w->db, q->name, mount, size) == 0) {
             httpd_headerf(r, "Location", "/v2/%s/blobs/%s", q->name, mount);
             httpd_header(r, "Docker-Content-Digest", mount);
+            notify(q, REG_EV_MOUNT, false, mount, "application/octet-stream", size, NULL, from);
             reply(q, 201, NULL, NULL, 0);
             return;
         }
@@ -546,16 +621,24 @@ static void put_manifest(struct rreq *q)
         fail(q, 400, "MANIFEST_INVALID", err);
         return;
     }
-    /* everything it names must be here: blobs of this repository, or its manifests */
-    const char *missing = NULL;
-    for (const char *d = refs.data; d && d < buf_head(&refs) + buf_used(&refs) && !missing; d += strlen(d) + 1) {
-        struct reg_manifest sub;
-        if (index ? reg_manifest_get(q->w->db, q->name, d, &sub) != 0 : reg_link_has(q->w->db, q->name, d) != 1)
-            missing = d;
-        else if (index)
-            reg_manifest_free(&sub);
+    bool by_digest = strchr(q->ref, ':') != NULL;
+    if (by_digest && strcmp(q->ref, m.digest) != 0) {
+        reg_manifest_free(&m);
+        buf_free(&refs);
+        fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
+        return;
     }
-    if (missing) {
+    if (!quota_ok(q, m.digest, len)) {
+        reg_manifest_free(&m);
+        buf_free(&refs);
+        return;
+    }
+    /* everything it names must be here (blobs of this repository, or its manifests):
+     * checked where it is stored, in one transaction */
+    const char *missing = NULL;
+    int rc = reg_manifest_put(q->w->db, q->s->conf->path, q->name, by_digest ? NULL : q->ref, &m, body, len, &refs,
+                              index, &missing);
+    if (rc == -ENOENT && missing) {
         char msg[200];
         snprintf(msg, sizeof(msg), "blob unknown to registry: %s", missing);
         reg_manifest_free(&m);
@@ -564,18 +647,12 @@ static void put_manifest(struct rreq *q)
         return;
     }
     buf_free(&refs);
-    bool by_digest = strchr(q->ref, ':') != NULL;
-    if (by_digest && strcmp(q->ref, m.digest) != 0) {
-        reg_manifest_free(&m);
-        fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
-        return;
-    }
-    int rc = reg_manifest_put(q->w->db, q->s->conf->path, q->name, by_digest ? NULL : q->ref, &m, body, len);
     if (rc) {
         reg_manifest_free(&m);
         fail(q, rc == -ENOSPC ? 507 : 500, "UNKNOWN", cairn_strerror(rc));
         return;
     }
+    notify(q, REG_EV_PUSH, true, m.digest, m.media_type, m.size, by_digest ? NULL : q->ref, NULL);
     httpd_headerf(r, "Location", "/v2/%s/manifests/%s", q->name, m.digest);
     httpd_header(r, "Docker-Content-Digest", m.digest);
     if (m.subject)
@@ -604,6 +681,93 @@ static void man_end(struct httpd_req *r, void *arg)
 
 static const struct httpd_body_ops man_ops = { man_data, man_end };
 
+static char *read_manifest(struct rreq *q, const struct reg_manifest *m, size_t *len)
+{
+    char path[800];
+    reg_blob_path(q->s->conf->path, m->digest, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *data = fd >= 0 ? malloc((size_t)m->size + 1) : NULL;
+    ssize_t n = data ? pread(fd, data, (size_t)m->size, 0) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n != m->size) {
+        free(data);
+        return NULL;
+    }
+    *len = (size_t)n;
+    return data;
+}
+
+/* Whether the request's Accept headers name type or a wildcard; a request without
+ * any accepts everything. */
+static bool accepts(const struct httpd_req *r, const char *type)
+{
+    bool any = false;
+    for (size_t i = 0; i < r->h.nheaders; i++) {
+        const struct http_header *h = &r->h.headers[i];
+        if (!strv_caseeq_cstr(h->name, "accept"))
+            continue;
+        any = true;
+        const char *p = h->value.p, *end = h->value.p + h->value.n;
+        while (p < end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *e = comma ? comma : end;
+            const char *semi = memchr(p, ';', (size_t)(e - p));
+            struct strv t = strv_trim(strv_make(p, (size_t)((semi ? semi : e) - p)));
+            if (strv_eq_cstr(t, "*/*") || strv_caseeq_cstr(t, type))
+                return true;
+            p = e + 1;
+        }
+    }
+    return !any;
+}
+
+/* Distribution's rules for a client whose Accept leaves out the stored type: an OCI
+ * manifest or index is unknown to it; a Docker manifest list fetched by tag is
+ * answered with its linux/amd64 manifest. Returns NULL, or why the manifest is
+ * unknown to this client; *m, *data and *n may be replaced. */
+static const char *negotiate(struct rreq *q, bool by_digest, struct reg_manifest *m, char **data, size_t *n)
+{
+    if (accepts(q->r, m->media_type))
+        return NULL;
+    if (strcmp(m->media_type, MT_OCI_MANIFEST) == 0)
+        return "OCI manifest found, but accept header does not support OCI manifests";
+    if (strcmp(m->media_type, MT_OCI_INDEX) == 0)
+        return "OCI index found, but accept header does not support OCI indexes";
+    if (strcmp(m->media_type, MT_DOCKER_LIST) != 0 || by_digest)
+        return "manifest found, but accept header does not support its media type (schema 1 is not offered)";
+    json_t *j = json_loadb(*data, *n, 0, NULL), *it;
+    size_t i;
+    char child[140] = "";
+    json_array_foreach(json_object_get(j, "manifests"), i, it) {
+        json_t *pf = json_object_get(it, "platform");
+        const char *os = json_string_value(json_object_get(pf, "os"));
+        const char *arch = json_string_value(json_object_get(pf, "architecture"));
+        const char *dg = descriptor_digest(it);
+        if (dg && os && arch && strcmp(os, "linux") == 0 && strcmp(arch, "amd64") == 0) {
+            snprintf(child, sizeof(child), "%s", dg);
+            break;
+        }
+    }
+    json_decref(j);
+    struct reg_manifest cm;
+    if (!child[0] || reg_manifest_get(q->w->db, q->name, child, &cm))
+        return "manifest list found, but accept header does not support manifest lists and it has no "
+               "linux/amd64 manifest";
+    size_t cn;
+    char *cdata = accepts(q->r, cm.media_type) ? read_manifest(q, &cm, &cn) : NULL;
+    if (!cdata) {
+        reg_manifest_free(&cm);
+        return "manifest list found, but accept header supports neither it nor its linux/amd64 manifest";
+    }
+    free(*data);
+    reg_manifest_free(m);
+    *m = cm;
+    *data = cdata;
+    *n = cn;
+    return NULL;
+}
+
 static void manifest(struct rreq *q)
 {
     struct httpd_req *r = q->r;
@@ -623,13 +787,20 @@ static void manifest(struct rreq *q)
         return;
     }
     if (strv_eq_cstr(r->h.method, "DELETE")) {
+        struct reg_manifest old;
+        bool had = reg_manifest_get(q->w->db, q->name, q->ref, &old) == 0;
         int rc = by_digest ? reg_manifest_del(q->w->db, q->name, q->ref) : reg_tag_del(q->w->db, q->name, q->ref);
-        if (rc == -ENOENT)
+        if (rc == -ENOENT) {
             fail(q, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry");
-        else if (rc)
+        } else if (rc) {
             fail(q, 500, "UNKNOWN", cairn_strerror(rc));
-        else
+        } else {
+            if (had)
+                notify(q, REG_EV_DELETE, true, old.digest, old.media_type, old.size, by_digest ? NULL : q->ref, NULL);
             reply(q, 202, NULL, NULL, 0);
+        }
+        if (had)
+            reg_manifest_free(&old);
         return;
     }
     struct reg_manifest m;
@@ -637,25 +808,26 @@ static void manifest(struct rreq *q)
         fail(q, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry");
         return;
     }
-    char path[800];
-    reg_blob_path(q->s->conf->path, m.digest, path, sizeof(path));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    char *data = malloc((size_t)m.size + 1);
-    ssize_t n = fd >= 0 && data ? pread(fd, data, (size_t)m.size, 0) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n != m.size) {
+    size_t n;
+    char *data = read_manifest(q, &m, &n);
+    const char *why = data ? negotiate(q, by_digest, &m, &data, &n) : NULL;
+    if (!data || why) {
         free(data);
         reg_manifest_free(&m);
-        fail(q, 500, "UNKNOWN", "manifest unreadable");
+        if (why)
+            fail(q, 404, "MANIFEST_UNKNOWN", why);
+        else
+            fail(q, 500, "UNKNOWN", "manifest unreadable");
         return;
     }
     httpd_header(r, "Docker-Content-Digest", m.digest);
     httpd_header(r, "ETag", m.digest);
+    if (!r->h.is_head)
+        notify(q, REG_EV_PULL, true, m.digest, m.media_type, m.size, by_digest ? NULL : q->ref, NULL);
     char ctype[128];
     snprintf(ctype, sizeof(ctype), "%s", m.media_type);
     reg_manifest_free(&m);
-    reply(q, 200, ctype, data, (size_t)n);
+    reply(q, 200, ctype, data, n);
     free(data);
 }
 
@@ -774,7 +946,7 @@ void reg__handle(struct httpd_req *r, void *arg)
     bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
     unsigned need = get ? REG_PULL : strv_eq_cstr(r->h.method, "DELETE") ? REG_DELETE : REG_PUSH;
     bool whole = q->kind == K_BASE || q->kind == K_CATALOG;
-    if (!reg_auth_check(s, r, whole ? NULL : q->name, need)) {
+    if (!reg_auth_check(s, r, whole ? NULL : q->name, need, q->actor, sizeof(q->actor))) {
         rreq_free(q);      /* answered with the challenge */
         return;
     }

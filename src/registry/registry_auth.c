@@ -124,7 +124,8 @@ static int basic_user(const struct reg_conf *c, struct httpd_req *r, const struc
 static void unauthorized(struct httpd_req *r, const char *realm_host, const char *scope, const char *error)
 {
     char ch[700];
-    snprintf(ch, sizeof(ch), "Bearer realm=\"http://%s/token\",service=\"" SERVICE "\"%s%s%s%s%s", realm_host,
+    snprintf(ch, sizeof(ch), "Bearer realm=\"%s://%s/token\",service=\"" SERVICE "\"%s%s%s%s%s",
+             r->tls ? "https" : "http", realm_host,
              scope ? ",scope=\"" : "", scope ? scope : "", scope ? "\"" : "", error ? ",error=\"" : "",
              error ? error : "");
     if (error)
@@ -217,7 +218,7 @@ void reg_auth_token(struct reg_svc *s, struct httpd_req *r)
 
 /* What the request's token grants on repo (REG_* bits; for repo NULL, REG_PULL when
  * the token is valid at all); -1 when there is no valid token. */
-static int token_grants(struct reg_svc *s, struct httpd_req *r, const char *repo)
+static int token_grants(struct reg_svc *s, struct httpd_req *r, const char *repo, char *actor, size_t cap)
 {
     const struct http_header *h = httpd_req_header(r, "authorization");
     if (!h || !strv_has_prefix(h->value, "Bearer "))
@@ -243,6 +244,9 @@ static int token_grants(struct reg_svc *s, struct httpd_req *r, const char *repo
         return -1;
     }
     int grants = repo ? 0 : REG_PULL;
+    json_t *sub = json_object_get(claims, "sub");
+    if (actor && json_is_string(sub))
+        snprintf(actor, cap, "%s", json_string_value(sub));
     json_t *access = json_object_get(claims, "access"), *it;
     size_t i;
     json_array_foreach(access, i, it) {
@@ -262,17 +266,24 @@ static int token_grants(struct reg_svc *s, struct httpd_req *r, const char *repo
     return grants;
 }
 
-bool reg_auth_allows(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions)
+static bool allows(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions, char *actor,
+                   size_t cap)
 {
     if (!s->conf->nusers)
         return true;
-    int g = token_grants(s, r, repo);
+    int g = token_grants(s, r, repo, actor, cap);
     return g >= 0 && ((unsigned)g & actions) == actions;
 }
 
-bool reg_auth_check(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions)
+bool reg_auth_allows(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions)
 {
-    if (reg_auth_allows(s, r, repo, actions))
+    return allows(s, r, repo, actions, NULL, 0);
+}
+
+bool reg_auth_check(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions, char *actor,
+                    size_t cap)
+{
+    if (allows(s, r, repo, actions, actor, cap))
         return true;
     char host[256], scope[400];
     snprintf(host, sizeof(host), "%.*s", (int)MIN(r->h.host.n, sizeof(host) - 1), r->h.host.p);

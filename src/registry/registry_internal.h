@@ -6,6 +6,8 @@
  *                      blobs each repository links to
  *   registry_api.c     the OCI Distribution API (pull, push, chunked uploads, mounts,
  *                      tags, catalog, referrers, deletes) and its error bodies
+ *   registry_bg.c      online garbage collection and webhook notifications, on a
+ *                      thread of their own
  *   registry_main.c    start, workers, stop
  *
  * Threads: every worker has its own loop, listeners and SQLite connection; blob
@@ -19,6 +21,7 @@
 #include "core/httpd.h"
 #include "core/metrics.h"
 #include "core/service.h"
+#include "core/stack.h"
 #include "registry/registry.h"
 
 #define REG_MAX_LISTEN 8
@@ -37,6 +40,26 @@ struct reg_user {
     size_t ngrants;
 };
 
+struct reg_quota {
+    char *pattern;
+    uint64_t bytes;                 /* what the repositories it covers may hold together */
+};
+
+/* Event actions (Distribution's), as bits for an endpoint's ignore list. */
+enum { REG_EV_PUSH = 1, REG_EV_PULL = 2, REG_EV_DELETE = 4, REG_EV_MOUNT = 8 };
+
+struct reg_endpoint {               /* notifications.endpoints[i] */
+    char *name;
+    struct stack_url url;
+    char **headers;                 /* "Name: value" lines, NULL-terminated */
+    size_t nheaders;
+    uint64_t timeout_ms, backoff_ms;
+    long threshold;                 /* failures in a row before waiting backoff_ms */
+    char **ignore_types;            /* media types not notified */
+    size_t nignore_types;
+    unsigned ignore_actions;        /* REG_EV_* bits not notified */
+};
+
 struct reg_conf {
     struct net_addr listen[REG_MAX_LISTEN];
     size_t nlisten;
@@ -46,6 +69,14 @@ struct reg_conf {
     size_t nusers;
     char **public_repos;            /* patterns anyone may pull */
     size_t npublic;
+    char *tls_cert, *tls_key;       /* HTTPS on the listeners when given */
+    uint64_t gc_interval_ms;        /* 0: no garbage collection */
+    uint64_t gc_grace_ms;           /* an unreferenced blob younger than this stays */
+    uint64_t upload_expiry_ms;      /* an upload untouched this long is removed */
+    struct reg_quota *quotas;
+    size_t nquotas;
+    struct reg_endpoint *endpoints;
+    size_t nendpoints;
 };
 
 /* ---- auth (registry_auth.c): the Docker token scheme ---- */
@@ -58,14 +89,16 @@ bool reg_pattern_match(const char *pattern, const char *name);
  * to what the user (or anyone, for public repositories) may do. */
 void reg_auth_token(struct reg_svc *s, struct httpd_req *r);
 /* Checks a request's bearer token for actions on repo (NULL: any valid token, for
- * /v2/ and the catalog). Returns true, or answers 401 with the challenge (the
- * request is then gone). */
-bool reg_auth_check(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions);
+ * /v2/ and the catalog); the token's user name goes to actor. Returns true, or
+ * answers 401 with the challenge (the request is then gone). */
+bool reg_auth_check(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions, char *actor,
+                    size_t cap);
 /* The same question without answering. */
 bool reg_auth_allows(struct reg_svc *s, struct httpd_req *r, const char *repo, unsigned actions);
 
 int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
 void reg__free_conf(void *conf);
+void reg__free_endpoint(struct reg_endpoint *e);
 
 /* ---- storage (registry_store.c) ---- */
 
@@ -84,7 +117,15 @@ void reg_blob_path(const char *dir, const char *digest, char *out, size_t cap);
 long long reg_blob_size(const char *dir, const char *digest);
 /* Whether a repository links to a blob (pushed or mounted there). */
 int reg_link_has(struct reg_db *db, const char *repo, const char *digest);
-int reg_link_add(struct reg_db *db, const char *repo, const char *digest);
+/* Links a blob of size bytes to repo, or touches the link. */
+int reg_link_add(struct reg_db *db, const char *repo, const char *digest, long long size);
+/* Marks a link used now when it was last marked more than older_than_s ago (a
+ * client that finds a blob by HEAD may name it in a manifest soon). */
+int reg_link_touch(struct reg_db *db, const char *repo, const char *digest, long long older_than_s);
+/* Bytes the repositories a pattern covers hold (each blob once), or -EIO. */
+long long reg_usage(struct reg_db *db, const char *pattern);
+/* Whether a repository the pattern covers links to digest. */
+int reg_linked_under(struct reg_db *db, const char *pattern, const char *digest);
 int reg_link_del(struct reg_db *db, const char *repo, const char *digest);
 
 /* Moves an upload's file into the blob store under digest after checking that its
@@ -107,9 +148,12 @@ void reg_manifest_free(struct reg_manifest *m);
  * each; *index tells which. Returns NULL, or what is wrong with it. */
 const char *reg_manifest_parse(const char *body, size_t len, const char *ctype, struct reg_manifest *m,
                                struct buf *refs, bool *index);
-/* Stores a manifest's bytes (as a blob) and its row; tag may be NULL. */
+/* Stores a manifest's bytes (as a blob), its row and what it names (refs, from
+ * reg_manifest_parse); tag may be NULL. -ENOENT with *missing pointing into refs
+ * when a blob (or, for an index, a manifest) it names is not in the repository. */
 int reg_manifest_put(struct reg_db *db, const char *dir, const char *repo, const char *tag,
-                     const struct reg_manifest *m, const void *body, size_t len);
+                     const struct reg_manifest *m, const void *body, size_t len, const struct buf *refs,
+                     bool index, const char **missing);
 /* By digest or by tag; -ENOENT. */
 int reg_manifest_get(struct reg_db *db, const char *repo, const char *ref, struct reg_manifest *m);
 int reg_manifest_del(struct reg_db *db, const char *repo, const char *digest);
@@ -120,9 +164,35 @@ int reg_tag_del(struct reg_db *db, const char *repo, const char *tag);
 int reg_tags(struct reg_db *db, const char *repo, const char *last, long n, struct buf *json, char *end,
              size_t endcap);
 int reg_repos(struct reg_db *db, const char *last, long n, struct buf *json, char *end, size_t endcap);
+/* Garbage collection: removes the links that no manifest of their repository names
+ * and that nobody touched since cutoff_s (seconds since the epoch); returns how many,
+ * or -EIO. */
+int reg_gc_links(struct reg_db *db, long long cutoff_s);
+/* Removes a blob's file if no repository links to it, in one transaction with the
+ * check: 1 when removed, 0 when linked, or an error. */
+int reg_gc_remove_blob(struct reg_db *db, const char *path, const char *digest);
 /* Manifests of repo whose subject is digest, as OCI descriptors (JSON, comma-separated). */
 int reg_referrers(struct reg_db *db, const char *repo, const char *digest, const char *artifact_type,
                   struct buf *json);
+
+/* ---- background (registry_bg.c): garbage collection and notifications ---- */
+
+struct reg_event {
+    unsigned action;                /* one REG_EV_* */
+    bool manifest;                  /* a manifest (else a blob) */
+    const char *repo, *digest, *media_type, *tag, *from, *actor;
+    long long size;
+};
+struct reg_svc;
+struct reg_bg;
+struct metrics_registry;
+/* Starts the background thread: garbage collection on its timer, and a queue and
+ * sender per notification endpoint. */
+int reg_bg_start(struct reg_svc *s, struct metrics_registry *reg);
+/* Stops and frees it (events still queued are lost). */
+void reg_bg_stop(struct reg_svc *s);
+/* Queues an event for every endpoint that does not ignore it (any thread). */
+void reg_notify(struct reg_svc *s, struct httpd_req *r, const struct reg_event *ev);
 
 /* ---- the service ---- */
 
@@ -145,6 +215,8 @@ struct reg_svc {
     int nworkers;
     struct metric_family *f_requests;
     unsigned char token_key[32];    /* signs the tokens this process hands out */
+    struct tls_ctx *tls;
+    struct reg_bg *bg;
 };
 
 void reg__handle(struct httpd_req *r, void *arg);

@@ -51,7 +51,17 @@ static int reg_start(struct service_ctx *sc)
         log_error("no random bytes for the token key");
         return -EIO;
     }
+    if (c->tls_cert) {
+        char err[512];
+        struct tls_cert_conf cert = { c->tls_cert, c->tls_key };
+        static const char *const alpn[] = { "h2", "http/1.1" };
+        if (tls_server_new(&s->tls, &cert, 1, alpn, 2, err, sizeof(err))) {
+            log_error("cannot load the TLS certificate", "error", err);
+            return -EINVAL;
+        }
+    }
     httpd_conf_defaults(&s->hconf);
+    s->hconf.tls = s->tls;
     s->hconf.limits.max_body = REG_MAX_MANIFEST;
     s->hconf.handler = reg__handle;
     s->hconf.handler_arg = s;
@@ -69,7 +79,10 @@ static int reg_start(struct service_ctx *sc)
             return -EIO;
         }
     }
-    int r = service_http_pool_start(sc, &s->pool, s->nworkers, &s->hconf, c->listen, c->nlisten, REG_DRAIN_MS);
+    int r = reg_bg_start(s, sc->reg);
+    if (r)
+        return r;
+    r = service_http_pool_start(sc, &s->pool, s->nworkers, &s->hconf, c->listen, c->nlisten, REG_DRAIN_MS);
     for (int i = 0; i < s->pool.ninit; i++)
         s->pool.w[i].hw.data = &s->workers[i];
     if (r)
@@ -77,14 +90,18 @@ static int reg_start(struct service_ctx *sc)
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0], first, sizeof(first));
     log_info(c->nusers ? "registry serving (token auth)" : "registry serving (no users: anonymous pull, push and delete)",
-             "addr", first, "dir", c->path, "users", log_int((long long)c->nusers), "threads", log_int(s->nworkers));
+             "addr", first, "scheme", s->tls ? "https" : "http", "dir", c->path, "users",
+             log_int((long long)c->nusers), "threads", log_int(s->nworkers), "gc_interval_ms",
+             log_int((long long)c->gc_interval_ms), "endpoints", log_int((long long)c->nendpoints));
     return 0;
 }
 
 static void reg_finish(struct service_ctx *sc)
 {
     struct reg_svc *s = sc->role;
+    reg_bg_stop(s);
     service_http_pool_free(&s->pool);
+    tls_ctx_free(&s->tls);
     for (int i = 0; s->workers && i < s->nworkers; i++)
         reg_db_close(s->workers[i].db);
     free(s->workers);

@@ -27,14 +27,83 @@ struct reg_db {
 
 static const char schema[] =
     "PRAGMA journal_mode=WAL;"
-    "CREATE TABLE IF NOT EXISTS links(repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY(repo, digest))"
-    " WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS links(repo TEXT NOT NULL, digest TEXT NOT NULL,"
+    " size INTEGER NOT NULL DEFAULT -1, touched INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(repo, digest)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS links_digest ON links(digest);"
     "CREATE TABLE IF NOT EXISTS manifests(repo TEXT NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,"
     " size INTEGER NOT NULL, artifact_type TEXT NOT NULL, subject TEXT, annotations TEXT,"
     " created INTEGER NOT NULL, PRIMARY KEY(repo, digest)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS manifests_subject ON manifests(repo, subject);"
     "CREATE TABLE IF NOT EXISTS tags(repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,"
-    " PRIMARY KEY(repo, tag)) WITHOUT ROWID;";
+    " PRIMARY KEY(repo, tag)) WITHOUT ROWID;"
+    /* what each manifest names (config, layers, or an index's manifests): garbage
+     * collection keeps every blob a manifest of its repository names */
+    "CREATE TABLE IF NOT EXISTS refs(repo TEXT NOT NULL, manifest TEXT NOT NULL, digest TEXT NOT NULL,"
+    " PRIMARY KEY(repo, manifest, digest)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS refs_digest ON refs(repo, digest);";
+
+static int exec1(struct reg_db *d, const char *sql, const char *a, const char *b, const char *c);
+
+/* A database from before sizes, touch times and references: add them (sizes from
+ * the files, references from the manifests' bytes). */
+static int migrate(struct reg_db *d, const char *dir)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(d->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+        return -EIO;
+    int version = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_finalize(s);
+    if (version >= 1)
+        return 0;
+    if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
+    if (sqlite3_prepare_v2(d->db, "SELECT size FROM links LIMIT 0", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_finalize(s);
+    } else if (sqlite3_exec(d->db, "ALTER TABLE links ADD COLUMN size INTEGER NOT NULL DEFAULT -1;"
+                                   "ALTER TABLE links ADD COLUMN touched INTEGER NOT NULL DEFAULT 0;",
+                            NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+        return -EIO;
+    }
+    int r = 0;
+    if (sqlite3_prepare_v2(d->db, "SELECT repo, digest FROM manifests", -1, &s, NULL) != SQLITE_OK)
+        r = -EIO;
+    while (!r && sqlite3_step(s) == SQLITE_ROW) {
+        const char *repo = (const char *)sqlite3_column_text(s, 0), *dg = (const char *)sqlite3_column_text(s, 1);
+        char path[800];
+        reg_blob_path(dir, dg, path, sizeof(path));
+        char *text = NULL;
+        size_t len = 0;
+        struct cfg_errors errs = { 0 };
+        if (cfg_read_file(path, &text, &len, &errs) == 0) {
+            struct reg_manifest m;
+            struct buf refs = BUF_INIT;
+            bool index;
+            reg_manifest_parse(text, len, NULL, &m, &refs, &index);
+            for (const char *x = refs.data; x && x < buf_head(&refs) + buf_used(&refs); x += strlen(x) + 1)
+                r |= exec1(d, "INSERT OR IGNORE INTO refs(repo, manifest, digest) VALUES(?1, ?2, ?3)", repo, dg, x);
+            reg_manifest_free(&m);
+            buf_free(&refs);
+        }
+        cfg_errors_free(&errs);
+        free(text);
+    }
+    sqlite3_finalize(s);
+    if (!r && sqlite3_prepare_v2(d->db, "SELECT DISTINCT digest FROM links WHERE size < 0", -1, &s, NULL) == SQLITE_OK) {
+        while (!r && sqlite3_step(s) == SQLITE_ROW) {
+            const char *dg = (const char *)sqlite3_column_text(s, 0);
+            char sz[32];
+            snprintf(sz, sizeof(sz), "%lld", MAX(reg_blob_size(dir, dg), 0LL));
+            r |= exec1(d, "UPDATE links SET size = CAST(?2 AS INTEGER) WHERE digest = ?1", dg, sz, NULL);
+        }
+        sqlite3_finalize(s);
+    }
+    if (!r && sqlite3_exec(d->db, "PRAGMA user_version = 1; COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    return -EIO;
+}
 
 struct reg_db *reg_db_open(const char *dir, char *err, size_t errlen)
 {
@@ -48,7 +117,7 @@ struct reg_db *reg_db_open(const char *dir, char *err, size_t errlen)
     if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK ||
         (sqlite3_busy_timeout(d->db, 10000), sqlite3_exec(d->db, schema, NULL, NULL, NULL)) != SQLITE_OK ||
-        sqlite3_exec(d->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(d->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK || migrate(d, dir)) {
         snprintf(err, errlen, "%s: %s", path, d->db ? sqlite3_errmsg(d->db) : "cannot open");
         reg_db_close(d);
         return NULL;
@@ -156,7 +225,8 @@ static int exists1(struct reg_db *d, const char *sql, const char *a, const char 
     if (sqlite3_prepare_v2(d->db, sql, -1, &s, NULL) != SQLITE_OK)
         return -EIO;
     sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, b, -1, SQLITE_STATIC);
+    if (b)
+        sqlite3_bind_text(s, 2, b, -1, SQLITE_STATIC);
     int r = sqlite3_step(s);
     sqlite3_finalize(s);
     return r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : -EIO;
@@ -167,9 +237,58 @@ int reg_link_has(struct reg_db *d, const char *repo, const char *digest)
     return exists1(d, "SELECT 1 FROM links WHERE repo = ?1 AND digest = ?2", repo, digest);
 }
 
-int reg_link_add(struct reg_db *d, const char *repo, const char *digest)
+int reg_link_add(struct reg_db *d, const char *repo, const char *digest, long long size)
 {
-    return exec1(d, "INSERT OR IGNORE INTO links(repo, digest) VALUES(?1, ?2)", repo, digest, NULL);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(d->db,
+                           "INSERT INTO links(repo, digest, size, touched) VALUES(?1, ?2, ?3, ?4) "
+                           "ON CONFLICT(repo, digest) DO UPDATE SET touched = excluded.touched, "
+                           "size = MAX(size, excluded.size)",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(s, 1, repo, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, digest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, size);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)time(NULL));
+    int r = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : r == SQLITE_FULL ? -ENOSPC : -EIO;
+}
+
+int reg_link_touch(struct reg_db *d, const char *repo, const char *digest, long long older_than_s)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(d->db, "UPDATE links SET touched = ?3 WHERE repo = ?1 AND digest = ?2 AND touched < ?4",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -EIO;
+    long long now = (long long)time(NULL);
+    sqlite3_bind_text(s, 1, repo, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, digest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, now);
+    sqlite3_bind_int64(s, 4, now - older_than_s);
+    int r = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? 0 : -EIO;
+}
+
+long long reg_usage(struct reg_db *d, const char *pattern)
+{
+    sqlite3_stmt *s;
+    /* names hold no glob characters, so a pattern ("team/app", "team/" '*', '*') is a glob */
+    if (sqlite3_prepare_v2(d->db,
+                           "SELECT COALESCE(SUM(sz), 0) FROM (SELECT MAX(size) AS sz FROM links "
+                           "WHERE repo GLOB ?1 GROUP BY digest)",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(s, 1, pattern, -1, SQLITE_STATIC);
+    long long n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -EIO;
+    sqlite3_finalize(s);
+    return n;
+}
+
+int reg_linked_under(struct reg_db *d, const char *pattern, const char *digest)
+{
+    return exists1(d, "SELECT 1 FROM links WHERE digest = ?2 AND repo GLOB ?1", pattern, digest);
 }
 
 int reg_link_del(struct reg_db *d, const char *repo, const char *digest)
@@ -229,14 +348,27 @@ int reg_blob_commit(struct reg_db *d, const char *dir, const char *repo, const c
     reg_blob_path(dir, digest, dst, sizeof(dst));
     if ((r = mkdirs_for(dst)))
         return r;
-    if (rename(upload_path, dst))
+    struct stat st;
+    if (stat(upload_path, &st))
         return -errno;
-    char parent[800];
-    snprintf(parent, sizeof(parent), "%s", dst);
-    *strrchr(parent, '/') = 0;
-    if ((r = fsync_path(parent, true)))
-        return r;
-    return reg_link_add(d, repo, digest);
+    /* the rename and the link in one transaction: garbage collection removes a file
+     * only inside one, when no link names it */
+    if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
+    r = rename(upload_path, dst) ? -errno : 0;
+    if (!r) {
+        char parent[800];
+        snprintf(parent, sizeof(parent), "%s", dst);
+        *strrchr(parent, '/') = 0;
+        r = fsync_path(parent, true);
+    }
+    if (!r)
+        r = reg_link_add(d, repo, digest, (long long)st.st_size);
+    if (!r && sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        r = -EIO;
+    if (r)
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
 }
 
 void reg_manifest_free(struct reg_manifest *m)
@@ -247,8 +379,10 @@ void reg_manifest_free(struct reg_manifest *m)
 }
 
 int reg_manifest_put(struct reg_db *d, const char *dir, const char *repo, const char *tag,
-                     const struct reg_manifest *m, const void *body, size_t len)
+                     const struct reg_manifest *m, const void *body, size_t len, const struct buf *refs,
+                     bool index, const char **missing)
 {
+    *missing = NULL;
     char path[800], tmp[820];
     reg_blob_path(dir, m->digest, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)gettid());
@@ -275,6 +409,19 @@ int reg_manifest_put(struct reg_db *d, const char *dir, const char *repo, const 
     sqlite3_stmt *s;
     if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return -EIO;
+    /* everything it names is here (blobs of the repository, or its manifests), checked
+     * in the transaction that stores it, so garbage collection cannot take one away
+     * between the check and the commit */
+    const char *end = refs->data ? buf_head(refs) + buf_used(refs) : NULL;
+    for (const char *x = refs->data; x && x < end && !*missing; x += strlen(x) + 1)
+        if (exists1(d, index ? "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2"
+                             : "SELECT 1 FROM links WHERE repo = ?1 AND digest = ?2",
+                    repo, x) != 1)
+            *missing = x;
+    if (*missing) {
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+        return -ENOENT;
+    }
     r = sqlite3_prepare_v2(d->db,
                            "INSERT OR REPLACE INTO manifests(repo, digest, media_type, size, artifact_type, "
                            "subject, annotations, created) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -293,8 +440,10 @@ int reg_manifest_put(struct reg_db *d, const char *dir, const char *repo, const 
         r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
         sqlite3_finalize(s);
     }
+    for (const char *x = refs->data; !r && x && x < end; x += strlen(x) + 1)
+        r = exec1(d, "INSERT OR IGNORE INTO refs(repo, manifest, digest) VALUES(?1, ?2, ?3)", repo, m->digest, x);
     if (!r)
-        r = reg_link_add(d, repo, m->digest);
+        r = reg_link_add(d, repo, m->digest, (long long)len);
     if (!r && tag)
         r = exec1(d, "INSERT OR REPLACE INTO tags(repo, tag, digest) VALUES(?1, ?2, ?3)", repo, tag, m->digest);
     if (!r && sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
@@ -337,11 +486,19 @@ int reg_manifest_del(struct reg_db *d, const char *repo, const char *digest)
 {
     if (exists1(d, "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2", repo, digest) != 1)
         return -ENOENT;
+    if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
     int r = exec1(d, "DELETE FROM tags WHERE repo = ?1 AND digest = ?2", repo, digest, NULL);
     if (!r)
         r = exec1(d, "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2", repo, digest, NULL);
     if (!r)
+        r = exec1(d, "DELETE FROM refs WHERE repo = ?1 AND manifest = ?2", repo, digest, NULL);
+    if (!r)
         r = reg_link_del(d, repo, digest);
+    if (!r && sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        r = -EIO;
+    if (r)
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     return r;
 }
 
@@ -428,4 +585,32 @@ int reg_referrers(struct reg_db *d, const char *repo, const char *digest, const 
     }
     sqlite3_finalize(s);
     return r == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* ---- garbage collection ---- */
+
+int reg_gc_links(struct reg_db *d, long long cutoff_s)
+{
+    sqlite3_stmt *s;
+    /* a link no manifest of its repository names (nor is one), untouched since the cutoff */
+    if (sqlite3_prepare_v2(d->db,
+                           "DELETE FROM links WHERE touched < ?1 AND NOT EXISTS (SELECT 1 FROM refs r WHERE "
+                           "r.repo = links.repo AND r.digest = links.digest) AND NOT EXISTS (SELECT 1 FROM "
+                           "manifests m WHERE m.repo = links.repo AND m.digest = links.digest)",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_int64(s, 1, cutoff_s);
+    int r = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return r == SQLITE_DONE ? sqlite3_changes(d->db) : -EIO;
+}
+
+int reg_gc_remove_blob(struct reg_db *d, const char *path, const char *digest)
+{
+    if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
+    int linked = exists1(d, "SELECT 1 FROM links WHERE digest = ?1", digest, NULL);
+    int r = linked ? 0 : unlink(path) ? -errno : 1;
+    sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL);
+    return linked < 0 ? linked : r;
 }

@@ -13,7 +13,8 @@ from conftest import free_port, pid_alive, wait_for, write_stack
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def start_registry(start, tmp_path, port=None):
+def start_registry(start, tmp_path, port=None, extra=""):
+    """A registry with the defaults and the stack-file lines in extra (indented as keys of the service)."""
     port = port or free_port()
     stack = write_stack(tmp_path, f"""
 data_dir: data
@@ -21,7 +22,7 @@ services:
   registry:
     role: registry
     listen: ["127.0.0.1:{port}"]
-""")
+{extra}""")
     p = start(["run", "registry", "-c", stack])
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="registry ready")

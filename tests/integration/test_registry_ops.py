@@ -1,0 +1,299 @@
+"""role registry beyond pull and push: online garbage collection (also under concurrent
+pushes), quotas, webhook notifications, Accept negotiation and TLS."""
+import http.server
+import json
+import os
+import random
+import re
+import threading
+import time
+
+import requests
+
+import ociimage
+from conftest import free_port, make_cert, wait_for, write_stack
+from test_registry import sha, skopeo, start_registry
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def metric(url, name):
+    for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def push_blob(url, repo, data):
+    d = sha(data)
+    r = requests.post(f"{url}/v2/{repo}/blobs/uploads/", params={"digest": d}, data=data, timeout=10)
+    return d, r
+
+
+def push_manifest(url, repo, ref, blobs, media_type=OCI_MANIFEST, config_type="application/vnd.oci.image.config.v1+json"):
+    """blobs: [(digest, size)], the first is the config."""
+    m = json.dumps({"schemaVersion": 2, "mediaType": media_type,
+                    "config": {"mediaType": config_type, "digest": blobs[0][0], "size": blobs[0][1]},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}
+                               for d, n in blobs[1:]]}).encode()
+    r = requests.put(f"{url}/v2/{repo}/manifests/{ref}", data=m, headers={"Content-Type": media_type}, timeout=10)
+    return sha(m), r
+
+
+def blob_files(root):
+    out = set()
+    for dirpath, _, files in os.walk(root / "data" / "registry" / "blobs"):
+        out.update(f for f in files if "." not in f)
+    return out
+
+
+def test_gc_removes_what_nothing_references_and_keeps_images(start, tmp_path):
+    p, url, _ = start_registry(start, tmp_path, extra="    gc: {interval: 1s, grace: 2s, uploads: 3s}\n")
+    host = url[len("http://"):]
+    keep = ociimage.make(str(tmp_path / "keep"), nlayers=2)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/keep:latest", f"docker://{host}/team/keep:v1")
+    ociimage.make(str(tmp_path / "drop"), nlayers=2)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/drop:latest", f"docker://{host}/team/drop:v1")
+    drop = requests.head(f"{url}/v2/team/drop/manifests/v1", timeout=5,
+                         headers={"Accept": OCI_MANIFEST}).headers["Docker-Content-Digest"]
+    lone, r = push_blob(url, "team/lone", os.urandom(5000))
+    assert r.status_code == 201
+    loc = requests.post(f"{url}/v2/team/lone/blobs/uploads/", timeout=5).headers["Location"]
+    requests.patch(url + loc, data=b"half an upload", timeout=5)
+    keep_files = set(os.listdir(tmp_path / "keep" / "blobs" / "sha256"))
+    drop_only = set(os.listdir(tmp_path / "drop" / "blobs" / "sha256")) - keep_files
+    assert keep_files | drop_only | {lone[7:]} <= blob_files(tmp_path)
+    assert requests.delete(f"{url}/v2/team/drop/manifests/{drop}", timeout=5).status_code == 202
+
+    def collected():
+        have = blob_files(tmp_path)
+        return not (have & (drop_only | {lone[7:]})) and \
+            not os.listdir(tmp_path / "data" / "registry" / "uploads")
+    wait_for(collected, timeout=30, what="the dropped image, the lone blob and the stale upload to be collected")
+    assert keep_files <= blob_files(tmp_path)
+    assert metric(url, "cairn_registry_gc_blobs_deleted_total") >= len(drop_only) + 1
+    assert metric(url, "cairn_registry_gc_uploads_deleted_total") == 1
+    assert requests.get(url + loc, timeout=5).status_code == 404
+    assert requests.get(f"{url}/v2/team/lone/blobs/{lone}", timeout=5).status_code == 404
+    # the kept image pulls whole
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host}/team/keep:v1", f"oci:{tmp_path}/back:latest")
+    assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == sorted(keep_files)
+    assert json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/team/keep:v1"))["Digest"] == keep
+
+
+def test_gc_under_concurrent_pushes_never_loses_a_referenced_blob(start, tmp_path):
+    """Pushers upload blobs, wait (sometimes past the grace), look their blobs up by HEAD as
+    clients do, and push a manifest, while collection runs every second with a one-second
+    grace. Every manifest the registry accepted must pull whole afterwards."""
+    p, url, _ = start_registry(start, tmp_path, extra="    gc: {interval: 1s, grace: 1s}\n")
+    accepted, refused, errors = [], [], []
+    stop = time.monotonic() + 12
+
+    def pusher(n):
+        rnd = random.Random(n)
+        i = 0
+        while time.monotonic() < stop:
+            repo = f"load/p{n}"
+            blobs = []
+            for _ in range(3):
+                data = os.urandom(rnd.randint(1000, 50000))
+                d, r = push_blob(url, repo, data)
+                if r.status_code != 201:
+                    errors.append(("blob", r.status_code, r.text))
+                    return
+                blobs.append((d, len(data)))
+            time.sleep(rnd.choice([0, 0.3, 1.5, 2.5]))
+            # a client that finds its blobs gone uploads them again
+            for d, size in blobs:
+                if requests.head(f"{url}/v2/{repo}/blobs/{d}", timeout=5).status_code != 200:
+                    refused.append(d)
+            md, r = push_manifest(url, repo, f"t{i}", blobs)
+            if r.status_code == 201:
+                accepted.append((repo, md, blobs))
+            elif r.status_code == 400 and "MANIFEST_BLOB_UNKNOWN" in r.text:
+                refused.append(md)
+            else:
+                errors.append(("manifest", r.status_code, r.text))
+            i += 1
+
+    threads = [threading.Thread(target=pusher, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert accepted
+    runs = metric(url, "cairn_registry_gc_runs_total")
+    wait_for(lambda: metric(url, "cairn_registry_gc_runs_total") >= runs + 3, timeout=20,
+             what="three more collections")
+    assert metric(url, "cairn_registry_gc_blobs_deleted_total") > 0 or not refused
+    for repo, md, blobs in accepted:
+        r = requests.get(f"{url}/v2/{repo}/manifests/{md}", headers={"Accept": OCI_MANIFEST}, timeout=5)
+        assert r.status_code == 200
+        for d, size in blobs:
+            b = requests.get(f"{url}/v2/{repo}/blobs/{d}", timeout=5)
+            assert b.status_code == 200 and sha(b.content) == d, (repo, md, d)
+
+
+def test_quotas_per_repository_prefix(start, tmp_path):
+    p, url, _ = start_registry(start, tmp_path, extra="    quotas: [{repositories: \"team/*\", bytes: 1MiB}]\n")
+    a = os.urandom(600 * 1024)
+    d, r = push_blob(url, "team/a", a)
+    assert r.status_code == 201
+    # another 600 KiB under team/: over the quota, monolithic and chunked
+    _, r = push_blob(url, "team/b", os.urandom(600 * 1024))
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
+    assert "team/*" in r.json()["errors"][0]["message"]
+    loc = requests.post(f"{url}/v2/team/b/blobs/uploads/", timeout=5).headers["Location"]
+    assert requests.patch(url + loc, data=os.urandom(300 * 1024), timeout=5).status_code == 202
+    r = requests.patch(url + loc, data=os.urandom(300 * 1024), timeout=5)
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
+    # the same blob again under team/ costs nothing: pushed or mounted
+    assert push_blob(url, "team/c", a)[1].status_code == 201
+    r = requests.post(f"{url}/v2/team/d/blobs/uploads/", params={"mount": d, "from": "team/a"}, timeout=5)
+    assert r.status_code == 201
+    # outside the prefix: no quota
+    assert push_blob(url, "other/x", os.urandom(900 * 1024))[1].status_code == 201
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    events, headers, fail_first = [], [], 0
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        if cls.fail_first > 0:
+            cls.fail_first -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        cls.headers.append(dict(self.headers))
+        cls.events.extend(json.loads(body)["events"])
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+def test_webhooks_on_push_pull_and_delete_with_retries(start, tmp_path):
+    Receiver.events, Receiver.headers, Receiver.fail_first = [], [], 2
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        extra = f"""    notifications:
+      endpoints:
+        - name: hook
+          url: http://127.0.0.1:{srv.server_address[1]}/events
+          headers: {{Authorization: [Bearer s3cret]}}
+          threshold: 1
+          backoff: 200ms
+          ignore: {{actions: [mount]}}
+"""
+        p, url, _ = start_registry(start, tmp_path, extra=extra)
+        host = url[len("http://"):]
+        digest = ociimage.make(str(tmp_path / "img"), nlayers=2)
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/img:latest", f"docker://{host}/team/app:v1")
+        r = requests.get(f"{url}/v2/team/app/manifests/v1", headers={"Accept": OCI_MANIFEST}, timeout=5)
+        assert r.status_code == 200
+        assert requests.delete(f"{url}/v2/team/app/manifests/{digest}", timeout=5).status_code == 202
+
+        def got(action, media):
+            return [e for e in Receiver.events if e["action"] == action and e["target"]["mediaType"] == media]
+        wait_for(lambda: got("delete", OCI_MANIFEST), timeout=20, what="the delete event")
+        pushed = got("push", OCI_MANIFEST)
+        assert len(pushed) == 1
+        t = pushed[0]["target"]
+        assert t["digest"] == digest and t["repository"] == "team/app" and t["tag"] == "v1"
+        assert t["url"] == f"{url}/v2/team/app/manifests/{digest}" and t["size"] == t["length"] > 0
+        assert pushed[0]["request"]["method"] == "PUT" and "skopeo" in pushed[0]["request"]["useragent"]
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$", pushed[0]["timestamp"])
+        assert pushed[0]["source"]["addr"] == host and pushed[0]["source"]["instanceID"]
+        blob_pushes = got("push", "application/octet-stream")
+        assert len(blob_pushes) == 3        # two layers and the config
+        pulled = got("pull", OCI_MANIFEST)
+        assert len(pulled) == 1 and pulled[0]["target"]["tag"] == "v1"
+        assert got("delete", OCI_MANIFEST)[0]["target"]["digest"] == digest
+        assert len({e["id"] for e in Receiver.events}) == len(Receiver.events)
+        assert all(h["Authorization"] == "Bearer s3cret" and
+                   h["Content-Type"] == "application/vnd.docker.distribution.events.v1+json"
+                   for h in Receiver.headers)
+        # the first two POSTs were refused with 503: retried, nothing lost
+        assert metric(url, "cairn_registry_notification_failures_total") == 2
+        assert metric(url, "cairn_registry_notifications_sent_total") == len(Receiver.events)
+    finally:
+        srv.shutdown()
+
+
+def test_accept_negotiation(start, tmp_path):
+    p, url, _ = start_registry(start, tmp_path)
+    cfg, layer = os.urandom(100), os.urandom(1000)
+    blobs = []
+    for b in (cfg, layer):
+        d, r = push_blob(url, "neg/app", b)
+        assert r.status_code == 201
+        blobs.append((d, len(b)))
+    oci, r = push_manifest(url, "neg/app", "oci", blobs)
+    assert r.status_code == 201
+    r = requests.get(f"{url}/v2/neg/app/manifests/oci", headers={"Accept": DOCKER_MANIFEST}, timeout=5)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    for accept in (OCI_MANIFEST, f"{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.5", "*/*", None):
+        r = requests.get(f"{url}/v2/neg/app/manifests/oci", timeout=5,
+                         headers={"Accept": accept} if accept else {})
+        assert r.status_code == 200 and r.headers["Content-Type"] == OCI_MANIFEST, accept
+    # a Docker manifest list by tag, to a client that takes only schema 2 manifests: its linux/amd64 one
+    child, r = push_manifest(url, "neg/app", "amd64", blobs, media_type=DOCKER_MANIFEST,
+                             config_type="application/vnd.docker.container.image.v1+json")
+    assert r.status_code == 201
+    lst = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
+        {"mediaType": DOCKER_MANIFEST, "digest": child, "size": 1,
+         "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+    r = requests.put(f"{url}/v2/neg/app/manifests/multi", data=lst, headers={"Content-Type": DOCKER_LIST},
+                     timeout=5)
+    assert r.status_code == 201
+    r = requests.get(f"{url}/v2/neg/app/manifests/multi", headers={"Accept": DOCKER_MANIFEST}, timeout=5)
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == child
+    assert r.headers["Content-Type"] == DOCKER_MANIFEST
+    r = requests.get(f"{url}/v2/neg/app/manifests/multi", headers={"Accept": f"{DOCKER_MANIFEST},{DOCKER_LIST}"},
+                     timeout=5)
+    assert r.headers["Docker-Content-Digest"] == sha(lst)
+    r = requests.get(f"{url}/v2/neg/app/manifests/{sha(lst)}", headers={"Accept": DOCKER_MANIFEST}, timeout=5)
+    assert r.status_code == 404
+
+
+def test_tls_listener_with_skopeo_and_token_realm(start, tmp_path):
+    cert, key = make_cert(tmp_path, "localhost")
+    (tmp_path / "pw").write_text("hunter2\n")
+    port = free_port()
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  registry:
+    role: registry
+    listen: ["127.0.0.1:{port}"]
+    tls: {{cert: {cert}, key: {key}}}
+    users: [{{name: ci, password_file: pw, grants: [{{repositories: "sec/*", actions: [pull, push]}}]}}]
+""")
+    start(["run", "registry", "-c", stack])
+    url = f"https://localhost:{port}"
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1, verify=str(cert)).status_code == 200,
+             what="registry ready over https")
+    r = requests.get(url + "/v2/", timeout=5, verify=str(cert))
+    assert r.status_code == 401 and f'realm="https://localhost:{port}/token"' in r.headers["WWW-Authenticate"]
+    ociimage.make(str(tmp_path / "img"), nlayers=1)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "ca.crt").write_bytes(cert.read_bytes())
+    skopeo("copy", f"--dest-cert-dir={certs}", "--dest-creds=ci:hunter2", f"oci:{tmp_path}/img:latest",
+           f"docker://localhost:{port}/sec/app:1")
+    info = json.loads(skopeo("inspect", f"--cert-dir={certs}", "--creds=ci:hunter2",
+                             f"docker://localhost:{port}/sec/app:1"))
+    assert info["RepoTags"] == ["1"]
+    # plain HTTP on the TLS port is refused, not served
+    try:
+        plain = requests.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code
+    except requests.RequestException:
+        plain = None
+    assert plain != 200
