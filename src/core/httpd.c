@@ -548,6 +548,7 @@ static void start_linger(struct httpd_conn *c)
  * full, -1 when the connection was closed. */
 static int conn_flush(struct httpd_conn *c)
 {
+again:
     while (conn_pending(c)) {
         ssize_t n;
         if (c->ext) {
@@ -592,8 +593,15 @@ static int conn_flush(struct httpd_conn *c)
         set_timer(c, T_NONE, 0);
     if (!c->ssl && (c->io.events & EPOLLOUT))
         loop_io_mod(&c->io, c->io.events & ~(uint32_t)EPOLLOUT);
-    if (c->state == CS_HANDLER && c->req->on_drain)
+    if (c->state == CS_HANDLER && c->req->on_drain) {
         c->req->on_drain(c->req, c->req->drain_arg);
+        /* it may have written more and finished the response (a closing one too):
+         * what it wrote goes out before any linger */
+        if (c->state == CS_CLOSED)
+            return -1;
+        if (conn_pending(c))
+            goto again;
+    }
     if (c->state == CS_CLOSING) {
         start_linger(c);
     }

@@ -8,23 +8,26 @@ import os
 import tarfile
 
 
-def make(out, nlayers=2, size=100000):
+def make(out, nlayers=2, size=100000, sizes=None, gz=True):
+    """sizes: each layer's file size (default: size * (i + 1)); gz: gzip the layers
+    (random bytes do not shrink; the benchmark's 500 MB layer is a plain tar)."""
     os.makedirs(out + "/blobs/sha256", exist_ok=True)
+    sizes = sizes or [size * (i + 1) for i in range(nlayers)]
     def blob(data):
         d = hashlib.sha256(data).hexdigest()
         open(f"{out}/blobs/sha256/{d}", "wb").write(data)
         return "sha256:" + d, len(data)
     layers = []
-    for i in range(nlayers):
+    for i, sz in enumerate(sizes):
         raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w") as t:
-            data = os.urandom(size * (i + 1))
+            data = os.urandom(sz)
             ti = tarfile.TarInfo(f"file{i}"); ti.size = len(data); ti.mtime = 0
             t.addfile(ti, io.BytesIO(data))
-        gz = gzip.compress(raw.getvalue(), mtime=0)
-        d, n = blob(gz)
-        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n,
-                       "diff": "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()})
+        body = gzip.compress(raw.getvalue(), compresslevel=1, mtime=0) if gz else raw.getvalue()
+        d, n = blob(body)
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if gz else ""),
+                       "digest": d, "size": n, "diff": "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()})
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [l["diff"] for l in layers]}, "config": {}}).encode()
     cd, cn = blob(cfg)
     man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import requests
 
@@ -251,3 +252,33 @@ services:
                         f"docker://{host}/team/app:v1"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0       # viewer may not delete
     skopeo("delete", "--tls-verify=false", "--creds", "ci:s3cret", f"docker://{host}/team/app:v1")
+
+
+def test_big_blob_to_a_client_that_closes_reads_whole(start, tmp_path):
+    """skopeo sends "Connection: close": the last bytes of a big blob must still go out
+    before the server closes (they were cut when the response ended while the socket
+    was full)."""
+    import socket
+    p, url, _ = start_registry(start, tmp_path)
+    port = int(url.rsplit(":", 1)[1])
+    blob = os.urandom(20 << 20)
+    d = sha(blob)
+    r = requests.post(f"{url}/v2/big/one/blobs/uploads/", params={"digest": d}, data=blob, timeout=30)
+    assert r.status_code == 201
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(f"GET /v2/big/one/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        got = bytearray()
+        n = 0
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+            n += 1
+            if n % 64 == 0:
+                time.sleep(0.002)      # a reader slower than the disk now and then
+        s.close()
+        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == len(blob) and sha(body) == d

@@ -297,3 +297,40 @@ services:
     except requests.RequestException:
         plain = None
     assert plain != 200
+
+
+def test_kill_9_during_uploads_and_collection_loses_no_image(start, tmp_path):
+    import signal
+    from conftest import pid_alive
+    port = free_port()
+    p, url, stack = start_registry(start, tmp_path, port, extra="    gc: {interval: 1s, grace: 1s}\n")
+    host = url[len("http://"):]
+    digest = ociimage.make(str(tmp_path / "img"), nlayers=3)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/img:latest", f"docker://{host}/keep/app:1")
+    # garbage for the collector and uploads in flight, then kill -9 in the middle of it
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            try:
+                push_blob(url, "junk/x", os.urandom(20000))
+                loc = requests.post(f"{url}/v2/junk/y/blobs/uploads/", timeout=2).headers["Location"]
+                requests.patch(url + loc, data=os.urandom(200000), timeout=2)
+            except requests.RequestException:
+                return
+    t = threading.Thread(target=churn)
+    t.start()
+    wait_for(lambda: metric(url, "cairn_registry_gc_blobs_deleted_total") > 0, timeout=20,
+             what="collection to be removing garbage")
+    os.kill(p.pid, signal.SIGKILL)
+    stop.set()
+    t.join()
+    wait_for(lambda: not pid_alive(p.pid), timeout=5, what="the process to die")
+    start(["run", "registry", "-c", stack], name="again")
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="registry again")
+    runs = metric(url, "cairn_registry_gc_runs_total")
+    wait_for(lambda: metric(url, "cairn_registry_gc_runs_total") >= runs + 2, timeout=20, what="two collections")
+    assert json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/keep/app:1"))["Digest"] == digest
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host}/keep/app:1", f"oci:{tmp_path}/back:latest")
+    assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == \
+        sorted(os.listdir(tmp_path / "img" / "blobs" / "sha256"))
