@@ -7,7 +7,8 @@
 #   big:   one image with a 500 MB layer (BIG_MB), pushed and pulled the same way;
 #   manifests: GET of a manifest by tag with wrk (-t1 -c16, 5 s): requests/s and
 #          requests per server CPU-second;
-#   RSS of each server after all of it.
+#   RSS of each server after all of it;
+#   the client's floor: skopeo copying the same images between two local layouts.
 #
 # Both servers start empty for every round, with their defaults (cairn: 2 threads,
 # Distribution: Debian's config.yml with the filesystem driver, no auth); skopeo's
@@ -72,6 +73,18 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b - a) / 1e9}'; }
 
 declare -A R
 for round in $(seq $RUNS); do
+    # the client alone: skopeo copying the same images from one local layout to
+    # another (read, hash, write; no registry) - the floor a registry's rate meets
+    rm -rf $W/out && mkdir -p $W/out
+    t0=$(date +%s%N)
+    for i in $(seq 0 $((SMALL - 1))); do
+        skopeo copy -q oci:$W/img/small$i:latest dir:$W/out/small$i
+    done
+    t1=$(date +%s%N)
+    skopeo copy -q oci:$W/img/big:latest dir:$W/out/big
+    t2=$(date +%s%N)
+    rm -rf $W/out
+    R[floor,small]+=" $(secs $t0 $t1)"; R[floor,big]+=" $(secs $t1 $t2)"
     start_servers
     for s in cairn dist; do
         p=$(port $s)
@@ -128,6 +141,7 @@ for k in push_big pull_big; do
     c=$(med cairn $k); d=$(med dist $k)
     printf "%-28s %9s MB/s %9s MB/s %7sx\n" "$k (${BIG_MB} MB layer)" $(mbs $BIG_BYTES $c) $(mbs $BIG_BYTES $d) $(ratio $d $c)
 done
+printf "%-28s %9s MB/s %9s MB/s\n" "skopeo alone, small / big" $(mbs $SMALL_BYTES $(med floor small)) $(mbs $BIG_BYTES $(med floor big))
 c=$(med cairn rps); d=$(med dist rps)
 printf "%-28s %14s %14s %7sx\n" "manifest GET/s" $c $d $(ratio $c $d)
 c=$(med cairn core); d=$(med dist core)

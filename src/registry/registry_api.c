@@ -49,6 +49,8 @@ struct rreq {
     char *iobuf;
     char actor[64];                 /* the token's user */
     uint64_t room;                  /* bytes the quotas leave for an upload */
+    EVP_MD_CTX *md;                 /* SHA-256 of the upload's bytes, as they are written */
+    uint64_t synced;                /* where the upload's writeback was last started */
 };
 
 static void rreq_free(struct rreq *q)
@@ -59,7 +61,55 @@ static void rreq_free(struct rreq *q)
         close(q->blob_fd);
     buf_free(&q->body);
     free(q->iobuf);
+    EVP_MD_CTX_free(q->md);
     free(q);
+}
+
+/* Takes the hash of upload id if it covers exactly its first off bytes; a new one
+ * for an empty upload; else NULL (the end reads the file back). */
+static EVP_MD_CTX *hash_take(struct reg_svc *s, const char *id, uint64_t off)
+{
+    EVP_MD_CTX *md = NULL;
+    pthread_mutex_lock(&s->hash_mu);
+    for (int i = 0; i < REG_HASHES; i++) {
+        struct reg_upload_hash *h = &s->hashes[i];
+        if (h->md && strcmp(h->id, id) == 0) {
+            if (h->off == off)
+                md = h->md;
+            else
+                EVP_MD_CTX_free(h->md);
+            h->md = NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->hash_mu);
+    if (!md && off == 0 && (md = EVP_MD_CTX_new()) && !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(md);
+        md = NULL;
+    }
+    return md;
+}
+
+/* Keeps an upload's hash for its next request, in place of the least recently used. */
+static void hash_put(struct reg_svc *s, const char *id, EVP_MD_CTX *md, uint64_t off)
+{
+    pthread_mutex_lock(&s->hash_mu);
+    struct reg_upload_hash *slot = &s->hashes[0];
+    for (int i = 0; i < REG_HASHES; i++) {
+        struct reg_upload_hash *h = &s->hashes[i];
+        if (!h->md) {
+            slot = h;
+            break;
+        }
+        if (h->used < slot->used)
+            slot = h;
+    }
+    EVP_MD_CTX_free(slot->md);
+    snprintf(slot->id, sizeof(slot->id), "%.32s", id);
+    slot->md = md;
+    slot->off = off;
+    slot->used = ++s->hash_clock;
+    pthread_mutex_unlock(&s->hash_mu);
 }
 
 /* Counts the answer, by method (the ones the API has, else "other") and status; each
@@ -337,7 +387,7 @@ static void upload_finish(struct rreq *q, const char *digest)
         unlink(q->upath);
         return;
     }
-    int rc = reg_blob_commit(q->w->db, q->s->conf->path, q->name, q->upath, digest);
+    int rc = reg_blob_commit(q->w->db, q->s->conf->path, q->name, q->upath, digest, q->md);
     if (rc == -EBADMSG) {
         unlink(q->upath);
         fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
@@ -374,9 +424,17 @@ static int up_data(struct httpd_req *r, void *arg, const char *p, size_t n)
             fail(q, errno == ENOSPC ? 507 : 500, "UNKNOWN", strerror(errno));
             return 1;
         }
+        if (q->md)
+            EVP_DigestUpdate(q->md, p, (size_t)k);
         p += k;
         n -= (size_t)k;
         q->offset += (uint64_t)k;
+    }
+    /* start the writeback of every 8 MiB at once, so that the fdatasync at the end
+     * waits for the last few only */
+    if (q->offset - q->synced >= (8u << 20)) {
+        sync_file_range(q->fd, (off64_t)q->synced, (off64_t)(q->offset - q->synced), SYNC_FILE_RANGE_WRITE);
+        q->synced = q->offset;
     }
     return 0;
 }
@@ -401,6 +459,10 @@ static void up_end(struct httpd_req *r, void *arg)
     }
     char idc[40];
     snprintf(idc, sizeof(idc), "%s", id);
+    if (q->md) {
+        hash_put(q->s, idc, q->md, q->offset);
+        q->md = NULL;
+    }
     upload_location(q, idc);
     reply(q, 202, NULL, NULL, 0);
 }
@@ -423,7 +485,8 @@ static void upload_body(struct rreq *q)
     }
     struct stat st;
     fstat(q->fd, &st);
-    q->offset = (uint64_t)st.st_size;
+    q->offset = q->synced = (uint64_t)st.st_size;
+    q->md = hash_take(q->s, strrchr(q->upath, '/') + 1, q->offset);
     /* the last request of an upload names its digest: bytes already held under a
      * quota cost nothing there */
     const struct reg_quota *qt;
@@ -516,6 +579,7 @@ static void upload(struct rreq *q)
         upload_location(q, q->ref);
         reply(q, 204, NULL, NULL, 0);
     } else if (strv_eq_cstr(r->h.method, "DELETE")) {
+        EVP_MD_CTX_free(hash_take(q->s, q->ref, UINT64_MAX));
         unlink(q->upath);
         reply(q, 204, NULL, NULL, 0);
     } else if (strv_eq_cstr(r->h.method, "PATCH") || strv_eq_cstr(r->h.method, "PUT")) {

@@ -24,6 +24,9 @@
 #include "core/stack.h"
 #include "registry/registry.h"
 
+#include <openssl/evp.h>
+#include <pthread.h>
+
 #define REG_MAX_LISTEN 8
 #define REG_MAX_NAME 255
 #define REG_MAX_MANIFEST (4u << 20)
@@ -129,9 +132,10 @@ int reg_linked_under(struct reg_db *db, const char *pattern, const char *digest)
 int reg_link_del(struct reg_db *db, const char *repo, const char *digest);
 
 /* Moves an upload's file into the blob store under digest after checking that its
- * bytes hash to it (-EBADMSG when not); links it to repo. */
+ * bytes hash to it (-EBADMSG when not); links it to repo. hashed: a SHA-256 of the
+ * whole file taken as it was written (finalized here), or NULL to read it back. */
 int reg_blob_commit(struct reg_db *db, const char *dir, const char *repo, const char *upload_path,
-                    const char *digest);
+                    const char *digest, EVP_MD_CTX *hashed);
 
 struct reg_manifest {
     char digest[140];
@@ -205,6 +209,16 @@ struct reg_worker {
     struct metric *counts[REG_METHODS][REG_STATUSES];   /* by method and status, looked up once */
 };
 
+/* The SHA-256 of an upload's bytes so far, kept between its requests (a client's
+ * PATCH then PUT), so that the end needs no second read of the whole file. */
+#define REG_HASHES 64
+struct reg_upload_hash {
+    char id[33];
+    EVP_MD_CTX *md;                 /* over the upload's first off bytes; NULL: a free slot */
+    uint64_t off;
+    uint64_t used;                  /* for replacing the least recently used */
+};
+
 struct reg_svc {
     const struct service *svc;
     struct reg_conf *conf;
@@ -217,6 +231,9 @@ struct reg_svc {
     unsigned char token_key[32];    /* signs the tokens this process hands out */
     struct tls_ctx *tls;
     struct reg_bg *bg;
+    pthread_mutex_t hash_mu;
+    struct reg_upload_hash hashes[REG_HASHES];
+    uint64_t hash_clock;
 };
 
 void reg__handle(struct httpd_req *r, void *arg);

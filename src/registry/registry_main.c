@@ -27,6 +27,7 @@ static int reg_start(struct service_ctx *sc)
     struct reg_svc *s = sc->role;
     struct reg_conf *c = s->conf;
     s->sc = sc;
+    pthread_mutex_init(&s->hash_mu, NULL);
     static const char *const labels[] = { "method", "code", NULL };
     s->f_requests = metrics_family(sc->reg, METRIC_COUNTER, "cairn_registry_requests_total",
                                    "Registry requests answered, by method and status.", labels, NULL, 0);
@@ -100,6 +101,9 @@ static void reg_finish(struct service_ctx *sc)
 {
     struct reg_svc *s = sc->role;
     reg_bg_stop(s);
+    for (int i = 0; i < REG_HASHES; i++)
+        EVP_MD_CTX_free(s->hashes[i].md);
+    pthread_mutex_destroy(&s->hash_mu);
     service_http_pool_free(&s->pool);
     tls_ctx_free(&s->tls);
     for (int i = 0; s->workers && i < s->nworkers; i++)

@@ -317,26 +317,31 @@ static int fsync_path(const char *path, bool dir)
 }
 
 int reg_blob_commit(struct reg_db *d, const char *dir, const char *repo, const char *upload_path,
-                    const char *digest)
+                    const char *digest, EVP_MD_CTX *hashed)
 {
     int fd = open(upload_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
     bool sha512 = strncmp(digest, "sha512:", 7) == 0;
-    EVP_DigestInit_ex(md, sha512 ? EVP_sha512() : EVP_sha256(), NULL);
-    char chunk[65536];
-    ssize_t n;
-    while ((n = read(fd, chunk, sizeof(chunk))) > 0)
-        EVP_DigestUpdate(md, chunk, (size_t)n);
-    int r = n < 0 ? -errno : 0;
+    EVP_MD_CTX *md = hashed && !sha512 ? hashed : NULL;
+    int r = 0;
+    if (!md) {      /* not hashed as it arrived: read it back */
+        md = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(md, sha512 ? EVP_sha512() : EVP_sha256(), NULL);
+        char chunk[65536];
+        ssize_t n;
+        while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+            EVP_DigestUpdate(md, chunk, (size_t)n);
+        r = n < 0 ? -errno : 0;
+    }
     if (!r && fdatasync(fd))
         r = -errno;
     close(fd);
     uint8_t dg[64];
     unsigned dl = 0;
     EVP_DigestFinal_ex(md, dg, &dl);
-    EVP_MD_CTX_free(md);
+    if (md != hashed)
+        EVP_MD_CTX_free(md);
     if (r)
         return r;
     char hex[130];
