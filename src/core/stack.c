@@ -437,27 +437,27 @@ int stack_native_config(struct cfg *c, const cfg_node *n, const char *path, cons
     return bad || c->errs->n > before ? -EINVAL : 0;
 }
 
-int stack_url(struct cfg *c, const cfg_node *n, const char *path, struct stack_url *u)
+int stack_url_parse(const char *text, struct stack_url *u, char *err, size_t errlen)
 {
-    char *s = NULL;
-    if (cfg_get_string(c, n, path, &s))
-        return -EINVAL;
-    u->text = s;
+    memset(u, 0, sizeof(*u));
     const char *p;
-    if (strncmp(s, "http://", 7) == 0) {
-        p = s + 7;
-    } else if (strncmp(s, "https://", 8) == 0) {
-        p = s + 8;
+    if (strncmp(text, "http://", 7) == 0) {
+        p = text + 7;
+    } else if (strncmp(text, "https://", 8) == 0) {
+        p = text + 8;
         u->tls = true;
     } else {
-        return cfg_error(c, n, path, "unsupported scheme in URL \"%s\" (http or https)", s);
+        snprintf(err, errlen, "unsupported scheme in URL \"%s\" (http or https)", text);
+        return -EINVAL;
     }
     const char *slash = strchr(p, '/');
     const char *q = strchr(p, '?');
     const char *end = slash && (!q || slash < q) ? slash : q ? q : p + strlen(p);
     size_t hl = (size_t)(end - p);
-    if (hl == 0 || hl >= sizeof(u->host) || memchr(p, '@', hl))
-        return cfg_error(c, n, path, "invalid host in URL \"%s\"", s);
+    if (hl == 0 || hl >= sizeof(u->host) || memchr(p, '@', hl)) {
+        snprintf(err, errlen, "invalid host in URL \"%s\"", text);
+        return -EINVAL;
+    }
     memcpy(u->host, p, hl);
     u->host[hl] = 0;
     char host[256];
@@ -465,8 +465,10 @@ int stack_url(struct cfg *c, const cfg_node *n, const char *path, struct stack_u
     snprintf(host, sizeof(host), "%s", u->host);
     char *colon = host[0] == '[' ? strchr(host, ']') : strrchr(host, ':');
     if (host[0] == '[') {
-        if (!colon)
-            return cfg_error(c, n, path, "invalid host in URL \"%s\"", s);
+        if (!colon) {
+            snprintf(err, errlen, "invalid host in URL \"%s\"", text);
+            return -EINVAL;
+        }
         *colon = 0;
         if (colon[1] == ':')
             port = colon + 2;
@@ -477,20 +479,38 @@ int stack_url(struct cfg *c, const cfg_node *n, const char *path, struct stack_u
     }
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
     int r = getaddrinfo(host, port, &hints, &res);
-    if (r || !res)
-        return cfg_error(c, n, path, "cannot resolve \"%s\": %s", host, gai_strerror(r));
+    if (r || !res) {
+        snprintf(err, errlen, "cannot resolve \"%s\": %s", host, gai_strerror(r));
+        return -EINVAL;
+    }
     memcpy(&u->addr.ss, res->ai_addr, res->ai_addrlen);
     u->addr.len = res->ai_addrlen;
     freeaddrinfo(res);
-    if (*end == '/')
+    u->text = strdup(text);
+    if (*end == '/') {
         u->target = strdup(end);
-    else {
+    } else {
         size_t n2 = strlen(end) + 2;
-        u->target = malloc(n2);
-        if (u->target)
+        if ((u->target = malloc(n2)))
             snprintf(u->target, n2, "/%s", end);
     }
-    return u->target ? 0 : -ENOMEM;
+    if (!u->text || !u->target) {
+        stack_url_free(u);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int stack_url(struct cfg *c, const cfg_node *n, const char *path, struct stack_url *u)
+{
+    char *s = NULL;
+    if (cfg_get_string(c, n, path, &s))
+        return -EINVAL;
+    char err[400];
+    int r = stack_url_parse(s, u, err, sizeof(err));
+    free(s);
+    return r ? cfg_error(c, n, path, "%s", err) : 0;
 }
 
 void stack_url_free(struct stack_url *u)

@@ -123,6 +123,9 @@ struct stack_url {
     char *target;                   /* "/path?query" */
     bool tls;
 };
+/* Parses (and resolves) an http:// or https:// URL. Returns 0, or an error code
+ * with why in err. */
+int stack_url_parse(const char *text, struct stack_url *u, char *err, size_t errlen);
 /* Reads n as an http:// or https:// URL. Returns 0, or -EINVAL after recording why. */
 int stack_url(struct cfg *c, const cfg_node *n, const char *path, struct stack_url *u);
 void stack_url_free(struct stack_url *u);

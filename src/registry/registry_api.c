@@ -51,10 +51,14 @@ struct rreq {
     uint64_t room;                  /* bytes the quotas leave for an upload */
     EVP_MD_CTX *md;                 /* SHA-256 of the upload's bytes, as they are written */
     uint64_t synced;                /* where the upload's writeback was last started */
+    struct reg_fetch *fetch;        /* the pull-through cache asking its upstream */
+    bool fetched;                   /* ... done: answer from the local store */
+    int upstream_status;            /* ... failed with this (0: it did not) */
 };
 
 static void rreq_free(struct rreq *q)
 {
+    reg_fetch_cancel(q->fetch);
     if (q->fd >= 0)
         close(q->fd);
     if (q->blob_fd >= 0)
@@ -252,6 +256,65 @@ static bool route(struct rreq *q)
     return false;
 }
 
+/* ---- the pull-through cache ---- */
+
+static void get_blob(struct rreq *q);
+static void manifest(struct rreq *q);
+
+static void fetch_abort(struct httpd_req *r, void *arg)
+{
+    (void)r;
+    rreq_free(arg);     /* cancels the fetch */
+}
+
+static void fetched(void *arg, int status)
+{
+    struct rreq *q = arg;
+    q->fetch = NULL;
+    q->fetched = true;
+    q->upstream_status = status;
+    httpd_req_on_abort(q->r, NULL, NULL);
+    if (status == 404) {
+        if (q->kind == K_MANIFEST)
+            fail(q, 404, "MANIFEST_UNKNOWN", "manifest unknown to the upstream registry");
+        else
+            fail(q, 404, "BLOB_UNKNOWN", "blob unknown to the upstream registry");
+        return;
+    }
+    /* the store has it now - or, if the upstream failed, maybe from before */
+    if (q->kind == K_MANIFEST)
+        manifest(q);
+    else
+        get_blob(q);
+}
+
+/* On a miss in a pull-through cache: asks the upstream and comes back to the
+ * request when it has answered. False when this is no such miss. */
+static bool fetch_upstream(struct rreq *q)
+{
+    if (!q->s->conf->proxied || q->fetched)
+        return false;
+    q->fetch = q->kind == K_MANIFEST ? reg_proxy_manifest(q->w, q->name, q->ref, fetched, q)
+                                     : reg_proxy_blob(q->w, q->name, q->ref, fetched, q);
+    if (!q->fetch) {
+        fail(q, 502, "UNKNOWN", "cannot ask the upstream registry");
+        return true;
+    }
+    httpd_req_on_abort(q->r, fetch_abort, q);
+    return true;
+}
+
+/* The answer to a miss the upstream could not fill either. */
+static void upstream_failed(struct rreq *q, const char *code, const char *msg)
+{
+    if (q->upstream_status)
+        fail(q, q->upstream_status == 507 ? 507 : 502, "UNKNOWN",
+             q->upstream_status == 401 ? "the upstream registry refused our credentials"
+                                       : "the upstream registry could not be asked");
+    else
+        fail(q, 404, code, msg);
+}
+
 /* ---- blobs ---- */
 
 static void blob_pump(struct httpd_req *r, void *arg)
@@ -290,8 +353,10 @@ static void get_blob(struct rreq *q)
         return;
     }
     long long size = reg_link_has(q->w->db, q->name, q->ref) == 1 ? reg_blob_size(q->s->conf->path, q->ref) : -1;
+    if (size < 0 && !strv_eq_cstr(r->h.method, "DELETE") && fetch_upstream(q))
+        return;
     if (size < 0) {
-        fail(q, 404, "BLOB_UNKNOWN", "blob unknown to registry");
+        upstream_failed(q, "BLOB_UNKNOWN", "blob unknown to registry");
         return;
     }
     if (strv_eq_cstr(r->h.method, "DELETE")) {
@@ -701,7 +766,7 @@ static void put_manifest(struct rreq *q)
      * checked where it is stored, in one transaction */
     const char *missing = NULL;
     int rc = reg_manifest_put(q->w->db, q->s->conf->path, q->name, by_digest ? NULL : q->ref, &m, body, len, &refs,
-                              index, &missing);
+                              index, true, &missing);
     if (rc == -ENOENT && missing) {
         char msg[200];
         snprintf(msg, sizeof(msg), "blob unknown to registry: %s", missing);
@@ -868,8 +933,15 @@ static void manifest(struct rreq *q)
         return;
     }
     struct reg_manifest m;
-    if (reg_manifest_get(q->w->db, q->name, q->ref, &m)) {
-        fail(q, 404, "MANIFEST_UNKNOWN", "manifest unknown to registry");
+    bool local = reg_manifest_get(q->w->db, q->name, q->ref, &m) == 0;
+    /* a tag may have moved upstream: asked every time; a digest only when missing */
+    if ((!local || !by_digest) && fetch_upstream(q)) {
+        if (local)
+            reg_manifest_free(&m);
+        return;
+    }
+    if (!local) {
+        upstream_failed(q, "MANIFEST_UNKNOWN", "manifest unknown to registry");
         return;
     }
     size_t n;
@@ -1008,6 +1080,10 @@ void reg__handle(struct httpd_req *r, void *arg)
         return;
     }
     bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
+    if (s->conf->proxied && !get) {
+        fail(q, 405, "UNSUPPORTED", "this registry is a pull-through cache: it takes no pushes or deletes");
+        return;
+    }
     unsigned need = get ? REG_PULL : strv_eq_cstr(r->h.method, "DELETE") ? REG_DELETE : REG_PUSH;
     bool whole = q->kind == K_BASE || q->kind == K_CATALOG;
     if (!reg_auth_check(s, r, whole ? NULL : q->name, need, q->actor, sizeof(q->actor))) {

@@ -12,6 +12,7 @@
  *     tls: {cert: F, key: F}        # HTTPS instead of plain HTTP
  *     gc: {interval: 1h, grace: 1h, uploads: 168h}   # online garbage collection
  *     quotas: [{repositories: PATTERN, bytes: 10GiB}]
+ *     proxy: {remote: URL, username: U, password_file: F}   # a pull-through cache
  *     notifications:                # Distribution's webhook endpoints
  *       endpoints:
  *         - {name: N, url: U, headers: {K: [V]}, timeout: 5s, threshold: 3, backoff: 1s,
@@ -318,8 +319,8 @@ void reg__free_endpoint(struct reg_endpoint *e)
 int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
     static const char *const keys[] = { "role", "listen", "storage", "threads", "users", "public",
-                                        "tls", "gc", "quotas", "notifications", NULL };
-    cfg_node *v[10];
+                                        "tls", "gc", "quotas", "notifications", "proxy", NULL };
+    cfg_node *v[11];
     struct reg_conf *rc = calloc(1, sizeof(*rc));
     if (!rc)
         return cfg_error(c, map, path, "out of memory");
@@ -389,6 +390,27 @@ int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct serv
     CFG_PATH(p, "%s.notifications", path);
     if (v[9])
         bad |= parse_notifications(c, v[9], p, rc);
+    CFG_PATH(p, "%s.proxy", path);
+    if (v[10]) {
+        static const char *const pk[] = { "remote", "username", "password_file", "password_env", "password", NULL };
+        cfg_node *pv[5];
+        char q[300];
+        if (cfg_map_fields(c, v[10], p, pk, pv) || !pv[0]) {
+            bad = cfg_error(c, v[10], p, "expected {remote: URL, username, password_file}");
+        } else {
+            rc->proxied = true;
+            CFG_PATH(q, "%s.remote", p);
+            bad |= stack_url(c, pv[0], q, &rc->proxy_url);
+            CFG_PATH(q, "%s.username", p);
+            if (pv[1]) {
+                bad |= cfg_get_string(c, pv[1], q, &rc->proxy_user);
+                if (stack_secret(c, pv[2], pv[3], pv[4], v[10], p, "password", svc->stack, &rc->proxy_password))
+                    bad = -EINVAL;
+            } else if (pv[2] || pv[3] || pv[4]) {
+                bad = cfg_error(c, v[10], p, "a password needs a username");
+            }
+        }
+    }
     return bad || !rc->path ? -EINVAL : 0;
 }
 
@@ -414,6 +436,11 @@ void reg__free_conf(void *conf)
     for (size_t i = 0; i < rc->nendpoints; i++)
         reg__free_endpoint(&rc->endpoints[i]);
     free(rc->endpoints);
+    stack_url_free(&rc->proxy_url);
+    free(rc->proxy_user);
+    if (rc->proxy_password)
+        memset(rc->proxy_password, 0, strlen(rc->proxy_password));
+    free(rc->proxy_password);
     free(rc->tls_cert);
     free(rc->tls_key);
     free(rc->path);

@@ -6,6 +6,8 @@
  *                      blobs each repository links to
  *   registry_api.c     the OCI Distribution API (pull, push, chunked uploads, mounts,
  *                      tags, catalog, referrers, deletes) and its error bodies
+ *   registry_proxy.c   the pull-through cache: manifests and blobs fetched from an
+ *                      upstream registry on a miss
  *   registry_bg.c      online garbage collection and webhook notifications, on a
  *                      thread of their own
  *   registry_main.c    start, workers, stop
@@ -17,6 +19,7 @@
 #define CAIRN_REGISTRY_INTERNAL_H
 
 #include "core/buf.h"
+#include "core/httpc.h"
 #include "core/common.h"
 #include "core/httpd.h"
 #include "core/metrics.h"
@@ -80,6 +83,9 @@ struct reg_conf {
     size_t nquotas;
     struct reg_endpoint *endpoints;
     size_t nendpoints;
+    bool proxied;                   /* a pull-through cache of proxy_url */
+    struct stack_url proxy_url;
+    char *proxy_user, *proxy_password;
 };
 
 /* ---- auth (registry_auth.c): the Docker token scheme ---- */
@@ -153,11 +159,12 @@ void reg_manifest_free(struct reg_manifest *m);
 const char *reg_manifest_parse(const char *body, size_t len, const char *ctype, struct reg_manifest *m,
                                struct buf *refs, bool *index);
 /* Stores a manifest's bytes (as a blob), its row and what it names (refs, from
- * reg_manifest_parse); tag may be NULL. -ENOENT with *missing pointing into refs
- * when a blob (or, for an index, a manifest) it names is not in the repository. */
+ * reg_manifest_parse); tag may be NULL. With check, -ENOENT with *missing pointing
+ * into refs when a blob (or, for an index, a manifest) it names is not in the
+ * repository (a pull-through cache stores a manifest before its blobs). */
 int reg_manifest_put(struct reg_db *db, const char *dir, const char *repo, const char *tag,
                      const struct reg_manifest *m, const void *body, size_t len, const struct buf *refs,
-                     bool index, const char **missing);
+                     bool index, bool check, const char **missing);
 /* By digest or by tag; -ENOENT. */
 int reg_manifest_get(struct reg_db *db, const char *repo, const char *ref, struct reg_manifest *m);
 int reg_manifest_del(struct reg_db *db, const char *repo, const char *digest);
@@ -198,14 +205,46 @@ void reg_bg_stop(struct reg_svc *s);
 /* Queues an event for every endpoint that does not ignore it (any thread). */
 void reg_notify(struct reg_svc *s, struct httpd_req *r, const struct reg_event *ev);
 
+/* ---- pull-through cache (registry_proxy.c) ---- */
+
+struct reg_fetch;
+struct reg_worker;
+/* status: 0 when the manifest or blob is now in the local store, else the HTTP
+ * status to answer with (404: the upstream has none; 401: it refused us; 502: it
+ * could not be asked or answered wrong; 507: no room). */
+typedef void (*reg_fetch_cb)(void *arg, int status);
+/* Starts fetching a manifest (by tag or digest) or a blob of repo from the
+ * upstream into the store; cb runs later from the worker's loop. NULL when it
+ * cannot start (cb does not run then). */
+struct reg_fetch *reg_proxy_manifest(struct reg_worker *w, const char *repo, const char *ref, reg_fetch_cb cb,
+                                     void *arg);
+struct reg_fetch *reg_proxy_blob(struct reg_worker *w, const char *repo, const char *digest, reg_fetch_cb cb,
+                                 void *arg);
+/* Stops a fetch whose requester is gone (cb does not run). */
+void reg_fetch_cancel(struct reg_fetch *f);
+int reg_proxy_worker_init(struct reg_worker *w, struct loop *loop);
+void reg_proxy_worker_free(struct reg_worker *w);
+
 /* ---- the service ---- */
 
 struct reg_svc;
 #define REG_METHODS 7
 #define REG_STATUSES 500
+struct reg_token {                  /* the upstream's credentials for a repository */
+    char repo[REG_MAX_NAME + 1];
+    char *auth;                     /* an Authorization value; NULL: a free slot */
+    time_t exp;
+};
+
+struct httpc;
 struct reg_worker {
     struct reg_svc *s;
     struct reg_db *db;
+    /* the pull-through cache's upstream */
+    struct httpc *hc;
+    struct httpc_pool up_pool;
+    struct reg_token tokens[16];
+    unsigned tok_next;
     struct metric *counts[REG_METHODS][REG_STATUSES];   /* by method and status, looked up once */
 };
 
@@ -230,6 +269,7 @@ struct reg_svc {
     struct metric_family *f_requests;
     unsigned char token_key[32];    /* signs the tokens this process hands out */
     struct tls_ctx *tls;
+    struct tls_ctx *up_tls;         /* client context for an https upstream */
     struct reg_bg *bg;
     pthread_mutex_t hash_mu;
     struct reg_upload_hash hashes[REG_HASHES];

@@ -61,6 +61,14 @@ static int reg_start(struct service_ctx *sc)
             return -EINVAL;
         }
     }
+    if (c->proxied && c->proxy_url.tls) {
+        char err[512];
+        static const char *const alpn[] = { "http/1.1" };
+        if (tls_client_new(&s->up_tls, true, NULL, alpn, 1, err, sizeof(err))) {
+            log_error("cannot set up TLS to the upstream registry", "error", err);
+            return -EINVAL;
+        }
+    }
     httpd_conf_defaults(&s->hconf);
     s->hconf.tls = s->tls;
     s->hconf.limits.max_body = REG_MAX_MANIFEST;
@@ -88,8 +96,13 @@ static int reg_start(struct service_ctx *sc)
         s->pool.w[i].hw.data = &s->workers[i];
     if (r)
         return r;
+    for (int i = 0; c->proxied && i < s->pool.ninit; i++)
+        if ((r = reg_proxy_worker_init(&s->workers[i], &s->pool.w[i].loop)))
+            return r;
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0], first, sizeof(first));
+    if (c->proxied)
+        log_info("registry is a pull-through cache", "upstream", c->proxy_url.text);
     log_info(c->nusers ? "registry serving (token auth)" : "registry serving (no users: anonymous pull, push and delete)",
              "addr", first, "scheme", s->tls ? "https" : "http", "dir", c->path, "users",
              log_int((long long)c->nusers), "threads", log_int(s->nworkers), "gc_interval_ms",
@@ -106,8 +119,11 @@ static void reg_finish(struct service_ctx *sc)
     pthread_mutex_destroy(&s->hash_mu);
     service_http_pool_free(&s->pool);
     tls_ctx_free(&s->tls);
-    for (int i = 0; s->workers && i < s->nworkers; i++)
+    for (int i = 0; s->workers && i < s->nworkers; i++) {
+        reg_proxy_worker_free(&s->workers[i]);
         reg_db_close(s->workers[i].db);
+    }
+    tls_ctx_free(&s->up_tls);
     free(s->workers);
 }
 

@@ -385,7 +385,7 @@ void reg_manifest_free(struct reg_manifest *m)
 
 int reg_manifest_put(struct reg_db *d, const char *dir, const char *repo, const char *tag,
                      const struct reg_manifest *m, const void *body, size_t len, const struct buf *refs,
-                     bool index, const char **missing)
+                     bool index, bool check, const char **missing)
 {
     *missing = NULL;
     char path[800], tmp[820];
@@ -418,7 +418,7 @@ int reg_manifest_put(struct reg_db *d, const char *dir, const char *repo, const 
      * in the transaction that stores it, so garbage collection cannot take one away
      * between the check and the commit */
     const char *end = refs->data ? buf_head(refs) + buf_used(refs) : NULL;
-    for (const char *x = refs->data; x && x < end && !*missing; x += strlen(x) + 1)
+    for (const char *x = refs->data; check && x && x < end && !*missing; x += strlen(x) + 1)
         if (exists1(d, index ? "SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2"
                              : "SELECT 1 FROM links WHERE repo = ?1 AND digest = ?2",
                     repo, x) != 1)

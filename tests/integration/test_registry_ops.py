@@ -334,3 +334,58 @@ def test_kill_9_during_uploads_and_collection_loses_no_image(start, tmp_path):
     skopeo("copy", "--src-tls-verify=false", f"docker://{host}/keep/app:1", f"oci:{tmp_path}/back:latest")
     assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == \
         sorted(os.listdir(tmp_path / "img" / "blobs" / "sha256"))
+
+
+def test_pull_through_cache_of_a_second_registry(start, tmp_path):
+    """A cairn registry with token auth as the upstream; a second one as its pull-through
+    cache with credentials: pulls fill the cache, a tag that moves upstream moves in the
+    cache, and what was pulled keeps being served when the upstream is gone."""
+    up_dir, cache_dir = tmp_path / "up", tmp_path / "cache"
+    up_dir.mkdir()
+    cache_dir.mkdir()
+    (up_dir / "pw").write_text("upsecret\n")
+    (cache_dir / "pw").write_text("upsecret\n")
+    up_port = free_port()
+    up_stack = write_stack(up_dir, f"""
+data_dir: data
+services:
+  registry:
+    role: registry
+    listen: ["127.0.0.1:{up_port}"]
+    users: [{{name: mirror, password_file: pw, grants: [{{repositories: "*", actions: [pull, push]}}]}}]
+""")
+    up = start(["run", "registry", "-c", up_stack], name="upstream")
+    up_url = f"http://127.0.0.1:{up_port}"
+    wait_for(lambda: requests.get(up_url + "/-/ready", timeout=1).status_code == 200, what="upstream ready")
+    cache, url, _ = start_registry(start, cache_dir, extra=f"""    proxy: {{remote: "{up_url}", username: mirror, password_file: pw}}
+""")
+    host, up_host = url[len("http://"):], up_url[len("http://"):]
+    d1 = ociimage.make(str(tmp_path / "one"), nlayers=2)
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds=mirror:upsecret", f"oci:{tmp_path}/one:latest",
+           f"docker://{up_host}/lib/app:stable")
+    # a pull through the cache: anonymous to it, with the cache's credentials upstream
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host}/lib/app:stable", f"oci:{tmp_path}/back1:latest")
+    assert sorted(os.listdir(tmp_path / "back1" / "blobs" / "sha256")) == \
+        sorted(os.listdir(tmp_path / "one" / "blobs" / "sha256"))
+    cached = set(os.listdir(tmp_path / "one" / "blobs" / "sha256"))
+    assert cached <= {f for _, _, fs in os.walk(cache_dir / "data" / "registry" / "blobs") for f in fs}
+    # the tag moves upstream: the cache follows it
+    d2 = ociimage.make(str(tmp_path / "two"), nlayers=1)
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds=mirror:upsecret", f"oci:{tmp_path}/two:latest",
+           f"docker://{up_host}/lib/app:stable")
+    r = requests.get(f"{url}/v2/lib/app/manifests/stable", headers={"Accept": OCI_MANIFEST}, timeout=10)
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == d2
+    # no pushes into a cache; unknown names are the upstream's 404
+    r = requests.post(f"{url}/v2/lib/app/blobs/uploads/", timeout=5)
+    assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
+    r = requests.get(f"{url}/v2/lib/app/manifests/nosuchtag", headers={"Accept": OCI_MANIFEST}, timeout=10)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    # the upstream goes away: what was pulled is still served, by tag and by digest
+    up.signal(15)
+    up.wait(10)
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host}/lib/app@{d1}", f"oci:{tmp_path}/back2:latest")
+    assert sorted(os.listdir(tmp_path / "back2" / "blobs" / "sha256")) == sorted(cached)
+    r = requests.get(f"{url}/v2/lib/app/manifests/stable", headers={"Accept": OCI_MANIFEST}, timeout=10)
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == d2
+    r = requests.get(f"{url}/v2/lib/other/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=10)
+    assert r.status_code == 502
