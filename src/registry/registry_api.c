@@ -44,14 +44,12 @@ struct rreq {
     char upath[700];
     uint64_t offset;
     struct buf body;                /* a manifest's bytes */
-    int blob_fd;                    /* a blob being sent */
-    uint64_t send_left;
-    char *iobuf;
     char actor[64];                 /* the token's user */
     uint64_t room;                  /* bytes the quotas leave for an upload */
     EVP_MD_CTX *md;                 /* SHA-256 of the upload's bytes, as they are written */
     uint64_t synced;                /* where the upload's writeback was last started */
     struct reg_fetch *fetch;        /* the pull-through cache asking its upstream */
+    struct reg_store_op *store;     /* an upload being stored (in S3) */
     bool fetched;                   /* ... done: answer from the local store */
     int upstream_status;            /* ... failed with this (0: it did not) */
 };
@@ -59,12 +57,10 @@ struct rreq {
 static void rreq_free(struct rreq *q)
 {
     reg_fetch_cancel(q->fetch);
+    reg_store_cancel(q->store);
     if (q->fd >= 0)
         close(q->fd);
-    if (q->blob_fd >= 0)
-        close(q->blob_fd);
     buf_free(&q->body);
-    free(q->iobuf);
     EVP_MD_CTX_free(q->md);
     free(q);
 }
@@ -317,34 +313,6 @@ static void upstream_failed(struct rreq *q, const char *code, const char *msg)
 
 /* ---- blobs ---- */
 
-static void blob_pump(struct httpd_req *r, void *arg)
-{
-    struct rreq *q = arg;
-    httpd_req_on_drain(r, NULL, NULL);
-    while (q->send_left) {
-        if (httpd_req_pending(r) > (1u << 20)) {
-            httpd_req_on_drain(r, blob_pump, q);
-            return;
-        }
-        ssize_t n = read(q->blob_fd, q->iobuf, (size_t)MIN((uint64_t)(256u << 10), q->send_left));
-        if (n <= 0) {
-            rreq_free(q);
-            httpd_req_abort(r);
-            return;
-        }
-        q->send_left -= (uint64_t)n;
-        httpd_respond_write(r, q->iobuf, (size_t)n);
-    }
-    rreq_free(q);
-    httpd_respond_finish(r);
-}
-
-static void blob_abort(struct httpd_req *r, void *arg)
-{
-    (void)r;
-    rreq_free(arg);
-}
-
 static void get_blob(struct rreq *q)
 {
     struct httpd_req *r = q->r;
@@ -352,7 +320,7 @@ static void get_blob(struct rreq *q)
         fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
         return;
     }
-    long long size = reg_link_has(q->w->db, q->name, q->ref) == 1 ? reg_blob_size(q->s->conf->path, q->ref) : -1;
+    long long size = reg_link_has(q->w->db, q->name, q->ref) == 1 ? reg_blob_len(q->w, q->ref) : -1;
     if (size < 0 && !strv_eq_cstr(r->h.method, "DELETE") && fetch_upstream(q))
         return;
     if (size < 0) {
@@ -400,18 +368,12 @@ static void get_blob(struct rreq *q)
         httpd_respond_finish(r);
         return;
     }
-    char path[800];
-    reg_blob_path(q->s->conf->path, q->ref, path, sizeof(path));
-    q->blob_fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (q->blob_fd < 0 || lseek(q->blob_fd, (off_t)from, SEEK_SET) < 0 || !(q->iobuf = malloc(256u << 10))) {
-        rreq_free(q);
-        httpd_respond(r, 500, "text/plain", "cannot read the blob\n", 21);
-        return;
-    }
-    q->send_left = len;
-    httpd_req_on_abort(r, blob_abort, q);
+    char digest[140];
+    snprintf(digest, sizeof(digest), "%.139s", q->ref);
+    struct reg_worker *w = q->w;
+    rreq_free(q);
     httpd_respond_start(r, status, "application/octet-stream", (int64_t)len);
-    blob_pump(r, q);
+    reg_blob_send(w, r, digest, from, len);
 }
 
 /* ---- uploads ---- */
@@ -441,18 +403,18 @@ static void upload_location(struct rreq *q, const char *id)
         httpd_header(q->r, "Range", "0-0");
 }
 
-/* The upload's bytes are whole: check and store them as the blob digest. */
-static void upload_finish(struct rreq *q, const char *digest)
+static void store_abort(struct httpd_req *r, void *arg)
 {
-    if (q->fd >= 0) {
-        close(q->fd);
-        q->fd = -1;
-    }
-    if (q->s->conf->nquotas && !quota_ok(q, digest, q->offset)) {
-        unlink(q->upath);
-        return;
-    }
-    int rc = reg_blob_commit(q->w->db, q->s->conf->path, q->name, q->upath, digest, q->md);
+    (void)r;
+    rreq_free(arg);     /* cancels the store; the upload stays for a retry */
+}
+
+static void upload_stored(void *arg, int rc)
+{
+    struct rreq *q = arg;
+    q->store = NULL;
+    httpd_req_on_abort(q->r, NULL, NULL);
+    const char *digest = q->ref;
     if (rc == -EBADMSG) {
         unlink(q->upath);
         fail(q, 400, "DIGEST_INVALID", "provided digest did not match uploaded content");
@@ -466,6 +428,26 @@ static void upload_finish(struct rreq *q, const char *digest)
     httpd_header(q->r, "Docker-Content-Digest", digest);
     notify(q, REG_EV_PUSH, false, digest, "application/octet-stream", (long long)q->offset, NULL, NULL);
     reply(q, 201, NULL, NULL, 0);
+}
+
+/* The upload's bytes are whole: check and store them as the blob digest. */
+static void upload_finish(struct rreq *q, const char *digest)
+{
+    if (q->fd >= 0) {
+        close(q->fd);
+        q->fd = -1;
+    }
+    if (q->s->conf->nquotas && !quota_ok(q, digest, q->offset)) {
+        unlink(q->upath);
+        return;
+    }
+    snprintf(q->ref, sizeof(q->ref), "%s", digest);
+    /* with files the store is done (and q answered, and gone) when this returns */
+    struct reg_store_op *op = reg_blob_store(q->w, q->name, q->upath, q->ref, q->md, upload_stored, q);
+    if (op) {
+        q->store = op;
+        httpd_req_on_abort(q->r, store_abort, q);
+    }
 }
 
 static int up_data(struct httpd_req *r, void *arg, const char *p, size_t n)
@@ -588,7 +570,7 @@ static void new_upload(struct rreq *q)
         long long size = -1;
         bool ok = qparam(r, "from", from, sizeof(from)) && reg_name_ok(from) &&
                   reg_auth_allows(q->s, r, from, REG_PULL) &&     /* a mount reads the other repository */
-                  reg_link_has(q->w->db, from, mount) == 1 && (size = reg_blob_size(q->s->conf->path, mount)) >= 0;
+                  reg_link_has(q->w->db, from, mount) == 1 && (size = reg_blob_len(q->w, mount)) >= 0;
         if (ok && !quota_ok(q, mount, (uint64_t)size))
             return;
         if (ok && reg_link_add(q->w->db, q->name, mount, size) == 0) {
@@ -1070,7 +1052,7 @@ void reg__handle(struct httpd_req *r, void *arg)
     q->r = r;
     q->w = r->worker->data;
     q->s = s;
-    q->fd = q->blob_fd = -1;
+    q->fd = -1;
     if (!route(q)) {
         fail(q, 404, "NAME_UNKNOWN", "repository name not known to registry");
         return;

@@ -12,6 +12,9 @@
  *      upload's rename into place with its link, so a manifest can never name a
  *      blob that collection removes;
  *   3. uploads untouched for gc.uploads are removed.
+ * With S3 storage, step 2 forgets the stored blobs nothing links (in one
+ * transaction) and deletes their objects; every copy has a key of its own, so a
+ * blob stored again meanwhile is another object.
  *
  * Notifications: each endpoint has a queue (at most REG_MAX_QUEUE events, the
  * oldest dropped and counted beyond it) that the request threads append to and
@@ -65,6 +68,7 @@ struct reg_bg {
     struct httpc *hc;
     struct tls_ctx *tls;
     struct reg_db *db;
+    struct s3c *s3;                 /* deletes in the bucket, with S3 storage */
     struct loop_timer gc;
     pthread_mutex_t mu;
     struct reg_sink *sinks;
@@ -133,6 +137,14 @@ static void gc_run(struct reg_bg *bg)
         }
         if (d)
             closedir(d);
+    }
+    if (bg->s3) {   /* blobs in the bucket that nothing links: forgotten, then deleted */
+        struct buf keys = BUF_INIT;
+        int n = reg_gc_stored(bg->db, (long long)cutoff, &keys, &bytes);
+        for (const char *k = keys.data; n > 0 && k < buf_head(&keys) + buf_used(&keys); k += strlen(k) + 1)
+            s3c_call(bg->s3, "DELETE", k, NULL, NULL, 0, NULL, NULL);     /* failures logged */
+        files += n > 0 ? n : 0;
+        buf_free(&keys);
     }
     char up[700];
     snprintf(up, sizeof(up), "%s/uploads", c->path);
@@ -477,6 +489,8 @@ int reg_bg_start(struct reg_svc *s, struct metrics_registry *reg)
             k->m_pending = metrics_get1(f_pending, k->e->name);
         }
     }
+    if (c->use_s3 && !(bg->s3 = s3c_new(&bg->loop, &c->s3)))
+        return -ENOMEM;
     loop_timer_init(&bg->gc, gc_tick, bg);
     if (c->gc_interval_ms)
         loop_timer_start(&bg->loop, &bg->gc, c->gc_interval_ms);
@@ -512,6 +526,7 @@ void reg_bg_stop(struct reg_svc *s)
         }
     }
     httpc_free(&bg->hc);
+    s3c_free(&bg->s3);
     tls_ctx_free(&bg->tls);
     if (bg->loop_inited) {
         loop_timer_stop(&bg->gc);

@@ -4,6 +4,8 @@
  *     role: registry
  *     listen: ["127.0.0.1:5000"]
  *     storage: {path: registry}     # under data_dir (default: the service's name)
+ *       s3: {endpoint: URL, bucket: B, region: R, prefix: P, access_key: K,
+ *            secret_key_file: F}    # layers and configs in S3; the rest in path
  *     threads: 2
  *     users:                        # absent: anonymous pull, push and delete
  *       - {name: ci, password_file: F | password_env: VAR | password: P,
@@ -336,14 +338,20 @@ int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct serv
                                 "http", "127.0.0.1:5000", false);
     CFG_PATH(p, "%s.storage", path);
     if (v[2]) {
-        static const char *const sk[] = { "path", NULL };
-        cfg_node *sv[1];
-        if (cfg_map_fields(c, v[2], p, sk, sv) == 0 && sv[0]) {
+        static const char *const sk[] = { "path", "s3", NULL };
+        cfg_node *sv[2];
+        if (cfg_map_fields(c, v[2], p, sk, sv) == 0 && (sv[0] || sv[1])) {
             char q[280];
             CFG_PATH(q, "%s.path", p);
-            bad |= cfg_get_string(c, sv[0], q, &rc->path);
+            if (sv[0])
+                bad |= cfg_get_string(c, sv[0], q, &rc->path);
+            CFG_PATH(q, "%s.s3", p);
+            if (sv[1]) {
+                rc->use_s3 = true;
+                bad |= s3c_conf_parse(c, sv[1], q, svc->stack, &rc->s3);
+            }
         } else {
-            bad = cfg_error(c, v[2], p, "expected {path: DIR} (S3 storage is not offered yet)");
+            bad = cfg_error(c, v[2], p, "expected {path: DIR, s3: {endpoint, bucket, access_key, secret_key_file}}");
         }
     }
     if (!rc->path)
@@ -436,6 +444,7 @@ void reg__free_conf(void *conf)
     for (size_t i = 0; i < rc->nendpoints; i++)
         reg__free_endpoint(&rc->endpoints[i]);
     free(rc->endpoints);
+    s3c_conf_free(&rc->s3);
     stack_url_free(&rc->proxy_url);
     free(rc->proxy_user);
     if (rc->proxy_password)

@@ -20,6 +20,7 @@
 
 #include "core/buf.h"
 #include "core/httpc.h"
+#include "core/s3c.h"
 #include "core/common.h"
 #include "core/httpd.h"
 #include "core/metrics.h"
@@ -70,6 +71,8 @@ struct reg_conf {
     struct net_addr listen[REG_MAX_LISTEN];
     size_t nlisten;
     char *path;                     /* storage directory (under data_dir when relative) */
+    bool use_s3;                    /* layers and configs in S3 (storage.s3) */
+    struct s3c_conf s3;
     int threads;
     struct reg_user *users;         /* none: anonymous pull, push and delete */
     size_t nusers;
@@ -143,6 +146,20 @@ int reg_link_del(struct reg_db *db, const char *repo, const char *digest);
 int reg_blob_commit(struct reg_db *db, const char *dir, const char *repo, const char *upload_path,
                     const char *digest, EVP_MD_CTX *hashed);
 
+/* Checks that an upload's bytes hash to digest (-EBADMSG when not) and that they
+ * are on the disk; hashed as for reg_blob_commit. */
+int reg_blob_verify(const char *upload_path, const char *digest, EVP_MD_CTX *hashed);
+
+/* S3 storage: where a blob is (1 with its key and size, 0 when it is not). */
+int reg_stored_get(struct reg_db *db, const char *digest, char *key, size_t cap, long long *size);
+/* Records a blob stored in S3 under key and links it to repo, in one transaction:
+ * 0, or 1 when another copy was recorded first (key then holds nothing anyone needs). */
+int reg_stored_link(struct reg_db *db, const char *repo, const char *digest, const char *key, long long size);
+/* Forgets the stored blobs no repository links to, recorded before cutoff_s: their
+ * keys into keys (each NUL-terminated), their sizes added to *bytes; returns how
+ * many, or -EIO. */
+int reg_gc_stored(struct reg_db *db, long long cutoff_s, struct buf *keys, long long *bytes);
+
 struct reg_manifest {
     char digest[140];
     char media_type[128];
@@ -205,6 +222,27 @@ void reg_bg_stop(struct reg_svc *s);
 /* Queues an event for every endpoint that does not ignore it (any thread). */
 void reg_notify(struct reg_svc *s, struct httpd_req *r, const struct reg_event *ev);
 
+/* ---- where blob bytes live (registry_blobs.c): files, or S3 ---- */
+
+struct reg_store_op;
+struct reg_worker;
+typedef void (*reg_store_cb)(void *arg, int rc);
+/* Stores a whole upload file as blob digest of repo and links it: with files a
+ * rename (cb runs before this returns, and NULL is returned); with S3 a PUT of
+ * the file (cb later from the worker's loop). rc: 0, -EBADMSG (the bytes are not
+ * digest's), or another error. hashed as for reg_blob_commit. */
+struct reg_store_op *reg_blob_store(struct reg_worker *w, const char *repo, const char *upath, const char *digest,
+                                    EVP_MD_CTX *hashed, reg_store_cb cb, void *arg);
+void reg_store_cancel(struct reg_store_op *op);
+/* A stored blob's size, or -ENOENT. */
+long long reg_blob_len(struct reg_worker *w, const char *digest);
+/* Sends len bytes of blob digest from offset from as the body of the response
+ * the caller started (status and headers set, length len); the request then
+ * belongs to this call. */
+void reg_blob_send(struct reg_worker *w, struct httpd_req *r, const char *digest, uint64_t from, uint64_t len);
+int reg_blobs_worker_init(struct reg_worker *w, struct loop *loop);
+void reg_blobs_worker_free(struct reg_worker *w);
+
 /* ---- pull-through cache (registry_proxy.c) ---- */
 
 struct reg_fetch;
@@ -240,6 +278,7 @@ struct httpc;
 struct reg_worker {
     struct reg_svc *s;
     struct reg_db *db;
+    struct s3c *s3;                 /* with S3 storage */
     /* the pull-through cache's upstream */
     struct httpc *hc;
     struct httpc_pool up_pool;

@@ -96,8 +96,9 @@ static int reg_start(struct service_ctx *sc)
         s->pool.w[i].hw.data = &s->workers[i];
     if (r)
         return r;
-    for (int i = 0; c->proxied && i < s->pool.ninit; i++)
-        if ((r = reg_proxy_worker_init(&s->workers[i], &s->pool.w[i].loop)))
+    for (int i = 0; i < s->pool.ninit; i++)
+        if ((r = reg_blobs_worker_init(&s->workers[i], &s->pool.w[i].loop)) ||
+            (c->proxied && (r = reg_proxy_worker_init(&s->workers[i], &s->pool.w[i].loop))))
             return r;
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0], first, sizeof(first));
@@ -121,6 +122,7 @@ static void reg_finish(struct service_ctx *sc)
     tls_ctx_free(&s->tls);
     for (int i = 0; s->workers && i < s->nworkers; i++) {
         reg_proxy_worker_free(&s->workers[i]);
+        reg_blobs_worker_free(&s->workers[i]);
         reg_db_close(s->workers[i].db);
     }
     tls_ctx_free(&s->up_tls);

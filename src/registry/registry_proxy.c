@@ -45,10 +45,12 @@ struct reg_fetch {
     char upath[700];
     int fd;
     EVP_MD_CTX *md;
+    struct reg_store_op *store;     /* the fetched blob being stored (in S3) */
 };
 
 static void fetch_free(struct reg_fetch *f)
 {
+    reg_store_cancel(f->store);
     if (f->fd >= 0) {
         close(f->fd);
         unlink(f->upath);
@@ -327,6 +329,19 @@ static void blob_data(void *arg, const char *p, size_t n)
     }
 }
 
+static void blob_stored(void *arg, int rc)
+{
+    struct reg_fetch *f = arg;
+    f->store = NULL;
+    if (rc) {
+        unlink(f->upath);
+        if (rc == -EBADMSG)
+            log_warn("the upstream registry sent a blob whose bytes do not match its digest", "repository", f->repo,
+                     "digest", f->ref);
+    }
+    finish(f, rc ? (rc == -ENOSPC ? 507 : 502) : 0);
+}
+
 static void blob_done(void *arg, bool reusable)
 {
     struct reg_fetch *f = arg;
@@ -342,14 +357,10 @@ static void blob_done(void *arg, bool reusable)
     }
     close(f->fd);
     f->fd = -1;
-    int rc = reg_blob_commit(f->w->db, f->w->s->conf->path, f->repo, f->upath, f->ref, f->md);
-    if (rc) {
-        unlink(f->upath);
-        if (rc == -EBADMSG)
-            log_warn("the upstream registry sent a blob whose bytes do not match its digest", "repository", f->repo,
-                     "digest", f->ref);
-    }
-    finish(f, rc ? (rc == -ENOSPC ? 507 : 502) : 0);
+    /* with files, f is finished (and gone) when this returns */
+    struct reg_store_op *op = reg_blob_store(f->w, f->repo, f->upath, f->ref, f->md, blob_stored, f);
+    if (op)
+        f->store = op;
 }
 
 static void blob_failed(void *arg, int err, enum httpc_stage stage, unsigned flags)
@@ -357,7 +368,19 @@ static void blob_failed(void *arg, int err, enum httpc_stage stage, unsigned fla
     struct reg_fetch *f = arg;
     (void)err;
     (void)stage;
-    (void)flags;
+    f->call = NULL;
+    if (f->fd >= 0) {
+        close(f->fd);
+        unlink(f->upath);
+        f->fd = -1;
+    }
+    /* a pooled connection the upstream had closed: once more on a new one */
+    if ((flags & HTTPC_F_REUSED) && !(flags & HTTPC_F_GOT_BYTES) && f->attempts < 3) {
+        EVP_MD_CTX_free(f->md);
+        f->md = NULL;
+        if (send_request(f))
+            return;
+    }
     finish(f, 502);
 }
 

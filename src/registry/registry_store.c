@@ -41,7 +41,11 @@ static const char schema[] =
      * collection keeps every blob a manifest of its repository names */
     "CREATE TABLE IF NOT EXISTS refs(repo TEXT NOT NULL, manifest TEXT NOT NULL, digest TEXT NOT NULL,"
     " PRIMARY KEY(repo, manifest, digest)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS refs_digest ON refs(repo, digest);";
+    "CREATE INDEX IF NOT EXISTS refs_digest ON refs(repo, digest);"
+    /* with S3 storage: the object holding each blob (a key of its own per copy, so
+     * that collection deleting an old copy can never delete a new one) */
+    "CREATE TABLE IF NOT EXISTS stored(digest TEXT PRIMARY KEY, key TEXT NOT NULL, size INTEGER NOT NULL,"
+    " created INTEGER NOT NULL) WITHOUT ROWID;";
 
 static int exec1(struct reg_db *d, const char *sql, const char *a, const char *b, const char *c);
 
@@ -316,8 +320,7 @@ static int fsync_path(const char *path, bool dir)
     return r;
 }
 
-int reg_blob_commit(struct reg_db *d, const char *dir, const char *repo, const char *upload_path,
-                    const char *digest, EVP_MD_CTX *hashed)
+int reg_blob_verify(const char *upload_path, const char *digest, EVP_MD_CTX *hashed)
 {
     int fd = open(upload_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -347,8 +350,15 @@ int reg_blob_commit(struct reg_db *d, const char *dir, const char *repo, const c
     char hex[130];
     for (unsigned i = 0; i < dl; i++)
         sprintf(hex + 2 * i, "%02x", dg[i]);
-    if (strcmp(hex, digest + 7) != 0)
-        return -EBADMSG;
+    return strcmp(hex, digest + 7) != 0 ? -EBADMSG : 0;
+}
+
+int reg_blob_commit(struct reg_db *d, const char *dir, const char *repo, const char *upload_path,
+                    const char *digest, EVP_MD_CTX *hashed)
+{
+    int r = reg_blob_verify(upload_path, digest, hashed);
+    if (r)
+        return r;
     char dst[800];
     reg_blob_path(dir, digest, dst, sizeof(dst));
     if ((r = mkdirs_for(dst)))
@@ -618,4 +628,76 @@ int reg_gc_remove_blob(struct reg_db *d, const char *path, const char *digest)
     int r = linked ? 0 : unlink(path) ? -errno : 1;
     sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL);
     return linked < 0 ? linked : r;
+}
+
+/* ---- S3 storage ---- */
+
+int reg_stored_get(struct reg_db *d, const char *digest, char *key, size_t cap, long long *size)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(d->db, "SELECT key, size FROM stored WHERE digest = ?1", -1, &s, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(s, 1, digest, -1, SQLITE_STATIC);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW) {
+        if (key)
+            snprintf(key, cap, "%s", sqlite3_column_text(s, 0));
+        if (size)
+            *size = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_finalize(s);
+    return r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : -EIO;
+}
+
+int reg_stored_link(struct reg_db *d, const char *repo, const char *digest, const char *key, long long size)
+{
+    if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_stmt *s;
+    int r = sqlite3_prepare_v2(d->db, "INSERT OR IGNORE INTO stored(digest, key, size, created) VALUES(?1, ?2, ?3, ?4)",
+                               -1, &s, NULL) == SQLITE_OK ? 0 : -EIO;
+    int added = 0;
+    if (!r) {
+        sqlite3_bind_text(s, 1, digest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, size);
+        sqlite3_bind_int64(s, 4, (sqlite3_int64)time(NULL));
+        r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+        added = sqlite3_changes(d->db);
+        sqlite3_finalize(s);
+    }
+    if (!r)
+        r = reg_link_add(d, repo, digest, size);
+    if (!r && sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        r = -EIO;
+    if (r)
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    return r ? r : added ? 0 : 1;
+}
+
+int reg_gc_stored(struct reg_db *d, long long cutoff_s, struct buf *keys, long long *bytes)
+{
+    if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_stmt *s;
+    int n = 0, r = sqlite3_prepare_v2(d->db,
+                                      "DELETE FROM stored WHERE created < ?1 AND NOT EXISTS (SELECT 1 FROM links l "
+                                      "WHERE l.digest = stored.digest) RETURNING key, size",
+                                      -1, &s, NULL) == SQLITE_OK ? 0 : -EIO;
+    if (!r) {
+        sqlite3_bind_int64(s, 1, cutoff_s);
+        while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+            buf_puts(keys, (const char *)sqlite3_column_text(s, 0));
+            buf_putc(keys, 0);
+            *bytes += sqlite3_column_int64(s, 1);
+            n++;
+        }
+        r = r == SQLITE_DONE ? 0 : -EIO;
+        sqlite3_finalize(s);
+    }
+    if (!r && sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        r = -EIO;
+    if (r)
+        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    return r ? r : n;
 }

@@ -20,8 +20,9 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 
 def metric(url, name):
+    """The first sample of name (a metric name, or a name with its whole label set)."""
     for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith(name + " ") or ("{" not in name and line.startswith(name + "{")):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -389,3 +390,45 @@ services:
     assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == d2
     r = requests.get(f"{url}/v2/lib/other/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=10)
     assert r.status_code == 502
+
+
+def test_s3_storage_on_the_s3_role(start, tmp_path):
+    """Layers and configs in a bucket of cairn's own s3 role (a 20 MB layer goes up in
+    multipart parts), pulled back whole and by range; collection deletes the objects
+    of a deleted image."""
+    from test_s3 import client, creds, start_s3
+    s3dir, regdir = tmp_path / "s3", tmp_path / "reg"
+    s3dir.mkdir()
+    regdir.mkdir()
+    _, s3url, _ = start_s3(start, s3dir)
+    ak, sk = creds(str(s3dir / "data"))
+    s3 = client(s3url, ak, sk)
+    s3.create_bucket(Bucket="images")
+    (regdir / "secret").write_text(sk + "\n")
+    p, url, _ = start_registry(start, regdir, extra=f"""    storage:
+      s3: {{endpoint: "{s3url}", bucket: images, prefix: reg/, access_key: {ak}, secret_key_file: secret}}
+    gc: {{interval: 1s, grace: 2s}}
+""")
+    host = url[len("http://"):]
+    digest = ociimage.make(str(tmp_path / "img"), sizes=[20_000_000, 300_000])
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/img:latest", f"docker://{host}/s3/app:1")
+    local = set(os.listdir(tmp_path / "img" / "blobs" / "sha256"))
+    objs = s3.list_objects_v2(Bucket="images", Prefix="reg/blobs/sha256/").get("Contents", [])
+    in_bucket = {o["Key"].split("/")[3]: o["Size"] for o in objs}
+    assert set(in_bucket) == local - {digest[7:]}      # layers and config; the manifest stays local
+    for h, size in in_bucket.items():
+        assert size == os.path.getsize(tmp_path / "img" / "blobs" / "sha256" / h)
+    assert metric(s3url, 'cairn_s3_requests_total{api="CompleteMultipartUpload"}') == 1
+    skopeo("copy", "--src-tls-verify=false", f"docker://{host}/s3/app:1", f"oci:{tmp_path}/back:latest")
+    assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == sorted(local)
+    big = max(in_bucket, key=in_bucket.get)
+    want = (tmp_path / "img" / "blobs" / "sha256" / big).read_bytes()
+    r = requests.get(f"{url}/v2/s3/app/blobs/sha256:{big}", headers={"Range": "bytes=16777000-16777999"},
+                     timeout=10)
+    assert r.status_code == 206 and r.content == want[16777000:16778000]
+    r = requests.get(f"{url}/v2/s3/app/blobs/sha256:{big}", timeout=30)
+    assert r.status_code == 200 and sha(r.content) == "sha256:" + big
+    # the image goes: so do its objects
+    assert requests.delete(f"{url}/v2/s3/app/manifests/{digest}", timeout=5).status_code == 202
+    wait_for(lambda: not s3.list_objects_v2(Bucket="images", Prefix="reg/").get("Contents"), timeout=30,
+             what="collection to delete the image's objects")
