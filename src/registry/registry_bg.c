@@ -30,6 +30,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <openssl/rand.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -494,7 +495,14 @@ int reg_bg_start(struct reg_svc *s, struct metrics_registry *reg)
     loop_timer_init(&bg->gc, gc_tick, bg);
     if (c->gc_interval_ms)
         loop_timer_start(&bg->loop, &bg->gc, c->gc_interval_ms);
-    if (pthread_create(&bg->thread, NULL, bg_thread, bg))
+    /* the thread takes no signals (they go to the service's first loop): created
+     * with all of them blocked, whatever this thread's mask is yet */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int r = pthread_create(&bg->thread, NULL, bg_thread, bg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r)
         return -EAGAIN;
     bg->running = true;
     return 0;
