@@ -199,6 +199,55 @@ static void notify(struct rreq *q, unsigned action, bool manifest, const char *d
     reg_notify(q->s, q->r, &ev);
 }
 
+int reg_range_parse(struct strv v, bool unit, struct reg_range *g)
+{
+    memset(g, 0, sizeof(*g));
+    v = strv_trim(v);
+    if (strv_has_prefix(v, "bytes="))
+        v = strv_make(v.p + 6, v.n - 6);
+    else if (unit)
+        return -1;
+    const char *p = v.p, *end = v.p + v.n;
+    uint64_t n[2] = { 0, 0 };
+    int digits[2] = { 0, 0 };
+    for (int k = 0; k < 2; k++) {
+        while (p < end && *p >= '0' && *p <= '9' && digits[k] < 19) {
+            n[k] = n[k] * 10 + (uint64_t)(*p++ - '0');
+            digits[k]++;
+        }
+        if (k == 0) {
+            if (p == end || *p != '-')
+                return -1;
+            p++;
+        }
+    }
+    if (p != end || (!digits[0] && !digits[1]))
+        return -1;
+    g->suffix = !digits[0];         /* "-N": the last N bytes */
+    g->open = digits[0] && !digits[1];
+    g->first = n[0];
+    g->last = n[1];
+    return 0;
+}
+
+bool reg_range_resolve(const struct reg_range *g, uint64_t size, uint64_t *from, uint64_t *to)
+{
+    if (!size)
+        return false;
+    if (g->suffix) {
+        if (!g->last)
+            return false;
+        *from = size - MIN(g->last, size);
+        *to = size - 1;
+        return true;
+    }
+    if (g->first >= size || (!g->open && g->last < g->first))
+        return false;
+    *from = g->first;
+    *to = g->open ? size - 1 : MIN(g->last, size - 1);
+    return true;
+}
+
 /* Splits /v2/<name>/<kind>/<ref>. */
 static bool route(struct rreq *q)
 {
@@ -341,17 +390,12 @@ static void get_blob(struct rreq *q)
     int status = 200;
     const struct http_header *rh = httpd_req_header(r, "range");
     if (rh && strv_has_prefix(rh->value, "bytes=")) {
-        unsigned long long a = 0, b = to;
-        char v[64];
-        snprintf(v, sizeof(v), "%.*s", (int)MIN(rh->value.n, sizeof(v) - 1), rh->value.p);
-        int k = sscanf(v + 6, "%llu-%llu", &a, &b);
-        if (k < 1 || a >= (unsigned long long)size || b < a) {
+        struct reg_range g;
+        if (reg_range_parse(rh->value, true, &g) || !reg_range_resolve(&g, (uint64_t)size, &from, &to)) {
             httpd_headerf(r, "Content-Range", "bytes */%lld", size);
             fail(q, 416, "BLOB_UNKNOWN", "requested range not satisfiable");
             return;
         }
-        from = a;
-        to = MIN((uint64_t)b, (uint64_t)size - 1);
         status = 206;
         httpd_headerf(r, "Content-Range", "bytes %llu-%llu/%lld", (unsigned long long)from,
                       (unsigned long long)to, size);
@@ -542,11 +586,8 @@ static void upload_body(struct rreq *q)
     q->room = q->s->conf->nquotas ? quota_room(q, known ? dg : NULL, &qt) : UINT64_MAX;
     const struct http_header *cr = httpd_req_header(q->r, "content-range");
     if (cr && strv_eq_cstr(q->r->h.method, "PATCH")) {
-        char v[64];
-        unsigned long long a, b;
-        snprintf(v, sizeof(v), "%.*s", (int)MIN(cr->value.n, sizeof(v) - 1), cr->value.p);
-        const char *s = strncmp(v, "bytes=", 6) == 0 ? v + 6 : v;
-        if (sscanf(s, "%llu-%llu", &a, &b) != 2 || a != q->offset || b < a) {
+        struct reg_range g;
+        if (reg_range_parse(cr->value, false, &g) || g.suffix || g.open || g.first != q->offset || g.last < g.first) {
             upload_location(q, strrchr(q->upath, '/') + 1);
             fail(q, 416, "BLOB_UPLOAD_INVALID", "the chunk does not start where the upload ends");
             return;

@@ -112,6 +112,19 @@ int reg__parse(struct cfg *c, const cfg_node *map, const char *path, struct serv
 void reg__free_conf(void *conf);
 void reg__free_endpoint(struct reg_endpoint *e);
 
+/* ---- byte ranges (registry_api.c) ---- */
+
+struct reg_range {
+    uint64_t first, last;
+    bool open;                      /* "A-": to the end */
+    bool suffix;                    /* "-N": the last N (in last) */
+};
+/* Parses "A-B", "A-" or "-N" after "bytes=" (required when unit): digits only, at
+ * most 19 each. 0, or -1 when malformed. */
+int reg_range_parse(struct strv v, bool unit, struct reg_range *g);
+/* The bytes [*from, *to] a range asks of size bytes; false when none (416). */
+bool reg_range_resolve(const struct reg_range *g, uint64_t size, uint64_t *from, uint64_t *to);
+
 /* ---- storage (registry_store.c) ---- */
 
 struct reg_db;
@@ -258,6 +271,9 @@ struct reg_fetch *reg_proxy_manifest(struct reg_worker *w, const char *repo, con
                                      void *arg);
 struct reg_fetch *reg_proxy_blob(struct reg_worker *w, const char *repo, const char *digest, reg_fetch_cb cb,
                                  void *arg);
+/* The value of key in a WWW-Authenticate challenge's key="value" list (an
+ * upstream's, untrusted), or "". */
+void reg_challenge_param(const char *challenge, const char *key, char *out, size_t cap);
 /* Stops a fetch whose requester is gone (cb does not run). */
 void reg_fetch_cancel(struct reg_fetch *f);
 int reg_proxy_worker_init(struct reg_worker *w, struct loop *loop);

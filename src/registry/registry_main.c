@@ -61,7 +61,7 @@ static int reg_start(struct service_ctx *sc)
             return -EINVAL;
         }
     }
-    if (c->proxied && c->proxy_url.tls) {
+    if (c->proxied) {   /* https upstreams, and the https places they redirect blobs to */
         char err[512];
         static const char *const alpn[] = { "http/1.1" };
         if (tls_client_new(&s->up_tls, true, NULL, alpn, 1, err, sizeof(err))) {
@@ -118,13 +118,15 @@ static void reg_finish(struct service_ctx *sc)
     for (int i = 0; i < REG_HASHES; i++)
         EVP_MD_CTX_free(s->hashes[i].md);
     pthread_mutex_destroy(&s->hash_mu);
-    service_http_pool_free(&s->pool);
-    tls_ctx_free(&s->tls);
+    /* the clients on the workers' loops go before the loops */
     for (int i = 0; s->workers && i < s->nworkers; i++) {
         reg_proxy_worker_free(&s->workers[i]);
         reg_blobs_worker_free(&s->workers[i]);
-        reg_db_close(s->workers[i].db);
     }
+    service_http_pool_free(&s->pool);
+    tls_ctx_free(&s->tls);
+    for (int i = 0; s->workers && i < s->nworkers; i++)
+        reg_db_close(s->workers[i].db);
     tls_ctx_free(&s->up_tls);
     free(s->workers);
 }

@@ -46,11 +46,14 @@ struct reg_fetch {
     int fd;
     EVP_MD_CTX *md;
     struct reg_store_op *store;     /* the fetched blob being stored (in S3) */
+    char *location;                 /* a redirect to follow (a blob on a CDN or in S3) */
+    int redirects;
 };
 
 static void fetch_free(struct reg_fetch *f)
 {
     reg_store_cancel(f->store);
+    free(f->location);
     if (f->fd >= 0) {
         close(f->fd);
         unlink(f->upath);
@@ -113,8 +116,7 @@ static void basic(const struct reg_conf *c, char *out, size_t cap)
     memset(up, 0, sizeof(up));
 }
 
-/* The value of key in a challenge's key="value" list, or "". */
-static void challenge_param(const char *ch, const char *key, char *out, size_t cap)
+void reg_challenge_param(const char *ch, const char *key, char *out, size_t cap)
 {
     out[0] = 0;
     size_t kl = strlen(key);
@@ -188,9 +190,9 @@ static void authenticate(struct reg_fetch *f)
         return;
     }
     char realm[400], service[200], scope[400];
-    challenge_param(f->challenge, "realm", realm, sizeof(realm));
-    challenge_param(f->challenge, "service", service, sizeof(service));
-    challenge_param(f->challenge, "scope", scope, sizeof(scope));
+    reg_challenge_param(f->challenge, "realm", realm, sizeof(realm));
+    reg_challenge_param(f->challenge, "service", service, sizeof(service));
+    reg_challenge_param(f->challenge, "scope", scope, sizeof(scope));
     if (strncasecmp(f->challenge, "Bearer", 6) != 0 || !realm[0]) {
         finish(f, 401);
         return;
@@ -291,6 +293,14 @@ static void blob_head(void *arg, const struct http_response *resp)
         if (strv_caseeq_cstr(resp->headers[i].name, "www-authenticate"))
             snprintf(f->challenge, sizeof(f->challenge), "%.*s", (int)resp->headers[i].value.n,
                      resp->headers[i].value.p);
+    if (resp->status >= 301 && resp->status <= 308 && resp->status != 304 && resp->status != 305) {
+        for (size_t i = 0; i < resp->nheaders; i++)
+            if (strv_caseeq_cstr(resp->headers[i].name, "location")) {
+                free(f->location);
+                f->location = strv_dup(resp->headers[i].value);
+            }
+        return;
+    }
     if (resp->status != 200)
         return;
     uint8_t rnd[16];
@@ -342,6 +352,46 @@ static void blob_stored(void *arg, int rc)
     finish(f, rc ? (rc == -ENOSPC ? 507 : 502) : 0);
 }
 
+static const struct httpc_stream_ops blob_ops;
+
+/* Follows a redirect: an absolute URL elsewhere (a CDN, a presigned S3 URL: no
+ * credentials go there) or a path on the upstream. */
+static bool follow(struct reg_fetch *f)
+{
+    const struct stack_url *up = &f->w->s->conf->proxy_url;
+    struct stack_url u;
+    char err[300];
+    bool same = f->location[0] == '/';
+    if (same) {
+        u = *up;
+    } else if (stack_url_parse(f->location, &u, err, sizeof(err))) {
+        log_warn("the upstream registry redirected to an unusable URL", "location", f->location, "error", err);
+        return false;
+    }
+    const char *target = same ? f->location : u.target;
+    buf_reset(&f->raw);
+    buf_printf(&f->raw, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: cairn-registry\r\n", target, u.host);
+    struct reg_token *t = same ? token_for(f->w, f->repo) : NULL;
+    if (t)
+        buf_printf(&f->raw, "Authorization: %s\r\n", t->auth);
+    buf_puts(&f->raw, "\r\n");
+    f->status = 0;
+    struct httpc_stream_req req = { .addr = u.addr, .raw = buf_head(&f->raw), .raw_len = buf_used(&f->raw),
+                                    .tls = u.tls ? f->w->s->up_tls : NULL, .sni = u.tls ? u.host : NULL,
+                                    .pool = same ? &f->w->up_pool : NULL };
+    int e;
+    bool reused;
+    if (!same && u.tls && !f->w->s->up_tls) {
+        log_warn("the upstream registry redirected to https, and TLS to it is not set up", "location", f->location);
+        stack_url_free(&u);
+        return false;
+    }
+    f->call = httpc_stream(f->w->hc, &req, &blob_ops, f, &e, &reused);
+    if (!same)
+        stack_url_free(&u);
+    return f->call != NULL;
+}
+
 static void blob_done(void *arg, bool reusable)
 {
     struct reg_fetch *f = arg;
@@ -349,6 +399,12 @@ static void blob_done(void *arg, bool reusable)
     f->call = NULL;
     if (f->status == 401) {
         authenticate(f);
+        return;
+    }
+    if (f->location && f->status >= 300 && f->status < 400) {
+        if (f->redirects++ < 5 && follow(f))
+            return;
+        finish(f, 502);
         return;
     }
     if (f->status != 200 || f->fd < 0) {
@@ -385,6 +441,7 @@ static void blob_failed(void *arg, int err, enum httpc_stage stage, unsigned fla
 }
 
 static const struct httpc_stream_ops blob_ops = { NULL, blob_head, blob_data, blob_done, blob_failed };
+
 
 /* ---- requests ---- */
 

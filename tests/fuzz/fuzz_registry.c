@@ -1,5 +1,6 @@
-/* libFuzzer harness: what the registry reads from a client before trusting it -
- * manifests and indexes (JSON), repository names, tags and digests. */
+/* libFuzzer harness: what the registry reads before trusting it - manifests and
+ * indexes (JSON), repository names, tags and digests, Range and Content-Range
+ * values, and an upstream's WWW-Authenticate challenge. */
 #include "registry/registry_internal.h"
 
 #include <stdlib.h>
@@ -30,6 +31,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reg_name_ok(z);
     reg_tag_ok(z);
     reg_digest_ok(z);
+    char v[600];
+    static const char *const keys[] = { "realm", "service", "scope", "error" };
+    reg_challenge_param(z, keys[size % 4], v, sizeof(v));
+    if (strlen(v) >= sizeof(v))
+        abort();
     free(z);
+    /* a range, resolved against a size from the input's first bytes: what it
+     * asks is inside the blob */
+    struct reg_range g;
+    uint64_t blob = size ? (uint64_t)data[0] * 65599 + size : 0, from, to;
+    if (reg_range_parse(strv_make(s, size), size & 1, &g) == 0 && reg_range_resolve(&g, blob, &from, &to) &&
+        (from > to || to >= blob))
+        abort();
     return 0;
 }

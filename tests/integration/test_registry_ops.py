@@ -432,3 +432,72 @@ def test_s3_storage_on_the_s3_role(start, tmp_path):
     assert requests.delete(f"{url}/v2/s3/app/manifests/{digest}", timeout=5).status_code == 202
     wait_for(lambda: not s3.list_objects_v2(Bucket="images", Prefix="reg/").get("Contents"), timeout=30,
              what="collection to delete the image's objects")
+
+
+def test_ranges(start, tmp_path):
+    p, url, _ = start_registry(start, tmp_path)
+    data = os.urandom(1000)
+    d, r = push_blob(url, "rng/app", data)
+    assert r.status_code == 201
+    for rng, want in (("bytes=0-9", data[:10]), ("bytes=990-", data[990:]), ("bytes=-10", data[-10:]),
+                      ("bytes=995-5000", data[995:]), ("bytes=-5000", data)):
+        r = requests.get(f"{url}/v2/rng/app/blobs/{d}", headers={"Range": rng}, timeout=5)
+        assert r.status_code == 206 and r.content == want, rng
+        first = 1000 - len(want)
+        assert r.headers["Content-Range"] == f"bytes {first}-999/1000" or rng == "bytes=0-9"
+    for rng in ("bytes=1000-", "bytes=-0", "bytes=5-2", "bytes=a-b", "bytes=-", "bytes=1-2-3", "bytes= 1-2x"):
+        r = requests.get(f"{url}/v2/rng/app/blobs/{d}", headers={"Range": rng}, timeout=5)
+        assert r.status_code == 416 and r.headers["Content-Range"] == "bytes */1000", rng
+    loc = requests.post(f"{url}/v2/rng/app/blobs/uploads/", timeout=5).headers["Location"]
+    for cr in ("-4", "0-", "+0-4", "0--4"):
+        r = requests.patch(url + loc, data=b"abcde", headers={"Content-Range": cr}, timeout=5)
+        assert r.status_code == 416, cr
+    r = requests.patch(url + loc, data=b"abcde", headers={"Content-Range": "0-4"}, timeout=5)
+    assert r.status_code == 202 and r.headers["Range"] == "0-4"
+
+
+def test_pull_through_follows_redirects_of_distribution_on_s3(start, tmp_path):
+    """The upstream is Debian's docker-registry (Distribution 2.8) storing into cairn's s3
+    role, as a registry on S3 is run: it answers blob GETs with 307 to presigned S3 URLs,
+    which the cache follows (without its credentials)."""
+    import signal
+    import subprocess as sp
+    from test_s3 import client, start_s3
+    s3dir, cdir = tmp_path / "s3", tmp_path / "cache"
+    s3dir.mkdir()
+    cdir.mkdir()
+    _, s3url, _ = start_s3(start, s3dir, extra="""    keys: [{access_key: DISTKEY, secret_key: distsecret123456, grants: [{bucket: "*", actions: [read, write]}]}]
+""")
+    client(s3url, "DISTKEY", "distsecret123456").create_bucket(Bucket="dist")
+    dport = free_port()
+    (tmp_path / "dist.yml").write_text(f"""version: 0.1
+log: {{level: info}}
+storage:
+  s3: {{accesskey: DISTKEY, secretkey: distsecret123456, region: us-east-1, regionendpoint: "{s3url}",
+        bucket: dist, secure: false, v4auth: true}}
+http: {{addr: "127.0.0.1:{dport}"}}
+""")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    log = open(tmp_path / "dist.log", "wb")
+    dist = sp.Popen(["docker-registry", "serve", str(tmp_path / "dist.yml")], stdout=log, stderr=log, env=env,
+                    start_new_session=True)
+    try:
+        durl = f"http://127.0.0.1:{dport}"
+        wait_for(lambda: requests.get(durl + "/v2/", timeout=1).status_code == 200, what="distribution ready")
+        digest = ociimage.make(str(tmp_path / "img"), nlayers=2)
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path}/img:latest", f"docker://127.0.0.1:{dport}/lib/app:1")
+        layer = max(os.listdir(tmp_path / "img" / "blobs" / "sha256"),
+                    key=lambda h: os.path.getsize(tmp_path / "img" / "blobs" / "sha256" / h))
+        r = requests.get(f"{durl}/v2/lib/app/blobs/sha256:{layer}", allow_redirects=False, timeout=5)
+        assert r.status_code == 307 and r.headers["Location"].startswith(s3url + "/dist/")
+        _, url, _ = start_registry(start, cdir, extra=f"""    proxy: {{remote: "{durl}"}}
+""")
+        host = url[len("http://"):]
+        skopeo("copy", "--src-tls-verify=false", f"docker://{host}/lib/app:1", f"oci:{tmp_path}/back:latest")
+        assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == \
+            sorted(os.listdir(tmp_path / "img" / "blobs" / "sha256"))
+        assert json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/lib/app:1"))["Digest"] == digest
+    finally:
+        os.killpg(dist.pid, signal.SIGTERM)
+        dist.wait(10)
+        log.close()
