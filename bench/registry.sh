@@ -4,7 +4,9 @@
 #
 #   small: SMALL images (default 5) of 20 layers of 64-640 KiB each, pushed with
 #          skopeo from OCI layouts, then pulled to dir: layouts (seconds, MB/s);
-#   big:   one image with a 500 MB layer (BIG_MB), pushed and pulled the same way;
+#   big:   one image with a 500 MB layer (BIG_MB), pushed and pulled the same way,
+#          and the layer alone with curl (upload, then GET to /dev/null), which
+#          does not hash: the registries' own rates, not skopeo's;
 #   manifests: GET of a manifest by tag with wrk (-t1 -c16, 5 s): requests/s and
 #          requests per server CPU-second;
 #   RSS of each server after all of it;
@@ -40,6 +42,9 @@ for i in range(n):
 ociimage.make(f"{w}/img/big", sizes=[big * 1000000])
 PY
 SMALL_BYTES=$(du -sb $W/img/small* | awk '{s += $1} END {print s}')
+BIG_HEX=$(ls -S $W/img/big/blobs/sha256 | head -1)
+BIG_LAYER=$W/img/big/blobs/sha256/$BIG_HEX
+BIG_LAYER_BYTES=$(stat -c %s $BIG_LAYER)
 BIG_BYTES=$(du -sb $W/img/big | awk '{print $1}')
 
 start_servers() {
@@ -112,6 +117,21 @@ for round in $(seq $RUNS); do
         t2=$(date +%s%N)
         rm -rf $W/out
         R[$s,pull_small]+=" $(secs $t0 $t1)"; R[$s,pull_big]+=" $(secs $t1 $t2)"
+        # the 500 MB layer again with curl, which does not hash: the registry's own
+        # rate (POST, then PUT of the body with its digest; GET to /dev/null)
+        loc=$(curl -s -o /dev/null -w '%{redirect_url}' -X POST http://127.0.0.1:$p/v2/bench/raw/blobs/uploads/)
+        [ -n "$loc" ] || loc=$(curl -s -D - -o /dev/null -X POST http://127.0.0.1:$p/v2/bench/raw/blobs/uploads/ |
+            awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
+        case "$loc" in http*) ;; *) loc=http://127.0.0.1:$p$loc ;; esac
+        sep='?'; case "$loc" in *\?*) sep='&' ;; esac
+        t0=$(date +%s%N)
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
+            --data-binary @$BIG_LAYER "$loc${sep}digest=sha256:$BIG_HEX")
+        t1=$(date +%s%N)
+        [ "$code" = 201 ] || { echo "bench-registry: $s answered $code to the curl upload" >&2; exit 1; }
+        curl -s -o /dev/null http://127.0.0.1:$p/v2/bench/raw/blobs/sha256:$BIG_HEX
+        t2=$(date +%s%N)
+        R[$s,curl_push]+=" $(secs $t0 $t1)"; R[$s,curl_pull]+=" $(secs $t1 $t2)"
         # manifest GETs
         c0=$(cpu_ticks $(srvpid $s))
         wrk -t1 -c16 -d5s -H "Accept: application/vnd.oci.image.manifest.v1+json" \
@@ -140,6 +160,10 @@ done
 for k in push_big pull_big; do
     c=$(med cairn $k); d=$(med dist $k)
     printf "%-28s %9s MB/s %9s MB/s %7sx\n" "$k (${BIG_MB} MB layer)" $(mbs $BIG_BYTES $c) $(mbs $BIG_BYTES $d) $(ratio $d $c)
+done
+for k in curl_push curl_pull; do
+    c=$(med cairn $k); d=$(med dist $k)
+    printf "%-28s %9s MB/s %9s MB/s %7sx\n" "$k (the layer, no hashing)" $(mbs $BIG_LAYER_BYTES $c) $(mbs $BIG_LAYER_BYTES $d) $(ratio $d $c)
 done
 printf "%-28s %9s MB/s %9s MB/s\n" "skopeo alone, small / big" $(mbs $SMALL_BYTES $(med floor small)) $(mbs $BIG_BYTES $(med floor big))
 c=$(med cairn rps); d=$(med dist rps)
