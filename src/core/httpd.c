@@ -900,8 +900,7 @@ static void read_more(struct httpd_conn *c)
 {
     /* With edge-triggered epoll a short read means the socket was drained: new
      * data will raise a new edge, so there is no need for a read that would
-     * only say EAGAIN. (TLS reads on unless tls_read_drained says OpenSSL holds
-     * nothing and its read got all the socket had.) */
+     * only say EAGAIN. (TLS reads on to EAGAIN.) */
     bool maybe_more = !c->input_drained;
     for (;;) {
         if (c->state == CS_LINGER) {
@@ -974,7 +973,11 @@ static void read_more(struct httpd_conn *c)
             } else {
                 buf_commit(&c->rbuf, (size_t)n);
             }
-            maybe_more = (size_t)n == room || (c->ssl && !tls_read_drained(c->ssl, (size_t)n));
+            /* TLS reads on until the socket says EAGAIN: a short record with
+             * nothing left in OpenSSL can still be followed by bytes in the socket
+             * (its read-ahead may have ended on a record boundary), and no new
+             * edge comes for them if the client has sent all it will */
+            maybe_more = (size_t)n == room || c->ssl;
             c->input_drained = !maybe_more;
             if (c->state == CS_BODY || c->streaming)
                 set_timer(c, T_BODY, c->conf->body_timeout_ms);

@@ -286,11 +286,6 @@ int tls_handshake(SSL *ssl)
     return r == 0 ? -EPROTO : r;
 }
 
-bool tls_read_drained(SSL *ssl, size_t n)
-{
-    return n < 4096 && SSL_get_read_ahead(ssl) && !SSL_has_pending(ssl);
-}
-
 ssize_t tls_read(SSL *ssl, void *buf, size_t len)
 {
     size_t n = 0;

@@ -44,10 +44,6 @@ SSL *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const char *sni);
 void tls_conn_free(SSL **ssl);
 int tls_handshake(SSL *ssl);                    /* 0 when done */
 ssize_t tls_read(SSL *ssl, void *buf, size_t len);
-/* Whether a short tls_read of n bytes emptied the socket: OpenSSL holds nothing
- * (read-ahead asks read() for a whole buffer, so a small read that left nothing
- * behind got all there was). Larger reads say nothing; read on. */
-bool tls_read_drained(SSL *ssl, size_t n);
 ssize_t tls_write(SSL *ssl, const void *buf, size_t len);
 /* Negotiated ALPN protocol into out ("" when none). */
 void tls_alpn(SSL *ssl, char *out, size_t outlen);

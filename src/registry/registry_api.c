@@ -21,7 +21,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -622,15 +621,10 @@ static void new_upload(struct rreq *q)
             return;
         }
     }
-    uint8_t rnd[16];
     char id[33];
-    RAND_bytes(rnd, sizeof(rnd));
-    for (int i = 0; i < 16; i++)
-        sprintf(id + 2 * i, "%02x", rnd[i]);
-    upload_path(q, id);
-    int fd = open(q->upath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = reg_upload_create(q->s->conf->path, id, q->upath, sizeof(q->upath));
     if (fd < 0) {
-        fail(q, 500, "UNKNOWN", strerror(errno));
+        fail(q, 500, "UNKNOWN", cairn_strerror(fd));
         return;
     }
     close(fd);

@@ -136,6 +136,9 @@ bool reg_digest_ok(const char *d);
 bool reg_name_ok(const char *name);
 bool reg_tag_ok(const char *tag);
 
+/* A new, empty upload file <dir>/uploads/<id> (id: 32 random hex digits): its
+ * descriptor (write-only), or -errno. */
+int reg_upload_create(const char *dir, char id[33], char *path, size_t cap);
 /* The path of a blob's file (whether or not it exists). */
 void reg_blob_path(const char *dir, const char *digest, char *out, size_t cap);
 /* Size of a stored blob, or -ENOENT. */

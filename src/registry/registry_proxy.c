@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,13 +302,8 @@ static void blob_head(void *arg, const struct http_response *resp)
     }
     if (resp->status != 200)
         return;
-    uint8_t rnd[16];
     char id[33];
-    RAND_bytes(rnd, sizeof(rnd));
-    for (int i = 0; i < 16; i++)
-        sprintf(id + 2 * i, "%02x", rnd[i]);
-    snprintf(f->upath, sizeof(f->upath), "%s/uploads/%s", f->w->s->conf->path, id);
-    f->fd = open(f->upath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    f->fd = reg_upload_create(f->w->s->conf->path, id, f->upath, sizeof(f->upath));
     if (strncmp(f->ref, "sha256:", 7) == 0 && (f->md = EVP_MD_CTX_new()))
         EVP_DigestInit_ex(f->md, EVP_sha256(), NULL);
     if (f->fd < 0)

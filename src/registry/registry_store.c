@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,17 @@ bool reg_tag_ok(const char *t)
         if (!(isalnum((unsigned char)t[i]) || t[i] == '_' || t[i] == '.' || t[i] == '-'))
             return false;
     return true;
+}
+
+int reg_upload_create(const char *dir, char id[33], char *path, size_t cap)
+{
+    uint8_t rnd[16];
+    RAND_bytes(rnd, sizeof(rnd));
+    for (int i = 0; i < 16; i++)
+        sprintf(id + 2 * i, "%02x", rnd[i]);
+    snprintf(path, cap, "%s/uploads/%s", dir, id);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    return fd < 0 ? -errno : fd;
 }
 
 void reg_blob_path(const char *dir, const char *digest, char *out, size_t cap)
