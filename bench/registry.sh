@@ -126,7 +126,7 @@ for round in $(seq $RUNS); do
         sep='?'; case "$loc" in *\?*) sep='&' ;; esac
         t0=$(date +%s%N)
         code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
-            --data-binary @$BIG_LAYER "$loc${sep}digest=sha256:$BIG_HEX")
+            -T $BIG_LAYER "$loc${sep}digest=sha256:$BIG_HEX")
         t1=$(date +%s%N)
         [ "$code" = 201 ] || { echo "bench-registry: $s answered $code to the curl upload" >&2; exit 1; }
         curl -s -o /dev/null http://127.0.0.1:$p/v2/bench/raw/blobs/sha256:$BIG_HEX
