@@ -44,7 +44,7 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC))
 ASAN_UNIT:= $(patsubst tests/%.c,build/asan/tests/%.o,$(UNIT_SRC))
 ASAN_MAIN:= $(patsubst src/%.c,build/asan/%.o,$(MAIN_SRC))
 
-.PHONY: bench-s3 bench-registry conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
+.PHONY: image bench-s3 bench-registry conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
 
 all: build/cairn build/core-links
 
@@ -189,3 +189,11 @@ bench-s3: build/cairn
 
 bench-registry: build/cairn
 	bash bench/registry.sh
+
+# The OCI image layout of build/cairn: build/image (see scripts/mkimage.py).
+image: build/cairn
+	$(Q)rm -rf build/image
+	$(Q)SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) /usr/bin/python3 scripts/mkimage.py \
+	    build/cairn build/image $$(./build/cairn version | cut -d' ' -f2) \
+	    $$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	    $$(git config --get remote.origin.url 2>/dev/null || echo unknown)
