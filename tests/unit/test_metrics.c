@@ -4,6 +4,8 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
 
 static struct metric *shared_counter;
 
@@ -92,6 +94,66 @@ TEST(metrics_format_values)
     CHECK_STR(s, "0.1");
     metrics_format_value(s, sizeof(s), 1e300);
     CHECK(strtod(s, NULL) == 1e300);
+}
+
+/* The shortest of %.15g, %.16g and %.17g that reads back: what the exact path must
+ * print, digit for digit. */
+static void reference_format(char *out, size_t outlen, double v)
+{
+    for (int p = 15; p <= 17; p++) {
+        snprintf(out, outlen, "%.*g", p, v);
+        if (strtod(out, NULL) == v)
+            return;
+    }
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+TEST(metrics_format_values_shortest_exact)
+{
+    char got[64], want[64];
+    int mismatches = 0;
+    for (int i = 0; i < 300000; i++) {
+        double v;
+        switch (i % 6) {
+        case 0: {           /* any finite bit pattern */
+            uint64_t b = rng();
+            memcpy(&v, &b, sizeof(v));
+            if (!isfinite(v))
+                continue;
+            break;
+        }
+        case 1: v = (double)(rng() % 1000000) / (double)(1 + rng() % 3600); break;    /* rates */
+        case 2: v = ldexp((double)(rng() >> 11), (int)(rng() % 200) - 120); break;
+        case 3: v = pow(10, (int)(rng() % 40) - 12) * (1 + (rng() % 3 ? 0 : 1e-15)); break;
+        case 4: v = nextafter(pow(10, (int)(rng() % 30) - 8), (rng() & 1) ? 0 : INFINITY); break;
+        default: v = -((double)(rng() % 100000000) / 7.0) * pow(10, (int)(rng() % 12) - 6); break;
+        }
+        if (v == (double)(long long)v && fabs(v) < 1e15)
+            continue;       /* integers take their own path */
+        metrics_format_value(got, sizeof(got), v);
+        reference_format(want, sizeof(want), v);
+        if (strcmp(got, want) != 0 && mismatches++ < 5)
+            fprintf(stderr, "format %.17g: got %s, want %s\n", v, got, want);
+    }
+    CHECK_INT(mismatches, 0);
+    metrics_format_value(got, sizeof(got), 1.0 / 60);
+    CHECK_STR(got, "0.016666666666666666");
+    metrics_format_value(got, sizeof(got), 0.1 + 0.2);
+    CHECK_STR(got, "0.30000000000000004");
+    metrics_format_value(got, sizeof(got), 1e-5);
+    CHECK_STR(got, "1e-05");
+    metrics_format_value(got, sizeof(got), -2.5e20);
+    CHECK_STR(got, "-2.5e+20");
+    metrics_format_value(got, sizeof(got), 123456.789);
+    CHECK_STR(got, "123456.789");
 }
 
 TEST(metrics_process_collectors)
