@@ -2,6 +2,9 @@
 #include "core/common.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/random.h>
 #include <time.h>
@@ -172,5 +175,146 @@ int cairn_mkdir_p(const char *path, unsigned mode)
     }
     if (mkdir(tmp, (mode_t)mode) == -1 && errno != EEXIST)
         return -errno;
+    return 0;
+}
+
+/* ---- the shortest digits that read back as the same double ----
+ *
+ * A value is m * 2^e (m the 53-bit significand). Its P-digit decimal rounding is
+ * D * 10^-s with D = round(m * 2^e * 10^s), computed exactly in 128-bit integers
+ * whenever the operands fit (m * 10^s, or m * 2^e, below 2^127): about 1e-5 to
+ * 1e22, where query results live. D reads back as the value when it lies within
+ * half a gap of the next doubles (exact integer comparison; a tie reads back when
+ * the significand is even, as strtod rounds). P = 15,
+ * 16, then 17 (17 always reads back), so the digits are the shortest. Outside that
+ * range the caller falls back on snprintf and strtod. */
+
+typedef unsigned __int128 u128;
+
+static u128 pow10_tab[39];
+
+__attribute__((constructor)) static void pow10_init(void)
+{
+    pow10_tab[0] = 1;
+    for (int i = 1; i < 39; i++)
+        pow10_tab[i] = pow10_tab[i - 1] * 10;
+}
+
+static inline u128 pow10_u128(int n)
+{
+    return pow10_tab[n];
+}
+
+/* Whether a decimal diff away from v (in units where v's gap to the next double is
+ * gap; half that below a power of two) reads back as v: within half a gap, or
+ * exactly half and v's significand even (a tie goes to even). */
+static bool reads_back(u128 diff, u128 gap, bool half_gap, uint64_t m)
+{
+    u128 twice = (half_gap ? 4 : 2) * diff;
+    return twice < gap || (twice == gap && !(m & 1));
+}
+
+/* The P-digit rounding of v = m * 2^e at decimal exponent x (v in [10^x, 10^(x+1))):
+ * *d, and whether it reads back as v. False in *fits when the numbers do not fit. */
+static bool round_digits(uint64_t m, int e, bool lower_half_gap, int P, int x, bool round, uint64_t *d,
+                         bool *exact_back)
+{
+    int s = P - 1 - x;
+    if (s >= 0 && e <= 0) {
+        int k = -e;
+        if (s > 22 || k > 126)
+            return false;
+        u128 scale = pow10_u128(s);
+        u128 num = (u128)m * scale;
+        u128 q = k ? num >> k : num;
+        u128 r = k ? num - (q << k) : 0;
+        u128 half = k ? (u128)1 << (k - 1) : 0;
+        if (round && k && (r > half || (r == half && (q & 1))))
+            q++;
+        *d = (uint64_t)q;
+        /* |D * 2^k - m * 10^s| against half a gap (10^s / 2; a quarter below a power of two) */
+        u128 a = q << k, diff = a > num ? a - num : num - a;
+        bool below = a < num;
+        *exact_back = reads_back(diff, scale, below && lower_half_gap, m);
+        return true;
+    }
+    if (s >= 0) {           /* e > 0: v * 10^s is an integer; no rounding */
+        if (e > 60 || s > 18)
+            return false;
+        u128 q = ((u128)m << e) * pow10_u128(s);
+        if (q >> 64)
+            return false;
+        *d = (uint64_t)q;
+        *exact_back = true;
+        return true;
+    }
+    /* s < 0: D = round(m * 2^e / 10^-s) */
+    if (e < 0 || e > 73 || -s > 38)
+        return false;
+    u128 num = (u128)m << e;
+    u128 div = pow10_u128(-s);
+    u128 q = num / div, r = num % div;
+    if (round && (2 * r > div || (2 * r == div && (q & 1))))
+        q++;
+    *d = (uint64_t)q;
+    /* |D * 10^-s - m * 2^e| against 2^e / 2 (2^e / 4 below a power of two) */
+    u128 a = q * div, diff = a > num ? a - num : num - a;
+    bool below = a < num;
+    u128 gap = (u128)1 << e;
+    *exact_back = reads_back(diff, gap, below && lower_half_gap, m);
+    return true;
+}
+
+int cairn_shortest_digits(double v, char digits[24], int *exp10, int *prec)
+{
+    double a = fabs(v);
+    if (!isfinite(v) || a == 0)
+        return 0;
+    int be;
+    double fr = frexp(a, &be);              /* a = fr * 2^be, fr in [0.5, 1) */
+    if (be < -1021)
+        return 0;                           /* subnormals: the slow path */
+    uint64_t m = (uint64_t)ldexp(fr, 53);
+    int e = be - 53;
+    bool lower_half_gap = m == (1ull << 52);
+    /* the decimal exponent, exactly: 10^x <= a < 10^(x+1) when the 17 digits of
+     * a at x, truncated, are 17 digits (log10 is only a first guess) */
+    int x = (int)floor(log10(a));
+    uint64_t d;
+    bool back;
+    for (int tries = 0;; tries++) {
+        if (tries == 3 || !round_digits(m, e, lower_half_gap, 17, x, false, &d, &back))
+            return 0;
+        if (d < 10000000000000000ull)
+            x--;
+        else if (d >= 100000000000000000ull)
+            x++;
+        else
+            break;
+    }
+    for (int P = 15; P <= 17; P++) {
+        if (!round_digits(m, e, lower_half_gap, P, x, true, &d, &back))
+            return 0;
+        if (!back && P < 17)
+            continue;
+        if (!back)
+            return 0;                       /* 17 digits always read back: let the slow path say */
+        uint64_t lo = (uint64_t)pow10_u128(P - 1);
+        if (d >= lo * 10) {                 /* rounded up to the next power of ten */
+            d = lo;
+            x++;
+        }
+        for (int i = P - 1; i >= 0; i--) {
+            digits[i] = (char)('0' + d % 10);
+            d /= 10;
+        }
+        int n = P;
+        while (n > 1 && digits[n - 1] == '0')
+            n--;
+        digits[n] = 0;
+        *exp10 = x;
+        *prec = P;
+        return n;
+    }
     return 0;
 }

@@ -86,6 +86,13 @@ uint64_t cairn_rand64(void);
 void *cairn_calloc(size_t n, size_t size);
 char *cairn_strdup(const char *s);
 
+/* The shortest decimal digits (15, 16 or 17 significant, trailing zeros dropped;
+ * NUL-terminated) that read back as |v|, computed exactly: |v| = 0.d1d2... *
+ * 10^(*exp10 + 1), *prec the precision (15-17) that gave them. Returns how many
+ * digits, or 0 for 0, NaN, infinities, subnormals and magnitudes beyond about
+ * 1e22, for which the caller tries %.15g, %.16g and %.17g with strtod itself. */
+int cairn_shortest_digits(double v, char digits[24], int *exp10, int *prec);
+
 /* mkdir -p; 0 or a negated errno. */
 int cairn_mkdir_p(const char *path, unsigned mode);
 

@@ -378,105 +378,9 @@ double metric_value(const struct metric *m)
     return base + slot_sum(m, 0);
 }
 
-/* ---- values as text: the shortest digits that read back as the same double ----
- *
- * A value is m * 2^e (m the 53-bit significand). Its P-digit decimal rounding is
- * D * 10^-s with D = round(m * 2^e * 10^s), computed exactly in 128-bit integers
- * whenever the operands fit (m * 10^s, or m * 2^e, below 2^127): about 1e-5 to
- * 1e22, where query results live. D reads back as the value when it lies within
- * half a gap of the next doubles (exact integer comparison; a tie reads back when
- * the significand is even, as strtod rounds). P = 15,
- * 16, then 17 (17 always reads back), so the digits are the shortest; printed as
- * %g would print them. Outside that range snprintf and strtod do the same search. */
-
-typedef unsigned __int128 u128;
-
-static u128 pow10_tab[39];
-
-__attribute__((constructor)) static void pow10_init(void)
+/* Prints digits[0, n) at decimal exponent x as %g with precision P would. */
+static void print_g(char *out, size_t outlen, bool neg, const char *dig, int n, int P, int x)
 {
-    pow10_tab[0] = 1;
-    for (int i = 1; i < 39; i++)
-        pow10_tab[i] = pow10_tab[i - 1] * 10;
-}
-
-static inline u128 pow10_u128(int n)
-{
-    return pow10_tab[n];
-}
-
-/* Whether a decimal diff away from v (in units where v's gap to the next double is
- * gap; half that below a power of two) reads back as v: within half a gap, or
- * exactly half and v's significand even (a tie goes to even). */
-static bool reads_back(u128 diff, u128 gap, bool half_gap, uint64_t m)
-{
-    u128 twice = (half_gap ? 4 : 2) * diff;
-    return twice < gap || (twice == gap && !(m & 1));
-}
-
-/* The P-digit rounding of v = m * 2^e at decimal exponent x (v in [10^x, 10^(x+1))):
- * *d, and whether it reads back as v. False in *fits when the numbers do not fit. */
-static bool round_digits(uint64_t m, int e, bool lower_half_gap, int P, int x, bool round, uint64_t *d,
-                         bool *exact_back)
-{
-    int s = P - 1 - x;
-    if (s >= 0 && e <= 0) {
-        int k = -e;
-        if (s > 22 || k > 126)
-            return false;
-        u128 scale = pow10_u128(s);
-        u128 num = (u128)m * scale;
-        u128 q = k ? num >> k : num;
-        u128 r = k ? num - (q << k) : 0;
-        u128 half = k ? (u128)1 << (k - 1) : 0;
-        if (round && k && (r > half || (r == half && (q & 1))))
-            q++;
-        *d = (uint64_t)q;
-        /* |D * 2^k - m * 10^s| against half a gap (10^s / 2; a quarter below a power of two) */
-        u128 a = q << k, diff = a > num ? a - num : num - a;
-        bool below = a < num;
-        *exact_back = reads_back(diff, scale, below && lower_half_gap, m);
-        return true;
-    }
-    if (s >= 0) {           /* e > 0: v * 10^s is an integer; no rounding */
-        if (e > 60 || s > 18)
-            return false;
-        u128 q = ((u128)m << e) * pow10_u128(s);
-        if (q >> 64)
-            return false;
-        *d = (uint64_t)q;
-        *exact_back = true;
-        return true;
-    }
-    /* s < 0: D = round(m * 2^e / 10^-s) */
-    if (e < 0 || e > 73 || -s > 38)
-        return false;
-    u128 num = (u128)m << e;
-    u128 div = pow10_u128(-s);
-    u128 q = num / div, r = num % div;
-    if (round && (2 * r > div || (2 * r == div && (q & 1))))
-        q++;
-    *d = (uint64_t)q;
-    /* |D * 10^-s - m * 2^e| against 2^e / 2 (2^e / 4 below a power of two) */
-    u128 a = q * div, diff = a > num ? a - num : num - a;
-    bool below = a < num;
-    u128 gap = (u128)1 << e;
-    *exact_back = reads_back(diff, gap, below && lower_half_gap, m);
-    return true;
-}
-
-/* Writes P digits of d (trailing zeros dropped) at decimal exponent x as %g would. */
-static void print_g(char *out, size_t outlen, bool neg, uint64_t d, int P, int x)
-{
-    char dig[24];
-    for (int i = P - 1; i >= 0; i--) {
-        dig[i] = (char)('0' + d % 10);
-        d /= 10;
-    }
-    int n = P;
-    while (n > 1 && dig[n - 1] == '0')
-        n--;
-    dig[n] = 0;
     char *o = out, *end = out + outlen - 1;
 #define PUT(c) do { if (o < end) *o++ = (c); } while (0)
     if (neg)
@@ -512,49 +416,6 @@ static void print_g(char *out, size_t outlen, bool neg, uint64_t d, int P, int x
     *o = 0;
 }
 
-static bool format_exact(char *out, size_t outlen, double v)
-{
-    bool neg = v < 0;
-    double a = fabs(v);
-    int be;
-    double fr = frexp(a, &be);              /* a = fr * 2^be, fr in [0.5, 1) */
-    if (be < -1021)
-        return false;                       /* subnormals: the slow path */
-    uint64_t m = (uint64_t)ldexp(fr, 53);
-    int e = be - 53;
-    bool lower_half_gap = m == (1ull << 52);
-    /* the decimal exponent, exactly: 10^x <= a < 10^(x+1) when the 17 digits of
-     * a at x, truncated, are 17 digits (log10 is only a first guess) */
-    int x = (int)floor(log10(a));
-    uint64_t d;
-    bool back;
-    for (int tries = 0;; tries++) {
-        if (tries == 3 || !round_digits(m, e, lower_half_gap, 17, x, false, &d, &back))
-            return false;
-        if (d < 10000000000000000ull)
-            x--;
-        else if (d >= 100000000000000000ull)
-            x++;
-        else
-            break;
-    }
-    for (int P = 15; P <= 17; P++) {
-        if (!round_digits(m, e, lower_half_gap, P, x, true, &d, &back))
-            return false;
-        if (!back && P < 17)
-            continue;
-        if (!back)
-            return false;                   /* 17 digits always read back: let the slow path say */
-        uint64_t lo = (uint64_t)pow10_u128(P - 1);
-        if (d >= lo * 10)                   /* rounded up to the next power of ten */
-            print_g(out, outlen, neg, lo, P, x + 1);
-        else
-            print_g(out, outlen, neg, d, P, x);
-        return true;
-    }
-    return false;
-}
-
 void metrics_format_value(char *out, size_t outlen, double v)
 {
     if (isnan(v)) {
@@ -563,7 +424,14 @@ void metrics_format_value(char *out, size_t outlen, double v)
         snprintf(out, outlen, v > 0 ? "+Inf" : "-Inf");
     } else if (v == (double)(long long)v && fabs(v) < 1e15) {
         snprintf(out, outlen, "%lld", (long long)v);
-    } else if (!format_exact(out, outlen, v)) {
+    } else {
+        /* the shortest of %.15g, %.16g and %.17g that reads back */
+        char dig[24];
+        int x, P, n = cairn_shortest_digits(v, dig, &x, &P);
+        if (n) {
+            print_g(out, outlen, v < 0, dig, n, P, x);
+            return;
+        }
         for (int p = 15; p <= 17; p++) {
             snprintf(out, outlen, "%.*g", p, v);
             if (strtod(out, NULL) == v)

@@ -1305,22 +1305,27 @@ static void go_format(struct buf *b, double v, char mode)
         buf_printf(b, "%lld", (long long)v);
         return;
     }
-    char e[40];
-    for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
-        snprintf(e, sizeof(e), "%.*e", p - 1, v);
-        if (strtod(e, NULL) == v)
-            break;
-    }
-    char *ep = strchr(e, 'e');
-    int exp = atoi(ep + 1);
+    /* the shortest digits that read back, exactly (cairn_shortest_digits), else
+     * from %e at 15, 16 and 17 digits */
     char digits[24];
-    size_t nd = 0;
-    bool neg = e[0] == '-';
-    for (char *c = e + neg; c < ep; c++)
-        if (isdigit((unsigned char)*c))
-            digits[nd++] = *c;
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
+    int exp, prec;
+    size_t nd = (size_t)cairn_shortest_digits(v, digits, &exp, &prec);
+    bool neg = signbit(v);
+    if (!nd) {
+        char e[40];
+        for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
+            snprintf(e, sizeof(e), "%.*e", p - 1, v);
+            if (strtod(e, NULL) == v)
+                break;
+        }
+        char *ep = strchr(e, 'e');
+        exp = atoi(ep + 1);
+        for (char *c = e + (e[0] == '-'); c < ep; c++)
+            if (isdigit((unsigned char)*c))
+                digits[nd++] = *c;
+        while (nd > 1 && digits[nd - 1] == '0')
+            nd--;
+    }
     if (neg)
         buf_putc(b, '-');
     bool eform = mode == 'e' || (mode == 'g' && (exp < -4 || exp >= 6)) ||
@@ -1667,7 +1672,10 @@ static void format_float(char *out, size_t outlen, double v, char mode)
 {
     struct buf b = BUF_INIT;
     go_format(&b, v, mode);
-    snprintf(out, outlen, "%s", b.data ? b.data : "");
+    size_t n = MIN(buf_used(&b), outlen - 1);
+    if (n)
+        memcpy(out, buf_head(&b), n);
+    out[n] = 0;
     buf_free(&b);
 }
 
