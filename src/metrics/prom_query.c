@@ -36,12 +36,10 @@ static void put_time(struct buf *b, int64_t t)
 
 static void put_point(struct buf *b, int64_t t, double v)
 {
-    char s[400];
-    promql_format_value(s, sizeof(s), v);
     buf_putc(b, '[');
     put_time(b, t);
     buf_puts(b, ",\"");
-    buf_puts(b, s);
+    promql_put_value(b, v);
     buf_puts(b, "\"]");
 }
 

@@ -1689,6 +1689,11 @@ void promql_format_value(char *out, size_t outlen, double v)
     format_float(out, outlen, v, 'j');
 }
 
+void promql_put_value(struct buf *b, double v)
+{
+    go_format(b, v, 'j');
+}
+
 void promql_format_float_e(char *out, size_t outlen, double v)
 {
     format_float(out, outlen, v, 'e');
