@@ -72,12 +72,11 @@ struct reg_store_op *reg_blob_store(struct reg_worker *w, const char *repo, cons
         return NULL;
     }
     int r = reg_blob_verify(upath, digest, hashed);
-    long long size;
-    if (!r && reg_stored_get(w->db, digest, NULL, 0, &size) == 1) {     /* in the bucket already */
-        r = reg_link_add(w->db, repo, digest, size);
-        if (!r)
+    int have = r ? r : reg_stored_link(w->db, repo, digest, NULL, 0);     /* in the bucket already? */
+    if (have != -ENOENT) {
+        if (!have)
             unlink(upath);
-        cb(arg, r);
+        cb(arg, have);
         return NULL;
     }
     struct stat st;

@@ -169,7 +169,9 @@ int reg_blob_verify(const char *upload_path, const char *digest, EVP_MD_CTX *has
 /* S3 storage: where a blob is (1 with its key and size, 0 when it is not). */
 int reg_stored_get(struct reg_db *db, const char *digest, char *key, size_t cap, long long *size);
 /* Records a blob stored in S3 under key and links it to repo, in one transaction:
- * 0, or 1 when another copy was recorded first (key then holds nothing anyone needs). */
+ * 0, or 1 when another copy was recorded first (key then holds nothing anyone needs).
+ * key NULL: links a copy already stored (-ENOENT when there is none), the check and
+ * the link in one transaction, so collection cannot take the copy in between. */
 int reg_stored_link(struct reg_db *db, const char *repo, const char *digest, const char *key, long long size);
 /* Forgets the stored blobs no repository links to, recorded before cutoff_s: their
  * keys into keys (each NUL-terminated), their sizes added to *bytes; returns how

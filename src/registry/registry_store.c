@@ -665,6 +665,19 @@ int reg_stored_link(struct reg_db *d, const char *repo, const char *digest, cons
 {
     if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return -EIO;
+    if (!key) {     /* only a link to a stored copy, checked in the same transaction */
+        long long have = 0;
+        int r = reg_stored_get(d, digest, NULL, 0, &have);
+        if (r == 1)
+            r = reg_link_add(d, repo, digest, have);
+        else if (r == 0)
+            r = -ENOENT;
+        if (r || sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+            return r ? r : -EIO;
+        }
+        return 0;
+    }
     sqlite3_stmt *s;
     int r = sqlite3_prepare_v2(d->db, "INSERT OR IGNORE INTO stored(digest, key, size, created) VALUES(?1, ?2, ?3, ?4)",
                                -1, &s, NULL) == SQLITE_OK ? 0 : -EIO;

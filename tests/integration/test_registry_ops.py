@@ -419,6 +419,11 @@ def test_s3_storage_on_the_s3_role(start, tmp_path):
     for h, size in in_bucket.items():
         assert size == os.path.getsize(tmp_path / "img" / "blobs" / "sha256" / h)
     assert metric(s3url, 'cairn_s3_requests_total{api="CompleteMultipartUpload"}') == 1
+    # the same blobs pushed again to another repository: linked, not stored twice
+    for h in in_bucket:
+        data = (tmp_path / "img" / "blobs" / "sha256" / h).read_bytes()
+        assert push_blob(url, "s3/again", data)[1].status_code == 201
+    assert len(s3.list_objects_v2(Bucket="images", Prefix="reg/blobs/").get("Contents", [])) == len(in_bucket)
     skopeo("copy", "--src-tls-verify=false", f"docker://{host}/s3/app:1", f"oci:{tmp_path}/back:latest")
     assert sorted(os.listdir(tmp_path / "back" / "blobs" / "sha256")) == sorted(local)
     big = max(in_bucket, key=in_bucket.get)
