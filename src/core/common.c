@@ -318,3 +318,14 @@ int cairn_shortest_digits(double v, char digits[24], int *exp10, int *prec)
     }
     return 0;
 }
+
+void cairn_hex(const void *p, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[b[i] >> 4];
+        out[2 * i + 1] = hx[b[i] & 15];
+    }
+    out[2 * n] = 0;
+}

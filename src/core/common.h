@@ -86,6 +86,9 @@ uint64_t cairn_rand64(void);
 void *cairn_calloc(size_t n, size_t size);
 char *cairn_strdup(const char *s);
 
+/* Lower-case hex of n bytes into out (2n + 1 bytes, NUL-terminated). */
+void cairn_hex(const void *p, size_t n, char *out);
+
 /* The shortest decimal digits (15, 16 or 17 significant, trailing zeros dropped;
  * NUL-terminated) that read back as |v|, computed exactly: |v| = 0.d1d2... *
  * 10^(*exp10 + 1), *prec the precision (15-17) that gave them. Returns how many

@@ -778,3 +778,20 @@ bool http_query_param(struct strv query, const char *key, char *out, size_t outl
         out[o] = '\0';
     return true;
 }
+
+int http_uri_encode(struct buf *b, const char *p, size_t n, bool slash)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    int e = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+            c == '.' || c == '~' || (slash && c == '/')) {
+            e |= buf_putc(b, (char)c);
+        } else {
+            char t[3] = { '%', hx[c >> 4], hx[c & 15] };
+            e |= buf_append(b, t, 3);
+        }
+    }
+    return e ? -ENOMEM : 0;
+}

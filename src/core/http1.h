@@ -129,5 +129,8 @@ bool http_query_param(struct strv query, const char *key, char *out, size_t outl
  * sent (not decoded; empty without '=') in *raw, for callers with their own
  * decoding rules. */
 bool http_query_raw(struct strv query, const char *key, struct strv *raw);
+/* Appends n bytes of p percent-encoded as RFC 3986 (and AWS SigV4) ask: the
+ * unreserved characters kept, '/' kept too when slash. 0 or -ENOMEM. */
+int http_uri_encode(struct buf *b, const char *p, size_t n, bool slash);
 
 #endif

@@ -21,12 +21,9 @@ struct s3c {
     struct s3c_op *orphans;         /* calls nobody waits for (no callback) */
 };
 
-enum { OP_CALL, OP_FILE };
-
 struct s3c_op {
     struct s3c *c;
     struct s3c_op *next, **pprev;   /* on c->orphans */
-    int kind;
     s3c_cb cb;
     void *arg;
     /* a call */
@@ -96,33 +93,23 @@ void s3c_conf_free(struct s3c_conf *conf)
 
 /* ---- signing ---- */
 
-static void hexs(const unsigned char *p, size_t n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[p[i] >> 4];
-        out[2 * i + 1] = d[p[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
-static void hmac(const void *key, size_t klen, const char *msg, unsigned char out[32])
+void s3c_hmac(const void *key, size_t klen, const void *msg, size_t mlen, uint8_t out[32])
 {
     unsigned len = 32;
-    HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)msg, strlen(msg), out, &len);
+    HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &len);
 }
 
-/* RFC 3986 unreserved characters stay; '/' too in paths. */
-static void uri_encode(struct buf *b, const char *s, bool slash)
+void s3c_signing_key(const char *secret, const char *date, const char *region, const char *service,
+                     uint8_t key[32])
 {
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-            ch == '_' || ch == '.' || ch == '~' || (slash && ch == '/'))
-            buf_putc(b, (char)ch);
-        else
-            buf_printf(b, "%%%02X", ch);
-    }
+    char k[300];
+    int n = snprintf(k, sizeof(k), "AWS4%s", secret);
+    uint8_t a[32], b[32];
+    s3c_hmac(k, (size_t)MIN(n, (int)sizeof(k) - 1), date, strlen(date), a);
+    s3c_hmac(a, 32, region, strlen(region), b);
+    s3c_hmac(b, 32, service, strlen(service), a);
+    s3c_hmac(a, 32, "aws4_request", 12, key);
+    memset(k, 0, sizeof(k));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -162,12 +149,12 @@ static void sign(const struct s3c_conf *conf, const char *method, const char *ke
         el--;
     buf_append(&path, conf->endpoint.target, el);
     buf_putc(&path, '/');
-    uri_encode(&path, conf->bucket, false);
+    http_uri_encode(&path, conf->bucket, strlen(conf->bucket), false);
     if (key && *key) {
         buf_putc(&path, '/');
         char full[2048];
         snprintf(full, sizeof(full), "%s%s", conf->prefix, key);
-        uri_encode(&path, full, true);
+        http_uri_encode(&path, full, strlen(full), true);
     }
     buf_putc(&path, 0);
     struct buf cq = BUF_INIT;
@@ -180,20 +167,14 @@ static void sign(const struct s3c_conf *conf, const char *method, const char *ke
     unsigned char h[32];
     char hx[65], scope[200], sts[400];
     EVP_Digest(buf_head(&cr), buf_used(&cr), h, NULL, EVP_sha256(), NULL);
-    hexs(h, 32, hx);
+    cairn_hex(h, 32, hx);
     snprintf(scope, sizeof(scope), "%s/%s/s3/aws4_request", day, conf->region);
     snprintf(sts, sizeof(sts), "AWS4-HMAC-SHA256\n%s\n%s\n%s", amzdate, scope, hx);
-    char k0[300];
-    unsigned char k1[32], k2[32], k3[32], k4[32], sig[32];
-    snprintf(k0, sizeof(k0), "AWS4%s", conf->secret_key);
-    hmac(k0, strlen(k0), day, k1);
-    hmac(k1, 32, conf->region, k2);
-    hmac(k2, 32, "s3", k3);
-    hmac(k3, 32, "aws4_request", k4);
-    hmac(k4, 32, sts, sig);
-    memset(k0, 0, sizeof(k0));
+    uint8_t skey[32], sig[32];
+    s3c_signing_key(conf->secret_key, day, conf->region, "s3", skey);
+    s3c_hmac(skey, 32, sts, strlen(sts), sig);
     char sighex[65];
-    hexs(sig, 32, sighex);
+    cairn_hex(sig, 32, sighex);
     snprintf(auth, authcap,
              "Authorization: AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
              "Signature=%s",
@@ -337,13 +318,12 @@ static bool op_send(struct s3c_op *op)
     return op->call != NULL;
 }
 
-static struct s3c_op *op_new(struct s3c *c, int kind, s3c_cb cb, void *arg)
+static struct s3c_op *op_new(struct s3c *c, s3c_cb cb, void *arg)
 {
     struct s3c_op *op = calloc(1, sizeof(*op));
     if (!op)
         return NULL;
     op->c = c;
-    op->kind = kind;
     op->cb = cb;
     op->arg = arg;
     op->fd = -1;
@@ -354,7 +334,7 @@ static struct s3c_op *op_new(struct s3c *c, int kind, s3c_cb cb, void *arg)
 struct s3c_op *s3c_call(struct s3c *c, const char *method, const char *key, const char *query, const void *body,
                         size_t len, s3c_cb cb, void *arg)
 {
-    struct s3c_op *op = op_new(c, OP_CALL, cb, arg);
+    struct s3c_op *op = op_new(c, cb, arg);
     if (!op)
         return NULL;
     snprintf(op->method, sizeof(op->method), "%s", method);
@@ -458,7 +438,7 @@ static void initiate_done(void *arg, const struct s3c_result *res)
     struct buf id = BUF_INIT;
     char raw[300];
     snprintf(raw, sizeof(raw), "%.*s", (int)MIN((size_t)(b - a - 10), sizeof(raw) - 1), a + 10);
-    uri_encode(&id, raw, false);
+    http_uri_encode(&id, raw, strlen(raw), false);
     buf_putc(&id, 0);
     f->upload_id = strdup(buf_head(&id));
     buf_free(&id);
@@ -475,7 +455,7 @@ static void whole_done(void *arg, const struct s3c_result *res)
 
 struct s3c_op *s3c_put_file(struct s3c *c, const char *key, const char *path, uint64_t size, s3c_cb cb, void *arg)
 {
-    struct s3c_op *f = op_new(c, OP_FILE, cb, arg);
+    struct s3c_op *f = op_new(c, cb, arg);
     if (!f)
         return NULL;
     f->key = strdup(key);

@@ -65,4 +65,11 @@ struct httpc_call *s3c_get_stream(struct s3c *c, const char *key, const char *ra
 /* Drops a call: its callback will not run. */
 void s3c_cancel(struct s3c_op *op);
 
+/* SigV4's pieces, shared with the s3 role that checks signatures: HMAC-SHA256, and
+ * the signing key chained from the secret over date, region, service and
+ * "aws4_request". */
+void s3c_hmac(const void *key, size_t klen, const void *msg, size_t mlen, uint8_t out[32]);
+void s3c_signing_key(const char *secret, const char *date, const char *region, const char *service,
+                     uint8_t key[32]);
+
 #endif

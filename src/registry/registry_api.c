@@ -730,8 +730,7 @@ const char *reg_manifest_parse(const char *body, size_t len, const char *ctype, 
     unsigned dl = 0;
     EVP_Digest(body, len, d, &dl, EVP_sha256(), NULL);
     strcpy(m->digest, "sha256:");
-    for (int k = 0; k < 32; k++)
-        sprintf(m->digest + 7 + 2 * k, "%02x", d[k]);
+    cairn_hex(d, 32, m->digest + 7);
     json_t *at = json_object_get(j, "artifactType");
     const char *atype = json_is_string(at) ? json_string_value(at) : NULL;
     if (!atype && !*index) {

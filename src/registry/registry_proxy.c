@@ -131,17 +131,6 @@ void reg_challenge_param(const char *ch, const char *key, char *out, size_t cap)
     }
 }
 
-static void url_escape(struct buf *b, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~", ch))
-            buf_putc(b, (char)ch);
-        else
-            buf_printf(b, "%%%02X", ch);
-    }
-}
-
 static bool send_request(struct reg_fetch *f);
 
 static void token_done(const struct httpc_response *resp, void *arg)
@@ -199,11 +188,11 @@ static void authenticate(struct reg_fetch *f)
     struct buf url = BUF_INIT;
     buf_puts(&url, realm);
     buf_puts(&url, strchr(realm, '?') ? "&service=" : "?service=");
-    url_escape(&url, service);
+    http_uri_encode(&url, service, strlen(service), false);
     buf_puts(&url, "&scope=");
     if (!scope[0])
         snprintf(scope, sizeof(scope), "repository:%s:pull", f->repo);
-    url_escape(&url, scope);
+    http_uri_encode(&url, scope, strlen(scope), false);
     buf_putc(&url, 0);
     struct stack_url u;
     char err[300];

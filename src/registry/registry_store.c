@@ -201,8 +201,7 @@ int reg_upload_create(const char *dir, char id[33], char *path, size_t cap)
 {
     uint8_t rnd[16];
     RAND_bytes(rnd, sizeof(rnd));
-    for (int i = 0; i < 16; i++)
-        sprintf(id + 2 * i, "%02x", rnd[i]);
+    cairn_hex(rnd, sizeof(rnd), id);
     snprintf(path, cap, "%s/uploads/%s", dir, id);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     return fd < 0 ? -errno : fd;
@@ -360,8 +359,7 @@ int reg_blob_verify(const char *upload_path, const char *digest, EVP_MD_CTX *has
     if (r)
         return r;
     char hex[130];
-    for (unsigned i = 0; i < dl; i++)
-        sprintf(hex + 2 * i, "%02x", dg[i]);
+    cairn_hex(dg, dl, hex);
     return strcmp(hex, digest + 7) != 0 ? -EBADMSG : 0;
 }
 

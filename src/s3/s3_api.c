@@ -417,7 +417,7 @@ static enum s3_err authenticate(struct s3r *q)
         buf_free(&can);
         return S3E_SIGNATURE_MISMATCH;
     }
-    s3_sig_key(k->secret, q->sig.date, q->sig.region, q->sig.service, q->sigkey);
+    s3c_signing_key(k->secret, q->sig.date, q->sig.region, q->sig.service, q->sigkey);
     char mine[65];
     s3_sig_sign(q->sigkey, &q->sig, buf_strv(&can), mine);
     buf_free(&can);
@@ -688,9 +688,9 @@ static void tags_to_query(const struct tag_list *t, struct buf *b)
     for (size_t i = 0; i < t->n; i++) {
         if (i)
             buf_putc(b, '&');
-        s3_uri_encode(b, t->k[i], strlen(t->k[i]), false);
+        http_uri_encode(b, t->k[i], strlen(t->k[i]), false);
         buf_putc(b, '=');
-        s3_uri_encode(b, t->v[i], strlen(t->v[i]), false);
+        http_uri_encode(b, t->v[i], strlen(t->v[i]), false);
     }
 }
 
@@ -1217,7 +1217,7 @@ static void body_end(struct httpd_req *r, void *arg)
         unsigned l = 32;
         char hx[65];
         EVP_DigestFinal_ex(q->payload_sha, d, &l);
-        s3_hex(d, 32, hx);
+        cairn_hex(d, 32, hx);
         if (strcmp(hx, q->payload_hash) != 0) {
             fail(q, S3E_SHA256_MISMATCH);
             return;
@@ -1350,7 +1350,7 @@ static void put_finish(struct s3r *q)
         return;
     }
     char etag[72] = "\"";
-    s3_hex(md5, 16, etag + 1);
+    cairn_hex(md5, 16, etag + 1);
     strcat(etag, "\"");
     char *old = NULL;
     if (q->api == API_UPLOAD_PART) {
@@ -1523,7 +1523,7 @@ static void copy_object(struct s3r *q, bool part)
     }
     q->writing = false;
     char etag[72] = "\"";
-    s3_hex(md5, 16, etag + 1);
+    cairn_hex(md5, 16, etag + 1);
     strcat(etag, "\"");
     char file[80];
     snprintf(file, sizeof(file), "%s %llu\n", q->wr.id, (unsigned long long)q->wr.size);
@@ -1685,7 +1685,7 @@ struct lister {
 static void put_name(struct lister *l, struct buf *b, const char *s)
 {
     if (l->url)
-        s3_uri_encode(b, s, strlen(s), true);
+        http_uri_encode(b, s, strlen(s), true);
     else
         s3_xml_escape(b, s, strlen(s));
 }
@@ -2137,7 +2137,7 @@ static void complete_upload(struct s3r *q)
         return;
     }
     char etag[72] = "\"";
-    s3_hex(d, 16, etag + 1);
+    cairn_hex(d, 16, etag + 1);
     snprintf(etag + 33, sizeof(etag) - 33, "-%d\"", count_parts);
     buf_putc(&files, 0);
     struct s3_obj o = { .key = q->key, .size = total, .mtime_ms = (long long)(cairn_wall_time() * 1000),

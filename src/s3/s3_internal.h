@@ -20,6 +20,7 @@
 #include "core/common.h"
 #include "core/http1.h"
 #include "core/httpd.h"
+#include "core/s3c.h"
 #include "core/metrics.h"
 #include "core/service.h"
 #include "s3/s3.h"
@@ -151,17 +152,12 @@ enum s3_err s3_sig_parse_query(struct strv query, struct s3_sig *s);
 /* Appends the canonical request. payload_hash is the last line. */
 int s3_sig_canonical(struct buf *out, const struct http_request *h, const struct s3_sig *s,
                      const char *payload_hash);
-void s3_sig_key(const char *secret, const char *date, const char *region, const char *service,
-                uint8_t key[32]);
 /* Hex HMAC-SHA256 of "AWS4-HMAC-SHA256\namzdate\nscope\nhex(sha256(canonical))". */
 void s3_sig_sign(const uint8_t key[32], const struct s3_sig *s, struct strv canonical, char out[65]);
-void s3_hex(const uint8_t *p, size_t n, char *out);
 void s3_sha256_hex(const void *p, size_t n, char out[65]);
 /* %-decodes in into out (NUL-terminated); false on a bad escape or when out is
  * too small. */
 bool s3_uri_decode(struct strv in, char *out, size_t cap, size_t *len);
-/* Appends p percent-encoded as AWS does (unreserved kept; '/' kept when slash). */
-int s3_uri_encode(struct buf *b, const char *p, size_t n, bool slash);
 /* Parses "yyyymmddThhmmssZ" into seconds since the epoch (-1 when malformed). */
 long long s3_parse_amzdate(const char *s);
 

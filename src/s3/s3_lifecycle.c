@@ -62,9 +62,9 @@ static enum s3_err add_tag(struct s3_lc_rule *r, const struct s3_xnode *tag)
     if (!k || !v || r->ntags >= ARRAY_SIZE(r->tags))
         return S3E_MALFORMED_XML;
     struct buf b = BUF_INIT;
-    s3_uri_encode(&b, k, strlen(k), false);
+    http_uri_encode(&b, k, strlen(k), false);
     buf_putc(&b, '=');
-    s3_uri_encode(&b, v, strlen(v), false);
+    http_uri_encode(&b, v, strlen(v), false);
     buf_putc(&b, 0);
     r->tags[r->ntags++] = buf_steal(&b);
     return S3E_NONE;

@@ -5,34 +5,17 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-void s3_hex(const uint8_t *p, size_t n, char *out)
-{
-    static const char hx[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hx[p[i] >> 4];
-        out[2 * i + 1] = hx[p[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
 void s3_sha256_hex(const void *p, size_t n, char out[65])
 {
     uint8_t d[32];
     SHA256(p, n, d);
-    s3_hex(d, 32, out);
-}
-
-static void hmac(const void *key, size_t klen, const void *msg, size_t mlen, uint8_t out[32])
-{
-    unsigned len = 32;
-    HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &len);
+    cairn_hex(d, 32, out);
 }
 
 static int hexval(int c)
@@ -66,22 +49,6 @@ bool s3_uri_decode(struct strv in, char *out, size_t cap, size_t *len)
     if (len)
         *len = o;
     return true;
-}
-
-int s3_uri_encode(struct buf *b, const char *p, size_t n, bool slash)
-{
-    static const char hx[] = "0123456789ABCDEF";
-    int e = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (slash && c == '/')) {
-            e |= buf_putc(b, (char)c);
-        } else {
-            char t[3] = { '%', hx[c >> 4], hx[c & 15] };
-            e |= buf_append(b, t, 3);
-        }
-    }
-    return e;
 }
 
 long long s3_parse_amzdate(const char *s)
@@ -292,7 +259,7 @@ static int collect(void *arg, const char *k, size_t kl, const char *v, size_t vl
         q->cap = nc;
     }
     struct buf kb = BUF_INIT, vb = BUF_INIT;
-    if (s3_uri_encode(&kb, k, kl, false) || buf_putc(&kb, 0) || s3_uri_encode(&vb, v, vl, false) ||
+    if (http_uri_encode(&kb, k, kl, false) || buf_putc(&kb, 0) || http_uri_encode(&vb, v, vl, false) ||
         buf_putc(&vb, 0)) {
         buf_free(&kb);
         buf_free(&vb);
@@ -337,7 +304,7 @@ int s3_sig_canonical(struct buf *out, const struct http_request *h, const struct
         free(path);
         return -EINVAL;
     }
-    e |= s3_uri_encode(out, path, plen, true) | buf_putc(out, '\n');
+    e |= http_uri_encode(out, path, plen, true) | buf_putc(out, '\n');
     free(path);
     struct qcollect q = { .presigned = s->presigned };
     int r = query_each(h->query, collect, &q);
@@ -380,18 +347,6 @@ int s3_sig_canonical(struct buf *out, const struct http_request *h, const struct
     return e ? -ENOMEM : 0;
 }
 
-void s3_sig_key(const char *secret, const char *date, const char *region, const char *service,
-                uint8_t key[32])
-{
-    char k[300];
-    int n = snprintf(k, sizeof(k), "AWS4%s", secret);
-    uint8_t a[32], b[32];
-    hmac(k, (size_t)n, date, strlen(date), a);
-    hmac(a, 32, region, strlen(region), b);
-    hmac(b, 32, service, strlen(service), a);
-    hmac(a, 32, "aws4_request", 12, key);
-}
-
 void s3_sig_sign(const uint8_t key[32], const struct s3_sig *s, struct strv canonical, char out[65])
 {
     char ch[65];
@@ -400,8 +355,8 @@ void s3_sig_sign(const uint8_t key[32], const struct s3_sig *s, struct strv cano
     int n = snprintf(sts, sizeof(sts), "AWS4-HMAC-SHA256\n%s\n%s/%s/%s/aws4_request\n%s", s->amzdate,
                      s->date, s->region, s->service, ch);
     uint8_t mac[32];
-    hmac(key, 32, sts, (size_t)MIN(n, (int)sizeof(sts) - 1), mac);
-    s3_hex(mac, 32, out);
+    s3c_hmac(key, 32, sts, (size_t)MIN(n, (int)sizeof(sts) - 1), mac);
+    cairn_hex(mac, 32, out);
 }
 
 /* ---- aws-chunked ---- */
@@ -440,14 +395,14 @@ static bool chunk_sig_ok(struct s3_chunked *d)
     EVP_DigestFinal_ex(d->sha, dig, &dl);
     EVP_DigestInit_ex(d->sha, EVP_sha256(), NULL);
     char hx[65], sts[512], mine[65];
-    s3_hex(dig, 32, hx);
+    cairn_hex(dig, 32, hx);
     int n = snprintf(sts, sizeof(sts),
                      "AWS4-HMAC-SHA256-PAYLOAD\n%s\n%s\n%s\n"
                      "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n%s",
                      d->amzdate, d->scope, d->prev, hx);
     uint8_t mac[32];
-    hmac(d->key, 32, sts, (size_t)n, mac);
-    s3_hex(mac, 32, mine);
+    s3c_hmac(d->key, 32, sts, (size_t)n, mac);
+    cairn_hex(mac, 32, mine);
     if (CRYPTO_memcmp(mine, d->chunk_sig, 64) != 0)
         return false;
     memcpy(d->prev, mine, 65);
@@ -486,8 +441,8 @@ static bool trailer_sig_ok(struct s3_chunked *d)
     int n = snprintf(sts, sizeof(sts), "AWS4-HMAC-SHA256-TRAILER\n%s\n%s\n%s\n%s", d->amzdate, d->scope,
                      d->prev, hx);
     uint8_t mac[32];
-    hmac(d->key, 32, sts, (size_t)n, mac);
-    s3_hex(mac, 32, mine);
+    s3c_hmac(d->key, 32, sts, (size_t)n, mac);
+    cairn_hex(mac, 32, mine);
     return given[0] && CRYPTO_memcmp(mine, given, 64) == 0;
 }
 

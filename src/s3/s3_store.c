@@ -125,7 +125,7 @@ void s3_random_hex(char *out, size_t nbytes)
     if (RAND_bytes(b, (int)nbytes) != 1)
         for (size_t i = 0; i < nbytes; i++)
             b[i] = (uint8_t)random();
-    s3_hex(b, nbytes, out);
+    cairn_hex(b, nbytes, out);
 }
 
 static long long now_ms(void)

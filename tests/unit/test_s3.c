@@ -41,7 +41,7 @@ TEST(s3_sigv4_matches_the_aws_example)
                               "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     uint8_t key[32];
     char sig[65];
-    s3_sig_key(secret, s.date, s.region, s.service, key);
+    s3c_signing_key(secret, s.date, s.region, s.service, key);
     s3_sig_sign(key, &s, strv_make(buf_head(&can), buf_used(&can) - 1), sig);
     CHECK_STR(sig, s.signature);
     buf_free(&can);
@@ -87,7 +87,7 @@ TEST(s3_aws_chunked_signatures_match_the_aws_example)
     strcpy(s.amzdate, "20130524T000000Z");
     strcpy(s.signature, "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9");
     uint8_t key[32];
-    s3_sig_key(secret, s.date, s.region, s.service, key);
+    s3c_signing_key(secret, s.date, s.region, s.service, key);
     struct buf body = BUF_INIT;
     buf_puts(&body, "10000;chunk-signature=ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648\r\n");
     for (int i = 0; i < 65536; i++)
