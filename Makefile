@@ -18,7 +18,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
             -Wno-missing-field-initializers
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc
-LDLIBS   := -lyaml -lssl -lcrypto -lnghttp2 -lresolv -lz -lbrotlienc -lsnappy -lpcre2-8 -ljansson -lmaxminddb -lsqlite3 -lexpat -lpthread -lm
+LDLIBS   := -lyaml -lssl -lcrypto -lnghttp2 -lresolv -lz -lbrotlienc -lsnappy -lpcre2-8 -ljansson -lmaxminddb -lsqlite3 -lexpat -lzstd -lpthread -lm
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 ifeq ($(SANITIZE),1)
@@ -31,7 +31,7 @@ Q := @
 endif
 
 CORE_SRC := $(sort $(wildcard src/core/*.c))
-ROLE_SRC := $(sort $(wildcard src/demo_app/*.c src/dns/*.c src/edge/*.c src/metrics/*.c src/alerts/*.c src/s3/*.c src/registry/*.c))
+ROLE_SRC := $(sort $(wildcard src/demo_app/*.c src/dns/*.c src/edge/*.c src/metrics/*.c src/alerts/*.c src/s3/*.c src/registry/*.c src/logs/*.c))
 MAIN_SRC := src/cairn.c src/default_stack.c
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 

@@ -10,6 +10,7 @@
 #include "alerts/alerts.h"
 #include "s3/s3.h"
 #include "registry/registry.h"
+#include "logs/logs.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -28,6 +29,7 @@ static const struct role_ops *const roles[] = {
     &alerts_role,
     &s3_role,
     &registry_role,
+    &logs_role,
     NULL,
 };
 

@@ -1,5 +1,11 @@
 /* buf.c - growable byte buffers. */
 #include "core/buf.h"
+#include "core/common.h"
+
+#include <ctype.h>
+#include <zlib.h>
+#include <math.h>
+#include <stdint.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -190,4 +196,95 @@ int buf_json_str(struct buf *b, const char *s)
     if (buf_putc(b, '"') || buf_json_escape(b, s, strlen(s)))
         return -ENOMEM;
     return buf_putc(b, '"');
+}
+
+void buf_put_float(struct buf *b, double v, char mode)
+{
+    if (isnan(v)) {
+        buf_puts(b, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        buf_puts(b, v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    if ((mode == 'f' || mode == 'j') && v == (double)(int64_t)v && fabs(v) < 1e15 && v != 0) {
+        buf_printf(b, "%lld", (long long)v);
+        return;
+    }
+    /* the shortest digits that read back, exactly (cairn_shortest_digits), else
+     * from %e at 15, 16 and 17 digits */
+    char digits[24];
+    int exp, prec;
+    size_t nd = (size_t)cairn_shortest_digits(v, digits, &exp, &prec);
+    bool neg = signbit(v);
+    if (!nd) {
+        char e[40];
+        for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
+            snprintf(e, sizeof(e), "%.*e", p - 1, v);
+            if (strtod(e, NULL) == v)
+                break;
+        }
+        char *ep = strchr(e, 'e');
+        exp = atoi(ep + 1);
+        for (char *c = e + (e[0] == '-'); c < ep; c++)
+            if (isdigit((unsigned char)*c))
+                digits[nd++] = *c;
+        while (nd > 1 && digits[nd - 1] == '0')
+            nd--;
+    }
+    if (neg)
+        buf_putc(b, '-');
+    bool eform = mode == 'e' || (mode == 'g' && (exp < -4 || exp >= 6)) ||
+                 (mode == 'j' && v != 0 && (fabs(v) < 1e-6 || fabs(v) >= 1e21));
+    if (eform) {
+        buf_putc(b, digits[0]);
+        if (nd > 1) {
+            buf_putc(b, '.');
+            buf_append(b, digits + 1, nd - 1);
+        }
+        buf_printf(b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+        return;
+    }
+    if (exp < 0) {
+        buf_puts(b, "0.");
+        for (int i = 0; i < -exp - 1; i++)
+            buf_putc(b, '0');
+        buf_append(b, digits, nd);
+        return;
+    }
+    for (int i = 0; i <= exp; i++)
+        buf_putc(b, (size_t)i < nd ? digits[i] : '0');
+    if ((int)nd > exp + 1) {
+        buf_putc(b, '.');
+        buf_append(b, digits + exp + 1, nd - (size_t)exp - 1);
+    }
+}
+
+int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (inflateInit2(&z, 32 + MAX_WBITS) != Z_OK)
+        return -ENOMEM;
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)n;
+    int r;
+    do {
+        if (buf_reserve(out, 65536)) {
+            inflateEnd(&z);
+            return -ENOMEM;
+        }
+        z.next_out = (Bytef *)buf_tail(out);
+        z.avail_out = (uInt)buf_room(out);
+        size_t before = buf_room(out);
+        r = inflate(&z, Z_NO_FLUSH);
+        buf_commit(out, before - z.avail_out);
+        if (limit && buf_used(out) > limit) {
+            inflateEnd(&z);
+            return -EFBIG;
+        }
+    } while (r == Z_OK);
+    inflateEnd(&z);
+    return r == Z_STREAM_END ? 0 : -EINVAL;
 }

@@ -58,5 +58,13 @@ static inline int buf_put_strv(struct buf *b, struct strv s) { return buf_append
 int buf_json_escape(struct buf *b, const char *s, size_t n);
 /* Appends s as a quoted JSON string. */
 int buf_json_str(struct buf *b, const char *s);
+/* Appends v as Go's strconv.FormatFloat prints it, exactly (shortest digits that
+ * read back): mode 'f' (-1 precision), 'e', 'g', or 'j' (as Prometheus and Loki
+ * write sample values in JSON: 'f' except below 1e-6 and from 1e21 on, where 'e').
+ * NaN, +Inf and -Inf as Go spells them. */
+void buf_put_float(struct buf *b, double v, char mode);
+/* Appends the gzip or zlib stream in (either, by its header) decompressed to out.
+ * 0, -EFBIG past limit bytes (0: none), -EINVAL when malformed, -ENOMEM. */
+int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out);
 
 #endif

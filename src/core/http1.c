@@ -795,3 +795,68 @@ int http_uri_encode(struct buf *b, const char *p, size_t n, bool slash)
     }
     return e ? -ENOMEM : 0;
 }
+
+/* ---- forms ---- */
+
+static int form_hexv(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+char *http_urldecode(const char *p, size_t n)
+{
+    char *o = malloc(n + 1);
+    size_t k = 0;
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%' && i + 2 < n && form_hexv(p[i + 1]) >= 0 &&
+            form_hexv(p[i + 2]) >= 0) {
+            o[k++] = (char)(form_hexv(p[i + 1]) * 16 + form_hexv(p[i + 2]));
+            i += 2;
+        } else {
+            o[k++] = p[i] == '+' ? ' ' : p[i];
+        }
+    }
+    o[k] = 0;
+    return o;
+}
+
+void http_form_parse(struct http_form *f, struct strv s)
+{
+    const char *p = s.p, *end = s.p + s.n;
+    while (p && p < end && f->n < ARRAY_SIZE(f->key)) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        if (pe > p) {
+            f->key[f->n] = http_urldecode(p, (size_t)((eq ? eq : pe) - p));
+            f->val[f->n] = eq ? http_urldecode(eq + 1, (size_t)(pe - eq - 1)) : strdup("");
+            f->n++;
+        }
+        p = pe + 1;
+    }
+}
+
+void http_form_free(struct http_form *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        free(f->key[i]);
+        free(f->val[i]);
+    }
+    f->n = 0;
+}
+
+const char *http_form_get(const struct http_form *f, const char *key)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (f->key[i] && strcmp(f->key[i], key) == 0)
+            return f->val[i];
+    return NULL;
+}

@@ -124,6 +124,22 @@ int http_date_parse(struct strv s, time_t *out);
 
 /* Decodes a query-string parameter value ("a=1&b=x%20y"); returns true when the
  * key is present and copies its percent-decoded value (truncated) into out. */
+/* A form: the key=value pairs of a query string or an urlencoded body, decoded,
+ * repeated keys kept in order (at most 256 pairs). */
+struct http_form {
+    char *key[256];
+    char *val[256];
+    size_t n;
+};
+/* p[0..n) with %XX and '+' decoded, malloc'd and NUL-terminated (NULL when out
+ * of memory). */
+char *http_urldecode(const char *p, size_t n);
+/* Adds the pairs of s to f. */
+void http_form_parse(struct http_form *f, struct strv s);
+/* The first value of key, or NULL. */
+const char *http_form_get(const struct http_form *f, const char *key);
+void http_form_free(struct http_form *f);
+
 bool http_query_param(struct strv query, const char *key, char *out, size_t outlen);
 /* Finds a query-string parameter: true when key is present, with its value as
  * sent (not decoded; empty without '=') in *raw, for callers with their own

@@ -1883,3 +1883,14 @@ static void h2_abort(struct httpd_req *r)
     nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     h2_send(hc);
 }
+
+void httpd_req_form(struct httpd_req *r, struct http_form *f)
+{
+    memset(f, 0, sizeof(*f));
+    http_form_parse(f, r->h.query);
+    if (strv_eq_cstr(r->h.method, "POST")) {
+        const struct http_header *ct = httpd_req_header(r, "Content-Type");
+        if (ct && strv_has_prefix(ct->value, "application/x-www-form-urlencoded"))
+            http_form_parse(f, r->body);
+    }
+}

@@ -191,6 +191,10 @@ const struct httpd_conf *httpd_req_conf(const struct httpd_req *r);
 void httpd_req_peer(const struct httpd_req *r, char *out, size_t outlen);
 const struct http_header *httpd_req_header(const struct httpd_req *r, const char *name);
 
+/* The request's form: its query string, plus an urlencoded POST body. Free it
+ * with http_form_free. */
+void httpd_req_form(struct httpd_req *r, struct http_form *f);
+
 /* Serves /-/healthy, /-/ready and /metrics. Returns true when it answered. */
 bool httpd_serve_builtin(struct httpd_req *r, struct metrics_registry *reg, bool ready);
 

@@ -1,6 +1,7 @@
 /* prom_api.c - the HTTP API of role "metrics": Prometheus's metadata endpoints,
  * /federate, status pages, and the remote_write receiver. */
 #include "prom_internal.h"
+#include "core/pb.h"
 #include "core/log.h"
 #include "prom_text.h"
 
@@ -15,82 +16,6 @@
 #define CAIRN_PROM_VERSION "2.42.0"     /* the Prometheus API version spoken */
 #define RW_MAX_BODY (32u << 20)
 #define RW_MAX_DECODED (256u << 20)
-
-/* ---- forms: query string and urlencoded bodies, repeated keys ---- */
-
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static char *urldecode(const char *p, size_t n)
-{
-    char *o = malloc(n + 1);
-    size_t k = 0;
-    if (!o)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '%' && i + 2 < n && hexv(p[i + 1]) >= 0 &&
-            hexv(p[i + 2]) >= 0) {
-            o[k++] = (char)(hexv(p[i + 1]) * 16 + hexv(p[i + 2]));
-            i += 2;
-        } else {
-            o[k++] = p[i] == '+' ? ' ' : p[i];
-        }
-    }
-    o[k] = 0;
-    return o;
-}
-
-static void form_parse(struct prom_form *f, struct strv s)
-{
-    const char *p = s.p, *end = s.p + s.n;
-    while (p && p < end && f->n < ARRAY_SIZE(f->key)) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(pe - p));
-        if (pe > p) {
-            f->key[f->n] = urldecode(p, (size_t)((eq ? eq : pe) - p));
-            f->val[f->n] = eq ? urldecode(eq + 1, (size_t)(pe - eq - 1)) : strdup("");
-            f->n++;
-        }
-        p = pe + 1;
-    }
-}
-
-static void form_free(struct prom_form *f)
-{
-    for (size_t i = 0; i < f->n; i++) {
-        free(f->key[i]);
-        free(f->val[i]);
-    }
-    f->n = 0;
-}
-
-const char *prom__form_get(const struct prom_form *f, const char *key)
-{
-    for (size_t i = 0; i < f->n; i++)
-        if (f->key[i] && strcmp(f->key[i], key) == 0)
-            return f->val[i];
-    return NULL;
-}
-
-static void request_form(struct httpd_req *r, struct prom_form *f)
-{
-    memset(f, 0, sizeof(*f));
-    form_parse(f, r->h.query);
-    if (strv_eq_cstr(r->h.method, "POST")) {
-        const struct http_header *ct = httpd_req_header(r, "Content-Type");
-        if (ct && strv_has_prefix(ct->value, "application/x-www-form-urlencoded"))
-            form_parse(f, r->body);
-    }
-}
 
 /* ---- JSON ---- */
 
@@ -184,7 +109,7 @@ static struct promql_node *parse_selector(const char *s, char *err, size_t errle
 
 /* The series of every match[] (deduplicated, sorted by labels), freed with
  * tsdb_select_free(). */
-static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mint, int64_t maxt,
+static int select_all(struct prom_svc *ps, const struct http_form *f, int64_t mint, int64_t maxt,
                       bool need, struct tsdb_series ***out, size_t *nout, char *err, size_t errlen)
 {
     struct tsdb_series **all = NULL;
@@ -239,9 +164,9 @@ static int select_all(struct prom_svc *ps, const struct prom_form *f, int64_t mi
     return (int)nm;
 }
 
-static bool time_range(struct httpd_req *r, const struct prom_form *f, int64_t *mint, int64_t *maxt)
+static bool time_range(struct httpd_req *r, const struct http_form *f, int64_t *mint, int64_t *maxt)
 {
-    const char *s = prom__form_get(f, "start"), *e = prom__form_get(f, "end");
+    const char *s = http_form_get(f, "start"), *e = http_form_get(f, "end");
     *mint = INT64_MIN / 2;
     *maxt = INT64_MAX / 2;
     if (s && *s && prom__parse_time(s, mint)) {
@@ -255,7 +180,7 @@ static bool time_range(struct httpd_req *r, const struct prom_form *f, int64_t *
     return true;
 }
 
-static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
     int64_t mint, maxt;
     char err[256];
@@ -286,7 +211,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* /api/v1/labels and /api/v1/label/NAME/values, with or without match[]. */
-static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f,
+static void h_labels(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f,
                      const char *name)
 {
     int64_t mint, maxt;
@@ -365,7 +290,7 @@ static int cmp_series_labels(const void *a, const void *b)
     return c ? c : tsdb_labels_cmp(x, y);
 }
 
-static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+static void h_federate(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
     char err[256];
     struct tsdb_series **s;
@@ -469,9 +394,9 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
     buf_free(&b);
 }
 
-static void h_metadata(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+static void h_metadata(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
-    const char *metric = prom__form_get(f, "metric"), *lim = prom__form_get(f, "limit");
+    const char *metric = http_form_get(f, "metric"), *lim = http_form_get(f, "limit");
     long limit = -1;
     if (lim && *lim) {
         char *e;
@@ -613,64 +538,6 @@ static void h_status(struct prom_svc *ps, struct httpd_req *r, const char *what)
 }
 
 /* ---- remote_write: snappy-compressed protobuf WriteRequest (v1) ---- */
-
-struct pb {
-    const uint8_t *p, *end;
-};
-
-static int pb_varint(struct pb *b, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (b->p >= b->end)
-            return -1;
-        uint8_t c = *b->p++;
-        x |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* Reads a field key; for length-delimited fields sets *sub to its bytes. */
-static int pb_field(struct pb *b, uint32_t *field, int *wt, struct pb *sub, uint64_t *val)
-{
-    uint64_t key;
-    if (pb_varint(b, &key))
-        return -1;
-    *field = (uint32_t)(key >> 3);
-    *wt = (int)(key & 7);
-    switch (*wt) {
-    case 0:
-        return pb_varint(b, val);
-    case 1:
-        if (b->end - b->p < 8)
-            return -1;
-        memcpy(val, b->p, 8);
-        b->p += 8;
-        return 0;
-    case 2: {
-        uint64_t len;
-        if (pb_varint(b, &len) || len > (uint64_t)(b->end - b->p))
-            return -1;
-        sub->p = b->p;
-        sub->end = b->p + len;
-        b->p += len;
-        return 0;
-    }
-    case 5:
-        if (b->end - b->p < 4)
-            return -1;
-        *val = 0;
-        memcpy(val, b->p, 4);
-        b->p += 4;
-        return 0;
-    default:
-        return -1;
-    }
-}
 
 struct rw_result {
     uint64_t samples, series_refused, out_of_order;
@@ -877,22 +744,6 @@ static void h_write(struct prom_svc *ps, struct httpd_req *r)
 
 #define RR_MAX_SAMPLES 50000000ull
 
-static void pb_put_varint(struct buf *b, uint64_t v)
-{
-    do {
-        uint8_t c = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        buf_putc(b, (char)(c | (v ? 0x80 : 0)));
-    } while (v);
-}
-
-static void pb_put_bytes(struct buf *b, uint32_t field, const void *p, size_t n)
-{
-    pb_put_varint(b, (uint64_t)field << 3 | 2);
-    pb_put_varint(b, n);
-    buf_append(b, p, n);
-}
-
 static void h_read(struct prom_svc *ps, struct httpd_req *r)
 {
     if (!strv_eq_cstr(r->h.method, "POST")) {
@@ -1063,7 +914,7 @@ static void h_read(struct prom_svc *ps, struct httpd_req *r)
 
 /* POST /api/v1/admin/tsdb/snapshot: hard links to every block and the head written
  * as a block, in <data>/snapshots/<name>, as Prometheus does. */
-static void h_admin_snapshot(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+static void h_admin_snapshot(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
     if (!ps->conf->admin_api) {
         prom__api_error(r, 503, "unavailable", "admin APIs disabled");
@@ -1073,7 +924,7 @@ static void h_admin_snapshot(struct prom_svc *ps, struct httpd_req *r, const str
         prom__api_error(r, 500, "internal", "the store has no data directory");
         return;
     }
-    const char *sh = prom__form_get(f, "skip_head");
+    const char *sh = http_form_get(f, "skip_head");
     bool skip = sh && (!strcmp(sh, "true") || !strcmp(sh, "1"));
     time_t now = time(NULL);
     struct tm tm;
@@ -1114,8 +965,8 @@ void prom__handle(struct httpd_req *r, void *arg)
         return;
     }
     if (strv_has_prefix(p, "/api/v1/admin/tsdb/")) {
-        struct prom_form af;
-        request_form(r, &af);
+        struct http_form af;
+        httpd_req_form(r, &af);
         if (!strv_eq_cstr(r->h.method, "POST") && !strv_eq_cstr(r->h.method, "PUT")) {
             httpd_header(r, "Allow", "POST, PUT");
             prom__api_error(r, 405, "bad_data", "method not allowed");
@@ -1124,7 +975,7 @@ void prom__handle(struct httpd_req *r, void *arg)
         } else {
             prom__api_error(r, 404, "not_found", "unknown admin endpoint (only snapshot is served)");
         }
-        form_free(&af);
+        http_form_free(&af);
         return;
     }
     bool get = strv_eq_cstr(r->h.method, "GET") || r->h.is_head;
@@ -1134,15 +985,15 @@ void prom__handle(struct httpd_req *r, void *arg)
         prom__api_error(r, 405, "bad_data", "method not allowed");
         return;
     }
-    struct prom_form f;
-    request_form(r, &f);
+    struct http_form f;
+    httpd_req_form(r, &f);
     if (strv_eq_cstr(p, "/api/v1/series")) {
         h_series(ps, r, &f);
     } else if (strv_eq_cstr(p, "/api/v1/labels")) {
         h_labels(ps, r, &f, NULL);
     } else if (strv_has_prefix(p, "/api/v1/label/") && p.n > 21 &&
                memcmp(p.p + p.n - 7, "/values", 7) == 0) {
-        char *name = urldecode(p.p + 14, p.n - 21);
+        char *name = http_urldecode(p.p + 14, p.n - 21);
         if (!name || !prom_label_name_ok(name)) {
             char msg[300];
             snprintf(msg, sizeof(msg), "invalid label name: \"%s\"", name ? name : "");
@@ -1168,5 +1019,5 @@ void prom__handle(struct httpd_req *r, void *arg)
     } else if (!prom__query_handle(ps, r, &f) && !prom__rules_handle(ps, r)) {
         httpd_respond(r, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
     }
-    form_free(&f);
+    http_form_free(&f);
 }

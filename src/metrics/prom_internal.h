@@ -263,14 +263,7 @@ void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t no
 void prom__targets_rebuild(struct prom_svc *ps);
 /* prom_main.c: re-reads the configuration; 0, or -EINVAL with errs filled. */
 
-/* prom_api.c: the form of a request (query string and urlencoded body) */
-struct prom_form {
-    char *key[256];
-    char *val[256];
-    size_t n;
-};
 void prom__handle(struct httpd_req *r, void *arg);
-const char *prom__form_get(const struct prom_form *f, const char *key);
 void prom__api_error(struct httpd_req *r, int status, const char *type, const char *msg);
 void prom__reply_json(struct httpd_req *r, int status, struct buf *b);
 /* Unix seconds (float) or RFC 3339 into ms. */
@@ -278,7 +271,7 @@ int prom__parse_time(const char *s, int64_t *ms);
 
 /* prom_query.c: /api/v1/query, query_range, format_query, query_exemplars,
  * rules, alerts and the /graph page; false when the path is not one of them. */
-bool prom__query_handle(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f);
+bool prom__query_handle(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f);
 
 int64_t prom__now_ms(void);
 

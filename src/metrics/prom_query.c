@@ -133,10 +133,10 @@ static bool bad_param(struct httpd_req *r, const char *name, const char *value, 
     return false;
 }
 
-static bool time_param(struct httpd_req *r, const struct prom_form *f, const char *name, bool required,
+static bool time_param(struct httpd_req *r, const struct http_form *f, const char *name, bool required,
                        int64_t def, int64_t *out)
 {
-    const char *s = prom__form_get(f, name);
+    const char *s = http_form_get(f, name);
     if (!s || !*s) {
         if (required) {
             char msg[100];
@@ -153,12 +153,12 @@ static bool time_param(struct httpd_req *r, const struct prom_form *f, const cha
 }
 
 /* The options of one query: the service's limits and the request's timeout. */
-static bool query_opts(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f,
+static bool query_opts(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f,
                        struct promql_opts *o)
 {
     memset(o, 0, sizeof(*o));
     int64_t timeout = (int64_t)ps->conf->query_timeout_ms;
-    const char *t = prom__form_get(f, "timeout");
+    const char *t = http_form_get(f, "timeout");
     if (t && *t) {
         int64_t ms;
         if (parse_duration_param(t, &ms) || ms <= 0)
@@ -205,16 +205,16 @@ static void run(struct prom_svc *ps, struct httpd_req *r, const char *q, int64_t
     buf_free(&b);
 }
 
-static void h_query(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+static void h_query(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
     int64_t t;
     struct promql_opts o;
     if (!time_param(r, f, "time", false, prom__now_ms(), &t) || !query_opts(ps, r, f, &o))
         return;
-    run(ps, r, prom__form_get(f, "query"), t, t, 0, &o);
+    run(ps, r, http_form_get(f, "query"), t, t, 0, &o);
 }
 
-static void h_query_range(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+static void h_query_range(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
     int64_t start, end, step;
     struct promql_opts o;
@@ -224,7 +224,7 @@ static void h_query_range(struct prom_svc *ps, struct httpd_req *r, const struct
         prom__api_error(r, 400, "bad_data", "end timestamp must not be before start time");
         return;
     }
-    const char *s = prom__form_get(f, "step");
+    const char *s = http_form_get(f, "step");
     if (!s || !*s || parse_duration_param(s, &step)) {
         bad_param(r, "step", s ? s : "", "duration");
         return;
@@ -241,13 +241,13 @@ static void h_query_range(struct prom_svc *ps, struct httpd_req *r, const struct
     }
     if (!query_opts(ps, r, f, &o))
         return;
-    run(ps, r, prom__form_get(f, "query"), start, end, step, &o);
+    run(ps, r, http_form_get(f, "query"), start, end, step, &o);
 }
 
-static void h_format_query(struct httpd_req *r, const struct prom_form *f)
+static void h_format_query(struct httpd_req *r, const struct http_form *f)
 {
     char err[1024];
-    const char *q = prom__form_get(f, "query");
+    const char *q = http_form_get(f, "query");
     struct promql_node *n = promql_parse(q ? q : "", err, sizeof(err));
     if (!n) {
         prom__api_error(r, 400, "bad_data", err);
@@ -265,13 +265,13 @@ static void h_format_query(struct httpd_req *r, const struct prom_form *f)
     buf_free(&t);
 }
 
-static void h_exemplars(struct httpd_req *r, const struct prom_form *f)
+static void h_exemplars(struct httpd_req *r, const struct http_form *f)
 {
     char err[1024];
     int64_t s, e;
     if (!time_param(r, f, "start", false, 0, &s) || !time_param(r, f, "end", false, 0, &e))
         return;
-    const char *q = prom__form_get(f, "query");
+    const char *q = http_form_get(f, "query");
     struct promql_node *n = promql_parse(q ? q : "", err, sizeof(err));
     if (!n) {
         prom__api_error(r, 400, "bad_data", err);
@@ -325,7 +325,7 @@ static const char graph_page[] =
 " if(u.get('m')=='graph')document.querySelector('input[value=graph]').checked=true;run()}\n"
 "</script></body></html>\n";
 
-bool prom__query_handle(struct prom_svc *ps, struct httpd_req *r, const struct prom_form *f)
+bool prom__query_handle(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
     struct strv p = r->h.path;
     if (strv_eq_cstr(p, "/api/v1/query"))

@@ -370,34 +370,6 @@ static void report(struct prom_target *t, int idx, const char *name, double v)
     tsdb_append(&ps->db, t->report[idx], t->scrape_ts, v);
 }
 
-static int gunzip(const char *in, size_t n, uint64_t limit, struct buf *out)
-{
-    z_stream z;
-    memset(&z, 0, sizeof(z));
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
-        return -ENOMEM;
-    z.next_in = (Bytef *)(uintptr_t)in;
-    z.avail_in = (uInt)n;
-    int r;
-    do {
-        if (buf_reserve(out, 65536)) {
-            inflateEnd(&z);
-            return -ENOMEM;
-        }
-        z.next_out = (Bytef *)buf_tail(out);
-        z.avail_out = (uInt)buf_room(out);
-        size_t before = buf_room(out);
-        r = inflate(&z, Z_NO_FLUSH);
-        buf_commit(out, before - z.avail_out);
-        if (limit && buf_used(out) > limit) {
-            inflateEnd(&z);
-            return -EFBIG;
-        }
-    } while (r == Z_OK);
-    inflateEnd(&z);
-    return r == Z_STREAM_END ? 0 : -EINVAL;
-}
-
 static void schedule(struct prom_target *t)
 {
     if (!service_stopping(t->ps->sc))
@@ -429,7 +401,7 @@ static void scrape_done(const struct httpc_response *resp, void *arg)
             const struct http_header *h = &resp->headers[i];
             if (strv_caseeq(h->name, strv_cstr("Content-Encoding")) &&
                 strv_caseeq(h->value, strv_cstr("gzip"))) {
-                int r = gunzip(body.p, body.n, t->job->body_size_limit, &unz);
+                int r = buf_inflate(body.p, body.n, t->job->body_size_limit, &unz);
                 if (r) {
                     snprintf(err, sizeof(err), r == -EFBIG ? "body size limit exceeded"
                                                            : "gzip: invalid compressed body");

@@ -1291,69 +1291,6 @@ struct promql_node *promql_parse(const char *q, char *err, size_t errlen)
 /* Go's strconv.FormatFloat(v, mode, -1, 64) for mode 'g' (what fmt.Sprint
  * prints), 'f' and 'e', and 'j' for Prometheus's JSON ('f', but 'e' below 1e-6 and
  * from 1e21 on): the shortest digits that read back as v. */
-static void go_format(struct buf *b, double v, char mode)
-{
-    if (isnan(v)) {
-        buf_puts(b, "NaN");
-        return;
-    }
-    if (isinf(v)) {
-        buf_puts(b, v > 0 ? "+Inf" : "-Inf");
-        return;
-    }
-    if ((mode == 'f' || mode == 'j') && v == (double)(int64_t)v && fabs(v) < 1e15 && v != 0) {
-        buf_printf(b, "%lld", (long long)v);
-        return;
-    }
-    /* the shortest digits that read back, exactly (cairn_shortest_digits), else
-     * from %e at 15, 16 and 17 digits */
-    char digits[24];
-    int exp, prec;
-    size_t nd = (size_t)cairn_shortest_digits(v, digits, &exp, &prec);
-    bool neg = signbit(v);
-    if (!nd) {
-        char e[40];
-        for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
-            snprintf(e, sizeof(e), "%.*e", p - 1, v);
-            if (strtod(e, NULL) == v)
-                break;
-        }
-        char *ep = strchr(e, 'e');
-        exp = atoi(ep + 1);
-        for (char *c = e + (e[0] == '-'); c < ep; c++)
-            if (isdigit((unsigned char)*c))
-                digits[nd++] = *c;
-        while (nd > 1 && digits[nd - 1] == '0')
-            nd--;
-    }
-    if (neg)
-        buf_putc(b, '-');
-    bool eform = mode == 'e' || (mode == 'g' && (exp < -4 || exp >= 6)) ||
-                 (mode == 'j' && v != 0 && (fabs(v) < 1e-6 || fabs(v) >= 1e21));
-    if (eform) {
-        buf_putc(b, digits[0]);
-        if (nd > 1) {
-            buf_putc(b, '.');
-            buf_append(b, digits + 1, nd - 1);
-        }
-        buf_printf(b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
-        return;
-    }
-    if (exp < 0) {
-        buf_puts(b, "0.");
-        for (int i = 0; i < -exp - 1; i++)
-            buf_putc(b, '0');
-        buf_append(b, digits, nd);
-        return;
-    }
-    for (int i = 0; i <= exp; i++)
-        buf_putc(b, (size_t)i < nd ? digits[i] : '0');
-    if ((int)nd > exp + 1) {
-        buf_putc(b, '.');
-        buf_append(b, digits + exp + 1, nd - (size_t)exp - 1);
-    }
-}
-
 static void fmt_duration(struct buf *b, int64_t ms)
 {
     static const struct { const char *u; int64_t ms; } units[] = {
@@ -1464,7 +1401,7 @@ void promql_format(const struct promql_node *n, struct buf *b)
 {
     switch (n->kind) {
     case PQ_NUM:
-        go_format(b, n->num, 'g');
+        buf_put_float(b, n->num, 'g');
         break;
     case PQ_STR:
         fmt_quoted(b, n->str);
@@ -1671,7 +1608,7 @@ void promql_pretty(const struct promql_node *n, int level, struct buf *b)
 static void format_float(char *out, size_t outlen, double v, char mode)
 {
     struct buf b = BUF_INIT;
-    go_format(&b, v, mode);
+    buf_put_float(&b, v, mode);
     size_t n = MIN(buf_used(&b), outlen - 1);
     if (n)
         memcpy(out, buf_head(&b), n);
@@ -1691,7 +1628,7 @@ void promql_format_value(char *out, size_t outlen, double v)
 
 void promql_put_value(struct buf *b, double v)
 {
-    go_format(b, v, 'j');
+    buf_put_float(b, v, 'j');
 }
 
 void promql_format_float_e(char *out, size_t outlen, double v)
