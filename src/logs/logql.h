@@ -207,6 +207,7 @@ void lq_format(struct buf *b, const struct lq_node *n);
  * scratch memory, reset per entry. */
 struct lq_lb {
     struct lq_labels base;          /* the stream's labels */
+    const struct lq_labels *meta;   /* the entry's structured metadata */
     struct lq_label *v;             /* the current set, unsorted */
     int n, cap;
     char *mem;                      /* scratch for strings made while processing */
@@ -222,6 +223,9 @@ void lq_lb_init(struct lq_lb *lb);
 void lq_lb_free(struct lq_lb *lb);
 /* Starts an entry of a stream whose labels are base. */
 void lq_lb_reset(struct lq_lb *lb, const struct lq_labels *base);
+/* Adds an entry's structured metadata (a name the stream has becomes
+ * NAME_extracted; parsers then treat these names as the stream's). */
+void lq_lb_add_meta(struct lq_lb *lb, const struct lq_labels *meta);
 const char *lq_lb_get(const struct lq_lb *lb, const char *name, size_t *n);
 int lq_lb_set(struct lq_lb *lb, const char *name, size_t nn, const char *value, size_t vn);
 void lq_lb_del(struct lq_lb *lb, const char *name);

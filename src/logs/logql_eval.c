@@ -404,27 +404,6 @@ static int group_labels(const struct lq_grouping *grp, const char *drop, const s
     return k;
 }
 
-/* Structured metadata join the entry's labels; a name the stream has becomes
- * NAME_extracted. */
-static void add_meta(struct lq_lb *lb, const struct lq_labels *meta)
-{
-    for (int i = 0; meta && i < meta->n; i++) {
-        const char *name = meta->v[i].name;
-        size_t nn = strlen(name);
-        bool clash = false;
-        for (int j = 0; j < lb->base.n; j++)
-            if (strcmp(lb->base.v[j].name, name) == 0)
-                clash = true;
-        if (clash) {
-            char tmp[300];
-            snprintf(tmp, sizeof(tmp), "%s_extracted", name);
-            lq_lb_set(lb, tmp, strlen(tmp), meta->v[i].value, strlen(meta->v[i].value));
-        } else if (meta->v[i].value[0]) {
-            lq_lb_set(lb, name, nn, meta->v[i].value, strlen(meta->v[i].value));
-        }
-    }
-}
-
 static int gather_stream(void *arg, const struct lq_labels *stream)
 {
     struct gather *g = arg;
@@ -459,7 +438,7 @@ static int gather_entry(void *arg, int64_t ts, const char *line, size_t n, const
         return sample_add(g, g->stream_series, ts, v) ? 1 : 0;
     }
     lq_lb_reset(&g->lb, g->stream);
-    add_meta(&g->lb, meta);
+    lq_lb_add_meta(&g->lb, meta);
     if (!lq_pipeline_run(log->stages, log->nstages, ts, &line, &n, &g->lb))
         return 0;
     double v = 1;
@@ -1016,8 +995,8 @@ static double binop(enum lq_binop op, double a, double b, bool *keep)
     case LQ_B_ADD: return a + b;
     case LQ_B_SUB: return a - b;
     case LQ_B_MUL: return a * b;
-    case LQ_B_DIV: return a / b;
-    case LQ_B_MOD: return fmod(a, b);
+    case LQ_B_DIV: return b == 0 ? NAN : a / b;     /* Loki: x / 0 is NaN */
+    case LQ_B_MOD: return b == 0 ? NAN : fmod(a, b);
     case LQ_B_POW: return pow(a, b);
     case LQ_B_EQ: *keep = a == b; return a;
     case LQ_B_NE: *keep = a != b; return a;
@@ -1236,10 +1215,6 @@ static int eval_vec_vec(struct ev *e, const struct lq_node *n, struct val *l, st
         }
         if (rc)
             break;
-        ridx.n = 0;
-        free(ridx.h);
-        free(ridx.pos);
-        memset(&ridx, 0, sizeof(ridx));
         for (int i = 0; i < many->n && !rc; i++) {
             if (match[i] < 0)
                 continue;
@@ -1521,7 +1496,7 @@ static int lg_entry(void *arg, int64_t ts, const char *line, size_t n, const str
         return 1;
     }
     lq_lb_reset(&g->lb, g->stream);
-    add_meta(&g->lb, meta);
+    lq_lb_add_meta(&g->lb, meta);
     if (!lq_pipeline_run(g->log->stages, g->log->nstages, ts, &line, &n, &g->lb))
         return 0;
     struct lq_label l[LQ_MAX_LABELS];

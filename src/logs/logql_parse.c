@@ -635,7 +635,7 @@ int lq_parse_bytes(const char *s, size_t n, double *out, char *err, size_t errle
     };
     for (size_t j = 0; j < ARRAY_SIZE(units); j++)
         if (strcmp(units[j].u, unit) == 0) {
-            *out = v * units[j].f;
+            *out = trunc(v * units[j].f);    /* humanize.ParseBytes answers whole bytes */
             return 0;
         }
     snprintf(err, errlen, "unhandled size name: %s", unit);
@@ -843,6 +843,12 @@ static int parse_lfilter_atom(struct ps *ps, struct lq_lfilter **out)
         return unexpected(ps, "a label filter operator");
     }
     ws(ps);
+    if (peek_word(ps, "ip")) {
+        if (kind != 2)
+            return unexpected(ps, NULL);
+        f->kind = LQ_LF_IP;
+        return parse_ip_arg(ps, &f->ip);
+    }
     if (ps->p < ps->end && (*ps->p == '"' || *ps->p == '`')) {
         if (kind == 1) {
             ps->p = opstart;
@@ -859,12 +865,6 @@ static int parse_lfilter_atom(struct ps *ps, struct lq_lfilter **out)
     }
     if (f->m.op == LQ_M_RE || f->m.op == LQ_M_NRE)
         return unexpected(ps, "STRING");
-    if (peek_word(ps, "ip")) {
-        if (f->cmp != LQ_C_EQ && f->cmp != LQ_C_NE)
-            return fail_plain(ps, "ip: invalid operation: %.*s", (int)(ps->p - opstart), opstart);
-        f->kind = LQ_LF_IP;
-        return parse_ip_arg(ps, &f->ip);
-    }
     bool neg = false;
     if (accept_op(ps, "-"))
         neg = true;
@@ -900,8 +900,12 @@ static int parse_lfilter_atom(struct ps *ps, struct lq_lfilter **out)
                 return unexpected(ps, NULL);
             }
         }
-        if (lq_parse_go_duration(w, wn, &v, e, sizeof(e)))
-            return fail_plain(ps, "%s", e);
+        int64_t ns;
+        if (lq_parse_go_duration(w, wn, &v, e, sizeof(e))) {
+            if (prom_duration(w, wn, &ns))      /* the literal also takes d, w and y */
+                return fail_plain(ps, "%s", e);
+            v = (double)ns / 1e9;
+        }
         f->kind = LQ_LF_DUR;
     }
     f->num = neg ? -v : v;
@@ -928,6 +932,9 @@ static int parse_lfilter_and(struct ps *ps, struct lq_lfilter **out)
                 return 0;
             }
             comma = true;
+        } else if (peek_ident(ps) && !peek_word(ps, "or") && !peek_word(ps, "offset") && !peek_word(ps, "by") &&
+                   !peek_word(ps, "without") && !peek_word(ps, "unless") && !peek_word(ps, "bool")) {
+            /* `a="1" b="2"`: juxtaposed filters are joined with and */
         } else {
             return 0;
         }
@@ -1167,7 +1174,7 @@ static int parse_pipeline(struct ps *ps, struct lq_node *n, bool allow_unwrap, i
             continue;
         } else if (peek_word(ps, "ip")) {
             return unexpected(ps, NULL);
-        } else if (peek_ident(ps)) {
+        } else if (peek_ident(ps) || peek_op(ps, "(")) {
             tmp.kind = LQ_S_LABEL_FILTER;
             if (parse_lfilter_or(ps, &tmp.lf))
                 return -EINVAL;
@@ -1407,7 +1414,7 @@ static int parse_primary(struct ps *ps, struct lq_node **out)
             r = fail_plain(ps, "invalid aggregation %s without unwrap", name);
             goto done;
         }
-        if (!range_fns[i].unwrap && n->log->unwrap && n->rfn != LQ_R_RATE) {
+        if (!range_fns[i].unwrap && n->log->unwrap && n->rfn != LQ_R_RATE && n->rfn != LQ_R_ABSENT) {
             r = fail_plain(ps, "invalid aggregation %s with unwrap", name);
             goto done;
         }
@@ -1576,7 +1583,7 @@ static int parse_expr(struct ps *ps, int minprec, struct lq_node **out)
         if (!peek_binop(ps, &op, &len))
             return 0;
         int prec = binop_prec(op);
-        if (prec < minprec || (prec == minprec && op != LQ_B_POW))
+        if (prec < minprec)
             return 0;
         const char *op_at = ps->p;
         ps->p += len;
@@ -1623,8 +1630,6 @@ static int parse_expr(struct ps *ps, int minprec, struct lq_node **out)
                 return fail_plain(ps, "parse error : unexpected literal for right leg of logical/set binary operation (%.*s): %g",
                                   (int)len, op_at, n->rhs->num);
         }
-        if (prec == 3 && !n->ret_bool && is_scalar_node(n->lhs) && is_scalar_node(n->rhs))
-            return fail_plain(ps, "parse error : comparisons between scalars must use BOOL modifier");
         *out = n;
     }
 }

@@ -44,6 +44,7 @@ void lq_lb_free(struct lq_lb *lb)
 void lq_lb_reset(struct lq_lb *lb, const struct lq_labels *base)
 {
     lb->base = *base;
+    lb->meta = NULL;
     lb->used = 0;
     for (int i = 0; i < lb->nbig; i++)
         free(lb->big[i]);
@@ -173,7 +174,32 @@ static bool base_has(const struct lq_lb *lb, const char *name, size_t nn)
     for (int i = 0; i < lb->base.n; i++)
         if (strncmp(lb->base.v[i].name, name, nn) == 0 && lb->base.v[i].name[nn] == 0)
             return true;
+    for (int i = 0; lb->meta && i < lb->meta->n; i++)
+        if (strncmp(lb->meta->v[i].name, name, nn) == 0 && lb->meta->v[i].name[nn] == 0)
+            return true;
     return false;
+}
+
+void lq_lb_add_meta(struct lq_lb *lb, const struct lq_labels *meta)
+{
+    lb->meta = meta && meta->n ? meta : NULL;
+    for (int i = 0; lb->meta && i < meta->n; i++) {
+        const char *name = meta->v[i].name;
+        size_t nn = strlen(name);
+        bool clash = false;
+        for (int j = 0; j < lb->base.n && !clash; j++)
+            clash = strcmp(lb->base.v[j].name, name) == 0;
+        if (clash) {
+            char tmp[300];
+            if (nn > 250)
+                continue;
+            memcpy(tmp, name, nn);
+            memcpy(tmp + nn, "_extracted", 11);
+            lq_lb_set(lb, tmp, nn + 10, meta->v[i].value, strlen(meta->v[i].value));
+        } else {
+            lq_lb_set(lb, name, nn, meta->v[i].value, strlen(meta->v[i].value));
+        }
+    }
 }
 
 /* A parsed label: sanitized name, renamed when the stream has it; empty values
@@ -204,8 +230,7 @@ int lq_lb_labels(struct lq_lb *lb, struct lq_label *out)
 {
     int n = 0;
     for (int i = 0; i < lb->n && n < LQ_MAX_LABELS - 2; i++)
-        if (lb->v[i].value[0])
-            out[n++] = lb->v[i];
+        out[n++] = lb->v[i];
     if (lb->err) {
         out[n++] = (struct lq_label){ "__error__", lb->err };
         if (lb->err_details)
@@ -307,23 +332,37 @@ bool lq__ip_in(const struct lq_ipr *r, const char *s, size_t n)
     return memcmp(a, r->lo, 16) >= 0 && memcmp(a, r->hi, 16) <= 0;
 }
 
-static bool ip_char(int c)
-{
-    return isxdigit(c) || c == '.' || c == ':';
-}
-
+/* Finds an address in free text: runs of digits and dots (IPv4, "10.0.0.7:80"
+ * included), and runs of hex digits, colons and dots that hold a colon (IPv6). */
 bool lq__line_has_ip(const struct lq_ipr *r, const char *line, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        while (i < n && !ip_char((unsigned char)line[i]))
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)line[i];
+        if (!isxdigit(c) && c != ':') {
             i++;
+            continue;
+        }
         size_t s = i;
-        while (i < n && ip_char((unsigned char)line[i]))
+        bool colon = false;
+        while (i < n && (isxdigit((unsigned char)line[i]) || line[i] == ':' || line[i] == '.')) {
+            colon |= line[i] == ':';
             i++;
-        if (i - s >= 2 && lq__ip_in(r, line + s, i - s))
+        }
+        if (colon && r->family == AF_INET6 && lq__ip_in(r, line + s, i - s))
             return true;
-        /* a token glued to letters (abc1.2.3.4) is not an address */
+        /* IPv4 runs inside the token */
+        for (size_t k = s; k < i;) {
+            if (!isdigit((unsigned char)line[k])) {
+                k++;
+                continue;
+            }
+            size_t ks = k;
+            while (k < i && (isdigit((unsigned char)line[k]) || line[k] == '.'))
+                k++;
+            bool bounded = (ks == 0 || !isalnum((unsigned char)line[ks - 1])) && (k >= n || !isalnum((unsigned char)line[k]));
+            if (bounded && r->family == AF_INET && k - ks >= 7 && lq__ip_in(r, line + ks, k - ks))
+                return true;
+        }
     }
     return false;
 }
@@ -1094,18 +1133,22 @@ static bool label_filter(const struct lq_lfilter *f, struct lq_lb *lb)
         return lq_matcher_matches(&f->m, v ? v : "", v ? n : 0);
     }
     case LQ_LF_IP: {
+        if (lb->err)
+            return true;            /* ip() keeps every line that has an error */
         size_t n = 0;
         const char *v = lq_lb_get(lb, f->m.name, &n);
         if (!v)
             return false;
-        bool in = lq__ip_in(&f->ip, v, n);
+        bool in = lq__line_has_ip(&f->ip, v, n);
         return f->cmp == LQ_C_NE ? !in : in;
     }
     case LQ_LF_NUM:
     case LQ_LF_DUR:
     case LQ_LF_BYTES: {
-        if (lb->err)
-            return true;
+        /* a converting filter needs its label (never __error__); a value that does not
+           convert sets the entry's first error and keeps it */
+        if (!strncmp(f->m.name, "__error", 7))
+            return false;
         size_t n = 0;
         const char *v = lq_lb_get(lb, f->m.name, &n);
         if (!v)
