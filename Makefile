@@ -108,12 +108,18 @@ unit-asan: build/unit-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/unit-asan
 unit: unit-plain unit-asan
 
-integration: build/cairn
+# npm clients the suites drive (winston-loki), pinned by the lockfile
+NODE_CLIENTS := tests/integration/node/node_modules/.installed
+$(NODE_CLIENTS): tests/integration/node/package-lock.json
+	cd tests/integration/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+integration: build/cairn $(NODE_CLIENTS)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # The same suite against cairn built with ASan+UBSan: a leak or UB in a daemon makes
 # its exit code non-zero, which the tests assert on.
-integration-asan: build/asan/cairn
+integration-asan: build/asan/cairn $(NODE_CLIENTS)
 	CAIRN_BIN=$(CURDIR)/build/asan/cairn ASAN_OPTIONS=detect_leaks=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration

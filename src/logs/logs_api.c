@@ -358,7 +358,8 @@ static void put_result(struct buf *b, struct lq_result *res, const struct lq_par
         buf_putc(b, ']');
         return;
     case LQ_RES_STREAMS:
-        qsort(res->st, (size_t)res->nst, sizeof(*res->st), label_sort_cmp);
+        if (res->nst > 1)
+            qsort(res->st, (size_t)res->nst, sizeof(*res->st), label_sort_cmp);
         buf_puts(b, "\"resultType\":\"streams\",\"result\":[");
         for (int i = 0; i < res->nst; i++) {
             const struct lq_stream_out *so = &res->st[i];
@@ -368,7 +369,9 @@ static void put_result(struct buf *b, struct lq_result *res, const struct lq_par
             for (int j = 0; j < so->n; j++) {
                 int k = p->backward ? so->n - 1 - j : j;
                 buf_printf(b, "%s[\"%lld\",", j ? "," : "", (long long)so->ts[k]);
+                buf_putc(b, '"');
                 buf_json_escape(b, so->lines[k], so->lens[k]);
+                buf_putc(b, '"');
                 buf_putc(b, ']');
             }
             buf_puts(b, "]}");
@@ -734,9 +737,13 @@ static void h_index(struct logs_svc *s, struct httpd_req *r, const struct http_f
                     break;
                 if (m++)
                     buf_putc(&b, ',');
+                buf_putc(&b, '"');
                 buf_json_escape(&b, p, (size_t)(ff - p));
+                buf_putc(&b, '"');
                 buf_putc(&b, ':');
+                buf_putc(&b, '"');
                 buf_json_escape(&b, ff + 1, (size_t)(fe - ff - 1));
+                buf_putc(&b, '"');
                 p = fe + 1;
             }
             buf_puts(&b, "},\"value\":[");
@@ -766,7 +773,9 @@ static void h_format(struct httpd_req *r, const struct http_form *f)
     struct buf out = { 0 }, b = { 0 };
     lq_format(&out, q->root);
     buf_puts(&b, "{\"status\":\"success\",\"data\":");
+    buf_putc(&b, '"');
     buf_json_escape(&b, out.len ? buf_head(&out) : "", buf_used(&out));
+    buf_putc(&b, '"');
     buf_putc(&b, '}');
     reply_json(r, &b);
     buf_free(&b);

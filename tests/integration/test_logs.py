@@ -1,0 +1,315 @@
+"""role logs: Loki's push and query API, LogQL, durability, limits, with real clients."""
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+import snappy
+
+from conftest import ROOT, free_port, wait_for, write_stack
+
+LOGQL = os.path.join(os.path.dirname(ROOT), "shared", "conformance", "logql")
+NODE = os.path.join(ROOT, "tests", "integration", "node")
+
+
+def start_logs(start, tmp_path, port=None, extra="", name="cairn"):
+    port = port or free_port()
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  logs:
+    role: logs
+    listen: ["127.0.0.1:{port}"]
+{extra}""")
+    p = start(["run", "logs", "-c", stack], name=name)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(url + "/ready", timeout=1).status_code == 200, what="logs ready")
+    return p, url
+
+
+def now_ns():
+    return time.time_ns()
+
+
+def push(url, streams, org=None, **kw):
+    headers = {"Content-Type": "application/json"}
+    if org:
+        headers["X-Scope-OrgID"] = org
+    return requests.post(url + "/loki/api/v1/push", data=json.dumps({"streams": streams}), headers=headers,
+                         timeout=10, **kw)
+
+
+def query_range(url, q, start, end, org=None, **params):
+    headers = {"X-Scope-OrgID": org} if org else {}
+    r = requests.get(url + "/loki/api/v1/query_range", headers=headers, timeout=30,
+                     params=dict(query=q, start=str(start), end=str(end), **params))
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["status"] == "success"
+    return doc["data"]
+
+
+def lines_of(data):
+    assert data["resultType"] == "streams"
+    return sorted((int(ts), line) for s in data["result"] for ts, line in s["values"])
+
+
+# ---- pb: a PushRequest by hand, as Loki's protobuf defines it ----
+
+def pb_varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def pb_bytes(field, data):
+    return pb_varint(field << 3 | 2) + pb_varint(len(data)) + data
+
+
+def pb_push(labels, entries):
+    """entries: (ns, line, {metadata})."""
+    es = b""
+    for ns, line, meta in entries:
+        ts = pb_varint(1 << 3) + pb_varint(ns // 10**9) + pb_varint(2 << 3) + pb_varint(ns % 10**9)
+        e = pb_bytes(1, ts) + pb_bytes(2, line.encode())
+        for k, v in meta.items():
+            e += pb_bytes(3, pb_bytes(1, k.encode()) + pb_bytes(2, v.encode()))
+        es += pb_bytes(2, e)
+    return pb_bytes(1, pb_bytes(1, labels.encode()) + es)
+
+
+# ---- the conformance scripts ----
+
+def test_logql_conformance(start, tmp_path):
+    runner = os.path.join(LOGQL, "logqltest.py")
+    if not os.path.exists(runner):
+        pytest.skip("the shared conformance material is not next to this checkout")
+    _, url = start_logs(start, tmp_path)
+    scripts = sorted(os.path.join(LOGQL, f) for f in os.listdir(LOGQL) if f.endswith(".logqltest"))
+    r = subprocess.run(["/usr/bin/python3", runner, url] + scripts, capture_output=True, text=True, timeout=900)
+    last = r.stdout.strip().splitlines()[-1]
+    m = re.match(r"(\d+) passed, (\d+) failed", last)
+    assert m, r.stdout[-3000:] + r.stderr[-2000:]
+    fails = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
+    assert int(m.group(2)) == 0, "\n".join(fails[:30])
+    assert int(m.group(1)) >= 1000
+
+
+# ---- push and query ----
+
+def test_push_json_then_query_shapes(start, tmp_path):
+    _, url = start_logs(start, tmp_path)
+    t0 = now_ns() - 60 * 10**9
+    lines = [f'level=info method=GET path=/a status={200 if i % 4 else 503} took={i}ms' for i in range(40)]
+    r = push(url, [{"stream": {"app": "web", "env": "prod"},
+                    "values": [[str(t0 + i * 10**9), l] for i, l in enumerate(lines)]},
+                   {"stream": {"app": "db", "env": "prod", "empty": ""},
+                    "values": [[str(t0 + 5 * 10**9), "slow query took=2s", {"trace_id": "abc123"}]]}])
+    assert r.status_code == 204, r.text
+    start_s, end_s = t0 - 10**9, t0 + 60 * 10**9
+    # a log query: newest first by default, limit applied across streams
+    d = query_range(url, '{env="prod"}', start_s, end_s, limit=5)
+    got = [int(ts) for s in d["result"] for ts, _ in s["values"]]
+    assert len(got) == 5 and min(got) == t0 + 35 * 10**9
+    assert "summary" in d["stats"] and d["stats"]["summary"]["totalLinesProcessed"] >= 5
+    # forward, a filter and a parser: labels extracted into the stream
+    d = query_range(url, '{app="web"} |= "status=503" | logfmt | took > 10ms', start_s, end_s, direction="forward",
+                    limit=100)
+    vals = lines_of(d)
+    assert [l for _, l in vals] == [lines[i] for i in (12, 16, 20, 24, 28, 32, 36)]
+    assert all(s["stream"]["status"] == "503" and s["stream"]["method"] == "GET" for s in d["result"])
+    # structured metadata reach the stream labels; an empty stream label was dropped on write
+    d = query_range(url, '{app="db"}', start_s, end_s)
+    assert d["result"][0]["stream"] == {"app": "db", "env": "prod", "trace_id": "abc123"}
+    # a metric query: matrix with values as strings
+    # (the window is (t - 1m, t]: at t0 + 59s it holds all 40 lines)
+    d = query_range(url, 'sum by (status) (count_over_time({app="web"} | logfmt [1m]))', t0 + 59 * 10**9,
+                    t0 + 59 * 10**9, step="1")
+    assert d["resultType"] == "matrix"
+    by = {s["metric"]["status"]: s["values"] for s in d["result"]}
+    assert by["503"][0][1] == "10" and by["200"][0][1] == "30"
+    # instant: a vector
+    r = requests.get(url + "/loki/api/v1/query", timeout=10,
+                     params={"query": 'sum(rate({app="web"}[1m]))', "time": str(t0 + 59 * 10**9)})
+    assert r.status_code == 200
+    v = r.json()["data"]
+    assert v["resultType"] == "vector" and float(v["result"][0]["value"][1]) == pytest.approx(40 / 60)
+    # labels, values, series, index stats
+    p = {"start": str(start_s), "end": str(end_s)}
+    assert requests.get(url + "/loki/api/v1/labels", params=p, timeout=5).json()["data"] == ["app", "env"]
+    assert requests.get(url + "/loki/api/v1/label/app/values", params=p, timeout=5).json()["data"] == ["db", "web"]
+    s = requests.get(url + "/loki/api/v1/series", params=dict(p, **{"match[]": '{app="web"}'}), timeout=5).json()
+    assert s["data"] == [{"app": "web", "env": "prod"}]
+    st = requests.get(url + "/loki/api/v1/index/stats", params=dict(p, query='{env="prod"}'), timeout=5).json()
+    assert st["streams"] == 2 and st["entries"] == 41
+    vol = requests.get(url + "/loki/api/v1/index/volume", params=dict(p, query='{env="prod"}'), timeout=5).json()
+    assert vol["data"]["resultType"] == "vector" and vol["data"]["result"][0]["metric"] == {"env": "prod"}
+    f = requests.get(url + "/loki/api/v1/format_query", params={"query": 'sum by(app)(rate({app="web"}|="x"[5m]))'},
+                     timeout=5).json()
+    assert f["data"] == 'sum by (app)(rate({app="web"} |= "x"[5m]))'
+    # a wrong query: 400 with Loki's message
+    r = requests.get(url + "/loki/api/v1/query", params={"query": 'sum(rate({app="web"}[1m])'}, timeout=5)
+    assert r.status_code == 400 and "parse error" in r.text
+
+
+def test_push_protobuf_snappy_and_gzip_json(start, tmp_path):
+    _, url = start_logs(start, tmp_path)
+    t0 = now_ns() - 30 * 10**9
+    body = snappy.compress(pb_push('{app="pb", region="eu"}',
+                                   [(t0 + i, f"line {i}", {"user": "u1"} if i == 2 else {}) for i in range(3)]))
+    r = requests.post(url + "/loki/api/v1/push", data=body, headers={"Content-Type": "application/x-protobuf"},
+                      timeout=5)
+    assert r.status_code == 204, r.text
+    js = json.dumps({"streams": [{"stream": {"app": "gz"}, "values": [[str(t0 - 1), "zipped"]]}]}).encode()
+    r = requests.post(url + "/loki/api/v1/push", data=gzip.compress(js), timeout=5,
+                      headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status_code == 204, r.text
+    d = query_range(url, '{app=~"pb|gz"}', t0 - 10**9, t0 + 10**9, direction="forward")
+    assert [l for _, l in lines_of(d)] == ["zipped", "line 0", "line 1", "line 2"]
+    assert {"app": "pb", "region": "eu", "user": "u1"} in [s["stream"] for s in d["result"]]
+    # malformed bodies: 400, nothing stored
+    r = requests.post(url + "/loki/api/v1/push", data=b"\xff\x00garbage",
+                      headers={"Content-Type": "application/x-protobuf"}, timeout=5)
+    assert r.status_code == 400
+    r = requests.post(url + "/loki/api/v1/push", data=b'{"streams":[{"stream":{"a":"b"},"values":[["x"]]}]}',
+                      headers={"Content-Type": "application/json"}, timeout=5)
+    assert r.status_code == 400
+
+
+def test_winston_loki_pusher(start, tmp_path):
+    """A Loki pusher from npm (winston-loki: protobuf + snappy) writes; its lines come back."""
+    if not os.path.isdir(os.path.join(NODE, "node_modules", "winston-loki")):
+        pytest.skip("npm clients not installed (make integration installs them)")
+    _, url = start_logs(start, tmp_path)
+    r = subprocess.run(["node", os.path.join(NODE, "loki_push.js"), url, "shop", "50"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    end = now_ns() + 10**9
+
+    def count():
+        d = query_range(url, 'sum(count_over_time({app="shop", job="winston"}[5m]))', end, end, step="1")
+        return d["result"] and d["result"][0]["values"][-1][1]
+    assert wait_for(count, timeout=10, what="winston's lines") == "50"
+    d = query_range(url, '{app="shop"} |= "status=500"', end - 300 * 10**9, end, limit=100)
+    assert len(lines_of(d)) == 5
+    assert all(s["stream"]["level"] == "error" for s in d["result"])
+
+
+def test_tenants_are_separate(start, tmp_path):
+    _, url = start_logs(start, tmp_path)
+    t = now_ns() - 10**9
+    assert push(url, [{"stream": {"app": "x"}, "values": [[str(t), "from a"]]}], org="team-a").status_code == 204
+    assert push(url, [{"stream": {"app": "x"}, "values": [[str(t), "from b"]]}], org="team-b").status_code == 204
+    assert [l for _, l in lines_of(query_range(url, '{app="x"}', t - 10**9, t + 10**9, org="team-a"))] == ["from a"]
+    assert [l for _, l in lines_of(query_range(url, '{app="x"}', t - 10**9, t + 10**9, org="team-b"))] == ["from b"]
+    assert lines_of(query_range(url, '{app="x"}', t - 10**9, t + 10**9)) == []    # the default tenant
+
+
+def test_limits_refuse_entries_not_the_batch(start, tmp_path):
+    _, url = start_logs(start, tmp_path)
+    t = now_ns() - 10**9
+    old = t - 8 * 24 * 3600 * 10**9
+    r = push(url, [{"stream": {"app": "lim"}, "values": [[str(t), "ok 1"], [str(t + 1), "x" * 300000],
+                                                         [str(old), "too old"], [str(t + 2), "ok 2"]]},
+                   {"stream": {f"l{i}": "v" for i in range(16)}, "values": [[str(t), "too many labels"]]}])
+    assert r.status_code == 400
+    assert "Max entry size '256000' bytes exceeded" in r.text
+    assert "timestamp too old" in r.text
+    assert "has 16 label names; limit 15" in r.text
+    assert "total ignored: 3 out of 5" in r.text
+    assert [l for _, l in lines_of(query_range(url, '{app="lim"}', t - 10**9, t + 10**9))] == ["ok 1", "ok 2"]
+
+
+def test_ingestion_rate_limit_answers_429(start, tmp_path):
+    _, url = start_logs(start, tmp_path, extra="""    limits:
+      ingestion_rate_mb: 0.01
+      ingestion_burst_size_mb: 0.02
+""")
+    t = now_ns() - 10**9
+    big = [[str(t + i), "y" * 1000] for i in range(30)]
+    r = push(url, [{"stream": {"app": "rate"}, "values": big}])
+    assert r.status_code == 429 and "Ingestion rate limit exceeded" in r.text
+    # a smaller push fits the burst
+    assert push(url, [{"stream": {"app": "rate"}, "values": big[:5]}]).status_code == 204
+
+
+def test_acknowledged_pushes_survive_kill9_and_blocks_survive_restart(start, tmp_path):
+    port = free_port()
+    p, url = start_logs(start, tmp_path, port=port)
+    t0 = now_ns() - 120 * 10**9
+    n = 0
+    for b in range(20):
+        vals = [[str(t0 + (b * 50 + i) * 10**6), f"batch {b} line {i}"] for i in range(50)]
+        assert push(url, [{"stream": {"app": "dur", "b": str(b % 3)}, "values": vals}]).status_code == 204
+        n += 50
+    p.signal(signal.SIGKILL)
+    p.wait(10)
+    p, url = start_logs(start, tmp_path, port=port, name="second")
+    d = query_range(url, 'sum(count_over_time({app="dur"}[5m]))', now_ns(), now_ns(), step="1")
+    assert d["result"][0]["values"][0][1] == str(n)
+    # a graceful stop writes a block; the next start reads it (and the WAL is empty)
+    p.signal(signal.SIGTERM)
+    assert p.wait(20) == 0
+    blocks = os.listdir(tmp_path / "data" / "logs" / "blocks")
+    assert [b for b in blocks if b.endswith(".blk")], blocks
+    p, url = start_logs(start, tmp_path, port=port, name="third")
+    d = query_range(url, '{app="dur", b="1"}', t0 - 10**9, now_ns(), limit=5000, direction="forward")
+    got = lines_of(d)
+    assert len(got) == sum(50 for b in range(20) if b % 3 == 1)
+    assert got[0][1] == "batch 1 line 0"
+    d = query_range(url, 'sum(count_over_time({app="dur"} |= "line 7" [5m]))', now_ns(), now_ns(), step="1")
+    assert d["result"][0]["values"][0][1] == "20"
+
+
+def test_torn_wal_tail_is_cut_and_the_rest_kept(start, tmp_path):
+    port = free_port()
+    p, url = start_logs(start, tmp_path, port=port)
+    t = now_ns() - 10**9
+    assert push(url, [{"stream": {"app": "torn"}, "values": [[str(t), "kept"]]}]).status_code == 204
+    p.signal(signal.SIGKILL)
+    p.wait(10)
+    wal = tmp_path / "data" / "logs" / "wal"
+    seg = sorted(os.listdir(wal))[-1]
+    with open(wal / seg, "ab") as f:          # a record cut short by a crash mid-write
+        f.write(b"\x40\x00\x00\x00\x12\x34\x56\x78partial")
+    p, url = start_logs(start, tmp_path, port=port, name="second")
+    assert [l for _, l in lines_of(query_range(url, '{app="torn"}', t - 10**9, t + 10**9))] == ["kept"]
+    assert "torn record" in p.stderr()
+    assert push(url, [{"stream": {"app": "torn"}, "values": [[str(t + 1), "after"]]}]).status_code == 204
+
+
+def test_log_pipeline_semantics(start, tmp_path):
+    """Parsers and formatters as Loki's documentation describes them."""
+    _, url = start_logs(start, tmp_path)
+    t = now_ns() - 10 * 10**9
+    vals = [
+        [str(t), '{"level":"error","req":{"path":"/api","ms":12},"tags":["a"],"msg":"boom"}'],
+        [str(t + 1), '10.1.2.3 - - "GET /index.html HTTP/1.1" 200 512'],
+        [str(t + 2), "\x1b[31mred\x1b[0m text"],
+    ]
+    assert push(url, [{"stream": {"app": "p"}, "values": vals}]).status_code == 204
+    q = lambda s: query_range(url, s, t - 10**9, t + 10**9, direction="forward")
+    d = q('{app="p"} | json | level="error" | line_format "{{.req_path}} took {{.req_ms}}ms: {{.msg | ToUpper}}"')
+    assert [l for _, l in lines_of(d)] == ["/api took 12ms: BOOM"]
+    d = q('{app="p"} | json path="req.path" | path="/api"')
+    assert d["result"][0]["stream"]["path"] == "/api"
+    d = q('{app="p"} |> "<_> - - \\"<_>\\" <_> <_>" | pattern "<ip> - - \\"<method> <uri> <_>\\" <status> <size>"'
+          ' | status >= 200 | size > 500B')
+    assert d["result"][0]["stream"]["ip"] == "10.1.2.3" and d["result"][0]["stream"]["uri"] == "/index.html"
+    d = q('{app="p"} |~ "GET (/\\\\w+)" | regexp "GET (?P<page>/\\\\w+)" | label_format what=page | keep app, what')
+    assert d["result"][0]["stream"] == {"app": "p", "what": "/index"}
+    d = q('{app="p"} |= "text" | decolorize')
+    assert [l for _, l in lines_of(d)] == ["red text"]
+    d = q('{app="p"} |= ip("10.0.0.0/8")')
+    assert len(lines_of(d)) == 1
+    d = q('{app="p"} != "GET" | json | __error__="JSONParserErr" | drop __error__, __error_details__')
+    assert [l for _, l in lines_of(d)] == [vals[2][1]]
