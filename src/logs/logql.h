@@ -78,6 +78,7 @@ struct lq_lfilter {                 /* a label filter expression */
     struct lq_matcher m;            /* STR (and the name of the others) */
     enum lq_cmp cmp;
     double num;                     /* NUM, DUR (seconds), BYTES */
+    int64_t dur_ns;                 /* DUR, exactly */
     struct lq_ipr ip;
 };
 

@@ -271,7 +271,7 @@ static pcre2_code *compile_re(struct ps *ps, const char *pat, size_t n, bool anc
         pat = full;
         n = (size_t)k;
     }
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | PCRE2_NO_UTF_CHECK | PCRE2_DOLLAR_ENDONLY, &code, &off, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_DOLLAR_ENDONLY, &code, &off, NULL);
     free(full);
     if (!re) {
         PCRE2_UCHAR msg[200];
@@ -473,46 +473,46 @@ int lq_parse_float(const char *s, size_t n, double *out, char *err, size_t errle
     return -EINVAL;
 }
 
-/* Go's time.ParseDuration, with its messages. */
-int lq_parse_go_duration(const char *s, size_t n, double *seconds, char *err, size_t errlen)
+/* A duration as exact nanoseconds, with Go's time.ParseDuration rules and messages;
+ * extra adds Prometheus's d, w and y. */
+static int dur_ns(const char *s, size_t n, bool extra, int64_t *out, char *err, size_t errlen)
 {
     const char *p = s, *end = s + n;
     int nq = (int)(n > 100 ? 100 : n);
     bool neg = false;
     if (p < end && (*p == '-' || *p == '+'))
         neg = *p++ == '-';
-    if (p == end) {
-        snprintf(err, errlen, "time: invalid duration \"%.*s\"", nq, s);
-        return -EINVAL;
-    }
+    if (p == end)
+        goto invalid;
     if (end - p == 1 && *p == '0') {
-        *seconds = 0;
+        *out = 0;
         return 0;
     }
-    double total = 0;
+    uint64_t total = 0;
     while (p < end) {
-        if (!(isdigit((unsigned char)*p) || *p == '.')) {
-            snprintf(err, errlen, "time: invalid duration \"%.*s\"", nq, s);
-            return -EINVAL;
-        }
-        const char *ns = p;
+        if (!(isdigit((unsigned char)*p) || *p == '.'))
+            goto invalid;
+        uint64_t whole = 0, frac = 0, scale = 1;
         bool digits = false;
         while (p < end && isdigit((unsigned char)*p)) {
-            p++;
+            if (whole > (UINT64_MAX - 9) / 10)
+                goto invalid;
+            whole = whole * 10 + (uint64_t)(*p++ - '0');
             digits = true;
         }
         if (p < end && *p == '.') {
             p++;
             while (p < end && isdigit((unsigned char)*p)) {
+                if (scale < 1000000000000000000ULL) {     /* digits past 1e-18 do not count */
+                    frac = frac * 10 + (uint64_t)(*p - '0');
+                    scale *= 10;
+                }
                 p++;
                 digits = true;
             }
         }
-        if (!digits) {
-            snprintf(err, errlen, "time: invalid duration \"%.*s\"", nq, s);
-            return -EINVAL;
-        }
-        double v = strtod(ns, NULL);
+        if (!digits)
+            goto invalid;
         const char *us = p;
         while (p < end && !(isdigit((unsigned char)*p) || *p == '.'))
             p++;
@@ -521,58 +521,52 @@ int lq_parse_go_duration(const char *s, size_t n, double *seconds, char *err, si
             snprintf(err, errlen, "time: missing unit in duration \"%.*s\"", nq, s);
             return -EINVAL;
         }
-        static const struct { const char *u; double f; } units[] = {
-            { "ns", 1e-9 }, { "us", 1e-6 }, { "\xc2\xb5s", 1e-6 }, { "\xce\xbcs", 1e-6 },
-            { "ms", 1e-3 }, { "s", 1 }, { "m", 60 }, { "h", 3600 },
+        static const struct { const char *u; uint64_t ns; bool extra; } units[] = {
+            { "ns", 1, false }, { "us", 1000, false }, { "\xc2\xb5s", 1000, false }, { "\xce\xbcs", 1000, false },
+            { "ms", 1000000, false }, { "s", 1000000000ULL, false }, { "m", 60000000000ULL, false },
+            { "h", 3600000000000ULL, false }, { "d", 86400000000000ULL, true }, { "w", 604800000000000ULL, true },
+            { "y", 31536000000000000ULL, true },
         };
-        double f = -1;
+        uint64_t unit = 0;
         for (size_t i = 0; i < ARRAY_SIZE(units); i++)
-            if (strlen(units[i].u) == un && memcmp(units[i].u, us, un) == 0)
-                f = units[i].f;
-        if (f < 0) {
+            if ((!units[i].extra || extra) && strlen(units[i].u) == un && memcmp(units[i].u, us, un) == 0)
+                unit = units[i].ns;
+        if (!unit) {
             snprintf(err, errlen, "time: unknown unit \"%.*s\" in duration \"%.*s\"", (int)un, us, nq, s);
             return -EINVAL;
         }
-        total += v * f;
+        if (whole > (uint64_t)INT64_MAX / unit)
+            goto invalid;
+        uint64_t v = whole * unit;
+        if (frac)
+            v += (uint64_t)((long double)frac * (long double)unit / (long double)scale);
+        if (v > (uint64_t)INT64_MAX - total)
+            goto invalid;
+        total += v;
     }
-    *seconds = neg ? -total : total;
+    *out = neg ? -(int64_t)total : (int64_t)total;
     return 0;
+invalid:
+    snprintf(err, errlen, "time: invalid duration \"%.*s\"", nq, s);
+    return -EINVAL;
+}
+
+int lq_parse_go_duration(const char *s, size_t n, double *seconds, char *err, size_t errlen)
+{
+    int64_t ns;
+    int r = dur_ns(s, n, false, &ns, err, errlen);
+    if (!r)
+        *seconds = (double)ns / 1e9;
+    return r;
 }
 
 /* Prometheus's duration (ranges and offsets): 1h30m, 5m, 1d, 2w, 1y, 500ms. */
 static int prom_duration(const char *s, size_t n, int64_t *ns)
 {
-    const char *p = s, *end = s + n;
-    if (p == end)
+    char err[160];
+    if (n && (s[0] == '-' || s[0] == '+'))
         return -EINVAL;
-    double total = 0;
-    while (p < end) {
-        const char *ds = p;
-        while (p < end && (isdigit((unsigned char)*p) || *p == '.'))
-            p++;
-        if (p == ds)
-            return -EINVAL;
-        double v = strtod(ds, NULL);
-        const char *us = p;
-        while (p < end && isalpha((unsigned char)*p))
-            p++;
-        size_t un = (size_t)(p - us);
-        static const struct { const char *u; double f; } units[] = {
-            { "ns", 1 }, { "us", 1e3 }, { "ms", 1e6 }, { "s", 1e9 }, { "m", 60e9 }, { "h", 3600e9 },
-            { "d", 86400e9 }, { "w", 7 * 86400e9 }, { "y", 365 * 86400e9 },
-        };
-        double f = -1;
-        for (size_t i = 0; i < ARRAY_SIZE(units); i++)
-            if (strlen(units[i].u) == un && memcmp(units[i].u, us, un) == 0)
-                f = units[i].f;
-        if (f < 0)
-            return -EINVAL;
-        total += v * f;
-    }
-    if (total > 9e18)
-        return -EINVAL;
-    *ns = (int64_t)total;
-    return 0;
+    return dur_ns(s, n, true, ns, err, sizeof(err));
 }
 
 static const struct { const char *u; double f; } byte_units[] = {
@@ -901,11 +895,13 @@ static int parse_lfilter_atom(struct ps *ps, struct lq_lfilter **out)
             }
         }
         int64_t ns;
-        if (lq_parse_go_duration(w, wn, &v, e, sizeof(e))) {
-            if (prom_duration(w, wn, &ns))      /* the literal also takes d, w and y */
+        if (dur_ns(w, wn, false, &ns, e, sizeof(e))) {
+            char e2[160];
+            if (dur_ns(w, wn, true, &ns, e2, sizeof(e2)))   /* the literal also takes d, w and y */
                 return fail_plain(ps, "%s", e);
-            v = (double)ns / 1e9;
         }
+        f->dur_ns = neg ? -ns : ns;
+        v = (double)ns / 1e9;
         f->kind = LQ_LF_DUR;
     }
     f->num = neg ? -v : v;
@@ -1756,7 +1752,9 @@ static void fmt_lfilter(struct buf *b, const struct lq_lfilter *f)
         return;
     case LQ_LF_DUR:
         buf_printf(b, "%s%s", f->m.name, cmp_s(f->cmp));
-        fmt_dur(b, (int64_t)llround(f->num * 1e9));
+        if (f->dur_ns < 0)
+            buf_putc(b, '-');
+        fmt_dur(b, f->dur_ns < 0 ? -f->dur_ns : f->dur_ns);
         return;
     case LQ_LF_BYTES:
         buf_printf(b, "%s%s%.0fB", f->m.name, cmp_s(f->cmp), f->num);

@@ -357,7 +357,7 @@ static struct gt_value *re_replace(struct gt_arena *a, struct gt_value **v, size
     const char *pat = as_str(a, v[0]), *s = as_str(a, v[1]), *repl = as_str(a, v[2]);
     int code;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code, &off, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &code, &off, NULL);
     if (!re) {
         snprintf(e, el, "error parsing regexp: %s", pat);
         return NULL;

@@ -151,7 +151,7 @@ static int parse_time(const char *s, int64_t *out)
     char *e;
     if (strchr(s, '.') && !strchr(s, 'T')) {
         double v = strtod(s, &e);
-        if (!*e) {
+        if (!*e && fabs(v) < 9e9) {
             double sec = floor(v);
             *out = (int64_t)sec * 1000000000 + (int64_t)llround((v - sec) * 1000) * 1000000;
             return 0;
@@ -160,7 +160,7 @@ static int parse_time(const char *s, int64_t *out)
     errno = 0;
     long long v = strtoll(s, &e, 10);
     if (!*e && e != s && !errno) {
-        *out = strlen(s) <= 10 ? v * 1000000000LL : v;
+        *out = strlen(s) <= 10 ? v * 1000000000LL : v;     /* 10 digits fit either way */
         return 0;
     }
     struct tm tm;
@@ -186,7 +186,10 @@ static int parse_time(const char *s, int64_t *out)
     } else if (*p != 'Z') {
         return -EINVAL;
     }
-    *out = ((int64_t)timegm(&tm) - off) * 1000000000 + ns;
+    int64_t sec = (int64_t)timegm(&tm) - off;
+    if (sec > 9000000000LL || sec < -9000000000LL)
+        return -EINVAL;
+    *out = sec * 1000000000 + ns;
     return 0;
 }
 
@@ -196,17 +199,19 @@ static int parse_step(const char *s, int64_t *ns)
     char *e;
     double v = strtod(s, &e);
     if (!*e && e != s) {
+        if (!(fabs(v) < 9e9))
+            return -EINVAL;
         *ns = (int64_t)llround(v * 1e9);
         return 0;
     }
     double sec;
     char err[100];
-    if (lq_parse_go_duration(s, strlen(s), &sec, err, sizeof(err)) == 0) {
+    if (lq_parse_go_duration(s, strlen(s), &sec, err, sizeof(err)) == 0 && fabs(sec) < 9e9) {
         *ns = (int64_t)llround(sec * 1e9);
         return 0;
     }
     uint64_t ms;
-    if (cfg_parse_duration(s, &ms) == 0) {
+    if (cfg_parse_duration(s, &ms) == 0 && ms < 9000000000000ULL) {
         *ns = (int64_t)ms * 1000000;
         return 0;
     }

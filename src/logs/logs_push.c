@@ -267,7 +267,10 @@ static int parse_ts(const char *s, int64_t *out)
     } else if (*r != 'Z') {
         return -EINVAL;
     }
-    *out = ((int64_t)timegm(&tm) - off) * 1000000000 + ns;
+    int64_t sec = (int64_t)timegm(&tm) - off;
+    if (sec > 9000000000LL || sec < -9000000000LL)
+        return -EINVAL;
+    *out = sec * 1000000000 + ns;
     return 0;
 }
 
@@ -419,6 +422,8 @@ static int pb_timestamp(struct pb m, int64_t *ts)
         else if (f == 2 && wt == 0)
             nanos = (int32_t)v;
     }
+    if (sec > 9000000000LL || sec < -9000000000LL)    /* past what int64 ns can hold */
+        return -1;
     *ts = sec * 1000000000 + nanos;
     return 0;
 }
@@ -470,6 +475,9 @@ int logs__decode_proto(const char *body, size_t n, struct logs_push *out, char *
                 goto bad;
             if (f == 1 && wt == 2) {
                 have_labels = true;
+                free(s->labels);            /* a repeated field: the last one counts */
+                s->labels = NULL;
+                s->nlabels = 0;
                 if (logs__parse_labels(out, (const char *)sub.p, (size_t)(sub.end - sub.p), &s->labels, &s->nlabels,
                                        err, errlen))
                     return -EINVAL;
@@ -478,6 +486,7 @@ int logs__decode_proto(const char *body, size_t n, struct logs_push *out, char *
                 if (!e)
                     goto oom;
                 struct lq_label meta[PUSH_MAX_META];
+                int nmeta = 0;
                 while (sub.p < sub.end) {
                     struct pb x;
                     uint64_t xv;
@@ -490,28 +499,29 @@ int logs__decode_proto(const char *body, size_t n, struct logs_push *out, char *
                         e->line = (const char *)x.p;
                         e->n = (size_t)(x.end - x.p);
                     } else if (f == 3 && wt == 2) {
-                        if (e->nmeta == PUSH_MAX_META) {
+                        if (nmeta == PUSH_MAX_META) {
                             snprintf(err, errlen, "too much structured metadata on one entry");
                             return -EINVAL;
                         }
-                        int r = pb_pair(out, x, &meta[e->nmeta]);
+                        int r = pb_pair(out, x, &meta[nmeta]);
                         if (r == -ENOMEM)
                             goto oom;
                         if (r)
                             goto bad;
-                        if (!label_name_ok(meta[e->nmeta].name)) {
-                            snprintf(err, errlen, "invalid metadata name \"%.100s\"", meta[e->nmeta].name);
+                        if (!label_name_ok(meta[nmeta].name)) {
+                            snprintf(err, errlen, "invalid metadata name \"%.100s\"", meta[nmeta].name);
                             return -EINVAL;
                         }
-                        e->nmeta++;
+                        nmeta++;
                     }
                 }
                 if (!e->line)
                     e->line = "";
-                if (e->nmeta) {
-                    if (!(e->meta = malloc((size_t)e->nmeta * sizeof(*e->meta))))
+                if (nmeta) {
+                    if (!(e->meta = malloc((size_t)nmeta * sizeof(*e->meta))))
                         goto oom;
-                    memcpy(e->meta, meta, (size_t)e->nmeta * sizeof(*meta));
+                    memcpy(e->meta, meta, (size_t)nmeta * sizeof(*meta));
+                    e->nmeta = nmeta;
                 }
             }
         }
