@@ -100,7 +100,7 @@ def test_default_stack_serves_restarts_and_stops(start):
     def scraped():
         r = requests.get("http://127.0.0.1:9090/api/v1/series", params={"match[]": "up"}, timeout=5)
         return {s["job"] for s in r.json()["data"]} >= {"dns", "cdn", "lb", "app-1", "app-2",
-                                                         "app-3", "metrics", "alerts", "s3", "registry"}
+                                                         "app-3", "metrics", "alerts", "s3", "registry", "logs"}
     wait_for(scraped, timeout=20, what="every service scraped")
 
     # the alerts service takes alerts; the generated metrics config points at it
@@ -121,6 +121,16 @@ def test_default_stack_serves_restarts_and_stops(start):
     # the image registry answers the OCI API's version check
     r = requests.get("http://127.0.0.1:5000/v2/", timeout=5)
     assert r.status_code == 200 and r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+    # the log store takes a push and answers LogQL
+    t = time.time_ns()
+    r = requests.post("http://127.0.0.1:3100/loki/api/v1/push", timeout=5, json={
+        "streams": [{"stream": {"app": "smoke"}, "values": [[str(t), "status=503 path=/x"]]}]})
+    assert r.status_code == 204
+    r = requests.get("http://127.0.0.1:3100/loki/api/v1/query_range", timeout=5, params={
+        "query": '{app="smoke"} |= "status=503"', "start": str(t - 10**9), "end": str(t + 10**9)})
+    assert r.json()["data"]["result"][0]["values"][0][1] == "status=503 path=/x"
+    assert "http://127.0.0.1:3100/" in up.stdout()
 
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
@@ -144,8 +154,8 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 10 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000]:
+    assert len(stopped) == 11 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000, 3100]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
