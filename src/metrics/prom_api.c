@@ -37,16 +37,28 @@ void prom__api_error(struct httpd_req *r, int status, const char *type, const ch
 }
 
 /* {"name":"value",...} */
+static void pair_json(struct buf *b, size_t i, const char *name, const char *value)
+{
+    if (i)
+        buf_putc(b, ',');
+    buf_json_str(b, name);
+    buf_putc(b, ':');
+    buf_json_str(b, value);
+}
+
 static void pairs_json(struct buf *b, const struct tsdb_label *l, size_t n)
 {
     buf_putc(b, '{');
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            buf_putc(b, ',');
-        buf_json_str(b, l[i].name);
-        buf_putc(b, ':');
-        buf_json_str(b, l[i].value);
-    }
+    for (size_t i = 0; i < n; i++)
+        pair_json(b, i, l[i].name, l[i].value);
+    buf_putc(b, '}');
+}
+
+static void lset_json(struct buf *b, const struct relabel_set *s)
+{
+    buf_putc(b, '{');
+    for (size_t i = 0; i < s->n; i++)
+        pair_json(b, i, s->l[i].name, s->l[i].value);
     buf_putc(b, '}');
 }
 
@@ -356,7 +368,7 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
         if (i)
             buf_putc(&b, ',');
         buf_puts(&b, "{\"discoveredLabels\":");
-        pairs_json(&b, t->discovered.l, t->discovered.n);
+        lset_json(&b, &t->discovered);
         buf_puts(&b, ",\"labels\":");
         pairs_json(&b, t->labels, t->nlabels);
         buf_puts(&b, ",\"scrapePool\":");
@@ -386,7 +398,7 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
     buf_puts(&b, "],\"droppedTargets\":[");
     for (size_t i = 0; i < ps->ndropped; i++) {
         buf_puts(&b, i ? ",{\"discoveredLabels\":" : "{\"discoveredLabels\":");
-        pairs_json(&b, ps->dropped[i].l, ps->dropped[i].n);
+        lset_json(&b, &ps->dropped[i]);
         buf_putc(&b, '}');
     }
     buf_puts(&b, "]}}");
@@ -994,7 +1006,7 @@ void prom__handle(struct httpd_req *r, void *arg)
     } else if (strv_has_prefix(p, "/api/v1/label/") && p.n > 21 &&
                memcmp(p.p + p.n - 7, "/values", 7) == 0) {
         char *name = http_urldecode(p.p + 14, p.n - 21);
-        if (!name || !prom_label_name_ok(name)) {
+        if (!name || !relabel_label_name_ok(name)) {
             char msg[300];
             snprintf(msg, sizeof(msg), "invalid label name: \"%s\"", name ? name : "");
             prom__api_error(r, 400, "bad_data", msg);

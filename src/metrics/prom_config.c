@@ -41,7 +41,7 @@ static int parse_labels(struct cfg *c, const cfg_node *n, const char *path,
         const cfg_node *v = cfg_map_value(c, n, i);
         char p[300];
         P(p, "%s.%s", path, name ? name : "?");
-        if (!name || !prom_label_name_ok(name)) {
+        if (!name || !relabel_label_name_ok(name)) {
             bad = cfg_error(c, cfg_map_key(c, n, i), path, "invalid label name \"%s\"",
                             name ? name : "");
             continue;
@@ -319,10 +319,10 @@ static int parse_job(struct cfg *c, const cfg_node *n, const char *path, const c
     }
     P(p, "%s.relabel_configs", path);
     if (v[12])
-        bad |= prom_relabel_parse(c, v[12], p, &j->relabel, &j->nrelabel);
+        bad |= relabel_parse(c, v[12], p, &j->relabel, &j->nrelabel);
     P(p, "%s.metric_relabel_configs", path);
     if (v[13])
-        bad |= prom_relabel_parse(c, v[13], p, &j->metric_relabel, &j->nmetric_relabel);
+        bad |= relabel_parse(c, v[13], p, &j->metric_relabel, &j->nmetric_relabel);
     P(p, "%s.file_sd_configs", path);
     if (v[14] && !cfg_is_null(v[14]))
         bad |= parse_file_sd(c, v[14], p, base_dir, j);
@@ -541,8 +541,8 @@ void prom__free_conf(void *conf)
             free_labels(j->statics[k].labels, j->statics[k].nlabels);
         }
         free(j->statics);
-        prom_relabel_free(j->relabel, j->nrelabel);
-        prom_relabel_free(j->metric_relabel, j->nmetric_relabel);
+        relabel_free(j->relabel, j->nrelabel);
+        relabel_free(j->metric_relabel, j->nmetric_relabel);
         for (size_t k = 0; k < j->nfile_sd; k++)
             cfg_free_string_list(j->file_sd[k].files, j->file_sd[k].nfiles);
         free(j->file_sd);

@@ -19,7 +19,7 @@
 #include "core/metrics.h"
 #include "prom.h"
 #include "promql.h"
-#include "prom_relabel.h"
+#include "core/relabel.h"
 #include "core/service.h"
 #include "core/stack.h"
 #include "tsdb.h"
@@ -57,7 +57,7 @@ struct prom_job {
     uint64_t sample_limit, label_limit, body_size_limit;
     struct prom_static *statics;
     size_t nstatics;
-    struct prom_relabel *relabel, *metric_relabel;
+    struct relabel_rule *relabel, *metric_relabel;
     size_t nrelabel, nmetric_relabel;
     struct prom_file_sd *file_sd;
     size_t nfile_sd;
@@ -113,7 +113,7 @@ struct prom_conf {
     size_t ngroups;
     struct prom_am *ams;
     size_t nams;
-    struct prom_relabel *alert_relabel;    /* alerting.alert_relabel_configs */
+    struct relabel_rule *alert_relabel;    /* alerting.alert_relabel_configs */
     size_t nalert_relabel;
     bool generated;             /* scrape configs made from the stack's services */
     bool have_resolver;         /* resolver: the DNS server dns_sd_configs asks */
@@ -164,8 +164,8 @@ struct prom_target {
     bool unresolved;            /* the host name did not resolve yet: retried each scrape */
     struct tsdb_label labels[40];   /* the target's labels after relabeling, sorted */
     size_t nlabels;
-    struct prom_lset lset;      /* owns the strings labels[] points to */
-    struct prom_lset discovered;
+    struct relabel_set lset;      /* owns the strings labels[] points to */
+    struct relabel_set discovered;
     struct loop_timer timer;
     struct httpc_call *call;
     uint64_t started_ns;
@@ -194,7 +194,7 @@ struct prom_svc {
     struct metrics_registry *reg;
     struct prom_target *targets;
     size_t ntargets;
-    struct prom_lset *dropped;  /* discovered labels of targets relabeling dropped */
+    struct relabel_set *dropped;  /* discovered labels of targets relabeling dropped */
     size_t ndropped;
     struct prom_meta_entry *meta;   /* open addressing by name */
     size_t metasize, metaused;
@@ -257,7 +257,7 @@ int prom__targets_start(struct prom_svc *ps);
 void prom__meta_free(struct prom_svc *ps);
 void prom__targets_stop(struct prom_svc *ps);
 void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t nold,
-                         struct prom_lset *odropped, size_t nodropped);
+                         struct relabel_set *odropped, size_t nodropped);
 /* Builds the targets again from the configuration and discovery, keeping the state
  * of those that stay (a reload, or a file_sd change). */
 void prom__targets_rebuild(struct prom_svc *ps);

@@ -535,7 +535,7 @@ void prom__rules_free_conf(struct prom_conf *pc)
     }
     free(pc->groups);
     free(pc->ams);
-    prom_relabel_free(pc->alert_relabel, pc->nalert_relabel);
+    relabel_free(pc->alert_relabel, pc->nalert_relabel);
 }
 
 static bool metric_name_ok(const char *s)
@@ -565,7 +565,7 @@ static int parse_tmpl_map(struct cfg *c, const cfg_node *n, const char *path, st
         const char *name = cfg_scalar(kn);
         char p[400];
         CFG_PATH(p, "%s.%s", path, name ? name : "?");
-        if (!name || (check_names && !prom_label_name_ok(name))) {
+        if (!name || (check_names && !relabel_label_name_ok(name))) {
             bad = cfg_error(c, kn, path, "invalid label name \"%s\"", name ? name : "");
             continue;
         }
@@ -739,7 +739,7 @@ static int parse_alerting(struct cfg *c, const cfg_node *n, const char *path, st
     if (v[1]) {
         char rp[300];
         CFG_PATH(rp, "%s.alert_relabel_configs", path);
-        bad |= prom_relabel_parse(c, v[1], rp, &pc->alert_relabel, &pc->nalert_relabel);
+        bad |= relabel_parse(c, v[1], rp, &pc->alert_relabel, &pc->nalert_relabel);
     }
     size_t na = v[0] ? cfg_len(v[0]) : 0;
     for (size_t i = 0; i < na; i++) {
@@ -1286,21 +1286,21 @@ static void send_alerts(struct prom_group_rt *gr, int64_t ts)
                     p[np++] = pc->external_labels[k];
             }
             /* alert_relabel_configs see the labels with the external ones, as in Prometheus */
-            struct prom_lset *rl = NULL;
+            struct relabel_set *rl = NULL;
             if (pc->nalert_relabel) {
                 rl = calloc(1, sizeof(*rl));
                 if (!rl)
                     continue;
                 for (size_t k = 0; k < np; k++)
-                    prom_lset_set(rl, p[k].name, p[k].value);
-                if (!prom_relabel_apply(pc->alert_relabel, pc->nalert_relabel, rl) || rl->n == 0) {
-                    prom_lset_clear(rl);
+                    relabel_set_put(rl, p[k].name, p[k].value);
+                if (!relabel_apply(pc->alert_relabel, pc->nalert_relabel, rl) || rl->n == 0) {
+                    relabel_set_clear(rl);
                     free(rl);
                     continue;       /* dropped: not sent */
                 }
                 np = 0;
                 for (size_t k = 0; k < rl->n && np < ARRAY_SIZE(p); k++)
-                    p[np++] = rl->l[k];
+                    p[np++] = (struct tsdb_label){ rl->l[k].name, rl->l[k].value };
             }
             if (n++)
                 buf_putc(&b, ',');
@@ -1313,7 +1313,7 @@ static void send_alerts(struct prom_group_rt *gr, int64_t ts)
                 buf_json_str(&b, p[k].value);
             }
             if (rl) {
-                prom_lset_clear(rl);
+                relabel_set_clear(rl);
                 free(rl);
             }
             buf_puts(&b, "},\"annotations\":{");

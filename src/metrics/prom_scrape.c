@@ -275,20 +275,23 @@ static struct tsdb_series *series_for(struct prom_target *t, const struct prom_s
     struct tsdb_labels l;
     int r;
     if (job->nmetric_relabel) {
-        struct prom_lset *ls = calloc(1, sizeof(*ls));
+        struct relabel_set *ls = calloc(1, sizeof(*ls));
         if (!ls)
             return NULL;
         for (size_t i = 0; i < n; i++)
-            prom_lset_set(ls, pairs[i].name, pairs[i].value);
-        if (!prom_relabel_apply(job->metric_relabel, job->nmetric_relabel, ls) ||
-            !prom_lset_get(ls, "__name__")) {
+            relabel_set_put(ls, pairs[i].name, pairs[i].value);
+        if (!relabel_apply(job->metric_relabel, job->nmetric_relabel, ls) ||
+            !relabel_set_get(ls, "__name__")) {
             *dropped = true;
-            prom_lset_clear(ls);
+            relabel_set_clear(ls);
             free(ls);
             return NULL;
         }
-        r = tsdb_labels_make(&l, ls->l, ls->n);
-        prom_lset_clear(ls);
+        struct tsdb_label tl[RELABEL_MAX_LABELS];
+        for (size_t i = 0; i < ls->n; i++)
+            tl[i] = (struct tsdb_label){ ls->l[i].name, ls->l[i].value };
+        r = tsdb_labels_make(&l, tl, ls->n);
+        relabel_set_clear(ls);
         free(ls);
     } else {
         r = tsdb_labels_make(&l, pairs, n);
@@ -576,36 +579,36 @@ int prom__targets_start(struct prom_svc *ps)
                 char ival[32], tval[32];
                 snprintf(ival, sizeof(ival), "%llus", (unsigned long long)(job->interval_ms / 1000));
                 snprintf(tval, sizeof(tval), "%llus", (unsigned long long)(job->timeout_ms / 1000));
-                prom_lset_set(&t->discovered, "__address__", st->targets[k]);
-                prom_lset_set(&t->discovered, "__scheme__", job->scheme);
-                prom_lset_set(&t->discovered, "__metrics_path__", job->metrics_path);
-                prom_lset_set(&t->discovered, "__scrape_interval__", ival);
-                prom_lset_set(&t->discovered, "__scrape_timeout__", tval);
-                prom_lset_set(&t->discovered, "job", job->name);
+                relabel_set_put(&t->discovered, "__address__", st->targets[k]);
+                relabel_set_put(&t->discovered, "__scheme__", job->scheme);
+                relabel_set_put(&t->discovered, "__metrics_path__", job->metrics_path);
+                relabel_set_put(&t->discovered, "__scrape_interval__", ival);
+                relabel_set_put(&t->discovered, "__scrape_timeout__", tval);
+                relabel_set_put(&t->discovered, "job", job->name);
                 for (size_t l = 0; l < st->nlabels; l++)
-                    prom_lset_set(&t->discovered, st->labels[l].name, st->labels[l].value);
+                    relabel_set_put(&t->discovered, st->labels[l].name, st->labels[l].value);
                 for (size_t l = 0; l < t->discovered.n; l++)
-                    prom_lset_set(&t->lset, t->discovered.l[l].name, t->discovered.l[l].value);
-                if (!prom_relabel_apply(job->relabel, job->nrelabel, &t->lset) ||
-                    !prom_lset_get(&t->lset, "__address__")) {
-                    struct prom_lset *nd = realloc(ps->dropped, (ps->ndropped + 1) * sizeof(*nd));
+                    relabel_set_put(&t->lset, t->discovered.l[l].name, t->discovered.l[l].value);
+                if (!relabel_apply(job->relabel, job->nrelabel, &t->lset) ||
+                    !relabel_set_get(&t->lset, "__address__")) {
+                    struct relabel_set *nd = realloc(ps->dropped, (ps->ndropped + 1) * sizeof(*nd));
                     if (nd) {
                         ps->dropped = nd;
                         ps->dropped[ps->ndropped++] = t->discovered;
                     } else {
-                        prom_lset_clear(&t->discovered);
+                        relabel_set_clear(&t->discovered);
                     }
                     memset(&t->discovered, 0, sizeof(t->discovered));
-                    prom_lset_clear(&t->lset);
+                    relabel_set_clear(&t->lset);
                     if (t->hc) {
                         hc_used = false;
                         t->hc = NULL;
                     }
                     continue;
                 }
-                const char *addr = prom_lset_get(&t->lset, "__address__");
-                if (!prom_lset_get(&t->lset, "instance"))
-                    prom_lset_set(&t->lset, "instance", addr);
+                const char *addr = relabel_set_get(&t->lset, "__address__");
+                if (!relabel_set_get(&t->lset, "instance"))
+                    relabel_set_put(&t->lset, "instance", addr);
                 snprintf(t->instance, sizeof(t->instance), "%s", addr);
                 if (resolve(t->instance, &t->addr, t->host, sizeof(t->host))) {
                     log_warn("cannot resolve target yet, will retry at each scrape", "job", job->name,
@@ -613,8 +616,8 @@ int prom__targets_start(struct prom_svc *ps)
                     t->unresolved = true;
                     snprintf(t->host, sizeof(t->host), "%s", t->instance);
                 }
-                const char *scheme = prom_lset_get(&t->lset, "__scheme__");
-                const char *mpath = prom_lset_get(&t->lset, "__metrics_path__");
+                const char *scheme = relabel_set_get(&t->lset, "__scheme__");
+                const char *mpath = relabel_set_get(&t->lset, "__metrics_path__");
                 t->tls = scheme && strcmp(scheme, "https") == 0;
                 snprintf(t->target, sizeof(t->target), "%.200s%s%.190s", mpath ? mpath : "/metrics",
                          job->query ? "?" : "", job->query ? job->query : "");
@@ -623,14 +626,14 @@ int prom__targets_start(struct prom_svc *ps)
                 /* labels starting with __ go away after relabeling */
                 for (size_t l = 0; l < t->lset.n;) {
                     if (strncmp(t->lset.l[l].name, "__", 2) == 0) {
-                        prom_lset_set(&t->lset, t->lset.l[l].name, NULL);
+                        relabel_set_put(&t->lset, t->lset.l[l].name, NULL);
                         continue;
                     }
                     l++;
                 }
                 size_t nl = 0;
                 for (size_t l = 0; l < t->lset.n && nl < ARRAY_SIZE(t->labels); l++)
-                    t->labels[nl++] = t->lset.l[l];
+                    t->labels[nl++] = (struct tsdb_label){ t->lset.l[l].name, t->lset.l[l].value };
                 qsort(t->labels, nl, sizeof(t->labels[0]), cmp_label);
                 t->nlabels = nl;
                 t->health = "unknown";
@@ -656,7 +659,7 @@ int prom__targets_start(struct prom_svc *ps)
     return 0;
 }
 
-static void free_targets(struct prom_target *ts, size_t n, struct prom_lset *dropped, size_t nd)
+static void free_targets(struct prom_target *ts, size_t n, struct relabel_set *dropped, size_t nd)
 {
     for (size_t i = 0; i < n; i++) {
         struct prom_target *t = &ts[i];
@@ -687,11 +690,11 @@ static void free_targets(struct prom_target *ts, size_t n, struct prom_lset *dro
         free(t->cache);
         for (int r = 0; r < 5; r++)
             tsdb_unpin(t->report[r]);
-        prom_lset_clear(&t->lset);
-        prom_lset_clear(&t->discovered);
+        relabel_set_clear(&t->lset);
+        relabel_set_clear(&t->discovered);
     }
     for (size_t i = 0; i < nd; i++)
-        prom_lset_clear(&dropped[i]);
+        relabel_set_clear(&dropped[i]);
     free(dropped);
     free(ts);
 }
@@ -719,7 +722,7 @@ static bool same_target(const struct prom_target *a, const struct prom_target *b
 /* After a reload: targets that stayed keep their series cache (no false
  * staleness), the others' series get staleness markers now. */
 void prom__targets_adopt(struct prom_svc *ps, struct prom_target *old, size_t nold,
-                         struct prom_lset *odropped, size_t nodropped)
+                         struct relabel_set *odropped, size_t nodropped)
 {
     int64_t now = prom__now_ms();
     for (size_t i = 0; i < nold; i++) {
@@ -757,7 +760,7 @@ void prom__targets_rebuild(struct prom_svc *ps)
 {
     struct prom_target *old = ps->targets;
     size_t nold = ps->ntargets, nodropped = ps->ndropped;
-    struct prom_lset *odropped = ps->dropped;
+    struct relabel_set *odropped = ps->dropped;
     ps->targets = NULL;
     ps->ntargets = 0;
     ps->dropped = NULL;

@@ -109,7 +109,7 @@ static int read_groups(const char *path, struct prom_static **out, size_t *nout,
         for (size_t k = 0; !bad && k < nl; k++) {
             const char *name = cfg_scalar(cfg_map_key(&c, v[1], k));
             char *val = NULL;
-            if (!name || !prom_label_name_ok(name)) {
+            if (!name || !relabel_label_name_ok(name)) {
                 bad = cfg_error(&c, cfg_map_key(&c, v[1], k), p, "\"%s\" is not a valid label name",
                                 name ? name : "");
                 break;

@@ -631,15 +631,15 @@ static struct pq_val *eval_label_fn(struct promql_ev *ev, const struct promql_no
         char e[300];
         if (tsdb_matcher_init(&re, "x", TSDB_RE, n->kids[4]->str, e, sizeof(e)))
             return promql__fail(ev, PROMQL_EEXEC, "invalid regular expression in label_replace(): %s", n->kids[4]->str);
-        if (!prom_label_name_ok(dst)) {
+        if (!relabel_label_name_ok(dst)) {
             tsdb_matcher_free(&re);
             return promql__fail(ev, PROMQL_EEXEC, "invalid destination label name in label_replace(): %s", dst);
         }
     } else {
-        if (!prom_label_name_ok(dst))
+        if (!relabel_label_name_ok(dst))
             return promql__fail(ev, PROMQL_EEXEC, "invalid destination label name in label_join(): %s", dst);
         for (size_t i = 3; i < n->nkids; i++)
-            if (!prom_label_name_ok(n->kids[i]->str))
+            if (!relabel_label_name_ok(n->kids[i]->str))
                 return promql__fail(ev, PROMQL_EEXEC, "invalid source label name in label_join(): %s", n->kids[i]->str);
     }
     struct pq_val *in = promql__eval(ev, n->kids[0]), *res = NULL;

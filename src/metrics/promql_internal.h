@@ -9,7 +9,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "promql.h"
-#include "prom_relabel.h"
+#include "core/relabel.h"
 
 #include <pcre2.h>
 

@@ -1,5 +1,5 @@
-/* prom_relabel.c - relabeling rules. */
-#include "prom_relabel.h"
+/* relabel.c - relabeling rules. */
+#include "core/relabel.h"
 #include "core/buf.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -14,7 +14,7 @@
 
 #define P CFG_PATH
 
-bool prom_label_name_ok(const char *s)
+bool relabel_label_name_ok(const char *s)
 {
     if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
         return false;
@@ -66,15 +66,15 @@ static bool target_template_ok(const char *s)
     return true;
 }
 
-int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
-                       struct prom_relabel **out, size_t *count)
+int relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
+                       struct relabel_rule **out, size_t *count)
 {
     *out = NULL;
     *count = 0;
     if (!cfg_is_seq(n))
         return cfg_error(c, n, path, "expected a list of relabel rules");
     size_t k = cfg_len(n);
-    struct prom_relabel *rs = calloc(k ? k : 1, sizeof(*rs));
+    struct relabel_rule *rs = calloc(k ? k : 1, sizeof(*rs));
     if (!rs)
         return -ENOMEM;
     *out = rs;
@@ -85,7 +85,7 @@ int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
         cfg_node *v[7];
         char p[320], q[340];
         P(p, "%s[%zu]", path, i);
-        struct prom_relabel *r = &rs[i];
+        struct relabel_rule *r = &rs[i];
         (*count)++;
         if (cfg_map_fields(c, cfg_seq_item(c, n, i), p, keys, v)) {
             bad = -EINVAL;
@@ -125,7 +125,7 @@ int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
             bool found = false;
             for (size_t j = 0; a && j < ARRAY_SIZE(action_names); j++)
                 if (strcasecmp(a, action_names[j]) == 0) {
-                    r->action = (enum prom_relabel_action)j;
+                    r->action = (enum relabel_action)j;
                     found = true;
                 }
             if (!found) {
@@ -166,14 +166,14 @@ int prom_relabel_parse(struct cfg *c, const cfg_node *n, const char *path,
             bad = cfg_error(c, cfg_seq_item(c, n, i), p,
                             "%s action requires only 'regex', and no other fields", a);
         if (r->target && (r->action == RELABEL_REPLACE ? !target_template_ok(r->target)
-                                                        : !prom_label_name_ok(r->target)))
+                                                        : !relabel_label_name_ok(r->target)))
             bad = cfg_error(c, v[2], p, "\"%s\" is invalid 'target_label' for %s action",
                             r->target, a);
     }
     return bad ? -EINVAL : 0;
 }
 
-void prom_relabel_free(struct prom_relabel *r, size_t n)
+void relabel_free(struct relabel_rule *r, size_t n)
 {
     for (size_t i = 0; r && i < n; i++) {
         cfg_free_string_list(r[i].source, r[i].nsource);
@@ -189,7 +189,7 @@ void prom_relabel_free(struct prom_relabel *r, size_t n)
 
 /* ---- label sets ---- */
 
-const char *prom_lset_get(const struct prom_lset *s, const char *name)
+const char *relabel_set_get(const struct relabel_set *s, const char *name)
 {
     for (size_t i = 0; i < s->n; i++)
         if (strcmp(s->l[i].name, name) == 0)
@@ -197,14 +197,14 @@ const char *prom_lset_get(const struct prom_lset *s, const char *name)
     return NULL;
 }
 
-static void lset_del(struct prom_lset *s, size_t i)
+static void lset_del(struct relabel_set *s, size_t i)
 {
     free((void *)s->l[i].name);
     free((void *)s->l[i].value);
     s->l[i] = s->l[--s->n];
 }
 
-void prom_lset_set(struct prom_lset *s, const char *name, const char *value)
+void relabel_set_put(struct relabel_set *s, const char *name, const char *value)
 {
     for (size_t i = 0; i < s->n; i++)
         if (strcmp(s->l[i].name, name) == 0) {
@@ -232,7 +232,7 @@ void prom_lset_set(struct prom_lset *s, const char *name, const char *value)
     s->n++;
 }
 
-void prom_lset_clear(struct prom_lset *s)
+void relabel_set_clear(struct relabel_set *s)
 {
     while (s->n)
         lset_del(s, s->n - 1);
@@ -300,12 +300,12 @@ static bool match(const void *re, const char *s, pcre2_match_data *md)
     return pcre2_match(re, (PCRE2_SPTR)s, strlen(s), 0, 0, md, NULL) >= 0;
 }
 
-bool prom_relabel_apply(const struct prom_relabel *rs, size_t n, struct prom_lset *s)
+bool relabel_apply(const struct relabel_rule *rs, size_t n, struct relabel_set *s)
 {
     struct buf joined = BUF_INIT, tmp = BUF_INIT, tgt = BUF_INIT;
     bool keep = true;
     for (size_t i = 0; i < n && keep; i++) {
-        const struct prom_relabel *r = &rs[i];
+        const struct relabel_rule *r = &rs[i];
         pcre2_match_data *md = pcre2_match_data_create_from_pattern(r->re, NULL);
         if (!md)
             continue;
@@ -313,7 +313,7 @@ bool prom_relabel_apply(const struct prom_relabel *rs, size_t n, struct prom_lse
         for (size_t k = 0; k < r->nsource; k++) {
             if (k)
                 buf_puts(&joined, r->separator);
-            const char *v = prom_lset_get(s, r->source[k]);
+            const char *v = relabel_set_get(s, r->source[k]);
             buf_puts(&joined, v ? v : "");
         }
         buf_putc(&joined, 0);
@@ -327,8 +327,8 @@ bool prom_relabel_apply(const struct prom_relabel *rs, size_t n, struct prom_lse
                 expand(r->target, val, md, r->re, &tgt);
                 buf_putc(&tmp, 0);
                 buf_putc(&tgt, 0);
-                if (prom_label_name_ok(buf_head(&tgt)))
-                    prom_lset_set(s, buf_head(&tgt), buf_head(&tmp));
+                if (relabel_label_name_ok(buf_head(&tgt)))
+                    relabel_set_put(s, buf_head(&tgt), buf_head(&tmp));
             }
             break;
         case RELABEL_KEEP:
@@ -346,7 +346,7 @@ bool prom_relabel_apply(const struct prom_relabel *rs, size_t n, struct prom_lse
                 x = x << 8 | h[b];
             char num[32];
             snprintf(num, sizeof(num), "%llu", (unsigned long long)(x % r->modulus));
-            prom_lset_set(s, r->target, num);
+            relabel_set_put(s, r->target, num);
             break;
         }
         case RELABEL_LOWERCASE:
@@ -356,23 +356,23 @@ bool prom_relabel_apply(const struct prom_relabel *rs, size_t n, struct prom_lse
                 *q = (char)(r->action == RELABEL_LOWERCASE ? tolower((unsigned char)*q)
                                                            : toupper((unsigned char)*q));
             if (c)
-                prom_lset_set(s, r->target, c);
+                relabel_set_put(s, r->target, c);
             free(c);
             break;
         }
         case RELABEL_LABELMAP: {
             size_t cnt = s->n;
-            struct prom_lset add = { .n = 0 };
+            struct relabel_set add = { .n = 0 };
             for (size_t k = 0; k < cnt; k++)
                 if (match(r->re, s->l[k].name, md)) {
                     buf_reset(&tmp);
                     expand(r->replacement, s->l[k].name, md, r->re, &tmp);
                     buf_putc(&tmp, 0);
-                    prom_lset_set(&add, buf_head(&tmp), s->l[k].value);
+                    relabel_set_put(&add, buf_head(&tmp), s->l[k].value);
                 }
             for (size_t k = 0; k < add.n; k++)
-                prom_lset_set(s, add.l[k].name, add.l[k].value);
-            prom_lset_clear(&add);
+                relabel_set_put(s, add.l[k].name, add.l[k].value);
+            relabel_set_clear(&add);
             break;
         }
         case RELABEL_LABELDROP:
