@@ -5,8 +5,8 @@
 #define CAIRN_LOGS_INTERNAL_H
 
 #include "logs.h"
-#include "logql.h"
-#include "logql_eval.h"
+#include "core/logql.h"
+#include "core/logql_eval.h"
 #include "core/config.h"
 #include "core/hmap.h"
 #include "core/metrics.h"

@@ -2,7 +2,7 @@
  * parse again and print the same), and the evaluator with every pipeline stage
  * over a few fixed streams (JSON, logfmt, access-log and ANSI lines, structured
  * metadata), with a bounded number of steps and series. */
-#include "logs/logql_eval.h"
+#include "core/logql_eval.h"
 
 #include <stdlib.h>
 #include <string.h>

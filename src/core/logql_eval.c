@@ -8,7 +8,7 @@
  * (start - offset - range, end - offset], sorted by time, then slide the window
  * (t - range, t] over them step by step.
  */
-#include "logql_eval.h"
+#include "core/logql_eval.h"
 
 #include <ctype.h>
 #include <errno.h>

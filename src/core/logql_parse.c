@@ -6,7 +6,7 @@
  *   or;  and unless;  == != < <= > >=;  + -;  * / %;  ^ (right-associative).
  * Unary minus applies to number literals only, as in Loki's grammar.
  */
-#include "logql.h"
+#include "core/logql.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

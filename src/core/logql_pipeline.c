@@ -9,7 +9,7 @@
  * __error__="LabelFilterErr" and keeps the entry, and once an entry has an error
  * only string label filters filter it.
  */
-#include "logql.h"
+#include "core/logql.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

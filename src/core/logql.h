@@ -1,4 +1,5 @@
-/* logql.h - LogQL, Loki's query language: the parsed form of a query, the parser,
+/* logql.h - LogQL, Loki's query language (the logs role answers it; the log agent's
+ * match stage and, later, the console read it): the parsed form of a query, the parser,
  * and the log pipeline that runs a query's stages over one line.
  *
  * A query is a log query (a stream selector and its pipeline: line filters,

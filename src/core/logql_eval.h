@@ -9,7 +9,7 @@
 #ifndef CAIRN_LOGQL_EVAL_H
 #define CAIRN_LOGQL_EVAL_H
 
-#include "logql.h"
+#include "core/logql.h"
 
 /* Called for each entry of a matching stream; returns nonzero to stop this stream. */
 typedef int (*lq_entry_fn)(void *arg, int64_t ts, const char *line, size_t n, const struct lq_labels *meta);

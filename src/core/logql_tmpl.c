@@ -7,7 +7,7 @@
  * alignRight), and the math ones (add, sub, mul, div, mod, addf, subf, mulf, divf,
  * max, min, maxf, minf, ceil, floor, round, int, float64, unixEpoch).
  */
-#include "logql.h"
+#include "core/logql.h"
 #include "core/gotmpl.h"
 
 #include <ctype.h>
