@@ -11,6 +11,7 @@
 #include "s3/s3.h"
 #include "registry/registry.h"
 #include "logs/logs.h"
+#include "logagent/logagent.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -30,6 +31,7 @@ static const struct role_ops *const roles[] = {
     &s3_role,
     &registry_role,
     &logs_role,
+    &log_agent_role,
     NULL,
 };
 

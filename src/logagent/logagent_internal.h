@@ -146,6 +146,13 @@ struct la_svc {
     struct httpc *hc;
     struct la_client *clients;
     size_t nclients;
+    const struct la_job *jobs;          /* the configuration's, or generated for this stack */
+    size_t njobs;
+    const struct la_client_conf *cconf;
+    size_t ncconf;
+    struct la_job *gen_jobs;
+    struct la_client_conf *gen_clients;
+    size_t ngen_jobs, ngen_clients;
     struct hmap files;                  /* path -> struct la_file * */
     struct loop_timer poll, sync;
     struct hmap positions;              /* path -> position string "inode:offset" (loaded) */
@@ -168,6 +175,8 @@ void la__clients_stop(struct la_svc *s);
 uint64_t la__clients_buffered(const struct la_svc *s);
 /* Files: called when a batch with entries of f up to offset was accepted. */
 void la__file_acked(struct la_svc *s, struct la_file *f, uint64_t offset);
+/* f goes away: entries still queued no longer ack it. */
+void la__clients_forget(struct la_svc *s, struct la_file *f);
 int la__files_start(struct la_svc *s);
 void la__files_stop(struct la_svc *s);
 void la__positions_sync(struct la_svc *s);
