@@ -1,4 +1,7 @@
-/* supervisor.c - forking, readiness, restart with backoff, graceful stop. */
+/* supervisor.c - forking, readiness, restart with backoff, graceful stop, and each
+ * child's stderr: copied to the supervisor's own stderr and appended to
+ * <data_dir>/log/<service>.log (cut at LOG_FILE_MAX: the file is renamed to .1 and
+ * a new one started), where a log agent can tail it. */
 #include "core/supervisor.h"
 #include "core/loop.h"
 
@@ -6,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -16,6 +21,7 @@
 #define BACKOFF_MAX_MS 30000
 #define STABLE_MS 30000
 #define SLOW_START_MS 30000
+#define LOG_FILE_MAX (16u << 20)
 
 enum child_state { CH_STARTING, CH_READY, CH_BACKOFF, CH_EXITED };
 
@@ -28,11 +34,15 @@ struct child {
     uint64_t backoff_ms;
     uint64_t started_ms;
     struct loop_io ready_io;
+    struct loop_io err_io;          /* the read end of the child's stderr */
+    int log_fd;                     /* <data_dir>/log/<service>.log */
+    uint64_t log_size;
     struct loop_timer restart_timer;
     struct sup *sup;
 };
 
 struct sup {
+    const struct stack *st;
     struct loop loop;
     struct child *children;
     size_t n;
@@ -44,6 +54,80 @@ struct sup {
 };
 
 static int start_child(struct sup *s, struct child *ch);
+
+static void log_file_open(struct sup *s, struct child *ch)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/log/%s.log", s->st->data_dir, ch->svc->name);
+    ch->log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    struct stat sb;
+    ch->log_size = ch->log_fd >= 0 && fstat(ch->log_fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Copies what the child wrote to stderr; true at its end. */
+static bool copy_stderr(struct child *ch)
+{
+    char b[65536];
+    for (;;) {
+        ssize_t k = read(ch->err_io.fd, b, sizeof(b));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return k == 0 || errno != EAGAIN;
+        write_all(2, b, (size_t)k);
+        if (ch->log_fd < 0)
+            continue;
+        if (ch->log_size + (uint64_t)k > LOG_FILE_MAX) {
+            /* cut at a line's end: what follows the last newline starts the next file */
+            const char *nl = memrchr(b, '\n', (size_t)k);
+            size_t head = nl ? (size_t)(nl - b) + 1 : 0;
+            write_all(ch->log_fd, b, head);
+            char path[1024], old[1040];
+            snprintf(path, sizeof(path), "%s/log/%s.log", ch->sup->st->data_dir, ch->svc->name);
+            snprintf(old, sizeof(old), "%s.1", path);
+            close(ch->log_fd);
+            rename(path, old);
+            log_file_open(ch->sup, ch);
+            if (ch->log_fd >= 0)
+                write_all(ch->log_fd, b + head, (size_t)k - head);
+            ch->log_size = (uint64_t)k - head;
+            continue;
+        }
+        write_all(ch->log_fd, b, (size_t)k);
+        ch->log_size += (uint64_t)k;
+    }
+}
+
+static void err_close(struct child *ch)
+{
+    if (ch->err_io.fd < 0)
+        return;
+    copy_stderr(ch);
+    loop_io_del(&ch->err_io);
+    close(ch->err_io.fd);
+    ch->err_io.fd = -1;
+}
+
+static void err_cb(struct loop_io *io, uint32_t events)
+{
+    struct child *ch = io->data;
+    UNUSED(events);
+    if (copy_stderr(ch))
+        err_close(ch);
+}
 
 /* Closes every inherited descriptor except stdio and keep. */
 static void close_fds_except(int keep)
@@ -145,9 +229,16 @@ static void restart_cb(struct loop_timer *t)
 
 static int start_child(struct sup *s, struct child *ch)
 {
-    int p[2];
+    int p[2], e2[2];
     if (pipe2(p, O_CLOEXEC) == -1)
         return -errno;
+    if (pipe2(e2, O_CLOEXEC) == -1) {
+        int e = -errno;
+        close(p[0]);
+        close(p[1]);
+        return e;
+    }
+    err_close(ch);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -155,6 +246,8 @@ static int start_child(struct sup *s, struct child *ch)
         int e = -errno;
         close(p[0]);
         close(p[1]);
+        close(e2[0]);
+        close(e2[1]);
         return e;
     }
     if (pid == 0) {
@@ -165,6 +258,8 @@ static int start_child(struct sup *s, struct child *ch)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() == 1)
             _exit(1);   /* the supervisor is already gone */
+        if (dup2(e2[1], 2) == -1)
+            _exit(1);
         close_fds_except(p[1]);
         prctl(PR_SET_NAME, ch->svc->name);
         log_set_service(ch->svc->name);
@@ -174,6 +269,13 @@ static int start_child(struct sup *s, struct child *ch)
         exit(ch->svc->role->main(ch->svc));
     }
     close(p[1]);
+    close(e2[1]);
+    loop_io_init(&ch->err_io, e2[0], err_cb, ch);
+    fcntl(e2[0], F_SETFL, O_NONBLOCK);
+    if (loop_io_add(&s->loop, &ch->err_io, EPOLLIN)) {
+        close(e2[0]);
+        ch->err_io.fd = -1;
+    }
     ch->pid = pid;
     ch->state = CH_STARTING;
     ch->started_ms = cairn_now_ms();
@@ -320,7 +422,10 @@ int supervisor_run(const struct stack *st, const struct service *const *svcs, si
     struct sup s;
     memset(&s, 0, sizeof(s));
     s.table_out = table_out;
-    int r = cairn_mkdir_p(st->data_dir, 0755);
+    s.st = st;
+    char logdir[1024];
+    snprintf(logdir, sizeof(logdir), "%s/log", st->data_dir);
+    int r = cairn_mkdir_p(logdir, 0755);
     if (r) {
         log_error("cannot create data directory", "path", st->data_dir, "err", cairn_strerror(r));
         return 1;
@@ -348,6 +453,8 @@ int supervisor_run(const struct stack *st, const struct service *const *svcs, si
         ch->svc = n ? svcs[i] : &st->services[i];
         ch->sup = &s;
         ch->ready_io.fd = -1;
+        ch->err_io.fd = -1;
+        log_file_open(&s, ch);
         loop_timer_init(&ch->restart_timer, restart_cb, ch);
     }
     log_info("starting stack", "file", st->file, "services", log_int((long long)s.n), "data_dir",
@@ -367,11 +474,16 @@ int supervisor_run(const struct stack *st, const struct service *const *svcs, si
         alive |= s.children[i].pid > 0;
     if (alive)
         loop_run(&s.loop);
-    for (size_t i = 0; i < s.n; i++)
+    for (size_t i = 0; i < s.n; i++) {
         if (s.children[i].ready_io.fd >= 0) {
             loop_io_del(&s.children[i].ready_io);
             close(s.children[i].ready_io.fd);
         }
+        /* what the children wrote last */
+        err_close(&s.children[i]);     /* non-blocking: a grandchild may hold the pipe */
+        if (s.children[i].log_fd >= 0)
+            close(s.children[i].log_fd);
+    }
     log_info("stack stopped", "exit_code", log_int(s.exit_code));
     free(s.children);
     loop_destroy(&s.loop);

@@ -100,7 +100,8 @@ def test_default_stack_serves_restarts_and_stops(start):
     def scraped():
         r = requests.get("http://127.0.0.1:9090/api/v1/series", params={"match[]": "up"}, timeout=5)
         return {s["job"] for s in r.json()["data"]} >= {"dns", "cdn", "lb", "app-1", "app-2",
-                                                         "app-3", "metrics", "alerts", "s3", "registry", "logs"}
+                                                         "app-3", "metrics", "alerts", "s3", "registry", "logs",
+                                                         "log-agent"}
     wait_for(scraped, timeout=20, what="every service scraped")
 
     # the alerts service takes alerts; the generated metrics config points at it
@@ -131,6 +132,18 @@ def test_default_stack_serves_restarts_and_stops(start):
         "query": '{app="smoke"} |= "status=503"', "start": str(t - 10**9), "end": str(t + 10**9)})
     assert r.json()["data"]["result"][0]["values"][0][1] == "status=503 path=/x"
     assert "http://127.0.0.1:3100/" in up.stdout()
+    # every service's log lines reach the store through the log agent, the lb's
+    # access log included: the request above is there with its status
+    def lb_access():
+        r = requests.get("http://127.0.0.1:3100/loki/api/v1/query_range", timeout=5, params={
+            "query": '{service="lb", role="edge", level="info"} |= "target=/api/hello" |= "status=200"',
+            "start": str(t - 600 * 10**9), "end": str(time.time_ns()), "limit": "5"})
+        return r.json()["data"]["result"]
+    assert wait_for(lb_access, timeout=15, what="lb access lines in logs")
+    r = requests.get("http://127.0.0.1:3100/loki/api/v1/label/service/values", timeout=5,
+                     params={"start": str(t - 600 * 10**9)})
+    assert {"dns", "cdn", "lb", "metrics", "logs", "app-1"} <= set(r.json()["data"])
+    assert "syslog://127.0.0.1:5514" in up.stdout()
 
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
@@ -154,8 +167,8 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 11 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000, 3100]:
+    assert len(stopped) == 12 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000, 3100, 9080, 5514]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
