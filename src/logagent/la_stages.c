@@ -529,7 +529,10 @@ static int parse_go_layout(const char *layout, const char *v, int64_t *ns)
     int year = tm.tm_year;
     if (year < 0)
         tm.tm_year = 70;
-    *ns = ((int64_t)timegm(&tm) - off) * 1000000000 + fns;
+    int64_t sec = (int64_t)timegm(&tm) - off;
+    if (sec < -9000000000LL || sec > 9000000000LL)
+        return -EINVAL;
+    *ns = sec * 1000000000 + fns;
     return 0;
 }
 

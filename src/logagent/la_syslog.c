@@ -90,7 +90,10 @@ static int64_t parse_rfc3339(const char *s, size_t n)
     } else if (*r != 'Z') {
         return 0;
     }
-    return ((int64_t)timegm(&tm) - off) * 1000000000 + ns;
+    int64_t sec = (int64_t)timegm(&tm) - off;
+    if (sec < 0 || sec > 9000000000LL)
+        return 0;
+    return sec * 1000000000 + ns;
 }
 
 int la__syslog_parse(const char *msg, size_t n, struct la_entry *e, bool structured_data, bool incoming_ts)
