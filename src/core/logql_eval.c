@@ -617,7 +617,7 @@ static int eval_range(struct ev *e, const struct lq_node *rn, struct val *out)
     g.filters_only = lq_pipeline_filters_only(log->stages, log->nstages) && !log->unwrap;
     lq_lb_init(&g.lb);
     int64_t from = p->start - rn->offset_ns - rn->range_ns, to = p->end - rn->offset_ns;
-    int rc = e->src->select(e->src->ctx, log->matchers, log->nmatchers, from, to, false, gather_stream, gather_entry,
+    int rc = e->src->select(e->src->ctx, log, from, to, false, gather_stream, gather_entry,
                             &g, e->err, e->errlen);
     if (!rc)
         rc = g.rc;
@@ -1584,7 +1584,7 @@ static int eval_log(struct ev *e, const struct lq_node *log, struct lq_result *r
     g.log = log;
     lq_lb_init(&g.lb);
     /* log queries cover [start, end): select takes (from, to] */
-    int rc = e->src->select(e->src->ctx, log->matchers, log->nmatchers, p->start - 1, p->end - 1, p->backward, lg_stream,
+    int rc = e->src->select(e->src->ctx, log, p->start - 1, p->end - 1, p->backward, lg_stream,
                             lg_entry, &g, e->err, e->errlen);
     if (!rc)
         rc = g.rc;
@@ -1644,6 +1644,20 @@ static int eval_log(struct ev *e, const struct lq_node *log, struct lq_result *r
     for (int s = 0; s < g.nst; s++)
         res->stats.lines_out += (uint64_t)g.st[s].n;
     return rc;
+}
+
+int lq_required_literals(const struct lq_node *log, struct strv *out, int max)
+{
+    int n = 0;
+    for (int i = 0; i < log->nstages && n < max; i++) {
+        const struct lq_stage *st = &log->stages[i];
+        if (st->kind == LQ_S_LINE_FORMAT || st->kind == LQ_S_UNPACK || st->kind == LQ_S_DECOLORIZE)
+            break;
+        if (st->kind == LQ_S_LINE_FILTER && st->fop == LQ_F_CONTAINS && st->nalts == 1 && !st->alts[0].is_ip &&
+            st->alts[0].n)
+            out[n++] = strv_make(st->alts[0].s, st->alts[0].n);
+    }
+    return n;
 }
 
 void lq_result_free(struct lq_result *res)

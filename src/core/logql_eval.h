@@ -18,10 +18,11 @@ typedef int (*lq_stream_fn)(void *arg, const struct lq_labels *stream);
 
 struct lq_source {
     void *ctx;
-    /* Visits the streams matching m (all of them), and for each the entries with
-     * from < ts <= to, in time order (backward when asked). Returns 0, or a
-     * negative code with a message in err. */
-    int (*select)(void *ctx, const struct lq_matcher *m, int nm, int64_t from, int64_t to, bool backward,
+    /* Visits the streams matching log's selector, and for each the entries with
+     * from < ts <= to, in time order (backward when asked). The source may skip
+     * entries that log's leading line filters would refuse (lq_required_literals).
+     * Returns 0, or a negative code with a message in err. */
+    int (*select)(void *ctx, const struct lq_node *log, int64_t from, int64_t to, bool backward,
                   lq_stream_fn on_stream, lq_entry_fn on_entry, void *arg, char *err, size_t errlen);
 };
 
@@ -75,6 +76,11 @@ struct lq_params {
 int lq_eval(const struct lq_query *q, const struct lq_params *p, const struct lq_source *src,
             struct lq_result *res, char *err, size_t errlen);
 void lq_result_free(struct lq_result *res);
+
+/* Literals every entry that passes log's pipeline contains (the |= filters with
+ * one alternative, before any stage that rewrites the line): up to max of them
+ * into out. Returns the count. */
+int lq_required_literals(const struct lq_node *log, struct strv *out, int max);
 
 /* Appends a label set as Prometheus prints it: {a="b", c="d"}. */
 void lq_labels_string(struct buf *b, const struct lq_label *l, int n);

@@ -481,7 +481,7 @@ static void run_query(struct logs_svc *s, struct httpd_req *r, const struct http
         p.end = p.start;
         p.start = p.end - 3600LL * 1000000000;
     }
-    struct ls_query_ctx ctx = { &s->store, tenant, 0 };
+    struct ls_query_ctx ctx = { &s->store, tenant, 0, 0 };
     struct lq_source src = { &ctx, logs_store_select };
     struct lq_result res;
     uint64_t t0 = cairn_now_ns();

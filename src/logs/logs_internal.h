@@ -161,9 +161,9 @@ int logs_store_push(struct logs_store *st, const char *tenant, struct ls_push_st
 struct ls_query_ctx {
     struct logs_store *st;
     const char *tenant;
-    uint64_t chunks_read;
+    uint64_t chunks_read, chunks_skipped;
 };
-int logs_store_select(void *ctx, const struct lq_matcher *m, int nm, int64_t from, int64_t to, bool backward,
+int logs_store_select(void *ctx, const struct lq_node *log, int64_t from, int64_t to, bool backward,
                       lq_stream_fn on_stream, lq_entry_fn on_entry, void *arg, char *err, size_t errlen);
 /* Streams of a tenant matching m (all when nm == 0) with an entry in [from, to]. */
 int logs_store_streams(struct logs_store *st, const char *tenant, const struct lq_matcher *m, int nm, int64_t from,

@@ -29,6 +29,7 @@
 #include "core/log.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -1552,81 +1553,160 @@ static int meta_labels(const struct dent *d, struct lq_label *out, int max)
     return k;
 }
 
-int logs_store_select(void *ctx, const struct lq_matcher *m, int nm, int64_t from, int64_t to, bool backward,
+/* Chunks are decompressed (and checked for the required literals) in waves, on
+ * as many threads as there are CPUs, then their streams are visited in order. */
+#define LS_WAVE_CHUNKS 16
+
+struct ls_job {
+    struct logs_store *st;
+    const struct ls_chunk *ch;
+    const struct strv *lit;
+    int nlit;
+    uint8_t *raw;                       /* NULL: skipped (or failed: rc) */
+    int rc;
+};
+
+struct ls_wave {
+    struct ls_job *jobs;
+    size_t n;
+    size_t next;                        /* atomic */
+};
+
+static void *wave_worker(void *arg)
+{
+    struct ls_wave *w = arg;
+    for (;;) {
+        size_t i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
+        if (i >= w->n)
+            return NULL;
+        struct ls_job *j = &w->jobs[i];
+        j->rc = chunk_bytes(j->st, j->ch, &j->raw);
+        if (j->rc)
+            continue;
+        for (int k = 0; k < j->nlit; k++)
+            if (!memmem(j->raw, j->ch->raw, j->lit[k].p, j->lit[k].n)) {
+                free(j->raw);
+                j->raw = NULL;
+                break;
+            }
+    }
+}
+
+static void run_wave(struct ls_wave *w)
+{
+    static int ncpu;
+    if (!ncpu)
+        ncpu = cairn_ncpus() > 0 ? cairn_ncpus() : 1;
+    int nt = (int)w->n < ncpu ? (int)w->n : ncpu;
+    pthread_t th[64];
+    int started = 0;
+    for (int i = 1; i < nt && i < 64; i++)
+        if (pthread_create(&th[started], NULL, wave_worker, w) == 0)
+            started++;
+    wave_worker(w);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+}
+
+static bool chunk_in(const struct ls_chunk *ch, int64_t from, int64_t to)
+{
+    return !(ch->maxt <= from || ch->mint > to);
+}
+
+int logs_store_select(void *ctx, const struct lq_node *log, int64_t from, int64_t to, bool backward,
                       lq_stream_fn on_stream, lq_entry_fn on_entry, void *arg, char *err, size_t errlen)
 {
     struct ls_query_ctx *q = ctx;
+    /* a chunk without every required literal holds no entry that passes: skipped
+       right after its decompression */
+    struct strv lit[8];
+    int nlit = lq_required_literals(log, lit, 8);
     struct ls_stream **sv;
     uint32_t ns;
-    int r = logs_store_streams(q->st, q->tenant, m, nm, from + 1, to, &sv, &ns);
+    int r = logs_store_streams(q->st, q->tenant, log->matchers, log->nmatchers, from + 1, to, &sv, &ns);
     if (r) {
         snprintf(err, errlen, "out of memory");
         return r;
     }
     struct dent *d = NULL;
     size_t nd = 0, cap = 0;
-    uint8_t **bufs = NULL;
-    size_t nbufs = 0, capbufs = 0;
-    for (uint32_t i = 0; i < ns && !r; i++) {
-        struct ls_stream *s = sv[i];
-        if (on_stream(arg, &s->labels))
-            continue;
-        nd = 0;
-        for (size_t b = 0; b < nbufs; b++)
-            free(bufs[b]);
-        nbufs = 0;
-        for (uint32_t c = 0; c < s->nchunks && !r; c++) {
-            struct ls_chunk *ch = &s->chunks[c];
-            if (ch->maxt <= from || ch->mint > to)
-                continue;
-            uint8_t *raw = NULL;
-            if ((r = chunk_bytes(q->st, ch, &raw))) {
-                snprintf(err, errlen, "cannot read a chunk: %s", cairn_strerror(r));
-                break;
+    struct ls_job *jobs = NULL;
+    size_t capjobs = 0;
+    for (uint32_t i = 0; i < ns && !r;) {
+        /* a wave: streams from i on, until their chunks fill it (at least one stream) */
+        uint32_t j = i;
+        size_t njobs = 0;
+        while (j < ns && (j == i || njobs < LS_WAVE_CHUNKS)) {
+            for (uint32_t c = 0; c < sv[j]->nchunks; c++) {
+                if (!chunk_in(&sv[j]->chunks[c], from, to))
+                    continue;
+                if (njobs == capjobs) {
+                    capjobs = capjobs ? capjobs * 2 : 32;
+                    struct ls_job *nj = realloc(jobs, capjobs * sizeof(*nj));
+                    if (!nj) {
+                        r = -ENOMEM;
+                        break;
+                    }
+                    jobs = nj;
+                }
+                jobs[njobs++] = (struct ls_job){ q->st, &sv[j]->chunks[c], lit, nlit, NULL, 0 };
             }
-            q->chunks_read++;
-            if (nbufs == capbufs) {
-                capbufs = capbufs ? capbufs * 2 : 8;
-                uint8_t **nb = realloc(bufs, capbufs * sizeof(*nb));
-                if (!nb) {
-                    free(raw);
-                    r = -ENOMEM;
+            j++;
+        }
+        if (r) {
+            snprintf(err, errlen, "out of memory");
+            break;
+        }
+        struct ls_wave w = { jobs, njobs, 0 };
+        run_wave(&w);
+        size_t jo = 0;
+        for (uint32_t k = i; k < j && !r; k++) {
+            struct ls_stream *s = sv[k];
+            size_t first = jo;
+            while (jo < njobs && jobs[jo].ch >= s->chunks && jobs[jo].ch < s->chunks + s->nchunks)
+                jo++;
+            if (on_stream(arg, &s->labels))
+                continue;
+            nd = 0;
+            for (size_t x = first; x < jo && !r; x++) {
+                q->chunks_read++;
+                if (jobs[x].rc) {
+                    r = jobs[x].rc;
+                    snprintf(err, errlen, "cannot read a chunk: %s", cairn_strerror(r));
+                } else if (!jobs[x].raw) {
+                    q->chunks_skipped++;
+                } else if ((r = decode_entries(jobs[x].raw, jobs[x].ch->raw, jobs[x].ch->n, &d, &nd, &cap))) {
+                    snprintf(err, errlen, "a chunk is corrupt");
+                }
+            }
+            if (!r && s->head_n && s->head_maxt > from && s->head_mint <= to &&
+                (r = decode_entries((const uint8_t *)buf_head(&s->head), buf_used(&s->head), s->head_n, &d, &nd,
+                                    &cap)))
+                snprintf(err, errlen, "a head is corrupt");
+            if (r)
+                break;
+            /* time order; equal times keep their order of decoding */
+            for (size_t x = 1; x < nd; x++)
+                if (d[x].ts < d[x - 1].ts) {
+                    qsort(d, nd, sizeof(*d), dent_cmp);
                     break;
                 }
-                bufs = nb;
-            }
-            bufs[nbufs++] = raw;
-            if ((r = decode_entries(raw, ch->raw, ch->n, &d, &nd, &cap)))
-                snprintf(err, errlen, "a chunk is corrupt");
-        }
-        if (!r && s->head_n && s->head_maxt > from && s->head_mint <= to &&
-            (r = decode_entries((const uint8_t *)buf_head(&s->head), buf_used(&s->head), s->head_n, &d, &nd, &cap)))
-            snprintf(err, errlen, "a head is corrupt");
-        if (r)
-            break;
-        /* time order; equal times keep their order (chunks before the head, then
-           arrival), which a stable sort of decoded position gives */
-        for (size_t k = 1; k < nd; k++) {
-            if (d[k].ts < d[k - 1].ts) {
-                /* insertion sort when nearly sorted, else qsort with position */
-                qsort(d, nd, sizeof(*d), dent_cmp);
-                break;
+            struct lq_label meta[256];
+            struct lq_labels ml = { meta, 0 };
+            for (size_t x = 0; x < nd; x++) {
+                const struct dent *e = backward ? &d[nd - 1 - x] : &d[x];
+                if (e->ts <= from || e->ts > to)
+                    continue;
+                ml.n = e->nmeta ? meta_labels(e, meta, 256) : 0;
+                if (on_entry(arg, e->ts, e->line, e->n, &ml))
+                    break;
             }
         }
-        struct lq_label meta[256];
-        struct lq_labels ml = { meta, 0 };
-        for (size_t k = 0; k < nd; k++) {
-            const struct dent *e = backward ? &d[nd - 1 - k] : &d[k];
-            if (e->ts <= from || e->ts > to)
-                continue;
-            ml.n = e->nmeta ? meta_labels(e, meta, 256) : 0;
-            if (on_entry(arg, e->ts, e->line, e->n, &ml))
-                break;
-        }
+        for (size_t x = 0; x < njobs; x++)
+            free(jobs[x].raw);
+        i = j;
     }
-    for (size_t b = 0; b < nbufs; b++)
-        free(bufs[b]);
-    free(bufs);
+    free(jobs);
     free(d);
     free(sv);
     return r;

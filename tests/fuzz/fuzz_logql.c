@@ -21,10 +21,14 @@ static const char *const lines[] = {
     "\x1b[31mred\x1b[0m k=v k2=\"unterminated",
 };
 
-static int src_select(void *ctx, const struct lq_matcher *m, int nm, int64_t from, int64_t to, bool backward,
+static int src_select(void *ctx, const struct lq_node *log, int64_t from, int64_t to, bool backward,
                       lq_stream_fn on_stream, lq_entry_fn on_entry, void *arg, char *err, size_t errlen)
 {
     (void)ctx, (void)backward, (void)err, (void)errlen;
+    const struct lq_matcher *m = log->matchers;
+    int nm = log->nmatchers;
+    struct strv lit[8];
+    (void)lq_required_literals(log, lit, 8);
     for (int s = 0; s < 2; s++) {
         bool ok = true;
         for (int i = 0; i < nm && ok; i++) {
