@@ -372,7 +372,7 @@ static void put_result(struct buf *b, struct lq_result *res, const struct lq_par
             put_labels_json(b, so->l, so->nl);
             buf_puts(b, ",\"values\":[");
             for (int j = 0; j < so->n; j++) {
-                int k = p->backward ? so->n - 1 - j : j;
+                int k = j;      /* entries are in the asked direction already */
                 buf_printf(b, "%s[\"%lld\",", j ? "," : "", (long long)so->ts[k]);
                 buf_putc(b, '"');
                 buf_json_escape(b, so->lines[k], so->lens[k]);

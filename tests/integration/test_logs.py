@@ -120,6 +120,7 @@ def test_push_json_then_query_shapes(start, tmp_path):
     d = query_range(url, '{env="prod"}', start_s, end_s, limit=5)
     got = [int(ts) for s in d["result"] for ts, _ in s["values"]]
     assert len(got) == 5 and min(got) == t0 + 35 * 10**9
+    assert d["result"][0]["values"][0][0] > d["result"][0]["values"][-1][0]     # newest first
     assert "summary" in d["stats"] and d["stats"]["summary"]["totalLinesProcessed"] >= 5
     # forward, a filter and a parser: labels extracted into the stream
     d = query_range(url, '{app="web"} |= "status=503" | logfmt | took > 10ms', start_s, end_s, direction="forward",
