@@ -123,6 +123,8 @@ static void h_push(struct logs_svc *s, struct httpd_req *r)
         goto out;
     }
     if (res.refused) {
+        if (s->tailers && res.accepted)
+            logs__tail_notify(s, tenant, push.s, push.n);
         buf_printf(&res.why, "total ignored: %u out of %u", res.refused, total);
         httpd_respond(r, res.status ? res.status : 400, "text/plain; charset=utf-8", buf_head(&res.why),
                       buf_used(&res.why));
@@ -132,6 +134,8 @@ static void h_push(struct logs_svc *s, struct httpd_req *r)
         return;
     }
     buf_free(&res.why);
+    if (s->tailers)
+        logs__tail_notify(s, tenant, push.s, push.n);
     httpd_respond(r, 204, NULL, NULL, 0);
     logs__push_free(&push);
     buf_free(&inflated);
@@ -850,6 +854,12 @@ void logs__handle(struct httpd_req *r, void *arg)
         h_index(s, r, &f, true);
     else if (strv_eq_cstr(rest, "format_query"))
         h_format(r, &f);
+    else if (strv_eq_cstr(rest, "tail")) {
+        char tb[256];
+        const char *tenant = tenant_of(s, r, tb, sizeof(tb));
+        if (tenant)
+            logs__tail(s, r, &f, tenant);
+    }
     else
         reply_text(r, 404, "404 page not found");
     http_form_free(&f);

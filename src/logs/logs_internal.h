@@ -176,6 +176,8 @@ struct ls_tenant *logs_store_tenant(struct logs_store *st, const char *id);
 
 /* ---- the service ---- */
 
+struct logs_tailer;
+
 struct logs_svc {
     const struct service *svc;
     struct logs_conf *conf;
@@ -184,6 +186,7 @@ struct logs_svc {
     struct service_http_pool pool;
     struct httpd_conf hconf;
     struct loop_timer tick;
+    struct logs_tailer *tailers;        /* live tail WebSockets */
     struct metric *m_lines, *m_bytes, *m_refused, *m_streams, *m_queries, *m_query_errors, *m_chunks, *m_flushes,
         *m_blocks, *m_unflushed;
 };
@@ -191,6 +194,11 @@ struct logs_svc {
 int logs__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
 void logs__free_conf(void *conf);
 void logs__handle(struct httpd_req *r, void *arg);
+/* Live tail (logs_tail.c): a WebSocket per client; pushes are offered to each. */
+struct http_form;
+void logs__tail(struct logs_svc *s, struct httpd_req *r, const struct http_form *f, const char *tenant);
+void logs__tail_notify(struct logs_svc *s, const char *tenant, const struct ls_push_stream *ps, int nps);
+void logs__tail_stop(struct logs_svc *s);
 
 /* Push decoding (untrusted bytes): JSON and protobuf PushRequest into streams of
  * entries whose strings point into the decoded body or into arena. */

@@ -131,6 +131,7 @@ static void logs_finish(struct service_ctx *sc)
     struct logs_svc *s = sc->role;
     if (s->pool.ninit)
         loop_timer_stop(&s->tick);
+    logs__tail_stop(s);
     service_http_pool_free(&s->pool);
     if (s->store.dir) {
         logs_store_flush(&s->store, "stop");

@@ -314,3 +314,28 @@ def test_log_pipeline_semantics(start, tmp_path):
     assert len(lines_of(d)) == 1
     d = q('{app="p"} != "GET" | json | __error__="JSONParserErr" | drop __error__, __error_details__')
     assert [l for _, l in lines_of(d)] == [vals[2][1]]
+
+
+def test_tail_websocket_sends_history_then_live_entries(start, tmp_path):
+    """/loki/api/v1/tail with a WebSocket client (python3-websocket): what is there,
+    then each push that passes the query, in Loki's message shape."""
+    import websocket
+    _, url = start_logs(start, tmp_path)
+    t = now_ns() - 5 * 10**9
+    assert push(url, [{"stream": {"app": "tail"}, "values": [[str(t), "old error one"], [str(t + 1), "old info"]]}]
+                ).status_code == 204
+    q = requests.utils.quote('{app="tail"} |= "error" | logfmt')
+    ws = websocket.create_connection(url.replace("http", "ws") + f"/loki/api/v1/tail?query={q}&limit=10", timeout=5)
+    first = json.loads(ws.recv())
+    assert [v[1] for s in first["streams"] for v in s["values"]] == ["old error one"]
+    assert first["dropped_entries"] is None
+    assert push(url, [{"stream": {"app": "tail"}, "values": [[str(now_ns()), "code=500 new error"],
+                                                             [str(now_ns()), "all fine"]]},
+                      {"stream": {"app": "other"}, "values": [[str(now_ns()), "error elsewhere"]]}]).status_code == 204
+    msg = json.loads(ws.recv())
+    vals = [(s["stream"], v[1]) for s in msg["streams"] for v in s["values"]]
+    assert vals == [({"app": "tail", "code": "500"}, "code=500 new error")]
+    ws.close()
+    # a tail without the upgrade is refused with a clear message
+    r = requests.get(url + "/loki/api/v1/tail", params={"query": '{app="tail"}'}, timeout=5)
+    assert r.status_code == 400 and "WebSocket" in r.text
