@@ -454,26 +454,6 @@ bool am__lset_before(const struct am_lset *a, const struct am_lset *b)
     return false;
 }
 
-static void go_quote(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': buf_puts(b, "\\\""); break;
-        case '\\': buf_puts(b, "\\\\"); break;
-        case '\n': buf_puts(b, "\\n"); break;
-        case '\t': buf_puts(b, "\\t"); break;
-        case '\r': buf_puts(b, "\\r"); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f)
-                buf_printf(b, "\\x%02x", *p);
-            else
-                buf_putc(b, (char)*p);
-        }
-    }
-    buf_putc(b, '"');
-}
-
 void am__lset_format(struct buf *b, const struct am_lset *ls)
 {
     /* Go sorts the formatted "name=value" strings; a name followed by '=' sorts
@@ -485,7 +465,7 @@ void am__lset_format(struct buf *b, const struct am_lset *ls)
             buf_puts(b, ", ");
         buf_puts(b, ls->l[i].name);
         buf_putc(b, '=');
-        go_quote(b, ls->l[i].value);
+        buf_go_quote(b, ls->l[i].value);
     }
     buf_putc(b, '}');
 }

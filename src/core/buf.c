@@ -288,3 +288,23 @@ int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out)
     inflateEnd(&z);
     return r == Z_STREAM_END ? 0 : -EINVAL;
 }
+
+void buf_go_quote(struct buf *b, const char *s)
+{
+    buf_putc(b, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': buf_puts(b, "\\\""); break;
+        case '\\': buf_puts(b, "\\\\"); break;
+        case '\n': buf_puts(b, "\\n"); break;
+        case '\t': buf_puts(b, "\\t"); break;
+        case '\r': buf_puts(b, "\\r"); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                buf_printf(b, "\\x%02x", *p);
+            else
+                buf_putc(b, (char)*p);
+        }
+    }
+    buf_putc(b, '"');
+}

@@ -63,6 +63,9 @@ int buf_json_str(struct buf *b, const char *s);
  * write sample values in JSON: 'f' except below 1e-6 and from 1e21 on, where 'e').
  * NaN, +Inf and -Inf as Go spells them. */
 void buf_put_float(struct buf *b, double v, char mode);
+/* Appends s quoted as Go's %q does for printable ASCII (label values in Prometheus's
+ * and Loki's label-set strings): \" \\ \n \t \r, other controls as \xNN. */
+void buf_go_quote(struct buf *b, const char *s);
 /* Appends the gzip or zlib stream in (either, by its header) decompressed to out.
  * 0, -EFBIG past limit bytes (0: none), -EINVAL when malformed, -ENOMEM. */
 int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out);

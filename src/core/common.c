@@ -329,3 +329,47 @@ void cairn_hex(const void *p, size_t n, char *out)
     }
     out[2 * n] = 0;
 }
+
+int cairn_parse_rfc3339(const char *s, size_t n, int64_t *ns)
+{
+    char tmp[64];
+    if (n == 0 || n >= sizeof(tmp))
+        return -EINVAL;
+    memcpy(tmp, s, n);
+    tmp[n] = 0;
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *r = strptime(tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!r)
+        return -EINVAL;
+    int64_t frac = 0;
+    if (*r == '.' || *r == ',') {
+        int d = 0;
+        for (r++; *r >= '0' && *r <= '9'; r++)
+            if (d++ < 9)
+                frac = frac * 10 + (*r - '0');
+        if (!d)
+            return -EINVAL;
+        while (d++ < 9)
+            frac *= 10;
+    }
+    long off = 0;
+    if (*r == '+' || *r == '-') {
+        int hh = 0, mm = 0;
+        if (sscanf(r + 1, "%2d:%2d", &hh, &mm) != 2)
+            return -EINVAL;
+        off = (*r == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
+        r += 6;
+    } else if (*r == 'Z' || *r == 'z') {
+        r++;
+    } else {
+        return -EINVAL;
+    }
+    if (*r)
+        return -EINVAL;
+    int64_t sec = (int64_t)timegm(&tm) - off;
+    if (sec < -9000000000LL || sec > 9000000000LL)
+        return -EINVAL;
+    *ns = sec * 1000000000 + frac;
+    return 0;
+}

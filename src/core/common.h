@@ -98,6 +98,9 @@ int cairn_shortest_digits(double v, char digits[24], int *exp10, int *prec);
 
 /* mkdir -p; 0 or a negated errno. */
 int cairn_mkdir_p(const char *path, unsigned mode);
+/* An RFC 3339 time ("2026-12-02T10:00:00.5Z", "...+01:00") as Unix nanoseconds.
+ * 0, or -EINVAL (malformed, or past what int64 nanoseconds hold). */
+int cairn_parse_rfc3339(const char *s, size_t n, int64_t *ns);
 
 /* Number of online CPUs (at least 1). */
 int cairn_ncpus(void);

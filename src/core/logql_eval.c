@@ -69,26 +69,6 @@ static struct lq_label *labels_dup(const struct lq_label *l, int n)
     return out;
 }
 
-static void put_quoted(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': buf_puts(b, "\\\""); break;
-        case '\\': buf_puts(b, "\\\\"); break;
-        case '\n': buf_puts(b, "\\n"); break;
-        case '\t': buf_puts(b, "\\t"); break;
-        case '\r': buf_puts(b, "\\r"); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f)
-                buf_printf(b, "\\x%02x", *p);
-            else
-                buf_putc(b, (char)*p);
-        }
-    }
-    buf_putc(b, '"');
-}
-
 void lq_labels_string(struct buf *b, const struct lq_label *l, int n)
 {
     buf_putc(b, '{');
@@ -97,7 +77,7 @@ void lq_labels_string(struct buf *b, const struct lq_label *l, int n)
             buf_puts(b, ", ");
         buf_puts(b, l[i].name);
         buf_putc(b, '=');
-        put_quoted(b, l[i].value);
+        buf_go_quote(b, l[i].value);
     }
     buf_putc(b, '}');
 }

@@ -62,38 +62,8 @@ static bool field(const char **p, const char *end, const char **f, size_t *n)
 
 static int64_t parse_rfc3339(const char *s, size_t n)
 {
-    char tmp[64];
-    if (n >= sizeof(tmp))
-        return 0;
-    memcpy(tmp, s, n);
-    tmp[n] = 0;
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    const char *r = strptime(tmp, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!r)
-        return 0;
-    int64_t ns = 0;
-    if (*r == '.') {
-        int d = 0;
-        for (r++; isdigit((unsigned char)*r); r++)
-            if (d++ < 9)
-                ns = ns * 10 + (*r - '0');
-        while (d++ < 9)
-            ns *= 10;
-    }
-    long off = 0;
-    if (*r == '+' || *r == '-') {
-        int hh = 0, mm = 0;
-        if (sscanf(r + 1, "%2d:%2d", &hh, &mm) != 2)
-            return 0;
-        off = (*r == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
-    } else if (*r != 'Z') {
-        return 0;
-    }
-    int64_t sec = (int64_t)timegm(&tm) - off;
-    if (sec < 0 || sec > 9000000000LL)
-        return 0;
-    return sec * 1000000000 + ns;
+    int64_t ns;
+    return cairn_parse_rfc3339(s, n, &ns) == 0 ? ns : 0;
 }
 
 int la__syslog_parse(const char *msg, size_t n, struct la_entry *e, bool structured_data, bool incoming_ts)

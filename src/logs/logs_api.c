@@ -167,34 +167,7 @@ static int parse_time(const char *s, int64_t *out)
         *out = strlen(s) <= 10 ? v * 1000000000LL : v;     /* 10 digits fit either way */
         return 0;
     }
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        return -EINVAL;
-    int64_t ns = 0;
-    if (*p == '.') {
-        int d = 0;
-        for (p++; isdigit((unsigned char)*p); p++)
-            if (d++ < 9)
-                ns = ns * 10 + (*p - '0');
-        while (d++ < 9)
-            ns *= 10;
-    }
-    int64_t off = 0;
-    if (*p == '+' || *p == '-') {
-        int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
-            return -EINVAL;
-        off = (*p == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
-    } else if (*p != 'Z') {
-        return -EINVAL;
-    }
-    int64_t sec = (int64_t)timegm(&tm) - off;
-    if (sec > 9000000000LL || sec < -9000000000LL)
-        return -EINVAL;
-    *out = sec * 1000000000 + ns;
-    return 0;
+    return cairn_parse_rfc3339(s, strlen(s), out);
 }
 
 /* A step or interval: float seconds or a duration. */

@@ -239,39 +239,7 @@ static int parse_ts(const char *s, int64_t *out)
         *out = v;
         return 0;
     }
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    const char *r = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!r)
-        return -EINVAL;
-    int64_t ns = 0;
-    if (*r == '.') {
-        r++;
-        int digits = 0;
-        while (isdigit((unsigned char)*r)) {
-            if (digits < 9) {
-                ns = ns * 10 + (*r - '0');
-                digits++;
-            }
-            r++;
-        }
-        while (digits++ < 9)
-            ns *= 10;
-    }
-    int64_t off = 0;
-    if (*r == '+' || *r == '-') {
-        int sign = *r == '-' ? -1 : 1, hh, mm;
-        if (sscanf(r + 1, "%2d:%2d", &hh, &mm) != 2)
-            return -EINVAL;
-        off = sign * (hh * 3600 + mm * 60);
-    } else if (*r != 'Z') {
-        return -EINVAL;
-    }
-    int64_t sec = (int64_t)timegm(&tm) - off;
-    if (sec > 9000000000LL || sec < -9000000000LL)
-        return -EINVAL;
-    *out = sec * 1000000000 + ns;
-    return 0;
+    return cairn_parse_rfc3339(s, strlen(s), out);
 }
 
 int logs__decode_json(const char *body, size_t n, struct logs_push *out, char *err, size_t errlen)
