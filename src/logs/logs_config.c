@@ -12,6 +12,9 @@
  *     flush_interval: 30m              # heads older than this are written into a block
  *     chunk_target_size: 1536KB        # raw bytes of a chunk before it is cut
  *     max_unflushed: 256MB             # unflushed bytes that trigger a flush
+ *     rules: [rules.yml]               # LogQL alerting and recording rules (Loki's format)
+ *     alertmanager_url: http://127.0.0.1:9093/api/v2/alerts   # default: the stack's alerts
+ *     remote_write_url: http://127.0.0.1:9090/api/v1/write    # default: the stack's metrics
  *     limits:                          # Loki's names and defaults
  *       ingestion_rate_mb: 4
  *       ingestion_burst_size_mb: 6
@@ -175,7 +178,7 @@ int logs__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     lc->max_memory_bytes = 256ULL << 20;
     static const char *const keys[] = {
         "role", "listen", "data", "auth", "default_tenant", "retention", "retention_stream", "flush_interval",
-        "chunk_target_size", "max_unflushed", "limits", NULL,
+        "chunk_target_size", "max_unflushed", "limits", "rules", "alertmanager_url", "remote_write_url", NULL,
     };
     cfg_node *v[ARRAY_SIZE(keys)];
     int bad = cfg_map_fields(c, map, path, keys, v);
@@ -220,6 +223,15 @@ int logs__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     P(p, "%s.limits", path);
     if (v[10])
         bad |= parse_limits(c, v[10], p, &lc->limits);
+    P(p, "%s.rules", path);
+    if (v[11])
+        bad |= cfg_get_string_list(c, v[11], p, &lc->rule_files, &lc->nrule_files);
+    P(p, "%s.alertmanager_url", path);
+    if (v[12])
+        bad |= cfg_get_string(c, v[12], p, &lc->alertmanager_url);
+    P(p, "%s.remote_write_url", path);
+    if (v[13])
+        bad |= cfg_get_string(c, v[13], p, &lc->remote_write_url);
     if (!lc->data || !lc->default_tenant)
         bad = -ENOMEM;
     return bad ? -EINVAL : 0;
@@ -235,6 +247,9 @@ void logs__free_conf(void *conf)
         lq_query_free(&lc->rules[i].q);
     }
     free(lc->rules);
+    cfg_free_string_list(lc->rule_files, lc->nrule_files);
+    free(lc->alertmanager_url);
+    free(lc->remote_write_url);
     free(lc->data);
     free(lc->default_tenant);
     free(lc);

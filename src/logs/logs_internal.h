@@ -54,6 +54,10 @@ struct logs_conf {
     uint64_t flush_interval_ms;         /* heads older than this are written into a block */
     uint64_t chunk_target_bytes;        /* raw bytes of a chunk before it is cut */
     uint64_t max_memory_bytes;          /* unflushed bytes that trigger a flush */
+    char **rule_files;                  /* LogQL rules (Loki's rule-file format) */
+    size_t nrule_files;
+    char *alertmanager_url;             /* default: the stack's alerts service */
+    char *remote_write_url;             /* default: the stack's metrics service */
 };
 
 /* ---- the store ---- */
@@ -177,6 +181,7 @@ struct ls_tenant *logs_store_tenant(struct logs_store *st, const char *id);
 /* ---- the service ---- */
 
 struct logs_tailer;
+struct logs_ruler;
 
 struct logs_svc {
     const struct service *svc;
@@ -187,6 +192,7 @@ struct logs_svc {
     struct httpd_conf hconf;
     struct loop_timer tick;
     struct logs_tailer *tailers;        /* live tail WebSockets */
+    struct logs_ruler *ruler;
     struct metric *m_lines, *m_bytes, *m_refused, *m_streams, *m_queries, *m_query_errors, *m_chunks, *m_flushes,
         *m_blocks, *m_unflushed;
 };
@@ -199,6 +205,9 @@ struct http_form;
 void logs__tail(struct logs_svc *s, struct httpd_req *r, const struct http_form *f, const char *tenant);
 void logs__tail_notify(struct logs_svc *s, const char *tenant, const struct ls_push_stream *ps, int nps);
 void logs__tail_stop(struct logs_svc *s);
+/* The ruler (logs_rules.c): reads the rule files, evaluates each group on a timer. */
+int logs__rules_start(struct logs_svc *s);
+void logs__rules_stop(struct logs_svc *s);
 
 /* Push decoding (untrusted bytes): JSON and protobuf PushRequest into streams of
  * entries whose strings point into the decoded body or into arena. */

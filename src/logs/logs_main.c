@@ -116,6 +116,10 @@ static int logs_start(struct service_ctx *sc)
         free(full);
         return r;
     }
+    if ((r = logs__rules_start(s))) {
+        free(full);
+        return r;
+    }
     loop_timer_init(&s->tick, on_tick, s);
     loop_timer_start(&s->pool.w[0].loop, &s->tick, LOGS_TICK_MS);
     char first[NET_ADDRSTRLEN];
@@ -132,6 +136,7 @@ static void logs_finish(struct service_ctx *sc)
     if (s->pool.ninit)
         loop_timer_stop(&s->tick);
     logs__tail_stop(s);
+    logs__rules_stop(s);
     service_http_pool_free(&s->pool);
     if (s->store.dir) {
         logs_store_flush(&s->store, "stop");

@@ -339,3 +339,61 @@ def test_tail_websocket_sends_history_then_live_entries(start, tmp_path):
     # a tail without the upgrade is refused with a clear message
     r = requests.get(url + "/loki/api/v1/tail", params={"query": '{app="tail"}'}, timeout=5)
     assert r.status_code == 400 and "WebSocket" in r.text
+
+
+def test_rules_record_into_metrics_and_alert_into_alerts(start, tmp_path):
+    """LogQL rules in Loki's format: a recording rule remote-writes to the metrics role,
+    an alerting rule with `for` fires into the alerts role (both found in the stack)."""
+    lp, mp, ap = free_port(), free_port(), free_port()
+    (tmp_path / "rules.yml").write_text("""
+groups:
+  - name: errors
+    interval: 1s
+    rules:
+      - record: app:errors:count1m
+        expr: sum by (app) (count_over_time({app=~".+"} |= "error" [1m]))
+        labels: {source: logs}
+      - alert: ManyErrors
+        expr: sum by (app) (count_over_time({app=~".+"} |= "error" [1m])) > 3
+        for: 2s
+        labels: {severity: page}
+        annotations: {summary: "errors in the logs"}
+""")
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  logs:
+    role: logs
+    listen: ["127.0.0.1:{lp}"]
+    rules: [rules.yml]
+  metrics:
+    role: metrics
+    listen: ["127.0.0.1:{mp}"]
+  alerts:
+    role: alerts
+    listen: ["127.0.0.1:{ap}"]
+""")
+    for name in ("metrics", "alerts", "logs"):
+        start(["run", name, "-c", stack], name=name)
+    for port in (mp, ap):
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code == 200,
+                 what="ready")
+    url = f"http://127.0.0.1:{lp}"
+    wait_for(lambda: requests.get(url + "/ready", timeout=1).status_code == 200, what="logs ready")
+    t = now_ns() - 10**9
+    assert push(url, [{"stream": {"app": "shop"}, "values": [[str(t + i), f"error {i}"] for i in range(5)]}]
+                ).status_code == 204
+
+    def recorded():
+        r = requests.get(f"http://127.0.0.1:{mp}/api/v1/query", params={"query": "app:errors:count1m"}, timeout=5)
+        res = r.json()["data"]["result"]
+        return res and res[0]
+    s = wait_for(recorded, timeout=15, what="the recorded series in metrics")
+    assert s["metric"] == {"__name__": "app:errors:count1m", "app": "shop", "source": "logs"} and s["value"][1] == "5"
+
+    def fired():
+        r = requests.get(f"http://127.0.0.1:{ap}/api/v2/alerts", timeout=5).json()
+        return [a for a in r if a["labels"].get("alertname") == "ManyErrors"]
+    a = wait_for(fired, timeout=15, what="the alert in alerts")[0]
+    assert a["labels"] == {"alertname": "ManyErrors", "app": "shop", "severity": "page"}
+    assert a["annotations"] == {"summary": "errors in the logs"}
