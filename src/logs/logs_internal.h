@@ -69,7 +69,7 @@ struct ls_chunk {
     uint32_t n, raw, clen;
     uint8_t *mem;                       /* compressed bytes not yet in a block */
     struct ls_block *blk;
-    uint64_t off;
+    uint64_t off, new_off;              /* new_off: while a block is written */
     uint64_t bloom[4];                  /* 256-bit filter of the chunk's trigrams (lines) */
 };
 
@@ -112,6 +112,7 @@ struct ls_block {
     uint64_t size;
     uint32_t seq;
     bool dead;                          /* deleted by retention */
+    bool compacting;                    /* being merged into a new block */
 };
 
 struct logs_store {
@@ -127,7 +128,7 @@ struct logs_store {
     uint64_t last_flush_ms;
     int flush_error;                    /* the last flush failed (disk full...) */
     /* counters */
-    uint64_t lines_in, bytes_in, lines_refused, chunks_cut, flushes, blocks_deleted;
+    uint64_t lines_in, bytes_in, lines_refused, chunks_cut, flushes, blocks_deleted, compactions;
     uint64_t wal_errors;
 };
 

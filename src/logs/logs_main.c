@@ -13,7 +13,7 @@
 #include <string.h>
 
 #define LOGS_DRAIN_MS 10000
-#define LOGS_TICK_MS 5000
+#define LOGS_TICK_MS 1000
 
 const struct role_ops logs_role = {
     .name = "logs",

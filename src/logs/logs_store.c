@@ -860,49 +860,65 @@ static int add_block(struct logs_store *st, struct ls_block *b)
     return 0;
 }
 
-int logs_store_flush(struct logs_store *st, const char *why)
+/* ---- writing blocks ---- */
+
+static bool pick_unflushed(const struct ls_chunk *ch)
 {
-    /* cut every head */
-    const struct hmap_slot *slot;
-    uint64_t nchunks = 0;
-    for (size_t it = 0; hmap_next(&st->tenants, &it, &slot);) {
-        struct ls_tenant *t = slot->value;
-        for (uint32_t i = 0; i < t->ns; i++) {
-            int r = head_cut(st, t->sv[i]);
-            if (r)
-                return r;
-            for (uint32_t c = 0; c < t->sv[i]->nchunks; c++)
-                nchunks += t->sv[i]->chunks[c].mem != NULL;
+    return ch->mem != NULL;
+}
+
+static bool pick_compacting(const struct ls_chunk *ch)
+{
+    return !ch->mem && ch->blk && ch->blk->compacting;
+}
+
+/* A chunk's compressed bytes: in memory, or read from its block into *tmp. */
+static const uint8_t *chunk_compressed(const struct ls_chunk *ch, uint8_t **tmp)
+{
+    *tmp = NULL;
+    if (ch->mem)
+        return ch->mem;
+    uint8_t *b = malloc(ch->clen ? ch->clen : 1);
+    if (!b)
+        return NULL;
+    size_t got = 0;
+    while (got < ch->clen) {
+        ssize_t k = pread(ch->blk->fd, b + got, ch->clen - got, (off_t)(ch->off + got));
+        if (k <= 0) {
+            free(b);
+            return NULL;
         }
+        got += (size_t)k;
     }
-    st->last_flush_ms = cairn_now_ms();
-    if (!nchunks) {
-        st->flush_error = 0;
-        return 0;
-    }
+    *tmp = b;
+    return b;
+}
+
+/* Writes the chunks pick() selects, of every stream, into a new block file
+ * (temporary name, fsync, rename, directory fsync), then points them at it (their
+ * memory freed). Nothing changes when it fails. */
+static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk *), struct ls_block **out,
+                       uint64_t *bytes)
+{
+    const struct hmap_slot *slot;
     uint32_t seq = st->next_block;
     char path[700], tmp[720], dir[600];
     snprintf(dir, sizeof(dir), "%s/blocks", st->dir);
     snprintf(path, sizeof(path), "%s/%08u.blk", dir, seq);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd == -1) {
-        int e = -errno;
-        log_error("logs: cannot create a block; data stays in memory and in the WAL", "file", tmp, "error",
-                  cairn_strerror(e));
-        st->flush_error = e;
-        return e;
-    }
+    if (fd == -1)
+        return -errno;
     struct buf idx = { 0 };
     uint64_t off = 4;
     int64_t bmint = INT64_MAX, bmaxt = INT64_MIN;
     int r = write_all(fd, "CLB1", 4);
     uint64_t nstreams = 0;
-    for (size_t it = 0; !r && hmap_next(&st->tenants, &it, &slot);) {
+    for (size_t it = 0; hmap_next(&st->tenants, &it, &slot);) {
         struct ls_tenant *t = slot->value;
         for (uint32_t i = 0; i < t->ns; i++)
             for (uint32_t c = 0; c < t->sv[i]->nchunks; c++)
-                if (t->sv[i]->chunks[c].mem) {
+                if (pick(&t->sv[i]->chunks[c])) {
                     nstreams++;
                     break;
                 }
@@ -914,7 +930,7 @@ int logs_store_flush(struct logs_store *st, const char *why)
             struct ls_stream *s = t->sv[i];
             uint64_t n = 0;
             for (uint32_t c = 0; c < s->nchunks; c++)
-                n += s->chunks[c].mem != NULL;
+                n += pick(&s->chunks[c]);
             if (!n)
                 continue;
             put_str(&idx, t->id, strlen(t->id));
@@ -926,8 +942,14 @@ int logs_store_flush(struct logs_store *st, const char *why)
             put_varint(&idx, n);
             for (uint32_t c = 0; c < s->nchunks && !r; c++) {
                 struct ls_chunk *ch = &s->chunks[c];
-                if (!ch->mem)
+                if (!pick(ch))
                     continue;
+                uint8_t *tb;
+                const uint8_t *bytes_of = chunk_compressed(ch, &tb);
+                if (!bytes_of) {
+                    r = -EIO;
+                    break;
+                }
                 put_varint(&idx, zz(ch->mint));
                 put_varint(&idx, (uint64_t)(ch->maxt - ch->mint));
                 put_varint(&idx, ch->n);
@@ -935,7 +957,9 @@ int logs_store_flush(struct logs_store *st, const char *why)
                 put_varint(&idx, ch->clen);
                 put_varint(&idx, off);
                 buf_append(&idx, ch->bloom, sizeof(ch->bloom));
-                r = write_all(fd, ch->mem, ch->clen);
+                r = write_all(fd, bytes_of, ch->clen);
+                free(tb);
+                ch->new_off = off;
                 off += ch->clen;
                 if (ch->mint < bmint)
                     bmint = ch->mint;
@@ -967,20 +991,19 @@ int logs_store_flush(struct logs_store *st, const char *why)
         r = fsync_dir(dir);
     if (r) {
         unlink(tmp);
-        log_error("logs: cannot write a block; data stays in memory and in the WAL, retried later", "file", path,
-                  "error", cairn_strerror(r));
-        st->flush_error = r;
         return r;
     }
     struct ls_block *b = calloc(1, sizeof(*b));
     int bfd = open(path, O_RDONLY | O_CLOEXEC);
     if (!b || bfd == -1 || !(b->path = strdup(path)) || add_block(st, b)) {
-        /* the block is on disk: a restart reads it; keep the chunks in memory meanwhile */
+        /* the block is on disk and a restart reads it; but not using it now means
+           the chunks stay where they are: take the file back out */
         if (bfd != -1)
             close(bfd);
         if (b)
             free(b->path);
         free(b);
+        unlink(path);
         return -ENOMEM;
     }
     b->fd = bfd;
@@ -989,19 +1012,95 @@ int logs_store_flush(struct logs_store *st, const char *why)
     b->maxt = bmaxt;
     b->size = off;
     st->next_block = seq + 1;
-    /* the chunks now live in the block */
+    /* the chunks now live in the new block */
     for (size_t it = 0; hmap_next(&st->tenants, &it, &slot);) {
         struct ls_tenant *t = slot->value;
         for (uint32_t i = 0; i < t->ns; i++)
             for (uint32_t c = 0; c < t->sv[i]->nchunks; c++) {
                 struct ls_chunk *ch = &t->sv[i]->chunks[c];
-                if (!ch->mem)
+                if (!pick(ch))
                     continue;
                 free(ch->mem);
                 ch->mem = NULL;
                 ch->blk = b;
+                ch->off = ch->new_off;
             }
     }
+    *out = b;
+    *bytes = off;
+    return 0;
+}
+
+/* Compaction: once there are LS_COMPACT_BLOCKS blocks, every block but the newest is
+ * merged into one (the chunks' compressed bytes copied as they are), then the old
+ * files are deleted. A failure leaves the blocks as they were. */
+#define LS_COMPACT_BLOCKS 8
+
+static void compact(struct logs_store *st)
+{
+    if (st->nblocks < LS_COMPACT_BLOCKS)
+        return;
+    for (uint32_t i = 0; i < st->nblocks; i++)
+        st->blocks[i]->compacting = i + 1 < st->nblocks;
+    uint32_t n = st->nblocks - 1;
+    struct ls_block *nb;
+    uint64_t bytes;
+    int r = write_block(st, pick_compacting, &nb, &bytes);
+    if (r) {
+        for (uint32_t i = 0; i < st->nblocks; i++)
+            st->blocks[i]->compacting = false;
+        log_error("logs: compaction failed; the blocks stay as they are", "error", cairn_strerror(r));
+        return;
+    }
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < st->nblocks; i++) {
+        struct ls_block *b = st->blocks[i];
+        if (!b->compacting) {
+            st->blocks[w++] = b;
+            continue;
+        }
+        if (unlink(b->path) == -1)
+            log_error("logs: cannot delete a compacted block", "file", b->path, "error", cairn_strerror(-errno));
+        close(b->fd);
+        free(b->path);
+        free(b);
+    }
+    st->nblocks = w;
+    st->compactions++;
+    log_info("logs: blocks compacted", "from", log_int((long long)n), "file", nb->path, "bytes", log_int((long long)bytes));
+}
+
+int logs_store_flush(struct logs_store *st, const char *why)
+{
+    /* cut every head */
+    const struct hmap_slot *slot;
+    uint64_t nchunks = 0;
+    for (size_t it = 0; hmap_next(&st->tenants, &it, &slot);) {
+        struct ls_tenant *t = slot->value;
+        for (uint32_t i = 0; i < t->ns; i++) {
+            int r = head_cut(st, t->sv[i]);
+            if (r)
+                return r;
+            for (uint32_t c = 0; c < t->sv[i]->nchunks; c++)
+                nchunks += t->sv[i]->chunks[c].mem != NULL;
+        }
+    }
+    st->last_flush_ms = cairn_now_ms();
+    if (!nchunks) {
+        st->flush_error = 0;
+        return 0;
+    }
+    struct ls_block *nb;
+    uint64_t bytes;
+    int r = write_block(st, pick_unflushed, &nb, &bytes);
+    if (r) {
+        log_error("logs: cannot write a block; data stays in memory and in the WAL, retried later", "error",
+                  cairn_strerror(r));
+        st->flush_error = r;
+        return r;
+    }
+    const char *path = nb->path;
+    uint64_t off = bytes;
     /* a new WAL segment; the old ones are covered by the block */
     uint32_t old = st->wal_seq;
     r = wal_open(st, old + 1);
@@ -1019,6 +1118,7 @@ int logs_store_flush(struct logs_store *st, const char *why)
     st->flushes++;
     log_info("logs: flushed a block", "why", why, "file", path, "chunks", log_int((long long)nchunks), "bytes",
              log_int((long long)off));
+    compact(st);
     return 0;
 }
 
@@ -1110,6 +1210,15 @@ static int load_block(struct logs_store *st, const char *path, uint32_t seq)
             memcpy(ch.bloom, r.p, sizeof(ch.bloom));
             r.p += sizeof(ch.bloom);
             ch.blk = b;
+            /* a crash between a compaction's new block and the deletion of the old
+               ones leaves a chunk in two blocks: the first one read is kept */
+            bool dup = false;
+            for (uint32_t k = 0; k < s->nchunks && !dup; k++)
+                dup = s->chunks[k].mint == ch.mint && s->chunks[k].maxt == ch.maxt && s->chunks[k].n == ch.n &&
+                      s->chunks[k].raw == ch.raw && s->chunks[k].clen == ch.clen &&
+                      !memcmp(s->chunks[k].bloom, ch.bloom, sizeof(ch.bloom));
+            if (dup)
+                continue;
             if (s->nchunks == s->capchunks) {
                 uint32_t cap = s->capchunks ? s->capchunks * 2 : 4;
                 struct ls_chunk *v = realloc(s->chunks, cap * sizeof(*v));
