@@ -425,3 +425,47 @@ def test_flushes_while_running_then_compaction_keep_every_entry(start, tmp_path)
     p, url = start_logs(start, tmp_path, port=port, name="second")
     got = lines_of(query_range(url, '{app="cmp"}', t0 - 10**9, now_ns(), limit=5000, direction="forward"))
     assert len(got) == total and len(set(got)) == total
+
+
+def test_a_full_disk_refuses_pushes_clearly_and_loses_nothing(start, tmp_path):
+    """The data directory on a 4 MB tmpfs, filled up: a push that does not fit is
+    answered 507 with a clear message and nothing of it is stored; what was
+    acknowledged stays; once space is back pushes are taken again and survive a
+    restart."""
+    data = tmp_path / "data"
+    data.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(data)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + r.stderr.decode()[:200])
+    try:
+        port = free_port()
+        p, url = start_logs(start, tmp_path, port=port)
+        t = now_ns() - 60 * 10**9
+        acked = 0
+        assert push(url, [{"stream": {"app": "disk"}, "values": [[str(t + i), f"kept {i}"] for i in range(100)]}]
+                    ).status_code == 204
+        acked += 100
+        # leave less room than the next push needs
+        st = os.statvfs(data)
+        ballast = data / "ballast"
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 20000))
+        big = [[str(t + 1000 + i), "x" * 900 + f" refused {i}"] for i in range(200)]
+        r = push(url, [{"stream": {"app": "disk"}, "values": big}])
+        assert r.status_code == 507, (r.status_code, r.text)
+        assert "No space left on device" in r.text and "nothing was stored" in r.text
+        got = [l for _, l in lines_of(query_range(url, '{app="disk"}', t - 10**9, now_ns(), limit=5000))]
+        assert len(got) == acked and not any("refused" in l for l in got)
+        # space back: taken again
+        ballast.unlink()
+        assert push(url, [{"stream": {"app": "disk"}, "values": [[str(t + 5000), "after"]]}]).status_code == 204
+        acked += 1
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        p, url = start_logs(start, tmp_path, port=port, name="second")
+        got = [l for _, l in lines_of(query_range(url, '{app="disk"}', t - 10**9, now_ns(), limit=5000))]
+        assert len(got) == acked
+        p.signal(signal.SIGTERM)
+        p.wait(20)
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
