@@ -70,7 +70,8 @@ struct ls_chunk {
     uint8_t *mem;                       /* compressed bytes not yet in a block */
     struct ls_block *blk;
     uint64_t off, new_off;              /* new_off: while a block is written */
-    uint64_t bloom[4];                  /* 256-bit filter of the chunk's trigrams (lines) */
+    uint8_t *tok;                       /* Bloom filter of the lines' tokens (tok_bits bits), or NULL */
+    uint32_t tok_bits;
 };
 
 struct ls_stream {

@@ -19,11 +19,11 @@
  * payload: str tenant, varint nlabels, (str name, str value)..., varint n, entries.
  *
  * Block file blocks/NNNNNNNN.blk, one immutable object:
- *   "CLB1", the chunks' compressed bytes, the index, then a footer of u64 index
- *   offset, u32 index length, u32 CRC-32 of the index, "CLB1". The index: varint
+ *   "CLB2", the chunks' compressed bytes, the index, then a footer of u64 index
+ *   offset, u32 index length, u32 CRC-32 of the index, "CLB2". The index: varint
  *   nstreams; per stream str tenant, varint nlabels, (str name, str value)...,
  *   varint nchunks; per chunk varint zigzag mint, varint maxt - mint, varint n,
- *   varint raw, varint clen, varint offset, 32 bytes of trigram filter.
+ *   varint raw, varint clen, varint offset, varint token-filter bits, the filter.
  */
 #include "logs_internal.h"
 #include "core/log.h"
@@ -159,16 +159,130 @@ static int decode_entries(const uint8_t *p, size_t len, uint32_t n, struct dent 
     return 0;
 }
 
-/* ---- trigram filters: which chunks may hold a literal ---- */
+/* ---- token filters: which chunks may hold a word ----
+ *
+ * A chunk's lines are cut into tokens (runs of letters, digits, '_' and bytes past
+ * ASCII); a Bloom filter of 5 bits per distinct token and 3 probes (about 9% false
+ * positives) answers "may this chunk hold the token" without decompressing it. A
+ * query's `|= "literal"` filter yields the literal's whole tokens (those with a
+ * separator on both sides inside the literal); a chunk missing any of them is
+ * skipped. */
 
-static void bloom_add_line(uint64_t bloom[4], const char *s, size_t n)
+#define TOK_MIN_BITS 512u
+#define TOK_MAX_BITS (1u << 22)
+
+static bool tok_char(unsigned char c)
 {
-    for (size_t i = 0; i + 3 <= n; i++) {
-        uint32_t h = ((uint32_t)(unsigned char)s[i] * 2654435761u) ^ ((uint32_t)(unsigned char)s[i + 1] * 40503u) ^
-                     ((uint32_t)(unsigned char)s[i + 2] * 97u);
-        h ^= h >> 15;
-        bloom[(h >> 6) & 3] |= 1ull << (h & 63);
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80 || c == '_';
+}
+
+static uint64_t tok_hash(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h ^ (h >> 31);
+}
+
+static bool tok_test(const uint8_t *bits, uint32_t nbits, uint64_t h)
+{
+    uint32_t h1 = (uint32_t)h, h2 = (uint32_t)(h >> 32) | 1;
+    for (uint32_t k = 0; k < 3; k++) {
+        uint32_t bit = (uint32_t)(((uint64_t)h1 + (uint64_t)k * h2) % nbits);
+        if (!(bits[bit >> 3] & (1u << (bit & 7))))
+            return false;
     }
+    return true;
+}
+
+static void tok_set(uint8_t *bits, uint32_t nbits, uint64_t h)
+{
+    uint32_t h1 = (uint32_t)h, h2 = (uint32_t)(h >> 32) | 1;
+    for (uint32_t k = 0; k < 3; k++) {
+        uint32_t bit = (uint32_t)(((uint64_t)h1 + (uint64_t)k * h2) % nbits);
+        bits[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+    }
+}
+
+static int u64cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Builds a chunk's token filter from its decoded lines. */
+static void tok_build(struct ls_chunk *c, const struct dent *d, size_t nd)
+{
+    size_t cap = 4096, n = 0;
+    uint64_t *hs = malloc(cap * sizeof(*hs));
+    if (!hs)
+        return;
+    for (size_t i = 0; i < nd; i++) {
+        const char *p = d[i].line, *end = p + d[i].n;
+        while (p < end) {
+            while (p < end && !tok_char((unsigned char)*p))
+                p++;
+            const char *t = p;
+            while (p < end && tok_char((unsigned char)*p))
+                p++;
+            if (p == t)
+                continue;
+            if (n == cap) {
+                /* dedupe in place before growing */
+                qsort(hs, n, sizeof(*hs), u64cmp);
+                size_t w = 0;
+                for (size_t k = 0; k < n; k++)
+                    if (!w || hs[w - 1] != hs[k])
+                        hs[w++] = hs[k];
+                n = w;
+                if (n > cap / 2) {
+                    uint64_t *nh = realloc(hs, cap * 2 * sizeof(*hs));
+                    if (!nh) {
+                        free(hs);
+                        return;
+                    }
+                    hs = nh;
+                    cap *= 2;
+                }
+            }
+            hs[n++] = tok_hash(t, (size_t)(p - t));
+        }
+    }
+    qsort(hs, n, sizeof(*hs), u64cmp);
+    size_t distinct = 0;
+    for (size_t k = 0; k < n; k++)
+        if (!k || hs[k] != hs[k - 1])
+            distinct++;
+    /* 5 bits per distinct token, 3 probes: about 9% false positives */
+    uint64_t want = ((uint64_t)distinct * 5 + 63) / 64 * 64;
+    uint32_t nbits = want < TOK_MIN_BITS ? TOK_MIN_BITS : want > TOK_MAX_BITS ? TOK_MAX_BITS : (uint32_t)want;
+    uint8_t *bits = calloc(nbits / 8, 1);
+    if (bits) {
+        for (size_t k = 0; k < n; k++)
+            tok_set(bits, nbits, hs[k]);
+        c->tok = bits;
+        c->tok_bits = nbits;
+    }
+    free(hs);
+}
+
+/* The whole tokens of a literal: those with a separator on both sides inside it. */
+static int literal_tokens(struct strv lit, uint64_t *out, int max)
+{
+    int n = 0;
+    const char *p = lit.p, *end = lit.p + lit.n;
+    while (p < end && n < max) {
+        if (tok_char((unsigned char)*p)) {
+            const char *t = p;
+            while (p < end && tok_char((unsigned char)*p))
+                p++;
+            if (t > lit.p && p < end)
+                out[n++] = tok_hash(t, (size_t)(p - t));
+            continue;
+        }
+        p++;
+    }
+    return n;
 }
 
 /* ---- tenants and streams ---- */
@@ -350,7 +464,6 @@ static int head_cut(struct logs_store *st, struct ls_stream *s)
         put_varint(&raw, zz(d[i].ts - prev));
         prev = d[i].ts;
         put_str(&raw, d[i].line, d[i].n);
-        bloom_add_line(c.bloom, d[i].line, d[i].n);
         put_varint(&raw, d[i].nmeta);
         struct rd m = { d[i].meta, d[i].meta_end, false };
         for (uint32_t k = 0; k < d[i].nmeta * 2; k++) {
@@ -359,6 +472,7 @@ static int head_cut(struct logs_store *st, struct ls_stream *s)
             put_str(&raw, str, n);
         }
     }
+    tok_build(&c, d, nd);
     free(d);
     size_t bound = ZSTD_compressBound(buf_used(&raw));
     uint8_t *comp = malloc(bound);
@@ -386,6 +500,7 @@ static int head_cut(struct logs_store *st, struct ls_stream *s)
         struct ls_chunk *v = realloc(s->chunks, nc * sizeof(*v));
         if (!v) {
             free(c.mem);
+            free(c.tok);
             return -ENOMEM;
         }
         s->chunks = v;
@@ -912,7 +1027,7 @@ static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk
     struct buf idx = { 0 };
     uint64_t off = 4;
     int64_t bmint = INT64_MAX, bmaxt = INT64_MIN;
-    int r = write_all(fd, "CLB1", 4);
+    int r = write_all(fd, "CLB2", 4);
     uint64_t nstreams = 0;
     for (size_t it = 0; hmap_next(&st->tenants, &it, &slot);) {
         struct ls_tenant *t = slot->value;
@@ -956,7 +1071,9 @@ static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk
                 put_varint(&idx, ch->raw);
                 put_varint(&idx, ch->clen);
                 put_varint(&idx, off);
-                buf_append(&idx, ch->bloom, sizeof(ch->bloom));
+                put_varint(&idx, ch->tok ? ch->tok_bits : 0);
+                if (ch->tok)
+                    buf_append(&idx, ch->tok, ch->tok_bits / 8);
                 r = write_all(fd, bytes_of, ch->clen);
                 free(tb);
                 ch->new_off = off;
@@ -975,7 +1092,7 @@ static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk
         memcpy(footer, &io, 8);
         memcpy(footer + 8, &il, 4);
         memcpy(footer + 12, &crc, 4);
-        memcpy(footer + 16, "CLB1", 4);
+        memcpy(footer + 16, "CLB2", 4);
         r = write_all(fd, buf_head(&idx), il);
         if (!r)
             r = write_all(fd, footer, sizeof(footer));
@@ -1130,7 +1247,7 @@ static int load_block(struct logs_store *st, const char *path, uint32_t seq)
     struct stat sb;
     uint8_t footer[20];
     if (fstat(fd, &sb) == -1 || sb.st_size < 24 || pread(fd, footer, 20, sb.st_size - 20) != 20 ||
-        memcmp(footer + 16, "CLB1", 4) != 0) {
+        memcmp(footer + 16, "CLB2", 4) != 0) {
         close(fd);
         return -EIO;
     }
@@ -1203,26 +1320,37 @@ static int load_block(struct logs_store *st, const char *path, uint32_t seq)
             ch.raw = (uint32_t)get_varint(&r);
             ch.clen = (uint32_t)get_varint(&r);
             ch.off = get_varint(&r);
-            if (r.end - r.p < (ptrdiff_t)sizeof(ch.bloom) || ch.off + ch.clen > io) {
+            uint64_t tb = get_varint(&r);
+            if (r.bad || ch.off + ch.clen > io || (tb && (tb < TOK_MIN_BITS || tb > TOK_MAX_BITS || (tb & 7))) ||
+                (uint64_t)(r.end - r.p) < tb / 8) {
                 r.bad = true;
                 break;
             }
-            memcpy(ch.bloom, r.p, sizeof(ch.bloom));
-            r.p += sizeof(ch.bloom);
+            if (tb) {
+                if (!(ch.tok = malloc(tb / 8))) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                memcpy(ch.tok, r.p, tb / 8);
+                ch.tok_bits = (uint32_t)tb;
+                r.p += tb / 8;
+            }
             ch.blk = b;
             /* a crash between a compaction's new block and the deletion of the old
                ones leaves a chunk in two blocks: the first one read is kept */
             bool dup = false;
             for (uint32_t k = 0; k < s->nchunks && !dup; k++)
                 dup = s->chunks[k].mint == ch.mint && s->chunks[k].maxt == ch.maxt && s->chunks[k].n == ch.n &&
-                      s->chunks[k].raw == ch.raw && s->chunks[k].clen == ch.clen &&
-                      !memcmp(s->chunks[k].bloom, ch.bloom, sizeof(ch.bloom));
-            if (dup)
+                      s->chunks[k].raw == ch.raw && s->chunks[k].clen == ch.clen;
+            if (dup) {
+                free(ch.tok);
                 continue;
+            }
             if (s->nchunks == s->capchunks) {
                 uint32_t cap = s->capchunks ? s->capchunks * 2 : 4;
                 struct ls_chunk *v = realloc(s->chunks, cap * sizeof(*v));
                 if (!v) {
+                    free(ch.tok);
                     rc = -ENOMEM;
                     break;
                 }
@@ -1367,8 +1495,10 @@ void logs_store_close(struct logs_store *st)
         struct ls_tenant *t = slot->value;
         for (uint32_t i = 0; i < t->ns; i++) {
             struct ls_stream *s = t->sv[i];
-            for (uint32_t c = 0; c < s->nchunks; c++)
+            for (uint32_t c = 0; c < s->nchunks; c++) {
                 free(s->chunks[c].mem);
+                free(s->chunks[c].tok);
+            }
             free(s->chunks);
             buf_free(&s->head);
             free((void *)s->labels.v);
@@ -1440,8 +1570,10 @@ static void apply_retention(struct logs_store *st)
             int64_t cutoff = now - (int64_t)period * 1000000;
             uint32_t w = 0;
             for (uint32_t k = 0; k < s->nchunks; k++) {
-                if (s->chunks[k].maxt < cutoff && !s->chunks[k].mem)
+                if (s->chunks[k].maxt < cutoff && !s->chunks[k].mem) {
+                    free(s->chunks[k].tok);
                     continue;
+                }
                 s->chunks[w++] = s->chunks[k];
             }
             s->nchunks = w;
@@ -1671,6 +1803,8 @@ struct ls_job {
     const struct ls_chunk *ch;
     const struct strv *lit;
     int nlit;
+    const uint64_t *toks;               /* the literals' whole tokens */
+    int ntoks;
     uint8_t *raw;                       /* NULL: skipped (or failed: rc) */
     int rc;
 };
@@ -1689,6 +1823,11 @@ static void *wave_worker(void *arg)
         if (i >= w->n)
             return NULL;
         struct ls_job *j = &w->jobs[i];
+        bool may = true;
+        for (int k = 0; k < j->ntoks && may && j->ch->tok; k++)
+            may = tok_test(j->ch->tok, j->ch->tok_bits, j->toks[k]);
+        if (!may)
+            continue;       /* not decompressed at all */
         j->rc = chunk_bytes(j->st, j->ch, &j->raw);
         if (j->rc)
             continue;
@@ -1730,6 +1869,10 @@ int logs_store_select(void *ctx, const struct lq_node *log, int64_t from, int64_
        right after its decompression */
     struct strv lit[8];
     int nlit = lq_required_literals(log, lit, 8);
+    uint64_t toks[64];
+    int ntoks = 0;
+    for (int k = 0; k < nlit; k++)
+        ntoks += literal_tokens(lit[k], toks + ntoks, 64 - ntoks);
     struct ls_stream **sv;
     uint32_t ns;
     int r = logs_store_streams(q->st, q->tenant, log->matchers, log->nmatchers, from + 1, to, &sv, &ns);
@@ -1758,7 +1901,7 @@ int logs_store_select(void *ctx, const struct lq_node *log, int64_t from, int64_
                     }
                     jobs = nj;
                 }
-                jobs[njobs++] = (struct ls_job){ q->st, &sv[j]->chunks[c], lit, nlit, NULL, 0 };
+                jobs[njobs++] = (struct ls_job){ q->st, &sv[j]->chunks[c], lit, nlit, toks, ntoks, NULL, 0 };
             }
             j++;
         }
