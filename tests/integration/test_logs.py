@@ -469,3 +469,34 @@ def test_a_full_disk_refuses_pushes_clearly_and_loses_nothing(start, tmp_path):
         p.wait(20)
     finally:
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_needle_queries_through_the_token_index_match_substring_search(start, tmp_path):
+    """Literals with whole words inside go through the chunks' token index: counts must
+    equal a plain substring count over the same lines, in heads and in blocks."""
+    import random
+    port = free_port()
+    p, url = start_logs(start, tmp_path, port=port, extra="    chunk_target_size: 4KB\n")
+    rnd = random.Random(7)
+    t0 = now_ns() - 600 * 10**9
+    lines = []
+    for i in range(3000):
+        rid = "%08x-%04x-%04x" % (rnd.getrandbits(32), rnd.getrandbits(16), rnd.getrandbits(16))
+        lines.append(f"GET /api/item/{i % 97} status={200 if i % 7 else 500} id={rid} user_{i % 13}")
+    for k in range(0, 3000, 500):
+        vals = [[str(t0 + (k + i) * 10**6), l] for i, l in enumerate(lines[k:k + 500])]
+        assert push(url, [{"stream": {"app": "idx"}, "values": vals}]).status_code == 204
+    picks = [lines[1234].split("id=")[1], lines[42].split("id=")[1][3:13], "status=500 id=", "/item/5 ",
+             "-" + lines[7].split("-")[1] + "-", "user_1", "no-such-token-here", "m/9 s"]
+    def check():
+        for lit in picks:
+            want = sum(lit in l for l in lines)
+            q = 'sum(count_over_time({app="idx"} |= %s [1h]))' % json.dumps(lit)
+            d = query_range(url, q, now_ns(), now_ns(), step="1")
+            got = int(d["result"][0]["values"][0][1]) if d["result"] else 0
+            assert got == want, (lit, got, want)
+    check()
+    p.signal(signal.SIGTERM)                 # into a block, read back with its token index
+    assert p.wait(20) == 0
+    p, url = start_logs(start, tmp_path, port=port, name="second", extra="    chunk_target_size: 4KB\n")
+    check()
