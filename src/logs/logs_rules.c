@@ -8,7 +8,8 @@
  * Alerting rules: a result series is pending, then firing once it has lasted `for`;
  * active alerts are posted to Alertmanager's API v2 (default: the stack's alerts
  * service) every evaluation, and a resolved one once with its end time.
- * Annotation and label values are sent as written (no templating yet).
+ * Annotation and alert label values are Go templates with Prometheus's data:
+ * {{ $labels.app }}, {{ $value }} (and .Labels, .Value).
  */
 #include "logs_internal.h"
 #include "core/log.h"
@@ -34,6 +35,7 @@ struct lr_alert {
 };
 
 struct lr_rule {
+    struct gt_set *tmpl;                /* the annotation and label templates, "a0", "l0", ... */
     char *name;                         /* record or alert */
     bool alert;
     char *expr;
@@ -190,6 +192,26 @@ static int parse_file(struct logs_svc *s, struct logs_ruler *ru, const char *fil
             bad |= parse_pairs(&c, rv[4], kp, &r->labels, &r->nlabels);
             CFG_PATH(kp, "%s.annotations", rp);
             bad |= parse_pairs(&c, rv[5], kp, &r->annotations, &r->nannotations);
+            if (r->alert && (r->nlabels || r->nannotations)) {
+                r->tmpl = gt_set_new(false);
+                if (!r->tmpl || gt_add_text_funcs(r->tmpl)) {
+                    bad = -ENOMEM;
+                    continue;
+                }
+                for (int x = 0; x < r->nlabels + r->nannotations; x++) {
+                    bool lab = x < r->nlabels;
+                    const struct lq_label *pr = lab ? &r->labels[x] : &r->annotations[x - r->nlabels];
+                    char name[16], terr[300];
+                    snprintf(name, sizeof(name), "%c%d", lab ? 'l' : 'a', lab ? x : x - r->nlabels);
+                    struct buf t = { 0 };
+                    buf_puts(&t, "{{$labels := .Labels}}{{$value := .Value}}");
+                    buf_puts(&t, pr->value);
+                    buf_putc(&t, 0);
+                    if (gt_parse(r->tmpl, name, buf_head(&t), terr, sizeof(terr)))
+                        bad = cfg_error(&c, lab ? rv[4] : rv[5], kp, "%s: %s", pr->name, terr);
+                    buf_free(&t);
+                }
+            }
         }
     }
     cfg_free(&c);
@@ -298,6 +320,36 @@ static void record(struct logs_ruler *ru, const struct lr_rule *r, const struct 
     buf_free(&req);
 }
 
+/* A template of the rule ("l3", "a0") with the alert's labels and value. */
+static void expand(const struct lr_rule *r, const char *name, const struct lq_label *l, int nl, double value,
+                   struct buf *out)
+{
+    struct gt_arena *ar = gt_arena_new();
+    struct gt_value *labels = ar ? gt_map(ar, (size_t)nl, 0) : NULL, *data = ar ? gt_map(ar, 2, 0) : NULL;
+    char err[300];
+    if (!labels || !data) {
+        gt_arena_free(&ar);
+        return;
+    }
+    labels->missing_empty = true;
+    for (int i = 0; i < nl; i++) {
+        labels->keys[i] = l[i].name;
+        labels->items[i] = gt_str(ar, l[i].value);
+    }
+    gt_map_sort(labels);
+    data->keys[0] = "Labels";
+    data->items[0] = labels;
+    data->keys[1] = "Value";
+    data->items[1] = gt_num(ar, value);
+    gt_map_sort(data);
+    size_t at = out->len;
+    if (gt_exec(r->tmpl, name, data, ar, out, err, sizeof(err))) {
+        out->len = at;
+        buf_puts(out, err);
+    }
+    gt_arena_free(&ar);
+}
+
 static void alert_json(struct buf *b, const struct lr_rule *r, const struct lr_alert *a, bool *first)
 {
     buf_puts(b, *first ? "{\"labels\":{" : ",{\"labels\":{");
@@ -318,7 +370,13 @@ static void alert_json(struct buf *b, const struct lr_rule *r, const struct lr_a
             buf_putc(b, ',');
         buf_json_str(b, r->annotations[i].name);
         buf_putc(b, ':');
-        buf_json_str(b, r->annotations[i].value);
+        struct buf v = { 0 };
+        char name[16];
+        snprintf(name, sizeof(name), "a%d", i);
+        expand(r, name, a->l, a->nl, a->value, &v);
+        buf_putc(&v, 0);
+        buf_json_str(b, buf_head(&v));
+        buf_free(&v);
     }
     buf_puts(b, "},\"startsAt\":");
     fmt_time(b, a->active_since);
@@ -344,6 +402,20 @@ static void alerts(struct logs_ruler *ru, struct lr_rule *r, const struct lq_res
             continue;
         struct lq_label l[LQ_MAX_LABELS];
         int n = merged(r, &res->s[i], l, LQ_MAX_LABELS);
+        /* the rule's label values are templates over the series' own labels */
+        struct buf lv[16];
+        int nlv = 0;
+        for (int k = 0; k < r->nlabels && k < 16 && r->tmpl; k++) {
+            char name[16];
+            snprintf(name, sizeof(name), "l%d", k);
+            memset(&lv[nlv], 0, sizeof(lv[nlv]));
+            expand(r, name, res->s[i].l, res->s[i].nl, res->s[i].v[0], &lv[nlv]);
+            buf_putc(&lv[nlv], 0);
+            for (int x = 0; x < n; x++)
+                if (!strcmp(l[x].name, r->labels[k].name))
+                    l[x].value = buf_head(&lv[nlv]);
+            nlv++;
+        }
         struct buf key = { 0 };
         lq_labels_string(&key, l, n);
         buf_putc(&key, 0);
@@ -357,6 +429,8 @@ static void alerts(struct logs_ruler *ru, struct lr_rule *r, const struct lq_res
                 struct lr_alert *v = realloc(r->alerts, (size_t)cap * sizeof(*v));
                 if (!v) {
                     buf_free(&key);
+                    for (int k = 0; k < nlv; k++)
+                        buf_free(&lv[k]);
                     continue;
                 }
                 r->alerts = v;
@@ -372,6 +446,8 @@ static void alerts(struct logs_ruler *ru, struct lr_rule *r, const struct lq_res
             a->active_since = now;
         }
         buf_free(&key);
+        for (int k = 0; k < nlv; k++)
+            buf_free(&lv[k]);
         a->seen = true;
         a->value = res->s[i].v[0];
         if (!a->firing && now - a->active_since >= (int64_t)r->for_ms * 1000000) {
@@ -527,6 +603,7 @@ void logs__rules_stop(struct logs_svc *s)
                 free_pairs(r->alerts[a].l, r->alerts[a].nl);
             }
             free(r->alerts);
+            gt_set_free(&r->tmpl);
         }
         free(g->rules);
         free(g->name);

@@ -356,8 +356,8 @@ groups:
       - alert: ManyErrors
         expr: sum by (app) (count_over_time({app=~".+"} |= "error" [1m])) > 3
         for: 2s
-        labels: {severity: page}
-        annotations: {summary: "errors in the logs"}
+        labels: {severity: page, team: "{{ $labels.app }}-team"}
+        annotations: {summary: "{{ $value }} errors in {{ $labels.app }}"}
 """)
     stack = write_stack(tmp_path, f"""
 data_dir: data
@@ -395,8 +395,8 @@ services:
         r = requests.get(f"http://127.0.0.1:{ap}/api/v2/alerts", timeout=5).json()
         return [a for a in r if a["labels"].get("alertname") == "ManyErrors"]
     a = wait_for(fired, timeout=15, what="the alert in alerts")[0]
-    assert a["labels"] == {"alertname": "ManyErrors", "app": "shop", "severity": "page"}
-    assert a["annotations"] == {"summary": "errors in the logs"}
+    assert a["labels"] == {"alertname": "ManyErrors", "app": "shop", "severity": "page", "team": "shop-team"}
+    assert a["annotations"] == {"summary": "5 errors in shop"}
 
 
 def test_flushes_while_running_then_compaction_keep_every_entry(start, tmp_path):
