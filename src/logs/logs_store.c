@@ -204,18 +204,14 @@ static void tok_set(uint8_t *bits, uint32_t nbits, uint64_t h)
     }
 }
 
-static int u64cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Builds a chunk's token filter from its decoded lines. */
+/* Builds a chunk's token filter from its decoded lines: the tokens' hashes are
+ * deduplicated in an open-addressing set (one pass, no sorting), then set in a
+ * filter sized by their number. */
 static void tok_build(struct ls_chunk *c, const struct dent *d, size_t nd)
 {
-    size_t cap = 4096, n = 0;
-    uint64_t *hs = malloc(cap * sizeof(*hs));
-    if (!hs)
+    size_t cap = 1u << 14, n = 0;
+    uint64_t *set = calloc(cap, sizeof(*set));  /* 0: empty (a zero hash is taken as 1) */
+    if (!set)
         return;
     for (size_t i = 0; i < nd; i++) {
         const char *p = d[i].line, *end = p + d[i].n;
@@ -227,43 +223,48 @@ static void tok_build(struct ls_chunk *c, const struct dent *d, size_t nd)
                 p++;
             if (p == t)
                 continue;
-            if (n == cap) {
-                /* dedupe in place before growing */
-                qsort(hs, n, sizeof(*hs), u64cmp);
-                size_t w = 0;
-                for (size_t k = 0; k < n; k++)
-                    if (!w || hs[w - 1] != hs[k])
-                        hs[w++] = hs[k];
-                n = w;
-                if (n > cap / 2) {
-                    uint64_t *nh = realloc(hs, cap * 2 * sizeof(*hs));
-                    if (!nh) {
-                        free(hs);
-                        return;
-                    }
-                    hs = nh;
-                    cap *= 2;
+            uint64_t h = tok_hash(t, (size_t)(p - t));
+            if (!h)
+                h = 1;
+            size_t j = h & (cap - 1);
+            while (set[j] && set[j] != h)
+                j = (j + 1) & (cap - 1);
+            if (set[j])
+                continue;
+            set[j] = h;
+            if (++n * 2 > cap) {
+                size_t ncap = cap * 2;
+                uint64_t *ns = calloc(ncap, sizeof(*ns));
+                if (!ns) {
+                    free(set);
+                    return;
                 }
+                for (size_t k = 0; k < cap; k++) {
+                    if (!set[k])
+                        continue;
+                    size_t q = set[k] & (ncap - 1);
+                    while (ns[q])
+                        q = (q + 1) & (ncap - 1);
+                    ns[q] = set[k];
+                }
+                free(set);
+                set = ns;
+                cap = ncap;
             }
-            hs[n++] = tok_hash(t, (size_t)(p - t));
         }
     }
-    qsort(hs, n, sizeof(*hs), u64cmp);
-    size_t distinct = 0;
-    for (size_t k = 0; k < n; k++)
-        if (!k || hs[k] != hs[k - 1])
-            distinct++;
     /* 5 bits per distinct token, 3 probes: about 9% false positives */
-    uint64_t want = ((uint64_t)distinct * 5 + 63) / 64 * 64;
+    uint64_t want = ((uint64_t)n * 5 + 63) / 64 * 64;
     uint32_t nbits = want < TOK_MIN_BITS ? TOK_MIN_BITS : want > TOK_MAX_BITS ? TOK_MAX_BITS : (uint32_t)want;
     uint8_t *bits = calloc(nbits / 8, 1);
     if (bits) {
-        for (size_t k = 0; k < n; k++)
-            tok_set(bits, nbits, hs[k]);
+        for (size_t k = 0; k < cap; k++)
+            if (set[k])
+                tok_set(bits, nbits, set[k]);
         c->tok = bits;
         c->tok_bits = nbits;
     }
-    free(hs);
+    free(set);
 }
 
 /* The whole tokens of a literal: those with a separator on both sides inside it. */
@@ -276,8 +277,10 @@ static int literal_tokens(struct strv lit, uint64_t *out, int max)
             const char *t = p;
             while (p < end && tok_char((unsigned char)*p))
                 p++;
-            if (t > lit.p && p < end)
-                out[n++] = tok_hash(t, (size_t)(p - t));
+            if (t > lit.p && p < end) {
+                uint64_t h = tok_hash(t, (size_t)(p - t));
+                out[n++] = h ? h : 1;
+            }
             continue;
         }
         p++;
