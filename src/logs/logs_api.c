@@ -794,6 +794,10 @@ void logs__handle(struct httpd_req *r, void *arg)
         httpd_respond(r, 200, "application/json", j, strlen(j));
         return;
     }
+    if (strv_eq_cstr(path, "/prometheus/api/v1/rules") || strv_eq_cstr(path, "/prometheus/api/v1/alerts")) {
+        logs__rules_api(s, r, strv_eq_cstr(path, "/prometheus/api/v1/alerts"));
+        return;
+    }
     if (!strv_has_prefix(path, "/loki/api/v1/")) {
         reply_text(r, 404, "404 page not found");
         return;

@@ -210,6 +210,7 @@ void logs__tail_stop(struct logs_svc *s);
 /* The ruler (logs_rules.c): reads the rule files, evaluates each group on a timer. */
 int logs__rules_start(struct logs_svc *s);
 void logs__rules_stop(struct logs_svc *s);
+void logs__rules_api(struct logs_svc *s, struct httpd_req *r, bool alerts_only);
 
 /* Push decoding (untrusted bytes): JSON and protobuf PushRequest into streams of
  * entries whose strings point into the decoded body or into arena. */

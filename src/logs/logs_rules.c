@@ -49,6 +49,9 @@ struct lr_rule {
 
 struct lr_group {
     char *name;
+    char *file;
+    int64_t last_eval;                  /* ns */
+    double eval_seconds;
     uint64_t interval_ms;
     struct lr_rule *rules;
     int nrules;
@@ -137,6 +140,7 @@ static int parse_file(struct logs_svc *s, struct logs_ruler *ru, const char *fil
         memset(g, 0, sizeof(*g));
         g->s = s;
         g->interval_ms = 60000;
+        g->file = strdup(file);
         char q[340];
         CFG_PATH(q, "%s.name", p);
         if (!gv[0] || cfg_get_string(&c, gv[0], q, &g->name))
@@ -485,6 +489,7 @@ static void eval_group(struct loop_timer *t)
     struct logs_svc *s = g->s;
     struct logs_ruler *ru = s->ruler;
     int64_t now = (int64_t)(cairn_wall_time() * 1e9);
+    uint64_t t0 = cairn_now_ns();
     struct buf am = { 0 };
     bool first = true;
     buf_putc(&am, '[');
@@ -513,6 +518,8 @@ static void eval_group(struct loop_timer *t)
         lq_result_free(&res);
     }
     buf_putc(&am, ']');
+    g->last_eval = now;
+    g->eval_seconds = (double)(cairn_now_ns() - t0) / 1e9;
     if (!first && ru->have_am) {
         static const char *const h[] = { "Content-Type: application/json", NULL };
         post(ru, &ru->am, h, &am, "alertmanager");
@@ -607,6 +614,7 @@ void logs__rules_stop(struct logs_svc *s)
         }
         free(g->rules);
         free(g->name);
+        free(g->file);
     }
     free(ru->groups);
     httpc_free(&ru->hc);
@@ -616,4 +624,107 @@ void logs__rules_stop(struct logs_svc *s)
         stack_url_free(&ru->rw);
     free(ru);
     s->ruler = NULL;
+}
+
+/* ---- the Prometheus-style rules API Grafana reads ---- */
+
+static void put_pairs(struct buf *b, const struct lq_label *l, int n)
+{
+    buf_putc(b, '{');
+    for (int i = 0; i < n; i++) {
+        if (i)
+            buf_putc(b, ',');
+        buf_json_str(b, l[i].name);
+        buf_putc(b, ':');
+        buf_json_str(b, l[i].value);
+    }
+    buf_putc(b, '}');
+}
+
+static void put_alert(struct buf *b, const struct lr_rule *r, const struct lr_alert *a)
+{
+    buf_puts(b, "{\"labels\":");
+    struct lq_label l[LQ_MAX_LABELS];
+    int n = 0;
+    l[n++] = (struct lq_label){ "alertname", r->name };
+    for (int i = 0; i < a->nl && n < LQ_MAX_LABELS; i++)
+        if (strcmp(a->l[i].name, "alertname"))
+            l[n++] = a->l[i];
+    qsort(l, (size_t)n, sizeof(*l), lcmp);
+    put_pairs(b, l, n);
+    buf_puts(b, ",\"annotations\":");
+    put_pairs(b, r->annotations, r->nannotations);
+    buf_printf(b, ",\"state\":\"%s\",\"activeAt\":", a->firing ? "firing" : "pending");
+    fmt_time(b, a->active_since);
+    buf_puts(b, ",\"value\":\"");
+    buf_put_float(b, a->value, 'e');
+    buf_puts(b, "\"}");
+}
+
+/* GET /prometheus/api/v1/rules and /prometheus/api/v1/alerts. */
+void logs__rules_api(struct logs_svc *s, struct httpd_req *r, bool alerts_only)
+{
+    struct logs_ruler *ru = s->ruler;
+    struct buf b = { 0 };
+    buf_puts(&b, alerts_only ? "{\"status\":\"success\",\"data\":{\"alerts\":["
+                             : "{\"status\":\"success\",\"data\":{\"groups\":[");
+    int ka = 0;
+    for (int gi = 0; ru && gi < ru->ngroups; gi++) {
+        const struct lr_group *g = &ru->groups[gi];
+        if (!alerts_only) {
+            buf_puts(&b, gi ? ",{\"name\":" : "{\"name\":");
+            buf_json_str(&b, g->name);
+            buf_puts(&b, ",\"file\":");
+            buf_json_str(&b, g->file);
+            buf_printf(&b, ",\"interval\":%g,\"lastEvaluation\":", (double)g->interval_ms / 1000);
+            if (g->last_eval)
+                fmt_time(&b, g->last_eval);
+            else
+                buf_puts(&b, "\"0001-01-01T00:00:00Z\"");
+            buf_printf(&b, ",\"evaluationTime\":%g,\"rules\":[", g->eval_seconds);
+        }
+        for (int k = 0; k < g->nrules; k++) {
+            const struct lr_rule *rl = &g->rules[k];
+            if (alerts_only) {
+                for (int a = 0; a < rl->nalerts; a++) {
+                    if (ka++)
+                        buf_putc(&b, ',');
+                    put_alert(&b, rl, &rl->alerts[a]);
+                }
+                continue;
+            }
+            buf_puts(&b, k ? ",{\"name\":" : "{\"name\":");
+            buf_json_str(&b, rl->name);
+            buf_puts(&b, ",\"query\":");
+            buf_json_str(&b, rl->expr);
+            buf_puts(&b, ",\"labels\":");
+            put_pairs(&b, rl->labels, rl->nlabels);
+            buf_puts(&b, ",\"health\":\"ok\"");
+            if (rl->alert) {
+                bool firing = false, pending = false;
+                for (int a = 0; a < rl->nalerts; a++) {
+                    firing |= rl->alerts[a].firing;
+                    pending |= !rl->alerts[a].firing;
+                }
+                buf_printf(&b, ",\"type\":\"alerting\",\"state\":\"%s\",\"duration\":%g,\"annotations\":",
+                           firing ? "firing" : pending ? "pending" : "inactive", (double)rl->for_ms / 1000);
+                put_pairs(&b, rl->annotations, rl->nannotations);
+                buf_puts(&b, ",\"alerts\":[");
+                for (int a = 0; a < rl->nalerts; a++) {
+                    if (a)
+                        buf_putc(&b, ',');
+                    put_alert(&b, rl, &rl->alerts[a]);
+                }
+                buf_putc(&b, ']');
+            } else {
+                buf_puts(&b, ",\"type\":\"recording\"");
+            }
+            buf_putc(&b, '}');
+        }
+        if (!alerts_only)
+            buf_puts(&b, "]}");
+    }
+    buf_puts(&b, "]}}");
+    httpd_respond(r, 200, "application/json", buf_head(&b), buf_used(&b));
+    buf_free(&b);
 }

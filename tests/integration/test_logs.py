@@ -397,6 +397,15 @@ services:
     a = wait_for(fired, timeout=15, what="the alert in alerts")[0]
     assert a["labels"] == {"alertname": "ManyErrors", "app": "shop", "severity": "page", "team": "shop-team"}
     assert a["annotations"] == {"summary": "5 errors in shop"}
+    # the Prometheus-style rules API Grafana reads
+    g = requests.get(url + "/prometheus/api/v1/rules", timeout=5).json()["data"]["groups"][0]
+    assert g["name"] == "errors" and g["interval"] == 1 and g["file"].endswith("rules.yml")
+    rec, alert = g["rules"]
+    assert rec["type"] == "recording" and rec["name"] == "app:errors:count1m"
+    assert alert["type"] == "alerting" and alert["state"] == "firing" and alert["duration"] == 2
+    assert alert["alerts"][0]["labels"]["app"] == "shop"
+    al = requests.get(url + "/prometheus/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    assert [(x["labels"]["alertname"], x["state"]) for x in al] == [("ManyErrors", "firing")]
 
 
 def test_flushes_while_running_then_compaction_keep_every_entry(start, tmp_path):
