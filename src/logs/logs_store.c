@@ -1554,6 +1554,7 @@ static void apply_retention(struct logs_store *st)
         struct ls_tenant *t = slot->value;
         for (uint32_t i = 0; i < t->ns; i++) {
             struct ls_stream *s = t->sv[i];
+            /* the first rule whose selector matches the stream, else the global period */
             uint64_t period = c->retention_ms;
             for (size_t k = 0; k < c->nrules; k++) {
                 const struct lq_node *sel = c->rules[k].q->root;
@@ -1565,8 +1566,10 @@ static void apply_retention(struct logs_store *st)
                             v = s->labels.v[x].value;
                     all = lq_matcher_matches(&sel->matchers[m], v, strlen(v));
                 }
-                if (all && (!period || c->rules[k].period_ms < period || k == 0))
+                if (all) {
                     period = c->rules[k].period_ms;
+                    break;
+                }
             }
             if (!period)
                 continue;

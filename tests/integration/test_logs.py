@@ -509,3 +509,24 @@ def test_needle_queries_through_the_token_index_match_substring_search(start, tm
     assert p.wait(20) == 0
     p, url = start_logs(start, tmp_path, port=port, name="second", extra="    chunk_target_size: 4KB\n")
     check()
+
+
+def test_retention_per_stream_selector_then_global(start, tmp_path):
+    """retention_stream: the first matching rule's period applies, others get the global
+    retention; expired chunks go once they are in blocks, with their block files."""
+    _, url = start_logs(start, tmp_path, extra="""    flush_interval: 1s
+    retention: 24h
+    retention_stream:
+      - {selector: '{env="dev"}', period: 1h}
+      - {selector: '{app="keep"}', period: 48h}
+""")
+    old = now_ns() - 2 * 3600 * 10**9                     # two hours ago
+    older = now_ns() - 30 * 3600 * 10**9                  # past the global 24h
+    for labels, ts in (({"app": "a", "env": "dev"}, old), ({"app": "a", "env": "prod"}, old),
+                       ({"app": "keep", "env": "prod"}, older), ({"app": "b", "env": "prod"}, older)):
+        assert push(url, [{"stream": labels, "values": [[str(ts), "x"]]}]).status_code == 204
+
+    def streams():
+        d = query_range(url, '{app=~".+"}', older - 10**9, now_ns(), limit=100)
+        return sorted((s["stream"]["app"], s["stream"]["env"]) for s in d["result"])
+    wait_for(lambda: streams() == [("a", "prod"), ("keep", "prod")], timeout=15, what="expired chunks gone")
