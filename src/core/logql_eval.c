@@ -132,6 +132,15 @@ static int ev_fail(struct ev *e, int code, const char *fmt, ...)
     return code;
 }
 
+/* Every 4096 entries: is the query past its deadline? */
+static bool past_deadline(struct ev *e)
+{
+    if (!e->p->deadline_ns || (e->stats->entries & 4095) || cairn_now_ns() < e->p->deadline_ns)
+        return false;
+    ev_fail(e, -ETIMEDOUT, "query timed out: narrow the time range or the stream selector");
+    return true;
+}
+
 static void series_free(struct lq_series *s)
 {
     free(s->l);
@@ -401,6 +410,10 @@ static int gather_entry(void *arg, int64_t ts, const char *line, size_t n, const
     e->stats->bytes += n;
     if (e->budget && e->stats->entries > e->budget) {
         g->rc = ev_fail(e, -E2BIG, "the query would read too many entries: narrow the time range or the stream selector");
+        return 1;
+    }
+    if (past_deadline(e)) {
+        g->rc = -ETIMEDOUT;
         return 1;
     }
     size_t orig = n;
@@ -1475,6 +1488,10 @@ static int lg_entry(void *arg, int64_t ts, const char *line, size_t n, const str
         g->rc = ev_fail(e, -E2BIG, "the query would read too many entries: narrow the time range or the stream selector");
         return 1;
     }
+    if (past_deadline(e)) {
+        g->rc = -ETIMEDOUT;
+        return 1;
+    }
     lq_lb_reset(&g->lb, g->stream);
     lq_lb_add_meta(&g->lb, meta);
     if (!lq_pipeline_run(g->log->stages, g->log->nstages, ts, &line, &n, &g->lb))
@@ -1508,6 +1525,12 @@ static int lg_entry(void *arg, int64_t ts, const char *line, size_t n, const str
         if (hidx_put(&g->idx, h, g->nst))
             goto oom;
         g->nst++;
+    }
+    /* interval: an entry closer than interval to the last one kept is skipped */
+    if (e->p->interval_ns && so->n) {
+        int64_t last = so->ts[so->n - 1], d = ts > last ? ts - last : last - ts;
+        if (d < e->p->interval_ns)
+            return 0;
     }
     if (so->n == so->cap) {
         int cap = so->cap ? so->cap * 2 : 16;

@@ -69,6 +69,9 @@ struct lq_params {
     bool backward;
     uint64_t max_series;            /* 0: no limit */
     uint64_t max_entries;           /* entries a query may read; 0: no limit */
+    uint64_t deadline_ns;           /* CLOCK_MONOTONIC (cairn_now_ns); 0: none. Past it the
+                                       query ends with -ETIMEDOUT */
+    int64_t interval_ns;            /* log queries: at most one entry per interval per stream */
 };
 
 /* Evaluates q. 0 with *res filled, or a negative code with Loki's message in err

@@ -454,6 +454,13 @@ static void run_query(struct logs_svc *s, struct httpd_req *r, const struct http
     }
     if (!lq_is_metric(q) && !instant && p.start == p.end)
         p.end = p.start + 1;
+    if ((v = http_form_get(f, "interval")) && !lq_is_metric(q) && (parse_step(v, &p.interval_ns) || p.interval_ns < 0)) {
+        lq_query_free(&q);
+        reply_text(r, 400, "invalid interval parameter: cannot parse it as a float or a duration");
+        return;
+    }
+    if (lim->query_timeout_ms)
+        p.deadline_ns = cairn_now_ns() + lim->query_timeout_ms * 1000000;
     if (!lq_is_metric(q) && instant) {
         p.end = p.start;
         p.start = p.end - 3600LL * 1000000000;
@@ -468,7 +475,7 @@ static void run_query(struct logs_svc *s, struct httpd_req *r, const struct http
     if (rc) {
         metric_inc(s->m_query_errors);
         lq_query_free(&q);
-        reply_text(r, rc == -ENOMEM ? 500 : 400, err);
+        reply_text(r, rc == -ENOMEM ? 500 : rc == -ETIMEDOUT ? 504 : 400, err);
         return;
     }
     if (!lq_is_metric(q) && instant && res.type == LQ_RES_STREAMS) {

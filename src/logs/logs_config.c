@@ -33,6 +33,7 @@
  *       max_entries_limit_per_query: 5000
  *       max_query_series: 500
  *       max_query_length: 721h
+ *       query_timeout: 1m
  */
 #include "logs_internal.h"
 
@@ -51,7 +52,7 @@ static int parse_limits(struct cfg *c, const cfg_node *map, const char *path, st
         "max_line_size", "max_line_size_truncate", "max_label_names_per_series", "max_label_name_length",
         "max_label_value_length", "max_global_streams_per_user", "reject_old_samples", "reject_old_samples_max_age",
         "creation_grace_period", "out_of_order_window", "max_entries_limit_per_query", "max_query_series",
-        "max_query_length", NULL,
+        "max_query_length", "query_timeout", NULL,
     };
     cfg_node *v[ARRAY_SIZE(keys)];
     int bad = cfg_map_fields(c, map, path, keys, v);
@@ -104,6 +105,9 @@ static int parse_limits(struct cfg *c, const cfg_node *map, const char *path, st
     KEY(16);
     if (v[16])
         bad |= cfg_get_duration(c, v[16], p, &l->max_query_length_ms);
+    KEY(17);
+    if (v[17])
+        bad |= cfg_get_duration(c, v[17], p, &l->query_timeout_ms);
 #undef KEY
     return bad ? -EINVAL : 0;
 }
@@ -172,6 +176,7 @@ int logs__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
         .max_entries_per_query = 5000,
         .max_series = 500,
         .max_query_length_ms = 721ULL * 3600 * 1000,
+        .query_timeout_ms = 60000,
     };
     lc->flush_interval_ms = 30ULL * 60 * 1000;
     lc->chunk_target_bytes = 1536000;

@@ -530,3 +530,22 @@ def test_retention_per_stream_selector_then_global(start, tmp_path):
         d = query_range(url, '{app=~".+"}', older - 10**9, now_ns(), limit=100)
         return sorted((s["stream"]["app"], s["stream"]["env"]) for s in d["result"])
     wait_for(lambda: streams() == [("a", "prod"), ("keep", "prod")], timeout=15, what="expired chunks gone")
+
+
+def test_interval_and_query_timeout(start, tmp_path):
+    _, url = start_logs(start, tmp_path, extra="""    limits:
+      query_timeout: 1ms
+""")
+    t = now_ns() - 60 * 10**9
+    assert push(url, [{"stream": {"app": "iv"}, "values": [[str(t + i * 10**9), f"n={i}"] for i in range(10)]}]
+                ).status_code == 204
+    # interval: at most one entry every 3 s, from the start in the asked direction
+    d = query_range(url, '{app="iv"}', t, t + 20 * 10**9, direction="forward", interval="3s")
+    assert [l for _, l in lines_of(d)] == ["n=0", "n=3", "n=6", "n=9"]
+    # a query past query_timeout ends with 504 and says why
+    big = [[str(t + 10**9 * 30 + i), "x" * 50 + f" {i} y"] for i in range(20000)]
+    assert push(url, [{"stream": {"app": "slow"}, "values": big}]).status_code == 204
+    r = requests.get(url + "/loki/api/v1/query_range", timeout=30, params={
+        "query": 'count_over_time({app="slow"} |~ ".*x.*[0-9]+ (y|z)$" [5m])', "start": str(t), "end": str(now_ns()),
+        "step": "60"})
+    assert r.status_code == 504 and "query timed out" in r.text
