@@ -49,6 +49,9 @@ struct lq_matcher {
 };
 
 bool lq_matcher_matches(const struct lq_matcher *m, const char *value, size_t n);
+/* A match block for pcre2_match, one per thread, kept for the thread's life: regexes
+ * run per log line, and allocating one per match was the cost of a match. */
+pcre2_match_data *lq_match_data(void);
 
 /* ---- the pipeline ---- */
 

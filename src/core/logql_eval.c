@@ -1153,7 +1153,6 @@ static int eval_vec_vec(struct ev *e, const struct lq_node *n, struct val *l, st
     /* per step: the one side must be unique per signature */
     int *match = malloc((size_t)(many->n + 1) * sizeof(int));
     int *used = malloc((size_t)(one->n + 1) * sizeof(int));
-    uint8_t *res_seen = NULL;
     if (!match || !used) {
         free(match);
         free(used);
@@ -1271,7 +1270,6 @@ static int eval_vec_vec(struct ev *e, const struct lq_node *n, struct val *l, st
                 break;
             }
     }
-    free(res_seen);
     free(match);
     free(used);
 out:

@@ -708,9 +708,8 @@ bool lq_matcher_matches(const struct lq_matcher *m, const char *v, size_t n)
         return !(strlen(m->value) == n && memcmp(m->value, v, n) == 0);
     case LQ_M_RE:
     case LQ_M_NRE: {
-        pcre2_match_data *md = pcre2_match_data_create_from_pattern(m->re, NULL);
+        pcre2_match_data *md = lq_match_data();
         int rc = md ? pcre2_match(m->re, (PCRE2_SPTR)v, n, 0, 0, md, NULL) : -1;
-        pcre2_match_data_free(md);
         return (rc >= 0) == (m->op == LQ_M_RE);
     }
     }
@@ -914,7 +913,6 @@ static int parse_lfilter_and(struct ps *ps, struct lq_lfilter **out)
         return -EINVAL;
     for (;;) {
         ws(ps);
-        bool comma = false;
         if (accept_word(ps, "and")) {
         } else if (peek_op(ps, ",")) {
             /* a comma joins label filters, but ends a json/logfmt parameter list: only
@@ -927,14 +925,12 @@ static int parse_lfilter_and(struct ps *ps, struct lq_lfilter **out)
                 ps->p = save;
                 return 0;
             }
-            comma = true;
         } else if (peek_ident(ps) && !peek_word(ps, "or") && !peek_word(ps, "offset") && !peek_word(ps, "by") &&
                    !peek_word(ps, "without") && !peek_word(ps, "unless") && !peek_word(ps, "bool")) {
             /* `a="1" b="2"`: juxtaposed filters are joined with and */
         } else {
             return 0;
         }
-        (void)comma;
         struct lq_lfilter *f = lq_alloc(ps->a, sizeof(*f));
         if (!f)
             return fail_plain(ps, "out of memory");

@@ -252,7 +252,7 @@ static void set_err(struct lq_lb *lb, const char *err, const char *details)
 
 static __thread pcre2_match_data *tl_md;
 
-static pcre2_match_data *md_get(void)
+pcre2_match_data *lq_match_data(void)
 {
     if (!tl_md)
         tl_md = pcre2_match_data_create(64, NULL);
@@ -261,7 +261,7 @@ static pcre2_match_data *md_get(void)
 
 static bool re_match(const pcre2_code *re, const char *s, size_t n)
 {
-    pcre2_match_data *md = md_get();
+    pcre2_match_data *md = lq_match_data();
     return md && pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, md, NULL) >= 0;
 }
 
@@ -1080,7 +1080,7 @@ static void logfmt_stage(const struct lq_stage *st, const char *line, size_t n, 
 
 static void regexp_stage(const struct lq_stage *st, const char *line, size_t n, struct lq_lb *lb)
 {
-    pcre2_match_data *md = md_get();
+    pcre2_match_data *md = lq_match_data();
     if (!md || pcre2_match(st->re, (PCRE2_SPTR)line, n, 0, 0, md, NULL) < 0)
         return;
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);

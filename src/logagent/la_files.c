@@ -9,6 +9,7 @@
  */
 #include "logagent_internal.h"
 #include "core/log.h"
+#include "core/logql.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -184,9 +185,8 @@ static void on_line(struct la_svc *s, struct la_file *f, const char *line, size_
         emit(s, f, line, n, now, end);
         return;
     }
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(ml->re, NULL);
+    pcre2_match_data *md = lq_match_data();
     bool first = md && pcre2_match(ml->re, (PCRE2_SPTR)line, n, 0, 0, md, NULL) >= 0;
-    pcre2_match_data_free(md);
     if (first || !f->ml_lines || f->ml_lines >= ml->max_lines) {
         ml_flush(s, f);
         f->ml_ts = now;

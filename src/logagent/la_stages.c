@@ -286,10 +286,8 @@ void la__stages_free(struct la_stage *st, size_t n)
 
 static bool re_test(const pcre2_code *re, const char *s, size_t n)
 {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    bool r = md && pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, md, NULL) >= 0;
-    pcre2_match_data_free(md);
-    return r;
+    pcre2_match_data *md = lq_match_data();
+    return md && pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, md, NULL) >= 0;
 }
 
 static const char *source_of(const struct la_stage *st, struct la_entry *e, struct la_extracted *x, size_t *n)
@@ -327,7 +325,7 @@ static void set_line(struct la_entry *e, const char *v, size_t n)
 
 static void run_regex(const struct la_stage *st, const char *s, size_t n, struct la_extracted *x)
 {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(st->re, NULL);
+    pcre2_match_data *md = lq_match_data();
     if (md && pcre2_match(st->re, (PCRE2_SPTR)s, n, 0, 0, md, NULL) >= 0) {
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         uint32_t count = 0, size = 0, nov = pcre2_get_ovector_count(md);
@@ -342,7 +340,6 @@ static void run_regex(const struct la_stage *st, const char *s, size_t n, struct
                 put_x(x, (const char *)ent + 2, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]);
         }
     }
-    pcre2_match_data_free(md);
 }
 
 /* A JMESPath subset: a.b, a[0], "quoted.key". */

@@ -449,9 +449,6 @@ static void run_query(struct logs_svc *s, struct httpd_req *r, const struct http
         reply_text(r, 400, err);
         return;
     }
-    if (!lq_is_metric(q) && instant) {
-        /* an instant log query reads the hour before time, as Loki's does a range */
-    }
     if (!lq_is_metric(q) && !instant && p.start == p.end)
         p.end = p.start + 1;
     if ((v = http_form_get(f, "interval")) && !lq_is_metric(q) && (parse_step(v, &p.interval_ns) || p.interval_ns < 0)) {
@@ -477,9 +474,6 @@ static void run_query(struct logs_svc *s, struct httpd_req *r, const struct http
         lq_query_free(&q);
         reply_text(r, rc == -ENOMEM ? 500 : rc == -ETIMEDOUT ? 504 : 400, err);
         return;
-    }
-    if (!lq_is_metric(q) && instant && res.type == LQ_RES_STREAMS) {
-        /* answered as Loki does: streams */
     }
     struct buf b = { 0 };
     buf_puts(&b, "{\"status\":\"success\",\"data\":{");
@@ -683,7 +677,6 @@ static void h_index(struct logs_svc *s, struct httpd_req *r, const struct http_f
                 names[nn++] = q->root->matchers[i].name;
         }
         struct hmap groups = { 0 };
-        struct hmap keys = { 0 };
         for (uint32_t i = 0; i < ns; i++) {
             uint64_t chunks = 0, entries = 0, bytes = 0;
             stream_totals(sv[i], start, end, &chunks, &entries, &bytes);
@@ -712,7 +705,6 @@ static void h_index(struct logs_svc *s, struct httpd_req *r, const struct http_f
                 *tot += bytes;
             buf_free(&key);
         }
-        (void)keys;
         buf_puts(&b, "{\"status\":\"success\",\"data\":{\"resultType\":\"vector\",\"result\":[");
         const struct hmap_slot *slot;
         int k = 0;
