@@ -960,7 +960,8 @@ def test_pagerduty_like_alertmanager(start, tmp_path):
             return PD_YML.format(plain=sinks[who + "-plain"].url, custom=sinks[who + "-custom"].url)
         _, curl, _ = start_alerts(start, tmp_path, yml("c"))
         am, aurl = start_alertmanager(tmp_path, yml("a"), external_url=curl)
-        t0 = iso(time.time() - 1)
+        t0 = iso(time.time())  # started now: group_wait holds the pair together (an older
+        # startsAt makes Alertmanager flush on the first alert, racing the second)
         batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "critical"},
                   "annotations": {"summary": 'replica <behind> & "late"'}, "startsAt": t0,
                   "generatorURL": "http://prom/graph?g0.expr=up"},
@@ -1068,7 +1069,8 @@ def test_opsgenie_like_alertmanager(start, tmp_path):
             return OG_YML.format(plain=sinks[who + "-plain"].url, custom=sinks[who + "-custom"].url)
         _, curl, _ = start_alerts(start, tmp_path, yml("c"))
         am, aurl = start_alertmanager(tmp_path, yml("a"), external_url=curl)
-        t0 = iso(time.time() - 1)
+        t0 = iso(time.time())  # started now: group_wait holds the pair together (an older
+        # startsAt makes Alertmanager flush on the first alert, racing the second)
         batch = [{"labels": {"alertname": "Lag", "instance": "db1", "team": "data", "severity": "critical"},
                   "annotations": {"summary": 'replica <behind> & "late" ' + "ÿ" * 150, "runbook": "rb"},
                   "startsAt": t0, "generatorURL": "http://prom/graph?g0.expr=up"},
