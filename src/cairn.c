@@ -12,6 +12,7 @@
 #include "registry/registry.h"
 #include "logs/logs.h"
 #include "logagent/logagent.h"
+#include "traces/traces.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -32,6 +33,7 @@ static const struct role_ops *const roles[] = {
     &registry_role,
     &logs_role,
     &log_agent_role,
+    &traces_role,
     NULL,
 };
 

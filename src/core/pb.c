@@ -72,3 +72,44 @@ void pb_put_bytes(struct buf *b, uint32_t field, const void *p, size_t n)
     pb_put_varint(b, n);
     buf_append(b, p, n);
 }
+
+void pb_put_key(struct buf *b, uint32_t field, int wt)
+{
+    pb_put_varint(b, (uint64_t)field << 3 | (uint64_t)wt);
+}
+
+void pb_put_uint(struct buf *b, uint32_t field, uint64_t v)
+{
+    pb_put_key(b, field, 0);
+    pb_put_varint(b, v);
+}
+
+void pb_put_fixed64(struct buf *b, uint32_t field, uint64_t v)
+{
+    pb_put_key(b, field, 1);
+    uint8_t x[8];
+    for (int i = 0; i < 8; i++)
+        x[i] = (uint8_t)(v >> (8 * i));
+    buf_append(b, x, 8);
+}
+
+void pb_put_fixed32(struct buf *b, uint32_t field, uint32_t v)
+{
+    pb_put_key(b, field, 5);
+    uint8_t x[4];
+    for (int i = 0; i < 4; i++)
+        x[i] = (uint8_t)(v >> (8 * i));
+    buf_append(b, x, 4);
+}
+
+void pb_put_double(struct buf *b, uint32_t field, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    pb_put_fixed64(b, field, u);
+}
+
+void pb_put_msg(struct buf *b, uint32_t field, const struct buf *m)
+{
+    pb_put_bytes(b, field, buf_head(m), buf_used(m));
+}

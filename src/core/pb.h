@@ -22,5 +22,13 @@ int pb_field(struct pb *b, uint32_t *field, int *wt, struct pb *sub, uint64_t *v
 void pb_put_varint(struct buf *b, uint64_t v);
 /* A length-delimited field. */
 void pb_put_bytes(struct buf *b, uint32_t field, const void *p, size_t n);
+/* A field key; a varint field; fixed64/fixed32 fields (little-endian); a double
+ * field; an embedded message (the bytes of m). */
+void pb_put_key(struct buf *b, uint32_t field, int wt);
+void pb_put_uint(struct buf *b, uint32_t field, uint64_t v);
+void pb_put_fixed64(struct buf *b, uint32_t field, uint64_t v);
+void pb_put_fixed32(struct buf *b, uint32_t field, uint32_t v);
+void pb_put_double(struct buf *b, uint32_t field, double v);
+void pb_put_msg(struct buf *b, uint32_t field, const struct buf *m);
 
 #endif

@@ -26,6 +26,7 @@
  *   varint raw, varint clen, varint offset, varint token-filter bits, the filter.
  */
 #include "logs_internal.h"
+#include "core/fileio.h"
 #include "core/log.h"
 
 #include <dirent.h>
@@ -938,30 +939,10 @@ static int replay_segment(struct logs_store *st, const char *path, uint64_t *rec
 
 /* ---- blocks ---- */
 
-static int write_all(int fd, const void *p, size_t n)
+static int cmp_u32(const void *a, const void *b)
 {
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w == -1) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd == -1)
-        return -errno;
-    int r = fsync(fd) == -1 ? -errno : 0;
-    close(fd);
-    return r;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 static int add_block(struct logs_store *st, struct ls_block *b)
@@ -1030,7 +1011,7 @@ static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk
     struct buf idx = { 0 };
     uint64_t off = 4;
     int64_t bmint = INT64_MAX, bmaxt = INT64_MIN;
-    int r = write_all(fd, "CLB2", 4);
+    int r = cairn_write_all(fd, "CLB2", 4);
     uint64_t nstreams = 0;
     for (size_t it = 0; hmap_next(&st->tenants, &it, &slot);) {
         struct ls_tenant *t = slot->value;
@@ -1077,7 +1058,7 @@ static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk
                 put_varint(&idx, ch->tok ? ch->tok_bits : 0);
                 if (ch->tok)
                     buf_append(&idx, ch->tok, ch->tok_bits / 8);
-                r = write_all(fd, bytes_of, ch->clen);
+                r = cairn_write_all(fd, bytes_of, ch->clen);
                 free(tb);
                 ch->new_off = off;
                 off += ch->clen;
@@ -1096,9 +1077,9 @@ static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk
         memcpy(footer + 8, &il, 4);
         memcpy(footer + 12, &crc, 4);
         memcpy(footer + 16, "CLB2", 4);
-        r = write_all(fd, buf_head(&idx), il);
+        r = cairn_write_all(fd, buf_head(&idx), il);
         if (!r)
-            r = write_all(fd, footer, sizeof(footer));
+            r = cairn_write_all(fd, footer, sizeof(footer));
         off += il + sizeof(footer);
     }
     buf_free(&idx);
@@ -1108,7 +1089,7 @@ static int write_block(struct logs_store *st, bool (*pick)(const struct ls_chunk
     if (!r && rename(tmp, path) == -1)
         r = -errno;
     if (!r)
-        r = fsync_dir(dir);
+        r = cairn_fsync_dir(dir);
     if (r) {
         unlink(tmp);
         return r;
@@ -1380,48 +1361,6 @@ static int load_block(struct logs_store *st, const char *path, uint32_t seq)
     return rc;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Numbered files in dir with the suffix, sorted. */
-static int list_numbered(const char *dir, const char *suffix, uint32_t **out, size_t *n)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -errno;
-    size_t cap = 0;
-    *out = NULL;
-    *n = 0;
-    struct dirent *de;
-    size_t sl = strlen(suffix);
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        if (l != 8 + sl || strcmp(de->d_name + 8, suffix) != 0)
-            continue;
-        char *e;
-        unsigned long v = strtoul(de->d_name, &e, 10);
-        if (e != de->d_name + 8)
-            continue;
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            uint32_t *nv = realloc(*out, cap * sizeof(*nv));
-            if (!nv) {
-                closedir(d);
-                return -ENOMEM;
-            }
-            *out = nv;
-        }
-        (*out)[(*n)++] = (uint32_t)v;
-    }
-    closedir(d);
-    if (*n)
-        qsort(*out, *n, sizeof(**out), cmp_u32);
-    return 0;
-}
-
 int logs_store_open(struct logs_store *st, const char *dir, const struct logs_conf *conf, char *err, size_t errlen)
 {
     memset(st, 0, sizeof(*st));
@@ -1445,7 +1384,7 @@ int logs_store_open(struct logs_store *st, const char *dir, const struct logs_co
     uint32_t *seqs;
     size_t n;
     snprintf(d, sizeof(d), "%s/blocks", dir);
-    int r = list_numbered(d, ".blk", &seqs, &n);
+    int r = cairn_list_numbered(d, ".blk", &seqs, &n);
     if (r) {
         snprintf(err, errlen, "cannot list %s: %s", d, cairn_strerror(r));
         return r;
@@ -1464,7 +1403,7 @@ int logs_store_open(struct logs_store *st, const char *dir, const struct logs_co
     }
     free(seqs);
     snprintf(d, sizeof(d), "%s/wal", dir);
-    r = list_numbered(d, "", &seqs, &n);
+    r = cairn_list_numbered(d, "", &seqs, &n);
     if (r) {
         snprintf(err, errlen, "cannot list %s: %s", d, cairn_strerror(r));
         return r;

@@ -1,0 +1,17 @@
+/* fileio.h - the file chores of every store: whole writes, directory fsync, and
+ * the numbered files (00000001.blk, ...) a store keeps its segments in. */
+#ifndef CAIRN_FILEIO_H
+#define CAIRN_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Writes all n bytes (retrying short writes and EINTR); 0 or a negated errno. */
+int cairn_write_all(int fd, const void *p, size_t n);
+/* fsync of a directory, so that a rename or unlink in it is durable. */
+int cairn_fsync_dir(const char *dir);
+/* The numbers of the files in dir named as 8 decimal digits plus suffix, sorted
+ * ascending, into a malloc'd array. 0 or a negated errno. */
+int cairn_list_numbered(const char *dir, const char *suffix, uint32_t **out, size_t *n);
+
+#endif
