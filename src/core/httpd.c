@@ -1369,6 +1369,7 @@ struct h2_stream {
     struct buf body;
     struct buf rhdrs;       /* response fields, "Name: value\r\n" */
     struct buf out;         /* response body not yet taken by nghttp2 */
+    struct buf trailers;    /* response trailer fields, "name: value\r\n" */
     bool dispatched, started, finished, eof, nobody, refused;
     struct h2_stream *next, *prev;
 };
@@ -1389,6 +1390,7 @@ static void stream_unlink_free(struct h2_stream *st)
     buf_free(&st->body);
     buf_free(&st->rhdrs);
     buf_free(&st->out);
+    buf_free(&st->trailers);
     free(st);
 }
 
@@ -1581,10 +1583,32 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
         memcpy(buf, buf_head(&st->out), n);
         buf_consume(&st->out, n);
     }
-    if (!buf_used(&st->out) && st->eof)
+    if (!buf_used(&st->out) && st->eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-    else if (!n)
+        if (buf_used(&st->trailers)) {
+            /* the trailer block ends the stream instead of this DATA frame */
+            nghttp2_nv nv[16];
+            size_t k = 0;
+            char *p = buf_head(&st->trailers), *end = p + buf_used(&st->trailers);
+            while (p < end && k < ARRAY_SIZE(nv)) {
+                char *eol = memchr(p, '\n', (size_t)(end - p)), *colon = eol ? memchr(p, ':', (size_t)(eol - p)) : NULL;
+                if (!eol)
+                    break;
+                if (colon) {
+                    char *v = colon + 1;
+                    while (v < eol && *v == ' ')
+                        v++;
+                    size_t vl = (size_t)(eol - v) - (eol > v && eol[-1] == '\r');
+                    nv[k++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)v, (size_t)(colon - p), vl, NGHTTP2_NV_FLAG_NONE };
+                }
+                p = eol + 1;
+            }
+            if (nghttp2_submit_trailer(s, id, nv, k) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+    } else if (!n) {
         return NGHTTP2_ERR_DEFERRED;
+    }
     return (ssize_t)n;
 }
 
@@ -1872,6 +1896,19 @@ static void h2_respond_finish(struct httpd_req *r)
     if (!st->nobody)
         nghttp2_session_resume_data(hc->s, st->id);
     h2_send(hc);    /* may close the stream and free r */
+}
+
+int httpd_trailer(struct httpd_req *r, const char *name, const char *value)
+{
+    if (!r->h2)
+        return -ENOTSUP;
+    struct buf *b = &r->h2->trailers;
+    size_t at = b->len;
+    int e = http1_write_header(b, name, value);
+    for (size_t i = at; !e && i < b->len && b->data[i] != ':'; i++)
+        if (b->data[i] >= 'A' && b->data[i] <= 'Z')
+            b->data[i] = (char)(b->data[i] + 32);
+    return e;
 }
 
 static void h2_abort(struct httpd_req *r)

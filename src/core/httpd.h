@@ -142,6 +142,9 @@ void httpd_close_all(struct httpd_worker *w);
 int httpd_header(struct httpd_req *r, const char *name, const char *value);
 int httpd_headerf(struct httpd_req *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A trailer field sent after the body (HTTP/2 only: -ENOTSUP on HTTP/1.x), as
+ * gRPC's grpc-status. Add trailers before the response finishes. */
+int httpd_trailer(struct httpd_req *r, const char *name, const char *value);
 /* Sends a whole response. ctype may be NULL. HEAD, 204 and 304 get no body.
  * After httpd_respond() or httpd_respond_finish(), r belongs to the server again
  * and must not be used. */

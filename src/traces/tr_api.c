@@ -212,6 +212,114 @@ out:
     buf_free(&pbuf);
 }
 
+/* ---- OTLP/gRPC: TraceService/Export, unary, over HTTP/2 ---- */
+
+static void grpc_reply(struct httpd_req *r, int code, const char *msg, const struct buf *body)
+{
+    char c[12];
+    snprintf(c, sizeof(c), "%d", code);
+    httpd_trailer(r, "grpc-status", c);
+    if (msg && *msg) {
+        /* grpc-message is percent-encoded */
+        struct buf m = BUF_INIT;
+        for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
+            if (*p >= 0x20 && *p < 0x7f && *p != '%')
+                buf_putc(&m, (char)*p);
+            else
+                buf_printf(&m, "%%%02X", *p);
+        httpd_trailer(r, "grpc-message", buf_head(&m));
+        buf_free(&m);
+    }
+    struct buf out = BUF_INIT;
+    if (body) {
+        uint8_t pre[5] = { 0, (uint8_t)(buf_used(body) >> 24), (uint8_t)(buf_used(body) >> 16),
+                           (uint8_t)(buf_used(body) >> 8), (uint8_t)buf_used(body) };
+        buf_append(&out, pre, 5);
+        buf_append(&out, buf_head(body), buf_used(body));
+    }
+    httpd_respond(r, 200, "application/grpc", buf_head(&out), buf_used(&out));
+    buf_free(&out);
+}
+
+static void h_grpc(struct traces_svc *s, struct httpd_req *r)
+{
+    if (!r->h2) {
+        reply_text(r, 505, "gRPC needs HTTP/2");
+        return;
+    }
+    const struct http_header *ct = httpd_req_header(r, "Content-Type");
+    if (!ct || !strv_has_prefix(ct->value, "application/grpc")) {
+        reply_text(r, 415, "expected Content-Type: application/grpc");
+        return;
+    }
+    if (!strv_eq_cstr(r->h.path, "/opentelemetry.proto.collector.trace.v1.TraceService/Export")) {
+        grpc_reply(r, 12, "unknown method: this server implements TraceService/Export", NULL);
+        return;
+    }
+    const struct http_header *org = httpd_req_header(r, "X-Scope-OrgID");
+    char tenant[256];
+    if (org && org->value.n && org->value.n < 150 && !memchr(org->value.p, '/', org->value.n) &&
+        !memchr(org->value.p, '|', org->value.n)) {
+        memcpy(tenant, org->value.p, org->value.n);
+        tenant[org->value.n] = 0;
+    } else if (s->conf->auth || (org && org->value.n)) {
+        grpc_reply(r, 16, "missing or invalid X-Scope-OrgID", NULL);
+        return;
+    } else {
+        snprintf(tenant, sizeof(tenant), "%s", s->conf->default_tenant);
+    }
+    const uint8_t *p = (const uint8_t *)r->body.p;
+    size_t n = r->body.n;
+    if (n < 5) {
+        grpc_reply(r, 3, "empty or truncated gRPC message", NULL);
+        return;
+    }
+    uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+    if (len != n - 5) {
+        grpc_reply(r, 3, "one unary gRPC message expected", NULL);
+        return;
+    }
+    struct buf inflated = BUF_INIT;
+    const uint8_t *msg = p + 5;
+    size_t mlen = len;
+    if (p[0]) {
+        const struct http_header *enc = httpd_req_header(r, "grpc-encoding");
+        if (!enc || !(strv_eq_cstr(enc->value, "gzip") || strv_eq_cstr(enc->value, "deflate"))) {
+            grpc_reply(r, 12, "unsupported grpc-encoding (gzip and deflate are)", NULL);
+            return;
+        }
+        int rc = buf_inflate((const char *)msg, mlen, TR_MAX_BODY, &inflated);
+        if (rc) {
+            grpc_reply(r, rc == -EFBIG ? 8 : 3, rc == -EFBIG ? "message too large" : "cannot decompress", NULL);
+            buf_free(&inflated);
+            return;
+        }
+        msg = (const uint8_t *)buf_head(&inflated);
+        mlen = buf_used(&inflated);
+    }
+    struct tr_ingest_result res;
+    int rc = ingest(s, tenant, msg ? msg : (const uint8_t *)"", mlen, &res);
+    buf_free(&inflated);
+    if (rc) {
+        grpc_reply(r, rc == -ENOMEM ? 13 : 3, rc == -ENOMEM ? "out of memory" : res.msg, NULL);
+        return;
+    }
+    if (res.status) {
+        grpc_reply(r, res.status == 429 ? 8 : 14, res.msg, NULL);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    if (res.rejected) {
+        struct buf ps = BUF_INIT;
+        pb_put_uint(&ps, 1, res.rejected);
+        pb_put_bytes(&ps, 2, res.msg, strlen(res.msg));
+        pb_put_msg(&b, 1, &ps);
+        buf_free(&ps);
+    }
+    grpc_reply(r, 0, NULL, &b);
+    buf_free(&b);
+}
+
 /* ---- reading one trace ---- */
 
 /* Reads the trace into v (with parts in raw). 0: found; 1: not found. */
@@ -1648,6 +1756,12 @@ void traces__handle(struct httpd_req *r, void *arg)
                 return;
             }
             h_otlp(s, r);
+            return;
+        }
+        break;
+    case TR_API_GRPC:
+        if (post) {
+            h_grpc(s, r);
             return;
         }
         break;

@@ -493,20 +493,22 @@ void tr_view_link(struct tr_trace_view *v)
 {
     if (v->n)
         memcpy(v->id, v->s[0].tid, 16);
-    /* a span sent twice (a retried export) is kept once */
+    /* a span sent twice (a retried export, a re-sent batch) is kept once: the same
+     * span id and kind (a Zipkin client and server may share an id), as Tempo */
     qsort(v->s, v->n, sizeof(*v->s), cmp_start);
+    struct hmap seen = { 0 };
     size_t w = 0;
     for (size_t i = 0; i < v->n; i++) {
-        bool dup = false;
-        for (size_t j = w; j-- > 0 && v->s[j].start == v->s[i].start;)
-            if (!memcmp(v->s[j].sid, v->s[i].sid, 8) && v->s[j].raw.end - v->s[j].raw.p == v->s[i].raw.end - v->s[i].raw.p) {
-                dup = true;
-                break;
-            }
-        if (!dup)
-            v->s[w++] = v->s[i];
+        uint8_t key[9];
+        memcpy(key, v->s[i].sid, 8);
+        key[8] = (uint8_t)v->s[i].kind;
+        if (hmap_get(&seen, key, 9))
+            continue;
+        hmap_put(&seen, key, 9, (void *)1);
+        v->s[w++] = v->s[i];
     }
     v->n = w;
+    hmap_free(&seen);
     struct hmap ids = { 0 };
     for (size_t i = 0; i < v->n; i++) {
         v->s[i].parent = -1;
