@@ -85,14 +85,17 @@ int traces__parse(struct cfg *c, const cfg_node *map, const char *path, struct s
     cfg_node *v[ARRAY_SIZE(keys)];
     int bad = cfg_map_fields(c, map, path, keys, v);
     char p[256];
-    static const char *const what[TR_API_N] = { "otlp/http", "otlp/grpc", "zipkin", "jaeger", "tempo" };
+    static const char *const what[TR_API_N] = { "otlp/http", "otlp/grpc", "zipkin", "jaeger", "http" };
     static const char *const like[TR_API_N] = { "127.0.0.1:4318", "127.0.0.1:4317", "127.0.0.1:9411",
                                                 "127.0.0.1:16686", "127.0.0.1:3200" };
     for (int a = 0; a < TR_API_N; a++) {
         P(p, "%s.%s", path, keys[1 + a]);
+        /* "http" is the endpoint the metrics role scrapes: Tempo's port (as Tempo's
+         * /metrics), else the OTLP one */
+        const char *w = a == TR_API_TEMPO || (a == TR_API_OTLP && !v[1 + TR_API_TEMPO]) ? "http" : what[a];
         if (a == TR_API_OTLP || v[1 + a])
             bad |= service_listen_addrs(c, map, v[1 + a], p, svc, tc->addrs[a], TR_MAX_LISTEN, &tc->naddrs[a],
-                                        what[a], a == TR_API_GRPC ? "grpc" : "http", like[a], false);
+                                        w, a == TR_API_GRPC ? "grpc" : "http", like[a], false);
     }
     P(p, "%s.data", path);
     if (v[6])

@@ -432,8 +432,12 @@ static int ztag_one(const struct tr_kv *kv, void *arg)
 static void zipkin_span(const struct tr_span *s, struct buf *out)
 {
     static const char *const zk[] = { NULL, NULL, "SERVER", "CLIENT", "PRODUCER", "CONSUMER" };
+    static const uint8_t zero[8];
     buf_puts(out, "{\"traceId\":");
-    hex_str(out, s->tid, 16);
+    if (!memcmp(s->tid, zero, 8))                /* a 64-bit id, as Zipkin writes it */
+        hex_str(out, s->tid + 8, 8);
+    else
+        hex_str(out, s->tid, 16);
     if (s->pid) {
         buf_puts(out, ",\"parentId\":");
         hex_str(out, s->pid, 8);

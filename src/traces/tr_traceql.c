@@ -229,7 +229,8 @@ static bool parse_number(struct ps *p, struct tq_val *v)
     const char *st = p->p;
     if (p->p < p->end && (*p->p == '-' || *p->p == '+'))
         p->p++;
-    if (p->p >= p->end || !((*p->p >= '0' && *p->p <= '9') || *p->p == '.')) {
+    if (p->p >= p->end || !((*p->p >= '0' && *p->p <= '9') ||
+                            (*p->p == '.' && p->p + 1 < p->end && p->p[1] >= '0' && p->p[1] <= '9'))) {
         p->p = st;
         return false;
     }
