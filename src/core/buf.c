@@ -208,7 +208,7 @@ void buf_put_float(struct buf *b, double v, char mode)
         buf_puts(b, v > 0 ? "+Inf" : "-Inf");
         return;
     }
-    if ((mode == 'f' || mode == 'j') && v == (double)(int64_t)v && fabs(v) < 1e15 && v != 0) {
+    if ((mode == 'f' || mode == 'j') && fabs(v) < 1e15 && v != 0 && v == (double)(int64_t)v) {
         buf_printf(b, "%lld", (long long)v);
         return;
     }

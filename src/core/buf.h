@@ -22,7 +22,9 @@ struct buf {
 #define BUF_INIT ((struct buf){ NULL, 0, 0, 0 })
 
 static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }
-static inline char *buf_head(const struct buf *b) { return b->data + b->off; }
+/* The live bytes; an empty buffer that never allocated gives "" (never NULL, so
+ * that memcpy and friends may be handed an empty buffer's head). */
+static inline char *buf_head(const struct buf *b) { return b->data ? b->data + b->off : (char *)""; }
 static inline char *buf_tail(const struct buf *b) { return b->data + b->len; }
 static inline size_t buf_room(const struct buf *b) { return b->cap - b->len; }
 static inline struct strv buf_strv(const struct buf *b)

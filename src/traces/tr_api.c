@@ -1105,7 +1105,8 @@ static void h_zipkin(struct traces_svc *s, struct httpd_req *r)
                 if (k)
                     free(o);
             }
-            qsort(ops, nops, sizeof(*ops), cmp_str);
+            if (nops)
+                qsort(ops, nops, sizeof(*ops), cmp_str);
             size_t w = 0;
             for (size_t i = 0; i < nops; i++)
                 if (!w || strcasecmp(ops[i], ops[w - 1]))

@@ -32,7 +32,7 @@ static void jstr(struct buf *out, struct strv s)
 
 static bool pb_same(struct pb a, struct pb b)
 {
-    return a.end - a.p == b.end - b.p && (a.p == b.p || !memcmp(a.p, b.p, (size_t)(a.end - a.p)));
+    return a.end - a.p == b.end - b.p && (a.p == b.p || a.end == a.p || !memcmp(a.p, b.p, (size_t)(a.end - a.p)));
 }
 
 /* ---- OTLP JSON ---- */

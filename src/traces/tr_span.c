@@ -372,11 +372,11 @@ static int decode_span(struct pb m, struct tr_span *s)
         case 6:
             s->kind = (uint32_t)v;
             break;
-        case 7:
-            s->start = (int64_t)v;
+        case 7:     /* times past 2116 are clamped: differences never overflow */
+            s->start = v > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)v;
             break;
         case 8:
-            s->end = (int64_t)v;
+            s->end = v > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)v;
             break;
         case 15:
             if (wt == 2) {
@@ -434,6 +434,7 @@ int tr_view_add(struct tr_trace_view *v, const uint8_t *p, size_t n)
             continue;
         struct tr_span proto;
         memset(&proto, 0, sizeof(proto));
+        proto.service = proto.name = proto.state = proto.status_msg = strv_make("", 0);
         proto.res_spans = rs;
         struct pb m = rs;
         while (m.p < m.end) {
@@ -495,7 +496,8 @@ void tr_view_link(struct tr_trace_view *v)
         memcpy(v->id, v->s[0].tid, 16);
     /* a span sent twice (a retried export, a re-sent batch) is kept once: the same
      * span id and kind (a Zipkin client and server may share an id), as Tempo */
-    qsort(v->s, v->n, sizeof(*v->s), cmp_start);
+    if (v->n)
+        qsort(v->s, v->n, sizeof(*v->s), cmp_start);
     struct hmap seen = { 0 };
     size_t w = 0;
     for (size_t i = 0; i < v->n; i++) {

@@ -79,6 +79,10 @@ struct tr_tenant *tr_store_tenant(struct tr_store *st, const char *name, bool cr
 
 static void note_op(struct tr_tenant *t, struct strv svc, struct strv name, uint32_t kind, int64_t at)
 {
+    if (!svc.n)
+        svc = strv_cstr("unknown_service");
+    if (!name.p)
+        name = strv_make("", 0);
     struct tr_service_info *si = hmap_get(&t->services, svc.p, svc.n);
     if (!si) {
         if (!(si = calloc(1, sizeof(*si))) || !(si->name = strv_dup(svc)) ||
@@ -591,7 +595,8 @@ int tr_store_ingest(struct tr_store *st, const char *tenant, const uint8_t *p, s
         return 0;
     }
     t->tokens -= (double)n;
-    qsort(sp, nsp, sizeof(*sp), cmp_in);
+    if (nsp)
+        qsort(sp, nsp, sizeof(*sp), cmp_in);
     /* per trace: its TracesData part, grouped by resource and scope */
     struct buf wal = BUF_INIT, part = BUF_INIT, rsb = BUF_INIT, ssb = BUF_INIT, tmp = BUF_INIT;
     struct { const uint8_t *id; size_t off, len; uint32_t nspans; } *parts = NULL;

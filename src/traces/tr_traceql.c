@@ -843,7 +843,7 @@ static bool compare(int op, const struct tq_val *a, const struct tq_val *b, cons
     int c;
     if (a->t == V_STR && b->t == V_STR) {
         size_t n = a->s.n < b->s.n ? a->s.n : b->s.n;
-        c = memcmp(a->s.p, b->s.p, n);
+        c = n ? memcmp(a->s.p, b->s.p, n) : 0;
         if (!c)
             c = a->s.n < b->s.n ? -1 : a->s.n > b->s.n;
     } else if (num_like(a->t) && num_like(b->t)) {
