@@ -85,7 +85,7 @@ int traces__parse(struct cfg *c, const cfg_node *map, const char *path, struct s
     cfg_node *v[ARRAY_SIZE(keys)];
     int bad = cfg_map_fields(c, map, path, keys, v);
     char p[256];
-    static const char *const what[TR_API_N] = { "otlp/http", "otlp/grpc", "zipkin", "jaeger", "http" };
+    static const char *const what[TR_API_N] = { "otlp", "grpc", "zipkin", "jaeger", "http" };
     static const char *const like[TR_API_N] = { "127.0.0.1:4318", "127.0.0.1:4317", "127.0.0.1:9411",
                                                 "127.0.0.1:16686", "127.0.0.1:3200" };
     for (int a = 0; a < TR_API_N; a++) {

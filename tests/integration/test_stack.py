@@ -101,7 +101,7 @@ def test_default_stack_serves_restarts_and_stops(start):
         r = requests.get("http://127.0.0.1:9090/api/v1/series", params={"match[]": "up"}, timeout=5)
         return {s["job"] for s in r.json()["data"]} >= {"dns", "cdn", "lb", "app-1", "app-2",
                                                          "app-3", "metrics", "alerts", "s3", "registry", "logs",
-                                                         "log-agent"}
+                                                         "log-agent", "traces"}
     wait_for(scraped, timeout=20, what="every service scraped")
 
     # the alerts service takes alerts; the generated metrics config points at it
@@ -145,6 +145,23 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert {"dns", "cdn", "lb", "metrics", "logs", "app-1"} <= set(r.json()["data"])
     assert "syslog://127.0.0.1:5514" in up.stdout()
 
+    # the trace store: OTLP in on 4318, the same trace out of Jaeger's 16686, Tempo's
+    # 3200 and Zipkin's 9411
+    tid = "%032x" % (time.time_ns() & (2**120 - 1))
+    span = {"traceId": tid, "spanId": "00000000000000aa", "name": "smoke", "kind": 2,
+            "startTimeUnixNano": str(t), "endTimeUnixNano": str(t + 1000)}
+    r = requests.post("http://127.0.0.1:4318/v1/traces", timeout=5, json={"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "smoke"}}]},
+        "scopeSpans": [{"spans": [span]}]}]})
+    assert r.status_code == 200, r.text
+    assert requests.get(f"http://127.0.0.1:16686/api/traces/{tid}", timeout=5).json()["data"][0]["spans"][0][
+        "operationName"] == "smoke"
+    assert requests.get(f"http://127.0.0.1:3200/api/traces/{tid}", timeout=5).status_code == 200
+    assert requests.get(f"http://127.0.0.1:9411/api/v2/trace/{tid}", timeout=5).json()[0]["name"] == "smoke"
+    for url in ("http://127.0.0.1:4318/", "grpc://127.0.0.1:4317", "http://127.0.0.1:9411/",
+                "http://127.0.0.1:16686/", "http://127.0.0.1:3200/"):
+        assert url in up.stdout()
+
     # kill one service: the supervisor logs why and restarts it
     victim = pids["app-2"]
     os.kill(victim, signal.SIGKILL)
@@ -167,8 +184,9 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 12 and all(how == "exited with status 0" for _, how in stopped), stopped
-    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000, 3100, 9080, 5514]:
+    assert len(stopped) == 13 and all(how == "exited with status 0" for _, how in stopped), stopped
+    for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000, 3100, 9080, 5514,
+                                          4318, 4317, 9411, 16686, 3200]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
