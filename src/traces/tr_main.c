@@ -58,7 +58,7 @@ static double g_compactions(void *arg)
 
 static double g_wal(void *arg)
 {
-    return (double)((struct tr_store *)arg)->wal_size;
+    return (double)((struct tr_store *)arg)->wal_total;
 }
 
 static double g_flush_errors(void *arg)

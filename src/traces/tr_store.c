@@ -47,6 +47,8 @@
 #define TR_COMPACT_MAX_BYTES (1ull << 30)
 #define TR_FOOTER 88
 #define BLOOM_K 6
+#define TR_WAL_SEGMENT (64u << 20)           /* a WAL segment's size before the next one */
+#define TR_WAL_PINNED 4                     /* segments one trace may keep alive */
 
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -165,12 +167,24 @@ static struct tr_head_trace *head_get(struct tr_store *st, struct tr_tenant *t, 
     return h;
 }
 
-/* Appends a TracesData part to a trace of the head. */
+/* Appends a TracesData part to a trace of the head (replace: instead of what it
+ * held), written in WAL segment seg. */
 static int head_append(struct tr_store *st, struct tr_tenant *t, const uint8_t id[16], const uint8_t *p, size_t n,
-                       uint64_t now_ms)
+                       uint64_t now_ms, uint32_t seg, bool replace)
 {
     struct tr_head_trace *h = head_get(st, t, id);
-    if (!h || buf_append(&h->data, p, n))
+    if (!h)
+        return -ENOMEM;
+    if (replace && buf_used(&h->data)) {
+        t->head_bytes -= buf_used(&h->data);
+        st->head_bytes -= buf_used(&h->data);
+        st->head_spans -= h->nspans;
+        h->nspans = 0;
+        buf_reset(&h->data);
+    }
+    if (!buf_used(&h->data) || replace)
+        h->wal_first = seg;
+    if (buf_append(&h->data, p, n))
         return -ENOMEM;
     struct tr_trace_view v = { 0 };
     if (tr_view_add(&v, p, n) == 0) {
@@ -214,12 +228,15 @@ static int wal_open(struct tr_store *st, uint32_t seq, bool truncate)
     return 0;
 }
 
-/* A record: length 4, CRC 4, then tenant (varint length + bytes) and the
- * traces: id 16, varint length, TracesData. */
-static void rec_begin(struct buf *b, const char *tenant, size_t *at)
+/* A record: length 4, CRC 4, then its type (0: the traces' new spans, 1: the
+ * traces' whole data, replacing what replay had, 2: traces written into a block,
+ * ids only), the tenant (varint length + bytes) and the traces: id 16, varint
+ * length, TracesData. */
+static void rec_begin(struct buf *b, const char *tenant, size_t *at, int type)
 {
     *at = b->len;
     buf_append(b, "\0\0\0\0\0\0\0\0", 8);
+    buf_putc(b, (char)type);
     pb_put_varint(b, strlen(tenant));
     buf_puts(b, tenant);
 }
@@ -241,6 +258,11 @@ static void rec_end(struct buf *b, size_t at)
 
 static int wal_write(struct tr_store *st, const struct buf *recs)
 {
+    if (st->wal_size >= TR_WAL_SEGMENT) {
+        int r = wal_open(st, st->wal_seq + 1, true);
+        if (r)
+            return r;
+    }
     off_t start = (off_t)st->wal_size;
     int r = cairn_write_all(st->wal_fd, buf_head(recs), buf_used(recs));
     if (r) {
@@ -250,12 +272,27 @@ static int wal_write(struct tr_store *st, const struct buf *recs)
         return r;
     }
     st->wal_size += buf_used(recs);
+    st->wal_total += buf_used(recs);
     return 0;
 }
 
-static int replay_record(struct tr_store *st, const uint8_t *p, size_t n)
+static void head_drop(struct tr_store *st, struct tr_tenant *t, struct tr_head_trace *h)
 {
-    struct pb b = { p, p + n };
+    hmap_del(&t->head, h->id, 16);
+    t->head_bytes -= buf_used(&h->data);
+    st->head_bytes -= buf_used(&h->data);
+    st->head_spans -= h->nspans;
+    st->head_traces--;
+    buf_free(&h->data);
+    free(h);
+}
+
+static int replay_record(struct tr_store *st, const uint8_t *p, size_t n, uint32_t seg)
+{
+    if (!n || p[0] > 2)
+        return -EINVAL;
+    bool replace = p[0] == 1, flushed = p[0] == 2;
+    struct pb b = { p + 1, p + n };
     uint64_t tl;
     if (pb_varint(&b, &tl) || tl > (uint64_t)(b.end - b.p) || tl > 255)
         return -EINVAL;
@@ -273,9 +310,15 @@ static int replay_record(struct tr_store *st, const uint8_t *p, size_t n)
             return -EINVAL;
         const uint8_t *id = b.p;
         b.p += 16;
+        if (flushed) {                      /* these went into a block: not the head's any more */
+            struct tr_head_trace *h = hmap_get(&t->head, id, 16);
+            if (h)
+                head_drop(st, t, h);
+            continue;
+        }
         if (pb_varint(&b, &len) || len > (uint64_t)(b.end - b.p))
             return -EINVAL;
-        if (head_append(st, t, id, b.p, len, now))
+        if (head_append(st, t, id, b.p, len, now, seg, replace))
             return -ENOMEM;
         b.p += len;
     }
@@ -307,7 +350,7 @@ static int replay_wal(struct tr_store *st, uint32_t seq, uint64_t *records)
         uint32_t len = get_u32(data + off), crc = get_u32(data + off + 4);
         if (len > size - off - 8 || (uint32_t)crc32_z(0, data + off + 8, len) != crc)
             break;
-        if (replay_record(st, data + off + 8, len))
+        if (replay_record(st, data + off + 8, len, seq))
             break;
         off += 8 + len;
         (*records)++;
@@ -320,59 +363,65 @@ static int replay_wal(struct tr_store *st, uint32_t seq, uint64_t *records)
     }
     free(data);
     close(fd);
+    st->wal_total += off;
     return 0;
 }
 
-/* Writes the head as it is into a new WAL segment, then drops the older ones. */
-static int wal_rewrite(struct tr_store *st)
+static void wal_unlink(struct tr_store *st, uint32_t seq)
 {
-    uint32_t old = st->wal_seq, seq = old + 1;
     char path[600];
+    struct stat sb;
     snprintf(path, sizeof(path), "%s/wal/%08u.wal", st->dir, seq);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd == -1)
-        return -errno;
-    struct buf b = BUF_INIT;
-    int r = 0;
-    const struct hmap_slot *ts, *hs;
-    for (size_t it = 0; !r && hmap_next(&st->tenants, &it, &ts);) {
-        struct tr_tenant *t = ts->value;
-        size_t at = 0;
-        bool open_rec = false;
-        for (size_t j = 0; !r && hmap_next(&t->head, &j, &hs);) {
-            struct tr_head_trace *h = hs->value;
-            if (!open_rec) {
-                rec_begin(&b, t->name, &at);
-                open_rec = true;
-            }
-            rec_trace(&b, h->id, buf_head(&h->data), buf_used(&h->data));
-            if (buf_used(&b) > (4u << 20)) {
-                rec_end(&b, at);
-                open_rec = false;
-                r = cairn_write_all(fd, buf_head(&b), buf_used(&b));
-                buf_reset(&b);
-            }
-        }
-        if (open_rec) {
-            rec_end(&b, at);
-            r = r ? r : cairn_write_all(fd, buf_head(&b), buf_used(&b));
-            buf_reset(&b);
-        }
-    }
-    buf_free(&b);
-    if (!r && fsync(fd) == -1)
-        r = -errno;
-    close(fd);
-    if (r) {
+    if (stat(path, &sb) == 0) {
+        st->wal_total -= (uint64_t)sb.st_size < st->wal_total ? (uint64_t)sb.st_size : st->wal_total;
         unlink(path);
-        return r;
     }
-    if ((r = wal_open(st, seq, false)))
-        return r;
-    snprintf(path, sizeof(path), "%s/wal/%08u.wal", st->dir, old);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/wal", st->dir);
-    cairn_fsync_dir(path);
+}
+
+/* Drops the WAL segments no trace of the head needs any more. A trace that keeps
+ * old segments alive (it has been growing for TR_WAL_PINNED segments) has its
+ * whole data written again into the current segment, as a replacing record. */
+static int wal_gc(struct tr_store *st)
+{
+    uint32_t min = st->wal_seq;
+    const struct hmap_slot *ts, *hs;
+    for (size_t it = 0; hmap_next(&st->tenants, &it, &ts);) {
+        struct tr_tenant *t = ts->value;
+        for (size_t j = 0; hmap_next(&t->head, &j, &hs);) {
+            struct tr_head_trace *h = hs->value;
+            if (h->wal_first < min)
+                min = h->wal_first;
+        }
+    }
+    int r = 0;
+    if (st->wal_seq - min >= TR_WAL_PINNED) {
+        if ((r = wal_open(st, st->wal_seq + 1, true)))
+            return r;
+        struct buf b = BUF_INIT;
+        for (size_t it = 0; !r && hmap_next(&st->tenants, &it, &ts);) {
+            struct tr_tenant *t = ts->value;
+            for (size_t j = 0; !r && hmap_next(&t->head, &j, &hs);) {
+                struct tr_head_trace *h = hs->value;
+                if (h->wal_first >= st->wal_seq)
+                    continue;
+                size_t at;
+                buf_reset(&b);
+                rec_begin(&b, t->name, &at, 1);
+                rec_trace(&b, h->id, buf_head(&h->data), buf_used(&h->data));
+                rec_end(&b, at);
+                if (!(r = wal_write(st, &b)))
+                    h->wal_first = st->wal_seq;
+            }
+        }
+        buf_free(&b);
+        if (r)
+            return r;
+        min = st->wal_seq;
+    }
+    for (uint32_t seq = st->wal_oldest; seq < min; seq++)
+        wal_unlink(st, seq);
+    if (min > st->wal_oldest)
+        st->wal_oldest = min;
     return 0;
 }
 
@@ -602,7 +651,7 @@ int tr_store_ingest(struct tr_store *st, const char *tenant, const uint8_t *p, s
     struct { const uint8_t *id; size_t off, len; uint32_t nspans; } *parts = NULL;
     size_t nparts = 0;
     size_t at;
-    rec_begin(&wal, tenant, &at);
+    rec_begin(&wal, tenant, &at, 0);
     int64_t min_end = c->max_span_age_ms ? wall_ns() - (int64_t)c->max_span_age_ms * 1000000 : INT64_MIN;
     for (size_t i = 0; i < nsp;) {
         size_t j = i;
@@ -705,7 +754,8 @@ int tr_store_ingest(struct tr_store *st, const char *tenant, const uint8_t *p, s
         }
     }
     for (size_t i = 0; !rc && i < nparts; i++)
-        rc = head_append(st, t, parts[i].id, (const uint8_t *)wal.data + parts[i].off, parts[i].len, now);
+        rc = head_append(st, t, parts[i].id, (const uint8_t *)wal.data + parts[i].off, parts[i].len, now, st->wal_seq,
+                         false);
     st->spans_in += res->accepted;
     st->spans_refused += res->rejected;
     if (res->accepted)
@@ -771,6 +821,8 @@ struct bw {
     uint64_t off;
     struct buf page, index, pages, blooms, toks;
     struct hmap seen;                       /* a page's distinct tokens */
+    struct hmap res_seen;                   /* a page's resources and scopes, tokenized once */
+    bool skip_res;
     uint32_t ntraces, npages, page_first;
     int64_t pstart, pend, min_start, max_end;
     uint64_t spans;
@@ -795,7 +847,8 @@ struct tok_ctx {
 static int tok_attr(const struct tr_kv *kv, int where, void *arg)
 {
     struct bw *w = arg;
-    (void)where;
+    if (w->skip_res && (where == 2 || where == 3))
+        return 0;
     if (kv->type == TR_V_ARRAY || kv->type == TR_V_KVLIST || kv->type == TR_V_NONE)
         return 0;
     if (kv->type == TR_V_STR && kv->s.n > 256)
@@ -861,6 +914,8 @@ static void page_close(struct bw *w)
     buf_reset(&w->toks);
     hmap_free(&w->seen);
     memset(&w->seen, 0, sizeof(w->seen));
+    hmap_free(&w->res_seen);
+    memset(&w->res_seen, 0, sizeof(w->res_seen));
 }
 
 static int bw_open(struct tr_store *st, struct bw *w, uint32_t seq)
@@ -894,9 +949,23 @@ static void bw_add(struct bw *w, const uint8_t id[16], const uint8_t *p, size_t 
         w->pstart = INT64_MAX;
         w->pend = INT64_MIN;
     }
+    const uint8_t *last_res = NULL, *last_scope = NULL;
     for (size_t i = 0; i < v.n; i++) {
         const struct tr_span *s = &v.s[i];
-        tok_add(w, tok_hash("s", s->service, strv_make("", 0)));
+        /* a resource and scope's tokens once per page: most spans share a few */
+        bool seen = i && s->res.p == last_res && s->scope.p == last_scope;
+        if (!seen) {
+            uint64_t rk = hmap_hash(s->res.p ? (const void *)s->res.p : "", (size_t)(s->res.end - s->res.p)) * 31 +
+                          hmap_hash(s->scope.p ? (const void *)s->scope.p : "", (size_t)(s->scope.end - s->scope.p));
+            seen = hmap_get(&w->res_seen, &rk, 8) != NULL;
+            if (!seen)
+                hmap_put(&w->res_seen, &rk, 8, (void *)1);
+        }
+        last_res = s->res.p;
+        last_scope = s->scope.p;
+        w->skip_res = seen;
+        if (!seen)
+            tok_add(w, tok_hash("s", s->service, strv_make("", 0)));
         tok_add(w, tok_hash("n", s->name, strv_make("", 0)));
         tr_span_attrs_all(s, tok_attr, w);
         note_op(&w->svcs, s->service, s->name, s->kind, s->start);
@@ -937,6 +1006,7 @@ static void bw_discard(struct bw *w)
     buf_free(&w->toks);
     buf_free(&w->kv);
     hmap_free(&w->seen);
+    hmap_free(&w->res_seen);
     const struct hmap_slot *slot;
     for (size_t it = 0; hmap_next(&w->svcs.services, &it, &slot);) {
         struct tr_service_info *si = slot->value;
@@ -1220,16 +1290,18 @@ static int flush_tenant(struct tr_store *st, struct tr_tenant *t, bool all, uint
     if (!r && (r = add_block(st, b)))
         block_free(b);
     if (!r) {
-        for (size_t i = 0; i < n; i++) {
-            struct tr_head_trace *h = list[i];
-            hmap_del(&t->head, h->id, 16);
-            t->head_bytes -= buf_used(&h->data);
-            st->head_bytes -= buf_used(&h->data);
-            st->head_spans -= h->nspans;
-            st->head_traces--;
-            buf_free(&h->data);
-            free(h);
-        }
+        /* the WAL learns they are in a block, so a replay leaves them out */
+        struct buf m = BUF_INIT;
+        size_t at;
+        rec_begin(&m, t->name, &at, 2);
+        for (size_t i = 0; i < n; i++)
+            buf_append(&m, list[i]->id, 16);
+        rec_end(&m, at);
+        if (wal_write(st, &m))
+            log_error("traces: cannot note a flush in the WAL; a restart would read those traces twice");
+        buf_free(&m);
+        for (size_t i = 0; i < n; i++)
+            head_drop(st, t, list[i]);
         st->flushes++;
     }
     free(list);
@@ -1259,8 +1331,8 @@ static int flush(struct tr_store *st, bool all)
         return r;
     }
     st->last_flush_error = 0;
-    if (any && (r = wal_rewrite(st)))
-        log_error("traces: cannot rewrite the WAL", "error", cairn_strerror(r));
+    if (any && (r = wal_gc(st)))
+        log_error("traces: cannot clean the WAL", "error", cairn_strerror(r));
     return r;
 }
 
@@ -1604,32 +1676,22 @@ int tr_store_open(struct tr_store *st, const char *dir, const struct traces_conf
             free(seqs);
             return r;
         }
-    uint32_t last = n ? seqs[n - 1] : 0;
+    uint32_t first = n ? seqs[0] : 1, last = n ? seqs[n - 1] : 1;
     free(seqs);
     if (records)
         log_info("traces: WAL replayed", "records", log_int((long long)records), "traces",
                  log_int((long long)st->head_traces), "spans", log_int((long long)st->head_spans));
-    /* one segment from here on: the replayed head, rewritten */
-    if ((r = wal_open(st, last ? last : 1, false))) {
+    /* appends go on in the newest segment; the older ones go once nothing needs them */
+    uint64_t total = st->wal_total;
+    if ((r = wal_open(st, last, false))) {
         snprintf(err, errlen, "cannot open the WAL: %s", cairn_strerror(r));
         return r;
     }
-    if (n > 1 || records) {
-        if ((r = wal_rewrite(st))) {
-            snprintf(err, errlen, "cannot rewrite the WAL: %s", cairn_strerror(r));
-            return r;
-        }
-        snprintf(path, sizeof(path), "%s/wal", dir);
-        uint32_t *left;
-        size_t nl;
-        if (!cairn_list_numbered(path, ".wal", &left, &nl)) {
-            for (size_t i = 0; i < nl; i++)
-                if (left[i] != st->wal_seq) {
-                    snprintf(path, sizeof(path), "%s/wal/%08u.wal", dir, left[i]);
-                    unlink(path);
-                }
-            free(left);
-        }
+    st->wal_total = total;
+    st->wal_oldest = first;
+    if ((r = wal_gc(st))) {
+        snprintf(err, errlen, "cannot clean the WAL: %s", cairn_strerror(r));
+        return r;
     }
     return 0;
 }

@@ -121,6 +121,7 @@ struct tr_head_trace {
     int64_t start, end;                     /* span times, ns */
     uint64_t last_ms;                       /* arrival of the newest span (monotonic) */
     uint32_t nspans;
+    uint32_t wal_first;                     /* the oldest WAL segment holding its data */
     struct buf data;                        /* TracesData protobuf, one ResourceSpans per arrival */
 };
 
@@ -176,8 +177,9 @@ struct tr_store {
     size_t nblocks, cap_blocks;
     uint32_t next_seq;
     int wal_fd;
-    uint32_t wal_seq;
-    uint64_t wal_size;
+    uint32_t wal_seq, wal_oldest;           /* the segment appended to; the oldest kept */
+    uint64_t wal_size;                      /* of the current segment */
+    uint64_t wal_total;                     /* of all segments */
     uint64_t head_bytes, head_traces, head_spans;
     uint64_t oldest_complete_ms;
     /* counters */
