@@ -20,6 +20,7 @@
 #include "core/metrics.h"
 #include "core/router.h"
 #include "core/service.h"
+#include "core/otlp.h"
 #include "core/trace.h"
 
 #include <errno.h>
@@ -40,6 +41,7 @@ struct demo_conf {
     uint64_t latency_ms;
     double error_rate;
     bool healthy;
+    struct otlp_settings tracing;
 };
 
 /* ---- configuration ---- */
@@ -50,14 +52,15 @@ static void demo_free_conf(void *p)
     if (!c)
         return;
     free(c->instance);
+    otlp_settings_free(&c->tracing);
     free(c);
 }
 
 static int demo_parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
     static const char *const keys[] = { "role", "listen", "threads", "instance", "latency",
-                                        "error_rate", "healthy", NULL };
-    cfg_node *v[7];
+                                        "error_rate", "healthy", "tracing", NULL };
+    cfg_node *v[8];
     struct demo_conf *dc = calloc(1, sizeof(*dc));
     if (!dc)
         return cfg_error(c, map, path, "out of memory");
@@ -112,6 +115,9 @@ static int demo_parse(struct cfg *c, const cfg_node *map, const char *path, stru
     snprintf(p, sizeof(p), "%s.healthy", path);
     if (v[6] && cfg_get_bool(c, v[6], p, &dc->healthy))
         bad = -EINVAL;
+    snprintf(p, sizeof(p), "%s.tracing", path);
+    if (otlp_parse_settings(c, v[7], p, &dc->tracing))
+        bad = -EINVAL;
     return bad ? -EINVAL : 0;
 }
 
@@ -156,6 +162,7 @@ struct demo {
     struct service_http_pool pool;
     struct demo_worker *workers;        /* pool.w[i]'s role state (its hw.data) */
     int nworkers;
+    struct otlp_exporter *otlp;         /* spans to the trace store, or NULL */
 };
 
 struct demo_worker {
@@ -163,10 +170,16 @@ struct demo_worker {
     struct loop *loop;
     struct metric *counts[R_COUNT][6];  /* by route and status class 1xx..5xx */
     char trace_id[33];                  /* of the request being handled */
+    struct trace_ctx span;              /* its server span */
+    uint8_t parent[8];
+    bool has_parent;
 };
 
 struct delayed {
     struct loop_timer timer;
+    struct trace_ctx span;              /* the request's, restored when it is answered */
+    uint8_t parent[8];
+    bool has_parent;
     struct httpd_req *r;
     enum route rt;
     int status;
@@ -208,7 +221,24 @@ static void count(struct demo_worker *w, enum route rt, int status)
 static void finish(struct demo_worker *w, struct httpd_req *r, enum route rt, int status)
 {
     count(w, rt, status);
-    metric_observe(w->d->duration, (double)(cairn_now_ns() - r->start_ns) / 1e9);
+    uint64_t now = cairn_now_ns();
+    metric_observe(w->d->duration, (double)(now - r->start_ns) / 1e9);
+    if (w->d->otlp && otlp_sampled(&w->span)) {
+        uint64_t end = otlp_now_ns();
+        char name[96], target[256];
+        snprintf(name, sizeof(name), "%.*s %.*s", (int)MIN(r->h.method.n, (size_t)15), r->h.method.p,
+                 (int)MIN(r->h.path.n, (size_t)64), r->h.path.p);
+        snprintf(target, sizeof(target), "%.*s", (int)MIN(r->h.target.n, (size_t)250), r->h.target.p);
+        char method[16];
+        snprintf(method, sizeof(method), "%.*s", (int)MIN(r->h.method.n, (size_t)15), r->h.method.p);
+        struct otlp_attr a[] = {
+            { "http.request.method", method, 0 }, { "url.path", target, 0 },
+            { "http.response.status_code", NULL, status }, { "cairn.instance", w->d->instance, 0 },
+        };
+        struct otlp_span sp = { &w->span, w->has_parent ? w->parent : NULL, name, OTLP_SERVER,
+                                end - (now - r->start_ns), end, status >= 500, a, ARRAY_SIZE(a) };
+        otlp_export(w->d->otlp, &sp);
+    }
 }
 
 static void serve_asset(struct demo_worker *w, struct httpd_req *r, const struct asset *a,
@@ -306,6 +336,9 @@ static void delayed_fire(struct loop_timer *t)
     struct httpd_req *r = dl->r;
     struct demo_worker *w = r->worker->data;
     httpd_req_on_abort(r, NULL, NULL);
+    w->span = dl->span;
+    memcpy(w->parent, dl->parent, 8);
+    w->has_parent = dl->has_parent;
     finish(w, r, dl->rt, dl->status);
     httpd_respond(r, dl->status, dl->ctype, buf_head(&dl->body), buf_used(&dl->body));
     delayed_free(dl);
@@ -334,6 +367,9 @@ static void reply(struct demo_worker *w, struct httpd_req *r, enum route rt, uin
         return;
     }
     dl->r = r;
+    dl->span = w->span;
+    memcpy(dl->parent, w->parent, 8);
+    dl->has_parent = w->has_parent;
     dl->rt = rt;
     dl->status = status;
     dl->ctype = ctype;
@@ -506,15 +542,13 @@ static void handle(struct httpd_req *r, void *arg)
     struct demo *d = arg;
     struct demo_worker *w = r->worker->data;
     httpd_header(r, "X-Served-By", d->instance);
-    struct trace_ctx parent, span;
     const struct http_header *tp = httpd_req_header(r, "traceparent");
-    if (tp && trace_parse(tp->value, &parent) == 0)
-        trace_child(&parent, &span);
-    else
-        trace_new(&span);
+    otlp_begin(d->otlp, tp ? &tp->value : NULL, &w->span, w->parent, &w->has_parent);
+    if (!d->otlp && !w->has_parent)
+        w->span.flags = 1;              /* not exporting: the old answer, sampled */
     char tpbuf[TRACEPARENT_LEN + 1];
-    trace_format(&span, tpbuf);
-    trace_id_hex(&span, w->trace_id);
+    trace_format(&w->span, tpbuf);
+    trace_id_hex(&w->span, w->trace_id);
     httpd_header(r, "traceparent", tpbuf);
 
     char allow[128];
@@ -560,6 +594,7 @@ static int demo_start(struct service_ctx *sc)
         return -ENOMEM;
     int r = service_http_pool_start(sc, &d->pool, d->nworkers, &d->hconf, conf->listen, conf->nlisten,
                                     DEMO_DRAIN_MS);
+    d->otlp = otlp_for_service(sc->svc, &conf->tracing, d->reg);
     for (int i = 0; i < d->pool.ninit; i++) {
         d->workers[i].d = d;
         d->workers[i].loop = &d->pool.w[i].loop;
@@ -578,6 +613,7 @@ static void demo_finish(struct service_ctx *sc)
 {
     struct demo *d = sc->role;
     service_http_pool_free(&d->pool);
+    otlp_stop(d->otlp);
     free(d->workers);
 }
 

@@ -9,6 +9,7 @@
 #define CAIRN_EDGE_CONF_H
 
 #include "edge.h"
+#include "core/otlp.h"
 #include "core/config.h"
 #include "core/health.h"
 #include "core/net.h"
@@ -146,6 +147,7 @@ struct edge_conf {
     struct net_addr admin;
     int threads;
     bool access_log;
+    struct otlp_settings tracing;   /* spans to the trace store */
     struct edge_route *routes;
     size_t nroutes;
     struct edge_backend *backends;

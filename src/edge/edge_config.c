@@ -735,8 +735,8 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, con
 int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
     static const char *const keys[] = { "role", "listen", "admin", "threads", "access_log",
-                                        "routes", "backends", "timeouts", "limits", NULL };
-    cfg_node *v[9];
+                                        "routes", "backends", "timeouts", "limits", "tracing", NULL };
+    cfg_node *v[10];
     char p[256];
     struct edge_conf *e = calloc(1, sizeof(*e));
     if (!e)
@@ -790,6 +790,8 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     P(p, "%s.access_log", path);
     if (v[4])
         bad |= cfg_get_bool(c, v[4], p, &e->access_log);
+    P(p, "%s.tracing", path);
+    bad |= otlp_parse_settings(c, v[9], p, &e->tracing);
     P(p, "%s.backends", path);
     if (!v[6] || !cfg_is_map(v[6]) || cfg_len(v[6]) == 0) {
         bad = cfg_error(c, v[6] ? v[6] : map, p, "expected a mapping of backend names to backends");
@@ -939,6 +941,7 @@ void edge__free_conf(void *p)
     struct edge_conf *e = p;
     if (!e)
         return;
+    otlp_settings_free(&e->tracing);
     for (size_t i = 0; i < EDGE_MAX_LISTEN; i++) {
         struct edge_listener *l = &e->listen[i];
         for (size_t k = 0; k < l->ncerts; k++) {

@@ -97,6 +97,7 @@ struct edge_dns;
 
 struct edge {
     const struct service *svc;
+    struct otlp_exporter *otlp;     /* spans to the trace store, or NULL */
     struct cl_set *conn_limits;
     struct edge_cache_store *caches[EDGE_MAX_CACHES];
     size_t ncaches;

@@ -725,6 +725,7 @@ static int edge_start(struct service_ctx *sc)
         log_error("cannot start the DNS resolver thread");
         return -EAGAIN;
     }
+    e->otlp = otlp_for_service(e->svc, &c->tracing, sc->reg);
     char first[NET_ADDRSTRLEN];
     net_addr_format(&c->listen[0].addr, first, sizeof(first));
     log_info("edge serving", "addr", first, "listeners", log_int((long long)c->nlisten), "routes",
@@ -743,6 +744,8 @@ static void edge_finish(struct service_ctx *sc)
     edge__dns_stop(e);
     for (int i = 0; i < e->nworkers; i++)
         worker_destroy(&e->workers[i]);
+    otlp_stop(e->otlp);
+    e->otlp = NULL;
     free(e->workers);
     if (e->gen)
         gen_unref(e->gen);

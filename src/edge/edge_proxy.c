@@ -21,6 +21,7 @@
 #include <pcre2.h>
 #include "edge_cache.h"
 #include "core/log.h"
+#include "core/otlp.h"
 #include "core/trace.h"
 
 #include <errno.h>
@@ -515,12 +516,55 @@ void edge__server_result(struct proxy_req *pr, bool ok)
     }
 }
 
+static void export_spans(struct proxy_req *pr, int status, uint64_t now)
+{
+    struct edge *e = pr->w->e;
+    struct httpd_req *r = pr->r;
+    if (!e->otlp || !r)
+        return;
+    if (!pr->tinit) {                       /* answered without an upstream (cache hit, limit) */
+        const struct http_header *in = httpd_req_header(r, "traceparent");
+        otlp_begin(e->otlp, in ? &in->value : NULL, &pr->tc, pr->tparent, &pr->thas_parent);
+        pr->tinit = true;
+    }
+    if (!otlp_sampled(&pr->tc))
+        return;
+    uint64_t wall = otlp_now_ns();
+    char method[16], target[256], name[96];
+    snprintf(method, sizeof(method), "%.*s", (int)MIN(r->h.method.n, (size_t)15), r->h.method.p);
+    snprintf(target, sizeof(target), "%.*s", (int)MIN(r->h.target.n, (size_t)250), r->h.target.p);
+    snprintf(name, sizeof(name), "%s %s", method, pr->route->label);
+    struct otlp_attr a[] = {
+        { "http.request.method", method, 0 }, { "url.path", target, 0 },
+        { "http.response.status_code", NULL, status }, { "cairn.route", pr->route->label, 0 },
+        { "cairn.backend", pr->b->name, 0 }, { "cairn.server", pr->srv ? pr->srv->name : "-", 0 },
+        { "cairn.cache", pr->c.xcache ? pr->c.xcache : "-", 0 }, { "cairn.attempts", NULL, pr->attempts },
+    };
+    struct otlp_span sp = { &pr->tc, pr->thas_parent ? pr->tparent : NULL, name, OTLP_SERVER,
+                            wall - (now - pr->t_start), wall, status >= 500, a, ARRAY_SIZE(a) };
+    otlp_export(e->otlp, &sp);
+    if (pr->tclient && pr->srv) {
+        char cname[96];
+        snprintf(cname, sizeof(cname), "%s %s", method, pr->b->name);
+        struct otlp_attr ca[] = {
+            { "http.request.method", method, 0 }, { "server.address", pr->srv->name, 0 },
+            { "http.response.status_code", NULL, pr->status ? pr->status : status },
+            { "cairn.attempt", NULL, pr->attempts },
+        };
+        struct otlp_span cs = { &pr->client_tc, pr->tc.span_id, cname, OTLP_CLIENT,
+                                wall - (now - pr->t_attempt), wall, (pr->status ? pr->status : status) >= 500,
+                                ca, ARRAY_SIZE(ca) };
+        otlp_export(e->otlp, &cs);
+    }
+}
+
 void edge__access_log(struct proxy_req *pr, int status)
 {
     struct edge *e = pr->w->e;
     uint64_t now = cairn_now_ns();
     metric_observe(e->m_duration, (double)(now - pr->t_start) / 1e9);
     metric_add(e->m_bytes_out, (double)pr->bytes);
+    export_spans(pr, status, now);
     if (!pr->gen->conf->access_log)
         return;
     char ip[64], path[512], host[256];
@@ -533,13 +577,22 @@ void edge__access_log(struct proxy_req *pr, int status)
     double conn_ms = pr->t_connect ? (double)(pr->t_connect - pr->t_start) / 1e6 : -1;
     double queue_ms = (double)pr->queue_ns / 1e6;
     double first_ms = pr->t_first ? (double)(pr->t_first - pr->t_start) / 1e6 : -1;
+    char trace_id[33] = "-";
+    if (pr->tinit)
+        trace_id_hex(&pr->tc, trace_id);
+    else if (pr->r) {
+        const struct http_header *in = httpd_req_header(pr->r, "traceparent");
+        struct trace_ctx t;
+        if (in && trace_parse(in->value, &t) == 0)
+            trace_id_hex(&t, trace_id);
+    }
     log_info("access", "client", ip, "method", method, "host", host, "target", path, "route",
              pr->route->label, "backend", pr->b->name, "server", pr->srv ? pr->srv->name : "-",
              "status", log_int(status), "bytes", log_int((long long)pr->bytes), "attempts",
              log_int(pr->attempts), "t_queue_ms", log_dbl(queue_ms), "t_connect_ms", log_dbl(conn_ms),
              "t_first_byte_ms",
              log_dbl(first_ms), "t_total_ms", log_dbl((double)(now - pr->t_start) / 1e6),
-             "cache", pr->c.xcache ? pr->c.xcache : "-", "request_id", pr->request_id);
+             "cache", pr->c.xcache ? pr->c.xcache : "-", "request_id", pr->request_id, "trace_id", trace_id);
 }
 
 static void queue_kick(struct edge_worker *w);
@@ -1210,8 +1263,8 @@ void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, st
             continue;
         if (strv_caseeq_cstr(h->name, "traceparent")) {
             struct trace_ctx t;
-            if (trace_parse(h->value, &t))
-                continue;   /* invalid: replaced below */
+            if (trace_parse(h->value, &t) || pr->w->e->otlp)
+                continue;   /* invalid, or this edge's own span is the parent: replaced below */
             have_tp = true;
         }
         buf_append(b, h->name.p, h->name.n);
@@ -1298,11 +1351,25 @@ void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, st
     buf_puts(b, "X-Request-Id: ");
     buf_puts(b, pr->request_id);
     buf_puts(b, "\r\n");
+    if (!pr->tinit) {
+        /* one trace per request: the incoming one, or a new one */
+        const struct http_header *in = httpd_req_header(r, "traceparent");
+        otlp_begin(pr->w->e->otlp, in ? &in->value : NULL, &pr->tc, pr->tparent, &pr->thas_parent);
+        if (!pr->w->e->otlp && !pr->thas_parent)
+            pr->tc.flags = 1;               /* not exporting: sampled, as before */
+        pr->tpass = have_tp;
+        pr->tinit = true;
+    }
     if (!have_tp) {
-        struct trace_ctx t;
         char tp[TRACEPARENT_LEN + 1];
-        trace_new(&t);
-        trace_format(&t, tp);
+        if (pr->w->e->otlp && !refresh) {
+            trace_child(&pr->tc, &pr->client_tc);   /* this attempt's client span */
+            pr->tclient = true;
+            pr->t_attempt = cairn_now_ns();
+            trace_format(&pr->client_tc, tp);
+        } else {
+            trace_format(&pr->tc, tp);
+        }
         buf_puts(b, "traceparent: ");
         buf_append(b, tp, TRACEPARENT_LEN);
         buf_puts(b, "\r\n");

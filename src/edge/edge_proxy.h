@@ -11,6 +11,7 @@
 #ifndef CAIRN_EDGE_PROXY_H
 #define CAIRN_EDGE_PROXY_H
 
+#include "core/trace.h"
 #include "edge_internal.h"
 #include "edge_cache.h"
 #include "core/http1.h"
@@ -70,6 +71,11 @@ struct proxy_req {
     uint64_t bytes;
     int status;
     char request_id[40];
+    /* tracing: the request's server span, and the client span of the attempt */
+    struct trace_ctx tc, client_tc;
+    uint8_t tparent[8];
+    bool tinit, thas_parent, tclient, tpass;    /* tpass: not exporting, an incoming traceparent passed on */
+    uint64_t t_attempt;                         /* monotonic start of the last attempt */
 };
 
 enum cache_result { CR_HIT, CR_MISS, CR_EXPIRED, CR_PASS, CR_STALE };

@@ -90,12 +90,16 @@ int traces__parse(struct cfg *c, const cfg_node *map, const char *path, struct s
                                                 "127.0.0.1:16686", "127.0.0.1:3200" };
     for (int a = 0; a < TR_API_N; a++) {
         P(p, "%s.%s", path, keys[1 + a]);
-        /* "http" is the endpoint the metrics role scrapes: Tempo's port (as Tempo's
-         * /metrics), else the OTLP one */
-        const char *w = a == TR_API_TEMPO || (a == TR_API_OTLP && !v[1 + TR_API_TEMPO]) ? "http" : what[a];
         if (a == TR_API_OTLP || v[1 + a])
             bad |= service_listen_addrs(c, map, v[1 + a], p, svc, tc->addrs[a], TR_MAX_LISTEN, &tc->naddrs[a],
-                                        w, a == TR_API_GRPC ? "grpc" : "http", like[a], false);
+                                        what[a], a == TR_API_GRPC ? "grpc" : "http", like[a], false);
+    }
+    /* "http" is the endpoint the metrics role scrapes: Tempo's port (as Tempo's
+     * /metrics), else the OTLP one; "otlp" is where the stack's services send spans */
+    if (!v[1 + TR_API_TEMPO] && tc->naddrs[TR_API_OTLP]) {
+        char a[NET_ADDRSTRLEN];
+        net_addr_format(&tc->addrs[TR_API_OTLP][0], a, sizeof(a));
+        service_add_endpoint(svc, "http", "http://%s/", a);
     }
     P(p, "%s.data", path);
     if (v[6])
