@@ -492,3 +492,75 @@ def test_tenants_are_apart(start, tmp_path):
     assert requests.get(f"{t.tempo}/api/traces/{tid}", headers={"X-Scope-OrgID": "team-a"}, timeout=5).status_code == 200
     assert requests.get(f"{t.tempo}/api/traces/{tid}", headers={"X-Scope-OrgID": "team-b"}, timeout=5).status_code == 404
     assert requests.get(f"{t.tempo}/api/traces/{tid}", timeout=5).status_code == 404
+
+
+# ---- the stack traces itself ----
+
+def test_edge_and_demo_app_trace_themselves(start, tmp_path):
+    """A request with a traceparent through an edge to a demo app is one trace: the
+    edge's server span (child of the caller's), its client span, the app's server
+    span (child of the client span); the access line carries the trace id. With
+    sampling 0 and no parent, nothing is exported but the context still flows."""
+    tp, gp, jp, app, lb, lb0, app0 = (free_port() for _ in range(7))
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  traces:
+    role: traces
+    listen: ["127.0.0.1:{tp}"]
+    grpc: ["127.0.0.1:{gp}"]
+    jaeger: ["127.0.0.1:{jp}"]
+  app:
+    role: demo-app
+    listen: ["127.0.0.1:{app}"]
+  lb:
+    role: edge
+    listen: [{{address: "127.0.0.1:{lb}"}}]
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: ["127.0.0.1:{app}"]}}}}
+  app0:
+    role: demo-app
+    listen: ["127.0.0.1:{app0}"]
+    tracing: {{sampling: 0}}
+  lb0:
+    role: edge
+    listen: [{{address: "127.0.0.1:{lb0}"}}]
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: ["127.0.0.1:{app0}"]}}}}
+    tracing: {{sampling: 0}}
+""")
+    up = start(["up", "-c", stack])
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{lb}/api/hello", timeout=1).status_code == 200, timeout=20,
+             what="the stack")
+    caller_tid, caller_sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    r = requests.get(f"http://127.0.0.1:{lb}/api/hello", timeout=5,
+                     headers={"traceparent": f"00-{caller_tid}-{caller_sid}-01"})
+    assert r.status_code == 200 and r.json()["trace_id"] == caller_tid
+
+    def trace():
+        r = requests.get(f"http://127.0.0.1:{jp}/api/traces/{caller_tid}", timeout=5)
+        return r.status_code == 200 and len(r.json()["data"][0]["spans"]) >= 3 and r.json()["data"][0]
+    t = wait_for(trace, timeout=20, what="the trace of the request")
+    procs = {k: v["serviceName"] for k, v in t["processes"].items()}
+    spans = [(procs[s["processID"]], {x["key"]: x["value"] for x in s["tags"]}["span.kind"], s) for s in t["spans"]]
+    assert sorted((svc, kind) for svc, kind, _ in spans) == [("app", "server"), ("lb", "client"), ("lb", "server")]
+    by = {(svc, kind): s for svc, kind, s in spans}
+    parent = lambda s: [x["spanID"] for x in s["references"] if x["refType"] == "CHILD_OF"]
+    assert parent(by[("lb", "server")]) == [caller_sid]
+    assert parent(by[("lb", "client")]) == [by[("lb", "server")]["spanID"]]
+    assert parent(by[("app", "server")]) == [by[("lb", "client")]["spanID"]]
+    tags = {x["key"]: x["value"] for x in by[("lb", "server")]["tags"]}
+    assert tags["http.response.status_code"] == 200 and tags["cairn.backend"] == "app"
+    # the access line of that request names the trace
+    wait_for(lambda: f"trace_id={caller_tid}" in open(tmp_path / "data" / "log" / "lb.log").read(), timeout=10,
+             what="the access line")
+    # sampling 0: the context flows (the app sees the edge's trace id) but no span is kept
+    r = requests.get(f"http://127.0.0.1:{lb0}/api/hello", timeout=5)
+    tid0 = r.json()["trace_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", tid0)
+    m = requests.get(f"http://127.0.0.1:{app0}/metrics", timeout=5).text
+    assert re.search(r"^cairn_otlp_spans_exported_total 0$", m, re.M) and \
+        re.search(r"^cairn_otlp_spans_dropped_total 0$", m, re.M)     # never queued, not sent late
+    assert requests.get(f"http://127.0.0.1:{jp}/api/traces/{tid0}", timeout=5).status_code == 404
+    m = requests.get(f"http://127.0.0.1:{app}/metrics", timeout=5).text
+    assert float(re.search(r"^cairn_otlp_spans_exported_total (\S+)$", m, re.M).group(1)) >= 1
