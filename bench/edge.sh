@@ -151,3 +151,69 @@ for peer in haproxy nginx; do
 done
 echo "(machine: $(nproc) cores, $(uname -r); proxies on cpu $PROXYCPU, wrk and backend on cpu $LOADCPU;"
 echo " wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, medians; idle: $IDLE connections)"
+
+# ---- the cost of tracing: the same cairn edge exporting spans (a server and a
+# client span per request) to a trace store, at sampling 100% and 1%, against the
+# untraced edge above. The store runs on the load core.
+T_OTLP=19201; P_T100=19202; P_T1=19203; A_T100=19204; A_T1=19205
+cat > $W/traced.yaml <<CONF
+log: {level: warn}
+data_dir: $W/traced-data
+services:
+  traces:
+    role: traces
+    listen: ["127.0.0.1:$T_OTLP"]
+    limits: {ingestion_rate_limit_bytes: 1GB, ingestion_burst_size_bytes: 1GB}
+  t100:
+    role: edge
+    threads: 1
+    listen: [{address: "127.0.0.1:$P_T100"}]
+    admin: "127.0.0.1:$A_T100"
+    access_log: false
+    timeouts: {idle: 300s}
+    routes: [{path: /, backend: b}]
+    backends: {b: {servers: ["127.0.0.1:$BACKEND"]}}
+    tracing: {sampling: 1}
+  t1:
+    role: edge
+    threads: 1
+    listen: [{address: "127.0.0.1:$P_T1"}]
+    admin: "127.0.0.1:$A_T1"
+    access_log: false
+    timeouts: {idle: 300s}
+    routes: [{path: /, backend: b}]
+    backends: {b: {servers: ["127.0.0.1:$BACKEND"]}}
+    tracing: {sampling: 0.01}
+CONF
+taskset -c $LOADCPU ./build/cairn run traces -c $W/traced.yaml 2>$W/traces.log & PIDS+=($!)
+taskset -c $PROXYCPU ./build/cairn run t100 -c $W/traced.yaml 2>$W/t100.log & PIDS+=($!)
+T100_PID=$!
+taskset -c $PROXYCPU ./build/cairn run t1 -c $W/traced.yaml 2>$W/t1.log & PIDS+=($!)
+T1_PID=$!
+for port in $P_T100 $P_T1 $T_OTLP; do
+    for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$port/ && break; sleep 0.05; done
+done
+# the 1% rounds first, each with an untraced run beside it; then the 100% rounds
+# (the store works on the spans of a 100% run for seconds after it: the 1% figures
+# must not pay for that)
+declare -A TRPS TP99
+for pair in "u1 t1" "u100 t100"; do
+    for r in $(seq 1 $ROUNDS); do
+        for name in $pair; do
+            case $name in u1|u100) p=$P_CAIRN; pid=$CAIRN_PID;; t100) p=$P_T100; pid=$T100_PID;; t1) p=$P_T1; pid=$T1_PID;; esac
+            read rps p99 core < <(run_wrk http://127.0.0.1:$p/ $pid)
+            TRPS[$name]+="$rps "; TP99[$name]+="$p99 "
+            echo "round $r $name: $rps rps" >&2
+        done
+    done
+done
+exported=$(curl -s http://127.0.0.1:$A_T100/metrics | awk '/^cairn_otlp_spans_exported_total/ {print $2}')
+dropped=$(curl -s http://127.0.0.1:$A_T100/metrics | awk '/^cairn_otlp_spans_dropped_total/ {print $2}')
+echo
+printf "%-22s %10s %8s\n" "tracing" "http rps" "p99 ms"
+for name in u1 t1 u100 t100; do
+    printf "%-22s %10.0f %8.2f\n" $name $(m "${TRPS[$name]}") $(m "${TP99[$name]}")
+done
+awk -v u1="$(m "${TRPS[u1]}")" -v b="$(m "${TRPS[t1]}")" -v u100="$(m "${TRPS[u100]}")" -v a="$(m "${TRPS[t100]}")" \
+    'BEGIN {printf "traced/untraced rps: sampling 1%% %.3fx (goal >= 0.95), sampling 100%% %.3fx\n", b/u1, a/u100}'
+echo "(sampling 100%: $exported spans exported, $dropped dropped by the bounded queue)"
