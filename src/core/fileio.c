@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int cairn_write_all(int fd, const void *p, size_t n)
@@ -75,4 +76,19 @@ int cairn_list_numbered(const char *dir, const char *suffix, uint32_t **out, siz
     if (*n)
         qsort(*out, *n, sizeof(**out), cmp_u32);
     return 0;
+}
+
+int cairn_open_append(const char *path, int truncate, uint64_t *size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);
+    if (fd == -1)
+        return -errno;
+    struct stat sb;
+    if (fstat(fd, &sb) == -1) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    *size = (uint64_t)sb.st_size;
+    return fd;
 }

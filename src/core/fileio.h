@@ -13,5 +13,8 @@ int cairn_fsync_dir(const char *dir);
 /* The numbers of the files in dir named as 8 decimal digits plus suffix, sorted
  * ascending, into a malloc'd array. 0 or a negated errno. */
 int cairn_list_numbered(const char *dir, const char *suffix, uint32_t **out, size_t *n);
+/* Opens path for appending (created 0644; emptied first with truncate), with its
+ * current size in *size: a log's next segment. The fd, or a negated errno. */
+int cairn_open_append(const char *path, int truncate, uint64_t *size);
 
 #endif

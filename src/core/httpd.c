@@ -1931,3 +1931,20 @@ void httpd_req_form(struct httpd_req *r, struct http_form *f)
             http_form_parse(f, r->body);
     }
 }
+
+int httpd_req_tenant(struct httpd_req *r, const char *default_tenant, bool required, char *out, size_t n)
+{
+    const struct http_header *h = httpd_req_header(r, "X-Scope-OrgID");
+    if (h && h->value.n) {
+        if (h->value.n >= n || h->value.n > 150 || memchr(h->value.p, '/', h->value.n) ||
+            memchr(h->value.p, '|', h->value.n) || memchr(h->value.p, '\0', h->value.n))
+            return 400;
+        memcpy(out, h->value.p, h->value.n);
+        out[h->value.n] = 0;
+        return 0;
+    }
+    if (required)
+        return 401;
+    snprintf(out, n, "%s", default_tenant);
+    return 0;
+}

@@ -198,6 +198,11 @@ const struct http_header *httpd_req_header(const struct httpd_req *r, const char
  * with http_form_free. */
 void httpd_req_form(struct httpd_req *r, struct http_form *f);
 
+/* The tenant of a request, from X-Scope-OrgID as Loki, Tempo and Mimir read it
+ * (1 to 150 bytes, no '/', '|' or NUL): 0 with it in out; 400 when the header is
+ * malformed; 401 when it is absent and required; else default_tenant. */
+int httpd_req_tenant(struct httpd_req *r, const char *default_tenant, bool required, char *out, size_t n);
+
 /* Serves /-/healthy, /-/ready and /metrics. Returns true when it answered. */
 bool httpd_serve_builtin(struct httpd_req *r, struct metrics_registry *reg, bool ready);
 

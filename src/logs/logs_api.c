@@ -36,21 +36,11 @@ static void reply_json(struct httpd_req *r, struct buf *b)
 /* The tenant of a request; NULL (answered 401) when auth is on and none is given. */
 static const char *tenant_of(struct logs_svc *s, struct httpd_req *r, char *out, size_t n)
 {
-    const struct http_header *h = httpd_req_header(r, "X-Scope-OrgID");
-    if (h && h->value.n) {
-        if (h->value.n >= n || memchr(h->value.p, '/', h->value.n) || memchr(h->value.p, '|', h->value.n)) {
-            reply_text(r, 400, "invalid X-Scope-OrgID");
-            return NULL;
-        }
-        memcpy(out, h->value.p, h->value.n);
-        out[h->value.n] = 0;
-        return out;
-    }
-    if (s->conf->auth) {
-        reply_text(r, 401, "no org id");
+    int st = httpd_req_tenant(r, s->conf->default_tenant, s->conf->auth, out, n);
+    if (st) {
+        reply_text(r, st, st == 401 ? "no org id" : "invalid X-Scope-OrgID");
         return NULL;
     }
-    snprintf(out, n, "%s", s->conf->default_tenant);
     return out;
 }
 

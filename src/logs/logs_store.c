@@ -525,20 +525,15 @@ static int wal_open(struct logs_store *st, uint32_t seq)
 {
     char path[600];
     snprintf(path, sizeof(path), "%s/wal/%08u", st->dir, seq);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd == -1)
-        return -errno;
-    struct stat sb;
-    if (fstat(fd, &sb) == -1) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
+    uint64_t size;
+    int fd = cairn_open_append(path, 0, &size);
+    if (fd < 0)
+        return fd;
     if (st->wal_fd >= 0)
         close(st->wal_fd);
     st->wal_fd = fd;
     st->wal_seq = seq;
-    st->wal_size = (uint64_t)sb.st_size;
+    st->wal_size = size;
     return 0;
 }
 

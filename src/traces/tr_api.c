@@ -47,22 +47,11 @@ static void jaeger_error(struct httpd_req *r, int status, const char *msg)
 
 static const char *tenant_of(struct traces_svc *s, struct httpd_req *r, char *out, size_t n)
 {
-    const struct http_header *h = httpd_req_header(r, "X-Scope-OrgID");
-    if (h && h->value.n) {
-        if (h->value.n >= n || h->value.n > 150 || memchr(h->value.p, '/', h->value.n) ||
-            memchr(h->value.p, '|', h->value.n) || memchr(h->value.p, '\0', h->value.n)) {
-            reply_text(r, 400, "invalid X-Scope-OrgID");
-            return NULL;
-        }
-        memcpy(out, h->value.p, h->value.n);
-        out[h->value.n] = 0;
-        return out;
-    }
-    if (s->conf->auth) {
-        reply_text(r, 401, "no org id");
+    int st = httpd_req_tenant(r, s->conf->default_tenant, s->conf->auth, out, n);
+    if (st) {
+        reply_text(r, st, st == 401 ? "no org id" : "invalid X-Scope-OrgID");
         return NULL;
     }
-    snprintf(out, n, "%s", s->conf->default_tenant);
     return out;
 }
 
@@ -256,17 +245,10 @@ static void h_grpc(struct traces_svc *s, struct httpd_req *r)
         grpc_reply(r, 12, "unknown method: this server implements TraceService/Export", NULL);
         return;
     }
-    const struct http_header *org = httpd_req_header(r, "X-Scope-OrgID");
     char tenant[256];
-    if (org && org->value.n && org->value.n < 150 && !memchr(org->value.p, '/', org->value.n) &&
-        !memchr(org->value.p, '|', org->value.n)) {
-        memcpy(tenant, org->value.p, org->value.n);
-        tenant[org->value.n] = 0;
-    } else if (s->conf->auth || (org && org->value.n)) {
+    if (httpd_req_tenant(r, s->conf->default_tenant, s->conf->auth, tenant, sizeof(tenant))) {
         grpc_reply(r, 16, "missing or invalid X-Scope-OrgID", NULL);
         return;
-    } else {
-        snprintf(tenant, sizeof(tenant), "%s", s->conf->default_tenant);
     }
     const uint8_t *p = (const uint8_t *)r->body.p;
     size_t n = r->body.n;
@@ -799,6 +781,18 @@ static size_t service_ops(struct traces_svc *s, const char *tenant, const char *
     return n;
 }
 
+/* [{"name": ..., "spanKind": ...}, ...] */
+static void ops_json(struct buf *b, struct tr_op **ops, size_t n)
+{
+    buf_putc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+        buf_json_str(b, ops[i]->name);
+        buf_printf(b, ",\"spanKind\":\"%s\"}", ops[i]->kind < 6 && ops[i]->kind ? kind_names[ops[i]->kind] : "");
+    }
+    buf_putc(b, ']');
+}
+
 static void h_dependencies(struct traces_svc *s, struct httpd_req *r, const char *tenant, bool zipkin)
 {
     struct http_form f = { 0 };
@@ -948,15 +942,11 @@ static void h_jaeger_v3(struct traces_svc *s, struct httpd_req *r, const char *t
         struct http_form f = { 0 };
         httpd_req_form(r, &f);
         const char *svc = http_form_get(&f, "service");
-        struct tr_op **ops;
+        struct tr_op **ops = NULL;
         size_t n = svc ? service_ops(s, tenant, svc, http_form_get(&f, "span_kind"), &ops) : 0;
-        buf_puts(&b, "{\"operations\":[");
-        for (size_t i = 0; i < n; i++) {
-            buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
-            buf_json_str(&b, ops[i]->name);
-            buf_printf(&b, ",\"spanKind\":\"%s\"}", ops[i]->kind < 6 && ops[i]->kind ? kind_names[ops[i]->kind] : "");
-        }
-        buf_puts(&b, "]}");
+        buf_puts(&b, "{\"operations\":");
+        ops_json(&b, ops, n);
+        buf_putc(&b, '}');
         if (n)
             free(ops);
         http_form_free(&f);
@@ -1010,7 +1000,7 @@ static void h_jaeger(struct traces_svc *s, struct httpd_req *r)
     } else if (strv_has_prefix(path, "/api/services/") && path.n > 25 &&
                !memcmp(path.p + path.n - 11, "/operations", 11)) {
         char *svc = http_urldecode(path.p + 14, path.n - 14 - 11);
-        struct tr_op **ops;
+        struct tr_op **ops = NULL;
         size_t n = svc ? service_ops(s, tenant, svc, NULL, &ops) : 0;
         buf_puts(&b, "{\"data\":[");
         size_t k = 0;
@@ -1032,15 +1022,11 @@ static void h_jaeger(struct traces_svc *s, struct httpd_req *r)
         if (!svc || !*svc) {
             jaeger_error(r, 400, "parameter 'service' is required");
         } else {
-            struct tr_op **ops;
+            struct tr_op **ops = NULL;
             size_t n = service_ops(s, tenant, svc, http_form_get(&f, "spanKind"), &ops);
-            buf_puts(&b, "{\"data\":[");
-            for (size_t i = 0; i < n; i++) {
-                buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
-                buf_json_str(&b, ops[i]->name);
-                buf_printf(&b, ",\"spanKind\":\"%s\"}", ops[i]->kind < 6 && ops[i]->kind ? kind_names[ops[i]->kind] : "");
-            }
-            buf_printf(&b, "],\"total\":%zu,\"limit\":0,\"offset\":0,\"errors\":null}", n);
+            buf_puts(&b, "{\"data\":");
+            ops_json(&b, ops, n);
+            buf_printf(&b, ",\"total\":%zu,\"limit\":0,\"offset\":0,\"errors\":null}", n);
             if (n)
                 free(ops);
             reply_json(r, &b);

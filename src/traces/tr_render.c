@@ -73,18 +73,9 @@ static void span_otlp_json(const struct tr_span *s, struct buf *out)
         } else if (f == 11 && wt == 2) {
             buf_puts(out, ev ? "," : ",\"events\":[");
             ev = true;
-            uint64_t t = 0;
-            struct strv name = { "", 0 };
-            struct pb e = sub, s2;
-            uint32_t f2;
-            int wt2;
-            uint64_t v2;
-            while (e.p < e.end && !pb_field(&e, &f2, &wt2, &s2, &v2)) {
-                if (f2 == 1)
-                    t = v2;
-                else if (f2 == 2 && wt2 == 2)
-                    name = strv_make((const char *)s2.p, (size_t)(s2.end - s2.p));
-            }
+            uint64_t t;
+            struct strv name;
+            tr_event_fields(sub, &t, &name);
             buf_printf(out, "{\"timeUnixNano\":\"%llu\",\"name\":", (unsigned long long)t);
             jstr(out, name);
             buf_puts(out, ",\"attributes\":");
@@ -344,18 +335,9 @@ static void jaeger_span(const struct tr_trace_view *v, const struct tr_span *s, 
     while (m.p < m.end && !pb_field(&m, &f, &wt, &sub, &x)) {
         if (f != 11 || wt != 2)
             continue;
-        uint64_t at = 0;
-        struct strv name = { "", 0 };
-        struct pb e = sub, s2;
-        uint32_t f2;
-        int wt2;
-        uint64_t v2;
-        while (e.p < e.end && !pb_field(&e, &f2, &wt2, &s2, &v2)) {
-            if (f2 == 1)
-                at = v2;
-            else if (f2 == 2 && wt2 == 2)
-                name = strv_make((const char *)s2.p, (size_t)(s2.end - s2.p));
-        }
+        uint64_t at;
+        struct strv name;
+        tr_event_fields(sub, &at, &name);
         buf_printf(out, "%s{\"timestamp\":%llu,\"fields\":[", first ? "" : ",", (unsigned long long)(at / 1000));
         first = false;
         struct jtags lt = { out, true, false };
@@ -470,18 +452,9 @@ static void zipkin_span(const struct tr_span *s, struct buf *out)
     while (m.p < m.end && !pb_field(&m, &f, &wt, &sub, &x)) {
         if (f != 11 || wt != 2)
             continue;
-        uint64_t at = 0;
-        struct strv name = { "", 0 };
-        struct pb e = sub, s2;
-        uint32_t f2;
-        int wt2;
-        uint64_t v2;
-        while (e.p < e.end && !pb_field(&e, &f2, &wt2, &s2, &v2)) {
-            if (f2 == 1)
-                at = v2;
-            else if (f2 == 2 && wt2 == 2)
-                name = strv_make((const char *)s2.p, (size_t)(s2.end - s2.p));
-        }
+        uint64_t at;
+        struct strv name;
+        tr_event_fields(sub, &at, &name);
         buf_printf(out, "%s{\"timestamp\":%llu,\"value\":", first ? ",\"annotations\":[" : ",",
                    (unsigned long long)(at / 1000));
         jstr(out, name);

@@ -324,6 +324,22 @@ void tr_attrs_json(struct pb msg, uint32_t field, struct buf *out)
     buf_putc(out, ']');
 }
 
+void tr_event_fields(struct pb ev, uint64_t *time_ns, struct strv *name)
+{
+    uint32_t f;
+    int wt;
+    struct pb sub;
+    uint64_t v;
+    *time_ns = 0;
+    *name = strv_make("", 0);
+    while (ev.p < ev.end && !pb_field(&ev, &f, &wt, &sub, &v)) {
+        if (f == 1)
+            *time_ns = v;
+        else if (f == 2 && wt == 2)
+            *name = pb_strv(sub);
+    }
+}
+
 /* ---- the view of a trace ---- */
 
 static int service_of(const struct tr_kv *kv, void *arg)

@@ -95,6 +95,8 @@ void tr_kv_string(const struct tr_kv *kv, struct buf *out);
 /* Writes an OTLP JSON AnyValue ({"stringValue": ...}). */
 void tr_any_json(const struct tr_kv *kv, struct buf *out);
 void tr_attrs_json(struct pb msg, uint32_t field, struct buf *out);
+/* An Event message's time (ns) and name. */
+void tr_event_fields(struct pb ev, uint64_t *time_ns, struct strv *name);
 
 /* ---- receiving: every input becomes an ExportTraceServiceRequest ---- */
 
