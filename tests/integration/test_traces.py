@@ -564,3 +564,60 @@ services:
     assert requests.get(f"http://127.0.0.1:{jp}/api/traces/{tid0}", timeout=5).status_code == 404
     m = requests.get(f"http://127.0.0.1:{app}/metrics", timeout=5).text
     assert float(re.search(r"^cairn_otlp_spans_exported_total (\S+)$", m, re.M).group(1)) >= 1
+
+
+def test_a_full_disk_refuses_exports_clearly_and_loses_nothing(start, tmp_path):
+    """The data directory on a 4 MB tmpfs, filled up: an export that does not fit in
+    the WAL is answered 503 with Retry-After (OTLP exporters retry it) and nothing of
+    it is stored; a block that cannot be written leaves its traces in memory and the
+    WAL; once space is back, blocks are written and everything acknowledged survives a
+    restart."""
+    data = tmp_path / "data"
+    data.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(data)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + r.stderr.decode()[:200])
+    try:
+        ports = {k: free_port() for k in ("listen", "grpc", "zipkin", "jaeger", "tempo")}
+        extra = "    trace_idle_period: 1s\n    max_block_duration: 1s\n"
+        t = start_traces(start, tmp_path, extra=extra, ports=ports)
+        now = time.time_ns()
+        acked = []
+        for i in range(5):
+            tid = hexid(0xd15c00 + i)
+            assert post_json(t, otlp_req("disk", [otlp_span(tid, hexid(1, 16), "kept", now, 1000)])).status_code == 200
+            acked.append(tid)
+        # fill the disk to the last byte, before the first block (1 s idle + 1 s wait)
+        ballast = data / "ballast"
+        with open(ballast, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        big = [otlp_span(hexid(0xb16000 + i), hexid(1, 16), "refused", now, 1000,
+                         attrs={"pad": {"stringValue": "x" * 1500}}) for i in range(40)]
+        r = post_json(t, otlp_req("disk", big))
+        assert r.status_code == 503, (r.status_code, r.text)
+        assert r.headers["Retry-After"] == "5"
+        assert "No space left on device" in r.text and "nothing of this export was stored" in r.text
+        assert jaeger_trace(t, hexid(0xb16000)) is None
+        # the flush of the acknowledged traces fails too: they stay readable
+        wait_for(lambda: "cannot write a block" in t.p.stderr(), timeout=20, what="the failed block write")
+        assert all(jaeger_trace(t, tid) for tid in acked)
+        # space back: blocks are written, exports taken again
+        ballast.unlink()
+        wait_for(lambda: any(f.endswith(".ctb") for f in os.listdir(data / "traces" / "blocks")), timeout=20,
+                 what="a block once there is room")
+        tid = hexid(0xaf7e4)
+        assert post_json(t, otlp_req("disk", [otlp_span(tid, hexid(1, 16), "after", now, 1000)])).status_code == 200
+        acked.append(tid)
+        t.p.signal(signal.SIGTERM)
+        assert t.p.wait(20) == 0
+        t2 = start_traces(start, tmp_path, extra=extra, ports=ports, name="second")
+        assert all(jaeger_trace(t2, tid) for tid in acked)
+        assert jaeger_trace(t2, hexid(0xb16000)) is None
+        t2.p.signal(signal.SIGTERM)
+        t2.p.wait(20)
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
