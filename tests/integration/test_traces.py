@@ -367,8 +367,8 @@ def test_rate_and_trace_size_limits(start, tmp_path):
     assert jaeger_trace(t, hexid(0x52)) and jaeger_trace(t, hexid(0x51)) is None
     # past the burst: 429 with Retry-After, the whole export refused
     statuses = []
-    for i in range(10):
-        r = post_json(t, otlp_req("rated", [otlp_span(hexid(0x600 + i), hexid(1, 16), "x" * 300, now, 1000)]))
+    for i in range(50):     # about 0.8 KB each against a 4 KB burst refilled at 2 KB/s
+        r = post_json(t, otlp_req("rated", [otlp_span(hexid(0x600 + i), hexid(1, 16), "x" * 700, now, 1000)]))
         statuses.append(r.status_code)
         if r.status_code == 429:
             assert r.headers["Retry-After"] == "1" and "RATE_LIMITED" in r.text
