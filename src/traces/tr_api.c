@@ -974,8 +974,6 @@ static void h_jaeger(struct traces_svc *s, struct httpd_req *r)
         if (!path_id(path, "/api/traces/", id, NULL)) {
             jaeger_error(r, 400, "malformed trace id");
         } else {
-            struct hit h = { .start = 0 };
-            memcpy(h.id, id, 16);
             struct buf raw = BUF_INIT;
             struct tr_trace_view v = { 0 };
             if (load_trace(s, tenant, id, &raw, &v)) {

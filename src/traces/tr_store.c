@@ -565,10 +565,6 @@ int tr_store_ingest(struct tr_store *st, const char *tenant, const uint8_t *p, s
                 }
                 if (f != 2 || wt != 2)
                     continue;
-                struct tr_span s;
-                memset(&s, 0, sizeof(s));
-                struct tr_trace_view one = { 0 };
-                (void)one;
                 /* the ids: 16 and 8 bytes, not all zero */
                 struct pb q = sub;
                 const uint8_t *tid = NULL, *sid = NULL;
@@ -662,8 +658,6 @@ int tr_store_ingest(struct tr_store *st, const char *tenant, const uint8_t *p, s
             while (l < j && sp[l].ssi == sp[k].ssi) {
                 struct pb s = sp[l].span;
                 if (c->max_span_age_ms) {
-                    struct tr_trace_view tv = { 0 };
-                    (void)tv;
                     struct pb q = s;
                     uint32_t f2;
                     int wt2;
@@ -720,10 +714,8 @@ int tr_store_ingest(struct tr_store *st, const char *tenant, const uint8_t *p, s
                     }
                     parts = np;
                 }
-                size_t off = wal.len + 16;
                 rec_trace(&wal, sp[i].tid, buf_head(&part), buf_used(&part));
                 size_t hdr = wal.len - buf_used(&part);
-                (void)off;
                 parts[nparts].id = sp[i].tid;
                 parts[nparts].off = hdr;
                 parts[nparts].len = buf_used(&part);
