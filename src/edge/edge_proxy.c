@@ -1224,6 +1224,7 @@ void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, st
     buf_puts(b, " HTTP/1.1\r\n");
     const struct http_header *xff = NULL, *fwd = NULL, *scap = NULL;
     bool have_tp = false;
+    const struct http_header *in_tp = NULL;     /* the client's traceparent, if any */
     struct strv cx = connection_extra(r->h.headers, r->h.nheaders);
     for (size_t i = 0; i < r->h.nheaders; i++) {
         const struct http_header *h = &r->h.headers[i];
@@ -1263,6 +1264,7 @@ void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, st
             continue;
         if (strv_caseeq_cstr(h->name, "traceparent")) {
             struct trace_ctx t;
+            in_tp = h;
             if (trace_parse(h->value, &t) || pr->w->e->otlp)
                 continue;   /* invalid, or this edge's own span is the parent: replaced below */
             have_tp = true;
@@ -1353,11 +1355,9 @@ void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, st
     buf_puts(b, "\r\n");
     if (!pr->tinit) {
         /* one trace per request: the incoming one, or a new one */
-        const struct http_header *in = httpd_req_header(r, "traceparent");
-        otlp_begin(pr->w->e->otlp, in ? &in->value : NULL, &pr->tc, pr->tparent, &pr->thas_parent);
+        otlp_begin(pr->w->e->otlp, in_tp ? &in_tp->value : NULL, &pr->tc, pr->tparent, &pr->thas_parent);
         if (!pr->w->e->otlp && !pr->thas_parent)
             pr->tc.flags = 1;               /* not exporting: sampled, as before */
-        pr->tpass = have_tp;
         pr->tinit = true;
     }
     if (!have_tp) {

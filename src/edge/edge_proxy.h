@@ -74,7 +74,7 @@ struct proxy_req {
     /* tracing: the request's server span, and the client span of the attempt */
     struct trace_ctx tc, client_tc;
     uint8_t tparent[8];
-    bool tinit, thas_parent, tclient, tpass;    /* tpass: not exporting, an incoming traceparent passed on */
+    bool tinit, thas_parent, tclient;
     uint64_t t_attempt;                         /* monotonic start of the last attempt */
 };
 

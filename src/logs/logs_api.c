@@ -233,7 +233,7 @@ static void put_ts_seconds(struct buf *b, int64_t ns)
     buf_printf(b, "%lld.%s", (long long)s, frac);
 }
 
-static void put_labels_json(struct buf *b, const struct lq_label *l, int n)
+void logs__labels_json(struct buf *b, const struct lq_label *l, int n)
 {
     buf_putc(b, '{');
     for (int i = 0; i < n; i++) {
@@ -301,7 +301,7 @@ static void put_result(struct buf *b, struct lq_result *res, const struct lq_par
             if (!res->s[i].has[0])
                 continue;
             buf_puts(b, k++ ? ",{\"metric\":" : "{\"metric\":");
-            put_labels_json(b, res->s[i].l, res->s[i].nl);
+            logs__labels_json(b, res->s[i].l, res->s[i].nl);
             buf_puts(b, ",\"value\":[");
             put_ts_seconds(b, p->start);
             buf_putc(b, ',');
@@ -314,7 +314,7 @@ static void put_result(struct buf *b, struct lq_result *res, const struct lq_par
         buf_puts(b, "\"resultType\":\"matrix\",\"result\":[");
         for (int i = 0, k = 0; i < res->ns; i++) {
             buf_puts(b, k++ ? ",{\"metric\":" : "{\"metric\":");
-            put_labels_json(b, res->s[i].l, res->s[i].nl);
+            logs__labels_json(b, res->s[i].l, res->s[i].nl);
             buf_puts(b, ",\"values\":[");
             for (int st = 0, m = 0; st < res->nsteps; st++) {
                 if (!res->s[i].has[st])
@@ -336,7 +336,7 @@ static void put_result(struct buf *b, struct lq_result *res, const struct lq_par
         for (int i = 0; i < res->nst; i++) {
             const struct lq_stream_out *so = &res->st[i];
             buf_puts(b, i ? ",{\"stream\":" : "{\"stream\":");
-            put_labels_json(b, so->l, so->nl);
+            logs__labels_json(b, so->l, so->nl);
             buf_puts(b, ",\"values\":[");
             for (int j = 0; j < so->n; j++) {
                 int k = j;      /* entries are in the asked direction already */
@@ -587,7 +587,7 @@ static void h_series(struct logs_svc *s, struct httpd_req *r, const struct http_
                 hmap_put(&seen, sv[j]->key, strlen(sv[j]->key), sv[j]);
                 if (k++)
                     buf_putc(&b, ',');
-                put_labels_json(&b, sv[j]->labels.v, sv[j]->labels.n);
+                logs__labels_json(&b, sv[j]->labels.v, sv[j]->labels.n);
             }
             free(sv);
         }

@@ -222,6 +222,8 @@ struct logs_push {
     void *doc;                          /* a decoded JSON document (json_t) */
     char *raw;                          /* an uncompressed body */
 };
+/* {"name":"value",...} */
+void logs__labels_json(struct buf *b, const struct lq_label *l, int n);
 int logs__decode_json(const char *body, size_t n, struct logs_push *out, char *err, size_t errlen);
 int logs__decode_proto(const char *body, size_t n, struct logs_push *out, char *err, size_t errlen);
 void logs__push_free(struct logs_push *p);

@@ -628,19 +628,6 @@ void logs__rules_stop(struct logs_svc *s)
 
 /* ---- the Prometheus-style rules API Grafana reads ---- */
 
-static void put_pairs(struct buf *b, const struct lq_label *l, int n)
-{
-    buf_putc(b, '{');
-    for (int i = 0; i < n; i++) {
-        if (i)
-            buf_putc(b, ',');
-        buf_json_str(b, l[i].name);
-        buf_putc(b, ':');
-        buf_json_str(b, l[i].value);
-    }
-    buf_putc(b, '}');
-}
-
 static void put_alert(struct buf *b, const struct lr_rule *r, const struct lr_alert *a)
 {
     buf_puts(b, "{\"labels\":");
@@ -651,9 +638,9 @@ static void put_alert(struct buf *b, const struct lr_rule *r, const struct lr_al
         if (strcmp(a->l[i].name, "alertname"))
             l[n++] = a->l[i];
     qsort(l, (size_t)n, sizeof(*l), lcmp);
-    put_pairs(b, l, n);
+    logs__labels_json(b, l, n);
     buf_puts(b, ",\"annotations\":");
-    put_pairs(b, r->annotations, r->nannotations);
+    logs__labels_json(b, r->annotations, r->nannotations);
     buf_printf(b, ",\"state\":\"%s\",\"activeAt\":", a->firing ? "firing" : "pending");
     fmt_time(b, a->active_since);
     buf_puts(b, ",\"value\":\"");
@@ -698,7 +685,7 @@ void logs__rules_api(struct logs_svc *s, struct httpd_req *r, bool alerts_only)
             buf_puts(&b, ",\"query\":");
             buf_json_str(&b, rl->expr);
             buf_puts(&b, ",\"labels\":");
-            put_pairs(&b, rl->labels, rl->nlabels);
+            logs__labels_json(&b, rl->labels, rl->nlabels);
             buf_puts(&b, ",\"health\":\"ok\"");
             if (rl->alert) {
                 bool firing = false, pending = false;
@@ -708,7 +695,7 @@ void logs__rules_api(struct logs_svc *s, struct httpd_req *r, bool alerts_only)
                 }
                 buf_printf(&b, ",\"type\":\"alerting\",\"state\":\"%s\",\"duration\":%g,\"annotations\":",
                            firing ? "firing" : pending ? "pending" : "inactive", (double)rl->for_ms / 1000);
-                put_pairs(&b, rl->annotations, rl->nannotations);
+                logs__labels_json(&b, rl->annotations, rl->nannotations);
                 buf_puts(&b, ",\"alerts\":[");
                 for (int a = 0; a < rl->nalerts; a++) {
                     if (a)

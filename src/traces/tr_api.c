@@ -1101,8 +1101,26 @@ static void h_zipkin(struct traces_svc *s, struct httpd_req *r)
             reply_json(r, &b);
         }
     } else if (strv_eq_cstr(path, "/api/v2/remoteServices")) {
-        buf_puts(&b, "[]");
-        reply_json(r, &b);
+        /* the services this one calls: the servers of its service-graph edges */
+        const char *svc = http_form_get(&f, "serviceName");
+        if (!svc || !*svc) {
+            reply_text(r, 400, "serviceName is required");
+        } else {
+            struct tr_tenant *t = tr_store_tenant(&s->store, tenant, false);
+            const char **names = t && t->edges.n ? malloc(t->edges.n * sizeof(*names)) : NULL;
+            size_t n = 0;
+            const struct hmap_slot *slot;
+            for (size_t it = 0; names && hmap_next(&t->edges, &it, &slot);) {
+                const struct tr_edge *e = slot->value;
+                if (!strcasecmp(e->client, svc))
+                    names[n++] = e->server;
+            }
+            if (n)
+                qsort(names, n, sizeof(*names), cmp_str);
+            list_json(&b, names, n, true);
+            free(names);
+            reply_json(r, &b);
+        }
     } else if (strv_eq_cstr(path, "/api/v2/dependencies")) {
         h_dependencies(s, r, tenant, true);
     } else if (strv_eq_cstr(path, "/api/v2/traces")) {

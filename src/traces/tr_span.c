@@ -154,6 +154,42 @@ static void b64(const uint8_t *p, size_t n, struct buf *out)
     }
 }
 
+static void plain_json(const struct tr_kv *kv, struct buf *out);
+
+/* The elements of an array or kvlist value, comma-separated, each written by one
+ * (plain JSON or OTLP JSON); a kvlist's elements as "key":value (plain) or
+ * {"key":..,"value":..} (OTLP). */
+static void elems_json(const struct tr_kv *kv, struct buf *out, bool otlp)
+{
+    bool arr = kv->type == TR_V_ARRAY;
+    struct pb m = { (const uint8_t *)kv->s.p, (const uint8_t *)kv->s.p + kv->s.n }, sub;
+    uint32_t f;
+    int wt;
+    uint64_t v;
+    bool first = true;
+    while (m.p < m.end && !pb_field(&m, &f, &wt, &sub, &v)) {
+        if (f != 1 || wt != 2)
+            continue;
+        struct tr_kv e;
+        if (arr ? tr_any_decode(sub, &e) : tr_kv_decode(sub, &e))
+            continue;
+        if (!first)
+            buf_putc(out, ',');
+        first = false;
+        if (!arr) {
+            buf_puts(out, otlp ? "{\"key\":\"" : "\"");
+            buf_json_escape(out, e.key.p, e.key.n);
+            buf_puts(out, otlp ? "\",\"value\":" : "\":");
+        }
+        if (otlp)
+            tr_any_json(&e, out);
+        else
+            plain_json(&e, out);
+        if (!arr && otlp)
+            buf_putc(out, '}');
+    }
+}
+
 /* An array or kvlist as plain JSON (what Jaeger shows as a string). */
 static void plain_json(const struct tr_kv *kv, struct buf *out)
 {
@@ -167,27 +203,7 @@ static void plain_json(const struct tr_kv *kv, struct buf *out)
     case TR_V_KVLIST: {
         bool arr = kv->type == TR_V_ARRAY;
         buf_putc(out, arr ? '[' : '{');
-        struct pb m = { (const uint8_t *)kv->s.p, (const uint8_t *)kv->s.p + kv->s.n }, sub;
-        uint32_t f;
-        int wt;
-        uint64_t v;
-        bool first = true;
-        while (m.p < m.end && !pb_field(&m, &f, &wt, &sub, &v)) {
-            if (f != 1 || wt != 2)
-                continue;
-            struct tr_kv e;
-            if (arr ? tr_any_decode(sub, &e) : tr_kv_decode(sub, &e))
-                continue;
-            if (!first)
-                buf_putc(out, ',');
-            first = false;
-            if (!arr) {
-                buf_putc(out, '"');
-                buf_json_escape(out, e.key.p, e.key.n);
-                buf_puts(out, "\":");
-            }
-            plain_json(&e, out);
-        }
+        elems_json(kv, out, false);
         buf_putc(out, arr ? ']' : '}');
         return;
     }
@@ -265,30 +281,7 @@ void tr_any_json(const struct tr_kv *kv, struct buf *out)
     case TR_V_KVLIST: {
         bool arr = kv->type == TR_V_ARRAY;
         buf_puts(out, arr ? "{\"arrayValue\":{\"values\":[" : "{\"kvlistValue\":{\"values\":[");
-        struct pb m = { (const uint8_t *)kv->s.p, (const uint8_t *)kv->s.p + kv->s.n }, sub;
-        uint32_t f;
-        int wt;
-        uint64_t v;
-        bool first = true;
-        while (m.p < m.end && !pb_field(&m, &f, &wt, &sub, &v)) {
-            if (f != 1 || wt != 2)
-                continue;
-            struct tr_kv e;
-            if (arr ? tr_any_decode(sub, &e) : tr_kv_decode(sub, &e))
-                continue;
-            if (!first)
-                buf_putc(out, ',');
-            first = false;
-            if (arr) {
-                tr_any_json(&e, out);
-            } else {
-                buf_puts(out, "{\"key\":\"");
-                buf_json_escape(out, e.key.p, e.key.n);
-                buf_puts(out, "\",\"value\":");
-                tr_any_json(&e, out);
-                buf_putc(out, '}');
-            }
-        }
+        elems_json(kv, out, true);
         buf_puts(out, "]}}");
         break;
     }

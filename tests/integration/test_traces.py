@@ -481,6 +481,9 @@ def test_span_metrics_and_service_graph(start, tmp_path):
     assert [(d["parent"], d["child"], d["callCount"]) for d in deps] == [("frontend", "cart", 3)]
     z = requests.get(t.zipkin + "/api/v2/dependencies", params={"endTs": str(time.time_ns() // 10**6)}, timeout=5).json()
     assert z == [{"parent": "frontend", "child": "cart", "callCount": 3, "errorCount": 1}]
+    assert requests.get(t.zipkin + "/api/v2/remoteServices", params={"serviceName": "frontend"}, timeout=5).json() == \
+        ["cart"]
+    assert requests.get(t.zipkin + "/api/v2/remoteServices", params={"serviceName": "cart"}, timeout=5).json() == []
 
 
 def test_tenants_are_apart(start, tmp_path):
