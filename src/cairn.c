@@ -13,6 +13,7 @@
 #include "logs/logs.h"
 #include "logagent/logagent.h"
 #include "traces/traces.h"
+#include "backup/backup.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -34,6 +35,7 @@ static const struct role_ops *const roles[] = {
     &logs_role,
     &log_agent_role,
     &traces_role,
+    &backup_role,
     NULL,
 };
 
@@ -233,6 +235,23 @@ static int cmd_version(int argc, char **argv)
 
 static int cmd_help(int argc, char **argv);
 
+/* backup, snapshots, restore, repo: the backup role's commands */
+static int run_backup_cmd(const char *name, int argc, char **argv)
+{
+    int r = backup_cmd(name, argc, argv, roles);
+    if (r < 0) {
+        const struct command *c = find_command(name);
+        printf("usage: cairn %s\n\n%s", c->synopsis, c->help);
+        return 0;
+    }
+    return r;
+}
+
+static int cmd_backup(int argc, char **argv) { return run_backup_cmd("backup", argc, argv); }
+static int cmd_snapshots(int argc, char **argv) { return run_backup_cmd("snapshots", argc, argv); }
+static int cmd_restore(int argc, char **argv) { return run_backup_cmd("restore", argc, argv); }
+static int cmd_repo(int argc, char **argv) { return run_backup_cmd("repo", argc, argv); }
+
 static const struct command commands[] = {
     { "up", "up [-c FILE] [SERVICE...]",
       "Runs the stack in the foreground: every service (or the ones named) as a child\n"
@@ -248,6 +267,24 @@ static const struct command commands[] = {
       "Exits 0 when the file is valid, 2 otherwise.\n",
       cmd_check },
     { "config", "config default", "Prints the embedded default stack file.\n", cmd_config },
+    { "backup", "backup -c FILE JOB [--backup NAME] [-q]",
+      "Runs one job of the stack file's backup service now (whether or not the service\n"
+      "runs: the repository's locks keep the two apart), creating the repository on\n"
+      "first use as `restic init` would; forget and prune follow when the job has keep:.\n",
+      cmd_backup },
+    { "snapshots", "snapshots -c FILE [--json] [--backup NAME]",
+      "Lists the snapshots in the backup service's repository (--json: as restic's).\n", cmd_snapshots },
+    { "restore", "restore -c FILE SNAPSHOT --target DIR | restore -c FILE [SNAPSHOT] --service NAME",
+      "Restores a snapshot (an id or its prefix, or latest) under DIR, or puts the latest\n"
+      "(or the given) backup of a store service back as its data directory, which must\n"
+      "be absent or empty: the service then starts on it.\n",
+      cmd_restore },
+    { "repo", "repo check|forget|prune|init|unlock -c FILE [--read-data] [--keep-last N ...] [--job JOB] [--prune]",
+      "Works on the backup service's repository: check its structure (and with\n"
+      "--read-data every pack); forget snapshots by a restic --keep-* policy (of one\n"
+      "--job, or all) and with --prune drop what no snapshot uses; prune alone; init a\n"
+      "new repository; unlock removes stale locks.\n",
+      cmd_repo },
     { "version", "version", "Prints the version.\n", cmd_version },
     { "help", "help [COMMAND]", "Shows help for cairn or one of its commands.\n", cmd_help },
 };

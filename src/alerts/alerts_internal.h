@@ -401,6 +401,7 @@ void am__nflog_set(struct am_svc *s, const char *key, const uint64_t *firing, si
 int am__state_load(struct am_svc *s);
 int am__silences_save(struct am_svc *s);
 int am__nflog_save(struct am_svc *s);     /* snapshot, then an empty journal */
+int am__state_export(struct am_svc *s, const char *dir);   /* silences + nflog into dir */
 
 /* alerts_dispatch.c */
 void am__dispatch(struct am_svc *s, struct am_alert *a);

@@ -16,7 +16,17 @@
 #include <string.h>
 #include <unistd.h>
 
+/* <data_dir>/<service name>, as start opens it */
+static char *am_data_dir(const struct service *svc)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", svc->stack->data_dir, svc->name) < 0)
+        return NULL;
+    return p;
+}
+
 const struct role_ops alerts_role = {
+    .data_dir = am_data_dir,
     .name = "alerts",
     .summary = "Alertmanager-compatible alert routing: grouping, inhibition, silences, notifications",
     .parse = am__parse,
@@ -206,8 +216,26 @@ static void am_finish(struct service_ctx *sc)
         loop_destroy(&s->loop);
 }
 
+/* the backup contract: the silences and the notification log as they are now */
+static int am_snapshot(struct service_ctx *sc, const char *dir, char *err, size_t errlen)
+{
+    struct am_svc *s = sc->role;
+    int r = am__state_export(s, dir);
+    if (r)
+        snprintf(err, errlen, "writing the state to %s: %s", dir, cairn_strerror(r));
+    return r;
+}
+
+static const char *am_snapshot_base(struct service_ctx *sc)
+{
+    struct am_svc *s = sc->role;
+    return s->dir;
+}
+
 static const struct service_ops am_ops = {
     .start = am_start,
+    .snapshot = am_snapshot,
+    .snapshot_base = am_snapshot_base,
     .reload = am_reload,
     .reloaded = am_reloaded,
     .finish = am_finish,

@@ -533,10 +533,8 @@ static void json_time(struct buf *b, const char *key, int64_t ns)
     buf_printf(b, ",\"%s\":%lld", key, (long long)ns);
 }
 
-int am__silences_save(struct am_svc *s)
+static int silences_write(struct am_svc *s, const char *dir)
 {
-    if (!s->dir[0])
-        return 0;
     struct buf b = BUF_INIT;
     buf_puts(&b, "{\"version\":1,\"silences\":[");
     for (size_t i = 0; i < s->nsilences; i++) {
@@ -560,8 +558,16 @@ int am__silences_save(struct am_svc *s)
         buf_putc(&b, '}');
     }
     buf_puts(&b, "]}\n");
-    int r = write_atomic(s->dir, "silences.json", buf_head(&b), buf_used(&b));
+    int r = write_atomic(dir, "silences.json", buf_head(&b), buf_used(&b));
     buf_free(&b);
+    return r;
+}
+
+int am__silences_save(struct am_svc *s)
+{
+    if (!s->dir[0])
+        return 0;
+    int r = silences_write(s, s->dir);
     if (r)
         log_error("cannot write the silences", "dir", s->dir, "error", cairn_strerror(r));
     return r;
@@ -620,10 +626,8 @@ static void journal_append(struct am_svc *s, const struct am_nflog_entry *e)
     buf_free(&b);
 }
 
-int am__nflog_save(struct am_svc *s)
+static int nflog_write(struct am_svc *s, const char *dir)
 {
-    if (!s->dir[0])
-        return 0;
     struct buf b = BUF_INIT;
     buf_puts(&b, "{\"version\":1,\"entries\":[");
     for (size_t i = 0; i < s->nnflog; i++) {
@@ -632,8 +636,24 @@ int am__nflog_save(struct am_svc *s)
         entry_json(&b, e);
     }
     buf_puts(&b, "]}\n");
-    int r = write_atomic(s->dir, "nflog.json", buf_head(&b), buf_used(&b));
+    int r = write_atomic(dir, "nflog.json", buf_head(&b), buf_used(&b));
     buf_free(&b);
+    return r;
+}
+
+/* The state as it is now, into another directory (a backup's consistent copy):
+ * the same files the service loads at start. */
+int am__state_export(struct am_svc *s, const char *dir)
+{
+    int r = silences_write(s, dir);
+    return r ? r : nflog_write(s, dir);
+}
+
+int am__nflog_save(struct am_svc *s)
+{
+    if (!s->dir[0])
+        return 0;
+    int r = nflog_write(s, s->dir);
     if (r) {
         log_error("cannot write the notification log", "dir", s->dir, "error", cairn_strerror(r));
         return r;

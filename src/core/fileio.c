@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,6 +21,23 @@ int cairn_write_all(int fd, const void *p, size_t n)
             return -errno;
         }
         c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int cairn_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = pwrite(fd, c, n, (off_t)off);
+        if (w == -1) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        c += w;
+        off += (uint64_t)w;
         n -= (size_t)w;
     }
     return 0;
@@ -91,4 +109,19 @@ int cairn_open_append(const char *path, int truncate, uint64_t *size)
     }
     *size = (uint64_t)sb.st_size;
     return fd;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    return (flag == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int cairn_remove_tree(const char *path)
+{
+    int r = nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
+    if (r < 0 && errno == ENOENT)
+        return 0;
+    return r > 0 ? -EIO : r < 0 ? (errno ? -errno : r) : 0;
 }

@@ -8,6 +8,10 @@
 
 /* Writes all n bytes (retrying short writes and EINTR); 0 or a negated errno. */
 int cairn_write_all(int fd, const void *p, size_t n);
+/* The same at offset off (pwrite). */
+int cairn_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
+/* Removes path and everything under it (not following symlinks); 0 when gone. */
+int cairn_remove_tree(const char *path);
 /* fsync of a directory, so that a rename or unlink in it is durable. */
 int cairn_fsync_dir(const char *dir);
 /* The numbers of the files in dir named as 8 decimal digits plus suffix, sorted

@@ -50,10 +50,10 @@ int s3c_conf_parse(struct cfg *c, const cfg_node *n, const char *path, const str
                    struct s3c_conf *out)
 {
     static const char *const keys[] = { "endpoint", "bucket", "region", "prefix", "access_key", "secret_key_file",
-                                        "secret_key_env", "secret_key", NULL };
-    cfg_node *v[8];
+                                        "secret_key_env", "secret_key", "access_key_file", "access_key_env", NULL };
+    cfg_node *v[10];
     memset(out, 0, sizeof(*out));
-    if (cfg_map_fields(c, n, path, keys, v) || !v[0] || !v[1] || !v[4])
+    if (cfg_map_fields(c, n, path, keys, v) || !v[0] || !v[1] || (!v[4] && !v[8] && !v[9]))
         return cfg_error(c, n, path, "expected {endpoint: URL, bucket: B, access_key: K, secret_key_file: F, ...}");
     char p[300];
     int bad = 0;
@@ -67,8 +67,8 @@ int s3c_conf_parse(struct cfg *c, const cfg_node *n, const char *path, const str
     CFG_PATH(p, "%s.prefix", path);
     if (v[3])
         bad |= cfg_get_string(c, v[3], p, &out->prefix);
-    CFG_PATH(p, "%s.access_key", path);
-    bad |= cfg_get_string(c, v[4], p, &out->access_key);
+    if (stack_secret(c, v[8], v[9], v[4], n, path, "access_key", st, &out->access_key))
+        bad = -EINVAL;
     if (stack_secret(c, v[5], v[6], v[7], n, path, "secret_key", st, &out->secret_key))
         bad = -EINVAL;
     if (!out->region)

@@ -20,7 +20,8 @@
 
 /* Where and as whom: the stack file's s3 block,
  *   {endpoint: URL, bucket: B, region: us-east-1, prefix: P,
- *    access_key: K, secret_key_file: F | secret_key_env: V | secret_key: S} */
+ *    access_key: K | access_key_file: F | access_key_env: V,
+ *    secret_key_file: F | secret_key_env: V | secret_key: S} */
 struct s3c_conf {
     struct stack_url endpoint;
     char *bucket, *region, *prefix, *access_key, *secret_key;

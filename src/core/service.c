@@ -6,6 +6,7 @@
  * stop_worker to every loop; each loop stops when its worker says so.
  */
 #include "core/service.h"
+#include "core/fileio.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -13,6 +14,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #define TRIM_DEFAULT_MS 10000
 
@@ -107,12 +111,84 @@ static void reload_request(struct service_ctx *sc, struct httpd_req *r)
     cfg_errors_free(&errs);
 }
 
+static bool valid_snapshot_name(struct strv n)
+{
+    bool ok = n.n > 0 && n.n < 64 && n.p[0] != '.';
+    for (size_t i = 0; ok && i < n.n; i++)
+        ok = (n.p[i] >= '0' && n.p[i] <= '9') || (n.p[i] >= 'a' && n.p[i] <= 'z') ||
+             (n.p[i] >= 'A' && n.p[i] <= 'Z') || n.p[i] == '-' || n.p[i] == '_' || n.p[i] == '.';
+    return ok;
+}
+
+/* POST /-/snapshot and DELETE /-/snapshot/<name>: the store-copy contract */
+static void snapshot_request(struct service_ctx *sc, struct httpd_req *r)
+{
+    struct strv p = r->h.path;
+    const char *base = sc->ops->snapshot_base(sc);
+    char name[64], dir[4400], err[512] = "";
+    struct buf b = BUF_INIT;
+    if (strv_eq_cstr(p, "/-/snapshot") && strv_eq_cstr(r->h.method, "POST")) {
+        /* ?name=NAME: a fixed name (a backup job's, so that its snapshots keep one
+         * path); one left over by an interrupted backup is replaced */
+        if (!http_query_param(r->h.query, "name", name, sizeof(name)) || !valid_snapshot_name(strv_cstr(name))) {
+            time_t now = time(NULL);
+            struct tm tm;
+            uint8_t rnd[8];
+            gmtime_r(&now, &tm);
+            cairn_random(rnd, sizeof(rnd));
+            size_t o = strftime(name, sizeof(name), "%Y%m%dT%H%M%SZ-", &tm);
+            cairn_hex(rnd, sizeof(rnd), name + o);
+        }
+        snprintf(dir, sizeof(dir), "%s/snapshots/%s", base, name);
+        int e = cairn_remove_tree(dir);
+        if (!e)
+            e = cairn_mkdir_p(dir, 0700);
+        if (!e && (e = sc->ops->snapshot(sc, dir, err, sizeof(err))) != 0)
+            cairn_remove_tree(dir);
+        if (e) {
+            buf_printf(&b, "snapshot failed: %s\n", err[0] ? err : cairn_strerror(e));
+            httpd_respond(r, 500, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
+        } else {
+            char abs[PATH_MAX];
+            buf_printf(&b, "{\"name\":\"%s\",\"dir\":", name);
+            buf_json_str(&b, realpath(dir, abs) ? abs : dir);
+            buf_puts(&b, "}\n");
+            log_info("store snapshot written", "dir", dir);
+            httpd_respond(r, 200, "application/json", buf_head(&b), buf_used(&b));
+        }
+    } else if (strv_has_prefix(p, "/-/snapshot/") && strv_eq_cstr(r->h.method, "DELETE")) {
+        struct strv n = strv_make(p.p + 12, p.n - 12);
+        bool ok = valid_snapshot_name(n);
+        snprintf(dir, sizeof(dir), "%s/snapshots/%.*s", base, (int)n.n, n.p);
+        struct stat sb;
+        if (!ok || stat(dir, &sb) < 0) {
+            httpd_respond(r, 404, "text/plain; charset=utf-8", LIT("no such snapshot\n"));
+        } else {
+            int e = cairn_remove_tree(dir);
+            if (e) {
+                buf_printf(&b, "cannot remove the snapshot: %s\n", cairn_strerror(e));
+                httpd_respond(r, 500, "text/plain; charset=utf-8", buf_head(&b), buf_used(&b));
+            } else {
+                httpd_respond(r, 204, NULL, NULL, 0);
+            }
+        }
+    } else {
+        httpd_respond(r, 405, "text/plain; charset=utf-8", LIT("POST /-/snapshot or DELETE /-/snapshot/NAME\n"));
+    }
+    buf_free(&b);
+}
+
 bool service_handle_builtin(struct service_ctx *sc, struct httpd_req *r)
 {
     if (httpd_serve_builtin(r, sc->reg, sc->ready && !service_stopping(sc)))
         return true;
     if (sc->ops->reload && strv_eq_cstr(r->h.path, "/-/reload")) {
         reload_request(sc, r);
+        return true;
+    }
+    if (sc->ops->snapshot && sc->ops->snapshot_base &&
+        (strv_eq_cstr(r->h.path, "/-/snapshot") || strv_has_prefix(r->h.path, "/-/snapshot/"))) {
+        snapshot_request(sc, r);
         return true;
     }
     return false;

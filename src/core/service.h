@@ -58,6 +58,14 @@ struct service_ops {
     /* Releases the role, after every loop has returned (or after a failed start:
      * then only what start built). */
     void (*finish)(struct service_ctx *sc);
+    /* Optional, for the roles that keep a store: a consistent copy of it for backups.
+     * The skeleton serves `POST /-/snapshot[?name=NAME]` (answers {"name", "dir"}) by
+     * making dir = <snapshot_base>/snapshots/<name> (a fresh one) and calling snapshot(sc, dir, ...) on
+     * loops[0]'s thread, so the copy is of one moment; `DELETE /-/snapshot/<name>`
+     * removes it once the backup has it. snapshot returns 0, or an error code with
+     * why in err. snapshot_base is the store's data directory. */
+    int (*snapshot)(struct service_ctx *sc, const char *dir, char *err, size_t errlen);
+    const char *(*snapshot_base)(struct service_ctx *sc);
     unsigned trim_ms;               /* malloc_trim period; 0: 10 s */
     int reload_error_status;        /* answer to a refused /-/reload; 0: 400 (the
                                        Prometheus and Alertmanager roles say 500 as
@@ -100,8 +108,8 @@ int service_set_workers(struct service_ctx *sc, const struct service_worker *wor
  * (logged). */
 int service_admin_listen(struct service_ctx *sc, const struct net_addr *addr);
 /* For roles that serve the built-in endpoints on their own HTTP port: answers
- * /metrics, /-/healthy, /-/ready and /-/reload and returns true, or returns false
- * for any other path. */
+ * /metrics, /-/healthy, /-/ready, /-/reload and /-/snapshot and returns true, or
+ * returns false for any other path. */
 bool service_handle_builtin(struct service_ctx *sc, struct httpd_req *r);
 /* An HTTP role's workers: n loops, each with an httpd worker listening (SO_REUSEPORT)
  * on every address with conf, handed to the skeleton (service_set_workers), and a

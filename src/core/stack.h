@@ -24,6 +24,9 @@ struct role_ops {
     /* Runs the service in this process until SIGTERM/SIGINT; returns an exit code. */
     int (*main)(const struct service *svc);
     void (*free_conf)(void *conf);
+    /* Optional, for the roles that keep a store: its data directory (malloc'd), so
+     * that `cairn restore --service` can put a backed-up store back in place. */
+    char *(*data_dir)(const struct service *svc);
 };
 
 #define SERVICE_MAX_ENDPOINTS 8

@@ -12,7 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* <data_dir>/<service name>, as start opens it */
+static char *prom_data_dir(const struct service *svc)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", svc->stack->data_dir, svc->name) < 0)
+        return NULL;
+    return p;
+}
+
 const struct role_ops prom_role = {
+    .data_dir = prom_data_dir,
     .name = "metrics",
     .summary = "Prometheus-compatible metrics: scraping, remote_write, TSDB, metadata API",
     .parse = prom__parse,
@@ -377,10 +387,26 @@ static void prom_finish(struct service_ctx *sc)
         loop_destroy(&ps->loop);
 }
 
+/* the backup contract: blocks hard-linked and the head written as a block, a data
+ * directory the role opens as it is */
+static int prom_snapshot(struct service_ctx *sc, const char *dir, char *err, size_t errlen)
+{
+    struct prom_svc *ps = sc->role;
+    return tsdb_export_snapshot(&ps->db, dir, false, err, errlen);
+}
+
+static const char *prom_snapshot_base(struct service_ctx *sc)
+{
+    struct prom_svc *ps = sc->role;
+    return ps->db.dir;
+}
+
 static const struct service_ops prom_ops = {
     .start = prom_start,
     .reload = prom_reload,
     .finish = prom_finish,
+    .snapshot = prom_snapshot,
+    .snapshot_base = prom_snapshot_base,
     .reload_error_status = 500,     /* as Prometheus */
 };
 

@@ -1,0 +1,147 @@
+/* bk_chunker.c - restic's content-defined chunking: a Rabin fingerprint over a
+ * 64-byte window with the repository's irreducible polynomial of degree 53, cut
+ * where the low 20 bits of the digest are zero, chunks of 512 KiB to 8 MiB.
+ *
+ * The cut points must be exactly restic's so that data cairn backs up
+ * deduplicates against data restic wrote (and back): the window starts with one
+ * byte of value 1 slid in, the first MinSize - 64 bytes of a chunk are skipped
+ * without hashing, and a chunk ends after the byte whose digest matched.
+ * Arithmetic is over GF(2): polynomials are bit sets, addition is XOR.
+ */
+#include "backup_internal.h"
+
+static int pol_deg(uint64_t x)
+{
+    return x ? 63 - __builtin_clzll(x) : -1;
+}
+
+static uint64_t pol_mod(uint64_t x, uint64_t d)
+{
+    int dd = pol_deg(d);
+    for (int diff = pol_deg(x) - dd; x && diff >= 0; diff = pol_deg(x) - dd)
+        x ^= d << diff;
+    return x;
+}
+
+/* x * f mod g, for polynomials of degree below 63 */
+static uint64_t pol_mulmod(uint64_t x, uint64_t f, uint64_t g)
+{
+    uint64_t res = 0;
+    x = pol_mod(x, g);
+    for (int i = 0; i <= pol_deg(f); i++) {
+        if (f & (1ULL << i))
+            res ^= x;
+        x = pol_mod(x << 1, g);
+    }
+    return pol_mod(res, g);
+}
+
+static uint64_t pol_gcd(uint64_t x, uint64_t f)
+{
+    while (f) {
+        uint64_t r = pol_mod(x, f);
+        x = f;
+        f = r;
+    }
+    return x;
+}
+
+/* Ben-Or: x is irreducible when gcd(x, X^(2^i) - X mod x) = 1 for i <= deg/2 */
+bool bk_pol_irreducible(uint64_t x)
+{
+    if (pol_deg(x) < 1)
+        return false;
+    uint64_t q = 2;                     /* X */
+    for (int i = 1; i <= pol_deg(x) / 2; i++) {
+        q = pol_mulmod(q, q, x);        /* X^(2^i) */
+        if (pol_gcd(x, pol_mod(q ^ 2, x)) != 1)
+            return false;
+    }
+    return true;
+}
+
+uint64_t bk_pol_random(void)
+{
+    for (;;) {
+        uint64_t f = cairn_rand64();
+        f &= (1ULL << 54) - 1;
+        f |= (1ULL << 53) | 1;
+        if (bk_pol_irreducible(f))
+            return f;
+    }
+}
+
+static void chunker_reset(struct bk_chunker *c)
+{
+    memset(c->win, 0, sizeof(c->win));
+    c->wpos = 0;
+    c->count = 0;
+    c->digest = 0;
+    /* slide in one byte of value 1, as restic does */
+    uint8_t out = c->win[c->wpos];
+    c->win[c->wpos] = 1;
+    c->digest ^= c->out[out];
+    c->wpos = (c->wpos + 1) % BK_WINDOW;
+    uint64_t idx = c->digest >> c->shift;
+    c->digest = ((c->digest << 8) | 1) ^ c->mod[idx];
+    c->pre = BK_MIN_CHUNK - BK_WINDOW;
+}
+
+int bk_chunker_init(struct bk_chunker *c, uint64_t pol)
+{
+    int k = pol_deg(pol);
+    if (k < 9 || k > 53)
+        return -1;
+    c->pol = pol;
+    c->shift = k - 8;
+    for (int b = 0; b < 256; b++) {
+        uint64_t h = pol_mod((uint64_t)b, pol);
+        for (int i = 0; i < BK_WINDOW - 1; i++)
+            h = pol_mod(h << 8, pol);
+        c->out[b] = h;
+        c->mod[b] = pol_mod((uint64_t)b << k, pol) | ((uint64_t)b << k);
+    }
+    chunker_reset(c);
+    return 0;
+}
+
+void bk_chunker_restart(struct bk_chunker *c)
+{
+    chunker_reset(c);
+}
+
+size_t bk_chunker_next(struct bk_chunker *c, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    if (c->pre) {
+        if (c->pre >= n) {
+            c->pre -= n;
+            c->count += n;
+            return 0;
+        }
+        i = c->pre;
+        c->count += c->pre;
+        c->pre = 0;
+    }
+    uint64_t digest = c->digest, add = c->count;
+    unsigned wpos = c->wpos;
+    const int shift = c->shift;
+    for (; i < n; i++) {
+        uint8_t b = p[i];
+        uint8_t out = c->win[wpos];
+        c->win[wpos] = b;
+        wpos = (wpos + 1) & (BK_WINDOW - 1);
+        digest ^= c->out[out];
+        uint64_t idx = digest >> shift;
+        digest = ((digest << 8) | b) ^ c->mod[idx];
+        add++;
+        if (((digest & BK_SPLIT_MASK) == 0 || add >= BK_MAX_CHUNK) && add >= BK_MIN_CHUNK) {
+            chunker_reset(c);
+            return i + 1;
+        }
+    }
+    c->digest = digest;
+    c->wpos = wpos;
+    c->count = add;
+    return 0;
+}

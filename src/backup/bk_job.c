@@ -1,0 +1,284 @@
+/* bk_job.c - one run of a backup job, shared by the service and `cairn backup`:
+ * the repository opened (or created), a shared lock, the backup of the job's
+ * paths or of a cairn store's frozen copy, then forget and prune under the
+ * exclusive lock when the job has a retention policy.
+ *
+ * A store is backed up through the contract every store role serves on its HTTP
+ * port (core/service.h): POST /-/snapshot?name=cairn-backup-<job> makes a
+ * consistent copy in <its data>/snapshots/<name> and answers its directory; the
+ * job backs that directory up and DELETEs it. The fixed name keeps the snapshot's
+ * path the same from run to run, so the previous snapshot is the parent and
+ * retention groups them.
+ */
+#include "backup_conf.h"
+#include "core/fileio.h"
+#include "core/httpc.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *backup__password(const struct backup_conf *bc, bool create, char *err, size_t errlen)
+{
+    if (bc->password)
+        return strdup(bc->password);
+    if (bc->password_env) {
+        const char *v = getenv(bc->password_env);
+        if (!v || !*v) {
+            snprintf(err, errlen, "the environment variable %s (password_env) is not set", bc->password_env);
+            return NULL;
+        }
+        return strdup(v);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    struct cfg_errors tmp = { 0 };
+    if (access(bc->password_file, F_OK) != 0 && errno == ENOENT && create) {
+        /* a new repository and no password yet: make one, as restic would ask for */
+        uint8_t rnd[24];
+        char hex[49];
+        cairn_random(rnd, sizeof(rnd));
+        cairn_hex(rnd, sizeof(rnd), hex);
+        char *dir = strdup(bc->password_file);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        if (slash && slash != dir) {
+            *slash = 0;
+            cairn_mkdir_p(dir, 0700);
+        }
+        free(dir);
+        int fd = open(bc->password_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || cairn_write_all(fd, hex, strlen(hex)) || cairn_write_all(fd, "\n", 1) || fsync(fd)) {
+            snprintf(err, errlen, "cannot write a new password to %s: %s", bc->password_file, cairn_strerror(-errno));
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        close(fd);
+        log_info("a new repository password was written: keep a copy, nothing restores without it", "file",
+                 bc->password_file);
+    }
+    if (cfg_read_file(bc->password_file, &text, &len, &tmp)) {
+        snprintf(err, errlen, "cannot read the password file %s", bc->password_file);
+        cfg_errors_free(&tmp);
+        return NULL;
+    }
+    cfg_errors_free(&tmp);
+    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        text[--len] = 0;
+    if (!len) {
+        snprintf(err, errlen, "the password file %s is empty", bc->password_file);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+int backup__open_repo(const struct service *svc, struct bk_repo *r, bool create, char *err, size_t errlen)
+{
+    const struct backup_conf *bc = svc->conf;
+    struct bk_backend *be = NULL;
+    int e = bk_backend_open(&bc->repo, &be, err, errlen);
+    if (e)
+        return e;
+    uint64_t sz;
+    bool exists = be->ops->stat(be, BK_CONFIG, "config", &sz) == 0;
+    char *pw = backup__password(bc, create && !exists, err, errlen);
+    if (!pw) {
+        be->ops->free(be);
+        return -EACCES;
+    }
+    if (!exists && create) {
+        e = bk_repo_init(r, be, pw, strlen(pw), err, errlen);
+        if (!e)
+            log_info("repository created", "repository", be->desc, "id", r->id);
+    } else {
+        e = bk_repo_open(r, be, pw, strlen(pw), err, errlen);
+    }
+    memset(pw, 0, strlen(pw));
+    free(pw);
+    if (e) {
+        r->be = be;
+        bk_repo_close(r);
+        return e;
+    }
+    return 0;
+}
+
+/* ---- a blocking HTTP call on a private loop (the job runs on its own thread) ---- */
+
+struct sync_call {
+    struct loop *loop;
+    int status, err;
+    struct buf body;
+};
+
+static void sync_done(const struct httpc_response *resp, void *arg)
+{
+    struct sync_call *s = arg;
+    s->err = resp->error;
+    s->status = resp->status;
+    buf_append(&s->body, resp->body.p, resp->body.n);
+    loop_stop(s->loop);
+}
+
+static int http_call(const char *method, const struct stack_url *u, const char *target, struct sync_call *out)
+{
+    struct loop loop;
+    int e = loop_init(&loop);
+    if (e)
+        return e;
+    struct httpc_opts o;
+    httpc_opts_defaults(&o);
+    struct httpc *hc = httpc_new(&loop, &o);
+    struct httpc_request req = { .method = method, .addr = u->addr, .host = u->host, .target = target,
+                                 .timeout_ms = 600000 };
+    out->loop = &loop;
+    if (!hc || !httpc_send(hc, &req, sync_done, out))
+        e = -ENOMEM;
+    else
+        loop_run(&loop);
+    httpc_free(&hc);
+    loop_destroy(&loop);
+    return e ? e : out->err;
+}
+
+/* the store's HTTP endpoint */
+static int store_url(const struct service *svc, const char *name, struct stack_url *u, char *err, size_t errlen)
+{
+    const struct service *t = stack_find(svc->stack, name);
+    if (!t) {
+        snprintf(err, errlen, "no service named %s in the stack", name);
+        return -ENOENT;
+    }
+    if (!t->role->data_dir) {
+        snprintf(err, errlen, "service %s (role %s) keeps no store to back up", name, t->role->name);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < t->nendpoints; i++) {
+        if (!strcmp(t->endpoints[i].what, "http") || !strncmp(t->endpoints[i].url, "http://", 7)) {
+            char url[128];
+            snprintf(url, sizeof(url), "%s", t->endpoints[i].url);
+            return stack_url_parse(url, u, err, errlen);
+        }
+    }
+    snprintf(err, errlen, "service %s has no HTTP endpoint to ask for a snapshot", name);
+    return -EINVAL;
+}
+
+static void stack_tag(const struct service *svc, char *out, size_t n)
+{
+    const char *f = svc->stack->file;
+    const char *b = strrchr(f, '/');
+    b = b ? b + 1 : f;
+    if (!strcmp(b, "<default>"))
+        b = "default";
+    size_t l = strcspn(b, ".");
+    snprintf(out, n, "stack=%.*s", (int)l, b);
+}
+
+int backup__run_job(const struct service *svc, const struct bk_job *job, bool quiet, const int *cancel,
+                    struct bk_run *out)
+{
+    const struct backup_conf *bc = svc->conf;
+    struct bk_repo r;
+    double t0 = cairn_wall_time();
+    memset(out, 0, sizeof(*out));
+    int e = backup__open_repo(svc, &r, true, out->err, sizeof(out->err));
+    if (e)
+        return e;
+    if ((e = bk_lock(&r, false, out->err, sizeof(out->err))) || (e = bk_index_load(&r, out->err, sizeof(out->err)))) {
+        bk_repo_close(&r);
+        return e;
+    }
+    /* tags: the stack, the job, and for a store its service and role */
+    char t_stack[160], t_job[160], t_svc[160], t_role[160];
+    char *tags[64];
+    size_t nt = 0;
+    stack_tag(svc, t_stack, sizeof(t_stack));
+    snprintf(t_job, sizeof(t_job), "job=%s", job->name);
+    tags[nt++] = t_stack;
+    tags[nt++] = t_job;
+    struct stack_url u = { 0 };
+    char snapname[128] = "", snapdir[4096] = "";
+    char *paths[1];
+    struct bk_backup_opts o = { .paths = job->paths, .npaths = job->npaths, .excludes = job->exclude,
+                                .nexcludes = job->nexclude, .threads = bc->threads, .quiet = quiet,
+                                .cancel = cancel };
+    if (job->service) {
+        const struct service *t = stack_find(svc->stack, job->service);
+        snprintf(t_svc, sizeof(t_svc), "service=%s", job->service);
+        snprintf(t_role, sizeof(t_role), "role=%s", t ? t->role->name : "?");
+        tags[nt++] = t_svc;
+        tags[nt++] = t_role;
+        if ((e = store_url(svc, job->service, &u, out->err, sizeof(out->err))))
+            goto out;
+        struct sync_call sc = { 0 };
+        char target[256];
+        snprintf(snapname, sizeof(snapname), "cairn-backup-%s", job->name);
+        snprintf(target, sizeof(target), "/-/snapshot?name=%s", snapname);
+        e = http_call("POST", &u, target, &sc);
+        json_error_t je;
+        json_t *j = !e && sc.status == 200 ? json_loadb(buf_head(&sc.body), buf_used(&sc.body), 0, &je) : NULL;
+        const char *dir = json_string_value(json_object_get(j, "dir"));
+        if (dir)
+            snprintf(snapdir, sizeof(snapdir), "%s", dir);
+        else
+            snprintf(out->err, sizeof(out->err), "asking %s for a snapshot: %s", job->service,
+                     e ? cairn_strerror(e) : sc.status ? buf_head(&sc.body) : "no answer");
+        json_decref(j);
+        buf_free(&sc.body);
+        if (!dir) {
+            e = e ? e : -EIO;
+            snapname[0] = 0;
+            goto out;
+        }
+        paths[0] = snapdir;
+        o.paths = paths;
+        o.npaths = 1;
+    }
+    for (size_t i = 0; i < job->ntags && nt < ARRAY_SIZE(tags); i++)
+        tags[nt++] = job->tags[i];
+    o.tags = tags;
+    o.ntags = nt;
+    struct bk_backup_result res;
+    e = bk_backup(&r, &o, &res, out->err, sizeof(out->err));
+    out->st = res.st;
+    if (!e) {
+        memcpy(out->snapshot, res.snapshot, sizeof(out->snapshot));
+        log_info("backup done", "job", job->name, "snapshot", res.snapshot, "files",
+                 log_int((long long)(res.st.files_new + res.st.files_changed + res.st.files_unmodified)), "added",
+                 log_int((long long)res.st.bytes_added), "stored", log_int((long long)res.st.bytes_stored),
+                 "errors", log_int((long long)res.st.errors));
+    }
+    bk_unlock(&r);
+    if (!e && job->prune) {
+        /* retention: the job's own snapshots only */
+        const char *g[2] = { t_stack, t_job };
+        char err[512];
+        FILE *devnull = quiet ? NULL : stdout;
+        if ((e = bk_lock(&r, true, err, sizeof(err))) == 0) {
+            e = bk_forget(&r, &job->keep, g, 2, true, devnull, err, sizeof(err));
+            bk_unlock(&r);
+        }
+        if (e)
+            snprintf(out->err, sizeof(out->err), "forget/prune after the backup: %.400s", err);
+    }
+out:
+    if (snapname[0]) {
+        struct sync_call sc = { 0 };
+        char target[256];
+        snprintf(target, sizeof(target), "/-/snapshot/%s", snapname);
+        if (http_call("DELETE", &u, target, &sc) || sc.status != 204)
+            log_warn("could not release the store snapshot", "service", job->service, "dir", snapdir);
+        buf_free(&sc.body);
+    }
+    stack_url_free(&u);
+    bk_repo_close(&r);
+    out->ok = e == 0;
+    out->seconds = cairn_wall_time() - t0;
+    return e;
+}

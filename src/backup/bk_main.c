@@ -1,0 +1,331 @@
+/* bk_main.c - role "backup": runs the stack file's backup jobs on their cron
+ * schedules (local time) or when asked (POST /api/jobs/<name>/run), one at a
+ * time on a thread of their own, and reports them as metrics and in /api/jobs.
+ *
+ * The loop thread serves HTTP and ticks the scheduler every second; the job
+ * thread takes queued jobs in order. A stop cancels the running backup (it
+ * resumes from what it stored at the next run) and waits for the thread.
+ */
+#include "backup.h"
+#include "backup_conf.h"
+#include "core/httpd.h"
+#include "core/log.h"
+#include "core/service.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define BK_DRAIN_MS 5000
+
+const struct role_ops backup_role = {
+    .name = "backup",
+    .summary = "restic-compatible backups of directories and cairn's stores, on a schedule, with retention",
+    .parse = backup__parse,
+    .main = backup_main,
+    .free_conf = backup__free_conf,
+};
+
+struct jobstate {
+    bool queued, running;
+    double last_run, last_success, last_duration;
+    uint64_t last_added, last_files, last_errors;
+    char last_snapshot[65];
+    char last_error[512];
+    struct metric *m_success, *m_run, *m_duration, *m_added, *m_files, *m_ok, *m_fail, *m_errors, *m_running;
+};
+
+struct bk_svc {
+    const struct service *svc;
+    const struct backup_conf *conf;
+    struct service_ctx *sc;
+    struct service_http_pool pool;
+    struct httpd_conf hconf;
+    struct loop_timer tick;
+    long last_minute;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    int cancel;
+    struct jobstate *js;
+};
+
+static void *job_thread(void *arg)
+{
+    struct bk_svc *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        size_t pick = SIZE_MAX;
+        for (size_t i = 0; i < s->conf->njobs && pick == SIZE_MAX; i++)
+            if (s->js[i].queued)
+                pick = i;
+        if (s->stop)
+            break;
+        if (pick == SIZE_MAX) {
+            pthread_cond_wait(&s->cv, &s->mu);
+            continue;
+        }
+        struct jobstate *j = &s->js[pick];
+        j->queued = false;
+        j->running = true;
+        metric_set(j->m_running, 1);
+        pthread_mutex_unlock(&s->mu);
+        const struct bk_job *job = &s->conf->jobs[pick];
+        log_info("backup job starting", "job", job->name);
+        struct bk_run run;
+        double t0 = cairn_wall_time();
+        backup__run_job(s->svc, job, true, &s->cancel, &run);
+        pthread_mutex_lock(&s->mu);
+        j->running = false;
+        j->last_run = t0;
+        j->last_duration = run.seconds;
+        j->last_added = run.st.bytes_added;
+        j->last_files = run.st.files_new + run.st.files_changed + run.st.files_unmodified;
+        j->last_errors = run.st.errors;
+        metric_set(j->m_running, 0);
+        metric_set(j->m_run, t0);
+        metric_set(j->m_duration, run.seconds);
+        metric_add(j->m_errors, (double)run.st.errors);
+        if (run.ok) {
+            j->last_success = t0 + run.seconds;
+            j->last_error[0] = 0;
+            memcpy(j->last_snapshot, run.snapshot, sizeof(j->last_snapshot));
+            metric_set(j->m_success, j->last_success);
+            metric_set(j->m_added, (double)run.st.bytes_added);
+            metric_set(j->m_files, (double)j->last_files);
+            metric_inc(j->m_ok);
+        } else {
+            snprintf(j->last_error, sizeof(j->last_error), "%s", run.err);
+            metric_inc(j->m_fail);
+            log_error("backup job failed", "job", job->name, "error", run.err);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static int enqueue(struct bk_svc *s, size_t i)
+{
+    pthread_mutex_lock(&s->mu);
+    int r = s->js[i].queued || s->js[i].running ? -EBUSY : 0;
+    if (!r) {
+        s->js[i].queued = true;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+static void on_tick(struct loop_timer *t)
+{
+    struct bk_svc *s = t->data;
+    time_t now = time(NULL);
+    long minute = (long)(now / 60);
+    if (minute != s->last_minute) {
+        s->last_minute = minute;
+        struct tm tm;
+        localtime_r(&now, &tm);
+        for (size_t i = 0; i < s->conf->njobs; i++) {
+            const struct bk_job *j = &s->conf->jobs[i];
+            if (j->schedule && bk_cron_match(&j->cron, &tm) && enqueue(s, i) == -EBUSY)
+                log_warn("backup job still running at its next scheduled time: skipped", "job", j->name);
+        }
+    }
+    loop_timer_start(t->loop, t, 1000);
+}
+
+static void put_time(struct buf *b, const char *key, double t)
+{
+    if (t > 0) {
+        char s[48];
+        bk_time_format((int64_t)t, (long)((t - (double)(int64_t)t) * 1e9), s);
+        buf_printf(b, ",\"%s\":\"%s\"", key, s);
+    } else {
+        buf_printf(b, ",\"%s\":null", key);
+    }
+}
+
+static void h_jobs(struct bk_svc *s, struct httpd_req *r)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"jobs\":[");
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->conf->njobs; i++) {
+        const struct bk_job *j = &s->conf->jobs[i];
+        const struct jobstate *st = &s->js[i];
+        buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+        buf_json_str(&b, j->name);
+        buf_puts(&b, ",\"schedule\":");
+        if (j->schedule)
+            buf_json_str(&b, j->schedule);
+        else
+            buf_puts(&b, "null");
+        buf_puts(&b, j->service ? ",\"service\":" : ",\"service\":null");
+        if (j->service)
+            buf_json_str(&b, j->service);
+        buf_printf(&b, ",\"queued\":%s,\"running\":%s", st->queued ? "true" : "false", st->running ? "true" : "false");
+        put_time(&b, "last_run", st->last_run);
+        put_time(&b, "last_success", st->last_success);
+        buf_printf(&b, ",\"last_duration_seconds\":%.3f,\"last_bytes_added\":%llu,\"last_files\":%llu,\"last_errors\":%llu",
+                   st->last_duration, (unsigned long long)st->last_added, (unsigned long long)st->last_files,
+                   (unsigned long long)st->last_errors);
+        buf_puts(&b, ",\"last_snapshot\":");
+        if (st->last_snapshot[0])
+            buf_json_str(&b, st->last_snapshot);
+        else
+            buf_puts(&b, "null");
+        buf_puts(&b, ",\"last_error\":");
+        if (st->last_error[0])
+            buf_json_str(&b, st->last_error);
+        else
+            buf_puts(&b, "null");
+        buf_putc(&b, '}');
+    }
+    pthread_mutex_unlock(&s->mu);
+    buf_puts(&b, "]}\n");
+    httpd_respond(r, 200, "application/json", buf_head(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+static void handle(struct httpd_req *r, void *arg)
+{
+    struct bk_svc *s = arg;
+    if (service_handle_builtin(s->sc, r))
+        return;
+    struct strv p = r->h.path;
+    if (strv_eq_cstr(p, "/api/jobs")) {
+        if (!strv_eq_cstr(r->h.method, "GET") && !r->h.is_head) {
+            httpd_respond(r, 405, "text/plain; charset=utf-8", LIT("GET only\n"));
+            return;
+        }
+        h_jobs(s, r);
+        return;
+    }
+    if (strv_has_prefix(p, "/api/jobs/") && p.n > 14 && !memcmp(p.p + p.n - 4, "/run", 4)) {
+        struct strv name = strv_make(p.p + 10, p.n - 14);
+        if (!strv_eq_cstr(r->h.method, "POST")) {
+            httpd_respond(r, 405, "text/plain; charset=utf-8", LIT("POST to run a job\n"));
+            return;
+        }
+        for (size_t i = 0; i < s->conf->njobs; i++) {
+            if (!strv_eq_cstr(name, s->conf->jobs[i].name))
+                continue;
+            if (enqueue(s, i) == -EBUSY)
+                httpd_respond(r, 409, "application/json", LIT("{\"error\":\"the job is already queued or running\"}\n"));
+            else
+                httpd_respond(r, 202, "application/json", LIT("{\"queued\":true}\n"));
+            return;
+        }
+        httpd_respond(r, 404, "application/json", LIT("{\"error\":\"no such job\"}\n"));
+        return;
+    }
+    httpd_respond(r, 404, "text/plain; charset=utf-8", LIT("not found\n"));
+}
+
+static int bk_start(struct service_ctx *sc)
+{
+    struct bk_svc *s = sc->role;
+    s->sc = sc;
+    struct metrics_registry *reg = sc->reg;
+    static const char *const lj[] = { "job", NULL };
+    static const char *const ljr[] = { "job", "result", NULL };
+    struct metric_family *f_success = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_success_timestamp_seconds",
+                                                     "When the job last finished without an error.", lj, NULL, 0);
+    struct metric_family *f_run = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_run_timestamp_seconds",
+                                                 "When the job last started.", lj, NULL, 0);
+    struct metric_family *f_dur = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_duration_seconds",
+                                                 "How long the job's last run took.", lj, NULL, 0);
+    struct metric_family *f_added = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_added_bytes",
+                                                   "New data (before compression) the last successful run stored.",
+                                                   lj, NULL, 0);
+    struct metric_family *f_files = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_files",
+                                                   "Files in the last successful run's snapshot.", lj, NULL, 0);
+    struct metric_family *f_runs = metrics_family(reg, METRIC_COUNTER, "cairn_backup_runs_total",
+                                                  "Job runs by result (success, failure).", ljr, NULL, 0);
+    struct metric_family *f_err = metrics_family(reg, METRIC_COUNTER, "cairn_backup_file_errors_total",
+                                                 "Files and directories a run could not read (skipped).", lj, NULL, 0);
+    struct metric_family *f_running = metrics_family(reg, METRIC_GAUGE, "cairn_backup_running",
+                                                     "1 while the job runs.", lj, NULL, 0);
+    s->js = calloc(s->conf->njobs ? s->conf->njobs : 1, sizeof(*s->js));
+    if (!s->js || !f_success || !f_run || !f_dur || !f_added || !f_files || !f_runs || !f_err || !f_running)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->conf->njobs; i++) {
+        struct jobstate *j = &s->js[i];
+        const char *n = s->conf->jobs[i].name;
+        j->m_success = metrics_get1(f_success, n);
+        j->m_run = metrics_get1(f_run, n);
+        j->m_duration = metrics_get1(f_dur, n);
+        j->m_added = metrics_get1(f_added, n);
+        j->m_files = metrics_get1(f_files, n);
+        j->m_ok = metrics_get2(f_runs, n, "success");
+        j->m_fail = metrics_get2(f_runs, n, "failure");
+        j->m_errors = metrics_get1(f_err, n);
+        j->m_running = metrics_get1(f_running, n);
+        if (!j->m_success || !j->m_run || !j->m_duration || !j->m_added || !j->m_files || !j->m_ok || !j->m_fail ||
+            !j->m_errors || !j->m_running)
+            return -ENOMEM;
+    }
+    httpd_conf_defaults(&s->hconf);
+    s->hconf.handler = handle;
+    s->hconf.handler_arg = s;
+    int r = service_http_pool_start(sc, &s->pool, 1, &s->hconf, s->conf->addrs, s->conf->naddrs, BK_DRAIN_MS);
+    if (r)
+        return r;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if ((r = pthread_create(&s->thread, NULL, job_thread, s)) != 0) {
+        log_error("cannot start the job thread", "err", cairn_strerror(-r));
+        return -r;
+    }
+    s->thread_started = true;
+    s->last_minute = (long)(time(NULL) / 60);   /* a job due this very minute waits for the next match */
+    loop_timer_init(&s->tick, on_tick, s);
+    loop_timer_start(&s->pool.w[0].loop, &s->tick, 1000);
+    char first[NET_ADDRSTRLEN];
+    net_addr_format(&s->conf->addrs[0], first, sizeof(first));
+    const struct bk_repo_conf *rc = &s->conf->repo;
+    log_info("backup serving", "addr", first, "jobs", log_int((long long)s->conf->njobs), "repository",
+             rc->is_s3 ? rc->s3.bucket : rc->path);
+    return 0;
+}
+
+static void bk_stop_worker(void *arg)
+{
+    service_http_pool_stop_worker(arg);
+}
+
+static void bk_finish(struct service_ctx *sc)
+{
+    struct bk_svc *s = sc->role;
+    if (s->pool.ninit)
+        loop_timer_stop(&s->tick);
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+    }
+    service_http_pool_free(&s->pool);
+    free(s->js);
+}
+
+static const struct service_ops bk_ops = {
+    .start = bk_start,
+    .stop_worker = bk_stop_worker,
+    .finish = bk_finish,
+};
+
+int backup_main(const struct service *svc)
+{
+    struct bk_svc s;
+    memset(&s, 0, sizeof(s));
+    s.svc = svc;
+    s.conf = svc->conf;
+    return service_run(svc, &bk_ops, &s);
+}
