@@ -219,6 +219,10 @@ int bk_pack_header_parse(const uint8_t *p, size_t n, struct bk_pack_blob **out, 
 int bk_pack_header_read(struct bk_repo *r, const char *name, uint64_t size, struct bk_pack_blob **out,
                         size_t *count, char *err, size_t errlen);
 
+/* Packs on the backend that no index names (left by an interrupted backup):
+ * their headers go into the in-memory index, unindexed, so a backup reuses them
+ * and its index file names them. */
+int bk_adopt_orphans(struct bk_repo *r, size_t *adopted);
 /* Locks (restic's): -EBUSY when a conflicting lock is held (err names it). */
 int bk_lock(struct bk_repo *r, bool exclusive, char *err, size_t errlen);
 void bk_lock_refresh(struct bk_repo *r);

@@ -31,7 +31,7 @@
 
 #define QUEUE_LEN 8
 #define READ_STEP (1u << 20)
-#define INDEX_EVERY_S 300.0
+#define INDEX_EVERY_S 60.0
 
 struct ent {
     struct bk_node node;
@@ -643,28 +643,52 @@ static void free_ent(struct ent *en)
     bk_node_free(&en->node);
 }
 
-/* each path is a node of the root tree named by its last component, as restic
- * does ("dir", then "dir-1", ... when two paths end alike) */
-static struct ent *path_ent(struct ent *root, const char *abs, int *e)
+/* The nodes leading to an absolute path, as restic stores an absolute path it is
+ * given: the root tree holds its first component, and so on down; each directory
+ * on the way gets its own metadata. Returns the path's own node (walked by the
+ * caller), or NULL with *e set. */
+static struct ent *path_ent(struct arch *a, struct ent *root, const char *abs, int *e)
 {
-    const char *base = strrchr(abs, '/');
-    base = base && base[1] ? base + 1 : abs;
-    char name[NAME_MAX + 16];
-    snprintf(name, sizeof(name), "%s", !strcmp(abs, "/") ? "root" : base);
-    for (int k = 1;; k++) {
-        bool taken = false;
-        for (size_t i = 0; i < root->nkids && !taken; i++)
-            taken = !strcmp(root->kids[i].node.name, name);
-        if (!taken)
-            break;
-        snprintf(name, sizeof(name), "%s-%d", base, k);
-    }
-    struct ent *en = add_kid(root);
-    if (!en || !(en->node.name = strdup(name))) {
-        *e = -ENOMEM;
+    struct ent *cur = root;
+    char partial[PATH_MAX] = "";
+    const char *p = abs;
+    while (*p == '/')
+        p++;
+    if (!*p) {
+        *e = -EINVAL;                   /* "/" itself: restic refuses it too */
         return NULL;
     }
-    return en;
+    while (*p) {
+        const char *s = strchr(p, '/');
+        size_t l = s ? (size_t)(s - p) : strlen(p);
+        char name[NAME_MAX + 1];
+        snprintf(name, sizeof(name), "%.*s", (int)l, p);
+        size_t pl = strlen(partial);
+        snprintf(partial + pl, sizeof(partial) - pl, "/%s", name);
+        p += l;
+        while (*p == '/')
+            p++;
+        struct ent *k = NULL;
+        for (size_t i = 0; i < cur->nkids; i++)
+            if (!strcmp(cur->kids[i].node.name, name))
+                k = &cur->kids[i];
+        if (!k) {
+            if (!(k = add_kid(cur)) || !(k->node.name = strdup(name))) {
+                *e = -ENOMEM;
+                return NULL;
+            }
+            if (*p) {
+                struct stat sb;
+                if (lstat(partial, &sb) < 0) {
+                    *e = -errno;
+                    return NULL;
+                }
+                fill_node(a, &k->node, partial, &sb);
+            }
+        }
+        cur = k;
+    }
+    return cur;
 }
 
 static const struct bk_snapshot *find_parent(const struct bk_snapshot *s, size_t n, const char *host,
@@ -727,6 +751,10 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
         snprintf(host, sizeof(host), "%s", o->hostname);
     else if (gethostname(host, sizeof(host) - 1) < 0)
         strcpy(host, "localhost");
+    /* what an interrupted run stored is reused, not stored again */
+    size_t adopted = 0;
+    if (bk_adopt_orphans(r, &adopted) == 0 && adopted)
+        log_info("packs of an interrupted backup reused", "packs", log_int((long long)adopted));
     /* the parent: the newest snapshot of the same host and paths */
     struct bk_snapshot *snaps = NULL;
     size_t nsnaps = 0;
@@ -767,13 +795,46 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
     }
     struct ent root = { 0 };
     for (size_t i = 0; i < o->npaths && !e; i++) {
-        struct ent *pe = path_ent(&root, paths[i], &e);
+        struct ent *pe = path_ent(&a, &root, paths[i], &e);
         if (!pe) {
             snprintf(err, errlen, "%s: %s", paths[i], cairn_strerror(e));
             break;
         }
-        /* the parent's node for this path: the root's node of the same name */
-        const struct bk_node *pn = parent ? parent_find(&proot, pe->node.name) : NULL;
+        /* the parent's node for this path: follow its components down the parent's trees */
+        struct bk_node pnode = { 0 };
+        const struct bk_node *pn = NULL;
+        if (parent) {
+            struct bk_tree cur = proot, next = { 0 };
+            bool owned = false;
+            const char *p = paths[i];
+            while (*p == '/')
+                p++;
+            while (*p) {
+                const char *s = strchr(p, '/');
+                size_t l = s ? (size_t)(s - p) : strlen(p);
+                char name[NAME_MAX + 1];
+                snprintf(name, sizeof(name), "%.*s", (int)l, p);
+                const struct bk_node *n = parent_find(&cur, name);
+                if (!n || n->type != BK_N_DIR || !n->has_subtree)
+                    break;
+                if (!s || !s[strspn(s, "/")]) {
+                    pnode.type = BK_N_DIR;
+                    pnode.has_subtree = true;
+                    pnode.subtree = n->subtree;
+                    pn = &pnode;
+                    break;
+                }
+                if (bk_tree_load(r, &n->subtree, &next, err, errlen))
+                    break;
+                if (owned)
+                    bk_tree_free(&cur);
+                cur = next;
+                owned = true;
+                p = s + strspn(s, "/");
+            }
+            if (owned)
+                bk_tree_free(&cur);
+        }
         struct stat sb;
         if (lstat(paths[i], &sb) < 0) {
             e = -errno;

@@ -346,9 +346,7 @@ static int cmd_restore(struct bk_repo *r, const struct service *svc, const struc
     if (o->service) {
         /* the store's frozen copy sits at its original path under tmp: move it into place */
         char from[PATH_MAX * 2];
-        const char *p0 = sn->npaths ? sn->paths[0] : "";
-        const char *base = strrchr(p0, '/');
-        snprintf(from, sizeof(from), "%s/%s", tmp, base ? base + 1 : p0);
+        snprintf(from, sizeof(from), "%s%s", tmp, sn->npaths ? sn->paths[0] : "");
         rmdir(data);
         char *parent = strdup(data);
         char *slash = parent ? strrchr(parent, '/') : NULL;

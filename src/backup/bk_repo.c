@@ -1157,8 +1157,12 @@ static int scan_lock(void *arg, const char *name, uint64_t size)
     int64_t ns = 0;
     bool stale = !t || cairn_parse_rfc3339(t, strlen(t), &ns) ||
                  cairn_wall_time() - (double)ns / 1e9 > LOCK_STALE_S;
-    if (!stale && h && !strcmp(h, ls->host) && pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+    if (h && !strcmp(h, ls->host) && pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+        /* its process is gone: remove it, as `restic unlock` would (restic 0.14
+         * itself would refuse an exclusive lock while it is there) */
         stale = true;
+        ls->r->be->ops->remove(ls->r->be, BK_LOCK, name);
+    }
     if (!stale && (ex || ls->exclusive) && !ls->found) {
         ls->found = 1;
         snprintf(ls->conflict, ls->clen, "repository is already locked %sby PID %lld on %s since %s (lock %.10s)",
@@ -1323,4 +1327,81 @@ int bk_packer_add_raw(struct bk_repo *r, struct bk_packer *pk, const struct bk_i
     if (pk->data.len >= r->pack_target)
         return bk_packer_flush(r, pk);
     return 0;
+}
+
+/* ---- packs no index names ---- */
+
+struct orphans {
+    struct bk_repo *r;
+    bk_id *ids;
+    uint64_t *sizes;
+    size_t n, cap;
+};
+
+static int collect_orphan(void *arg, const char *name, uint64_t size)
+{
+    struct orphans *o = arg;
+    bk_id id;
+    if (bk_id_parse(name, strlen(name), &id) || bk_pack_find(o->r, &id) >= 0)
+        return 0;
+    if (o->n == o->cap) {
+        size_t c = o->cap ? o->cap * 2 : 64;
+        bk_id *ni = realloc(o->ids, c * sizeof(*ni));
+        if (!ni)
+            return -ENOMEM;
+        o->ids = ni;
+        uint64_t *ns = realloc(o->sizes, c * sizeof(*ns));
+        if (!ns)
+            return -ENOMEM;
+        o->sizes = ns;
+        o->cap = c;
+    }
+    o->ids[o->n] = id;
+    o->sizes[o->n++] = size;
+    return 0;
+}
+
+int bk_adopt_orphans(struct bk_repo *r, size_t *adopted)
+{
+    struct orphans o = { .r = r };
+    *adopted = 0;
+    int e = r->be->ops->list(r->be, BK_DATA, collect_orphan, &o);
+    for (size_t i = 0; !e && i < o.n; i++) {
+        char name[65], err[256];
+        struct bk_pack_blob *hb = NULL;
+        size_t nh = 0;
+        bk_id_hex(&o.ids[i], name);
+        if (bk_pack_header_read(r, name, o.sizes[i], &hb, &nh, err, sizeof(err))) {
+            log_warn("a pack no index names does not read: left for prune", "pack", name, "error", err);
+            continue;
+        }
+        pthread_mutex_lock(&r->mu);
+        long slot = add_pack_locked(r, &o.ids[i]);
+        if (slot >= 0) {
+            r->packs[slot].size = o.sizes[i];
+            r->packs[slot].indexed = false;     /* the next index file names it */
+            for (size_t k = 0; k < nh; k++) {
+                if (find_locked(r, &hb[k].id, hb[k].type))
+                    continue;
+                struct bk_ientry *en = add_entry_locked(r, &hb[k].id, hb[k].type);
+                if (!en) {
+                    e = -ENOMEM;
+                    break;
+                }
+                en->pack = (uint32_t)slot;
+                en->off = hb[k].off;
+                en->len = hb[k].len;
+                en->ulen = hb[k].ulen;
+            }
+        } else {
+            e = -ENOMEM;
+        }
+        pthread_mutex_unlock(&r->mu);
+        free(hb);
+        if (!e)
+            (*adopted)++;
+    }
+    free(o.ids);
+    free(o.sizes);
+    return e < 0 ? e : 0;
 }

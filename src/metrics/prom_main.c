@@ -387,12 +387,14 @@ static void prom_finish(struct service_ctx *sc)
         loop_destroy(&ps->loop);
 }
 
-/* the backup contract: blocks hard-linked and the head written as a block, a data
- * directory the role opens as it is */
+/* the backup contract: blocks hard-linked and the head written as a block, under
+ * blocks/ - a data directory the role opens as it is */
 static int prom_snapshot(struct service_ctx *sc, const char *dir, char *err, size_t errlen)
 {
     struct prom_svc *ps = sc->role;
-    return tsdb_export_snapshot(&ps->db, dir, false, err, errlen);
+    char blocks[4400];
+    snprintf(blocks, sizeof(blocks), "%s/blocks", dir);
+    return tsdb_export_snapshot(&ps->db, blocks, false, err, errlen);
 }
 
 static const char *prom_snapshot_base(struct service_ctx *sc)
