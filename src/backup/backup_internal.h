@@ -38,6 +38,8 @@ int bk_open(const struct bk_key *k, const uint8_t *in, size_t n, uint8_t *out);
 int bk_kdf(const char *pw, size_t pwlen, const uint8_t *salt, size_t saltlen, uint64_t N, uint32_t r,
            uint32_t p, struct bk_key *out);
 void bk_key_mask(struct bk_key *k);
+/* Poly1305-AES of msg under k's MAC key with the 16-byte nonce iv */
+int bk_mac(const struct bk_key *k, const uint8_t iv[16], const uint8_t *msg, size_t n, uint8_t tag[16]);
 void bk_sha256(const void *p, size_t n, bk_id *out);
 
 static inline void bk_id_hex(const bk_id *id, char out[65])
@@ -185,6 +187,8 @@ int bk_load_unpacked(struct bk_repo *r, enum bk_ftype t, const char *name, struc
 
 /* The index: loaded from every index file (bk_index_load), looked up by blob. */
 int bk_index_load(struct bk_repo *r, char *err, size_t errlen);
+/* Adds one index file's JSON (name for messages) to the in-memory index. */
+int bk_index_parse(struct bk_repo *r, const char *json, size_t n, const char *name, char *err, size_t errlen);
 /* the 64-hex names of one file type (allocated, each and the array) */
 int bk_list_names(struct bk_repo *r, enum bk_ftype t, char ***out, size_t *n);
 const struct bk_ientry *bk_index_find(struct bk_repo *r, const bk_id *id, int type);

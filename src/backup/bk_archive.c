@@ -586,7 +586,8 @@ static int walk(struct arch *a, struct ent *en, const char *path, const struct s
         en->node.content = malloc((pn->ncontent ? pn->ncontent : 1) * sizeof(bk_id));
         if (!en->node.content)
             return -ENOMEM;
-        memcpy(en->node.content, pn->content, pn->ncontent * sizeof(bk_id));
+        if (pn->ncontent)
+            memcpy(en->node.content, pn->content, pn->ncontent * sizeof(bk_id));
         en->node.ncontent = pn->ncontent;
         a->r->st.files_unmodified++;
         a->r->st.bytes_processed += en->node.size;

@@ -15,7 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 
-static int poly1305_aes(const struct bk_key *k, const uint8_t iv[16], const uint8_t *msg, size_t n,
+int bk_mac(const struct bk_key *k, const uint8_t iv[16], const uint8_t *msg, size_t n,
                         uint8_t tag[16])
 {
     uint8_t key[32];
@@ -68,7 +68,7 @@ int bk_seal(const struct bk_key *k, const void *plain, size_t n, uint8_t *out)
     cairn_random(out, 16);
     int r = aes_ctr(k, out, plain, n, out + 16);
     if (!r)
-        r = poly1305_aes(k, out, out + 16, n, out + 16 + n);
+        r = bk_mac(k, out, out + 16, n, out + 16 + n);
     return r;
 }
 
@@ -78,7 +78,7 @@ int bk_open(const struct bk_key *k, const uint8_t *in, size_t n, uint8_t *out)
     if (n < BK_OVERHEAD)
         return -EBADMSG;
     size_t cl = n - BK_OVERHEAD;
-    int r = poly1305_aes(k, in, in + 16, cl, tag);
+    int r = bk_mac(k, in, in + 16, cl, tag);
     if (r)
         return r;
     if (CRYPTO_memcmp(tag, in + 16 + cl, 16) != 0)

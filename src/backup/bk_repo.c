@@ -707,6 +707,21 @@ int bk_list_names(struct bk_repo *r, enum bk_ftype t, char ***out, size_t *n)
     return 0;
 }
 
+int bk_index_parse(struct bk_repo *r, const char *json, size_t n, const char *name, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *j = json_loadb(json, n, 0, &je);
+    if (!j) {
+        snprintf(err, errlen, "index %s: not JSON: %s", name, je.text);
+        return -EBADMSG;
+    }
+    pthread_mutex_lock(&r->mu);
+    int e = index_add_json(r, j, err, errlen, name);
+    pthread_mutex_unlock(&r->mu);
+    json_decref(j);
+    return e;
+}
+
 int bk_index_load(struct bk_repo *r, char *err, size_t errlen)
 {
     char **names;
@@ -720,17 +735,7 @@ int bk_index_load(struct bk_repo *r, char *err, size_t errlen)
     for (size_t i = 0; i < n && !e; i++) {
         if ((e = bk_load_unpacked(r, BK_INDEX, names[i], &b, err, errlen)))
             break;
-        json_error_t je;
-        json_t *j = json_loadb(buf_head(&b), buf_used(&b), 0, &je);
-        if (!j) {
-            snprintf(err, errlen, "index %s: not JSON: %s", names[i], je.text);
-            e = -EBADMSG;
-            break;
-        }
-        pthread_mutex_lock(&r->mu);
-        e = index_add_json(r, j, err, errlen, names[i]);
-        pthread_mutex_unlock(&r->mu);
-        json_decref(j);
+        e = bk_index_parse(r, buf_head(&b), buf_used(&b), names[i], err, errlen);
     }
     buf_free(&b);
     r->index_files = names;

@@ -223,7 +223,8 @@ static uint64_t get_u64(json_t *j, const char *k)
     json_t *v = json_object_get(j, k);
     if (json_is_integer(v))
         return (uint64_t)json_integer_value(v);
-    if (json_is_real(v))
+    /* jansson reads integers past int64 as reals (a uint64 inode can be that large) */
+    if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 18446744073709551615.0)
         return (uint64_t)json_real_value(v);
     return 0;
 }

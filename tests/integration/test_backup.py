@@ -12,9 +12,18 @@ import time
 import pytest
 import requests
 
-from conftest import CAIRN, free_port, run_cairn, wait_for, write_stack
+from conftest import CAIRN, free_port, wait_for, write_stack
+from conftest import run_cairn as _run_cairn
 
 PW = "correct horse battery staple"
+
+
+def run_cairn(args, cwd=None, timeout=20):
+    """A cairn command; under a sanitizer build its report fails the test."""
+    r = _run_cairn(args, cwd=cwd, timeout=timeout)
+    for marker in ("ERROR: LeakSanitizer", "ERROR: AddressSanitizer", "runtime error:"):
+        assert marker not in r.stderr, f"cairn {' '.join(args)}:\n{r.stderr[-3000:]}"
+    return r
 
 
 def restic(repo, *args, pw_file, check=True, env=None, timeout=120):
