@@ -52,9 +52,49 @@ struct bk_svc {
     struct jobstate *js;
 };
 
+/* Each job's last success as the repository knows it (its newest snapshot), or
+ * the start of the service: an alert on "no success for a day" then counts from
+ * the last real backup, not from zero. */
+static void init_last_success(struct bk_svc *s)
+{
+    struct bk_repo r;
+    char err[512];
+    struct bk_snapshot *sn = NULL;
+    size_t n = 0;
+    double now = cairn_wall_time();
+    uint64_t sz;
+    struct bk_backend *be = NULL;
+    bool exists = false;
+    if (!bk_backend_open(&s->conf->repo, &be, err, sizeof(err))) {
+        exists = be->ops->stat(be, BK_CONFIG, "config", &sz) == 0;
+        be->ops->free(be);
+    }
+    if (exists && !backup__open_repo(s->svc, &r, false, err, sizeof(err))) {
+        if (bk_snapshots_load(&r, &sn, &n, err, sizeof(err)))
+            n = 0;
+        bk_repo_close(&r);
+    }
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->conf->njobs; i++) {
+        char tag[160];
+        snprintf(tag, sizeof(tag), "job=%s", s->conf->jobs[i].name);
+        double t = 0;
+        for (size_t k = 0; k < n; k++)
+            for (size_t j = 0; j < sn[k].ntags; j++)
+                if (!strcmp(sn[k].tags[j], tag) && (double)sn[k].time_ns / 1e9 > t)
+                    t = (double)sn[k].time_ns / 1e9;
+        /* this thread runs the jobs: none has run yet */
+        s->js[i].last_success = t;
+        metric_set(s->js[i].m_success, t > 0 ? t : now);
+    }
+    pthread_mutex_unlock(&s->mu);
+    bk_snapshots_free(sn, n);
+}
+
 static void *job_thread(void *arg)
 {
     struct bk_svc *s = arg;
+    init_last_success(s);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         size_t pick = SIZE_MAX;

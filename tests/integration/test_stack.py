@@ -1,4 +1,5 @@
 """`cairn up`: the default stack end to end, restarts, graceful stop, start failures."""
+import json
 import os
 import re
 import signal
@@ -101,7 +102,7 @@ def test_default_stack_serves_restarts_and_stops(start):
         r = requests.get("http://127.0.0.1:9090/api/v1/series", params={"match[]": "up"}, timeout=5)
         return {s["job"] for s in r.json()["data"]} >= {"dns", "cdn", "lb", "app-1", "app-2",
                                                          "app-3", "metrics", "alerts", "s3", "registry", "logs",
-                                                         "log-agent", "traces"}
+                                                         "log-agent", "traces", "backup"}
     wait_for(scraped, timeout=20, what="every service scraped")
 
     # the alerts service takes alerts; the generated metrics config points at it
@@ -119,6 +120,20 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "s3 access: AWS_SHARED_CREDENTIALS_FILE" in up.stderr()
     r = requests.get("http://127.0.0.1:9000/", timeout=5)
     assert r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content
+    # the backup service backs the metrics store up on demand, in restic's format
+    r = requests.post("http://127.0.0.1:9095/api/jobs/metrics/run", timeout=5)
+    assert r.status_code == 202
+
+    def backed_up():
+        jobs = requests.get("http://127.0.0.1:9095/api/jobs", timeout=5).json()["jobs"]
+        return next(j for j in jobs if j["name"] == "metrics")["last_snapshot"]
+    snap = wait_for(backed_up, timeout=60, what="the metrics backup")
+    assert os.path.exists(os.path.join(up.cwd, "cairn-data", "backup", "password"))
+    snaps = subprocess.run(["restic", "-r", os.path.join(up.cwd, "cairn-data", "backup", "repo"), "--no-cache",
+                            "--password-file", os.path.join(up.cwd, "cairn-data", "backup", "password"),
+                            "snapshots", "--json"], capture_output=True, text=True, timeout=60)
+    assert snaps.returncode == 0, snaps.stderr
+    assert [s["id"] for s in json.loads(snaps.stdout)] == [snap]
     # the image registry answers the OCI API's version check
     r = requests.get("http://127.0.0.1:5000/v2/", timeout=5)
     assert r.status_code == 200 and r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
@@ -184,7 +199,7 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 13 and all(how == "exited with status 0" for _, how in stopped), stopped
+    assert len(stopped) == 14 and all(how == "exited with status 0" for _, how in stopped), stopped
     for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000, 3100, 9080, 5514,
                                           4318, 4317, 9411, 16686, 3200]:
         with socket.socket() as s:
