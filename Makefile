@@ -44,7 +44,7 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC))
 ASAN_UNIT:= $(patsubst tests/%.c,build/asan/tests/%.o,$(UNIT_SRC))
 ASAN_MAIN:= $(patsubst src/%.c,build/asan/%.o,$(MAIN_SRC))
 
-.PHONY: bench-logs bench-traces image bench-s3 bench-registry conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
+.PHONY: bench-logs bench-traces bench-backup image bench-s3 bench-registry conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
 
 all: build/cairn build/core-links
 
@@ -165,7 +165,7 @@ test: deps all unit integration integration-asan fuzz
 conformance-cache: build/cairn
 	bash tests/conformance/cache-tests.sh
 
-bench: bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts bench-s3 bench-registry bench-logs bench-traces
+bench: bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts bench-s3 bench-registry bench-logs bench-traces bench-backup
 
 bench-cdn: build/cairn
 	bash bench/cdn.sh
@@ -208,3 +208,6 @@ image: build/cairn
 	    $$(git config --get remote.origin.url 2>/dev/null || echo unknown)
 bench-traces: build/cairn
 	$(PYTHON) bench/traces.py
+
+bench-backup: build/cairn
+	$(PYTHON) bench/backup.py

@@ -62,17 +62,17 @@ static inline bool bk_id_eq(const bk_id *a, const bk_id *b)
 struct bk_chunker {
     uint64_t pol;
     int shift;
-    uint64_t out[256], mod[256];
-    uint8_t win[BK_WINDOW];
-    unsigned wpos;
+    uint64_t out[256], mod[256], slide[256];
     uint64_t digest;
-    size_t pre, count;
+    size_t pre, count, hashed;
 };
 int bk_chunker_init(struct bk_chunker *c, uint64_t pol);
 /* starts a new stream (a new file) */
 void bk_chunker_restart(struct bk_chunker *c);
 /* Feeds n bytes: returns the index after which the current chunk ends (1..n), or
- * 0 when it goes on past p[n-1]. After a cut, feed the rest of p again. */
+ * 0 when it goes on past p[n-1]. After a cut, feed the rest of p again. The bytes
+ * of the current chunk must lie contiguous in memory (p continues what earlier
+ * calls of this chunk were given): the window is read back from them. */
 size_t bk_chunker_next(struct bk_chunker *c, const uint8_t *p, size_t n);
 bool bk_pol_irreducible(uint64_t pol);
 uint64_t bk_pol_random(void);
@@ -93,6 +93,12 @@ struct bk_backend_ops {
     int (*list)(struct bk_backend *be, enum bk_ftype t, bk_list_cb cb, void *arg);
     int (*remove)(struct bk_backend *be, enum bk_ftype t, const char *name);
     void (*free)(struct bk_backend *be);
+    /* a temporary file for a pack being written: an fd open for writing, its path
+     * in path (where save_file can take it from cheaply) */
+    int (*tmp_file)(struct bk_backend *be, char *path, size_t n);
+    /* stores the temporary file at path (size bytes, written and closed) as the
+     * file name, atomically and durably; the temporary file is gone afterwards */
+    int (*save_file)(struct bk_backend *be, enum bk_ftype t, const char *name, const char *path, uint64_t size);
 };
 struct bk_backend {
     const struct bk_backend_ops *ops;
@@ -125,9 +131,17 @@ struct bk_pack {
     bool indexed;                       /* in an index file of the repository */
 };
 
+/* A pack being written: its sealed blobs go straight into a temporary file of
+ * the backend (hashed on the way), so memory holds only the header. */
 struct bk_packer {
-    struct buf data;                    /* encrypted blobs */
+    int fd;                             /* the temporary file, when has_file */
+    bool has_file;
+    char tmp[4096];
+    uint64_t size;                      /* bytes written so far */
+    void *sha;                          /* EVP_MD_CTX over those bytes */
     struct buf header;                  /* plaintext header entries */
+    struct buf seal;                    /* scratch: one sealed blob */
+    struct buf z;                       /* scratch: one compressed blob */
     uint32_t pack;                      /* its slot in repo->packs */
     size_t nblobs;
     bool open;
@@ -199,6 +213,10 @@ int bk_entries_by_pack(struct bk_repo *r, uint32_t **order, size_t **first);
  * (data and trees when it pays), encrypts and appends it to pk, which is written
  * as a pack once full. */
 int bk_blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id *id, const void *p, size_t n);
+/* The same for a blob in a buffer of the caller's with BK_HEADROOM bytes free
+ * before p and after p + n: it is sealed in place (p's bytes are lost). */
+#define BK_HEADROOM 16
+int bk_blob_save_inplace(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id *id, uint8_t *p, size_t n);
 /* Writes pk's pending pack (if any) */
 int bk_packer_flush(struct bk_repo *r, struct bk_packer *pk);
 void bk_packer_free(struct bk_packer *pk);
@@ -212,6 +230,10 @@ int bk_index_put(struct bk_repo *r, uint32_t pack, const struct bk_ientry *e);
 int bk_packer_add_raw(struct bk_repo *r, struct bk_packer *pk, const struct bk_ientry *e, const void *sealed);
 /* Reads one blob into out (replaced): decrypts, decompresses, checks its hash. */
 int bk_blob_load(struct bk_repo *r, const struct bk_ientry *e, struct buf *out, char *err, size_t errlen);
+/* The same with a scratch buffer of the caller's for the sealed bytes (kept
+ * between calls: no allocation per blob); out and scratch may trade storage. */
+int bk_blob_load2(struct bk_repo *r, const struct bk_ientry *e, struct buf *out, struct buf *scratch, char *err,
+                  size_t errlen);
 /* Parses a pack's header (the last bytes of the pack: hdr of hlen bytes decrypted). */
 struct bk_pack_blob {
     bk_id id;

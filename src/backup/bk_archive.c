@@ -24,17 +24,22 @@
 #include <limits.h>
 #include <pwd.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
-#define QUEUE_LEN 8
+#define QUEUE_LEN 3
+#define FQ_LEN 64
+#define NREADERS 2
+#define POOL_MAX 16                     /* idle chunk buffers kept */
 #define READ_STEP (1u << 20)
 #define INDEX_EVERY_S 60.0
 
 struct ent {
     struct bk_node node;
+    bool failed;                        /* a reader could not read it: left out */
     struct ent *kids;
     size_t nkids, kcap;
     size_t ccap;                        /* content capacity */
@@ -49,7 +54,7 @@ struct job {
 struct arch {
     struct bk_repo *r;
     const struct bk_backup_opts *o;
-    struct bk_chunker ch;
+    struct bk_chunker ch;               /* its tables, copied by each reader */
     /* the queue */
     pthread_mutex_t mu;
     pthread_cond_t more, room, idle;
@@ -60,6 +65,17 @@ struct arch {
     pthread_t *threads;
     int nthreads;
     struct bk_packer *packers;
+    /* files to read: the walk queues them, reader threads cut them (each with a
+     * chunker of its own) so that two big files are chunked side by side */
+    pthread_cond_t fmore, froom;
+    struct fjob { struct ent *en; char *path; } fq[FQ_LEN];
+    size_t fqhead, fqlen;
+    bool fdone;
+    pthread_t readers[NREADERS];
+    int nreaders;
+    /* chunk buffers (BK_MAX_CHUNK each) are reused: a fresh one costs page faults */
+    uint8_t *pool[POOL_MAX];
+    size_t npool;
     /* state of the walk */
     double last_index;
     struct bk_progress pr;
@@ -72,6 +88,39 @@ struct arch {
     char uname[64], gname[64];
     bool have_uid, have_gid;
 };
+
+/* ---- chunk buffers ---- */
+
+static uint8_t *buf_get(struct arch *a)
+{
+    pthread_mutex_lock(&a->mu);
+    uint8_t *b = a->npool ? a->pool[--a->npool] : NULL;
+    pthread_mutex_unlock(&a->mu);
+    /* room before and after the chunk, so the worker seals it where it lies */
+    return b ? b : malloc(BK_MAX_CHUNK + 2 * BK_HEADROOM);
+}
+
+#define KEEP_RESIDENT (2u << 20)
+
+static void buf_put(struct arch *a, uint8_t *b, size_t used)
+{
+    if (!b)
+        return;
+    /* most chunks are near 1 MiB: give back what an odd big one made resident */
+    if (used > KEEP_RESIDENT + (1u << 20)) {
+        uintptr_t from = ((uintptr_t)b + KEEP_RESIDENT + 4095) & ~(uintptr_t)4095;
+        uintptr_t to = ((uintptr_t)b + BK_MAX_CHUNK + 2 * BK_HEADROOM) & ~(uintptr_t)4095;
+        if (to > from)
+            madvise((void *)from, to - from, MADV_DONTNEED);
+    }
+    pthread_mutex_lock(&a->mu);
+    if (a->npool < POOL_MAX) {
+        a->pool[a->npool++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&a->mu);
+    free(b);
+}
 
 /* ---- workers ---- */
 
@@ -97,12 +146,17 @@ static void *worker_main(void *arg)
         a->busy++;
         pthread_cond_signal(&a->room);
         pthread_mutex_unlock(&a->mu);
-        bk_sha256(j.data, j.len, j.slot);
-        int e = bk_blob_save(a->r, pk, BK_BLOB_DATA, j.slot, j.data, j.len);
-        free(j.data);
+        bk_sha256(j.data + BK_HEADROOM, j.len, j.slot);
+        int e = bk_blob_save_inplace(a->r, pk, BK_BLOB_DATA, j.slot, j.data + BK_HEADROOM, j.len);
+        buf_put(a, j.data, j.len);
         pthread_mutex_lock(&a->mu);
-        if (e && e != -EEXIST && !a->werr)
+        if (e && e != -EEXIST && !a->werr) {
             a->werr = e;
+            /* whoever waits for room or for the queue to empty gives up now */
+            pthread_cond_broadcast(&a->room);
+            pthread_cond_broadcast(&a->froom);
+            pthread_cond_broadcast(&a->idle);
+        }
         a->busy--;
         if (!a->qlen && !a->busy)
             pthread_cond_broadcast(&a->idle);
@@ -132,7 +186,7 @@ static int submit(struct arch *a, uint8_t *data, size_t len, bk_id *slot)
     }
     pthread_mutex_unlock(&a->mu);
     if (e)
-        free(data);
+        buf_put(a, data, len);
     return e;
 }
 
@@ -180,7 +234,8 @@ static void progress(struct arch *a, bool final)
     if (!final && now - a->pr.last < 0.5)
         return;
     a->pr.last = now;
-    double el = now - a->pr.started, done = (double)a->r->st.bytes_processed;
+    double el = now - a->pr.started;
+    double done = (double)__atomic_load_n(&a->r->st.bytes_processed, __ATOMIC_RELAXED);
     double rate = el > 0 ? done / el : 0;
     char d[32], t[32], rt[32], eta[32] = "-";
     fmt_bytes(done, d, sizeof(d));
@@ -336,7 +391,7 @@ static void fail(struct arch *a, const char *path, int e)
 
 /* ---- files ---- */
 
-static int read_file(struct arch *a, struct ent *en, const char *path)
+static int read_file(struct arch *a, struct bk_chunker *ch, struct ent *en, const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
@@ -348,14 +403,14 @@ static int read_file(struct arch *a, struct ent *en, const char *path)
         close(fd);
         return -ENOMEM;
     }
-    bk_chunker_restart(&a->ch);
-    uint8_t *cur = malloc(BK_MAX_CHUNK);
+    bk_chunker_restart(ch);
+    uint8_t *cur = buf_get(a);
     size_t have = 0;
     int e = 0;
     uint64_t total = 0;
     while (cur) {
         size_t want = BK_MAX_CHUNK - have < READ_STEP ? BK_MAX_CHUNK - have : READ_STEP;
-        ssize_t k = read(fd, cur + have, want);
+        ssize_t k = read(fd, cur + BK_HEADROOM + have, want);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0) {
@@ -365,7 +420,7 @@ static int read_file(struct arch *a, struct ent *en, const char *path)
         if (k == 0) {
             if (have || !en->node.ncontent) {
                 if (!have) {
-                    free(cur);      /* an empty file has no chunk: content [] */
+                    buf_put(a, cur, 0);     /* an empty file has no chunk: content [] */
                     cur = NULL;
                     break;
                 }
@@ -374,20 +429,20 @@ static int read_file(struct arch *a, struct ent *en, const char *path)
             break;
         }
         total += (uint64_t)k;
-        a->r->st.bytes_processed += (uint64_t)k;
+        __atomic_fetch_add(&a->r->st.bytes_processed, (uint64_t)k, __ATOMIC_RELAXED);
         size_t pos = have, end = have + (size_t)k;
         have = end;
         while (pos < end) {
-            size_t cut = bk_chunker_next(&a->ch, cur + pos, end - pos);
+            size_t cut = bk_chunker_next(ch, cur + BK_HEADROOM + pos, end - pos);
             if (!cut)
                 break;
             size_t clen = pos + cut;
-            uint8_t *next = malloc(BK_MAX_CHUNK);
+            uint8_t *next = buf_get(a);
             if (!next) {
                 e = -ENOMEM;
                 break;
             }
-            memcpy(next, cur + clen, end - clen);
+            memcpy(next + BK_HEADROOM, cur + BK_HEADROOM + clen, end - clen);
             if (en->node.ncontent == en->ccap) {
                 /* the file grew while we read it: the workers hold pointers into content */
                 if ((e = drain(a)))
@@ -400,9 +455,8 @@ static int read_file(struct arch *a, struct ent *en, const char *path)
                 en->node.content = c;
                 en->ccap *= 2;
             }
-            uint8_t *shrunk = realloc(cur, clen);
-            if ((e = submit(a, shrunk ? shrunk : cur, clen, &en->node.content[en->node.ncontent++]))) {
-                free(next);
+            if ((e = submit(a, cur, clen, &en->node.content[en->node.ncontent++]))) {
+                buf_put(a, next, 0);
                 cur = NULL;
                 break;
             }
@@ -433,11 +487,67 @@ emit_last:
         cur = NULL;
         break;
     }
-    free(cur);
+    buf_put(a, cur, BK_MAX_CHUNK);
     close(fd);
     if (!e && total != en->node.size)
         en->node.size = total;          /* what we read is what the snapshot holds */
     return e;
+}
+
+/* ---- readers ---- */
+
+static int queue_file(struct arch *a, struct ent *en, const char *path)
+{
+    char *p = strdup(path);
+    if (!p)
+        return -ENOMEM;
+    pthread_mutex_lock(&a->mu);
+    while (a->fqlen == FQ_LEN && !a->werr)
+        pthread_cond_wait(&a->froom, &a->mu);
+    int e = a->werr;
+    if (!e) {
+        a->fq[(a->fqhead + a->fqlen) % FQ_LEN] = (struct fjob){ en, p };
+        a->fqlen++;
+        pthread_cond_signal(&a->fmore);
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (e)
+        free(p);
+    return e;
+}
+
+static void *reader_main(void *arg)
+{
+    struct arch *a = arg;
+    struct bk_chunker *ch = malloc(sizeof(*ch));
+    if (ch)
+        *ch = a->ch;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->fqlen && !a->fdone)
+            pthread_cond_wait(&a->fmore, &a->mu);
+        if (!a->fqlen)
+            break;
+        struct fjob j = a->fq[a->fqhead];
+        a->fqhead = (a->fqhead + 1) % FQ_LEN;
+        a->fqlen--;
+        pthread_cond_signal(&a->froom);
+        bool skip = a->werr != 0 || cancelled(a);
+        pthread_mutex_unlock(&a->mu);
+        int e = skip ? -ECANCELED : ch ? read_file(a, ch, j.en, j.path) : -ENOMEM;
+        if (e && e != -ECANCELED) {
+            j.en->failed = true;
+            __atomic_fetch_add(&a->r->st.errors, 1, __ATOMIC_RELAXED);
+            log_warn("backup: skipped", "path", j.path, "err", cairn_strerror(e));
+        } else if (e) {
+            j.en->failed = true;
+        }
+        free(j.path);
+        pthread_mutex_lock(&a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    free(ch);
+    return NULL;
 }
 
 /* ---- the walk ---- */
@@ -450,6 +560,8 @@ static int by_name(const void *x, const void *y)
 static struct ent *add_kid(struct ent *d)
 {
     if (d->nkids == d->kcap) {
+        /* only the root grows after readers may hold entries: its kids are the
+         * paths, made before any file is queued */
         size_t n = d->kcap ? d->kcap * 2 : 8;
         struct ent *k = realloc(d->kids, n * sizeof(*k));
         if (!k)
@@ -519,6 +631,16 @@ static int walk_dir(struct arch *a, struct ent *en, const char *path, const stru
         nn++;
     }
     closedir(d);
+    /* the readers hold pointers to these entries: the array must not move */
+    if (!e && nn > en->kcap) {
+        struct ent *k = realloc(en->kids, nn * sizeof(*k));
+        if (!k)
+            e = -ENOMEM;
+        else {
+            en->kids = k;
+            en->kcap = nn;
+        }
+    }
     for (size_t i = 0; i < nn && !e; i++) {
         char p[PATH_MAX];
         struct stat csb;
@@ -545,15 +667,13 @@ static int walk_dir(struct arch *a, struct ent *en, const char *path, const stru
         }
         if (x) {
             fail(a, p, x);
-            bk_node_free(&k->node);
-            en->nkids--;
+            k->failed = true;           /* kept (and freed) with the rest, left out of the tree */
         }
     }
     for (size_t i = 0; i < nn; i++)
         free(names[i]);
     free(names);
     bk_tree_free(&pt);
-    qsort(en->kids, en->nkids, sizeof(*en->kids), by_name);
     return e;
 }
 
@@ -590,14 +710,14 @@ static int walk(struct arch *a, struct ent *en, const char *path, const struct s
             memcpy(en->node.content, pn->content, pn->ncontent * sizeof(bk_id));
         en->node.ncontent = pn->ncontent;
         a->r->st.files_unmodified++;
-        a->r->st.bytes_processed += en->node.size;
+        __atomic_fetch_add(&a->r->st.bytes_processed, en->node.size, __ATOMIC_RELAXED);
         return 0;
     }
     if (pn)
         a->r->st.files_changed++;
     else
         a->r->st.files_new++;
-    int e = read_file(a, en, path);
+    int e = queue_file(a, en, path);
     if (cairn_wall_time() - a->last_index > INDEX_EVERY_S) {
         bk_index_write_pending(a->r);
         bk_lock_refresh(a->r);
@@ -611,18 +731,20 @@ static int walk(struct arch *a, struct ent *en, const char *path, const struct s
 static int save_tree(struct arch *a, struct ent *en, bk_id *out)
 {
     struct bk_tree t = { 0 };
-    t.n = en->nkids;
-    t.nodes = calloc(t.n ? t.n : 1, sizeof(*t.nodes));
+    qsort(en->kids, en->nkids, sizeof(*en->kids), by_name);
+    t.nodes = calloc(en->nkids ? en->nkids : 1, sizeof(*t.nodes));
     if (!t.nodes)
         return -ENOMEM;
     int e = 0;
     for (size_t i = 0; i < en->nkids && !e; i++) {
         struct ent *k = &en->kids[i];
+        if (k->failed)
+            continue;
         if (k->node.type == BK_N_DIR) {
             e = save_tree(a, k, &k->node.subtree);
             k->node.has_subtree = true;
         }
-        t.nodes[i] = k->node;
+        t.nodes[t.n++] = k->node;
     }
     struct buf b = BUF_INIT;
     if (!e && !(e = bk_tree_encode(&t, &b))) {
@@ -648,7 +770,7 @@ static void free_ent(struct ent *en)
  * given: the root tree holds its first component, and so on down; each directory
  * on the way gets its own metadata. Returns the path's own node (walked by the
  * caller), or NULL with *e set. */
-static struct ent *path_ent(struct arch *a, struct ent *root, const char *abs, int *e)
+static struct ent *path_ent(struct arch *a, struct ent *root, const char *abs, bool create, int *e)
 {
     struct ent *cur = root;
     char partial[PATH_MAX] = "";
@@ -673,6 +795,10 @@ static struct ent *path_ent(struct arch *a, struct ent *root, const char *abs, i
         for (size_t i = 0; i < cur->nkids; i++)
             if (!strcmp(cur->kids[i].node.name, name))
                 k = &cur->kids[i];
+        if (!k && !create) {
+            *e = -ENOENT;
+            return NULL;
+        }
         if (!k) {
             if (!(k = add_kid(cur)) || !(k->node.name = strdup(name))) {
                 *e = -ENOMEM;
@@ -776,6 +902,8 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
     pthread_cond_init(&a.more, NULL);
     pthread_cond_init(&a.room, NULL);
     pthread_cond_init(&a.idle, NULL);
+    pthread_cond_init(&a.fmore, NULL);
+    pthread_cond_init(&a.froom, NULL);
     a.threads = calloc((size_t)a.nthreads, sizeof(pthread_t));
     a.packers = calloc((size_t)a.nthreads, sizeof(struct bk_packer));
     int started = 0;
@@ -795,8 +923,20 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
         started++;
     }
     struct ent root = { 0 };
+    /* every path's nodes first: the arrays holding them stop moving before any
+     * reader holds a pointer into them */
+    for (size_t i = 0; i < o->npaths && !e; i++)
+        if (!path_ent(&a, &root, paths[i], true, &e))
+            snprintf(err, errlen, "%s: %s", paths[i], cairn_strerror(e));
+    for (int i = 0; !e && i < NREADERS; i++) {
+        if (pthread_create(&a.readers[i], NULL, reader_main, &a)) {
+            e = -EAGAIN;
+            break;
+        }
+        a.nreaders++;
+    }
     for (size_t i = 0; i < o->npaths && !e; i++) {
-        struct ent *pe = path_ent(&a, &root, paths[i], &e);
+        struct ent *pe = path_ent(&a, &root, paths[i], false, &e);
         if (!pe) {
             snprintf(err, errlen, "%s: %s", paths[i], cairn_strerror(e));
             break;
@@ -848,7 +988,14 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
             snprintf(err, errlen, "%s: %s", paths[i], cairn_strerror(e));
         }
     }
-    /* stop the workers: each flushes its pack */
+    /* the readers finish the queued files, then the workers stop, each flushing
+     * its pack */
+    pthread_mutex_lock(&a.mu);
+    a.fdone = true;
+    pthread_cond_broadcast(&a.fmore);
+    pthread_mutex_unlock(&a.mu);
+    for (int i = 0; i < a.nreaders; i++)
+        pthread_join(a.readers[i], NULL);
     pthread_mutex_lock(&a.mu);
     a.done = true;
     pthread_cond_broadcast(&a.more);
@@ -927,10 +1074,14 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
         bk_packer_free(&a.packers[i]);
     free(a.packers);
     free(a.threads);
+    for (size_t i = 0; i < a.npool; i++)
+        free(a.pool[i]);
     pthread_mutex_destroy(&a.mu);
     pthread_cond_destroy(&a.more);
     pthread_cond_destroy(&a.room);
     pthread_cond_destroy(&a.idle);
+    pthread_cond_destroy(&a.fmore);
+    pthread_cond_destroy(&a.froom);
     bk_tree_free(&proot);
     bk_snapshots_free(snaps, nsnaps);
     for (size_t i = 0; i < o->npaths; i++)

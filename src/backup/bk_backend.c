@@ -187,8 +187,53 @@ static void local_free(struct bk_backend *be)
     free(l);
 }
 
-static const struct bk_backend_ops local_ops = { local_save, local_load, local_stat,
-                                                 local_list, local_remove, local_free };
+static int local_tmp_file(struct bk_backend *be, char *path, size_t n)
+{
+    struct local *l = (struct local *)be;
+    uint8_t rnd[8];
+    char hex[17];
+    cairn_random(rnd, sizeof(rnd));
+    cairn_hex(rnd, sizeof(rnd), hex);
+    /* in data/, on the file system the pack is renamed into */
+    if (snprintf(path, n, "%s/data/.tmp-pack-%d-%s", l->root, (int)getpid(), hex) >= (int)n)
+        return -ENAMETOOLONG;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    return fd < 0 ? -errno : fd;
+}
+
+static int local_save_file(struct bk_backend *be, enum bk_ftype t, const char *name, const char *tmp,
+                           uint64_t size)
+{
+    struct local *l = (struct local *)be;
+    char path[4096], dir[4096];
+    (void)size;
+    int r = local_path(l, t, name, path, sizeof(path));
+    if (r)
+        goto fail;
+    snprintf(dir, sizeof(dir), "%s", path);
+    *strrchr(dir, '/') = 0;
+    if ((r = cairn_mkdir_p(dir, 0700)))
+        goto fail;
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0) {
+        r = -errno;
+        if (fd >= 0)
+            close(fd);
+        goto fail;
+    }
+    close(fd);
+    if (rename(tmp, path) < 0) {
+        r = -errno;
+        goto fail;
+    }
+    return cairn_fsync_dir(dir);
+fail:
+    unlink(tmp);
+    return r;
+}
+
+static const struct bk_backend_ops local_ops = { local_save, local_load, local_stat, local_list,
+                                                 local_remove, local_free, local_tmp_file, local_save_file };
 
 static int local_open(const char *path, struct bk_backend **out, char *err, size_t errlen)
 {

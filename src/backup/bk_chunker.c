@@ -71,19 +71,19 @@ uint64_t bk_pol_random(void)
     }
 }
 
+/* A new chunk: restic starts every chunk's window from zeros with one byte of
+ * value 1 slid in, then skips MinSize - 64 bytes without hashing. The window is
+ * not kept: the byte leaving it is read back from the chunk, which the caller
+ * keeps contiguous in memory (for the first 64 hashed bytes it is one of the
+ * window's initial bytes: zeros, then the 1). */
 static void chunker_reset(struct bk_chunker *c)
 {
-    memset(c->win, 0, sizeof(c->win));
-    c->wpos = 0;
+    uint64_t d = 0;
+    d ^= c->out[0];
+    d = ((d << 8) | 1) ^ c->mod[d >> c->shift];
+    c->digest = d;
+    c->hashed = 0;
     c->count = 0;
-    c->digest = 0;
-    /* slide in one byte of value 1, as restic does */
-    uint8_t out = c->win[c->wpos];
-    c->win[c->wpos] = 1;
-    c->digest ^= c->out[out];
-    c->wpos = (c->wpos + 1) % BK_WINDOW;
-    uint64_t idx = c->digest >> c->shift;
-    c->digest = ((c->digest << 8) | 1) ^ c->mod[idx];
     c->pre = BK_MIN_CHUNK - BK_WINDOW;
 }
 
@@ -101,6 +101,8 @@ int bk_chunker_init(struct bk_chunker *c, uint64_t pol)
         c->out[b] = h;
         c->mod[b] = pol_mod((uint64_t)b << k, pol) | ((uint64_t)b << k);
     }
+    for (int b = 0; b < 256; b++)
+        c->slide[b] = (c->out[b] << 8) ^ c->mod[c->out[b] >> c->shift];
     chunker_reset(c);
     return 0;
 }
@@ -124,24 +126,55 @@ size_t bk_chunker_next(struct bk_chunker *c, const uint8_t *p, size_t n)
         c->pre = 0;
     }
     uint64_t digest = c->digest, add = c->count;
-    unsigned wpos = c->wpos;
+    const uint64_t *out = c->out, *mod = c->mod;
     const int shift = c->shift;
-    for (; i < n; i++) {
-        uint8_t b = p[i];
-        uint8_t out = c->win[wpos];
-        c->win[wpos] = b;
-        wpos = (wpos + 1) & (BK_WINDOW - 1);
-        digest ^= c->out[out];
-        uint64_t idx = digest >> shift;
-        digest = ((digest << 8) | b) ^ c->mod[idx];
+    /* the first bytes of the window: what leaves is the initial zeros and the 1 */
+    while (i < n && c->hashed < BK_WINDOW) {
+        uint8_t o = c->hashed == BK_WINDOW - 1 ? 1 : 0;
+        digest ^= out[o];
+        digest = ((digest << 8) | p[i]) ^ mod[digest >> shift];
+        i++;
         add++;
+        c->hashed++;
         if (((digest & BK_SPLIT_MASK) == 0 || add >= BK_MAX_CHUNK) && add >= BK_MIN_CHUNK) {
             chunker_reset(c);
-            return i + 1;
+            return i;
         }
     }
+    /* the steady state: add >= MinSize from here, so a zero mask cuts; stop at
+     * MaxSize */
+    size_t lim = n;
+    if (lim - i > BK_MAX_CHUNK - add)
+        lim = i + (size_t)(BK_MAX_CHUNK - add);
+    size_t start = i;
+    /* restic's polynomials have degree 53: a constant shift keeps the loop's
+     * dependency chain short (a shift by %cl is slower on x86) */
+    /* Reduction mod P is linear over GF(2), so the byte leaving the window folds
+     * into one table of its own (slide[o] = out[o] * x^8 mod P, unreduced the same
+     * way) off the loop's dependency chain: digest = digest*x^8 + b + slide[o]. */
+    const uint64_t *slide = c->slide;
+#define STEP(SHIFT)                                                                  \
+    for (; i < lim; i++) {                                                           \
+        uint64_t t_ = (digest << 8) ^ p[i] ^ slide[p[i - BK_WINDOW]];                 \
+        __asm__("" : "+r"(t_)); /* keeps the compiler from moving an xor onto the chain */ \
+        digest = t_ ^ mod[digest >> (SHIFT)];                                        \
+        if ((digest & BK_SPLIT_MASK) == 0) {                                         \
+            chunker_reset(c);                                                        \
+            return i + 1;                                                            \
+        }                                                                            \
+    }
+    if (shift == 45) {
+        STEP(45)
+    } else {
+        STEP(shift)
+    }
+#undef STEP
+    add += i - start;
+    if (add >= BK_MAX_CHUNK && i > 0) {
+        chunker_reset(c);
+        return i;
+    }
     c->digest = digest;
-    c->wpos = wpos;
     c->count = add;
     return 0;
 }

@@ -9,6 +9,7 @@
  */
 #include "backup_internal.h"
 #include "core/log.h"
+#include "core/fileio.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -453,11 +454,54 @@ out:
 
 void bk_packer_free(struct bk_packer *pk)
 {
-    buf_free(&pk->data);
+    if (pk->has_file) {
+        close(pk->fd);
+        unlink(pk->tmp);                /* a pack never finished */
+    }
+    pk->has_file = false;
     buf_free(&pk->header);
+    buf_free(&pk->seal);
+    buf_free(&pk->z);
     if (pk->zc)
         ZSTD_freeCCtx(pk->zc);
     pk->zc = NULL;
+    if (pk->sha)
+        EVP_MD_CTX_free(pk->sha);
+    pk->sha = NULL;
+}
+
+/* the packer's temporary file, when it has none yet (owner thread, no lock) */
+static int packer_file(struct bk_repo *r, struct bk_packer *pk)
+{
+    if (pk->has_file)
+        return 0;
+    int fd = r->be->ops->tmp_file(r->be, pk->tmp, sizeof(pk->tmp));
+    if (fd < 0)
+        return fd;
+    if (!pk->sha && !(pk->sha = EVP_MD_CTX_new())) {
+        close(fd);
+        unlink(pk->tmp);
+        return -ENOMEM;
+    }
+    if (EVP_DigestInit_ex(pk->sha, EVP_sha256(), NULL) != 1) {
+        close(fd);
+        unlink(pk->tmp);
+        return -EIO;
+    }
+    pk->fd = fd;
+    pk->has_file = true;
+    pk->size = 0;
+    return 0;
+}
+
+static int packer_write(struct bk_packer *pk, const void *p, size_t n)
+{
+    int e = cairn_write_all(pk->fd, p, n);
+    if (e)
+        return e;
+    EVP_DigestUpdate(pk->sha, p, n);
+    pk->size += n;
+    return 0;
 }
 
 void bk_repo_close(struct bk_repo *r)
@@ -850,7 +894,19 @@ static void put_le32(struct buf *b, uint32_t v)
     buf_append(b, x, 4);
 }
 
-int bk_blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id *id, const void *p, size_t n)
+/* zstd pays for itself unless the data is already compressed or random: a fast
+ * probe on its first 64 KiB decides for the big blobs */
+static bool worth_compressing(struct bk_packer *pk, const void *p, size_t n)
+{
+    if (n < (256u << 10))
+        return true;
+    uint8_t out[70000];
+    size_t k = ZSTD_compressCCtx(pk->zc, out, sizeof(out), p, 65536, 1);
+    return !ZSTD_isError(k) && k < 65536 * 97 / 100;
+}
+
+static int blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id *id, const void *p, size_t n,
+                     bool inplace)
 {
     pthread_mutex_lock(&r->mu);
     if (find_locked(r, id, type)) {
@@ -866,7 +922,6 @@ int bk_blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id 
         pk->pack = (uint32_t)slot;
         pk->open = true;
         pk->nblobs = 0;
-        buf_reset(&pk->data);
         buf_reset(&pk->header);
     }
     struct bk_ientry *e = add_entry_locked(r, id, type);
@@ -876,31 +931,40 @@ int bk_blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id 
     pthread_mutex_unlock(&r->mu);
     if (!e)
         return -ENOMEM;
-    /* compress (outside the lock: this and the sealing are the work) */
-    const void *src = p;
+    int err = packer_file(r, pk);
+    /* compress (outside the lock: this and the sealing are the work), into z past
+     * room for the IV so that it is sealed where it lies */
+    const uint8_t *src = p;
     size_t sl = n;
     uint32_t ulen = 0;
-    struct buf z = BUF_INIT;
-    if (r->version >= 2 && n >= 64) {
+    uint8_t *sealed = NULL;
+    if (!err && r->version >= 2 && n >= 64) {
         if (!pk->zc)
             pk->zc = ZSTD_createCCtx();
         size_t bound = ZSTD_compressBound(n);
-        if (pk->zc && !buf_reserve(&z, bound)) {
-            size_t k = ZSTD_compressCCtx(pk->zc, buf_tail(&z), bound, p, n, r->zstd_level);
+        buf_reset(&pk->z);
+        if (pk->zc && worth_compressing(pk, p, n) && !buf_reserve(&pk->z, BK_HEADROOM + bound + BK_HEADROOM)) {
+            uint8_t *zb = (uint8_t *)buf_tail(&pk->z);
+            size_t k = ZSTD_compressCCtx(pk->zc, zb + BK_HEADROOM, bound, p, n, r->zstd_level);
             if (!ZSTD_isError(k) && k < n) {
-                src = buf_tail(&z);
+                src = zb + BK_HEADROOM;
                 sl = k;
                 ulen = (uint32_t)n;
+                sealed = zb;
             }
         }
     }
-    int err = 0;
-    size_t off = pk->data.len;
-    if (buf_reserve(&pk->data, sl + BK_OVERHEAD))
-        err = -ENOMEM;
-    else if (!(err = bk_seal(&r->master, src, sl, (uint8_t *)buf_tail(&pk->data))))
-        buf_commit(&pk->data, sl + BK_OVERHEAD);
-    buf_free(&z);
+    if (!sealed && inplace) {
+        sealed = (uint8_t *)p - BK_HEADROOM;
+    } else if (!sealed) {
+        buf_reset(&pk->seal);
+        if (!err && buf_reserve(&pk->seal, sl + BK_OVERHEAD))
+            err = -ENOMEM;
+        sealed = (uint8_t *)buf_tail(&pk->seal);
+    }
+    uint64_t off = pk->size;
+    if (!err && !(err = bk_seal(&r->master, src, sl, sealed)))
+        err = packer_write(pk, sealed, sl + BK_OVERHEAD);
     if (!err) {
         buf_putc(&pk->header, (char)(type | (ulen ? 2 : 0)));
         put_le32(&pk->header, (uint32_t)(sl + BK_OVERHEAD));
@@ -919,11 +983,26 @@ int bk_blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id 
         r->st.bytes_added += n;
     }
     pthread_mutex_unlock(&r->mu);
+    /* big scratch buffers are not kept between blobs of ordinary size */
+    if (pk->z.cap > (12u << 20))
+        buf_free(&pk->z);
+    if (pk->seal.cap > (12u << 20))
+        buf_free(&pk->seal);
     if (err)
         return err;
-    if (pk->data.len >= r->pack_target)
+    if (pk->size >= r->pack_target)
         return bk_packer_flush(r, pk);
     return 0;
+}
+
+int bk_blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id *id, const void *p, size_t n)
+{
+    return blob_save(r, pk, type, id, p, n, false);
+}
+
+int bk_blob_save_inplace(struct bk_repo *r, struct bk_packer *pk, int type, const bk_id *id, uint8_t *p, size_t n)
+{
+    return blob_save(r, pk, type, id, p, n, true);
 }
 
 int bk_packer_flush(struct bk_repo *r, struct bk_packer *pk)
@@ -931,24 +1010,35 @@ int bk_packer_flush(struct bk_repo *r, struct bk_packer *pk)
     if (!pk->open || !pk->nblobs)
         return 0;
     size_t hl = buf_used(&pk->header);
-    if (buf_reserve(&pk->data, hl + BK_OVERHEAD + 4))
+    buf_reset(&pk->seal);
+    if (buf_reserve(&pk->seal, hl + BK_OVERHEAD + 4))
         return -ENOMEM;
-    int e = bk_seal(&r->master, buf_head(&pk->header), hl, (uint8_t *)buf_tail(&pk->data));
+    int e = bk_seal(&r->master, buf_head(&pk->header), hl, (uint8_t *)buf_tail(&pk->seal));
     if (e)
         return e;
-    buf_commit(&pk->data, hl + BK_OVERHEAD);
-    put_le32(&pk->data, (uint32_t)(hl + BK_OVERHEAD));
+    buf_commit(&pk->seal, hl + BK_OVERHEAD);
+    put_le32(&pk->seal, (uint32_t)(hl + BK_OVERHEAD));
+    if ((e = packer_write(pk, buf_head(&pk->seal), buf_used(&pk->seal))))
+        return e;
     bk_id id;
+    unsigned int dl = 32;
     char name[65];
-    bk_sha256(buf_head(&pk->data), buf_used(&pk->data), &id);
+    EVP_DigestFinal_ex(pk->sha, id.b, &dl);
     bk_id_hex(&id, name);
-    e = r->be->ops->save(r->be, BK_DATA, name, buf_head(&pk->data), buf_used(&pk->data));
+    uint64_t size = pk->size;
+    pk->has_file = false;
+    if (close(pk->fd) < 0) {
+        e = -errno;
+        unlink(pk->tmp);
+        return e;
+    }
+    e = r->be->ops->save_file(r->be, BK_DATA, name, pk->tmp, size);
     if (e)
         return e;
     pthread_mutex_lock(&r->mu);
     struct bk_pack *p = &r->packs[pk->pack];
     p->id = id;
-    p->size = buf_used(&pk->data);
+    p->size = size;
     p->pending = false;
     if ((r->npacks + 1) * 10 >= r->npack_slots * 7) {
         size_t n = r->npack_slots ? r->npack_slots * 2 : 1024;
@@ -964,16 +1054,11 @@ int bk_packer_flush(struct bk_repo *r, struct bk_packer *pk)
     }
     pack_slot_insert(r, pk->pack);
     r->st.packs_written++;
-    r->st.bytes_stored += buf_used(&pk->data);
+    r->st.bytes_stored += size;
     pthread_mutex_unlock(&r->mu);
     pk->open = false;
     pk->nblobs = 0;
-    buf_reset(&pk->data);
     buf_reset(&pk->header);
-    /* keep big buffers from piling up between packs */
-    if (pk->data.cap > 2 * r->pack_target + (16u << 20)) {
-        buf_free(&pk->data);
-    }
     return 0;
 }
 
@@ -1075,48 +1160,46 @@ int bk_index_write_pending(struct bk_repo *r)
     return e;
 }
 
-int bk_blob_load(struct bk_repo *r, const struct bk_ientry *e, struct buf *out, char *err, size_t errlen)
+int bk_blob_load2(struct bk_repo *r, const struct bk_ientry *e, struct buf *out, struct buf *scratch, char *err,
+                  size_t errlen)
 {
     char pname[65], bname[65];
-    struct buf raw = BUF_INIT;
+    struct buf own = BUF_INIT;
+    struct buf *raw = scratch ? scratch : &own;
     pthread_mutex_lock(&r->mu);
     struct bk_ientry en = *e;
     bk_id pid = r->packs[e->pack].id;
     pthread_mutex_unlock(&r->mu);
     bk_id_hex(&pid, pname);
     bk_id_hex(&en.id, bname);
-    int x = r->be->ops->load(r->be, BK_DATA, pname, en.off, en.len, &raw);
+    buf_reset(raw);
+    int x = r->be->ops->load(r->be, BK_DATA, pname, en.off, en.len, raw);
     if (x) {
         snprintf(err, errlen, "blob %.16s in pack %.16s: %s", bname, pname, cairn_strerror(x));
         goto out;
     }
-    buf_reset(out);
+    /* decrypted where it lies, then decompressed into out (or handed over) */
+    uint8_t *p = (uint8_t *)buf_head(raw);
+    if ((x = bk_open(&r->master, p, en.len, p + 16))) {
+        snprintf(err, errlen, "blob %.16s in pack %.16s: does not decrypt (damaged)", bname, pname);
+        goto out;
+    }
     size_t pl = en.len - BK_OVERHEAD;
+    buf_reset(out);
     if (en.ulen) {
-        struct buf plain = BUF_INIT;
-        if (buf_reserve(&plain, pl) ||
-            (x = bk_open(&r->master, (const uint8_t *)buf_head(&raw), en.len, (uint8_t *)buf_tail(&plain)))) {
-            buf_free(&plain);
-            x = x ? x : -ENOMEM;
-            snprintf(err, errlen, "blob %.16s in pack %.16s: does not decrypt (damaged)", bname, pname);
-            goto out;
-        }
-        buf_commit(&plain, pl);
-        x = unzstd(buf_head(&plain), pl, en.ulen, out);
-        buf_free(&plain);
+        x = unzstd(p + 16, pl, en.ulen, out);
         if (x || buf_used(out) != en.ulen) {
             x = x ? x : -EBADMSG;
             snprintf(err, errlen, "blob %.16s in pack %.16s: does not decompress", bname, pname);
             goto out;
         }
     } else {
-        if (buf_reserve(out, pl) ||
-            (x = bk_open(&r->master, (const uint8_t *)buf_head(&raw), en.len, (uint8_t *)buf_tail(out)))) {
-            x = x ? x : -ENOMEM;
-            snprintf(err, errlen, "blob %.16s in pack %.16s: does not decrypt (damaged)", bname, pname);
-            goto out;
-        }
-        buf_commit(out, pl);
+        /* the plaintext is raw's bytes 16..16+pl: swap the buffers instead of copying */
+        raw->off += 16;
+        raw->len = raw->off + pl;
+        struct buf t = *out;
+        *out = *raw;
+        *raw = t;
     }
     bk_id got;
     bk_sha256(buf_head(out), buf_used(out), &got);
@@ -1125,8 +1208,13 @@ int bk_blob_load(struct bk_repo *r, const struct bk_ientry *e, struct buf *out, 
         snprintf(err, errlen, "blob %.16s in pack %.16s: content does not match its id", bname, pname);
     }
 out:
-    buf_free(&raw);
+    buf_free(&own);
     return x;
+}
+
+int bk_blob_load(struct bk_repo *r, const struct bk_ientry *e, struct buf *out, char *err, size_t errlen)
+{
+    return bk_blob_load2(r, e, out, NULL, err, errlen);
 }
 
 /* ---- locks ---- */
@@ -1310,26 +1398,28 @@ int bk_packer_add_raw(struct bk_repo *r, struct bk_packer *pk, const struct bk_i
         pk->pack = (uint32_t)slot;
         pk->open = true;
         pk->nblobs = 0;
-        buf_reset(&pk->data);
         buf_reset(&pk->header);
     }
     struct bk_ientry *en = add_entry_locked(r, &src->id, src->type);
     if (en) {
         en->pack = pk->pack;
-        en->off = (uint32_t)pk->data.len;
+        en->off = (uint32_t)pk->size;
         en->len = src->len;
         en->ulen = src->ulen;
     }
     pthread_mutex_unlock(&r->mu);
-    if (!en || buf_append(&pk->data, sealed, src->len))
+    if (!en)
         return -ENOMEM;
+    int e = packer_file(r, pk);
+    if (e || (e = packer_write(pk, sealed, src->len)))
+        return e;
     buf_putc(&pk->header, (char)(src->type | (src->ulen ? 2 : 0)));
     put_le32(&pk->header, src->len);
     if (src->ulen)
         put_le32(&pk->header, src->ulen);
     buf_append(&pk->header, src->id.b, 32);
     pk->nblobs++;
-    if (pk->data.len >= r->pack_target)
+    if (pk->size >= r->pack_target)
         return bk_packer_flush(r, pk);
     return 0;
 }

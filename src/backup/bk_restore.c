@@ -95,14 +95,13 @@ static bool all_zero(const char *p, size_t n)
     return memcmp(p, z, n) == 0;
 }
 
-static int fill_file(struct rst *s, const struct rjob *j, char *err, size_t errlen)
+static int fill_file(struct rst *s, const struct rjob *j, struct buf *bufs, char *err, size_t errlen)
 {
-    int fd = open(j->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(j->path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "%s: %s", j->path, cairn_strerror(-errno));
         return -errno;
     }
-    struct buf b = BUF_INIT;
     uint64_t off = 0;
     int e = 0;
     for (size_t i = 0; i < j->node.ncontent && !e; i++) {
@@ -114,10 +113,10 @@ static int fill_file(struct rst *s, const struct rjob *j, char *err, size_t errl
             e = -ENOENT;
             break;
         }
-        if ((e = bk_blob_load(s->r, en, &b, err, errlen)))
+        if ((e = bk_blob_load2(s->r, en, &bufs[0], &bufs[1], err, errlen)))
             break;
-        size_t n = buf_used(&b);
-        if (!all_zero(buf_head(&b), n) && (e = cairn_pwrite_all(fd, buf_head(&b), n, off)))
+        size_t n = buf_used(&bufs[0]);
+        if (!all_zero(buf_head(&bufs[0]), n) && (e = cairn_pwrite_all(fd, buf_head(&bufs[0]), n, off)))
             snprintf(err, errlen, "%s: %s", j->path, cairn_strerror(e));
         off += n;
         pthread_mutex_lock(&s->mu);
@@ -132,13 +131,13 @@ static int fill_file(struct rst *s, const struct rjob *j, char *err, size_t errl
         e = -errno;
         snprintf(err, errlen, "%s: %s", j->path, cairn_strerror(e));
     }
-    buf_free(&b);
     return e;
 }
 
 static void *rworker(void *arg)
 {
     struct rst *s = arg;
+    struct buf bufs[2] = { BUF_INIT, BUF_INIT };    /* a blob, and its sealed bytes: kept */
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->qlen && !s->done)
@@ -151,7 +150,7 @@ static void *rworker(void *arg)
         pthread_cond_signal(&s->room);
         pthread_mutex_unlock(&s->mu);
         char err[512];
-        int e = fill_file(s, &j, err, sizeof(err));
+        int e = fill_file(s, &j, bufs, err, sizeof(err));
         if (!e)
             set_meta(s, j.path, &j.node);
         pthread_mutex_lock(&s->mu);
@@ -168,6 +167,8 @@ static void *rworker(void *arg)
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+    buf_free(&bufs[0]);
+    buf_free(&bufs[1]);
     return NULL;
 }
 
@@ -247,7 +248,7 @@ static int restore_tree(struct rst *s, const bk_id *tree, const char *dir, char 
             s->ndirs++;
             break;
         case BK_N_FILE: {
-            unlink(path);
+            unlink(path);               /* a restore over a tree: never write through an old link */
             s->res->files++;
             if (n->links > 1 && n->device_id) {
                 const char *first = NULL;
@@ -273,13 +274,18 @@ static int restore_tree(struct rst *s, const bk_id *tree, const char *dir, char 
                 }
                 s->links[s->nlinks++] = (struct hl){ n->device_id, n->inode, strdup(path) };
             }
-            int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-            if (fd < 0) {
-                e = -errno;
-                snprintf(err, errlen, "%s: %s", path, cairn_strerror(e));
-                break;
+            /* a file others link to exists before this walk goes on; any other is
+             * created by the worker that fills it (file creation is much of a
+             * restore's cost, and it runs in parallel there) */
+            if (n->links > 1 && n->device_id) {
+                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (fd < 0) {
+                    e = -errno;
+                    snprintf(err, errlen, "%s: %s", path, cairn_strerror(e));
+                    break;
+                }
+                close(fd);
             }
-            close(fd);
             s->res->bytes += n->size;
             char *p = strdup(path);
             if (!p) {

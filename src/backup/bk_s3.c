@@ -12,6 +12,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -311,7 +312,60 @@ static void s3_free(struct bk_backend *be)
     free(s);
 }
 
-static const struct bk_backend_ops s3_ops = { s3_save, s3_load, s3_stat, s3_list, s3_remove, s3_free };
+static int s3_tmp_file(struct bk_backend *be, char *path, size_t n)
+{
+    (void)be;
+    const char *dir = getenv("TMPDIR");
+    if (snprintf(path, n, "%s/cairn-pack-XXXXXX", dir && *dir ? dir : "/tmp") >= (int)n)
+        return -ENAMETOOLONG;
+    int fd = mkostemp(path, O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+static void put_done(void *arg, const struct s3c_result *res)
+{
+    struct wait *w = arg;
+    w->status = res->status;
+    w->err = res->err;
+    buf_append(&w->body, res->body.p, res->body.n);
+    w->done = true;
+    loop_stop(w->loop);
+}
+
+/* one PUT of the file (or a multipart upload past S3C_PART) */
+static int s3_save_file(struct bk_backend *be, enum bk_ftype t, const char *name, const char *tmp, uint64_t size)
+{
+    struct s3be *s = (struct s3be *)be;
+    char key[256];
+    key_of(t, name, key, sizeof(key));
+    struct wait w = { 0 };
+    struct loop loop;
+    int e = loop_init(&loop);
+    if (!e) {
+        w.loop = &loop;
+        /* no lock: each call has its own client and loop, so the workers' packs
+         * upload side by side */
+        struct s3c *c = s3c_new(&loop, &s->conf);
+        if (!c || !s3c_put_file(c, key, tmp, size, put_done, &w))
+            e = -ENOMEM;
+        else
+            loop_run(&loop);
+        s3c_free(&c);
+        loop_destroy(&loop);
+    }
+    if (!e && !w.done)
+        e = -EIO;
+    if (!e && (w.status < 200 || w.status >= 300))
+        e = w.status ? status_err(w.status) : (w.err ? w.err : -EIO);
+    if (e)
+        log_warn("S3 upload failed", "key", key, "status", log_int(w.status), "body", buf_head(&w.body));
+    buf_free(&w.body);
+    unlink(tmp);
+    return e;
+}
+
+static const struct bk_backend_ops s3_ops = { s3_save, s3_load, s3_stat, s3_list, s3_remove,
+                                              s3_free, s3_tmp_file, s3_save_file };
 
 int bk_s3_open(const struct s3c_conf *conf, struct bk_backend **out, char *err, size_t errlen)
 {
