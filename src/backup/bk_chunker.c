@@ -10,6 +10,8 @@
  */
 #include "backup_internal.h"
 
+#include <stddef.h>
+
 static int pol_deg(uint64_t x)
 {
     return x ? 63 - __builtin_clzll(x) : -1;
@@ -147,12 +149,61 @@ size_t bk_chunker_next(struct bk_chunker *c, const uint8_t *p, size_t n)
     if (lim - i > BK_MAX_CHUNK - add)
         lim = i + (size_t)(BK_MAX_CHUNK - add);
     size_t start = i;
+    const uint64_t *slide = c->slide;
+    /* Four cut searches side by side. Past the first 64 bytes of a chunk the
+     * digest at a position is the fingerprint of the 64 bytes ending there, so a
+     * region's digests can start from its own 64 bytes before it: the next
+     * regions are hashed while the current one is, as independent dependency
+     * chains (the loop is bound by the latency of one chain). The first cut in
+     * position order wins, exactly as one pass would find it. */
+    if (shift == 45) {
+        const size_t L = 16384;
+        while (lim - i >= 4 * L) {
+            uint64_t d0 = digest, d1 = 0, d2 = 0, d3 = 0;
+            const uint8_t *q0 = p + i, *q1 = q0 + L, *q2 = q1 + L, *q3 = q2 + L;
+            for (size_t k = 0; k < BK_WINDOW; k++) {
+                d1 = ((d1 << 8) | q1[(ptrdiff_t)k - BK_WINDOW]) ^ mod[d1 >> 45];
+                d2 = ((d2 << 8) | q2[(ptrdiff_t)k - BK_WINDOW]) ^ mod[d2 >> 45];
+                d3 = ((d3 << 8) | q3[(ptrdiff_t)k - BK_WINDOW]) ^ mod[d3 >> 45];
+            }
+            size_t c1 = 0, c2 = 0, c3 = 0;
+            for (size_t k = 0; k < L; k++) {
+                uint64_t t0 = (d0 << 8) ^ q0[k] ^ slide[q0[(ptrdiff_t)k - BK_WINDOW]];
+                uint64_t t1 = (d1 << 8) ^ q1[k] ^ slide[q1[(ptrdiff_t)k - BK_WINDOW]];
+                uint64_t t2 = (d2 << 8) ^ q2[k] ^ slide[q2[(ptrdiff_t)k - BK_WINDOW]];
+                uint64_t t3 = (d3 << 8) ^ q3[k] ^ slide[q3[(ptrdiff_t)k - BK_WINDOW]];
+                __asm__("" : "+r"(t0), "+r"(t1), "+r"(t2), "+r"(t3));
+                d0 = t0 ^ mod[d0 >> 45];
+                d1 = t1 ^ mod[d1 >> 45];
+                d2 = t2 ^ mod[d2 >> 45];
+                d3 = t3 ^ mod[d3 >> 45];
+                if (__builtin_expect(((d0 & BK_SPLIT_MASK) == 0) | ((d1 & BK_SPLIT_MASK) == 0) |
+                                     ((d2 & BK_SPLIT_MASK) == 0) | ((d3 & BK_SPLIT_MASK) == 0), 0)) {
+                    if ((d0 & BK_SPLIT_MASK) == 0) {
+                        chunker_reset(c);
+                        return i + k + 1;
+                    }
+                    if (!c1 && (d1 & BK_SPLIT_MASK) == 0)
+                        c1 = i + L + k + 1;
+                    if (!c2 && (d2 & BK_SPLIT_MASK) == 0)
+                        c2 = i + 2 * L + k + 1;
+                    if (!c3 && (d3 & BK_SPLIT_MASK) == 0)
+                        c3 = i + 3 * L + k + 1;
+                }
+            }
+            if (c1 || c2 || c3) {
+                chunker_reset(c);
+                return c1 ? c1 : c2 ? c2 : c3;
+            }
+            digest = d3;
+            i += 4 * L;
+        }
+    }
     /* restic's polynomials have degree 53: a constant shift keeps the loop's
      * dependency chain short (a shift by %cl is slower on x86) */
     /* Reduction mod P is linear over GF(2), so the byte leaving the window folds
      * into one table of its own (slide[o] = out[o] * x^8 mod P, unreduced the same
      * way) off the loop's dependency chain: digest = digest*x^8 + b + slide[o]. */
-    const uint64_t *slide = c->slide;
 #define STEP(SHIFT)                                                                  \
     for (; i < lim; i++) {                                                           \
         uint64_t t_ = (digest << 8) ^ p[i] ^ slide[p[i - BK_WINDOW]];                 \

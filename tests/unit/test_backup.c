@@ -131,6 +131,85 @@ TEST(backup_chunker_cuts)
     free(data);
 }
 
+/* restic's chunker as its source reads, one byte at a time with the window kept
+ * in an array: the reference the fast one must agree with */
+struct refchunker {
+    uint64_t out[256], mod[256], digest;
+    uint8_t win[64];
+    unsigned wpos;
+    size_t pre, count;
+    int shift;
+};
+
+static void ref_slide(struct refchunker *c, uint8_t b)
+{
+    uint8_t o = c->win[c->wpos];
+    c->win[c->wpos] = b;
+    c->digest ^= c->out[o];
+    c->wpos = (c->wpos + 1) % 64;
+    c->digest = ((c->digest << 8) | b) ^ c->mod[c->digest >> c->shift];
+}
+
+static void ref_reset(struct refchunker *c)
+{
+    memset(c->win, 0, sizeof(c->win));
+    c->wpos = 0;
+    c->digest = 0;
+    c->count = 0;
+    ref_slide(c, 1);
+    c->pre = BK_MIN_CHUNK - 64;
+}
+
+static size_t ref_cuts(const struct bk_chunker *fast, const uint8_t *p, size_t n, size_t *out, size_t max)
+{
+    struct refchunker c;
+    memcpy(c.out, fast->out, sizeof(c.out));
+    memcpy(c.mod, fast->mod, sizeof(c.mod));
+    c.shift = fast->shift;
+    ref_reset(&c);
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < max; i++) {
+        if (c.pre) {
+            c.pre--;
+            c.count++;
+            continue;
+        }
+        ref_slide(&c, p[i]);
+        c.count++;
+        if (((c.digest & BK_SPLIT_MASK) == 0 || c.count >= BK_MAX_CHUNK) && c.count >= BK_MIN_CHUNK) {
+            out[k++] = i + 1;
+            ref_reset(&c);
+        }
+    }
+    return k;
+}
+
+TEST(backup_chunker_matches_restics_algorithm)
+{
+    /* random data (cuts every ~1 MiB) and long zero runs (forced cuts at 8 MiB) */
+    size_t n = 48u << 20;
+    uint8_t *data = malloc(n);
+    CHECK(data != NULL);
+    if (!data)
+        return;
+    uint64_t x = 1234567;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data[i] = (uint8_t)x;
+    }
+    memset(data + (20u << 20), 0, 18u << 20);
+    struct bk_chunker c;
+    CHECK_INT(bk_chunker_init(&c, 0x3DA3358B4DC173ULL), 0);
+    size_t a[128], b[128];
+    size_t na = cuts(data, n, a, 128), nb = ref_cuts(&c, data, n, b, 128);
+    CHECK_INT(na, nb);
+    for (size_t i = 0; i < na && i < nb; i++)
+        CHECK_INT(a[i], b[i]);
+    free(data);
+}
+
 TEST(backup_pack_header)
 {
     uint8_t h[41 + 37];
