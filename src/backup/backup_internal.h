@@ -182,6 +182,7 @@ struct bk_repo {
     char lock_name[65];
     bool lock_exclusive;
     double lock_time;
+    double lock_verify_at;              /* a shared lock's second look is due */
 };
 
 /* Opens the repository with the password; -ENOENT: no config (not initialized),
@@ -251,6 +252,9 @@ int bk_pack_header_read(struct bk_repo *r, const char *name, uint64_t size, stru
 int bk_adopt_orphans(struct bk_repo *r, size_t *adopted);
 /* Locks (restic's): -EBUSY when a conflicting lock is held (err names it). */
 int bk_lock(struct bk_repo *r, bool exclusive, char *err, size_t errlen);
+/* The second look a shared lock defers: before an index or snapshot names what
+ * was written under it. -EBUSY (lock dropped) when an exclusive one appeared. */
+int bk_lock_verify(struct bk_repo *r, char *err, size_t errlen);
 void bk_lock_refresh(struct bk_repo *r);
 void bk_unlock(struct bk_repo *r);
 

@@ -22,6 +22,7 @@
 #include <fnmatch.h>
 #include <grp.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -30,11 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define QUEUE_LEN 3
+#define QUEUE_LEN 2
 #define FQ_LEN 64
 #define NREADERS 2
 #define POOL_MAX 16                     /* idle chunk buffers kept */
-#define READ_STEP (1u << 20)
+#define READ_STEP (256u << 10)
 #define INDEX_EVERY_S 60.0
 
 struct ent {
@@ -79,7 +80,7 @@ struct arch {
     /* state of the walk */
     double last_index;
     struct bk_progress pr;
-    uint64_t total_bytes, total_files, files_done;
+    uint64_t total_bytes, total_files, files_done, dirs_walked;
     char *errmsg;
     size_t errlen;
     /* name caches */
@@ -100,7 +101,7 @@ static uint8_t *buf_get(struct arch *a)
     return b ? b : malloc(BK_MAX_CHUNK + 2 * BK_HEADROOM);
 }
 
-#define KEEP_RESIDENT (2u << 20)
+#define KEEP_RESIDENT (4u << 20)
 
 static void buf_put(struct arch *a, uint8_t *b, size_t used)
 {
@@ -661,7 +662,7 @@ static int walk_dir(struct arch *a, struct ent *en, const char *path, const stru
         }
         k->node.name = strdup(names[i]);
         int x = walk(a, k, p, &csb, parent_find(ptp, names[i]));
-        if (x == -ENOMEM || x == -ECANCELED || werr(a)) {
+        if (x == -ENOMEM || x == -ECANCELED || x == -EBUSY || werr(a)) {
             e = x;
             break;
         }
@@ -674,6 +675,9 @@ static int walk_dir(struct arch *a, struct ent *en, const char *path, const stru
         free(names[i]);
     free(names);
     bk_tree_free(&pt);
+    /* the parent trees' JSON parses leave freed memory scattered in the heap */
+    if (++a->dirs_walked % 512 == 0)
+        malloc_trim(0);
     return e;
 }
 
@@ -719,6 +723,9 @@ static int walk(struct arch *a, struct ent *en, const char *path, const struct s
         a->r->st.files_new++;
     int e = queue_file(a, en, path);
     if (cairn_wall_time() - a->last_index > INDEX_EVERY_S) {
+        char lerr[256];
+        if (bk_lock_verify(a->r, lerr, sizeof(lerr)))
+            return -EBUSY;
         bk_index_write_pending(a->r);
         bk_lock_refresh(a->r);
         a->last_index = cairn_wall_time();
@@ -1012,8 +1019,11 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
         if ((e = save_tree(&a, &root, &tree)) || (e = bk_packer_flush(r, &r->tree_packer)))
             snprintf(err, errlen, "storing trees in %s: %s", r->be->desc, cairn_strerror(e));
     }
+    /* nothing may name what was stored before the lock's second look */
+    if (!e && (e = bk_lock_verify(r, err, errlen)))
+        log_warn("an exclusive lock appeared (a prune?): the backup stops", "error", err);
     /* the index goes out even after a failure: the packs that made it are kept */
-    int ie = bk_index_write_pending(r);
+    int ie = e == -EBUSY ? 0 : bk_index_write_pending(r);
     if (!e && ie) {
         e = ie;
         snprintf(err, errlen, "writing the index to %s: %s", r->be->desc, cairn_strerror(e));

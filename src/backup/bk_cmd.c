@@ -380,7 +380,7 @@ static int cmd_repo(struct bk_repo *r, const struct cmdopts *o, const char *sub)
     char err[512];
     int e;
     if (!strcmp(sub, "check")) {
-        if ((e = bk_lock(r, false, err, sizeof(err)))) {
+        if ((e = bk_lock(r, false, err, sizeof(err))) || (e = bk_lock_verify(r, err, sizeof(err)))) {
             fprintf(stderr, "cairn repo check: %s\n", err);
             return 1;
         }
@@ -492,7 +492,7 @@ int backup_cmd(const char *cmd, int argc, char **argv, const struct role_ops *co
     } else if (!strcmp(cmd, "snapshots")) {
         r = cmd_snapshots(&repo, &o);
     } else if (!strcmp(cmd, "restore")) {
-        if ((e = bk_lock(&repo, false, err, sizeof(err)))) {
+        if ((e = bk_lock(&repo, false, err, sizeof(err))) || (e = bk_lock_verify(&repo, err, sizeof(err)))) {
             fprintf(stderr, "cairn restore: %s\n", err);
             r = 1;
         } else {

@@ -1308,15 +1308,39 @@ int bk_lock(struct bk_repo *r, bool exclusive, char *err, size_t errlen)
         snprintf(err, errlen, "writing a lock: %s", cairn_strerror(e));
         return e;
     }
-    /* another process may have locked at the same moment: look again */
-    struct timespec ts = { 0, 200 * 1000 * 1000 };
-    nanosleep(&ts, NULL);
-    e = r->be->ops->list(r->be, BK_LOCK, scan_lock, &ls);
+    /* another process may have locked at the same moment: look again once its
+     * lock would be visible (restic waits 200 ms). A shared lock's second look
+     * can wait until before anything refers to what was written under it
+     * (bk_lock_verify); an exclusive one's cannot. */
+    r->lock_verify_at = cairn_wall_time() + 0.2;
+    if (!exclusive)
+        return 0;
+    return bk_lock_verify(r, err, errlen);
+}
+
+int bk_lock_verify(struct bk_repo *r, char *err, size_t errlen)
+{
+    if (!r->lock_name[0] || r->lock_verify_at == 0)
+        return 0;
+    double wait = r->lock_verify_at - cairn_wall_time();
+    if (wait > 0) {
+        struct timespec ts = { 0, (long)(wait * 1e9) };
+        nanosleep(&ts, NULL);
+    }
+    char user[64];
+    struct lockscan ls = { .r = r, .exclusive = r->lock_exclusive, .conflict = err, .clen = errlen };
+    host_user(ls.host, user);
+    int e = r->be->ops->list(r->be, BK_LOCK, scan_lock, &ls);
     if (ls.found) {
         bk_unlock(r);
         return -EBUSY;
     }
-    return e < 0 ? e : 0;
+    if (e < 0) {
+        snprintf(err, errlen, "listing locks: %s", cairn_strerror(e));
+        return e;
+    }
+    r->lock_verify_at = 0;
+    return 0;
 }
 
 void bk_lock_refresh(struct bk_repo *r)

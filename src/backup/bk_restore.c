@@ -20,7 +20,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#define RQ_LEN 64
+#define RQ_LEN 32
 
 struct rjob {
     char *path;
@@ -118,6 +118,10 @@ static int fill_file(struct rst *s, const struct rjob *j, struct buf *bufs, char
         size_t n = buf_used(&bufs[0]);
         if (!all_zero(buf_head(&bufs[0]), n) && (e = cairn_pwrite_all(fd, buf_head(&bufs[0]), n, off)))
             snprintf(err, errlen, "%s: %s", j->path, cairn_strerror(e));
+        /* most blobs are about 1 MiB: an odd big one's buffers are not kept */
+        for (int k = 0; k < 2; k++)
+            if (bufs[k].cap > (3u << 20))
+                buf_free(&bufs[k]);
         off += n;
         pthread_mutex_lock(&s->mu);
         s->bytes_done += n;
@@ -342,7 +346,8 @@ int bk_restore(struct bk_repo *r, const struct bk_snapshot *sn, const struct bk_
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.more, NULL);
     pthread_cond_init(&s.room, NULL);
-    int nt = cairn_ncpus() * 2;
+    /* restoring is CPU work (decrypt, decompress, hash, copy): a thread per CPU */
+    int nt = cairn_ncpus();
     if (nt < 2)
         nt = 2;
     pthread_t th[64];
