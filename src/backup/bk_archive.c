@@ -101,7 +101,7 @@ static uint8_t *buf_get(struct arch *a)
     return b ? b : malloc(BK_MAX_CHUNK + 2 * BK_HEADROOM);
 }
 
-#define KEEP_RESIDENT (4u << 20)
+#define KEEP_RESIDENT (3u << 20)
 
 static void buf_put(struct arch *a, uint8_t *b, size_t used)
 {
