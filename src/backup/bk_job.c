@@ -158,13 +158,16 @@ static int store_url(const struct service *svc, const char *name, struct stack_u
         snprintf(err, errlen, "service %s (role %s) keeps no store to back up", name, t->role->name);
         return -EINVAL;
     }
-    for (size_t i = 0; i < t->nendpoints; i++) {
-        if (!strcmp(t->endpoints[i].what, "http") || !strncmp(t->endpoints[i].url, "http://", 7)) {
-            char url[128];
-            snprintf(url, sizeof(url), "%s", t->endpoints[i].url);
-            return stack_url_parse(url, u, err, errlen);
+    /* the endpoint named "http" (the one the metrics role scrapes, which serves the
+     * skeleton's endpoints), else the first http:// one */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < t->nendpoints; i++) {
+            if (pass == 0 ? !strcmp(t->endpoints[i].what, "http") : !strncmp(t->endpoints[i].url, "http://", 7)) {
+                char url[128];
+                snprintf(url, sizeof(url), "%s", t->endpoints[i].url);
+                return stack_url_parse(url, u, err, errlen);
+            }
         }
-    }
     snprintf(err, errlen, "service %s has no HTTP endpoint to ask for a snapshot", name);
     return -EINVAL;
 }

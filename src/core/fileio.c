@@ -1,10 +1,12 @@
 /* fileio.c - see fileio.h. */
 #include "core/fileio.h"
+#include "core/common.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -124,4 +126,88 @@ int cairn_remove_tree(const char *path)
     if (r < 0 && errno == ENOENT)
         return 0;
     return r > 0 ? -EIO : r < 0 ? (errno ? -errno : r) : 0;
+}
+
+/* copy of one regular file, fsynced */
+static int copy_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0) {
+        int e = -errno;
+        close(in);
+        return e;
+    }
+    char buf[1 << 16];
+    int e = 0;
+    for (;;) {
+        ssize_t k = read(in, buf, sizeof(buf));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            e = k < 0 ? -errno : 0;
+            break;
+        }
+        if ((e = cairn_write_all(out, buf, (size_t)k)))
+            break;
+    }
+    if (!e && fsync(out) < 0)
+        e = -errno;
+    close(in);
+    if (close(out) < 0 && !e)
+        e = -errno;
+    return e;
+}
+
+static int snap_dir(const char *src, const char *dst, const char *rel, cairn_immutable_fn immutable, void *arg)
+{
+    DIR *d = opendir(src);
+    if (!d)
+        return -errno;
+    int e = 0;
+    struct dirent *de;
+    while (!e && (de = readdir(d))) {
+        const char *n = de->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, "..") || (!*rel && !strcmp(n, "snapshots")))
+            continue;
+        char s[4096], t[4096], r[4096];
+        struct stat sb;
+        if (snprintf(s, sizeof(s), "%s/%s", src, n) >= (int)sizeof(s) ||
+            snprintf(t, sizeof(t), "%s/%s", dst, n) >= (int)sizeof(t) ||
+            snprintf(r, sizeof(r), "%s%s%s", rel, *rel ? "/" : "", n) >= (int)sizeof(r)) {
+            e = -ENAMETOOLONG;
+            break;
+        }
+        if (lstat(s, &sb) < 0) {
+            if (errno == ENOENT)
+                continue;                   /* removed meanwhile (a temporary file) */
+            e = -errno;
+            break;
+        }
+        if (S_ISDIR(sb.st_mode)) {
+            if (mkdir(t, 0755) < 0 && errno != EEXIST)
+                e = -errno;
+            else
+                e = snap_dir(s, t, r, immutable, arg);
+        } else if (S_ISREG(sb.st_mode)) {
+            if (immutable && immutable(r, arg)) {
+                if (link(s, t) < 0)
+                    e = errno == ENOENT ? 0 : -errno;
+            } else {
+                e = copy_file(s, t);
+                if (e == -ENOENT)
+                    e = 0;
+            }
+        }
+    }
+    closedir(d);
+    return e;
+}
+
+int cairn_snapshot_tree(const char *src, const char *dst, cairn_immutable_fn immutable, void *arg)
+{
+    int e = cairn_mkdir_p(dst, 0755);
+    return e ? e : snap_dir(src, dst, "", immutable, arg);
 }

@@ -3,6 +3,7 @@
 #ifndef CAIRN_FILEIO_H
 #define CAIRN_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,6 +11,12 @@
 int cairn_write_all(int fd, const void *p, size_t n);
 /* The same at offset off (pwrite). */
 int cairn_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
+/* A copy of the store under src at dst for a backup (the store's thread calls it,
+ * so nothing changes meanwhile): files the store never changes once written are
+ * hard-linked (immutable(path relative to src) says which), the others copied;
+ * src's own snapshots/ directory is left out. 0 or a negated errno. */
+typedef bool (*cairn_immutable_fn)(const char *rel, void *arg);
+int cairn_snapshot_tree(const char *src, const char *dst, cairn_immutable_fn immutable, void *arg);
 /* Removes path and everything under it (not following symlinks); 0 when gone. */
 int cairn_remove_tree(const char *path);
 /* fsync of a directory, so that a rename or unlink in it is durable. */

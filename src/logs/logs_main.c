@@ -5,6 +5,7 @@
  * and applies retention; a graceful stop flushes everything into a block.
  */
 #include "logs_internal.h"
+#include "core/fileio.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -15,7 +16,15 @@
 #define LOGS_DRAIN_MS 10000
 #define LOGS_TICK_MS 1000
 
+/* the store's directory, as start opens it */
+static char *logs_data_dir(const struct service *svc)
+{
+    const struct logs_conf *c = svc->conf;
+    return stack_data_path(svc->stack, c->data);
+}
+
 const struct role_ops logs_role = {
+    .data_dir = logs_data_dir,
     .name = "logs",
     .summary = "log store with Loki's push and query API and LogQL",
     .parse = logs__parse,
@@ -144,10 +153,36 @@ static void logs_finish(struct service_ctx *sc)
     }
 }
 
+/* the backup contract: blocks (immutable) hard-linked, the WAL copied as it is
+ * at this moment, on the store's own thread: the state a restart after a crash
+ * here would recover, and the role opens such a directory as it is */
+static bool logs_immutable(const char *rel, void *arg)
+{
+    (void)arg;
+    return !strncmp(rel, "blocks/", 7);
+}
+
+static int logs_snapshot(struct service_ctx *sc, const char *dir, char *err, size_t errlen)
+{
+    struct logs_svc *s = sc->role;
+    int r = cairn_snapshot_tree(s->store.dir, dir, logs_immutable, NULL);
+    if (r)
+        snprintf(err, errlen, "copying %s: %s", s->store.dir, cairn_strerror(r));
+    return r;
+}
+
+static const char *logs_snapshot_base(struct service_ctx *sc)
+{
+    struct logs_svc *s = sc->role;
+    return s->store.dir;
+}
+
 static const struct service_ops logs_ops = {
     .start = logs_start,
     .stop_worker = service_http_pool_stop_worker,
     .finish = logs_finish,
+    .snapshot = logs_snapshot,
+    .snapshot_base = logs_snapshot_base,
 };
 
 int logs_main(const struct service *svc)

@@ -1748,7 +1748,7 @@ void traces__handle(struct httpd_req *r, void *arg)
             reply_text(r, 503, "Ingester not ready");
         return;
     }
-    if (httpd_serve_builtin(r, s->sc->reg, s->sc->ready))
+    if (service_handle_builtin(s->sc, r))       /* /metrics, /-/ready, /-/snapshot ... */
         return;
     switch (api) {
     case TR_API_OTLP:

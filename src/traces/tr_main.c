@@ -12,6 +12,7 @@
  * total, _server_seconds), and /api/dependencies reads the same edges.
  */
 #include "traces_internal.h"
+#include "core/fileio.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -23,7 +24,15 @@
 #define TR_TICK_MS 1000
 #define TR_MAX_SERIES 10000                     /* span-metrics label sets, all tenants */
 
+/* the store's directory, as start opens it */
+static char *tr_data_dir(const struct service *svc)
+{
+    const struct traces_conf *c = svc->conf;
+    return stack_data_path(svc->stack, c->data);
+}
+
 const struct role_ops traces_role = {
+    .data_dir = tr_data_dir,
     .name = "traces",
     .summary = "trace store: OTLP and Zipkin in; Jaeger, Tempo (TraceQL) and Zipkin query APIs",
     .parse = traces__parse,
@@ -319,10 +328,36 @@ static void tr_finish(struct service_ctx *sc)
     pending_free();
 }
 
+/* the backup contract: blocks (immutable) hard-linked, the WAL copied as it is
+ * at this moment, on the store's own thread: the state a restart after a crash
+ * here would recover, and the role opens such a directory as it is */
+static bool tr_immutable(const char *rel, void *arg)
+{
+    (void)arg;
+    return !strncmp(rel, "blocks/", 7);
+}
+
+static int tr_snapshot(struct service_ctx *sc, const char *dir, char *err, size_t errlen)
+{
+    struct traces_svc *s = sc->role;
+    int r = cairn_snapshot_tree(s->store.dir, dir, tr_immutable, NULL);
+    if (r)
+        snprintf(err, errlen, "copying %s: %s", s->store.dir, cairn_strerror(r));
+    return r;
+}
+
+static const char *tr_snapshot_base(struct service_ctx *sc)
+{
+    struct traces_svc *s = sc->role;
+    return s->store.dir;
+}
+
 static const struct service_ops tr_ops = {
     .start = tr_start,
     .stop_worker = service_http_pool_stop_worker,
     .finish = tr_finish,
+    .snapshot = tr_snapshot,
+    .snapshot_base = tr_snapshot_base,
 };
 
 int traces_main(const struct service *svc)

@@ -466,3 +466,60 @@ services:
     assert snapshot_of(under(tmp_path / "out2", src)) == snapshot_of(src)
     r = run_cairn(["repo", "check", "-c", stack, "--read-data"], cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_logs_and_traces_stores_failover_drill(start, tmp_path):
+    ports = {k: free_port() for k in ("backup", "logs", "traces", "tempo")}
+    (tmp_path / "pw").write_text(PW)
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  logs:
+    role: logs
+    listen: ["127.0.0.1:{ports['logs']}"]
+  traces:
+    role: traces
+    listen: ["127.0.0.1:{ports['traces']}"]
+    tempo: ["127.0.0.1:{ports['tempo']}"]
+  backup:
+    role: backup
+    listen: ["127.0.0.1:{ports['backup']}"]
+    repository: {{path: repo}}
+    password_file: pw
+    jobs:
+      - {{name: logs, service: logs}}
+      - {{name: traces, service: traces}}
+""")
+    p = start(["up", "-c", stack])
+    logs = f"http://127.0.0.1:{ports['logs']}"
+    tempo = f"http://127.0.0.1:{ports['tempo']}"
+    for u in (logs + "/ready", tempo + "/ready", f"http://127.0.0.1:{ports['backup']}/-/ready"):
+        wait_for(lambda u=u: requests.get(u, timeout=1).status_code == 200, timeout=20, what=u)
+    t = time.time_ns()
+    r = requests.post(logs + "/loki/api/v1/push", timeout=5, json={
+        "streams": [{"stream": {"app": "drill"}, "values": [[str(t + i), f"line {i}"] for i in range(100)]}]})
+    assert r.status_code == 204
+    tid = "0af7651916cd43dd8448eb211c80319c"
+    span = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "drill"}}]},
+                               "scopeSpans": [{"spans": [{"traceId": tid, "spanId": "b7ad6b7169203331", "name": "GET /",
+                                                          "kind": 2, "startTimeUnixNano": str(t),
+                                                          "endTimeUnixNano": str(t + 1000000)}]}]}]}
+    r = requests.post(f"http://127.0.0.1:{ports['traces']}/v1/traces", json=span, timeout=5)
+    assert r.status_code == 200
+    for job in ("logs", "traces"):
+        j = run_job(ports["backup"], job)
+        assert j["last_error"] is None and j["last_snapshot"], j
+    p.signal(signal.SIGTERM)
+    p.wait(timeout=20)
+    for svc in ("logs", "traces"):
+        os.rename(tmp_path / "data" / svc, tmp_path / f"{svc}.lost")
+        r = run_cairn(["restore", "-c", stack, "--service", svc], cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, r.stderr
+    start(["up", "-c", stack], name="after")
+    wait_for(lambda: requests.get(logs + "/ready", timeout=1).status_code == 200, timeout=20, what="logs")
+    wait_for(lambda: requests.get(tempo + "/ready", timeout=1).status_code == 200, timeout=20, what="traces")
+    r = requests.get(logs + "/loki/api/v1/query_range", timeout=5, params={
+        "query": '{app="drill"}', "start": str(t - 10**9), "end": str(t + 10**9), "limit": 1000})
+    assert sum(len(s["values"]) for s in r.json()["data"]["result"]) == 100
+    r = requests.get(f"{tempo}/api/traces/{tid}", timeout=5)
+    assert r.status_code == 200 and "GET /" in r.text
