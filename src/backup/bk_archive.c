@@ -738,7 +738,8 @@ static int walk(struct arch *a, struct ent *en, const char *path, const struct s
 static int save_tree(struct arch *a, struct ent *en, bk_id *out)
 {
     struct bk_tree t = { 0 };
-    qsort(en->kids, en->nkids, sizeof(*en->kids), by_name);
+    if (en->nkids > 1)
+        qsort(en->kids, en->nkids, sizeof(*en->kids), by_name);
     t.nodes = calloc(en->nkids ? en->nkids : 1, sizeof(*t.nodes));
     if (!t.nodes)
         return -ENOMEM;
@@ -1015,7 +1016,6 @@ int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backu
     }
     bk_id tree;
     if (!e) {
-        qsort(root.kids, root.nkids, sizeof(*root.kids), by_name);
         if ((e = save_tree(&a, &root, &tree)) || (e = bk_packer_flush(r, &r->tree_packer)))
             snprintf(err, errlen, "storing trees in %s: %s", r->be->desc, cairn_strerror(e));
     }
