@@ -523,3 +523,66 @@ services:
     assert sum(len(s["values"]) for s in r.json()["data"]["result"]) == 100
     r = requests.get(f"{tempo}/api/traces/{tid}", timeout=5)
     assert r.status_code == 200 and "GET /" in r.text
+
+
+def test_s3_failing_midway_is_reported_and_nothing_is_lost(start, tmp_path):
+    port = free_port()
+    s3stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  s3:
+    role: s3
+    listen: ["127.0.0.1:{port}"]
+""", name="s3.yaml")
+    s3 = start(["run", "s3", "-c", s3stack], name="s3")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="s3 ready")
+    creds = {}
+    for line in (tmp_path / "data" / "s3" / "credentials").read_text().splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            creds[k.strip()] = v.strip()
+    (tmp_path / "ak").write_text(creds["aws_access_key_id"])
+    (tmp_path / "sk").write_text(creds["aws_secret_access_key"])
+    env = dict(AWS_ACCESS_KEY_ID=creds["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=creds["aws_secret_access_key"])
+    subprocess.run(["/usr/bin/aws", "--endpoint-url", url, "s3", "mb", "s3://backups"], check=True,
+                   env=dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                            AWS_CONFIG_FILE="/dev/null", **env), capture_output=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"f{i:02}.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    (tmp_path / "pw").write_text(PW)
+    stack = write_stack(tmp_path, stack_text(
+        repo=f'{{s3: {{endpoint: "{url}", bucket: backups, prefix: cairn, access_key_file: ak, '
+             f'secret_key_file: sk}}}}'))
+    assert run_cairn(["repo", "init", "-c", stack], cwd=tmp_path).returncode == 0
+    objects = tmp_path / "data" / "s3"
+    before = sum(len(fs) for _, _, fs in os.walk(objects))
+    p = subprocess.Popen([CAIRN, "backup", "-c", stack, "files", "-q"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        # the store dies once the first packs are in
+        wait_for(lambda: sum(len(fs) for _, _, fs in os.walk(objects)) >= before + 2, timeout=60, interval=0.02,
+                 what="packs uploaded")
+        s3.signal(signal.SIGKILL)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1
+    assert "s3:" in err and ("refused" in err or "reset" in err or "failed" in err.lower()), err
+    # the store comes back on the same data: the repository is sound and the next
+    # run completes it
+    s3b = start(["run", "s3", "-c", s3stack], name="s3-again")
+    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="s3 back")
+    repo = f"s3:{url}/backups/cairn"
+    out = restic(repo, "--no-lock", "check", pw_file=tmp_path / "pw", env=env, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    r = run_cairn(["backup", "-c", stack, "files"], cwd=tmp_path, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "no errors were found" in restic(repo, "check", "--read-data", pw_file=tmp_path / "pw", env=env).stdout
+    r = run_cairn(["restore", "-c", stack, "latest", "--target", str(tmp_path / "out")], cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert snapshot_of(under(tmp_path / "out", src)) == snapshot_of(src)
+    s3b.signal(signal.SIGTERM)
