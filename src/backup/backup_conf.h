@@ -26,6 +26,8 @@ struct bk_job {
     struct bk_keep keep;
     bool prune;
     char *service;                      /* a cairn store instead of paths */
+    struct stack_url etcd;              /* ... or an etcd cluster's client URL */
+    bool has_etcd;
 };
 
 struct backup_conf {

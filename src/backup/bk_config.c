@@ -17,6 +17,8 @@
  *         tags: [nightly]
  *       - name: metrics
  *         service: metrics                   # a cairn store, through its /-/snapshot
+ *       - name: etcd
+ *         etcd: "http://127.0.0.1:2379"      # an etcd cluster, through its v3 snapshot
  */
 #include "backup_conf.h"
 
@@ -162,10 +164,12 @@ static int parse_keep(struct cfg *c, const cfg_node *map, const char *path, stru
 
 static int parse_job(struct cfg *c, const cfg_node *map, const char *path, struct bk_job *j)
 {
-    static const char *const keys[] = { "name", "paths", "exclude", "schedule", "keep", "prune", "service", "tags", NULL };
+    static const char *const keys[] = { "name", "paths", "exclude", "schedule", "keep", "prune", "service", "tags",
+                                        "etcd", NULL };
     cfg_node *v[ARRAY_SIZE(keys)];
     if (!cfg_is_map(map))
-        return cfg_error(c, map, path, "expected a job: {name: N, paths: [...] | service: S, schedule: CRON, keep: {...}}");
+        return cfg_error(c, map, path,
+                         "expected a job: {name: N, paths: [...] | service: S | etcd: URL, schedule: CRON, keep: {...}}");
     int bad = cfg_map_fields(c, map, path, keys, v);
     char p[256];
     P(p, "%s.name", path);
@@ -204,8 +208,14 @@ static int parse_job(struct cfg *c, const cfg_node *map, const char *path, struc
     for (size_t i = 0; i < j->ntags; i++)
         if (strchr(j->tags[i], ','))
             bad |= cfg_error(c, v[7], p, "a tag cannot contain a comma (restic splits tags on commas)");
-    if (!bad && !j->npaths == !j->service)
-        bad |= cfg_error(c, map, path, "a job backs up either paths: or a service:, one of the two");
+    P(p, "%s.etcd", path);
+    if (v[8] && !(bad |= stack_url(c, v[8], p, &j->etcd))) {
+        j->has_etcd = true;
+        if (j->etcd.tls)
+            bad |= cfg_error(c, v[8], p, "https to etcd is not supported yet: give its http:// client URL");
+    }
+    if (!bad && (j->npaths > 0) + (j->service != NULL) + j->has_etcd != 1)
+        bad |= cfg_error(c, map, path, "a job backs up paths:, a service: or an etcd: cluster, one of them");
     return bad ? -EINVAL : 0;
 }
 
@@ -324,6 +334,8 @@ void backup__free_conf(void *conf)
         free_list(j->keep.tags, j->keep.ntags);
         free(j->service);
         free_list(j->tags, j->ntags);
+        if (j->has_etcd)
+            stack_url_free(&j->etcd);
     }
     free(bc->jobs);
     free(bc);

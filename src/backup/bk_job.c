@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 char *backup__password(const struct backup_conf *bc, bool create, char *err, size_t errlen)
 {
     if (bc->password)
@@ -183,6 +185,184 @@ static void stack_tag(const struct service *svc, char *out, size_t n)
     snprintf(out, n, "stack=%.*s", (int)l, b);
 }
 
+/* ---- etcd: a snapshot through the v3 maintenance API's JSON gateway ---- */
+
+struct etcd_dl {
+    struct loop *loop;
+    int fd, status, err;
+    struct buf line;
+    uint64_t bytes;
+    char msg[300];
+};
+
+static void etcd_line(struct etcd_dl *d, const char *p, size_t n)
+{
+    if (d->err || !n)
+        return;
+    json_error_t je;
+    json_t *j = json_loadb(p, n, 0, &je);
+    const char *blob = json_string_value(json_object_get(json_object_get(j, "result"), "blob"));
+    json_t *error = json_object_get(j, "error");
+    if (error || !blob) {
+        const char *m = json_string_value(json_object_get(error, "message"));
+        snprintf(d->msg, sizeof(d->msg), "etcd: %s", m ? m : "an answer that is not a snapshot chunk");
+        d->err = -EPROTO;
+    } else {
+        size_t bl = strlen(blob);
+        uint8_t *raw = malloc(bl / 4 * 3 + 3);
+        int k = raw && bl % 4 == 0 ? EVP_DecodeBlock(raw, (const unsigned char *)blob, (int)bl) : -1;
+        if (k > 0 && blob[bl - 1] == '=')
+            k--;
+        if (k > 0 && bl > 1 && blob[bl - 2] == '=')
+            k--;
+        if (k < 0) {
+            snprintf(d->msg, sizeof(d->msg), "etcd: a chunk is not base64");
+            d->err = -EPROTO;
+        } else if ((d->err = cairn_write_all(d->fd, raw, (size_t)k))) {
+            snprintf(d->msg, sizeof(d->msg), "writing the etcd snapshot: %s", cairn_strerror(d->err));
+        } else {
+            d->bytes += (uint64_t)k;
+        }
+        free(raw);
+    }
+    json_decref(j);
+}
+
+static void etcd_head(void *arg, const struct http_response *resp)
+{
+    ((struct etcd_dl *)arg)->status = resp->status;
+}
+
+static void etcd_data(void *arg, const char *p, size_t n)
+{
+    struct etcd_dl *d = arg;
+    if (buf_append(&d->line, p, n)) {
+        d->err = -ENOMEM;
+        return;
+    }
+    /* one JSON document per line */
+    for (;;) {
+        const char *h = buf_head(&d->line);
+        const char *nl = memchr(h, '\n', buf_used(&d->line));
+        if (!nl)
+            break;
+        if (d->status == 200)
+            etcd_line(d, h, (size_t)(nl - h));
+        buf_consume(&d->line, (size_t)(nl - h) + 1);
+    }
+    if (buf_used(&d->line) > (64u << 20)) {
+        snprintf(d->msg, sizeof(d->msg), "etcd: a line of the answer is too long");
+        d->err = -EPROTO;
+    }
+}
+
+static void etcd_done(void *arg, bool reusable)
+{
+    struct etcd_dl *d = arg;
+    (void)reusable;
+    if (d->status == 200)
+        etcd_line(d, buf_head(&d->line), buf_used(&d->line));
+    else if (!d->err)
+        snprintf(d->msg, sizeof(d->msg), "etcd answered %d: %.200s", d->status, buf_head(&d->line));
+    loop_stop(d->loop);
+}
+
+static void etcd_failed(void *arg, int err, enum httpc_stage stage, unsigned flags)
+{
+    struct etcd_dl *d = arg;
+    (void)stage;
+    (void)flags;
+    d->err = err ? err : -EIO;
+    snprintf(d->msg, sizeof(d->msg), "etcd: %s", cairn_strerror(d->err));
+    loop_stop(d->loop);
+}
+
+static const struct httpc_stream_ops etcd_ops = { .head = etcd_head, .data = etcd_data, .done = etcd_done,
+                                                  .failed = etcd_failed };
+
+/* The snapshot into dir/etcd-snapshot.db, as `etcdctl snapshot save` writes it
+ * (the database, then the SHA-256 of it, which is checked here). */
+static int etcd_snapshot(const struct stack_url *u, const char *dir, char *err, size_t errlen)
+{
+    char path[4200];
+    int e = cairn_mkdir_p(dir, 0700);
+    snprintf(path, sizeof(path), "%s/etcd-snapshot.db", dir);
+    struct etcd_dl d = { .fd = -1 };
+    if (!e && (d.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+        e = -errno;
+    if (e) {
+        snprintf(err, errlen, "%.300s: %s", path, cairn_strerror(e));
+        return e;
+    }
+    struct loop loop;
+    if ((e = loop_init(&loop))) {
+        close(d.fd);
+        return e;
+    }
+    d.loop = &loop;
+    struct httpc_opts o;
+    httpc_opts_defaults(&o);
+    struct httpc *hc = httpc_new(&loop, &o);
+    struct httpc_pool pool;
+    httpc_pool_init(&pool, 1, 1000);
+    struct buf raw = BUF_INIT;
+    buf_printf(&raw, "POST /v3/maintenance/snapshot HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 2\r\n\r\n{}", u->host);
+    struct httpc_stream_req req = { .addr = u->addr, .raw = buf_head(&raw), .raw_len = buf_used(&raw), .pool = &pool };
+    bool reused;
+    int se = 0;
+    if (!hc || !httpc_stream(hc, &req, &etcd_ops, &d, &se, &reused)) {
+        d.err = se ? se : -ENOMEM;
+        snprintf(d.msg, sizeof(d.msg), "etcd: %s", cairn_strerror(d.err));
+    } else {
+        loop_run(&loop);
+    }
+    if (hc)
+        httpc_pool_flush(hc, &pool);
+    httpc_free(&hc);
+    loop_destroy(&loop);
+    buf_free(&raw);
+    buf_free(&d.line);
+    e = d.err;
+    if (!e && d.status != 200) {
+        e = -EPROTO;
+        if (!d.msg[0])
+            snprintf(d.msg, sizeof(d.msg), "etcd answered %d", d.status);
+    }
+    /* the last 32 bytes are the SHA-256 of the rest: a cut snapshot is refused */
+    if (!e && d.bytes < 32) {
+        e = -EPROTO;
+        snprintf(d.msg, sizeof(d.msg), "etcd: the snapshot is empty");
+    }
+    if (!e) {
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        uint8_t buf[1 << 16], want[32], got[32];
+        uint64_t left = d.bytes - 32, off = 0;
+        unsigned int gl = 32;
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+        while (left) {
+            ssize_t k = pread(d.fd, buf, left < sizeof(buf) ? left : sizeof(buf), (off_t)off);
+            if (k <= 0)
+                break;
+            EVP_DigestUpdate(md, buf, (size_t)k);
+            left -= (uint64_t)k;
+            off += (uint64_t)k;
+        }
+        EVP_DigestFinal_ex(md, got, &gl);
+        EVP_MD_CTX_free(md);
+        if (left || pread(d.fd, want, 32, (off_t)(d.bytes - 32)) != 32 || memcmp(want, got, 32)) {
+            e = -EBADMSG;
+            snprintf(d.msg, sizeof(d.msg), "etcd: the snapshot's SHA-256 does not match (cut short?)");
+        }
+    }
+    if (!e && fsync(d.fd) < 0)
+        e = -errno;
+    close(d.fd);
+    if (e)
+        snprintf(err, errlen, "%s", d.msg[0] ? d.msg : cairn_strerror(e));
+    return e;
+}
+
 int backup__run_job(const struct service *svc, const struct bk_job *job, bool quiet, const int *cancel,
                     struct bk_run *out)
 {
@@ -243,6 +423,17 @@ int backup__run_job(const struct service *svc, const struct bk_job *job, bool qu
         o.paths = paths;
         o.npaths = 1;
     }
+    char etcddir[4096] = "";
+    if (job->has_etcd) {
+        /* a fixed place, so that one run's snapshot is the next one's parent */
+        snprintf(etcddir, sizeof(etcddir), "%s/%s/etcd-%s", svc->stack->data_dir, svc->name, job->name);
+        tags[nt++] = "source=etcd";
+        if ((e = etcd_snapshot(&job->etcd, etcddir, out->err, sizeof(out->err))))
+            goto out;
+        paths[0] = etcddir;
+        o.paths = paths;
+        o.npaths = 1;
+    }
     for (size_t i = 0; i < job->ntags && nt < ARRAY_SIZE(tags); i++)
         tags[nt++] = job->tags[i];
     o.tags = tags;
@@ -271,6 +462,11 @@ int backup__run_job(const struct service *svc, const struct bk_job *job, bool qu
             snprintf(out->err, sizeof(out->err), "forget/prune after the backup: %.400s", err);
     }
 out:
+    if (etcddir[0]) {
+        char f[4200];
+        snprintf(f, sizeof(f), "%s/etcd-snapshot.db", etcddir);
+        unlink(f);                      /* in the repository now, or failed */
+    }
     if (snapname[0]) {
         struct sync_call sc = { 0 };
         char target[256];

@@ -311,7 +311,7 @@ services:
     r = run_cairn(["check", "-c", stack])
     assert r.returncode == 2
     assert "jobs[0].schedule" in r.stderr and "outside 0-59" in r.stderr
-    assert "jobs[1]" in r.stderr and "paths: or a service:" in r.stderr
+    assert "jobs[1]" in r.stderr and "paths:, a service: or an etcd:" in r.stderr
 
 
 def start_backup_stack(start, tmp_path, jobs, extra_services=""):
@@ -586,3 +586,77 @@ services:
     assert r.returncode == 0, r.stderr
     assert snapshot_of(under(tmp_path / "out", src)) == snapshot_of(src)
     s3b.signal(signal.SIGTERM)
+
+
+def test_etcd_snapshot_backed_up_and_restored_into_a_new_etcd(start, tmp_path):
+    """The issue's cluster-state part: Debian's etcd 3.4, data written by etcdctl,
+    backed up through the v3 maintenance API, restored with etcdctl, read back."""
+    cport, pport = free_port(), free_port()
+    env = dict(os.environ, ETCDCTL_API="3")
+
+    def etcd(datadir, name):
+        cmd = ["etcd", "--name", "drill", "--data-dir", str(datadir),
+               "--listen-client-urls", f"http://127.0.0.1:{cport}",
+               "--advertise-client-urls", f"http://127.0.0.1:{cport}",
+               "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+               "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
+               "--initial-cluster", f"drill=http://127.0.0.1:{pport}"]
+        log = open(tmp_path / f"{name}.log", "wb")
+        p = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        wait_for(lambda: subprocess.run(["etcdctl", "--endpoints", f"http://127.0.0.1:{cport}", "endpoint",
+                                         "health"], env=env, capture_output=True).returncode == 0,
+                 timeout=30, what=f"{name} healthy")
+        return p, log
+
+    def ctl(*args):
+        r = subprocess.run(["etcdctl", "--endpoints", f"http://127.0.0.1:{cport}"] + list(args), env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    p, log = etcd(tmp_path / "etcd1", "etcd1")
+    try:
+        for i in range(200):
+            ctl("put", f"/registry/pods/p{i:03}", f"spec-{i}-" + "x" * 200)
+        (tmp_path / "pw").write_text(PW)
+        stack = write_stack(tmp_path, stack_text(extra_jobs=f"""      - name: cluster
+        etcd: "http://127.0.0.1:{cport}"
+        keep: {{last: 2}}"""))
+        for _ in range(3):
+            r = run_cairn(["backup", "-c", stack, "cluster"], cwd=tmp_path, timeout=120)
+            assert r.returncode == 0, r.stderr
+        ctl("put", "/registry/pods/p000", "changed after the backup")
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=20)
+        log.close()
+    snaps = json.loads(run_cairn(["snapshots", "-c", stack, "--json"], cwd=tmp_path).stdout)
+    assert len(snaps) == 2 and all("source=etcd" in s["tags"] for s in snaps)
+    assert "no errors were found" in restic(tmp_path / "repo", "check", "--read-data", pw_file=tmp_path / "pw").stdout
+    r = run_cairn(["restore", "-c", stack, "latest", "--target", str(tmp_path / "out")], cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "out") for f in fs]
+    assert len(files) == 1 and files[0].endswith("etcd-snapshot.db")
+    r = subprocess.run(["etcdctl", "snapshot", "restore", files[0], "--data-dir", str(tmp_path / "etcd2"),
+                        "--name", "drill", "--initial-cluster", f"drill=http://127.0.0.1:{pport}",
+                        "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    p2, log2 = etcd(tmp_path / "etcd2", "etcd2")
+    try:
+        out = ctl("get", "--prefix", "/registry/pods/", "--keys-only")
+        assert len([k for k in out.split() if k]) == 200
+        assert ctl("get", "/registry/pods/p000", "--print-value-only").strip() == "spec-0-" + "x" * 200
+        assert ctl("get", "/registry/pods/p199", "--print-value-only").strip() == "spec-199-" + "x" * 200
+    finally:
+        os.killpg(p2.pid, signal.SIGTERM)
+        p2.wait(timeout=20)
+        log2.close()
+
+
+def test_etcd_unreachable_is_a_clear_error(tmp_path):
+    (tmp_path / "pw").write_text(PW)
+    stack = write_stack(tmp_path, stack_text(extra_jobs=f"""      - name: cluster
+        etcd: "http://127.0.0.1:{free_port()}\""""))
+    r = run_cairn(["backup", "-c", stack, "cluster"], cwd=tmp_path, timeout=60)
+    assert r.returncode == 1 and "etcd:" in r.stderr and "refused" in r.stderr.lower(), r.stderr
