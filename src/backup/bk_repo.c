@@ -604,6 +604,25 @@ static void pack_slot_insert(struct bk_repo *r, size_t i)
     r->pack_slots[h] = (uint32_t)(i + 1);
 }
 
+/* The pack table holds the packs that have ids; rebuilt larger, over all of them
+ * but skip (about to be inserted), once it is 70% full. */
+static int pack_table_grow_locked(struct bk_repo *r, size_t skip)
+{
+    if ((r->npacks + 1) * 10 < r->npack_slots * 7)
+        return 0;
+    size_t n = r->npack_slots ? r->npack_slots * 2 : 1024;
+    uint32_t *t = calloc(n, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    free(r->pack_slots);
+    r->pack_slots = t;
+    r->npack_slots = n;
+    for (size_t i = 0; i < r->npacks; i++)
+        if (!r->packs[i].pending && i != skip)
+            pack_slot_insert(r, i);
+    return 0;
+}
+
 static long find_pack_locked(struct bk_repo *r, const bk_id *id)
 {
     if (!r->npack_slots)
@@ -641,19 +660,8 @@ static long add_pack_locked(struct bk_repo *r, const bk_id *id)
         p->id = *id;
     r->npacks++;
     if (id) {
-        /* the table holds only packs with ids: rebuild over all of them when it grows */
-        if ((r->npacks + 1) * 10 >= r->npack_slots * 7) {
-            size_t n = r->npack_slots ? r->npack_slots * 2 : 1024;
-            uint32_t *s = calloc(n, sizeof(*s));
-            if (!s)
-                return -ENOMEM;
-            free(r->pack_slots);
-            r->pack_slots = s;
-            r->npack_slots = n;
-            for (size_t i = 0; i + 1 < r->npacks; i++)
-                if (!r->packs[i].pending)
-                    pack_slot_insert(r, i);
-        }
+        if (pack_table_grow_locked(r, r->npacks - 1))
+            return -ENOMEM;
         pack_slot_insert(r, r->npacks - 1);
     }
     return (long)r->npacks - 1;
@@ -894,6 +902,34 @@ static void put_le32(struct buf *b, uint32_t v)
     buf_append(b, x, 4);
 }
 
+/* A blob goes into pk's pack: its index entry, made now so that no other worker
+ * stores it too (NULL with *err -EEXIST when the index has it, -ENOMEM). */
+static struct bk_ientry *claim_locked(struct bk_repo *r, struct bk_packer *pk, const bk_id *id, int type, int *err)
+{
+    if (find_locked(r, id, type)) {
+        *err = -EEXIST;
+        return NULL;
+    }
+    if (!pk->open) {
+        long slot = add_pack_locked(r, NULL);
+        if (slot < 0) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        pk->pack = (uint32_t)slot;
+        pk->open = true;
+        pk->nblobs = 0;
+        buf_reset(&pk->header);
+    }
+    struct bk_ientry *e = add_entry_locked(r, id, type);
+    if (!e) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    e->pack = pk->pack;
+    return e;
+}
+
 /* zstd pays for itself unless the data is already compressed or random: a fast
  * probe on its first 64 KiB decides for the big blobs */
 static bool worth_compressing(struct bk_packer *pk, const void *p, size_t n)
@@ -909,28 +945,12 @@ static int blob_save(struct bk_repo *r, struct bk_packer *pk, int type, const bk
                      bool inplace)
 {
     pthread_mutex_lock(&r->mu);
-    if (find_locked(r, id, type)) {
-        pthread_mutex_unlock(&r->mu);
-        return -EEXIST;
-    }
-    if (!pk->open) {
-        long slot = add_pack_locked(r, NULL);
-        if (slot < 0) {
-            pthread_mutex_unlock(&r->mu);
-            return -ENOMEM;
-        }
-        pk->pack = (uint32_t)slot;
-        pk->open = true;
-        pk->nblobs = 0;
-        buf_reset(&pk->header);
-    }
-    struct bk_ientry *e = add_entry_locked(r, id, type);
+    int ce = 0;
+    struct bk_ientry *e = claim_locked(r, pk, id, type, &ce);
     size_t ei = e ? (size_t)(e - r->ents) : 0;
-    if (e)
-        e->pack = pk->pack;
     pthread_mutex_unlock(&r->mu);
     if (!e)
-        return -ENOMEM;
+        return ce;
     int err = packer_file(r, pk);
     /* compress (outside the lock: this and the sealing are the work), into z past
      * room for the IV so that it is sealed where it lies */
@@ -1040,18 +1060,7 @@ int bk_packer_flush(struct bk_repo *r, struct bk_packer *pk)
     p->id = id;
     p->size = size;
     p->pending = false;
-    if ((r->npacks + 1) * 10 >= r->npack_slots * 7) {
-        size_t n = r->npack_slots ? r->npack_slots * 2 : 1024;
-        uint32_t *s = calloc(n, sizeof(*s));
-        if (s) {
-            free(r->pack_slots);
-            r->pack_slots = s;
-            r->npack_slots = n;
-            for (size_t i = 0; i < r->npacks; i++)
-                if (!r->packs[i].pending && i != pk->pack)
-                    pack_slot_insert(r, i);
-        }
-    }
+    pack_table_grow_locked(r, pk->pack);       /* fails only to grow: inserts still fit */
     pack_slot_insert(r, pk->pack);
     r->st.packs_written++;
     r->st.bytes_stored += size;
@@ -1409,31 +1418,16 @@ int bk_index_put(struct bk_repo *r, uint32_t pack, const struct bk_ientry *src)
 int bk_packer_add_raw(struct bk_repo *r, struct bk_packer *pk, const struct bk_ientry *src, const void *sealed)
 {
     pthread_mutex_lock(&r->mu);
-    if (find_locked(r, &src->id, src->type)) {
-        pthread_mutex_unlock(&r->mu);
-        return -EEXIST;
-    }
-    if (!pk->open) {
-        long slot = add_pack_locked(r, NULL);
-        if (slot < 0) {
-            pthread_mutex_unlock(&r->mu);
-            return -ENOMEM;
-        }
-        pk->pack = (uint32_t)slot;
-        pk->open = true;
-        pk->nblobs = 0;
-        buf_reset(&pk->header);
-    }
-    struct bk_ientry *en = add_entry_locked(r, &src->id, src->type);
+    int ce = 0;
+    struct bk_ientry *en = claim_locked(r, pk, &src->id, src->type, &ce);
     if (en) {
-        en->pack = pk->pack;
         en->off = (uint32_t)pk->size;
         en->len = src->len;
         en->ulen = src->ulen;
     }
     pthread_mutex_unlock(&r->mu);
     if (!en)
-        return -ENOMEM;
+        return ce;
     int e = packer_file(r, pk);
     if (e || (e = packer_write(pk, sealed, src->len)))
         return e;

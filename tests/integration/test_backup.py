@@ -423,7 +423,10 @@ def test_scheduled_job_runs_at_its_minute(start, tmp_path):
     assert any("job=every" in s["tags"] for s in snaps)
 
 
-def test_s3_repository_restic_reads_it(start, tmp_path):
+def s3_store(start, tmp_path):
+    """The s3 role with a bucket "backups"; its key pair in files ak and sk (the
+    backup role's access_key_file and secret_key_file) and in restic's environment.
+    Returns (process, url, env, its stack file)."""
     port = free_port()
     s3stack = write_stack(tmp_path, f"""
 data_dir: data
@@ -432,7 +435,7 @@ services:
     role: s3
     listen: ["127.0.0.1:{port}"]
 """, name="s3.yaml")
-    start(["run", "s3", "-c", s3stack], name="s3")
+    s3 = start(["run", "s3", "-c", s3stack], name="s3")
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="s3 ready")
     creds = {}
@@ -446,6 +449,11 @@ services:
     subprocess.run(["/usr/bin/aws", "--endpoint-url", url, "s3", "mb", "s3://backups"], check=True,
                    env=dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
                             AWS_CONFIG_FILE="/dev/null", **env), capture_output=True)
+    return s3, url, env, s3stack
+
+
+def test_s3_repository_restic_reads_it(start, tmp_path):
+    _, url, env, _ = s3_store(start, tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     make_tree(src)
@@ -526,28 +534,7 @@ services:
 
 
 def test_s3_failing_midway_is_reported_and_nothing_is_lost(start, tmp_path):
-    port = free_port()
-    s3stack = write_stack(tmp_path, f"""
-data_dir: data
-services:
-  s3:
-    role: s3
-    listen: ["127.0.0.1:{port}"]
-""", name="s3.yaml")
-    s3 = start(["run", "s3", "-c", s3stack], name="s3")
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: requests.get(url + "/-/ready", timeout=1).status_code == 200, what="s3 ready")
-    creds = {}
-    for line in (tmp_path / "data" / "s3" / "credentials").read_text().splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            creds[k.strip()] = v.strip()
-    (tmp_path / "ak").write_text(creds["aws_access_key_id"])
-    (tmp_path / "sk").write_text(creds["aws_secret_access_key"])
-    env = dict(AWS_ACCESS_KEY_ID=creds["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=creds["aws_secret_access_key"])
-    subprocess.run(["/usr/bin/aws", "--endpoint-url", url, "s3", "mb", "s3://backups"], check=True,
-                   env=dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-                            AWS_CONFIG_FILE="/dev/null", **env), capture_output=True)
+    s3, url, env, s3stack = s3_store(start, tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     for i in range(12):
