@@ -47,6 +47,10 @@ static inline void bk_id_hex(const bk_id *id, char out[65])
     cairn_hex(id->b, 32, out);
 }
 int bk_id_parse(const char *s, size_t n, bk_id *out);
+/* Go's base64 (standard alphabet, padded): encode to a malloc'd string; decode into
+ * out (at most max bytes), returning the length, or -1 when malformed */
+char *bk_b64_encode(const void *p, size_t n);
+long bk_b64_decode(const char *s, uint8_t *out, size_t max);
 static inline bool bk_id_eq(const bk_id *a, const bk_id *b)
 {
     return memcmp(a->b, b->b, 32) == 0;
@@ -80,6 +84,8 @@ uint64_t bk_pol_random(void);
 /* ---- backends (bk_backend.c) ---- */
 
 enum bk_ftype { BK_CONFIG, BK_KEY, BK_DATA, BK_INDEX, BK_SNAPSHOT, BK_LOCK, BK_NFTYPES };
+/* each type's directory in restic's layout ("" for the config file) */
+extern const char *const bk_ftype_dir[BK_NFTYPES];
 
 struct bk_backend;
 typedef int (*bk_list_cb)(void *arg, const char *name, uint64_t size);
@@ -246,6 +252,14 @@ int bk_pack_header_parse(const uint8_t *p, size_t n, struct bk_pack_blob **out, 
 int bk_pack_header_read(struct bk_repo *r, const char *name, uint64_t size, struct bk_pack_blob **out,
                         size_t *count, char *err, size_t errlen);
 
+/* Every pack file on the backend: its id and size. */
+struct bk_packlist {
+    bk_id *ids;
+    uint64_t *sizes;
+    size_t n, cap;
+};
+int bk_list_packs(struct bk_repo *r, struct bk_packlist *out);
+void bk_packlist_free(struct bk_packlist *l);
 /* Packs on the backend that no index names (left by an interrupted backup):
  * their headers go into the in-memory index, unindexed, so a backup reuses them
  * and its index file names them. */
@@ -277,6 +291,7 @@ void bk_snapshots_free(struct bk_snapshot *s, size_t n);
 const struct bk_snapshot *bk_snapshot_find(const struct bk_snapshot *s, size_t n, const char *want,
                                            char *err, size_t errlen);
 int bk_snapshot_parse(const char *json, size_t n, struct bk_snapshot *out);
+bool bk_snapshot_has_tag(const struct bk_snapshot *s, const char *tag);
 /* Go's time.Time JSON form: RFC 3339 with nanoseconds (trailing zeros cut), local offset */
 void bk_time_format(int64_t sec, long nsec, char out[48]);
 
@@ -344,6 +359,8 @@ struct bk_backup_opts {
     bool quiet;
     const int *cancel;                  /* nonzero (atomic): stop with -ECANCELED */
 };
+/* "1.5 MiB": progress lines and summaries */
+void bk_fmt_bytes(double b, char *out, size_t n);
 struct bk_backup_result {
     char snapshot[65];
     struct bk_stats st;
@@ -375,7 +392,7 @@ struct bk_keep {
 };
 bool bk_keep_empty(const struct bk_keep *k);
 /* Marks which of the snapshots (sorted by time, newest first) the policy keeps. */
-void bk_keep_apply(const struct bk_keep *k, const struct bk_snapshot *s, size_t n, int64_t now_ns, bool *keep);
+void bk_keep_apply(const struct bk_keep *k, const struct bk_snapshot *s, size_t n, bool *keep);
 /* forget (removes the snapshots the policy does not keep among those matching
  * tags/host/paths group) and, when prune, prune. Prints what it does to out. */
 int bk_forget(struct bk_repo *r, const struct bk_keep *k, const char *const *group_tags, size_t ngroup,

@@ -81,8 +81,6 @@ struct arch {
     double last_index;
     struct bk_progress pr;
     uint64_t total_bytes, total_files, files_done, dirs_walked;
-    char *errmsg;
-    size_t errlen;
     /* name caches */
     uid_t last_uid;
     gid_t last_gid;
@@ -216,7 +214,7 @@ static bool cancelled(const struct arch *a)
 
 /* ---- progress ---- */
 
-static void fmt_bytes(double b, char *out, size_t n)
+void bk_fmt_bytes(double b, char *out, size_t n)
 {
     const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     int i = 0;
@@ -239,9 +237,9 @@ static void progress(struct arch *a, bool final)
     double done = (double)__atomic_load_n(&a->r->st.bytes_processed, __ATOMIC_RELAXED);
     double rate = el > 0 ? done / el : 0;
     char d[32], t[32], rt[32], eta[32] = "-";
-    fmt_bytes(done, d, sizeof(d));
-    fmt_bytes((double)a->total_bytes, t, sizeof(t));
-    fmt_bytes(rate, rt, sizeof(rt));
+    bk_fmt_bytes(done, d, sizeof(d));
+    bk_fmt_bytes((double)a->total_bytes, t, sizeof(t));
+    bk_fmt_bytes(rate, rt, sizeof(rt));
     if (rate > 0 && a->total_bytes > done) {
         int s = (int)(((double)a->total_bytes - done) / rate);
         snprintf(eta, sizeof(eta), "%d:%02d", s / 60, s % 60);
@@ -849,7 +847,7 @@ static int cmp_str(const void *x, const void *y)
 int bk_backup(struct bk_repo *r, const struct bk_backup_opts *o, struct bk_backup_result *res, char *err,
               size_t errlen)
 {
-    struct arch a = { .r = r, .o = o, .errmsg = err, .errlen = errlen };
+    struct arch a = { .r = r, .o = o };
     memset(res, 0, sizeof(*res));
     memset(&r->st, 0, sizeof(r->st));
     double t0 = cairn_wall_time();

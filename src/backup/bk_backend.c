@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const tdirs[BK_NFTYPES] = { "", "keys", "data", "index", "snapshots", "locks" };
+const char *const bk_ftype_dir[BK_NFTYPES] = { "", "keys", "data", "index", "snapshots", "locks" };
 
 struct local {
     struct bk_backend be;
@@ -30,7 +30,7 @@ static int local_path(struct local *l, enum bk_ftype t, const char *name, char *
     else if (t == BK_DATA)
         w = snprintf(out, n, "%s/data/%.2s/%s", l->root, name, name);
     else
-        w = snprintf(out, n, "%s/%s/%s", l->root, tdirs[t], name);
+        w = snprintf(out, n, "%s/%s/%s", l->root, bk_ftype_dir[t], name);
     return w < 0 || (size_t)w >= n ? -ENAMETOOLONG : 0;
 }
 
@@ -149,7 +149,7 @@ static int local_list(struct bk_backend *be, enum bk_ftype t, bk_list_cb cb, voi
     char dir[4096];
     if (t == BK_CONFIG)
         return -EINVAL;
-    snprintf(dir, sizeof(dir), "%s/%s", l->root, tdirs[t]);
+    snprintf(dir, sizeof(dir), "%s/%s", l->root, bk_ftype_dir[t]);
     if (t != BK_DATA)
         return list_dir(dir, cb, arg);
     DIR *d = opendir(dir);
@@ -248,7 +248,7 @@ static int local_open(const char *path, struct bk_backend **out, char *err, size
     char p[4200];
     int r = cairn_mkdir_p(path, 0700);
     for (int t = BK_KEY; !r && t < BK_NFTYPES; t++) {
-        snprintf(p, sizeof(p), "%s/%s", path, tdirs[t]);
+        snprintf(p, sizeof(p), "%s/%s", path, bk_ftype_dir[t]);
         r = cairn_mkdir_p(p, 0700);
     }
     for (int i = 0; !r && i < 256; i++) {

@@ -14,34 +14,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-struct pk_on_disk {
-    char **names;
-    uint64_t *sizes;
-    size_t n, cap;
-};
-
-static int collect(void *arg, const char *name, uint64_t size)
-{
-    struct pk_on_disk *d = arg;
-    if (strlen(name) != 64)
-        return 0;
-    if (d->n == d->cap) {
-        size_t c = d->cap ? d->cap * 2 : 256;
-        char **nn = realloc(d->names, c * sizeof(*nn));
-        if (!nn)
-            return -ENOMEM;
-        d->names = nn;
-        uint64_t *ns = realloc(d->sizes, c * sizeof(*ns));
-        if (!ns)
-            return -ENOMEM;
-        d->sizes = ns;
-        d->cap = c;
-    }
-    d->names[d->n] = strdup(name);
-    d->sizes[d->n++] = size;
-    return 0;
-}
-
 static int cmp_u32_by_pack(const void *x, const void *y, void *arg)
 {
     const struct bk_ientry *e = arg;
@@ -131,20 +103,16 @@ int bk_check(struct bk_repo *r, bool read_data, FILE *out)
 {
     int errors = 0;
     char err[512], hex[65];
-    struct pk_on_disk d = { 0 };
-    int e = r->be->ops->list(r->be, BK_DATA, collect, &d);
+    struct bk_packlist d;
+    int e = bk_list_packs(r, &d);
     if (e < 0) {
         fprintf(out, "error: listing packs: %s\n", cairn_strerror(e));
         return 1;
     }
-    /* packs on disk by id */
-    bk_id *ids = calloc(d.n ? d.n : 1, sizeof(*ids));
     bool *named = calloc(d.n ? d.n : 1, sizeof(bool));
-    for (size_t i = 0; ids && i < d.n; i++)
-        bk_id_parse(d.names[i], 64, &ids[i]);
     uint32_t *order = NULL;
     size_t *first = NULL, *on_disk = NULL;
-    if (!ids || !named || bk_entries_by_pack(r, &order, &first)) {
+    if (!named || bk_entries_by_pack(r, &order, &first)) {
         fprintf(out, "error: out of memory\n");
         errors = 1;
         goto out;
@@ -158,7 +126,7 @@ int bk_check(struct bk_repo *r, bool read_data, FILE *out)
     for (size_t p = 0; p < r->npacks; p++)
         on_disk[p] = SIZE_MAX;
     for (size_t k = 0; k < d.n; k++) {
-        long p = bk_pack_find(r, &ids[k]);
+        long p = bk_pack_find(r, &d.ids[k]);
         if (p >= 0)
             on_disk[p] = k;
     }
@@ -220,9 +188,12 @@ int bk_check(struct bk_repo *r, bool read_data, FILE *out)
         }
         free(hb);
     }
-    for (size_t k = 0; k < d.n; k++)
-        if (!named[k])
-            fprintf(out, "pack %s: not referenced in any index (prune removes it)\n", d.names[k]);
+    for (size_t k = 0; k < d.n; k++) {
+        if (named[k])
+            continue;
+        bk_id_hex(&d.ids[k], hex);
+        fprintf(out, "pack %s: not referenced in any index (prune removes it)\n", hex);
+    }
     /* the snapshots' trees */
     struct bk_snapshot *sn = NULL;
     size_t nsn = 0;
@@ -239,11 +210,7 @@ int bk_check(struct bk_repo *r, bool read_data, FILE *out)
     }
     bk_snapshots_free(sn, nsn);
 out:
-    for (size_t i = 0; i < d.n; i++)
-        free(d.names[i]);
-    free(d.names);
-    free(d.sizes);
-    free(ids);
+    bk_packlist_free(&d);
     free(named);
     free(order);
     free(first);

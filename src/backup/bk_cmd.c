@@ -161,17 +161,6 @@ static int load(const char *cmd, const struct cmdopts *o, const struct role_ops 
     return 0;
 }
 
-static void human(double b, char *out, size_t n)
-{
-    const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-    int i = 0;
-    while (b >= 1024 && i < 4) {
-        b /= 1024;
-        i++;
-    }
-    snprintf(out, n, "%.3g %s", b, u[i]);
-}
-
 static int cmd_backup(const struct service *svc, const struct cmdopts *o)
 {
     if (o->nargs != 1) {
@@ -194,8 +183,8 @@ static int cmd_backup(const struct service *svc, const struct cmdopts *o)
         return 1;
     }
     char added[32], stored[32];
-    human((double)run.st.bytes_added, added, sizeof(added));
-    human((double)run.st.bytes_stored, stored, sizeof(stored));
+    bk_fmt_bytes((double)run.st.bytes_added, added, sizeof(added));
+    bk_fmt_bytes((double)run.st.bytes_stored, stored, sizeof(stored));
     if (!o->quiet)
         printf("Files: %llu new, %llu changed, %llu unmodified\nAdded to the repository: %s (%s stored)\n"
                "snapshot %.8s saved in %.2fs\n",
@@ -279,14 +268,6 @@ static bool dir_empty(const char *p)
     return empty;
 }
 
-static bool has_tag(const struct bk_snapshot *s, const char *t)
-{
-    for (size_t i = 0; i < s->ntags; i++)
-        if (!strcmp(s->tags[i], t))
-            return true;
-    return false;
-}
-
 static int cmd_restore(struct bk_repo *r, const struct service *svc, const struct cmdopts *o)
 {
     if (o->nargs > 1 || (!o->target == !o->service) || (o->target && o->nargs != 1)) {
@@ -316,7 +297,7 @@ static int cmd_restore(struct bk_repo *r, const struct service *svc, const struc
         snprintf(want, sizeof(want), "service=%s", o->service);
         const char *which = o->nargs ? o->args[0] : "latest";
         for (size_t i = n; i-- > 0 && !sn;)
-            if (has_tag(&s[i], want) && (!strcmp(which, "latest") || !strncmp(s[i].name, which, strlen(which))))
+            if (bk_snapshot_has_tag(&s[i], want) && (!strcmp(which, "latest") || !strncmp(s[i].name, which, strlen(which))))
                 sn = &s[i];
         if (!sn) {
             fprintf(stderr, "cairn restore: no snapshot %s of service %s\n", which, o->service);

@@ -306,11 +306,6 @@ int backup__parse(struct cfg *c, const cfg_node *map, const char *path, struct s
     return bad ? -EINVAL : 0;
 }
 
-static void free_list(char **v, size_t n)
-{
-    cfg_free_string_list(v, n);
-}
-
 void backup__free_conf(void *conf)
 {
     struct backup_conf *bc = conf;
@@ -328,12 +323,12 @@ void backup__free_conf(void *conf)
     for (size_t i = 0; i < bc->njobs; i++) {
         struct bk_job *j = &bc->jobs[i];
         free(j->name);
-        free_list(j->paths, j->npaths);
-        free_list(j->exclude, j->nexclude);
+        cfg_free_string_list(j->paths, j->npaths);
+        cfg_free_string_list(j->exclude, j->nexclude);
         free(j->schedule);
-        free_list(j->keep.tags, j->keep.ntags);
+        cfg_free_string_list(j->keep.tags, j->keep.ntags);
         free(j->service);
-        free_list(j->tags, j->ntags);
+        cfg_free_string_list(j->tags, j->ntags);
         if (j->has_etcd)
             stack_url_free(&j->etcd);
     }

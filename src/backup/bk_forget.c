@@ -43,20 +43,11 @@ static long bucket(int rule, int64_t ns, size_t idx)
     }
 }
 
-static bool has_tag(const struct bk_snapshot *s, const char *tag)
-{
-    for (size_t i = 0; i < s->ntags; i++)
-        if (!strcmp(s->tags[i], tag))
-            return true;
-    return false;
-}
-
-void bk_keep_apply(const struct bk_keep *k, const struct bk_snapshot *s, size_t n, int64_t now_ns, bool *keep)
+void bk_keep_apply(const struct bk_keep *k, const struct bk_snapshot *s, size_t n, bool *keep)
 {
     int count[6] = { k->last, k->hourly, k->daily, k->weekly, k->monthly, k->yearly };
     long lastb[6];
     bool seen[6] = { 0 };
-    (void)now_ns;
     /* s is oldest first: walk newest first */
     int64_t newest = n ? s[n - 1].time_ns : 0;
     for (size_t j = 0; j < n; j++) {
@@ -77,7 +68,7 @@ void bk_keep_apply(const struct bk_keep *k, const struct bk_snapshot *s, size_t 
         if (k->within_ms && s[i].time_ns >= newest - (int64_t)k->within_ms * 1000000)
             keep[i] = true;
         for (size_t t = 0; t < k->ntags; t++)
-            if (has_tag(&s[i], k->tags[t]))
+            if (bk_snapshot_has_tag(&s[i], k->tags[t]))
                 keep[i] = true;
     }
 }
@@ -85,7 +76,7 @@ void bk_keep_apply(const struct bk_keep *k, const struct bk_snapshot *s, size_t 
 static bool in_group(const struct bk_snapshot *s, const char *const *tags, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (!has_tag(s, tags[i]))
+        if (!bk_snapshot_has_tag(s, tags[i]))
             return false;
     return true;
 }
@@ -131,7 +122,7 @@ int bk_forget(struct bk_repo *r, const struct bk_keep *k, const char *const *gro
             g[m] = all[j];
             members[m++] = j;
         }
-        bk_keep_apply(k, g, m, 0, keep);
+        bk_keep_apply(k, g, m, keep);
         for (size_t q = 0; q < m; q++) {
             if (keep[q]) {
                 kept++;
@@ -195,35 +186,6 @@ static void mark_tree(struct mark *m, const bk_id *id)
     bk_tree_free(&t);
 }
 
-struct disk_packs {
-    bk_id *ids;
-    uint64_t *sizes;
-    size_t n, cap;
-};
-
-static int collect_pack(void *arg, const char *name, uint64_t size)
-{
-    struct disk_packs *d = arg;
-    bk_id id;
-    if (bk_id_parse(name, strlen(name), &id))
-        return 0;
-    if (d->n == d->cap) {
-        size_t c = d->cap ? d->cap * 2 : 256;
-        bk_id *ni = realloc(d->ids, c * sizeof(*ni));
-        if (!ni)
-            return -ENOMEM;
-        d->ids = ni;
-        uint64_t *ns = realloc(d->sizes, c * sizeof(*ns));
-        if (!ns)
-            return -ENOMEM;
-        d->sizes = ns;
-        d->cap = c;
-    }
-    d->ids[d->n] = id;
-    d->sizes[d->n++] = size;
-    return 0;
-}
-
 int bk_prune(struct bk_repo *r, FILE *out, char *err, size_t errlen)
 {
     struct bk_snapshot *sn = NULL;
@@ -232,7 +194,7 @@ int bk_prune(struct bk_repo *r, FILE *out, char *err, size_t errlen)
     if (e)
         return e;
     struct mark m = { .r = r, .used = calloc(r->nents ? r->nents : 1, 1), .msg = err, .msglen = errlen };
-    struct disk_packs d = { 0 };
+    struct bk_packlist d = { 0 };
     uint32_t *order = NULL;
     size_t *first = NULL;
     uint8_t *action = NULL;             /* per pack: 0 keep, 1 repack, 2 remove */
@@ -251,7 +213,7 @@ int bk_prune(struct bk_repo *r, FILE *out, char *err, size_t errlen)
         mark_tree(&m, &sn[i].tree);
     if ((e = m.err))
         goto out;
-    if ((e = r->be->ops->list(r->be, BK_DATA, collect_pack, &d)) < 0) {
+    if ((e = bk_list_packs(r, &d)) < 0) {
         snprintf(err, errlen, "listing packs: %s", cairn_strerror(e));
         goto out;
     }
@@ -342,7 +304,7 @@ int bk_prune(struct bk_repo *r, FILE *out, char *err, size_t errlen)
         for (size_t q = first[p]; q < first[p + 1] && !e; q++)
             e = bk_index_put(r, (uint32_t)slot, &old_ents[order[q]]);
     }
-    struct buf pbuf = BUF_INIT, check = BUF_INIT;
+    struct buf pbuf = BUF_INIT;
     char hex[65];
     for (size_t p = 0; p < old_npacks && !e; p++) {
         if (action[p] != 1)
@@ -368,7 +330,6 @@ int bk_prune(struct bk_repo *r, FILE *out, char *err, size_t errlen)
         }
     }
     buf_free(&pbuf);
-    buf_free(&check);
     if (!e && (e = bk_packer_flush(r, &pk)))
         snprintf(err, errlen, "repack: writing a pack: %s", cairn_strerror(e));
     if (!e && (e = bk_index_write_pending(r)))
@@ -412,8 +373,7 @@ out:
         free(old_index[i]);
     free(old_index);
     free(m.used);
-    free(d.ids);
-    free(d.sizes);
+    bk_packlist_free(&d);
     free(order);
     free(first);
     free(action);

@@ -210,11 +210,7 @@ static void etcd_line(struct etcd_dl *d, const char *p, size_t n)
     } else {
         size_t bl = strlen(blob);
         uint8_t *raw = malloc(bl / 4 * 3 + 3);
-        int k = raw && bl % 4 == 0 ? EVP_DecodeBlock(raw, (const unsigned char *)blob, (int)bl) : -1;
-        if (k > 0 && blob[bl - 1] == '=')
-            k--;
-        if (k > 0 && bl > 1 && blob[bl - 2] == '=')
-            k--;
+        long k = raw ? bk_b64_decode(blob, raw, bl / 4 * 3 + 3) : -1;
         if (k < 0) {
             snprintf(d->msg, sizeof(d->msg), "etcd: a chunk is not base64");
             d->err = -EPROTO;

@@ -26,14 +26,35 @@ const struct role_ops backup_role = {
     .free_conf = backup__free_conf,
 };
 
+/* each job's metrics: one family each (runs_total split by result) */
+enum jm { M_SUCCESS, M_RUN, M_DURATION, M_ADDED, M_FILES, M_OK, M_FAIL, M_ERRORS, M_RUNNING, M_N };
+static const struct {
+    enum metric_type type;
+    const char *name, *help, *result;
+} jmetrics[M_N] = {
+    [M_SUCCESS] = { METRIC_GAUGE, "cairn_backup_last_success_timestamp_seconds",
+                    "When the job last finished without an error.", NULL },
+    [M_RUN] = { METRIC_GAUGE, "cairn_backup_last_run_timestamp_seconds", "When the job last started.", NULL },
+    [M_DURATION] = { METRIC_GAUGE, "cairn_backup_last_duration_seconds", "How long the job's last run took.", NULL },
+    [M_ADDED] = { METRIC_GAUGE, "cairn_backup_last_added_bytes",
+                  "New data (before compression) the last successful run stored.", NULL },
+    [M_FILES] = { METRIC_GAUGE, "cairn_backup_last_files", "Files in the last successful run's snapshot.", NULL },
+    [M_OK] = { METRIC_COUNTER, "cairn_backup_runs_total", "Job runs by result (success, failure).", "success" },
+    [M_FAIL] = { METRIC_COUNTER, "cairn_backup_runs_total", "Job runs by result (success, failure).", "failure" },
+    [M_ERRORS] = { METRIC_COUNTER, "cairn_backup_file_errors_total",
+                   "Files and directories a run could not read (skipped).", NULL },
+    [M_RUNNING] = { METRIC_GAUGE, "cairn_backup_running", "1 while the job runs.", NULL },
+};
+
 struct jobstate {
     bool queued, running;
     double last_run, last_success, last_duration;
     uint64_t last_added, last_files, last_errors;
     char last_snapshot[65];
     char last_error[512];
-    struct metric *m_success, *m_run, *m_duration, *m_added, *m_files, *m_ok, *m_fail, *m_errors, *m_running;
+    struct metric *m[M_N];
 };
+
 
 struct bk_svc {
     const struct service *svc;
@@ -85,7 +106,7 @@ static void init_last_success(struct bk_svc *s)
                     t = (double)sn[k].time_ns / 1e9;
         /* this thread runs the jobs: none has run yet */
         s->js[i].last_success = t;
-        metric_set(s->js[i].m_success, t > 0 ? t : now);
+        metric_set(s->js[i].m[M_SUCCESS], t > 0 ? t : now);
     }
     pthread_mutex_unlock(&s->mu);
     bk_snapshots_free(sn, n);
@@ -110,7 +131,7 @@ static void *job_thread(void *arg)
         struct jobstate *j = &s->js[pick];
         j->queued = false;
         j->running = true;
-        metric_set(j->m_running, 1);
+        metric_set(j->m[M_RUNNING], 1);
         pthread_mutex_unlock(&s->mu);
         const struct bk_job *job = &s->conf->jobs[pick];
         log_info("backup job starting", "job", job->name);
@@ -124,21 +145,21 @@ static void *job_thread(void *arg)
         j->last_added = run.st.bytes_added;
         j->last_files = run.st.files_new + run.st.files_changed + run.st.files_unmodified;
         j->last_errors = run.st.errors;
-        metric_set(j->m_running, 0);
-        metric_set(j->m_run, t0);
-        metric_set(j->m_duration, run.seconds);
-        metric_add(j->m_errors, (double)run.st.errors);
+        metric_set(j->m[M_RUNNING], 0);
+        metric_set(j->m[M_RUN], t0);
+        metric_set(j->m[M_DURATION], run.seconds);
+        metric_add(j->m[M_ERRORS], (double)run.st.errors);
         if (run.ok) {
             j->last_success = t0 + run.seconds;
             j->last_error[0] = 0;
             memcpy(j->last_snapshot, run.snapshot, sizeof(j->last_snapshot));
-            metric_set(j->m_success, j->last_success);
-            metric_set(j->m_added, (double)run.st.bytes_added);
-            metric_set(j->m_files, (double)j->last_files);
-            metric_inc(j->m_ok);
+            metric_set(j->m[M_SUCCESS], j->last_success);
+            metric_set(j->m[M_ADDED], (double)run.st.bytes_added);
+            metric_set(j->m[M_FILES], (double)j->last_files);
+            metric_inc(j->m[M_OK]);
         } else {
             snprintf(j->last_error, sizeof(j->last_error), "%s", run.err);
-            metric_inc(j->m_fail);
+            metric_inc(j->m[M_FAIL]);
             log_error("backup job failed", "job", job->name, "error", run.err);
         }
     }
@@ -268,44 +289,22 @@ static int bk_start(struct service_ctx *sc)
 {
     struct bk_svc *s = sc->role;
     s->sc = sc;
-    struct metrics_registry *reg = sc->reg;
     static const char *const lj[] = { "job", NULL };
     static const char *const ljr[] = { "job", "result", NULL };
-    struct metric_family *f_success = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_success_timestamp_seconds",
-                                                     "When the job last finished without an error.", lj, NULL, 0);
-    struct metric_family *f_run = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_run_timestamp_seconds",
-                                                 "When the job last started.", lj, NULL, 0);
-    struct metric_family *f_dur = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_duration_seconds",
-                                                 "How long the job's last run took.", lj, NULL, 0);
-    struct metric_family *f_added = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_added_bytes",
-                                                   "New data (before compression) the last successful run stored.",
-                                                   lj, NULL, 0);
-    struct metric_family *f_files = metrics_family(reg, METRIC_GAUGE, "cairn_backup_last_files",
-                                                   "Files in the last successful run's snapshot.", lj, NULL, 0);
-    struct metric_family *f_runs = metrics_family(reg, METRIC_COUNTER, "cairn_backup_runs_total",
-                                                  "Job runs by result (success, failure).", ljr, NULL, 0);
-    struct metric_family *f_err = metrics_family(reg, METRIC_COUNTER, "cairn_backup_file_errors_total",
-                                                 "Files and directories a run could not read (skipped).", lj, NULL, 0);
-    struct metric_family *f_running = metrics_family(reg, METRIC_GAUGE, "cairn_backup_running",
-                                                     "1 while the job runs.", lj, NULL, 0);
     s->js = calloc(s->conf->njobs ? s->conf->njobs : 1, sizeof(*s->js));
-    if (!s->js || !f_success || !f_run || !f_dur || !f_added || !f_files || !f_runs || !f_err || !f_running)
+    if (!s->js)
         return -ENOMEM;
-    for (size_t i = 0; i < s->conf->njobs; i++) {
-        struct jobstate *j = &s->js[i];
-        const char *n = s->conf->jobs[i].name;
-        j->m_success = metrics_get1(f_success, n);
-        j->m_run = metrics_get1(f_run, n);
-        j->m_duration = metrics_get1(f_dur, n);
-        j->m_added = metrics_get1(f_added, n);
-        j->m_files = metrics_get1(f_files, n);
-        j->m_ok = metrics_get2(f_runs, n, "success");
-        j->m_fail = metrics_get2(f_runs, n, "failure");
-        j->m_errors = metrics_get1(f_err, n);
-        j->m_running = metrics_get1(f_running, n);
-        if (!j->m_success || !j->m_run || !j->m_duration || !j->m_added || !j->m_files || !j->m_ok || !j->m_fail ||
-            !j->m_errors || !j->m_running)
+    for (int k = 0; k < M_N; k++) {
+        struct metric_family *f = metrics_family(sc->reg, jmetrics[k].type, jmetrics[k].name, jmetrics[k].help,
+                                                 jmetrics[k].result ? ljr : lj, NULL, 0);
+        if (!f)
             return -ENOMEM;
+        for (size_t i = 0; i < s->conf->njobs; i++) {
+            const char *n = s->conf->jobs[i].name;
+            struct metric *m = jmetrics[k].result ? metrics_get2(f, n, jmetrics[k].result) : metrics_get1(f, n);
+            if (!(s->js[i].m[k] = m))
+                return -ENOMEM;
+        }
     }
     httpd_conf_defaults(&s->hconf);
     s->hconf.handler = handle;

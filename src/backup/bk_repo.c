@@ -53,7 +53,7 @@ int bk_id_parse(const char *s, size_t n, bk_id *out)
     return 0;
 }
 
-static char *b64_encode(const void *p, size_t n)
+char *bk_b64_encode(const void *p, size_t n)
 {
     char *out = malloc(4 * ((n + 2) / 3) + 1);
     if (out)
@@ -61,32 +61,29 @@ static char *b64_encode(const void *p, size_t n)
     return out;
 }
 
-/* decodes standard base64 (padding required, as Go writes it); -1 when bad */
-static long b64_decode(const char *s, uint8_t *out, size_t max)
+long bk_b64_decode(const char *s, uint8_t *out, size_t max)
 {
     size_t n = strlen(s);
     if (n % 4 || n / 4 * 3 > max + 2)
         return -1;
     if (n == 0)
         return 0;
-    uint8_t *tmp = malloc(n / 4 * 3 + 1);
+    /* straight into out when the padded length fits, else through a copy */
+    uint8_t *tmp = max >= n / 4 * 3 ? out : malloc(n / 4 * 3 + 1);
     if (!tmp)
         return -1;
     int k = EVP_DecodeBlock(tmp, (const unsigned char *)s, (int)n);
-    if (k < 0) {
-        free(tmp);
-        return -1;
-    }
-    if (s[n - 1] == '=')
+    if (k >= 0 && s[n - 1] == '=')
         k--;
-    if (s[n - 2] == '=')
+    if (k >= 0 && s[n - 2] == '=')
         k--;
-    if ((size_t)k > max) {
+    if (k >= 0 && (size_t)k > max)
+        k = -1;
+    if (tmp != out) {
+        if (k > 0)
+            memcpy(out, tmp, (size_t)k);
         free(tmp);
-        return -1;
     }
-    memcpy(out, tmp, (size_t)k);
-    free(tmp);
     return k;
 }
 
@@ -258,8 +255,8 @@ static int master_from_json(const char *s, size_t n, struct bk_key *k)
     const char *mk = NULL, *mr = NULL, *enc = NULL;
     int e = -EBADMSG;
     if (json_unpack(j, "{s:{s:s,s:s},s:s}", "mac", "k", &mk, "r", &mr, "encrypt", &enc) == 0 &&
-        b64_decode(mk, k->mac_k, 16) == 16 && b64_decode(mr, k->mac_r, 16) == 16 &&
-        b64_decode(enc, k->enc, 32) == 32) {
+        bk_b64_decode(mk, k->mac_k, 16) == 16 && bk_b64_decode(mr, k->mac_r, 16) == 16 &&
+        bk_b64_decode(enc, k->enc, 32) == 32) {
         bk_key_mask(k);
         e = 0;
     }
@@ -294,10 +291,10 @@ static int try_key(void *arg, const char *name, uint64_t size)
         uint8_t *db = NULL;
         if (json_unpack(j, "{s:s,s:I,s:I,s:I,s:s,s:s}", "kdf", &kdf, "N", &N, "r", &rr, "p", &p, "salt", &salt,
                         "data", &data) != 0 || strcmp(kdf, "scrypt") != 0 || N <= 0 || rr <= 0 || p <= 0 ||
-            (sl = b64_decode(salt, sb, sizeof(sb))) < 0) {
+            (sl = bk_b64_decode(salt, sb, sizeof(sb))) < 0) {
             if (!kt->first_err[0])
                 snprintf(kt->first_err, sizeof(kt->first_err), "key %.12s: not a scrypt key file", name);
-        } else if ((db = malloc(strlen(data))) && (dl = b64_decode(data, db, strlen(data))) > BK_OVERHEAD) {
+        } else if ((db = malloc(strlen(data))) && (dl = bk_b64_decode(data, db, strlen(data))) > BK_OVERHEAD) {
             struct bk_key uk;
             uint8_t plain[512];
             if (dl - BK_OVERHEAD < (long)sizeof(plain) &&
@@ -397,8 +394,8 @@ int bk_repo_init(struct bk_repo *r, struct bk_backend *be, const char *pw, size_
         snprintf(err, errlen, "scrypt: %s", cairn_strerror(e));
         return e;
     }
-    char *mk = b64_encode(r->master.mac_k, 16), *mr = b64_encode(r->master.mac_r, 16),
-         *me = b64_encode(r->master.enc, 32);
+    char *mk = bk_b64_encode(r->master.mac_k, 16), *mr = bk_b64_encode(r->master.mac_r, 16),
+         *me = bk_b64_encode(r->master.enc, 32);
     struct buf mj = BUF_INIT, sealed = BUF_INIT, kj = BUF_INIT, cj = BUF_INIT;
     e = -ENOMEM;
     if (!mk || !mr || !me ||
@@ -408,7 +405,7 @@ int bk_repo_init(struct bk_repo *r, struct bk_backend *be, const char *pw, size_
         bk_seal(&uk, buf_head(&mj), buf_used(&mj), (uint8_t *)buf_tail(&sealed)))
         goto out;
     buf_commit(&sealed, buf_used(&mj) + BK_OVERHEAD);
-    char *sb = b64_encode(salt, sizeof(salt)), *db = b64_encode(buf_head(&sealed), buf_used(&sealed));
+    char *sb = bk_b64_encode(salt, sizeof(salt)), *db = bk_b64_encode(buf_head(&sealed), buf_used(&sealed));
     char created[48], host[256], user[64];
     now_rfc3339(created);
     host_user(host, user);
@@ -1444,45 +1441,56 @@ int bk_packer_add_raw(struct bk_repo *r, struct bk_packer *pk, const struct bk_i
 
 /* ---- packs no index names ---- */
 
-struct orphans {
-    struct bk_repo *r;
-    bk_id *ids;
-    uint64_t *sizes;
-    size_t n, cap;
-};
-
-static int collect_orphan(void *arg, const char *name, uint64_t size)
+static int collect_pack(void *arg, const char *name, uint64_t size)
 {
-    struct orphans *o = arg;
+    struct bk_packlist *l = arg;
     bk_id id;
-    if (bk_id_parse(name, strlen(name), &id) || bk_pack_find(o->r, &id) >= 0)
-        return 0;
-    if (o->n == o->cap) {
-        size_t c = o->cap ? o->cap * 2 : 64;
-        bk_id *ni = realloc(o->ids, c * sizeof(*ni));
+    if (bk_id_parse(name, strlen(name), &id))
+        return 0;                       /* not a pack: a temporary file, say */
+    if (l->n == l->cap) {
+        size_t c = l->cap ? l->cap * 2 : 256;
+        bk_id *ni = realloc(l->ids, c * sizeof(*ni));
         if (!ni)
             return -ENOMEM;
-        o->ids = ni;
-        uint64_t *ns = realloc(o->sizes, c * sizeof(*ns));
+        l->ids = ni;
+        uint64_t *ns = realloc(l->sizes, c * sizeof(*ns));
         if (!ns)
             return -ENOMEM;
-        o->sizes = ns;
-        o->cap = c;
+        l->sizes = ns;
+        l->cap = c;
     }
-    o->ids[o->n] = id;
-    o->sizes[o->n++] = size;
+    l->ids[l->n] = id;
+    l->sizes[l->n++] = size;
     return 0;
+}
+
+int bk_list_packs(struct bk_repo *r, struct bk_packlist *out)
+{
+    memset(out, 0, sizeof(*out));
+    int e = r->be->ops->list(r->be, BK_DATA, collect_pack, out);
+    if (e < 0)
+        bk_packlist_free(out);
+    return e < 0 ? e : 0;
+}
+
+void bk_packlist_free(struct bk_packlist *l)
+{
+    free(l->ids);
+    free(l->sizes);
+    memset(l, 0, sizeof(*l));
 }
 
 int bk_adopt_orphans(struct bk_repo *r, size_t *adopted)
 {
-    struct orphans o = { .r = r };
+    struct bk_packlist o;
     *adopted = 0;
-    int e = r->be->ops->list(r->be, BK_DATA, collect_orphan, &o);
+    int e = bk_list_packs(r, &o);
     for (size_t i = 0; !e && i < o.n; i++) {
         char name[65], err[256];
         struct bk_pack_blob *hb = NULL;
         size_t nh = 0;
+        if (bk_pack_find(r, &o.ids[i]) >= 0)
+            continue;                   /* an index names it */
         bk_id_hex(&o.ids[i], name);
         if (bk_pack_header_read(r, name, o.sizes[i], &hb, &nh, err, sizeof(err))) {
             log_warn("a pack no index names does not read: left for prune", "pack", name, "error", err);
@@ -1514,7 +1522,6 @@ int bk_adopt_orphans(struct bk_repo *r, size_t *adopted)
         if (!e)
             (*adopted)++;
     }
-    free(o.ids);
-    free(o.sizes);
+    bk_packlist_free(&o);
     return e < 0 ? e : 0;
 }

@@ -34,7 +34,6 @@ struct rdir {
 
 struct rst {
     struct bk_repo *r;
-    const struct bk_restore_opts *o;
     struct bk_restore_result *res;
     pthread_mutex_t mu;
     pthread_cond_t more, room;
@@ -64,7 +63,7 @@ static mode_t posix_mode(uint32_t m)
     return p;
 }
 
-static void set_meta(struct rst *s, const char *path, const struct bk_node *n)
+static void set_meta(const char *path, const struct bk_node *n)
 {
     if (geteuid() == 0 && lchown(path, n->uid, n->gid) < 0)
         log_warn("restore: chown failed", "path", path, "err", cairn_strerror(-errno));
@@ -80,7 +79,6 @@ static void set_meta(struct rst *s, const char *path, const struct bk_node *n)
     if (ts[0].tv_nsec < 0 || ts[1].tv_nsec < 0)
         return;
     utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
-    (void)s;
 }
 
 static bool all_zero(const char *p, size_t n)
@@ -156,7 +154,7 @@ static void *rworker(void *arg)
         char err[512];
         int e = fill_file(s, &j, bufs, err, sizeof(err));
         if (!e)
-            set_meta(s, j.path, &j.node);
+            set_meta(j.path, &j.node);
         pthread_mutex_lock(&s->mu);
         if (e) {
             s->res->errors++;
@@ -307,7 +305,7 @@ static int restore_tree(struct rst *s, const bk_id *tree, const char *dir, char 
                 snprintf(err, errlen, "%s: %s", path, cairn_strerror(e));
                 break;
             }
-            set_meta(s, path, n);
+            set_meta(path, n);
             break;
         case BK_N_FIFO:
         case BK_N_DEV:
@@ -319,7 +317,7 @@ static int restore_tree(struct rst *s, const bk_id *tree, const char *dir, char 
                 s->res->errors++;
                 break;
             }
-            set_meta(s, path, n);
+            set_meta(path, n);
             break;
         }
         default:
@@ -333,7 +331,7 @@ static int restore_tree(struct rst *s, const bk_id *tree, const char *dir, char 
 int bk_restore(struct bk_repo *r, const struct bk_snapshot *sn, const struct bk_restore_opts *o,
                struct bk_restore_result *res, char *err, size_t errlen)
 {
-    struct rst s = { .r = r, .o = o, .res = res };
+    struct rst s = { .r = r, .res = res };
     memset(res, 0, sizeof(*res));
     double t0 = cairn_wall_time();
     s.pr.started = t0;
@@ -369,7 +367,7 @@ int bk_restore(struct bk_repo *r, const struct bk_snapshot *sn, const struct bk_
         pthread_join(th[i], NULL);
     /* directories last, deepest first (they were appended after their children) */
     for (size_t i = 0; i < s.ndirs; i++) {
-        set_meta(&s, s.dirs[i].path, &s.dirs[i].node);
+        set_meta(s.dirs[i].path, &s.dirs[i].node);
         free(s.dirs[i].path);
         bk_node_free(&s.dirs[i].node);
     }

@@ -19,8 +19,6 @@
 #define S3_TRIES 3
 #define LIST_MAX_BYTES (64u << 20)
 
-static const char *const tdirs[BK_NFTYPES] = { "", "keys", "data", "index", "snapshots", "locks" };
-
 struct s3be {
     struct bk_backend be;
     struct s3c_conf conf;               /* a copy: prefix ends with '/' (or is empty) */
@@ -83,7 +81,7 @@ static void key_of(enum bk_ftype t, const char *name, char *out, size_t n)
     else if (t == BK_DATA)
         snprintf(out, n, "data/%.2s/%s", name, name);
     else
-        snprintf(out, n, "%s/%s", tdirs[t], name);
+        snprintf(out, n, "%s/%s", bk_ftype_dir[t], name);
 }
 
 static int status_err(int st)
@@ -230,7 +228,7 @@ static int s3_list(struct bk_backend *be, enum bk_ftype t, bk_list_cb cb, void *
 {
     struct s3be *s = (struct s3be *)be;
     char want[512];
-    snprintf(want, sizeof(want), "%s%s/", s->prefix, tdirs[t]);
+    snprintf(want, sizeof(want), "%s%s/", s->prefix, bk_ftype_dir[t]);
     char token[1024] = "";
     int e = 0;
     for (int page = 0; page < 100000 && !e; page++) {

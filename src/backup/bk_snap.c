@@ -11,9 +11,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-
-#define MAX_TREE (64u << 20)
 
 void bk_time_format(int64_t sec, long nsec, char out[48])
 {
@@ -77,13 +74,6 @@ static char **str_list(json_t *a, size_t *n)
     return v;
 }
 
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 /* ---- snapshots ---- */
 
 int bk_snapshot_parse(const char *json, size_t n, struct bk_snapshot *out)
@@ -112,8 +102,8 @@ static void snapshot_clear(struct bk_snapshot *s)
     free(s->json);
     free(s->hostname);
     free(s->username);
-    free_list(s->paths, s->npaths);
-    free_list(s->tags, s->ntags);
+    cfg_free_string_list(s->paths, s->npaths);
+    cfg_free_string_list(s->tags, s->ntags);
 }
 
 void bk_snapshots_free(struct bk_snapshot *s, size_t n)
@@ -154,7 +144,7 @@ int bk_snapshots_load(struct bk_repo *r, struct bk_snapshot **out, size_t *count
         k++;
     }
     buf_free(&b);
-    free_list(names, n);
+    cfg_free_string_list(names, n);
     if (!v)
         return -ENOMEM;
     if (e) {
@@ -165,6 +155,14 @@ int bk_snapshots_load(struct bk_repo *r, struct bk_snapshot **out, size_t *count
     *out = v;
     *count = k;
     return 0;
+}
+
+bool bk_snapshot_has_tag(const struct bk_snapshot *s, const char *tag)
+{
+    for (size_t i = 0; i < s->ntags; i++)
+        if (!strcmp(s->tags[i], tag))
+            return true;
+    return false;
 }
 
 const struct bk_snapshot *bk_snapshot_find(const struct bk_snapshot *s, size_t n, const char *want, char *err,
@@ -290,14 +288,7 @@ static int node_parse(json_t *o, struct bk_node *n)
             a->name = strdup(xn);
             size_t vl = xv ? strlen(xv) : 0;
             a->value = malloc(vl / 4 * 3 + 3);
-            long k = -1;
-            if (a->value && vl % 4 == 0) {
-                k = vl ? EVP_DecodeBlock(a->value, (const unsigned char *)xv, (int)vl) : 0;
-                if (k > 0 && xv[vl - 1] == '=')
-                    k--;
-                if (k > 0 && vl > 1 && xv[vl - 2] == '=')
-                    k--;
-            }
+            long k = a->value ? bk_b64_decode(xv ? xv : "", a->value, vl / 4 * 3 + 3) : -1;
             if (k < 0)
                 return -EBADMSG;
             a->len = (size_t)k;
@@ -393,10 +384,9 @@ int bk_tree_encode(const struct bk_tree *t, struct buf *b)
             for (size_t k = 0; k < n->nxattrs; k++) {
                 buf_puts(b, k ? ",{\"name\":" : "{\"name\":");
                 buf_json_str(b, n->xattrs[k].name);
-                char *v = malloc(4 * ((n->xattrs[k].len + 2) / 3) + 1);
+                char *v = bk_b64_encode(n->xattrs[k].value, n->xattrs[k].len);
                 if (!v)
                     return -ENOMEM;
-                EVP_EncodeBlock((unsigned char *)v, n->xattrs[k].value, (int)n->xattrs[k].len);
                 buf_printf(b, ",\"value\":\"%s\"}", v);
                 free(v);
             }

@@ -349,27 +349,27 @@ TEST(backup_keep_policy)
     for (int i = 0; i < 40; i++)
         s[i].time_ns = (t0 + (int64_t)i * 6 * 3600) * 1000000000;
     struct bk_keep k = { .last = 2 };
-    bk_keep_apply(&k, s, 40, 0, keep);
+    bk_keep_apply(&k, s, 40, keep);
     int n = 0;
     for (int i = 0; i < 40; i++)
         n += keep[i];
     CHECK_INT(n, 2);
     CHECK(keep[39] && keep[38]);
     struct bk_keep d = { .daily = 3 };
-    bk_keep_apply(&d, s, 40, 0, keep);
+    bk_keep_apply(&d, s, 40, keep);
     n = 0;
     for (int i = 0; i < 40; i++)
         n += keep[i];
     CHECK_INT(n, 3);
     CHECK(keep[39] && keep[35] && keep[31]);            /* the newest of each of the last 3 days */
     struct bk_keep w = { .within_ms = 24ULL * 3600 * 1000 };
-    bk_keep_apply(&w, s, 40, 0, keep);
+    bk_keep_apply(&w, s, 40, keep);
     n = 0;
     for (int i = 0; i < 40; i++)
         n += keep[i];
     CHECK_INT(n, 5);                                    /* the newest and 4 within a day of it */
     struct bk_keep all = { .daily = -1 };               /* -1: every day */
-    bk_keep_apply(&all, s, 40, 0, keep);
+    bk_keep_apply(&all, s, 40, keep);
     n = 0;
     for (int i = 0; i < 40; i++)
         n += keep[i];
