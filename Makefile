@@ -18,7 +18,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
             -Wno-missing-field-initializers
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc
-LDLIBS   := -lyaml -lssl -lcrypto -lnghttp2 -lresolv -lz -lbrotlienc -lsnappy -lpcre2-8 -ljansson -lmaxminddb -lsqlite3 -lexpat -lzstd -lpthread -lm
+LDLIBS   := -lcrypt -lyaml -lssl -lcrypto -lnghttp2 -lresolv -lz -lbrotlienc -lsnappy -lpcre2-8 -ljansson -lmaxminddb -lsqlite3 -lexpat -lzstd -lpthread -lm
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 ifeq ($(SANITIZE),1)
@@ -31,20 +31,20 @@ Q := @
 endif
 
 CORE_SRC := $(sort $(wildcard src/core/*.c))
-ROLE_SRC := $(sort $(wildcard src/demo_app/*.c src/dns/*.c src/edge/*.c src/metrics/*.c src/alerts/*.c src/s3/*.c src/registry/*.c src/logs/*.c src/logagent/*.c src/traces/*.c src/backup/*.c))
+ROLE_SRC := $(sort $(wildcard src/demo_app/*.c src/dns/*.c src/edge/*.c src/metrics/*.c src/alerts/*.c src/s3/*.c src/registry/*.c src/logs/*.c src/logagent/*.c src/traces/*.c src/backup/*.c src/ui/*.c))
 MAIN_SRC := src/cairn.c src/default_stack.c
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 
 CORE_OBJ := $(patsubst src/%.c,build/obj/%.o,$(CORE_SRC))
-ROLE_OBJ := $(patsubst src/%.c,build/obj/%.o,$(ROLE_SRC))
+ROLE_OBJ := $(patsubst src/%.c,build/obj/%.o,$(ROLE_SRC)) build/obj/gen/ui_assets.o
 LIB_OBJ  := $(CORE_OBJ) $(ROLE_OBJ)
 MAIN_OBJ := $(patsubst src/%.c,build/obj/%.o,$(MAIN_SRC))
 UNIT_OBJ := $(patsubst tests/%.c,build/obj/tests/%.o,$(UNIT_SRC))
-ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC))
+ASAN_LIB := $(patsubst src/%.c,build/asan/%.o,$(CORE_SRC) $(ROLE_SRC)) build/asan/gen/ui_assets.o
 ASAN_UNIT:= $(patsubst tests/%.c,build/asan/tests/%.o,$(UNIT_SRC))
 ASAN_MAIN:= $(patsubst src/%.c,build/asan/%.o,$(MAIN_SRC))
 
-.PHONY: bench-logs bench-traces bench-backup image bench-s3 bench-registry conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
+.PHONY: bench-ui bench-logs bench-traces bench-backup image bench-s3 bench-registry conformance-cache bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts all deps up test unit unit-plain unit-asan integration integration-asan fuzz clean bench
 
 all: build/cairn build/core-links
 
@@ -55,6 +55,28 @@ build/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	@[ "$(V)" = 1 ] || echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# The console's files (src/ui/web, src/ui/dashboards, uPlot from npm pinned by the
+# lockfile) embedded into the binary, gzipped, under content-hashed names.
+UI_WEB := $(sort $(wildcard src/ui/web/*.html src/ui/web/*.js src/ui/web/*.css src/ui/web/*.svg src/ui/dashboards/*.json))
+UI_NPM := src/ui/web/node_modules/.installed
+UPLOT  := src/ui/web/node_modules/uplot/dist/uPlot.iife.min.js src/ui/web/node_modules/uplot/dist/uPlot.min.css
+$(UI_NPM): src/ui/web/package-lock.json
+	cd src/ui/web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+build/gen/ui_assets.c: scripts/embed_ui.py $(UI_WEB) $(UI_NPM)
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  EMBED   $@"
+	$(Q)$(PYTHON) scripts/embed_ui.py $@ src/ui/web src/ui/dashboards $(UPLOT)
+build/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+build/asan/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
+build/fuzz/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CLANG) $(FUZZ_BASE) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
 
 build/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
@@ -131,7 +153,7 @@ FUZZ_BASE  := -g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Isrc -fno-sanitize-recov
 FUZZ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS  := $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_NAMES))
-FUZZ_OBJ   := $(patsubst src/%.c,build/fuzz/obj/%.o,$(CORE_SRC) $(ROLE_SRC))
+FUZZ_OBJ   := $(patsubst src/%.c,build/fuzz/obj/%.o,$(CORE_SRC) $(ROLE_SRC)) build/fuzz/obj/gen/ui_assets.o
 
 build/fuzz/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)

@@ -14,6 +14,7 @@
 #include "logagent/logagent.h"
 #include "traces/traces.h"
 #include "backup/backup.h"
+#include "ui/ui.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -36,6 +37,7 @@ static const struct role_ops *const roles[] = {
     &log_agent_role,
     &traces_role,
     &backup_role,
+    &ui_role,
     NULL,
 };
 

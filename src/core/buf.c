@@ -289,6 +289,27 @@ int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out)
     return r == Z_STREAM_END ? 0 : -EINVAL;
 }
 
+int buf_gzip(const char *in, size_t n, int level, struct buf *out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -ENOMEM;
+    if (buf_reserve(out, deflateBound(&z, (uLong)n))) {
+        deflateEnd(&z);
+        return -ENOMEM;
+    }
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)n;
+    z.next_out = (Bytef *)buf_tail(out);
+    z.avail_out = (uInt)buf_room(out);
+    size_t before = buf_room(out);
+    int r = deflate(&z, Z_FINISH);
+    buf_commit(out, before - z.avail_out);
+    deflateEnd(&z);
+    return r == Z_STREAM_END ? 0 : -ENOMEM;
+}
+
 void buf_go_quote(struct buf *b, const char *s)
 {
     buf_putc(b, '"');

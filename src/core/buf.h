@@ -71,5 +71,7 @@ void buf_go_quote(struct buf *b, const char *s);
 /* Appends the gzip or zlib stream in (either, by its header) decompressed to out.
  * 0, -EFBIG past limit bytes (0: none), -EINVAL when malformed, -ENOMEM. */
 int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out);
+/* Appends in as one gzip stream (RFC 1952) at level 1..9. 0 or -ENOMEM. */
+int buf_gzip(const char *in, size_t n, int level, struct buf *out);
 
 #endif

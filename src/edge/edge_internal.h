@@ -24,6 +24,7 @@
 #include "core/loop.h"
 #include "core/metrics.h"
 #include "core/tls.h"
+#include "core/tunnel.h"
 
 #include <pthread.h>
 
@@ -134,7 +135,7 @@ struct edge_worker {
     struct edge *e;
     void *re_md;                    /* pcre2 match data for path_regex routes, made once */
     struct l4_listener *l4;         /* this worker's TCP-mode listeners */
-    struct tunnel *tunnels;         /* open tunnels (closed at shutdown) */
+    struct tunnel_set tunnels;      /* open tunnels (closed at shutdown) */
     struct httpc *bg_client;        /* background cache revalidations */
     struct bg_refresh *bg_jobs;
     struct proxy_req *detached;     /* fetches whose client left, finished for others */
@@ -161,12 +162,8 @@ void edge__queue_flush(struct edge_worker *w);
 int edge__worker_pools_init(struct edge_worker *w, const struct edge_conf *c);
 int edge__health_start(struct edge_gen *g);
 void edge__health_stop(struct edge_gen *g);
-int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b,
-                       SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms,
-                       const struct sockaddr_storage *counted);
 int edge__l4_use_gen(struct edge_worker *w, struct edge_gen *g);
 void edge__l4_close_all(struct edge_worker *w);
-void edge__tunnels_close_all(struct edge_worker *w);
 void edge__bg_stop(struct edge_worker *w);
 int edge__dns_init(struct edge *e, struct edge_conf *conf);
 int edge__dns_start(struct edge *e);

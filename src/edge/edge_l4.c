@@ -97,6 +97,19 @@ static void l4_fail_attempt(struct l4_conn *c)
     l4_try(c);
 }
 
+/* A tunnel's client that counts towards max_conns_per_ip until the tunnel ends. */
+struct l4_counted {
+    struct edge *e;
+    struct sockaddr_storage peer;
+};
+
+static void l4_uncount(void *arg)
+{
+    struct l4_counted *k = arg;
+    edge__conn_count(k->e, (const struct sockaddr *)&k->peer, -1);
+    free(k);
+}
+
 static void l4_connected(struct loop_io *io, uint32_t events)
 {
     struct l4_conn *c = io->data;
@@ -113,8 +126,14 @@ static void l4_connected(struct loop_io *io, uint32_t events)
     int sfd = c->sfd;
     c->sfd = -1;
     uint64_t timeout = c->b->idle_timeout_ms > 3600000 ? c->b->idle_timeout_ms : 3600000;
-    if (edge__tunnel_start(c->w, c->cfd, c->cssl, NULL, sfd, NULL, NULL, timeout,
-                           c->counted ? &c->peer : NULL))
+    struct l4_counted *k = NULL;
+    if (c->counted && (k = malloc(sizeof(*k)))) {
+        k->e = c->w->e;
+        k->peer = c->peer;
+    } else if (c->counted) {
+        edge__conn_count(c->w->e, (const struct sockaddr *)&c->peer, -1);
+    }
+    if (tunnel_start(&c->w->tunnels, c->cfd, c->cssl, NULL, sfd, NULL, NULL, timeout, k ? l4_uncount : NULL, k))
         log_warn("cannot start a tunnel");
     __atomic_add_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
     c->cssl = NULL;

@@ -638,6 +638,7 @@ static int worker_init(struct edge *e, struct edge_worker *w, int index)
     if (r)
         return r;
     httpd_worker_init(&w->hw, &w->loop);
+    w->tunnels.loop = &w->loop;
     w->hw.data = w;
     loop_timer_init(&w->deadline, worker_deadline, w);
     loop_timer_init(&w->queue_poll, NULL, w);   /* its callback is set when used */
@@ -657,7 +658,7 @@ static void worker_destroy(struct edge_worker *w)
     edge__bg_stop(w);
     edge__worker_free_pools(w);
     edge__l4_close_all(w);
-    edge__tunnels_close_all(w);
+    tunnel_close_all(&w->tunnels);
     httpd_worker_destroy(&w->hw);
     httpc_free(&w->up);         /* after the requests that used it, before its loop */
     pcre2_match_data_free(w->re_md);

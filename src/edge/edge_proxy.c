@@ -934,7 +934,7 @@ static void start_tunnel(struct proxy_req *pr)
     int cfd;
     SSL *cssl;
     httpd_req_hijack(r, &cfd, &cssl, &to_server);
-    if (edge__tunnel_start(w, cfd, cssl, &to_client, sfd, sssl, &to_server, timeout, NULL))
+    if (tunnel_start(&w->tunnels, cfd, cssl, &to_client, sfd, sssl, &to_server, timeout, NULL, NULL))
         log_warn("cannot start a tunnel");
     buf_free(&to_client);
     buf_free(&to_server);

@@ -1,4 +1,5 @@
-/* edge_tunnel.c - byte tunnels: WebSocket and other Upgrades, and L4 (TCP) mode.
+/* tunnel.c - byte tunnels between two sockets (the edge's WebSocket and other
+ * Upgrades and its L4 mode; the console's WebSocket proxy).
  *
  * A tunnel joins two sockets (either may be TLS) and copies bytes both ways.
  * Each side has an output buffer holding what the other side sent and this side
@@ -9,12 +10,13 @@
  * The tunnel closes when both directions are done, on an error, or after
  * timeout_ms without traffic.
  */
-#include "edge_internal.h"
+#include "core/tunnel.h"
 #include "core/stream.h"
-#include "core/log.h"
+#include "core/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,16 +35,16 @@ struct tun_side {
 };
 
 struct tunnel {
-    struct edge_worker *w;
+    struct tunnel_set *set;
     struct tun_side s[2];
     struct loop_timer idle;
     struct loop_defer defer;
     uint64_t timeout_ms;
     uint64_t bytes[2];      /* bytes read from each side */
     bool closed;
-    bool counted;               /* counts towards its client's max_conns_per_ip */
-    struct sockaddr_storage peer;
-    struct tunnel *prev, *next; /* the worker's list */
+    void (*on_close)(void *arg);
+    void *close_arg;
+    struct tunnel *prev, *next; /* the set's list */
 };
 
 static void tun_free(void *arg)
@@ -58,12 +60,13 @@ static void tun_close(struct tunnel *t)
     if (t->closed)
         return;
     t->closed = true;
-    if (t->counted)
-        edge__conn_count(t->w->e, (const struct sockaddr *)&t->peer, -1);
+    if (t->on_close)
+        t->on_close(t->close_arg);
     if (t->prev)
         t->prev->next = t->next;
     else
-        t->w->tunnels = t->next;
+        t->set->head = t->next;
+    t->set->n--;
     if (t->next)
         t->next->prev = t->prev;
     loop_timer_stop(&t->idle);
@@ -73,7 +76,7 @@ static void tun_close(struct tunnel *t)
         tls_conn_free(&s->ssl);
         close(s->fd);
     }
-    loop_defer(&t->w->loop, &t->defer, tun_free, t);
+    loop_defer(t->set->loop, &t->defer, tun_free, t);
 }
 
 static ssize_t side_read(struct tun_side *s, void *p, size_t n)
@@ -153,7 +156,7 @@ static void tun_event(struct loop_io *io, uint32_t events)
         tun_close(t);
         return;
     }
-    loop_timer_start(&t->w->loop, &t->idle, t->timeout_ms);
+    loop_timer_start(t->set->loop, &t->idle, t->timeout_ms);
     /* our side drained: the other side may read again */
     if (!flush_side(t, i))
         return;
@@ -168,24 +171,20 @@ static void tun_timeout(struct loop_timer *tm)
     tun_close(tm->data);
 }
 
-/* Starts a tunnel between a (client) and b (server). to_a and to_b hold bytes
- * already due to each side; they are moved into the tunnel. On failure both
- * sockets are closed. */
-int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b,
-                       SSL *ssl_b, struct buf *to_b, uint64_t timeout_ms,
-                       const struct sockaddr_storage *counted)
+int tunnel_start(struct tunnel_set *set, int fd_a, SSL *ssl_a, struct buf *to_a, int fd_b, SSL *ssl_b,
+                 struct buf *to_b, uint64_t timeout_ms, void (*on_close)(void *arg), void *arg)
 {
     struct tunnel *t = calloc(1, sizeof(*t));
     if (!t) {
-        if (counted)
-            edge__conn_count(w->e, (const struct sockaddr *)counted, -1);
+        if (on_close)
+            on_close(arg);
         tls_conn_free(&ssl_a);
         tls_conn_free(&ssl_b);
         close(fd_a);
         close(fd_b);
         return -ENOMEM;
     }
-    t->w = w;
+    t->set = set;
     t->timeout_ms = timeout_ms;
     int fds[2] = { fd_a, fd_b };
     SSL *ssls[2] = { ssl_a, ssl_b };
@@ -203,7 +202,7 @@ int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *
     }
     loop_timer_init(&t->idle, tun_timeout, t);
     for (int i = 0; i < 2; i++) {
-        if (loop_io_add(&w->loop, &t->s[i].io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+        if (loop_io_add(set->loop, &t->s[i].io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
             if (i == 1)
                 loop_io_del(&t->s[0].io);
             for (int k = 0; k < 2; k++) {
@@ -211,35 +210,34 @@ int edge__tunnel_start(struct edge_worker *w, int fd_a, SSL *ssl_a, struct buf *
                 close(t->s[k].fd);
                 buf_free(&t->s[k].out);
             }
-            if (counted)
-                edge__conn_count(w->e, (const struct sockaddr *)counted, -1);
+            if (on_close)
+                on_close(arg);
             free(t);
             return -EIO;
         }
     }
-    loop_timer_start(&w->loop, &t->idle, timeout_ms);
-    if (counted) {
-        t->counted = true;
-        t->peer = *counted;
-    }
-    t->next = w->tunnels;
-    if (w->tunnels)
-        w->tunnels->prev = t;
-    w->tunnels = t;
+    loop_timer_start(set->loop, &t->idle, timeout_ms);
+    t->on_close = on_close;
+    t->close_arg = arg;
+    t->next = set->head;
+    if (set->head)
+        set->head->prev = t;
+    set->head = t;
+    set->n++;
     /* bytes may already be waiting on either side */
     if (flush_side(t, 0) && flush_side(t, 1) && pump(t, 0))
         pump(t, 1);
     return 0;
 }
 
-void edge__tunnels_close_all(struct edge_worker *w)
+void tunnel_close_all(struct tunnel_set *set)
 {
-    while (w->tunnels)
-        tun_close(w->tunnels);
+    while (set->head)
+        tun_close(set->head);
     /* free now: the loop may not run again */
-    while (w->loop.defer_head) {
-        struct loop_defer *d = w->loop.defer_head;
-        w->loop.defer_head = d->next;
+    while (set->loop && set->loop->defer_head) {
+        struct loop_defer *d = set->loop->defer_head;
+        set->loop->defer_head = d->next;
         d->queued = false;
         d->cb(d->arg);
     }
