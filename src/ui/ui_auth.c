@@ -34,29 +34,39 @@ static bool state_changing(struct strv m)
     return !strv_eq_cstr(m, "GET") && !strv_eq_cstr(m, "HEAD") && !strv_eq_cstr(m, "OPTIONS");
 }
 
+static bool is_hex64(const char *p)
+{
+    for (int i = 0; i < 64; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+    return true;
+}
+
+bool ui__cookie_session(struct strv v, char id[65])
+{
+    size_t k = 0, cl = sizeof(COOKIE) - 1;
+    while (k < v.n) {
+        while (k < v.n && (v.p[k] == ' ' || v.p[k] == ';'))
+            k++;
+        size_t s = k;
+        while (k < v.n && v.p[k] != ';')
+            k++;
+        struct strv pair = strv_make(v.p + s, k - s);
+        if (pair.n == cl + 1 + 64 && !memcmp(pair.p, COOKIE "=", cl + 1) && is_hex64(pair.p + cl + 1)) {
+            memcpy(id, pair.p + cl + 1, 64);
+            id[64] = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The session id from the Cookie header(s), or false. */
 static bool cookie_id(struct httpd_req *r, char id[65])
 {
-    for (size_t i = 0; i < r->h.nheaders; i++) {
-        if (!strv_caseeq_cstr(r->h.headers[i].name, "Cookie"))
-            continue;
-        struct strv v = r->h.headers[i].value;
-        size_t k = 0;
-        while (k < v.n) {
-            while (k < v.n && (v.p[k] == ' ' || v.p[k] == ';'))
-                k++;
-            size_t s = k;
-            while (k < v.n && v.p[k] != ';')
-                k++;
-            struct strv pair = strv_make(v.p + s, k - s);
-            size_t cl = sizeof(COOKIE) - 1;
-            if (pair.n == cl + 1 + 64 && !memcmp(pair.p, COOKIE "=", cl + 1)) {
-                memcpy(id, pair.p + cl + 1, 64);
-                id[64] = 0;
-                return true;
-            }
-        }
-    }
+    for (size_t i = 0; i < r->h.nheaders; i++)
+        if (strv_caseeq_cstr(r->h.headers[i].name, "Cookie") && ui__cookie_session(r->h.headers[i].value, id))
+            return true;
     return false;
 }
 

@@ -24,17 +24,14 @@
 
 #define P(buf, ...) CFG_PATH(buf, __VA_ARGS__)
 
-static void dashboard_free(struct ui_dashboard *d)
+void ui__dashboard_free(struct ui_dashboard *d)
 {
     free(d->uid);
     free(d->title);
     free(d->json);
 }
 
-/* Reads one dashboard's JSON (a file's or an embedded one's): the model, or the
- * model under "dashboard". uid and title from the model (uid: fallback when none).
- * Returns 0, or -EINVAL with why in err. */
-static int dashboard_load(const char *text, size_t n, const char *fallback_uid, struct ui_dashboard *d,
+int ui__dashboard_load(const char *text, size_t n, const char *fallback_uid, struct ui_dashboard *d,
                           char *err, size_t errlen)
 {
     json_error_t je;
@@ -65,7 +62,7 @@ static int dashboard_load(const char *text, size_t n, const char *fallback_uid, 
             rc = d->uid && d->title && d->json ? 0 : -ENOMEM;
             if (rc) {
                 snprintf(err, errlen, "out of memory");
-                dashboard_free(d);
+                ui__dashboard_free(d);
             }
         }
     }
@@ -114,11 +111,11 @@ static int parse_dashboards(struct cfg *c, const cfg_node *n, const char *path, 
             snprintf(uid, sizeof(uid), "%.*s", (int)(strcspn(base, ".") < 64 ? strcspn(base, ".") : 64), base);
             struct ui_dashboard d = { 0 };
             char err[200];
-            if (dashboard_load(text, len, uid, &d, err, sizeof(err))) {
+            if (ui__dashboard_load(text, len, uid, &d, err, sizeof(err))) {
                 bad = cfg_error(c, item, p, "dashboard %s: %s", files[i], err);
             } else if (add_dashboard(uc, &d)) {
                 bad = cfg_error(c, item, p, "dashboard %s: uid \"%s\" is used by another dashboard", files[i], d.uid);
-                dashboard_free(&d);
+                ui__dashboard_free(&d);
             }
         }
         cfg_errors_free(&errs);
@@ -220,12 +217,12 @@ int ui__parse(struct cfg *c, const cfg_node *map, const char *path, struct servi
         struct ui_dashboard d = { 0 };
         char err[200];
         if (buf_inflate((const char *)a->gz, a->gz_len, a->len, &raw) ||
-            dashboard_load(raw.data, buf_used(&raw), a->path + 11, &d, err, sizeof(err))) {
+            ui__dashboard_load(raw.data, buf_used(&raw), a->path + 11, &d, err, sizeof(err))) {
             log_error("built-in dashboard unreadable", "file", a->path);
         } else {
             d.builtin = true;
             if (add_dashboard(uc, &d))
-                dashboard_free(&d);
+                ui__dashboard_free(&d);
         }
         buf_free(&raw);
     }
@@ -245,7 +242,7 @@ void ui__free_conf(void *conf)
     }
     free(uc->users);
     for (size_t i = 0; i < uc->ndashboards; i++)
-        dashboard_free(&uc->dashboards[i]);
+        ui__dashboard_free(&uc->dashboards[i]);
     free(uc->dashboards);
     free(uc);
 }

@@ -63,6 +63,12 @@ struct ui_conf {
 };
 
 int ui__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
+/* Reads one dashboard's JSON (a file's or an embedded one's, at most
+ * UI_MAX_DASHBOARD_BYTES): the model, or the model under "dashboard"; uid and title
+ * from it (fallback_uid when it has none). Returns 0, or -EINVAL with why in err. */
+int ui__dashboard_load(const char *text, size_t n, const char *fallback_uid, struct ui_dashboard *d, char *err,
+                       size_t errlen);
+void ui__dashboard_free(struct ui_dashboard *d);
 void ui__free_conf(void *conf);
 
 /* ---- runtime ---- */
@@ -112,6 +118,8 @@ struct ui {
 bool ui__authorize(struct ui *u, struct httpd_req *r, char *user, size_t userlen);
 bool ui__serve_auth(struct ui *u, struct httpd_req *r);     /* /login, /logout, /api/ui/session */
 void ui__sessions_free(struct ui *u);
+/* The session id (64 hex digits) in a Cookie header's value, or false. */
+bool ui__cookie_session(struct strv cookie, char id[65]);
 /* The cookie value and csrf token of a request's session (NULL when none). */
 const struct ui_session *ui__session(struct ui *u, struct httpd_req *r);
 /* The CSRF token the page gets (per session with users:, else one per process). */

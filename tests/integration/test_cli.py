@@ -41,7 +41,7 @@ def test_default_stack_is_valid_and_checkable(tmp_path):
     path = write_stack(tmp_path, r.stdout)
     c = run_cairn(["check", "-c", path])
     assert c.returncode == 0, c.stderr
-    assert "OK, 14 services" in c.stdout and "alerts (alerts)" in c.stdout and "traces (traces)" in c.stdout
+    assert "OK, 15 services" in c.stdout and "alerts (alerts)" in c.stdout and "traces (traces)" in c.stdout and "console (ui)" in c.stdout
     assert "lb (edge)" in c.stdout and "cdn (edge)" in c.stdout
     assert "app-1 (demo-app)" in c.stdout
     assert run_cairn(["check"]).returncode == 0

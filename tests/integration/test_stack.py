@@ -199,9 +199,9 @@ def test_default_stack_serves_restarts_and_stops(start):
     assert "stack stopped" in up.stderr()
     # every service ended cleanly (under ASan a leak would make this non-zero)
     stopped = re.findall(r'msg="service stopped" service=(\S+) pid=\d+ how="([^"]+)"', up.stderr())
-    assert len(stopped) == 14 and all(how == "exited with status 0" for _, how in stopped), stopped
+    assert len(stopped) == 15 and all(how == "exited with status 0" for _, how in stopped), stopped
     for port in list(APPS.values()) + [8090, 9902, 8080, 8443, 9901, 9953, 5353, 9090, 9093, 9000, 5000, 3100, 9080, 5514,
-                                          4318, 4317, 9411, 16686, 3200]:
+                                          4318, 4317, 9411, 16686, 3200, 3000, 9095]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 

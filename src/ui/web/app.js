@@ -128,7 +128,7 @@ function seriesName(metric, legend) {
   for (var k in metric) if (k !== "__name__") ls.push(k + '="' + metric[k] + '"');
   return name + (ls.length || !name ? "{" + ls.join(", ") + "}" : "");
 }
-var PALETTE = ["#2563eb", "#16a34a", "#dc2626", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#4f46e5", "#0d9488", "#b91c1c"];
+var PALETTE = ["#2563eb", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#4f46e5", "#0d9488", "#a16207", "#64748b"];
 function colorFor(s) { var x = 0; for (var i = 0; i < s.length; i++) x = (x * 31 + s.charCodeAt(i)) >>> 0; return PALETTE[x % PALETTE.length]; }
 
 /* time ranges: ?range=1h, or ?from=&to= (unix seconds, from a zoom) */
@@ -180,7 +180,7 @@ function alignMatrix(result, legend) {
     (s.values || []).forEach(function (v) { col[idx.get(v[0])] = parseFloat(v[1]); });
     data.push(col);
     var name = seriesName(s.metric || {}, legend);
-    series.push({ label: name, stroke: colorFor(name), width: 1.5, spanGaps: false,
+    series.push({ label: name, stroke: PALETTE[(series.length - 1) % PALETTE.length], width: 1.5, spanGaps: false,
                   points: { show: xs.length < 60 } });
   });
   return { data: data, series: series };
@@ -196,7 +196,8 @@ function timeChart(el, data, series, opts) {
     legend: { show: opts.legend !== false, live: true },
     cursor: { drag: { x: true, y: false }, points: { size: 6 } },
     scales: { x: { time: true } },
-    axes: [{}, { size: 70, values: function (u, vals) { return vals.map(function (v) { return fmtNum(v, unit); }); } }],
+    axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return fmtNum(v, unit); }); },
+                 size: function (u, vals) { var n = 0; (vals || []).forEach(function (v) { n = Math.max(n, String(v).length); }); return 14 + n * 7; } }],
     hooks: { setSelect: [function (u) {
       if (u.select.width < 5 || !opts.onzoom) return;
       var a = u.posToVal(u.select.left, "x"), b = u.posToVal(u.select.left + u.select.width, "x");
@@ -1057,7 +1058,7 @@ function drawPanel(box, p, model, tr) {
       clear(body);
       if (!flat.length) { body.appendChild(h("p", { "class": "muted" }, "No data.")); return; }
       var a = alignMatrix(flat.map(function (x) { return x.s; }));
-      flat.forEach(function (x, i) { if (x.legend) { a.series[i + 1].label = seriesName(x.s.metric, x.legend); a.series[i + 1].stroke = colorFor(a.series[i + 1].label + i); } });
+      flat.forEach(function (x, i) { if (x.legend) a.series[i + 1].label = seriesName(x.s.metric, x.legend); });
       var legendOn = !(p.options && p.options.legend && p.options.legend.showLegend === false);
       var hgt = Math.max(60, body.clientHeight - (legendOn ? 24 + 18 * Math.min(flat.length, 3) : 8));
       timeChart(body, a.data, a.series, { unit: unit, height: hgt, legend: legendOn, bars: t === "barchart" });
@@ -1123,16 +1124,17 @@ function pageDashboard(main, uid, q) {
     main.appendChild(grid);
     model._vars = {};
     var vlist = ((model.templating && model.templating.list) || []).filter(function (v) { return v.type !== "datasource" && v.type !== "adhoc"; });
-    var boxes = [];
+    var boxes = [], rowBoxes = [];
     flattenPanels(model.panels).forEach(function (p) {
       var g = p.gridPos || { x: 0, y: 0, w: 12, h: 8 };
       var box = h("div", { "class": "panel" + (p.type === "row" ? " rowpanel" : ""), "data-type": p.type, "data-title": p.title || "",
         style: { gridColumn: ((g.x || 0) + 1) + " / span " + Math.max(1, Math.min(24, g.w || 12)), gridRow: ((g.y || 0) + 1) + " / span " + Math.max(1, g.h || (p.type === "row" ? 1 : 8)) } },
-        h("div", { "class": "ptitle", title: p.description || "" }, p.title || ""), p.type === "row" ? null : h("div", { "class": "pbody" }));
+        h("div", { "class": "ptitle", title: p.description || "" }, ""), p.type === "row" ? null : h("div", { "class": "pbody" }));
       grid.appendChild(box);
-      if (p.type !== "row") boxes.push([box, p]);
+      (p.type !== "row" ? boxes : rowBoxes).push([box, p]);
     });
     function drawAll() {
+      boxes.concat(rowBoxes).forEach(function (b) { b[0].querySelector(".ptitle").textContent = interpolate(b[1].title || "", model._vars, tr, 60); });
       if (relative) { var n = Date.now() / 1000; tr = { start: n - tr.range, end: n, range: tr.range, label: tr.label }; }
       return Promise.all(boxes.map(function (b) { return drawPanel(b[0], b[1], model, tr).catch(function () { /* shown in the panel */ }); }));
     }
