@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -eu
 PKGS="gcc make pkg-config clang libclang-rt-14-dev libyaml-dev libssl-dev libnghttp2-dev zlib1g-dev libbrotli-dev \
-      curl openssl nghttp2-client python3 python3-pytest python3-requests python3-dnspython prometheus nsd dnsperf knot knot-dnsutils bind9-dnsutils libsnappy-dev libpcre2-dev prometheus-node-exporter python3-snappy python3-yaml prometheus-alertmanager libjansson-dev libmaxminddb-dev mmdb-bin libsqlite3-dev libexpat1-dev awscli python3-boto3 s3cmd rclone python3-munch python3-isodate python3-tz python3-lxml skopeo podman runc docker-registry libzstd-dev zstd python3-websocket python3-py-zipkin restic etcd-server etcd-client"
+      curl openssl nghttp2-client python3 python3-pytest python3-requests python3-dnspython prometheus nsd dnsperf knot knot-dnsutils bind9-dnsutils libsnappy-dev libpcre2-dev prometheus-node-exporter python3-snappy python3-yaml prometheus-alertmanager libjansson-dev libmaxminddb-dev mmdb-bin libsqlite3-dev libexpat1-dev awscli python3-boto3 s3cmd rclone python3-munch python3-isodate python3-tz python3-lxml skopeo podman runc docker-registry libzstd-dev zstd python3-websocket python3-py-zipkin restic etcd-server etcd-client chromium fonts-dejavu-core whois libcrypt-dev"
 # npm installs the JavaScript clients the tests drive; any Node.js 18+ will do
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 missing=""

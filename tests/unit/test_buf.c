@@ -57,3 +57,24 @@ TEST(buf_json_escape_controls)
     CHECK_STR(buf_head(&b), "a\\\"b\\\\c\\nd\\u0001");
     buf_free(&b);
 }
+
+TEST(buf_gzip_round_trip)
+{
+    struct buf in = BUF_INIT, gz = BUF_INIT, out = BUF_INIT;
+    for (int i = 0; i < 2000; i++)
+        buf_printf(&in, "line %d of something compressible\n", i % 17);
+    CHECK_INT(buf_gzip(buf_head(&in), buf_used(&in), 6, &gz), 0);
+    CHECK(buf_used(&gz) < buf_used(&in) / 4);
+    CHECK((unsigned char)buf_head(&gz)[0] == 0x1f && (unsigned char)buf_head(&gz)[1] == 0x8b);
+    CHECK_INT(buf_inflate(buf_head(&gz), buf_used(&gz), 0, &out), 0);
+    CHECK_INT(buf_used(&out), buf_used(&in));
+    CHECK(memcmp(buf_head(&out), buf_head(&in), buf_used(&in)) == 0);
+    buf_reset(&gz);
+    CHECK_INT(buf_gzip("", 0, 1, &gz), 0);
+    buf_reset(&out);
+    CHECK_INT(buf_inflate(buf_head(&gz), buf_used(&gz), 0, &out), 0);
+    CHECK_INT(buf_used(&out), 0);
+    buf_free(&in);
+    buf_free(&gz);
+    buf_free(&out);
+}
