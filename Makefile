@@ -187,7 +187,7 @@ test: deps all unit integration integration-asan fuzz
 conformance-cache: build/cairn
 	bash tests/conformance/cache-tests.sh
 
-bench: bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts bench-s3 bench-registry bench-logs bench-traces bench-backup
+bench: bench-edge bench-cdn bench-dns bench-metrics bench-promql bench-alerts bench-s3 bench-registry bench-logs bench-traces bench-backup bench-ui
 
 bench-cdn: build/cairn
 	bash bench/cdn.sh
@@ -233,3 +233,6 @@ bench-traces: build/cairn
 
 bench-backup: build/cairn
 	$(PYTHON) bench/backup.py
+
+bench-ui: build/cairn $(NODE_CLIENTS)
+	$(PYTHON) bench/ui.py
