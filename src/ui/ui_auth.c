@@ -205,8 +205,50 @@ static void redirect(struct httpd_req *r, const char *to)
     httpd_respond(r, 303, "text/plain; charset=utf-8", "see other\n", 10);
 }
 
+/* Drops the sessions past their time (at each login: logins are rare, and a
+ * lookup drops an expired session it meets). */
+static void sweep_sessions(struct ui *u)
+{
+    uint64_t now = (uint64_t)(cairn_wall_time() * 1000);
+    char dead[64][65];
+    size_t nd;
+    do {
+        nd = 0;
+        size_t it = 0;
+        const struct hmap_slot *sl;
+        while (nd < 64 && hmap_next(&u->sessions, &it, &sl))
+            if (((struct ui_session *)sl->value)->expires_ms < now) {
+                memcpy(dead[nd], sl->key, 64);
+                dead[nd++][64] = 0;
+            }
+        for (size_t i = 0; i < nd; i++)
+            free(hmap_del(&u->sessions, dead[i], 64));
+    } while (nd == 64);
+}
+
+/* A login form posted from another site (login CSRF) is refused: a browser sends
+ * Origin with every POST, and it must name this console's own host. */
+static bool same_origin(struct httpd_req *r)
+{
+    const struct http_header *o = httpd_req_header(r, "Origin");
+    if (!o)
+        return true;                        /* not a browser's cross-site form */
+    struct strv v = o->value;
+    size_t k = 0;
+    while (k + 2 < v.n && !(v.p[k] == '/' && v.p[k + 1] == '/'))
+        k++;
+    if (k + 2 >= v.n)
+        return false;                       /* "null" and other opaque origins */
+    return strv_caseeq(strv_make(v.p + k + 2, v.n - k - 2), r->h.host);
+}
+
 static void login(struct ui *u, struct httpd_req *r)
 {
+    if (!same_origin(r)) {
+        deny(r, 403, "login from another origin refused");
+        return;
+    }
+    sweep_sessions(u);
     struct http_form f;
     httpd_req_form(r, &f);
     const char *name = http_form_get(&f, "user"), *pw = http_form_get(&f, "password");

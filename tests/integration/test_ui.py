@@ -222,6 +222,10 @@ def test_console_login_logout_and_csrf(start, tmp_path):
         r = requests.post(f"{base}/login", data={"user": user, "password": p, "next": "/alerts"},
                           allow_redirects=False, timeout=10)
         assert r.status_code == 303 and r.headers["Location"].startswith("/login?error=1") and not r.cookies
+    # a login form posted from another site is refused (login CSRF)
+    r = requests.post(f"{base}/login", data={"user": "admin", "password": pw}, headers={"Origin": "http://evil.example"},
+                      allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and "Set-Cookie" not in r.headers
     # an open redirect is not possible through next
     s = requests.Session()
     r = s.post(f"{base}/login", data={"user": "admin", "password": pw, "next": "//evil.example/"},
