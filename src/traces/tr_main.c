@@ -89,12 +89,19 @@ static double g_block_bytes(void *arg)
 static struct metric_family *f_calls, *f_latency, *f_edges, *f_edge_failed, *f_edge_latency;
 static size_t nseries;
 
-struct pending {                                /* a client span waiting for its server child */
-    char service[128];
+/* One half of a client -> server call, waiting for the other: exporters send each
+ * service's spans when they end, so a server span often arrives before the client
+ * span that is its parent (the client ends last), and either may come first. */
+struct pending {
+    bool is_server;                             /* which half this is */
+    char service[129];
+    bool failed;                                /* the server's status, with is_server */
+    double seconds;
+    int64_t start;
     uint64_t at_ms;
 };
 
-static struct hmap pending_clients;             /* span id (8) -> struct pending */
+static struct hmap pending_clients;             /* the client span's id (8) -> struct pending */
 static uint64_t pending_sweep_ms;
 
 static void edge_note(struct traces_svc *s, const char *tenant, const char *client, struct strv server, bool failed,
@@ -167,38 +174,42 @@ void traces__span_metrics(struct traces_svc *s, const char *tenant, const uint8_
             if ((m = metrics_get(f_latency, lv)))
                 metric_observe(m, secs);
         }
-        /* the service graph: a client span, then a server span whose parent it is */
-        if (sp->kind == 3 || sp->kind == 4) {
-            struct pending *pd = calloc(1, sizeof(*pd));
-            if (pd) {
-                size_t sl = strlen(svc[0] ? svc : "unknown_service");
-                memcpy(pd->service, svc[0] ? svc : "unknown_service", sl < sizeof(pd->service) ? sl + 1 : sizeof(pd->service));
-                pd->service[sizeof(pd->service) - 1] = 0;
-                pd->at_ms = now;
-                struct pending *old = hmap_get(&pending_clients, sp->sid, 8);
-                if (old) {
-                    free(old);
-                    hmap_del(&pending_clients, sp->sid, 8);
-                }
-                if (pending_clients.n > 100000 || hmap_put(&pending_clients, sp->sid, 8, pd))
-                    free(pd);
-            }
+        /* the service graph: a client span and the server span whose parent it is,
+         * paired in whichever order they arrive */
+        bool client = sp->kind == 3 || sp->kind == 4, server = (sp->kind == 2 || sp->kind == 5) && sp->pid;
+        if (!client && !server)
+            continue;
+        const uint8_t *key = client ? sp->sid : sp->pid;
+        const char *me = svc[0] ? svc : "unknown_service";
+        struct pending *pd = hmap_get(&pending_clients, key, 8);
+        if (pd && pd->is_server == server) {    /* the same half again: the newer stands */
+            free(hmap_del(&pending_clients, key, 8));
+            pd = NULL;
         }
-    }
-    for (size_t i = 0; i < v.n; i++) {
-        const struct tr_span *sp = &v.s[i];
-        if ((sp->kind != 2 && sp->kind != 5) || !sp->pid)
+        if (pd) {
+            const char *csvc = client ? me : pd->service, *ssvc = client ? pd->service : me;
+            if (strcmp(csvc, ssvc)) {
+                if (client)
+                    edge_note(s, tenant, csvc, strv_cstr(ssvc), pd->failed, pd->seconds, pd->start);
+                else
+                    edge_note(s, tenant, csvc, strv_cstr(ssvc), sp->status == 2, secs, sp->start);
+            }
+            free(hmap_del(&pending_clients, key, 8));
             continue;
-        struct pending *pd = hmap_get(&pending_clients, sp->pid, 8);
-        if (!pd || strv_eq_cstr(sp->service, pd->service))
+        }
+        if (!(pd = calloc(1, sizeof(*pd))))
             continue;
-        edge_note(s, tenant, pd->service, sp->service.n ? sp->service : strv_cstr("unknown_service"), sp->status == 2,
-                  sp->end > sp->start ? (double)(sp->end - sp->start) / 1e9 : 0, sp->start);
-        hmap_del(&pending_clients, sp->pid, 8);
-        free(pd);
+        pd->is_server = server;
+        snprintf(pd->service, sizeof(pd->service), "%s", me);
+        pd->failed = sp->status == 2;
+        pd->seconds = secs;
+        pd->start = sp->start;
+        pd->at_ms = now;
+        if (pending_clients.n > 100000 || hmap_put(&pending_clients, key, 8, pd))
+            free(pd);
     }
     tr_view_free(&v);
-    /* clients whose server never came (an uninstrumented peer) are forgotten */
+    /* halves whose other half never came (an uninstrumented peer) are forgotten */
     if (now - pending_sweep_ms > 10000) {
         pending_sweep_ms = now;
         const struct hmap_slot *slot;

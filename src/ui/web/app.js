@@ -298,7 +298,7 @@ function queryEditor(kind, value, onrun, placeholder) {
   var list = h("ul", { "class": "complete", role: "listbox", hidden: true });
   var wrap = h("div", { "class": "editor" }, ta, list);
   var provide = completer(kind), items = [], sel = 0, from = 0, seq = 0;
-  function hide() { list.hidden = true; items = []; }
+  function hide() { list.hidden = true; items = []; clear(list); }
   function pick(i) {
     var it = items[i];
     if (!it) return;
@@ -435,30 +435,31 @@ function pageService(main, name) {
       ["Up", "up{" + job + "}", ""],
     ].filter(function (g) { return g[1]; });
     main.appendChild(h("h2", null, "Metrics ", link("/explore/metrics?" + qs({ query: "{" + job + "}", range: "1h" }), "explore")));
-    var grid = h("div", { "class": "obs" });
+    var grid = h("div", { "class": "obs" }), waits = [];
     main.appendChild(grid);
     graphs.forEach(function (g) {
       var el = h("div", { "class": "graph" });
       grid.appendChild(h("div", null, h("div", { "class": "muted" }, g[0]), el));
-      graphQuery(el, g[1], tr, { unit: g[2], height: 140, legend: false });
+      waits.push(graphQuery(el, g[1], tr, { unit: g[2], height: 140, legend: false }));
     });
     var logq = '{service="' + name + '"}';
     main.appendChild(h("h2", null, "Recent logs ", link("/explore/logs?" + qs({ query: logq, range: "1h" }), "explore")));
     var logs = h("div");
     main.appendChild(logs);
-    logLines(logs, logq, tr, 50);
+    waits.push(logLines(logs, logq, tr, 50));
     main.appendChild(h("h2", null, "Recent traces ", link("/explore/traces?" + qs({ service: name }), "explore")));
     var traces = h("div");
     main.appendChild(traces);
-    api("/api/jaeger/api/traces?" + qs({ service: name, limit: 10, lookback: "1h" })).then(function (j) { traceList(traces, j.data || []); },
-      function (e) { traces.appendChild(errorBox(e)); });
+    waits.push(api("/api/jaeger/api/traces?" + qs({ service: name, limit: 10, lookback: "1h" })).then(function (j) { traceList(traces, j.data || []); },
+      function (e) { traces.appendChild(errorBox(e)); }));
     main.appendChild(h("h2", null, "Alerts"));
     var al = h("div");
     main.appendChild(al);
-    api("/api/alerts/api/v2/alerts?" + qs({ filter: 'job="' + name + '"' })).then(function (list) {
+    waits.push(api("/api/alerts/api/v2/alerts?" + qs({ filter: 'job="' + name + '"' })).then(function (list) {
       if (!list.length) al.appendChild(h("p", { "class": "muted" }, "No alerts for job " + name + "."));
       list.forEach(function (a) { al.appendChild(alertRow(a)); });
-    }, function (e) { al.appendChild(errorBox(e)); });
+    }, function (e) { al.appendChild(errorBox(e)); }));
+    return Promise.all(waits);
   });
 }
 
@@ -578,7 +579,7 @@ function pageLogs(main, q) {
   var zoom = function (a, b) { go({ from: a.toFixed(3), to: b.toFixed(3) }); };
   if (!isLog) { lines.hidden = true; return lokiMatrixGraph(vol, query, tr, { onzoom: zoom, height: 260 }); }
   var step = stepFor(tr.range, 160);
-  lokiMatrixGraph(vol, "sum by (level) (count_over_time(" + query + " [" + step + "s]))", tr, { step: step, bars: true, height: 90, legend: false, onzoom: zoom });
+  var volume = lokiMatrixGraph(vol, "sum by (level) (count_over_time(" + query + " [" + step + "s]))", tr, { step: step, bars: true, height: 90, legend: false, onzoom: zoom });
   tailBtn.addEventListener("click", function () {
     if (view.tail) { view.tail.close(); view.tail = null; tailBtn.textContent = "Live tail"; return; }
     var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/logs/loki/api/v1/tail?" + qs({ query: ed.value(), limit: 100 });
@@ -599,7 +600,7 @@ function pageLogs(main, q) {
     };
     ws.onerror = function () { lines.insertBefore(errorBox("live tail: the connection failed"), lines.firstChild); };
   });
-  return logLines(lines, query, tr, 1000);
+  return Promise.all([volume, logLines(lines, query, tr, 1000)]);
 }
 
 /* ---- traces ---- */
@@ -704,11 +705,12 @@ function pageTraces(main, q) {
     (j.data || []).sort().forEach(function (s) { svcSel.appendChild(h("option", { value: s, selected: s === q.get("service") }, s)); });
     return loadOps(q.get("service"), q.get("operation"));
   }, function (e) { results.appendChild(errorBox(e)); });
-  api("/api/jaeger/api/dependencies?" + qs({ endTs: Date.now(), lookback: Math.round(tr.range * 1000) })).then(function (j) { serviceGraph(graph, j.data || []); },
+  var deps = api("/api/jaeger/api/dependencies?" + qs({ endTs: Date.now(), lookback: Math.round(tr.range * 1000) })).then(function (j) { serviceGraph(graph, j.data || []); },
     function (e) { graph.appendChild(errorBox(e)); });
+  ready = Promise.all([ready, deps]);
   if (q.get("q")) {
-    return api("/api/tempo/api/search?" + qs({ q: q.get("q"), limit: q.get("limit") || 20, start: Math.floor(tr.start), end: Math.ceil(tr.end) }))
-      .then(function (j) { tempoList(results, j.traces || []); }, function (e) { results.appendChild(errorBox(e)); });
+    return ready.then(function () { return api("/api/tempo/api/search?" + qs({ q: q.get("q"), limit: q.get("limit") || 20, start: Math.floor(tr.start), end: Math.ceil(tr.end) }))
+      .then(function (j) { tempoList(results, j.traces || []); }, function (e) { results.appendChild(errorBox(e)); }); });
   }
   if (q.get("service")) {
     var p = { service: q.get("service"), operation: q.get("operation"), tags: q.get("tags") ? logfmtToJSON(q.get("tags")) : null,

@@ -91,14 +91,14 @@ async function pages() {
   await visit(page, "/explore/metrics", errors, null);
   await page.click("textarea.query");
   await page.keyboard.type("edge_requests_t");
-  await page.waitForSelector(".complete li", { timeout: 5000 });
-  out.completions = await page.$$eval(".complete li", (ls) => ls.map((l) => l.firstChild.textContent));
+  await page.waitForSelector(".complete:not([hidden]) li", { timeout: 5000 });
+  out.completions = await page.$$eval(".complete:not([hidden]) li", (ls) => ls.map((l) => l.firstChild.textContent));
   await page.keyboard.press("Enter");
   await page.keyboard.type("{co");
   await page.waitForFunction(() => Array.from(document.querySelectorAll(".complete li")).some((l) => l.firstChild.textContent === "code"), null, { timeout: 5000 });
   await page.keyboard.press("Enter");
-  await page.waitForFunction(() => document.querySelectorAll(".complete li").length > 0, null, { timeout: 5000 });
-  out.valueCompletions = await page.$$eval(".complete li", (ls) => ls.map((l) => l.firstChild.textContent));
+  await page.waitForFunction(() => Array.from(document.querySelectorAll(".complete:not([hidden]) li")).some((l) => /^\dxx$/.test(l.firstChild.textContent)), null, { timeout: 5000 });
+  out.valueCompletions = await page.$$eval(".complete:not([hidden]) li", (ls) => ls.map((l) => l.firstChild.textContent));
   // the table view
   await visit(page, list.metrics + "&tab=table", errors, "metrics-table");
   out.tableRows = await page.$$eval("#result table tr", (r) => r.length - 1);
