@@ -32,7 +32,7 @@ endif
 
 CORE_SRC := $(sort $(wildcard src/core/*.c))
 ROLE_SRC := $(sort $(wildcard src/demo_app/*.c src/dns/*.c src/edge/*.c src/metrics/*.c src/alerts/*.c src/s3/*.c src/registry/*.c src/logs/*.c src/logagent/*.c src/traces/*.c src/backup/*.c src/ui/*.c))
-MAIN_SRC := src/cairn.c src/default_stack.c
+MAIN_SRC := src/cairn.c src/default_stack.c src/deploy_k8s.c
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 
 CORE_OBJ := $(patsubst src/%.c,build/obj/%.o,$(CORE_SRC))

@@ -6,6 +6,8 @@ PKGS="gcc make pkg-config clang libclang-rt-14-dev libyaml-dev libssl-dev libngh
       curl openssl nghttp2-client python3 python3-pytest python3-requests python3-dnspython prometheus nsd dnsperf knot knot-dnsutils bind9-dnsutils libsnappy-dev libpcre2-dev prometheus-node-exporter python3-snappy python3-yaml prometheus-alertmanager libjansson-dev libmaxminddb-dev mmdb-bin libsqlite3-dev libexpat1-dev awscli python3-boto3 s3cmd rclone python3-munch python3-isodate python3-tz python3-lxml skopeo podman runc docker-registry libzstd-dev zstd python3-websocket python3-py-zipkin restic etcd-server etcd-client chromium fonts-dejavu-core whois libcrypt-dev"
 # npm installs the JavaScript clients the tests drive; any Node.js 18+ will do
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
+# kubectl renders the Kubernetes overlays (kubectl kustomize); any recent one will do
+command -v kubectl >/dev/null 2>&1 || PKGS="$PKGS kubernetes-client"
 missing=""
 for p in $PKGS; do
     st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -15,6 +15,7 @@
 #include "traces/traces.h"
 #include "backup/backup.h"
 #include "ui/ui.h"
+#include "deploy_k8s.h"
 #include "core/log.h"
 #include "core/stack.h"
 #include "core/supervisor.h"
@@ -200,6 +201,7 @@ static int cmd_check(int argc, char **argv)
         free(o.args);
         return EXIT_USAGE;
     }
+    stack_set_lookups(false);
     if ((r = load(&o, &st))) {
         free(o.args);
         return r;
@@ -212,6 +214,39 @@ static int cmd_check(int argc, char **argv)
     free(o.args);
     stack_free(&st);
     return 0;
+}
+
+static int cmd_deploy(int argc, char **argv)
+{
+    const char *config = NULL, *out = "kubernetes", *image = NULL;
+    if (argc < 1 || strcmp(argv[0], "kubernetes")) {
+        fprintf(stderr, "cairn deploy: expected \"kubernetes\" (usage: cairn deploy kubernetes -c FILE [-o DIR] "
+                        "[--image IMAGE])\n");
+        return EXIT_USAGE;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = !strcmp(a, "-c") || !strcmp(a, "--config") ? &config
+                           : !strcmp(a, "-o") || !strcmp(a, "--output") ? &out
+                           : !strcmp(a, "--image") ? &image : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            const struct command *c = find_command("deploy");
+            printf("usage: cairn %s\n\n%s", c->synopsis, c->help);
+            return 0;
+        }
+        if (!dst || i + 1 >= argc) {
+            fprintf(stderr, "cairn deploy: %s %s (try: cairn help deploy)\n", a, dst ? "needs a value" : "is not an option");
+            return EXIT_USAGE;
+        }
+        *dst = argv[++i];
+    }
+    char img[128];
+    if (!image) {
+        snprintf(img, sizeof(img), "cairn:%s", CAIRN_VERSION);
+        image = img;
+    }
+    stack_set_lookups(false);
+    return deploy_kubernetes(config ? config : "<default>", config ? NULL : cairn_default_stack, out, image, roles);
 }
 
 static int cmd_config(int argc, char **argv)
@@ -269,6 +304,14 @@ static const struct command commands[] = {
       "Exits 0 when the file is valid, 2 otherwise.\n",
       cmd_check },
     { "config", "config default", "Prints the embedded default stack file.\n", cmd_config },
+    { "deploy", "deploy kubernetes [-c FILE] [-o DIR] [--image IMAGE]",
+      "Writes a kustomize base for the stack (default: the embedded default stack) to DIR\n"
+      "(default ./kubernetes): per service a\n"
+      "Service and a Deployment, a StatefulSet with a volume (roles with a store) or a\n"
+      "DaemonSet (the log agent), a PodDisruptionBudget and a NetworkPolicy; the stack\n"
+      "file, its addresses made for the cluster, as a generated ConfigMap. The image\n"
+      "defaults to cairn:VERSION (`make image`). Apply with: kubectl apply -k DIR\n",
+      cmd_deploy },
     { "backup", "backup -c FILE JOB [--backup NAME] [-q]",
       "Runs one job of the stack file's backup service now (whether or not the service\n"
       "runs: the repository's locks keep the two apart), creating the repository on\n"

@@ -28,6 +28,7 @@ static char *am_data_dir(const struct service *svc)
 const struct role_ops alerts_role = {
     .data_dir = am_data_dir,
     .name = "alerts",
+    .deploy = ROLE_DEPLOY_STORE,
     .summary = "Alertmanager-compatible alert routing: grouping, inhibition, silences, notifications",
     .parse = am__parse,
     .main = alerts_main,

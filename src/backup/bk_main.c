@@ -20,6 +20,7 @@
 
 const struct role_ops backup_role = {
     .name = "backup",
+    .deploy = ROLE_DEPLOY_STORE,
     .summary = "restic-compatible backups of directories and cairn's stores, on a schedule, with retention",
     .parse = backup__parse,
     .main = backup_main,

@@ -447,6 +447,27 @@ int cfg_get_addr(struct cfg *c, const cfg_node *n, const char *path, struct net_
     return 0;
 }
 
+int cfg_get_hostport(struct cfg *c, const cfg_node *n, const char *path, struct net_addr *out, char *name,
+                     size_t namelen)
+{
+    WANT_SCALAR(c, n, path, "an address");
+    const char *s = cfg_scalar(n);
+    if (net_addr_parse(s, out) == 0) {
+        net_addr_format(out, name, namelen);
+        return 0;
+    }
+    const char *colon = strrchr(s, ':');
+    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+    size_t hl = colon ? (size_t)(colon - s) : 0;
+    if (!colon || hl == 0 || hl > 253 || strlen(s) >= namelen || port < 1 || port > 65535 ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+        strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != hl)
+        return cfg_error(c, n, path, "expected an address like 127.0.0.1:8080, [::1]:53 or app:8080, got \"%s\"", s);
+    snprintf(name, namelen, "%s", s);
+    memset(out, 0, sizeof(*out));
+    return 1;
+}
+
 int cfg_get_cidr(struct cfg *c, const cfg_node *n, const char *path, struct net_cidr *out)
 {
     WANT_SCALAR(c, n, path, "a network");

@@ -81,6 +81,11 @@ int cfg_get_bool(struct cfg *c, const cfg_node *n, const char *path, bool *out);
 int cfg_get_duration(struct cfg *c, const cfg_node *n, const char *path, uint64_t *ms);
 int cfg_get_size(struct cfg *c, const cfg_node *n, const char *path, uint64_t *bytes);
 int cfg_get_addr(struct cfg *c, const cfg_node *n, const char *path, struct net_addr *out);
+/* "host:port" with a literal IP (0, out filled) or a host name (1: out is left for
+ * the caller to look up when it starts, with net_resolve, so that checking a file
+ * needs no DNS); the text goes to name (the server's name in metrics and logs). */
+int cfg_get_hostport(struct cfg *c, const cfg_node *n, const char *path, struct net_addr *out, char *name,
+                     size_t namelen);
 int cfg_get_cidr(struct cfg *c, const cfg_node *n, const char *path, struct net_cidr *out);
 /* A sequence (or a single scalar, read as a one-item list) of strings. */
 int cfg_get_string_list(struct cfg *c, const cfg_node *n, const char *path, char ***out,

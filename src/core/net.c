@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -43,6 +44,28 @@ int net_ip_parse(const char *s, uint16_t port, struct net_addr *out)
         return 0;
     }
     return -EINVAL;
+}
+
+int net_resolve(const char *hostport, struct net_addr *out)
+{
+    if (net_addr_parse(hostport, out) == 0)
+        return 0;
+    const char *colon = hostport ? strrchr(hostport, ':') : NULL;
+    uint16_t p;
+    if (!colon || colon == hostport || (size_t)(colon - hostport) > 253 || parse_port(colon + 1, &p))
+        return -EINVAL;
+    char name[256];
+    memcpy(name, hostport, (size_t)(colon - hostport));
+    name[colon - hostport] = 0;
+    if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != strlen(name))
+        return -EINVAL;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+    if (getaddrinfo(name, colon + 1, &hints, &res) || !res)
+        return -ENOENT;
+    memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+    out->len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
 }
 
 int net_addr_parse(const char *s, struct net_addr *out)

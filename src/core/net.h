@@ -20,6 +20,10 @@ struct net_addr {
 /* Parses "IPv4:port" or "[IPv6]:port" strictly (port 1..65535, no names, no
  * spaces). Returns 0 or -EINVAL. */
 int net_addr_parse(const char *s, struct net_addr *out);
+/* "host:port" where host is a literal IP or a name, looked up now (blocking: at
+ * load or start, never on a loop's hot path). Returns 0, -EINVAL when malformed,
+ * -ENOENT when the name does not resolve. */
+int net_resolve(const char *hostport, struct net_addr *out);
 /* Parses a literal IP (no port) into out with the given port. */
 int net_ip_parse(const char *s, uint16_t port, struct net_addr *out);
 /* Writes "ip:port" / "[ip]:port". */

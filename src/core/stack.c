@@ -30,6 +30,16 @@ void service_notify_ready(void)
     ready_fd = -1;
 }
 
+/* Whether loading a stack looks host names up (`cairn check` and `cairn deploy` do
+ * not: a cluster's names resolve only inside it). Process-wide, set once by the
+ * command line before it loads anything. */
+static bool lookups = true;
+
+void stack_set_lookups(bool on)
+{
+    lookups = on;
+}
+
 void service_add_endpoint(struct service *svc, const char *what, const char *fmt, ...)
 {
     if (svc->nendpoints == SERVICE_MAX_ENDPOINTS)
@@ -40,6 +50,17 @@ void service_add_endpoint(struct service *svc, const char *what, const char *fmt
     va_start(ap, fmt);
     vsnprintf(e->url, sizeof(e->url), fmt, ap);
     va_end(ap);
+    /* advertise: names: "scheme://0.0.0.0:port/..." -> "scheme://<name>:port/..." */
+    char *host = strstr(e->url, "://");
+    if (!svc->stack || !svc->stack->advertise_names || !host)
+        return;
+    host += 3;
+    size_t hl = !strncmp(host, "0.0.0.0:", 8) ? 7 : !strncmp(host, "[::]:", 5) ? 4 : 0;
+    if (!hl)
+        return;
+    char rest[sizeof(e->url)];
+    snprintf(rest, sizeof(rest), "%s", host + hl);
+    snprintf(host, sizeof(e->url) - (size_t)(host - e->url), "%s%s", svc->name, rest);
 }
 
 void service_add_bind(struct service *svc, const struct net_addr *a, int type)
@@ -290,10 +311,17 @@ static int load(struct stack *st, const char *path, const char *text,
         cfg_free(&c);
         return -EINVAL;
     }
-    static const char *const keys[] = { "data_dir", "log", "services", NULL };
-    cfg_node *v[3];
+    static const char *const keys[] = { "data_dir", "log", "services", "advertise", NULL };
+    cfg_node *v[4];
     cfg_node *root = cfg_root(&c);
     if (cfg_map_fields(&c, root, "", keys, v) == 0) {
+        if (v[3]) {
+            const char *a = cfg_scalar(v[3]);
+            if (a && !strcmp(a, "names"))
+                st->advertise_names = true;
+            else if (!a || strcmp(a, "addresses"))
+                cfg_error(&c, v[3], "advertise", "expected addresses (the default) or names");
+        }
         char *dd = NULL;
         if (v[0])
             cfg_get_string(&c, v[0], "data_dir", &dd);
@@ -479,13 +507,17 @@ int stack_url_parse(const char *text, struct stack_url *u, char *err, size_t err
     }
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
     int r = getaddrinfo(host, port, &hints, &res);
-    if (r || !res) {
+    if ((r || !res) && (lookups || net_ip_parse(host, 1, &u->addr) == 0)) {
         snprintf(err, errlen, "cannot resolve \"%s\": %s", host, gai_strerror(r));
         return -EINVAL;
     }
-    memcpy(&u->addr.ss, res->ai_addr, res->ai_addrlen);
-    u->addr.len = res->ai_addrlen;
-    freeaddrinfo(res);
+    if (res) {
+        memcpy(&u->addr.ss, res->ai_addr, res->ai_addrlen);
+        u->addr.len = res->ai_addrlen;
+        freeaddrinfo(res);
+    } else {
+        memset(&u->addr, 0, sizeof(u->addr));  /* checking a file: the name is the service's to resolve */
+    }
     u->text = strdup(text);
     if (*end == '/') {
         u->target = strdup(end);

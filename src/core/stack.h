@@ -27,7 +27,12 @@ struct role_ops {
     /* Optional, for the roles that keep a store: its data directory (malloc'd), so
      * that `cairn restore --service` can put a backed-up store back in place. */
     char *(*data_dir)(const struct service *svc);
+    unsigned deploy;            /* ROLE_DEPLOY_*: how `cairn deploy kubernetes` runs it */
 };
+
+#define ROLE_DEPLOY_STORE 1u    /* keeps a store: a StatefulSet with a volume of its own */
+#define ROLE_DEPLOY_PER_NODE 2u /* one per node (a DaemonSet): the log agent reads node logs */
+#define ROLE_DEPLOY_PUBLIC 4u   /* faces users: let in from outside the cluster (edge, dns) */
 
 #define SERVICE_MAX_ENDPOINTS 8
 #define SERVICE_MAX_BINDS 16
@@ -57,6 +62,11 @@ struct stack {
     char *source;               /* owned copy of a file's text */
     char *dir;                  /* base for relative paths */
     char *data_dir;             /* resolved against dir */
+    /* `advertise: names`: a service that listens on a wildcard address (0.0.0.0,
+     * [::]) is reached by the others at its own name (as Kubernetes Services make
+     * it resolvable), which its endpoints then say; by default at the address it
+     * listens on. */
+    bool advertise_names;
     enum log_level log_level;
     enum log_format log_format;
     struct service *services;
@@ -116,6 +126,11 @@ char *stack_data_path(const struct stack *st, const char *p);
 int stack_secret(struct cfg *c, const cfg_node *file, const cfg_node *env, const cfg_node *value,
                  const cfg_node *where, const char *path, const char *name, const struct stack *st,
                  char **out);
+
+/* Off: loading a stack does not look host names up (a URL's host that does not
+ * resolve is not an error): what `cairn check` and `cairn deploy` do, since a
+ * cluster's service names resolve only inside the cluster. On by default. */
+void stack_set_lookups(bool on);
 
 /* An http(s) URL from the stack file (a webhook, an endpoint), its host resolved
  * when read. */

@@ -19,6 +19,7 @@
 
 const struct role_ops dns_role = {
     .name = "dns",
+    .deploy = ROLE_DEPLOY_PUBLIC,
     .summary = "authoritative DNS server (zone files, EDNS, AXFR/NOTIFY, RRL) with GSLB names",
     .parse = dns__parse,
     .main = dns_main,

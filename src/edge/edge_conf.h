@@ -88,6 +88,7 @@ struct edge_route {
 struct edge_server {
     struct net_addr addr;
     char name[NET_ADDRSTRLEN];
+    bool named;                     /* given as name:port: looked up when a configuration starts */
     unsigned weight;
     struct edge_backend *backend;
     int up;                         /* health verdict (1 at start; the check's verdict after) */
@@ -162,6 +163,9 @@ struct edge_conf {
 int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc);
 int edge__build_ring(struct edge_backend *b);
 void edge__free_conf(void *conf);
+/* Looks up the servers given by name (name:port), when a configuration is about to
+ * run (start, reload): 0, or -ENOENT with each name that does not resolve in errs. */
+int edge__resolve_servers(struct edge_conf *c, struct cfg_errors *errs);
 bool edge__cidrs_allow(const struct edge_cidrs *allow, const struct edge_cidrs *deny,
                        const struct sockaddr *sa);
 uint32_t edge__hash(const void *p, size_t n);

@@ -531,10 +531,12 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, con
                     bad = sv[0] ? -EINVAL : cfg_error(c, it, q, "missing key \"address\"");
                     continue;
                 }
-                if (cfg_get_addr(c, sv[0], q, &s->addr)) {
+                int hr = cfg_get_hostport(c, sv[0], q, &s->addr, s->name, sizeof(s->name));
+                if (hr < 0) {
                     bad = -EINVAL;
                     continue;
                 }
+                s->named = hr == 1;
                 long long w;
                 if (sv[1]) {
                     char r[300];
@@ -544,11 +546,14 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, con
                     else
                         bad = -EINVAL;
                 }
-            } else if (cfg_get_addr(c, it, q, &s->addr)) {
-                bad = -EINVAL;
-                continue;
+            } else {
+                int hr = cfg_get_hostport(c, it, q, &s->addr, s->name, sizeof(s->name));
+                if (hr < 0) {
+                    bad = -EINVAL;
+                    continue;
+                }
+                s->named = hr == 1;
             }
-            net_addr_format(&s->addr, s->name, sizeof(s->name));
             s->backend = b;
             s->up = 1;
             b->nservers++;
@@ -985,4 +990,24 @@ void edge__free_conf(void *p)
     }
     free(e->backends);
     free(e);
+}
+
+int edge__resolve_servers(struct edge_conf *c, struct cfg_errors *errs)
+{
+    int bad = 0;
+    for (size_t i = 0; i < c->nbackends; i++) {
+        struct edge_backend *b = &c->backends[i];
+        for (size_t k = 0; !b->dns && k < b->nservers; k++) {
+            struct edge_server *s = &b->servers[k];
+            if (!s->named)
+                continue;
+            int r = net_resolve(s->name, &s->addr);
+            if (r) {
+                cfg_errors_add(errs, "backend %s: server %s: %s", b->name, s->name,
+                               r == -ENOENT ? "the name does not resolve" : "not an address");
+                bad = -ENOENT;
+            }
+        }
+    }
+    return bad;
 }

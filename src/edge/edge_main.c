@@ -15,6 +15,7 @@
 
 const struct role_ops edge_role = {
     .name = "edge",
+    .deploy = ROLE_DEPLOY_PUBLIC,
     .summary = "HTTP load balancer and reverse proxy: routing, health checks, TLS, limits",
     .parse = edge__parse,
     .main = edge_main,
@@ -550,6 +551,8 @@ static int edge_switch(struct edge *e, struct stack *st, struct cfg_errors *errs
     if (cur->conf->have_admin != nc->have_admin ||
         (nc->have_admin && !net_addr_eq(&cur->conf->admin, &nc->admin)))
         log_warn("admin address changed: takes effect at the next restart");
+    if (edge__resolve_servers(nc, errs))
+        return -EINVAL;
     edge__dns_apply(e, nc);
     carry_state(cur->conf, nc);
     struct edge_gen *g = gen_new(e, nc);
@@ -687,6 +690,13 @@ static int edge_start(struct service_ctx *sc)
     if (edge__dns_init(e, (struct edge_conf *)svc->conf)) {
         log_error("out of memory");
         return -ENOMEM;
+    }
+    struct cfg_errors rerrs = { 0 };
+    if (edge__resolve_servers((struct edge_conf *)svc->conf, &rerrs)) {
+        for (size_t i = 0; i < rerrs.n; i++)
+            log_error("cannot start", "error", rerrs.msgs[i]);
+        cfg_errors_free(&rerrs);
+        return -EINVAL;
     }
     e->gen = gen_new(e, svc->conf);
     if (!e->gen)

@@ -21,6 +21,7 @@
 
 const struct role_ops log_agent_role = {
     .name = "log-agent",
+    .deploy = ROLE_DEPLOY_PER_NODE,
     .summary = "log shipper: tails files and receives syslog into a Loki push API (Promtail's YAML)",
     .parse = la__parse,
     .main = log_agent_main,

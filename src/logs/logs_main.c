@@ -26,6 +26,7 @@ static char *logs_data_dir(const struct service *svc)
 const struct role_ops logs_role = {
     .data_dir = logs_data_dir,
     .name = "logs",
+    .deploy = ROLE_DEPLOY_STORE,
     .summary = "log store with Loki's push and query API and LogQL",
     .parse = logs__parse,
     .main = logs_main,

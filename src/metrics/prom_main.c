@@ -24,6 +24,7 @@ static char *prom_data_dir(const struct service *svc)
 const struct role_ops prom_role = {
     .data_dir = prom_data_dir,
     .name = "metrics",
+    .deploy = ROLE_DEPLOY_STORE,
     .summary = "Prometheus-compatible metrics: scraping, remote_write, TSDB, metadata API",
     .parse = prom__parse,
     .main = prom_main,
@@ -91,7 +92,7 @@ static int generate_jobs(struct prom_conf *pc, const struct stack *st)
         char *slash = strchr(am->host, '/');
         if (slash)
             *slash = 0;
-        if (net_addr_parse(am->host, &am->addr))
+        if (net_resolve(am->host, &am->addr))
             continue;
         snprintf(am->path, sizeof(am->path), "/api/v2/alerts");
         am->timeout_ms = 10000;

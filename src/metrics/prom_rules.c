@@ -789,8 +789,12 @@ static int parse_alerting(struct cfg *c, const cfg_node *n, const char *path, st
                 pc->ams = a;
                 struct prom_am *am = &pc->ams[pc->nams];
                 memset(am, 0, sizeof(*am));
-                if (net_addr_parse(t[k], &am->addr)) {
-                    bad = cfg_error(c, sv[0], q, "expected host:port, got \"%s\"", t[k]);
+                /* a name is looked up when alerts are first sent to it, so that checking
+                 * the file needs no DNS (a Kubernetes Service name, say) */
+                char nm[128];
+                if (cfg_get_hostport(c, cfg_is_seq(sv[0]) ? cfg_seq_item(c, sv[0], k) : sv[0], q, &am->addr, nm,
+                                     sizeof(nm)) < 0) {
+                    bad = -EINVAL;
                     continue;
                 }
                 snprintf(am->host, sizeof(am->host), "%s", t[k]);
@@ -1349,7 +1353,11 @@ static void send_alerts(struct prom_group_rt *gr, int64_t ts)
     if (n && pc->nams && ps->am_client) {
         static const char *const hdrs[] = { "Content-Type: application/json", "User-Agent: cairn", NULL };
         for (size_t i = 0; i < pc->nams; i++) {
-            const struct prom_am *am = &pc->ams[i];
+            struct prom_am *am = (struct prom_am *)&pc->ams[i];    /* its address, looked up once */
+            if (!am->addr.len && net_resolve(am->host, &am->addr)) {
+                log_warn("cannot resolve an alertmanager", "host", am->host);
+                continue;
+            }
             struct httpc_request req = {
                 .method = "POST", .addr = am->addr, .host = am->host, .target = am->path,
                 .headers = hdrs, .body = buf_head(&b), .body_len = buf_used(&b), .tls = am->tls,

@@ -508,21 +508,9 @@ static void scrape_start(struct loop_timer *tm)
 /* Resolves "host:port" (a name is looked up once, at start). */
 static int resolve(const char *hostport, struct net_addr *out, char *host, size_t hostlen)
 {
-    if (net_addr_parse(hostport, out) == 0) {
-        snprintf(host, hostlen, "%s", hostport);
-        return 0;
-    }
-    const char *colon = strrchr(hostport, ':');
-    if (!colon)
-        return -EINVAL;
-    char name[256];
-    snprintf(name, sizeof(name), "%.*s", (int)(colon - hostport), hostport);
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
-    if (getaddrinfo(name, colon + 1, &hints, &res))
-        return -ENOENT;
-    memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-    out->len = res->ai_addrlen;
-    freeaddrinfo(res);
+    int r = net_resolve(hostport, out);
+    if (r)
+        return r;
     snprintf(host, hostlen, "%s", hostport);
     return 0;
 }

@@ -16,6 +16,7 @@
 
 const struct role_ops registry_role = {
     .name = "registry",
+    .deploy = ROLE_DEPLOY_STORE,
     .summary = "OCI Distribution registry: push, pull, chunked uploads, tags, referrers",
     .parse = reg__parse,
     .main = registry_main,

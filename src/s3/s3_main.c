@@ -23,6 +23,7 @@
 
 const struct role_ops s3_role = {
     .name = "s3",
+    .deploy = ROLE_DEPLOY_STORE,
     .summary = "S3-compatible object storage: SigV4, buckets, objects, multipart, listing",
     .parse = s3__parse,
     .main = s3_main,

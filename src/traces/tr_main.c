@@ -34,6 +34,7 @@ static char *tr_data_dir(const struct service *svc)
 const struct role_ops traces_role = {
     .data_dir = tr_data_dir,
     .name = "traces",
+    .deploy = ROLE_DEPLOY_STORE,
     .summary = "trace store: OTLP and Zipkin in; Jaeger, Tempo (TraceQL) and Zipkin query APIs",
     .parse = traces__parse,
     .main = traces_main,

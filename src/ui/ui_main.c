@@ -145,7 +145,7 @@ static int probes_init(struct ui *u, const struct stack *st)
         char *slash = strchr(p->host, '/');
         if (slash)
             *slash = 0;
-        if (net_addr_parse(p->host, &p->addr))
+        if (net_resolve(p->host, &p->addr))
             p->host[0] = 0;
     }
     return 0;

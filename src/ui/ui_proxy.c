@@ -57,7 +57,7 @@ void ui__resolve_sources(struct ui *u)
             char *slash = strchr(up->host, '/');
             if (slash)
                 *slash = 0;
-            up->ok = net_addr_parse(up->host, &up->addr) == 0;
+            up->ok = net_resolve(up->host, &up->addr) == 0;
         }
         if (!up->ok)
             log_warn("console source has no HTTP endpoint", "source", source_prefix[s] + 5, "service", svc->name);
