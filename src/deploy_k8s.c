@@ -19,7 +19,8 @@
  * resolvable; `advertise: names` makes the references the roles derive
  * themselves (metrics' scrape jobs, the log agent's store, tracing, the console's
  * sources, backups of a store) use names too. data_dir is the volume at
- * /var/lib/cairn; files the stack names are in the ConfigMap at /etc/cairn. What
+ * /var/lib/cairn; files the stack names are in the ConfigMap next to stack.yaml
+ * (/etc/cairn), named relative to it. What
  * cannot be carried over is refused with file:line:col: an address on loopback no
  * service of the stack listens on, a path outside the data directory that is not
  * a file to ship.
@@ -217,7 +218,7 @@ static char *rewrite(struct gen *g, const struct ctx *x, const cfg_node *n, int 
             *bad = cfg_error(x->c, n, x->path, "more than %d files to ship", MAX_FILES);
             return NULL;
         }
-        return asprintf(&out, CONF_MOUNT "/%s", key) < 0 ? NULL : out;
+        return strdup(key);                 /* next to stack.yaml, in the ConfigMap */
     }
     *bad = cfg_error(x->c, n, x->path, "%s is a path outside the data directory (%s) and not a file to ship: a "
                                       "pod has only its volume (%s) and the stack's files (" CONF_MOUNT ")",

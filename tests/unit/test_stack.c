@@ -152,3 +152,45 @@ TEST(stack_native_config_file_inline_default)
     unlink(path);
     rmdir(dir);
 }
+
+TEST(stack_advertise_names_gives_wildcard_listeners_their_name)
+{
+    struct stack st;
+    struct cfg_errors e = { 0 };
+    const char *text = "advertise: names\nservices:\n  web: {role: demo-app, listen: [\"0.0.0.0:8081\", \"[::]:8082\"]}\n"
+                       "  local: {role: demo-app, listen: [\"127.0.0.1:8083\"]}\n";
+    CHECK_INT(stack_load(&st, "s.yaml", text, roles, &e), 0);
+    CHECK(st.advertise_names);
+    const struct service *w = stack_find(&st, "web"), *l = stack_find(&st, "local");
+    CHECK(w && w->nendpoints == 2 && l && l->nendpoints == 1);
+    if (w && w->nendpoints == 2 && l) {
+        CHECK_STR(w->endpoints[0].url, "http://web:8081/");
+        CHECK_STR(w->endpoints[1].url, "http://web:8082/");
+        CHECK_STR(l->endpoints[0].url, "http://127.0.0.1:8083/");   /* a literal stays */
+    }
+    stack_free(&st);
+    cfg_errors_free(&e);
+    /* by default a wildcard listener's endpoint is its address */
+    CHECK_INT(stack_load(&st, "s.yaml", text + strlen("advertise: names\n"), roles, &e), 0);
+    CHECK_STR(stack_find(&st, "web")->endpoints[0].url, "http://0.0.0.0:8081/");
+    stack_free(&st);
+    cfg_errors_free(&e);
+    CHECK(stack_load(&st, "s.yaml", "advertise: dns\nservices:\n  a: {role: demo-app, listen: [\"127.0.0.1:1\"]}\n",
+                     roles, &e) < 0);
+    CHECK(e.n == 1 && strstr(e.msgs[0], "s.yaml:1:12: advertise: expected addresses (the default) or names"));
+    stack_free(&st);
+    cfg_errors_free(&e);
+}
+
+TEST(net_resolve_takes_literals_and_names)
+{
+    struct net_addr a;
+    CHECK_INT(net_resolve("127.0.0.1:80", &a), 0);
+    CHECK_INT(net_addr_port(&a), 80);
+    CHECK_INT(net_resolve("localhost:8080", &a), 0);
+    CHECK_INT(net_addr_port(&a), 8080);
+    CHECK_INT(net_resolve("localhost", &a), -EINVAL);
+    CHECK_INT(net_resolve("localhost:0", &a), -EINVAL);
+    CHECK_INT(net_resolve("bad name:80", &a), -EINVAL);
+    CHECK_INT(net_resolve("no-such-host.invalid:80", &a), -ENOENT);
+}
