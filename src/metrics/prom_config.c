@@ -180,6 +180,192 @@ static int parse_dns_sd(struct cfg *c, const cfg_node *n, const char *path, stru
     return bad;
 }
 
+#define K8S_SA "/var/run/secrets/kubernetes.io/serviceaccount"
+
+/* kubernetes_sd_configs, as Prometheus reads them: role (pod, service, endpoints,
+ * node), api_server (absent: the cluster the pod runs in, with its service account),
+ * namespaces {names, own_namespace}, selectors [{role, label, field}],
+ * bearer_token(_file) or authorization {credentials(_file)}, tls_config {ca_file,
+ * insecure_skip_verify}. */
+static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
+                        struct prom_job *j)
+{
+    if (!cfg_is_seq(n))
+        return cfg_error(c, n, path, "expected a list of {role, api_server, namespaces, ...}");
+    j->k8s_sd = calloc(cfg_len(n) + 1, sizeof(*j->k8s_sd));
+    if (!j->k8s_sd)
+        return -ENOMEM;
+    int bad = 0;
+    for (size_t i = 0; i < cfg_len(n); i++) {
+        static const char *const keys[] = { "role", "api_server", "namespaces", "selectors", "bearer_token",
+                                            "bearer_token_file", "authorization", "tls_config",
+                                            "follow_redirects", "enable_http2", "attach_metadata", NULL };
+        cfg_node *v[ARRAY_SIZE(keys)];
+        char p[340], q[360];
+        P(p, "%s[%zu]", path, i);
+        const cfg_node *it = cfg_seq_item(c, n, i);
+        if (cfg_map_fields(c, it, p, keys, v)) {
+            bad = -EINVAL;
+            continue;
+        }
+        struct prom_k8s_sd *k = &j->k8s_sd[j->nk8s_sd++];
+        P(q, "%s.role", p);
+        const char *role = v[0] ? cfg_scalar(v[0]) : NULL;
+        static const char *const roles[] = { "pod", "service", "endpoints", "node" };
+        int r = -1;
+        for (int x = 0; role && x < 4; x++)
+            if (!strcmp(role, roles[x]))
+                r = x;
+        if (!v[0])
+            bad = cfg_error(c, it, p, "role missing (one of pod, service, endpoints, node)");
+        else if (r < 0)
+            bad = cfg_error(c, v[0], q, "unknown Kubernetes SD role \"%s\" (pod, service, endpoints, node; "
+                                        "endpointslice and ingress are not read yet)", role ? role : "");
+        k->role = r < 0 ? K8S_POD : (enum prom_k8s_role)r;
+        bool in_cluster = !v[1];
+        P(q, "%s.api_server", p);
+        if (v[1]) {
+            bad |= cfg_get_string(c, v[1], q, &k->api_server);
+            if (k->api_server && strncmp(k->api_server, "https://", 8) && strncmp(k->api_server, "http://", 7))
+                bad = cfg_error(c, v[1], q, "expected an http:// or https:// URL");
+        } else {
+            /* in a pod: the API server's Service and the pod's service account */
+            const char *h = getenv("KUBERNETES_SERVICE_HOST"), *pt = getenv("KUBERNETES_SERVICE_PORT");
+            if (h && pt && asprintf(&k->api_server, strchr(h, ':') ? "https://[%s]:%s" : "https://%s:%s", h, pt) < 0)
+                k->api_server = NULL;
+            k->token_file = strdup(K8S_SA "/token");
+            k->ca_file = strdup(K8S_SA "/ca.crt");
+        }
+        if (v[2]) {
+            static const char *const nk[] = { "names", "own_namespace", NULL };
+            cfg_node *nv[2];
+            P(q, "%s.namespaces", p);
+            if (cfg_map_fields(c, v[2], q, nk, nv) == 0) {
+                char q2[380];
+                P(q2, "%s.names", q);
+                if (nv[0])
+                    bad |= cfg_get_string_list(c, nv[0], q2, &k->namespaces, &k->nnamespaces);
+                bool own = false;
+                P(q2, "%s.own_namespace", q);
+                if (nv[1] && !(bad |= cfg_get_bool(c, nv[1], q2, &own)) && own) {
+                    char *ns = NULL;
+                    size_t len = 0;
+                    struct cfg_errors e = { 0 };
+                    if (cfg_read_file(K8S_SA "/namespace", &ns, &len, &e) == 0) {
+                        char **l = realloc(k->namespaces, (k->nnamespaces + 1) * sizeof(*l));
+                        if (l) {
+                            k->namespaces = l;
+                            ns[strcspn(ns, "\r\n")] = 0;
+                            l[k->nnamespaces++] = ns;
+                            ns = NULL;
+                        }
+                    } else {
+                        bad = cfg_error(c, nv[1], q2, "cannot read the pod's namespace (%s/namespace): not in a pod?",
+                                        K8S_SA);
+                    }
+                    free(ns);
+                    cfg_errors_free(&e);
+                }
+            } else {
+                bad = -EINVAL;
+            }
+        }
+        P(q, "%s.selectors", p);
+        for (size_t s = 0; v[3] && cfg_is_seq(v[3]) && s < cfg_len(v[3]); s++) {
+            static const char *const sk[] = { "role", "label", "field", NULL };
+            cfg_node *sv[3];
+            char q2[380];
+            P(q2, "%s[%zu]", q, s);
+            if (cfg_map_fields(c, cfg_seq_item(c, v[3], s), q2, sk, sv)) {
+                bad = -EINVAL;
+                continue;
+            }
+            if (!sv[0] || !cfg_scalar(sv[0]) || strcmp(cfg_scalar(sv[0]), roles[k->role])) {
+                bad = cfg_error(c, cfg_seq_item(c, v[3], s), q2, "selectors of role %s only (for this role)",
+                                roles[k->role]);
+                continue;
+            }
+            if (sv[1])
+                bad |= cfg_get_string(c, sv[1], q2, &k->label_selector);
+            if (sv[2])
+                bad |= cfg_get_string(c, sv[2], q2, &k->field_selector);
+        }
+        if (v[3] && !cfg_is_seq(v[3]))
+            bad = cfg_error(c, v[3], q, "expected a list of {role, label, field}");
+        P(q, "%s.bearer_token", p);
+        if (v[4])
+            bad |= cfg_get_string(c, v[4], q, &k->token);
+        P(q, "%s.bearer_token_file", p);
+        char *tf = NULL;
+        if (v[5] && !(bad |= cfg_get_string(c, v[5], q, &tf))) {
+            free(k->token_file);
+            k->token_file = tf[0] == '/' ? tf : NULL;
+            if (!k->token_file && asprintf(&k->token_file, "%s/%s", base_dir, tf) < 0)
+                k->token_file = NULL;
+            if (k->token_file != tf)
+                free(tf);
+        }
+        if (v[6]) {
+            static const char *const ak[] = { "type", "credentials", "credentials_file", NULL };
+            cfg_node *av[3];
+            P(q, "%s.authorization", p);
+            if (cfg_map_fields(c, v[6], q, ak, av) == 0) {
+                char q2[380];
+                P(q2, "%s.credentials", q);
+                if (av[1])
+                    bad |= cfg_get_string(c, av[1], q2, &k->token);
+                P(q2, "%s.credentials_file", q);
+                if (av[2] && !(bad |= cfg_get_string(c, av[2], q2, &tf))) {
+                    free(k->token_file);
+                    k->token_file = tf;
+                }
+            } else {
+                bad = -EINVAL;
+            }
+        }
+        if (v[7]) {
+            static const char *const tk[] = { "ca_file", "insecure_skip_verify", "server_name", NULL };
+            cfg_node *tv[3];
+            P(q, "%s.tls_config", p);
+            if (cfg_map_fields(c, v[7], q, tk, tv) == 0) {
+                char q2[380];
+                P(q2, "%s.ca_file", q);
+                char *ca = NULL;
+                if (tv[0] && !(bad |= cfg_get_string(c, tv[0], q2, &ca))) {
+                    free(k->ca_file);
+                    k->ca_file = NULL;
+                    if (ca[0] == '/')
+                        k->ca_file = ca, ca = NULL;
+                    else if (asprintf(&k->ca_file, "%s/%s", base_dir, ca) < 0)
+                        k->ca_file = NULL;
+                    free(ca);
+                }
+                P(q2, "%s.insecure_skip_verify", q);
+                if (tv[1])
+                    bad |= cfg_get_bool(c, tv[1], q2, &k->insecure);
+            } else {
+                bad = -EINVAL;
+            }
+        }
+        if (!k->api_server && !bad)
+            bad = cfg_error(c, it, p, in_cluster ? "no api_server, and not in a Kubernetes pod "
+                                                   "(KUBERNETES_SERVICE_HOST is not set)"
+                                                 : "api_server missing");
+    }
+    return bad;
+}
+
+static void k8s_sd_free(struct prom_k8s_sd *k)
+{
+    free(k->api_server);
+    cfg_free_string_list(k->namespaces, k->nnamespaces);
+    free(k->label_selector);
+    free(k->field_selector);
+    free(k->token_file);
+    free(k->token);
+    free(k->ca_file);
+}
+
 static int parse_job(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
                      struct prom_conf *pc, struct prom_job *j)
 {
@@ -188,8 +374,8 @@ static int parse_job(struct cfg *c, const cfg_node *n, const char *path, const c
                                         "honor_timestamps", "sample_limit", "label_limit",
                                         "body_size_limit", "static_configs", "relabel_configs",
                                         "metric_relabel_configs", "file_sd_configs",
-                                        "dns_sd_configs", NULL };
-    cfg_node *v[16];
+                                        "dns_sd_configs", "kubernetes_sd_configs", NULL };
+    cfg_node *v[17];
     char p[300];
     j->interval_ms = pc->scrape_interval_ms;
     j->timeout_ms = pc->scrape_timeout_ms;
@@ -329,6 +515,9 @@ static int parse_job(struct cfg *c, const cfg_node *n, const char *path, const c
     P(p, "%s.dns_sd_configs", path);
     if (v[15] && !cfg_is_null(v[15]))
         bad |= parse_dns_sd(c, v[15], p, j);
+    P(p, "%s.kubernetes_sd_configs", path);
+    if (v[16] && !cfg_is_null(v[16]))
+        bad |= parse_k8s_sd(c, v[16], p, base_dir, j);
     return bad ? -EINVAL : 0;
 }
 
@@ -549,6 +738,9 @@ void prom__free_conf(void *conf)
         for (size_t k = 0; k < j->ndns_sd; k++)
             cfg_free_string_list(j->dns_sd[k].names, j->dns_sd[k].nnames);
         free(j->dns_sd);
+        for (size_t k = 0; k < j->nk8s_sd; k++)
+            k8s_sd_free(&j->k8s_sd[k]);
+        free(j->k8s_sd);
     }
     free(pc->jobs);
     free_labels(pc->external_labels, pc->nexternal);

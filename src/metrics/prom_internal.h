@@ -47,6 +47,20 @@ struct prom_dns_sd {            /* one dns_sd_configs entry */
     uint64_t refresh_ms;
 };
 
+enum prom_k8s_role { K8S_POD, K8S_SERVICE, K8S_ENDPOINTS, K8S_NODE };
+
+struct prom_k8s_sd {            /* one kubernetes_sd_configs entry */
+    enum prom_k8s_role role;
+    char *api_server;           /* https://host:port (in a pod: from KUBERNETES_SERVICE_HOST/_PORT) */
+    char **namespaces;          /* none: every namespace */
+    size_t nnamespaces;
+    char *label_selector, *field_selector;   /* selectors of the role's own objects */
+    char *token_file;           /* bearer token, read at each refresh (tokens rotate) */
+    char *token;
+    char *ca_file;              /* NULL: the system store */
+    bool insecure;              /* tls_config.insecure_skip_verify */
+};
+
 struct prom_job {
     char *name;
     uint64_t interval_ms, timeout_ms;
@@ -63,6 +77,8 @@ struct prom_job {
     size_t nfile_sd;
     struct prom_dns_sd *dns_sd;
     size_t ndns_sd;
+    struct prom_k8s_sd *k8s_sd;
+    size_t nk8s_sd;
 };
 
 /* Recording and alerting rules (Prometheus rule files). */
@@ -213,6 +229,9 @@ struct prom_svc {
     int sd_threads;             /* DNS lookups running */
     struct loop_timer sd_timer;
     struct metric *m_sd_reads, *m_sd_failures, *m_dns_lookups, *m_dns_failures;
+    struct httpc *k8s_hc;       /* kubernetes_sd_configs' calls to the API server */
+    struct k8s_refresh *k8s_active;     /* refreshes in flight */
+    struct metric *m_k8s_refreshes, *m_k8s_failures;
 };
 
 /* prom_sd.c: file_sd_configs. The files are checked every second (and re-read at
@@ -233,7 +252,16 @@ struct prom_sd_job {
     size_t ndns;
     bool dns_running;
     uint64_t dns_next_ms;
+    struct prom_static *k8s;    /* what kubernetes_sd_configs found (one group per target) */
+    size_t nk8s;
+    bool k8s_running;
+    uint64_t k8s_next_ms;
 };
+/* prom_k8s.c: kubernetes_sd_configs. Each job's objects are listed from the API
+ * server every 10 s (Prometheus watches; a list is the same picture a little
+ * later); a change rebuilds the targets. */
+void prom__k8s_refresh(struct prom_svc *ps, bool force);
+void prom__k8s_free(struct prom_svc *ps);
 /* Reads every job's files now (at start and after a reload); returns whether any
  * target group changed. */
 bool prom__sd_scan(struct prom_svc *ps, bool force);

@@ -236,7 +236,11 @@ static int setup_metrics(struct prom_svc *ps)
     if (!ps->m_scrapes || !ps->m_scrape_failures || !ps->m_rw_requests || !ps->m_rw_samples ||
         !ps->m_rw_errors || !ps->m_rule_evals || !ps->m_rule_failures || !ps->m_notifications ||
         !ps->m_notify_errors || !ps->m_sd_reads || !ps->m_sd_failures ||
-        !ps->m_dns_lookups || !ps->m_dns_failures)
+        !ps->m_dns_lookups || !ps->m_dns_failures ||
+        !(ps->m_k8s_refreshes = metrics_counter(reg, "prometheus_sd_kubernetes_refreshes_total",
+                                                "Listings of the Kubernetes API by kubernetes_sd_configs.")) ||
+        !(ps->m_k8s_failures = metrics_counter(reg, "prometheus_sd_kubernetes_failures_total",
+                                               "kubernetes_sd_configs listings that failed (targets kept).")))
         return -ENOMEM;
     const struct tsdb_stats *st = &ps->db.st;
     const struct { enum metric_type type; const char *name, *help; const uint64_t *v; } u64s[] = {
@@ -370,6 +374,7 @@ static void prom_finish(struct service_ctx *sc)
         prom__rules_stop(ps);
         prom__targets_stop(ps);
         prom__sd_free(ps);
+        prom__k8s_free(ps);
         ps->sd_gen++;
         /* DNS lookups post their answers to this loop: let them land first */
         for (int i = 0; ps->sd_threads > 0 && i < 100; i++)

@@ -55,6 +55,9 @@ void prom__sd_free(struct prom_svc *ps)
         for (size_t i = 0; i < ps->sd[j].ndns; i++)
             prom__static_free(&ps->sd[j].dns[i]);
         free(ps->sd[j].dns);
+        for (size_t i = 0; i < ps->sd[j].nk8s; i++)
+            prom__static_free(&ps->sd[j].k8s[i]);
+        free(ps->sd[j].k8s);
     }
     free(ps->sd);
     ps->sd = NULL;
@@ -249,7 +252,7 @@ void prom__sd_groups(const struct prom_svc *ps, size_t j, const struct prom_stat
     if (j >= ps->nsd)
         return;
     const struct prom_sd_job *sj = &ps->sd[j];
-    size_t total = sj->ndns;
+    size_t total = sj->ndns + sj->nk8s;
     for (size_t i = 0; i < sj->nfiles; i++)
         total += sj->files[i].ngroups;
     if (!total)
@@ -262,6 +265,8 @@ void prom__sd_groups(const struct prom_svc *ps, size_t j, const struct prom_stat
             v[(*n)++] = &sj->files[i].groups[g];
     for (size_t g = 0; g < sj->ndns; g++)
         v[(*n)++] = &sj->dns[g];
+    for (size_t g = 0; g < sj->nk8s; g++)
+        v[(*n)++] = &sj->k8s[g];
     *out = v;
 }
 
@@ -269,6 +274,7 @@ static void sd_tick(struct loop_timer *t)
 {
     struct prom_svc *ps = t->data;
     dns_refresh(ps, false);
+    prom__k8s_refresh(ps, false);
     if (prom__sd_scan(ps, false)) {
         prom__targets_rebuild(ps);
         log_info("file_sd: targets updated", "targets", log_int((long long)ps->ntargets));
@@ -284,9 +290,10 @@ void prom__sd_start(struct prom_svc *ps)
     ps->sd_gen++;
     bool any = false;
     for (size_t j = 0; j < pc->njobs; j++)
-        any |= pc->jobs[j].nfile_sd > 0 || pc->jobs[j].ndns_sd > 0;
+        any |= pc->jobs[j].nfile_sd > 0 || pc->jobs[j].ndns_sd > 0 || pc->jobs[j].nk8s_sd > 0;
     prom__sd_scan(ps, true);
     dns_refresh(ps, true);
+    prom__k8s_refresh(ps, true);
     loop_timer_init(&ps->sd_timer, sd_tick, ps);
     if (any)
         loop_timer_start(&ps->loop, &ps->sd_timer, 1000);
