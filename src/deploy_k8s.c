@@ -53,6 +53,7 @@ struct gen {
     char *data_rel;                     /* data_dir as written, relative, without a trailing '/' */
     struct shipped files[MAX_FILES];
     size_t nfiles;
+    bool *discovers;                    /* per service: a metrics service given kubernetes_sd */
 };
 
 static int write_file(const char *path, const void *p, size_t n)
@@ -324,6 +325,40 @@ static void node_agent(struct gen *g, struct buf *b)
                logs->name, (int)strcspn(port, "/"), port);
 }
 
+/* A metrics service without prometheus: scrapes every service of its stack at the
+ * address it listens on; in a cluster it discovers the stack's pods instead (their
+ * prometheus.io annotations and the port named "metrics"), so that every replica
+ * is scraped, with job = the service's name as on one machine. */
+static void pod_discovery(struct gen *g, struct buf *b)
+{
+    buf_puts(b, "    prometheus:\n      global: {scrape_interval: 15s, evaluation_interval: 15s}\n");
+    bool any = false;
+    for (size_t i = 0; i < g->st->nservices; i++) {
+        const struct service *s = &g->st->services[i];
+        const char *port = strcmp(s->role->name, "alerts") ? NULL : endpoint_port(s, "http");
+        if (!port)
+            continue;
+        if (!any)
+            buf_puts(b, "      alerting:\n        alertmanagers:\n          - static_configs:\n"
+                        "              - targets:\n");
+        any = true;
+        buf_printf(b, "                  - \"%s:%.*s\"\n", s->name, (int)strcspn(port, "/"), port);
+    }
+    buf_puts(b, "      scrape_configs:\n        - job_name: kubernetes-pods\n"
+                "          kubernetes_sd_configs: [{role: pod, namespaces: {own_namespace: true}}]\n"
+                "          relabel_configs:\n"
+                "            - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, "
+                "regex: \"true\"}\n"
+                "            - {source_labels: [__meta_kubernetes_pod_container_port_name], action: keep, regex: metrics}\n"
+                "            - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], regex: \"(.+)\", "
+                "target_label: __metrics_path__}\n"
+                "            - {source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name], target_label: job}\n"
+                "            - {source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_component], "
+                "target_label: role}\n"
+                "            - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}\n"
+                "            - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}\n");
+}
+
 /* The stack file as the pods read it, into b. */
 static int emit_stack(struct gen *g, struct cfg *c, struct buf *b)
 {
@@ -358,6 +393,10 @@ static int emit_stack(struct gen *g, struct cfg *c, struct buf *b)
             if (x.svc && (x.svc->role->deploy & ROLE_DEPLOY_PER_NODE) && !strcmp(x.svc->role->name, "log-agent") &&
                 !map_get(c, sv, "promtail"))
                 node_agent(g, b);
+            if (x.svc && !strcmp(x.svc->role->name, "metrics") && !map_get(c, sv, "prometheus")) {
+                pod_discovery(g, b);
+                g->discovers[x.svc - g->st->services] = true;
+            }
             /* a backup of another service's store reads that store's snapshot from the
              * other service's disk: pods do not share one */
             const cfg_node *jobs = x.svc && !strcmp(x.svc->role->name, "backup") ? map_get(c, sv, "jobs") : NULL;
@@ -450,7 +489,15 @@ static bool is_public_port(const struct service *s, uint16_t port)
     return false;
 }
 
-static void service_objects(const struct service *s, const char *image, struct buf *b)
+static void port_name(char *out, size_t n, uint16_t port, int type, const char *probe)
+{
+    if (type != SOCK_DGRAM && probe[0] && atoi(probe) == port)
+        snprintf(out, n, "metrics");        /* what the metrics role keeps of a pod's ports */
+    else
+        snprintf(out, n, "%s-%u", type == SOCK_DGRAM ? "udp" : "tcp", port);
+}
+
+static void service_objects(const struct service *s, const char *image, bool discovers, struct buf *b)
 {
     unsigned kind = s->role->deploy;
     bool store = kind & ROLE_DEPLOY_STORE, node = kind & ROLE_DEPLOY_PER_NODE;
@@ -484,8 +531,10 @@ static void service_objects(const struct service *s, const char *image, struct b
     buf_printf(b, "    app.kubernetes.io/name: %s\n  ports:\n", s->name);
     for (size_t i = 0; i < np; i++) {
         const char *proto = ports[i].type == SOCK_DGRAM ? "UDP" : "TCP";
-        buf_printf(b, "    - name: %s-%u\n      port: %u\n      targetPort: %u\n      protocol: %s\n",
-                   ports[i].type == SOCK_DGRAM ? "udp" : "tcp", ports[i].port, ports[i].port, ports[i].port, proto);
+        char pn[16];
+        port_name(pn, sizeof(pn), ports[i].port, ports[i].type, probe);
+        buf_printf(b, "    - name: %s\n      port: %u\n      targetPort: %u\n      protocol: %s\n", pn, ports[i].port,
+                   ports[i].port, proto);
     }
     /* the workload */
     buf_printf(b, "---\napiVersion: apps/v1\nkind: %s\nmetadata:\n  name: %s\n  labels:\n",
@@ -502,7 +551,11 @@ static void service_objects(const struct service *s, const char *image, struct b
     if (probe[0])
         buf_printf(b, "      annotations:\n        prometheus.io/scrape: \"true\"\n        prometheus.io/port: \"%s\"\n"
                       "        prometheus.io/path: /metrics\n", probe);
-    buf_puts(b, "    spec:\n      automountServiceAccountToken: false\n      enableServiceLinks: false\n");
+    if (discovers)
+        buf_printf(b, "    spec:\n      serviceAccountName: %s\n      automountServiceAccountToken: true\n"
+                      "      enableServiceLinks: false\n", s->name);
+    else
+        buf_puts(b, "    spec:\n      automountServiceAccountToken: false\n      enableServiceLinks: false\n");
     buf_puts(b, "      terminationGracePeriodSeconds: 30\n      securityContext:\n");
     if (node)
         /* node logs are root's: the agent reads them as root, without any capability */
@@ -515,10 +568,12 @@ static void service_objects(const struct service *s, const char *image, struct b
     buf_printf(b, "          args: [run, %s, -c, " CONF_MOUNT "/stack.yaml]\n", s->name);
     if (np) {
         buf_puts(b, "          ports:\n");
-        for (size_t i = 0; i < np; i++)
-            buf_printf(b, "            - name: %s-%u\n              containerPort: %u\n              protocol: %s\n",
-                       ports[i].type == SOCK_DGRAM ? "udp" : "tcp", ports[i].port, ports[i].port,
-                       ports[i].type == SOCK_DGRAM ? "UDP" : "TCP");
+        for (size_t i = 0; i < np; i++) {
+            char pn[16];
+            port_name(pn, sizeof(pn), ports[i].port, ports[i].type, probe);
+            buf_printf(b, "            - name: %s\n              containerPort: %u\n              protocol: %s\n", pn,
+                       ports[i].port, ports[i].type == SOCK_DGRAM ? "UDP" : "TCP");
+        }
     }
     if (probe[0])
         buf_printf(b, "          livenessProbe:\n            httpGet:\n              path: /-/healthy\n              port: %s\n"
@@ -556,6 +611,22 @@ static void service_objects(const struct service *s, const char *image, struct b
         labels(b, 4, s);
         buf_printf(b, "spec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: %s\n",
                    s->name);
+    }
+    /* a metrics service that discovers pods may list them, in its namespace only */
+    if (discovers) {
+        buf_printf(b, "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: %s\n  labels:\n", s->name);
+        labels(b, 4, s);
+        buf_printf(b, "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: %s-discovery\n"
+                      "  labels:\n", s->name);
+        labels(b, 4, s);
+        buf_puts(b, "rules:\n  - apiGroups: [\"\"]\n    resources: [pods, services, endpoints]\n"
+                    "    verbs: [get, list, watch]\n");
+        buf_printf(b, "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n"
+                      "  name: %s-discovery\n  labels:\n", s->name);
+        labels(b, 4, s);
+        buf_printf(b, "roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: %s-discovery\n"
+                      "subjects:\n  - kind: ServiceAccount\n    name: %s\n    namespace: default\n",
+                   s->name, s->name);
     }
     /* the private cluster: only what faces users is open to the outside */
     buf_printf(b, "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: %s\n  labels:\n",
@@ -601,11 +672,12 @@ int deploy_kubernetes(const char *config, const char *text, const char *outdir, 
         stack_free(&st);
         return 2;
     }
-    struct gen g = { .st = &st, .errs = &errs };
+    struct gen g = { .st = &st, .errs = &errs, .discovers = calloc(st.nservices + 1, sizeof(bool)) };
     struct cfg c;
     memset(&c, 0, sizeof(c));
     struct buf stackb = BUF_INIT, kust = BUF_INIT, objs = BUF_INIT;
-    if (text ? cfg_load_string(&c, config, text, strlen(text), &errs) : cfg_load_file(&c, config, &errs))
+    if (!g.discovers ||
+        (text ? cfg_load_string(&c, config, text, strlen(text), &errs) : cfg_load_file(&c, config, &errs)))
         goto out;
     /* data_dir as written (relative to the stack file), to spot paths under it */
     const cfg_node *dd = NULL;
@@ -641,7 +713,7 @@ int deploy_kubernetes(const char *config, const char *text, const char *outdir, 
     for (size_t i = 0; i < st.nservices; i++) {
         const struct service *s = &st.services[i];
         buf_reset(&objs);
-        service_objects(s, image, &objs);
+        service_objects(s, image, g.discovers[i], &objs);
         char name[300];
         snprintf(name, sizeof(name), "%s.yaml", s->name);
         if (write_buf(outdir, name, &objs))
@@ -659,6 +731,7 @@ out:
     for (size_t i = 0; i < g.nfiles; i++)
         free(g.files[i].src);
     free(g.data_rel);
+    free(g.discovers);
     buf_free(&stackb);
     buf_free(&kust);
     buf_free(&objs);

@@ -229,10 +229,8 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
             if (k->api_server && strncmp(k->api_server, "https://", 8) && strncmp(k->api_server, "http://", 7))
                 bad = cfg_error(c, v[1], q, "expected an http:// or https:// URL");
         } else {
-            /* in a pod: the API server's Service and the pod's service account */
-            const char *h = getenv("KUBERNETES_SERVICE_HOST"), *pt = getenv("KUBERNETES_SERVICE_PORT");
-            if (h && pt && asprintf(&k->api_server, strchr(h, ':') ? "https://[%s]:%s" : "https://%s:%s", h, pt) < 0)
-                k->api_server = NULL;
+            /* in a pod: the API server's Service (found at each refresh, so that a file
+             * naming no api_server checks anywhere) and the pod's service account */
             k->token_file = strdup(K8S_SA "/token");
             k->ca_file = strdup(K8S_SA "/ca.crt");
         }
@@ -245,27 +243,9 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
                 P(q2, "%s.names", q);
                 if (nv[0])
                     bad |= cfg_get_string_list(c, nv[0], q2, &k->namespaces, &k->nnamespaces);
-                bool own = false;
                 P(q2, "%s.own_namespace", q);
-                if (nv[1] && !(bad |= cfg_get_bool(c, nv[1], q2, &own)) && own) {
-                    char *ns = NULL;
-                    size_t len = 0;
-                    struct cfg_errors e = { 0 };
-                    if (cfg_read_file(K8S_SA "/namespace", &ns, &len, &e) == 0) {
-                        char **l = realloc(k->namespaces, (k->nnamespaces + 1) * sizeof(*l));
-                        if (l) {
-                            k->namespaces = l;
-                            ns[strcspn(ns, "\r\n")] = 0;
-                            l[k->nnamespaces++] = ns;
-                            ns = NULL;
-                        }
-                    } else {
-                        bad = cfg_error(c, nv[1], q2, "cannot read the pod's namespace (%s/namespace): not in a pod?",
-                                        K8S_SA);
-                    }
-                    free(ns);
-                    cfg_errors_free(&e);
-                }
+                if (nv[1])
+                    bad |= cfg_get_bool(c, nv[1], q2, &k->own_namespace);
             } else {
                 bad = -EINVAL;
             }
@@ -317,7 +297,11 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
                 P(q2, "%s.credentials_file", q);
                 if (av[2] && !(bad |= cfg_get_string(c, av[2], q2, &tf))) {
                     free(k->token_file);
-                    k->token_file = tf;
+                    k->token_file = tf[0] == '/' ? tf : NULL;
+                    if (!k->token_file && asprintf(&k->token_file, "%s/%s", base_dir, tf) < 0)
+                        k->token_file = NULL;
+                    if (k->token_file != tf)
+                        free(tf);
                 }
             } else {
                 bad = -EINVAL;
@@ -347,10 +331,7 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
                 bad = -EINVAL;
             }
         }
-        if (!k->api_server && !bad)
-            bad = cfg_error(c, it, p, in_cluster ? "no api_server, and not in a Kubernetes pod "
-                                                   "(KUBERNETES_SERVICE_HOST is not set)"
-                                                 : "api_server missing");
+        (void)in_cluster;
     }
     return bad;
 }

@@ -51,9 +51,11 @@ enum prom_k8s_role { K8S_POD, K8S_SERVICE, K8S_ENDPOINTS, K8S_NODE };
 
 struct prom_k8s_sd {            /* one kubernetes_sd_configs entry */
     enum prom_k8s_role role;
-    char *api_server;           /* https://host:port (in a pod: from KUBERNETES_SERVICE_HOST/_PORT) */
-    char **namespaces;          /* none: every namespace */
+    char *api_server;           /* https://host:port; NULL: the cluster the pod is in
+                                   (KUBERNETES_SERVICE_HOST/_PORT, read at each refresh) */
+    char **namespaces;          /* none (and not own_namespace): every namespace */
     size_t nnamespaces;
+    bool own_namespace;         /* also the pod's own (read from its service account) */
     char *label_selector, *field_selector;   /* selectors of the role's own objects */
     char *token_file;           /* bearer token, read at each refresh (tokens rotate) */
     char *token;

@@ -684,8 +684,21 @@ static void start_job(struct prom_svc *ps, size_t j)
     for (size_t c = 0; c < kr->ncfgs && !kr->failed; c++) {
         const struct prom_k8s_sd *k = &job->k8s_sd[c];
         struct stack_url u = { 0 };
-        char err[256];
-        if (stack_url_parse(k->api_server, &u, err, sizeof(err))) {
+        char err[256], incluster[300];
+        const char *server = k->api_server;
+        if (!server) {
+            /* in a pod: the API server's Service */
+            const char *h = getenv("KUBERNETES_SERVICE_HOST"), *pt = getenv("KUBERNETES_SERVICE_PORT");
+            if (!h || !pt || strlen(h) > 200 || strlen(pt) > 8) {
+                kr->failed = true;
+                snprintf(kr->err, sizeof(kr->err), "no api_server, and not in a Kubernetes pod "
+                                                   "(KUBERNETES_SERVICE_HOST is not set)");
+                break;
+            }
+            snprintf(incluster, sizeof(incluster), strchr(h, ':') ? "https://[%s]:%s" : "https://%s:%s", h, pt);
+            server = incluster;
+        }
+        if (stack_url_parse(server, &u, err, sizeof(err))) {
             kr->failed = true;
             snprintf(kr->err, sizeof(kr->err), "api_server: %s", err);
             break;
@@ -715,9 +728,24 @@ static void start_job(struct prom_svc *ps, size_t j)
             cfg_errors_free(&e);
         }
         static const char *const what[] = { "pods", "services", "endpoints", "nodes" };
-        size_t nns = k->role == K8S_NODE || !k->nnamespaces ? 1 : k->nnamespaces;
+        char own[256] = "";
+        if (k->own_namespace) {
+            char *text = NULL;
+            size_t len = 0;
+            struct cfg_errors e = { 0 };
+            if (cfg_read_file("/var/run/secrets/kubernetes.io/serviceaccount/namespace", &text, &len, &e) == 0) {
+                snprintf(own, sizeof(own), "%.*s", (int)strcspn(text, "\r\n"), text);
+            } else if (!kr->failed) {
+                kr->failed = true;
+                snprintf(kr->err, sizeof(kr->err), "own_namespace: %s", e.n ? e.msgs[0] : "not in a pod");
+            }
+            free(text);
+            cfg_errors_free(&e);
+        }
+        size_t nlisted = k->nnamespaces + (own[0] ? 1 : 0);
+        size_t nns = k->role == K8S_NODE || !nlisted ? 1 : nlisted;
         for (size_t n = 0; n < nns && !kr->failed; n++) {
-            const char *ns = k->role == K8S_NODE || !k->nnamespaces ? NULL : k->namespaces[n];
+            const char *ns = k->role == K8S_NODE || !nlisted ? NULL : n < k->nnamespaces ? k->namespaces[n] : own;
             list(kr, c, KIND_MAIN, &u, auth, ns, what[k->role], k);
             if (k->role == K8S_ENDPOINTS) {
                 list(kr, c, KIND_SERVICES, &u, auth, ns, "services", k);

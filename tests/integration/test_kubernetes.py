@@ -80,13 +80,16 @@ def test_the_base_objects():
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"]["drop"] == ["ALL"]
-            assert pod["automountServiceAccountToken"] is False
+            if name == "metrics":      # it lists the namespace's pods (kubernetes_sd_configs)
+                assert pod["serviceAccountName"] == "metrics" and pod["automountServiceAccountToken"] is True
+            else:
+                assert pod["automountServiceAccountToken"] is False
             if kind != "DaemonSet":
                 assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
             port = int(d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
             assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": port}
             assert c["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": port}
-            assert port in {p["containerPort"] for p in c["ports"]}
+            assert {p["containerPort"]: p["name"] for p in c["ports"]}[port] == "metrics"
             vols = {v["name"]: v for v in pod["volumes"]}
             assert vols["stack"]["configMap"]["name"] == cm_name
             svc = by["Service"][name]
@@ -99,6 +102,12 @@ def test_the_base_objects():
                 assert "emptyDir" in vols["data"]
     assert {(p["port"], p["protocol"]) for p in by["Service"]["dns"]["spec"]["ports"]} == \
         {(5353, "UDP"), (5353, "TCP"), (9953, "TCP")}
+    # the metrics service may list pods, services and endpoints of its namespace, and nothing else
+    assert set(by["ServiceAccount"]) == {"metrics"}
+    assert by["Role"]["metrics-discovery"]["rules"] == [{"apiGroups": [""], "resources": ["pods", "services", "endpoints"],
+                                                          "verbs": ["get", "list", "watch"]}]
+    rb = by["RoleBinding"]["metrics-discovery"]
+    assert rb["roleRef"]["name"] == "metrics-discovery" and rb["subjects"][0]["name"] == "metrics"
     la = by["DaemonSet"]["log-agent"]["spec"]["template"]["spec"]
     assert any(v.get("hostPath", {}).get("path") == "/var/log" for v in la["volumes"])
     # only the edge and DNS take traffic from outside the cluster, and only on their public ports
@@ -116,6 +125,7 @@ def test_the_base_objects():
     assert prod[("Deployment", "cdn")]["spec"]["replicas"] == 3 and prod[("Deployment", "dns")]["spec"]["replicas"] == 2
     assert prod[("StatefulSet", "metrics")]["spec"]["replicas"] == 1
     assert all(d["metadata"].get("namespace") == "cairn" for k, d in prod.items() if k[0] != "Namespace")
+    assert prod[("RoleBinding", "metrics-discovery")]["subjects"][0]["namespace"] == "cairn"
     ceph = {(d["kind"], d["metadata"]["name"]): d for d in render(os.path.join(K8S, "overlays/ceph-block"))}
     pvc = ceph[("StatefulSet", "logs")]["spec"]["volumeClaimTemplates"][0]["spec"]
     assert pvc["storageClassName"] == "ceph-block" and pvc["resources"]["requests"]["storage"] == "200Gi"
@@ -142,6 +152,13 @@ def test_the_configmap_stack_checks_and_names_existing_services(tmp_path):
     assert r.returncode == 0 and "OK, 15 services" in r.stdout, r.stderr
     stack = yaml.safe_load(cm["data"]["stack.yaml"])
     assert stack["advertise"] == "names" and stack["data_dir"] == "/var/lib/cairn"
+    # the metrics service discovers the stack's pods, keeping the port named metrics of those annotated
+    prom = stack["services"]["metrics"]["prometheus"]
+    sd = prom["scrape_configs"][0]
+    assert sd["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"own_namespace": True}}]
+    assert {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "action": "keep", "regex": "metrics"} in \
+        sd["relabel_configs"]
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alerts:9093"]
     services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in docs if d["kind"] == "Service"}
     refs = set()
     for name, svc in stack["services"].items():
