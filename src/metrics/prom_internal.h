@@ -263,6 +263,7 @@ struct prom_sd_job {
  * server every 10 s (Prometheus watches; a list is the same picture a little
  * later); a change rebuilds the targets. */
 void prom__k8s_refresh(struct prom_svc *ps, bool force);
+int prom__k8s_targets(enum prom_k8s_role role, const char *text, size_t n, struct prom_static **out, size_t *nout);
 void prom__k8s_free(struct prom_svc *ps);
 /* Reads every job's files now (at start and after a reload); returns whether any
  * target group changed. */

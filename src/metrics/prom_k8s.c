@@ -489,6 +489,37 @@ static void role_nodes(struct out *o, const json_t *nodes)
     }
 }
 
+/* The targets of one role from API answers as one document {"items": [...],
+ * "services": [...], "pods": [...]} (the last two for the endpoints role): the
+ * decoding the refresh does, for the fuzz harness and tests. */
+int prom__k8s_targets(enum prom_k8s_role role, const char *text, size_t n, struct prom_static **out, size_t *nout)
+{
+    json_error_t je;
+    json_t *doc = json_loadb(text, n, 0, &je);
+    *out = NULL;
+    *nout = 0;
+    if (!doc)
+        return -EINVAL;
+    struct out o = { 0 };
+    json_t *items = json_object_get(doc, "items");
+    switch (role) {
+    case K8S_POD: role_pods(&o, items); break;
+    case K8S_SERVICE: role_services(&o, items); break;
+    case K8S_ENDPOINTS: role_endpoints(&o, items, json_object_get(doc, "services"), json_object_get(doc, "pods")); break;
+    case K8S_NODE: role_nodes(&o, items); break;
+    }
+    json_decref(doc);
+    if (o.oom) {
+        for (size_t i = 0; i < o.n; i++)
+            prom__static_free(&o.g[i]);
+        free(o.g);
+        return -ENOMEM;
+    }
+    *out = o.g;
+    *nout = o.n;
+    return 0;
+}
+
 /* ---- the refresh ---- */
 
 static bool same_groups(const struct prom_static *a, size_t na, const struct prom_static *b, size_t nb)
