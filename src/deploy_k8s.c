@@ -104,17 +104,22 @@ static const struct service *owner(const struct gen *g, const char *host, size_t
     return NULL;
 }
 
+/* The keys whose values name files or directories (the rest are left alone: a
+ * rate limit's key: ip, a health check's path: /healthz). */
 static bool is_path_key(const char *key, const char *parent)
 {
     size_t n = strlen(key);
+    const char *pa = parent ? parent : "";
     if (n >= 4 && !strcmp(key + n - 4, "file"))
         return true;                    /* file, password_file, key_file, ... */
-    static const char *const keys[] = { "cert", "key", "prometheus", "alertmanager", "promtail", "dashboards",
-                                        "rule_files", "ca", "client_ca", NULL };
+    static const char *const keys[] = { "prometheus", "alertmanager", "promtail", "dashboards", "rule_files",
+                                        "ca", "client_ca", NULL };
     for (int i = 0; keys[i]; i++)
         if (!strcmp(key, keys[i]))
             return true;
-    return !strcmp(key, "path") && parent && !strcmp(parent, "repository");
+    if (!strcmp(key, "cert") || !strcmp(key, "key"))
+        return !strcmp(pa, "certs") || !strcmp(pa, "tls");
+    return (!strcmp(key, "path") && !strcmp(pa, "repository")) || (!strcmp(key, "disk") && !strcmp(pa, "cache"));
 }
 
 /* A ConfigMap key for a shipped file: its path with '/' as '_'. */

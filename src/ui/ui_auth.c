@@ -188,12 +188,11 @@ static const char *safe_next(const char *next)
     return next;
 }
 
-static void set_cookie(struct ui *u, struct httpd_req *r, const char *id, uint64_t max_age_s)
+static void set_cookie(struct httpd_req *r, const char *id, uint64_t max_age_s)
 {
     char c[200];
     snprintf(c, sizeof(c), COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%llu%s", id,
              (unsigned long long)max_age_s, r->tls ? "; Secure" : "");
-    (void)u;
     httpd_header(r, "Set-Cookie", c);
 }
 
@@ -298,7 +297,7 @@ static void login(struct ui *u, struct httpd_req *r)
     explicit_bzero(raw, sizeof(raw));
     metric_inc(u->m_logins);
     log_info("console login", "user", us->name, "client", peer);
-    set_cookie(u, r, id, u->conf->session_ttl_ms / 1000);
+    set_cookie(r, id, u->conf->session_ttl_ms / 1000);
     redirect(r, next);
     http_form_free(&f);
 }
@@ -318,7 +317,7 @@ bool ui__serve_auth(struct ui *u, struct httpd_req *r)
         if (cookie_id(r, id))
             free(hmap_del(&u->sessions, id, 64));
         if (u->conf->nusers)
-            set_cookie(u, r, "", 0);
+            set_cookie(r, "", 0);
         redirect(r, u->conf->nusers ? "/login" : "/");
         return true;
     }

@@ -187,6 +187,11 @@ services:
   alerts: {role: alerts, listen: ["127.0.0.1:19093"]}
   app: {role: demo-app, listen: ["127.0.0.1:19101"], tracing: {endpoint: "http://127.0.0.1:14318"}}
   traces: {role: traces, listen: ["127.0.0.1:14318"]}
+  web:
+    role: edge
+    listen: [{address: "127.0.0.1:18081"}]
+    routes: [{path: /, backend: app, rate_limit: {rps: 10, burst: 10, key: ip}}]
+    backends: {app: {servers: ["127.0.0.1:19101"], health: {http: {path: /healthz}}}}
   backup:
     role: backup
     listen: ["127.0.0.1:19095"]
@@ -201,6 +206,9 @@ services:
     assert stack["services"]["metrics"]["prometheus"] == "prometheus.yml"
     assert stack["services"]["app"]["tracing"]["endpoint"] == "http://traces:14318"
     assert stack["services"]["backup"]["repository"]["path"] == "/var/lib/cairn/repo"
+    web = stack["services"]["web"]
+    assert web["routes"][0]["rate_limit"]["key"] == "ip" and web["backends"]["app"]["health"]["http"]["path"] == "/healthz"
+    assert web["backends"]["app"]["servers"] == ["app:19101"] and web["listen"] == [{"address": "0.0.0.0:18081"}]
     prom = yaml.safe_load((out / "prometheus.yml").read_text())
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alerts:19093"]
     assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["app:19101"]
