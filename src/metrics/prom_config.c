@@ -222,7 +222,6 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
             bad = cfg_error(c, v[0], q, "unknown Kubernetes SD role \"%s\" (pod, service, endpoints, node; "
                                         "endpointslice and ingress are not read yet)", role ? role : "");
         k->role = r < 0 ? K8S_POD : (enum prom_k8s_role)r;
-        bool in_cluster = !v[1];
         P(q, "%s.api_server", p);
         if (v[1]) {
             bad |= cfg_get_string(c, v[1], q, &k->api_server);
@@ -331,7 +330,6 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
                 bad = -EINVAL;
             }
         }
-        (void)in_cluster;
     }
     return bad;
 }

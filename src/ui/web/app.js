@@ -891,7 +891,10 @@ function pageSilences(main, q) {
       ss.sort(function (a, b) { return (a.status.state === "active" ? 0 : 1) - (b.status.state === "active" ? 0 : 1) || Date.parse(b.updatedAt) - Date.parse(a.updatedAt); });
       if (!ss.length) list.appendChild(h("p", { "class": "muted" }, "No silences."));
       ss.forEach(function (s) {
-        var m = s.matchers.map(function (x) { return x.name + (x.isEqual === false ? "!" : "") + (x.isRegex ? "~" : "=") + (x.isRegex || x.isEqual === false ? "" : "") + '"' + x.value + '"'; }).join(", ");
+        var m = s.matchers.map(function (x) {
+          var op = x.isEqual === false ? (x.isRegex ? "!~" : "!=") : (x.isRegex ? "=~" : "=");
+          return x.name + op + '"' + x.value + '"';
+        }).join(", ");
         list.appendChild(h("div", { "class": "card row", "data-silence": s.id },
           h("span", { "class": "badge " + s.status.state }, s.status.state), h("span", { "class": "mono grow" }, m),
           h("span", { "class": "muted" }, s.createdBy + ": " + s.comment), h("span", { "class": "muted" }, "until " + fmtTime(Date.parse(s.endsAt))),
