@@ -187,6 +187,19 @@ static int parse_dns_sd(struct cfg *c, const cfg_node *n, const char *path, stru
  * namespaces {names, own_namespace}, selectors [{role, label, field}],
  * bearer_token(_file) or authorization {credentials(_file)}, tls_config {ca_file,
  * insecure_skip_verify}. */
+/* A file named by the configuration, made absolute against its directory (malloc'd;
+ * p is taken over). */
+static char *config_file(const char *base_dir, char *p)
+{
+    char *out = NULL;
+    if (!p || p[0] == '/')
+        return p;
+    if (asprintf(&out, "%s/%s", base_dir, p) < 0)
+        out = NULL;
+    free(p);
+    return out;
+}
+
 static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, const char *base_dir,
                         struct prom_job *j)
 {
@@ -278,11 +291,7 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
         char *tf = NULL;
         if (v[5] && !(bad |= cfg_get_string(c, v[5], q, &tf))) {
             free(k->token_file);
-            k->token_file = tf[0] == '/' ? tf : NULL;
-            if (!k->token_file && asprintf(&k->token_file, "%s/%s", base_dir, tf) < 0)
-                k->token_file = NULL;
-            if (k->token_file != tf)
-                free(tf);
+            k->token_file = config_file(base_dir, tf);
         }
         if (v[6]) {
             static const char *const ak[] = { "type", "credentials", "credentials_file", NULL };
@@ -296,11 +305,7 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
                 P(q2, "%s.credentials_file", q);
                 if (av[2] && !(bad |= cfg_get_string(c, av[2], q2, &tf))) {
                     free(k->token_file);
-                    k->token_file = tf[0] == '/' ? tf : NULL;
-                    if (!k->token_file && asprintf(&k->token_file, "%s/%s", base_dir, tf) < 0)
-                        k->token_file = NULL;
-                    if (k->token_file != tf)
-                        free(tf);
+                    k->token_file = config_file(base_dir, tf);
                 }
             } else {
                 bad = -EINVAL;
@@ -316,12 +321,7 @@ static int parse_k8s_sd(struct cfg *c, const cfg_node *n, const char *path, cons
                 char *ca = NULL;
                 if (tv[0] && !(bad |= cfg_get_string(c, tv[0], q2, &ca))) {
                     free(k->ca_file);
-                    k->ca_file = NULL;
-                    if (ca[0] == '/')
-                        k->ca_file = ca, ca = NULL;
-                    else if (asprintf(&k->ca_file, "%s/%s", base_dir, ca) < 0)
-                        k->ca_file = NULL;
-                    free(ca);
+                    k->ca_file = config_file(base_dir, ca);
                 }
                 P(q2, "%s.insecure_skip_verify", q);
                 if (tv[1])

@@ -132,5 +132,6 @@ bool ui__proxy(struct ui *u, struct httpd_req *r);          /* /api/{metrics,log
 /* ui_main.c */
 void ui__security_headers(struct httpd_req *r);
 void ui__json(struct httpd_req *r, int status, const char *json, size_t n);
+bool ui__accepts_gzip(struct httpd_req *r);
 
 #endif

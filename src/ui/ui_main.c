@@ -56,7 +56,7 @@ static const struct ui_asset *asset_find(const char *path, size_t n)
     return NULL;
 }
 
-static bool accepts_gzip(struct httpd_req *r)
+bool ui__accepts_gzip(struct httpd_req *r)
 {
     const struct http_header *h = httpd_req_header(r, "Accept-Encoding");
     if (!h)
@@ -78,7 +78,7 @@ static void serve_asset(struct httpd_req *r, const struct ui_asset *a)
         httpd_respond(r, 304, NULL, NULL, 0);
         return;
     }
-    if (accepts_gzip(r)) {
+    if (ui__accepts_gzip(r)) {
         httpd_header(r, "Content-Encoding", "gzip");
         httpd_respond(r, 200, a->ctype, a->gz, a->gz_len);
         return;
@@ -215,7 +215,7 @@ static void serve_dashboards(struct ui *u, struct httpd_req *r)
             if (strv_eq_cstr(rest, c->dashboards[i].uid)) {
                 const char *j = c->dashboards[i].json;
                 struct buf gz = { 0 };
-                if (accepts_gzip(r) && strlen(j) > 1024 && !buf_gzip(j, strlen(j), 6, &gz)) {
+                if (ui__accepts_gzip(r) && strlen(j) > 1024 && !buf_gzip(j, strlen(j), 6, &gz)) {
                     httpd_header(r, "Content-Encoding", "gzip");
                     ui__json(r, 200, buf_head(&gz), buf_used(&gz));
                 } else {

@@ -71,17 +71,6 @@ struct pcall {
     bool gzip_ok;
 };
 
-static bool accepts_gzip(struct httpd_req *r)
-{
-    const struct http_header *h = httpd_req_header(r, "Accept-Encoding");
-    if (!h)
-        return false;
-    for (size_t i = 0; i + 4 <= h->value.n; i++)
-        if (!strncasecmp(h->value.p + i, "gzip", 4))
-            return true;
-    return false;
-}
-
 static void proxied(const struct httpc_response *resp, void *arg)
 {
     struct pcall *pc = arg;
@@ -299,7 +288,7 @@ bool ui__proxy(struct ui *u, struct httpd_req *r)
     }
     pc->u = u;
     pc->r = r;
-    pc->gzip_ok = accepts_gzip(r);
+    pc->gzip_ok = ui__accepts_gzip(r);
     struct httpc_request req = { .method = method, .addr = up->addr, .host = up->host, .target = tgt,
                                  .headers = hp, .body = r->body.p, .body_len = r->body.n,
                                  .timeout_ms = UI_PROXY_TIMEOUT_MS };
