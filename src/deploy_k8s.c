@@ -306,7 +306,10 @@ static const cfg_node *map_get(struct cfg *c, const cfg_node *map, const char *k
 
 /* A log agent without a promtail: key ships this stack's own log files on one
  * machine; in a cluster it runs on every node and ships the pods' logs (CRI's
- * format, under /var/log/pods) to the stack's logs service. */
+ * format, under /var/log/pods/NAMESPACE_POD_UID/CONTAINER/N.log) to the stack's
+ * logs service, labelled namespace, pod, container and service (the pod's name
+ * without what its Deployment, StatefulSet or DaemonSet added: the stack's service,
+ * so that {service="lb"} finds the same lines as on one machine). */
 static void node_agent(struct gen *g, struct buf *b)
 {
     const struct service *logs = NULL;
@@ -322,6 +325,15 @@ static void node_agent(struct gen *g, struct buf *b)
                   "      scrape_configs:\n        - job_name: kubernetes-pods\n"
                   "          static_configs:\n            - targets: [localhost]\n"
                   "              labels: {job: kubernetes-pods, __path__: \"/var/log/pods/*/*/*.log\"}\n"
+                  "          relabel_configs:\n"
+                  "            - {source_labels: [__path__], regex: '.*/([^/_]+)_([^/_]+)_[^/]+/([^/]+)/[^/]*', "
+                  "target_label: namespace, replacement: $1}\n"
+                  "            - {source_labels: [__path__], regex: '.*/([^/_]+)_([^/_]+)_[^/]+/([^/]+)/[^/]*', "
+                  "target_label: pod, replacement: $2}\n"
+                  "            - {source_labels: [__path__], regex: '.*/([^/_]+)_([^/_]+)_[^/]+/([^/]+)/[^/]*', "
+                  "target_label: container, replacement: $3}\n"
+                  "            - {source_labels: [pod], regex: '(.+?)(?:-[a-z0-9]{6,10}-[a-z0-9]{5}|-[0-9]+|-[a-z0-9]{5})', "
+                  "target_label: service, replacement: $1}\n"
                   "          pipeline_stages:\n"
                   "            - regex: {expression: '^(?P<time>\\S+) (?P<stream>stdout|stderr) [FP] (?P<content>.*)$'}\n"
                   "            - timestamp: {source: time, format: RFC3339Nano}\n"

@@ -279,3 +279,43 @@ services:
     assert run_cairn(["check", "-c", bad]).returncode == 0          # checking a file needs no DNS
     r = run_cairn(["run", "lb", "-c", bad], timeout=20)
     assert r.returncode != 0 and "no-such-host.invalid:80: the name does not resolve" in r.stderr
+
+
+def test_the_node_agent_ships_pod_logs_with_their_service(start, tmp_path):
+    """The log agent's configuration a cluster gets (CRI pod logs under
+    /var/log/pods), run here on a directory laid out as the kubelet lays it out:
+    lines reach the logs service with namespace, pod, container, service and stream,
+    the CRI prefix gone and the CRI timestamp kept."""
+    out = tmp_path / "base"
+    assert run_cairn(["deploy", "kubernetes", "-o", str(out)]).returncode == 0
+    agent = yaml.safe_load((out / "stack.yaml").read_text())["services"]["log-agent"]["promtail"]
+    pods = tmp_path / "pods"
+    logs, la = free_port(), free_port()
+    agent["clients"][0]["url"] = f"http://127.0.0.1:{logs}/loki/api/v1/push"
+    agent["positions"]["filename"] = str(tmp_path / "positions.yaml")
+    sc = agent["scrape_configs"][0]["static_configs"][0]
+    assert sc["labels"]["__path__"] == "/var/log/pods/*/*/*.log"
+    sc["labels"]["__path__"] = f"{pods}/*/*/*.log"
+    stack = write_stack(tmp_path, yaml.safe_dump({"data_dir": "data", "services": {
+        "logs": {"role": "logs", "listen": [f"127.0.0.1:{logs}"]},
+        "agent": {"role": "log-agent", "listen": [f"127.0.0.1:{la}"], "promtail": agent}}}))
+    for d, lines in (("default_lb-5d8f7c9b6d-x2x9q_0b1c/edge", ["lb line one", "lb line two"]),
+                     ("default_metrics-0_77aa/cairn", ["metrics line"]),
+                     ("kube-system_log-agent-q8w2z_9f00/cairn", ["agent line"])):
+        (pods / d).mkdir(parents=True)
+        (pods / d / "0.log").write_text("".join(f"2026-12-03T06:00:0{i}.123456789Z stderr F {l}\n"
+                                                for i, l in enumerate(lines)))
+    start(["up", "-c", stack])
+
+    def lines(q):
+        r = requests.get(f"http://127.0.0.1:{logs}/loki/api/v1/query_range", timeout=5,
+                         params={"query": q, "start": "1796271000000000000", "limit": 100})
+        return r.status_code == 200 and r.json()["data"]["result"]
+    got = wait_for(lambda: lines('{service="lb"}'), timeout=30, what="the lb pod's lines")
+    s = got[0]["stream"]
+    assert (s["namespace"], s["pod"], s["container"], s["service"], s["stream"]) == \
+        ("default", "lb-5d8f7c9b6d-x2x9q", "edge", "lb", "stderr")
+    assert sorted(v[1] for v in got[0]["values"]) == ["lb line one", "lb line two"]
+    assert got[0]["values"][-1][0] == "1796277600123456789"        # the CRI time, not the read time
+    assert wait_for(lambda: lines('{service="metrics", pod="metrics-0"}'), timeout=10, what="a StatefulSet pod")
+    assert wait_for(lambda: lines('{service="log-agent", namespace="kube-system"}'), timeout=10, what="a DaemonSet pod")
