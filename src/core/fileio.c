@@ -211,3 +211,8 @@ int cairn_snapshot_tree(const char *src, const char *dst, cairn_immutable_fn imm
     int e = cairn_mkdir_p(dst, 0755);
     return e ? e : snap_dir(src, dst, "", immutable, arg);
 }
+
+bool cairn_under_prefix(const char *rel, void *prefix)
+{
+    return !strncmp(rel, prefix, strlen(prefix));
+}

@@ -17,6 +17,9 @@ int cairn_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
  * src's own snapshots/ directory is left out. 0 or a negated errno. */
 typedef bool (*cairn_immutable_fn)(const char *rel, void *arg);
 int cairn_snapshot_tree(const char *src, const char *dst, cairn_immutable_fn immutable, void *arg);
+/* An immutable test for stores whose immutable files are those under one
+ * directory: arg is that prefix ("blocks/"). */
+bool cairn_under_prefix(const char *rel, void *prefix);
 /* Removes path and everything under it (not following symlinks); 0 when gone. */
 int cairn_remove_tree(const char *path);
 /* fsync of a directory, so that a rename or unlink in it is durable. */

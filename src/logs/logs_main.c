@@ -157,16 +157,10 @@ static void logs_finish(struct service_ctx *sc)
 /* the backup contract: blocks (immutable) hard-linked, the WAL copied as it is
  * at this moment, on the store's own thread: the state a restart after a crash
  * here would recover, and the role opens such a directory as it is */
-static bool logs_immutable(const char *rel, void *arg)
-{
-    (void)arg;
-    return !strncmp(rel, "blocks/", 7);
-}
-
 static int logs_snapshot(struct service_ctx *sc, const char *dir, char *err, size_t errlen)
 {
     struct logs_svc *s = sc->role;
-    int r = cairn_snapshot_tree(s->store.dir, dir, logs_immutable, NULL);
+    int r = cairn_snapshot_tree(s->store.dir, dir, cairn_under_prefix, "blocks/");
     if (r)
         snprintf(err, errlen, "copying %s: %s", s->store.dir, cairn_strerror(r));
     return r;

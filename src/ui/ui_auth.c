@@ -120,13 +120,6 @@ static bool csrf_ok(struct ui *u, struct httpd_req *r)
     return got[0] && CRYPTO_memcmp(got, want, 64) == 0;
 }
 
-static void deny(struct httpd_req *r, int status, const char *msg)
-{
-    char body[200];
-    int n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"error\":\"%s\"}", msg);
-    ui__json(r, status, body, (size_t)n);
-}
-
 bool ui__authorize(struct ui *u, struct httpd_req *r, char *user, size_t userlen)
 {
     user[0] = 0;
@@ -135,7 +128,7 @@ bool ui__authorize(struct ui *u, struct httpd_req *r, char *user, size_t userlen
         const struct ui_session *s = ui__session(u, r);
         if (!s) {
             if (strv_has_prefix(r->h.path, "/api/") || state_changing(r->h.method)) {
-                deny(r, 401, "login required");
+                ui__error(r, 401, "login required");
             } else {
                 /* a page: to the login page, then back here */
                 struct buf loc = { 0 };
@@ -160,7 +153,7 @@ bool ui__authorize(struct ui *u, struct httpd_req *r, char *user, size_t userlen
         snprintf(user, userlen, "%s", s->user);
     }
     if (state_changing(r->h.method) && !is_login && !csrf_ok(u, r)) {
-        deny(r, 403, "missing or wrong CSRF token (X-CSRF-Token)");
+        ui__error(r, 403, "missing or wrong CSRF token (X-CSRF-Token)");
         return false;
     }
     return true;
@@ -244,7 +237,7 @@ static bool same_origin(struct httpd_req *r)
 static void login(struct ui *u, struct httpd_req *r)
 {
     if (!same_origin(r)) {
-        deny(r, 403, "login from another origin refused");
+        ui__error(r, 403, "login from another origin refused");
         return;
     }
     sweep_sessions(u);
@@ -286,7 +279,7 @@ static void login(struct ui *u, struct httpd_req *r)
     id[64] = 0;
     if (!s || hmap_put(&u->sessions, id, 64, s)) {
         free(s);
-        deny(r, 503, "out of memory");
+        ui__error(r, 503, "out of memory");
         http_form_free(&f);
         return;
     }

@@ -133,5 +133,7 @@ bool ui__proxy(struct ui *u, struct httpd_req *r);          /* /api/{metrics,log
 void ui__security_headers(struct httpd_req *r);
 void ui__json(struct httpd_req *r, int status, const char *json, size_t n);
 bool ui__accepts_gzip(struct httpd_req *r);
+/* {"status":"error","error":"<message>"}, as the Prometheus and Loki APIs answer. */
+void ui__error(struct httpd_req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

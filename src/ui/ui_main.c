@@ -12,6 +12,7 @@
 #include "core/metrics.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,21 @@ void ui__json(struct httpd_req *r, int status, const char *json, size_t n)
     ui__security_headers(r);
     httpd_header(r, "Cache-Control", "no-store");
     httpd_respond(r, status, "application/json", json, n);
+}
+
+void ui__error(struct httpd_req *r, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"status\":\"error\",\"error\":");
+    buf_json_str(&b, msg);
+    buf_putc(&b, '}');
+    ui__json(r, status, buf_head(&b), buf_used(&b));
+    buf_free(&b);
 }
 
 static const struct ui_asset *asset_find(const char *path, size_t n)
@@ -225,7 +241,7 @@ static void serve_dashboards(struct ui *u, struct httpd_req *r)
                 return;
             }
     }
-    ui__json(r, 404, "{\"status\":\"error\",\"error\":\"no such dashboard\"}", 46);
+    ui__error(r, 404, "no such dashboard");
 }
 
 /* ---- requests ---- */

@@ -79,10 +79,8 @@ static void proxied(const struct httpc_response *resp, void *arg)
     httpd_req_on_abort(r, NULL, NULL);
     if (resp->error) {
         metric_inc(u->m_proxy_errors);
-        char body[256];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"error\":\"the service behind %.*s: %s\"}",
-                         (int)(r->h.path.n > 40 ? 40 : r->h.path.n), r->h.path.p, cairn_strerror(resp->error));
-        ui__json(r, 502, body, (size_t)n);
+        ui__error(r, 502, "the service behind %.*s: %s", (int)(r->h.path.n > 40 ? 40 : r->h.path.n), r->h.path.p,
+                  cairn_strerror(resp->error));
         free(pc);
         return;
     }
@@ -143,11 +141,9 @@ static void ws_head(void *arg, const struct http_response *resp)
     struct httpd_req *r = wc->r;
     httpd_req_on_abort(r, NULL, NULL);
     if (resp->status != 101) {
-        char body[160];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"error\":\"the service refused the WebSocket "
-                         "with status %d\"}", resp->status);
         httpc_detach(wc->call);
-        ui__json(r, resp->status >= 400 ? resp->status : 502, body, (size_t)n);
+        ui__error(r, resp->status >= 400 ? resp->status : 502, "the service refused the WebSocket with status %d",
+                  resp->status);
         ws_end(wc);
         return;
     }
@@ -179,10 +175,7 @@ static void ws_failed(void *arg, int err, enum httpc_stage stage, unsigned flags
     (void)stage, (void)flags;
     httpd_req_on_abort(wc->r, NULL, NULL);
     metric_inc(wc->u->m_proxy_errors);
-    char body[200];
-    int n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"error\":\"the logs service: %s\"}",
-                     cairn_strerror(err));
-    ui__json(wc->r, 502, body, (size_t)n);
+    ui__error(wc->r, 502, "the logs service: %s", cairn_strerror(err));
     ws_end(wc);
 }
 
@@ -213,7 +206,7 @@ static void proxy_websocket(struct ui *u, const struct ui_upstream *up, struct h
     if (!wc || !raw.data) {
         free(wc);
         buf_free(&raw);
-        ui__json(r, 503, "{\"status\":\"error\",\"error\":\"out of memory\"}", 42);
+        ui__error(r, 503, "out of memory");
         return;
     }
     wc->u = u;
@@ -246,10 +239,7 @@ bool ui__proxy(struct ui *u, struct httpd_req *r)
         return false;
     const struct ui_upstream *up = &u->up[s];
     if (!up->ok) {
-        char body[200];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"error\":\"this stack has no %s service\"}",
-                         source_role[s]);
-        ui__json(r, 503, body, (size_t)n);
+        ui__error(r, 503, "this stack has no %s service", source_role[s]);
         return true;
     }
     metric_inc(u->m_proxied);
@@ -283,7 +273,7 @@ bool ui__proxy(struct ui *u, struct httpd_req *r)
         free(tgt);
         for (size_t i = 0; i < nh; i++)
             free(hdrs[i]);
-        ui__json(r, 503, "{\"status\":\"error\",\"error\":\"out of memory\"}", 42);
+        ui__error(r, 503, "out of memory");
         return true;
     }
     pc->u = u;
@@ -298,7 +288,7 @@ bool ui__proxy(struct ui *u, struct httpd_req *r)
         free(hdrs[i]);
     if (!pc->call) {
         free(pc);
-        ui__json(r, 503, "{\"status\":\"error\",\"error\":\"out of memory\"}", 42);
+        ui__error(r, 503, "out of memory");
         return true;
     }
     httpd_req_on_abort(r, aborted, pc);
