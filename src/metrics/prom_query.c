@@ -34,13 +34,20 @@ static void put_time(struct buf *b, int64_t t)
         buf_printf(b, ".%03lld", (long long)f);
 }
 
-static void put_point(struct buf *b, int64_t t, double v)
+/* [t, "v"]; a scalar result's value is written as Prometheus writes a Scalar
+ * (never in exponent form: 'f'), a series point's as jsoniter writes it ('j') */
+static void put_point_as(struct buf *b, int64_t t, double v, char mode)
 {
     buf_putc(b, '[');
     put_time(b, t);
     buf_puts(b, ",\"");
-    promql_put_value(b, v);
+    buf_put_float(b, v, mode);
     buf_puts(b, "\"]");
+}
+
+static void put_point(struct buf *b, int64_t t, double v)
+{
+    put_point_as(b, t, v, 'j');
 }
 
 static void put_metric(struct buf *b, const struct tsdb_labels *l)
@@ -64,7 +71,7 @@ static void result_json(struct buf *b, const struct promql_result *res)
     buf_puts(b, "\",\"result\":");
     switch (res->type) {
     case PROMQL_SCALAR:
-        put_point(b, res->t, res->scalar);
+        put_point_as(b, res->t, res->scalar, 'f');
         break;
     case PROMQL_STRING:
         buf_putc(b, '[');

@@ -136,8 +136,6 @@ void promql_format_float(char *out, size_t outlen, double v);
 /* Formats a sample value as Prometheus's JSON does: the same, but with an
  * exponent below 1e-6 and from 1e21 on; "NaN", "+Inf", "-Inf". */
 void promql_format_value(char *out, size_t outlen, double v);
-/* The same, appended to b (a query answer's JSON, value after value). */
-void promql_put_value(struct buf *b, double v);
 /* Go's FormatFloat(v, 'e', -1, 64) ("1e+00"), as alert values are shown. */
 void promql_format_float_e(char *out, size_t outlen, double v);
 

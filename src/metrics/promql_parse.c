@@ -1209,39 +1209,14 @@ static struct promql_node *parse_expr(struct parser *ps, int minprec)
             promql_free(n);
             break;
         }
+        /* Prometheus's checks, in its order (parser/parse.go, checkAST) */
         enum promql_type lt = n->kids[0]->type, rt = n->kids[1]->type;
-        if ((lt != PROMQL_SCALAR && lt != PROMQL_VECTOR) || (rt != PROMQL_SCALAR && rt != PROMQL_VECTOR)) {
-            perr(ps, pos, "binary expression must contain only scalar and instant vector types");
-            promql_free(n);
-            break;
-        }
-        n->type = lt == PROMQL_SCALAR && rt == PROMQL_SCALAR ? PROMQL_SCALAR : PROMQL_VECTOR;
-        if (n->bool_mod && !is_cmp(op)) {
-            perr(ps, pos, "bool modifier can only be used on comparison operators");
-            promql_free(n);
-            break;
-        }
-        if (is_cmp(op) && !n->bool_mod && n->type == PROMQL_SCALAR) {
-            perr(ps, pos, "comparisons between scalars must use BOOL modifier");
-            promql_free(n);
-            break;
-        }
-        if (is_set(op) && (lt == PROMQL_SCALAR || rt == PROMQL_SCALAR)) {
-            perr(ps, pos, "set operator \"%s\" not allowed in binary scalar expression", op_names[op]);
-            promql_free(n);
-            break;
-        }
-        if (n->matching && (lt != PROMQL_VECTOR || rt != PROMQL_VECTOR)) {
-            perr(ps, pos, "vector matching only allowed between instant vectors");
-            promql_free(n);
-            break;
-        }
-        if (is_set(op) && n->card) {
-            perr(ps, pos, "no grouping allowed for \"%s\" operation", op_names[op]);
-            promql_free(n);
-            break;
-        }
-        if (n->on)
+        const char *why = NULL;
+        if (n->bool_mod && !is_cmp(op))
+            why = "bool modifier can only be used on comparison operators";
+        else if (is_cmp(op) && !n->bool_mod && lt == PROMQL_SCALAR && rt == PROMQL_SCALAR)
+            why = "comparisons between scalars must use BOOL modifier";
+        if (!why && n->on)
             for (size_t i = 0; i < n->ninclude; i++)
                 for (size_t j = 0; j < n->nlabels; j++)
                     if (strcmp(n->include[i], n->labels[j]) == 0) {
@@ -1249,6 +1224,33 @@ static struct promql_node *parse_expr(struct parser *ps, int minprec)
                              n->include[i]);
                         goto bad;
                     }
+        if (!why && ((lt != PROMQL_SCALAR && lt != PROMQL_VECTOR) || (rt != PROMQL_SCALAR && rt != PROMQL_VECTOR)))
+            why = "binary expression must contain only scalar and instant vector types";
+        if (!why && n->matching && (lt != PROMQL_VECTOR || rt != PROMQL_VECTOR)) {
+            /* matching clauses on a scalar operand: an error only with labels in
+               on/ignoring; empty ones are dropped, as Prometheus drops them */
+            if (n->nlabels)
+                why = "vector matching only allowed between instant vectors";
+            free_strs(n->labels, n->nlabels);
+            free_strs(n->include, n->ninclude);
+            n->labels = n->include = NULL;
+            n->nlabels = n->ninclude = 0;
+            n->matching = n->on = false;
+            n->card = 0;
+        }
+        if (why) {
+            perr(ps, pos, "%s", why);
+            goto bad;
+        }
+        if (is_set(op) && n->card) {
+            perr(ps, pos, "no grouping allowed for \"%s\" operation", op_names[op]);
+            goto bad;
+        }
+        if (is_set(op) && (lt == PROMQL_SCALAR || rt == PROMQL_SCALAR)) {
+            perr(ps, pos, "set operator \"%s\" not allowed in binary scalar expression", op_names[op]);
+            goto bad;
+        }
+        n->type = lt == PROMQL_SCALAR && rt == PROMQL_SCALAR ? PROMQL_SCALAR : PROMQL_VECTOR;
         lhs = n;
         continue;
 bad:
@@ -1624,11 +1626,6 @@ void promql_format_float(char *out, size_t outlen, double v)
 void promql_format_value(char *out, size_t outlen, double v)
 {
     format_float(out, outlen, v, 'j');
-}
-
-void promql_put_value(struct buf *b, double v)
-{
-    buf_put_float(b, v, 'j');
 }
 
 void promql_format_float_e(char *out, size_t outlen, double v)
