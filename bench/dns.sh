@@ -8,6 +8,14 @@
 # run sends only the GSLB name to cairn (three healthy members in two regions,
 # checked by TCP connect). Rounds alternate; medians and ratios are printed, and
 # also queries per CPU-second of the server (dnsperf needs about as much CPU).
+# A fifth line, "floor", is bench/floor_dns.c on the server's CPU: recvmmsg and a
+# sendmmsg of each query turned into NXDOMAIN, nothing else - the kernel's UDP path
+# per CPU-second, which no socket server passes.
+#
+# Knot pins its UDP worker to a CPU of its own choosing at start (here CPU 0, the
+# one dnsperf runs on), whatever taskset said; its threads are moved back to the
+# server CPU once it answers, or it would share dnsperf's core and its per-CPU
+# figure would count the batching that sharing gives it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -19,7 +27,7 @@ for t in dnsperf nsd knotd; do
     command -v $t >/dev/null || { echo "bench-dns: $t is missing (apt-get install dnsperf nsd knot)"; exit 1; }
 done
 make -s build/cairn
-P_CAIRN=19453; P_NSD=19454; P_KNOT=19455; ADMIN=19459; CHECK=19460
+P_CAIRN=19453; P_NSD=19454; P_KNOT=19455; ADMIN=19459; CHECK=19460; P_FLOOR=19461
 LOADCPU=${LOADCPU:-0}; SRVCPU=${SRVCPU:-1}
 cp tests/integration/data/example.test.zone tests/integration/data/example.test.inc $W/
 mkdir -p $W/knot
@@ -99,9 +107,22 @@ while True:
 taskset -c $SRVCPU ./build/cairn run dns -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!); CAIRN_PID=$!
 taskset -c $SRVCPU nsd -d -c $W/nsd.conf >$W/nsd.out 2>&1 & PIDS+=($!); NSD_PID=$!
 taskset -c $SRVCPU knotd -c $W/knot.conf >$W/knot.log 2>&1 & PIDS+=($!); KNOT_PID=$!
+gcc -O2 -Wall -Wextra -Werror -o $W/floor_dns bench/floor_dns.c
+taskset -c $SRVCPU $W/floor_dns $P_FLOOR & PIDS+=($!); FLOOR_PID=$!
 for port in $P_CAIRN $P_NSD $P_KNOT; do
     for i in $(seq 1 100); do
         dig +short +time=1 +tries=1 @127.0.0.1 -p $port example.test SOA | grep -q . && break; sleep 0.1
+    done
+done
+for i in $(seq 1 100); do
+    dig +time=1 +tries=1 @127.0.0.1 -p $P_FLOOR example.test SOA | grep -q NXDOMAIN && break; sleep 0.1
+done
+# every thread of every server on the server CPU (Knot re-pins its UDP worker)
+taskset -a -p -c $SRVCPU $KNOT_PID >/dev/null
+for pid in $CAIRN_PID $NSD_PID $KNOT_PID $FLOOR_PID $(pgrep -f "nsd -d -c $W/nsd.conf"); do
+    for t in /proc/$pid/task/*; do
+        cpus=$(taskset -p -c "${t##*/}" | sed 's/.*: //')
+        [ "$cpus" = "$SRVCPU" ] || { echo "bench-dns: thread ${t##*/} of $pid runs on CPUs $cpus, not $SRVCPU" >&2; exit 1; }
     done
 done
 # the query mix: names of several types, a chain, a wildcard, a referral, NXDOMAIN
@@ -147,8 +168,9 @@ run_perf() {  # file port pids -> "qps avg_latency_ms lost q/cpu-s"
 declare -A QPS LAT CORE
 for r in $(seq 1 $ROUNDS); do
     NSD_PIDS=$(pgrep -f "nsd -d -c $W/nsd.conf" | tr '\n' ' ')
-    for name in cairn nsd knot cairn-gslb; do
+    for name in cairn nsd knot floor cairn-gslb; do
         case $name in cairn) p=$P_CAIRN; pid=$CAIRN_PID; f=static;; nsd) p=$P_NSD; pid=$NSD_PIDS; f=static;;
+                      floor) p=$P_FLOOR; pid=$FLOOR_PID; f=static;;
                       knot) p=$P_KNOT; pid=$KNOT_PID; f=static;; cairn-gslb) p=$P_CAIRN; pid=$CAIRN_PID; f=gslb;; esac
         read qps lat lost core < <(run_perf $f $p $pid)
         [ "${lost%%[^0-9]*}" = 0 ] || echo "warning: $name lost $lost queries" >&2
@@ -157,14 +179,14 @@ for r in $(seq 1 $ROUNDS); do
     echo "round $r done" >&2
 done
 printf "\n%-11s %12s %14s %12s\n" server "queries/s" "avg lat ms" "q/cpu-s"
-for name in cairn nsd knot cairn-gslb; do
+for name in cairn nsd knot floor cairn-gslb; do
     printf "%-11s %12.0f %14.3f %12.0f\n" $name $(echo ${QPS[$name]} | median) $(echo ${LAT[$name]} | median) \
         $(echo ${CORE[$name]} | median)
 done
 echo
 best=nsd
 awk -v a="$(echo ${QPS[nsd]} | median)" -v b="$(echo ${QPS[knot]} | median)" 'BEGIN {exit !(b > a)}' && best=knot
-for peer in nsd knot; do
+for peer in nsd knot floor; do
     awk -v a="$(echo ${QPS[cairn]} | median)" -v b="$(echo ${QPS[$peer]} | median)" \
         -v c="$(echo ${CORE[cairn]} | median)" -v d="$(echo ${CORE[$peer]} | median)" -v peer=$peer \
         'BEGIN {printf "cairn/%s static: qps %.2fx, q/cpu-s %.2fx\n", peer, a/b, c/d}'
