@@ -154,12 +154,7 @@ char *buf_steal(struct buf *b)
 int buf_put_u64(struct buf *b, uint64_t v)
 {
     char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return buf_append(b, tmp + sizeof(tmp) - n, n);
+    return buf_append(b, tmp, cairn_u64_digits(v, tmp));
 }
 
 int buf_json_escape(struct buf *b, const char *s, size_t n)
@@ -198,30 +193,34 @@ int buf_json_str(struct buf *b, const char *s)
     return buf_putc(b, '"');
 }
 
-void buf_put_float(struct buf *b, double v, char mode)
+/* Writes v as buf_put_float does into out, which holds FLOAT_MAX bytes (a 'f' of
+ * 1e308 is 309 digits); returns the length. */
+#define FLOAT_MAX 340
+static size_t format_float(char *out, double v, char mode)
 {
+    char *p = out;
     if (isnan(v)) {
-        buf_puts(b, "NaN");
-        return;
+        memcpy(p, "NaN", 3);
+        return 3;
     }
     if (isinf(v)) {
-        buf_puts(b, v > 0 ? "+Inf" : "-Inf");
-        return;
+        memcpy(p, v > 0 ? "+Inf" : "-Inf", 4);
+        return 4;
     }
     if ((mode == 'f' || mode == 'j') && fabs(v) < 1e15 && v != 0 && v == (double)(int64_t)v) {
-        buf_printf(b, "%lld", (long long)v);
-        return;
+        if (v < 0)
+            *p++ = '-';
+        return (size_t)(p - out) + cairn_u64_digits((uint64_t)fabs(v), p);
     }
     /* the shortest digits that read back, exactly (cairn_shortest_digits), else
      * from %e at 15, 16 and 17 digits */
     char digits[24];
     int exp, prec;
     size_t nd = (size_t)cairn_shortest_digits(v, digits, &exp, &prec);
-    bool neg = signbit(v);
     if (!nd) {
         char e[40];
-        for (int p = 15; p <= 17; p++) {    /* %e keeps trailing zeros: stripped below */
-            snprintf(e, sizeof(e), "%.*e", p - 1, v);
+        for (int q = 15; q <= 17; q++) {    /* %e keeps trailing zeros: stripped below */
+            snprintf(e, sizeof(e), "%.*e", q - 1, v);
             if (strtod(e, NULL) == v)
                 break;
         }
@@ -233,32 +232,49 @@ void buf_put_float(struct buf *b, double v, char mode)
         while (nd > 1 && digits[nd - 1] == '0')
             nd--;
     }
-    if (neg)
-        buf_putc(b, '-');
+    if (signbit(v))
+        *p++ = '-';
     bool eform = mode == 'e' || (mode == 'g' && (exp < -4 || exp >= 6)) ||
                  (mode == 'j' && v != 0 && (fabs(v) < 1e-6 || fabs(v) >= 1e21));
     if (eform) {
-        buf_putc(b, digits[0]);
+        *p++ = digits[0];
         if (nd > 1) {
-            buf_putc(b, '.');
-            buf_append(b, digits + 1, nd - 1);
+            *p++ = '.';
+            memcpy(p, digits + 1, nd - 1);
+            p += nd - 1;
         }
-        buf_printf(b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
-        return;
+        int ae = exp < 0 ? -exp : exp;
+        *p++ = 'e';
+        *p++ = exp < 0 ? '-' : '+';
+        if (ae >= 100)
+            *p++ = (char)('0' + ae / 100);
+        *p++ = (char)('0' + ae / 10 % 10);
+        *p++ = (char)('0' + ae % 10);
+        return (size_t)(p - out);
     }
     if (exp < 0) {
-        buf_puts(b, "0.");
+        *p++ = '0';
+        *p++ = '.';
         for (int i = 0; i < -exp - 1; i++)
-            buf_putc(b, '0');
-        buf_append(b, digits, nd);
-        return;
+            *p++ = '0';
+        memcpy(p, digits, nd);
+        return (size_t)(p - out) + nd;
     }
     for (int i = 0; i <= exp; i++)
-        buf_putc(b, (size_t)i < nd ? digits[i] : '0');
+        *p++ = (size_t)i < nd ? digits[i] : '0';
     if ((int)nd > exp + 1) {
-        buf_putc(b, '.');
-        buf_append(b, digits + exp + 1, nd - (size_t)exp - 1);
+        *p++ = '.';
+        memcpy(p, digits + exp + 1, nd - (size_t)exp - 1);
+        p += nd - (size_t)exp - 1;
     }
+    return (size_t)(p - out);
+}
+
+void buf_put_float(struct buf *b, double v, char mode)
+{
+    if (buf_reserve(b, FLOAT_MAX))
+        return;
+    buf_commit(b, format_float(buf_tail(b), v, mode));
 }
 
 int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out)

@@ -265,21 +265,50 @@ static bool round_digits(uint64_t m, int e, bool lower_half_gap, int P, int x, b
     return true;
 }
 
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* The last n digits of v, zero-padded, written backwards ending at end. */
+static void digits_back(uint64_t v, char *end, size_t n)
+{
+    while (n >= 2) {
+        memcpy(end - 2, digit_pairs + 2 * (v % 100), 2);
+        v /= 100;
+        end -= 2;
+        n -= 2;
+    }
+    if (n)
+        end[-1] = (char)('0' + v % 10);
+}
+
+size_t cairn_u64_digits(uint64_t v, char out[20])
+{
+    size_t n = 1;
+    for (uint64_t p = 10; n < 20 && v >= p; p *= 10)
+        n++;
+    digits_back(v, out + n, n);
+    return n;
+}
+
 int cairn_shortest_digits(double v, char digits[24], int *exp10, int *prec)
 {
     double a = fabs(v);
     if (!isfinite(v) || a == 0)
         return 0;
-    int be;
-    double fr = frexp(a, &be);              /* a = fr * 2^be, fr in [0.5, 1) */
-    if (be < -1021)
+    uint64_t bits;
+    memcpy(&bits, &a, sizeof(bits));
+    int bexp = (int)(bits >> 52);           /* a = m * 2^e, m in [2^52, 2^53) */
+    if (bexp == 0)
         return 0;                           /* subnormals: the slow path */
-    uint64_t m = (uint64_t)ldexp(fr, 53);
-    int e = be - 53;
+    uint64_t m = (bits & ((1ull << 52) - 1)) | (1ull << 52);
+    int e = bexp - 1075, be = bexp - 1022;
     bool lower_half_gap = m == (1ull << 52);
     /* the decimal exponent, exactly: 10^x <= a < 10^(x+1) when the 17 digits of
-     * a at x, truncated, are 17 digits (log10 is only a first guess) */
-    int x = (int)floor(log10(a));
+     * a at x, truncated, are 17 digits. First guess: a >= 2^(be-1), so x is
+     * floor((be-1) * log10(2)) (78913 / 2^18 is log10(2) to 6 digits) or one more */
+    int x = ((be - 1) * 78913) >> 18;
     uint64_t d;
     bool back;
     for (int tries = 0;; tries++) {
@@ -304,10 +333,7 @@ int cairn_shortest_digits(double v, char digits[24], int *exp10, int *prec)
             d = lo;
             x++;
         }
-        for (int i = P - 1; i >= 0; i--) {
-            digits[i] = (char)('0' + d % 10);
-            d /= 10;
-        }
+        digits_back(d, digits + P, (size_t)P);
         int n = P;
         while (n > 1 && digits[n - 1] == '0')
             n--;

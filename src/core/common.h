@@ -89,6 +89,10 @@ char *cairn_strdup(const char *s);
 /* Lower-case hex of n bytes into out (2n + 1 bytes, NUL-terminated). */
 void cairn_hex(const void *p, size_t n, char *out);
 
+/* The decimal digits of v into out (20 bytes, not NUL-terminated); returns how
+ * many. Two digits a step, for the hot paths that print thousands of numbers. */
+size_t cairn_u64_digits(uint64_t v, char out[20]);
+
 /* The shortest decimal digits (15, 16 or 17 significant, trailing zeros dropped;
  * NUL-terminated) that read back as |v|, computed exactly: |v| = 0.d1d2... *
  * 10^(*exp10 + 1), *prec the precision (15-17) that gave them. Returns how many

@@ -21,7 +21,15 @@
 
 void prom__reply_json(struct httpd_req *r, int status, struct buf *b)
 {
-    httpd_respond(r, status, "application/json", buf_head(b), buf_used(b));
+    /* the answer's bytes go out from b itself (no copy into the connection's
+     * buffer, which a matrix of megabytes would double); b is left empty */
+    size_t len = buf_used(b);
+    char *body = buf_steal(b);
+    if (!body) {
+        httpd_respond(r, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    httpd_respond_ext(r, status, "application/json", body, len, free, body);
 }
 
 void prom__api_error(struct httpd_req *r, int status, const char *type, const char *msg)

@@ -8,6 +8,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +296,13 @@ static int prom_start(struct service_ctx *sc)
     char err[512];
     ps->sc = sc;
     ps->reg = sc->reg;
+    /* A query's arrays and its answer (a 24 h matrix is megabytes) come and go
+     * every few milliseconds: by default glibc maps each large block afresh and
+     * gives the heap's top back at every free, so each query pays page faults on
+     * memory it just returned. Keep them in the heap; the skeleton's periodic
+     * malloc_trim gives what stays free back to the kernel. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     if (ps->conf->generated && generate_jobs(ps->conf, svc->stack)) {
         log_error("out of memory");
         return -ENOMEM;
