@@ -9,7 +9,9 @@
 # 24h (step 15s and 60s, as Grafana would ask); the median latency of each is
 # printed with the ratio cairn/Prometheus. Query memory: the peak resident set
 # (VmHWM, reset through /proc/PID/clear_refs before the queries) minus the
-# resident set before them.
+# resident set before them. A last line times the same curl against bench/floor.c
+# (a server that sends a fixed answer and does nothing else): the least any server
+# answers a query in here, which bounds the ratio of the cheapest queries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOURS=${HOURS:-24}
@@ -20,7 +22,9 @@ bench_init promql
 command -v prometheus >/dev/null || { echo "bench-promql: prometheus is missing (apt-get install prometheus)"; exit 1; }
 make -s build/cairn
 cc -O2 -o $W/rwpush bench/rwpush.c -lsnappy
-P_CAIRN=19691; P_PROM=19692
+P_CAIRN=19691; P_PROM=19692; P_FLOOR=19694
+cc -O2 -Wall -Wextra -Werror -o $W/floor bench/floor.c
+taskset -c $SRVCPU $W/floor $P_FLOOR 100 & PIDS+=($!)
 echo 'global: {}' > $W/prometheus.yml
 taskset -c $SRVCPU prometheus --config.file=$W/prometheus.yml --storage.tsdb.path=$W/prom \
     --web.listen-address=127.0.0.1:$P_PROM --web.enable-remote-write-receiver >$W/prom.log 2>&1 &
@@ -78,6 +82,12 @@ for q in "${QUERIES[@]}"; do
     done
 done
 echo "median latency ratio cairn/prometheus: $(printf '%s\n' "${RATIOS[@]}" | median)x"
+tf=()
+for r in $(seq $((RUNS * 4))); do
+    tf+=($(curl -s -o /dev/null -w '%{time_total}' --data-urlencode "query=up" -d start=$S -d end=$END -d step=60 \
+        http://127.0.0.1:$P_FLOOR/api/v1/query_range))
+done
+echo "floor (bench/floor.c, a fixed 100-byte answer): $(printf '%s\n' "${tf[@]}" | median | awk '{printf "%.1f", $1 * 1000}')ms a request"
 for who in prom cairn; do pid=PROM_PID; [ $who = cairn ] && pid=CAIRN_PID
     peak=$(hwm ${!pid}); echo "$who: resident before queries $((BASE[$who] / 1024)) MiB, peak during queries $((peak / 1024)) MiB, query memory $(( (peak - BASE[$who]) / 1024 )) MiB"
 done
