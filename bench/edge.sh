@@ -2,16 +2,27 @@
 # make bench-edge: cairn edge vs HAProxy vs nginx as reverse proxies, side by side.
 #
 # One backend (nginx, one worker, `return 200`), three proxies with one worker
-# thread each, keep-alive to the backend, access logs off. wrk measures plain HTTP
-# and HTTPS keep-alive (requests/s and p99); then 10,000 idle keep-alive client
+# thread each, keep-alive to the backend, access logs off. Two shapes:
+#
+# - pinned: every proxy on CPU 1, wrk (-t1 -c50) and the backend on CPU 0, 23-byte
+#   answers; the proxy's core is saturated, so requests per CPU-second compare them.
+# - unpinned, as a Kubernetes node runs them: nothing pinned, wrk (-t2 -c64), the
+#   backend and the proxy share both cores, 1 KiB answers; the tail latency here
+#   comes from how a proxy behaves when it does not own a core.
+#
+# wrk measures plain HTTP and HTTPS keep-alive (requests/s, p99, p99.9, from its
+# latency histogram through bench/wrk_pct.lua); then 9,000 idle keep-alive client
 # connections are opened against each proxy and the growth of its RSS is read.
 # Rounds alternate between the proxies; the medians are reported with ratios.
+# SHAPES (default "pinned unpinned idle tracing") picks the parts to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-4s}
 CONNS=${CONNS:-50}
 IDLE=${IDLE:-9000}   # HAProxy needs 2 fds per connection under the 20,000 fd limit
+SHAPES=${SHAPES:-pinned unpinned idle tracing}
+U_THREADS=${U_THREADS:-2}; U_CONNS=${U_CONNS:-64}
 . bench/lib.sh
 bench_init edge
 ulimit -n 20000 2>/dev/null || true
@@ -32,7 +43,8 @@ cat > $W/ngx-backend/nginx.conf <<CONF
 worker_processes 1; daemon off; pid $W/ngx-backend/pid; error_log $W/ngx-backend/error.log;
 events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from the backend\n"; } } }
+  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from the backend\n"; }
+    location /1k { return 200 "$(head -c 1023 /dev/zero | tr '\0' 'x')\n"; } } }
 CONF
 cat > $W/ngx-proxy/nginx.conf <<CONF
 worker_processes 1; daemon off; pid $W/ngx-proxy/pid; error_log $W/ngx-proxy/error.log;
@@ -96,33 +108,84 @@ NGX_PID=$(pgrep -P "$(cat $W/ngx-proxy/pid)" | head -1)   # the worker process
 [ -n "$NGX_PID" ] || NGX_PID=$(cat $W/ngx-proxy/pid)
 
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
-run_wrk() {  # url pid -> "rps p99_ms requests_per_cpu_second"
+# run_wrk URL PID THREADS CONNS -> "rps p99_ms p99.9_ms requests_per_cpu_second"
+run_wrk() {
     local t0 t1
     t0=$(cpu_ticks $2)
-    taskset -c $LOADCPU wrk -t1 -c$CONNS -d$DURATION --latency "$1" > $W/wrk.out 2>&1
+    $WRK_PIN wrk -t$3 -c$4 -d$DURATION -s bench/wrk_pct.lua "$1" > $W/wrk.out 2>&1
     t1=$(cpu_ticks $2)
     awk -v ticks=$((t1 - t0)) -v hz=$(getconf CLK_TCK) '
-        /requests in/ {n=$1}
-        /Requests\/sec/ {rps=$2}
-        /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
-        END {printf "%s %s %.0f\n", rps, p99, (ticks > 0 ? n / (ticks / hz) : 0)}' $W/wrk.out
+        /^pct / {n=$2; rps=$3; p99=$4 / 1000; p999=$5 / 1000}
+        END {if (!n) exit 1; printf "%s %.3f %.3f %.0f\n", rps, p99, p999, (ticks > 0 ? n / (ticks / hz) : 0)}' $W/wrk.out ||
+        { echo "bench-edge: wrk gave no figures for $1:" >&2; cat $W/wrk.out >&2; exit 1; }
+}
+m() { echo $1 | tr ' ' '\n' | grep -v '^$' | median; }
+
+# shape NAME THREADS CONNS PATH: ROUNDS alternating rounds of HTTP and HTTPS
+# through each proxy, then the table of medians and the ratios.
+shape() {
+    local shape=$1 threads=$2 conns=$3 path=$4 name p s pid r rps p99 p999 core
+    declare -A RPS P99 P999 CORE SRPS SP99 SP999 SCORE
+    for r in $(seq 1 $ROUNDS); do
+        for name in cairn haproxy nginx; do
+            case $name in cairn) p=$P_CAIRN; s=$S_CAIRN; pid=$CAIRN_PID;; haproxy) p=$P_HAP; s=$S_HAP; pid=$HAP_PID;;
+                          nginx) p=$P_NGX; s=$S_NGX; pid=$NGX_PID;; esac
+            read rps p99 p999 core < <(run_wrk http://127.0.0.1:$p$path $pid $threads $conns)
+            [ -n "$rps" ] || exit 1
+            RPS[$name]+="$rps "; P99[$name]+="$p99 "; P999[$name]+="$p999 "; CORE[$name]+="$core "
+            read rps p99 p999 core < <(run_wrk https://127.0.0.1:$s$path $pid $threads $conns)
+            [ -n "$rps" ] || exit 1
+            SRPS[$name]+="$rps "; SP99[$name]+="$p99 "; SP999[$name]+="$p999 "; SCORE[$name]+="$core "
+            echo "$shape round $r $name: http $(echo ${RPS[$name]} | awk '{print $NF}') rps" >&2
+        done
+    done
+    echo
+    echo "$shape: wrk -t$threads -c$conns -d$DURATION on $path, $ROUNDS rounds, medians"
+    printf "%-8s %9s %7s %7s %10s %9s %7s %7s %10s\n" proxy "http rps" "p99 ms" "p99.9" "req/cpu-s" \
+        "https rps" "p99 ms" "p99.9" "req/cpu-s"
+    for name in cairn haproxy nginx; do
+        printf "%-8s %9.0f %7.2f %7.2f %10.0f %9.0f %7.2f %7.2f %10.0f\n" $name $(m "${RPS[$name]}") \
+            $(m "${P99[$name]}") $(m "${P999[$name]}") $(m "${CORE[$name]}") $(m "${SRPS[$name]}") \
+            $(m "${SP99[$name]}") $(m "${SP999[$name]}") $(m "${SCORE[$name]}")
+    done
+    for peer in haproxy nginx; do
+        awk -v peer=$peer -v shape=$shape \
+            -v a="$(m "${RPS[cairn]}")" -v b="$(m "${RPS[$peer]}")" -v c="$(m "${SRPS[cairn]}")" -v d="$(m "${SRPS[$peer]}")" \
+            -v e="$(m "${P99[cairn]}")" -v f="$(m "${P99[$peer]}")" -v g="$(m "${SP99[cairn]}")" -v h="$(m "${SP99[$peer]}")" \
+            -v i="$(m "${P999[cairn]}")" -v j="$(m "${P999[$peer]}")" -v k="$(m "${SP999[cairn]}")" -v l="$(m "${SP999[$peer]}")" \
+            -v o="$(m "${CORE[cairn]}")" -v q="$(m "${CORE[$peer]}")" -v u="$(m "${SCORE[cairn]}")" -v v="$(m "${SCORE[$peer]}")" \
+            'BEGIN {printf "%s cairn/%s: rps %.2fx / %.2fx, p99 %.2fx / %.2fx, p99.9 %.2fx / %.2fx, req/cpu-s %.2fx / %.2fx (http / https)\n",
+                    shape, peer, a/b, c/d, e/f, g/h, i/j, k/l, o/q, u/v}'
+    done
 }
 
-declare -A RPS P99 SRPS SP99 CORE SCORE
-for r in $(seq 1 $ROUNDS); do
-    for name in cairn haproxy nginx; do
-        case $name in cairn) p=$P_CAIRN; s=$S_CAIRN; pid=$CAIRN_PID;; haproxy) p=$P_HAP; s=$S_HAP; pid=$HAP_PID;;
-                      nginx) p=$P_NGX; s=$S_NGX; pid=$NGX_PID;; esac
-        read rps p99 core < <(run_wrk http://127.0.0.1:$p/ $pid)
-        RPS[$name]+="$rps "; P99[$name]+="$p99 "; CORE[$name]+="$core "
-        read rps p99 core < <(run_wrk https://127.0.0.1:$s/ $pid)
-        SRPS[$name]+="$rps "; SP99[$name]+="$p99 "; SCORE[$name]+="$core "
-        echo "round $r $name: http $(echo ${RPS[$name]} | awk "{print \$NF}") rps" >&2
+echo "(machine: $(nproc) cores, $(uname -r))"
+if [[ " $SHAPES " == *" pinned "* ]]; then
+    WRK_PIN="taskset -c $LOADCPU"
+    shape pinned 1 $CONNS /
+    echo "(pinned: proxies on cpu $PROXYCPU, wrk and backend on cpu $LOADCPU)"
+fi
+if [[ " $SHAPES " == *" unpinned "* ]]; then
+    # every thread of every process free to run on every core, as on a shared node
+    ALL=0-$(($(nproc) - 1))
+    for pid in $(cat $W/ngx-backend/pid) $(pgrep -P "$(cat $W/ngx-backend/pid)") $(cat $W/ngx-proxy/pid) \
+               $NGX_PID $HAP_PID $CAIRN_PID; do
+        taskset -a -p -c $ALL $pid >/dev/null
     done
-done
+    WRK_PIN=""
+    shape unpinned $U_THREADS $U_CONNS /1k
+    echo "(unpinned: nothing pinned; wrk, backend and proxy share the $(nproc) cores)"
+    for pid in $(cat $W/ngx-backend/pid) $(pgrep -P "$(cat $W/ngx-backend/pid)"); do
+        taskset -a -p -c $LOADCPU $pid >/dev/null
+    done
+    for pid in $(cat $W/ngx-proxy/pid) $NGX_PID $HAP_PID $CAIRN_PID; do
+        taskset -a -p -c $PROXYCPU $pid >/dev/null
+    done
+fi
+WRK_PIN="taskset -c $LOADCPU"
 
 declare -A IDLEKB
-for name in cairn haproxy nginx; do
+[[ " $SHAPES " == *" idle "* ]] && for name in cairn haproxy nginx; do
     case $name in cairn) p=$P_CAIRN; pid=$CAIRN_PID;; haproxy) p=$P_HAP; pid=$HAP_PID;; nginx) p=$P_NGX; pid=$NGX_PID;; esac
     before=$(rss_kb $pid)
     exec {fd}> >(/usr/bin/python3 bench/idle_conns.py 127.0.0.1 $p $IDLE > $W/idle.$name)
@@ -134,23 +197,14 @@ for name in cairn haproxy nginx; do
     IDLEKB[$name]=$((after - before))
     sleep 1
 done
+[[ " $SHAPES " == *" idle "* ]] && echo &&
+printf "idle RSS per keep-alive connection (%d connections): cairn %.2f KiB, HAProxy %.2f KiB, nginx %.2f KiB\n" \
+    $IDLE $(echo "${IDLEKB[cairn]} $IDLE" | awk '{print $1/$2}') $(echo "${IDLEKB[haproxy]} $IDLE" | awk '{print $1/$2}') \
+    $(echo "${IDLEKB[nginx]} $IDLE" | awk '{print $1/$2}')
+[[ " $SHAPES " == *" idle "* ]] && awk -v c="${IDLEKB[cairn]}" -v h="${IDLEKB[haproxy]}" -v n="${IDLEKB[nginx]}" \
+    'BEGIN {printf "idle RSS cairn/haproxy %.2fx, cairn/nginx %.2fx\n", (h > 0 ? c/h : 0), (n > 0 ? c/n : 0)}'
 
-m() { echo $1 | tr ' ' '\n' | grep -v '^$' | median; }
-printf "\n%-8s %10s %8s %12s %10s %8s %12s %10s\n" proxy "http rps" "p99 ms" "req/cpu-s" "https rps" "p99 ms" "req/cpu-s" "idle KiB/c"
-for name in cairn haproxy nginx; do
-    printf "%-8s %10.0f %8.2f %12.0f %10.0f %8.2f %12.0f %10.2f\n" $name $(m "${RPS[$name]}") $(m "${P99[$name]}") \
-        $(m "${CORE[$name]}") $(m "${SRPS[$name]}") $(m "${SP99[$name]}") $(m "${SCORE[$name]}") \
-        $(echo "${IDLEKB[$name]} $IDLE" | awk '{print $1/$2}')
-done
-echo
-for peer in haproxy nginx; do
-    awk -v a="$(m "${RPS[cairn]}")" -v b="$(m "${RPS[$peer]}")" -v c="$(m "${SRPS[cairn]}")" -v d="$(m "${SRPS[$peer]}")" \
-        -v e="$(m "${P99[cairn]}")" -v f="$(m "${P99[$peer]}")" -v g="${IDLEKB[cairn]}" -v h="${IDLEKB[$peer]}" -v peer=$peer \
-        -v i="$(m "${CORE[cairn]}")" -v j="$(m "${CORE[$peer]}")" -v k="$(m "${SCORE[cairn]}")" -v l="$(m "${SCORE[$peer]}")" \
-        'BEGIN {printf "cairn/%s: http rps %.2fx, https rps %.2fx, http p99 %.2fx, http req/cpu-s %.2fx, https req/cpu-s %.2fx, idle RSS %.2fx\n", peer, a/b, c/d, e/f, i/j, k/l, (h>0? g/h : 0)}'
-done
-echo "(machine: $(nproc) cores, $(uname -r); proxies on cpu $PROXYCPU, wrk and backend on cpu $LOADCPU;"
-echo " wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds, medians; idle: $IDLE connections)"
+[[ " $SHAPES " == *" tracing "* ]] || exit 0
 
 # ---- the cost of tracing: the same cairn edge exporting spans (a server and a
 # client span per request) to a trace store, at sampling 100% and 1%, against the
@@ -201,7 +255,7 @@ for pair in "u1 t1" "u100 t100"; do
     for r in $(seq 1 $ROUNDS); do
         for name in $pair; do
             case $name in u1|u100) p=$P_CAIRN; pid=$CAIRN_PID;; t100) p=$P_T100; pid=$T100_PID;; t1) p=$P_T1; pid=$T1_PID;; esac
-            read rps p99 core < <(run_wrk http://127.0.0.1:$p/ $pid)
+            read rps p99 p999 core < <(run_wrk http://127.0.0.1:$p/ $pid 1 $CONNS)
             TRPS[$name]+="$rps "; TP99[$name]+="$p99 "
             echo "round $r $name: $rps rps" >&2
         done
