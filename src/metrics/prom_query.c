@@ -21,28 +21,10 @@
 #include <string.h>
 #include <time.h>
 
-/* Prometheus's MarshalTimestamp: seconds, then the milliseconds if any. */
-static void put_time(struct buf *b, int64_t t)
+/* Prometheus's MarshalTimestamp at p (room for 24 bytes): seconds, then the
+ * milliseconds if any; returns the end. */
+static char *write_time(char *p, int64_t t)
 {
-    if (t < 0) {
-        buf_putc(b, '-');
-        t = -t;
-    }
-    buf_put_u64(b, (uint64_t)(t / 1000));
-    int64_t f = t % 1000;
-    if (f)
-        buf_printf(b, ".%03lld", (long long)f);
-}
-
-/* [t, "v"]; a scalar result's value is written as Prometheus writes a Scalar
- * (never in exponent form: 'f'), a series point's as jsoniter writes it ('j').
- * A matrix is thousands of these: written in place, not piece by piece. */
-static void put_point_as(struct buf *b, int64_t t, double v, char mode)
-{
-    if (buf_reserve(b, 40))
-        return;
-    char *p = buf_tail(b);
-    *p++ = '[';
     if (t < 0) {
         *p++ = '-';
         t = -t;
@@ -56,6 +38,26 @@ static void put_point_as(struct buf *b, int64_t t, double v, char mode)
         p[3] = (char)('0' + ms % 10);
         p += 4;
     }
+    return p;
+}
+
+static void put_time(struct buf *b, int64_t t)
+{
+    if (buf_reserve(b, 24))
+        return;
+    buf_commit(b, (size_t)(write_time(buf_tail(b), t) - buf_tail(b)));
+}
+
+/* [t, "v"]; a scalar result's value is written as Prometheus writes a Scalar
+ * (never in exponent form: 'f'), a series point's as jsoniter writes it ('j').
+ * A matrix is thousands of these: written in place, not piece by piece. */
+static void put_point_as(struct buf *b, int64_t t, double v, char mode)
+{
+    if (buf_reserve(b, 32))
+        return;
+    char *p = buf_tail(b);
+    *p++ = '[';
+    p = write_time(p, t);
     p[0] = ',';
     p[1] = '"';
     buf_commit(b, (size_t)(p + 2 - buf_tail(b)));
