@@ -75,6 +75,7 @@ port() { [ "$1" = cairn ] && echo $P_CAIRN || echo $P_DIST; }
 srvpid() { [ "$1" = cairn ] && echo $PID_CAIRN || echo $PID_DIST; }
 nocache() { rm -f /var/lib/containers/cache/blob-info-cache-v1.* ~/.local/share/containers/cache/blob-info-cache-v1.*; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b - a) / 1e9}'; }
+tsecs() { awk -v a="$1" -v b="$2" -v hz=$HZ 'BEGIN {printf "%.3f", (b - a) / hz}'; }
 
 declare -A R
 for round in $(seq $RUNS); do
@@ -93,30 +94,35 @@ for round in $(seq $RUNS); do
     start_servers
     for s in cairn dist; do
         p=$(port $s)
-        # push: the small images, then the big one
+        # push: the small images, then the big one (wall time and the server's CPU)
+        sp=$(srvpid $s)
+        c0=$(cpu_ticks $sp)
         t0=$(date +%s%N)
         for i in $(seq 0 $((SMALL - 1))); do
             nocache
             skopeo copy -q --dest-tls-verify=false oci:$W/img/small$i:latest docker://127.0.0.1:$p/bench/small$i:1
         done
-        t1=$(date +%s%N)
+        t1=$(date +%s%N); c1=$(cpu_ticks $sp)
         nocache
         skopeo copy -q --dest-tls-verify=false oci:$W/img/big:latest docker://127.0.0.1:$p/bench/big:1
-        t2=$(date +%s%N)
+        t2=$(date +%s%N); c2=$(cpu_ticks $sp)
         R[$s,push_small]+=" $(secs $t0 $t1)"; R[$s,push_big]+=" $(secs $t1 $t2)"
+        R[$s,cpu_push_small]+=" $(tsecs $c0 $c1)"; R[$s,cpu_push_big]+=" $(tsecs $c1 $c2)"
         # pull
         rm -rf $W/out && mkdir -p $W/out
+        c0=$(cpu_ticks $sp)
         t0=$(date +%s%N)
         for i in $(seq 0 $((SMALL - 1))); do
             nocache
             skopeo copy -q --src-tls-verify=false docker://127.0.0.1:$p/bench/small$i:1 dir:$W/out/small$i
         done
-        t1=$(date +%s%N)
+        t1=$(date +%s%N); c1=$(cpu_ticks $sp)
         nocache
         skopeo copy -q --src-tls-verify=false docker://127.0.0.1:$p/bench/big:1 dir:$W/out/big
-        t2=$(date +%s%N)
+        t2=$(date +%s%N); c2=$(cpu_ticks $sp)
         rm -rf $W/out
         R[$s,pull_small]+=" $(secs $t0 $t1)"; R[$s,pull_big]+=" $(secs $t1 $t2)"
+        R[$s,cpu_pull_small]+=" $(tsecs $c0 $c1)"; R[$s,cpu_pull_big]+=" $(tsecs $c1 $c2)"
         # the 500 MB layer again with curl, which does not hash: the registry's own
         # rate (POST, then PUT of the body with its digest; GET to /dev/null)
         loc=$(curl -s -o /dev/null -w '%{redirect_url}' -X POST http://127.0.0.1:$p/v2/bench/raw/blobs/uploads/)
@@ -164,6 +170,18 @@ done
 for k in curl_push curl_pull; do
     c=$(med cairn $k); d=$(med dist $k)
     printf "%-28s %9s MB/s %9s MB/s %7sx\n" "$k (the layer, no hashing)" $(mbs $BIG_LAYER_BYTES $c) $(mbs $BIG_LAYER_BYTES $d) $(ratio $d $c)
+done
+# the same copies per server CPU-second: what the registry itself costs, apart from
+# the client that shares the machine
+for k in push_small pull_small push_big pull_big; do
+    c=$(med cairn cpu_$k); d=$(med dist cpu_$k)
+    printf "%-28s %11s s %12s s %7sx\n" "server CPU, $k" $c $d $(ratio $d $c)
+done
+# the most a registry that took no CPU at all could show against Distribution on
+# this client and machine: Distribution's time over cairn's time less cairn's CPU
+for k in push_small pull_small; do
+    c=$(med cairn $k); cc=$(med cairn cpu_$k); d=$(med dist $k)
+    printf "%-28s %38s %7sx\n" "ceiling, $k" "(a server of zero cost)" $(awk -v d=$d -v c=$c -v cc=$cc 'BEGIN {printf "%.2f", d / (c - cc)}')
 done
 printf "%-28s %9s MB/s %9s MB/s\n" "skopeo alone, small / big" $(mbs $SMALL_BYTES $(med floor small)) $(mbs $BIG_BYTES $(med floor big))
 c=$(med cairn rps); d=$(med dist rps)
