@@ -337,9 +337,10 @@ struct s3_writer {
     size_t lens[S3_RING];
     uint64_t filled, hashed;        /* blocks handed over / digested */
     bool threaded, closing;
+    bool hasher_waits, loop_waits;  /* who sleeps on its condition, under mu */
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t hasher_cv, loop_cv;
     uint32_t *crcs;
     size_t ncrc, capcrc;
     EVP_MD_CTX *md5, *sha1, *sha256;
