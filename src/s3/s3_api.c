@@ -2012,6 +2012,17 @@ static void complete_result(struct s3r *q, const char *etag, int alg, const char
     reply_xml(q, 200, &b);
 }
 
+
+/* Whether the next Part of a CompleteMultipartUpload names the same number. */
+static bool part_repeated(const struct s3_xnode *c, int n)
+{
+    for (c = c->next; c; c = c->next)
+        if (strcmp(c->name, "Part") == 0) {
+            const char *num = s3_xml_text(c, "PartNumber");
+            return num && atoi(num) == n;
+        }
+    return false;
+}
 static void complete_upload(struct s3r *q)
 {
     char *headers = NULL, done[200];
@@ -2052,11 +2063,15 @@ static void complete_upload(struct s3r *q)
             e = S3E_MALFORMED_XML;
             break;
         }
-        if (n <= last) {
+        if (n < last) {
             e = S3E_INVALID_PART_ORDER;
             break;
         }
         last = n;
+        /* a part number listed again (a part sent twice, both answers collected):
+         * its last entry counts, as AWS takes it */
+        if (part_repeated(c, n))
+            continue;
         struct s3_part *p = NULL;
         for (size_t i = 0; i < np; i++)
             if (parts[i].num == n)
@@ -2098,6 +2113,8 @@ static void complete_upload(struct s3r *q)
             if (strcmp(c->name, "Part") != 0)
                 continue;
             int n = atoi(s3_xml_text(c, "PartNumber"));
+            if (part_repeated(c, n))
+                continue;
             seen++;
             for (size_t i = 0; i < np; i++)
                 if (parts[i].num == n && seen < count_parts && parts[i].size < S3_MIN_PART)

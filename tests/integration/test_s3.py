@@ -13,7 +13,7 @@ import boto3
 import botocore
 import pytest
 import requests
-from botocore.auth import SigV4Auth
+from botocore.auth import S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
@@ -120,6 +120,17 @@ def test_presigned_urls_and_expiry(start, tmp_path):
         r = requests.get(short, timeout=5)
         return r.status_code == 403 and b"Request has expired" in r.content
     wait_for(expired, timeout=5, interval=0.25, what="the presigned URL to expire")
+    # X-Amz-Expires out of its range (1 s to 7 days), signed by botocore's own
+    # signer (awscrt's, which boto3 picks here, refuses to make such URLs)
+    for exp, msg in ((0, b"Request has expired"), (-1000, b"Access Denied"), (604801, b"Access Denied"),
+                     (60, None)):
+        req = AWSRequest(method="GET", url=f"{url}/pre/doc.txt")
+        S3SigV4QueryAuth(Credentials(ak, sk), "s3", "us-east-1", expires=exp).add_auth(req)
+        r = requests.get(req.url, timeout=5)
+        if msg:
+            assert r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content and msg in r.content, exp
+        else:
+            assert r.status_code == 200 and r.content == b"presigned body"
 
 
 def test_objects_with_boto3(start, tmp_path):
@@ -243,6 +254,19 @@ def test_multipart_with_boto3(start, tmp_path):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         c.upload_part(Bucket="mpu", Key="obj", UploadId=up, PartNumber=1, Body=b"x")
     assert code(e) == "NoSuchUpload"
+    # a part sent twice, both answers listed (the second upload of part 1 won): the
+    # last entry of a repeated number counts, the earlier one is not checked
+    up3 = c.create_multipart_upload(Bucket="mpu", Key="again")["UploadId"]
+    eb = c.upload_part(Bucket="mpu", Key="again", UploadId=up3, PartNumber=1, Body=b"B" * 8)["ETag"]
+    ea = c.upload_part(Bucket="mpu", Key="again", UploadId=up3, PartNumber=1, Body=b"A" * 8)["ETag"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.complete_multipart_upload(Bucket="mpu", Key="again", UploadId=up3, MultipartUpload={"Parts": [
+            {"PartNumber": 1, "ETag": ea}, {"PartNumber": 1, "ETag": eb}]})
+    assert code(e) == "InvalidPart"
+    c.complete_multipart_upload(Bucket="mpu", Key="again", UploadId=up3, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": eb}, {"PartNumber": 1, "ETag": ea}]})
+    assert c.get_object(Bucket="mpu", Key="again")["Body"].read() == b"A" * 8
+    c.delete_object(Bucket="mpu", Key="again")
     up2 = c.create_multipart_upload(Bucket="mpu", Key="gone")["UploadId"]
     c.upload_part(Bucket="mpu", Key="gone", UploadId=up2, PartNumber=1, Body=b"x" * 100)
     c.abort_multipart_upload(Bucket="mpu", Key="gone", UploadId=up2)
