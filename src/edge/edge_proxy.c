@@ -516,6 +516,38 @@ void edge__server_result(struct proxy_req *pr, bool ok)
     }
 }
 
+static void method_of(const struct httpd_req *r, char out[16])
+{
+    snprintf(out, 16, "%.*s", (int)MIN(r->h.method.n, (size_t)15), r->h.method.p);
+}
+
+/* The client span of the attempt that is ending: status is the server's answer
+ * (0 when none came), why the reason it failed (NULL when it did not). One span per
+ * attempt: a retried request has one for every server it tried. */
+static void export_attempt(struct proxy_req *pr, int status, const char *why, uint64_t now, uint64_t wall)
+{
+    struct edge *e = pr->w->e;
+    bool mine = pr->tclient;
+    pr->tclient = false;
+    if (!mine || !e->otlp || !pr->r || !pr->srv || !otlp_sampled(&pr->tc))
+        return;
+    char method[16], cname[96];
+    method_of(pr->r, method);
+    snprintf(cname, sizeof(cname), "%s %s", method, pr->b->name);
+    struct otlp_attr ca[5] = {
+        { "http.request.method", method, 0 }, { "server.address", pr->srv->name, 0 },
+        { "cairn.attempt", NULL, pr->attempts },
+    };
+    size_t n = 3;
+    if (status)
+        ca[n++] = (struct otlp_attr){ "http.response.status_code", NULL, status };
+    if (why)
+        ca[n++] = (struct otlp_attr){ "error.type", why, 0 };
+    struct otlp_span cs = { &pr->client_tc, pr->tc.span_id, cname, OTLP_CLIENT,
+                            wall - (now - pr->t_attempt), wall, why || status >= 500, ca, n };
+    otlp_export(e->otlp, &cs);
+}
+
 static void export_spans(struct proxy_req *pr, int status, uint64_t now)
 {
     struct edge *e = pr->w->e;
@@ -531,7 +563,7 @@ static void export_spans(struct proxy_req *pr, int status, uint64_t now)
         return;
     uint64_t wall = otlp_now_ns();
     char method[16], target[256], name[96];
-    snprintf(method, sizeof(method), "%.*s", (int)MIN(r->h.method.n, (size_t)15), r->h.method.p);
+    method_of(r, method);
     snprintf(target, sizeof(target), "%.*s", (int)MIN(r->h.target.n, (size_t)250), r->h.target.p);
     snprintf(name, sizeof(name), "%s %s", method, pr->route->label);
     struct otlp_attr a[] = {
@@ -543,19 +575,8 @@ static void export_spans(struct proxy_req *pr, int status, uint64_t now)
     struct otlp_span sp = { &pr->tc, pr->thas_parent ? pr->tparent : NULL, name, OTLP_SERVER,
                             wall - (now - pr->t_start), wall, status >= 500, a, ARRAY_SIZE(a) };
     otlp_export(e->otlp, &sp);
-    if (pr->tclient && pr->srv) {
-        char cname[96];
-        snprintf(cname, sizeof(cname), "%s %s", method, pr->b->name);
-        struct otlp_attr ca[] = {
-            { "http.request.method", method, 0 }, { "server.address", pr->srv->name, 0 },
-            { "http.response.status_code", NULL, pr->status ? pr->status : status },
-            { "cairn.attempt", NULL, pr->attempts },
-        };
-        struct otlp_span cs = { &pr->client_tc, pr->tc.span_id, cname, OTLP_CLIENT,
-                                wall - (now - pr->t_attempt), wall, (pr->status ? pr->status : status) >= 500,
-                                ca, ARRAY_SIZE(ca) };
-        otlp_export(e->otlp, &cs);
-    }
+    /* the last attempt: the server's answer, or the reason the edge answered itself */
+    export_attempt(pr, pr->status, pr->fail_why, now, wall);
 }
 
 void edge__access_log(struct proxy_req *pr, int status)
@@ -662,6 +683,7 @@ void edge__pr_abort(struct httpd_req *r, void *arg)
 static void fail(struct proxy_req *pr, int status, const char *msg)
 {
     struct httpd_req *r = pr->r;
+    pr->fail_why = msg;
     if (pr->c.stale && !pr->head_sent) {
         edge__serve_stale(pr);
         return;
@@ -746,6 +768,7 @@ static void attempt_failed(struct proxy_req *pr, int status, const char *msg, bo
     if (!again)
         metric_inc(pr->w->e->m_upstream_errors);
     if (!pr->head_sent && (again || (pr->attempts <= pr->b->retries && retry_allowed(pr)))) {
+        export_attempt(pr, 0, msg, cairn_now_ns(), otlp_now_ns());
         edge__finish_inflight(pr);
         pr->srv = NULL;
         if (!again)
@@ -961,6 +984,7 @@ static void up_head(void *arg, const struct http_response *resp)
     if (pr->idempotent && (st == 502 || st == 503 || st == 504) &&
         pr->attempts <= pr->b->retries && another_server(pr) && retry_allowed(pr)) {
         /* this server cannot serve it now: try another, drop this connection */
+        export_attempt(pr, st, NULL, pr->t_first, otlp_now_ns());
         attempt_failed(pr, st, "bad gateway", true);
         return;
     }
@@ -1158,6 +1182,20 @@ void edge__queue_flush(struct edge_worker *w)
     }
 }
 
+/* A retry is a new client span: a new span id in the traceparent the request
+ * carries (patched in place), and a new start. */
+static void next_attempt_span(struct proxy_req *pr)
+{
+    if (!pr->tp_off)
+        return;
+    trace_child(&pr->tc, &pr->client_tc);
+    pr->tclient = true;
+    pr->t_attempt = cairn_now_ns();
+    char tp[TRACEPARENT_LEN + 1];
+    trace_format(&pr->client_tc, tp);
+    memcpy(buf_head(&pr->req) + pr->tp_off, tp, TRACEPARENT_LEN);
+}
+
 static void try_send(struct proxy_req *pr)
 {
     for (;;) {
@@ -1173,6 +1211,8 @@ static void try_send(struct proxy_req *pr)
         if (idx < 256)
             pr->tried[idx / 64] |= 1ull << (idx % 64);
         pr->attempts++;
+        if (pr->attempts > 1)
+            next_attempt_span(pr);
         pr->req_wall = time(NULL);
         __atomic_add_fetch(&pr->srv->inflight, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&pr->srv->requests, 1, __ATOMIC_RELAXED);
@@ -1180,6 +1220,7 @@ static void try_send(struct proxy_req *pr)
         bool reused = false;
         pr->call = up_start(pr, &err, &reused);
         if (!pr->call) {
+            export_attempt(pr, 0, "cannot connect to the server", cairn_now_ns(), otlp_now_ns());
             edge__finish_inflight(pr);
             edge__server_result(pr, false);
             if (pr->attempts > pr->b->retries) {
@@ -1371,6 +1412,8 @@ void edge__build_request(struct proxy_req *pr, const struct edge_listener *l, st
             trace_format(&pr->tc, tp);
         }
         buf_puts(b, "traceparent: ");
+        if (pr->tclient && !refresh)
+            pr->tp_off = buf_used(b);
         buf_append(b, tp, TRACEPARENT_LEN);
         buf_puts(b, "\r\n");
     }

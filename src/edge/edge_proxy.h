@@ -75,6 +75,8 @@ struct proxy_req {
     struct trace_ctx tc, client_tc;
     uint8_t tparent[8];
     bool tinit, thas_parent, tclient;
+    const char *fail_why;                       /* why the edge answered itself (fail()) */
+    size_t tp_off;                              /* where req holds the attempt's traceparent (0: none) */
     uint64_t t_attempt;                         /* monotonic start of the last attempt */
 };
 

@@ -572,6 +572,71 @@ services:
     assert float(re.search(r"^cairn_otlp_spans_exported_total (\S+)$", m, re.M).group(1)) >= 1
 
 
+def test_edge_exports_a_client_span_per_attempt(start, tmp_path):
+    """A request the edge retries on a second server has one client span per
+    attempt: the refused connection (its reason, error set) and the answered one;
+    the app's span hangs under the attempt that reached it."""
+    tp, jp, app, lb, dead = (free_port() for _ in range(5))
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  traces:
+    role: traces
+    listen: ["127.0.0.1:{tp}"]
+    jaeger: ["127.0.0.1:{jp}"]
+  app:
+    role: demo-app
+    listen: ["127.0.0.1:{app}"]
+  lb:
+    role: edge
+    listen: [{{address: "127.0.0.1:{lb}"}}]
+    routes: [{{path: /, backend: app}}]
+    backends: {{app: {{servers: ["127.0.0.1:{dead}", "127.0.0.1:{app}"]}}}}
+""")
+    start(["up", "-c", stack])
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{lb}/api/hello", timeout=1).status_code == 200, timeout=20,
+             what="the stack")
+
+    def spans_of(tid):
+        r = requests.get(f"http://127.0.0.1:{jp}/api/traces/{tid}", timeout=5)
+        if r.status_code != 200:
+            return None
+        t = r.json()["data"][0]
+        procs = {k: v["serviceName"] for k, v in t["processes"].items()}
+        return [(procs[s["processID"]], {x["key"]: x["value"] for x in s["tags"]}, s) for s in t["spans"]]
+    # round robin over a refused port and the app: one of the first requests tries both
+    retried = None
+    for i in range(6):
+        tid = "%032x" % (0xabc0 + i)
+        r = requests.get(f"http://127.0.0.1:{lb}/api/hello", timeout=5,
+                         headers={"traceparent": f"00-{tid}-00f067aa0ba902b7-01"})
+        assert r.status_code == 200
+        got = wait_for(lambda: (lambda sp: sp if sp and any(svc == "app" for svc, _, _ in sp) and
+                                len([1 for svc, _, _ in sp if svc == "lb"]) >= 2 else None)(spans_of(tid)),
+                       timeout=20, what="the trace of the request")
+        server = [tags for svc, tags, _ in got if svc == "lb" and tags["span.kind"] == "server"][0]
+        if server["cairn.attempts"] == 2:
+            retried = got
+            break
+    assert retried, "no request was retried on the second server"
+    wait_for(lambda: len([1 for svc, tags, _ in spans_of(tid) if tags["span.kind"] == "client"]) == 2,
+             timeout=10, what="both client spans")
+    spans = spans_of(tid)
+    server = [s for svc, tags, s in spans if svc == "lb" and tags["span.kind"] == "server"][0]
+    clients = sorted(((tags, s) for svc, tags, s in spans if tags["span.kind"] == "client"),
+                     key=lambda x: x[0]["cairn.attempt"])
+    first, second = clients[0][0], clients[1][0]
+    assert first["cairn.attempt"] == 1 and first["server.address"] == f"127.0.0.1:{dead}"
+    assert first["error.type"] == "cannot connect to the server" and first["error"] is True
+    assert "http.response.status_code" not in first
+    assert second["cairn.attempt"] == 2 and second["server.address"] == f"127.0.0.1:{app}"
+    assert second["http.response.status_code"] == 200 and "error.type" not in second
+    parent = lambda s: [x["spanID"] for x in s["references"] if x["refType"] == "CHILD_OF"]
+    assert parent(clients[0][1]) == parent(clients[1][1]) == [server["spanID"]]
+    app_span = [s for svc, tags, s in spans if svc == "app"][0]
+    assert parent(app_span) == [clients[1][1]["spanID"]]
+
+
 def test_a_full_disk_refuses_exports_clearly_and_loses_nothing(start, tmp_path):
     """The data directory on a 4 MB tmpfs, filled up: an export that does not fit in
     the WAL is answered 503 with Retry-After (OTLP exporters retry it) and nothing of
