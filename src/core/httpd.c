@@ -1322,10 +1322,17 @@ bool httpd_serve_builtin(struct httpd_req *r, struct metrics_registry *reg, bool
     if (strv_eq_cstr(p, "/metrics") && reg) {
         if (!get)
             goto not_allowed;
+        /* OpenMetrics (exemplars) for a scraper that asks for it, as Prometheus does */
+        const struct http_header *acc = httpd_req_header(r, "Accept");
+        bool om = acc && memmem(acc->value.p, acc->value.n, "application/openmetrics-text", 28);
         struct buf b = BUF_INIT;
-        metrics_render(reg, &b);
-        httpd_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf_head(&b),
-                      buf_used(&b));
+        if (om)
+            metrics_render_openmetrics(reg, &b);
+        else
+            metrics_render(reg, &b);
+        httpd_respond(r, 200, om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                                 : "text/plain; version=0.0.4; charset=utf-8",
+                      buf_head(&b), buf_used(&b));
         buf_free(&b);
         return true;
     }

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -14,11 +15,18 @@
 #define CHUNK_SLOTS 4096
 #define MAX_CHUNKS 1024
 
+/* The last observation of a histogram bucket that named a trace. */
+struct metric_exemplar {
+    char trace_id[33];      /* "" while the bucket has none */
+    double value, ts;
+};
+
 struct metric {
     struct metric_family *fam;
     char **values;
     size_t slot;            /* first slot in every arena */
     double base;            /* gauge value from metric_set */
+    struct metric_exemplar *ex;     /* histograms: one per bucket and +Inf, made on first use */
     struct metric *next;
 };
 
@@ -85,6 +93,7 @@ void metrics_registry_free(struct metrics_registry **pr)
             for (size_t i = 0; i < f->nlabels; i++)
                 free(m->values[i]);
             free(m->values);
+            free(m->ex);
             free(m);
             m = mn;
         }
@@ -350,12 +359,10 @@ void metric_set(struct metric *m, double v)
         __atomic_store(&m->base, &v, __ATOMIC_RELAXED);
 }
 
-void metric_observe(struct metric *m, double v)
+/* The first bucket with v <= its bound (nbuckets: +Inf). */
+static size_t bucket_of(const struct metric_family *f, double v)
 {
-    if (!m)
-        return;
-    const struct metric_family *f = m->fam;
-    size_t lo = 0, hi = f->nbuckets;      /* first bucket with v <= bound */
+    size_t lo = 0, hi = f->nbuckets;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         if (v <= f->buckets[mid])
@@ -363,10 +370,40 @@ void metric_observe(struct metric *m, double v)
         else
             lo = mid + 1;
     }
-    if (lo < f->nbuckets)
-        slot_add(m, lo, 1);
+    return lo;
+}
+
+void metric_observe(struct metric *m, double v)
+{
+    if (!m)
+        return;
+    const struct metric_family *f = m->fam;
+    size_t b = bucket_of(f, v);
+    if (b < f->nbuckets)
+        slot_add(m, b, 1);
     slot_add(m, f->nbuckets, v);
     slot_add(m, f->nbuckets + 1, 1);
+}
+
+void metric_observe_exemplar(struct metric *m, double v, const char *trace_id)
+{
+    if (!m)
+        return;
+    metric_observe(m, v);
+    if (!trace_id || !*trace_id || m->fam->type != METRIC_HISTOGRAM)
+        return;
+    struct metric_family *f = m->fam;
+    size_t b = bucket_of(f, v);
+    double now = cairn_wall_time();
+    pthread_mutex_lock(&f->reg->lock);
+    if (!m->ex)
+        m->ex = calloc(f->nbuckets + 1, sizeof(*m->ex));
+    if (m->ex) {
+        snprintf(m->ex[b].trace_id, sizeof(m->ex[b].trace_id), "%s", trace_id);
+        m->ex[b].value = v;
+        m->ex[b].ts = now;
+    }
+    pthread_mutex_unlock(&f->reg->lock);
 }
 
 double metric_value(const struct metric *m)
@@ -477,16 +514,38 @@ static const char *type_name(enum metric_type t)
     return t == METRIC_COUNTER ? "counter" : t == METRIC_GAUGE ? "gauge" : "histogram";
 }
 
-int metrics_render(struct metrics_registry *reg, struct buf *b)
+/* A histogram bucket's line: count, then (OpenMetrics) its exemplar. */
+static void write_bucket(struct buf *b, const struct metric_family *f, const struct metric *m, const char *le,
+                         double cum, const struct metric_exemplar *ex)
+{
+    char v[64];
+    buf_printf(b, "%s_bucket", f->name);
+    write_labels(b, f, m, "le", le);
+    metrics_format_value(v, sizeof(v), cum);
+    buf_printf(b, " %s", v);
+    if (ex && ex->trace_id[0]) {
+        metrics_format_value(v, sizeof(v), ex->value);
+        buf_printf(b, " # {trace_id=\"%s\"} %s %.3f", ex->trace_id, v, ex->ts);
+    }
+    buf_putc(b, '\n');
+}
+
+static int render(struct metrics_registry *reg, struct buf *b, bool om)
 {
     char v[64];
     pthread_mutex_lock(&reg->lock);
     for (struct metric_family *f = reg->families; f; f = f->next) {
         if (!f->metrics && !f->fn)
             continue;
-        buf_printf(b, "# HELP %s ", f->name);
-        escape(b, f->help, false);
-        buf_printf(b, "\n# TYPE %s %s\n", f->name, type_name(f->type));
+        /* OpenMetrics names a counter's family without its _total (the samples keep
+         * it); a counter named otherwise is left untyped there */
+        size_t nl = strlen(f->name);
+        bool total = nl > 6 && strcmp(f->name + nl - 6, "_total") == 0;
+        int fam_len = om && f->type == METRIC_COUNTER && total ? (int)(nl - 6) : (int)nl;
+        const char *type = om && f->type == METRIC_COUNTER && !total ? "unknown" : type_name(f->type);
+        buf_printf(b, "# HELP %.*s ", fam_len, f->name);
+        escape(b, f->help, om);
+        buf_printf(b, "\n# TYPE %.*s %s\n", fam_len, f->name, type);
         if (f->fn) {
             metrics_format_value(v, sizeof(v), f->fn(f->fn_arg));
             buf_printf(b, "%s %s\n", f->name, v);
@@ -500,21 +559,16 @@ int metrics_render(struct metrics_registry *reg, struct buf *b)
                 buf_printf(b, " %s\n", v);
                 continue;
             }
+            const struct metric_exemplar *ex = om ? m->ex : NULL;
             double cum = 0;
             char le[64];
             for (size_t i = 0; i < f->nbuckets; i++) {
                 cum += slot_sum(m, i);
                 metrics_format_value(le, sizeof(le), f->buckets[i]);
-                buf_printf(b, "%s_bucket", f->name);
-                write_labels(b, f, m, "le", le);
-                metrics_format_value(v, sizeof(v), cum);
-                buf_printf(b, " %s\n", v);
+                write_bucket(b, f, m, le, cum, ex ? &ex[i] : NULL);
             }
             double count = slot_sum(m, f->nbuckets + 1);
-            buf_printf(b, "%s_bucket", f->name);
-            write_labels(b, f, m, "le", "+Inf");
-            metrics_format_value(v, sizeof(v), count);
-            buf_printf(b, " %s\n", v);
+            write_bucket(b, f, m, "+Inf", count, ex ? &ex[f->nbuckets] : NULL);
             buf_printf(b, "%s_sum", f->name);
             write_labels(b, f, m, NULL, NULL);
             metrics_format_value(v, sizeof(v), slot_sum(m, f->nbuckets));
@@ -526,7 +580,19 @@ int metrics_render(struct metrics_registry *reg, struct buf *b)
         }
     }
     pthread_mutex_unlock(&reg->lock);
+    if (om)
+        buf_puts(b, "# EOF\n");
     return 0;
+}
+
+int metrics_render(struct metrics_registry *reg, struct buf *b)
+{
+    return render(reg, b, false);
+}
+
+int metrics_render_openmetrics(struct metrics_registry *reg, struct buf *b)
+{
+    return render(reg, b, true);
 }
 
 /* ---- process metrics from /proc/self ---- */

@@ -8,7 +8,8 @@
  *
  * Gauges support both styles: metric_add() deltas are per-thread and summed, and
  * metric_set() stores a shared base value that the deltas are added to.
- * Rendering follows the text exposition format 0.0.4 that promtool accepts.
+ * Rendering follows the text exposition format 0.0.4 that promtool accepts, or
+ * OpenMetrics 1.0 (with histogram exemplars) for a scraper that asks for it.
  */
 #ifndef CAIRN_METRICS_H
 #define CAIRN_METRICS_H
@@ -58,6 +59,10 @@ void metric_add(struct metric *m, double v);
 static inline void metric_inc(struct metric *m) { metric_add(m, 1); }
 void metric_set(struct metric *m, double v);
 void metric_observe(struct metric *m, double v);
+/* metric_observe, and the observation becomes its bucket's exemplar (the last one
+ * wins), shown with trace_id in the OpenMetrics rendering. Takes the registry's
+ * mutex: for observations that name a trace, not for every request. */
+void metric_observe_exemplar(struct metric *m, double v, const char *trace_id);
 /* Current value summed over threads (counters and gauges; histograms: count). */
 double metric_value(const struct metric *m);
 
@@ -66,6 +71,10 @@ extern const double metrics_latency_buckets[];
 extern const size_t metrics_latency_nbuckets;
 
 int metrics_render(struct metrics_registry *reg, struct buf *out);
+/* The same in the OpenMetrics 1.0 text format (what Prometheus asks for first):
+ * counter families named without _total (a counter named otherwise is "unknown"),
+ * histogram buckets with their exemplars, "# EOF" at the end. */
+int metrics_render_openmetrics(struct metrics_registry *reg, struct buf *out);
 /* Formats a sample value as Prometheus does (NaN, +Inf, -Inf, shortest form). */
 void metrics_format_value(char *out, size_t outlen, double v);
 

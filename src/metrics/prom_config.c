@@ -584,8 +584,18 @@ static int parse_prometheus(struct cfg *c, const cfg_node *n, const char *path,
                 }
             }
             if (sv[1] && !cfg_is_null(sv[1])) {
+                static const char *const ek[] = { "max_exemplars", NULL };
+                cfg_node *ev[1];
                 P(q, "%s.exemplars", p);
-                bad = cfg_error(c, sv[1], q, "exemplar storage is not supported by cairn yet");
+                if (cfg_map_fields(c, sv[1], q, ek, ev) == 0) {
+                    char r[340];
+                    long long mx;
+                    P(r, "%s.max_exemplars", q);
+                    if (ev[0] && !(bad |= cfg_get_int(c, ev[0], r, 0, 10000000, &mx)))
+                        pc->max_exemplars = (uint64_t)mx;
+                } else {
+                    bad = -EINVAL;
+                }
             }
         } else {
             bad = -EINVAL;
@@ -617,6 +627,7 @@ int prom__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
         return cfg_error(c, map, path, "out of memory");
     svc->conf = pc;
     pc->retention_ms = 15ull * 86400 * 1000;
+    pc->max_exemplars = 100000;
     pc->max_series = 0;
     pc->query_timeout_ms = 120000;
     pc->query_max_samples = 50000000;

@@ -13,11 +13,13 @@
 #ifndef CAIRN_PROM_INTERNAL_H
 #define CAIRN_PROM_INTERNAL_H
 
+#include "core/hmap.h"
 #include "core/httpc.h"
 #include "core/httpd.h"
 #include "core/loop.h"
 #include "core/metrics.h"
 #include "prom.h"
+#include "prom_text.h"
 #include "promql.h"
 #include "core/relabel.h"
 #include "core/service.h"
@@ -117,6 +119,7 @@ struct prom_conf {
     uint64_t retention_ms;
     uint64_t retention_bytes;       /* retention_size; 0 = none */
     uint64_t ooo_window_ms;         /* storage.tsdb.out_of_order_time_window */
+    uint64_t max_exemplars;         /* storage.exemplars.max_exemplars (100000; 0: none) */
     uint64_t max_series;
     uint64_t block_ms;              /* block_duration */
     bool admin_api;                 /* enable_admin_api */
@@ -201,6 +204,26 @@ struct prom_target {
     struct tsdb_series *report[5];
 };
 
+/* prom_exemplar.c: scraped exemplars in a circular buffer of max records (0: none
+ * kept), and /api/v1/query_exemplars over it. */
+struct prom_ex_rec;
+struct prom_exemplars {
+    struct prom_ex_rec *ring;
+    size_t cap, max, n, next;   /* n records held; next: where the next one goes */
+    struct hmap last;           /* series ref -> 1 + the index of its newest record */
+    uint64_t appended, refused;
+};
+void prom_exemplars_init(struct prom_exemplars *x, size_t max);
+void prom_exemplars_resize(struct prom_exemplars *x, size_t max);
+void prom_exemplars_free(struct prom_exemplars *x);
+/* Adds one scraped exemplar of series ref (scrape_ts when it has no time of its
+ * own): 0, or -ERANGE out of order, -E2BIG labels too long, -ENOMEM. */
+int prom_exemplars_add(struct prom_exemplars *x, uint64_t ref, const struct prom_exemplar *e, int64_t scrape_ts);
+/* Appends the answer of query_exemplars: the exemplars in [start, end] of the
+ * series that any selector of q matches, grouped by series. */
+int prom_exemplars_query(const struct prom_exemplars *x, const struct tsdb *db, const struct promql_node *q,
+                         int64_t start, int64_t end, struct buf *b);
+
 struct prom_svc {
     const struct service *svc;
     struct prom_conf *conf;
@@ -234,6 +257,7 @@ struct prom_svc {
     struct httpc *k8s_hc;       /* kubernetes_sd_configs' calls to the API server */
     struct k8s_refresh *k8s_active;     /* refreshes in flight */
     struct metric *m_k8s_refreshes, *m_k8s_failures;
+    struct prom_exemplars exemplars;
 };
 
 /* prom_sd.c: file_sd_configs. The files are checked every second (and re-read at

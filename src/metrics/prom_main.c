@@ -164,6 +164,7 @@ static int prom_reload(struct service_ctx *sc, struct stack *st, struct cfg_erro
     }
     stack_move(owned, st);
     ps->db.ooo_window_ms = (int64_t)nc->ooo_window_ms;
+    prom_exemplars_resize(&ps->exemplars, nc->max_exemplars);
     /* the listen addresses stay as started */
     nc->nlisten = ps->conf->nlisten;
     memcpy(nc->listen, ps->conf->listen, sizeof(nc->listen));
@@ -324,6 +325,7 @@ static int prom_start(struct service_ctx *sc)
         return -EIO;
     }
     ps->stage = STAGE_DB;
+    prom_exemplars_init(&ps->exemplars, ps->conf->max_exemplars);
     ps->db.max_series = ps->conf->max_series;
     ps->db.ooo_window_ms = (int64_t)ps->conf->ooo_window_ms;
     ps->db.retention_ms = (int64_t)ps->conf->retention_ms;
@@ -395,8 +397,10 @@ static void prom_finish(struct service_ctx *sc)
     }
     if (ps->stage >= STAGE_HTTP)
         httpd_worker_destroy(&ps->hw);
-    if (ps->stage >= STAGE_DB)
+    if (ps->stage >= STAGE_DB) {
         tsdb_close(&ps->db);
+        prom_exemplars_free(&ps->exemplars);
+    }
     if (ps->stage >= STAGE_LOOP)
         loop_destroy(&ps->loop);
 }

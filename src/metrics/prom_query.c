@@ -299,7 +299,7 @@ static void h_format_query(struct httpd_req *r, const struct http_form *f)
     buf_free(&t);
 }
 
-static void h_exemplars(struct httpd_req *r, const struct http_form *f)
+static void h_exemplars(struct prom_svc *ps, struct httpd_req *r, const struct http_form *f)
 {
     char err[1024];
     int64_t s, e;
@@ -311,11 +311,13 @@ static void h_exemplars(struct httpd_req *r, const struct http_form *f)
         prom__api_error(r, 400, "bad_data", err);
         return;
     }
-    promql_free(n);
-    /* cairn keeps no exemplars (the scrape parser skips them) */
     struct buf b = BUF_INIT;
-    buf_puts(&b, "{\"status\":\"success\",\"data\":[]}");
-    prom__reply_json(r, 200, &b);
+    int rc = prom_exemplars_query(&ps->exemplars, &ps->db, n, s, e, &b);
+    promql_free(n);
+    if (rc)
+        prom__api_error(r, 500, "internal", "out of memory");
+    else
+        prom__reply_json(r, 200, &b);
     buf_free(&b);
 }
 
@@ -369,7 +371,7 @@ bool prom__query_handle(struct prom_svc *ps, struct httpd_req *r, const struct h
     else if (strv_eq_cstr(p, "/api/v1/format_query"))
         h_format_query(r, f);
     else if (strv_eq_cstr(p, "/api/v1/query_exemplars"))
-        h_exemplars(r, f);
+        h_exemplars(ps, r, f);
     else if (strv_eq_cstr(p, "/graph"))
         httpd_respond(r, 200, "text/html; charset=utf-8", graph_page, sizeof(graph_page) - 1);
     else

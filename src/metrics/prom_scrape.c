@@ -347,6 +347,8 @@ static int on_sample(void *arg, const struct prom_sample *s)
     }
     int64_t ts = (s->has_ts && t->job->honor_timestamps) ? s->ts_ms : t->scrape_ts;
     cx->p[cx->np++] = (struct pending){ e->s, ts, s->value };
+    if (s->ex.has)
+        prom_exemplars_add(&t->ps->exemplars, e->s->ref, &s->ex, t->scrape_ts);
     return 0;
 }
 

@@ -74,6 +74,123 @@ static int perr(struct parser *ps, const char *fmt, ...)
     return -EINVAL;
 }
 
+/* A label set from just after its '{' to just past its '}', into out (names and
+ * values copied to *o with escapes undone). */
+static int parse_labels(struct parser *ps, const char **qp, const char *le, char **op, struct tsdb_label *out,
+                        size_t max, size_t *n)
+{
+    const char *q = *qp + 1;
+    char *o = *op;
+    *n = 0;
+    for (;;) {
+        while (q < le && *q == ' ')
+            q++;
+        if (q < le && *q == '}') {
+            q++;
+            break;
+        }
+        if (q >= le || !name_start(*q))
+            return perr(ps, "expected a label name");
+        if (*n >= max)
+            return perr(ps, "more than %zu labels", max);
+        out[*n].name = o;
+        while (q < le && name_char(*q))
+            *o++ = *q++;
+        *o++ = 0;
+        while (q < le && *q == ' ')
+            q++;
+        if (q + 1 >= le || *q != '=' || q[1] != '"')
+            return perr(ps, "expected =\" after label name %s", out[*n].name);
+        q += 2;
+        out[*n].value = o;
+        for (;;) {
+            if (q >= le)
+                return perr(ps, "unterminated label value");
+            if (*q == '"')
+                break;
+            if (*q == '\\') {
+                if (q + 1 >= le)
+                    return perr(ps, "unterminated escape");
+                char c = q[1];
+                if (c == 'n')
+                    *o++ = '\n';
+                else if (c == '\\' || c == '"')
+                    *o++ = c;
+                else
+                    return perr(ps, "invalid escape \\%c in label value", c);
+                q += 2;
+                continue;
+            }
+            *o++ = *q++;
+        }
+        q++;
+        *o++ = 0;
+        for (size_t k = 0; k < *n; k++)
+            if (strcmp(out[k].name, out[*n].name) == 0)
+                return perr(ps, "label %s given twice", out[k].name);
+        (*n)++;
+        while (q < le && *q == ' ')
+            q++;
+        if (q < le && *q == ',') {
+            q++;
+            continue;
+        }
+        if (q < le && *q == '}') {
+            q++;
+            break;
+        }
+        return perr(ps, "expected , or } in label set");
+    }
+    *qp = q;
+    *op = o;
+    return 0;
+}
+
+/* An OpenMetrics exemplar after a sample: "# {labels} value [timestamp]", its label
+ * names and values at most 128 characters together. */
+static int parse_exemplar(struct parser *ps, const char *q, const char *le, char **op, struct prom_exemplar *ex)
+{
+    q++;
+    if (q + 1 >= le || *q != ' ' || q[1] != '{')
+        return perr(ps, "expected \" {\" to start an exemplar");
+    q++;
+    if (parse_labels(ps, &q, le, op, ex->labels, PROM_EXEMPLAR_LABELS, &ex->nlabels))
+        return -EINVAL;
+    size_t runes = 0;
+    for (size_t i = 0; i < ex->nlabels; i++)
+        for (const char *c = ex->labels[i].name; *c; c++)
+            runes += (*c & 0xc0) != 0x80;
+    for (size_t i = 0; i < ex->nlabels; i++)
+        for (const char *c = ex->labels[i].value; *c; c++)
+            runes += (*c & 0xc0) != 0x80;
+    if (runes > 128)
+        return perr(ps, "exemplar labels longer than 128 characters");
+    if (q >= le || *q != ' ')
+        return perr(ps, "expected a value after the exemplar's labels");
+    while (q < le && *q == ' ')
+        q++;
+    const char *vs = q;
+    while (q < le && *q != ' ')
+        q++;
+    if (prom_parse_float(vs, (size_t)(q - vs), &ex->value))
+        return perr(ps, "invalid exemplar value");
+    while (q < le && *q == ' ')
+        q++;
+    ex->has_ts = false;
+    if (q < le) {
+        const char *ts = q;
+        while (q < le && *q != ' ')
+            q++;
+        double sec;
+        if (prom_parse_float(ts, (size_t)(q - ts), &sec) || !isfinite(sec) || q != le)
+            return perr(ps, "invalid exemplar timestamp");
+        ex->ts_ms = (int64_t)llround(sec * 1000.0);
+        ex->has_ts = true;
+    }
+    ex->has = true;
+    return 0;
+}
+
 int prom_text_parse(const char *text, size_t len, bool openmetrics, size_t label_limit,
                     prom_sample_cb cb, prom_meta_cb mcb, void *arg, char *err, size_t errlen)
 {
@@ -157,83 +274,8 @@ int prom_text_parse(const char *text, size_t len, bool openmetrics, size_t label
             *o++ = *q++;
         *o++ = 0;
         s.nlabels = 0;
-        if (q < le && *q == '{') {
-            q++;
-            for (;;) {
-                while (q < le && *q == ' ')
-                    q++;
-                if (q < le && *q == '}') {
-                    q++;
-                    break;
-                }
-                if (q >= le || !name_start(*q)) {
-                    ret = perr(&ps, "expected a label name");
-                    goto out;
-                }
-                if (s.nlabels >= label_limit) {
-                    ret = perr(&ps, "more than %zu labels", label_limit);
-                    goto out;
-                }
-                s.labels[s.nlabels].name = o;
-                while (q < le && name_char(*q))
-                    *o++ = *q++;
-                *o++ = 0;
-                while (q < le && *q == ' ')
-                    q++;
-                if (q + 1 >= le || *q != '=' || q[1] != '"') {
-                    ret = perr(&ps, "expected =\" after label name %s", s.labels[s.nlabels].name);
-                    goto out;
-                }
-                q += 2;
-                s.labels[s.nlabels].value = o;
-                for (;;) {
-                    if (q >= le) {
-                        ret = perr(&ps, "unterminated label value");
-                        goto out;
-                    }
-                    if (*q == '"')
-                        break;
-                    if (*q == '\\') {
-                        if (q + 1 >= le) {
-                            ret = perr(&ps, "unterminated escape");
-                            goto out;
-                        }
-                        char c = q[1];
-                        if (c == 'n')
-                            *o++ = '\n';
-                        else if (c == '\\' || c == '"')
-                            *o++ = c;
-                        else {
-                            ret = perr(&ps, "invalid escape \\%c in label value", c);
-                            goto out;
-                        }
-                        q += 2;
-                        continue;
-                    }
-                    *o++ = *q++;
-                }
-                q++;
-                *o++ = 0;
-                for (size_t k = 0; k < s.nlabels; k++)
-                    if (strcmp(s.labels[k].name, s.labels[s.nlabels].name) == 0) {
-                        ret = perr(&ps, "label %s given twice", s.labels[k].name);
-                        goto out;
-                    }
-                s.nlabels++;
-                while (q < le && *q == ' ')
-                    q++;
-                if (q < le && *q == ',') {
-                    q++;
-                    continue;
-                }
-                if (q < le && *q == '}') {
-                    q++;
-                    break;
-                }
-                ret = perr(&ps, "expected , or } in label set");
-                goto out;
-            }
-        }
+        if (q < le && *q == '{' && (ret = parse_labels(&ps, &q, le, &o, s.labels, label_limit, &s.nlabels)))
+            break;
         s.series = series_start;
         s.series_len = (size_t)(q - series_start);
         if (q >= le || (*q != ' ' && *q != '\t')) {
@@ -285,7 +327,13 @@ int prom_text_parse(const char *text, size_t len, bool openmetrics, size_t label
             while (q < le && (*q == ' ' || *q == '\t'))
                 q++;
         }
-        if (q < le && !(openmetrics && *q == '#')) {
+        s.ex.has = false;
+        if (q < le && openmetrics && *q == '#') {
+            if ((ret = parse_exemplar(&ps, q, le, &o, &s.ex)))
+                break;
+            q = le;
+        }
+        if (q < le) {
             ret = perr(&ps, "unexpected text after the sample");
             break;
         }
@@ -295,7 +343,6 @@ int prom_text_parse(const char *text, size_t len, bool openmetrics, size_t label
     }
     if (!ret && openmetrics && !eof_seen)
         ret = perr(&ps, "missing # EOF");
-out:
     free(scratch);
     return ret;
 }

@@ -3,8 +3,8 @@
  * A scrape body is parsed line by line into samples: the metric name, its labels
  * (escapes undone), the value (Go float syntax incl. NaN, +Inf, -Inf) and an
  * optional timestamp (milliseconds in the text format, seconds in OpenMetrics).
- * HELP/TYPE/UNIT comments are reported as metadata; OpenMetrics exemplars are
- * skipped. Any syntax error stops the parse with "line N: message", as
+ * HELP/TYPE/UNIT comments are reported as metadata; an OpenMetrics exemplar
+ * comes with its sample. Any syntax error stops the parse with "line N: message", as
  * Prometheus fails the whole scrape.
  */
 #ifndef CAIRN_PROM_TEXT_H
@@ -13,6 +13,18 @@
 #include "tsdb.h"
 
 #define PROM_MAX_LINE (1u << 20)
+
+#define PROM_EXEMPLAR_LABELS 8
+
+/* An OpenMetrics exemplar: a few labels (a trace id) and one observation. */
+struct prom_exemplar {
+    bool has;
+    struct tsdb_label labels[PROM_EXEMPLAR_LABELS];
+    size_t nlabels;
+    double value;
+    bool has_ts;
+    int64_t ts_ms;
+};
 
 struct prom_sample {
     const char *name;                   /* NUL-terminated (in the parser's scratch) */
@@ -23,6 +35,7 @@ struct prom_sample {
     int64_t ts_ms;
     const char *series;                 /* the raw "name{labels}" text, a cache key */
     size_t series_len;
+    struct prom_exemplar ex;            /* OpenMetrics only */
 };
 
 struct prom_meta {

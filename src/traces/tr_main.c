@@ -7,9 +7,11 @@
  *
  * Span metrics (Tempo's metrics generator names) are computed as spans arrive:
  * traces_spanmetrics_calls_total and traces_spanmetrics_latency per service,
- * span name, kind and status; the service graph pairs a client span with its
- * server child in another service (traces_service_graph_request_total, _failed_
- * total, _server_seconds), and /api/dependencies reads the same edges.
+ * span name, kind and status (each latency bucket with the trace of its last
+ * span as its exemplar, in the OpenMetrics rendering); the service graph pairs a
+ * client span with its server child in another service
+ * (traces_service_graph_request_total, _failed_total, _server_seconds), and
+ * /api/dependencies reads the same edges.
  */
 #include "traces_internal.h"
 #include "core/fileio.h"
@@ -172,8 +174,11 @@ void traces__span_metrics(struct traces_svc *s, const char *tenant, const uint8_
                     nseries++;
                 metric_inc(m);
             }
-            if ((m = metrics_get(f_latency, lv)))
-                metric_observe(m, secs);
+            if ((m = metrics_get(f_latency, lv))) {
+                char tid[33];       /* the exemplar: this span's trace */
+                cairn_hex(sp->tid, 16, tid);
+                metric_observe_exemplar(m, secs, tid);
+            }
         }
         /* the service graph: a client span and the server span whose parent it is,
          * paired in whichever order they arrive */

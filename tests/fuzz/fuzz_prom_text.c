@@ -1,5 +1,5 @@
-/* libFuzzer harness: the Prometheus text and OpenMetrics exposition parser, and
- * the float syntax it accepts. */
+/* libFuzzer harness: the Prometheus text and OpenMetrics exposition parser (with
+ * exemplars), and the float syntax it accepts. */
 #include "metrics/prom_text.h"
 
 #include <stdlib.h>
@@ -15,6 +15,11 @@ static int on_sample(void *arg, const struct prom_sample *s)
         abort();
     for (size_t i = 0; i < s->nlabels; i++)
         (void)strlen(s->labels[i].value);
+    if (s->ex.has && (s->ex.nlabels > PROM_EXEMPLAR_LABELS))
+        abort();
+    for (size_t i = 0; s->ex.has && i < s->ex.nlabels; i++)
+        if (strlen(s->ex.labels[i].name) + strlen(s->ex.labels[i].value) > 512)
+            abort();
     (*n)++;
     return 0;
 }

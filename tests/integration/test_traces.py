@@ -5,6 +5,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -13,6 +14,8 @@ import pytest
 import requests
 
 from conftest import ROOT, free_port, wait_for, write_stack
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 TRACES = os.path.join(os.path.dirname(ROOT), "shared", "conformance", "traces")
 NODE = os.path.join(ROOT, "tests", "integration", "node")
@@ -635,6 +638,76 @@ services:
     assert parent(clients[0][1]) == parent(clients[1][1]) == [server["spanID"]]
     app_span = [s for svc, tags, s in spans if svc == "app"][0]
     assert parent(app_span) == [clients[1][1]["spanID"]]
+
+
+def test_span_metrics_exemplars_reach_query_exemplars(start, tmp_path):
+    """The span-metrics latency histogram carries the trace of its last span as a
+    bucket exemplar (OpenMetrics, when the scraper asks for it); cairn's metrics role
+    and Prometheus 2.42 (exemplar storage on) both scrape it, and both answer
+    /api/v1/query_exemplars with that trace id, so Grafana links a latency graph to
+    the trace."""
+    tp, tempo, mp, pport = (free_port() for _ in range(4))
+    stack = write_stack(tmp_path, f"""
+data_dir: data
+services:
+  traces:
+    role: traces
+    listen: ["127.0.0.1:{tp}"]
+    tempo: ["127.0.0.1:{tempo}"]
+  metrics:
+    role: metrics
+    listen: ["127.0.0.1:{mp}"]
+    prometheus:
+      global: {{scrape_interval: 500ms, scrape_timeout: 400ms}}
+      scrape_configs: [{{job_name: traces, static_configs: [{{targets: ["127.0.0.1:{tempo}"]}}]}}]
+""")
+    start(["up", "-c", stack])
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{mp}/-/ready", timeout=1).ok and
+             requests.get(f"http://127.0.0.1:{tempo}/ready", timeout=1).ok, timeout=20, what="the stack")
+    tid, now = "5a1f" * 8, time.time_ns()
+    doc = otlp_req("shop", [otlp_span(tid, "00f067aa0ba902b7", "GET /cart", now, 30_000_000)])
+    r = requests.post(f"http://127.0.0.1:{tp}/v1/traces", data=json.dumps(doc),
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 200
+    # the text format has no exemplars; OpenMetrics puts it on the 0.05 bucket
+    plain = requests.get(f"http://127.0.0.1:{tempo}/metrics", timeout=5)
+    assert "# {" not in plain.text and plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    om = requests.get(f"http://127.0.0.1:{tempo}/metrics", timeout=5,
+                      headers={"Accept": "application/openmetrics-text;version=1.0.0"})
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert om.text.endswith("# EOF\n") and "# TYPE traces_spanmetrics_calls counter" in om.text
+    line = [x for x in om.text.splitlines() if 'service="shop"' in x and 'le="0.05"' in x][0]
+    assert re.search(r' 1 # \{trace_id="%s"\} 0\.03 \d+\.\d{3}$' % tid, line), line
+    (tmp_path / "prom.yml").write_text(f"""global: {{scrape_interval: 500ms, scrape_timeout: 400ms}}
+scrape_configs: [{{job_name: traces, static_configs: [{{targets: ["127.0.0.1:{tempo}"]}}]}}]
+""")
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path}/prom.yml",
+                             f"--storage.tsdb.path={tmp_path}/prom-data", "--enable-feature=exemplar-storage",
+                             f"--web.listen-address=127.0.0.1:{pport}"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "wb"))
+    try:
+        q = {"query": 'traces_spanmetrics_latency_bucket{service="shop"}',
+             "start": now / 1e9 - 60, "end": time.time() + 60}
+
+        def exemplars(port):
+            r = requests.get(f"http://127.0.0.1:{port}/api/v1/query_exemplars", params=q, timeout=5)
+            return r.ok and r.json()["data"] or None
+        for port in (mp, pport):
+            data = wait_for(lambda: exemplars(port), timeout=30, what=f"exemplars on {port}")
+            assert len(data) == 1, data
+            assert data[0]["seriesLabels"]["le"] == "0.05" and data[0]["seriesLabels"]["job"] == "traces"
+            ex = data[0]["exemplars"]
+            assert len(ex) == 1, ex         # scraped again and again, kept once
+            assert ex[0]["labels"] == {"trace_id": tid} and float(ex[0]["value"]) == 0.03
+        # a selector that matches nothing: no exemplars; a bad query: 400
+        r = requests.get(f"http://127.0.0.1:{mp}/api/v1/query_exemplars",
+                         params={**q, "query": 'traces_spanmetrics_latency_bucket{service="none"}'}, timeout=5)
+        assert r.json() == {"status": "success", "data": []}
+        r = requests.get(f"http://127.0.0.1:{mp}/api/v1/query_exemplars", params={**q, "query": "sum("}, timeout=5)
+        assert r.status_code == 400
+    finally:
+        prom.send_signal(signal.SIGTERM)
+        prom.wait(10)
 
 
 def test_a_full_disk_refuses_exports_clearly_and_loses_nothing(start, tmp_path):

@@ -65,6 +65,37 @@ TEST(metrics_render_text_format)
     metrics_registry_free(&reg);
 }
 
+TEST(metrics_render_openmetrics_with_exemplars)
+{
+    struct metrics_registry *reg = metrics_registry_new();
+    struct metric *c = metrics_counter(reg, "t_events_total", "Events \"quoted\".");
+    struct metric *u = metrics_counter(reg, "t_untyped", "A counter without _total.");
+    metric_inc(c);
+    metric_inc(u);
+    static const double b[] = { 0.1, 1 };
+    struct metric *h = metrics_histogram(reg, "t_latency_seconds", "Latency.", b, 2);
+    metric_observe_exemplar(h, 0.05, "4bf92f3577b34da6a3ce929d0e0e4736");
+    metric_observe_exemplar(h, 0.07, "00000000000000000000000000000001");     /* the last one wins */
+    metric_observe(h, 0.5);                                                   /* no exemplar */
+    metric_observe_exemplar(h, 7, "00000000000000000000000000000002");
+    struct buf out = BUF_INIT;
+    metrics_render_openmetrics(reg, &out);
+    const char *s = buf_head(&out);
+    CHECK_CONTAINS(s, "# HELP t_events Events \\\"quoted\\\".\n# TYPE t_events counter\nt_events_total 1\n");
+    CHECK_CONTAINS(s, "# TYPE t_untyped unknown\nt_untyped 1\n");
+    CHECK_CONTAINS(s, "t_latency_seconds_bucket{le=\"0.1\"} 2 # {trace_id=\"00000000000000000000000000000001\"} 0.07 ");
+    CHECK_CONTAINS(s, "t_latency_seconds_bucket{le=\"1\"} 3\n");
+    CHECK_CONTAINS(s, "t_latency_seconds_bucket{le=\"+Inf\"} 4 # {trace_id=\"00000000000000000000000000000002\"} 7 ");
+    CHECK(strlen(s) > 6 && strcmp(s + strlen(s) - 6, "# EOF\n") == 0);
+    buf_free(&out);
+    /* the text format shows no exemplar */
+    metrics_render(reg, &out);
+    CHECK(strstr(buf_head(&out), "trace_id") == NULL);
+    CHECK_CONTAINS(buf_head(&out), "# TYPE t_events_total counter\n");
+    buf_free(&out);
+    metrics_registry_free(&reg);
+}
+
 TEST(metrics_rejects_bad_names_and_type_clash)
 {
     struct metrics_registry *reg = metrics_registry_new();

@@ -363,6 +363,10 @@ struct collected {
     double v[8];
     int64_t ts[8];
     int nlabels[8];
+    bool ex[8];
+    double ex_v[8];
+    int64_t ex_ts[8];
+    char ex_label[8][160];      /* the first exemplar label, name=value */
 };
 
 static int collect(void *arg, const struct prom_sample *s)
@@ -373,6 +377,12 @@ static int collect(void *arg, const struct prom_sample *s)
         c->v[c->n] = s->value;
         c->ts[c->n] = s->has_ts ? s->ts_ms : -1;
         c->nlabels[c->n] = (int)s->nlabels;
+        c->ex[c->n] = s->ex.has;
+        if (s->ex.has) {
+            c->ex_v[c->n] = s->ex.value;
+            c->ex_ts[c->n] = s->ex.has_ts ? s->ex.ts_ms : -1;
+            snprintf(c->ex_label[c->n], 160, "%s=%s", s->ex.labels[0].name, s->ex.labels[0].value);
+        }
     }
     c->n++;
     return 0;
@@ -402,6 +412,24 @@ TEST(prom_text_parse_formats)
     memset(&c, 0, sizeof(c));
     CHECK_INT(prom_text_parse(om, sizeof(om) - 1, true, 0, collect, NULL, &c, err, sizeof(err)), 0);
     CHECK(c.n == 1 && c.ts[0] == 1700000000500);
+    CHECK(c.ex[0] && c.ex_v[0] == 1 && c.ex_ts[0] == -1 && strcmp(c.ex_label[0], "id=x") == 0);
+    static const char om2[] = "a_bucket{le=\"1\"} 2 # {trace_id=\"ab\",span_id=\"cd\"} 0.5 1700000001.25\n"
+                              "a_bucket{le=\"+Inf\"} 2\n# EOF\n";
+    memset(&c, 0, sizeof(c));
+    CHECK_INT(prom_text_parse(om2, sizeof(om2) - 1, true, 0, collect, NULL, &c, err, sizeof(err)), 0);
+    CHECK(c.n == 2 && c.ex[0] && !c.ex[1] && c.ex_v[0] == 0.5 && c.ex_ts[0] == 1700000001250);
+    CHECK_STR(c.ex_label[0], "trace_id=ab");
+    /* malformed exemplars fail the scrape, as Prometheus's parser does */
+    char long_ex[400];
+    snprintf(long_ex, sizeof(long_ex), "a 1 # {trace_id=\"%0129d\"} 1\n# EOF\n", 0);
+    const char *const bad_ex[] = { "a 1 # x\n# EOF\n", "a 1 # {id=\"x\"}\n# EOF\n",
+                                   "a 1 # {id=\"x\"} v\n# EOF\n", "a 1 # {id=\"x\"} 1 2 3\n# EOF\n",
+                                   long_ex };
+    for (size_t i = 0; i < sizeof(bad_ex) / sizeof(bad_ex[0]); i++) {
+        memset(&c, 0, sizeof(c));
+        if (prom_text_parse(bad_ex[i], strlen(bad_ex[i]), true, 0, collect, NULL, &c, err, sizeof(err)) == 0)
+            test_fail(__FILE__, __LINE__, "accepted bad exemplar %s", bad_ex[i]);
+    }
     static const char *const bad[] = { "x{a=\"1\" 2\n", "x 1 2 3\n", "x{a=1} 2\n", "1x 2\n",
                                        "x{a=\"\\q\"} 1\n", "x{a=\"1\",a=\"2\"} 1\n", "x abc\n" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
