@@ -373,27 +373,32 @@ static size_t bucket_of(const struct metric_family *f, double v)
     return lo;
 }
 
-void metric_observe(struct metric *m, double v)
+/* Counts v into bucket b (and the sum and count); returns b. */
+static size_t observe_at(struct metric *m, double v)
 {
-    if (!m)
-        return;
     const struct metric_family *f = m->fam;
     size_t b = bucket_of(f, v);
     if (b < f->nbuckets)
         slot_add(m, b, 1);
     slot_add(m, f->nbuckets, v);
     slot_add(m, f->nbuckets + 1, 1);
+    return b;
+}
+
+void metric_observe(struct metric *m, double v)
+{
+    if (m)
+        observe_at(m, v);
 }
 
 void metric_observe_exemplar(struct metric *m, double v, const char *trace_id)
 {
     if (!m)
         return;
-    metric_observe(m, v);
+    size_t b = observe_at(m, v);
     if (!trace_id || !*trace_id || m->fam->type != METRIC_HISTOGRAM)
         return;
     struct metric_family *f = m->fam;
-    size_t b = bucket_of(f, v);
     double now = cairn_wall_time();
     pthread_mutex_lock(&f->reg->lock);
     if (!m->ex)
