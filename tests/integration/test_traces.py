@@ -505,6 +505,16 @@ def test_tenants_are_apart(start, tmp_path):
 
 # ---- the stack traces itself ----
 
+def jaeger_spans(jp, tid):
+    """A trace read through Jaeger's API as (service, tags, span) triples; None until it is there."""
+    r = requests.get(f"http://127.0.0.1:{jp}/api/traces/{tid}", timeout=5)
+    if r.status_code != 200:
+        return None
+    t = r.json()["data"][0]
+    procs = {k: v["serviceName"] for k, v in t["processes"].items()}
+    return [(procs[s["processID"]], {x["key"]: x["value"] for x in s["tags"]}, s) for s in t["spans"]]
+
+
 def test_edge_and_demo_app_trace_themselves(start, tmp_path):
     """A request with a traceparent through an edge to a demo app is one trace: the
     edge's server span (child of the caller's), its client span, the app's server
@@ -546,12 +556,9 @@ services:
                      headers={"traceparent": f"00-{caller_tid}-{caller_sid}-01"})
     assert r.status_code == 200 and r.json()["trace_id"] == caller_tid
 
-    def trace():
-        r = requests.get(f"http://127.0.0.1:{jp}/api/traces/{caller_tid}", timeout=5)
-        return r.status_code == 200 and len(r.json()["data"][0]["spans"]) >= 3 and r.json()["data"][0]
-    t = wait_for(trace, timeout=20, what="the trace of the request")
-    procs = {k: v["serviceName"] for k, v in t["processes"].items()}
-    spans = [(procs[s["processID"]], {x["key"]: x["value"] for x in s["tags"]}["span.kind"], s) for s in t["spans"]]
+    spans = wait_for(lambda: (lambda sp: sp and len(sp) >= 3 and sp)(jaeger_spans(jp, caller_tid)), timeout=20,
+                     what="the trace of the request")
+    spans = [(svc, tags["span.kind"], s) for svc, tags, s in spans]
     assert sorted((svc, kind) for svc, kind, _ in spans) == [("app", "server"), ("lb", "client"), ("lb", "server")]
     by = {(svc, kind): s for svc, kind, s in spans}
     parent = lambda s: [x["spanID"] for x in s["references"] if x["refType"] == "CHILD_OF"]
@@ -600,13 +607,7 @@ services:
     wait_for(lambda: requests.get(f"http://127.0.0.1:{lb}/api/hello", timeout=1).status_code == 200, timeout=20,
              what="the stack")
 
-    def spans_of(tid):
-        r = requests.get(f"http://127.0.0.1:{jp}/api/traces/{tid}", timeout=5)
-        if r.status_code != 200:
-            return None
-        t = r.json()["data"][0]
-        procs = {k: v["serviceName"] for k, v in t["processes"].items()}
-        return [(procs[s["processID"]], {x["key"]: x["value"] for x in s["tags"]}, s) for s in t["spans"]]
+    spans_of = lambda tid: jaeger_spans(jp, tid)
     # round robin over a refused port and the app: one of the first requests tries both
     retried = None
     for i in range(6):
