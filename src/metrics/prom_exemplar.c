@@ -96,6 +96,13 @@ int prom_exemplars_add(struct prom_exemplars *x, uint64_t ref, const struct prom
         x->cap = nc;
     }
     size_t i = x->next;
+    if (x->n == x->max) {
+        /* the oldest record goes: so does its series' entry if it was the newest,
+         * so that the map holds only series still in the buffer */
+        uint64_t old = x->ring[i].ref;
+        if ((uintptr_t)hmap_get(&x->last, &old, sizeof(old)) == i + 1)
+            hmap_del(&x->last, &old, sizeof(old));
+    }
     x->ring[i] = r;
     x->next = (i + 1) % x->max;
     if (x->n < x->max)

@@ -1,9 +1,11 @@
 /* Unit tests: XOR chunks, the TSDB head and WAL, the exposition parser. */
+#include "metrics/prom_internal.h"
 #include "metrics/prom_text.h"
 #include "metrics/tsdb.h"
 #include "metrics/tsdb_chunk.h"
 #include "test.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -444,6 +446,58 @@ TEST(prom_text_parse_formats)
     /* the label limit */
     CHECK(prom_text_parse("a{x=\"1\",y=\"2\"} 1\n", 17, false, 1, collect, NULL, &c, err,
                           sizeof(err)) != 0);
+}
+
+static struct prom_exemplar trace_ex(const char *tid, double v, int64_t ts_ms)
+{
+    struct prom_exemplar e = { .has = true, .nlabels = 1, .value = v, .has_ts = ts_ms >= 0, .ts_ms = ts_ms };
+    e.labels[0] = (struct tsdb_label){ "trace_id", tid };
+    return e;
+}
+
+TEST(prom_exemplars_dedup_order_wrap_and_query)
+{
+    char dir[] = "/tmp/cairn-ex-XXXXXX", err[256], cmd[64];
+    CHECK(mkdtemp(dir) != NULL);
+    struct tsdb db;
+    CHECK_INT(tsdb_open(&db, dir, err, sizeof(err)), 0);
+    struct tsdb_series *a = series(&db, "lat_bucket", "a"), *b = series(&db, "lat_bucket", "b"),
+                       *c = series(&db, "lat_bucket", "c");
+    struct prom_exemplars x;
+    prom_exemplars_init(&x, 4);
+    struct prom_exemplar e1 = trace_ex("t1", 0.5, 1000);
+    CHECK_INT(prom_exemplars_add(&x, a->ref, &e1, 0), 0);
+    CHECK_INT(prom_exemplars_add(&x, a->ref, &e1, 0), 0);          /* scraped again: kept once */
+    CHECK(x.n == 1 && x.appended == 1);
+    struct prom_exemplar old = trace_ex("t0", 0.1, 500);
+    CHECK_INT(prom_exemplars_add(&x, a->ref, &old, 0), -ERANGE);   /* older than a's newest */
+    struct prom_exemplar nots = trace_ex("t2", 0.2, -1);
+    CHECK_INT(prom_exemplars_add(&x, c->ref, &nots, 2000), 0);     /* the scrape's time */
+    CHECK(x.last.n == 2);
+    for (int i = 3; i <= 6; i++) {                                  /* wraps: t1 and c's t2 go */
+        char tid[8];
+        snprintf(tid, sizeof(tid), "t%d", i);
+        struct prom_exemplar e = trace_ex(tid, i, 1000 * i);
+        CHECK_INT(prom_exemplars_add(&x, (i % 2 ? a : b)->ref, &e, 0), 0);
+    }
+    CHECK(x.n == 4 && x.last.n == 2);       /* c left the buffer, and the map */
+    struct promql_node *q = promql_parse("sum(rate(lat_bucket{job=\"a\"}[5m]))", err, sizeof(err));
+    CHECK(q != NULL);
+    struct buf out = BUF_INIT;
+    CHECK_INT(prom_exemplars_query(&x, &db, q, 0, 10000, &out), 0);
+    CHECK_STR(buf_head(&out), "{\"status\":\"success\",\"data\":[{\"seriesLabels\":{\"__name__\":\"lat_bucket\","
+                              "\"job\":\"a\"},\"exemplars\":[{\"labels\":{\"trace_id\":\"t3\"},\"value\":\"3\","
+                              "\"timestamp\":3.000},{\"labels\":{\"trace_id\":\"t5\"},\"value\":\"5\","
+                              "\"timestamp\":5.000}]}]}");
+    buf_reset(&out);
+    CHECK_INT(prom_exemplars_query(&x, &db, q, 4000, 10000, &out), 0);   /* the range */
+    CHECK(strstr(buf_head(&out), "t3") == NULL && strstr(buf_head(&out), "t5") != NULL);
+    buf_free(&out);
+    promql_free(q);
+    prom_exemplars_free(&x);
+    tsdb_close(&db);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_INT(system(cmd), 0);
 }
 
 /* Encodes values into an XOR chunk, recodes it as scaled decimals, and checks the
