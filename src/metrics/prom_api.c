@@ -44,8 +44,7 @@ void prom__api_error(struct httpd_req *r, int status, const char *type, const ch
     buf_free(&b);
 }
 
-/* {"name":"value",...} */
-static void pair_json(struct buf *b, size_t i, const char *name, const char *value)
+void prom__pair_json(struct buf *b, size_t i, const char *name, const char *value)
 {
     if (i)
         buf_putc(b, ',');
@@ -54,11 +53,11 @@ static void pair_json(struct buf *b, size_t i, const char *name, const char *val
     buf_json_str(b, value);
 }
 
-static void pairs_json(struct buf *b, const struct tsdb_label *l, size_t n)
+void prom__labels_json(struct buf *b, const struct tsdb_label *l, size_t n)
 {
     buf_putc(b, '{');
     for (size_t i = 0; i < n; i++)
-        pair_json(b, i, l[i].name, l[i].value);
+        prom__pair_json(b, i, l[i].name, l[i].value);
     buf_putc(b, '}');
 }
 
@@ -66,7 +65,7 @@ static void lset_json(struct buf *b, const struct relabel_set *s)
 {
     buf_putc(b, '{');
     for (size_t i = 0; i < s->n; i++)
-        pair_json(b, i, s->l[i].name, s->l[i].value);
+        prom__pair_json(b, i, s->l[i].name, s->l[i].value);
     buf_putc(b, '}');
 }
 
@@ -217,7 +216,7 @@ static void h_series(struct prom_svc *ps, struct httpd_req *r, const struct http
     for (size_t i = 0; i < n; i++) {
         if (i)
             buf_putc(&b, ',');
-        pairs_json(&b, s[i]->labels.l, s[i]->labels.n);
+        prom__labels_json(&b, s[i]->labels.l, s[i]->labels.n);
     }
     buf_puts(&b, "]}");
     tsdb_select_free(s, n);
@@ -378,7 +377,7 @@ static void h_targets(struct prom_svc *ps, struct httpd_req *r)
         buf_puts(&b, "{\"discoveredLabels\":");
         lset_json(&b, &t->discovered);
         buf_puts(&b, ",\"labels\":");
-        pairs_json(&b, t->labels, t->nlabels);
+        prom__labels_json(&b, t->labels, t->nlabels);
         buf_puts(&b, ",\"scrapePool\":");
         buf_json_str(&b, t->job->name);
         buf_puts(&b, ",\"scrapeUrl\":");

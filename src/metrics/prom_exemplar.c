@@ -135,15 +135,13 @@ static bool selector_matches(const struct promql_node *sel, const struct tsdb_la
     return true;
 }
 
-static void labels_json(struct buf *b, const char *p, size_t n)
+/* The packed pairs of a record as a JSON object. */
+static void packed_json(struct buf *b, const char *p, size_t n)
 {
     buf_putc(b, '{');
     for (size_t o = 0, k = 0; o < n; k++) {
         const char *name = p + o, *value = name + strlen(name) + 1;
-        buf_puts(b, k ? "," : "");
-        buf_json_str(b, name);
-        buf_putc(b, ':');
-        buf_json_str(b, value);
+        prom__pair_json(b, k, name, value);
         o = (size_t)(value - p) + strlen(value) + 1;
     }
     buf_putc(b, '}');
@@ -196,7 +194,7 @@ int prom_exemplars_query(const struct prom_exemplars *x, const struct tsdb *db, 
             buf_putc(e, ',');
         }
         buf_puts(e, "{\"labels\":");
-        labels_json(e, r->lab, r->nbytes);
+        packed_json(e, r->lab, r->nbytes);
         char v[64];
         prom_format_float(v, sizeof(v), r->v);
         buf_printf(e, ",\"value\":\"%s\",\"timestamp\":%.3f}", v, (double)r->t / 1000.0);
@@ -205,14 +203,9 @@ int prom_exemplars_query(const struct prom_exemplars *x, const struct tsdb *db, 
     for (size_t i = 0; i < norder; i++) {
         struct buf *e = hmap_get(&out, &order[i], sizeof(order[i]));
         const struct tsdb_series *s = tsdb_series_by_ref(db, order[i]);
-        buf_puts(b, i ? ",{\"seriesLabels\":{" : "{\"seriesLabels\":{");
-        for (size_t k = 0; k < s->labels.n; k++) {
-            buf_puts(b, k ? "," : "");
-            buf_json_str(b, s->labels.l[k].name);
-            buf_putc(b, ':');
-            buf_json_str(b, s->labels.l[k].value);
-        }
-        buf_puts(b, "},\"exemplars\":[");
+        buf_puts(b, i ? ",{\"seriesLabels\":" : "{\"seriesLabels\":");
+        prom__labels_json(b, s->labels.l, s->labels.n);
+        buf_puts(b, ",\"exemplars\":[");
         buf_append(b, buf_head(e), buf_used(e));
         buf_puts(b, "]}");
     }

@@ -204,6 +204,11 @@ struct prom_target {
     struct tsdb_series *report[5];
 };
 
+/* prom_api.c: one "name":"value" pair (a comma before all but the first, i = 0),
+ * and a label set as a JSON object, as the HTTP API writes them. */
+void prom__pair_json(struct buf *b, size_t i, const char *name, const char *value);
+void prom__labels_json(struct buf *b, const struct tsdb_label *l, size_t n);
+
 /* prom_exemplar.c: scraped exemplars in a circular buffer of max records (0: none
  * kept), and /api/v1/query_exemplars over it. */
 struct prom_ex_rec;

@@ -72,15 +72,9 @@ static void put_point(struct buf *b, int64_t t, double v)
 
 static void put_metric(struct buf *b, const struct tsdb_labels *l)
 {
-    buf_puts(b, "{\"metric\":{");
-    for (uint16_t i = 0; i < l->n; i++) {
-        if (i)
-            buf_putc(b, ',');
-        buf_json_str(b, l->l[i].name);
-        buf_putc(b, ':');
-        buf_json_str(b, l->l[i].value);
-    }
-    buf_puts(b, "},");
+    buf_puts(b, "{\"metric\":");
+    prom__labels_json(b, l->l, l->n);
+    buf_putc(b, ',');
 }
 
 static void result_json(struct buf *b, const struct promql_result *res)
