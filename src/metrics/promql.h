@@ -79,6 +79,15 @@ struct promql_node {
     size_t nkids;
 };
 
+/* The text of a string-typed node: a string literal, or one in parentheses
+ * (`label_replace(v, "dst", "$1", "src", ("(.*)"))` is valid PromQL). */
+static inline const char *promql_str(const struct promql_node *n)
+{
+    while (n->kind == PQ_PAREN)
+        n = n->kids[0];
+    return n->str;
+}
+
 /* Parses a query. Returns the tree, or NULL with "LINE:COL: parse error: ..." in
  * err (an out-of-memory is reported the same way). */
 struct promql_node *promql_parse(const char *q, char *err, size_t errlen);

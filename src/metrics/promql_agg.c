@@ -137,7 +137,7 @@ struct pq_val *promql__eval_agg(struct promql_ev *ev, const struct promql_node *
                         promql_format_float(label_val, sizeof(label_val), vals[j]);
                         struct lb b;
                         promql__lb_from(&b, &glab[g]);
-                        promql__lb_set(&b, n->kids[1]->str, label_val);
+                        promql__lb_set(&b, promql_str(n->kids[1]), label_val);
                         struct tsdb_labels l;
                         if (promql__lb_make(ev, &b, &l))
                             break;

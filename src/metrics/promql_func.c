@@ -624,13 +624,13 @@ static void expand(struct buf *b, const char *tmpl, pcre2_code *re, const char *
 static struct pq_val *eval_label_fn(struct promql_ev *ev, const struct promql_node *n)
 {
     bool replace = strcmp(n->func->name, "label_replace") == 0;
-    const char *dst = n->kids[1]->str;
+    const char *dst = promql_str(n->kids[1]);
     struct tsdb_matcher re;
     memset(&re, 0, sizeof(re));
     if (replace) {
         char e[300];
-        if (tsdb_matcher_init(&re, "x", TSDB_RE, n->kids[4]->str, e, sizeof(e)))
-            return promql__fail(ev, PROMQL_EEXEC, "invalid regular expression in label_replace(): %s", n->kids[4]->str);
+        if (tsdb_matcher_init(&re, "x", TSDB_RE, promql_str(n->kids[4]), e, sizeof(e)))
+            return promql__fail(ev, PROMQL_EEXEC, "invalid regular expression in label_replace(): %s", promql_str(n->kids[4]));
         if (!relabel_label_name_ok(dst)) {
             tsdb_matcher_free(&re);
             return promql__fail(ev, PROMQL_EEXEC, "invalid destination label name in label_replace(): %s", dst);
@@ -639,8 +639,8 @@ static struct pq_val *eval_label_fn(struct promql_ev *ev, const struct promql_no
         if (!relabel_label_name_ok(dst))
             return promql__fail(ev, PROMQL_EEXEC, "invalid destination label name in label_join(): %s", dst);
         for (size_t i = 3; i < n->nkids; i++)
-            if (!relabel_label_name_ok(n->kids[i]->str))
-                return promql__fail(ev, PROMQL_EEXEC, "invalid source label name in label_join(): %s", n->kids[i]->str);
+            if (!relabel_label_name_ok(promql_str(n->kids[i])))
+                return promql__fail(ev, PROMQL_EEXEC, "invalid source label name in label_join(): %s", promql_str(n->kids[i]));
     }
     struct pq_val *in = promql__eval(ev, n->kids[0]), *res = NULL;
     if (!in)
@@ -656,21 +656,21 @@ static struct pq_val *eval_label_fn(struct promql_ev *ev, const struct promql_no
         buf_reset(&val);
         bool set = true;
         if (replace) {
-            const char *sv = tsdb_labels_get(&src->lab, n->kids[3]->str);
+            const char *sv = tsdb_labels_get(&src->lab, promql_str(n->kids[3]));
             if (!sv)
                 sv = "";
             int r = pcre2_match(re.re, (PCRE2_SPTR)sv, strlen(sv), 0, 0, re.md, NULL);
             if (r < 0) {
                 set = false;
             } else {
-                expand(&val, n->kids[2]->str, re.re, sv, pcre2_get_ovector_pointer(re.md),
+                expand(&val, promql_str(n->kids[2]), re.re, sv, pcre2_get_ovector_pointer(re.md),
                        (int)pcre2_get_ovector_count(re.md));
             }
         } else {
             for (size_t i = 3; i < n->nkids; i++) {
                 if (i > 3)
-                    buf_puts(&val, n->kids[2]->str);
-                const char *sv = tsdb_labels_get(&src->lab, n->kids[i]->str);
+                    buf_puts(&val, promql_str(n->kids[2]));
+                const char *sv = tsdb_labels_get(&src->lab, promql_str(n->kids[i]));
                 if (sv)
                     buf_puts(&val, sv);
             }

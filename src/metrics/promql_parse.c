@@ -789,8 +789,8 @@ static struct promql_node *parse_aggregation(struct parser *ps, int a)
              promql_type_name(n->kids[0]->type));
         goto fail;
     }
-    if (n->agg == PQ_COUNT_VALUES && !is_label_name(n->kids[1]->str, strlen(n->kids[1]->str))) {
-        perr(ps, n->kids[1]->pos, "invalid label name \"%s\"", n->kids[1]->str);
+    if (n->agg == PQ_COUNT_VALUES && !is_label_name(promql_str(n->kids[1]), strlen(promql_str(n->kids[1])))) {
+        perr(ps, n->kids[1]->pos, "invalid label name \"%s\"", promql_str(n->kids[1]));
         goto fail;
     }
     return n;
