@@ -399,7 +399,9 @@ static bool name_eq(struct strv a, const char *b, bool lower)
     return lower ? strv_caseeq_cstr(a, b) : strv_eq_cstr(a, b);
 }
 
-static bool jaeger_span_matches(const struct jq *q, const struct tr_span *sp)
+/* tags false: everything but the tags (a view from a block's columns lacks the
+ * events, links and scope that tags also search). */
+static bool jaeger_span_matches(const struct jq *q, const struct tr_span *sp, bool tags)
 {
     if (q->service && !name_eq(sp->service.n ? sp->service : strv_cstr("unknown_service"), q->service, q->lower))
         return false;
@@ -410,7 +412,7 @@ static bool jaeger_span_matches(const struct jq *q, const struct tr_span *sp)
     int64_t d = sp->end - sp->start;
     if ((q->min_dur >= 0 && d < q->min_dur) || (q->max_dur >= 0 && d > q->max_dur))
         return false;
-    for (size_t i = 0; i < q->ntags; i++) {
+    for (size_t i = 0; tags && i < q->ntags; i++) {
         if (synthetic_tag(sp, q->tagk[i], q->tagv[i]))
             continue;
         struct tag_probe tp = { q->tagk[i], q->tagv[i], BUF_INIT, false };
@@ -469,12 +471,23 @@ static int jsearch_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t 
     if (tr_view_add(&js->v, p, n))
         return 0;
     for (size_t i = 0; i < js->v.n; i++)
-        if (jaeger_span_matches(js->q, &js->v.s[i])) {
+        if (jaeger_span_matches(js->q, &js->v.s[i], true)) {
             add_hit(&js->hits, &js->n, &js->cap, &js->seen, id, js->v.start);
             break;
         }
     /* enough: the search goes newest first, a limit's worth plus a margin */
     return js->n >= js->q->limit * 4 + 64;
+}
+
+static int jsearch_match(void *arg, const struct tr_trace_view *v)
+{
+    struct jsearch *js = arg;
+    if (hmap_get(&js->seen, v->id, 16))
+        return 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (jaeger_span_matches(js->q, &v->s[i], false))
+            return 1;
+    return 0;
 }
 
 static void jq_free(struct jq *q)
@@ -507,7 +520,7 @@ static int run_jsearch(struct traces_svc *s, const char *tenant, const struct jq
     }
     struct tr_search srch = {
         .tenant = tenant, .from = q->start, .to = q->end + (q->max_dur > 0 ? q->max_dur : 0) + 1,
-        .tokens = toks, .ntokens = nt, .fn = jsearch_fn, .arg = &js,
+        .tokens = toks, .ntokens = nt, .fn = jsearch_fn, .match = jsearch_match, .arg = &js,
         .deadline_ms = cairn_now_ms() + s->conf->query_timeout_ms,
     };
     srch.from = q->start;
@@ -1331,7 +1344,7 @@ static int tsearch_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t 
         match = tq_eval(ts->q, &ts->v, &res) > 0;
     } else {
         for (size_t i = 0; i < ts->v.n && !match; i++)
-            match = jaeger_span_matches(&ts->tags, &ts->v.s[i]);
+            match = jaeger_span_matches(&ts->tags, &ts->v.s[i], true);
     }
     if (match) {
         hmap_put(&ts->seen, id, 16, (void *)1);
@@ -1355,6 +1368,30 @@ static int tsearch_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t 
 out:
     buf_free(&all);
     return ts->n >= ts->limit * 4 + 64;
+}
+
+/* The same judgement on a view from a block's columns, before its spans are read;
+ * a trace with parts elsewhere is left to tsearch_fn, which joins them. */
+static int tsearch_match(void *arg, const struct tr_trace_view *v)
+{
+    struct tsearch *ts = arg;
+    if (hmap_get(&ts->seen, v->id, 16))
+        return 0;
+    if (ts->q && tr_store_parts(&ts->s->store, ts->tenant, v->id) > 1)
+        return 1;
+    int64_t d = v->end - v->start;
+    if ((ts->min_dur >= 0 && d < ts->min_dur) || (ts->max_dur >= 0 && d > ts->max_dur))
+        return 0;
+    if (ts->q) {
+        struct tq_result res;
+        int n = tq_eval(ts->q, v, &res);
+        tq_result_free(&res);
+        return n > 0;
+    }
+    for (size_t i = 0; i < v->n; i++)
+        if (jaeger_span_matches(&ts->tags, &v->s[i], false))
+            return 1;
+    return 0;
 }
 
 static int raw_hit_cmp(const void *a, const void *b)
@@ -1468,7 +1505,8 @@ static void h_tempo_search(struct traces_svc *s, struct httpd_req *r, const char
                 toks[nt++] = tr_token("a", strv_cstr(ts.tags.tagk[i]), strv_cstr(ts.tags.tagv[i]));
     }
     struct tr_search srch = {
-        .tenant = tenant, .from = start, .to = end, .tokens = toks, .ntokens = nt, .fn = tsearch_fn, .arg = &ts,
+        .tenant = tenant, .from = start, .to = end, .tokens = toks, .ntokens = nt, .fn = tsearch_fn,
+        .match = tsearch_match, .arg = &ts,
         .deadline_ms = cairn_now_ms() + s->conf->query_timeout_ms,
     };
     ts.tenant = tenant;

@@ -68,6 +68,11 @@ static double g_compactions(void *arg)
     return (double)((struct tr_store *)arg)->compactions;
 }
 
+static double g_search_skipped(void *arg)
+{
+    return (double)((struct tr_store *)arg)->search_skipped;
+}
+
 static double g_wal(void *arg)
 {
     return (double)((struct tr_store *)arg)->wal_total;
@@ -290,6 +295,9 @@ static int tr_start(struct service_ctx *sc)
                          &s->store) ||
         metrics_callback(reg, METRIC_COUNTER, "cairn_traces_flush_errors_total", "Block writes that failed.",
                          g_flush_errors, &s->store) ||
+        metrics_callback(reg, METRIC_COUNTER, "cairn_traces_search_column_rejects_total",
+                         "Block traces a search rejected from their search columns, without reading their spans.",
+                         g_search_skipped, &s->store) ||
         metrics_callback(reg, METRIC_GAUGE, "cairn_traces_wal_bytes", "Bytes in the WAL.", g_wal, &s->store))
         return -ENOMEM;
     char *full = stack_data_path(s->svc->stack, c->data);

@@ -546,6 +546,7 @@ void tr_view_reset(struct tr_trace_view *v)
     v->n = 0;
     v->root = -1;
     v->start = v->end = 0;
+    v->lazy = NULL;
 }
 
 void tr_view_free(struct tr_trace_view *v)

@@ -11,18 +11,27 @@
  * written to a temporary name, fsynced and renamed, then the WAL is rewritten
  * with what is left in the head:
  *
- *     "CTB1"
- *     pages      zstd frames; a page is the TracesData bytes of traces, in id order
+ *     "CTB2"
+ *     pages      per page: a zstd frame of the TracesData bytes of its traces, in
+ *                id order, then one zstd frame per search column (tr_cols.c)
  *     index      per trace: id 16, page 4, offset 4, length 4, spans 4, start 8, end 8
  *     pages tbl  per page: file offset 8, compressed 4, raw 4, start 8, end 8,
  *                Bloom offset 8, Bloom bits 4, first trace 4
  *     blooms     per page: the tokens of its spans (service, name, attributes)
+ *     columns    per page and column: file offset 8, compressed 4, raw 4
  *     services   service -> operations (name, kind), for the services API
  *     tenant
- *     footer     offsets, counts, time range, CRC-32 of index..tenant, "CTB1"
+ *     footer     offsets, counts, time range, CRC-32 of index..tenant, the
+ *                columns' offset, "CTB2END!"
+ *
+ * Blocks of the first format ("CTB1": no columns, an 88-byte footer) are read as
+ * before and searched row by row until compaction rewrites them.
  *
  * The file is mapped; a trace by id is a binary search of the index in each
- * block of its tenant plus the head. Compaction merges a tenant's blocks eight at
+ * block of its tenant plus the head. A search tests a page's Bloom filter, then
+ * builds each trace's view from the page's columns (the attribute columns only if
+ * the query reads an attribute), and decompresses the page's spans only when a
+ * trace matches. Compaction merges a tenant's blocks eight at
  * a time (parts of one trace are joined); retention drops blocks whose newest span
  * ended before the period.
  */
@@ -45,7 +54,10 @@
 #define TR_PAGE_RAW (256u << 10)
 #define TR_COMPACT_FAN 8
 #define TR_COMPACT_MAX_BYTES (1ull << 30)
-#define TR_FOOTER 88
+#define TR_FOOTER1 88                       /* "CTB1" */
+#define TR_FOOTER 96
+#define TR_COL 16                           /* a column's entry: offset 8, compressed 4, raw 4 */
+#define TR_COL_MAX (64u << 20)              /* a column's raw size */
 #define BLOOM_K 6
 #define TR_WAL_SEGMENT (64u << 20)           /* a WAL segment's size before the next one */
 #define TR_WAL_PINNED 4                     /* segments one trace may keep alive */
@@ -814,6 +826,8 @@ struct bw {
     int64_t pstart, pend, min_start, max_end;
     uint64_t spans;
     struct tr_tenant svcs;                  /* services and operations (only .services used) */
+    struct tc_writer cols;                  /* the page's search columns */
+    struct buf coldir;
     struct buf kv;
     int err;
 };
@@ -846,28 +860,48 @@ static int tok_attr(const struct tr_kv *kv, int where, void *arg)
     return 0;
 }
 
+/* Writes b as one zstd frame at w->off; its compressed size into *cl. */
+static int frame_write(struct bw *w, const struct buf *b, size_t *cl)
+{
+    size_t bound = ZSTD_compressBound(buf_used(b));
+    uint8_t *comp = malloc(bound);
+    if (!comp)
+        return -ENOMEM;
+    *cl = ZSTD_compress(comp, bound, buf_head(b), buf_used(b), TR_ZSTD_LEVEL);
+    int r = ZSTD_isError(*cl) ? -EIO : cairn_write_all(w->fd, comp, *cl);
+    free(comp);
+    return r;
+}
+
 static void page_close(struct bw *w)
 {
     if (!buf_used(&w->page) || w->err)
         return;
-    size_t bound = ZSTD_compressBound(buf_used(&w->page));
-    uint8_t *comp = malloc(bound);
-    if (!comp) {
-        w->err = -ENOMEM;
-        return;
-    }
-    size_t cl = ZSTD_compress(comp, bound, buf_head(&w->page), buf_used(&w->page), TR_ZSTD_LEVEL);
-    if (ZSTD_isError(cl)) {
-        free(comp);
-        w->err = -EIO;
-        return;
-    }
-    int r = cairn_write_all(w->fd, comp, cl);
-    free(comp);
+    size_t cl;
+    int r = frame_write(w, &w->page, &cl);
     if (r) {
         w->err = r;
         return;
     }
+    uint64_t data_off = w->off;
+    w->off += cl;
+    tc_finish(&w->cols);
+    for (int c = 0; c < TC_N; c++) {
+        size_t ccl;
+        if (buf_used(&w->cols.col[c]) > TR_COL_MAX)
+            r = -EFBIG;
+        if (r || (r = frame_write(w, &w->cols.col[c], &ccl))) {
+            w->err = r;
+            return;
+        }
+        uint8_t ce[TR_COL];
+        put_u64(ce, w->off);
+        put_u32(ce + 8, (uint32_t)ccl);
+        put_u32(ce + 12, (uint32_t)buf_used(&w->cols.col[c]));
+        buf_append(&w->coldir, ce, TR_COL);
+        w->off += ccl;
+    }
+    tc_reset(&w->cols);
     size_t ntok = buf_used(&w->toks) / 8;
     uint32_t nbits = (uint32_t)((ntok * 10 + 63) & ~(size_t)63);
     if (nbits < 64)
@@ -883,7 +917,7 @@ static void page_close(struct bw *w)
         bloom_set(bits, nbits, h);
     }
     uint8_t e[TR_PG];
-    put_u64(e, w->off);
+    put_u64(e, data_off);
     put_u32(e + 8, (uint32_t)cl);
     put_u32(e + 12, (uint32_t)buf_used(&w->page));
     put_u64(e + 16, (uint64_t)w->pstart);
@@ -894,7 +928,6 @@ static void page_close(struct bw *w)
     buf_append(&w->pages, e, TR_PG);
     buf_append(&w->blooms, bits, nbits / 8);
     free(bits);
-    w->off += cl;
     w->npages++;
     w->page_first = w->ntraces;
     buf_reset(&w->page);
@@ -915,7 +948,7 @@ static int bw_open(struct tr_store *st, struct bw *w, uint32_t seq)
         return -errno;
     w->min_start = INT64_MAX;
     w->max_end = INT64_MIN;
-    int r = cairn_write_all(w->fd, "CTB1", 4);
+    int r = cairn_write_all(w->fd, "CTB2", 4);
     w->off = 4;
     return r;
 }
@@ -930,6 +963,8 @@ static void bw_add(struct bw *w, const uint8_t id[16], const uint8_t *p, size_t 
         tr_view_free(&v);
         return;                             /* nothing readable: not kept */
     }
+    size_t nspans = v.n;
+    tr_view_link(&v);                       /* the columns hold the linked trace */
     if (buf_used(&w->page) && buf_used(&w->page) + n > TR_PAGE_RAW)
         page_close(w);
     if (!buf_used(&w->page)) {
@@ -962,13 +997,15 @@ static void bw_add(struct bw *w, const uint8_t id[16], const uint8_t *p, size_t 
     put_u32(e + 16, w->npages);
     put_u32(e + 20, (uint32_t)buf_used(&w->page));
     put_u32(e + 24, (uint32_t)n);
-    put_u32(e + 28, (uint32_t)v.n);
+    put_u32(e + 28, (uint32_t)nspans);
     put_u64(e + 32, (uint64_t)v.start);
     put_u64(e + 40, (uint64_t)v.end);
     buf_append(&w->index, e, TR_IDX);
     buf_append(&w->page, p, n);
+    if (tc_add(&w->cols, &v))
+        w->err = -ENOMEM;
     w->ntraces++;
-    w->spans += v.n;
+    w->spans += nspans;
     if (v.start < w->pstart)
         w->pstart = v.start;
     if (v.end > w->pend)
@@ -992,6 +1029,8 @@ static void bw_discard(struct bw *w)
     buf_free(&w->blooms);
     buf_free(&w->toks);
     buf_free(&w->kv);
+    buf_free(&w->coldir);
+    tc_free(&w->cols);
     hmap_free(&w->seen);
     hmap_free(&w->res_seen);
     const struct hmap_slot *slot;
@@ -1029,6 +1068,8 @@ static int bw_finish(struct tr_store *st, struct bw *w, const char *tenant, uint
     buf_append(&meta, buf_head(&w->pages), buf_used(&w->pages));
     uint64_t bl_off = idx_off + buf_used(&meta);
     buf_append(&meta, buf_head(&w->blooms), buf_used(&w->blooms));
+    uint64_t col_off = idx_off + buf_used(&meta);
+    buf_append(&meta, buf_head(&w->coldir), buf_used(&w->coldir));
     uint64_t sv_off = idx_off + buf_used(&meta);
     const struct hmap_slot *slot;
     pb_put_varint(&meta, w->svcs.services.n);
@@ -1064,7 +1105,8 @@ static int bw_finish(struct tr_store *st, struct bw *w, const char *tenant, uint
     put_u64(f + 64, w->spans);
     put_u32(f + 72, level);
     put_u32(f + 76, crc);
-    memcpy(f + 80, "CTB1END!", 8);
+    put_u64(f + 80, col_off);
+    memcpy(f + 88, "CTB2END!", 8);
     int r = cairn_write_all(w->fd, buf_head(&meta), buf_used(&meta));
     buf_free(&meta);
     if (!r)
@@ -1106,7 +1148,7 @@ static int load_block(struct tr_store *st, const char *path, uint32_t seq, struc
     if (fd == -1)
         return -errno;
     struct stat sb;
-    if (fstat(fd, &sb) == -1 || sb.st_size < TR_FOOTER + 4) {
+    if (fstat(fd, &sb) == -1 || sb.st_size < TR_FOOTER1 + 4) {
         close(fd);
         return -EINVAL;
     }
@@ -1123,7 +1165,9 @@ static int load_block(struct tr_store *st, const char *path, uint32_t seq, struc
     b->map = m;
     b->size = size;
     b->seq = seq;
-    const uint8_t *f = m + size - TR_FOOTER;
+    bool v2 = size >= TR_FOOTER + 4 && !memcmp(m, "CTB2", 4) && !memcmp(m + size - 8, "CTB2END!", 8);
+    size_t footer = v2 ? TR_FOOTER : TR_FOOTER1;
+    const uint8_t *f = m + size - footer;
     uint64_t idx_off = get_u64(f), pg_off = get_u64(f + 12), bl_off = get_u64(f + 24), sv_off = get_u64(f + 32),
              tn_off = get_u64(f + 40);
     b->ntraces = get_u32(f + 8);
@@ -1132,10 +1176,12 @@ static int load_block(struct tr_store *st, const char *path, uint32_t seq, struc
     b->max_end = (int64_t)get_u64(f + 56);
     b->spans = get_u64(f + 64);
     b->level = get_u32(f + 72);
-    uint64_t meta_end = size - TR_FOOTER;
-    if (memcmp(m, "CTB1", 4) || memcmp(f + 80, "CTB1END!", 8) || idx_off > meta_end || pg_off > meta_end ||
+    uint64_t meta_end = size - footer;
+    uint64_t col_off = v2 ? get_u64(f + 80) : sv_off;   /* the blooms end here */
+    if ((!v2 && (memcmp(m, "CTB1", 4) || memcmp(f + 80, "CTB1END!", 8))) || idx_off > meta_end || pg_off > meta_end ||
         bl_off > meta_end || sv_off > meta_end || tn_off > meta_end || idx_off + (uint64_t)b->ntraces * TR_IDX != pg_off ||
-        pg_off + (uint64_t)b->npages * TR_PG != bl_off || bl_off > sv_off || sv_off > tn_off ||
+        pg_off + (uint64_t)b->npages * TR_PG != bl_off || bl_off > col_off || sv_off > tn_off ||
+        (v2 && col_off + (uint64_t)b->npages * TC_N * TR_COL != sv_off) ||
         (uint32_t)crc32_z(0, m + idx_off, meta_end - idx_off) != get_u32(f + 76)) {
         block_free(b);
         return -EINVAL;
@@ -1143,12 +1189,20 @@ static int load_block(struct tr_store *st, const char *path, uint32_t seq, struc
     b->index = m + idx_off;
     b->pages = m + pg_off;
     b->blooms = m + bl_off;
+    b->cols = v2 ? m + col_off : NULL;
     for (uint32_t i = 0; i < b->npages; i++) {
         const uint8_t *pg = b->pages + (size_t)i * TR_PG;
-        if (get_u64(pg) + get_u32(pg + 8) > idx_off || get_u64(pg + 32) + get_u32(pg + 40) / 8 > sv_off - bl_off ||
+        if (get_u64(pg) + get_u32(pg + 8) > idx_off || get_u64(pg + 32) + get_u32(pg + 40) / 8 > col_off - bl_off ||
             get_u32(pg + 44) > b->ntraces) {
             block_free(b);
             return -EINVAL;
+        }
+        for (int c = 0; v2 && c < TC_N; c++) {
+            const uint8_t *ce = b->cols + ((size_t)i * TC_N + (size_t)c) * TR_COL;
+            if (get_u64(ce) + get_u32(ce + 8) > idx_off || get_u32(ce + 12) > TR_COL_MAX) {
+                block_free(b);
+                return -EINVAL;
+            }
         }
     }
     for (uint32_t i = 0; i < b->ntraces; i++) {
@@ -1533,6 +1587,27 @@ int tr_store_parts(struct tr_store *st, const char *tenant, const uint8_t id[16]
     return parts + (t && hmap_get(&t->head, id, 16) ? 1 : 0);
 }
 
+struct col_src {
+    const struct tr_block *b;
+    uint32_t pg;
+};
+
+/* A page's search column, decompressed. */
+static int col_fetch(void *arg, int col, struct buf *out)
+{
+    const struct col_src *src = arg;
+    const uint8_t *ce = src->b->cols + ((size_t)src->pg * TC_N + (size_t)col) * TR_COL;
+    uint32_t cl = get_u32(ce + 8), rl = get_u32(ce + 12);
+    buf_reset(out);
+    if (buf_reserve(out, rl ? rl : 1))
+        return -ENOMEM;
+    size_t n = ZSTD_decompress(buf_tail(out), rl, src->b->map + get_u64(ce), cl);
+    if (ZSTD_isError(n) || n != rl)
+        return -EIO;
+    buf_commit(out, rl);
+    return 0;
+}
+
 int tr_store_search(struct tr_store *st, struct tr_search *q)
 {
     struct tr_tenant *t = tr_store_tenant(st, q->tenant, false);
@@ -1551,6 +1626,8 @@ int tr_store_search(struct tr_store *st, struct tr_search *q)
         }
     }
     struct buf raw = BUF_INIT;
+    struct tc_page pc = { 0 };
+    struct tr_trace_view lv = { 0 };
     /* newest blocks first */
     for (size_t bi = st->nblocks; !stop && bi-- > 0;) {
         const struct tr_block *b = st->blocks[bi];
@@ -1572,10 +1649,11 @@ int tr_store_search(struct tr_store *st, struct tr_search *q)
                 stop = 1;
                 break;
             }
-            if (page_read(b, pg, &raw))
-                continue;
-            q->inspected_bytes += buf_used(&raw);
             uint32_t first = get_u32(e + 44);
+            struct col_src src = { b, pg };
+            uint32_t ntr = (pg + 1 < b->npages ? get_u32(e + TR_PG + 44) : b->ntraces) - first;
+            bool cols = b->cols && q->match && !tc_page_load(&pc, col_fetch, &src) && pc.ntraces == ntr;
+            bool loaded = false;
             for (uint32_t i = first; !stop && i < b->ntraces; i++) {
                 const uint8_t *x = b->index + (size_t)i * TR_IDX;
                 if (get_u32(x + 16) != pg)
@@ -1583,11 +1661,28 @@ int tr_store_search(struct tr_store *st, struct tr_search *q)
                 if ((int64_t)get_u64(x + 40) < q->from || (int64_t)get_u64(x + 32) > q->to)
                     continue;
                 q->inspected_traces++;
+                if (cols && !tc_page_view(&pc, i - first, &lv)) {
+                    memcpy(lv.id, x, 16);
+                    if (!q->match(q->arg, &lv)) {
+                        q->skipped_traces++;
+                        continue;
+                    }
+                }
+                if (!loaded) {
+                    if (page_read(b, pg, &raw))
+                        break;
+                    q->inspected_bytes += buf_used(&raw);
+                    loaded = true;
+                }
                 stop = q->fn(q->arg, x, (const uint8_t *)buf_head(&raw) + get_u32(x + 20), get_u32(x + 24));
             }
+            q->inspected_bytes += pc.bytes;
+            tc_page_free(&pc);
         }
     }
+    tr_view_free(&lv);
     buf_free(&raw);
+    st->search_skipped += q->skipped_traces;
     return 0;
 }
 

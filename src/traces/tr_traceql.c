@@ -418,6 +418,28 @@ static struct fnode *parse_cmp(struct ps *p)
     return l;
 }
 
+/* Whether a filter reads an attribute (not only intrinsics). */
+static bool reads_attrs(const struct fnode *f)
+{
+    if (!f)
+        return false;
+    if (f->kind == F_ATTR)
+        return f->attr >= A_SPAN;
+    return reads_attrs(f->l) || reads_attrs(f->r);
+}
+
+/* Both sides of && and || are pure: the side reading intrinsics only goes first,
+ * so a span that fails it never loads attributes (a view built from a block's
+ * columns reads them on first use). */
+static void cheap_first(struct fnode *f)
+{
+    if (reads_attrs(f->l) && !reads_attrs(f->r)) {
+        struct fnode *t = f->l;
+        f->l = f->r;
+        f->r = t;
+    }
+}
+
 static struct fnode *parse_and(struct ps *p)
 {
     struct fnode *l = parse_cmp(p);
@@ -432,6 +454,7 @@ static struct fnode *parse_and(struct ps *p)
         f->kind = F_AND;
         f->l = l;
         f->r = r;
+        cheap_first(f);
         l = f;
     }
     return l;
@@ -451,6 +474,7 @@ static struct fnode *parse_or(struct ps *p)
         f->kind = F_OR;
         f->l = l;
         f->r = r;
+        cheap_first(f);
         l = f;
     }
     return l;
@@ -802,6 +826,7 @@ static void span_val(struct ectx *e, const struct fnode *f, int i, struct tq_val
         return;
     default: {
         struct tr_kv kv;
+        tr_view_attrs(tv);
         if (attr_kv(s, f->attr, f->name, &kv))
             kv_to_val(&kv, v, tmp);
         return;
@@ -1347,6 +1372,7 @@ bool tq_span_attr(const struct tr_trace_view *v, int i, const char *name, struct
 {
     (void)tmp;
     memset(out, 0, sizeof(*out));
+    tr_view_attrs(v);
     const struct tr_span *s = &v->s[i];
     if (!strncmp(name, "span.", 5))
         return attr_kv(s, A_SPAN, name + 5, out);

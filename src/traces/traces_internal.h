@@ -55,13 +55,30 @@ struct tr_span {
     int nchildren;
 };
 
+/* A view built from a block's search columns holds no Span messages: raw and res
+ * hold only the span's and the resource's attributes, loaded on first use. */
+struct tr_lazy {
+    int (*load)(struct tr_lazy *l);
+    bool done;
+};
+
 struct tr_trace_view {
     uint8_t id[16];
     struct tr_span *s;
     size_t n, cap;
     int64_t start, end;                     /* of all spans */
     int root;                               /* index of the root span (no parent), or -1 */
+    struct tr_lazy *lazy;                   /* NULL: spans decoded from their messages */
 };
+
+/* Makes the attributes of a column-built view readable (a no-op for others). */
+static inline void tr_view_attrs(const struct tr_trace_view *v)
+{
+    if (v->lazy && !v->lazy->done) {
+        v->lazy->done = true;
+        v->lazy->load(v->lazy);
+    }
+}
 
 /* Decodes a TracesData (or ExportTraceServiceRequest) into v, appending; the
  * bytes must outlive v. 0 or -EINVAL. */
@@ -109,6 +126,60 @@ struct tr_export {
 int tr_otlp_json_to_pb(const char *json, size_t n, struct buf *out, char *err, size_t errlen);
 /* Zipkin v2 JSON (a list of spans) into OTLP protobuf. */
 int tr_zipkin_json_to_pb(const char *json, size_t n, struct buf *out, char *err, size_t errlen);
+
+/* ---- search columns (tr_cols.c) ----
+ *
+ * Each page of a block holds, beside its traces' OTLP bytes, the columns a search
+ * reads, each compressed on its own: per trace its span count; per span (in a
+ * linked trace's order) the parent's index, start, duration, kind and status, and
+ * dictionary ids of the service, the span name and the status message; the
+ * dictionary; the span's attributes (its KeyValue fields); the resource's
+ * attributes (a table, and an id per span). A search builds a trace's view from
+ * them, reading the two attribute columns only when the query reaches an
+ * attribute, and decompresses the OTLP bytes only of the traces that match. */
+enum { TC_TRACE, TC_PARENT, TC_START, TC_DUR, TC_KS, TC_SVC, TC_NAME, TC_SMSG, TC_DICT, TC_ATTR, TC_RES, TC_N };
+#define TC_LAZY_FROM TC_ATTR                /* columns from here on are read on first use */
+
+struct tc_writer {
+    struct buf col[TC_N];
+    struct buf resids;                      /* TC_RES's per-span ids, until tc_finish */
+    struct hmap dict, res;                  /* string -> id + 1 */
+    uint32_t ndict, nres;
+    int64_t prev_start;
+    uint32_t ntraces, nspans;
+};
+/* Adds a linked trace view. 0 or -ENOMEM. */
+int tc_add(struct tc_writer *w, const struct tr_trace_view *v);
+/* Completes the page's columns in w->col (then tc_reset for the next page). */
+void tc_finish(struct tc_writer *w);
+void tc_reset(struct tc_writer *w);
+void tc_free(struct tc_writer *w);
+
+struct tc_page {
+    /* a column's bytes, decompressed into out: 0 or negative */
+    int (*fetch)(void *arg, int col, struct buf *out);
+    void *arg;
+    uint32_t ntraces, nspans;
+    uint32_t *first;                        /* ntraces + 1: each trace's first span */
+    int32_t *parent;
+    int64_t *start, *dur;
+    uint32_t *kind, *status, *svc, *name, *smsg;
+    struct strv *dict;
+    uint32_t ndict;
+    struct pb *attr, *res;                  /* per span, once loaded */
+    bool attrs_loaded, attrs_bad;
+    struct buf raw[TC_N];
+    uint64_t bytes;                         /* decompressed column bytes read */
+    /* the view being built */
+    struct tr_lazy lazy;
+    struct tr_trace_view *v;
+    uint32_t v_first;
+};
+/* Reads the eager columns of a page. 0, or -EINVAL for columns that do not agree. */
+int tc_page_load(struct tc_page *pg, int (*fetch)(void *arg, int col, struct buf *out), void *arg);
+/* The linked view of the page's trace t (its id left to the caller). */
+int tc_page_view(struct tc_page *pg, uint32_t t, struct tr_trace_view *v);
+void tc_page_free(struct tc_page *pg);
 
 /* ---- rendering ---- */
 
@@ -165,6 +236,7 @@ struct tr_block {
     const uint8_t *index;                   /* ntraces entries of TR_IDX bytes, sorted by id */
     const uint8_t *pages;                   /* npages entries of TR_PG bytes */
     const uint8_t *blooms;
+    const uint8_t *cols;                    /* npages x TC_N column entries; NULL in a "CTB1" block */
     int64_t min_start, max_end;
     uint64_t spans;
 };
@@ -186,6 +258,7 @@ struct tr_store {
     uint64_t oldest_complete_ms;
     /* counters */
     uint64_t spans_in, bytes_in, spans_refused, flushes, compactions, wal_errors, flush_errors;
+    uint64_t search_skipped;                /* block traces a search's match rejected from columns */
     int last_flush_error;
 };
 
@@ -220,8 +293,14 @@ struct tr_search {
     const uint64_t *tokens;                 /* tr_token() hashes */
     size_t ntokens;
     int (*fn)(void *arg, const uint8_t id[16], const uint8_t *p, size_t n);
+    /* Optional: a block's trace, as a view built from its search columns, before
+     * fn; 0 skips the trace without reading its spans. It must accept every trace
+     * fn would (the view holds intrinsics and span and resource attributes, and
+     * is only a part of a trace that lies in several places). */
+    int (*match)(void *arg, const struct tr_trace_view *v);
     void *arg;
     uint64_t inspected_bytes, inspected_traces;
+    uint64_t skipped_traces;                /* rejected by match without reading their spans */
     uint64_t deadline_ms;                   /* monotonic; 0 none */
     bool timed_out;
 };

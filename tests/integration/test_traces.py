@@ -402,12 +402,33 @@ def shop_trace(tid, now, error=False, slow=False):
 
 
 def test_search_jaeger_tempo_traceql(start, tmp_path):
-    t = start_traces(start, tmp_path)
+    """Every search answers the same from the head and, after a stop writes the
+    traces into a block, from the block (its search columns, then its spans)."""
+    ports = {k: free_port() for k in ("listen", "grpc", "zipkin", "jaeger", "tempo")}
+    t = start_traces(start, tmp_path, ports=ports)
     now = time.time_ns() - 60 * 10**9
     ok, err, slow = hexid(0xa0001), hexid(0xa0002), hexid(0xa0003)
     for tid, kw in ((ok, {}), (err, {"error": True}), (slow, {"slow": True})):
         for req in shop_trace(tid, now, **kw):
             assert post_json(t, req).status_code == 200
+    check_searches(t, now, ok, err, slow)
+    t.p.signal(signal.SIGTERM)
+    t.p.wait(10)
+    assert any(f.endswith(".ctb") for f in os.listdir(tmp_path / "data" / "traces" / "blocks"))
+    t2 = start_traces(start, tmp_path, ports=ports, name="cairn2")
+    assert metric(t2, "cairn_traces_head_spans") == 0
+    check_searches(t2, now, ok, err, slow)
+    # the block's columns rejected traces whose spans were never read
+    assert metric(t2, "cairn_traces_search_column_rejects_total") > 0
+
+
+def metric(t, name):
+    m = re.search(rf"^{name} (\S+)", requests.get(t.otlp + "/metrics", timeout=5).text, re.M)
+    assert m, name
+    return float(m.group(1))
+
+
+def check_searches(t, now, ok, err, slow):
     # Jaeger
     assert requests.get(t.jaeger + "/api/services", timeout=5).json()["data"] == ["cart", "frontend"]
     assert requests.get(t.jaeger + "/api/services/cart/operations", timeout=5).json()["data"] == ["SELECT", "load"]

@@ -5,6 +5,8 @@
 #include "traces/traces_internal.h"
 #include "test.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* frontend GET / (server, 500) -> db (client, error) -> query (internal)
@@ -25,6 +27,17 @@ static const char TRACE[] =
 
 static struct buf pb;
 static struct tr_trace_view view;
+/* the same trace twice on a page of search columns, and a view of the second */
+static struct tc_writer colw;
+static struct tc_page page;
+static struct tr_trace_view cview;
+
+static int fetch_col(void *arg, int col, struct buf *out)
+{
+    struct tc_writer *w = arg;
+    buf_reset(out);
+    return buf_append(out, buf_head(&w->col[col]), buf_used(&w->col[col]));
+}
 
 static void load(void)
 {
@@ -34,10 +47,16 @@ static void load(void)
     CHECK(tr_otlp_json_to_pb(TRACE, strlen(TRACE), &pb, err, sizeof(err)) == 0);
     CHECK(tr_view_add(&view, (const uint8_t *)buf_head(&pb), buf_used(&pb)) == 0);
     tr_view_link(&view);
+    CHECK(tc_add(&colw, &view) == 0 && tc_add(&colw, &view) == 0);
+    tc_finish(&colw);
+    CHECK(tc_page_load(&page, fetch_col, &colw) == 0 && page.ntraces == 2 && page.nspans == 8);
 }
 
-/* The names of the spans a query's spansets hold, sorted, joined by ","; "-" for
- * no match. */
+/* The names of the spans a query's spansets hold in v, sorted, joined by ","; "-"
+ * for no match. */
+static void eval_names(const struct tq_query *tq, const struct tr_trace_view *v, char *got, size_t gotlen);
+
+/* A query's match on the trace's view and on the view built from its columns. */
 static void check_q(const char *q, const char *want)
 {
     load();
@@ -47,15 +66,28 @@ static void check_q(const char *q, const char *want)
         test_fail(__FILE__, __LINE__, "%s: %s", q, err);
         return;
     }
+    char got[256], cgot[256];
+    eval_names(tq, &view, got, sizeof(got));
+    if (strcmp(got, want))
+        test_fail(__FILE__, __LINE__, "%s: got %s, want %s", q, got, want);
+    CHECK(tc_page_view(&page, 1, &cview) == 0);
+    eval_names(tq, &cview, cgot, sizeof(cgot));
+    if (strcmp(cgot, want))
+        test_fail(__FILE__, __LINE__, "%s on the columns: got %s, want %s", q, cgot, want);
+    tq_free(tq);
+}
+
+static void eval_names(const struct tq_query *tq, const struct tr_trace_view *v, char *got, size_t gotlen)
+{
     struct tq_result res;
-    int n = tq_eval(tq, &view, &res);
-    char got[256] = "-";
+    int n = tq_eval(tq, v, &res);
+    snprintf(got, gotlen, "-");
     if (n > 0) {
         char *names[16];
         size_t k = 0;
         for (size_t s = 0; s < res.n; s++)
             for (size_t i = 0; i < res.sets[s].n && k < 16; i++)
-                names[k++] = strv_dup(view.s[res.sets[s].spans[i]].name);
+                names[k++] = strv_dup(v->s[res.sets[s].spans[i]].name);
         /* bubble sort: a handful of names */
         for (size_t i = 0; i < k; i++)
             for (size_t j = i + 1; j < k; j++)
@@ -66,16 +98,13 @@ static void check_q(const char *q, const char *want)
                 }
         got[0] = 0;
         for (size_t i = 0; i < k; i++) {
-            strncat(got, names[i], sizeof(got) - strlen(got) - 2);
+            strncat(got, names[i], gotlen - strlen(got) - 2);
             if (i + 1 < k)
-                strcat(got, ",");
+                strncat(got, ",", gotlen - strlen(got) - 1);
             free(names[i]);
         }
     }
-    if (strcmp(got, want))
-        test_fail(__FILE__, __LINE__, "%s: got %s, want %s", q, got, want);
     tq_result_free(&res);
-    tq_free(tq);
 }
 
 static void check_err(const char *q, const char *want)
@@ -156,9 +185,9 @@ TEST(traceql_errors_and_tokens)
     CHECK(tq_parse(q, strlen(q), &tq, err, sizeof(err)) == 0);
     n = tq_tokens(tq, tok, 16);
     CHECK(n == 4);
-    if (n == 4) {
-        CHECK(!strcmp(tok[0], "a\ta\tx"));
-        CHECK(!strcmp(tok[1], "n\tn\t"));
+    if (n == 4) {                   /* the intrinsic first: && evaluates it first */
+        CHECK(!strcmp(tok[0], "n\tn\t"));
+        CHECK(!strcmp(tok[1], "a\ta\tx"));
         CHECK(!strcmp(tok[2], "a\tb\t3"));
         CHECK(!strcmp(tok[3], "a\tservice.name\ts"));
     }
@@ -226,8 +255,61 @@ TEST(traces_decoders)
     buf_free(&zb);
 }
 
+/* The search columns: every intrinsic as the span view has it, the attributes
+ * read only when a query reaches one, and columns that disagree refused. */
+TEST(traces_search_columns)
+{
+    load();
+    for (uint32_t t = 0; t < 2; t++) {
+        CHECK(tc_page_view(&page, t, &cview) == 0 && cview.n == view.n);
+        CHECK(cview.root == view.root && cview.start == view.start && cview.end == view.end);
+        for (size_t i = 0; i < view.n && i < cview.n; i++) {
+            const struct tr_span *a = &view.s[i], *b = &cview.s[i];
+            CHECK(strv_eq(a->name, b->name) && strv_eq(a->service, b->service) && strv_eq(a->status_msg, b->status_msg));
+            CHECK(a->kind == b->kind && a->status == b->status && a->start == b->start && a->end == b->end);
+            CHECK(a->parent == b->parent && a->nchildren == b->nchildren);
+        }
+    }
+    struct tc_page pg = { 0 };
+    struct tr_trace_view v = { 0 };
+    struct tq_query *tq = NULL;
+    char err[256];
+    struct tq_result res;
+    CHECK(tc_page_load(&pg, fetch_col, &colw) == 0 && tc_page_view(&pg, 0, &v) == 0);
+    CHECK(tq_parse("{ span.http.status_code = 500 && duration > 1s }", 48, &tq, err, sizeof(err)) == 0);
+    CHECK(tq_eval(tq, &v, &res) == 0 && !pg.attrs_loaded);    /* no span lasts 1s: no attribute read */
+    tq_result_free(&res);
+    tq_free(tq);
+    CHECK(tq_parse("{ duration > 1ms && span.http.status_code = 500 }", 49, &tq, err, sizeof(err)) == 0);
+    CHECK(tq_eval(tq, &v, &res) == 1 && pg.attrs_loaded && !pg.attrs_bad);
+    tq_result_free(&res);
+    tq_free(tq);
+    /* a parent index past the trace, a dictionary id past the dictionary */
+    struct tc_writer bad = { 0 };
+    CHECK(tc_add(&bad, &view) == 0);
+    tc_finish(&bad);
+    buf_reset(&bad.col[TC_PARENT]);
+    for (int i = 0; i < 4; i++)
+        pb_put_varint(&bad.col[TC_PARENT], 9);
+    CHECK(tc_page_load(&pg, fetch_col, &bad) == -EINVAL);
+    tc_free(&bad);
+    memset(&bad, 0, sizeof(bad));
+    CHECK(tc_add(&bad, &view) == 0);
+    tc_finish(&bad);
+    buf_reset(&bad.col[TC_NAME]);
+    for (int i = 0; i < 4; i++)
+        pb_put_varint(&bad.col[TC_NAME], 99);
+    CHECK(tc_page_load(&pg, fetch_col, &bad) == -EINVAL);
+    tc_free(&bad);
+    tc_page_free(&pg);
+    tr_view_free(&v);
+}
+
 TEST(traces_cleanup)
 {
     tr_view_free(&view);
+    tr_view_free(&cview);
+    tc_page_free(&page);
+    tc_free(&colw);
     buf_free(&pb);
 }
