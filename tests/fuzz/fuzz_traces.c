@@ -1,7 +1,10 @@
 /* libFuzzer harness: the traces role's decoders over untrusted bytes. The first
  * byte picks OTLP JSON, Zipkin v2 JSON or OTLP protobuf; whatever decodes is
  * ingested into a store (validation, limits, the WAL, the head), read back as a
- * trace view and rendered in every API's shape. */
+ * trace view and rendered in every API's shape; when the head is written into a
+ * block, a TraceQL search reads it through its search columns. A first byte of
+ * 0xf0 or more makes the rest a page of search columns (each length-prefixed)
+ * read as a block's would be. */
 #include "traces/traces_internal.h"
 
 #include <stdio.h>
@@ -28,6 +31,73 @@ static void render(const uint8_t *p, size_t n)
     tr_view_free(&v);
 }
 
+struct cols_in {
+    struct pb col[TC_N];
+};
+
+static int fetch_col(void *arg, int col, struct buf *out)
+{
+    struct cols_in *c = arg;
+    buf_reset(out);
+    return buf_append(out, c->col[col].p, (size_t)(c->col[col].end - c->col[col].p));
+}
+
+static void columns(const uint8_t *p, size_t n)
+{
+    struct cols_in in;
+    struct pb all = { p, p + n };
+    for (int c = 0; c < TC_N; c++) {
+        uint64_t l = 0;
+        if (pb_varint(&all, &l) || l > (uint64_t)(all.end - all.p))
+            l = (uint64_t)(all.end - all.p);
+        in.col[c] = (struct pb){ all.p, all.p + l };
+        all.p += l;
+    }
+    struct tc_page pg = { 0 };
+    struct tr_trace_view v = { 0 };
+    struct tq_query *q = NULL;
+    char err[128];
+    const char *qs = "{ duration > 1ns && .a = \"x\" } >> { resource.b != 1 } | count() > 0";
+    if (tc_page_load(&pg, fetch_col, &in) == 0 && tq_parse(qs, strlen(qs), &q, err, sizeof(err)) == 0) {
+        for (uint32_t t = 0; t < pg.ntraces; t++) {
+            struct tq_result res;
+            if (tc_page_view(&pg, t, &v) == 0 && tq_eval(q, &v, &res) >= 0)
+                tq_result_free(&res);
+        }
+    }
+    tq_free(q);
+    tr_view_free(&v);
+    tc_page_free(&pg);
+}
+
+static int count_match(void *arg, const struct tr_trace_view *v)
+{
+    struct tq_result res;
+    int n = tq_eval(arg, v, &res);
+    tq_result_free(&res);
+    return n > 0;
+}
+
+static int count_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t n)
+{
+    (void)arg, (void)id, (void)p, (void)n;
+    return 0;
+}
+
+/* A search over the blocks: every trace through its columns. */
+static void search_blocks(void)
+{
+    struct tq_query *q = NULL;
+    char err[128];
+    const char *qs = "{ status = error || span.a = 1 } > { name =~ \"x.*\" }";
+    if (tq_parse(qs, strlen(qs), &q, err, sizeof(err)))
+        abort();
+    struct tr_search s = { .tenant = "fuzz", .from = INT64_MIN, .to = INT64_MAX, .fn = count_fn,
+                           .match = count_match, .arg = q };
+    tr_store_search(&st, &s);
+    tq_free(q);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 65536)
@@ -47,6 +117,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (tr_store_open(&st, dir, &conf, err, sizeof(err)))
             abort();
         opened = true;
+    }
+    if (data[0] >= 0xf0) {
+        columns(data + 1, size - 1);
+        return 0;
     }
     struct buf pb = BUF_INIT;
     char err[512];
@@ -69,8 +143,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         render(p ? p : (const uint8_t *)"", n);
         struct tr_ingest_result res;
         tr_store_ingest(&st, "fuzz", p ? p : (const uint8_t *)"", n, &res);
-        if (st.head_bytes > (1u << 20))
+        if (st.head_bytes > (256u << 10)) {
             tr_store_tick(&st, true);
+            search_blocks();
+        }
     }
     buf_free(&pb);
     return 0;
