@@ -489,6 +489,30 @@ def check_searches(t, now, ok, err, slow):
     assert requests.get(t.tempo + "/api/echo", timeout=5).text.strip() == "echo"
 
 
+def test_blocks_of_the_first_format_still_read(start, tmp_path):
+    """A block written before the search columns (CTB1, by the traces role of
+    2026-12-02: three traces of service "legacy", one an error, written 2025-12-02)
+    is read and searched as before, and compaction's rewrite is not needed for it."""
+    blocks = tmp_path / "data" / "traces" / "blocks"
+    os.makedirs(blocks)
+    shutil.copy(os.path.join(ROOT, "tests", "integration", "data", "traces-ctb1", "00000001.ctb"), blocks)
+    t = start_traces(start, tmp_path, extra="    retention: 0\n")  # the fixture is a year old
+    ids = [hexid(0xc7b1000 + i) for i in range(3)]
+    for tid in ids:
+        tr = jaeger_trace(t, tid)
+        assert tr and sorted(s["operationName"] for s in tr["spans"]) == ["GET /old", "SELECT old"], tid
+    when = {"start": "1764699000", "end": "1764701000"}
+    r = requests.get(t.tempo + "/api/search", params={"q": "{ status = error }", **when}, timeout=10)
+    assert r.status_code == 200 and [x["traceID"] for x in r.json()["traces"]] == [ids[1]]
+    r = requests.get(t.jaeger + "/api/traces", timeout=10, params={
+        "service": "legacy", "tags": json.dumps({"http.status_code": "500"}),
+        "start": "1764699000000000", "end": "1764701000000000"})
+    assert [x["traceID"] for x in r.json()["data"]] == [ids[1]]
+    assert requests.get(t.jaeger + "/api/services", timeout=5).json()["data"] == ["legacy"]
+    # read row by row: a CTB1 block has no columns to reject a trace from
+    assert metric(t, "cairn_traces_search_column_rejects_total") == 0
+
+
 def test_span_metrics_and_service_graph(start, tmp_path):
     t = start_traces(start, tmp_path)
     now = time.time_ns() - 10 * 10**9
