@@ -285,22 +285,17 @@ TEST(traces_search_columns)
     tq_result_free(&res);
     tq_free(tq);
     /* a parent index past the trace, a dictionary id past the dictionary */
-    struct tc_writer bad = { 0 };
-    CHECK(tc_add(&bad, &view) == 0);
-    tc_finish(&bad);
-    buf_reset(&bad.col[TC_PARENT]);
-    for (int i = 0; i < 4; i++)
-        pb_put_varint(&bad.col[TC_PARENT], 9);
-    CHECK(tc_page_load(&pg, fetch_col, &bad) == -EINVAL);
-    tc_free(&bad);
-    memset(&bad, 0, sizeof(bad));
-    CHECK(tc_add(&bad, &view) == 0);
-    tc_finish(&bad);
-    buf_reset(&bad.col[TC_NAME]);
-    for (int i = 0; i < 4; i++)
-        pb_put_varint(&bad.col[TC_NAME], 99);
-    CHECK(tc_page_load(&pg, fetch_col, &bad) == -EINVAL);
-    tc_free(&bad);
+    static const struct { int col; uint64_t v; } bads[] = { { TC_PARENT, 9 }, { TC_NAME, 99 } };
+    for (size_t k = 0; k < ARRAY_SIZE(bads); k++) {
+        struct tc_writer bad = { 0 };
+        CHECK(tc_add(&bad, &view) == 0);
+        tc_finish(&bad);
+        buf_reset(&bad.col[bads[k].col]);
+        for (int i = 0; i < 4; i++)
+            pb_put_varint(&bad.col[bads[k].col], bads[k].v);
+        CHECK(tc_page_load(&pg, fetch_col, &bad) == -EINVAL);
+        tc_free(&bad);
+    }
     tc_page_free(&pg);
     tr_view_free(&v);
 }
