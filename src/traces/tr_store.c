@@ -1663,7 +1663,8 @@ int tr_store_search(struct tr_store *st, struct tr_search *q)
                 q->inspected_traces++;
                 if (cols && !tc_page_view(&pc, i - first, &lv)) {
                     memcpy(lv.id, x, 16);
-                    if (!q->match(q->arg, &lv)) {
+                    /* attribute columns that cannot be read leave the judgement to fn */
+                    if (!q->match(q->arg, &lv) && !pc.attrs_bad) {
                         q->skipped_traces++;
                         continue;
                     }
