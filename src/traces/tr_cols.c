@@ -2,9 +2,11 @@
  * and building trace views back from them (see traces_internal.h for the layout).
  *
  * Every number is a varint (starts and durations zigzag, starts as the difference
- * from the page's previous span); strings are dictionary ids; the attribute
- * columns keep the KeyValue fields as they arrived, so a view built here reads
- * them with the same code as a view of the Span messages.
+ * from the page's previous span); strings are dictionary ids. A span attribute
+ * key's column lists the spans that have the key (as differences of their index in
+ * the page) with each one's KeyValue as it arrived; the key directory (TC_KEYS)
+ * names the key columns and their sizes. Resources' attributes are a table of
+ * their KeyValue fields and an id per span.
  */
 #include "traces_internal.h"
 
@@ -52,11 +54,62 @@ static void fields_of(struct buf *out, struct pb m, uint32_t want)
     }
 }
 
+/* The key column of key, created on first use; NULL on no memory. */
+static struct tc_key_w *key_col(struct tc_writer *w, struct strv key)
+{
+    uintptr_t k = (uintptr_t)hmap_get(&w->keys, key.n ? key.p : "", key.n);
+    if (k)
+        return &w->akeys[k - 1];
+    if (w->nkeys == w->cap_keys) {
+        uint32_t nc = w->cap_keys ? w->cap_keys * 2 : 16;
+        struct tc_key_w *na = realloc(w->akeys, nc * sizeof(*na));
+        if (!na)
+            return NULL;
+        w->akeys = na;
+        w->cap_keys = nc;
+    }
+    struct tc_key_w *c = &w->akeys[w->nkeys];
+    memset(c, 0, sizeof(*c));
+    if (!(c->key = strv_dup(key)) || hmap_put(&w->keys, key.n ? key.p : "", key.n, (void *)(uintptr_t)(w->nkeys + 1))) {
+        free(c->key);
+        return NULL;
+    }
+    w->nkeys++;
+    return c;
+}
+
+/* A span's own attributes into their key columns: the KeyValues a view of the
+ * Span message would read (malformed ones skipped, the message's end at a
+ * malformed field). */
+static int span_attrs(struct tc_writer *w, struct pb m, uint32_t span)
+{
+    while (m.p < m.end) {
+        uint32_t f;
+        int wt;
+        struct pb sub;
+        uint64_t x;
+        struct tr_kv kv;
+        if (pb_field(&m, &f, &wt, &sub, &x))
+            return 0;
+        if (f != 9 || wt != 2 || tr_kv_decode(sub, &kv))
+            continue;
+        struct tc_key_w *c = key_col(w, kv.key);
+        if (!c)
+            return -ENOMEM;
+        pb_put_varint(&c->b, span - c->last);
+        c->last = span;
+        pb_put_varint(&c->b, (size_t)(sub.end - sub.p));
+        buf_append(&c->b, sub.p, (size_t)(sub.end - sub.p));
+    }
+    return 0;
+}
+
 int tc_add(struct tc_writer *w, const struct tr_trace_view *v)
 {
     struct buf tmp = BUF_INIT;
+    int r = 0;
     pb_put_varint(&w->col[TC_TRACE], v->n);
-    for (size_t i = 0; i < v->n; i++) {
+    for (size_t i = 0; i < v->n && !r; i++) {
         const struct tr_span *s = &v->s[i];
         /* 0: a root (no parent id), 1: a parent not in the trace, 2 + its index */
         pb_put_varint(&w->col[TC_PARENT], s->parent >= 0 ? (uint64_t)s->parent + 2 : s->pid ? 1 : 0);
@@ -74,22 +127,19 @@ int tc_add(struct tc_writer *w, const struct tr_trace_view *v)
         fields_of(&tmp, s->res, 1);
         uint32_t rid = intern(&w->res, &w->nres, &w->col[TC_RES], buf_head(&tmp), buf_used(&tmp));
         if (ids[0] == UINT32_MAX || ids[1] == UINT32_MAX || ids[2] == UINT32_MAX || rid == UINT32_MAX) {
-            buf_free(&tmp);
-            return -ENOMEM;
+            r = -ENOMEM;
+            break;
         }
         pb_put_varint(&w->col[TC_SVC], ids[0]);
         pb_put_varint(&w->col[TC_NAME], ids[1]);
         pb_put_varint(&w->col[TC_SMSG], ids[2]);
         pb_put_varint(&w->resids, rid);
-        buf_reset(&tmp);
-        fields_of(&tmp, s->raw, 9);
-        pb_put_varint(&w->col[TC_ATTR], buf_used(&tmp));
-        buf_append(&w->col[TC_ATTR], buf_head(&tmp), buf_used(&tmp));
+        r = span_attrs(w, s->raw, w->nspans + (uint32_t)i);
     }
     buf_free(&tmp);
     w->ntraces++;
     w->nspans += (uint32_t)v->n;
-    return 0;
+    return r;
 }
 
 void tc_finish(struct tc_writer *w)
@@ -109,15 +159,36 @@ void tc_finish(struct tc_writer *w)
     buf_reset(&w->resids);
 }
 
+void tc_keys_dir(struct tc_writer *w, const uint32_t *clen)
+{
+    struct buf *d = &w->col[TC_KEYS];
+    buf_reset(d);
+    pb_put_varint(d, w->nkeys);
+    for (uint32_t k = 0; k < w->nkeys; k++) {
+        const struct tc_key_w *c = &w->akeys[k];
+        pb_put_varint(d, strlen(c->key));
+        buf_puts(d, c->key);
+        pb_put_varint(d, buf_used(&c->b));
+        pb_put_varint(d, clen ? clen[k] : buf_used(&c->b));
+    }
+}
+
 void tc_reset(struct tc_writer *w)
 {
     for (int c = 0; c < TC_N; c++)
         buf_reset(&w->col[c]);
     buf_reset(&w->resids);
+    for (uint32_t k = 0; k < w->nkeys; k++) {
+        free(w->akeys[k].key);
+        buf_free(&w->akeys[k].b);
+    }
+    w->nkeys = 0;
     hmap_free(&w->dict);
     hmap_free(&w->res);
+    hmap_free(&w->keys);
     memset(&w->dict, 0, sizeof(w->dict));
     memset(&w->res, 0, sizeof(w->res));
+    memset(&w->keys, 0, sizeof(w->keys));
     w->ndict = w->nres = 0;
     w->prev_start = 0;
     w->ntraces = w->nspans = 0;
@@ -129,9 +200,21 @@ void tc_free(struct tc_writer *w)
     for (int c = 0; c < TC_N; c++)
         buf_free(&w->col[c]);
     buf_free(&w->resids);
+    free(w->akeys);
+    w->akeys = NULL;
+    w->cap_keys = 0;
 }
 
 /* ---- reading ---- */
+
+struct tc_key {
+    struct strv key;
+    uint64_t rel;                           /* past the end of the page's last column */
+    uint32_t clen, rlen;
+    bool loaded;
+    struct buf raw;
+    struct pb *vals;                        /* per span of the page: its KeyValue, or empty */
+};
 
 static struct pb col_pb(const struct buf *b)
 {
@@ -146,7 +229,7 @@ static int get(struct pb *c, uint64_t *v)
 
 static int fetch(struct tc_page *pg, int col)
 {
-    int r = pg->fetch(pg->arg, col, &pg->raw[col]);
+    int r = pg->fetch(pg->arg, col, 0, 0, 0, &pg->raw[col]);
     if (!r)
         pg->bytes += buf_used(&pg->raw[col]);
     return r;
@@ -174,13 +257,13 @@ static int read_table(struct pb *c, struct strv **out, uint32_t *n)
     return 0;
 }
 
-int tc_page_load(struct tc_page *pg, int (*fetchfn)(void *arg, int col, struct buf *out), void *arg)
+int tc_page_load(struct tc_page *pg, tc_fetch_fn fetchfn, void *arg)
 {
     tc_page_free(pg);
     pg->fetch = fetchfn;
     pg->arg = arg;
     int r = 0;
-    for (int c = 0; c < TC_LAZY_FROM && !r; c++)
+    for (int c = 0; c < TC_EAGER && !r; c++)
         r = fetch(pg, c);
     if (r)
         return r;
@@ -243,59 +326,137 @@ int tc_page_load(struct tc_page *pg, int (*fetchfn)(void *arg, int col, struct b
     return 0;
 }
 
-/* The attribute columns, read on first use; a page whose attribute columns cannot
- * be read gives its spans no attributes (and says so once). */
-static int load_attrs(struct tc_page *pg)
+/* The key directory, on the first attribute lookup. */
+static int load_keys(struct tc_page *pg)
 {
-    pg->attrs_loaded = true;
-    size_t ns = pg->nspans ? pg->nspans : 1;
-    pg->attr = calloc(ns, sizeof(*pg->attr));
-    pg->res = calloc(ns, sizeof(*pg->res));
-    if (!pg->attr || !pg->res || fetch(pg, TC_ATTR) || fetch(pg, TC_RES))
-        goto bad;
-    struct pb a = col_pb(&pg->raw[TC_ATTR]);
-    for (uint32_t i = 0; i < pg->nspans; i++) {
-        uint64_t l;
-        if (get(&a, &l) || l > (uint64_t)(a.end - a.p))
-            goto bad;
-        pg->attr[i] = (struct pb){ a.p, a.p + l };
-        a.p += l;
+    pg->keys_loaded = true;
+    if (fetch(pg, TC_KEYS))
+        return -EINVAL;
+    struct pb d = col_pb(&pg->raw[TC_KEYS]);
+    uint64_t n, rel = 0;
+    if (get(&d, &n) || n > (uint64_t)(d.end - d.p))
+        return -EINVAL;
+    pg->keys = calloc(n ? n : 1, sizeof(*pg->keys));
+    if (!pg->keys)
+        return -ENOMEM;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t l, rl, cl;
+        if (get(&d, &l) || l > (uint64_t)(d.end - d.p))
+            return -EINVAL;
+        struct tc_key *key = &pg->keys[pg->nkeys++];
+        key->key = strv_make((const char *)d.p, l);
+        d.p += l;
+        if (get(&d, &rl) || get(&d, &cl) || rl > TC_MAX_SPANS * 64ull || cl > UINT32_MAX)
+            return -EINVAL;
+        key->rel = rel;
+        key->rlen = (uint32_t)rl;
+        key->clen = (uint32_t)cl;
+        rel += cl;
     }
+    return 0;
+}
+
+/* A key's column: the KeyValue of each span that has it. */
+static int load_key(struct tc_page *pg, struct tc_key *key)
+{
+    key->loaded = true;
+    int k = (int)(key - pg->keys);
+    if (pg->fetch(pg->arg, TC_N + k, key->rel, key->clen, key->rlen, &key->raw))
+        return -EINVAL;
+    pg->bytes += buf_used(&key->raw);
+    pg->keys_read++;
+    key->vals = calloc(pg->nspans ? pg->nspans : 1, sizeof(*key->vals));
+    if (!key->vals)
+        return -ENOMEM;
+    struct pb c = col_pb(&key->raw);
+    uint64_t span = 0;
+    while (c.p < c.end) {
+        uint64_t d, l;
+        if (get(&c, &d) || (span += d) >= pg->nspans || get(&c, &l) || l > (uint64_t)(c.end - c.p))
+            return -EINVAL;
+        if (!key->vals[span].p)             /* a key twice in a span: the first, as a Span's reader */
+            key->vals[span] = (struct pb){ c.p, c.p + l };
+        c.p += l;
+    }
+    return 0;
+}
+
+static int load_res(struct tc_page *pg)
+{
+    pg->res_loaded = true;
+    pg->res = calloc(pg->nspans ? pg->nspans : 1, sizeof(*pg->res));
+    if (!pg->res || fetch(pg, TC_RES))
+        return -EINVAL;
     struct pb r = col_pb(&pg->raw[TC_RES]);
     struct strv *tab = NULL;
     uint32_t nres = 0;
     if (read_table(&r, &tab, &nres))
-        goto bad;
+        return -EINVAL;
     for (uint32_t i = 0; i < pg->nspans; i++) {
         uint64_t id;
         if (get(&r, &id) || id >= nres) {
             free(tab);
-            goto bad;
+            return -EINVAL;
         }
         pg->res[i] = (struct pb){ (const uint8_t *)tab[id].p, (const uint8_t *)tab[id].p + tab[id].n };
     }
     free(tab);
     return 0;
-bad:
-    pg->attrs_bad = true;
-    free(pg->attr);
-    free(pg->res);
-    pg->attr = pg->res = NULL;
-    return -EINVAL;
 }
 
-static int view_load(struct tr_lazy *l)
+/* The key column named name: a query asks for the same few names span after
+ * span, so the answer is kept per name pointer while one view is evaluated. */
+static struct tc_key *find_key(struct tc_page *pg, const char *name)
+{
+    for (uint32_t i = 0; i < pg->ncache; i++)
+        if (pg->cache[i].name == name)
+            return pg->cache[i].k >= 0 ? &pg->keys[pg->cache[i].k] : NULL;
+    int k = -1;
+    for (uint32_t i = 0; i < pg->nkeys && k < 0; i++)
+        if (strv_eq_cstr(pg->keys[i].key, name))
+            k = (int)i;
+    if (pg->ncache < ARRAY_SIZE(pg->cache)) {
+        pg->cache[pg->ncache].name = name;
+        pg->cache[pg->ncache++].k = k;
+    }
+    return k >= 0 ? &pg->keys[k] : NULL;
+}
+
+struct res_find {
+    const char *key;
+    struct tr_kv *out;
+};
+
+static int res_one(const struct tr_kv *kv, void *arg)
+{
+    struct res_find *f = arg;
+    if (!strv_eq_cstr(kv->key, f->key))
+        return 0;
+    *f->out = *kv;
+    return 1;
+}
+
+static bool view_find(struct tr_lazy *l, int span, int where, const char *name, struct tr_kv *out)
 {
     struct tc_page *pg = (struct tc_page *)((char *)l - offsetof(struct tc_page, lazy));
-    if (!pg->attrs_loaded)
-        load_attrs(pg);
-    if (pg->attrs_bad)
-        return -EINVAL;
-    for (size_t i = 0; i < pg->v->n; i++) {
-        pg->v->s[i].raw = pg->attr[pg->v_first + i];
-        pg->v->s[i].res = pg->res[pg->v_first + i];
+    uint32_t i = pg->v_first + (uint32_t)span;
+    if (where == 2) {
+        if (!pg->res_loaded && load_res(pg))
+            pg->attrs_bad = true;
+        struct res_find f = { name, out };
+        return pg->res && tr_attrs_each(pg->res[i], 1, res_one, &f) > 0;
     }
-    return 0;
+    if (!pg->keys_loaded && load_keys(pg))
+        pg->attrs_bad = true;
+    struct tc_key *key = find_key(pg, name);
+    if (!key)
+        return false;
+    if (!key->loaded && load_key(pg, key)) {
+        pg->attrs_bad = true;
+        free(key->vals);
+        key->vals = NULL;
+    }
+    return key->vals && key->vals[i].p && !tr_kv_decode(key->vals[i], out);
 }
 
 int tc_page_view(struct tc_page *pg, uint32_t t, struct tr_trace_view *v)
@@ -337,10 +498,9 @@ int tc_page_view(struct tc_page *pg, uint32_t t, struct tr_trace_view *v)
         else if (v->root < 0 && pg->parent[f + i] == -2)
             v->root = (int)i;
     }
-    pg->v = v;
     pg->v_first = f;
-    pg->lazy.load = view_load;
-    pg->lazy.done = false;
+    pg->ncache = 0;                         /* names are a query's: kept for one view */
+    pg->lazy.find = view_find;
     v->lazy = &pg->lazy;
     return 0;
 }
@@ -349,6 +509,11 @@ void tc_page_free(struct tc_page *pg)
 {
     for (int c = 0; c < TC_N; c++)
         buf_free(&pg->raw[c]);
+    for (uint32_t k = 0; k < pg->nkeys; k++) {
+        buf_free(&pg->keys[k].raw);
+        free(pg->keys[k].vals);
+    }
+    free(pg->keys);
     free(pg->first);
     free(pg->parent);
     free(pg->start);
@@ -359,7 +524,6 @@ void tc_page_free(struct tc_page *pg)
     free(pg->name);
     free(pg->smsg);
     free(pg->dict);
-    free(pg->attr);
     free(pg->res);
     memset(pg, 0, sizeof(*pg));
 }

@@ -860,6 +860,22 @@ static int tok_attr(const struct tr_kv *kv, int where, void *arg)
     return 0;
 }
 
+/* Appends b to out as one zstd frame; its compressed size into *cl. */
+static int frame_compress(const struct buf *b, struct buf *out, uint32_t *cl)
+{
+    if (buf_used(b) > TR_COL_MAX)
+        return -EFBIG;
+    size_t bound = ZSTD_compressBound(buf_used(b));
+    if (buf_reserve(out, bound))
+        return -ENOMEM;
+    size_t n = ZSTD_compress(buf_tail(out), bound, buf_head(b), buf_used(b), TR_ZSTD_LEVEL);
+    if (ZSTD_isError(n))
+        return -EIO;
+    buf_commit(out, n);
+    *cl = (uint32_t)n;
+    return 0;
+}
+
 /* Writes b as one zstd frame at w->off; its compressed size into *cl. */
 static int frame_write(struct bw *w, const struct buf *b, size_t *cl)
 {
@@ -886,20 +902,36 @@ static void page_close(struct bw *w)
     uint64_t data_off = w->off;
     w->off += cl;
     tc_finish(&w->cols);
-    for (int c = 0; c < TC_N; c++) {
+    /* the key columns are compressed first: the key directory holds their sizes,
+     * and they follow the other columns */
+    struct buf keys = BUF_INIT;
+    uint32_t *kl = calloc(w->cols.nkeys ? w->cols.nkeys : 1, sizeof(*kl));
+    if (!kl)
+        r = -ENOMEM;
+    for (uint32_t k = 0; !r && k < w->cols.nkeys; k++)
+        r = frame_compress(&w->cols.akeys[k].b, &keys, &kl[k]);
+    if (!r)
+        tc_keys_dir(&w->cols, kl);
+    free(kl);
+    for (int c = 0; c < TC_N && !r; c++) {
         size_t ccl;
         if (buf_used(&w->cols.col[c]) > TR_COL_MAX)
             r = -EFBIG;
-        if (r || (r = frame_write(w, &w->cols.col[c], &ccl))) {
-            w->err = r;
-            return;
-        }
+        if (r || (r = frame_write(w, &w->cols.col[c], &ccl)))
+            break;
         uint8_t ce[TR_COL];
         put_u64(ce, w->off);
         put_u32(ce + 8, (uint32_t)ccl);
         put_u32(ce + 12, (uint32_t)buf_used(&w->cols.col[c]));
         buf_append(&w->coldir, ce, TR_COL);
         w->off += ccl;
+    }
+    if (!r && !(r = cairn_write_all(w->fd, buf_head(&keys), buf_used(&keys))))
+        w->off += buf_used(&keys);
+    buf_free(&keys);
+    if (r) {
+        w->err = r;
+        return;
     }
     tc_reset(&w->cols);
     size_t ntok = buf_used(&w->toks) / 8;
@@ -1190,6 +1222,7 @@ static int load_block(struct tr_store *st, const char *path, uint32_t seq, struc
     b->pages = m + pg_off;
     b->blooms = m + bl_off;
     b->cols = v2 ? m + col_off : NULL;
+    b->data_end = idx_off;
     for (uint32_t i = 0; i < b->npages; i++) {
         const uint8_t *pg = b->pages + (size_t)i * TR_PG;
         if (get_u64(pg) + get_u32(pg + 8) > idx_off || get_u64(pg + 32) + get_u32(pg + 40) / 8 > col_off - bl_off ||
@@ -1592,16 +1625,27 @@ struct col_src {
     uint32_t pg;
 };
 
-/* A page's search column, decompressed. */
-static int col_fetch(void *arg, int col, struct buf *out)
+/* A page's search column or key column, decompressed. */
+static int col_fetch(void *arg, int frame, uint64_t rel, uint32_t cl, uint32_t rl, struct buf *out)
 {
     const struct col_src *src = arg;
-    const uint8_t *ce = src->b->cols + ((size_t)src->pg * TC_N + (size_t)col) * TR_COL;
-    uint32_t cl = get_u32(ce + 8), rl = get_u32(ce + 12);
+    const uint8_t *dir = src->b->cols + (size_t)src->pg * TC_N * TR_COL;
+    uint64_t off;
+    if (frame < TC_N) {
+        const uint8_t *ce = dir + (size_t)frame * TR_COL;
+        off = get_u64(ce);
+        cl = get_u32(ce + 8);
+        rl = get_u32(ce + 12);
+    } else {
+        const uint8_t *last = dir + (TC_N - 1) * TR_COL;
+        off = get_u64(last) + get_u32(last + 8) + rel;
+        if (rl > TR_COL_MAX || off > src->b->data_end || cl > src->b->data_end - off)
+            return -EINVAL;
+    }
     buf_reset(out);
     if (buf_reserve(out, rl ? rl : 1))
         return -ENOMEM;
-    size_t n = ZSTD_decompress(buf_tail(out), rl, src->b->map + get_u64(ce), cl);
+    size_t n = ZSTD_decompress(buf_tail(out), rl, src->b->map + off, cl);
     if (ZSTD_isError(n) || n != rl)
         return -EIO;
     buf_commit(out, rl);

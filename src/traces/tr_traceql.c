@@ -757,8 +757,12 @@ static int find_one(const struct tr_kv *kv, void *arg)
     return 0;
 }
 
-static bool attr_kv(const struct tr_span *s, int scope, const char *name, struct tr_kv *out)
+static bool attr_kv(const struct tr_trace_view *v, int i, int scope, const char *name, struct tr_kv *out)
 {
+    if (v->lazy)
+        return ((scope == A_SPAN || scope == A_ANY) && v->lazy->find(v->lazy, i, 1, name, out)) ||
+               ((scope == A_RES || scope == A_ANY) && v->lazy->find(v->lazy, i, 2, name, out));
+    const struct tr_span *s = &v->s[i];
     struct find_kv f = { name, out, false };
     if (scope == A_SPAN || scope == A_ANY)
         tr_attrs_each(s->raw, 9, find_one, &f);
@@ -826,8 +830,7 @@ static void span_val(struct ectx *e, const struct fnode *f, int i, struct tq_val
         return;
     default: {
         struct tr_kv kv;
-        tr_view_attrs(tv);
-        if (attr_kv(s, f->attr, f->name, &kv))
+        if (attr_kv(tv, i, f->attr, f->name, &kv))
             kv_to_val(&kv, v, tmp);
         return;
     }
@@ -1372,14 +1375,13 @@ bool tq_span_attr(const struct tr_trace_view *v, int i, const char *name, struct
 {
     (void)tmp;
     memset(out, 0, sizeof(*out));
-    tr_view_attrs(v);
     const struct tr_span *s = &v->s[i];
     if (!strncmp(name, "span.", 5))
-        return attr_kv(s, A_SPAN, name + 5, out);
+        return attr_kv(v, i, A_SPAN, name + 5, out);
     if (!strncmp(name, "resource.", 9))
-        return attr_kv(s, A_RES, name + 9, out);
+        return attr_kv(v, i, A_RES, name + 9, out);
     if (name[0] == '.')
-        return attr_kv(s, A_ANY, name + 1, out);
+        return attr_kv(v, i, A_ANY, name + 1, out);
     if (!strcmp(name, "name")) {
         out->type = TR_V_STR, out->s = s->name;
         return true;

@@ -55,11 +55,13 @@ struct tr_span {
     int nchildren;
 };
 
-/* A view built from a block's search columns holds no Span messages: raw and res
- * hold only the span's and the resource's attributes, loaded on first use. */
+struct tr_kv;
+
+/* A view built from a block's search columns holds no Span messages: its
+ * attributes are found through find (where 1: the span's, 2: its resource's),
+ * which reads the columns they are in on first use. */
 struct tr_lazy {
-    int (*load)(struct tr_lazy *l);
-    bool done;
+    bool (*find)(struct tr_lazy *l, int span, int where, const char *key, struct tr_kv *out);
 };
 
 struct tr_trace_view {
@@ -70,15 +72,6 @@ struct tr_trace_view {
     int root;                               /* index of the root span (no parent), or -1 */
     struct tr_lazy *lazy;                   /* NULL: spans decoded from their messages */
 };
-
-/* Makes the attributes of a column-built view readable (a no-op for others). */
-static inline void tr_view_attrs(const struct tr_trace_view *v)
-{
-    if (v->lazy && !v->lazy->done) {
-        v->lazy->done = true;
-        v->lazy->load(v->lazy);
-    }
-}
 
 /* Decodes a TracesData (or ExportTraceServiceRequest) into v, appending; the
  * bytes must outlive v. 0 or -EINVAL. */
@@ -133,31 +126,48 @@ int tr_zipkin_json_to_pb(const char *json, size_t n, struct buf *out, char *err,
  * reads, each compressed on its own: per trace its span count; per span (in a
  * linked trace's order) the parent's index, start, duration, kind and status, and
  * dictionary ids of the service, the span name and the status message; the
- * dictionary; the span's attributes (its KeyValue fields); the resource's
- * attributes (a table, and an id per span). A search builds a trace's view from
- * them, reading the two attribute columns only when the query reaches an
- * attribute, and decompresses the OTLP bytes only of the traces that match. */
-enum { TC_TRACE, TC_PARENT, TC_START, TC_DUR, TC_KS, TC_SVC, TC_NAME, TC_SMSG, TC_DICT, TC_ATTR, TC_RES, TC_N };
-#define TC_LAZY_FROM TC_ATTR                /* columns from here on are read on first use */
+ * dictionary; the resources' attributes (a table, and an id per span); and one
+ * column per span attribute key (the spans that have it and their KeyValue), named
+ * in a key directory. A search builds a trace's view from them, reads an attribute
+ * key's column only when the query reaches that key, and decompresses the OTLP
+ * bytes only of the traces that match. */
+enum { TC_TRACE, TC_PARENT, TC_START, TC_DUR, TC_KS, TC_SVC, TC_NAME, TC_SMSG, TC_DICT, TC_KEYS, TC_RES, TC_N };
+#define TC_EAGER TC_KEYS                    /* columns before this one are read with the page */
+
+struct tc_key_w {                           /* a span attribute key's column, being written */
+    char *key;
+    struct buf b;                           /* per span having it: span index delta, KeyValue */
+    uint32_t last;
+};
 
 struct tc_writer {
     struct buf col[TC_N];
     struct buf resids;                      /* TC_RES's per-span ids, until tc_finish */
-    struct hmap dict, res;                  /* string -> id + 1 */
+    struct hmap dict, res, keys;            /* string -> id + 1 */
     uint32_t ndict, nres;
+    struct tc_key_w *akeys;
+    uint32_t nkeys, cap_keys;
     int64_t prev_start;
     uint32_t ntraces, nspans;
 };
 /* Adds a linked trace view. 0 or -ENOMEM. */
 int tc_add(struct tc_writer *w, const struct tr_trace_view *v);
-/* Completes the page's columns in w->col (then tc_reset for the next page). */
+/* Completes the page's columns: w->col but TC_KEYS, and the key columns in
+ * w->akeys[].b; then tc_keys_dir writes TC_KEYS from the key columns' compressed
+ * sizes (clen[k]; NULL: stored as they are), which follow the other columns. */
 void tc_finish(struct tc_writer *w);
+void tc_keys_dir(struct tc_writer *w, const uint32_t *clen);
 void tc_reset(struct tc_writer *w);
 void tc_free(struct tc_writer *w);
 
+/* Reads a page's frame, decompressed into out: frame < TC_N a column; else key
+ * column frame - TC_N, at rel bytes past the end of the last column. */
+typedef int (*tc_fetch_fn)(void *arg, int frame, uint64_t rel, uint32_t clen, uint32_t rlen, struct buf *out);
+
+struct tc_key;
+
 struct tc_page {
-    /* a column's bytes, decompressed into out: 0 or negative */
-    int (*fetch)(void *arg, int col, struct buf *out);
+    tc_fetch_fn fetch;
     void *arg;
     uint32_t ntraces, nspans;
     uint32_t *first;                        /* ntraces + 1: each trace's first span */
@@ -166,17 +176,25 @@ struct tc_page {
     uint32_t *kind, *status, *svc, *name, *smsg;
     struct strv *dict;
     uint32_t ndict;
-    struct pb *attr, *res;                  /* per span, once loaded */
-    bool attrs_loaded, attrs_bad;
+    struct tc_key *keys;                    /* the key directory, once read */
+    uint32_t nkeys;
+    struct pb *res;                         /* per span, once read */
+    bool keys_loaded, res_loaded;
+    bool attrs_bad;                         /* an attribute column could not be read */
+    uint32_t keys_read;                     /* key columns decompressed */
     struct buf raw[TC_N];
     uint64_t bytes;                         /* decompressed column bytes read */
+    struct {                                /* recent lookups: a query's key names */
+        const char *name;
+        int k;
+    } cache[8];
+    uint32_t ncache;
     /* the view being built */
     struct tr_lazy lazy;
-    struct tr_trace_view *v;
     uint32_t v_first;
 };
 /* Reads the eager columns of a page. 0, or -EINVAL for columns that do not agree. */
-int tc_page_load(struct tc_page *pg, int (*fetch)(void *arg, int col, struct buf *out), void *arg);
+int tc_page_load(struct tc_page *pg, tc_fetch_fn fetch, void *arg);
 /* The linked view of the page's trace t (its id left to the caller). */
 int tc_page_view(struct tc_page *pg, uint32_t t, struct tr_trace_view *v);
 void tc_page_free(struct tc_page *pg);
@@ -237,6 +255,7 @@ struct tr_block {
     const uint8_t *pages;                   /* npages entries of TR_PG bytes */
     const uint8_t *blooms;
     const uint8_t *cols;                    /* npages x TC_N column entries; NULL in a "CTB1" block */
+    uint64_t data_end;                      /* where the pages' frames end (the index begins) */
     int64_t min_start, max_end;
     uint64_t spans;
 };

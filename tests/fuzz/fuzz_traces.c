@@ -7,6 +7,7 @@
  * read as a block's would be. */
 #include "traces/traces_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,13 +34,22 @@ static void render(const uint8_t *p, size_t n)
 
 struct cols_in {
     struct pb col[TC_N];
+    struct pb tail;                         /* the key columns */
 };
 
-static int fetch_col(void *arg, int col, struct buf *out)
+/* Columns as given; a key column at rel bytes past the last column, clen long. */
+static int fetch_col(void *arg, int frame, uint64_t rel, uint32_t clen, uint32_t rlen, struct buf *out)
 {
     struct cols_in *c = arg;
+    struct pb b = c->col[frame < TC_N ? frame : TC_N - 1];
+    if (frame >= TC_N) {
+        b.p = c->tail.p + (rel < (uint64_t)(c->tail.end - c->tail.p) ? rel : (uint64_t)(c->tail.end - c->tail.p));
+        b.end = (uint64_t)(c->tail.end - b.p) < clen ? c->tail.end : b.p + clen;
+        if ((size_t)(b.end - b.p) != rlen)
+            return -EIO;
+    }
     buf_reset(out);
-    return buf_append(out, c->col[col].p, (size_t)(c->col[col].end - c->col[col].p));
+    return buf_append(out, b.p, (size_t)(b.end - b.p));
 }
 
 static void columns(const uint8_t *p, size_t n)
@@ -53,6 +63,7 @@ static void columns(const uint8_t *p, size_t n)
         in.col[c] = (struct pb){ all.p, all.p + l };
         all.p += l;
     }
+    in.tail = all;
     struct tc_page pg = { 0 };
     struct tr_trace_view v = { 0 };
     struct tq_query *q = NULL;

@@ -32,11 +32,13 @@ static struct tc_writer colw;
 static struct tc_page page;
 static struct tr_trace_view cview;
 
-static int fetch_col(void *arg, int col, struct buf *out)
+static int fetch_col(void *arg, int frame, uint64_t rel, uint32_t clen, uint32_t rlen, struct buf *out)
 {
     struct tc_writer *w = arg;
+    (void)rel, (void)clen, (void)rlen;
+    const struct buf *b = frame < TC_N ? &w->col[frame] : &w->akeys[frame - TC_N].b;
     buf_reset(out);
-    return buf_append(out, buf_head(&w->col[col]), buf_used(&w->col[col]));
+    return buf_append(out, buf_head(b), buf_used(b));
 }
 
 static void load(void)
@@ -49,6 +51,7 @@ static void load(void)
     tr_view_link(&view);
     CHECK(tc_add(&colw, &view) == 0 && tc_add(&colw, &view) == 0);
     tc_finish(&colw);
+    tc_keys_dir(&colw, NULL);
     CHECK(tc_page_load(&page, fetch_col, &colw) == 0 && page.ntraces == 2 && page.nspans == 8);
 }
 
@@ -277,11 +280,12 @@ TEST(traces_search_columns)
     struct tq_result res;
     CHECK(tc_page_load(&pg, fetch_col, &colw) == 0 && tc_page_view(&pg, 0, &v) == 0);
     CHECK(tq_parse("{ span.http.status_code = 500 && duration > 1s }", 48, &tq, err, sizeof(err)) == 0);
-    CHECK(tq_eval(tq, &v, &res) == 0 && !pg.attrs_loaded);    /* no span lasts 1s: no attribute read */
+    CHECK(tq_eval(tq, &v, &res) == 0 && !pg.keys_loaded);    /* no span lasts 1s: no attribute read */
     tq_result_free(&res);
     tq_free(tq);
+    /* one key's column read of the three keys the page has */
     CHECK(tq_parse("{ duration > 1ms && span.http.status_code = 500 }", 49, &tq, err, sizeof(err)) == 0);
-    CHECK(tq_eval(tq, &v, &res) == 1 && pg.attrs_loaded && !pg.attrs_bad);
+    CHECK(tq_eval(tq, &v, &res) == 1 && pg.keys_loaded && pg.nkeys == 3 && pg.keys_read == 1 && !pg.attrs_bad);
     tq_result_free(&res);
     tq_free(tq);
     /* a parent index past the trace, a dictionary id past the dictionary */
@@ -290,6 +294,7 @@ TEST(traces_search_columns)
         struct tc_writer bad = { 0 };
         CHECK(tc_add(&bad, &view) == 0);
         tc_finish(&bad);
+        tc_keys_dir(&bad, NULL);
         buf_reset(&bad.col[bads[k].col]);
         for (int i = 0; i < 4; i++)
             pb_put_varint(&bad.col[bads[k].col], bads[k].v);
