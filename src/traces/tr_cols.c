@@ -94,12 +94,12 @@ static int span_attrs(struct tc_writer *w, struct pb m, uint32_t span)
         if (f != 9 || wt != 2 || tr_kv_decode(sub, &kv))
             continue;
         struct tc_key_w *c = key_col(w, kv.key);
-        if (!c)
+        uint32_t id = c ? intern(&c->vals, &c->nvals, &c->table, sub.p, (size_t)(sub.end - sub.p)) : UINT32_MAX;
+        if (id == UINT32_MAX)
             return -ENOMEM;
         pb_put_varint(&c->b, span - c->last);
         c->last = span;
-        pb_put_varint(&c->b, (size_t)(sub.end - sub.p));
-        buf_append(&c->b, sub.p, (size_t)(sub.end - sub.p));
+        pb_put_varint(&c->b, id);
     }
     return 0;
 }
@@ -157,6 +157,15 @@ void tc_finish(struct tc_writer *w)
     buf_free(&w->col[TC_RES]);
     w->col[TC_RES] = b;
     buf_reset(&w->resids);
+    for (uint32_t k = 0; k < w->nkeys; k++) {  /* a key's values, then its spans */
+        struct tc_key_w *c = &w->akeys[k];
+        b = BUF_INIT;
+        pb_put_varint(&b, c->nvals);
+        buf_append(&b, buf_head(&c->table), buf_used(&c->table));
+        buf_append(&b, buf_head(&c->b), buf_used(&c->b));
+        buf_free(&c->b);
+        c->b = b;
+    }
 }
 
 void tc_keys_dir(struct tc_writer *w, const uint32_t *clen)
@@ -181,6 +190,8 @@ void tc_reset(struct tc_writer *w)
     for (uint32_t k = 0; k < w->nkeys; k++) {
         free(w->akeys[k].key);
         buf_free(&w->akeys[k].b);
+        buf_free(&w->akeys[k].table);
+        hmap_free(&w->akeys[k].vals);
     }
     w->nkeys = 0;
     hmap_free(&w->dict);
@@ -259,9 +270,11 @@ static int read_table(struct pb *c, struct strv **out, uint32_t *n)
 
 int tc_page_load(struct tc_page *pg, tc_fetch_fn fetchfn, void *arg)
 {
+    static uint64_t gens;                   /* page loads in this process */
     tc_page_free(pg);
     pg->fetch = fetchfn;
     pg->arg = arg;
+    pg->gen = __atomic_add_fetch(&gens, 1, __ATOMIC_RELAXED);
     int r = 0;
     for (int c = 0; c < TC_EAGER && !r; c++)
         r = fetch(pg, c);
@@ -369,16 +382,23 @@ static int load_key(struct tc_page *pg, struct tc_key *key)
     if (!key->vals)
         return -ENOMEM;
     struct pb c = col_pb(&key->raw);
+    struct strv *tab;
+    uint32_t n;
+    if (read_table(&c, &tab, &n))
+        return -EINVAL;
     uint64_t span = 0;
+    int r = 0;
     while (c.p < c.end) {
-        uint64_t d, l;
-        if (get(&c, &d) || (span += d) >= pg->nspans || get(&c, &l) || l > (uint64_t)(c.end - c.p))
-            return -EINVAL;
+        uint64_t d, id;
+        if (get(&c, &d) || (span += d) >= pg->nspans || get(&c, &id) || id >= n) {
+            r = -EINVAL;
+            break;
+        }
         if (!key->vals[span].p)             /* a key twice in a span: the first, as a Span's reader */
-            key->vals[span] = (struct pb){ c.p, c.p + l };
-        c.p += l;
+            key->vals[span] = (struct pb){ (const uint8_t *)tab[id].p, (const uint8_t *)tab[id].p + tab[id].n };
     }
-    return 0;
+    free(tab);
+    return r;
 }
 
 static int load_res(struct tc_page *pg)
@@ -499,6 +519,7 @@ int tc_page_view(struct tc_page *pg, uint32_t t, struct tr_trace_view *v)
             v->root = (int)i;
     }
     pg->v_first = f;
+    v->page_gen = pg->gen;
     pg->ncache = 0;                         /* names are a query's: kept for one view */
     pg->lazy.find = view_find;
     v->lazy = &pg->lazy;

@@ -547,6 +547,7 @@ void tr_view_reset(struct tr_trace_view *v)
     v->root = -1;
     v->start = v->end = 0;
     v->lazy = NULL;
+    v->page_gen = 0;
 }
 
 void tr_view_free(struct tr_trace_view *v)

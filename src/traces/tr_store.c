@@ -1623,6 +1623,7 @@ int tr_store_parts(struct tr_store *st, const char *tenant, const uint8_t id[16]
 struct col_src {
     const struct tr_block *b;
     uint32_t pg;
+    ZSTD_DCtx *dctx;                        /* one for the search: a context per frame costs more than the frame */
 };
 
 /* A page's search column or key column, decompressed. */
@@ -1645,7 +1646,8 @@ static int col_fetch(void *arg, int frame, uint64_t rel, uint32_t cl, uint32_t r
     buf_reset(out);
     if (buf_reserve(out, rl ? rl : 1))
         return -ENOMEM;
-    size_t n = ZSTD_decompress(buf_tail(out), rl, src->b->map + off, cl);
+    size_t n = src->dctx ? ZSTD_decompressDCtx(src->dctx, buf_tail(out), rl, src->b->map + off, cl)
+                         : ZSTD_decompress(buf_tail(out), rl, src->b->map + off, cl);
     if (ZSTD_isError(n) || n != rl)
         return -EIO;
     buf_commit(out, rl);
@@ -1672,6 +1674,7 @@ int tr_store_search(struct tr_store *st, struct tr_search *q)
     struct buf raw = BUF_INIT;
     struct tc_page pc = { 0 };
     struct tr_trace_view lv = { 0 };
+    ZSTD_DCtx *dctx = q->match ? ZSTD_createDCtx() : NULL;
     /* newest blocks first */
     for (size_t bi = st->nblocks; !stop && bi-- > 0;) {
         const struct tr_block *b = st->blocks[bi];
@@ -1694,7 +1697,7 @@ int tr_store_search(struct tr_store *st, struct tr_search *q)
                 break;
             }
             uint32_t first = get_u32(e + 44);
-            struct col_src src = { b, pg };
+            struct col_src src = { b, pg, dctx };
             uint32_t ntr = (pg + 1 < b->npages ? get_u32(e + TR_PG + 44) : b->ntraces) - first;
             bool cols = b->cols && q->match && !tc_page_load(&pc, col_fetch, &src) && pc.ntraces == ntr;
             bool loaded = false;
@@ -1726,6 +1729,7 @@ int tr_store_search(struct tr_store *st, struct tr_search *q)
         }
     }
     tr_view_free(&lv);
+    ZSTD_freeDCtx(dctx);
     buf_free(&raw);
     st->search_skipped += q->skipped_traces;
     return 0;

@@ -39,6 +39,17 @@ struct tq_val {
     double n;
     struct strv s;
     bool b;
+    bool paged;                     /* s is a page's value (see tr_trace_view.page_gen) */
+};
+
+/* A regex's recent verdicts on a page's values, by their address: a page holds
+ * each distinct value once, and most spans share a few. */
+#define RE_MEMO 16
+struct re_memo {
+    uint64_t gen[RE_MEMO];
+    const char *p[RE_MEMO];
+    size_t n[RE_MEMO];
+    bool r[RE_MEMO];
 };
 
 struct fnode {
@@ -50,6 +61,7 @@ struct fnode {
     struct tq_val lit;
     char *lit_str;
     pcre2_code *re;                 /* for =~ and !~ with a literal */
+    struct re_memo *memo;           /* with re: verdicts on a page's values */
 };
 
 struct stage {
@@ -140,6 +152,7 @@ static void fnode_free(struct fnode *f)
     free(f->lit_str);
     if (f->re)
         pcre2_code_free(f->re);
+    free(f->memo);
     free(f);
 }
 
@@ -410,6 +423,7 @@ static struct fnode *parse_cmp(struct ps *p)
                     perr(p, "invalid regular expression");
                     return NULL;
                 }
+                f->memo = calloc(1, sizeof(*f->memo));  /* none: no memo, same verdicts */
             }
             p->depth--;
             return f;
@@ -776,6 +790,7 @@ static void kv_to_val(const struct tr_kv *kv, struct tq_val *v, struct buf *tmp)
     switch (kv->type) {
     case TR_V_STR:
         v->t = V_STR, v->s = kv->s;
+        v->paged = true;
         break;
     case TR_V_INT:
         v->t = V_NUM, v->n = (double)kv->i;
@@ -804,6 +819,7 @@ static void span_val(struct ectx *e, const struct fnode *f, int i, struct tq_val
     switch (f->attr) {
     case A_NAME:
         v->t = V_STR, v->s = s->name;
+        v->paged = true;
         return;
     case A_STATUS:
         v->t = V_STATUS, v->n = s->status;
@@ -912,7 +928,18 @@ static bool fmatch(struct ectx *e, const struct fnode *f, int i)
         struct buf t2 = BUF_INIT;
         node_val(e, f->l, i, &a, &e->tmp);
         node_val(e, f->r, i, &b, &t2);
-        bool r = compare(f->op, &a, &b, f->re);
+        uint64_t gen = e->v->page_gen;
+        size_t slot = ((uintptr_t)a.s.p >> 4) % RE_MEMO;
+        struct re_memo *m = f->memo;
+        bool memo = m && gen && a.paged && a.t == V_STR;
+        bool r;
+        if (memo && m->gen[slot] == gen && m->p[slot] == a.s.p && m->n[slot] == a.s.n) {
+            r = m->r[slot];
+        } else {
+            r = compare(f->op, &a, &b, f->re);
+            if (memo)
+                m->gen[slot] = gen, m->p[slot] = a.s.p, m->n[slot] = a.s.n, m->r[slot] = r;
+        }
         buf_free(&t2);
         return r;
     }

@@ -71,6 +71,10 @@ struct tr_trace_view {
     int64_t start, end;                     /* of all spans */
     int root;                               /* index of the root span (no parent), or -1 */
     struct tr_lazy *lazy;                   /* NULL: spans decoded from their messages */
+    /* nonzero: the attribute values found through lazy are a page's, each
+     * distinct value at one address for as long as this number stays, so a
+     * verdict on a value may be kept by its address (TraceQL's regexes) */
+    uint64_t page_gen;
 };
 
 /* Decodes a TracesData (or ExportTraceServiceRequest) into v, appending; the
@@ -127,8 +131,8 @@ int tr_zipkin_json_to_pb(const char *json, size_t n, struct buf *out, char *err,
  * linked trace's order) the parent's index, start, duration, kind and status, and
  * dictionary ids of the service, the span name and the status message; the
  * dictionary; the resources' attributes (a table, and an id per span); and one
- * column per span attribute key (the spans that have it and their KeyValue), named
- * in a key directory. A search builds a trace's view from them, reads an attribute
+ * column per span attribute key (its distinct KeyValues, and the spans that have
+ * it with the id of theirs), named in a key directory. A search builds a trace's view from them, reads an attribute
  * key's column only when the query reaches that key, and decompresses the OTLP
  * bytes only of the traces that match. */
 enum { TC_TRACE, TC_PARENT, TC_START, TC_DUR, TC_KS, TC_SVC, TC_NAME, TC_SMSG, TC_DICT, TC_KEYS, TC_RES, TC_N };
@@ -136,8 +140,10 @@ enum { TC_TRACE, TC_PARENT, TC_START, TC_DUR, TC_KS, TC_SVC, TC_NAME, TC_SMSG, T
 
 struct tc_key_w {                           /* a span attribute key's column, being written */
     char *key;
-    struct buf b;                           /* per span having it: span index delta, KeyValue */
-    uint32_t last;
+    struct buf b;                           /* per span having it: span index delta, value id */
+    struct buf table;                       /* the distinct KeyValues */
+    struct hmap vals;                       /* KeyValue -> id + 1 */
+    uint32_t nvals, last;
 };
 
 struct tc_writer {
@@ -184,6 +190,7 @@ struct tc_page {
     uint32_t keys_read;                     /* key columns decompressed */
     struct buf raw[TC_N];
     uint64_t bytes;                         /* decompressed column bytes read */
+    uint64_t gen;                           /* this load's number, for tr_trace_view.page_gen */
     struct {                                /* recent lookups: a query's key names */
         const char *name;
         int k;

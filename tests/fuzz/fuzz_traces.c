@@ -68,7 +68,7 @@ static void columns(const uint8_t *p, size_t n)
     struct tr_trace_view v = { 0 };
     struct tq_query *q = NULL;
     char err[128];
-    const char *qs = "{ duration > 1ns && .a = \"x\" } >> { resource.b != 1 } | count() > 0";
+    const char *qs = "{ duration > 1ns && .a =~ \"x|y\" } >> { resource.b != 1 } | count() > 0";
     if (tc_page_load(&pg, fetch_col, &in) == 0 && tq_parse(qs, strlen(qs), &q, err, sizeof(err)) == 0) {
         for (uint32_t t = 0; t < pg.ntraces; t++) {
             struct tq_result res;
