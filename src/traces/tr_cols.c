@@ -107,6 +107,8 @@ static int span_attrs(struct tc_writer *w, struct pb m, uint32_t span)
 int tc_add(struct tc_writer *w, const struct tr_trace_view *v)
 {
     struct buf tmp = BUF_INIT;
+    struct pb last_res = { NULL, NULL };
+    uint32_t rid = 0;
     int r = 0;
     pb_put_varint(&w->col[TC_TRACE], v->n);
     for (size_t i = 0; i < v->n && !r; i++) {
@@ -123,9 +125,13 @@ int tc_add(struct tc_writer *w, const struct tr_trace_view *v)
             intern(&w->dict, &w->ndict, &w->col[TC_DICT], s->name.p, s->name.n),
             intern(&w->dict, &w->ndict, &w->col[TC_DICT], s->status_msg.p, s->status_msg.n),
         };
-        buf_reset(&tmp);
-        fields_of(&tmp, s->res, 1);
-        uint32_t rid = intern(&w->res, &w->nres, &w->col[TC_RES], buf_head(&tmp), buf_used(&tmp));
+        /* the spans of a ResourceSpans share its bytes: one lookup per resource */
+        if (!i || s->res.p != last_res.p || s->res.end != last_res.end) {
+            buf_reset(&tmp);
+            fields_of(&tmp, s->res, 1);
+            rid = intern(&w->res, &w->nres, &w->col[TC_RES], buf_head(&tmp), buf_used(&tmp));
+            last_res = s->res;
+        }
         if (ids[0] == UINT32_MAX || ids[1] == UINT32_MAX || ids[2] == UINT32_MAX || rid == UINT32_MAX) {
             r = -ENOMEM;
             break;
