@@ -1358,7 +1358,7 @@ static void ftokens(const struct fnode *f, char **out, size_t max, size_t *n)
     } else if ((a->attr == A_SPAN || a->attr == A_RES || a->attr == A_ANY) && l->lit.t == V_STR) {
         buf_printf(&b, "a\t%s\t%s", a->name, l->lit_str);
     } else if ((a->attr == A_SPAN || a->attr == A_RES || a->attr == A_ANY) && l->lit.t == V_NUM &&
-               l->lit.n == (double)(long long)l->lit.n && fabs(l->lit.n) < 1e15) {
+               fabs(l->lit.n) < 1e15 && l->lit.n == (double)(long long)l->lit.n) {
         buf_printf(&b, "a\t%s\t%lld", a->name, (long long)l->lit.n);
     } else if ((a->attr == A_SPAN || a->attr == A_RES || a->attr == A_ANY) && l->lit.t == V_BOOL) {
         buf_printf(&b, "a\t%s\t%s", a->name, l->lit.b ? "true" : "false");
