@@ -15,6 +15,7 @@
 #include <string.h>
 
 #define TC_MAX_SPANS (1u << 24)             /* per page: far above what 256 KiB holds */
+#define TC_MAX_KEYS 1024                    /* key columns per page; past it the page has none */
 
 static uint64_t zz(int64_t v)
 {
@@ -54,12 +55,17 @@ static void fields_of(struct buf *out, struct pb m, uint32_t want)
     }
 }
 
-/* The key column of key, created on first use; NULL on no memory. */
+/* The key column of key, created on first use; NULL on no memory or past
+ * TC_MAX_KEYS (keys_over: searches read such a page's spans for attributes). */
 static struct tc_key_w *key_col(struct tc_writer *w, struct strv key)
 {
     uintptr_t k = (uintptr_t)hmap_get(&w->keys, key.n ? key.p : "", key.n);
     if (k)
         return &w->akeys[k - 1];
+    if (w->nkeys == TC_MAX_KEYS) {
+        w->keys_over = true;
+        return NULL;
+    }
     if (w->nkeys == w->cap_keys) {
         uint32_t nc = w->cap_keys ? w->cap_keys * 2 : 16;
         struct tc_key_w *na = realloc(w->akeys, nc * sizeof(*na));
@@ -94,6 +100,8 @@ static int span_attrs(struct tc_writer *w, struct pb m, uint32_t span)
         if (f != 9 || wt != 2 || tr_kv_decode(sub, &kv))
             continue;
         struct tc_key_w *c = key_col(w, kv.key);
+        if (!c && w->keys_over)
+            continue;
         uint32_t id = c ? intern(&c->vals, &c->nvals, &c->table, sub.p, (size_t)(sub.end - sub.p)) : UINT32_MAX;
         if (id == UINT32_MAX)
             return -ENOMEM;
@@ -178,6 +186,7 @@ void tc_keys_dir(struct tc_writer *w, const uint32_t *clen)
 {
     struct buf *d = &w->col[TC_KEYS];
     buf_reset(d);
+    pb_put_varint(d, w->keys_over);     /* 1: some keys have no column */
     pb_put_varint(d, w->nkeys);
     for (uint32_t k = 0; k < w->nkeys; k++) {
         const struct tc_key_w *c = &w->akeys[k];
@@ -200,6 +209,7 @@ void tc_reset(struct tc_writer *w)
         hmap_free(&w->akeys[k].vals);
     }
     w->nkeys = 0;
+    w->keys_over = false;
     hmap_free(&w->dict);
     hmap_free(&w->res);
     hmap_free(&w->keys);
@@ -352,9 +362,9 @@ static int load_keys(struct tc_page *pg)
     if (fetch(pg, TC_KEYS))
         return -EINVAL;
     struct pb d = col_pb(&pg->raw[TC_KEYS]);
-    uint64_t n, rel = 0;
-    if (get(&d, &n) || n > (uint64_t)(d.end - d.p))
-        return -EINVAL;
+    uint64_t over, n, rel = 0;
+    if (get(&d, &over) || over || get(&d, &n) || n > (uint64_t)(d.end - d.p))
+        return -EINVAL;                     /* keys without a column: the spans must say */
     pg->keys = calloc(n ? n : 1, sizeof(*pg->keys));
     if (!pg->keys)
         return -ENOMEM;

@@ -57,7 +57,6 @@
 #define TR_FOOTER1 88                       /* "CTB1" */
 #define TR_FOOTER 96
 #define TR_COL 16                           /* a column's entry: offset 8, compressed 4, raw 4 */
-#define TR_COL_MAX (64u << 20)              /* a column's raw size */
 #define BLOOM_K 6
 #define TR_WAL_SEGMENT (64u << 20)           /* a WAL segment's size before the next one */
 #define TR_WAL_PINNED 4                     /* segments one trace may keep alive */
@@ -828,6 +827,8 @@ struct bw {
     struct tr_tenant svcs;                  /* services and operations (only .services used) */
     struct tc_writer cols;                  /* the page's search columns */
     struct buf coldir;
+    ZSTD_CCtx *cctx;                        /* one for every frame of the block */
+    struct buf zbuf;                        /* a frame, compressed */
     struct buf kv;
     int err;
 };
@@ -860,15 +861,18 @@ static int tok_attr(const struct tr_kv *kv, int where, void *arg)
     return 0;
 }
 
-/* Appends b to out as one zstd frame; its compressed size into *cl. */
-static int frame_compress(const struct buf *b, struct buf *out, uint32_t *cl)
+/* Appends b to out as one zstd frame (the block's one compression context); its
+ * compressed size into *cl. */
+static int frame_compress(struct bw *w, const struct buf *b, struct buf *out, uint32_t *cl)
 {
-    if (buf_used(b) > TR_COL_MAX)
+    if (buf_used(b) > UINT32_MAX)
         return -EFBIG;
     size_t bound = ZSTD_compressBound(buf_used(b));
+    if (!w->cctx && !(w->cctx = ZSTD_createCCtx()))
+        return -ENOMEM;
     if (buf_reserve(out, bound))
         return -ENOMEM;
-    size_t n = ZSTD_compress(buf_tail(out), bound, buf_head(b), buf_used(b), TR_ZSTD_LEVEL);
+    size_t n = ZSTD_compressCCtx(w->cctx, buf_tail(out), bound, buf_head(b), buf_used(b), TR_ZSTD_LEVEL);
     if (ZSTD_isError(n))
         return -EIO;
     buf_commit(out, n);
@@ -879,13 +883,12 @@ static int frame_compress(const struct buf *b, struct buf *out, uint32_t *cl)
 /* Writes b as one zstd frame at w->off; its compressed size into *cl. */
 static int frame_write(struct bw *w, const struct buf *b, size_t *cl)
 {
-    size_t bound = ZSTD_compressBound(buf_used(b));
-    uint8_t *comp = malloc(bound);
-    if (!comp)
-        return -ENOMEM;
-    *cl = ZSTD_compress(comp, bound, buf_head(b), buf_used(b), TR_ZSTD_LEVEL);
-    int r = ZSTD_isError(*cl) ? -EIO : cairn_write_all(w->fd, comp, *cl);
-    free(comp);
+    uint32_t n;
+    buf_reset(&w->zbuf);
+    int r = frame_compress(w, b, &w->zbuf, &n);
+    if (!r)
+        r = cairn_write_all(w->fd, buf_head(&w->zbuf), n);
+    *cl = n;
     return r;
 }
 
@@ -909,15 +912,13 @@ static void page_close(struct bw *w)
     if (!kl)
         r = -ENOMEM;
     for (uint32_t k = 0; !r && k < w->cols.nkeys; k++)
-        r = frame_compress(&w->cols.akeys[k].b, &keys, &kl[k]);
+        r = frame_compress(w, &w->cols.akeys[k].b, &keys, &kl[k]);
     if (!r)
         tc_keys_dir(&w->cols, kl);
     free(kl);
     for (int c = 0; c < TC_N && !r; c++) {
         size_t ccl;
-        if (buf_used(&w->cols.col[c]) > TR_COL_MAX)
-            r = -EFBIG;
-        if (r || (r = frame_write(w, &w->cols.col[c], &ccl)))
+        if ((r = frame_write(w, &w->cols.col[c], &ccl)))
             break;
         uint8_t ce[TR_COL];
         put_u64(ce, w->off);
@@ -1062,6 +1063,9 @@ static void bw_discard(struct bw *w)
     buf_free(&w->toks);
     buf_free(&w->kv);
     buf_free(&w->coldir);
+    buf_free(&w->zbuf);
+    ZSTD_freeCCtx(w->cctx);
+    w->cctx = NULL;
     tc_free(&w->cols);
     hmap_free(&w->seen);
     hmap_free(&w->res_seen);
@@ -1232,7 +1236,7 @@ static int load_block(struct tr_store *st, const char *path, uint32_t seq, struc
         }
         for (int c = 0; v2 && c < TC_N; c++) {
             const uint8_t *ce = b->cols + ((size_t)i * TC_N + (size_t)c) * TR_COL;
-            if (get_u64(ce) + get_u32(ce + 8) > idx_off || get_u32(ce + 12) > TR_COL_MAX) {
+            if (get_u64(ce) + get_u32(ce + 8) > idx_off) {
                 block_free(b);
                 return -EINVAL;
             }
@@ -1640,7 +1644,7 @@ static int col_fetch(void *arg, int frame, uint64_t rel, uint32_t cl, uint32_t r
     } else {
         const uint8_t *last = dir + (TC_N - 1) * TR_COL;
         off = get_u64(last) + get_u32(last + 8) + rel;
-        if (rl > TR_COL_MAX || off > src->b->data_end || cl > src->b->data_end - off)
+        if (off > src->b->data_end || cl > src->b->data_end - off)
             return -EINVAL;
     }
     buf_reset(out);

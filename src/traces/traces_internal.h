@@ -153,6 +153,7 @@ struct tc_writer {
     uint32_t ndict, nres;
     struct tc_key_w *akeys;
     uint32_t nkeys, cap_keys;
+    bool keys_over;                         /* more keys than columns: the page has none usable */
     int64_t prev_start;
     uint32_t ntraces, nspans;
 };

@@ -301,6 +301,33 @@ TEST(traces_search_columns)
         CHECK(tc_page_load(&pg, fetch_col, &bad) == -EINVAL);
         tc_free(&bad);
     }
+    /* more keys than a page gives columns: a lookup says the spans must be read */
+    struct buf raw = BUF_INIT;
+    for (int k = 0; k < 1100; k++) {
+        char key[16];
+        struct buf kv = BUF_INIT, any = BUF_INIT;
+        int kn = snprintf(key, sizeof(key), "k%d", k);
+        pb_put_bytes(&any, 1, "v", 1);
+        pb_put_bytes(&kv, 1, key, (size_t)kn);
+        pb_put_msg(&kv, 2, &any);
+        pb_put_msg(&raw, 9, &kv);
+        buf_free(&kv);
+        buf_free(&any);
+    }
+    struct tr_span wide = view.s[0];
+    wide.raw = (struct pb){ (const uint8_t *)buf_head(&raw), (const uint8_t *)buf_head(&raw) + buf_used(&raw) };
+    struct tr_trace_view one = { .s = &wide, .n = 1, .root = 0 };
+    struct tc_writer ww = { 0 };
+    CHECK(tc_add(&ww, &one) == 0 && ww.nkeys == 1024 && ww.keys_over);
+    tc_finish(&ww);
+    tc_keys_dir(&ww, NULL);
+    CHECK(tc_page_load(&pg, fetch_col, &ww) == 0 && tc_page_view(&pg, 0, &v) == 0);
+    CHECK(tq_parse("{ span.k5 = \"v\" }", 17, &tq, err, sizeof(err)) == 0);
+    CHECK(tq_eval(tq, &v, &res) == 0 && pg.attrs_bad);
+    tq_result_free(&res);
+    tq_free(tq);
+    tc_free(&ww);
+    buf_free(&raw);
     tc_page_free(&pg);
     tr_view_free(&v);
 }
