@@ -3,9 +3,9 @@
  *
  * Every number is a varint (starts and durations zigzag, starts as the difference
  * from the page's previous span); strings are dictionary ids. A span attribute
- * key's column lists the spans that have the key (as differences of their index in
- * the page) with each one's KeyValue as it arrived; the key directory (TC_KEYS)
- * names the key columns and their sizes. Resources' attributes are a table of
+ * key's column holds the key's distinct KeyValues (as they arrived), then the
+ * spans that have the key (as differences of their index in the page) with the id
+ * of theirs; the key directory (TC_KEYS) names the key columns and their sizes. Resources' attributes are a table of
  * their KeyValue fields and an id per span.
  */
 #include "traces_internal.h"
@@ -39,7 +39,7 @@ static uint32_t intern(struct hmap *m, uint32_t *n, struct buf *table, const voi
     return (*n)++;
 }
 
-/* The bytes of every field number f of message m, keys included. */
+/* The bytes of every field numbered want of message m, keys included. */
 static void fields_of(struct buf *out, struct pb m, uint32_t want)
 {
     while (m.p < m.end) {
@@ -76,6 +76,7 @@ static struct tc_key_w *key_col(struct tc_writer *w, struct strv key)
     }
     struct tc_key_w *c = &w->akeys[w->nkeys];
     memset(c, 0, sizeof(*c));
+    c->klen = key.n;
     if (!(c->key = strv_dup(key)) || hmap_put(&w->keys, key.n ? key.p : "", key.n, (void *)(uintptr_t)(w->nkeys + 1))) {
         free(c->key);
         return NULL;
@@ -190,8 +191,8 @@ void tc_keys_dir(struct tc_writer *w, const uint32_t *clen)
     pb_put_varint(d, w->nkeys);
     for (uint32_t k = 0; k < w->nkeys; k++) {
         const struct tc_key_w *c = &w->akeys[k];
-        pb_put_varint(d, strlen(c->key));
-        buf_puts(d, c->key);
+        pb_put_varint(d, c->klen);
+        buf_append(d, c->key, c->klen);         /* a key may hold a NUL */
         pb_put_varint(d, buf_used(&c->b));
         pb_put_varint(d, clen ? clen[k] : buf_used(&c->b));
     }

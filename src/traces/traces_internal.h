@@ -140,6 +140,7 @@ enum { TC_TRACE, TC_PARENT, TC_START, TC_DUR, TC_KS, TC_SVC, TC_NAME, TC_SMSG, T
 
 struct tc_key_w {                           /* a span attribute key's column, being written */
     char *key;
+    size_t klen;
     struct buf b;                           /* per span having it: span index delta, value id */
     struct buf table;                       /* the distinct KeyValues */
     struct hmap vals;                       /* KeyValue -> id + 1 */
