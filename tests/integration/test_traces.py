@@ -1,13 +1,17 @@
 """role traces: OTLP (HTTP, gRPC) and Zipkin in; Jaeger, Tempo and Zipkin APIs out;
 TraceQL; durability, blocks, limits; with real clients (the OpenTelemetry JS SDK,
 py_zipkin) and Jaeger's storage fixtures."""
+import contextlib
 import gzip
+import importlib.util
+import io
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -105,6 +109,45 @@ def test_jaeger_fixtures(start, tmp_path):
     fails = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
     assert int(m.group(2)) == 0, "\n".join(fails[:30])
     assert int(m.group(1)) == 57
+
+
+def test_jaeger_fixtures_searched_from_blocks(start, tmp_path):
+    """The same runner, its searches answered from a block: once every fixture has
+    read back, the store is stopped (which writes the head into a block) and started
+    again on the same data before the first search, so each search case is judged
+    from the block's search columns."""
+    runner = os.path.join(TRACES, "jaeger_fixtures.py")
+    if not os.path.exists(runner):
+        pytest.skip("the shared conformance material is not next to this checkout")
+    spec = importlib.util.spec_from_file_location("jaeger_fixtures", runner)
+    jf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jf)
+    ports = {k: free_port() for k in ("listen", "grpc", "zipkin", "jaeger", "tempo")}
+    t = start_traces(start, tmp_path, ports=ports)
+    state = {"restarted": None}
+    search = jf.search
+
+    def search_from_blocks(qurl, params):
+        if not state["restarted"]:
+            t.p.signal(signal.SIGTERM)
+            t.p.wait(10)
+            state["restarted"] = start_traces(start, tmp_path, ports=ports, name="cairn2")
+            assert metric(state["restarted"], "cairn_traces_head_spans") == 0
+        return search(qurl, params)
+
+    jf.search = search_from_blocks
+    out = io.StringIO()
+    argv = sys.argv
+    sys.argv = ["jaeger_fixtures.py", t.otlp, "--query", t.jaeger, "--timeout", "30"]
+    try:
+        with contextlib.redirect_stdout(out):
+            with pytest.raises(SystemExit) as ex:
+                jf.main()
+    finally:
+        sys.argv = argv
+    text = out.getvalue()
+    assert ex.value.code == 0 and text.strip().splitlines()[-1] == "57 passed, 0 failed", text[-3000:]
+    assert state["restarted"] and metric(state["restarted"], "cairn_traces_search_column_rejects_total") > 0
 
 
 # ---- the OpenTelemetry JS SDK, three exporters ----
