@@ -424,6 +424,15 @@ static bool jaeger_span_matches(const struct jq *q, const struct tr_span *sp, bo
     return true;
 }
 
+/* Whether one span of v matches q (tags false: see jaeger_span_matches). */
+static bool any_span_matches(const struct jq *q, const struct tr_trace_view *v, bool tags)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (jaeger_span_matches(q, &v->s[i], tags))
+            return true;
+    return false;
+}
+
 struct hit {
     uint8_t id[16];
     int64_t start;
@@ -470,11 +479,8 @@ static int jsearch_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t 
     tr_view_reset(&js->v);
     if (tr_view_add(&js->v, p, n))
         return 0;
-    for (size_t i = 0; i < js->v.n; i++)
-        if (jaeger_span_matches(js->q, &js->v.s[i], true)) {
-            add_hit(&js->hits, &js->n, &js->cap, &js->seen, id, js->v.start);
-            break;
-        }
+    if (any_span_matches(js->q, &js->v, true))
+        add_hit(&js->hits, &js->n, &js->cap, &js->seen, id, js->v.start);
     /* enough: the search goes newest first, a limit's worth plus a margin */
     return js->n >= js->q->limit * 4 + 64;
 }
@@ -482,12 +488,7 @@ static int jsearch_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t 
 static int jsearch_match(void *arg, const struct tr_trace_view *v)
 {
     struct jsearch *js = arg;
-    if (hmap_get(&js->seen, v->id, 16))
-        return 0;
-    for (size_t i = 0; i < v->n; i++)
-        if (jaeger_span_matches(js->q, &v->s[i], false))
-            return 1;
-    return 0;
+    return !hmap_get(&js->seen, v->id, 16) && any_span_matches(js->q, v, false);
 }
 
 static void jq_free(struct jq *q)
@@ -1318,6 +1319,18 @@ static void tempo_trace_json(struct tsearch *ts, const struct tr_trace_view *v, 
     buf_putc(b, '}');
 }
 
+/* A Tempo search's judgement of a trace: its duration, then the TraceQL query
+ * (its spansets into res) or the tags (tags false: see jaeger_span_matches). */
+static bool tsearch_judge(const struct tsearch *ts, const struct tr_trace_view *v, bool tags, struct tq_result *res)
+{
+    int64_t d = v->end - v->start;
+    if ((ts->min_dur >= 0 && d < ts->min_dur) || (ts->max_dur >= 0 && d > ts->max_dur))
+        return false;
+    if (ts->q)
+        return tq_eval(ts->q, v, res) > 0;
+    return any_span_matches(&ts->tags, v, tags);
+}
+
 static int tsearch_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t n)
 {
     struct tsearch *ts = arg;
@@ -1335,18 +1348,8 @@ static int tsearch_fn(void *arg, const uint8_t id[16], const uint8_t *p, size_t 
             goto out;
     }
     tr_view_link(&ts->v);
-    int64_t d = ts->v.end - ts->v.start;
-    if ((ts->min_dur >= 0 && d < ts->min_dur) || (ts->max_dur >= 0 && d > ts->max_dur))
-        goto out;
     struct tq_result res = { 0 };
-    bool match = false;
-    if (ts->q) {
-        match = tq_eval(ts->q, &ts->v, &res) > 0;
-    } else {
-        for (size_t i = 0; i < ts->v.n && !match; i++)
-            match = jaeger_span_matches(&ts->tags, &ts->v.s[i], true);
-    }
-    if (match) {
+    if (tsearch_judge(ts, &ts->v, true, &res)) {
         hmap_put(&ts->seen, id, 16, (void *)1);
         if (ts->n == ts->cap) {
             size_t nc = ts->cap ? ts->cap * 2 : 32;
@@ -1379,19 +1382,10 @@ static int tsearch_match(void *arg, const struct tr_trace_view *v)
         return 0;
     if (ts->q && tr_store_parts(&ts->s->store, ts->tenant, v->id) > 1)
         return 1;
-    int64_t d = v->end - v->start;
-    if ((ts->min_dur >= 0 && d < ts->min_dur) || (ts->max_dur >= 0 && d > ts->max_dur))
-        return 0;
-    if (ts->q) {
-        struct tq_result res;
-        int n = tq_eval(ts->q, v, &res);
-        tq_result_free(&res);
-        return n > 0;
-    }
-    for (size_t i = 0; i < v->n; i++)
-        if (jaeger_span_matches(&ts->tags, &v->s[i], false))
-            return 1;
-    return 0;
+    struct tq_result res = { 0 };
+    bool match = tsearch_judge(ts, v, false, &res);
+    tq_result_free(&res);
+    return match;
 }
 
 static int raw_hit_cmp(const void *a, const void *b)

@@ -152,7 +152,6 @@ int tc_add(struct tc_writer *w, const struct tr_trace_view *v)
         r = span_attrs(w, s->raw, w->nspans + (uint32_t)i);
     }
     buf_free(&tmp);
-    w->ntraces++;
     w->nspans += (uint32_t)v->n;
     return r;
 }
@@ -219,7 +218,7 @@ void tc_reset(struct tc_writer *w)
     memset(&w->keys, 0, sizeof(w->keys));
     w->ndict = w->nres = 0;
     w->prev_start = 0;
-    w->ntraces = w->nspans = 0;
+    w->nspans = 0;
 }
 
 void tc_free(struct tc_writer *w)
@@ -459,20 +458,6 @@ static struct tc_key *find_key(struct tc_page *pg, const char *name)
     return k >= 0 ? &pg->keys[k] : NULL;
 }
 
-struct res_find {
-    const char *key;
-    struct tr_kv *out;
-};
-
-static int res_one(const struct tr_kv *kv, void *arg)
-{
-    struct res_find *f = arg;
-    if (!strv_eq_cstr(kv->key, f->key))
-        return 0;
-    *f->out = *kv;
-    return 1;
-}
-
 static bool view_find(struct tr_lazy *l, int span, int where, const char *name, struct tr_kv *out)
 {
     struct tc_page *pg = (struct tc_page *)((char *)l - offsetof(struct tc_page, lazy));
@@ -480,8 +465,7 @@ static bool view_find(struct tr_lazy *l, int span, int where, const char *name, 
     if (where == 2) {
         if (!pg->res_loaded && load_res(pg))
             pg->attrs_bad = true;
-        struct res_find f = { name, out };
-        return pg->res && tr_attrs_each(pg->res[i], 1, res_one, &f) > 0;
+        return pg->res && tr_attr_find(pg->res[i], 1, name, out);
     }
     if (!pg->keys_loaded && load_keys(pg))
         pg->attrs_bad = true;

@@ -103,6 +103,26 @@ int tr_attrs_each(struct pb msg, uint32_t field, tr_kv_fn fn, void *arg)
     return 0;
 }
 
+struct find_ctx {
+    const char *key;
+    struct tr_kv *out;
+};
+
+static int find_one(const struct tr_kv *kv, void *arg)
+{
+    struct find_ctx *f = arg;
+    if (!strv_eq_cstr(kv->key, f->key))
+        return 0;
+    *f->out = *kv;
+    return 1;
+}
+
+bool tr_attr_find(struct pb msg, uint32_t field, const char *key, struct tr_kv *out)
+{
+    struct find_ctx f = { key, out };
+    return tr_attrs_each(msg, field, find_one, &f) > 0;
+}
+
 struct all_ctx {
     int (*fn)(const struct tr_kv *kv, int where, void *arg);
     void *arg;

@@ -754,35 +754,14 @@ struct ectx {
     struct buf tmp;
 };
 
-struct find_kv {
-    const char *name;
-    struct tr_kv *out;
-    bool found;
-};
-
-static int find_one(const struct tr_kv *kv, void *arg)
-{
-    struct find_kv *f = arg;
-    if (strv_eq_cstr(kv->key, f->name)) {
-        *f->out = *kv;
-        f->found = true;
-        return 1;
-    }
-    return 0;
-}
-
 static bool attr_kv(const struct tr_trace_view *v, int i, int scope, const char *name, struct tr_kv *out)
 {
     if (v->lazy)
         return ((scope == A_SPAN || scope == A_ANY) && v->lazy->find(v->lazy, i, 1, name, out)) ||
                ((scope == A_RES || scope == A_ANY) && v->lazy->find(v->lazy, i, 2, name, out));
     const struct tr_span *s = &v->s[i];
-    struct find_kv f = { name, out, false };
-    if (scope == A_SPAN || scope == A_ANY)
-        tr_attrs_each(s->raw, 9, find_one, &f);
-    if (!f.found && (scope == A_RES || scope == A_ANY) && s->res.p)
-        tr_attrs_each(s->res, 1, find_one, &f);
-    return f.found;
+    return ((scope == A_SPAN || scope == A_ANY) && tr_attr_find(s->raw, 9, name, out)) ||
+           ((scope == A_RES || scope == A_ANY) && s->res.p && tr_attr_find(s->res, 1, name, out));
 }
 
 static void kv_to_val(const struct tr_kv *kv, struct tq_val *v, struct buf *tmp)

@@ -100,6 +100,8 @@ int tr_kv_decode(struct pb kv, struct tr_kv *out);
 int tr_any_decode(struct pb any, struct tr_kv *out);
 typedef int (*tr_kv_fn)(const struct tr_kv *kv, void *arg);
 int tr_attrs_each(struct pb msg, uint32_t field, tr_kv_fn fn, void *arg);
+/* The first KeyValue of msg's repeated field whose key is key, into out. */
+bool tr_attr_find(struct pb msg, uint32_t field, const char *key, struct tr_kv *out);
 /* Every attribute of a span: its own (where 1), resource (2), scope (3),
  * events (4), links (5). */
 int tr_span_attrs_all(const struct tr_span *s, int (*fn)(const struct tr_kv *kv, int where, void *arg), void *arg);
@@ -156,7 +158,7 @@ struct tc_writer {
     uint32_t nkeys, cap_keys;
     bool keys_over;                         /* more keys than columns: the page has none usable */
     int64_t prev_start;
-    uint32_t ntraces, nspans;
+    uint32_t nspans;
 };
 /* Adds a linked trace view. 0 or -ENOMEM. */
 int tc_add(struct tc_writer *w, const struct tr_trace_view *v);
