@@ -216,13 +216,15 @@ void bk_tree_free(struct bk_tree *t)
 
 static const char *const type_names[] = { "file", "dir", "symlink", "dev", "chardev", "fifo", "socket", "irregular" };
 
+/* A non-negative integer field, else 0. jansson refuses integer literals past
+ * int64, so what is kept must stay below 2^63 (a real like 1e19 too): a tree
+ * written back must read again. */
 static uint64_t get_u64(json_t *j, const char *k)
 {
     json_t *v = json_object_get(j, k);
     if (json_is_integer(v))
-        return (uint64_t)json_integer_value(v);
-    /* jansson reads integers past int64 as reals (a uint64 inode can be that large) */
-    if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 18446744073709551615.0)
+        return json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : 0;
+    if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 9223372036854775808.0)
         return (uint64_t)json_real_value(v);
     return 0;
 }
