@@ -193,9 +193,8 @@ int buf_json_str(struct buf *b, const char *s)
     return buf_putc(b, '"');
 }
 
-/* Writes v as buf_put_float does into out, which holds FLOAT_MAX bytes (a 'f' of
- * 1e308 is 309 digits); returns the length. */
-#define FLOAT_MAX 340
+/* Writes v as buf_put_float does into out (BUF_FLOAT_MAX bytes); returns the
+ * length. */
 static size_t format_float(char *out, double v, char mode)
 {
     char *p = out;
@@ -270,11 +269,39 @@ static size_t format_float(char *out, double v, char mode)
     return (size_t)(p - out);
 }
 
+/* The last value formatted on this thread, kept: a series' points repeat their
+ * value more often than not (a steady rate, a gauge, a bucket), and the shortest
+ * digits are the dearest part of a query answer. */
+static _Thread_local struct {
+    uint64_t bits;
+    char mode;
+    uint8_t len;
+    char text[30];
+} last_float;
+
+size_t buf_float(char *out, double v, char mode)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof(bits));
+    if (bits == last_float.bits && mode == last_float.mode) {
+        memcpy(out, last_float.text, sizeof(last_float.text));
+        return last_float.len;
+    }
+    size_t n = format_float(out, v, mode);
+    if (n <= sizeof(last_float.text)) {
+        last_float.bits = bits;
+        last_float.mode = mode;
+        last_float.len = (uint8_t)n;
+        memcpy(last_float.text, out, n);
+    }
+    return n;
+}
+
 void buf_put_float(struct buf *b, double v, char mode)
 {
-    if (buf_reserve(b, FLOAT_MAX))
+    if (buf_reserve(b, BUF_FLOAT_MAX))
         return;
-    buf_commit(b, format_float(buf_tail(b), v, mode));
+    buf_commit(b, buf_float(buf_tail(b), v, mode));
 }
 
 int buf_inflate(const char *in, size_t n, uint64_t limit, struct buf *out)

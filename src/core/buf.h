@@ -65,6 +65,11 @@ int buf_json_str(struct buf *b, const char *s);
  * write sample values in JSON: 'f' except below 1e-6 and from 1e21 on, where 'e').
  * NaN, +Inf and -Inf as Go spells them. */
 void buf_put_float(struct buf *b, double v, char mode);
+/* The same written at out, which has room for BUF_FLOAT_MAX bytes (a 'f' of 1e308
+ * is 309 digits); returns the length. For callers that reserve once for a run of
+ * values. */
+#define BUF_FLOAT_MAX 340
+size_t buf_float(char *out, double v, char mode);
 /* Appends s quoted as Go's %q does for printable ASCII (label values in Prometheus's
  * and Loki's label-set strings): \" \\ \n \t \r, other controls as \xNN. */
 void buf_go_quote(struct buf *b, const char *s);

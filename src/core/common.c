@@ -265,13 +265,30 @@ static bool round_digits(uint64_t m, int e, bool lower_half_gap, int P, int x, b
     return true;
 }
 
+/* For cairn_shortest_digits: the value num * 2^-k (units of 10^-s, gap scale)
+ * whose 17 digits truncated are q17, rounded to 17 - log10(div) digits in *d;
+ * whether that reads back. Inlined with a constant div (no division instruction). */
+static inline __attribute__((always_inline)) bool rounding_reads_back(u128 num, int k, uint64_t q17, uint64_t div,
+                                                                      u128 scale, bool lower_half_gap, uint64_t m,
+                                                                      uint64_t *d)
+{
+    uint64_t q = q17 / div;
+    u128 rest = num - ((u128)(q * div) << k), unit = (u128)div << k;
+    if (2 * rest > unit || (2 * rest == unit && (q & 1)))
+        q++;
+    u128 at = (u128)(q * div) << k;
+    bool under = at < num;
+    *d = q;
+    return reads_back(under ? num - at : at - num, scale, under && lower_half_gap, m);
+}
+
 static const char digit_pairs[201] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* The last n digits of v, zero-padded, written backwards ending at end. */
-static void digits_back(uint64_t v, char *end, size_t n)
+/* The last n digits of v (n < 10), zero-padded, written backwards ending at end. */
+static inline void digits_back32(uint32_t v, char *end, size_t n)
 {
     while (n >= 2) {
         memcpy(end - 2, digit_pairs + 2 * (v % 100), 2);
@@ -283,11 +300,27 @@ static void digits_back(uint64_t v, char *end, size_t n)
         end[-1] = (char)('0' + v % 10);
 }
 
+/* The last n digits of v, zero-padded, written backwards ending at end: eight at
+ * a time in two independent 32-bit halves (a 17-digit value is otherwise a chain
+ * of eight dependent divisions). */
+static void digits_back(uint64_t v, char *end, size_t n)
+{
+    for (; n >= 8; n -= 8, end -= 8) {
+        uint64_t q = v / 100000000;
+        uint32_t r = (uint32_t)(v - q * 100000000);
+        digits_back32(r / 10000, end - 4, 4);
+        digits_back32(r % 10000, end, 4);
+        v = q;
+    }
+    digits_back32((uint32_t)v, end, n);
+}
+
 size_t cairn_u64_digits(uint64_t v, char out[20])
 {
-    size_t n = 1;
-    for (uint64_t p = 10; n < 20 && v >= p; p *= 10)
-        n++;
+    /* the digit count from the bit length (1233 / 4096 is log10(2) from below),
+     * then one comparison */
+    size_t n = (size_t)(((64 - __builtin_clzll(v | 1)) * 1233) >> 12);
+    n += (v | 1) >= (uint64_t)pow10_u128((int)n);
     digits_back(v, out + n, n);
     return n;
 }
@@ -321,28 +354,45 @@ int cairn_shortest_digits(double v, char digits[24], int *exp10, int *prec)
         else
             break;
     }
-    for (int P = 15; P <= 17; P++) {
-        if (!round_digits(m, e, lower_half_gap, P, x, true, &d, &back))
-            return 0;
-        if (!back && P < 17)
-            continue;
-        if (!back)
-            return 0;                       /* 17 digits always read back: let the slow path say */
-        uint64_t lo = (uint64_t)pow10_u128(P - 1);
-        if (d >= lo * 10) {                 /* rounded up to the next power of ten */
-            d = lo;
-            x++;
+    int P = 15;
+    if (x <= 16 && e <= 0) {
+        /* a below 2^53 with 17 digits at 10^(16-x) and k = -e <= 74 (the 17
+         * digits bound 2^k): each rounding, and its distance to a, comes from the
+         * one product m * 10^(16-x), in units of 2^-k * 10^-(16-x) */
+        int k = -e;
+        u128 scale = pow10_u128(16 - x), num = (u128)m * scale;
+        uint64_t q17 = (uint64_t)(num >> k);
+        if (rounding_reads_back(num, k, q17, 100, scale, lower_half_gap, m, &d))
+            P = 15;
+        else if (rounding_reads_back(num, k, q17, 10, scale, lower_half_gap, m, &d))
+            P = 16;
+        else {
+            rounding_reads_back(num, k, q17, 1, scale, lower_half_gap, m, &d);
+            P = 17;
         }
-        digits_back(d, digits + P, (size_t)P);
-        int n = P;
-        while (n > 1 && digits[n - 1] == '0')
-            n--;
-        digits[n] = 0;
-        *exp10 = x;
-        *prec = P;
-        return n;
+    } else {
+        for (;; P++) {
+            if (!round_digits(m, e, lower_half_gap, P, x, true, &d, &back))
+                return 0;
+            if (back)
+                break;
+            if (P == 17)
+                return 0;                   /* 17 digits always read back: let the slow path say */
+        }
     }
-    return 0;
+    uint64_t lo = (uint64_t)pow10_u128(P - 1);
+    if (d >= lo * 10) {                     /* rounded up to the next power of ten */
+        d = lo;
+        x++;
+    }
+    digits_back(d, digits + P, (size_t)P);
+    int n = P;
+    while (n > 1 && digits[n - 1] == '0')
+        n--;
+    digits[n] = 0;
+    *exp10 = x;
+    *prec = P;
+    return n;
 }
 
 void cairn_hex(const void *p, size_t n, char *out)

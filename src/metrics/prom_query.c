@@ -48,26 +48,31 @@ static void put_time(struct buf *b, int64_t t)
     buf_commit(b, (size_t)(write_time(buf_tail(b), t) - buf_tail(b)));
 }
 
-/* [t, "v"]; a scalar result's value is written as Prometheus writes a Scalar
- * (never in exponent form: 'f'), a series point's as jsoniter writes it ('j').
- * A matrix is thousands of these: written in place, not piece by piece. */
-static void put_point_as(struct buf *b, int64_t t, double v, char mode)
+/* [t, "v"] (after sep, when not 0); a scalar result's value is written as
+ * Prometheus writes a Scalar (never in exponent form: 'f'), a series point's as
+ * jsoniter writes it ('j'). A matrix is thousands of these: written in place, one
+ * reserve each. */
+static void put_point_as(struct buf *b, char sep, int64_t t, double v, char mode)
 {
-    if (buf_reserve(b, 32))
+    if (buf_reserve(b, BUF_FLOAT_MAX + 32))
         return;
     char *p = buf_tail(b);
+    if (sep)
+        *p++ = sep;
     *p++ = '[';
     p = write_time(p, t);
     p[0] = ',';
     p[1] = '"';
+    p += 2;
+    p += buf_float(p, v, mode);
+    p[0] = '"';
+    p[1] = ']';
     buf_commit(b, (size_t)(p + 2 - buf_tail(b)));
-    buf_put_float(b, v, mode);
-    buf_append(b, "\"]", 2);
 }
 
-static void put_point(struct buf *b, int64_t t, double v)
+static void put_point(struct buf *b, char sep, int64_t t, double v)
 {
-    put_point_as(b, t, v, 'j');
+    put_point_as(b, sep, t, v, 'j');
 }
 
 static void put_metric(struct buf *b, const struct tsdb_labels *l)
@@ -92,7 +97,7 @@ static void result_json(struct buf *b, const struct promql_result *res)
     buf_puts(b, "\",\"result\":");
     switch (res->type) {
     case PROMQL_SCALAR:
-        put_point_as(b, res->t, res->scalar, 'f');
+        put_point_as(b, 0, res->t, res->scalar, 'f');
         break;
     case PROMQL_STRING:
         buf_putc(b, '[');
@@ -108,7 +113,7 @@ static void result_json(struct buf *b, const struct promql_result *res)
                 buf_putc(b, ',');
             put_metric(b, &res->s[i].labels);
             buf_puts(b, "\"value\":");
-            put_point(b, res->s[i].t[0], res->s[i].v[0]);
+            put_point(b, 0, res->s[i].t[0], res->s[i].v[0]);
             buf_putc(b, '}');
         }
         buf_putc(b, ']');
@@ -120,11 +125,8 @@ static void result_json(struct buf *b, const struct promql_result *res)
                 buf_putc(b, ',');
             put_metric(b, &res->s[i].labels);
             buf_puts(b, "\"values\":[");
-            for (size_t k = 0; k < res->s[i].n; k++) {
-                if (k)
-                    buf_putc(b, ',');
-                put_point(b, res->s[i].t[k], res->s[i].v[k]);
-            }
+            for (size_t k = 0; k < res->s[i].n; k++)
+                put_point(b, k ? ',' : 0, res->s[i].t[k], res->s[i].v[k]);
             buf_puts(b, "]}");
         }
         buf_putc(b, ']');

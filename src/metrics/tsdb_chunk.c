@@ -178,22 +178,57 @@ void tsdb_chunk_iter_init_enc(struct tsdb_chunk_iter *it, const uint8_t *b, uint
         it->err = true;
 }
 
+/* The 64 bits from the read position on, the first in the top bit; bits past the
+ * chunk's bytes read as zero, and past nbits they mean nothing (callers check). */
+static inline uint64_t peek64(const struct tsdb_chunk_iter *it)
+{
+    uint32_t byte = it->pos / 8, nbytes = (it->nbits + 7) / 8;
+    uint64_t w;
+    if (byte + 8 <= nbytes) {
+        memcpy(&w, it->b + byte, 8);
+        w = __builtin_bswap64(w);
+    } else {
+        w = 0;
+        for (uint32_t i = 0; i < 8; i++)
+            w = w << 8 | (byte + i < nbytes ? it->b[byte + i] : 0u);
+    }
+    return w << (it->pos % 8);
+}
+
 static bool get_bits(struct tsdb_chunk_iter *it, unsigned nb, uint64_t *out)
 {
     if (nb > 64 || it->pos + nb > it->nbits) {
         it->err = true;
         return false;
     }
-    uint64_t v = 0;
-    while (nb) {
-        uint32_t byte = it->pos / 8, off = it->pos % 8;
-        unsigned room = 8 - off, take = nb < room ? nb : room;
-        uint8_t bits = (uint8_t)((it->b[byte] >> (room - take)) & ((1u << take) - 1));
-        v = (take == 64 ? 0 : v << take) | bits;
-        it->pos += take;
-        nb -= take;
+    if (!nb) {
+        *out = 0;
+        return true;
     }
+    unsigned off = it->pos % 8;
+    uint64_t v = peek64(it) >> (64 - nb);
+    if (nb > 64 - off)          /* the last bits are in a ninth byte */
+        v |= (uint64_t)(it->b[it->pos / 8 + 8] >> (8 - (nb - (64 - off))));
+    it->pos += nb;
     *out = v;
+    return true;
+}
+
+/* A unary prefix: how many 1 bits (at most max) before a 0, the 0 consumed unless
+ * max ones were read. */
+static bool get_ones(struct tsdb_chunk_iter *it, unsigned max, unsigned *ones)
+{
+    uint64_t w = ~peek64(it);
+    unsigned n = w ? (unsigned)__builtin_clzll(w) : 64;
+    if (n > max)
+        n = max;
+    unsigned used = n + (n < max);
+    if (it->pos + used > it->nbits) {
+        it->err = true;
+        return false;
+    }
+    it->pos += used;
+    *ones = n;
     return true;
 }
 
@@ -207,14 +242,13 @@ static int64_t sign_extend(uint64_t v, unsigned nb)
 
 static bool get_xor(struct tsdb_chunk_iter *it)
 {
-    uint64_t ctl, x;
-    if (!get_bits(it, 1, &ctl))
+    uint64_t x;
+    unsigned ctl;               /* 0: the same value; 10: the same window; 11: a new one */
+    if (!get_ones(it, 2, &ctl))
         return false;
     if (!ctl)
         return true;
-    if (!get_bits(it, 1, &ctl))
-        return false;
-    if (ctl) {
+    if (ctl == 2) {
         uint64_t lead, sig;
         if (!get_bits(it, 5, &lead) || !get_bits(it, 6, &sig))
             return false;
@@ -240,15 +274,10 @@ static bool get_xor(struct tsdb_chunk_iter *it)
 static bool get_varbit(struct tsdb_chunk_iter *it, int64_t *out)
 {
     static const unsigned widths[] = { 0, 7, 14, 24, 40, 64 };
-    unsigned ones = 0;
+    unsigned ones;
     uint64_t u;
-    while (ones < 5) {
-        if (!get_bits(it, 1, &u))
-            return false;
-        if (!u)
-            break;
-        ones++;
-    }
+    if (!get_ones(it, 5, &ones))
+        return false;
     *out = 0;
     if (!ones)
         return true;
@@ -375,14 +404,9 @@ bool tsdb_chunk_next(struct tsdb_chunk_iter *it, int64_t *t, double *v)
         if (!get_xor(it))
             return false;
     } else {
-        unsigned nb = 0;
-        for (int k = 0; k < 4; k++) {
-            if (!get_bits(it, 1, &u))
-                return false;
-            if (!u)
-                break;
-            nb++;
-        }
+        unsigned nb;
+        if (!get_ones(it, 4, &nb))
+            return false;
         static const unsigned widths[] = { 0, 14, 17, 20, 64 };
         int64_t dod = 0;
         if (nb) {

@@ -1,4 +1,5 @@
 #include "core/buf.h"
+#include "core/common.h"
 #include "test.h"
 
 TEST(buf_append_consume_compact)
@@ -77,4 +78,39 @@ TEST(buf_gzip_round_trip)
     buf_free(&in);
     buf_free(&gz);
     buf_free(&out);
+}
+
+/* Integers print as %llu does at every digit-count boundary. */
+TEST(buf_u64_digits_boundaries)
+{
+    char got[24], want[24];
+    uint64_t p = 1;
+    for (int i = 0; i <= 20; i++) {
+        uint64_t vs[] = {p - 1, p, p + 1, p * 2, p * 9 - 1};
+        for (size_t j = 0; j < sizeof(vs) / sizeof(vs[0]); j++) {
+            got[cairn_u64_digits(vs[j], got)] = 0;
+            snprintf(want, sizeof(want), "%llu", (unsigned long long)vs[j]);
+            CHECK_STR(got, want);
+        }
+        if (i < 19)
+            p *= 10;
+        else
+            p = UINT64_MAX;
+    }
+}
+
+/* A value formatted again, in the same or another mode, prints as it did the
+ * first time (the last value is kept per thread). */
+TEST(buf_put_float_repeats)
+{
+    struct buf b = BUF_INIT;
+    double vs[] = {1e-5, 1e-5, 0.1, 0.1, 1e-5, -0.0, 0.0, 0.0};
+    char modes[] = {'g', 'f', 'j', 'j', 'g', 'g', 'g', 'j'};
+    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
+        buf_put_float(&b, vs[i], modes[i]);
+        buf_putc(&b, ' ');
+    }
+    buf_putc(&b, 0);
+    CHECK_STR(buf_head(&b), "1e-05 0.00001 0.1 0.1 1e-05 -0 0 0 ");
+    buf_free(&b);
 }
