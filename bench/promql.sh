@@ -7,7 +7,7 @@
 # Prometheus and a cairn, both pinned to CPU SRVCPU. Then each dashboard query
 # runs RUNS times on each server, alternating, as a range query over 1h and over
 # 24h (step 15s and 60s, as Grafana would ask); each run is one curl that asks
-# 1 + KEEP times: the first answer's time is the latency on a new connection, the
+# 1 + AGAIN times: the first answer's time is the latency on a new connection, the
 # median of the others the latency on a kept connection (as Grafana's data source
 # proxy keeps them). The medians over the runs are printed with the ratios
 # cairn/Prometheus. Query memory: the peak resident set
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HOURS=${HOURS:-24}
 RUNS=${RUNS:-5}
-KEEP=${KEEP:-3}
+AGAIN=${AGAIN:-3}
 SRVCPU=${SRVCPU:-1}
 . bench/lib.sh
 bench_init promql
@@ -63,9 +63,9 @@ QUERIES=(
 rss() { awk '/^VmRSS/ {print $2}' /proc/$1/status; }
 hwm() { awk '/^VmHWM/ {print $2}' /proc/$1/status; }
 one() { # port query start end step -> "fresh kept": seconds on a new connection, then the
-       # median of KEEP more on the same connection (as Grafana's data source proxy asks)
+       # median of AGAIN more on the same connection (as Grafana's data source proxy asks)
     local url="http://127.0.0.1:$1/api/v1/query_range?query=$(urlenc "$2")&start=$3&end=$4&step=$5" args=() i
-    for i in $(seq $((KEEP + 1))); do args+=(-o $W/out.json "$url"); done
+    for i in $(seq $((AGAIN + 1))); do args+=(-o $W/out.json "$url"); done
     curl -s -w '%{time_total} %{num_connects}\n' "${args[@]}" > $W/times
     grep -q '"status":"success"' $W/out.json || { echo "query failed on $1: $(head -c 300 $W/out.json)" >&2; exit 1; }
     [ "$(awk 'NR > 1 && $2 != 0' $W/times | wc -l)" = 0 ] || { echo "curl did not keep the connection to $1" >&2; exit 1; }
@@ -75,7 +75,7 @@ urlenc() { /usr/bin/python3 -c 'import sys, urllib.parse; print(urllib.parse.quo
 declare -A BASE
 for who in prom cairn; do pid=PROM_PID; [ $who = cairn ] && pid=CAIRN_PID
     BASE[$who]=$(rss ${!pid}); echo 5 > /proc/${!pid}/clear_refs; done
-printf '%-92s %6s | %10s %10s %6s | %10s %10s %6s\n' query range "new conn:" prometheus cairn ratio "kept:" prometheus cairn ratio
+printf '%-92s %6s | %10s %10s %10s %6s | %10s %10s %10s %6s\n' query range "new conn:" prometheus cairn ratio "kept:" prometheus cairn ratio
 RATIOS=(); KRATIOS=()
 ms() { awk -v x=$1 'BEGIN {printf "%.2f", x * 1000}'; }
 for q in "${QUERIES[@]}"; do
@@ -99,7 +99,7 @@ done
 echo "median latency ratio cairn/prometheus: new connection $(printf '%s\n' "${RATIOS[@]}" | median)x, kept connection $(printf '%s\n' "${KRATIOS[@]}" | median)x"
 tf=(); kf=()
 for r in $(seq $((RUNS * 4))); do
-    args=(); for i in $(seq $((KEEP + 1))); do args+=(-o /dev/null "http://127.0.0.1:$P_FLOOR/api/v1/query_range?query=up&start=$S&end=$END&step=60"); done
+    args=(); for i in $(seq $((AGAIN + 1))); do args+=(-o /dev/null "http://127.0.0.1:$P_FLOOR/api/v1/query_range?query=up&start=$S&end=$END&step=60"); done
     curl -s -w '%{time_total}\n' "${args[@]}" > $W/times
     tf+=($(head -1 $W/times)); kf+=($(tail -n +2 $W/times | median))
 done
