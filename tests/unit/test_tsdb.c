@@ -50,6 +50,47 @@ TEST(tsdb_chunk_roundtrip)
     tsdb_chunk_free(&c);
 }
 
+/* Values whose XOR windows are as wide as 64 bits, at every bit offset, read back;
+ * every cut of the chunk reads no byte past its end (each cut is copied into a
+ * buffer of exactly its bytes: ASan sees an over-read) and ends in an error unless
+ * whole. */
+TEST(tsdb_chunk_wide_windows_and_every_cut)
+{
+    struct tsdb_chunk c;
+    tsdb_chunk_init(&c);
+    int64_t ts[100];
+    double vs[100];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 100; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint64_t bits = i % 3 ? x : x | 1 | (1ull << 62);
+        memcpy(&vs[i], &bits, sizeof(bits));
+        ts[i] = 1000 + 15000 * (int64_t)i + (i % 4 ? 0 : (int64_t)(x % 100000));
+        CHECK_INT(tsdb_chunk_append(&c, ts[i], vs[i]), 0);
+    }
+    tsdb_chunk_seal(&c);
+    for (uint32_t cut = 0; cut <= c.nbits; cut++) {
+        size_t nbytes = (cut + 7) / 8;
+        uint8_t *exact = malloc(nbytes ? nbytes : 1);
+        memcpy(exact, c.b, nbytes);
+        struct tsdb_chunk_iter it;
+        tsdb_chunk_iter_init(&it, exact, cut, c.n);
+        int64_t gt;
+        double gv;
+        int n = 0;
+        while (tsdb_chunk_next(&it, &gt, &gv)) {
+            CHECK_INT(gt, ts[n]);
+            CHECK(memcmp(&gv, &vs[n], sizeof(gv)) == 0);
+            n++;
+        }
+        CHECK(cut == c.nbits ? (n == 100 && !it.err) : (n < 100 && it.err));
+        free(exact);
+    }
+    tsdb_chunk_free(&c);
+}
+
 TEST(tsdb_chunk_constant_is_tiny)
 {
     struct tsdb_chunk c;
