@@ -6,10 +6,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 #include <time.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 const char *cairn_strerror(int err)
@@ -152,6 +154,32 @@ void *cairn_calloc(size_t n, size_t size)
 char *cairn_strdup(const char *s)
 {
     return s ? strdup(s) : NULL;
+}
+
+/* the kernel's struct sched_attr (no glibc wrapper) */
+struct sched_attr_k {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+    uint32_t util_min, util_max;
+};
+
+int cairn_sched_slice(uint64_t ns)
+{
+    struct sched_attr_k a;
+    memset(&a, 0, sizeof(a));
+    if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0))
+        return -errno;
+    if (a.policy != 0)          /* SCHED_OTHER only: real-time policies have no slice */
+        return -EINVAL;
+    a.size = sizeof(a);
+    a.flags = 0;
+    a.runtime = ns;
+    if (syscall(SYS_sched_setattr, 0, &a, 0))
+        return -errno;
+    return 0;
 }
 
 int cairn_ncpus(void)

@@ -108,5 +108,11 @@ int cairn_parse_rfc3339(const char *s, size_t n, int64_t *ns);
 
 /* Number of online CPUs (at least 1). */
 int cairn_ncpus(void);
+/* Asks the kernel to schedule the calling thread in slices of ns nanoseconds
+ * (EEVDF's sched_attr.sched_runtime for SCHED_OTHER, Linux 6.12 on; clamped to
+ * 0.1-100 ms there): a shorter slice runs the thread sooner after it wakes, at the
+ * same share of the CPU. Its policy and nice value are kept; threads it creates
+ * after inherit the slice. Returns 0 or -errno (ENOSYS, EINVAL on older kernels). */
+int cairn_sched_slice(uint64_t ns);
 
 #endif

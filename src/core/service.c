@@ -309,6 +309,11 @@ int service_run(const struct service *svc, const struct service_ops *ops, void *
         code = 0;
         goto out_finish;
     }
+    if (sc.sched_slice_ns) {        /* the workers started next inherit it */
+        int r = cairn_sched_slice(sc.sched_slice_ns);
+        if (r)
+            log_info("the kernel keeps its own time slice", "err", cairn_strerror(r));
+    }
     if (start_threads(&sc))
         goto out_finish;
     struct loop *main_loop = sc.workers[0].loop;

@@ -94,6 +94,9 @@ struct service_ctx {
     struct httpd_conf admin_conf;
     struct loop_timer trim;
     struct metric *m_reload_ok, *m_reload_ts;
+    /* Set by start: the time slice the workers ask the kernel for
+     * (cairn_sched_slice), 0 for the kernel's own. */
+    uint64_t sched_slice_ns;
 };
 
 /* Runs the service until a stop: start, serve, finish. Returns the process's exit

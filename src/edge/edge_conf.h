@@ -147,6 +147,7 @@ struct edge_conf {
     bool have_admin;
     struct net_addr admin;
     int threads;
+    bool short_slices;              /* workers ask for the kernel's shortest slice */
     bool access_log;
     struct otlp_settings tracing;   /* spans to the trace store */
     struct edge_route *routes;

@@ -2,7 +2,7 @@
  *
  *   listen:   ["127.0.0.1:8090"] or [{address, tls: {certs: [{cert, key}]}, allow, deny}]
  *   admin:    "127.0.0.1:9902"
- *   threads, access_log,
+ *   threads, access_log, short_slices,
  *   timeouts: {header, idle, body}, limits: {max_body, max_conns, max_conns_per_ip}
  *   routes:   [{host, path | path_exact | path_regex, headers: {Name: value}, backend, allow, deny,
  *               rate_limit: {rps, burst, key: ip | "header:X-Name"}, redirect_https,
@@ -740,14 +740,16 @@ static int parse_backend(struct cfg *c, const cfg_node *n, const char *path, con
 int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct service *svc)
 {
     static const char *const keys[] = { "role", "listen", "admin", "threads", "access_log",
-                                        "routes", "backends", "timeouts", "limits", "tracing", NULL };
-    cfg_node *v[10];
+                                        "routes", "backends", "timeouts", "limits", "tracing",
+                                        "short_slices", NULL };
+    cfg_node *v[11];
     char p[256];
     struct edge_conf *e = calloc(1, sizeof(*e));
     if (!e)
         return cfg_error(c, map, path, "out of memory");
     svc->conf = e;
     e->threads = 1;
+    e->short_slices = true;
     e->access_log = true;
     e->header_timeout_ms = 10000;
     e->idle_timeout_ms = 60000;
@@ -795,6 +797,9 @@ int edge__parse(struct cfg *c, const cfg_node *map, const char *path, struct ser
     P(p, "%s.access_log", path);
     if (v[4])
         bad |= cfg_get_bool(c, v[4], p, &e->access_log);
+    P(p, "%s.short_slices", path);
+    if (v[10])
+        bad |= cfg_get_bool(c, v[10], p, &e->short_slices);
     P(p, "%s.tracing", path);
     bad |= otlp_parse_settings(c, v[9], p, &e->tracing);
     P(p, "%s.backends", path);

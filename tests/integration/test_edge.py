@@ -1051,3 +1051,34 @@ def test_panic_mode_when_every_server_is_down(start, tmp_path, apps):
     assert backends()["app"]["panic"] is False
     assert 'edge_backend_panic{backend="app"} 0' in requests.get(admin + "/metrics", timeout=5).text
     assert 'msg="backend out of panic" backend=app' in lb.stderr()
+
+
+def slices(pid):
+    """Each thread's EEVDF slice in ns, from /proc (None where the kernel has none)."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/sched") as f:
+            vals = [int(line.split(":")[1]) for line in f if line.startswith("se.slice")]
+        out.append(vals[0] if vals else None)
+    return out
+
+
+def test_workers_ask_for_short_slices(start, tmp_path, apps):
+    if not slices(os.getpid())[0]:
+        pytest.skip("this kernel shows no se.slice (EEVDF slices from Linux 6.12)")
+    base, _, p = run_edge(start, tmp_path, f"""\
+    threads: 2
+    routes: [{{path: /, backend: b}}]
+    backends: {{b: {{servers: {servers(apps[0])}}}}}
+""")
+    assert requests.get(base + "/", timeout=5).status_code == 200
+    got = slices(p.pid)
+    assert len(got) >= 2 and all(s == 100000 for s in got), got
+    base, _, p = run_edge(start, tmp_path, f"""\
+    threads: 2
+    short_slices: false
+    routes: [{{path: /, backend: b}}]
+    backends: {{b: {{servers: {servers(apps[0])}}}}}
+""", name="edge-kernel-slice")
+    assert requests.get(base + "/", timeout=5).status_code == 200
+    assert all(s == slices(os.getpid())[0] for s in slices(p.pid)), slices(p.pid)
