@@ -14,7 +14,8 @@
 # latency histogram through bench/wrk_pct.lua); then 9,000 idle keep-alive client
 # connections are opened against each proxy and the growth of its RSS is read.
 # Rounds alternate between the proxies; the medians are reported with ratios.
-# SHAPES (default "pinned unpinned idle tracing") picks the parts to run.
+# SHAPES (default "pinned unpinned idle tracing") picks the parts to run; CAIRN_BIN
+# runs another cairn binary (an earlier build) as the proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -31,6 +32,7 @@ for t in wrk haproxy nginx openssl; do
     command -v $t >/dev/null || { echo "bench-edge: $t is missing (apt-get install wrk haproxy nginx-light)"; exit 1; }
 done
 make -s build/cairn
+CAIRN_BIN=${CAIRN_BIN:-./build/cairn}     # another build to compare with
 
 BACKEND=19180; P_CAIRN=19181; P_HAP=19182; P_NGX=19183
 S_CAIRN=19191; S_HAP=19192; S_NGX=19193; ADMIN=19199
@@ -99,7 +101,7 @@ taskset -c $LOADCPU nginx -c $W/ngx-backend/nginx.conf & PIDS+=($!)
 taskset -c $PROXYCPU nginx -c $W/ngx-proxy/nginx.conf & PIDS+=($!)
 taskset -c $PROXYCPU haproxy -f $W/haproxy.cfg -db & PIDS+=($!)
 HAP_PID=$!
-taskset -c $PROXYCPU ./build/cairn run edge -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!)
+taskset -c $PROXYCPU $CAIRN_BIN run edge -c $W/cairn.yaml 2>$W/cairn.log & PIDS+=($!)
 CAIRN_PID=$!
 for port in $BACKEND $P_CAIRN $P_HAP $P_NGX; do
     for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$port/ && break; sleep 0.05; done
