@@ -2,6 +2,8 @@
 #include "core/common.h"
 
 #include <errno.h>
+#include <linux/sched.h>
+#include <linux/sched/types.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -156,27 +158,17 @@ char *cairn_strdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-/* the kernel's struct sched_attr (no glibc wrapper) */
-struct sched_attr_k {
-    uint32_t size, policy;
-    uint64_t flags;
-    int32_t nice;
-    uint32_t priority;
-    uint64_t runtime, deadline, period;
-    uint32_t util_min, util_max;
-};
-
 int cairn_sched_slice(uint64_t ns)
 {
-    struct sched_attr_k a;
+    struct sched_attr a;        /* the kernel's (no glibc wrapper) */
     memset(&a, 0, sizeof(a));
     if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0))
         return -errno;
-    if (a.policy != 0)          /* SCHED_OTHER only: real-time policies have no slice */
+    if (a.sched_policy != SCHED_NORMAL)     /* real-time policies have no slice */
         return -EINVAL;
     a.size = sizeof(a);
-    a.flags = 0;
-    a.runtime = ns;
+    a.sched_flags = 0;
+    a.sched_runtime = ns;
     if (syscall(SYS_sched_setattr, 0, &a, 0))
         return -errno;
     return 0;

@@ -707,7 +707,7 @@ static int edge_start(struct service_ctx *sc)
      * asleep; the shortest slice (0.1 ms) runs it sooner each time, at the same
      * share of the CPU: a lower tail latency (bench/RESULTS.md, bench-edge). */
     if (c->short_slices)
-        sc->sched_slice_ns = 100000;
+        sc->sched_slice_ns = 100 * 1000;    /* 0.1 ms, the least EEVDF takes */
     e->workers = calloc((size_t)n, sizeof(*e->workers));
     struct service_worker *sw = calloc((size_t)n, sizeof(*sw));
     if (!e->workers || !sw) {
